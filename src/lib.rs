@@ -1,0 +1,1 @@
+pub use nanovm_runtime::*;
