@@ -312,7 +312,8 @@ async def bench_workload(wl: Workload, runs: int, quick: bool, n_override: int |
         per_run = await h.warmup(min_runs=2, min_s=0.0)
         target = QUICK_TARGET_SAMPLE_S
     else:
-        per_run = await h.warmup(min_runs=3, min_s=0.3)
+        await h.warmup(min_runs=3, min_s=0.3)  # discard: caches, allocator, first-call paths
+        per_run = await h.warmup(min_runs=2, min_s=0.3)  # calibration
         target = TARGET_SAMPLE_S
     n = n_override if n_override is not None else max(1, round(target / per_run))
 

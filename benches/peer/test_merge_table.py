@@ -1,0 +1,181 @@
+"""Unit tests for merge_table.py.  Run: python3 -m unittest  (from this directory)
+or: python3 -m unittest discover -s benches/peer -p 'test_*.py'  (from the repo root)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+import unittest
+from contextlib import redirect_stderr, redirect_stdout
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import merge_table as mt  # noqa: E402
+
+
+def peer(wl, sps, spr=4, rps=None):
+    return {"side": "peer", "workload": wl, "steps_per_run": spr, "steps_per_sec": sps,
+            "runs_per_sec": rps if rps is not None else sps / spr, "samples": [sps], "n_per_sample": 10}
+
+
+def nano(mode, wl, sps, spr=4, rps=None):
+    return {"side": "nanovm", "mode": mode, "workload": wl, "steps_per_run": spr, "steps_per_sec": sps,
+            "runs_per_sec": rps if rps is not None else sps / spr}
+
+
+def lines(*recs):
+    return [json.dumps(r) + "\n" for r in recs]
+
+
+def quiet_table(*recs):
+    warnings = []
+    records = mt.parse_lines(lines(*recs), warn=warnings.append)
+    return mt.index_records(records, warn=warnings.append), warnings
+
+
+def row_of(out, wl):
+    for line in out.splitlines():
+        if line.startswith(f"| {wl} |"):
+            return [c.strip() for c in line.strip("|").split("|")]
+    return None
+
+
+class ParseTests(unittest.TestCase):
+    def test_keys(self):
+        self.assertEqual(mt.record_key(peer("guard4", 10.0)), "peer")
+        self.assertEqual(mt.record_key(nano("memory", "guard4", 10.0)), "memory")
+        self.assertEqual(mt.record_key(nano("sqlite", "guard4", 10.0)), "sqlite")
+
+    def test_invalid_records_are_skipped_with_warning(self):
+        bad = [
+            "not json\n",
+            json.dumps({"side": "nanovm", "mode": "disk", "workload": "g", "steps_per_sec": 1}) + "\n",
+            json.dumps({"side": "other", "workload": "g", "steps_per_sec": 1}) + "\n",
+            json.dumps({"side": "peer", "workload": "g", "steps_per_sec": 0}) + "\n",
+            json.dumps({"side": "peer", "workload": "g", "steps_per_sec": "fast"}) + "\n",
+            json.dumps({"side": "peer", "workload": "g", "steps_per_sec": True}) + "\n",
+            json.dumps({"side": "peer", "steps_per_sec": 5}) + "\n",
+            json.dumps([1, 2]) + "\n",
+            "\n",
+            "   \n",
+        ]
+        warnings = []
+        recs = mt.parse_lines(bad + lines(peer("g", 5.0)), warn=warnings.append)
+        self.assertEqual(len(recs), 1)
+        self.assertEqual(recs[0]["_key"], "peer")
+        self.assertEqual(len(warnings), 8)
+
+    def test_nan_and_inf_rejected(self):
+        warnings = []
+        recs = mt.parse_lines(['{"side":"peer","workload":"g","steps_per_sec":NaN}',
+                               '{"side":"peer","workload":"g","steps_per_sec":Infinity}'],
+                              warn=warnings.append)
+        self.assertEqual(recs, [])
+        self.assertEqual(len(warnings), 2)
+
+    def test_duplicate_last_wins(self):
+        table, warnings = quiet_table(peer("guard4", 100.0), peer("guard4", 200.0))
+        self.assertEqual(table["guard4"]["peer"]["steps_per_sec"], 200.0)
+        self.assertEqual(len(warnings), 1)
+
+
+class FormatTests(unittest.TestCase):
+    def test_fmt(self):
+        self.assertEqual(mt.fmt_rate(None), "—")
+        self.assertEqual(mt.fmt_rate(1234567.4), "1,234,567")
+        self.assertEqual(mt.fmt_ratio(None), "—")
+        self.assertEqual(mt.fmt_ratio(2.5), "2.50×")
+        self.assertEqual(mt.fmt_ratio(12.34), "12.3×")
+        self.assertEqual(mt.fmt_ratio(1234.0), "1,234×")
+
+
+class RenderTests(unittest.TestCase):
+    def test_full_row_and_ratios(self):
+        table, _ = quiet_table(peer("guard4", 1000.0), nano("memory", "guard4", 50000.0),
+                               nano("sqlite", "guard4", 2500.0))
+        out = mt.render(table)
+        self.assertIn("| workload | peer steps/s | nanovm mem steps/s | ratio mem/peer "
+                      "| nanovm sqlite steps/s | ratio sqlite/peer |", out)
+        self.assertEqual(row_of(out, "guard4"), ["guard4", "1,000", "50,000", "50.0×", "2,500", "2.50×"])
+
+    def test_missing_cells_show_dash(self):
+        table, _ = quiet_table(peer("guard4", 1000.0), nano("memory", "linear10", 10.0, spr=10))
+        out = mt.render(table)
+        self.assertEqual(row_of(out, "guard4"), ["guard4", "1,000", "—", "—", "—", "—"])
+        self.assertEqual(row_of(out, "linear10"), ["linear10", "—", "10", "—", "—", "—"])
+
+    def test_peer_only(self):
+        table, _ = quiet_table(peer("linear10", 30000.0, spr=10), peer("linear1000", 3000.0, spr=1000))
+        out = mt.render(table)
+        self.assertEqual(row_of(out, "linear10")[2:], ["—", "—", "—", "—"])
+        self.assertIn("peer 10.0×, nanovm mem —, nanovm sqlite —", out)
+
+    def test_row_order(self):
+        table, _ = quiet_table(peer("zeta", 1.0), peer("parallel10", 1.0, spr=12), peer("linear10", 1.0, spr=10),
+                               peer("guard4", 1.0), peer("alpha", 1.0))
+        out = mt.render(table)
+        order = [l.split("|")[1].strip() for l in out.splitlines() if l.startswith("| ") and "workload" not in l]
+        self.assertEqual(order, ["guard4", "linear10", "parallel10", "alpha", "zeta"])
+
+    def test_per_step_cost_ratio(self):
+        table, _ = quiet_table(
+            peer("linear10", 30000.0, spr=10), peer("linear1000", 2500.0, spr=1000),
+            nano("memory", "linear10", 1_000_000.0, spr=10), nano("memory", "linear1000", 800_000.0, spr=1000),
+        )
+        self.assertAlmostEqual(mt.per_step_cost_ratio(table, "peer"), 12.0)
+        self.assertAlmostEqual(mt.per_step_cost_ratio(table, "memory"), 1.25)
+        self.assertIsNone(mt.per_step_cost_ratio(table, "sqlite"))
+        out = mt.render(table)
+        self.assertIn("Per-step cost ratio linear1000/linear10", out)
+        self.assertIn("peer 12.0×, nanovm mem 1.25×, nanovm sqlite —", out)
+
+    def test_steps_per_run_mismatch_noted(self):
+        table, _ = quiet_table(peer("parallel10", 12000.0, spr=12, rps=1000.0),
+                               nano("memory", "parallel10", 110000.0, spr=11, rps=10000.0))
+        out = mt.render(table)
+        self.assertIn("parallel10: steps_per_run differs (peer 12, nanovm mem 11)", out)
+        self.assertIn("runs/s ratio nanovm mem/peer = 10.0×", out)
+
+    def test_no_notes_when_counts_match(self):
+        table, _ = quiet_table(peer("guard4", 1000.0), nano("memory", "guard4", 2000.0))
+        self.assertNotIn("Notes:", mt.render(table))
+
+
+class MainTests(unittest.TestCase):
+    def _write(self, d, name, content):
+        path = os.path.join(d, name)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(content)
+        return path
+
+    def test_main_merges_files(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = self._write(d, "peer.jsonl", "".join(lines(peer("guard4", 1000.0))))
+            n = self._write(d, "nanovm.jsonl", "".join(lines(nano("memory", "guard4", 3000.0))))
+            out, err = io.StringIO(), io.StringIO()
+            with redirect_stdout(out), redirect_stderr(err):
+                rc = mt.main([p, n])
+        self.assertEqual(rc, 0)
+        self.assertEqual(row_of(out.getvalue(), "guard4"), ["guard4", "1,000", "3,000", "3.00×", "—", "—"])
+
+    def test_main_missing_file(self):
+        err = io.StringIO()
+        with redirect_stderr(err), redirect_stdout(io.StringIO()):
+            rc = mt.main(["/nonexistent/definitely/not/here.jsonl"])
+        self.assertEqual(rc, 2)
+        self.assertIn("cannot read", err.getvalue())
+
+    def test_main_no_records(self):
+        with tempfile.TemporaryDirectory() as d:
+            p = self._write(d, "empty.jsonl", "\n")
+            err = io.StringIO()
+            with redirect_stderr(err), redirect_stdout(io.StringIO()):
+                rc = mt.main([p])
+        self.assertEqual(rc, 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
