@@ -1,1 +1,10 @@
+//! The nanovm runtime: executes compiled programs, journals every event into a blake3 hash
+//! chain, and replays.
 
+#![warn(missing_docs)]
+
+pub mod canonical;
+pub mod model;
+pub mod program;
+pub mod trace;
+pub mod value;

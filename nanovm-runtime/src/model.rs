@@ -1,0 +1,107 @@
+//! The model side: what a step asks a language model, and the adapter trait that answers.
+//!
+//! An adapter only transports text. It never decides anything: the runtime trims the answer and
+//! matches it against the step's admissible set, and the compiled transition picks the successor.
+
+use crate::program::{BoxFuture, Name};
+use crate::value::Digest;
+
+/// One model call, as built from an `llm` step (templates already rendered).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelRequest {
+    /// The step (or parallel branch) asking.
+    pub step: Name,
+    /// `model: "..."`; adapters fall back to their configured default.
+    pub model: Option<Name>,
+    /// The rendered system prompt.
+    pub system: Option<String>,
+    /// The rendered prompt.
+    pub prompt: String,
+    /// `max_tokens: N`.
+    pub max_tokens: Option<u32>,
+    /// For `choose`: the admissible answers. Adapters may use them to constrain decoding; the
+    /// runtime checks the answer against them either way.
+    pub choices: Option<&'static [&'static str]>,
+}
+
+impl ModelRequest {
+    /// blake3 of the request's canonical encoding: the response-cache key. Two requests have the
+    /// same key exactly when they would send the same thing to the model (the step name is not
+    /// part of it).
+    pub fn cache_key(&self) -> Digest {
+        let mut e = crate::canonical::Encoder::new();
+        e.tag(1)
+            .opt_str(self.model.as_deref())
+            .opt_str(self.system.as_deref())
+            .str(&self.prompt);
+        e.opt(self.max_tokens.as_ref(), |e, n| {
+            e.u32(*n);
+        });
+        e.opt(self.choices, |e, cs| {
+            e.u64(cs.len() as u64);
+            for c in cs {
+                e.str(c);
+            }
+        });
+        Digest::of(e.bytes())
+    }
+}
+
+/// What the model said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelReply {
+    /// The raw text (the runtime trims it before matching).
+    pub text: String,
+    /// Tokens in the prompt, as reported (0 if unknown).
+    pub prompt_tokens: u64,
+    /// Tokens in the completion, as reported (0 if unknown).
+    pub completion_tokens: u64,
+    /// True when served from a response cache without calling the model.
+    pub cache_hit: bool,
+}
+
+impl ModelReply {
+    /// A reply with no token accounting.
+    pub fn text(text: impl Into<String>) -> Self {
+        ModelReply {
+            text: text.into(),
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            cache_hit: false,
+        }
+    }
+}
+
+/// A failed model call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether a retry could help (timeouts, 429, 5xx).
+    pub retryable: bool,
+}
+
+impl ModelError {
+    /// A failure worth retrying.
+    pub fn transient(message: impl Into<String>) -> Self {
+        ModelError {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// A failure retrying cannot fix.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ModelError {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// A language model adapter.
+pub trait Model: Send + Sync + 'static {
+    /// Answers one request.
+    fn complete<'a>(&'a self, req: &'a ModelRequest) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
+}

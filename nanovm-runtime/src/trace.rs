@@ -1,0 +1,826 @@
+//! The trace: an append-only, blake3 hash-chained record of everything a run did.
+//!
+//! Entry `i` stores `hash_i = blake3(hash_{i-1} || seq_i || canonical(event_i))` with
+//! `hash_{-1}` = 32 zero bytes; the last hash is the run's *root hash*. Every field that appears
+//! in an exported trace is covered: `seq` and `prev` by the formula, the event by its canonical
+//! encoding ([`crate::canonical`]). Wall-clock timings never enter events (they live in
+//! [`crate::Metrics`]); the few time-dependent facts that decide control flow (a suspension
+//! deadline, a duration budget trip) are recorded as data and therefore hashed.
+//!
+//! Exported traces are JSON Lines, one [`Entry`] per line, in a canonical text form:
+//! [`verify_jsonl`] rejects a line whose bytes differ from the canonical rendering of what it
+//! parses to, so no edit of an exported trace, down to a single byte, goes unnoticed.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::Encoder;
+use crate::program::Name;
+use crate::value::{Datum, Digest, Json, VaultId};
+
+/// The status of a run (LANGUAGE.md §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Executing.
+    Running,
+    /// Waiting for an event (`await`).
+    Suspended,
+    /// Reached an `end ...: success`.
+    Success,
+    /// Reached an `end ...: failure`, or a failure had no `on error` edge, or a run-time fault.
+    Failed,
+    /// A budget ran out.
+    BudgetExceeded,
+    /// Too many consecutive invalid model answers.
+    Stalled,
+    /// Cancelled by the caller.
+    Cancelled,
+    /// After a crash, an effect's outcome is unknown and the tool is not idempotent: an
+    /// operator must say whether it happened.
+    NeedsReconciliation,
+}
+
+impl RunStatus {
+    /// The snake_case name, e.g. `"budget_exceeded"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Suspended => "suspended",
+            RunStatus::Success => "success",
+            RunStatus::Failed => "failed",
+            RunStatus::BudgetExceeded => "budget_exceeded",
+            RunStatus::Stalled => "stalled",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::NeedsReconciliation => "needs_reconciliation",
+        }
+    }
+
+    /// Parses [`RunStatus::as_str`]'s output.
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "suspended" => RunStatus::Suspended,
+            "success" => RunStatus::Success,
+            "failed" => RunStatus::Failed,
+            "budget_exceeded" => RunStatus::BudgetExceeded,
+            "stalled" => RunStatus::Stalled,
+            "cancelled" => RunStatus::Cancelled,
+            "needs_reconciliation" => RunStatus::NeedsReconciliation,
+            _ => return None,
+        })
+    }
+
+    /// True for statuses after which no step ever runs again: `success`, `failed`,
+    /// `budget_exceeded`, `stalled`, `cancelled`. (`needs_reconciliation` waits for an operator.)
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Success
+                | RunStatus::Failed
+                | RunStatus::BudgetExceeded
+                | RunStatus::Stalled
+                | RunStatus::Cancelled
+        )
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which budget ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetKind {
+    /// `max_steps`
+    MaxSteps,
+    /// `max_tokens`
+    MaxTokens,
+    /// `max_stalled_steps`
+    MaxStalledSteps,
+    /// `max_duration` (milliseconds)
+    MaxDuration,
+    /// `max_tool_calls`
+    MaxToolCalls,
+}
+
+impl BudgetKind {
+    /// The budget's name in the language, e.g. `"max_steps"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetKind::MaxSteps => "max_steps",
+            BudgetKind::MaxTokens => "max_tokens",
+            BudgetKind::MaxStalledSteps => "max_stalled_steps",
+            BudgetKind::MaxDuration => "max_duration",
+            BudgetKind::MaxToolCalls => "max_tool_calls",
+        }
+    }
+}
+
+/// The model's side of a model call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Reply {
+    /// The model answered.
+    Answer {
+        /// The raw text, before trimming.
+        text: String,
+        /// Tokens in the prompt.
+        prompt_tokens: u64,
+        /// Tokens in the completion.
+        completion_tokens: u64,
+        /// Served from the response cache without calling the model.
+        cache_hit: bool,
+    },
+    /// The call failed.
+    Error {
+        /// What went wrong.
+        message: String,
+        /// Whether a retry could help.
+        retryable: bool,
+    },
+}
+
+/// A tool's side of a tool call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToolOutcome {
+    /// The tool returned a value (recorded before decoding against the declared type).
+    Ok(Json),
+    /// The tool failed.
+    Err {
+        /// What went wrong.
+        message: String,
+        /// Whether a retry could help.
+        retryable: bool,
+    },
+}
+
+/// Something that happened in a run.
+///
+/// Step-completing events carry `next`, the successor the compiled transition chose (`None`
+/// when the attempt did not complete the step: a failed attempt that will be retried, a stall).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// The run began.
+    RunStarted {
+        /// The run's id.
+        run_id: String,
+        /// The program's name.
+        program: Name,
+        /// The compiled program's hash; replay refuses a different one.
+        program_hash: Digest,
+        /// The inputs in declaration order (secrets as commitments).
+        inputs: Vec<(Name, Datum)>,
+    },
+    /// A model call and its reply. Model calls have no side effects to fence, so request and
+    /// reply are one event, written after the reply.
+    Model {
+        /// The step.
+        step: Name,
+        /// The branch, inside a parallel step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<Name>,
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// `model: "..."`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        model: Option<Name>,
+        /// The rendered system prompt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<String>,
+        /// The rendered prompt.
+        prompt: String,
+        /// What came back.
+        reply: Reply,
+        /// The successor chosen, if this attempt completed the step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<Name>,
+    },
+    /// Written (and made durable) before an `effect` tool is called.
+    ToolIntent {
+        /// The step.
+        step: Name,
+        /// The branch, inside a parallel step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<Name>,
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// The tool.
+        tool: Name,
+        /// The effect id, passed to the tool as its idempotency key.
+        effect_id: Digest,
+        /// The arguments (secrets as commitments).
+        args: Vec<(Name, Datum)>,
+    },
+    /// A tool call's outcome.
+    ToolResult {
+        /// The step.
+        step: Name,
+        /// The branch, inside a parallel step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<Name>,
+        /// 1 for the first attempt.
+        attempt: u32,
+        /// The tool.
+        tool: Name,
+        /// The idempotency key the tool received (the effect id for `effect` tools).
+        key: Digest,
+        /// The arguments, for tools without an intent event (read-only tools).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        args: Option<Vec<(Name, Datum)>>,
+        /// What came back.
+        result: ToolOutcome,
+        /// The successor chosen, if this attempt completed the step.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<Name>,
+    },
+    /// A `guard` or `branch` chose a successor.
+    Decision {
+        /// The step.
+        step: Name,
+        /// The 0-based index of the `when` arm that fired; `None` for `otherwise`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        arm: Option<u32>,
+        /// The successor.
+        next: Name,
+    },
+    /// A parallel step's branches finished (or gave up).
+    Joined {
+        /// The parallel step.
+        step: Name,
+        /// Branches that did not succeed, in declaration order (empty on success).
+        failed: Vec<Name>,
+        /// The successor (`None`: failed without `on error`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next: Option<Name>,
+    },
+    /// The run suspended at an `await`.
+    Suspended {
+        /// The await step.
+        step: Name,
+        /// The event waited for.
+        event: Name,
+        /// When the timeout edge fires, in milliseconds since the Unix epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+    },
+    /// The awaited event arrived.
+    Delivered {
+        /// The await step.
+        step: Name,
+        /// The event name.
+        event: Name,
+        /// The event's id (duplicates are recognised by it).
+        event_id: String,
+        /// The payload.
+        payload: Json,
+        /// The successor.
+        next: Name,
+    },
+    /// The await's timeout fired.
+    TimedOut {
+        /// The await step.
+        step: Name,
+        /// The timeout edge's target.
+        next: Name,
+    },
+    /// A budget ran out at `step`; the run ends `budget_exceeded` (or `stalled`).
+    BudgetExceeded {
+        /// The step that would have run.
+        step: Name,
+        /// Which budget.
+        budget: BudgetKind,
+        /// The declared limit.
+        limit: u64,
+        /// What had been used, including the attempt that tripped it.
+        used: u64,
+    },
+    /// An operator resolved an ambiguous effect.
+    Reconciled {
+        /// The step.
+        step: Name,
+        /// The effect.
+        effect_id: Digest,
+        /// `Some`: the effect happened with this result; `None`: it did not happen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        result: Option<Json>,
+    },
+    /// A secret was erased from the vault. No earlier byte changes, so the chain still verifies.
+    Erased {
+        /// The erased value's vault id.
+        vault_id: VaultId,
+    },
+    /// The run ended (or, for `suspended` and `needs_reconciliation`, paused).
+    RunEnded {
+        /// The status.
+        status: RunStatus,
+        /// The step where it ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<Name>,
+        /// A failure message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+}
+
+impl Event {
+    /// The snake_case type tag, e.g. `"tool_result"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::Model { .. } => "model",
+            Event::ToolIntent { .. } => "tool_intent",
+            Event::ToolResult { .. } => "tool_result",
+            Event::Decision { .. } => "decision",
+            Event::Joined { .. } => "joined",
+            Event::Suspended { .. } => "suspended",
+            Event::Delivered { .. } => "delivered",
+            Event::TimedOut { .. } => "timed_out",
+            Event::BudgetExceeded { .. } => "budget_exceeded",
+            Event::Reconciled { .. } => "reconciled",
+            Event::Erased { .. } => "erased",
+            Event::RunEnded { .. } => "run_ended",
+        }
+    }
+
+    /// The step the event belongs to, if any.
+    pub fn step(&self) -> Option<&str> {
+        match self {
+            Event::Model { step, .. }
+            | Event::ToolIntent { step, .. }
+            | Event::ToolResult { step, .. }
+            | Event::Decision { step, .. }
+            | Event::Joined { step, .. }
+            | Event::Suspended { step, .. }
+            | Event::Delivered { step, .. }
+            | Event::TimedOut { step, .. }
+            | Event::BudgetExceeded { step, .. }
+            | Event::Reconciled { step, .. } => Some(step),
+            Event::RunEnded { step, .. } => step.as_deref(),
+            Event::RunStarted { .. } | Event::Erased { .. } => None,
+        }
+    }
+
+    /// Writes the canonical encoding (see [`crate::canonical`]).
+    pub fn encode(&self, e: &mut Encoder) {
+        fn opt(e: &mut Encoder, v: &Option<Name>) {
+            e.opt_str(v.as_deref());
+        }
+        match self {
+            Event::RunStarted {
+                run_id,
+                program,
+                program_hash,
+                inputs,
+            } => {
+                e.tag(1).str(run_id).str(program).digest(program_hash);
+                e.fields(inputs);
+            }
+            Event::Model {
+                step,
+                branch,
+                attempt,
+                model,
+                system,
+                prompt,
+                reply,
+                next,
+            } => {
+                e.tag(2).str(step);
+                opt(e, branch);
+                e.u32(*attempt);
+                opt(e, model);
+                e.opt_str(system.as_deref()).str(prompt);
+                match reply {
+                    Reply::Answer {
+                        text,
+                        prompt_tokens,
+                        completion_tokens,
+                        cache_hit,
+                    } => {
+                        e.tag(0)
+                            .str(text)
+                            .u64(*prompt_tokens)
+                            .u64(*completion_tokens)
+                            .bool(*cache_hit);
+                    }
+                    Reply::Error { message, retryable } => {
+                        e.tag(1).str(message).bool(*retryable);
+                    }
+                }
+                opt(e, next);
+            }
+            Event::ToolIntent {
+                step,
+                branch,
+                attempt,
+                tool,
+                effect_id,
+                args,
+            } => {
+                e.tag(3).str(step);
+                opt(e, branch);
+                e.u32(*attempt).str(tool).digest(effect_id).fields(args);
+            }
+            Event::ToolResult {
+                step,
+                branch,
+                attempt,
+                tool,
+                key,
+                args,
+                result,
+                next,
+            } => {
+                e.tag(4).str(step);
+                opt(e, branch);
+                e.u32(*attempt).str(tool).digest(key);
+                e.opt(args.as_ref(), |e, a| {
+                    e.fields(a);
+                });
+                match result {
+                    ToolOutcome::Ok(v) => {
+                        e.tag(0).json(v);
+                    }
+                    ToolOutcome::Err { message, retryable } => {
+                        e.tag(1).str(message).bool(*retryable);
+                    }
+                }
+                opt(e, next);
+            }
+            Event::Decision { step, arm, next } => {
+                e.tag(5).str(step);
+                e.opt(arm.as_ref(), |e, a| {
+                    e.u32(*a);
+                });
+                e.str(next);
+            }
+            Event::Joined { step, failed, next } => {
+                e.tag(6).str(step).u64(failed.len() as u64);
+                for f in failed {
+                    e.str(f);
+                }
+                opt(e, next);
+            }
+            Event::Suspended {
+                step,
+                event,
+                deadline_ms,
+            } => {
+                e.tag(7).str(step).str(event);
+                e.opt(deadline_ms.as_ref(), |e, d| {
+                    e.u64(*d);
+                });
+            }
+            Event::Delivered {
+                step,
+                event,
+                event_id,
+                payload,
+                next,
+            } => {
+                e.tag(8).str(step).str(event).str(event_id).json(payload).str(next);
+            }
+            Event::TimedOut { step, next } => {
+                e.tag(9).str(step).str(next);
+            }
+            Event::BudgetExceeded {
+                step,
+                budget,
+                limit,
+                used,
+            } => {
+                e.tag(10)
+                    .str(step)
+                    .str(budget.as_str())
+                    .u64(*limit)
+                    .u64(*used);
+            }
+            Event::Reconciled {
+                step,
+                effect_id,
+                result,
+            } => {
+                e.tag(11).str(step).digest(effect_id);
+                e.opt(result.as_ref(), |e, r| {
+                    e.json(r);
+                });
+            }
+            Event::Erased { vault_id } => {
+                e.tag(12);
+                e.str(&vault_id.to_hex());
+            }
+            Event::RunEnded {
+                status,
+                step,
+                message,
+            } => {
+                e.tag(13).tag(status.code());
+                opt(e, step);
+                e.opt_str(message.as_deref());
+            }
+        }
+    }
+}
+
+/// One link of the chain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Position in the trace, from 0.
+    pub seq: u64,
+    /// The previous entry's hash (zero for the first).
+    pub prev: Digest,
+    /// `blake3(prev || seq || canonical(event))`.
+    pub hash: Digest,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Computes an entry's hash. `scratch` is reused between calls to avoid allocating.
+pub fn entry_hash(prev: &Digest, seq: u64, event: &Event, scratch: &mut Encoder) -> Digest {
+    scratch.clear();
+    event.encode(scratch);
+    let mut h = blake3::Hasher::new();
+    h.update(&prev.0);
+    h.update(&seq.to_le_bytes());
+    h.update(scratch.bytes());
+    Digest(*h.finalize().as_bytes())
+}
+
+/// A run's trace: the entries in order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trace {
+    entries: Vec<Entry>,
+}
+
+impl Trace {
+    /// An empty trace.
+    pub fn new() -> Self {
+        Trace::default()
+    }
+
+    /// A trace from entries, checking the chain.
+    pub fn from_entries(entries: Vec<Entry>) -> Result<Trace, VerifyError> {
+        let trace = Trace { entries };
+        trace.verify()?;
+        Ok(trace)
+    }
+
+    /// The entries.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The last entry's hash (zero for an empty trace).
+    pub fn root(&self) -> Digest {
+        self.entries.last().map_or(Digest::ZERO, |e| e.hash)
+    }
+
+    /// Appends an event, chaining it to the last entry.
+    pub fn push(&mut self, event: Event, scratch: &mut Encoder) -> &Entry {
+        let prev = self.root();
+        let seq = self.entries.len() as u64;
+        let hash = entry_hash(&prev, seq, &event, scratch);
+        self.entries.push(Entry {
+            seq,
+            prev,
+            hash,
+            event,
+        });
+        self.entries.last().expect("just pushed")
+    }
+
+    /// Recomputes every hash; reports the first entry that does not match.
+    pub fn verify(&self) -> Result<Digest, VerifyError> {
+        let mut scratch = Encoder::new();
+        let mut prev = Digest::ZERO;
+        for (i, entry) in self.entries.iter().enumerate() {
+            check_entry(i, entry, &prev, &mut scratch)?;
+            prev = entry.hash;
+        }
+        Ok(prev)
+    }
+
+    /// The trace as JSON Lines (one entry per line, canonical text form).
+    pub fn to_jsonl(&self) -> String {
+        let mut out = String::new();
+        for e in &self.entries {
+            out.push_str(&entry_line(e));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Parses and verifies JSON Lines written by [`Trace::to_jsonl`].
+    pub fn from_jsonl(text: &str) -> Result<Trace, VerifyError> {
+        let mut scratch = Encoder::new();
+        let mut prev = Digest::ZERO;
+        let mut entries = Vec::new();
+        let body = text.strip_suffix('\n').unwrap_or(text);
+        if body.is_empty() {
+            return Ok(Trace::new());
+        }
+        for (i, line) in body.split('\n').enumerate() {
+            let entry: Entry = serde_json::from_str(line).map_err(|e| VerifyError {
+                index: i,
+                reason: format!("not a trace entry: {e}"),
+            })?;
+            if entry_line(&entry) != line {
+                return Err(VerifyError {
+                    index: i,
+                    reason: "not in canonical form (the line was edited)".into(),
+                });
+            }
+            check_entry(i, &entry, &prev, &mut scratch)?;
+            prev = entry.hash;
+            entries.push(entry);
+        }
+        Ok(Trace { entries })
+    }
+
+    /// Consumes the trace, returning its entries.
+    pub fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
+}
+
+/// The canonical JSON text of one entry (no trailing newline).
+pub fn entry_line(entry: &Entry) -> String {
+    serde_json::to_string(entry).expect("trace entries always serialize")
+}
+
+fn check_entry(
+    index: usize,
+    entry: &Entry,
+    prev: &Digest,
+    scratch: &mut Encoder,
+) -> Result<(), VerifyError> {
+    if entry.seq != index as u64 {
+        return Err(VerifyError {
+            index,
+            reason: format!("sequence number {} where {index} belongs", entry.seq),
+        });
+    }
+    if entry.prev != *prev {
+        return Err(VerifyError {
+            index,
+            reason: "`prev` does not match the previous entry's hash".into(),
+        });
+    }
+    let want = entry_hash(prev, entry.seq, &entry.event, scratch);
+    if entry.hash != want {
+        return Err(VerifyError {
+            index,
+            reason: "hash does not match the entry's contents".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Why a trace failed verification.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("entry {index} is broken: {reason}")]
+pub struct VerifyError {
+    /// 0-based index of the first broken entry (= line number - 1 in JSONL).
+    pub index: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Verifies exported JSON Lines; returns the entry count and root hash.
+pub fn verify_jsonl(text: &str) -> Result<(usize, Digest), VerifyError> {
+    let trace = Trace::from_jsonl(text)?;
+    Ok((trace.len(), trace.root()))
+}
+
+/// The first place two traces differ.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Divergence {
+    /// Index of the first differing entry.
+    pub index: usize,
+    /// The left trace's entry there (`None`: the left trace ended).
+    pub left: Option<Entry>,
+    /// The right trace's entry there (`None`: the right trace ended).
+    pub right: Option<Entry>,
+}
+
+/// The first divergence between two traces, or `None` if they are identical.
+pub fn diff(a: &Trace, b: &Trace) -> Option<Divergence> {
+    let n = a.len().max(b.len());
+    (0..n)
+        .find(|&i| a.entries.get(i).map(|e| e.hash) != b.entries.get(i).map(|e| e.hash))
+        .map(|index| Divergence {
+            index,
+            left: a.entries.get(index).cloned(),
+            right: b.entries.get(index).cloned(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Trace {
+        let mut t = Trace::new();
+        let mut s = Encoder::new();
+        t.push(
+            Event::RunStarted {
+                run_id: "r1".into(),
+                program: "p".into(),
+                program_hash: Digest::of(b"p"),
+                inputs: vec![("x".into(), Datum::Plain(json!({"a": 1.5, "b": "\u{1}é"})))],
+            },
+            &mut s,
+        );
+        t.push(
+            Event::ToolResult {
+                step: "load".into(),
+                branch: None,
+                attempt: 1,
+                tool: "fetch".into(),
+                key: Digest::of(b"k"),
+                args: Some(vec![("id".into(), Datum::Plain(json!("7")))]),
+                result: ToolOutcome::Ok(json!({"status": "paid", "n": [1, -2, 3e40]})),
+                next: Some("done".into()),
+            },
+            &mut s,
+        );
+        t.push(
+            Event::RunEnded {
+                status: RunStatus::Success,
+                step: Some("done".into()),
+                message: None,
+            },
+            &mut s,
+        );
+        t
+    }
+
+    #[test]
+    fn jsonl_roundtrip_verifies() {
+        let t = sample();
+        let text = t.to_jsonl();
+        let back = Trace::from_jsonl(&text).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(verify_jsonl(&text).unwrap(), (3, t.root()));
+    }
+
+    #[test]
+    fn every_single_byte_flip_is_detected() {
+        let text = sample().to_jsonl();
+        let bytes = text.as_bytes();
+        for i in 0..bytes.len() {
+            for delta in [1u8, 0x20, 0x80] {
+                let mut b = bytes.to_vec();
+                b[i] ^= delta;
+                let Ok(s) = String::from_utf8(b) else { continue };
+                assert!(
+                    verify_jsonl(&s).is_err(),
+                    "flip of byte {i} ({:?}) by {delta:#x} went unnoticed",
+                    bytes[i] as char
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn diff_finds_first_divergence() {
+        let a = sample();
+        let mut b = Trace::new();
+        let mut s = Encoder::new();
+        for (i, e) in a.entries().iter().enumerate() {
+            let mut ev = e.event.clone();
+            if i == 1
+                && let Event::ToolResult { result, .. } = &mut ev
+            {
+                *result = ToolOutcome::Ok(json!({"status": "refunded"}));
+            }
+            b.push(ev, &mut s);
+        }
+        assert_eq!(diff(&a, &a), None);
+        assert_eq!(diff(&a, &b).unwrap().index, 1);
+        assert_ne!(a.root(), b.root());
+    }
+}
