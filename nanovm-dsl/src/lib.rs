@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]
 
+pub mod check;
 pub mod diagnostic;
 pub mod render;
 pub mod syntax;

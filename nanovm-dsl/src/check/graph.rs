@@ -1,0 +1,370 @@
+//! Rules about the step graph.
+
+use std::collections::VecDeque;
+
+use petgraph::algo::kosaraju_scc;
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+use super::names::sorted_steps;
+use super::suggest::did_you_mean;
+use super::{outgoing, Ctx};
+use crate::diagnostic::Diagnostic;
+use crate::syntax::ast::StepKind;
+
+/// Every edge must lead somewhere: a target that names no step is almost always a typo, and
+/// executing it would strand the run.
+pub(super) fn check_targets(ctx: &mut Ctx<'_>) {
+    let names = sorted_steps(ctx);
+    let mut diags = Vec::new();
+    for (i, step) in ctx.steps.iter().enumerate() {
+        if ctx.duplicate_step[i] {
+            continue;
+        }
+        for (_, target) in outgoing(step) {
+            let name = target.name.name.as_str();
+            if ctx.step_index.contains_key(name) {
+                continue;
+            }
+            let mut d = Diagnostic::error(
+                "E0102",
+                format!("`{name}` names no step"),
+                target.name.span,
+            )
+            .with_label(format!("no step named `{name}`"));
+            if let Some(site) = ctx.branch_index.get(name) {
+                d = d.with_note(format!(
+                    "`{name}` is a branch of the parallel step `{}`; branches cannot be targets",
+                    ctx.steps[site.step].name
+                ));
+            } else if let Some(s) = did_you_mean(name, names.iter().copied()) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            } else {
+                d = d.with_help(format!(
+                    "declare it, e.g. `end {name}: success`, or point the edge at an existing step"
+                ));
+            }
+            diags.push(d);
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// A step no path from `start` reaches is dead code in a graph that is supposed to be the whole
+/// truth about what can happen; it usually means an edge is missing or misspelt.
+pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
+    let Some(start) = ctx.start else {
+        return;
+    };
+    let seen = reachable_from(ctx, start, |_| true);
+    let unresolved: Vec<&str> = ctx
+        .steps
+        .iter()
+        .flat_map(|s| outgoing(s))
+        .map(|(_, t)| t.name.name.as_str())
+        .filter(|n| !ctx.step_index.contains_key(n))
+        .collect();
+    let start_name = ctx.steps[start].name.name.clone();
+    let mut diags = Vec::new();
+    for (i, step) in ctx.steps.iter().enumerate() {
+        if seen[i] || ctx.duplicate_step[i] {
+            continue;
+        }
+        let mut d = Diagnostic::error(
+            "E0103",
+            format!("step `{}` is unreachable", step.name),
+            step.name.span,
+        )
+        .with_label(format!("no path from `start` (`{start_name}`) leads here"));
+        if let Some(typo) = unresolved
+            .iter()
+            .find(|u| did_you_mean(u, [step.name.name.as_str()]).is_some())
+        {
+            d = d.with_note(format!("the target `{typo}` may have been meant to name it"));
+        } else {
+            d = d.with_help(format!("add an edge to `{}`, or remove it", step.name));
+        }
+        diags.push(d);
+    }
+    ctx.diags.extend(diags);
+}
+
+/// A run that enters a region from which no `end` is reachable can never finish: it would loop
+/// until a budget kills it. Each such region is reported once, at the cycle that traps it.
+pub(super) fn check_traps(ctx: &mut Ctx<'_>) {
+    let Some(start) = ctx.start else {
+        return;
+    };
+    let reachable = reachable_from(ctx, start, |_| true);
+    // Steps from which an end (or an unresolved target, already reported) is reachable.
+    let mut finishes = vec![false; ctx.steps.len()];
+    let mut queue: VecDeque<usize> = VecDeque::new();
+    for (i, step) in ctx.steps.iter().enumerate() {
+        if matches!(step.kind, StepKind::End(_)) || ctx.unresolved[i] {
+            finishes[i] = true;
+            queue.push_back(i);
+        }
+    }
+    while let Some(n) = queue.pop_front() {
+        for e in ctx.graph.edges_directed(NodeIndex::new(n), Direction::Incoming) {
+            let p = e.source().index();
+            if !finishes[p] {
+                finishes[p] = true;
+                queue.push_back(p);
+            }
+        }
+    }
+    let trapped = |i: usize| reachable[i] && !finishes[i] && !ctx.duplicate_step[i];
+    let mut diags = Vec::new();
+    for scc in sorted_sccs(ctx) {
+        if !trapped(scc[0]) || !is_cycle(ctx, &scc) {
+            continue;
+        }
+        // Report sink regions only: a trapped step that merely leads into a trap is a
+        // consequence, not a separate problem.
+        let leaks = scc.iter().any(|&n| {
+            ctx.graph
+                .edges(NodeIndex::new(n))
+                .any(|e| !scc.contains(&e.target().index()) && trapped(e.target().index()))
+        });
+        if leaks {
+            continue;
+        }
+        let names = list(&scc.iter().map(|&i| ctx.steps[i].name.name.as_str()).collect::<Vec<_>>());
+        let message = if scc.len() == 1 {
+            format!(
+                "step {names} loops to itself with no way out; no `end` is reachable from it"
+            )
+        } else {
+            format!(
+                "steps {names} form a cycle with no way out; no `end` is reachable from them"
+            )
+        };
+        let mut d = Diagnostic::error("E0104", message, ctx.steps[scc[0]].name.span)
+            .with_label("a run that gets here can never finish");
+        for &n in &scc[1..] {
+            d = d.with_secondary(ctx.steps[n].name.span, "part of the cycle");
+        }
+        diags.push(d.with_help("give one of these steps an edge that leads to an `end`"));
+    }
+    ctx.diags.extend(diags);
+}
+
+/// A cycle is fine only if something bounds it: without `max_steps` a model that keeps
+/// answering the same way would loop forever.
+pub(super) fn check_cycles_need_max_steps(ctx: &mut Ctx<'_>) {
+    if ctx.budget_entry("max_steps").is_some() {
+        return;
+    }
+    let Some(start) = ctx.start else {
+        return;
+    };
+    let reachable = reachable_from(ctx, start, |_| true);
+    let mut diags = Vec::new();
+    for scc in sorted_sccs(ctx) {
+        if !reachable[scc[0]] || !is_cycle(ctx, &scc) {
+            continue;
+        }
+        let names = list(&scc.iter().map(|&i| ctx.steps[i].name.name.as_str()).collect::<Vec<_>>());
+        let mut d = Diagnostic::error(
+            "E0105",
+            if scc.len() == 1 {
+                format!("step {names} repeats itself, but the program sets no `max_steps`")
+            } else {
+                format!("steps {names} form a cycle, but the program sets no `max_steps`")
+            },
+            ctx.steps[scc[0]].name.span,
+        )
+        .with_label("a cycle starts here");
+        for &n in &scc[1..] {
+            d = d.with_secondary(ctx.steps[n].name.span, "part of the cycle");
+        }
+        if let Some(b) = ctx.program.budget() {
+            d = d.with_secondary(b.span, "this budget has no `max_steps`");
+        }
+        diags.push(d.with_help("bound the cycle: add `max_steps: N` to the program's `budget { ... }`"));
+    }
+    ctx.diags.extend(diags);
+}
+
+/// The core safety rule: money moves, rows change and messages go out only after a guardrail
+/// has looked at the situation. An effect reachable from `start` along a path that passes no
+/// `guard` could fire on the model's word alone.
+pub(super) fn check_unguarded_effects(ctx: &mut Ctx<'_>) {
+    let Some(start) = ctx.start else {
+        return;
+    };
+    // Breadth-first from start, never expanding through a guard; parents give one path.
+    let n = ctx.steps.len();
+    let mut parent: Vec<Option<usize>> = vec![None; n];
+    let mut seen = vec![false; n];
+    let mut queue = VecDeque::from([start]);
+    seen[start] = true;
+    let mut order = Vec::new();
+    while let Some(s) = queue.pop_front() {
+        order.push(s);
+        if matches!(ctx.steps[s].kind, StepKind::Guard(_)) {
+            continue;
+        }
+        for e in sorted_edges(ctx, s) {
+            if !seen[e] {
+                seen[e] = true;
+                parent[e] = Some(s);
+                queue.push_back(e);
+            }
+        }
+    }
+    order.sort_unstable();
+    let mut diags = Vec::new();
+    for s in order {
+        for (site_name, tool, span) in effect_calls(ctx, s) {
+            let mut path = vec![s];
+            while let Some(p) = parent[*path.last().expect("nonempty")] {
+                path.push(p);
+            }
+            path.reverse();
+            let step = ctx.steps[s];
+            let what = if matches!(step.kind, StepKind::Parallel(_)) {
+                format!("the branch `{site_name}` of `{}`", step.name)
+            } else {
+                format!("the call `{site_name}`")
+            };
+            let mut d = Diagnostic::error(
+                "E0106",
+                format!(
+                    "unguarded effect: {what} is reachable from `start` without passing a guard"
+                ),
+                span,
+            )
+            .with_label(format!("calls the effect tool `{tool}`"))
+            .with_note(format!("for example along {}", ctx.path_text(&path)));
+            let branch_on_path = path
+                .iter()
+                .find(|&&p| matches!(ctx.steps[p].kind, StepKind::Branch(_)));
+            d = match branch_on_path {
+                Some(&b) => d.with_help(format!(
+                    "if `{}` is the policy check, declare it as `guard {}`; otherwise put a `guard` before `{}`",
+                    ctx.steps[b].name, ctx.steps[b].name, ctx.steps[s].name
+                )),
+                None => d.with_help(format!(
+                    "put a `guard` step on every path to `{}`",
+                    ctx.steps[s].name
+                )),
+            };
+            diags.push(d);
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// An effect inside a cycle runs once per trip around it. That can be right (retrying a charge
+/// after a new card arrives), but it should never be a surprise.
+pub(super) fn check_effects_in_cycles(ctx: &mut Ctx<'_>) {
+    let Some(start) = ctx.start else {
+        return;
+    };
+    let reachable = reachable_from(ctx, start, |_| true);
+    let mut diags = Vec::new();
+    for scc in sorted_sccs(ctx) {
+        if !reachable[scc[0]] || !is_cycle(ctx, &scc) {
+            continue;
+        }
+        for &s in &scc {
+            for (site_name, tool, span) in effect_calls(ctx, s) {
+                diags.push(
+                    Diagnostic::warning(
+                        "W0401",
+                        format!("the effect call `{site_name}` is inside a cycle and may fire more than once"),
+                        span,
+                    )
+                    .with_label(format!("calls the effect tool `{tool}`"))
+                    .with_note("each trip around the cycle is a new effect with its own effect id")
+                    .with_help("make sure repeating it is intended, or move it out of the cycle"),
+                );
+            }
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// The effect calls a step makes: (call or branch name, tool name, span to point at).
+fn effect_calls<'a>(ctx: &Ctx<'a>, s: usize) -> Vec<(&'a str, &'a str, crate::syntax::ast::Span)> {
+    let step = ctx.steps[s];
+    let mut out = Vec::new();
+    let mut visit = |st: &'a crate::syntax::ast::Step| {
+        if let StepKind::Call(c) = &st.kind
+            && let Some(&t) = ctx.tool_index.get(c.tool.name.as_str())
+            && ctx.tools[t].is_effect()
+        {
+            out.push((st.name.name.as_str(), ctx.tools[t].name.name.as_str(), st.name.span));
+        }
+    };
+    match &step.kind {
+        StepKind::Parallel(p) => p.branches.iter().for_each(&mut visit),
+        _ => visit(step),
+    }
+    out
+}
+
+/// Steps reachable from `from`, expanding only through steps `expand` accepts.
+fn reachable_from(ctx: &Ctx<'_>, from: usize, expand: impl Fn(usize) -> bool) -> Vec<bool> {
+    let mut seen = vec![false; ctx.steps.len()];
+    seen[from] = true;
+    let mut queue = VecDeque::from([from]);
+    while let Some(s) = queue.pop_front() {
+        if !expand(s) {
+            continue;
+        }
+        for e in ctx.graph.edges(NodeIndex::new(s)) {
+            let t = e.target().index();
+            if !seen[t] {
+                seen[t] = true;
+                queue.push_back(t);
+            }
+        }
+    }
+    seen
+}
+
+/// Successors of a step in source order of the edges (petgraph lists them newest first).
+fn sorted_edges(ctx: &Ctx<'_>, s: usize) -> Vec<usize> {
+    let mut v: Vec<(usize, usize)> = ctx
+        .graph
+        .edges(NodeIndex::new(s))
+        .map(|e| (e.id().index(), e.target().index()))
+        .collect();
+    v.sort_unstable();
+    v.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Strongly connected components, each sorted, ordered by their first step.
+fn sorted_sccs(ctx: &Ctx<'_>) -> Vec<Vec<usize>> {
+    let mut sccs: Vec<Vec<usize>> = kosaraju_scc(&ctx.graph)
+        .into_iter()
+        .map(|c| {
+            let mut v: Vec<usize> = c.into_iter().map(NodeIndex::index).collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    sccs.sort_unstable();
+    sccs
+}
+
+fn is_cycle(ctx: &Ctx<'_>, scc: &[usize]) -> bool {
+    scc.len() > 1
+        || ctx
+            .graph
+            .contains_edge(NodeIndex::new(scc[0]), NodeIndex::new(scc[0]))
+}
+
+/// `a`, `a` and `b`, `a`, `b` and `c`.
+pub(crate) fn list(names: &[&str]) -> String {
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    match quoted.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}

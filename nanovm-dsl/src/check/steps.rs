@@ -1,0 +1,366 @@
+//! Rules about the shape of individual steps.
+
+use std::collections::HashMap;
+
+use super::suggest::did_you_mean;
+use super::{with_branches, Ctx};
+use crate::diagnostic::Diagnostic;
+use crate::syntax::ast::{IntLit, LlmOutput, Span, StepKind};
+
+/// Largest `retry N` accepted: beyond this a retry loop is a denial of service, not resilience.
+pub(crate) const MAX_RETRY: i64 = 100;
+/// Largest `max_concurrency N` accepted.
+pub(crate) const MAX_CONCURRENCY: i64 = 1024;
+
+/// There is no fall-through to the next step in the file: a step that names no successor
+/// would leave the run nowhere to go. Parallel branches are the opposite: they return to their
+/// block, so they must not name one.
+pub(super) fn check_successors(ctx: &mut Ctx<'_>) {
+    for (i, step) in ctx.steps.iter().enumerate() {
+        if ctx.duplicate_step[i] {
+            continue;
+        }
+        let missing = match &step.kind {
+            StepKind::Llm(l) => l.next.is_none(),
+            StepKind::Call(c) => c.next.is_none(),
+            StepKind::Parallel(p) => p.next.is_none(),
+            StepKind::Await(a) => a.next.is_none(),
+            StepKind::Guard(_) | StepKind::Branch(_) | StepKind::End(_) => false,
+        };
+        if missing {
+            ctx.diags.push(
+                Diagnostic::error(
+                    "E0110",
+                    format!("step `{}` names no successor", step.name),
+                    step.name.span,
+                )
+                .with_label("the run would have nowhere to go after this step")
+                .with_help("add `-> STEP` after the step; there is no fall-through to the next step in the file"),
+            );
+        }
+        let top_level_after = match &step.kind {
+            StepKind::Llm(l) => l.after.first(),
+            StepKind::Call(c) => c.after.first(),
+            _ => None,
+        };
+        if let Some(a) = top_level_after {
+            ctx.diags.push(
+                Diagnostic::error(
+                    "E0111",
+                    "`after` only applies to branches of a `parallel` step",
+                    a.span,
+                )
+                .with_label("not inside a parallel block")
+                .with_help("steps run one after another along their `->` edges; remove `after`"),
+            );
+        }
+    }
+}
+
+/// A guard must decide something for every input, or the run would stop in the middle of a
+/// decision: `otherwise` is mandatory, comes once, and comes last (an arm after it could never
+/// fire).
+pub(super) fn check_otherwise(ctx: &mut Ctx<'_>) {
+    for step in &ctx.steps {
+        let (StepKind::Guard(d) | StepKind::Branch(d)) = &step.kind else {
+            continue;
+        };
+        let kw = step.kind.keyword();
+        match d.otherwise.as_slice() {
+            [] => ctx.diags.push(
+                Diagnostic::error(
+                    "E0107",
+                    format!("{kw} `{}` has no `otherwise` arm", step.name),
+                    step.name.span,
+                )
+                .with_label(format!("this {kw} must decide for every input"))
+                .with_help("add `otherwise -> STEP` as its last arm"),
+            ),
+            [first, rest @ ..] => {
+                for extra in rest {
+                    ctx.diags.push(
+                        Diagnostic::error(
+                            "E0107",
+                            format!("{kw} `{}` has more than one `otherwise` arm", step.name),
+                            extra.span,
+                        )
+                        .with_label("second `otherwise`")
+                        .with_secondary(first.span, "first `otherwise`"),
+                    );
+                }
+                for arm in d.arms.iter().filter(|a| a.span.start > first.span.start) {
+                    ctx.diags.push(
+                        Diagnostic::error(
+                            "E0107",
+                            "this arm can never fire: `otherwise` above it always wins",
+                            arm.span,
+                        )
+                        .with_label("unreachable arm")
+                        .with_secondary(first.span, "`otherwise` is here")
+                        .with_help("move `otherwise` to the end"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// An `llm` step without a prompt asks nothing; `on invalid` only makes sense when there is an
+/// admissible set to miss (free text is never invalid).
+pub(super) fn check_llm_steps(ctx: &mut Ctx<'_>) {
+    for step in ctx.steps.iter().flat_map(|s| with_branches(s)) {
+        let StepKind::Llm(l) = &step.kind else {
+            continue;
+        };
+        if l.prompt.is_none() {
+            ctx.diags.push(
+                Diagnostic::error(
+                    "E0112",
+                    format!("llm step `{}` has no `prompt`", step.name),
+                    step.name.span,
+                )
+                .with_label("nothing to ask the model")
+                .with_help("add `prompt: \"...\"` inside the braces"),
+            );
+        }
+        if let (Some(inv), None | Some(LlmOutput::Into { .. })) = (&l.on_invalid, &l.output) {
+            ctx.diags.push(
+                Diagnostic::error(
+                    "E0112",
+                    "`on invalid` needs `choose`: a free-text answer is never invalid",
+                    inv.span,
+                )
+                .with_label("this edge can never be taken")
+                .with_help("add `choose VAR from [a, b]`, or remove `on invalid`"),
+            );
+        }
+    }
+}
+
+/// Parallel branches run inside their block and report back to it: they cannot name their own
+/// successors or error edges; `after` must name sibling branches and form no cycle (the block
+/// is ordered at compile time); two branches assigning one variable would race.
+pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    for step in &ctx.steps {
+        let StepKind::Parallel(p) = &step.kind else {
+            continue;
+        };
+        if p.branches.is_empty() {
+            diags.push(
+                Diagnostic::error(
+                    "E0111",
+                    format!("parallel step `{}` has no branches", step.name),
+                    step.name.span,
+                )
+                .with_label("nothing to run")
+                .with_help("add `call` or `llm` branches inside the braces"),
+            );
+            continue;
+        }
+        let names: HashMap<&str, usize> = p
+            .branches
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, b)| (b.name.name.as_str(), i))
+            .collect();
+        let mut deps: Vec<Vec<usize>> = vec![Vec::new(); p.branches.len()];
+        for (bi, branch) in p.branches.iter().enumerate() {
+            let (next, on_error, on_invalid, after) = match &branch.kind {
+                StepKind::Llm(l) => (&l.next, &l.on_error, &l.on_invalid, &l.after),
+                StepKind::Call(c) => (&c.next, &c.on_error, &None, &c.after),
+                _ => continue,
+            };
+            for (t, what) in [(next, "a successor"), (on_error, "an `on error` edge"), (on_invalid, "an `on invalid` edge")] {
+                if let Some(t) = t {
+                    diags.push(
+                        Diagnostic::error(
+                            "E0111",
+                            format!("a parallel branch cannot have {what} of its own"),
+                            t.span,
+                        )
+                        .with_label(format!("inside parallel step `{}`", step.name))
+                        .with_help(format!(
+                            "branches report back to their block; put the edge on `{}` itself",
+                            step.name
+                        )),
+                    );
+                }
+            }
+            for a in after {
+                match names.get(a.name.as_str()) {
+                    Some(&d) if d == bi => diags.push(
+                        Diagnostic::error(
+                            "E0111",
+                            format!("branch `{}` cannot run after itself", a.name),
+                            a.span,
+                        )
+                        .with_label("self-dependency"),
+                    ),
+                    Some(&d) => deps[bi].push(d),
+                    None => {
+                        let mut d = Diagnostic::error(
+                            "E0102",
+                            format!("`{}` names no branch of `{}`", a.name, step.name),
+                            a.span,
+                        )
+                        .with_label("`after` must name a sibling branch");
+                        if let Some(s) = did_you_mean(&a.name, p.branches.iter().map(|b| b.name.name.as_str())) {
+                            d = d.with_help(format!("did you mean `{s}`?"));
+                        }
+                        diags.push(d);
+                    }
+                }
+            }
+        }
+        if let Some(cycle) = dependency_cycle(&deps) {
+            let names: Vec<String> = cycle.iter().map(|&b| format!("`{}`", p.branches[b].name)).collect();
+            let first = &p.branches[cycle[0]];
+            let mut d = Diagnostic::error(
+                "E0111",
+                format!("branches {} wait for each other in a cycle", names.join(", ")),
+                first.name.span,
+            )
+            .with_label("part of the cycle")
+            .with_help("`after` must form an order; remove one dependency");
+            for &b in &cycle[1..] {
+                d = d.with_secondary(p.branches[b].name.span, "also in the cycle");
+            }
+            diags.push(d);
+        }
+        // Two branches writing one variable.
+        let mut writers: HashMap<&str, (&str, Span)> = HashMap::new();
+        for branch in &p.branches {
+            let var = match &branch.kind {
+                StepKind::Llm(l) => l.output.as_ref().map(|o| o.var()),
+                StepKind::Call(c) => c.into.as_ref(),
+                _ => None,
+            };
+            if let Some(var) = var {
+                match writers.get(var.name.as_str()) {
+                    Some((first, first_span)) => diags.push(
+                        Diagnostic::error(
+                            "E0113",
+                            format!(
+                                "branches `{first}` and `{}` both assign `{}`",
+                                branch.name, var.name
+                            ),
+                            var.span,
+                        )
+                        .with_label("second assignment")
+                        .with_secondary(*first_span, "first assignment")
+                        .with_help("concurrent branches must write different variables"),
+                    ),
+                    None => {
+                        writers.insert(&var.name, (&branch.name.name, var.span));
+                    }
+                }
+            }
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// Counts that are out of range would make a step useless (`max_tokens: 0`) or turn a retry
+/// into an endless hammering of someone else's service.
+pub(super) fn check_counts(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    let range = |lit: &IntLit, what: &str, min: i64, max: i64, diags: &mut Vec<Diagnostic>| {
+        if lit.value < min || lit.value > max {
+            diags.push(
+                Diagnostic::error(
+                    "E0112",
+                    format!("{what} must be between {min} and {max}"),
+                    lit.span,
+                )
+                .with_label(format!("{} is out of range", lit.value)),
+            );
+        }
+    };
+    for step in ctx.steps.iter().flat_map(|s| with_branches(s)) {
+        match &step.kind {
+            StepKind::Llm(l) => {
+                if let Some(r) = &l.retry {
+                    range(r, "`retry`", 0, MAX_RETRY, &mut diags);
+                }
+                if let Some(m) = &l.max_tokens {
+                    range(m, "`max_tokens`", 1, i64::from(u32::MAX), &mut diags);
+                }
+            }
+            StepKind::Call(c) => {
+                if let Some(r) = &c.retry {
+                    range(r, "`retry`", 0, MAX_RETRY, &mut diags);
+                }
+            }
+            StepKind::Parallel(p) => {
+                if let Some(r) = &p.retry {
+                    range(r, "`retry`", 0, MAX_RETRY, &mut diags);
+                }
+                if let Some(m) = &p.max_concurrency {
+                    range(m, "`max_concurrency`", 1, MAX_CONCURRENCY, &mut diags);
+                }
+            }
+            StepKind::Await(a) => {
+                if let Some((d, _)) = &a.timeout
+                    && d.millis == 0
+                {
+                    diags.push(
+                        Diagnostic::error("E0112", "a timeout must be longer than zero", d.span)
+                            .with_label("zero duration"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// A cycle among `after` dependencies, as branch indices in order, if there is one.
+fn dependency_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    // Iterative three-colour DFS; deps are small but never trust input sizes with recursion.
+    let n = deps.len();
+    let mut colour = vec![0u8; n];
+    for root in 0..n {
+        if colour[root] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        colour[root] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if *next < deps[node].len() {
+                let to = deps[node][*next];
+                *next += 1;
+                match colour[to] {
+                    0 => {
+                        colour[to] = 1;
+                        stack.push((to, 0));
+                    }
+                    1 => {
+                        let pos = stack.iter().position(|&(s, _)| s == to).unwrap_or(0);
+                        return Some(stack[pos..].iter().map(|&(s, _)| s).collect());
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_dependency_cycles() {
+        assert_eq!(dependency_cycle(&[vec![], vec![0], vec![1]]), None);
+        assert_eq!(dependency_cycle(&[vec![1], vec![0]]), Some(vec![0, 1]));
+        assert_eq!(dependency_cycle(&[vec![], vec![2], vec![1]]), Some(vec![1, 2]));
+    }
+}

@@ -1,0 +1,704 @@
+//! Rules about variables: where they come from, whether they are assigned, what they may flow
+//! into, and the types of the expressions that read them.
+
+use std::collections::{HashMap, VecDeque};
+
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+
+use super::suggest::did_you_mean;
+use super::types::{expect_condition, infer, Scope, Ty};
+use super::{outgoing, with_branches, Ctx, EdgeKind, Site};
+use crate::diagnostic::Diagnostic;
+use crate::syntax::ast::{BinOp, Expr, ExprKind, Literal, Path, Step, StepKind, TemplatePart};
+
+/// How a variable is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UseKind {
+    /// In a `guard`/`branch` condition.
+    Cond,
+    /// In a call argument.
+    Arg,
+    /// In a prompt or system template.
+    Template,
+}
+
+/// One read of a variable.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Use<'a> {
+    pub(crate) site: Site,
+    pub(crate) path: &'a Path,
+    pub(crate) kind: UseKind,
+}
+
+/// Every read of every variable, in source order.
+pub(crate) fn uses<'a>(ctx: &Ctx<'a>) -> Vec<Use<'a>> {
+    let mut out = Vec::new();
+    for (i, step) in ctx.steps.iter().enumerate() {
+        for (b, s) in with_branches(step).into_iter().enumerate() {
+            let site = Site {
+                step: i,
+                branch: (b > 0).then(|| b - 1),
+            };
+            step_uses(site, s, &mut out);
+        }
+    }
+    out.sort_by_key(|u| u.path.span.start);
+    out
+}
+
+fn step_uses<'a>(site: Site, step: &'a Step, out: &mut Vec<Use<'a>>) {
+    let mut push = |path: &'a Path, kind| out.push(Use { site, path, kind });
+    match &step.kind {
+        StepKind::Llm(l) => {
+            for t in l.prompt.iter().chain(&l.system) {
+                for part in &t.parts {
+                    if let TemplatePart::Hole(p) = part {
+                        push(p, UseKind::Template);
+                    }
+                }
+            }
+        }
+        StepKind::Call(c) => {
+            let mut paths = Vec::new();
+            for a in &c.args {
+                expr_paths(&a.value, &mut paths);
+            }
+            paths.into_iter().for_each(|p| push(p, UseKind::Arg));
+        }
+        StepKind::Guard(d) | StepKind::Branch(d) => {
+            let mut paths = Vec::new();
+            for a in &d.arms {
+                expr_paths(&a.cond, &mut paths);
+            }
+            paths.into_iter().for_each(|p| push(p, UseKind::Cond));
+        }
+        _ => {}
+    }
+}
+
+/// The paths an expression reads (depth is bounded by the parser's limits).
+pub(crate) fn expr_paths<'a>(e: &'a Expr, out: &mut Vec<&'a Path>) {
+    match &e.kind {
+        ExprKind::Path(p) => out.push(p),
+        ExprKind::Lit(_) => {}
+        ExprKind::Not(x) | ExprKind::Paren(x) => expr_paths(x, out),
+        ExprKind::Builtin { arg, .. } => expr_paths(arg, out),
+        ExprKind::Binary { lhs, rhs, .. } => {
+            expr_paths(lhs, out);
+            expr_paths(rhs, out);
+        }
+        ExprKind::List(items) => items.iter().for_each(|i| expr_paths(i, out)),
+    }
+}
+
+/// A variable has one type for its whole life (the generated `State` has one field per
+/// variable), and inputs are what the caller passed: a step may not overwrite them.
+pub(super) fn check_variable_types(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    for var in &ctx.vars {
+        if let Some(input) = var.input {
+            for def in &var.defs {
+                diags.push(
+                    Diagnostic::error(
+                        "E0307",
+                        format!("`{}` is an input and cannot be assigned", var.name),
+                        def.ident.span,
+                    )
+                    .with_label("assigned here")
+                    .with_secondary(input.name.span, "declared as an input here")
+                    .with_help("use a different variable name"),
+                );
+            }
+            continue;
+        }
+        let Some(first) = var.defs.first() else {
+            continue;
+        };
+        for def in &var.defs[1..] {
+            if def.ty != first.ty && def.ty != Ty::Error && first.ty != Ty::Error {
+                diags.push(
+                    Diagnostic::error(
+                        "E0306",
+                        format!(
+                            "`{}` is assigned {} here, but {} by `{}`",
+                            var.name,
+                            def.ty.describe(&ctx.choices),
+                            first.ty.describe(&ctx.choices),
+                            ctx.site_name(first.site)
+                        ),
+                        def.ident.span,
+                    )
+                    .with_label(def.ty.describe(&ctx.choices))
+                    .with_secondary(first.ident.span, first.ty.describe(&ctx.choices))
+                    .with_help("a variable has one type; use a different name for one of them"),
+                );
+            }
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// A name that is neither an input nor assigned anywhere can never hold a value; it is
+/// usually a typo.
+pub(super) fn check_unknown_variables(ctx: &mut Ctx<'_>) {
+    let mut names: Vec<&str> = ctx.vars.iter().map(|v| v.name).collect();
+    names.sort_unstable();
+    let mut diags = Vec::new();
+    for u in uses(ctx) {
+        let root = u.path.root();
+        if ctx.var_index.contains_key(root.name.as_str()) {
+            continue;
+        }
+        let mut d = Diagnostic::error(
+            "E0301",
+            format!("unknown variable `{}`", root.name),
+            root.span,
+        )
+        .with_label("not an input, and no step assigns it");
+        d = match did_you_mean(&root.name, names.iter().copied()) {
+            Some(s) => d.with_help(format!("did you mean `{s}`?")),
+            None => d.with_help(
+                "variables are inputs and names assigned with `into` or `choose`",
+            ),
+        };
+        diags.push(d);
+    }
+    ctx.diags.extend(diags);
+}
+
+/// Reading a variable on a path where it was never assigned would read nothing. A must-assigned
+/// data-flow analysis over the step graph (assignments happen on the edge that completes a step:
+/// `into` is not assigned along `on error`, `choose` not along `on invalid`) proves every read
+/// is preceded by an assignment on every path from `start`.
+pub(super) fn check_definite_assignment(ctx: &mut Ctx<'_>) {
+    let Some(start) = ctx.start else {
+        return;
+    };
+    let flow = DataFlow::compute(ctx, start);
+    let mut reported: HashMap<(usize, Site), ()> = HashMap::new();
+    let mut diags = Vec::new();
+    for u in uses(ctx) {
+        let Some(&var) = ctx.var_index.get(u.path.root().name.as_str()) else {
+            continue;
+        };
+        if ctx.vars[var].input.is_some() || !flow.reachable[u.site.step] {
+            continue;
+        }
+        if flow.available(ctx, u.site, var) || reported.contains_key(&(var, u.site)) {
+            continue;
+        }
+        reported.insert((var, u.site), ());
+        let name = ctx.vars[var].name;
+        let site_name = ctx.site_name(u.site);
+        // A sibling branch assigns it, but this branch does not wait for it.
+        let sibling = ctx.vars[var]
+            .defs
+            .iter()
+            .find(|d| d.site.step == u.site.step && d.site.branch.is_some() && u.site.branch.is_some());
+        let mut d = Diagnostic::error(
+            "E0302",
+            format!("`{name}` is not assigned on every path to `{site_name}`"),
+            u.path.root().span,
+        )
+        .with_label("read here");
+        if let Some(def) = sibling {
+            let sib = ctx.site_name(def.site);
+            d = d
+                .with_note(format!(
+                    "`{name}` is assigned by the sibling branch `{sib}`, which `{site_name}` does not wait for"
+                ))
+                .with_help(format!("add `after {sib}` to `{site_name}`"));
+        } else {
+            if let Some(path) = flow.witness(ctx, start, u.site.step, var) {
+                d = d.with_note(format!("it is never assigned along {}", ctx.path_text(&path)));
+            }
+            for def in &ctx.vars[var].defs {
+                d = d.with_secondary(def.ident.span, format!("`{name}` is assigned here"));
+            }
+            d = d.with_help(format!(
+                "assign `{name}` on every path to `{site_name}`, or read it only where it is set"
+            ));
+        }
+        diags.push(d);
+    }
+    ctx.diags.extend(diags);
+}
+
+/// Secrets live in the vault and reach tools only. A prompt goes to a third-party model and
+/// into the trace in clear text, so interpolating a secret into one leaks it.
+pub(super) fn check_secrets_in_prompts(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    for u in uses(ctx) {
+        if u.kind != UseKind::Template {
+            continue;
+        }
+        if let Some(var) = secret_var(ctx, u.path) {
+            diags.push(
+                Diagnostic::error(
+                    "E0305",
+                    format!("the secret `{var}` cannot be interpolated into a prompt"),
+                    u.path.span,
+                )
+                .with_label("secret")
+                .with_note("prompts are sent to the model and recorded in the trace in clear text")
+                .with_help(format!(
+                    "pass `{var}` to a tool parameter declared `secret`; only tools may see secrets"
+                )),
+            );
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// The same reason as for prompts: a condition's inputs are recorded and replayed, and an
+/// argument that is not a `secret` parameter is recorded in clear text. A secret may only be
+/// passed, as is, to a parameter declared `secret`.
+pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    for step in ctx.steps.iter().flat_map(|s| with_branches(s)) {
+        match &step.kind {
+            StepKind::Guard(d) | StepKind::Branch(d) => {
+                for arm in &d.arms {
+                    let mut paths = Vec::new();
+                    expr_paths(&arm.cond, &mut paths);
+                    for p in paths {
+                        if let Some(var) = secret_var(ctx, p) {
+                            diags.push(
+                                Diagnostic::error(
+                                    "E0308",
+                                    format!("the secret `{var}` cannot be read by a condition"),
+                                    p.span,
+                                )
+                                .with_label("secret")
+                                .with_help("decide on a tool's result instead: pass the secret to a tool that checks it"),
+                            );
+                        }
+                    }
+                }
+            }
+            StepKind::Call(c) => {
+                let tool = ctx.tool_index.get(c.tool.name.as_str()).map(|&t| ctx.tools[t]);
+                for arg in &c.args {
+                    let param = tool.and_then(|t| t.params.iter().find(|p| p.name.name == arg.name.name));
+                    let secret_param = param.is_some_and(|p| matches!(Ty::from_kind(&p.ty.kind), Ty::Secret(_)));
+                    let bare = match &arg.value.kind {
+                        ExprKind::Path(p) => Some(p),
+                        _ => None,
+                    };
+                    let mut paths = Vec::new();
+                    expr_paths(&arg.value, &mut paths);
+                    for p in paths {
+                        let Some(var) = secret_var(ctx, p) else { continue };
+                        let is_bare = bare.is_some_and(|b| std::ptr::eq(b, p)) && p.segments.len() == 1;
+                        if is_bare && (secret_param || param.is_none()) {
+                            continue;
+                        }
+                        let d = if is_bare {
+                            Diagnostic::error(
+                                "E0308",
+                                format!(
+                                    "the secret `{var}` can only be passed to a parameter declared `secret`"
+                                ),
+                                p.span,
+                            )
+                            .with_label("secret")
+                            .with_note("arguments of other parameters are recorded in the trace in clear text")
+                            .with_help(format!(
+                                "declare the parameter `{}: secret ...` in the tool",
+                                arg.name
+                            ))
+                        } else {
+                            Diagnostic::error(
+                                "E0308",
+                                format!("the secret `{var}` cannot be used inside an expression"),
+                                p.span,
+                            )
+                            .with_label("secret")
+                            .with_help("pass it to a `secret` parameter as is")
+                        };
+                        diags.push(d);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// Conditions compile to plain Rust, so their types are checked here rather than discovered at
+/// run time: comparisons need comparable operands and a condition must be a `bool`. (Operations
+/// on `json` values are the documented exception, checked at run time with a typed error.)
+pub(super) fn check_expression_types(ctx: &mut Ctx<'_>) {
+    let scope = Scope {
+        vars: &ctx.vars,
+        index: &ctx.var_index,
+        choices: &ctx.choices,
+    };
+    let mut diags = Vec::new();
+    for step in &ctx.steps {
+        if let StepKind::Guard(d) | StepKind::Branch(d) = &step.kind {
+            for arm in &d.arms {
+                let t = infer(&arm.cond, &scope, &mut diags);
+                expect_condition(&t, &scope, &mut diags);
+            }
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// A `choose` can only ever produce one of its members, so comparing it with anything else is
+/// a condition that can never be true: `decision == "yse"` is a typo that would silently
+/// route every run to `otherwise`.
+pub(super) fn check_choice_literals(ctx: &mut Ctx<'_>) {
+    let mut exprs: Vec<&Expr> = Vec::new();
+    for step in &ctx.steps {
+        if let StepKind::Guard(d) | StepKind::Branch(d) = &step.kind {
+            exprs.extend(d.arms.iter().map(|a| &a.cond));
+        }
+    }
+    let mut diags = Vec::new();
+    let mut stack = exprs;
+    while let Some(e) = stack.pop() {
+        match &e.kind {
+            ExprKind::Binary { op, lhs, rhs, .. } => {
+                stack.push(lhs);
+                stack.push(rhs);
+                let (l, r) = (strip(lhs), strip(rhs));
+                match op {
+                    BinOp::Eq | BinOp::Ne => {
+                        for (var_side, lit_side) in [(l, r), (r, l)] {
+                            if let Some(set) = choice_of(ctx, var_side) {
+                                check_member(ctx, set, lit_side, &mut diags);
+                            }
+                        }
+                    }
+                    BinOp::In => {
+                        if let (Some(set), ExprKind::List(items)) = (choice_of(ctx, l), &r.kind) {
+                            for item in items {
+                                check_member(ctx, set, item, &mut diags);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            ExprKind::Not(x) | ExprKind::Paren(x) => stack.push(x),
+            ExprKind::Builtin { arg, .. } => stack.push(arg),
+            _ => {}
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// A free-text answer deciding a guard puts the model back in charge of control flow: any
+/// text can come back. `choose` constrains it to an admissible set.
+pub(super) fn check_free_text_into_guards(ctx: &mut Ctx<'_>) {
+    let guard_reads: Vec<&str> = uses(ctx)
+        .into_iter()
+        .filter(|u| {
+            u.kind == UseKind::Cond
+                && u.site.branch.is_none()
+                && matches!(ctx.steps[u.site.step].kind, StepKind::Guard(_))
+        })
+        .map(|u| u.path.root().name.as_str())
+        .collect();
+    let mut diags = Vec::new();
+    for var in &ctx.vars {
+        for def in &var.defs {
+            let step = ctx.site_step(def.site);
+            let StepKind::Llm(l) = &step.kind else { continue };
+            if l.output.as_ref().is_some_and(|o| matches!(o, crate::syntax::ast::LlmOutput::Into { .. }))
+                && guard_reads.contains(&var.name)
+            {
+                diags.push(
+                    Diagnostic::warning(
+                        "W0402",
+                        format!(
+                            "free-text output `{}` of llm step `{}` decides a guard",
+                            var.name, step.name
+                        ),
+                        def.ident.span,
+                    )
+                    .with_label("any text can come back here")
+                    .with_help(format!(
+                        "constrain it: `choose {} from [...]`",
+                        var.name
+                    )),
+                );
+            }
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// An input nobody reads and a tool nobody calls are usually leftovers, or a sign that a step
+/// meant to use them does not.
+pub(super) fn check_unused(ctx: &mut Ctx<'_>) {
+    let read: Vec<&str> = uses(ctx)
+        .into_iter()
+        .map(|u| u.path.root().name.as_str())
+        .collect();
+    let mut diags = Vec::new();
+    for field in ctx.program.inputs() {
+        if !read.contains(&field.name.name.as_str()) {
+            diags.push(
+                Diagnostic::warning("W0403", format!("input `{}` is never used", field.name), field.name.span)
+                    .with_label("unused input")
+                    .with_help("remove it, or use it in a step"),
+            );
+        }
+    }
+    let called: Vec<&str> = ctx
+        .steps
+        .iter()
+        .flat_map(|s| with_branches(s))
+        .filter_map(|s| match &s.kind {
+            StepKind::Call(c) => Some(c.tool.name.as_str()),
+            _ => None,
+        })
+        .collect();
+    for (i, tool) in ctx.tools.iter().enumerate() {
+        if ctx.tool_index.get(tool.name.name.as_str()) == Some(&i)
+            && !called.contains(&tool.name.name.as_str())
+        {
+            diags.push(
+                Diagnostic::warning("W0404", format!("tool `{}` is never called", tool.name), tool.name.span)
+                    .with_label("unused tool")
+                    .with_help("remove the declaration, or call it from a step"),
+            );
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match &e.kind {
+        ExprKind::Paren(x) => strip(x),
+        _ => e,
+    }
+}
+
+/// The choice set of a bare choice variable.
+fn choice_of<'c>(ctx: &'c Ctx<'_>, e: &Expr) -> Option<usize> {
+    let ExprKind::Path(p) = &e.kind else {
+        return None;
+    };
+    if p.segments.len() != 1 {
+        return None;
+    }
+    let &v = ctx.var_index.get(p.root().name.as_str())?;
+    match ctx.vars[v].ty {
+        Ty::Choice(c) => Some(c),
+        _ => None,
+    }
+}
+
+fn check_member(ctx: &Ctx<'_>, set: usize, lit: &Expr, diags: &mut Vec<Diagnostic>) {
+    let ExprKind::Lit(Literal::Str(s)) = &strip(lit).kind else {
+        return;
+    };
+    let choices = &ctx.choices[set];
+    if choices.members.iter().any(|m| m.name == *s) {
+        return;
+    }
+    let members: Vec<&str> = choices.members.iter().map(|m| m.name.as_str()).collect();
+    let mut d = Diagnostic::error(
+        "E0304",
+        format!(
+            "\"{s}\" is not one of the choices of `{}` ({})",
+            choices.var,
+            members.join(", ")
+        ),
+        lit.span,
+    )
+    .with_label("not a choice")
+    .with_secondary(choices.members[0].span.to(choices.members[members.len() - 1].span), "the choices");
+    if let Some(m) = did_you_mean(s, members.iter().copied()) {
+        d = d.with_help(format!("did you mean \"{m}\"?"));
+    }
+    diags.push(d);
+}
+
+fn secret_var<'a>(ctx: &Ctx<'a>, path: &Path) -> Option<&'a str> {
+    let &v = ctx.var_index.get(path.root().name.as_str())?;
+    matches!(ctx.vars[v].ty, Ty::Secret(_)).then_some(ctx.vars[v].name)
+}
+
+/// Must-assigned sets per step (bitsets over variables).
+struct DataFlow {
+    words: usize,
+    /// Variables assigned on every path into each step.
+    into: Vec<Vec<u64>>,
+    reachable: Vec<bool>,
+    /// Variables each branch of each parallel step assigns: step -> [branch bitset].
+    branch_defs: HashMap<usize, Vec<Vec<u64>>>,
+    /// `after` closure: step -> branch -> branches it transitively waits for.
+    waits: HashMap<usize, Vec<Vec<usize>>>,
+}
+
+impl DataFlow {
+    fn compute(ctx: &Ctx<'_>, start: usize) -> DataFlow {
+        let n = ctx.steps.len();
+        let words = ctx.vars.len().div_ceil(64).max(1);
+        let set = |bits: &mut Vec<u64>, v: usize| bits[v / 64] |= 1 << (v % 64);
+        // Definitions carried by each edge kind of each step.
+        let mut edge_defs: Vec<Vec<u64>> = vec![vec![0; words]; n]; // on the Next edge
+        let mut branch_defs: HashMap<usize, Vec<Vec<u64>>> = HashMap::new();
+        for (vi, var) in ctx.vars.iter().enumerate() {
+            for def in &var.defs {
+                set(&mut edge_defs[def.site.step], vi);
+                if let Some(b) = def.site.branch {
+                    let entry = branch_defs.entry(def.site.step).or_insert_with(|| {
+                        let count = match &ctx.steps[def.site.step].kind {
+                            StepKind::Parallel(p) => p.branches.len(),
+                            _ => 0,
+                        };
+                        vec![vec![0; words]; count]
+                    });
+                    set(&mut entry[b], vi);
+                }
+            }
+        }
+        let mut inputs = vec![0u64; words];
+        for (vi, var) in ctx.vars.iter().enumerate() {
+            if var.input.is_some() {
+                set(&mut inputs, vi);
+            }
+        }
+        // Reachability and a processing order (BFS order approximates reverse post-order).
+        let mut reachable = vec![false; n];
+        let mut order = Vec::new();
+        let mut queue = VecDeque::from([start]);
+        reachable[start] = true;
+        while let Some(s) = queue.pop_front() {
+            order.push(s);
+            for e in ctx.graph.edges(NodeIndex::new(s)) {
+                let t = e.target().index();
+                if !reachable[t] {
+                    reachable[t] = true;
+                    queue.push_back(t);
+                }
+            }
+        }
+        let full = vec![u64::MAX; words];
+        let mut into: Vec<Vec<u64>> = vec![full.clone(); n];
+        into[start] = inputs.clone();
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for &s in &order {
+                let mut acc = if s == start { inputs.clone() } else { full.clone() };
+                for e in ctx.graph.edges_directed(NodeIndex::new(s), petgraph::Direction::Incoming) {
+                    let p = e.source().index();
+                    if !reachable[p] {
+                        continue;
+                    }
+                    for w in 0..words {
+                        let mut out = into[p][w];
+                        if *e.weight() == EdgeKind::Next {
+                            out |= edge_defs[p][w];
+                        }
+                        acc[w] &= out;
+                    }
+                }
+                if acc != into[s] {
+                    into[s] = acc;
+                    changed = true;
+                }
+            }
+        }
+        // Transitive `after` closure for every parallel step.
+        let mut waits = HashMap::new();
+        for (i, step) in ctx.steps.iter().enumerate() {
+            let StepKind::Parallel(p) = &step.kind else { continue };
+            let idx: HashMap<&str, usize> = p
+                .branches
+                .iter()
+                .enumerate()
+                .map(|(b, s)| (s.name.name.as_str(), b))
+                .collect();
+            let direct: Vec<Vec<usize>> = p
+                .branches
+                .iter()
+                .map(|b| {
+                    let after = match &b.kind {
+                        StepKind::Llm(l) => &l.after,
+                        StepKind::Call(c) => &c.after,
+                        _ => return Vec::new(),
+                    };
+                    after.iter().filter_map(|a| idx.get(a.name.as_str()).copied()).collect()
+                })
+                .collect();
+            let closure: Vec<Vec<usize>> = (0..direct.len())
+                .map(|b| {
+                    let mut seen = vec![false; direct.len()];
+                    let mut stack = direct[b].clone();
+                    while let Some(x) = stack.pop() {
+                        if !seen[x] {
+                            seen[x] = true;
+                            stack.extend(direct[x].iter().copied());
+                        }
+                    }
+                    (0..direct.len()).filter(|&x| seen[x] && x != b).collect()
+                })
+                .collect();
+            waits.insert(i, closure);
+        }
+        DataFlow {
+            words,
+            into,
+            reachable,
+            branch_defs,
+            waits,
+        }
+    }
+
+    fn available(&self, _ctx: &Ctx<'_>, site: Site, var: usize) -> bool {
+        let bit = |bits: &Vec<u64>| bits[var / 64] & (1 << (var % 64)) != 0;
+        if bit(&self.into[site.step]) {
+            return true;
+        }
+        let Some(b) = site.branch else {
+            return false;
+        };
+        let (Some(defs), Some(waits)) = (self.branch_defs.get(&site.step), self.waits.get(&site.step)) else {
+            return false;
+        };
+        debug_assert!(self.words > 0);
+        waits[b].iter().any(|&w| bit(&defs[w]))
+    }
+
+    /// A path from `start` to `to` along which `var` is never assigned.
+    fn witness(&self, ctx: &Ctx<'_>, start: usize, to: usize, var: usize) -> Option<Vec<usize>> {
+        let assigns = |s: usize, kind: EdgeKind| {
+            kind == EdgeKind::Next
+                && ctx.vars[var].defs.iter().any(|d| d.site.step == s)
+        };
+        let n = ctx.steps.len();
+        let mut parent: Vec<Option<usize>> = vec![None; n];
+        let mut seen = vec![false; n];
+        seen[start] = true;
+        let mut queue = VecDeque::from([start]);
+        while let Some(s) = queue.pop_front() {
+            if s == to {
+                let mut path = vec![to];
+                while let Some(p) = parent[*path.last()?] {
+                    path.push(p);
+                }
+                path.reverse();
+                return Some(path);
+            }
+            for (kind, target) in outgoing(ctx.steps[s]) {
+                let Some(&t) = ctx.step_index.get(target.name.name.as_str()) else { continue };
+                if !seen[t] && !assigns(s, kind) {
+                    seen[t] = true;
+                    parent[t] = Some(s);
+                    queue.push_back(t);
+                }
+            }
+        }
+        None
+    }
+}
