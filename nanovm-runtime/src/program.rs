@@ -253,6 +253,14 @@ pub enum Outcome<'a> {
 pub enum Next {
     /// Continue at this step.
     Go(StepId),
+    /// A `guard` or `branch` decided: the `when` arm that fired (`None` for `otherwise`) and
+    /// the step it leads to.
+    Decided {
+        /// 0-based index of the arm, `None` for `otherwise`.
+        arm: Option<u32>,
+        /// The successor.
+        to: StepId,
+    },
     /// The model answer was invalid and the step has no `on invalid`: run the step again
     /// (counts as a stalled step).
     Stall,
