@@ -20,3 +20,4 @@ pub mod render;
 pub mod syntax;
 
 pub use diagnostic::{Diagnostic, Label, Severity, SourceFile};
+pub use syntax::{Parsed, parse, parse_bytes};
