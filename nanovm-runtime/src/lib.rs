@@ -5,6 +5,8 @@
 
 pub mod canonical;
 pub mod model;
+#[cfg(feature = "openai")]
+pub mod openai;
 pub mod program;
 pub mod trace;
 pub mod value;

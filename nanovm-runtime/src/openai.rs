@@ -1,0 +1,870 @@
+//! [`OpenAiModel`]: an adapter for OpenAI-compatible `POST {base}/chat/completions` endpoints
+//! (OpenAI, llama.cpp / llama-cpp-python servers, vLLM, Ollama's `/v1`, mock servers).
+//!
+//! The adapter is strict about what it sends and lenient about what it reads:
+//!
+//! * The request body is the typed [`ChatRequest`], serialized with a fixed field order and no
+//!   free-form extras, so the same [`ModelRequest`] and configuration always send the same bytes.
+//! * The response is read through private types whose fields are all optional and tolerant of
+//!   wrong types (`id`, `created`, `index`, `usage`, `finish_reason`, `logprobs`, ... may be missing
+//!   or odd); unknown fields are ignored. Only `choices[0].message.content` is required to exist
+//!   (`null` content reads as the empty string).
+//!
+//! The adapter never retries: every failure comes back as a [`ModelError`] whose `retryable`
+//! flag says whether the runtime's retry policy may try again (connection failures, timeouts,
+//! 408, 429, 5xx) or not (other statuses, malformed bodies, configuration errors). No server
+//! behaviour makes it panic.
+//!
+//! The default build speaks plain `http` only (no TLS stack to compile); enable this crate's
+//! `rustls` feature for `https` endpoints.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use nanovm_runtime::openai::OpenAiModel;
+//! use std::time::Duration;
+//!
+//! let model = OpenAiModel::builder("http://127.0.0.1:8088/v1")
+//!     .model("smollm2")
+//!     .timeout(Duration::from_secs(30))
+//!     .seed(7)
+//!     .build()?;
+//! // or: OpenAiModel::from_env()?  (NANOVM_OPENAI_BASE_URL, _API_KEY, _MODEL)
+//! # let _ = model; Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Model, ModelError, ModelReply, ModelRequest};
+use crate::program::BoxFuture;
+use crate::value::Json;
+
+/// Environment variable holding the base URL (required by [`OpenAiModel::from_env`]).
+pub const ENV_BASE_URL: &str = "NANOVM_OPENAI_BASE_URL";
+/// Environment variable holding the API key (optional).
+pub const ENV_API_KEY: &str = "NANOVM_OPENAI_API_KEY";
+/// Environment variable holding the default model name (optional).
+pub const ENV_MODEL: &str = "NANOVM_OPENAI_MODEL";
+
+/// Default whole-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default connect timeout (capped by the request timeout).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on a response body; a larger body is a permanent error.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many bytes of a response body an error message quotes.
+const SNIPPET_BYTES: usize = 256;
+/// How much of an error response's body is read to explain it.
+const ERROR_BODY_BYTES: usize = 64 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// Whether and how a `choose` step's admissible answers constrain decoding.
+///
+/// Structured output is not universally supported by OpenAI-compatible servers, and the two
+/// common spellings differ, so this is off by default. Either way the runtime still matches the
+/// answer against the admissible set.
+///
+/// When on, the request asks for a JSON object `{"choice": <one of the choices>}` (a bare string
+/// root is rejected by OpenAI's structured outputs); the adapter unwraps a reply of that shape
+/// (or a bare JSON string) back into the plain choice text. A reply of any other shape is passed
+/// through unchanged, for the runtime to judge.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChoiceConstraint {
+    /// Send no `response_format` (the default).
+    #[default]
+    Off,
+    /// OpenAI structured outputs:
+    /// `{"type":"json_schema","json_schema":{"name":"choice","strict":true,"schema":{...}}}`.
+    /// Supported by OpenAI, vLLM and current llama.cpp `llama-server`.
+    JsonSchema,
+    /// `{"type":"json_object","schema":{...}}`, the spelling llama-cpp-python's server accepts.
+    JsonObjectSchema,
+}
+
+/// A configuration that cannot work.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenAiConfigError {
+    /// A required environment variable is unset or empty.
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    /// An environment variable has a value that cannot be used.
+    #[error("environment variable {name}: {message}")]
+    BadEnv {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The base URL does not parse or is not `http`/`https`.
+    #[error("invalid base URL {url:?}: {message}")]
+    BadBaseUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An `https` base URL without the crate's `rustls` feature.
+    #[error("base URL {0:?} uses https, but nanovm-runtime was built without its `rustls` feature")]
+    TlsNotEnabled(String),
+    /// The API key cannot be sent in an HTTP header.
+    #[error("the API key contains characters not allowed in an HTTP header")]
+    BadApiKey,
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Builds an [`OpenAiModel`]. Start with [`OpenAiModel::builder`] or [`OpenAiBuilder::from_env`].
+#[derive(Clone)]
+pub struct OpenAiBuilder {
+    base_url: String,
+    api_key: Option<String>,
+    model: Option<String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    temperature: Option<f64>,
+    seed: Option<u64>,
+    max_tokens: Option<u32>,
+    constrain_choices: ChoiceConstraint,
+    max_response_bytes: usize,
+    no_proxy: bool,
+}
+
+impl fmt::Debug for OpenAiBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiBuilder")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model", &self.model)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("temperature", &self.temperature)
+            .field("seed", &self.seed)
+            .field("max_tokens", &self.max_tokens)
+            .field("constrain_choices", &self.constrain_choices)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+impl OpenAiBuilder {
+    /// A builder for the endpoint at `base_url` (the part before `/chat/completions`, e.g.
+    /// `http://127.0.0.1:8088/v1`), with no key, no default model, temperature 0, no seed and a
+    /// 60 s timeout.
+    pub fn new(base_url: impl Into<String>) -> Self {
+        OpenAiBuilder {
+            base_url: base_url.into(),
+            api_key: None,
+            model: None,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            temperature: Some(0.0),
+            seed: None,
+            max_tokens: None,
+            constrain_choices: ChoiceConstraint::Off,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            no_proxy: false,
+        }
+    }
+
+    /// A builder configured from the environment:
+    ///
+    /// * `NANOVM_OPENAI_BASE_URL` (required), e.g. `http://127.0.0.1:8088/v1`;
+    /// * `NANOVM_OPENAI_API_KEY` (optional), sent as `Authorization: Bearer <key>`;
+    /// * `NANOVM_OPENAI_MODEL` (optional), the model used when a step names none.
+    ///
+    /// Empty values count as unset. Everything else keeps the [`new`](Self::new) defaults and
+    /// can still be changed on the returned builder.
+    pub fn from_env() -> Result<Self, OpenAiConfigError> {
+        fn var(name: &'static str) -> Result<Option<String>, OpenAiConfigError> {
+            match std::env::var(name) {
+                Ok(v) if v.trim().is_empty() => Ok(None),
+                Ok(v) => Ok(Some(v.trim().to_string())),
+                Err(std::env::VarError::NotPresent) => Ok(None),
+                Err(std::env::VarError::NotUnicode(_)) => Err(OpenAiConfigError::BadEnv {
+                    name,
+                    message: "not valid UTF-8".into(),
+                }),
+            }
+        }
+        let base = var(ENV_BASE_URL)?.ok_or(OpenAiConfigError::MissingEnv(ENV_BASE_URL))?;
+        let mut b = OpenAiBuilder::new(base);
+        b.api_key = var(ENV_API_KEY)?;
+        b.model = var(ENV_MODEL)?;
+        Ok(b)
+    }
+
+    /// The API key, sent as `Authorization: Bearer <key>`. Without one no `Authorization` header
+    /// is sent.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The model used when a step names none (`model: "..."` in the program wins).
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    /// The whole-request timeout (connect, send, and reading the full response). A timeout is a
+    /// retryable error.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The connect timeout (default 10 s; never longer than the request timeout).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The sampling temperature sent with every request (default 0, for reproducible answers).
+    pub fn temperature(mut self, temperature: f64) -> Self {
+        self.temperature = Some(temperature);
+        self
+    }
+
+    /// Sends no `temperature` at all (for models that reject the parameter).
+    pub fn no_temperature(mut self) -> Self {
+        self.temperature = None;
+        self
+    }
+
+    /// A sampling seed sent with every request (none by default; not every server honours it).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// `max_tokens` for requests whose step sets none (by default none is sent).
+    pub fn default_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.max_tokens = Some(max_tokens);
+        self
+    }
+
+    /// Whether a `choose` step's choices constrain decoding (default [`ChoiceConstraint::Off`]).
+    pub fn constrain_choices(mut self, how: ChoiceConstraint) -> Self {
+        self.constrain_choices = how;
+        self
+    }
+
+    /// The largest response body accepted (default 8 MiB); a larger one is a permanent error.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Ignores proxy settings from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...), which are
+    /// honoured by default.
+    pub fn no_proxy(mut self) -> Self {
+        self.no_proxy = true;
+        self
+    }
+
+    /// Checks the configuration and builds the adapter.
+    pub fn build(self) -> Result<OpenAiModel, OpenAiConfigError> {
+        let bad_url = |message: &str| OpenAiConfigError::BadBaseUrl {
+            url: self.base_url.clone(),
+            message: message.to_string(),
+        };
+        let parsed =
+            reqwest::Url::parse(self.base_url.trim()).map_err(|e| bad_url(&e.to_string()))?;
+        match parsed.scheme() {
+            "http" => {}
+            "https" if cfg!(feature = "rustls") => {}
+            "https" => return Err(OpenAiConfigError::TlsNotEnabled(self.base_url.clone())),
+            other => return Err(bad_url(&format!("unsupported scheme {other:?}"))),
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(bad_url("a base URL has no query or fragment"));
+        }
+        let endpoint = format!("{}/chat/completions", parsed.as_str().trim_end_matches('/'));
+
+        let authorization = match &self.api_key {
+            None => None,
+            Some(key) => {
+                let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+                    .map_err(|_| OpenAiConfigError::BadApiKey)?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+
+        let mut client = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout.min(self.timeout))
+            .user_agent(concat!("nanovm/", env!("CARGO_PKG_VERSION")));
+        if self.no_proxy {
+            client = client.no_proxy();
+        }
+        let client = client
+            .build()
+            .map_err(|e| OpenAiConfigError::Client(error_chain(&e)))?;
+
+        Ok(OpenAiModel {
+            client,
+            endpoint,
+            authorization,
+            config: self,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire types: what is sent (strict)
+// ---------------------------------------------------------------------------------------------
+
+/// The body of a `POST /chat/completions`, exactly as sent. Fields serialize in declaration
+/// order; absent optional fields are omitted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChatRequest {
+    /// The model name: the step's `model`, else the configured default.
+    pub model: String,
+    /// The system prompt (if any), then the user prompt.
+    pub messages: Vec<ChatMessage>,
+    /// The step's `max_tokens`, else the configured default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// The configured temperature (0 unless changed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// The configured seed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// The choice constraint, when enabled and the step is a `choose`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<ResponseFormat>,
+}
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// Who speaks.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+/// A message's role (the adapter only ever sends these two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The system prompt.
+    System,
+    /// The prompt.
+    User,
+}
+
+/// `response_format`, in one of the two spellings of [`ChoiceConstraint`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// `{"type":"json_schema","json_schema":{...}}`.
+    JsonSchema {
+        /// The named schema.
+        json_schema: NamedSchema,
+    },
+    /// `{"type":"json_object","schema":{...}}`.
+    JsonObject {
+        /// The schema.
+        schema: ChoiceSchema,
+    },
+}
+
+/// A named, strict JSON schema (OpenAI structured outputs).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NamedSchema {
+    /// Always `"choice"`.
+    pub name: &'static str,
+    /// Always `true`.
+    pub strict: bool,
+    /// The schema.
+    pub schema: ChoiceSchema,
+}
+
+/// `{"type":"object","properties":{"choice":{"type":"string","enum":[...]}},
+/// "required":["choice"],"additionalProperties":false}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChoiceSchema {
+    /// Always `"object"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The single `choice` property.
+    pub properties: ChoiceProperties,
+    /// Always `["choice"]`.
+    pub required: [&'static str; 1],
+    /// Always `false`.
+    #[serde(rename = "additionalProperties")]
+    pub additional_properties: bool,
+}
+
+/// The properties of a [`ChoiceSchema`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChoiceProperties {
+    /// The admissible answers.
+    pub choice: StringEnum,
+}
+
+/// `{"type":"string","enum":[...]}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StringEnum {
+    /// Always `"string"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The admissible values, in program order.
+    #[serde(rename = "enum")]
+    pub values: Vec<String>,
+}
+
+impl ChoiceSchema {
+    fn of(choices: &[&str]) -> Self {
+        ChoiceSchema {
+            kind: "object",
+            properties: ChoiceProperties {
+                choice: StringEnum {
+                    kind: "string",
+                    values: choices.iter().map(|c| (*c).to_string()).collect(),
+                },
+            },
+            required: ["choice"],
+            additional_properties: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire types: what is read (lenient)
+// ---------------------------------------------------------------------------------------------
+
+/// Deserializes `T`, or `None` when the field is null or has an unexpected shape: fields the
+/// adapter does not depend on must never fail a reply.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = Json::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ChatResponse {
+    #[serde(default, deserialize_with = "lenient")]
+    #[allow(dead_code)]
+    id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    #[allow(dead_code)]
+    created: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    choices: Option<Vec<Json>>,
+    #[serde(default, deserialize_with = "lenient")]
+    usage: Option<Usage>,
+    /// Some proxies answer 200 with an error object.
+    #[serde(default)]
+    error: Option<Json>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Choice {
+    #[serde(default, deserialize_with = "lenient")]
+    #[allow(dead_code)]
+    index: Option<u64>,
+    #[serde(default)]
+    message: Option<Json>,
+    #[serde(default, deserialize_with = "lenient")]
+    #[allow(dead_code)]
+    finish_reason: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    logprobs: Option<Json>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Usage {
+    #[serde(default, deserialize_with = "lenient")]
+    prompt_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "lenient")]
+    completion_tokens: Option<u64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The adapter
+// ---------------------------------------------------------------------------------------------
+
+/// A [`Model`] over an OpenAI-compatible chat-completions endpoint. Cheap to share behind an
+/// `Arc`; one instance pools its connections.
+pub struct OpenAiModel {
+    client: reqwest::Client,
+    endpoint: String,
+    authorization: Option<reqwest::header::HeaderValue>,
+    config: OpenAiBuilder,
+}
+
+impl fmt::Debug for OpenAiModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiModel")
+            .field("endpoint", &self.endpoint)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiModel {
+    /// A builder for the endpoint at `base_url` (see [`OpenAiBuilder::new`]).
+    pub fn builder(base_url: impl Into<String>) -> OpenAiBuilder {
+        OpenAiBuilder::new(base_url)
+    }
+
+    /// An adapter configured from `NANOVM_OPENAI_BASE_URL`, `NANOVM_OPENAI_API_KEY` and
+    /// `NANOVM_OPENAI_MODEL` (see [`OpenAiBuilder::from_env`]).
+    pub fn from_env() -> Result<Self, OpenAiConfigError> {
+        OpenAiBuilder::from_env()?.build()
+    }
+
+    /// The full URL requests are posted to (`{base}/chat/completions`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The body that `req` is sent as. Fails (permanently) when neither the request nor the
+    /// configuration names a model.
+    pub fn chat_request(&self, req: &ModelRequest) -> Result<ChatRequest, ModelError> {
+        let model = match (&req.model, &self.config.model) {
+            (Some(m), _) => m.to_string(),
+            (None, Some(m)) => m.clone(),
+            (None, None) => {
+                return Err(ModelError::permanent(format!(
+                    "openai: step {:?} names no model and no default model is configured \
+                     (set one with the builder or {ENV_MODEL})",
+                    req.step
+                )));
+            }
+        };
+        let mut messages = Vec::with_capacity(2);
+        if let Some(system) = &req.system {
+            messages.push(ChatMessage {
+                role: Role::System,
+                content: system.clone(),
+            });
+        }
+        messages.push(ChatMessage {
+            role: Role::User,
+            content: req.prompt.clone(),
+        });
+        let response_format = match (self.config.constrain_choices, req.choices) {
+            (ChoiceConstraint::Off, _) | (_, None) => None,
+            (ChoiceConstraint::JsonSchema, Some(cs)) => Some(ResponseFormat::JsonSchema {
+                json_schema: NamedSchema {
+                    name: "choice",
+                    strict: true,
+                    schema: ChoiceSchema::of(cs),
+                },
+            }),
+            (ChoiceConstraint::JsonObjectSchema, Some(cs)) => Some(ResponseFormat::JsonObject {
+                schema: ChoiceSchema::of(cs),
+            }),
+        };
+        Ok(ChatRequest {
+            model,
+            messages,
+            max_tokens: req.max_tokens.or(self.config.max_tokens),
+            temperature: self.config.temperature,
+            seed: self.config.seed,
+            response_format,
+        })
+    }
+
+    async fn call(&self, req: &ModelRequest) -> Result<ModelReply, ModelError> {
+        let body = self.chat_request(req)?;
+        let mut http = self
+            .client
+            .post(&self.endpoint)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .json(&body);
+        if let Some(auth) = &self.authorization {
+            http = http.header(reqwest::header::AUTHORIZATION, auth.clone());
+        }
+        let mut resp = http.send().await.map_err(|e| self.transport_error(e))?;
+
+        let status = resp.status();
+        if !status.is_success() {
+            // Best effort: explain the failure from (the start of) the body; a body that cannot
+            // be read does not change the classification.
+            let body = read_body(&mut resp, ERROR_BODY_BYTES, true)
+                .await
+                .unwrap_or_default();
+            let retryable =
+                status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
+            let mut message = format!("openai: HTTP {status} from {}", self.endpoint);
+            if let Some(after) = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+            {
+                message.push_str(&format!(" (retry-after: {after})"));
+            }
+            message.push_str(": ");
+            message.push_str(&explain_error_body(&body));
+            return Err(ModelError { message, retryable });
+        }
+
+        let body = match read_body(&mut resp, self.config.max_response_bytes, false).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return Err(ModelError::permanent(format!(
+                    "openai: response body from {} exceeds {} bytes",
+                    self.endpoint, self.config.max_response_bytes
+                )));
+            }
+            Err(BodyError::Transport(e)) => return Err(self.transport_error(e)),
+        };
+        let text = parse_reply_body(&body, &self.endpoint)?;
+        Ok(ModelReply {
+            text: if req.choices.is_some() && self.config.constrain_choices != ChoiceConstraint::Off
+            {
+                unwrap_choice(text.0)
+            } else {
+                text.0
+            },
+            prompt_tokens: text.1,
+            completion_tokens: text.2,
+            cache_hit: false,
+        })
+    }
+
+    fn transport_error(&self, e: reqwest::Error) -> ModelError {
+        let what = if e.is_timeout() {
+            format!("timed out after {:?}", self.config.timeout)
+        } else if e.is_connect() {
+            "cannot connect".to_string()
+        } else {
+            "transport error".to_string()
+        };
+        let permanent = e.is_builder() || e.is_redirect();
+        let message = format!(
+            "openai: {what} ({}): {}",
+            self.endpoint,
+            error_chain(&e.without_url())
+        );
+        // A malformed request or a redirect loop will not get better; anything on the wire
+        // (connect, timeout, reset, truncated body) might.
+        if permanent {
+            ModelError::permanent(message)
+        } else {
+            ModelError::transient(message)
+        }
+    }
+}
+
+impl Model for OpenAiModel {
+    fn complete<'a>(
+        &'a self,
+        req: &'a ModelRequest,
+    ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
+        Box::pin(self.call(req))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+enum BodyError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+/// Reads at most `limit` bytes; past that, either truncates (`truncate`) or fails.
+async fn read_body(
+    resp: &mut reqwest::Response,
+    limit: usize,
+    truncate: bool,
+) -> Result<Vec<u8>, BodyError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            if truncate {
+                body.extend_from_slice(&chunk[..limit - body.len()]);
+                return Ok(body);
+            }
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Text, prompt tokens, completion tokens, from a 2xx body.
+fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), ModelError> {
+    let malformed = |why: &str| {
+        ModelError::permanent(format!(
+            "openai: malformed response from {endpoint}: {why}; body: {}",
+            snippet(body)
+        ))
+    };
+    let value: Json = serde_json::from_slice(body).map_err(|e| malformed(&e.to_string()))?;
+    if !value.is_object() {
+        return Err(malformed("expected a JSON object"));
+    }
+    let resp = ChatResponse::deserialize(value).map_err(|e| malformed(&e.to_string()))?;
+    let Some(first) = resp.choices.as_ref().and_then(|c| c.first()) else {
+        if let Some(err) = &resp.error {
+            return Err(ModelError::permanent(format!(
+                "openai: error from {endpoint}: {}",
+                error_object_message(err).unwrap_or_else(|| snippet(body))
+            )));
+        }
+        return Err(malformed("no choices"));
+    };
+    let choice: Choice = serde_json::from_value(first.clone())
+        .map_err(|e| malformed(&format!("choices[0]: {e}")))?;
+    let Some(message) = choice.message else {
+        return Err(malformed("choices[0] has no message"));
+    };
+    let text = match message.get("content") {
+        None | Some(Json::Null) => String::new(),
+        Some(Json::String(s)) => s.clone(),
+        // Content as an array of parts: concatenate the text parts.
+        Some(Json::Array(parts)) => parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Json::as_str))
+            .collect(),
+        Some(_) => return Err(malformed("choices[0].message.content is not a string")),
+    };
+    let usage = resp.usage.unwrap_or_default();
+    Ok((
+        text,
+        usage.prompt_tokens.unwrap_or(0),
+        usage.completion_tokens.unwrap_or(0),
+    ))
+}
+
+/// Unwraps `{"choice":"x"}` or `"x"` into `x`; anything else is returned unchanged.
+fn unwrap_choice(text: String) -> String {
+    match serde_json::from_str::<Json>(text.trim()) {
+        Ok(Json::String(s)) => s,
+        Ok(Json::Object(map)) => match map.get("choice") {
+            Some(Json::String(s)) if map.len() == 1 => s.clone(),
+            _ => text,
+        },
+        _ => text,
+    }
+}
+
+/// `error.message` of an OpenAI-style error object (or the error itself, when a string).
+fn error_object_message(err: &Json) -> Option<String> {
+    match err {
+        Json::String(s) => Some(s.clone()),
+        Json::Object(o) => o.get("message").and_then(Json::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The message of an error response: its `error.message` if it has one, else a snippet.
+fn explain_error_body(body: &[u8]) -> String {
+    serde_json::from_slice::<Json>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(error_object_message))
+        .unwrap_or_else(|| snippet(body))
+}
+
+/// The start of a body, lossily decoded and escaped onto one line.
+fn snippet(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "<empty>".to_string();
+    }
+    let cut = body.len().min(SNIPPET_BYTES);
+    let text = String::from_utf8_lossy(&body[..cut]);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if cut < body.len() {
+        out.push_str(&format!("... ({} bytes)", body.len()));
+    }
+    out
+}
+
+/// An error and its sources, joined by `": "` (reqwest's own message is terse).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unwraps_constrained_choices_only_when_shaped_so() {
+        assert_eq!(unwrap_choice(r#"{"choice":"refund"}"#.into()), "refund");
+        assert_eq!(unwrap_choice(r#" "refund" "#.into()), "refund");
+        assert_eq!(unwrap_choice("refund".into()), "refund");
+        let other = r#"{"choice":"refund","why":"x"}"#;
+        assert_eq!(unwrap_choice(other.into()), other);
+    }
+
+    #[test]
+    fn snippet_is_bounded_and_one_line() {
+        let long = "x\n".repeat(1000);
+        let s = snippet(long.as_bytes());
+        assert!(!s.contains('\n'));
+        assert!(s.ends_with("(2000 bytes)"));
+        assert_eq!(snippet(b""), "<empty>");
+        assert_eq!(snippet(&[0xff, b'a']), "\u{fffd}a");
+    }
+
+    #[test]
+    fn reply_parsing_is_lenient() {
+        let ok = |b: &str| parse_reply_body(b.as_bytes(), "e").unwrap();
+        assert_eq!(
+            ok(r#"{"choices":[{"message":{"content":"hi"}}]}"#),
+            ("hi".into(), 0, 0)
+        );
+        assert_eq!(
+            ok(
+                r#"{"id":7,"created":"now","choices":[{"index":"0","message":{"content":null},
+               "finish_reason":5}],"usage":{"prompt_tokens":3.5,"completion_tokens":2}}"#
+            ),
+            (String::new(), 0, 2)
+        );
+        assert_eq!(
+            ok(
+                r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},{"text":"b"}]}}]}"#
+            )
+            .0,
+            "ab"
+        );
+        let err = |b: &str| parse_reply_body(b.as_bytes(), "e").unwrap_err();
+        assert!(err(r#"{"choices":[]}"#).message.contains("no choices"));
+        assert!(err(r#"{"choices":[{}]}"#).message.contains("no message"));
+        assert!(
+            err(r#"{"error":{"message":"quota"}}"#)
+                .message
+                .contains("quota")
+        );
+        assert!(!err("[1,2]").retryable);
+    }
+}

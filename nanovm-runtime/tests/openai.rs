@@ -1,0 +1,480 @@
+//! `OpenAiModel` against a local wiremock server (random port, no internet).
+
+#![cfg(feature = "openai")]
+
+use std::time::Duration;
+
+use nanovm_runtime::model::{Model, ModelError, ModelReply, ModelRequest};
+use nanovm_runtime::openai::{ChoiceConstraint, OpenAiBuilder, OpenAiConfigError, OpenAiModel};
+use serde_json::{Value, json};
+use wiremock::matchers::{body_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const ENDPOINT: &str = "/v1/chat/completions";
+
+fn request(prompt: &str) -> ModelRequest {
+    ModelRequest {
+        step: "classify".into(),
+        model: None,
+        system: None,
+        prompt: prompt.into(),
+        max_tokens: None,
+        choices: None,
+    }
+}
+
+fn builder(server: &MockServer) -> OpenAiBuilder {
+    OpenAiModel::builder(format!("{}/v1", server.uri()))
+        .model("test-model")
+        .no_proxy()
+}
+
+fn model(server: &MockServer) -> OpenAiModel {
+    builder(server).build().expect("valid config")
+}
+
+/// A well-formed completion with usage.
+fn completion(content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "test-model",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
+    })
+}
+
+/// A server answering every completion request with `response`.
+async fn serving(response: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .respond_with(response)
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn complete(m: &OpenAiModel, req: &ModelRequest) -> Result<ModelReply, ModelError> {
+    m.complete(req).await
+}
+
+#[tokio::test]
+async fn sends_the_exact_request_json() {
+    let server = MockServer::start().await;
+    let expected = json!({
+        "model": "gpt-step",
+        "messages": [
+            {"role": "system", "content": "You sort tickets."},
+            {"role": "user", "content": "My card was charged twice."}
+        ],
+        "max_tokens": 5,
+        "temperature": 0.0
+    });
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .and(header("content-type", "application/json"))
+        .and(body_json(&expected))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("billing")))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let mut req = request("My card was charged twice.");
+    req.model = Some("gpt-step".into());
+    req.system = Some("You sort tickets.".into());
+    req.max_tokens = Some(5);
+    let reply = complete(&model(&server), &req).await.expect("reply");
+    assert_eq!(reply.text, "billing");
+
+    // Byte for byte: fields in declaration order, nothing else.
+    let sent = server.received_requests().await.expect("recording on");
+    assert_eq!(
+        String::from_utf8(sent[0].body.clone()).unwrap(),
+        r#"{"model":"gpt-step","messages":[{"role":"system","content":"You sort tickets."},{"role":"user","content":"My card was charged twice."}],"max_tokens":5,"temperature":0.0}"#
+    );
+}
+
+#[tokio::test]
+async fn falls_back_to_configured_model_and_sends_seed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .and(body_json(json!({
+            "model": "test-model",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 64,
+            "temperature": 0.5,
+            "seed": 7
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("hello")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let m = builder(&server)
+        .temperature(0.5)
+        .seed(7)
+        .default_max_tokens(64)
+        .build()
+        .unwrap();
+    assert_eq!(complete(&m, &request("hi")).await.unwrap().text, "hello");
+}
+
+#[tokio::test]
+async fn omitted_temperature_is_not_sent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_json(json!({
+            "model": "test-model",
+            "messages": [{"role": "user", "content": "hi"}]
+        })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("ok")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let m = builder(&server).no_temperature().build().unwrap();
+    complete(&m, &request("hi")).await.unwrap();
+}
+
+#[tokio::test]
+async fn success_records_usage() {
+    let server = serving(ResponseTemplate::new(200).set_body_json(completion(" refund \n"))).await;
+    let reply = complete(&model(&server), &request("x")).await.unwrap();
+    assert_eq!(
+        reply,
+        ModelReply {
+            text: " refund \n".into(), // untrimmed: trimming is the runtime's job
+            prompt_tokens: 11,
+            completion_tokens: 3,
+            cache_hit: false,
+        }
+    );
+}
+
+#[tokio::test]
+async fn tolerates_missing_optional_fields() {
+    // Shaped like mock-llm's default reply: no usage, index, created, id or finish_reason,
+    // plus fields nobody knows.
+    let body = json!({
+        "object": "chat.completion",
+        "choices": [{"message": {"role": "assistant", "content": "echo"}, "extra": [1, 2]}],
+        "system_fingerprint": null,
+        "x_vendor": {"anything": true}
+    });
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let reply = complete(&model(&server), &request("x")).await.unwrap();
+    assert_eq!(reply, ModelReply::text("echo"));
+}
+
+#[tokio::test]
+async fn tolerates_oddly_typed_optional_fields() {
+    let body = json!({
+        "id": 42,
+        "created": "yesterday",
+        "choices": [{"index": "0", "message": {"content": "ok"}, "finish_reason": 1, "logprobs": "?"}],
+        "usage": {"prompt_tokens": "many", "completion_tokens": 2}
+    });
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let reply = complete(&model(&server), &request("x")).await.unwrap();
+    assert_eq!(
+        (
+            reply.text.as_str(),
+            reply.prompt_tokens,
+            reply.completion_tokens
+        ),
+        ("ok", 0, 2)
+    );
+}
+
+#[tokio::test]
+async fn null_content_reads_as_empty_text() {
+    let body =
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null}}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let reply = complete(&model(&server), &request("x")).await.unwrap();
+    assert_eq!(reply.text, "");
+}
+
+#[tokio::test]
+async fn too_many_requests_is_retryable() {
+    let server = serving(
+        ResponseTemplate::new(429)
+            .insert_header("retry-after", "3")
+            .set_body_json(json!({"error": {"message": "Rate limit reached", "type": "requests"}})),
+    )
+    .await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.retryable, "{err}");
+    assert!(err.message.contains("429"), "{err}");
+    assert!(err.message.contains("Rate limit reached"), "{err}");
+    assert!(err.message.contains("retry-after: 3"), "{err}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retryable() {
+    for status in [500, 502, 503] {
+        let server = serving(ResponseTemplate::new(status).set_body_string("upstream down")).await;
+        let err = complete(&model(&server), &request("x")).await.unwrap_err();
+        assert!(err.retryable, "{status}: {err}");
+        assert!(err.message.contains(&status.to_string()), "{err}");
+        assert!(err.message.contains("upstream down"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn client_errors_are_permanent() {
+    for status in [400, 401, 404, 422] {
+        let server = serving(ResponseTemplate::new(status).set_body_json(
+            json!({"error": {"message": "'max_tokens' is too large", "type": "invalid_request_error"}}),
+        ))
+        .await;
+        let err = complete(&model(&server), &request("x")).await.unwrap_err();
+        assert!(!err.retryable, "{status}: {err}");
+        assert!(err.message.contains(&status.to_string()), "{err}");
+        assert!(err.message.contains("'max_tokens' is too large"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_is_permanent_with_a_snippet() {
+    let server = serving(
+        ResponseTemplate::new(200).set_body_raw("<html>upstream proxy error</html>", "text/html"),
+    )
+    .await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("malformed"), "{err}");
+    assert!(
+        err.message.contains("<html>upstream proxy error</html>"),
+        "{err}"
+    );
+
+    // A long body is quoted only in part.
+    let long = format!("{{\"choices\": [{}", "x".repeat(10_000));
+    let server = serving(ResponseTemplate::new(200).set_body_raw(long, "application/json")).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable);
+    assert!(err.message.len() < 1_000, "{}", err.message.len());
+    assert!(err.message.contains("(10013 bytes)"), "{err}");
+    assert!(err.message.contains(r#"body: {"choices": [xxx"#), "{err}");
+}
+
+#[tokio::test]
+async fn well_formed_json_of_the_wrong_shape_is_permanent() {
+    for body in [
+        json!([1, 2, 3]),
+        json!({"choices": []}),
+        json!({"choices": [{"index": 0}]}),
+        json!({"choices": [{"message": {"content": 5}}]}),
+        json!({"error": {"message": "model overloaded"}}),
+    ] {
+        let server = serving(ResponseTemplate::new(200).set_body_json(&body)).await;
+        let err = complete(&model(&server), &request("x")).await.unwrap_err();
+        assert!(!err.retryable, "{body}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_body_is_permanent() {
+    let server =
+        serving(ResponseTemplate::new(200).set_body_json(completion(&"y".repeat(4096)))).await;
+    let m = builder(&server).max_response_bytes(1024).build().unwrap();
+    let err = complete(&m, &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("exceeds 1024 bytes"), "{err}");
+}
+
+#[tokio::test]
+async fn connection_refused_is_retryable() {
+    // A port that was free a moment ago and has nobody listening now.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let m = OpenAiModel::builder(format!("http://127.0.0.1:{port}/v1"))
+        .model("m")
+        .no_proxy()
+        .build()
+        .unwrap();
+    let err = complete(&m, &request("x")).await.unwrap_err();
+    assert!(err.retryable, "{err}");
+    assert!(err.message.contains("cannot connect"), "{err}");
+}
+
+#[tokio::test]
+async fn timeout_is_retryable() {
+    let server = serving(
+        ResponseTemplate::new(200)
+            .set_body_json(completion("late"))
+            .set_delay(Duration::from_secs(5)),
+    )
+    .await;
+    let m = builder(&server)
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = complete(&m, &request("x")).await.unwrap_err();
+    assert!(err.retryable, "{err}");
+    assert!(err.message.contains("timed out"), "{err}");
+}
+
+#[tokio::test]
+async fn authorization_only_with_a_key() {
+    let server = serving(ResponseTemplate::new(200).set_body_json(completion("ok"))).await;
+    complete(&model(&server), &request("no key")).await.unwrap();
+    let keyed = builder(&server).api_key("sk-test-123").build().unwrap();
+    complete(&keyed, &request("key")).await.unwrap();
+
+    let sent = server.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 2);
+    assert!(sent[0].headers.get("authorization").is_none());
+    assert_eq!(
+        sent[1].headers.get("authorization").unwrap(),
+        "Bearer sk-test-123"
+    );
+    // The key never shows up in Debug output.
+    assert!(!format!("{keyed:?}").contains("sk-test-123"));
+}
+
+fn choose_request() -> ModelRequest {
+    ModelRequest {
+        choices: Some(&["refund", "replace", "escalate"]),
+        ..request("Which action?")
+    }
+}
+
+#[tokio::test]
+async fn choices_do_not_constrain_by_default() {
+    let server = MockServer::start().await;
+    Mock::given(body_json(json!({
+        "model": "test-model",
+        "messages": [{"role": "user", "content": "Which action?"}],
+        "temperature": 0.0
+    })))
+    .respond_with(ResponseTemplate::new(200).set_body_json(completion(r#"{"choice":"refund"}"#)))
+    .expect(1)
+    .mount(&server)
+    .await;
+    let reply = complete(&model(&server), &choose_request()).await.unwrap();
+    // Unconstrained replies are passed through untouched.
+    assert_eq!(reply.text, r#"{"choice":"refund"}"#);
+}
+
+fn choice_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"choice": {"type": "string", "enum": ["refund", "replace", "escalate"]}},
+        "required": ["choice"],
+        "additionalProperties": false
+    })
+}
+
+#[tokio::test]
+async fn json_schema_constraint_is_sent_and_unwrapped() {
+    let server = MockServer::start().await;
+    Mock::given(body_json(json!({
+        "model": "test-model",
+        "messages": [{"role": "user", "content": "Which action?"}],
+        "temperature": 0.0,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "choice", "strict": true, "schema": choice_schema()}
+        }
+    })))
+    .respond_with(
+        ResponseTemplate::new(200).set_body_json(completion(r#"{ "choice": "replace" }"#)),
+    )
+    .expect(1)
+    .mount(&server)
+    .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::JsonSchema)
+        .build()
+        .unwrap();
+    assert_eq!(
+        complete(&m, &choose_request()).await.unwrap().text,
+        "replace"
+    );
+
+    // A request without choices carries no response_format even when constraining is on.
+    let plain = OpenAiModel::chat_request(&m, &request("free text")).unwrap();
+    assert_eq!(plain.response_format, None);
+}
+
+#[tokio::test]
+async fn json_object_constraint_is_sent_and_unwrapped() {
+    let server = MockServer::start().await;
+    Mock::given(body_json(json!({
+        "model": "test-model",
+        "messages": [{"role": "user", "content": "Which action?"}],
+        "temperature": 0.0,
+        "response_format": {"type": "json_object", "schema": choice_schema()}
+    })))
+    .respond_with(ResponseTemplate::new(200).set_body_json(completion(r#"{"choice":"escalate"}"#)))
+    .expect(1)
+    .mount(&server)
+    .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::JsonObjectSchema)
+        .build()
+        .unwrap();
+    assert_eq!(
+        complete(&m, &choose_request()).await.unwrap().text,
+        "escalate"
+    );
+}
+
+#[tokio::test]
+async fn no_model_name_is_permanent_and_sends_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("x")))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let m = OpenAiModel::builder(format!("{}/v1", server.uri()))
+        .no_proxy()
+        .build()
+        .unwrap();
+    let err = complete(&m, &request("x")).await.unwrap_err();
+    assert!(!err.retryable);
+    assert!(err.message.contains("no model"), "{err}");
+}
+
+#[test]
+fn configuration_is_checked_at_build() {
+    let endpoint = OpenAiModel::builder("http://127.0.0.1:8088/v1/")
+        .build()
+        .unwrap();
+    assert_eq!(
+        endpoint.endpoint(),
+        "http://127.0.0.1:8088/v1/chat/completions"
+    );
+
+    assert!(matches!(
+        OpenAiModel::builder("not a url").build(),
+        Err(OpenAiConfigError::BadBaseUrl { .. })
+    ));
+    assert!(matches!(
+        OpenAiModel::builder("ftp://example.com/v1").build(),
+        Err(OpenAiConfigError::BadBaseUrl { .. })
+    ));
+    assert!(matches!(
+        OpenAiModel::builder("http://x/v1")
+            .api_key("bad\nkey")
+            .build(),
+        Err(OpenAiConfigError::BadApiKey)
+    ));
+    let https = OpenAiModel::builder("https://api.openai.com/v1").build();
+    if cfg!(feature = "rustls") {
+        assert!(https.is_ok());
+    } else {
+        assert!(matches!(https, Err(OpenAiConfigError::TlsNotEnabled(_))));
+    }
+}
