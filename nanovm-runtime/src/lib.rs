@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod canonical;
 pub mod model;
 #[cfg(feature = "openai")]
