@@ -293,7 +293,7 @@ impl Program {
 }
 
 /// Lowers a checked program. Returns `None` if the checker reported errors.
-pub fn lower(ctx: &Ctx<'_>) -> Option<Program> {
+pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
     if ctx.has_errors() {
         return None;
     }

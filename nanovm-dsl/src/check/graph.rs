@@ -52,12 +52,14 @@ pub(super) fn check_targets(ctx: &mut Ctx<'_>) {
 }
 
 /// A step no path from `start` reaches is dead code in a graph that is supposed to be the whole
-/// truth about what can happen; it usually means an edge is missing or misspelt.
+/// truth about what can happen; it usually means an edge is missing or misspelt. Each dead
+/// region is reported once, at its entry: the steps only it leads to are named in a note.
 pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
     let Some(start) = ctx.start else {
         return;
     };
     let seen = reachable_from(ctx, start, |_| true);
+    let dead = |i: usize| !seen[i] && !ctx.duplicate_step[i];
     let unresolved: Vec<&str> = ctx
         .steps
         .iter()
@@ -66,17 +68,53 @@ pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
         .filter(|n| !ctx.step_index.contains_key(n))
         .collect();
     let start_name = ctx.steps[start].name.name.clone();
+    let sccs = sorted_sccs(ctx);
+    let mut scc_of = vec![0usize; ctx.steps.len()];
+    for (k, scc) in sccs.iter().enumerate() {
+        for &n in scc {
+            scc_of[n] = k;
+        }
+    }
     let mut diags = Vec::new();
-    for (i, step) in ctx.steps.iter().enumerate() {
-        if seen[i] || ctx.duplicate_step[i] {
+    let mut explained = vec![false; ctx.steps.len()];
+    for scc in &sccs {
+        if !dead(scc[0]) {
             continue;
         }
+        // Entry regions only: nothing dead outside the region leads into it.
+        let fed = scc.iter().any(|&n| {
+            ctx.graph
+                .edges_directed(NodeIndex::new(n), Direction::Incoming)
+                .any(|e| dead(e.source().index()) && scc_of[e.source().index()] != scc_of[n])
+        });
+        if fed {
+            continue;
+        }
+        let first = scc[0];
+        let step = ctx.steps[first];
         let mut d = Diagnostic::error(
             "E0103",
             format!("step `{}` is unreachable", step.name),
             step.name.span,
         )
         .with_label(format!("no path from `start` (`{start_name}`) leads here"));
+        // Everything dead that this region leads to is explained by it.
+        let below = reachable_from(ctx, first, |i| dead(i));
+        let mut followers: Vec<&str> = Vec::new();
+        for (i, &r) in below.iter().enumerate() {
+            if r && i != first && dead(i) && !explained[i] {
+                explained[i] = true;
+                followers.push(ctx.steps[i].name.name.as_str());
+            }
+        }
+        if !followers.is_empty() {
+            d = d.with_note(format!(
+                "{} {} unreachable too, because only `{}` leads there",
+                list(&followers),
+                if followers.len() == 1 { "is" } else { "are" },
+                step.name
+            ));
+        }
         if let Some(typo) = unresolved
             .iter()
             .find(|u| did_you_mean(u, [step.name.name.as_str()]).is_some())

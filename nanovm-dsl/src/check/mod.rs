@@ -13,7 +13,7 @@ mod graph;
 pub(crate) mod names;
 mod steps;
 pub(crate) mod suggest;
-pub(crate) mod types;
+pub mod types;
 pub(crate) mod vars;
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{
     self, Field, File, Ident, LlmOutput, Program, Step, StepKind, Target, ToolDecl,
 };
-pub(crate) use types::Ty;
+pub use types::Ty;
 
 /// Checks every program of a file; returns all diagnostics (errors and warnings) in source
 /// order.
@@ -103,19 +103,6 @@ pub(crate) enum EdgeKind {
     Timeout,
 }
 
-impl EdgeKind {
-    /// A short label for graph pictures.
-    pub(crate) fn label(self) -> String {
-        match self {
-            EdgeKind::Next => String::new(),
-            EdgeKind::OnInvalid => "invalid".into(),
-            EdgeKind::OnError => "error".into(),
-            EdgeKind::Arm(i) => format!("when #{}", i + 1),
-            EdgeKind::Otherwise => "otherwise".into(),
-            EdgeKind::Timeout => "timeout".into(),
-        }
-    }
-}
 
 /// A variable: an input, or a name some step assigns with `into`/`choose`.
 #[derive(Clone, Debug)]
@@ -196,10 +183,12 @@ impl<'a> Ctx<'a> {
         for (i, s) in steps.iter().enumerate() {
             if let StepKind::Parallel(p) = &s.kind {
                 for (b, branch) in p.branches.iter().enumerate() {
-                    branch_index.entry(branch.name.name.as_str()).or_insert(Site {
-                        step: i,
-                        branch: Some(b),
-                    });
+                    branch_index
+                        .entry(branch.name.name.as_str())
+                        .or_insert(Site {
+                            step: i,
+                            branch: Some(b),
+                        });
                 }
             }
         }
@@ -293,7 +282,10 @@ impl<'a> Ctx<'a> {
                     let members: Vec<&Ident> = choices.iter().collect();
                     let id = match self.choices.iter().position(|c| {
                         c.var == var.name
-                            && c.members.iter().map(|m| &m.name).eq(members.iter().map(|m| &m.name))
+                            && c.members
+                                .iter()
+                                .map(|m| &m.name)
+                                .eq(members.iter().map(|m| &m.name))
                     }) {
                         Some(id) => id,
                         None => {
@@ -402,7 +394,12 @@ pub(crate) fn outgoing(step: &Step) -> Vec<(EdgeKind, &Target)> {
             out.extend(c.next.iter().map(|t| (EdgeKind::Next, t)));
         }
         StepKind::Guard(d) | StepKind::Branch(d) => {
-            out.extend(d.arms.iter().enumerate().map(|(i, a)| (EdgeKind::Arm(i), &a.target)));
+            out.extend(
+                d.arms
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (EdgeKind::Arm(i), &a.target)),
+            );
             out.extend(d.otherwise.iter().map(|t| (EdgeKind::Otherwise, t)));
         }
         StepKind::Parallel(p) => {
@@ -426,4 +423,3 @@ pub(crate) fn with_branches(step: &Step) -> Vec<&Step> {
     }
     v
 }
-

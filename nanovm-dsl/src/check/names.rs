@@ -3,13 +3,15 @@
 use std::collections::HashMap;
 
 use super::suggest::did_you_mean;
-use super::{with_branches, Ctx};
+use super::{Ctx, with_branches};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{BudgetValue, File, Ident, Item, LlmOutput, StepKind};
 
 /// Names generated code defines in every program module; a choice enum may not take them.
+/// Also the prelude names generated code relies on (`Option`, `Some`, `Ok`, `String`, ...).
 const GENERATED_TYPES: &[&str] = &[
-    "Input", "State", "Step", "Call", "Tools", "ToolsDyn", "Program", "Outcome", "Next",
+    "Input", "State", "Step", "Call", "Tools", "ToolsDyn", "Program", "Outcome", "Next", "Option",
+    "Some", "None", "Result", "Ok", "Err", "String", "Vec", "Box", "Send", "Sync",
 ];
 
 /// The budget keys of LANGUAGE.md §2, and whether each takes a duration.
@@ -22,7 +24,7 @@ pub(crate) const BUDGET_KEYS: &[(&str, bool)] = &[
 ];
 
 /// Programs of one file become sibling Rust modules, so two with the same name cannot coexist.
-pub(super) fn check_duplicate_programs(file: &File, diags: &mut Vec<Diagnostic>) {
+pub(crate) fn check_duplicate_programs(file: &File, diags: &mut Vec<Diagnostic>) {
     let mut seen: HashMap<&str, &Ident> = HashMap::new();
     for p in &file.programs {
         if let Some(first) = seen.get(p.name.name.as_str()) {
@@ -72,7 +74,9 @@ pub(super) fn check_duplicate_names(ctx: &mut Ctx<'_>) {
                     unique_in_list(choices.iter(), "choice", &mut diags);
                 }
             }
-            StepKind::Call(c) => unique_in_list(c.args.iter().map(|a| &a.name), "argument", &mut diags),
+            StepKind::Call(c) => {
+                unique_in_list(c.args.iter().map(|a| &a.name), "argument", &mut diags)
+            }
             _ => {}
         }
     }
@@ -116,7 +120,11 @@ pub(super) fn check_name_style(ctx: &mut Ctx<'_>) {
     let program = ctx.program;
     let mut names: Vec<&Ident> = vec![&program.name];
     names.extend(ctx.tools.iter().map(|t| &t.name));
-    names.extend(ctx.tools.iter().flat_map(|t| t.params.iter().map(|p| &p.name)));
+    names.extend(
+        ctx.tools
+            .iter()
+            .flat_map(|t| t.params.iter().map(|p| &p.name)),
+    );
     names.extend(program.inputs().map(|f| &f.name));
     for step in ctx.steps.iter().flat_map(|s| with_branches(s)) {
         names.push(&step.name);
@@ -187,20 +195,17 @@ pub(super) fn check_budget(ctx: &mut Ctx<'_>) {
     for entry in &budget.entries {
         let key = entry.key.name.as_str();
         let Some(&(_, wants_duration)) = BUDGET_KEYS.iter().find(|(k, _)| *k == key) else {
-            let mut d = Diagnostic::error(
-                "E0109",
-                format!("`{key}` is not a budget"),
-                entry.key.span,
-            )
-            .with_label("unknown budget key")
-            .with_note(format!(
-                "budgets are {}",
-                BUDGET_KEYS
-                    .iter()
-                    .map(|(k, _)| format!("`{k}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            let mut d =
+                Diagnostic::error("E0109", format!("`{key}` is not a budget"), entry.key.span)
+                    .with_label("unknown budget key")
+                    .with_note(format!(
+                        "budgets are {}",
+                        BUDGET_KEYS
+                            .iter()
+                            .map(|(k, _)| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
             if let Some(s) = did_you_mean(key, BUDGET_KEYS.iter().map(|(k, _)| *k)) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
@@ -224,19 +229,30 @@ pub(super) fn check_budget(ctx: &mut Ctx<'_>) {
             (BudgetValue::Duration(d), true) => {
                 if d.millis == 0 {
                     ctx.diags.push(
-                        Diagnostic::error("E0109", "`max_duration` must be longer than zero", d.span)
-                            .with_label("zero duration"),
+                        Diagnostic::error(
+                            "E0109",
+                            "`max_duration` must be longer than zero",
+                            d.span,
+                        )
+                        .with_label("zero duration"),
                     );
                 }
             }
             (BudgetValue::Int(n), true) => ctx.diags.push(
                 Diagnostic::error("E0109", format!("`{key}` takes a duration"), n.span)
                     .with_label("a bare number")
-                    .with_help(format!("add a unit, e.g. `{}s` or `{}ms`", n.value, n.value)),
+                    .with_help(format!(
+                        "add a unit, e.g. `{}s` or `{}ms`",
+                        n.value, n.value
+                    )),
             ),
             (BudgetValue::Duration(d), false) => ctx.diags.push(
-                Diagnostic::error("E0109", format!("`{key}` takes a count, not a duration"), d.span)
-                    .with_label("a duration"),
+                Diagnostic::error(
+                    "E0109",
+                    format!("`{key}` takes a count, not a duration"),
+                    d.span,
+                )
+                .with_label("a duration"),
             ),
         }
     }
@@ -291,7 +307,6 @@ pub(super) fn sorted_steps<'a>(ctx: &Ctx<'a>) -> Vec<&'a str> {
         .collect()
 }
 
-
 fn duplicate(what: &str, name: &Ident, first: &Ident) -> Diagnostic {
     Diagnostic::error(
         "E0101",
@@ -343,8 +358,12 @@ fn style_error(name: &Ident) -> Option<Diagnostic> {
         return None;
     }
     let suggestion = to_snake(s);
-    let mut d = Diagnostic::error("E0108", format!("`{s}` is not a snake_case name"), name.span)
-        .with_label("names are lowercase words joined by single underscores");
+    let mut d = Diagnostic::error(
+        "E0108",
+        format!("`{s}` is not a snake_case name"),
+        name.span,
+    )
+    .with_label("names are lowercase words joined by single underscores");
     if is_snake_case(&suggestion) {
         d = d.with_help(format!("write `{suggestion}`"));
     }

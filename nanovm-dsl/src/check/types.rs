@@ -13,7 +13,7 @@ use crate::syntax::ast::{BinOp, Builtin, Expr, ExprKind, Literal, Span, TypeKind
 
 /// A type as the checker sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Ty {
+pub enum Ty {
     /// `string`
     Str,
     /// `int`
@@ -38,7 +38,7 @@ pub(crate) enum Ty {
 
 impl Ty {
     /// The type a declaration names.
-    pub(crate) fn from_kind(kind: &TypeKind) -> Ty {
+    pub fn from_kind(kind: &TypeKind) -> Ty {
         match kind {
             TypeKind::String => Ty::Str,
             TypeKind::Int => Ty::Int,
@@ -94,18 +94,18 @@ impl fmt::Display for Ty {
 
 /// A typed expression.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct TExpr {
+pub struct TExpr {
     /// The form.
-    pub(crate) kind: TKind,
+    pub kind: TKind,
     /// Its type.
-    pub(crate) ty: Ty,
+    pub ty: Ty,
     /// The source text it came from.
-    pub(crate) span: Span,
+    pub span: Span,
 }
 
 /// Typed expression forms (parentheses are gone; the tree shape keeps the grouping).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum TKind {
+pub enum TKind {
     /// A literal.
     Lit(Literal),
     /// A whole variable (index into [`super::Ctx::vars`]).
@@ -318,7 +318,10 @@ fn expect_bool(t: &TExpr, what: &str, scope: &Scope<'_, '_>, diags: &mut Vec<Dia
         diags.push(
             Diagnostic::error(
                 "E0303",
-                format!("{what} needs a `bool`, found {}", t.ty.describe(scope.choices)),
+                format!(
+                    "{what} needs a `bool`, found {}",
+                    t.ty.describe(scope.choices)
+                ),
                 t.span,
             )
             .with_label(format!("this is {}", t.ty.describe(scope.choices))),
@@ -447,7 +450,10 @@ fn binary_type(
             }
             _ => {
                 let (ld, rd) = d(l, r);
-                fail(format!("cannot apply `{}` to {ld} and {rd}", op.as_str()), None);
+                fail(
+                    format!("cannot apply `{}` to {ld} and {rd}", op.as_str()),
+                    None,
+                );
                 Ty::Error
             }
         },
