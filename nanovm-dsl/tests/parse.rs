@@ -785,3 +785,48 @@ proptest! {
         check_invariants(&src);
     }
 }
+
+// ---- speed ---------------------------------------------------------------------------------
+
+/// A program of `n` steps mixing every step kind.
+fn big_program(n: usize) -> String {
+    let mut src = String::from(
+        "program big {\n    input { a: string b: int }\n    tool t(x: string) -> json\n    start s0\n",
+    );
+    for i in 0..n {
+        let next = format!("s{}", i + 1);
+        let step = match i % 4 {
+            0 => format!(
+                "    llm s{i} {{\n        prompt: \"Classify {{a}} for step {i}\"\n        choose c{i} from [yes, no]\n        on invalid -> {next}\n    }} -> {next}\n"
+            ),
+            1 => format!(
+                "    guard s{i} {{\n        when c{} == \"yes\" and b <= 5000 or lower(a) contains \"x\" -> {next}\n        otherwise -> {next}\n    }}\n",
+                i - 1
+            ),
+            2 => {
+                format!("    call s{i} = t(x: a) into r{i} retry 2 on error -> {next} -> {next}\n")
+            }
+            _ => format!("    await s{i} = ev{i} into v{i} timeout 30s -> {next} -> {next}\n"),
+        };
+        src.push_str(&step);
+    }
+    src.push_str(&format!("    end s{n}: success\n}}\n"));
+    src
+}
+
+#[test]
+fn a_thousand_steps_parse_quickly() {
+    let src = big_program(1_000);
+    let start = std::time::Instant::now();
+    let p = parse(&src);
+    let elapsed = start.elapsed();
+    assert!(p.diagnostics.is_empty(), "{}", render(&src));
+    assert_eq!(p.file.unwrap().programs[0].steps().count(), 1_001);
+    eprintln!("1,000 steps ({} bytes) parsed in {elapsed:?}", src.len());
+    if !cfg!(debug_assertions) {
+        assert!(
+            elapsed < std::time::Duration::from_millis(100),
+            "{elapsed:?}"
+        );
+    }
+}

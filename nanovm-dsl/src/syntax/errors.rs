@@ -9,6 +9,7 @@
 //! the user.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use pest::Parser as _;
 use pest::error::{Error, ErrorVariant};
@@ -198,13 +199,43 @@ pub(crate) fn syntax_error(
         return limit_error(src, lx, pos, message.as_str());
     }
     let text = &lx.blanked[pos..];
-    let mut attempts = attempts_of(&err);
-    if attempts.is_none() {
-        pest::set_error_detail(true);
-        attempts = rerun(rule, text);
-    }
-    let Some(mut attempts) = attempts else {
-        // Error detail was switched off by someone else in between: fall back to pest's position.
+    // Error detail makes pest several times slower, and the switch is process-wide: turn it
+    // on only for these re-runs, one thread at a time, so that successful parses elsewhere in
+    // the process stay fast and nobody turns it off under someone else's re-run.
+    static DETAIL: Mutex<()> = Mutex::new(());
+    let guard = DETAIL.lock().unwrap_or_else(|e| e.into_inner());
+    pest::set_error_detail(true);
+    let attempts = attempts_of(&err)
+        .or_else(|| rerun(rule, text))
+        .map(|first| {
+            // Move back out of tokens that pest entered only half-way, by making their first
+            // byte unmatchable and running again (offsets do not change).
+            let mut attempts = first;
+            let mut patched: Option<Vec<u8>> = None;
+            for _ in 0..6 {
+                let p = pos + attempts.max_position;
+                let Some(tok) = lx.token_around(p) else {
+                    break;
+                };
+                if tok.start < pos || !src.as_bytes()[tok.start].is_ascii() {
+                    break;
+                }
+                let bytes = patched.get_or_insert_with(|| text.as_bytes().to_vec());
+                bytes[tok.start - pos] = 0x01;
+                let Ok(t) = std::str::from_utf8(bytes) else {
+                    break;
+                };
+                match rerun(rule, t) {
+                    Some(a) if a.max_position < attempts.max_position => attempts = a,
+                    _ => break,
+                }
+            }
+            attempts
+        });
+    pest::set_error_detail(false);
+    drop(guard);
+    let Some(attempts) = attempts else {
+        // Unreachable in practice (detail is on); fall back to pest's own position.
         let p = pos
             + match err.location {
                 pest::error::InputLocation::Pos(p) => p,
@@ -212,28 +243,6 @@ pub(crate) fn syntax_error(
             };
         return build(src, lx, pos, p, &BTreeSet::new());
     };
-
-    // Move back out of tokens that pest entered only half-way, by making their first byte
-    // unmatchable and running again (offsets do not change).
-    let mut patched: Option<Vec<u8>> = None;
-    for _ in 0..6 {
-        let p = pos + attempts.max_position;
-        let Some(tok) = lx.token_around(p) else {
-            break;
-        };
-        if tok.start < pos || !src.as_bytes()[tok.start].is_ascii() {
-            break;
-        }
-        let bytes = patched.get_or_insert_with(|| text.as_bytes().to_vec());
-        bytes[tok.start - pos] = 0x01;
-        let Ok(t) = std::str::from_utf8(bytes) else {
-            break;
-        };
-        match rerun(rule, t) {
-            Some(a) if a.max_position < attempts.max_position => attempts = a,
-            _ => break,
-        }
-    }
     let p = pos + attempts.max_position;
     build(src, lx, pos, p, &attempts.raw)
 }
