@@ -85,7 +85,11 @@ impl Printer {
                         t.name,
                         params.join(", "),
                         t.ret.kind,
-                        if t.idempotent.is_some() { " idempotent" } else { "" }
+                        if t.idempotent.is_some() {
+                            " idempotent"
+                        } else {
+                            ""
+                        }
                     );
                 }
                 Item::Start(s) => {
@@ -150,7 +154,13 @@ impl Printer {
                     .iter()
                     .map(|a| format!("{}: {}", a.name, expr(&a.value)))
                     .collect();
-                let _ = write!(o, "{indent}call {} = {}({})", s.name, c.tool, args.join(", "));
+                let _ = write!(
+                    o,
+                    "{indent}call {} = {}({})",
+                    s.name,
+                    c.tool,
+                    args.join(", ")
+                );
                 if let Some(v) = &c.into {
                     let _ = write!(o, " into {v}");
                 }
@@ -173,7 +183,12 @@ impl Printer {
                 let mut arms: Vec<(usize, String)> = d
                     .arms
                     .iter()
-                    .map(|a| (a.span.start, format!("when {} -> {}", expr(&a.cond), a.target.name)))
+                    .map(|a| {
+                        (
+                            a.span.start,
+                            format!("when {} -> {}", expr(&a.cond), a.target.name),
+                        )
+                    })
                     .collect();
                 arms.extend(
                     d.otherwise
@@ -229,7 +244,10 @@ impl Printer {
                 if e.success {
                     let _ = writeln!(o, "{indent}end {}: success", s.name);
                 } else {
-                    let msg = e.message.as_ref().map_or(String::new(), |m| format!(" {}", string(&m.value)));
+                    let msg = e
+                        .message
+                        .as_ref()
+                        .map_or(String::new(), |m| format!(" {}", string(&m.value)));
                     let _ = writeln!(o, "{indent}end {}: failure{msg}", s.name);
                 }
             }
@@ -238,14 +256,22 @@ impl Printer {
 }
 
 fn names(ids: &[Ident]) -> String {
-    ids.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+    ids.iter()
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A duration with the largest unit that divides it exactly.
 fn duration(ms: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+    const UNITS: [(u64, &str); 4] = [
+        (86_400_000, "d"),
+        (3_600_000, "h"),
+        (60_000, "m"),
+        (1_000, "s"),
+    ];
     for (size, unit) in UNITS {
-        if ms != 0 && ms % size == 0 {
+        if ms != 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -312,7 +338,10 @@ pub(crate) fn expr(e: &Expr) -> String {
         }
         ExprKind::Builtin { func, arg, .. } => format!("{}({})", func.as_str(), expr(arg)),
         ExprKind::List(items) => {
-            format!("[{}]", items.iter().map(expr).collect::<Vec<_>>().join(", "))
+            format!(
+                "[{}]",
+                items.iter().map(expr).collect::<Vec<_>>().join(", ")
+            )
         }
     }
 }
@@ -323,7 +352,11 @@ fn literal(l: &Literal) -> String {
         Literal::Int(i) => i.to_string(),
         Literal::Float(f) => {
             let s = format!("{f:?}");
-            if s.contains(['.', 'e', 'E']) { s } else { format!("{s}.0") }
+            if s.contains(['.', 'e', 'E']) {
+                s
+            } else {
+                format!("{s}.0")
+            }
         }
         Literal::Bool(b) => b.to_string(),
         Literal::Null => "null".into(),

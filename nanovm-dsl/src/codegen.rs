@@ -13,11 +13,10 @@
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::check::names::pascal;
 use crate::check::Ty;
+use crate::check::names::{choice_type_name, pascal};
 use crate::lower::{
-    Await, Call, Decision, Llm, LlmOut, Parallel, Part, Program, StepKind, TExpr, TKind,
-    Template,
+    Await, Call, Decision, Llm, LlmOut, Parallel, Part, Program, StepKind, TExpr, TKind, Template,
 };
 use crate::syntax::ast::{BinOp, Builtin, Literal as Lit};
 
@@ -70,6 +69,10 @@ fn pascal_ident(name: &str) -> Ident {
     Ident::new(&pascal(name), Span::call_site())
 }
 
+fn choice_ident(var: &str) -> Ident {
+    Ident::new(&choice_type_name(var), Span::call_site())
+}
+
 fn doc_attrs(doc: &[String]) -> TokenStream {
     let lines = doc.iter().map(|l| format!(" {l}"));
     quote!(#(#[doc = #lines])*)
@@ -85,8 +88,8 @@ struct Gen<'p> {
 
 impl<'p> Gen<'p> {
     fn new(p: &'p Program, opts: &Options) -> Self {
-        let root: syn::Path = syn::parse_str(&opts.runtime_path)
-            .unwrap_or_else(|_| syn::parse_quote!(::nanovm));
+        let root: syn::Path =
+            syn::parse_str(&opts.runtime_path).unwrap_or_else(|_| syn::parse_quote!(::nanovm));
         let private = Ident::new(PRIVATE_MODULE, Span::call_site());
         Gen {
             p,
@@ -166,7 +169,7 @@ impl<'p> Gen<'p> {
                 quote!(#nv::SecretRef<#inner>)
             }
             Ty::Choice(c) => {
-                let e = pascal_ident(&self.p.choices[*c].var);
+                let e = choice_ident(&self.p.choices[*c].var);
                 quote!(#e)
             }
         }
@@ -190,7 +193,7 @@ impl<'p> Gen<'p> {
 
     fn choices(&self) -> TokenStream {
         let items = self.p.choices.iter().map(|c| {
-            let e = pascal_ident(&c.var);
+            let e = choice_ident(&c.var);
             let doc = format!(" The admissible answers of `{}`.", c.var);
             let variants: Vec<Ident> = c.members.iter().map(|m| pascal_ident(m)).collect();
             let names = &c.members;
@@ -373,15 +376,27 @@ impl<'p> Gen<'p> {
             let v = pascal_ident(&t.name);
             let m = snake_ident(&t.name);
             let names: Vec<Ident> = t.params.iter().map(|(n, _)| snake_ident(n)).collect();
-            let reveals = t.params.iter().filter(|(_, ty)| matches!(ty, Ty::Secret(_))).map(|(n, _)| {
-                let id = snake_ident(n);
-                quote!(let #id = ctx.reveal(&#id).await?;)
-            });
+            let reveals = t
+                .params
+                .iter()
+                .filter(|(_, ty)| matches!(ty, Ty::Secret(_)))
+                .map(|(n, _)| {
+                    let id = snake_ident(n);
+                    quote!(let #id = ctx.reveal(&#id).await?;)
+                });
             quote!(Call::#v { #(#names),* } => { #(#reveals)* self.#m(&ctx, #(#names),*).await })
         });
         let empty = self.p.tools.is_empty();
-        let tool_body = if empty { quote!(match *self {}) } else { quote!(match self { #(#tool_arms)* }) };
-        let args_body = if empty { quote!(match *self {}) } else { quote!(match self { #(#args_arms)* }) };
+        let tool_body = if empty {
+            quote!(match *self {})
+        } else {
+            quote!(match self { #(#tool_arms)* })
+        };
+        let args_body = if empty {
+            quote!(match *self {})
+        } else {
+            quote!(match self { #(#args_arms)* })
+        };
         let invoke_body = if empty {
             quote!(match call {})
         } else {
@@ -446,7 +461,12 @@ impl<'p> Gen<'p> {
             None => quote!(None),
         };
         let b = &p.budget;
-        let (ms, mt, mss, mtc) = (opt(b.max_steps), opt(b.max_tokens), opt(b.max_stalled_steps), opt(b.max_tool_calls));
+        let (ms, mt, mss, mtc) = (
+            opt(b.max_steps),
+            opt(b.max_tokens),
+            opt(b.max_stalled_steps),
+            opt(b.max_tool_calls),
+        );
         let md = match b.max_duration_ms {
             Some(v) => quote!(Some(::core::time::Duration::from_millis(#v))),
             None => quote!(None),
@@ -540,21 +560,27 @@ impl<'p> Gen<'p> {
                 quote!(#n: None,)
             }
         });
-        let outputs = self.p.vars.iter().filter(|v| !v.input && !matches!(v.ty, Ty::Secret(_))).map(|v| {
-            let n = snake_ident(&v.name);
-            let name = &v.name;
-            let conv = match v.ty {
-                Ty::Choice(_) => quote!(#nv::Json::from(x.as_str())),
-                Ty::Json => quote!(x.clone()),
-                _ => quote!(#nv::Json::from(x.clone())),
-            };
-            quote! {
-                if let Some(x) = &state.#n {
-                    out.push((#name, #conv));
+        let outputs = self
+            .p
+            .vars
+            .iter()
+            .filter(|v| !v.input && !matches!(v.ty, Ty::Secret(_)))
+            .map(|v| {
+                let n = snake_ident(&v.name);
+                let name = &v.name;
+                let conv = match v.ty {
+                    Ty::Choice(_) => quote!(#nv::Json::from(x.as_str())),
+                    Ty::Json => quote!(x.clone()),
+                    _ => quote!(#nv::Json::from(x.clone())),
+                };
+                quote! {
+                    if let Some(x) = &state.#n {
+                        out.push((#name, #conv));
+                    }
                 }
-            }
-        });
-        let step_err = quote!(#nv::Fault::Input { name: "step", message: format!("no step has id {step}") });
+            });
+        let step_err =
+            quote!(#nv::Fault::Input { name: "step", message: format!("no step has id {step}") });
         quote! {
             /// The compiled program; run it with the runtime.
             #[derive(Clone, Copy, Debug, Default)]
@@ -685,7 +711,7 @@ impl<'p> Gen<'p> {
         };
         let choices = match &l.output {
             LlmOut::Choose { choice, .. } => {
-                let e = pascal_ident(&self.p.choices[*choice].var);
+                let e = choice_ident(&self.p.choices[*choice].var);
                 quote!(Some(#e::NAMES))
             }
             _ => quote!(None),
@@ -849,7 +875,7 @@ impl<'p> Gen<'p> {
                     let go = self.go(next);
                     match &l.output {
                         LlmOut::Choose { var, choice } => {
-                            let e = pascal_ident(&self.p.choices[*choice].var);
+                            let e = choice_ident(&self.p.choices[*choice].var);
                             let f = snake_ident(&self.p.vars[*var].name);
                             arms.push(quote! {
                                 (Step::#v, #nv::Outcome::Choice(i)) => match #e::from_index(i) {
@@ -875,7 +901,9 @@ impl<'p> Gen<'p> {
                                 }
                             });
                         }
-                        LlmOut::Discard => arms.push(quote!((Step::#v, #nv::Outcome::Text(_)) => #go,)),
+                        LlmOut::Discard => {
+                            arms.push(quote!((Step::#v, #nv::Outcome::Text(_)) => #go,))
+                        }
                     }
                     let on_error = match l.on_error {
                         Some(t) => self.go(t),
@@ -1040,7 +1068,7 @@ impl<'p> Gen<'p> {
                         action_arms.push(quote!((Step::#v, #b) => Ok(#act),));
                         match &l.output {
                             LlmOut::Choose { var, choice } => {
-                                let e = pascal_ident(&self.p.choices[*choice].var);
+                                let e = choice_ident(&self.p.choices[*choice].var);
                                 let f = snake_ident(&self.p.vars[*var].name);
                                 apply_arms.push(quote! {
                                     (Step::#v, #b, #nv::Outcome::Choice(i)) => match #e::from_index(i) {
@@ -1051,7 +1079,10 @@ impl<'p> Gen<'p> {
                                         None => #nv::Next::Reject(format!("choice index {i} out of range")),
                                     },
                                 });
-                                let msg = format!("branch `{}` got an answer outside its choices", branch.name);
+                                let msg = format!(
+                                    "branch `{}` got an answer outside its choices",
+                                    branch.name
+                                );
                                 apply_arms.push(quote!((Step::#v, #b, #nv::Outcome::Invalid) => #nv::Next::Reject(String::from(#msg)),));
                             }
                             LlmOut::Into { var } => {
@@ -1063,14 +1094,16 @@ impl<'p> Gen<'p> {
                                     }
                                 });
                             }
-                            LlmOut::Discard => apply_arms.push(quote!((Step::#v, #b, #nv::Outcome::Text(_)) => #accepted,)),
+                            LlmOut::Discard => apply_arms
+                                .push(quote!((Step::#v, #b, #nv::Outcome::Text(_)) => #accepted,)),
                         }
                     }
                     StepKind::Call(c) => {
                         let act = self.call_action(c);
                         action_arms.push(quote!((Step::#v, #b) => Ok(#act),));
                         let accept = self.accept_tool(c, &accepted);
-                        apply_arms.push(quote!((Step::#v, #b, #nv::Outcome::Tool(value)) => #accept,));
+                        apply_arms
+                            .push(quote!((Step::#v, #b, #nv::Outcome::Tool(value)) => #accept,));
                     }
                     _ => {}
                 }
@@ -1148,7 +1181,11 @@ impl<'p> Gen<'p> {
                     Builtin::Len => quote!(""),
                 }
             }
-            TKind::Binary { op: BinOp::Add, lhs, rhs } => {
+            TKind::Binary {
+                op: BinOp::Add,
+                lhs,
+                rhs,
+            } => {
                 let (l, r) = (self.str_expr(lhs), self.str_expr(rhs));
                 quote!((&*__nv::concat(#l, #r)))
             }
@@ -1178,7 +1215,10 @@ impl<'p> Gen<'p> {
                 quote!((#l))
             }
             TKind::Var(_) => self.expr(e),
-            TKind::Builtin { func: Builtin::Len, arg } => match &arg.ty {
+            TKind::Builtin {
+                func: Builtin::Len,
+                arg,
+            } => match &arg.ty {
                 Ty::Json => {
                     let j = self.json_expr(arg);
                     let p = path_text(self.p, arg);
@@ -1361,7 +1401,7 @@ impl<'p> Gen<'p> {
             (Ty::Choice(c), Ty::Str) => {
                 let x = self.expr(l);
                 if let TKind::Lit(Lit::Str(s)) = &r.kind {
-                    let e = pascal_ident(&self.p.choices[*c].var);
+                    let e = choice_ident(&self.p.choices[*c].var);
                     let m = pascal_ident(s);
                     quote!((#x == #e::#m))
                 } else {
@@ -1456,7 +1496,7 @@ impl<'p> Gen<'p> {
             .collect();
         match &l.ty {
             Ty::Choice(c) => {
-                let e = pascal_ident(&self.p.choices[*c].var);
+                let e = choice_ident(&self.p.choices[*c].var);
                 let x = self.expr(l);
                 let ms = lits.iter().filter_map(|l| match l {
                     Lit::Str(s) => Some(pascal_ident(s)),
@@ -1584,4 +1624,111 @@ fn to_ast_text(p: &Program, e: &TExpr) -> crate::syntax::ast::Expr {
         TKind::List(items) => ExprKind::List(items.iter().map(|i| to_ast_text(p, i)).collect()),
     };
     Expr { kind, span: e.span }
+}
+
+/// A stand-in module for a program that failed to compile: the same public names (`Input`,
+/// `Tools`, `Program`, ...) with the declared inputs and tool signatures, so code that uses the
+/// program still type-checks and the user sees only the real diagnostics, not a cascade of
+/// "cannot find `Input`". It is never run: it only exists next to `compile_error!`s.
+pub fn skeleton(p: &crate::syntax::ast::Program, opts: &Options) -> TokenStream {
+    use std::collections::HashSet;
+    let g = Gen::new_for_skeleton(opts);
+    let private = &g.private;
+    let valid = |n: &str| {
+        syn::parse_str::<Ident>(n).is_ok()
+            || !matches!(n, "self" | "super" | "crate" | "Self" | "_")
+    };
+    let name = if valid(&p.name.name) {
+        snake_ident(&p.name.name)
+    } else {
+        format_ident!("invalid_program")
+    };
+    let mut seen = HashSet::new();
+    let fields: Vec<TokenStream> = p
+        .inputs()
+        .filter(|f| valid(&f.name.name) && seen.insert(f.name.name.clone()))
+        .map(|f| {
+            let n = snake_ident(&f.name.name);
+            let ty = g.rust_ty(&Ty::from_kind(&f.ty.kind));
+            quote!(pub #n: #ty,)
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let methods: Vec<TokenStream> = p
+        .tools()
+        .filter(|t| valid(&t.name.name) && seen.insert(t.name.name.clone()))
+        .map(|t| {
+            let m = snake_ident(&t.name.name);
+            let mut names = HashSet::new();
+            let params = t
+                .params
+                .iter()
+                .filter(|p| valid(&p.name.name) && names.insert(p.name.name.clone()))
+                .map(|p| {
+                    let n = snake_ident(&p.name.name);
+                    let ty = g.param_ty(&Ty::from_kind(&p.ty.kind));
+                    quote!(#n: #ty)
+                });
+            quote! {
+                fn #m(&self, ctx: &__nv::ToolContext, #(#params),*)
+                    -> impl ::core::future::Future<Output = Result<__nv::Json, __nv::ToolError>> + Send;
+            }
+        })
+        .collect();
+    quote! {
+        #[allow(dead_code, unused_variables, unused_imports, missing_docs, clippy::all)]
+        pub mod #name {
+            use #private as __nv;
+            pub const PROGRAM_HASH: [u8; 32] = [0; 32];
+            pub const MERMAID: &str = "";
+            #[derive(Clone, Debug)]
+            pub struct Input { #(#fields)* }
+            pub trait Tools: Send + Sync + 'static { #(#methods)* }
+            pub trait ToolsDyn: Send + Sync + 'static {}
+            impl<T: Tools> ToolsDyn for T {}
+            #[derive(Clone, Debug)]
+            pub enum Call {}
+            impl __nv::ToolCall for Call {
+                fn tool(&self) -> usize { match *self {} }
+                fn args(&self) -> Vec<(&'static str, __nv::Datum)> { match *self {} }
+            }
+            #[derive(Clone, Debug)]
+            pub struct State;
+            #[derive(Clone, Copy, Debug, Default)]
+            pub struct Program;
+            impl __nv::Program for Program {
+                type Input = Input;
+                type State = State;
+                type Tools = dyn ToolsDyn;
+                type Call = Call;
+                fn info() -> &'static __nv::ProgramInfo { unreachable!("the program did not compile") }
+                fn record_input(input: &Input) -> Vec<__nv::Datum> { unreachable!() }
+                fn restore(inputs: &[__nv::Datum]) -> Result<State, __nv::Fault> { unreachable!() }
+                fn action(step: __nv::StepId, state: &State) -> Result<__nv::Action<Call>, __nv::Fault> { unreachable!() }
+                fn transition(step: __nv::StepId, state: &mut State, outcome: __nv::Outcome<'_>) -> __nv::Next { unreachable!() }
+                fn branch_action(step: __nv::StepId, branch: __nv::BranchId, state: &State) -> Result<__nv::Action<Call>, __nv::Fault> { unreachable!() }
+                fn apply_branch(step: __nv::StepId, branch: __nv::BranchId, state: &mut State, outcome: __nv::Outcome<'_>) -> __nv::Next { unreachable!() }
+                fn invoke(tools: &::std::sync::Arc<dyn ToolsDyn>, call: Call, ctx: __nv::ToolContext) -> __nv::BoxFuture<'static, Result<__nv::Json, __nv::ToolError>> { match call {} }
+                fn outputs(state: &State) -> Vec<(&'static str, __nv::Json)> { unreachable!() }
+            }
+        }
+    }
+}
+
+impl Gen<'static> {
+    fn new_for_skeleton(opts: &Options) -> Self {
+        static EMPTY: std::sync::OnceLock<Program> = std::sync::OnceLock::new();
+        let p = EMPTY.get_or_init(|| Program {
+            name: String::new(),
+            doc: Vec::new(),
+            hash: [0; 32],
+            vars: Vec::new(),
+            choices: Vec::new(),
+            tools: Vec::new(),
+            budget: Default::default(),
+            steps: Vec::new(),
+            start: 0,
+        });
+        Gen::new(p, opts)
+    }
 }

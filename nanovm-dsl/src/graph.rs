@@ -131,7 +131,11 @@ pub fn dot(p: &Program) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph {} {{", quote(&p.name));
     out.push_str("    rankdir=TB;\n    node [fontname=\"Helvetica\", fontsize=11];\n    edge [fontname=\"Helvetica\", fontsize=9];\n");
-    let _ = writeln!(out, "    start [shape=point, width=0.15];\n    start -> s{};", p.start);
+    let _ = writeln!(
+        out,
+        "    start [shape=point, width=0.15];\n    start -> s{};",
+        p.start
+    );
     for (i, s) in p.steps.iter().enumerate() {
         let label = quote(&format!("{}\n{}", s.name, detail(p, &s.kind)));
         let attrs = match look(p, &s.kind) {
@@ -158,7 +162,11 @@ pub fn dot(p: &Program) -> String {
             } else {
                 ""
             };
-            let _ = writeln!(out, "    s{from} -> s{to} [label={}{style}];", quote(&label));
+            let _ = writeln!(
+                out,
+                "    s{from} -> s{to} [label={}{style}];",
+                quote(&label)
+            );
         }
     }
     out.push_str("}\n");

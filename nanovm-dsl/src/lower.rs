@@ -5,11 +5,10 @@
 //! Lowering runs only on programs the checker accepted, so it never reports errors; where it
 //! meets something the checker should have rejected it returns `None` instead of panicking.
 
-use crate::check::types::{infer, Scope};
+use crate::check::types::{Scope, infer};
 pub use crate::check::types::{TExpr, TKind};
 use crate::check::{self, Ctx, Ty};
 use crate::syntax::ast::{self, BudgetValue, LlmOutput, StepKind as AstKind, TemplatePart};
-
 
 /// A program ready for code generation.
 #[derive(Clone, Debug)]
@@ -324,7 +323,8 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
         }
         Some(Template { parts })
     };
-    let count = |n: &Option<ast::IntLit>| n.map_or(0, |n| n.value.clamp(0, i64::from(u32::MAX)) as u32);
+    let count =
+        |n: &Option<ast::IntLit>| n.map_or(0, |n| n.value.clamp(0, i64::from(u32::MAX)) as u32);
 
     let lower_step = |s: &ast::Step, branches_of: Option<&ast::ParallelStep>| -> Option<Step> {
         let after = |names: &[ast::Ident]| -> Option<Vec<usize>> {
@@ -342,21 +342,31 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                 },
                 prompt: template(l.prompt.as_ref()?)?,
                 model: l.model.as_ref().map(|m| m.value.clone()),
-                max_tokens: l.max_tokens.map(|m| m.value.clamp(1, i64::from(u32::MAX)) as u32),
+                max_tokens: l
+                    .max_tokens
+                    .map(|m| m.value.clamp(1, i64::from(u32::MAX)) as u32),
                 output: match &l.output {
                     Some(LlmOutput::Choose { var, .. }) => {
                         let v = var_of(&var.name)?;
-                        let Ty::Choice(choice) = ctx.vars[v].ty else { return None };
+                        let Ty::Choice(choice) = ctx.vars[v].ty else {
+                            return None;
+                        };
                         LlmOut::Choose { var: v, choice }
                     }
-                    Some(LlmOutput::Into { var, .. }) => LlmOut::Into { var: var_of(&var.name)? },
+                    Some(LlmOutput::Into { var, .. }) => LlmOut::Into {
+                        var: var_of(&var.name)?,
+                    },
                     None => LlmOut::Discard,
                 },
                 retry: count(&l.retry),
                 next: target(&l.next)?,
                 on_invalid: target(&l.on_invalid)?,
                 on_error: target(&l.on_error)?,
-                after: if branches_of.is_some() { after(&l.after)? } else { Vec::new() },
+                after: if branches_of.is_some() {
+                    after(&l.after)?
+                } else {
+                    Vec::new()
+                },
             }),
             AstKind::Call(c) => {
                 let tool = *ctx.tool_index.get(c.tool.name.as_str())?;
@@ -376,7 +386,11 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                     retry: count(&c.retry),
                     next: target(&c.next)?,
                     on_error: target(&c.on_error)?,
-                    after: if branches_of.is_some() { after(&c.after)? } else { Vec::new() },
+                    after: if branches_of.is_some() {
+                        after(&c.after)?
+                    } else {
+                        Vec::new()
+                    },
                 })
             }
             AstKind::Guard(d) | AstKind::Branch(d) => {
@@ -388,7 +402,9 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                         Some((infer(&a.cond, &scope, &mut Vec::new()), *t))
                     })
                     .collect::<Option<Vec<_>>>()?;
-                let otherwise = *ctx.step_index.get(d.otherwise.first()?.name.name.as_str())?;
+                let otherwise = *ctx
+                    .step_index
+                    .get(d.otherwise.first()?.name.name.as_str())?;
                 let dec = Decision { arms, otherwise };
                 if matches!(s.kind, AstKind::Guard(_)) {
                     StepKind::Guard(dec)
@@ -417,7 +433,9 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                         .iter()
                         .map(|b| lower_step(b, Some(p)))
                         .collect::<Option<Vec<_>>>()?,
-                    max_concurrency: p.max_concurrency.map(|m| m.value.clamp(1, i64::from(u32::MAX)) as u32),
+                    max_concurrency: p
+                        .max_concurrency
+                        .map(|m| m.value.clamp(1, i64::from(u32::MAX)) as u32),
                     retry: count(&p.retry),
                     next: target(&p.next)??,
                     on_error: target(&p.on_error)?,
@@ -434,7 +452,9 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                     },
                     ty: a.ty.as_ref().map_or(Ty::Json, |t| Ty::from_kind(&t.kind)),
                     timeout: match &a.timeout {
-                        Some((d, t)) => Some((d.millis, *ctx.step_index.get(t.name.name.as_str())?)),
+                        Some((d, t)) => {
+                            Some((d.millis, *ctx.step_index.get(t.name.name.as_str())?))
+                        }
                         None => None,
                     },
                     next: target(&a.next)??,

@@ -38,12 +38,12 @@ pub fn render(diag: &Diagnostic, file: &SourceFile) -> String {
         }
         let text = file.line_text(ln);
         let _ = writeln!(out, "{ln:>gutter$} | {}", expand_tabs(text));
-        // Labels on this line, primary first, then in source order.
+        // Labels on this line, left to right (the primary one first among equals).
         let mut here: Vec<&(&Label, bool)> = labels
             .iter()
             .filter(|(l, _)| file.line_col(l.span.start).0 == ln)
             .collect();
-        here.sort_by_key(|(l, primary)| (!primary, l.span.start));
+        here.sort_by_key(|(l, primary)| (l.span.start, !primary));
         for (label, primary) in here {
             let (_, start_col) = file.line_col(label.span.start);
             let (end_line, end_col) = file.line_col(label.span.end);

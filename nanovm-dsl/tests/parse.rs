@@ -572,7 +572,7 @@ fn long_expressions_are_bounded() {
             let cond = vec!["a"; n + 1].join(" or ");
             let src = format!("program p {{ guard g {{ when {cond} -> a otherwise -> a }} }}");
             let p = parse(&src);
-            if n <= MAX_EXPR_DEPTH - 1 {
+            if n < MAX_EXPR_DEPTH {
                 assert!(p.diagnostics.is_empty(), "{n}");
             } else {
                 assert_eq!(first_code(&p), "E0002", "{n}");
@@ -629,7 +629,7 @@ fn a_megabyte_of_valid_text_parses() {
         let mut src = String::new();
         let mut i = 0usize;
         while src.len() + step.len() + 60 < MAX_SOURCE_BYTES {
-            if i % 5_000 == 0 {
+            if i.is_multiple_of(5_000) {
                 if i > 0 {
                     src.push_str("    end e: success\n}\n");
                 }
@@ -814,19 +814,11 @@ fn big_program(n: usize) -> String {
     src
 }
 
+/// A 1,000-step program parses completely (its speed is measured in `benches/compiler.rs`).
 #[test]
-fn a_thousand_steps_parse_quickly() {
+fn a_thousand_steps_parse() {
     let src = big_program(1_000);
-    let start = std::time::Instant::now();
     let p = parse(&src);
-    let elapsed = start.elapsed();
     assert!(p.diagnostics.is_empty(), "{}", render(&src));
     assert_eq!(p.file.unwrap().programs[0].steps().count(), 1_001);
-    eprintln!("1,000 steps ({} bytes) parsed in {elapsed:?}", src.len());
-    if !cfg!(debug_assertions) {
-        assert!(
-            elapsed < std::time::Duration::from_millis(100),
-            "{elapsed:?}"
-        );
-    }
 }

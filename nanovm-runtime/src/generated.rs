@@ -194,12 +194,14 @@ pub fn concat(a: &str, b: &str) -> String {
 
 /// `a + b` on ints, refusing to overflow.
 pub fn checked_add(a: i64, b: i64, text: &str) -> Result<i64, Fault> {
-    a.checked_add(b).ok_or_else(|| Fault::Overflow(text.to_string()))
+    a.checked_add(b)
+        .ok_or_else(|| Fault::Overflow(text.to_string()))
 }
 
 /// `a - b` on ints, refusing to overflow.
 pub fn checked_sub(a: i64, b: i64, text: &str) -> Result<i64, Fault> {
-    a.checked_sub(b).ok_or_else(|| Fault::Overflow(text.to_string()))
+    a.checked_sub(b)
+        .ok_or_else(|| Fault::Overflow(text.to_string()))
 }
 
 /// Writes a value into a prompt.
@@ -353,7 +355,9 @@ pub fn plain<T: Clone + Into<Json>>(v: &T) -> Datum {
 /// The answer to an outcome the step cannot have produced (a runtime bug, or a trace that
 /// lies): the run fails with a clear message instead of guessing.
 pub fn unexpected(step: &str, outcome: &Outcome<'_>) -> Next {
-    Next::Fail(format!("step `{step}` cannot handle the outcome {outcome:?}"))
+    Next::Fail(format!(
+        "step `{step}` cannot handle the outcome {outcome:?}"
+    ))
 }
 
 #[cfg(test)]
@@ -383,7 +387,13 @@ mod tests {
         assert_eq!(num_cmp(risk, Num::I(70)), Ordering::Less);
         assert_eq!(num_cmp(Num::F(0.5), Num::I(1)), Ordering::Less);
         assert!(json_contains(&v["tags"], "tags", "a").unwrap());
-        assert_eq!(decode::<i64>(&json!("x"), "tool `t`").unwrap_err(), "tool `t` returned a string where the declared type is `int`");
-        assert_eq!(checked_add(i64::MAX, 1, "a + b"), Err(Fault::Overflow("a + b".into())));
+        assert_eq!(
+            decode::<i64>(&json!("x"), "tool `t`").unwrap_err(),
+            "tool `t` returned a string where the declared type is `int`"
+        );
+        assert_eq!(
+            checked_add(i64::MAX, 1, "a + b"),
+            Err(Fault::Overflow("a + b".into()))
+        );
     }
 }

@@ -103,5 +103,8 @@ impl ModelError {
 /// A language model adapter.
 pub trait Model: Send + Sync + 'static {
     /// Answers one request.
-    fn complete<'a>(&'a self, req: &'a ModelRequest) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
+    fn complete<'a>(
+        &'a self,
+        req: &'a ModelRequest,
+    ) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
 }

@@ -489,7 +489,12 @@ impl Event {
                 payload,
                 next,
             } => {
-                e.tag(8).str(step).str(event).str(event_id).json(payload).str(next);
+                e.tag(8)
+                    .str(step)
+                    .str(event)
+                    .str(event_id)
+                    .json(payload)
+                    .str(next);
             }
             Event::TimedOut { step, next } => {
                 e.tag(9).str(step).str(next);
@@ -795,7 +800,9 @@ mod tests {
             for delta in [1u8, 0x20, 0x80] {
                 let mut b = bytes.to_vec();
                 b[i] ^= delta;
-                let Ok(s) = String::from_utf8(b) else { continue };
+                let Ok(s) = String::from_utf8(b) else {
+                    continue;
+                };
                 assert!(
                     verify_jsonl(&s).is_err(),
                     "flip of byte {i} ({:?}) by {delta:#x} went unnoticed",

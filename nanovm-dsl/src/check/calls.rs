@@ -2,9 +2,9 @@
 
 use std::collections::HashMap;
 
-use super::suggest::did_you_mean;
-use super::types::{assignable, infer, Scope, Ty};
 use super::Ctx;
+use super::suggest::did_you_mean;
+use super::types::{Scope, Ty, assignable, infer};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{ExprKind, StepKind, TypeKind};
 
@@ -17,18 +17,28 @@ pub(super) fn check_tool_declarations(ctx: &mut Ctx<'_>) {
             ctx.diags.push(
                 Diagnostic::error(
                     "E0206",
-                    format!("`idempotent` only applies to effect tools, and `{}` is read-only", tool.name),
+                    format!(
+                        "`idempotent` only applies to effect tools, and `{}` is read-only",
+                        tool.name
+                    ),
                     span,
                 )
                 .with_label("has no effect to repeat")
-                .with_help(format!("declare it `effect tool {}`, or remove `idempotent`", tool.name)),
+                .with_help(format!(
+                    "declare it `effect tool {}`, or remove `idempotent`",
+                    tool.name
+                )),
             );
         }
         if matches!(tool.ret.kind, TypeKind::Secret(_)) {
             ctx.diags.push(
-                Diagnostic::error("E0206", "tools cannot return `secret` values", tool.ret.span)
-                    .with_label("a tool result is an ordinary variable")
-                    .with_help("return the value's vault reference as `json`, or a non-secret type"),
+                Diagnostic::error(
+                    "E0206",
+                    "tools cannot return `secret` values",
+                    tool.ret.span,
+                )
+                .with_label("a tool result is an ordinary variable")
+                .with_help("return the value's vault reference as `json`, or a non-secret type"),
             );
         }
     }
@@ -84,7 +94,10 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
                 )
                 .with_label("unknown argument")
                 .with_secondary(tool.name.span, format!("`{}` is declared here", tool.name));
-                if let Some(s) = did_you_mean(&arg.name.name, tool.params.iter().map(|p| p.name.name.as_str())) {
+                if let Some(s) = did_you_mean(
+                    &arg.name.name,
+                    tool.params.iter().map(|p| p.name.name.as_str()),
+                ) {
                     d = d.with_help(format!("did you mean `{s}`?"));
                 }
                 diags.push(d);
@@ -96,7 +109,8 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
             let is_secret_path = matches!(&arg.value.kind, ExprKind::Path(_))
                 && matches!(infer(&arg.value, &scope, &mut Vec::new()).ty, Ty::Secret(_));
             let typed = infer(&arg.value, &scope, &mut diags);
-            if is_secret_path || matches!(want, Ty::Secret(_)) && matches!(typed.ty, Ty::Secret(_)) {
+            if is_secret_path || matches!(want, Ty::Secret(_)) && matches!(typed.ty, Ty::Secret(_))
+            {
                 continue; // secrets have their own rule
             }
             if !assignable(&typed.ty, &want) {
@@ -133,7 +147,11 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
             diags.push(
                 Diagnostic::error(
                     "E0202",
-                    format!("call to `{}` is missing argument{s} {}", tool.name, missing.join(", ")),
+                    format!(
+                        "call to `{}` is missing argument{s} {}",
+                        tool.name,
+                        missing.join(", ")
+                    ),
                     call.args_span,
                 )
                 .with_label(format!("missing {}", missing.join(", ")))
@@ -143,4 +161,3 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
     }
     ctx.diags.extend(diags);
 }
-

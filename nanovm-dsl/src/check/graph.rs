@@ -2,14 +2,14 @@
 
 use std::collections::VecDeque;
 
+use petgraph::Direction;
 use petgraph::algo::kosaraju_scc;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 
 use super::names::sorted_steps;
 use super::suggest::did_you_mean;
-use super::{outgoing, Ctx};
+use super::{Ctx, outgoing};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::StepKind;
 
@@ -27,12 +27,9 @@ pub(super) fn check_targets(ctx: &mut Ctx<'_>) {
             if ctx.step_index.contains_key(name) {
                 continue;
             }
-            let mut d = Diagnostic::error(
-                "E0102",
-                format!("`{name}` names no step"),
-                target.name.span,
-            )
-            .with_label(format!("no step named `{name}`"));
+            let mut d =
+                Diagnostic::error("E0102", format!("`{name}` names no step"), target.name.span)
+                    .with_label(format!("no step named `{name}`"));
             if let Some(site) = ctx.branch_index.get(name) {
                 d = d.with_note(format!(
                     "`{name}` is a branch of the parallel step `{}`; branches cannot be targets",
@@ -68,6 +65,7 @@ pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
         .filter(|n| !ctx.step_index.contains_key(n))
         .collect();
     let start_name = ctx.steps[start].name.name.clone();
+    let has_traps = !trap_regions(ctx).is_empty();
     let sccs = sorted_sccs(ctx);
     let mut scc_of = vec![0usize; ctx.steps.len()];
     for (k, scc) in sccs.iter().enumerate() {
@@ -90,6 +88,11 @@ pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
         if fed {
             continue;
         }
+        // An `end` nothing reaches while a cycle has no way out is that cycle's missing exit;
+        // the trap diagnostic says so.
+        if has_traps && scc.len() == 1 && matches!(ctx.steps[scc[0]].kind, StepKind::End(_)) {
+            continue;
+        }
         let first = scc[0];
         let step = ctx.steps[first];
         let mut d = Diagnostic::error(
@@ -99,7 +102,7 @@ pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
         )
         .with_label(format!("no path from `start` (`{start_name}`) leads here"));
         // Everything dead that this region leads to is explained by it.
-        let below = reachable_from(ctx, first, |i| dead(i));
+        let below = reachable_from(ctx, first, dead);
         let mut followers: Vec<&str> = Vec::new();
         for (i, &r) in below.iter().enumerate() {
             if r && i != first && dead(i) && !explained[i] {
@@ -119,7 +122,9 @@ pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
             .iter()
             .find(|u| did_you_mean(u, [step.name.name.as_str()]).is_some())
         {
-            d = d.with_note(format!("the target `{typo}` may have been meant to name it"));
+            d = d.with_note(format!(
+                "the target `{typo}` may have been meant to name it"
+            ));
         } else {
             d = d.with_help(format!("add an edge to `{}`, or remove it", step.name));
         }
@@ -135,6 +140,50 @@ pub(super) fn check_traps(ctx: &mut Ctx<'_>) {
         return;
     };
     let reachable = reachable_from(ctx, start, |_| true);
+    let lost_ends: Vec<&str> = ctx
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            !reachable[*i] && !ctx.duplicate_step[*i] && matches!(s.kind, StepKind::End(_))
+        })
+        .map(|(_, s)| s.name.name.as_str())
+        .collect();
+    let mut diags = Vec::new();
+    for scc in trap_regions(ctx) {
+        let names = list(
+            &scc.iter()
+                .map(|&i| ctx.steps[i].name.name.as_str())
+                .collect::<Vec<_>>(),
+        );
+        let message = if scc.len() == 1 {
+            format!("step {names} loops to itself with no way out; no `end` is reachable from it")
+        } else {
+            format!("steps {names} form a cycle with no way out; no `end` is reachable from them")
+        };
+        let mut d = Diagnostic::error("E0104", message, ctx.steps[scc[0]].name.span)
+            .with_label("a run that gets here can never finish");
+        for &n in &scc[1..] {
+            d = d.with_secondary(ctx.steps[n].name.span, "part of the cycle");
+        }
+        if !lost_ends.is_empty() {
+            d = d.with_note(format!(
+                "no path leads to {} either; it may be the way out this cycle is missing",
+                list(&lost_ends)
+            ));
+        }
+        diags.push(d.with_help("give one of these steps an edge that leads to an `end`"));
+    }
+    ctx.diags.extend(diags);
+}
+
+/// The trapped cycles reachable from `start` (sink regions only: a trapped step that merely
+/// leads into a trap is a consequence, not a separate problem).
+fn trap_regions(ctx: &Ctx<'_>) -> Vec<Vec<usize>> {
+    let Some(start) = ctx.start else {
+        return Vec::new();
+    };
+    let reachable = reachable_from(ctx, start, |_| true);
     // Steps from which an end (or an unresolved target, already reported) is reachable.
     let mut finishes = vec![false; ctx.steps.len()];
     let mut queue: VecDeque<usize> = VecDeque::new();
@@ -145,7 +194,10 @@ pub(super) fn check_traps(ctx: &mut Ctx<'_>) {
         }
     }
     while let Some(n) = queue.pop_front() {
-        for e in ctx.graph.edges_directed(NodeIndex::new(n), Direction::Incoming) {
+        for e in ctx
+            .graph
+            .edges_directed(NodeIndex::new(n), Direction::Incoming)
+        {
             let p = e.source().index();
             if !finishes[p] {
                 finishes[p] = true;
@@ -154,39 +206,17 @@ pub(super) fn check_traps(ctx: &mut Ctx<'_>) {
         }
     }
     let trapped = |i: usize| reachable[i] && !finishes[i] && !ctx.duplicate_step[i];
-    let mut diags = Vec::new();
-    for scc in sorted_sccs(ctx) {
-        if !trapped(scc[0]) || !is_cycle(ctx, &scc) {
-            continue;
-        }
-        // Report sink regions only: a trapped step that merely leads into a trap is a
-        // consequence, not a separate problem.
-        let leaks = scc.iter().any(|&n| {
-            ctx.graph
-                .edges(NodeIndex::new(n))
-                .any(|e| !scc.contains(&e.target().index()) && trapped(e.target().index()))
-        });
-        if leaks {
-            continue;
-        }
-        let names = list(&scc.iter().map(|&i| ctx.steps[i].name.name.as_str()).collect::<Vec<_>>());
-        let message = if scc.len() == 1 {
-            format!(
-                "step {names} loops to itself with no way out; no `end` is reachable from it"
-            )
-        } else {
-            format!(
-                "steps {names} form a cycle with no way out; no `end` is reachable from them"
-            )
-        };
-        let mut d = Diagnostic::error("E0104", message, ctx.steps[scc[0]].name.span)
-            .with_label("a run that gets here can never finish");
-        for &n in &scc[1..] {
-            d = d.with_secondary(ctx.steps[n].name.span, "part of the cycle");
-        }
-        diags.push(d.with_help("give one of these steps an edge that leads to an `end`"));
-    }
-    ctx.diags.extend(diags);
+    sorted_sccs(ctx)
+        .into_iter()
+        .filter(|scc| trapped(scc[0]) && is_cycle(ctx, scc))
+        .filter(|scc| {
+            !scc.iter().any(|&n| {
+                ctx.graph
+                    .edges(NodeIndex::new(n))
+                    .any(|e| !scc.contains(&e.target().index()) && trapped(e.target().index()))
+            })
+        })
+        .collect()
 }
 
 /// A cycle is fine only if something bounds it: without `max_steps` a model that keeps
@@ -204,7 +234,11 @@ pub(super) fn check_cycles_need_max_steps(ctx: &mut Ctx<'_>) {
         if !reachable[scc[0]] || !is_cycle(ctx, &scc) {
             continue;
         }
-        let names = list(&scc.iter().map(|&i| ctx.steps[i].name.name.as_str()).collect::<Vec<_>>());
+        let names = list(
+            &scc.iter()
+                .map(|&i| ctx.steps[i].name.name.as_str())
+                .collect::<Vec<_>>(),
+        );
         let mut d = Diagnostic::error(
             "E0105",
             if scc.len() == 1 {
@@ -221,7 +255,9 @@ pub(super) fn check_cycles_need_max_steps(ctx: &mut Ctx<'_>) {
         if let Some(b) = ctx.program.budget() {
             d = d.with_secondary(b.span, "this budget has no `max_steps`");
         }
-        diags.push(d.with_help("bound the cycle: add `max_steps: N` to the program's `budget { ... }`"));
+        diags.push(
+            d.with_help("bound the cycle: add `max_steps: N` to the program's `budget { ... }`"),
+        );
     }
     ctx.diags.extend(diags);
 }
@@ -276,7 +312,11 @@ pub(super) fn check_unguarded_effects(ctx: &mut Ctx<'_>) {
                 span,
             )
             .with_label(format!("calls the effect tool `{tool}`"))
-            .with_note(format!("for example along {}", ctx.path_text(&path)));
+            .with_note(if path.len() == 1 {
+                format!("`{}` is the first step the run executes", ctx.steps[s].name)
+            } else {
+                format!("for example along {}", ctx.path_text(&path))
+            });
             let branch_on_path = path
                 .iter()
                 .find(|&&p| matches!(ctx.steps[p].kind, StepKind::Branch(_)));
@@ -335,7 +375,11 @@ fn effect_calls<'a>(ctx: &Ctx<'a>, s: usize) -> Vec<(&'a str, &'a str, crate::sy
             && let Some(&t) = ctx.tool_index.get(c.tool.name.as_str())
             && ctx.tools[t].is_effect()
         {
-            out.push((st.name.name.as_str(), ctx.tools[t].name.name.as_str(), st.name.span));
+            out.push((
+                st.name.name.as_str(),
+                ctx.tools[t].name.name.as_str(),
+                st.name.span,
+            ));
         }
     };
     match &step.kind {

@@ -46,8 +46,8 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     names::check_name_style(&mut ctx);
     names::check_budget(&mut ctx);
     names::check_start(&mut ctx);
-    // The shape of each step.
-    steps::check_successors(&mut ctx);
+    // The shape of each step. (A missing `-> S`, or one on a parallel branch, is a syntax
+    // error: the grammar already requires exactly the right edges.)
     steps::check_otherwise(&mut ctx);
     steps::check_llm_steps(&mut ctx);
     steps::check_parallel_branches(&mut ctx);
@@ -102,7 +102,6 @@ pub(crate) enum EdgeKind {
     /// `timeout D -> S`
     Timeout,
 }
-
 
 /// A variable: an input, or a name some step assigns with `into`/`choose`.
 #[derive(Clone, Debug)]

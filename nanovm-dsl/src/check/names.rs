@@ -7,8 +7,8 @@ use super::{Ctx, with_branches};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{BudgetValue, File, Ident, Item, LlmOutput, StepKind};
 
-/// Names generated code defines in every program module; a choice enum may not take them.
-/// Also the prelude names generated code relies on (`Option`, `Some`, `Ok`, `String`, ...).
+/// Names generated code defines in every program module, and the prelude names it relies on
+/// (`Option`, `Some`, `Ok`, `String`, ...): a choice enum never takes one of them.
 const GENERATED_TYPES: &[&str] = &[
     "Input", "State", "Step", "Call", "Tools", "ToolsDyn", "Program", "Outcome", "Next", "Option",
     "Some", "None", "Result", "Ok", "Err", "String", "Vec", "Box", "Send", "Sync",
@@ -158,29 +158,42 @@ pub(super) fn check_name_style(ctx: &mut Ctx<'_>) {
     let tools: Vec<&Ident> = ctx.tools.iter().map(|t| &t.name).collect();
     pascal_collisions(&tools, "tool", "Call", &mut diags);
     for set in &ctx.choices {
-        pascal_collisions(&set.members, "choice", &pascal(set.var), &mut diags);
-        let enum_name = pascal(set.var);
-        if GENERATED_TYPES.contains(&enum_name.as_str()) {
-            let ident = set.members[0];
-            let var_span = ctx
-                .vars
-                .iter()
-                .find(|v| v.name == set.var)
-                .and_then(|v| v.defs.first())
-                .map_or(ident.span, |d| d.ident.span);
-            diags.push(
-                Diagnostic::error(
-                    "E0108",
-                    format!(
-                        "`{}` cannot hold a choice: its enum would be named `{enum_name}`, which \
-                         the generated module already defines",
-                        set.var
-                    ),
-                    var_span,
-                )
-                .with_label("choice variable")
-                .with_help(format!("rename it, e.g. `{}_choice`", set.var)),
-            );
+        pascal_collisions(
+            &set.members,
+            "choice",
+            &choice_type_name(set.var),
+            &mut diags,
+        );
+    }
+    // Two choice variables whose enums would get the same name.
+    let mut enums: HashMap<String, &str> = HashMap::new();
+    for set in &ctx.choices {
+        let name = choice_type_name(set.var);
+        match enums.get(&name) {
+            Some(first) if *first != set.var => {
+                let span = ctx
+                    .vars
+                    .iter()
+                    .find(|v| v.name == set.var)
+                    .and_then(|v| v.defs.first())
+                    .map_or(set.members[0].span, |d| d.ident.span);
+                diags.push(
+                    Diagnostic::error(
+                        "E0101",
+                        format!(
+                            "the choice variables `{first}` and `{}` would both become the enum `{name}` in generated Rust",
+                            set.var
+                        ),
+                        span,
+                    )
+                    .with_label("clashes with an earlier choice variable")
+                    .with_help("rename one of them"),
+                );
+            }
+            Some(_) => {}
+            None => {
+                enums.insert(name, set.var);
+            }
         }
     }
     ctx.diags.extend(diags);
@@ -387,6 +400,18 @@ fn to_snake(s: &str) -> String {
         }
     }
     out.trim_end_matches('_').to_string()
+}
+
+/// The Rust name of the enum holding a choice variable: its PascalCase spelling, with `Choice`
+/// appended when that would shadow a name the generated module relies on (`ok` -> `OkChoice`,
+/// `step` -> `StepChoice`).
+pub(crate) fn choice_type_name(var: &str) -> String {
+    let name = pascal(var);
+    if GENERATED_TYPES.contains(&name.as_str()) {
+        format!("{name}Choice")
+    } else {
+        name
+    }
 }
 
 /// `order_id` -> `OrderId`: the spelling of a name as a Rust type or variant.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::suggest::did_you_mean;
-use super::{with_branches, Ctx};
+use super::{Ctx, with_branches};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{IntLit, LlmOutput, Span, StepKind};
 
@@ -11,51 +11,6 @@ use crate::syntax::ast::{IntLit, LlmOutput, Span, StepKind};
 pub(crate) const MAX_RETRY: i64 = 100;
 /// Largest `max_concurrency N` accepted.
 pub(crate) const MAX_CONCURRENCY: i64 = 1024;
-
-/// There is no fall-through to the next step in the file: a step that names no successor
-/// would leave the run nowhere to go. Parallel branches are the opposite: they return to their
-/// block, so they must not name one.
-pub(super) fn check_successors(ctx: &mut Ctx<'_>) {
-    for (i, step) in ctx.steps.iter().enumerate() {
-        if ctx.duplicate_step[i] {
-            continue;
-        }
-        let missing = match &step.kind {
-            StepKind::Llm(l) => l.next.is_none(),
-            StepKind::Call(c) => c.next.is_none(),
-            StepKind::Parallel(p) => p.next.is_none(),
-            StepKind::Await(a) => a.next.is_none(),
-            StepKind::Guard(_) | StepKind::Branch(_) | StepKind::End(_) => false,
-        };
-        if missing {
-            ctx.diags.push(
-                Diagnostic::error(
-                    "E0110",
-                    format!("step `{}` names no successor", step.name),
-                    step.name.span,
-                )
-                .with_label("the run would have nowhere to go after this step")
-                .with_help("add `-> STEP` after the step; there is no fall-through to the next step in the file"),
-            );
-        }
-        let top_level_after = match &step.kind {
-            StepKind::Llm(l) => l.after.first(),
-            StepKind::Call(c) => c.after.first(),
-            _ => None,
-        };
-        if let Some(a) = top_level_after {
-            ctx.diags.push(
-                Diagnostic::error(
-                    "E0111",
-                    "`after` only applies to branches of a `parallel` step",
-                    a.span,
-                )
-                .with_label("not inside a parallel block")
-                .with_help("steps run one after another along their `->` edges; remove `after`"),
-            );
-        }
-    }
-}
 
 /// A guard must decide something for every input, or the run would stop in the middle of a
 /// decision: `otherwise` is mandatory, comes once, and comes last (an arm after it could never
@@ -137,8 +92,8 @@ pub(super) fn check_llm_steps(ctx: &mut Ctx<'_>) {
     }
 }
 
-/// Parallel branches run inside their block and report back to it: they cannot name their own
-/// successors or error edges; `after` must name sibling branches and form no cycle (the block
+/// Parallel branches run inside their block and report back to it: they cannot have error
+/// edges of their own; `after` must name sibling branches and form no cycle (the block
 /// is ordered at compile time); two branches assigning one variable would race.
 pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
     let mut diags = Vec::new();
@@ -167,12 +122,16 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
             .collect();
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); p.branches.len()];
         for (bi, branch) in p.branches.iter().enumerate() {
-            let (next, on_error, on_invalid, after) = match &branch.kind {
-                StepKind::Llm(l) => (&l.next, &l.on_error, &l.on_invalid, &l.after),
-                StepKind::Call(c) => (&c.next, &c.on_error, &None, &c.after),
+            // (A branch's own `-> S` is already a syntax error.)
+            let (on_error, on_invalid, after) = match &branch.kind {
+                StepKind::Llm(l) => (&l.on_error, &l.on_invalid, &l.after),
+                StepKind::Call(c) => (&c.on_error, &None, &c.after),
                 _ => continue,
             };
-            for (t, what) in [(next, "a successor"), (on_error, "an `on error` edge"), (on_invalid, "an `on invalid` edge")] {
+            for (t, what) in [
+                (on_error, "an `on error` edge"),
+                (on_invalid, "an `on invalid` edge"),
+            ] {
                 if let Some(t) = t {
                     diags.push(
                         Diagnostic::error(
@@ -206,7 +165,9 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
                             a.span,
                         )
                         .with_label("`after` must name a sibling branch");
-                        if let Some(s) = did_you_mean(&a.name, p.branches.iter().map(|b| b.name.name.as_str())) {
+                        if let Some(s) =
+                            did_you_mean(&a.name, p.branches.iter().map(|b| b.name.name.as_str()))
+                        {
                             d = d.with_help(format!("did you mean `{s}`?"));
                         }
                         diags.push(d);
@@ -215,11 +176,17 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
             }
         }
         if let Some(cycle) = dependency_cycle(&deps) {
-            let names: Vec<String> = cycle.iter().map(|&b| format!("`{}`", p.branches[b].name)).collect();
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|&b| format!("`{}`", p.branches[b].name))
+                .collect();
             let first = &p.branches[cycle[0]];
             let mut d = Diagnostic::error(
                 "E0111",
-                format!("branches {} wait for each other in a cycle", names.join(", ")),
+                format!(
+                    "branches {} wait for each other in a cycle",
+                    names.join(", ")
+                ),
                 first.name.span,
             )
             .with_label("part of the cycle")
@@ -352,7 +319,6 @@ fn dependency_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
     None
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +327,9 @@ mod tests {
     fn finds_dependency_cycles() {
         assert_eq!(dependency_cycle(&[vec![], vec![0], vec![1]]), None);
         assert_eq!(dependency_cycle(&[vec![1], vec![0]]), Some(vec![0, 1]));
-        assert_eq!(dependency_cycle(&[vec![], vec![2], vec![1]]), Some(vec![1, 2]));
+        assert_eq!(
+            dependency_cycle(&[vec![], vec![2], vec![1]]),
+            Some(vec![1, 2])
+        );
     }
 }

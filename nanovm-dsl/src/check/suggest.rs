@@ -37,8 +37,8 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
@@ -60,7 +60,10 @@ mod tests {
 
     #[test]
     fn finds_typos() {
-        assert_eq!(did_you_mean("reviw", ["drop", "review", "keep"]), Some("review"));
+        assert_eq!(
+            did_you_mean("reviw", ["drop", "review", "keep"]),
+            Some("review")
+        );
         assert_eq!(did_you_mean("yse", ["yes", "no"]), Some("yes"));
         assert_eq!(did_you_mean("xyz", ["yes", "no"]), None);
         assert_eq!(did_you_mean("a", ["a"]), None);

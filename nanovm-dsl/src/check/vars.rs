@@ -7,8 +7,8 @@ use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
 use super::suggest::did_you_mean;
-use super::types::{expect_condition, infer, Scope, Ty};
-use super::{outgoing, with_branches, Ctx, EdgeKind, Site};
+use super::types::{Scope, Ty, expect_condition, infer};
+use super::{Ctx, EdgeKind, Site, outgoing, with_branches};
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{BinOp, Expr, ExprKind, Literal, Path, Step, StepKind, TemplatePart};
 
@@ -158,9 +158,7 @@ pub(super) fn check_unknown_variables(ctx: &mut Ctx<'_>) {
         .with_label("not an input, and no step assigns it");
         d = match did_you_mean(&root.name, names.iter().copied()) {
             Some(s) => d.with_help(format!("did you mean `{s}`?")),
-            None => d.with_help(
-                "variables are inputs and names assigned with `into` or `choose`",
-            ),
+            None => d.with_help("variables are inputs and names assigned with `into` or `choose`"),
         };
         diags.push(d);
     }
@@ -192,10 +190,9 @@ pub(super) fn check_definite_assignment(ctx: &mut Ctx<'_>) {
         let name = ctx.vars[var].name;
         let site_name = ctx.site_name(u.site);
         // A sibling branch assigns it, but this branch does not wait for it.
-        let sibling = ctx.vars[var]
-            .defs
-            .iter()
-            .find(|d| d.site.step == u.site.step && d.site.branch.is_some() && u.site.branch.is_some());
+        let sibling = ctx.vars[var].defs.iter().find(|d| {
+            d.site.step == u.site.step && d.site.branch.is_some() && u.site.branch.is_some()
+        });
         let mut d = Diagnostic::error(
             "E0302",
             format!("`{name}` is not assigned on every path to `{site_name}`"),
@@ -211,7 +208,10 @@ pub(super) fn check_definite_assignment(ctx: &mut Ctx<'_>) {
                 .with_help(format!("add `after {sib}` to `{site_name}`"));
         } else {
             if let Some(path) = flow.witness(ctx, start, u.site.step, var) {
-                d = d.with_note(format!("it is never assigned along {}", ctx.path_text(&path)));
+                d = d.with_note(format!(
+                    "it is never assigned along {}",
+                    ctx.path_text(&path)
+                ));
             }
             for def in &ctx.vars[var].defs {
                 d = d.with_secondary(def.ident.span, format!("`{name}` is assigned here"));
@@ -278,10 +278,15 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
                 }
             }
             StepKind::Call(c) => {
-                let tool = ctx.tool_index.get(c.tool.name.as_str()).map(|&t| ctx.tools[t]);
+                let tool = ctx
+                    .tool_index
+                    .get(c.tool.name.as_str())
+                    .map(|&t| ctx.tools[t]);
                 for arg in &c.args {
-                    let param = tool.and_then(|t| t.params.iter().find(|p| p.name.name == arg.name.name));
-                    let secret_param = param.is_some_and(|p| matches!(Ty::from_kind(&p.ty.kind), Ty::Secret(_)));
+                    let param =
+                        tool.and_then(|t| t.params.iter().find(|p| p.name.name == arg.name.name));
+                    let secret_param =
+                        param.is_some_and(|p| matches!(Ty::from_kind(&p.ty.kind), Ty::Secret(_)));
                     let bare = match &arg.value.kind {
                         ExprKind::Path(p) => Some(p),
                         _ => None,
@@ -289,8 +294,11 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
                     let mut paths = Vec::new();
                     expr_paths(&arg.value, &mut paths);
                     for p in paths {
-                        let Some(var) = secret_var(ctx, p) else { continue };
-                        let is_bare = bare.is_some_and(|b| std::ptr::eq(b, p)) && p.segments.len() == 1;
+                        let Some(var) = secret_var(ctx, p) else {
+                            continue;
+                        };
+                        let is_bare =
+                            bare.is_some_and(|b| std::ptr::eq(b, p)) && p.segments.len() == 1;
                         if is_bare && (secret_param || param.is_none()) {
                             continue;
                         }
@@ -408,8 +416,12 @@ pub(super) fn check_free_text_into_guards(ctx: &mut Ctx<'_>) {
     for var in &ctx.vars {
         for def in &var.defs {
             let step = ctx.site_step(def.site);
-            let StepKind::Llm(l) = &step.kind else { continue };
-            if l.output.as_ref().is_some_and(|o| matches!(o, crate::syntax::ast::LlmOutput::Into { .. }))
+            let StepKind::Llm(l) = &step.kind else {
+                continue;
+            };
+            if l.output
+                .as_ref()
+                .is_some_and(|o| matches!(o, crate::syntax::ast::LlmOutput::Into { .. }))
                 && guard_reads.contains(&var.name)
             {
                 diags.push(
@@ -422,10 +434,7 @@ pub(super) fn check_free_text_into_guards(ctx: &mut Ctx<'_>) {
                         def.ident.span,
                     )
                     .with_label("any text can come back here")
-                    .with_help(format!(
-                        "constrain it: `choose {} from [...]`",
-                        var.name
-                    )),
+                    .with_help(format!("constrain it: `choose {} from [...]`", var.name)),
                 );
             }
         }
@@ -444,9 +453,13 @@ pub(super) fn check_unused(ctx: &mut Ctx<'_>) {
     for field in ctx.program.inputs() {
         if !read.contains(&field.name.name.as_str()) {
             diags.push(
-                Diagnostic::warning("W0403", format!("input `{}` is never used", field.name), field.name.span)
-                    .with_label("unused input")
-                    .with_help("remove it, or use it in a step"),
+                Diagnostic::warning(
+                    "W0403",
+                    format!("input `{}` is never used", field.name),
+                    field.name.span,
+                )
+                .with_label("unused input")
+                .with_help("remove it, or use it in a step"),
             );
         }
     }
@@ -464,9 +477,13 @@ pub(super) fn check_unused(ctx: &mut Ctx<'_>) {
             && !called.contains(&tool.name.name.as_str())
         {
             diags.push(
-                Diagnostic::warning("W0404", format!("tool `{}` is never called", tool.name), tool.name.span)
-                    .with_label("unused tool")
-                    .with_help("remove the declaration, or call it from a step"),
+                Diagnostic::warning(
+                    "W0404",
+                    format!("tool `{}` is never called", tool.name),
+                    tool.name.span,
+                )
+                .with_label("unused tool")
+                .with_help("remove the declaration, or call it from a step"),
             );
         }
     }
@@ -481,7 +498,7 @@ fn strip(e: &Expr) -> &Expr {
 }
 
 /// The choice set of a bare choice variable.
-fn choice_of<'c>(ctx: &'c Ctx<'_>, e: &Expr) -> Option<usize> {
+fn choice_of(ctx: &Ctx<'_>, e: &Expr) -> Option<usize> {
     let ExprKind::Path(p) = &e.kind else {
         return None;
     };
@@ -514,7 +531,12 @@ fn check_member(ctx: &Ctx<'_>, set: usize, lit: &Expr, diags: &mut Vec<Diagnosti
         lit.span,
     )
     .with_label("not a choice")
-    .with_secondary(choices.members[0].span.to(choices.members[members.len() - 1].span), "the choices");
+    .with_secondary(
+        choices.members[0]
+            .span
+            .to(choices.members[members.len() - 1].span),
+        "the choices",
+    );
     if let Some(m) = did_you_mean(s, members.iter().copied()) {
         d = d.with_help(format!("did you mean \"{m}\"?"));
     }
@@ -589,8 +611,15 @@ impl DataFlow {
         while changed {
             changed = false;
             for &s in &order {
-                let mut acc = if s == start { inputs.clone() } else { full.clone() };
-                for e in ctx.graph.edges_directed(NodeIndex::new(s), petgraph::Direction::Incoming) {
+                let mut acc = if s == start {
+                    inputs.clone()
+                } else {
+                    full.clone()
+                };
+                for e in ctx
+                    .graph
+                    .edges_directed(NodeIndex::new(s), petgraph::Direction::Incoming)
+                {
                     let p = e.source().index();
                     if !reachable[p] {
                         continue;
@@ -612,7 +641,9 @@ impl DataFlow {
         // Transitive `after` closure for every parallel step.
         let mut waits = HashMap::new();
         for (i, step) in ctx.steps.iter().enumerate() {
-            let StepKind::Parallel(p) = &step.kind else { continue };
+            let StepKind::Parallel(p) = &step.kind else {
+                continue;
+            };
             let idx: HashMap<&str, usize> = p
                 .branches
                 .iter()
@@ -628,7 +659,10 @@ impl DataFlow {
                         StepKind::Call(c) => &c.after,
                         _ => return Vec::new(),
                     };
-                    after.iter().filter_map(|a| idx.get(a.name.as_str()).copied()).collect()
+                    after
+                        .iter()
+                        .filter_map(|a| idx.get(a.name.as_str()).copied())
+                        .collect()
                 })
                 .collect();
             let closure: Vec<Vec<usize>> = (0..direct.len())
@@ -663,7 +697,9 @@ impl DataFlow {
         let Some(b) = site.branch else {
             return false;
         };
-        let (Some(defs), Some(waits)) = (self.branch_defs.get(&site.step), self.waits.get(&site.step)) else {
+        let (Some(defs), Some(waits)) =
+            (self.branch_defs.get(&site.step), self.waits.get(&site.step))
+        else {
             return false;
         };
         debug_assert!(self.words > 0);
@@ -673,8 +709,7 @@ impl DataFlow {
     /// A path from `start` to `to` along which `var` is never assigned.
     fn witness(&self, ctx: &Ctx<'_>, start: usize, to: usize, var: usize) -> Option<Vec<usize>> {
         let assigns = |s: usize, kind: EdgeKind| {
-            kind == EdgeKind::Next
-                && ctx.vars[var].defs.iter().any(|d| d.site.step == s)
+            kind == EdgeKind::Next && ctx.vars[var].defs.iter().any(|d| d.site.step == s)
         };
         let n = ctx.steps.len();
         let mut parent: Vec<Option<usize>> = vec![None; n];
@@ -691,7 +726,9 @@ impl DataFlow {
                 return Some(path);
             }
             for (kind, target) in outgoing(ctx.steps[s]) {
-                let Some(&t) = ctx.step_index.get(target.name.name.as_str()) else { continue };
+                let Some(&t) = ctx.step_index.get(target.name.name.as_str()) else {
+                    continue;
+                };
                 if !seen[t] && !assigns(s, kind) {
                     seen[t] = true;
                     parent[t] = Some(s);

@@ -139,6 +139,8 @@ impl Program {
 
 /// One item of a program body.
 #[derive(Clone, Debug, PartialEq)]
+// Items are built once per parse and matched everywhere; boxing steps would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Item {
     /// `input { name: type ... }`
     Input(InputBlock),

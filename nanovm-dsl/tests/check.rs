@@ -1,0 +1,827 @@
+//! Every rule of the checker: at least one failing program per rule, with its rendered
+//! diagnostics snapshotted (code, message, the caret on the exact text, notes and help), and a
+//! passing near-miss for each, so a rule that starts firing too eagerly is caught as surely as
+//! one that stops firing.
+
+use nanovm_dsl::compile;
+
+/// Renders everything the compiler says about `src`.
+fn report(name: &str, src: &str) -> String {
+    compile(&format!("{name}.nvm"), src).render()
+}
+
+/// Asserts that `src` compiles without errors; returns the codes of any warnings.
+fn clean(name: &str, src: &str) -> Vec<&'static str> {
+    let c = compile(&format!("{name}.nvm"), src);
+    assert!(!c.has_errors(), "{name} should compile:\n{}", c.render());
+    c.diagnostics.iter().map(|d| d.code).collect()
+}
+
+/// The codes of all errors.
+fn codes(src: &str) -> Vec<&'static str> {
+    compile("x.nvm", src)
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.code)
+        .collect()
+}
+
+macro_rules! failing {
+    ($name:ident, $codes:expr, $src:expr) => {
+        #[test]
+        fn $name() {
+            let src = $src;
+            assert_eq!(codes(src), $codes, "codes of {}", stringify!($name));
+            insta::assert_snapshot!(stringify!($name), report(stringify!($name), src));
+        }
+    };
+}
+
+macro_rules! passing {
+    ($name:ident, $warnings:expr, $src:expr) => {
+        #[test]
+        fn $name() {
+            let expected: &[&str] = &$warnings;
+            assert_eq!(clean(stringify!($name), $src), expected);
+        }
+    };
+}
+
+// ---- E0101 duplicate names -------------------------------------------------------------------
+
+failing!(
+    e0101_duplicate_step,
+    ["E0101"],
+    r#"
+program p {
+    input { q: string }
+    llm ask { prompt: "{q}" into a } -> done
+    llm ask { prompt: "{q} again" into a } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0101_duplicate_tool_input_choice_arg,
+    ["E0101", "E0101", "E0101", "E0101"],
+    r#"
+program p {
+    input { q: string  q: int }
+    tool t(x: int) -> json
+    tool t(y: int) -> json
+    llm ask { prompt: "{q}" choose c from [yes, no, yes] } -> g
+    guard g { when c == "yes" -> call_t otherwise -> done }
+    call call_t = t(x: 1, x: 2) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0101_two_starts_and_budgets,
+    ["E0101", "E0101"],
+    r#"
+program p {
+    budget { max_steps: 5 }
+    budget { max_tokens: 5 }
+    start done
+    start done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0101_names_that_collide_in_rust,
+    ["E0101"],
+    r#"
+program p {
+    start step_1
+    branch step_1 { otherwise -> step1 }
+    branch step1 { otherwise -> done }
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0101_near_miss_same_name_in_other_namespaces,
+    ["W0404"],
+    r#"
+program p {
+    input { order: string }
+    tool order(order: string) -> json
+    llm order_step { prompt: "{order}" into order_text } -> done
+    end done: success
+}
+"#
+);
+
+// ---- E0102 unknown targets --------------------------------------------------------------------
+
+failing!(
+    e0102_typo_target,
+    ["E0102", "E0103"],
+    r#"
+program typo {
+    input { text: string }
+    llm classify { prompt: "{text}" choose label from [spam, ham] } -> reviw
+    guard review { when label == "spam" -> drop otherwise -> keep }
+    end drop: success
+    end keep: success
+}
+"#
+);
+
+failing!(
+    e0102_target_is_a_branch_and_start_unknown,
+    ["E0102", "E0102"],
+    r#"
+program p {
+    input { id: string }
+    budget { max_steps: 10 }
+    tool a(id: string) -> json
+    start beginning
+    parallel both { call x = a(id: id)  call y = a(id: id) } -> x
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0102_near_miss_targets_resolve,
+    [],
+    r#"
+program p {
+    input { text: string }
+    llm classify { prompt: "{text}" choose label from [spam, ham] } -> review
+    guard review { when label == "spam" -> drop otherwise -> keep }
+    end drop: success
+    end keep: success
+}
+"#
+);
+
+// ---- E0103 unreachable ------------------------------------------------------------------------
+
+failing!(
+    e0103_unreachable_region,
+    ["E0103"],
+    r#"
+program p {
+    input { q: string }
+    llm ask { prompt: "{q}" into a } -> done
+    llm orphan { prompt: "{q}" into b } -> also_orphan
+    end also_orphan: success
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0103_near_miss_reachable_only_through_on_error,
+    [],
+    r#"
+program p {
+    input { q: string }
+    llm ask { prompt: "{q}" into a on error -> failed } -> done
+    end done: success
+    end failed: failure "model unavailable"
+}
+"#
+);
+
+// ---- E0104 traps ------------------------------------------------------------------------------
+
+failing!(
+    e0104_trap_cycle,
+    ["E0104"],
+    r#"
+program trap {
+    input { id: string }
+    budget { max_steps: 50 }
+    tool status(id: string) -> json
+    call poll = status(id: id) -> wait
+    branch wait { otherwise -> poll }
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0104_self_loop_behind_a_step,
+    ["E0104"],
+    r#"
+program p {
+    input { id: string }
+    budget { max_steps: 50 }
+    tool status(id: string) -> json
+    call first = status(id: id) on error -> done -> spin
+    call spin = status(id: id) -> spin
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0104_near_miss_cycle_with_an_exit,
+    [],
+    r#"
+program poll_until_ready {
+    input { id: string }
+    budget { max_steps: 50 }
+    tool status(id: string) -> json
+    call poll = status(id: id) into s -> check
+    branch check { when s.ready == true -> done otherwise -> poll }
+    end done: success
+}
+"#
+);
+
+// ---- E0105 cycles without max_steps -----------------------------------------------------------
+
+failing!(
+    e0105_cycle_without_max_steps,
+    ["E0105"],
+    r#"
+program p {
+    input { id: string }
+    budget { max_tokens: 100 }
+    tool status(id: string) -> json
+    call poll = status(id: id) into s -> check
+    branch check { when s.ready == true -> done otherwise -> poll }
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0105_near_miss_cycle_with_max_steps,
+    [],
+    r#"
+program p {
+    input { id: string }
+    budget { max_steps: 20 }
+    tool status(id: string) -> json
+    call poll = status(id: id) into s -> check
+    branch check { when s.ready == true -> done otherwise -> poll }
+    end done: success
+}
+"#
+);
+
+// ---- E0106 unguarded effects -----------------------------------------------------------------
+
+failing!(
+    e0106_unguarded_effect,
+    ["E0106"],
+    r#"
+program unguarded {
+    input { amount: int }
+    effect tool charge_card(amount: int) -> json
+    llm ask { prompt: "Charge {amount}?" choose ok from [yes, no] } -> route
+    branch route { when ok == "yes" -> charge otherwise -> stop }
+    call charge = charge_card(amount: amount) -> stop
+    end stop: success
+}
+"#
+);
+
+failing!(
+    e0106_one_unguarded_path_is_enough,
+    ["E0106"],
+    r#"
+program p {
+    input { amount: int }
+    effect tool charge_card(amount: int) -> json
+    llm ask { prompt: "Charge {amount}?" choose ok from [yes, no] on invalid -> charge } -> policy
+    guard policy { when ok == "yes" -> charge otherwise -> stop }
+    call charge = charge_card(amount: amount) -> stop
+    end stop: success
+}
+"#
+);
+
+failing!(
+    e0106_unguarded_parallel_branch,
+    ["E0106"],
+    r#"
+program p {
+    input { id: string }
+    tool read(id: string) -> json
+    effect tool notify(id: string) -> json
+    parallel fan { call r = read(id: id)  call n = notify(id: id) } -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0106_near_miss_guard_on_every_path,
+    [],
+    r#"
+program p {
+    input { amount: int }
+    effect tool charge_card(amount: int) -> json
+    llm ask { prompt: "Charge {amount}?" choose ok from [yes, no] on invalid -> stop } -> policy
+    guard policy { when ok == "yes" and amount < 100 -> charge otherwise -> stop }
+    call charge = charge_card(amount: amount) -> stop
+    end stop: success
+}
+"#
+);
+
+// ---- E0107 otherwise --------------------------------------------------------------------------
+
+failing!(
+    e0107_missing_otherwise,
+    ["E0107"],
+    r#"
+program p {
+    input { n: int }
+    guard g { when n > 1 -> done }
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0107_two_otherwise_and_a_dead_arm,
+    ["E0107", "E0107"],
+    r#"
+program p {
+    input { n: int }
+    guard g { otherwise -> done when n > 1 -> done otherwise -> done }
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0107_near_miss_otherwise_only,
+    [],
+    r#"
+program p {
+    input { n: int }
+    guard g { when n > 1 -> done otherwise -> done }
+    end done: success
+}
+"#
+);
+
+// ---- E0108 name style -------------------------------------------------------------------------
+
+failing!(
+    e0108_names,
+    ["E0108", "E0108", "E0108"],
+    r#"
+program p {
+    input { orderId: string }
+    llm Ask { prompt: "{orderId}" choose self from [a, b] } -> done
+    end done: success
+}
+"#
+);
+
+// ---- E0109 budgets ----------------------------------------------------------------------------
+
+failing!(
+    e0109_budget_entries,
+    ["E0109", "E0109", "E0109", "E0109"],
+    r#"
+program p {
+    budget { max_step: 5, max_tokens: 10s, max_duration: 30, max_tool_calls: 0 }
+    end done: success
+}
+"#
+);
+
+// ---- E0110 successors -------------------------------------------------------------------------
+
+// A missing `-> S` is caught by the grammar, with a help text.
+failing!(
+    e0110_no_successor_is_a_syntax_error,
+    ["E0001"],
+    r#"
+program p {
+    input { q: string }
+    llm ask { prompt: "{q}" into a }
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0110_no_steps,
+    ["E0110"],
+    r#"
+program empty {
+    input { q: string }
+}
+"#
+);
+
+// ---- E0111 / E0113 parallel --------------------------------------------------------------------
+
+failing!(
+    e0111_parallel_shapes,
+    ["E0111", "E0111", "E0111"],
+    r#"
+program p {
+    input { id: string }
+    tool t(id: string) -> json
+    parallel fan {
+        call a = t(id: id) on error -> done after b
+        call b = t(id: id) after a
+        call c = t(id: id) after c
+    } -> done
+    end done: success
+}
+"#
+);
+
+// `after` outside a parallel block is caught by the grammar, with a help text.
+failing!(
+    e0111_after_outside_parallel_is_a_syntax_error,
+    ["E0001"],
+    r#"
+program p {
+    input { id: string }
+    tool t(id: string) -> json
+    call a = t(id: id) after b -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0113_branches_assign_one_variable,
+    ["E0113"],
+    r#"
+program p {
+    input { id: string }
+    tool t(id: string) -> json
+    parallel fan { call a = t(id: id) into r  call b = t(id: id) into r } -> done
+    end done: success
+}
+"#
+);
+
+// ---- E0112 llm and counts ---------------------------------------------------------------------
+
+failing!(
+    e0112_llm_shapes_and_counts,
+    ["E0112", "E0112", "E0112"],
+    r#"
+program p {
+    input { q: string }
+    llm ask { into a on invalid -> done retry 1000 } -> done
+    end done: success
+}
+"#
+);
+
+// ---- E0201..E0206 tools and calls ------------------------------------------------------------
+
+failing!(
+    e0201_undeclared_tool,
+    ["E0201"],
+    r#"
+program p {
+    input { id: string }
+    tool lookup_order(id: string) -> json
+    call c = lookup_ordr(id: id) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0202_e0203_arguments,
+    ["E0202", "E0203"],
+    r#"
+program p {
+    input { id: string  amount: int }
+    tool refund(order_id: string, amount_cents: int) -> json
+    call c = refund(order_id: id, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0204_mistyped_argument,
+    ["E0204", "E0204"],
+    r#"
+program p {
+    input { id: string  amount: int  email: string }
+    tool refund(order_id: string, amount_cents: int, email: secret string) -> json
+    call c = refund(order_id: id, amount_cents: id, email: email) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0204_near_miss_int_widens_to_float_and_anything_to_json,
+    [],
+    r#"
+program p {
+    input { n: int  s: string }
+    tool t(ratio: float, data: json, label: string) -> json
+    llm ask { prompt: "{s}" choose c from [a, b] } -> call_t
+    call call_t = t(ratio: n + 1, data: [1, 2], label: c) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0206_tool_declarations,
+    ["E0206", "E0206"],
+    r#"
+program p {
+    input { id: string }
+    tool t(id: string) -> secret string idempotent
+    call c = t(id: id) -> done
+    end done: success
+}
+"#
+);
+
+// ---- E0301..E0308 variables, types, secrets ---------------------------------------------------
+
+failing!(
+    e0301_unknown_variable,
+    ["E0301", "E0301"],
+    r#"
+program p {
+    input { request: string }
+    llm ask { prompt: "{reqest}" choose d from [yes, no] } -> g
+    guard g { when decison == "yes" -> done otherwise -> done }
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0302_not_assigned_on_every_path,
+    ["E0302"],
+    r#"
+program p {
+    input { id: string }
+    budget { max_steps: 10 }
+    tool fetch(id: string) -> json
+    call load = fetch(id: id) into invoice on error -> report -> report
+    llm report { prompt: "Invoice status: {invoice.status}" into summary } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0302_sibling_branch_not_awaited,
+    ["E0302"],
+    r#"
+program p {
+    input { id: string }
+    tool fetch(id: string) -> json
+    tool score(data: json) -> json
+    parallel fan {
+        call a = fetch(id: id) into raw
+        call b = score(data: raw)
+    } -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0302_near_miss_assigned_on_every_path,
+    [],
+    r#"
+program p {
+    input { id: string }
+    tool fetch(id: string) -> json
+    tool score(data: json) -> json
+    parallel fan {
+        call a = fetch(id: id) into raw
+        call b = score(data: raw) after a
+    } -> report
+    llm report { prompt: "Data: {raw.status}" into summary } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0303_type_errors,
+    ["E0303", "E0303", "E0303", "E0303", "E0303"],
+    r#"
+program p {
+    input { n: int  s: string  data: json }
+    guard g {
+        when n == "5" -> done
+        when s.length > 3 -> done
+        when n + 1 -> done
+        when s < "b" -> done
+        when data.count + 1 > 2 -> done
+        otherwise -> done
+    }
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0303_near_miss_json_is_checked_at_run_time,
+    [],
+    r#"
+program p {
+    input { data: json  n: int  f: float  tags: json }
+    guard g {
+        when data.ok == true and data.risk < 70 and data.country in ["DE", "FR"] -> done
+        when n <= f and not (len(data.name) > 3) -> done
+        when lower(trim(data.name)) starts_with "a" or "x" in tags -> done
+        otherwise -> done
+    }
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0304_choice_typo,
+    ["E0304", "E0304"],
+    r#"
+program choice_typo {
+    input { q: string }
+    llm ask { prompt: "{q}" choose decision from [yes, no] } -> g
+    guard g { when decision == "yse" -> a when decision in ["no", "maybe"] -> a otherwise -> b }
+    end a: success
+    end b: success
+}
+"#
+);
+
+passing!(
+    e0304_near_miss_members,
+    [],
+    r#"
+program p {
+    input { q: string }
+    llm ask { prompt: "{q}" choose decision from [yes, no, maybe] } -> g
+    guard g { when decision == "yes" -> a when decision in ["no", "maybe"] -> b otherwise -> b }
+    end a: success
+    end b: success
+}
+"#
+);
+
+failing!(
+    e0305_secret_in_prompt_and_system,
+    ["E0305", "E0305"],
+    r#"
+program leak {
+    input { card_number: secret string }
+    llm ask {
+        system: "Card on file: {card_number}"
+        prompt: "Is {card_number} valid?"
+        choose ok from [yes, no]
+    } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0306_e0307_assignments,
+    ["E0306", "E0307"],
+    r#"
+program p {
+    input { q: string }
+    tool t(q: string) -> int
+    llm ask { prompt: "{q}" into answer } -> compute
+    call compute = t(q: q) into answer -> overwrite
+    llm overwrite { prompt: "{q}" into q } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0308_secrets_in_conditions_and_plain_parameters,
+    ["E0308", "E0308"],
+    r#"
+program p {
+    input { email: secret string }
+    effect tool send(to: string) -> json
+    guard g { when email == "a@b.c" -> mail otherwise -> done }
+    call mail = send(to: email) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0308_near_miss_secret_to_secret_parameter,
+    [],
+    r#"
+program p {
+    input { email: secret string  ok: bool }
+    effect tool send(to: secret string) -> json
+    guard g { when ok -> mail otherwise -> done }
+    call mail = send(to: email) -> done
+    end done: success
+}
+"#
+);
+
+// ---- Warnings ---------------------------------------------------------------------------------
+
+#[test]
+fn w0401_effect_in_cycle() {
+    let src = r#"
+program p {
+    input { id: string }
+    budget { max_steps: 30 }
+    effect tool charge(id: string) -> json
+    guard g { when true -> pay otherwise -> done }
+    call pay = charge(id: id) into r -> again
+    branch again { when r.retry == true -> g otherwise -> done }
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0401", src), ["W0401"]);
+    insta::assert_snapshot!("w0401_effect_in_cycle", report("w0401", src));
+}
+
+#[test]
+fn w0402_free_text_decides_a_guard() {
+    let src = r#"
+program p {
+    input { q: string }
+    llm ask { prompt: "{q}" into answer } -> g
+    guard g { when answer == "yes" -> done otherwise -> done }
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0402", src), ["W0402"]);
+    insta::assert_snapshot!("w0402_free_text_decides_a_guard", report("w0402", src));
+}
+
+#[test]
+fn w0403_w0404_unused() {
+    let src = r#"
+program p {
+    input { q: string  unused: int }
+    tool never(x: int) -> json
+    llm ask { prompt: "{q}" into answer } -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0403", src), ["W0403", "W0404"]);
+    insta::assert_snapshot!("w0403_w0404_unused", report("w0403", src));
+}
+
+// ---- Whole-file behaviour --------------------------------------------------------------------
+
+#[test]
+fn all_errors_of_a_file_are_reported_at_once() {
+    let src = r#"
+program a {
+    input { q: string }
+    llm ask { prompt: "{q}" choose d from [yes, no] } -> g
+    guard g { when d == "yse" -> nowhere otherwise -> done }
+    end done: success
+}
+program b {
+    input { amount: int }
+    effect tool pay(amount: int) -> json
+    call charge = pay(amount: "ten") -> done
+    end done: success
+}
+"#;
+    assert_eq!(codes(src), ["E0304", "E0102", "E0106", "E0204"]);
+}
+
+#[test]
+fn duplicate_programs_in_one_file() {
+    let src = "program p { end done: success }\nprogram p { end done: success }\n";
+    assert_eq!(codes(src), ["E0101"]);
+}
+
+#[test]
+fn a_thousand_step_program_checks() {
+    let mut src =
+        String::from("program long {\n    input { id: string }\n    tool t(id: string) -> json\n");
+    for i in 0..1000 {
+        src.push_str(&format!("    call s{i} = t(id: id) -> s{}\n", i + 1));
+    }
+    src.push_str("    end s1000: success\n}\n");
+    let c = compile("long.nvm", &src);
+    assert!(!c.has_errors(), "{}", c.render());
+    assert_eq!(c.programs[0].steps.len(), 1001);
+}
