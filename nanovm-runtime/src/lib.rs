@@ -1,5 +1,11 @@
 //! The nanovm runtime: executes compiled programs, journals every event into a blake3 hash
 //! chain, and replays.
+//!
+//! Code generated from a `.nvm` program implements [`program::Program`]; a [`Runtime`] runs it
+//! with a [`model::Model`], the host's tools, a [`Vault`] for secrets, a [`Clock`] and
+//! optionally a [`Journal`]. Every run yields an [`Execution`] whose [`trace::Trace`] is a
+//! blake3 hash chain; [`replay()`] re-runs the program over a trace without any I/O and must
+//! reproduce it exactly. The semantics are specified in `docs/runtime.md`.
 
 #![warn(missing_docs)]
 
@@ -8,13 +14,28 @@ pub mod cache;
 pub mod cancel;
 pub mod canonical;
 pub mod clock;
+pub mod executor;
 pub mod ids;
 pub mod journal;
 pub mod model;
 #[cfg(feature = "openai")]
 pub mod openai;
 pub mod program;
+mod recorder;
+pub mod replay;
 pub mod scripted;
 pub mod trace;
 pub mod value;
 pub mod vault;
+
+pub use budget::{Backoff, Usage};
+pub use cancel::CancelToken;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use executor::{
+    Execution, Metrics, Mismatch, ReplayError, ReplayReport, RunError, RunOptions, Runtime,
+    RuntimeBuilder,
+};
+pub use journal::{Journal, JournalError, MemoryJournal};
+pub use replay::replay;
+pub use scripted::{FnModel, ScriptedModel};
+pub use vault::{MemoryVault, Vault, VaultError};

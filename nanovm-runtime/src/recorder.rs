@@ -1,0 +1,210 @@
+//! The executor's only door to the trace and the journal.
+//!
+//! Every event the executor produces goes through [`Recorder::emit`]. A recorder may hold a
+//! *recorded prefix* (the entries of an earlier run of the same program): while it is
+//! non-empty, each emitted event must equal the next recorded one (otherwise the run
+//! *diverges*), and the executor answers model and tool calls from the recorded events instead
+//! of performing them. Live runs have no prefix; replays stop when it runs out; resumes go on
+//! live. That is the one code path for all three.
+//!
+//! The recorder also owns group commit: [`Recorder::flush`] appends everything not yet durable
+//! in one [`Journal::append`] call. Entries that came from the recorded prefix are durable
+//! already (that is where they were loaded from) and are never written again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::canonical::Encoder;
+use crate::executor::{Mismatch, RunError};
+use crate::journal::Journal;
+use crate::trace::{Entry, Event, Trace};
+
+/// How the executor treats I/O once the recorded prefix, if any, is used up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// A new run: no recorded prefix.
+    Live,
+    /// Re-run a recorded trace without I/O; stop where it ends.
+    Replay,
+    /// Re-run a recorded prefix, then continue live.
+    Resume,
+}
+
+/// Why the executor stopped without finishing the run.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    /// Not a run outcome: journal failure, divergence, a broken program.
+    Error(RunError),
+    /// A replay reached the end of the recorded trace before the run ended.
+    ReplayEnd(String),
+}
+
+impl From<RunError> for Halt {
+    fn from(e: RunError) -> Self {
+        Halt::Error(e)
+    }
+}
+
+impl From<crate::journal::JournalError> for Halt {
+    fn from(e: crate::journal::JournalError) -> Self {
+        Halt::Error(RunError::Journal(e))
+    }
+}
+
+pub(crate) struct Recorder {
+    pub run_id: Arc<str>,
+    pub trace: Trace,
+    pub scratch: Encoder,
+    pub mode: Mode,
+    journal: Option<Arc<dyn Journal>>,
+    /// Entries `..flushed` of `trace` are durable.
+    flushed: usize,
+    recorded: VecDeque<Entry>,
+}
+
+impl Recorder {
+    pub fn new(
+        run_id: Arc<str>,
+        mode: Mode,
+        journal: Option<Arc<dyn Journal>>,
+        recorded: Vec<Entry>,
+    ) -> Self {
+        Recorder {
+            run_id,
+            trace: Trace::new(),
+            scratch: Encoder::new(),
+            mode,
+            journal,
+            flushed: 0,
+            recorded: recorded.into(),
+        }
+    }
+
+    /// True while recorded entries remain that the executor has not reproduced yet.
+    pub fn replaying(&self) -> bool {
+        self.recorded
+            .iter()
+            .any(|e| !matches!(e.event, Event::Erased { .. }))
+    }
+
+    /// True when the recorded prefix is used up and this is a replay: any further event or
+    /// I/O has no recorded counterpart.
+    pub fn replay_over(&self) -> bool {
+        self.mode == Mode::Replay && !self.replaying()
+    }
+
+    /// The next recorded entry the executor will be compared with (erasure events, which the
+    /// executor never produces, are skipped).
+    pub fn peek_entry(&self) -> Option<&Entry> {
+        self.recorded
+            .iter()
+            .find(|e| !matches!(e.event, Event::Erased { .. }))
+    }
+
+    /// The event of [`Recorder::peek_entry`].
+    pub fn peek(&self) -> Option<&Event> {
+        self.peek_entry().map(|e| &e.event)
+    }
+
+    /// The recorded events ahead, in order, erasures skipped.
+    pub fn upcoming(&self) -> impl Iterator<Item = &Entry> {
+        self.recorded
+            .iter()
+            .filter(|e| !matches!(e.event, Event::Erased { .. }))
+    }
+
+    /// Appends an event. With a recorded prefix, the event must equal the next recorded one.
+    /// Returns whether it came from the recorded prefix (and so is durable already).
+    pub fn emit(&mut self, event: Event) -> Result<bool, Halt> {
+        self.absorb_erasures()?;
+        let Some(rec) = self.recorded.pop_front() else {
+            if self.mode == Mode::Replay {
+                return Err(Halt::ReplayEnd(format!(
+                    "the recorded trace ends where the program writes a `{}` event",
+                    event.kind()
+                )));
+            }
+            self.trace.push(event, &mut self.scratch);
+            return Ok(false);
+        };
+        if rec.event != event {
+            return Err(divergence(
+                rec.seq,
+                Some(event),
+                Some(rec.event),
+                "the program produces a different event",
+            ));
+        }
+        self.push_recorded(rec)?;
+        Ok(true)
+    }
+
+    /// Moves erasure events at the front of the recorded prefix into the trace: erasing a
+    /// secret appends an `erased` event to a run at any time, and replays keep it.
+    pub fn absorb_erasures(&mut self) -> Result<(), Halt> {
+        while self
+            .recorded
+            .front()
+            .is_some_and(|e| matches!(e.event, Event::Erased { .. }))
+        {
+            if let Some(rec) = self.recorded.pop_front() {
+                self.push_recorded(rec)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-hashes a recorded event onto the regenerated trace and checks the hash agrees, so a
+    /// replay's root hash is computed, not copied.
+    fn push_recorded(&mut self, rec: Entry) -> Result<(), Halt> {
+        let entry = self.trace.push(rec.event, &mut self.scratch);
+        if entry.hash != rec.hash || entry.seq != rec.seq {
+            let regenerated = entry.event.clone();
+            return Err(divergence(
+                rec.seq,
+                Some(regenerated.clone()),
+                Some(regenerated),
+                "the recorded hash does not match the regenerated chain",
+            ));
+        }
+        self.flushed = self.trace.len();
+        Ok(())
+    }
+
+    /// The first recorded entry left over after the run ended, if any (erasures are absorbed).
+    pub fn leftover(&mut self) -> Result<Option<&Entry>, Halt> {
+        self.absorb_erasures()?;
+        Ok(self.recorded.front())
+    }
+
+    /// A durability point: appends every entry not yet durable in one journal write.
+    pub async fn flush(&mut self) -> Result<(), Halt> {
+        let Some(journal) = &self.journal else {
+            return Ok(());
+        };
+        let entries = self.trace.entries();
+        if self.flushed >= entries.len() {
+            return Ok(());
+        }
+        journal
+            .append(&self.run_id, &entries[self.flushed..])
+            .await?;
+        self.flushed = entries.len();
+        Ok(())
+    }
+}
+
+/// A [`RunError::Divergence`] wrapped for the executor.
+pub(crate) fn divergence(
+    index: u64,
+    expected: Option<Event>,
+    recorded: Option<Event>,
+    context: impl Into<String>,
+) -> Halt {
+    Halt::Error(RunError::Divergence(Box::new(Mismatch {
+        index: usize::try_from(index).unwrap_or(usize::MAX),
+        expected,
+        recorded,
+        context: context.into(),
+    })))
+}
