@@ -1,0 +1,310 @@
+//! Test programs for the executor.
+//!
+//! THESE ARE HAND-WRITTEN STAND-INS FOR GENERATED CODE. Each module implements
+//! `nanovm_runtime::program::Program` the way `nanovm-dsl`'s code generator does (a `Step` enum,
+//! a `State` of `Option<T>` variables, a typed `Call` enum, a `Tools` trait with one typed
+//! method per tool, an object-safe `ToolsDyn` with a blanket impl, a unit struct implementing
+//! `Program`), so the runtime is tested against the contract itself rather than against one
+//! version of the generator. The `.nvm` source each module corresponds to is in its header.
+//!
+//! [`Host`] is a scripted implementation of every program's `Tools` trait: results are queued
+//! per tool, every call is recorded (step, attempt, idempotency key, arguments), and hooks can
+//! make a call wait or move a clock.
+
+// Each test binary uses a different part of the support code.
+#![allow(dead_code)]
+
+pub mod customer_refund;
+pub mod fanout;
+pub mod small;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use nanovm_runtime::program::{Fault, Next, Outcome, ToolContext, ToolError};
+use nanovm_runtime::trace::{Event, Trace};
+use nanovm_runtime::value::{Datum, Digest, Json, SecretRef};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------------
+// What generated code uses (the generator's own helpers live in `__private_v0_1`; these are
+// local so the tests pin the contract, not the helper module).
+// ---------------------------------------------------------------------------------------------
+
+/// A plain recorded value.
+pub fn plain<T: Clone + Into<Json>>(v: &T) -> Datum {
+    Datum::Plain(v.clone().into())
+}
+
+/// Decodes recorded input `i`.
+pub fn input<T: DeserializeOwned>(
+    inputs: &[Datum],
+    i: usize,
+    name: &'static str,
+) -> Result<T, Fault> {
+    match inputs.get(i) {
+        Some(Datum::Plain(v)) => serde_json::from_value(v.clone()).map_err(|e| Fault::Input {
+            name,
+            message: e.to_string(),
+        }),
+        Some(Datum::Secret { .. }) => Err(Fault::Input {
+            name,
+            message: "expected a plain value, found a secret".into(),
+        }),
+        None => Err(Fault::Input {
+            name,
+            message: "missing".into(),
+        }),
+    }
+}
+
+/// Decodes recorded secret input `i`.
+pub fn secret_input<T>(
+    inputs: &[Datum],
+    i: usize,
+    name: &'static str,
+) -> Result<SecretRef<T>, Fault> {
+    match inputs.get(i) {
+        Some(Datum::Secret {
+            vault_id,
+            commitment,
+        }) => Ok(SecretRef::from_parts(*vault_id, *commitment)),
+        _ => Err(Fault::Input {
+            name,
+            message: "expected a secret".into(),
+        }),
+    }
+}
+
+/// Decodes a tool result against the declared type; a mismatch is a rejection message.
+pub fn decode<T: DeserializeOwned>(v: &Json, what: &str) -> Result<T, String> {
+    serde_json::from_value(v.clone()).map_err(|e| format!("{what} returned the wrong type: {e}"))
+}
+
+/// `base.name` on a JSON object, as a typed fault when it is not there.
+pub fn field<'a>(v: &'a Json, base: &str, name: &str) -> Result<&'a Json, Fault> {
+    match v {
+        Json::Object(m) => m.get(name).ok_or_else(|| Fault::MissingField {
+            path: base.into(),
+            field: name.into(),
+        }),
+        _ => Err(Fault::Type {
+            path: base.into(),
+            expected: "an object",
+            found: "something else",
+        }),
+    }
+}
+
+/// A JSON string or a typed fault.
+pub fn json_str<'a>(v: &'a Json, path: &str) -> Result<&'a str, Fault> {
+    v.as_str().ok_or_else(|| Fault::Type {
+        path: path.into(),
+        expected: "a string",
+        found: "something else",
+    })
+}
+
+/// A variable that must be assigned.
+pub fn get<'a, T>(v: &'a Option<T>, name: &'static str) -> Result<&'a T, Fault> {
+    v.as_ref().ok_or(Fault::Unassigned(name))
+}
+
+/// An outcome no edge of the step handles.
+pub fn unexpected(step: &str, outcome: &Outcome<'_>) -> Next {
+    Next::Fail(format!("step `{step}` cannot handle {outcome:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The scripted host
+// ---------------------------------------------------------------------------------------------
+
+/// One recorded tool invocation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    pub tool: &'static str,
+    pub step: &'static str,
+    pub attempt: u32,
+    pub key: Digest,
+    pub args: Json,
+}
+
+/// Runs before a tool answers: may wait, move a clock, check the journal...
+pub type Hook = Arc<dyn Fn(ToolContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+#[derive(Default)]
+struct HostState {
+    queued: HashMap<&'static str, VecDeque<Result<Json, ToolError>>>,
+    defaults: HashMap<&'static str, Json>,
+    hooks: HashMap<&'static str, Hook>,
+    calls: Vec<CallRecord>,
+    completed: Vec<&'static str>,
+}
+
+/// A scripted implementation of every test program's tools. Clones share the script.
+#[derive(Clone, Default)]
+pub struct Host {
+    state: Arc<Mutex<HostState>>,
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+}
+
+impl Host {
+    pub fn new() -> Self {
+        Host::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HostState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues one answer of `tool`.
+    pub fn respond(&self, tool: &'static str, r: Result<Json, ToolError>) -> &Self {
+        self.lock().queued.entry(tool).or_default().push_back(r);
+        self
+    }
+
+    /// The answer of `tool` when its queue is empty (default: `{"ok": true}`).
+    pub fn fallback(&self, tool: &'static str, v: Json) -> &Self {
+        self.lock().defaults.insert(tool, v);
+        self
+    }
+
+    /// Runs `hook` at the start of every call of `tool`.
+    pub fn hook(&self, tool: &'static str, hook: Hook) -> &Self {
+        self.lock().hooks.insert(tool, hook);
+        self
+    }
+
+    /// Calls of `tool` so far.
+    pub fn calls(&self, tool: &str) -> usize {
+        self.lock().calls.iter().filter(|c| c.tool == tool).count()
+    }
+
+    /// Calls of every tool.
+    pub fn total_calls(&self) -> usize {
+        self.lock().calls.len()
+    }
+
+    /// Every call, in invocation order.
+    pub fn records(&self) -> Vec<CallRecord> {
+        self.lock().calls.clone()
+    }
+
+    /// Tools in the order their calls finished.
+    pub fn completed(&self) -> Vec<&'static str> {
+        self.lock().completed.clone()
+    }
+
+    /// The most calls in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// What every generated `Tools` method of the test programs does.
+    pub async fn call(
+        &self,
+        tool: &'static str,
+        ctx: &ToolContext,
+        args: Json,
+    ) -> Result<Json, ToolError> {
+        let hook = {
+            let mut s = self.lock();
+            s.calls.push(CallRecord {
+                tool,
+                step: ctx.step,
+                attempt: ctx.attempt,
+                key: ctx.idempotency_key,
+                args,
+            });
+            s.hooks.get(tool).cloned()
+        };
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if let Some(h) = hook {
+            h(ctx.clone()).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut s = self.lock();
+        s.completed.push(tool);
+        if let Some(r) = s.queued.get_mut(tool).and_then(VecDeque::pop_front) {
+            return r;
+        }
+        Ok(s.defaults
+            .get(tool)
+            .cloned()
+            .unwrap_or_else(|| json!({"ok": true})))
+    }
+}
+
+/// Yields to the scheduler `n` times (makes a call finish later than its siblings without
+/// timing anything).
+pub fn yields(n: usize) -> Hook {
+    Arc::new(move |_| {
+        Box::pin(async move {
+            for _ in 0..n {
+                tokio::task::yield_now().await;
+            }
+        })
+    })
+}
+
+/// A hook that never finishes (an in-flight call for cancellation and deadline tests).
+pub fn hang() -> Hook {
+    Arc::new(|_| Box::pin(std::future::pending()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Trace helpers
+// ---------------------------------------------------------------------------------------------
+
+/// `kind` or `kind:step[/branch]` for every event: compact, exact step sequences.
+pub fn events(trace: &Trace) -> Vec<String> {
+    trace
+        .entries()
+        .iter()
+        .map(|e| {
+            let ev = &e.event;
+            let branch = match ev {
+                Event::Model {
+                    branch: Some(b), ..
+                }
+                | Event::ToolIntent {
+                    branch: Some(b), ..
+                }
+                | Event::ToolResult {
+                    branch: Some(b), ..
+                } => format!("/{b}"),
+                _ => String::new(),
+            };
+            match ev.step() {
+                Some(s) => format!("{}:{s}{branch}", ev.kind()),
+                None => ev.kind().to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Rebuilds a trace from (possibly edited) events, re-chaining every hash: what an attacker
+/// who edits a trace and recomputes the chain produces.
+pub fn rechain(events: impl IntoIterator<Item = Event>) -> Trace {
+    let mut t = Trace::new();
+    let mut scratch = nanovm_runtime::canonical::Encoder::new();
+    for e in events {
+        t.push(e, &mut scratch);
+    }
+    t
+}
+
+/// Runs a future to completion on a fresh current-thread runtime.
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(f)
+}
