@@ -1181,13 +1181,11 @@ impl<'p> Gen<'p> {
                     Builtin::Len => quote!(""),
                 }
             }
-            TKind::Binary {
-                op: BinOp::Add,
-                lhs,
-                rhs,
-            } => {
-                let (l, r) = (self.str_expr(lhs), self.str_expr(rhs));
-                quote!((&*__nv::concat(#l, #r)))
+            TKind::Binary { op: BinOp::Add, .. } => {
+                let parts = chain_operands(e)
+                    .into_iter()
+                    .map(|(_, e)| self.str_expr(e));
+                quote!((&*__nv::concat(&[#(#parts),*])))
             }
             _ => quote!(""),
         }
@@ -1236,13 +1234,15 @@ impl<'p> Gen<'p> {
                     quote!(__nv::str_len(#s))
                 }
             },
-            TKind::Binary { op, lhs, rhs } => {
-                let (l, r) = (self.int_expr(lhs), self.int_expr(rhs));
+            TKind::Binary { .. } => {
+                let parts = chain_operands(e);
+                let first = self.int_expr(parts[0].1);
+                let rest = parts[1..].iter().map(|(sub, e)| {
+                    let x = self.int_expr(e);
+                    quote!((#sub, #x))
+                });
                 let text = crate::canonical::expr(&to_ast_text(self.p, e));
-                match op {
-                    BinOp::Add => quote!(__nv::checked_add(#l, #r, #text)?),
-                    _ => quote!(__nv::checked_sub(#l, #r, #text)?),
-                }
+                quote!(__nv::checked_sum(#first, &[#(#rest),*], #text)?)
             }
             _ => quote!(0i64),
         }
@@ -1259,12 +1259,17 @@ impl<'p> Gen<'p> {
                 quote!((#l))
             }
             (TKind::Var(_), _) => self.expr(e),
-            (TKind::Binary { op, lhs, rhs }, _) => {
-                let (l, r) = (self.float_expr(lhs), self.float_expr(rhs));
-                match op {
-                    BinOp::Add => quote!((#l + #r)),
-                    _ => quote!((#l - #r)),
-                }
+            (TKind::Binary { .. }, _) => {
+                let parts = chain_operands(e);
+                let terms = parts.iter().enumerate().map(|(i, (sub, e))| {
+                    let x = self.float_expr(e);
+                    match (i, sub) {
+                        (0, _) => quote!(#x),
+                        (_, true) => quote!(- #x),
+                        (_, false) => quote!(+ #x),
+                    }
+                });
+                quote!((#(#terms)*))
             }
             _ => quote!(0f64),
         }
@@ -1319,21 +1324,25 @@ impl<'p> Gen<'p> {
                 let x = self.bool_expr(x);
                 quote!((!#x))
             }
-            TKind::Binary { op, lhs, rhs } => self.binary(*op, lhs, rhs),
+            TKind::Binary { op, lhs, rhs } => self.binary(e, *op, lhs, rhs),
             _ => quote!(false),
         }
     }
 
-    fn binary(&self, op: BinOp, l: &TExpr, r: &TExpr) -> TokenStream {
+    fn binary(&self, whole: &TExpr, op: BinOp, l: &TExpr, r: &TExpr) -> TokenStream {
         let nv = &self.nv;
         match op {
-            BinOp::And => {
-                let (a, b) = (self.bool_expr(l), self.bool_expr(r));
-                quote!((#a && #b))
-            }
-            BinOp::Or => {
-                let (a, b) = (self.bool_expr(l), self.bool_expr(r));
-                quote!((#a || #b))
+            // A chain `a or b or c` is one flat Rust expression, not nested parentheses: long
+            // chains must not turn into deep syntax trees for rustc, syn or prettyplease.
+            BinOp::And | BinOp::Or => {
+                let parts = chain_operands(whole)
+                    .into_iter()
+                    .map(|(_, e)| self.bool_expr(e));
+                if op == BinOp::And {
+                    quote!((#(#parts)&&*))
+                } else {
+                    quote!((#(#parts)||*))
+                }
             }
             BinOp::Eq | BinOp::Ne => {
                 let eq = self.equality(l, r);
@@ -1558,6 +1567,33 @@ impl<'p> Gen<'p> {
             }
         }
     }
+}
+
+/// The operands of a left-deep chain of one operator family (`and`; `or`; `+`/`-` of one
+/// type), in order, each with `true` when it is subtracted. Iterative, so long chains cost no
+/// stack, and flat in the output, so they cost none in rustc, syn or prettyplease either.
+fn chain_operands(e: &TExpr) -> Vec<(bool, &TExpr)> {
+    let TKind::Binary { op, .. } = &e.kind else {
+        return vec![(false, e)];
+    };
+    let arith = matches!(op, BinOp::Add | BinOp::Sub);
+    let mut parts = Vec::new();
+    let mut cur = e;
+    while let TKind::Binary { op: o, lhs, rhs } = &cur.kind {
+        let same = if arith {
+            matches!(o, BinOp::Add | BinOp::Sub) && cur.ty == e.ty
+        } else {
+            o == op
+        };
+        if !same {
+            break;
+        }
+        parts.push((*o == BinOp::Sub, &**rhs));
+        cur = lhs;
+    }
+    parts.push((false, cur));
+    parts.reverse();
+    parts
 }
 
 fn keyword(k: &StepKind) -> &'static str {

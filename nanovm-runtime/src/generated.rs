@@ -184,23 +184,21 @@ pub fn upper(s: &str) -> String {
     s.to_uppercase()
 }
 
-/// `a + b` on strings.
-pub fn concat(a: &str, b: &str) -> String {
-    let mut s = String::with_capacity(a.len() + b.len());
-    s.push_str(a);
-    s.push_str(b);
-    s
+/// `a + b + ...` on strings.
+pub fn concat(parts: &[&str]) -> String {
+    parts.concat()
 }
 
-/// `a + b` on ints, refusing to overflow.
-pub fn checked_add(a: i64, b: i64, text: &str) -> Result<i64, Fault> {
-    a.checked_add(b)
-        .ok_or_else(|| Fault::Overflow(text.to_string()))
-}
-
-/// `a - b` on ints, refusing to overflow.
-pub fn checked_sub(a: i64, b: i64, text: &str) -> Result<i64, Fault> {
-    a.checked_sub(b)
+/// `a + b - c ...` on ints (`true` marks a subtracted term), refusing to overflow.
+pub fn checked_sum(first: i64, rest: &[(bool, i64)], text: &str) -> Result<i64, Fault> {
+    rest.iter()
+        .try_fold(first, |acc, &(sub, x)| {
+            if sub {
+                acc.checked_sub(x)
+            } else {
+                acc.checked_add(x)
+            }
+        })
         .ok_or_else(|| Fault::Overflow(text.to_string()))
 }
 
@@ -392,8 +390,9 @@ mod tests {
             "tool `t` returned a string where the declared type is `int`"
         );
         assert_eq!(
-            checked_add(i64::MAX, 1, "a + b"),
+            checked_sum(i64::MAX, &[(false, 1)], "a + b"),
             Err(Fault::Overflow("a + b".into()))
         );
+        assert_eq!(checked_sum(5, &[(true, 7), (false, 1)], "a - b + c"), Ok(-1));
     }
 }
