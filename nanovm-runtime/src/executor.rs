@@ -515,6 +515,8 @@ pub(crate) async fn replay_entries<P: Program>(
     })
 }
 
+// Built once per run and moved straight into the loop; boxing it would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Prepared<P: Program> {
     Ready(Exec<P>),
     /// `restore` refused the recorded inputs: the run ends `failed` right after `run_started`.
