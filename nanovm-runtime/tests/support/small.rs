@@ -10,11 +10,11 @@
 //!     tool count(topic: string) -> int
 //!     start classify
 //!     llm classify { prompt: "Classify {topic}: a, b or c" choose label from [a, b, c] } -> route
-//!     branch route { when label == "a" -> fetch_step  when label == "b" -> count_step  otherwise -> summarize }
-//!     call fetch_step = fetch(topic: topic) into info retry 2 -> check
+//!     branch route { when label == "a" -> lookup  when label == "b" -> tally  otherwise -> summarize }
+//!     call lookup = fetch(topic: topic) into info retry 2 -> check
 //!     branch check { when info.status == "ok" -> inner  otherwise -> classify }
 //!     branch inner { when info.priority == "high" -> done_high  otherwise -> done }
-//!     call count_step = count(topic: topic) into n retry 1 -> done
+//!     call tally = count(topic: topic) into n retry 1 -> done
 //!     llm summarize { prompt: "Summarize {topic}" into summary } -> done
 //!     end done: success
 //!     end done_high: success
@@ -69,10 +69,10 @@ impl Label {
 pub enum Step {
     Classify,
     Route,
-    FetchStep,
+    Lookup,
     Check,
     Inner,
-    CountStep,
+    Tally,
     Summarize,
     Done,
     DoneHigh,
@@ -81,10 +81,10 @@ pub enum Step {
 const STEP_LIST: [Step; 9] = [
     Step::Classify,
     Step::Route,
-    Step::FetchStep,
+    Step::Lookup,
     Step::Check,
     Step::Inner,
-    Step::CountStep,
+    Step::Tally,
     Step::Summarize,
     Step::Done,
     Step::DoneHigh,
@@ -201,10 +201,10 @@ static TOOLS: &[ToolInfo] = &[
 static STEPS: &[StepInfo] = &[
     step("classify", StepKind::Llm, 0),
     step("route", StepKind::Branch, 0),
-    step("fetch_step", StepKind::Call, 2),
+    step("lookup", StepKind::Call, 2),
     step("check", StepKind::Branch, 0),
     step("inner", StepKind::Branch, 0),
-    step("count_step", StepKind::Call, 1),
+    step("tally", StepKind::Call, 1),
     step("summarize", StepKind::Llm, 0),
     step("done", StepKind::End, 0),
     step("done_high", StepKind::End, 0),
@@ -308,10 +308,10 @@ pub fn action(step: Step, state: &State) -> Result<Action<Call>, Fault> {
             choices: Some(Label::NAMES),
         }),
         Step::Route | Step::Check | Step::Inner => Action::Decide,
-        Step::FetchStep => Action::Tool(Call::Fetch {
+        Step::Lookup => Action::Tool(Call::Fetch {
             topic: state.topic.clone(),
         }),
-        Step::CountStep => Action::Tool(Call::Count {
+        Step::Tally => Action::Tool(Call::Count {
             topic: state.topic.clone(),
         }),
         Step::Summarize => Action::Llm(LlmCall {
@@ -331,10 +331,10 @@ pub fn action(step: Step, state: &State) -> Result<Action<Call>, Fault> {
 fn decide_route(state: &State) -> Result<(Option<u32>, Step), Fault> {
     let label = *get(&state.label, "label")?;
     if label == Label::A {
-        return Ok((Some(0), Step::FetchStep));
+        return Ok((Some(0), Step::Lookup));
     }
     if label == Label::B {
-        return Ok((Some(1), Step::CountStep));
+        return Ok((Some(1), Step::Tally));
     }
     Ok((None, Step::Summarize))
 }
@@ -376,27 +376,27 @@ pub fn transition(step: Step, state: &mut State, outcome: Outcome<'_>) -> Next {
             Next::Fail("llm step `classify` failed and has no `on error` edge".into())
         }
         (Step::Route, Outcome::Decide) => decided(decide_route(state)),
-        (Step::FetchStep, Outcome::Tool(v)) => match decode::<Json>(v, "tool `fetch`") {
+        (Step::Lookup, Outcome::Tool(v)) => match decode::<Json>(v, "tool `fetch`") {
             Ok(x) => {
                 state.info = Some(x);
                 Next::Go(Step::Check.id())
             }
             Err(m) => Next::Reject(m),
         },
-        (Step::FetchStep, Outcome::Failed) => {
-            Next::Fail("call `fetch_step` failed and has no `on error` edge".into())
+        (Step::Lookup, Outcome::Failed) => {
+            Next::Fail("call `lookup` failed and has no `on error` edge".into())
         }
         (Step::Check, Outcome::Decide) => decided(decide_check(state)),
         (Step::Inner, Outcome::Decide) => decided(decide_inner(state)),
-        (Step::CountStep, Outcome::Tool(v)) => match decode::<i64>(v, "tool `count`") {
+        (Step::Tally, Outcome::Tool(v)) => match decode::<i64>(v, "tool `count`") {
             Ok(x) => {
                 state.n = Some(x);
                 Next::Go(Step::Done.id())
             }
             Err(m) => Next::Reject(m),
         },
-        (Step::CountStep, Outcome::Failed) => {
-            Next::Fail("call `count_step` failed and has no `on error` edge".into())
+        (Step::Tally, Outcome::Failed) => {
+            Next::Fail("call `tally` failed and has no `on error` edge".into())
         }
         (Step::Summarize, Outcome::Text(t)) => {
             state.summary = Some(t.to_string());

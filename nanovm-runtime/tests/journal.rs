@@ -1,0 +1,446 @@
+//! Durability: group commit at the documented points, intents durable before effects, and
+//! recovery after a crash (idempotent effects re-called with the same key, others sent to
+//! reconciliation), plus resuming a suspended run from a recorded delivery.
+
+mod support;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use nanovm_runtime::program::Program;
+use nanovm_runtime::trace::{Event, RunStatus, Trace};
+use nanovm_runtime::{
+    Execution, JournalError, ManualClock, MemoryJournal, MemoryVault, RunError, RunOptions,
+    Runtime, ScriptedModel,
+};
+use serde_json::json;
+
+use support::customer_refund::{self as cr};
+use support::{Host, block_on, events, fanout, hang, rechain};
+
+const START: u64 = 1_700_000_000_000;
+
+struct Setup {
+    rt: Runtime,
+    journal: MemoryJournal,
+    vault: Arc<MemoryVault>,
+}
+
+fn setup(answer: &str) -> Setup {
+    let journal = MemoryJournal::new();
+    let vault = Arc::new(MemoryVault::seeded(11));
+    let rt = Runtime::builder()
+        .model(
+            ScriptedModel::new()
+                .always("analyze", answer)
+                .always("summary", "fine"),
+        )
+        .vault(vault.clone())
+        .clock(ManualClock::new(START))
+        .journal(journal.clone())
+        .build();
+    Setup { rt, journal, vault }
+}
+
+impl Setup {
+    fn input(&self, amount_cents: i64) -> cr::Input {
+        cr::Input {
+            request: "It broke.".into(),
+            order_id: "o-5".into(),
+            amount_cents,
+            email: self
+                .vault
+                .secret(&"cy@example.com".to_string())
+                .expect("a secret"),
+        }
+    }
+}
+
+/// Polls `run` until `host` has started a call of `tool`, then drops the run: a crash while
+/// the call is in flight.
+fn crash_during<F: Future>(run: F, host: &Host, tool: &'static str) {
+    block_on(async {
+        tokio::select! {
+            _ = run => panic!("the run finished, it was meant to crash"),
+            () = async {
+                while host.calls(tool) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            } => {}
+        }
+    });
+}
+
+fn resume<P: Program<Tools = T>, T: ?Sized>(
+    s: &Setup,
+    run_id: &str,
+    tools: Arc<T>,
+) -> Result<Execution, RunError>
+where
+    P::Tools: Send + Sync,
+{
+    block_on(s.rt.resume_journaled::<P>(run_id, tools, RunOptions::default()))
+}
+
+#[test]
+fn group_commit_writes_at_the_durability_points_only() {
+    let s = setup("yes");
+    let host = Host::new();
+    let e = block_on(s.rt.run::<cr::Program>(s.input(100), Arc::new(host), RunOptions::default()))
+        .expect("runs");
+    assert_eq!(e.status, RunStatus::Success);
+    // Before the effect (entries 0..=3), after its result (4), at the end (5).
+    assert_eq!(s.journal.appends(), 3);
+    assert_eq!(s.journal.entries(&e.run_id), e.trace.entries());
+
+    let s = setup("yes");
+    let e = block_on(s.rt.run::<cr::Program>(
+        s.input(9000),
+        Arc::new(Host::new()),
+        RunOptions::default(),
+    ))
+    .expect("runs");
+    assert_eq!(e.status, RunStatus::Suspended);
+    assert_eq!(
+        s.journal.appends(),
+        1,
+        "no effect: one write, at the suspension"
+    );
+    assert_eq!(s.journal.entries(&e.run_id), e.trace.entries());
+}
+
+#[test]
+fn an_intent_is_durable_before_its_effect_is_invoked() {
+    let s = setup("yes");
+    let host = Host::new();
+    let journal = s.journal.clone();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    host.hook(
+        "issue_refund",
+        Arc::new(move |ctx| {
+            let last = journal.entries(&ctx.run_id).last().map(|e| e.event.clone());
+            seen2
+                .lock()
+                .expect("lock")
+                .push((last, ctx.idempotency_key));
+            Box::pin(async {})
+        }),
+    );
+    let e = block_on(s.rt.run::<cr::Program>(s.input(100), Arc::new(host), RunOptions::default()))
+        .expect("runs");
+    assert_eq!(e.status, RunStatus::Success);
+    let seen = seen.lock().expect("lock");
+    let (
+        Some(Event::ToolIntent {
+            effect_id, tool, ..
+        }),
+        key,
+    ) = &seen[0]
+    else {
+        panic!("the journal did not end with the intent: {seen:?}");
+    };
+    assert_eq!(tool, "issue_refund");
+    assert_eq!(
+        effect_id, key,
+        "the tool's idempotency key is the effect id"
+    );
+}
+
+#[test]
+fn a_journal_failure_stops_the_run_with_an_error() {
+    let s = setup("yes");
+    s.journal.fail_after(0);
+    let host = Host::new();
+    let err = block_on(s.rt.run::<cr::Program>(
+        s.input(100),
+        Arc::new(host.clone()),
+        RunOptions::default(),
+    ))
+    .expect_err("the intent cannot be made durable");
+    assert!(
+        matches!(err, RunError::Journal(JournalError::Io(_))),
+        "{err}"
+    );
+    assert_eq!(host.total_calls(), 0, "no effect without a durable intent");
+}
+
+#[test]
+fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
+    let s = setup("yes");
+    let host = Host::new();
+    host.hook("issue_refund", hang());
+    let input = s.input(100);
+    let run_id = nanovm_runtime::ids::run_id(
+        &cr::Program::info().hash,
+        &[
+            ("request".into(), support::plain(&input.request)),
+            ("order_id".into(), support::plain(&input.order_id)),
+            ("amount_cents".into(), support::plain(&input.amount_cents)),
+            (
+                "email".into(),
+                nanovm_runtime::value::Datum::secret(&input.email),
+            ),
+        ],
+    );
+    crash_during(
+        s.rt.run::<cr::Program>(input, Arc::new(host.clone()), RunOptions::default()),
+        &host,
+        "issue_refund",
+    );
+    let stored = s.journal.entries(&run_id);
+    assert_eq!(
+        events(&Trace::from_entries(stored.clone()).expect("verifies")),
+        [
+            "run_started",
+            "model:analyze",
+            "decision:policy",
+            "tool_intent:refund"
+        ]
+    );
+
+    let fresh = Host::new();
+    fresh.respond("issue_refund", Ok(json!({"refund": "r-9"})));
+    let e = resume::<cr::Program, _>(
+        &s,
+        &run_id,
+        Arc::new(fresh.clone()) as Arc<dyn cr::ToolsDyn>,
+    )
+    .expect("resumes");
+    assert_eq!(e.status, RunStatus::Success);
+    assert_eq!(e.path, ["analyze", "policy", "refund", "refunded"]);
+    let first = &host.records()[0];
+    let again = &fresh.records()[0];
+    assert_eq!(fresh.total_calls(), 1);
+    assert_eq!((again.key, again.attempt), (first.key, first.attempt));
+    // One intent, then the result: no second intent for the re-call.
+    assert_eq!(
+        events(&e.trace),
+        [
+            "run_started",
+            "model:analyze",
+            "decision:policy",
+            "tool_intent:refund",
+            "tool_result:refund",
+            "run_ended:refunded"
+        ]
+    );
+    assert_eq!(&e.trace.entries()[..4], &stored[..]);
+    assert_eq!(s.journal.entries(&run_id), e.trace.entries());
+
+    // Resuming the finished run calls nothing.
+    let third = Host::new();
+    let again = resume::<cr::Program, _>(
+        &s,
+        &run_id,
+        Arc::new(third.clone()) as Arc<dyn cr::ToolsDyn>,
+    )
+    .expect("resumes");
+    assert_eq!(again.root(), e.root());
+    assert_eq!(third.total_calls(), 0);
+}
+
+#[test]
+fn after_a_crash_a_non_idempotent_effect_needs_reconciliation() {
+    let s = setup("no");
+    let host = Host::new();
+    host.hook("send_rejection", hang());
+    let opts = RunOptions::new().run_id("run-reject");
+    crash_during(
+        s.rt.run::<cr::Program>(s.input(100), Arc::new(host.clone()), opts),
+        &host,
+        "send_rejection",
+    );
+    let fresh = Host::new();
+    let e = resume::<cr::Program, _>(
+        &s,
+        "run-reject",
+        Arc::new(fresh.clone()) as Arc<dyn cr::ToolsDyn>,
+    )
+    .expect("resumes");
+    assert_eq!(e.status, RunStatus::NeedsReconciliation);
+    assert_eq!(e.end_step.as_deref(), Some("reject"));
+    assert_eq!(fresh.total_calls(), 0, "never called twice");
+    let msg = e.message.expect("a message");
+    assert!(
+        msg.contains("send_rejection") && msg.contains(&host.records()[0].key.to_hex()),
+        "{msg}"
+    );
+    assert_eq!(
+        events(&e.trace)[3..],
+        ["tool_intent:reject", "run_ended:reject"]
+    );
+}
+
+#[test]
+fn a_crash_inside_a_parallel_round_is_recovered_per_branch() {
+    let journal = MemoryJournal::new();
+    let rt = Runtime::builder()
+        .model(ScriptedModel::new().always("summary", "fine"))
+        .clock(ManualClock::new(START))
+        .journal(journal.clone())
+        .build();
+    let input = || fanout::Input {
+        order_id: "o-3".into(),
+    };
+    let host = || {
+        let h = Host::new();
+        h.fallback("score", json!(1));
+        h
+    };
+
+    // Crash while the idempotent reservation is in flight: re-called with the same key.
+    let crashed = host();
+    crashed.hook("reserve", hang());
+    crash_during(
+        rt.run::<fanout::Program>(
+            input(),
+            Arc::new(crashed.clone()),
+            RunOptions::new().run_id("p1"),
+        ),
+        &crashed,
+        "reserve",
+    );
+    let fresh = host();
+    let e = block_on(rt.resume_journaled::<fanout::Program>(
+        "p1",
+        Arc::new(fresh.clone()),
+        RunOptions::default(),
+    ))
+    .expect("resumes");
+    assert_eq!(e.status, RunStatus::Success);
+    assert_eq!(fresh.calls("reserve"), 1);
+    assert_eq!(
+        fresh.calls("validate"),
+        0,
+        "recorded results are not called again"
+    );
+    assert_eq!(
+        fresh.records()[0].key,
+        crashed.records().last().expect("a call").key
+    );
+
+    // Crash while the non-idempotent charge is in flight: reconciliation.
+    let crashed = host();
+    crashed.hook("charge", hang());
+    crash_during(
+        rt.run::<fanout::Program>(
+            input(),
+            Arc::new(crashed.clone()),
+            RunOptions::new().run_id("p2"),
+        ),
+        &crashed,
+        "charge",
+    );
+    let fresh = host();
+    let e = block_on(rt.resume_journaled::<fanout::Program>(
+        "p2",
+        Arc::new(fresh.clone()),
+        RunOptions::default(),
+    ))
+    .expect("resumes");
+    assert_eq!(e.status, RunStatus::NeedsReconciliation);
+    assert_eq!(fresh.total_calls(), 0);
+}
+
+#[test]
+fn a_suspended_run_continues_from_a_recorded_delivery() {
+    let s = setup("yes");
+    let e = block_on(s.rt.run::<cr::Program>(
+        s.input(9000),
+        Arc::new(Host::new()),
+        RunOptions::default(),
+    ))
+    .expect("runs");
+    assert_eq!(e.status, RunStatus::Suspended);
+    // What delivering an event will do (issue 5): append it to the journal, then resume.
+    let resume_with = |last: Event, host: &Host| {
+        let mut evs: Vec<Event> = e
+            .trace
+            .entries()
+            .iter()
+            .map(|en| en.event.clone())
+            .collect();
+        evs.push(last);
+        s.journal
+            .set_entries(&e.run_id, rechain(evs).into_entries());
+        block_on(s.rt.resume_journaled::<cr::Program>(
+            &e.run_id,
+            Arc::new(host.clone()),
+            RunOptions::default(),
+        ))
+        .expect("resumes")
+    };
+
+    // Approved: review_policy sends it to refund.
+    let host = Host::new();
+    let delivered = Event::Delivered {
+        step: "manual_review".into(),
+        event: "approval".into(),
+        event_id: "ev-1".into(),
+        payload: json!({"approved": true, "by": "dana"}),
+        next: "review_policy".into(),
+    };
+    let done = resume_with(delivered, &host);
+    assert_eq!(done.status, RunStatus::Success);
+    assert_eq!(
+        done.path,
+        [
+            "analyze",
+            "policy",
+            "manual_review",
+            "review_policy",
+            "refund",
+            "refunded"
+        ]
+    );
+    assert_eq!(host.calls("issue_refund"), 1);
+    assert_eq!(
+        done.outputs["verdict"],
+        json!({"approved": true, "by": "dana"})
+    );
+
+    // Timed out.
+    let host = Host::new();
+    let timed_out = Event::TimedOut {
+        step: "manual_review".into(),
+        next: "timed_out".into(),
+    };
+    let done = resume_with(timed_out, &host);
+    assert_eq!(done.status, RunStatus::Failed);
+    assert_eq!(done.message.as_deref(), Some("no reviewer answered"));
+    assert_eq!(host.total_calls(), 0);
+
+    // A payload the guard cannot read is a fault, not a refund.
+    let host = Host::new();
+    let odd = Event::Delivered {
+        step: "manual_review".into(),
+        event: "approval".into(),
+        event_id: "ev-2".into(),
+        payload: json!({"approved": "yes"}),
+        next: "review_policy".into(),
+    };
+    let done = resume_with(odd, &host);
+    assert_eq!(done.status, RunStatus::Failed);
+    assert_eq!(done.end_step.as_deref(), Some("review_policy"));
+    assert_eq!(host.total_calls(), 0);
+}
+
+#[test]
+fn resuming_an_unknown_run_or_without_a_journal_is_an_error() {
+    let s = setup("yes");
+    let err = resume::<cr::Program, _>(&s, "nope", Arc::new(Host::new()) as Arc<dyn cr::ToolsDyn>)
+        .expect_err("unknown");
+    assert!(
+        matches!(err, RunError::UnknownRun(ref id) if id == "nope"),
+        "{err}"
+    );
+    let rt = Runtime::builder().model(ScriptedModel::new()).build();
+    let err = block_on(rt.resume_journaled::<cr::Program>(
+        "x",
+        Arc::new(Host::new()),
+        RunOptions::default(),
+    ))
+    .expect_err("no journal");
+    assert!(matches!(err, RunError::NoJournal), "{err}");
+}
