@@ -371,6 +371,171 @@ impl Event {
         }
     }
 
+    /// A one-line human description, e.g. `refund: issue_refund -> {"id":"rf_1"} -> refunded`.
+    /// For logs and examples; the JSONL export is the faithful form.
+    pub fn describe(&self) -> String {
+        fn short(v: &Json) -> String {
+            let s = v.to_string();
+            if s.chars().count() > 80 {
+                format!("{}…", s.chars().take(79).collect::<String>())
+            } else {
+                s
+            }
+        }
+        fn next(n: &Option<Name>) -> String {
+            n.as_ref().map_or(String::new(), |n| format!(" -> {n}"))
+        }
+        fn at(step: &str, branch: &Option<Name>) -> String {
+            match branch {
+                Some(b) => format!("{step}.{b}"),
+                None => step.to_string(),
+            }
+        }
+        match self {
+            Event::RunStarted {
+                run_id,
+                program,
+                program_hash,
+                ..
+            } => format!("run {run_id} of `{program}` (program {})", program_hash.short()),
+            Event::Model {
+                step,
+                branch,
+                attempt,
+                reply,
+                next: n,
+                ..
+            } => {
+                let what = match reply {
+                    Reply::Answer {
+                        text, cache_hit, ..
+                    } => format!(
+                        "model answered {text:?}{}",
+                        if *cache_hit { " (cached)" } else { "" }
+                    ),
+                    Reply::Error { message, .. } => format!("model failed: {message}"),
+                };
+                let attempt = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                let n = if n.is_none() && matches!(reply, Reply::Answer { .. }) {
+                    " (not accepted)".to_string()
+                } else {
+                    next(n)
+                };
+                format!("{}: {what}{attempt}{n}", at(step, branch))
+            }
+            Event::ToolIntent {
+                step,
+                branch,
+                tool,
+                effect_id,
+                attempt,
+                ..
+            } => format!(
+                "{}: intent to call effect `{tool}` (effect {}, attempt {attempt})",
+                at(step, branch),
+                effect_id.short()
+            ),
+            Event::ToolResult {
+                step,
+                branch,
+                tool,
+                result,
+                attempt,
+                next: n,
+                ..
+            } => {
+                let what = match result {
+                    ToolOutcome::Ok(v) => format!("`{tool}` returned {}", short(v)),
+                    ToolOutcome::Err { message, .. } => format!("`{tool}` failed: {message}"),
+                };
+                let attempt = if *attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                format!("{}: {what}{attempt}{}", at(step, branch), next(n))
+            }
+            Event::Decision {
+                step,
+                arm,
+                next: n,
+            } => match arm {
+                Some(a) => format!("{step}: `when` #{} holds -> {n}", a + 1),
+                None => format!("{step}: otherwise -> {n}"),
+            },
+            Event::Joined {
+                step,
+                failed,
+                next: n,
+            } => {
+                if failed.is_empty() {
+                    format!("{step}: all branches succeeded{}", next(n))
+                } else {
+                    format!("{step}: branches {} failed{}", failed.join(", "), next(n))
+                }
+            }
+            Event::Suspended {
+                step,
+                event,
+                deadline_ms,
+            } => match deadline_ms {
+                Some(d) => format!("{step}: waiting for `{event}` (deadline {d} ms)"),
+                None => format!("{step}: waiting for `{event}`"),
+            },
+            Event::Delivered {
+                step,
+                event,
+                event_id,
+                payload,
+                next: n,
+            } => format!("{step}: `{event}` {event_id} delivered {} -> {n}", short(payload)),
+            Event::TimedOut { step, next: n } => format!("{step}: timed out -> {n}"),
+            Event::BudgetExceeded {
+                step,
+                budget,
+                limit,
+                used,
+            } => format!(
+                "{step}: budget `{}` exceeded ({used} of {limit})",
+                budget.as_str()
+            ),
+            Event::Reconciled {
+                step,
+                effect_id,
+                result,
+            } => match result {
+                Some(r) => format!(
+                    "{step}: operator says effect {} happened: {}",
+                    effect_id.short(),
+                    short(r)
+                ),
+                None => format!(
+                    "{step}: operator says effect {} did not happen",
+                    effect_id.short()
+                ),
+            },
+            Event::Erased { vault_id } => format!("secret {} erased", vault_id.to_hex()),
+            Event::RunEnded {
+                status,
+                step,
+                message,
+            } => {
+                let mut s = format!("run ended: {status}");
+                if let Some(step) = step {
+                    s.push_str(&format!(" at `{step}`"));
+                }
+                if let Some(m) = message {
+                    s.push_str(&format!(" ({m})"));
+                }
+                s
+            }
+        }
+    }
+
     /// Writes the canonical encoding (see [`crate::canonical`]).
     pub fn encode(&self, e: &mut Encoder) {
         fn opt(e: &mut Encoder, v: &Option<Name>) {
