@@ -1,1 +1,60 @@
-fn main() {}
+//! `nanovm`: check `.nvm` workflows, draw their graphs.
+//!
+//! Exit codes, for every subcommand: 0 when all is well, 1 when the command found what it looks
+//! for (compile errors), 2 on usage and I/O errors.
+
+mod check;
+mod error;
+mod graph;
+mod source;
+
+use std::io::{self, Write as _};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::Status;
+
+#[derive(Parser)]
+#[command(
+    name = "nanovm",
+    version,
+    about,
+    long_about = None,
+    after_help = "Exit status: 0 all well; 1 compile errors; \
+                  2 usage or I/O error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile .nvm files and report their errors and warnings.
+    Check(check::Args),
+    /// Draw a program's graph as Mermaid or Graphviz DOT.
+    Graph(graph::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = io::stdout().lock();
+    let mut err = io::stderr().lock();
+    let result = match &cli.command {
+        Command::Check(args) => check::run(args, &mut out, &mut err),
+        Command::Graph(args) => graph::run(args, &mut out, &mut err),
+    };
+    let result = result.and_then(|status| {
+        out.flush().map_err(error::Error::stdout)?;
+        Ok(status)
+    });
+    match result {
+        Ok(Status::Clean) => ExitCode::SUCCESS,
+        Ok(Status::Failed) => ExitCode::from(1),
+        Err(e) => {
+            let _ = writeln!(err, "error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
