@@ -17,6 +17,9 @@ pub enum Error {
     },
     /// The arguments make no sense together (e.g. several programs and no `--program`).
     Usage(String),
+    /// An input the command needs intact is not (`diff` of a trace that fails verification):
+    /// one message per broken input.
+    Broken(Vec<String>),
 }
 
 impl Error {
@@ -45,6 +48,7 @@ impl fmt::Display for Error {
             }
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Usage(msg) => f.write_str(msg),
+            Error::Broken(msgs) => f.write_str(&msgs.join("\nerror: ")),
         }
     }
 }
@@ -53,7 +57,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
-            Error::Usage(_) => None,
+            Error::Usage(_) | Error::Broken(_) => None,
         }
     }
 }

@@ -1,12 +1,14 @@
-//! `nanovm`: check `.nvm` workflows, draw their graphs.
+//! `nanovm`: check `.nvm` workflows, draw their graphs, verify and compare run traces.
 //!
 //! Exit codes, for every subcommand: 0 when all is well, 1 when the command found what it looks
-//! for (compile errors), 2 on usage and I/O errors.
+//! for (compile errors, a broken trace entry, two traces that differ), 2 on usage and I/O errors.
 
 mod check;
+mod diff;
 mod error;
 mod graph;
 mod source;
+mod verify;
 
 use std::io::{self, Write as _};
 use std::process::ExitCode;
@@ -21,7 +23,7 @@ use crate::error::Status;
     version,
     about,
     long_about = None,
-    after_help = "Exit status: 0 all well; 1 compile errors; \
+    after_help = "Exit status: 0 all well; 1 compile errors, a broken trace or differing traces; \
                   2 usage or I/O error."
 )]
 struct Cli {
@@ -35,6 +37,10 @@ enum Command {
     Check(check::Args),
     /// Draw a program's graph as Mermaid or Graphviz DOT.
     Graph(graph::Args),
+    /// Check a trace's hash chain (JSON Lines) and print its root hash.
+    Verify(verify::Args),
+    /// Compare two traces and show the first entry where they differ.
+    Diff(diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check(args) => check::run(args, &mut out, &mut err),
         Command::Graph(args) => graph::run(args, &mut out, &mut err),
+        Command::Verify(args) => verify::run(args, &mut out),
+        Command::Diff(args) => diff::run(args, &mut out),
     };
     let result = result.and_then(|status| {
         out.flush().map_err(error::Error::stdout)?;
