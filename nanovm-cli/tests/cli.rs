@@ -1,0 +1,785 @@
+//! The `nanovm` binary, run as a user runs it: exit codes, output, and the pictures checked by
+//! the real tools that draw them (Graphviz `dot`, Mermaid's own parser under Node).
+//!
+//! Example programs are read from `nanovm-dsl/tests/programs/` (good ones at the top, broken
+//! ones under `broken/`), never copied. The peer tools are required: a test whose tool is
+//! missing prints `skipped: ...` and fails unless `NANOVM_ALLOW_MISSING_PEERS=1` is set. Install
+//! them with `apt-get install -y graphviz` and `tests/peers/graph/install.sh`.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nanovm_runtime::canonical::Encoder;
+use nanovm_runtime::trace::{Event, RunStatus, ToolOutcome, Trace};
+use nanovm_runtime::value::{Datum, Digest};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// Asserts the exit code, showing everything the command said when it is wrong.
+    #[track_caller]
+    fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        assert!(
+            !self.stderr.contains("panicked"),
+            "the binary panicked:\n{}",
+            self.stderr
+        );
+        self
+    }
+}
+
+fn nanovm<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_nanovm"))
+        .args(args)
+        .output()
+        .expect("the nanovm binary runs");
+    Run {
+        // A signal (no code) is never a valid outcome.
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn programs_dir() -> PathBuf {
+    workspace().join("nanovm-dsl/tests/programs")
+}
+
+/// The `.nvm` files directly in `dir`, sorted.
+fn nvm_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "nvm"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .nvm files in {}", dir.display());
+    files
+}
+
+fn good_programs() -> Vec<PathBuf> {
+    nvm_files(&programs_dir())
+}
+
+fn broken_programs() -> Vec<PathBuf> {
+    nvm_files(&programs_dir().join("broken"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    programs_dir().join(name)
+}
+
+/// A fresh, empty scratch directory for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("nanovm-cli")
+        .join(test);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn write(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, contents).unwrap();
+    path
+}
+
+/// A test path as an argument (they are all UTF-8).
+fn s(path: &Path) -> &str {
+    path.to_str().expect("test paths are UTF-8")
+}
+
+fn stem(path: &Path) -> String {
+    path.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+fn check_json(args: &[&str], code: i32) -> Value {
+    let mut all = vec!["check", "--format", "json"];
+    all.extend_from_slice(args);
+    let run = nanovm(all).expect(code);
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout))
+}
+
+fn codes(file: &Value) -> Vec<&str> {
+    file["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect()
+}
+
+/// A small trace built the way the runtime builds them.
+fn sample_trace(refund_status: &str) -> Trace {
+    let mut t = Trace::new();
+    let mut s = Encoder::new();
+    t.push(
+        Event::RunStarted {
+            run_id: "run-1".into(),
+            program: "customer_refund".into(),
+            program_hash: Digest::of(b"customer_refund"),
+            inputs: vec![("order_id".into(), Datum::Plain(json!("A-17")))],
+        },
+        &mut s,
+    );
+    t.push(
+        Event::ToolResult {
+            step: "refund".into(),
+            branch: None,
+            attempt: 1,
+            tool: "issue_refund".into(),
+            key: Digest::of(b"effect"),
+            args: None,
+            result: ToolOutcome::Ok(json!({ "status": refund_status })),
+            next: Some("done".into()),
+        },
+        &mut s,
+    );
+    t.push(
+        Event::RunEnded {
+            status: RunStatus::Success,
+            step: Some("done".into()),
+            message: None,
+        },
+        &mut s,
+    );
+    t
+}
+
+/// Reports a missing peer tool: fails the test unless `NANOVM_ALLOW_MISSING_PEERS=1`.
+fn peer_missing(what: &str, how: &str) {
+    println!("skipped: {what} not installed");
+    let allowed = std::env::var("NANOVM_ALLOW_MISSING_PEERS").is_ok_and(|v| v == "1");
+    assert!(
+        allowed,
+        "{what} is not installed, so the graph output was NOT validated; install it ({how}) \
+         or set NANOVM_ALLOW_MISSING_PEERS=1 to skip this test"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// nanovm check
+
+#[test]
+fn check_good_programs_exits_0() {
+    let run = nanovm(std::iter::once(PathBuf::from("check")).chain(good_programs())).expect(0);
+    assert!(run.stdout.is_empty(), "text mode writes only to stderr");
+    // The examples' warnings are shown, and allowed.
+    assert!(run.stderr.contains("warning["), "{}", run.stderr);
+    assert!(!run.stderr.contains("error["), "{}", run.stderr);
+}
+
+#[test]
+fn check_each_broken_program_exits_1_with_its_code() {
+    let expected = [
+        ("choice_typo", &["E0304"][..]),
+        ("secret_in_prompt", &["E0305"]),
+        ("trap_cycle", &["E0104"]),
+        ("typo_target", &["E0102", "E0103"]),
+        ("unguarded_effect", &["E0106"]),
+    ];
+    let files = broken_programs();
+    assert_eq!(
+        files.len(),
+        expected.len(),
+        "a broken example without expectations here"
+    );
+    for file in files {
+        let name = stem(&file);
+        let (_, want) = expected
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("no expected codes for {name}"));
+        let run = nanovm(["check", s(&file)]).expect(1);
+        for code in *want {
+            assert!(
+                run.stderr.contains(&format!("error[{code}]")),
+                "{name}: {}",
+                run.stderr
+            );
+        }
+        assert!(
+            run.stderr.contains("error: could not compile"),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn check_several_files_reports_every_error() {
+    let mut args = vec![PathBuf::from("check")];
+    args.extend(broken_programs());
+    args.push(fixture("payment_recovery.nvm"));
+    let run = nanovm(&args).expect(1);
+    for file in broken_programs() {
+        assert!(
+            run.stderr
+                .contains(&format!("could not compile `{}`", file.display())),
+            "{} not reported:\n{}",
+            file.display(),
+            run.stderr
+        );
+    }
+    let files = args.len() - 1;
+    assert!(
+        run.stderr
+            .contains(&format!("checked {files} files: 6 errors, 0 warnings")),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_missing_file_exits_2_and_still_checks_the_others() {
+    let dir = scratch("check_missing");
+    let missing = dir.join("nope.nvm");
+    let run = nanovm(["check", s(&missing)]).expect(2);
+    assert!(
+        run.stderr
+            .contains(&format!("error: {}: no such file", missing.display())),
+        "{}",
+        run.stderr
+    );
+
+    // A missing file outranks compile errors, and does not stop the other files being checked.
+    let broken = fixture("broken/typo_target.nvm");
+    let run = nanovm(["check", s(&missing), s(&broken)]).expect(2);
+    assert!(run.stderr.contains("error[E0102]"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("1 file could not be read"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn check_directory_is_an_io_error() {
+    let dir = scratch("check_directory");
+    nanovm(["check", s(&dir)]).expect(2);
+}
+
+#[test]
+fn check_json_counts_and_codes() {
+    let good = fixture("customer_refund.nvm");
+    let broken = fixture("broken/typo_target.nvm");
+    let doc = check_json(&[s(&good), s(&broken)], 1);
+    assert_eq!(doc["errors"], 2);
+    assert_eq!(doc["warnings"], 1);
+    let files = doc["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+
+    assert_eq!(files[0]["file"], good.display().to_string());
+    assert_eq!(files[0]["programs"], json!(["customer_refund"]));
+    assert_eq!(files[0]["errors"], 0);
+    assert_eq!(files[0]["warnings"], 1);
+    assert_eq!(codes(&files[0]), ["W0404"]);
+    let w = &files[0]["diagnostics"][0];
+    assert_eq!(w["severity"], "warning");
+    assert_eq!(w["primary"]["line"], 12);
+    assert!(
+        w["rendered"]
+            .as_str()
+            .unwrap()
+            .starts_with("warning[W0404]")
+    );
+
+    assert_eq!(files[1]["programs"], json!([]));
+    assert_eq!(files[1]["errors"], 2);
+    assert_eq!(files[1]["warnings"], 0);
+    assert_eq!(codes(&files[1]), ["E0102", "E0103"]);
+    assert_eq!(files[1]["diagnostics"][0]["help"], "did you mean `review`?");
+
+    // Clean input: exit 0, and the document is still printed.
+    let doc = check_json(&[s(&fixture("payment_recovery.nvm"))], 0);
+    assert_eq!(doc["errors"], 0);
+    assert_eq!(doc["warnings"], 0);
+    assert_eq!(doc["files"][0]["diagnostics"], json!([]));
+}
+
+#[test]
+fn check_json_keeps_stdout_parseable_when_a_file_is_missing() {
+    let dir = scratch("check_json_missing");
+    let missing = dir.join("gone.nvm");
+    let good = fixture("payment_recovery.nvm");
+    let doc = check_json(&[s(&missing), s(&good)], 2);
+    assert_eq!(doc["files"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["files"][0]["programs"], json!(["payment_recovery"]));
+}
+
+#[test]
+fn deny_warnings_fails_on_warnings_only() {
+    let warns = fixture("customer_refund.nvm");
+    let run = nanovm(["check", s(&warns)]).expect(0);
+    assert!(run.stderr.contains("warning[W0404]"), "{}", run.stderr);
+
+    let run = nanovm(["check", "--deny-warnings", s(&warns)]).expect(1);
+    assert!(run.stderr.contains("warnings are denied"), "{}", run.stderr);
+
+    let doc = check_json(&["--deny-warnings", s(&warns)], 1);
+    assert_eq!(doc["errors"], 0);
+    assert_eq!(doc["warnings"], 1);
+
+    let clean = fixture("payment_recovery.nvm");
+    nanovm(["check", "--deny-warnings", s(&clean)]).expect(0);
+}
+
+#[test]
+fn invalid_utf8_is_e0003_not_a_panic() {
+    let dir = scratch("invalid_utf8");
+    let mut bytes = fs::read(fixture("payment_recovery.nvm")).unwrap();
+    bytes.splice(10..10, [0xFF, 0xFE]);
+    let file = write(&dir, "latin1.nvm", bytes);
+    let run = nanovm(["check", s(&file)]).expect(1);
+    assert!(run.stderr.contains("error[E0003]"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("invalid byte 0xFF at offset 10"),
+        "{}",
+        run.stderr
+    );
+    let doc = check_json(&[s(&file)], 1);
+    assert_eq!(codes(&doc["files"][0]), ["E0003"]);
+}
+
+#[test]
+fn empty_file_is_e0004() {
+    let dir = scratch("empty_file");
+    let file = write(&dir, "empty.nvm", "");
+    let run = nanovm(["check", s(&file)]).expect(1);
+    assert!(
+        run.stderr.contains("error[E0004]: no program in this file"),
+        "{}",
+        run.stderr
+    );
+    let comments = write(&dir, "comments.nvm", "// nothing here yet\n");
+    let doc = check_json(&[s(&comments)], 1);
+    assert_eq!(codes(&doc["files"][0]), ["E0004"]);
+}
+
+#[test]
+fn oversized_file_is_e0002_with_its_real_size() {
+    let dir = scratch("oversized");
+    let size = 3 << 20;
+    let file = write(&dir, "huge.nvm", vec![b' '; size]);
+    let run = nanovm(["check", s(&file)]).expect(1);
+    assert!(
+        run.stderr.contains(&format!(
+            "error[E0002]: the file is {size} bytes; the limit is"
+        )),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    nanovm(["check"]).expect(2);
+    nanovm(["graph"]).expect(2);
+    nanovm(["verify"]).expect(2);
+    nanovm(["diff", "only-one.jsonl"]).expect(2);
+    nanovm(["frobnicate"]).expect(2);
+    let good = fixture("payment_recovery.nvm");
+    nanovm(["check", "--format", "yaml", s(&good)]).expect(2);
+    nanovm(["graph", "--format", "png", s(&good)]).expect(2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// nanovm graph
+
+#[test]
+fn graph_every_good_program_in_both_formats() {
+    for file in good_programs() {
+        let name = stem(&file);
+        let run = nanovm(["graph", s(&file)]).expect(0);
+        assert!(
+            run.stdout.starts_with("flowchart TD\n"),
+            "{name}:\n{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("classDef guard"), "{name}");
+        let mermaid = nanovm(["graph", "--format", "mermaid", s(&file)]).expect(0);
+        assert_eq!(mermaid.stdout, run.stdout, "mermaid is the default format");
+
+        let dot = nanovm(["graph", "--format", "dot", s(&file)]).expect(0);
+        assert!(
+            dot.stdout.starts_with(&format!("digraph \"{name}\" {{\n")),
+            "{}",
+            dot.stdout
+        );
+        assert!(dot.stdout.trim_end().ends_with('}'), "{}", dot.stdout);
+    }
+}
+
+#[test]
+fn graph_writes_to_output_file() {
+    let dir = scratch("graph_output");
+    let out = dir.join("refund.dot");
+    let file = fixture("customer_refund.nvm");
+    let run = nanovm(["graph", s(&file), "--format", "dot", "-o", s(&out)]).expect(0);
+    assert!(run.stdout.is_empty());
+    let stdout = nanovm(["graph", s(&file), "--format", "dot"]).expect(0);
+    assert_eq!(fs::read_to_string(&out).unwrap(), stdout.stdout);
+
+    let unwritable = dir.join("no/such/dir/out.dot");
+    nanovm(["graph", s(&file), "-o", s(&unwritable)]).expect(2);
+}
+
+#[test]
+fn graph_program_selection() {
+    let dir = scratch("graph_program");
+    let mut two = fs::read(fixture("customer_refund.nvm")).unwrap();
+    two.extend(fs::read(fixture("payment_recovery.nvm")).unwrap());
+    let file = write(&dir, "two.nvm", two);
+
+    let run = nanovm(["graph", s(&file)]).expect(2);
+    assert!(
+        run.stderr.contains("holds 2 programs: `customer_refund`, `payment_recovery`; choose one with --program NAME"),
+        "{}",
+        run.stderr
+    );
+
+    let run = nanovm([
+        "graph",
+        s(&file),
+        "--program",
+        "payment_recovery",
+        "--format",
+        "dot",
+    ])
+    .expect(0);
+    assert!(
+        run.stdout.starts_with("digraph \"payment_recovery\""),
+        "{}",
+        run.stdout
+    );
+    let alone = nanovm([
+        "graph",
+        s(&fixture("payment_recovery.nvm")),
+        "--format",
+        "dot",
+    ])
+    .expect(0);
+    assert_eq!(run.stdout, alone.stdout);
+
+    let run = nanovm(["graph", s(&file), "--program", "nope"]).expect(2);
+    assert!(
+        run.stderr.contains("has no program `nope`"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn graph_of_a_broken_program_exits_1_with_diagnostics() {
+    let file = fixture("broken/unguarded_effect.nvm");
+    let run = nanovm(["graph", s(&file)]).expect(1);
+    assert!(run.stdout.is_empty());
+    assert!(run.stderr.contains("error[E0106]"), "{}", run.stderr);
+
+    let dir = scratch("graph_missing");
+    nanovm(["graph", s(&dir.join("nope.nvm"))]).expect(2);
+}
+
+/// Every good example's DOT goes through Graphviz itself.
+#[test]
+fn dot_output_is_accepted_by_graphviz() {
+    match Command::new("dot").arg("-V").output() {
+        Ok(out) if out.status.success() => {
+            println!("{}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        _ => return peer_missing("graphviz", "apt-get install -y graphviz"),
+    }
+    let dir = scratch("dot_peer");
+    for file in good_programs() {
+        let name = stem(&file);
+        let dot = dir.join(format!("{name}.dot"));
+        let svg = dir.join(format!("{name}.svg"));
+        nanovm(["graph", s(&file), "--format", "dot", "-o", s(&dot)]).expect(0);
+        let out = Command::new("dot")
+            .arg("-Tsvg")
+            .arg(&dot)
+            .arg("-o")
+            .arg(&svg)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "dot rejected {name}: {stderr}");
+        assert!(
+            stderr.trim().is_empty(),
+            "dot complained about {name}: {stderr}"
+        );
+        let svg = fs::read_to_string(&svg).unwrap();
+        assert!(svg.contains("<svg"), "{name}: no SVG");
+        println!("ok: {name}.dot");
+    }
+
+    // And dot does reject what is not DOT, so the check above means something.
+    let broken = write(&dir, "broken.dot", "digraph \"x\" {\n    s0 -> ;\n");
+    let out = Command::new("dot")
+        .arg("-Tsvg")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "dot accepted broken input");
+}
+
+/// Every good example's Mermaid goes through Mermaid's own parser (tests/peers/graph).
+#[test]
+fn mermaid_output_is_accepted_by_mermaid() {
+    let script = workspace().join("tests/peers/graph/check-mermaid.mjs");
+    let version = Command::new("node").arg(&script).arg("--version").output();
+    match version {
+        Ok(out) if out.status.success() => {
+            println!("{}", String::from_utf8_lossy(&out.stdout).trim());
+        }
+        Ok(out) if out.status.code() != Some(3) => {
+            panic!(
+                "check-mermaid.mjs failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        }
+        _ => {
+            return peer_missing(
+                "mermaid (node + tests/peers/graph packages)",
+                "tests/peers/graph/install.sh",
+            );
+        }
+    }
+    let dir = scratch("mermaid_peer");
+    let mut files = Vec::new();
+    for file in good_programs() {
+        let out = dir.join(format!("{}.mmd", stem(&file)));
+        nanovm(["graph", s(&file), "-o", s(&out)]).expect(0);
+        files.push(out);
+    }
+    let out = Command::new("node")
+        .arg(&script)
+        .args(&files)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "mermaid rejected nanovm's output:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.matches("ok: ").count(), files.len(), "{stdout}");
+
+    // The same checker rejects a damaged copy of real output (one node's closing `]]` lost),
+    // so a pass above is mermaid's verdict, not a checker that accepts anything.
+    let good = fs::read_to_string(&files[0]).unwrap();
+    let damaged = good.replacen("\"]]", "\"", 1);
+    assert_ne!(
+        damaged, good,
+        "the first example has no effect node to damage"
+    );
+    let damaged = write(&dir, "damaged.mmd", damaged);
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(&damaged)
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(&format!("rejected: {}", damaged.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Parse error"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ok: {}", files[0].display())),
+        "{stdout}"
+    );
+
+    let out = Command::new("node")
+        .arg(&script)
+        .arg("--self-test")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// nanovm verify
+
+#[test]
+fn verify_good_trace_prints_root() {
+    let dir = scratch("verify_good");
+    let trace = sample_trace("refunded");
+    let file = write(&dir, "run.jsonl", trace.to_jsonl());
+    let run = nanovm(["verify", s(&file)]).expect(0);
+    assert_eq!(
+        run.stdout,
+        format!("ok: 3 entries, root {}\n", trace.root().to_hex())
+    );
+
+    let empty = write(&dir, "empty.jsonl", "");
+    let run = nanovm(["verify", s(&empty)]).expect(0);
+    assert_eq!(
+        run.stdout,
+        format!("ok: 0 entries, root {}\n", "0".repeat(64))
+    );
+}
+
+#[test]
+fn verify_flipped_byte_names_the_entry() {
+    let dir = scratch("verify_flip");
+    let text = sample_trace("refunded").to_jsonl();
+    // Change `refunded` to `refundee` on the second line.
+    let at = text.find("refunded").unwrap() + "refunde".len();
+    let mut bytes = text.into_bytes();
+    bytes[at] = b'e';
+    let file = write(&dir, "tampered.jsonl", &bytes);
+    let run = nanovm(["verify", s(&file)]).expect(1);
+    assert_eq!(
+        run.stdout,
+        "broken: entry 1 (line 2): hash does not match the entry's contents\n"
+    );
+
+    // Bytes that are not UTF-8 break the entry they sit in; they are not an I/O error.
+    bytes[at] = 0xFF;
+    let file = write(&dir, "binary.jsonl", &bytes);
+    let run = nanovm(["verify", s(&file)]).expect(1);
+    assert!(
+        run.stdout
+            .starts_with("broken: entry 1 (line 2): not valid UTF-8"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn verify_missing_file_exits_2() {
+    let dir = scratch("verify_missing");
+    let run = nanovm(["verify", s(&dir.join("nope.jsonl"))]).expect(2);
+    assert!(
+        run.stderr.contains("nope.jsonl: no such file"),
+        "{}",
+        run.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// nanovm diff
+
+#[test]
+fn diff_identical_traces() {
+    let dir = scratch("diff_identical");
+    let trace = sample_trace("refunded");
+    let a = write(&dir, "a.jsonl", trace.to_jsonl());
+    let b = write(&dir, "b.jsonl", trace.to_jsonl());
+    let run = nanovm(["diff", s(&a), s(&b)]).expect(0);
+    assert_eq!(
+        run.stdout,
+        format!("identical: 3 entries, root {}\n", trace.root().to_hex())
+    );
+}
+
+#[test]
+fn diff_shows_first_divergence() {
+    let dir = scratch("diff_different");
+    let a = write(&dir, "a.jsonl", sample_trace("refunded").to_jsonl());
+    let b = write(&dir, "b.jsonl", sample_trace("denied").to_jsonl());
+    let run = nanovm(["diff", s(&a), s(&b)]).expect(1);
+    let out = &run.stdout;
+    assert!(
+        out.starts_with("differ: first divergence at entry 1 (line 2)\n"),
+        "{out}"
+    );
+    let minus = out
+        .find(&format!("--- {} (3 entries, root ", a.display()))
+        .expect(out);
+    let plus = out
+        .find(&format!("+++ {} (3 entries, root ", b.display()))
+        .expect(out);
+    assert!(minus < plus);
+    assert!(
+        out[minus..plus].contains("\"status\": \"refunded\""),
+        "{out}"
+    );
+    assert!(out[plus..].contains("\"status\": \"denied\""), "{out}");
+    assert!(
+        out.contains("\"type\": \"tool_result\""),
+        "pretty event JSON: {out}"
+    );
+
+    // One trace a prefix of the other: the shorter one has ended.
+    let full = sample_trace("refunded");
+    let short = Trace::from_entries(full.entries()[..2].to_vec()).unwrap();
+    let c = write(&dir, "short.jsonl", short.to_jsonl());
+    let run = nanovm(["diff", s(&c), s(&a)]).expect(1);
+    let out = &run.stdout;
+    assert!(
+        out.starts_with("differ: first divergence at entry 2 (line 3)\n"),
+        "{out}"
+    );
+    let plus = out.find("+++").unwrap();
+    assert!(
+        out[..plus].contains("(2 entries, root ") && out[..plus].contains("(trace ended)"),
+        "{out}"
+    );
+    assert!(out[plus..].contains("\"type\": \"run_ended\""), "{out}");
+}
+
+#[test]
+fn diff_refuses_a_broken_trace() {
+    let dir = scratch("diff_broken");
+    let good = write(&dir, "good.jsonl", sample_trace("refunded").to_jsonl());
+    let text = sample_trace("refunded")
+        .to_jsonl()
+        .replacen("run-1", "run-2", 1);
+    let bad = write(&dir, "bad.jsonl", text);
+    let run = nanovm(["diff", s(&good), s(&bad)]).expect(2);
+    assert_eq!(
+        run.stderr,
+        format!(
+            "error: {} is broken: entry 0 (line 1): hash does not match the entry's contents\n",
+            bad.display()
+        )
+    );
+    assert!(run.stdout.is_empty());
+
+    // Both broken: both named.
+    let run = nanovm(["diff", s(&bad), s(&bad)]).expect(2);
+    assert_eq!(
+        run.stderr.matches("is broken: entry 0").count(),
+        2,
+        "{}",
+        run.stderr
+    );
+
+    let missing = dir.join("nope.jsonl");
+    nanovm(["diff", s(&good), s(&missing)]).expect(2);
+}
