@@ -969,19 +969,20 @@ impl<'p> Gen<'p> {
         let tool = &self.p.tools[c.tool];
         let ty = self.rust_ty(&tool.ret);
         let what = format!("tool `{}`", tool.name);
-        let store = match c.into {
+        let accept = match c.into {
             Some(var) => {
                 let f = snake_ident(&self.p.vars[var].name);
-                quote!(state.#f = Some(x);)
+                quote!(Ok(x) => {
+                    state.#f = Some(x);
+                    #go
+                })
             }
-            None => quote!(let _ = x;),
+            // Not stored, but still checked against the declared type.
+            None => quote!(Ok(_) => #go,),
         };
         quote! {
             match __nv::decode::<#ty>(value, #what) {
-                Ok(x) => {
-                    #store
-                    #go
-                }
+                #accept
                 Err(message) => #nv::Next::Reject(message),
             }
         }
@@ -992,12 +993,15 @@ impl<'p> Gen<'p> {
         let go = self.go(a.next);
         let ty = self.rust_ty(&a.ty);
         let what = format!("the event `{}`", a.event);
-        let store = match a.into {
+        let accept = match a.into {
             Some(var) => {
                 let f = snake_ident(&self.p.vars[var].name);
-                quote!(state.#f = Some(x);)
+                quote!(Ok(x) => {
+                    state.#f = Some(x);
+                    #go
+                })
             }
-            None => quote!(let _ = x;),
+            None => quote!(Ok(_) => #go,),
         };
         let timeout = a.timeout.map(|(_, t)| {
             let go = self.go(t);
@@ -1005,10 +1009,7 @@ impl<'p> Gen<'p> {
         });
         quote! {
             (Step::#v, #nv::Outcome::Event(value)) => match __nv::decode::<#ty>(value, #what) {
-                Ok(x) => {
-                    #store
-                    #go
-                }
+                #accept
                 Err(message) => #nv::Next::Reject(message),
             },
             #timeout
