@@ -20,6 +20,14 @@ impl Encoder {
         Encoder::default()
     }
 
+    /// An empty encoder with room for `capacity` bytes (a scratch buffer sized once instead of
+    /// growing through several reallocations).
+    pub fn with_capacity(capacity: usize) -> Self {
+        Encoder {
+            buf: Vec::with_capacity(capacity),
+        }
+    }
+
     /// The bytes written so far.
     pub fn bytes(&self) -> &[u8] {
         &self.buf

@@ -719,13 +719,12 @@ pub struct Entry {
 
 /// Computes an entry's hash. `scratch` is reused between calls to avoid allocating.
 pub fn entry_hash(prev: &Digest, seq: u64, event: &Event, scratch: &mut Encoder) -> Digest {
+    // The same bytes as hashing `prev`, `seq` and the encoding in turn, in one contiguous
+    // buffer: one-shot hashing skips the incremental hasher's buffering.
     scratch.clear();
+    scratch.digest(prev).u64(seq);
     event.encode(scratch);
-    let mut h = blake3::Hasher::new();
-    h.update(&prev.0);
-    h.update(&seq.to_le_bytes());
-    h.update(scratch.bytes());
-    Digest(*h.finalize().as_bytes())
+    Digest::of(scratch.bytes())
 }
 
 /// A run's trace: the entries in order.
@@ -738,6 +737,14 @@ impl Trace {
     /// An empty trace.
     pub fn new() -> Self {
         Trace::default()
+    }
+
+    /// An empty trace with room for `capacity` entries, so a run appending to it does not
+    /// reallocate (and move every entry) as it grows.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Trace {
+            entries: Vec::with_capacity(capacity),
+        }
     }
 
     /// A trace from entries, checking the chain.
