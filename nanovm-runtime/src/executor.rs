@@ -381,7 +381,9 @@ impl Runtime {
         opts: RunOptions,
     ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
         let inner = self.inner.clone();
-        async move { execute::<P>(inner, Start::Live(input), Some(tools), opts).await }
+        // Boxed here, once: the run future is a few kilobytes, and every executor that drives
+        // it (`block_on`, `spawn`) would otherwise move it by value.
+        Box::pin(execute::<P>(inner, Start::Live(input), Some(tools), opts))
     }
 
     /// Continues a run from its recorded trace: replays the recorded prefix (comparing every
@@ -469,6 +471,7 @@ pub(crate) async fn replay_entries<P: Program>(
         Start::Recorded(Mode::Replay, entries),
         None,
         RunOptions::default(),
+        0,
     ) {
         Ok(Prepared::Ready(exec)) => exec,
         Ok(Prepared::Refused { mut rec, message }) => {
@@ -507,7 +510,7 @@ pub(crate) async fn replay_entries<P: Program>(
         run_id: exec.rec.run_id.to_string(),
         status,
         end_step: end_step.map(|s| info.step(s).name.to_string()),
-        path: exec.path.iter().map(|&s| info.step(s).name).collect(),
+        path: exec.path,
         root: exec.rec.trace.root(),
         entries: exec.rec.trace.len(),
         stopped,
@@ -540,7 +543,7 @@ async fn execute<P: Program>(
     {
         return Err(RunError::NoModel { step });
     }
-    let prepared = prepare::<P>(inner, start, tools, opts).map_err(halt_to_error)?;
+    let prepared = prepare::<P>(inner, start, tools, opts, started_ms).map_err(halt_to_error)?;
     let mut exec = match prepared {
         Prepared::Ready(exec) => exec,
         Prepared::Refused { mut rec, message } => {
@@ -600,6 +603,7 @@ fn prepare<P: Program>(
     start: Start<P>,
     tools: Option<Arc<P::Tools>>,
     opts: RunOptions,
+    started_ms: u64,
 ) -> Result<Prepared<P>, Halt> {
     let info = P::info();
     let names = info.inputs.iter().map(|i| Cow::Borrowed(i.name));
@@ -608,11 +612,7 @@ fn prepare<P: Program>(
             let datums = P::record_input(&input);
             let run_id = match opts.run_id {
                 Some(id) => id,
-                None => {
-                    let named: Vec<(Name, Datum)> =
-                        names.clone().zip(datums.iter().cloned()).collect();
-                    ids::run_id(&info.hash, &named)
-                }
+                None => ids::run_id_of(&info.hash, info.inputs, &datums),
             };
             (Mode::Live, run_id, datums, Vec::new())
         }
@@ -649,7 +649,18 @@ fn prepare<P: Program>(
         Mode::Replay => None,
         Mode::Live | Mode::Resume => inner.journal.clone(),
     };
-    let mut rec = Recorder::new(Arc::from(run_id.as_str()), mode, journal, recorded);
+    // Room for the whole trace of a typical run: about two events per step.
+    let capacity = match mode {
+        Mode::Live => (info.steps.len() * 2 + 4).min(1024),
+        Mode::Replay | Mode::Resume => recorded.len() + 8,
+    };
+    let mut rec = Recorder::new(
+        Arc::from(run_id.as_str()),
+        mode,
+        journal,
+        recorded,
+        capacity,
+    );
     let state = P::restore(&datums);
     rec.emit(Event::RunStarted {
         run_id,
@@ -669,11 +680,12 @@ fn prepare<P: Program>(
     Ok(Prepared::Ready(Exec {
         meter: Meter::new(info.budget),
         visits: vec![0; info.steps.len()],
-        path: Vec::new(),
+        path: Vec::with_capacity(info.steps.len().min(64)),
         cancel: opts.cancel,
-        started_ms: inner.clock.now_ms(),
+        started_ms,
         step_clock: None,
-        step_durations: Vec::new(),
+        effect_key: None,
+        step_durations: Vec::with_capacity(info.steps.len().min(64)),
         inner,
         info,
         tools,
@@ -695,10 +707,13 @@ struct Exec<P: Program> {
     meter: Meter,
     /// Times each step was entered, indexed by step id.
     visits: Vec<u32>,
-    path: Vec<StepId>,
+    /// The names of the steps entered, in order.
+    path: Vec<&'static str>,
     cancel: Option<CancelToken>,
     started_ms: u64,
-    step_clock: Option<(StepId, Instant)>,
+    step_clock: Option<(&'static str, Instant)>,
+    /// See [`ids::effect_key`].
+    effect_key: Option<[u8; 32]>,
     step_durations: Vec<(&'static str, Duration)>,
 }
 
@@ -971,25 +986,34 @@ impl<P: Program> Exec<P> {
         })
     }
 
+    /// The key of this run's effect ids, derived on first use.
+    fn effect_key(&mut self) -> [u8; 32] {
+        *self
+            .effect_key
+            .get_or_insert_with(|| ids::effect_key(&self.rec.run_id))
+    }
+
     fn elapsed_ms(&self) -> u64 {
         self.inner.clock.now_ms().saturating_sub(self.started_ms)
     }
 
     /// Counts a step entered.
-    fn enter(&mut self, step: StepId) {
-        self.close_step();
-        self.step_clock = Some((step, Instant::now()));
+    fn enter(&mut self, step: StepId, name: &'static str) {
+        let now = Instant::now();
+        self.close_step(now);
+        self.step_clock = Some((name, now));
         self.meter.usage.steps += 1;
         if let Some(v) = self.visits.get_mut(step as usize) {
             *v = v.saturating_add(1);
         }
-        self.path.push(step);
+        self.path.push(name);
     }
 
-    fn close_step(&mut self) {
-        if let Some((s, t)) = self.step_clock.take() {
+    /// Ends the timing of the step in progress, if any, at `now`.
+    fn close_step(&mut self, now: Instant) {
+        if let Some((name, t)) = self.step_clock.take() {
             self.step_durations
-                .push((self.info.step(s).name, t.elapsed()));
+                .push((name, now.saturating_duration_since(t)));
         }
     }
 
@@ -1016,8 +1040,8 @@ impl<P: Program> Exec<P> {
             };
             let flow = match action {
                 Action::End { success, message } => {
-                    self.close_step();
-                    self.path.push(step);
+                    self.close_step(Instant::now());
+                    self.path.push(si.name);
                     let status = if success {
                         RunStatus::Success
                     } else {
@@ -1028,23 +1052,25 @@ impl<P: Program> Exec<P> {
                         .await;
                 }
                 Action::Decide => {
-                    self.enter(step);
+                    self.enter(step, si.name);
                     self.decide(step).await?
                 }
                 Action::Llm(call) => {
-                    self.enter(step);
+                    self.enter(step, si.name);
                     self.llm(step, call).await?
                 }
                 Action::Tool(call) => {
-                    self.enter(step);
+                    self.enter(step, si.name);
                     self.tool(step, call).await?
                 }
                 Action::Parallel => {
-                    self.enter(step);
-                    self.parallel(step).await?
+                    self.enter(step, si.name);
+                    // Boxed: the parallel step's state is large and rare; keeping it out of
+                    // the loop's future keeps that small for every other run.
+                    Box::pin(self.parallel(step)).await?
                 }
                 Action::Await { event, timeout } => {
-                    self.enter(step);
+                    self.enter(step, si.name);
                     self.await_event(step, event, timeout).await?
                 }
             };
@@ -1467,9 +1493,10 @@ impl<P: Program> Exec<P> {
             }
             let tool = self.tool_info(c.tool())?;
             let args = named(c.args());
+            let effect_key = self.effect_key();
             let key = ids::effect_id_with(
                 &mut self.rec.scratch,
-                &self.rec.run_id,
+                &effect_key,
                 si.name,
                 None,
                 visit,
@@ -1839,9 +1866,10 @@ impl<P: Program> Exec<P> {
                     Ok(Action::Tool(call)) => {
                         let tool = self.tool_info(call.tool())?;
                         let args = named(call.args());
+                        let effect_key = self.effect_key();
                         let key = ids::effect_id_with(
                             &mut self.rec.scratch,
-                            &self.rec.run_id,
+                            &effect_key,
                             si.name,
                             Some(b.name),
                             visit,
@@ -2264,7 +2292,8 @@ impl<P: Program> Exec<P> {
     }
 
     fn into_execution(mut self, ended: Ended, wall: Instant) -> Execution {
-        self.close_step();
+        let now = Instant::now();
+        self.close_step(now);
         let info = self.info;
         let name = |s: StepId| info.steps.get(s as usize).map_or("?", |i| i.name);
         Execution {
@@ -2272,16 +2301,20 @@ impl<P: Program> Exec<P> {
             status: ended.status,
             end_step: ended.step.map(|s| name(s).to_string()),
             message: ended.message,
-            outputs: P::outputs(&self.state)
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            path: self.path.iter().map(|&s| name(s)).collect(),
+            outputs: {
+                // Inserted one by one: a handful of variables, no need to collect and sort.
+                let mut outputs = BTreeMap::new();
+                for (k, v) in P::outputs(&self.state) {
+                    outputs.insert(k.to_string(), v);
+                }
+                outputs
+            },
+            path: self.path,
             trace: self.rec.trace,
             usage: self.meter.usage,
             metrics: Metrics {
                 started_ms: self.started_ms,
-                elapsed: wall.elapsed(),
+                elapsed: now.saturating_duration_since(wall),
                 step_durations: self.step_durations,
             },
         }

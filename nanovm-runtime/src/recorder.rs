@@ -68,11 +68,13 @@ impl Recorder {
         mode: Mode,
         journal: Option<Arc<dyn Journal>>,
         recorded: Vec<Entry>,
+        capacity: usize,
     ) -> Self {
         Recorder {
             run_id,
-            trace: Trace::new(),
-            scratch: Encoder::new(),
+            trace: Trace::with_capacity(capacity),
+            // Room for a typical event's canonical encoding.
+            scratch: Encoder::with_capacity(512),
             mode,
             journal,
             flushed: 0,
@@ -207,4 +209,57 @@ pub(crate) fn divergence(
         recorded,
         context: context.into(),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::{RunStatus, entry_hash};
+    use crate::value::Digest;
+
+    /// The executor relies on `entry_hash` hashing exactly `prev || seq || canonical(event)`.
+    #[test]
+    fn entry_hash_is_blake3_of_prev_seq_and_encoding() {
+        let event = Event::RunEnded {
+            status: RunStatus::Success,
+            step: Some("done".into()),
+            message: Some("x".repeat(200)),
+        };
+        let prev = Digest::of(b"prev");
+        let mut e = Encoder::new();
+        event.encode(&mut e);
+        let mut h = blake3::Hasher::new();
+        h.update(&prev.0)
+            .update(&7u64.to_le_bytes())
+            .update(e.bytes());
+        let want = Digest(*h.finalize().as_bytes());
+        assert_eq!(entry_hash(&prev, 7, &event, &mut Encoder::new()), want);
+    }
+
+    #[test]
+    fn recorded_entries_are_compared_and_rehashed() {
+        let mut live = Recorder::new("r".into(), Mode::Live, None, Vec::new(), 4);
+        live.emit(Event::Erased {
+            vault_id: crate::value::VaultId([1; 16]),
+        })
+        .ok();
+        let end = Event::RunEnded {
+            status: RunStatus::Failed,
+            step: None,
+            message: None,
+        };
+        live.emit(end.clone()).ok();
+        let recorded = live.trace.entries().to_vec();
+
+        let mut replay = Recorder::new("r".into(), Mode::Replay, None, recorded.clone(), 4);
+        assert!(replay.replaying());
+        assert_eq!(
+            replay.peek(),
+            Some(&end),
+            "erasures are skipped when peeking"
+        );
+        assert!(matches!(replay.emit(end.clone()), Ok(true)));
+        assert_eq!(replay.trace.entries(), &recorded[..]);
+        assert!(matches!(replay.emit(end), Err(Halt::ReplayEnd(_))));
+    }
 }
