@@ -457,10 +457,11 @@ struct Ended {
 pub(crate) async fn replay_entries<P: Program>(
     entries: Vec<Entry>,
 ) -> Result<ReplayReport, RunError> {
+    let vault = Arc::new(MemoryVault::new());
     let inner = Arc::new(Inner {
         model: None,
-        vault: Arc::new(MemoryVault::new()),
-        secrets: Arc::new(MemoryVault::new()),
+        vault: vault.clone(),
+        secrets: vault,
         clock: Arc::new(SystemClock),
         backoff: Backoff::none(),
         journal: None,
@@ -480,6 +481,9 @@ pub(crate) async fn replay_entries<P: Program>(
                 Err(Halt::ReplayEnd(why)) => Err(why),
                 Err(Halt::Error(e)) => return Err(e),
             };
+            if ended.is_ok() {
+                check_leftover(&mut rec)?;
+            }
             return Ok(ReplayReport {
                 run_id: rec.run_id.to_string(),
                 status: if ended.is_ok() {
@@ -509,7 +513,7 @@ pub(crate) async fn replay_entries<P: Program>(
     Ok(ReplayReport {
         run_id: exec.rec.run_id.to_string(),
         status,
-        end_step: end_step.map(|s| info.step(s).name.to_string()),
+        end_step: end_step.and_then(|s| info.steps.get(s as usize).map(|i| i.name.to_string())),
         path: exec.path,
         root: exec.rec.trace.root(),
         entries: exec.rec.trace.len(),
@@ -549,6 +553,7 @@ async fn execute<P: Program>(
         Prepared::Refused { mut rec, message } => {
             rec.emit(run_ended(RunStatus::Failed, None, Some(&message)))
                 .map_err(halt_to_error)?;
+            check_leftover(&mut rec)?;
             rec.flush().await.map_err(halt_to_error)?;
             return Ok(Execution {
                 run_id: rec.run_id.to_string(),
@@ -570,6 +575,19 @@ async fn execute<P: Program>(
     let ended = exec.drive().await.map_err(halt_to_error)?;
     exec.check_leftover()?;
     Ok(exec.into_execution(ended, wall))
+}
+
+/// After a run ended: a recorded prefix must not hold more than the run produced.
+fn check_leftover(rec: &mut Recorder) -> Result<(), RunError> {
+    match rec.leftover().map_err(halt_to_error)? {
+        None => Ok(()),
+        Some(entry) => Err(RunError::Divergence(Box::new(Mismatch {
+            index: usize::try_from(entry.seq).unwrap_or(usize::MAX),
+            expected: None,
+            recorded: Some(entry.event.clone()),
+            context: "the run ended, but the trace records more".into(),
+        }))),
+    }
 }
 
 fn halt_to_error(h: Halt) -> RunError {
@@ -900,6 +918,17 @@ impl<T> Future for JoinAll<'_, T> {
             Poll::Ready(())
         }
     }
+}
+
+/// Why a parallel round ends the run before its outcomes are applied.
+enum RoundStop {
+    /// Cancellation or the duration budget, during the round.
+    Interrupted(Verdict),
+    /// The replies of the round used more tokens than allowed.
+    Tokens(Trip),
+    /// After a crash: effects of the round whose outcome is unknown and which must not be
+    /// called again.
+    Reconcile(Vec<(&'static ToolInfo, Digest)>),
 }
 
 /// Per-branch progress inside one visit of a parallel step.
@@ -1936,6 +1965,7 @@ impl<P: Program> Exec<P> {
             }
 
             // The answers: recorded, then live for the rest.
+            let mut stop = None;
             let verdict = match self.recorded_batch(step, &mut jobs)? {
                 Some(v) => Some(v),
                 None if jobs.iter().all(|j| j.answer.is_some()) => None,
@@ -1954,10 +1984,12 @@ impl<P: Program> Exec<P> {
                         })
                         .filter_map(Job::effect)
                         .collect();
-                    if !ambiguous.is_empty() {
-                        return Ok(Flow::End(self.reconcile(step, &ambiguous).await?));
+                    if ambiguous.is_empty() {
+                        self.live_batch(&mut jobs).await?
+                    } else {
+                        stop = Some(RoundStop::Reconcile(ambiguous));
+                        None
                     }
-                    self.live_batch(&mut jobs).await?
                 }
             };
 
@@ -1966,11 +1998,10 @@ impl<P: Program> Exec<P> {
                     self.account(r);
                 }
             }
-            let stop_here = match verdict {
-                Some(v) => Some(Err(v)),
-                None => self.meter.check_tokens_after().map(Ok),
-            };
-            if let Some(reason) = stop_here {
+            let stop = stop
+                .or(verdict.map(RoundStop::Interrupted))
+                .or_else(|| self.meter.check_tokens_after().map(RoundStop::Tokens));
+            if let Some(stop) = stop {
                 // Record what came back (nothing applied), then stop.
                 let in_flight: Vec<_> = jobs
                     .iter()
@@ -1983,9 +2014,12 @@ impl<P: Program> Exec<P> {
                 if any_effect {
                     self.rec.flush().await?;
                 }
-                let ended = match reason {
-                    Err(v) => self.stop(step, v, in_flight_message(&in_flight)).await?,
-                    Ok(trip) => self.trip(step, trip, None).await?,
+                let ended = match stop {
+                    RoundStop::Interrupted(v) => {
+                        self.stop(step, v, in_flight_message(&in_flight)).await?
+                    }
+                    RoundStop::Tokens(trip) => self.trip(step, trip, None).await?,
+                    RoundStop::Reconcile(effects) => self.reconcile(step, &effects).await?,
                 };
                 return Ok(Flow::End(ended));
             }
@@ -2280,15 +2314,7 @@ impl<P: Program> Exec<P> {
 
     /// After the run ended: a recorded prefix must not hold more than the run produced.
     fn check_leftover(&mut self) -> Result<(), RunError> {
-        match self.rec.leftover().map_err(halt_to_error)? {
-            None => Ok(()),
-            Some(entry) => Err(RunError::Divergence(Box::new(Mismatch {
-                index: usize::try_from(entry.seq).unwrap_or(usize::MAX),
-                expected: None,
-                recorded: Some(entry.event.clone()),
-                context: "the run ended, but the trace records more".into(),
-            }))),
-        }
+        check_leftover(&mut self.rec)
     }
 
     fn into_execution(mut self, ended: Ended, wall: Instant) -> Execution {

@@ -444,3 +444,56 @@ fn resuming_an_unknown_run_or_without_a_journal_is_an_error() {
     .expect_err("no journal");
     assert!(matches!(err, RunError::NoJournal), "{err}");
 }
+
+/// Resuming from any prefix of a finished run, with the outside world answering the same way,
+/// reproduces the run exactly, except where the prefix ends between a non-idempotent effect's
+/// intent and its result: that run needs reconciliation.
+#[test]
+fn resuming_from_every_prefix_reproduces_the_run() {
+    let model = || ScriptedModel::new().always("summary", "fine");
+    let host = || {
+        let h = Host::new();
+        h.fallback("score", json!(5));
+        h
+    };
+    let rt = Runtime::builder()
+        .model(model())
+        .clock(ManualClock::new(START))
+        .build();
+    let input = fanout::Input {
+        order_id: "o-8".into(),
+    };
+    let full = block_on(rt.run::<fanout::Program>(input, Arc::new(host()), RunOptions::default()))
+        .expect("runs");
+    assert_eq!(full.status, RunStatus::Success);
+    let entries = full.trace.entries();
+    for k in 1..entries.len() {
+        let prefix = Trace::from_entries(entries[..k].to_vec()).expect("a prefix verifies");
+        let last = &entries[k - 1].event;
+        let fresh = host();
+        let rt = Runtime::builder()
+            .model(model())
+            .clock(ManualClock::new(START))
+            .build();
+        let e = block_on(rt.resume::<fanout::Program>(
+            prefix,
+            Arc::new(fresh.clone()),
+            RunOptions::default(),
+        ))
+        .expect("resumes");
+        let ambiguous_charge = matches!(last, Event::ToolIntent { tool, .. } if tool == "charge");
+        if ambiguous_charge {
+            assert_eq!(e.status, RunStatus::NeedsReconciliation, "prefix {k}");
+            assert_eq!(fresh.calls("charge"), 0, "prefix {k}");
+        } else {
+            assert_eq!(e.root(), full.root(), "prefix {k} ending with {last:?}");
+            assert_eq!(e.path, full.path, "prefix {k}");
+        }
+        // Nothing recorded is ever called again.
+        let recorded_results = entries[..k]
+            .iter()
+            .filter(|en| matches!(en.event, Event::ToolResult { .. }))
+            .count();
+        assert!(fresh.total_calls() + recorded_results <= 4, "prefix {k}");
+    }
+}
