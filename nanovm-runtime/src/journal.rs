@@ -7,9 +7,10 @@
 //! *acknowledged*. An effect is therefore never invoked before its intent is acknowledged, which
 //! is what lets recovery tell "never started" from "outcome unknown".
 //!
-//! This module holds the trait, an in-memory store, and the one place in the executor that
-//! talks to a journal ([`Recorder`](crate::recorder)), so durable stores (SQLite, PostgreSQL
-//! with leases and epoch fencing) plug in without touching the step loop.
+//! This module holds the trait and an in-memory store. Inside the executor exactly one type
+//! talks to a journal (the private `Recorder`, which also owns the replay cursor), so durable
+//! stores (SQLite, PostgreSQL with leases and epoch fencing) plug in without touching the step
+//! loop.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

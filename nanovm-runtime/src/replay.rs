@@ -6,12 +6,12 @@
 //! the recording, and every event the program produces is compared with the recorded one. A
 //! faithful trace replays to the same step sequence and the same root hash (the regenerated
 //! chain is hashed anew, not copied). The first event that differs is reported as
-//! [`RunError::Divergence`](crate::RunError::Divergence): an edited tool result or model answer
+//! [`RunError::Divergence`]: an edited tool result or model answer
 //! shows up there even if the editor re-chained every hash, because the program's own
 //! transitions disagree with the recorded successors.
 //!
 //! A trace recorded by a different build of the program is refused up front
-//! ([`RunError::ProgramMismatch`](crate::RunError::ProgramMismatch)).
+//! ([`RunError::ProgramMismatch`]).
 
 use std::future::Future;
 use std::pin::pin;
