@@ -392,7 +392,9 @@ impl Runtime {
     /// An effect whose intent is recorded but whose result is not (a crash in the ambiguous
     /// window) is called again with the same idempotency key if its tool is `idempotent`;
     /// otherwise the run ends `needs_reconciliation`. The run id comes from the trace
-    /// (`opts.run_id` is ignored); new entries are appended to the journal.
+    /// (`opts.run_id` is ignored). The entries of `trace` are taken to be durable already (pass
+    /// what the journal holds, or use [`Runtime::resume_journaled`]); only new entries are
+    /// appended to the journal. The `max_duration` budget counts from the resumption.
     pub fn resume<P: Program>(
         &self,
         trace: Trace,
