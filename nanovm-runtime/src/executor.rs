@@ -1003,6 +1003,11 @@ impl<P: Program> Exec<P> {
         })
     }
 
+    /// The step's name for messages (`?` for an id the program should never produce).
+    fn label(&self, step: StepId) -> &'static str {
+        self.info.steps.get(step as usize).map_or("?", |s| s.name)
+    }
+
     fn name(&self, step: StepId) -> Result<Name, Halt> {
         Ok(Cow::Borrowed(self.step_info(step)?.name))
     }
@@ -1206,7 +1211,13 @@ impl<P: Program> Exec<P> {
     /// A cancellation or duration trip recorded next. Both are taken as truth (they came from
     /// outside the program) if they are consistent with the program's budget.
     fn recorded_verdict(&self) -> Option<Verdict> {
-        match self.rec.peek()? {
+        self.verdict_in(self.rec.peek()?)
+    }
+
+    /// The verdict `event` records, if it is a cancellation or a duration trip consistent with
+    /// the program's budget.
+    fn verdict_in(&self, event: &Event) -> Option<Verdict> {
+        match event {
             Event::RunEnded {
                 status: RunStatus::Cancelled,
                 ..
@@ -1299,7 +1310,7 @@ impl<P: Program> Exec<P> {
             Next::Fault(f) => f.to_string(),
             Next::Stall => format!(
                 "the program answered `stall` for step `{}`, which is not a model step",
-                self.info.step(step).name
+                self.label(step)
             ),
             Next::Go(_) | Next::Decided { .. } => String::new(),
         }
@@ -2095,7 +2106,7 @@ impl<P: Program> Exec<P> {
         if !self.rec.replaying() {
             return Ok(None);
         }
-        let step_name = self.info.step(step).name;
+        let step_name = self.label(step);
         let mut upcoming = self.rec.upcoming().peekable();
         for job in jobs.iter_mut() {
             let Some(entry) = upcoming.peek() else { break };
@@ -2131,21 +2142,7 @@ impl<P: Program> Exec<P> {
         match after {
             None => Ok(None),
             Some(entry) => {
-                let verdict = match &entry.event {
-                    Event::RunEnded {
-                        status: RunStatus::Cancelled,
-                        ..
-                    } => Some(Verdict::Cancelled),
-                    Event::BudgetExceeded {
-                        budget: BudgetKind::MaxDuration,
-                        limit,
-                        used,
-                        ..
-                    } if self.meter.duration_limit_ms() == Some(*limit) && used >= limit => {
-                        Some(Verdict::OutOfTime(*used))
-                    }
-                    _ => None,
-                };
+                let verdict = self.verdict_in(&entry.event);
                 verdict.map(Some).ok_or_else(|| {
                     divergence(
                         entry.seq,
