@@ -1283,6 +1283,17 @@ impl<P: Program> Exec<P> {
         let _ = race(sleep, self.cancel.as_ref(), || None).await;
     }
 
+    /// Before attempt `attempt` (2 or more) of a step: the backoff, then the interruption
+    /// checks; counts the retry unless the run ends here.
+    async fn before_retry(&mut self, step: StepId, attempt: u32) -> Result<Option<Ended>, Halt> {
+        self.backoff(attempt - 1).await;
+        let ended = self.interrupted(step).await?;
+        if ended.is_none() {
+            self.meter.usage.retries += 1;
+        }
+        Ok(ended)
+    }
+
     // --- guard / branch ----------------------------------------------------------------------
 
     async fn decide(&mut self, step: StepId) -> Result<Flow, Halt> {
@@ -1338,12 +1349,10 @@ impl<P: Program> Exec<P> {
         };
         let mut attempt = 1u32;
         loop {
-            if attempt > 1 {
-                self.backoff(attempt - 1).await;
-                if let Some(ended) = self.interrupted(step).await? {
-                    return Ok(Flow::End(ended));
-                }
-                self.meter.usage.retries += 1;
+            if attempt > 1
+                && let Some(ended) = self.before_retry(step, attempt).await?
+            {
+                return Ok(Flow::End(ended));
             }
             if let Some(trip) = self.meter.check_tokens_before() {
                 return Ok(Flow::End(self.trip(step, trip, None).await?));
@@ -1510,11 +1519,10 @@ impl<P: Program> Exec<P> {
         let mut attempt = 1u32;
         loop {
             if attempt > 1 {
-                self.backoff(attempt - 1).await;
-                if let Some(ended) = self.interrupted(step).await? {
+                if let Some(ended) = self.before_retry(step, attempt).await? {
                     return Ok(Flow::End(ended));
                 }
-                self.meter.usage.retries += 1;
+                // The state is unchanged by a failed attempt: the call is built again.
                 call = match P::action(step, &self.state) {
                     Ok(Action::Tool(c)) => Some(c),
                     Ok(_) => {
