@@ -16,7 +16,7 @@ use nanovm_runtime::{
 use serde_json::json;
 
 use support::customer_refund::{self as cr};
-use support::{Host, block_on, events, fanout, hang, rechain};
+use support::{Host, block_on, event_list, events, fanout, hang, rechain};
 
 const START: u64 = 1_700_000_000_000;
 
@@ -289,25 +289,27 @@ fn a_crash_inside_a_parallel_round_is_recovered_per_branch() {
         h
     };
 
-    // Crash while the idempotent reservation is in flight: re-called with the same key.
-    let crashed = host();
-    crashed.hook("reserve", hang());
-    crash_during(
-        rt.run::<fanout::Program>(
-            input(),
-            Arc::new(crashed.clone()),
-            RunOptions::new().run_id("p1"),
-        ),
-        &crashed,
-        "reserve",
-    );
-    let fresh = host();
-    let e = block_on(rt.resume_journaled::<fanout::Program>(
-        "p1",
-        Arc::new(fresh.clone()),
-        RunOptions::default(),
-    ))
-    .expect("resumes");
+    // Crashes while `tool` is in flight, then resumes with fresh tools.
+    let crash_and_resume = |tool: &'static str, run_id: &str| {
+        let crashed = host();
+        crashed.hook(tool, hang());
+        let opts = RunOptions::new().run_id(run_id);
+        crash_during(
+            rt.run::<fanout::Program>(input(), Arc::new(crashed.clone()), opts),
+            &crashed,
+            tool,
+        );
+        let fresh = host();
+        let resumed = rt.resume_journaled::<fanout::Program>(
+            run_id,
+            Arc::new(fresh.clone()),
+            RunOptions::default(),
+        );
+        (block_on(resumed).expect("resumes"), crashed, fresh)
+    };
+
+    // The idempotent reservation is re-called with the same key.
+    let (e, crashed, fresh) = crash_and_resume("reserve", "p1");
     assert_eq!(e.status, RunStatus::Success);
     assert_eq!(fresh.calls("reserve"), 1);
     assert_eq!(
@@ -320,25 +322,8 @@ fn a_crash_inside_a_parallel_round_is_recovered_per_branch() {
         crashed.records().last().expect("a call").key
     );
 
-    // Crash while the non-idempotent charge is in flight: reconciliation.
-    let crashed = host();
-    crashed.hook("charge", hang());
-    crash_during(
-        rt.run::<fanout::Program>(
-            input(),
-            Arc::new(crashed.clone()),
-            RunOptions::new().run_id("p2"),
-        ),
-        &crashed,
-        "charge",
-    );
-    let fresh = host();
-    let e = block_on(rt.resume_journaled::<fanout::Program>(
-        "p2",
-        Arc::new(fresh.clone()),
-        RunOptions::default(),
-    ))
-    .expect("resumes");
+    // The non-idempotent charge needs reconciliation.
+    let (e, _, fresh) = crash_and_resume("charge", "p2");
     assert_eq!(e.status, RunStatus::NeedsReconciliation);
     assert_eq!(fresh.total_calls(), 0);
 }
@@ -355,12 +340,7 @@ fn a_suspended_run_continues_from_a_recorded_delivery() {
     assert_eq!(e.status, RunStatus::Suspended);
     // What delivering an event will do (issue 5): append it to the journal, then resume.
     let resume_with = |last: Event, host: &Host| {
-        let mut evs: Vec<Event> = e
-            .trace
-            .entries()
-            .iter()
-            .map(|en| en.event.clone())
-            .collect();
+        let mut evs = event_list(&e.trace);
         evs.push(last);
         s.journal
             .set_entries(&e.run_id, rechain(evs).into_entries());

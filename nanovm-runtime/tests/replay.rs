@@ -14,7 +14,7 @@ use nanovm_runtime::{
 use serde_json::json;
 
 use support::customer_refund::{self as cr};
-use support::{Host, block_on, fanout, rechain, small};
+use support::{Host, block_on, event_list, fanout, rechain, small};
 
 const START: u64 = 1_700_000_000_000;
 
@@ -71,7 +71,7 @@ fn divergence(err: RunError) -> nanovm_runtime::Mismatch {
 }
 
 fn edited(trace: &Trace, index: usize, edit: impl FnOnce(&mut Event)) -> Trace {
-    let mut events: Vec<Event> = trace.entries().iter().map(|e| e.event.clone()).collect();
+    let mut events = event_list(trace);
     edit(&mut events[index]);
     let t = rechain(events);
     t.verify().expect("the forger re-chained every hash");
@@ -261,12 +261,7 @@ fn a_lie_about_the_successor_is_caught() {
 fn a_forged_budget_trip_is_caught() {
     // customer_refund allows 30 s; a recorded duration trip with a different limit is a lie.
     let e = refund_run("yes", 100, &Host::new());
-    let mut events: Vec<Event> = e
-        .trace
-        .entries()
-        .iter()
-        .map(|en| en.event.clone())
-        .collect();
+    let mut events = event_list(&e.trace);
     events.truncate(2);
     events.push(Event::BudgetExceeded {
         step: "policy".into(),
@@ -303,12 +298,7 @@ fn a_truncated_trace_replays_up_to_where_it_stops() {
 #[test]
 fn more_recorded_events_than_the_run_produces_is_a_divergence() {
     let e = refund_run("yes", 100, &Host::new());
-    let mut events: Vec<Event> = e
-        .trace
-        .entries()
-        .iter()
-        .map(|en| en.event.clone())
-        .collect();
+    let mut events = event_list(&e.trace);
     events.push(Event::Decision {
         step: "policy".into(),
         arm: None,
@@ -322,12 +312,7 @@ fn more_recorded_events_than_the_run_produces_is_a_divergence() {
 #[test]
 fn erasure_events_are_kept_and_do_not_disturb_the_replay() {
     let e = refund_run("no", 100, &Host::new());
-    let mut events: Vec<Event> = e
-        .trace
-        .entries()
-        .iter()
-        .map(|en| en.event.clone())
-        .collect();
+    let mut events = event_list(&e.trace);
     events.push(Event::Erased {
         vault_id: VaultId([1; 16]),
     });

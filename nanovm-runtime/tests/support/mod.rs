@@ -289,6 +289,11 @@ pub fn events(trace: &Trace) -> Vec<String> {
         .collect()
 }
 
+/// The events of a trace, cloned (to edit and re-chain).
+pub fn event_list(trace: &Trace) -> Vec<Event> {
+    trace.entries().iter().map(|e| e.event.clone()).collect()
+}
+
 /// Rebuilds a trace from (possibly edited) events, re-chaining every hash: what an attacker
 /// who edits a trace and recomputes the chain produces.
 pub fn rechain(events: impl IntoIterator<Item = Event>) -> Trace {
