@@ -39,3 +39,14 @@ pub use journal::{Journal, JournalError, MemoryJournal};
 pub use replay::replay;
 pub use scripted::{FnModel, ScriptedModel};
 pub use vault::{MemoryVault, Vault, VaultError};
+
+mod generated;
+
+pub use generated::UnknownChoice;
+
+/// Support for generated code; not a public API. The version in the name changes with every
+/// breaking change of the contract between `nanovm-dsl`'s output and this crate.
+#[doc(hidden)]
+pub mod __private_v0_1 {
+    pub use crate::generated::*;
+}
