@@ -635,6 +635,18 @@ program p {
 "#
 );
 
+failing!(
+    e0303_field_of_a_string_in_a_template,
+    ["E0303"],
+    r#"
+program p {
+    input { request: string  data: json }
+    llm ask { prompt: "{request.length} and {data.length}" into a } -> done
+    end done: success
+}
+"#
+);
+
 passing!(
     e0303_near_miss_json_is_checked_at_run_time,
     [],

@@ -335,6 +335,38 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
     ctx.diags.extend(diags);
 }
 
+/// A template hole is rendered by generated code of a fixed type, so `{request.length}` on a
+/// `string` is as wrong in a prompt as it is in a condition: only `json` values have fields.
+pub(super) fn check_template_types(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    for u in uses(ctx) {
+        if u.kind != UseKind::Template || u.path.segments.len() < 2 {
+            continue;
+        }
+        let Some(&v) = ctx.var_index.get(u.path.root().name.as_str()) else {
+            continue; // unknown: reported by check_unknown_variables
+        };
+        let ty = &ctx.vars[v].ty;
+        if matches!(ty, Ty::Json | Ty::Error | Ty::Secret(_)) {
+            continue; // secrets: reported by check_secrets_in_prompts
+        }
+        let field = &u.path.segments[1];
+        diags.push(
+            Diagnostic::error(
+                "E0303",
+                format!(
+                    "`{}` is {}; only `json` values have fields",
+                    u.path.root().name,
+                    ty.describe(&ctx.choices)
+                ),
+                field.span,
+            )
+            .with_label(format!("no field `{}`", field.name)),
+        );
+    }
+    ctx.diags.extend(diags);
+}
+
 /// Conditions compile to plain Rust, so their types are checked here rather than discovered at
 /// run time: comparisons need comparable operands and a condition must be a `bool`. (Operations
 /// on `json` values are the documented exception, checked at run time with a typed error.)
