@@ -2,7 +2,8 @@
 //! its result must be consistent (a tree exactly when there is no error; every span inside the
 //! source on character boundaries).
 //!
-//! Run with `cargo +nightly fuzz run parse` from `nanovm-dsl/`.
+//! Run with `cargo fuzz run parse -s none` from `nanovm-dsl/` (stable works without
+//! sanitizers; nightly adds AddressSanitizer).
 
 #![no_main]
 
