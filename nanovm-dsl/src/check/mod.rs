@@ -1,7 +1,7 @@
 //! The checker: every rule of LANGUAGE.md §5, one `fn check_*` per rule.
 //!
-//! [`analyze`] first collects a program's symbols (steps, branches, tools, inputs, variables and
-//! the step graph) into a [`Ctx`], then runs each rule in a fixed order. Rules never stop at the
+//! `analyze` first collects a program's symbols (steps, branches, tools, inputs, variables and
+//! the step graph) into a `Ctx`, then runs each rule in a fixed order. Rules never stop at the
 //! first problem: each pushes every diagnostic it finds and later rules still run, so a user sees
 //! everything wrong with a file at once. Rules that depend on facts an earlier error made unclear
 //! (a target that names no step) stay quiet about them rather than cascading.

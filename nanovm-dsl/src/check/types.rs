@@ -1,6 +1,6 @@
 //! Types of the language and type inference for expressions (conditions and arguments).
 //!
-//! [`infer`] is shared by the checker (which reports what it finds) and lowering (which keeps
+//! `infer` is shared by the checker (which reports what it finds) and lowering (which keeps
 //! the typed tree for codegen). It reports only type errors proper (E0303). Unknown variables
 //! and secrets have rules of their own, so here they just poison the expression with
 //! [`Ty::Error`], which every operator accepts silently: one mistake, one diagnostic.
@@ -28,7 +28,7 @@ pub enum Ty {
     Null,
     /// `secret T`
     Secret(Box<Ty>),
-    /// The answer of a `choose`: index into [`super::Ctx::choices`].
+    /// The answer of a `choose`: index into the program's choice sets.
     Choice(usize),
     /// A list literal `[a, b]` (only after `in`).
     List(Box<Ty>),
@@ -108,7 +108,7 @@ pub struct TExpr {
 pub enum TKind {
     /// A literal.
     Lit(Literal),
-    /// A whole variable (index into [`super::Ctx::vars`]).
+    /// A whole variable (index into the program's variables).
     Var(usize),
     /// A field of a `json` value.
     Field {
