@@ -471,3 +471,27 @@ async fn runs_can_be_spawned() {
     let exec = tokio::spawn(fut).await.unwrap().unwrap();
     assert_eq!(exec.status, RunStatus::Success);
 }
+
+/// `nanovm verify`'s check on a real exported trace: every single-byte change is detected.
+#[tokio::test]
+async fn every_byte_flip_of_an_exported_trace_is_detected() {
+    let (exec, _) = refund_run("no", 4200).await;
+    let text = exec.trace.to_jsonl();
+    assert!(nanovm::trace::verify_jsonl(&text).is_ok());
+    let bytes = text.as_bytes();
+    let mut checked = 0;
+    for i in 0..bytes.len() {
+        for delta in [0x01u8, 0x20] {
+            let mut b = bytes.to_vec();
+            b[i] ^= delta;
+            let Ok(s) = String::from_utf8(b) else { continue };
+            assert!(
+                nanovm::trace::verify_jsonl(&s).is_err(),
+                "flipping byte {i} ({:?}) by {delta:#x} went unnoticed",
+                bytes[i] as char
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked}");
+}
