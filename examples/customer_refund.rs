@@ -54,7 +54,12 @@ impl customer_refund::Tools for MockShop {
     ) -> Result<Json, ToolError> {
         self.rejections.fetch_add(1, Ordering::SeqCst);
         // The plaintext reaches the tool, and only the tool.
-        let domain = email.expose().rsplit('@').next().unwrap_or_default().to_string();
+        let domain = email
+            .expose()
+            .rsplit('@')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         Ok(json!({ "sent": true, "domain": domain }))
     }
 }
@@ -79,7 +84,9 @@ fn args() -> Result<Args, String> {
             "--trace-out" => a.trace_out = Some(value()?),
             "--run-id" => a.run_id = Some(value()?),
             "-h" | "--help" => {
-                println!("usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID]");
+                println!(
+                    "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID]"
+                );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),

@@ -13,11 +13,31 @@ const GOOD: [&str; 3] = ["customer_refund", "order_pipeline", "payment_recovery"
 
 /// (broken program, code, text, line:col)
 const BROKEN: [(&str, &str, &str, &str); 5] = [
-    ("choice_typo", "E0304", "\"yse\" is not one of the choices of `decision` (yes, no)", "5:32"),
-    ("secret_in_prompt", "E0305", "the secret `card_number` cannot be interpolated into a prompt", "4:28"),
-    ("trap_cycle", "E0104", "steps `poll` and `wait` form a cycle with no way out", "6:10"),
+    (
+        "choice_typo",
+        "E0304",
+        "\"yse\" is not one of the choices of `decision` (yes, no)",
+        "5:32",
+    ),
+    (
+        "secret_in_prompt",
+        "E0305",
+        "the secret `card_number` cannot be interpolated into a prompt",
+        "4:28",
+    ),
+    (
+        "trap_cycle",
+        "E0104",
+        "steps `poll` and `wait` form a cycle with no way out",
+        "6:10",
+    ),
     ("typo_target", "E0102", "`reviw` names no step", "4:72"),
-    ("unguarded_effect", "E0106", "unguarded effect: the call `charge` is reachable from `start` without passing a guard", "7:10"),
+    (
+        "unguarded_effect",
+        "E0106",
+        "unguarded effect: the call `charge` is reachable from `start` without passing a guard",
+        "7:10",
+    ),
 ];
 
 fn root() -> PathBuf {
@@ -83,18 +103,28 @@ fn make_crate(dir: &Path, workflows: &[(String, String)], lib_rs: &str) {
 }
 
 fn example(name: &str) -> String {
-    std::fs::read_to_string(root().join("examples/workflows").join(format!("{name}.nvm"))).unwrap()
+    std::fs::read_to_string(
+        root()
+            .join("examples/workflows")
+            .join(format!("{name}.nvm")),
+    )
+    .unwrap()
 }
 
 fn broken(name: &str) -> String {
-    std::fs::read_to_string(root().join("examples/workflows/broken").join(format!("{name}.nvm")))
-        .unwrap()
+    std::fs::read_to_string(
+        root()
+            .join("examples/workflows/broken")
+            .join(format!("{name}.nvm")),
+    )
+    .unwrap()
 }
 
 #[test]
 fn a_fresh_crate_compiles_the_examples_both_ways_and_rejects_the_broken_ones() {
     let dir = root().join("target/fresh-crate/crate");
-    let workflows: Vec<(String, String)> = GOOD.iter().map(|n| (n.to_string(), example(n))).collect();
+    let workflows: Vec<(String, String)> =
+        GOOD.iter().map(|n| (n.to_string(), example(n))).collect();
 
     // 1. Good programs through build.rs and through the macro, side by side; the two
     //    compilations of each program must agree on its hash.
@@ -104,7 +134,9 @@ fn a_fresh_crate_compiles_the_examples_both_ways_and_rejects_the_broken_ones() {
     }
     lib.push_str("}\n\npub mod via_macro {\n");
     for n in GOOD {
-        lib.push_str(&format!("    nanovm::include_program!(\"../workflows/{n}.nvm\");\n"));
+        lib.push_str(&format!(
+            "    nanovm::include_program!(\"../workflows/{n}.nvm\");\n"
+        ));
     }
     lib.push_str("}\n\n");
     for n in GOOD {
@@ -119,7 +151,10 @@ fn a_fresh_crate_compiles_the_examples_both_ways_and_rejects_the_broken_ones() {
         .unwrap()
         .filter_map(|e| e.ok())
         .any(|e| e.path().join("out/nanovm/customer_refund.mmd").exists());
-    assert!(out_dir_pictures, "build.rs writes the pictures next to the generated code");
+    assert!(
+        out_dir_pictures,
+        "build.rs writes the pictures next to the generated code"
+    );
 
     // 2. Editing a workflow rebuilds: break one, the build fails; repair it, it passes again.
     let path = dir.join("workflows/customer_refund.nvm");
@@ -140,8 +175,14 @@ fn a_fresh_crate_compiles_the_examples_both_ways_and_rejects_the_broken_ones() {
         );
         let (ok, out) = cargo_build(&dir);
         assert!(!ok, "{name} must fail through build.rs");
-        assert!(out.contains(&format!("error[{code}]: {text}")), "{name}:\n{out}");
-        assert!(out.contains(&format!("workflows/{name}.nvm:{at}")), "{name} at {at}:\n{out}");
+        assert!(
+            out.contains(&format!("error[{code}]: {text}")),
+            "{name}:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("workflows/{name}.nvm:{at}")),
+            "{name} at {at}:\n{out}"
+        );
     }
 
     // 4. ... and through the macro, reported at the path literal with the file's line and column.
@@ -154,8 +195,17 @@ fn a_fresh_crate_compiles_the_examples_both_ways_and_rejects_the_broken_ones() {
         write(&dir.join(format!("wf/{name}.nvm")), &broken(name));
         let (ok, out) = cargo_build(&dir);
         assert!(!ok, "{name} must fail through the macro");
-        assert!(out.contains(&format!("error[{code}]: {text}")), "{name}:\n{out}");
-        assert!(out.contains(&format!("{name}.nvm:{at}")), "{name} at {at}:\n{out}");
-        assert!(out.contains("src/lib.rs:1:26"), "{name}: the span is the path literal:\n{out}");
+        assert!(
+            out.contains(&format!("error[{code}]: {text}")),
+            "{name}:\n{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}.nvm:{at}")),
+            "{name} at {at}:\n{out}"
+        );
+        assert!(
+            out.contains("src/lib.rs:1:26"),
+            "{name}: the span is the path literal:\n{out}"
+        );
     }
 }

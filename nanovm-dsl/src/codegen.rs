@@ -1183,9 +1183,7 @@ impl<'p> Gen<'p> {
                 }
             }
             TKind::Binary { op: BinOp::Add, .. } => {
-                let parts = chain_operands(e)
-                    .into_iter()
-                    .map(|(_, e)| self.str_expr(e));
+                let parts = chain_operands(e).into_iter().map(|(_, e)| self.str_expr(e));
                 quote!((&*__nv::concat(&[#(#parts),*])))
             }
             _ => quote!(""),

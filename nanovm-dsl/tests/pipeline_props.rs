@@ -152,7 +152,10 @@ fn deepest_allowed_conditions_compile_on_a_small_stack() {
     // Parentheses as deep as the nesting limit allows inside `program { guard {`, and a chain as
     // long as the expression limit allows, through every phase.
     let nested = format!("{}n > 1{}", "(".repeat(61), ")".repeat(61));
-    let chain = (0..255).map(|i| format!("n == {i}")).collect::<Vec<_>>().join(" or ");
+    let chain = (0..255)
+        .map(|i| format!("n == {i}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
     let src = format!(
         "program p {{\n    input {{ n: int }}\n    guard g {{ when {nested} -> done when {chain} -> done otherwise -> done }}\n    end done: success\n}}\n"
     );

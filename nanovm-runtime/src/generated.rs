@@ -393,6 +393,9 @@ mod tests {
             checked_sum(i64::MAX, &[(false, 1)], "a + b"),
             Err(Fault::Overflow("a + b".into()))
         );
-        assert_eq!(checked_sum(5, &[(true, 7), (false, 1)], "a - b + c"), Ok(-1));
+        assert_eq!(
+            checked_sum(5, &[(true, 7), (false, 1)], "a - b + c"),
+            Ok(-1)
+        );
     }
 }

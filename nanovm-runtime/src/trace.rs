@@ -397,7 +397,10 @@ impl Event {
                 program,
                 program_hash,
                 ..
-            } => format!("run {run_id} of `{program}` (program {})", program_hash.short()),
+            } => format!(
+                "run {run_id} of `{program}` (program {})",
+                program_hash.short()
+            ),
             Event::Model {
                 step,
                 branch,
@@ -459,11 +462,7 @@ impl Event {
                 };
                 format!("{}: {what}{attempt}{}", at(step, branch), next(n))
             }
-            Event::Decision {
-                step,
-                arm,
-                next: n,
-            } => match arm {
+            Event::Decision { step, arm, next: n } => match arm {
                 Some(a) => format!("{step}: `when` #{} holds -> {n}", a + 1),
                 None => format!("{step}: otherwise -> {n}"),
             },
@@ -492,7 +491,10 @@ impl Event {
                 event_id,
                 payload,
                 next: n,
-            } => format!("{step}: `{event}` {event_id} delivered {} -> {n}", short(payload)),
+            } => format!(
+                "{step}: `{event}` {event_id} delivered {} -> {n}",
+                short(payload)
+            ),
             Event::TimedOut { step, next: n } => format!("{step}: timed out -> {n}"),
             Event::BudgetExceeded {
                 step,
