@@ -66,13 +66,21 @@ async fn main() {
         amount_cents: 12_900,
         email,
     };
-    let run = runtime.run::<order_pipeline::Program>(input, Arc::new(Warehouse { risk }), RunOptions::new());
+    let run = runtime.run::<order_pipeline::Program>(
+        input,
+        Arc::new(Warehouse { risk }),
+        RunOptions::new(),
+    );
     match run.await {
         Ok(execution) => {
             for entry in execution.trace.entries() {
                 println!("{:>3}  {}", entry.seq, entry.event.describe());
             }
-            println!("\nstatus: {}\npath:   {}", execution.status, execution.path.join(" -> "));
+            println!(
+                "\nstatus: {}\npath:   {}",
+                execution.status,
+                execution.path.join(" -> ")
+            );
             println!("root:   {}", execution.root());
         }
         Err(e) => {
