@@ -32,13 +32,13 @@ use crate::budget::{Backoff, Meter, Trip, Usage};
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock, millis};
 use crate::ids;
-use crate::journal::{Journal, JournalError};
 use crate::model::{Model, ModelError, ModelReply, ModelRequest};
 use crate::program::{
     Action, BoxFuture, BranchId, LlmCall, Name, Next, Outcome, Program, ProgramInfo, SecretSource,
     StepId, StepInfo, StepKind, ToolCall, ToolContext, ToolError, ToolInfo,
 };
 use crate::recorder::{Halt, Mode, Recorder, divergence};
+use crate::store::{Fence, JournalError, JournalStore};
 use crate::trace::{BudgetKind, Entry, Event, Reply, RunStatus, ToolOutcome, Trace, VerifyError};
 use crate::value::{Datum, Digest, Json};
 use crate::vault::{MemoryVault, Vault};
@@ -51,7 +51,7 @@ use crate::vault::{MemoryVault, Vault};
 ///
 /// Built with [`Runtime::builder`]. Defaults: no model (a run of a program with an `llm` step
 /// fails with [`RunError::NoModel`] before it starts), a [`MemoryVault`], the [`SystemClock`],
-/// [`Backoff::default`] (100 ms doubling, capped at 10 s) and no journal.
+/// [`Backoff::default`] (100 ms doubling, capped at 10 s) and no store.
 #[derive(Clone)]
 pub struct Runtime {
     inner: Arc<Inner>,
@@ -63,14 +63,14 @@ struct Inner {
     secrets: Arc<dyn SecretSource>,
     clock: Arc<dyn Clock>,
     backoff: Backoff,
-    journal: Option<Arc<dyn Journal>>,
+    store: Option<Arc<dyn JournalStore>>,
 }
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runtime")
             .field("model", &self.inner.model.is_some())
-            .field("journal", &self.inner.journal.is_some())
+            .field("store", &self.inner.store.is_some())
             .field("backoff", &self.inner.backoff)
             .finish_non_exhaustive()
     }
@@ -90,7 +90,7 @@ pub struct RuntimeBuilder {
     vault: Option<Arc<dyn Vault>>,
     clock: Option<Arc<dyn Clock>>,
     backoff: Backoff,
-    journal: Option<Arc<dyn Journal>>,
+    store: Option<Arc<dyn JournalStore>>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -135,9 +135,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Where traces are made durable (see [`crate::journal`]).
-    pub fn journal(mut self, journal: impl Journal) -> Self {
-        self.journal = Some(Arc::new(journal));
+    /// Where traces are made durable (see [`crate::store`]; an `Arc<S>` works too).
+    pub fn store(mut self, store: impl JournalStore) -> Self {
+        self.store = Some(Arc::new(store));
         self
     }
 
@@ -152,7 +152,7 @@ impl RuntimeBuilder {
                 secrets,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 backoff: self.backoff,
-                journal: self.journal,
+                store: self.store,
             }),
         }
     }
@@ -167,6 +167,9 @@ pub struct RunOptions {
     pub run_id: Option<String>,
     /// Cancels the run from outside.
     pub cancel: Option<CancelToken>,
+    /// The lease epoch every store append of the run is made under (a worker holding a
+    /// [`crate::store::Lease`] passes [`crate::store::Lease::fence`]); `None`: unfenced.
+    pub fence: Option<Fence>,
 }
 
 impl RunOptions {
@@ -186,6 +189,13 @@ impl RunOptions {
     #[must_use]
     pub fn cancel(mut self, token: CancelToken) -> Self {
         self.cancel = Some(token);
+        self
+    }
+
+    /// Makes every store append of the run carry `fence`.
+    #[must_use]
+    pub fn fence(mut self, fence: Fence) -> Self {
+        self.fence = Some(fence);
         self
     }
 }
@@ -364,9 +374,9 @@ impl Runtime {
         &self.inner.clock
     }
 
-    /// The journal, if any.
-    pub fn journal(&self) -> Option<&Arc<dyn Journal>> {
-        self.inner.journal.as_ref()
+    /// The journal store, if any.
+    pub fn store(&self) -> Option<&Arc<dyn JournalStore>> {
+        self.inner.store.as_ref()
     }
 
     /// Runs `P` on `input` until it ends or suspends.
@@ -413,7 +423,7 @@ impl Runtime {
         }
     }
 
-    /// Loads run `run_id` from the journal, verifies it, and [resumes](Runtime::resume) it.
+    /// Loads run `run_id` from the journal store, verifies it, and [resumes](Runtime::resume) it.
     pub fn resume_journaled<P: Program>(
         &self,
         run_id: &str,
@@ -423,8 +433,8 @@ impl Runtime {
         let this = self.clone();
         let run_id = run_id.to_string();
         async move {
-            let journal = this.inner.journal.clone().ok_or(RunError::NoJournal)?;
-            let entries = journal
+            let store = this.inner.store.clone().ok_or(RunError::NoJournal)?;
+            let entries = store
                 .load(&run_id)
                 .await?
                 .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
@@ -466,7 +476,7 @@ pub(crate) async fn replay_entries<P: Program>(
         secrets: vault,
         clock: Arc::new(SystemClock),
         backoff: Backoff::none(),
-        journal: None,
+        store: None,
     });
     let info = P::info();
     let mut exec = match prepare::<P>(
@@ -665,9 +675,9 @@ fn prepare<P: Program>(
             (mode, run_id.clone(), datums, entries)
         }
     };
-    let journal = match mode {
+    let store = match mode {
         Mode::Replay => None,
-        Mode::Live | Mode::Resume => inner.journal.clone(),
+        Mode::Live | Mode::Resume => inner.store.clone(),
     };
     // Room for the whole trace of a typical run: about two events per step.
     let capacity = match mode {
@@ -677,7 +687,8 @@ fn prepare<P: Program>(
     let mut rec = Recorder::new(
         Arc::from(run_id.as_str()),
         mode,
-        journal,
+        store,
+        opts.fence,
         recorded,
         capacity,
     );

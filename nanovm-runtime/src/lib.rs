@@ -3,8 +3,8 @@
 //!
 //! Code generated from a `.nvm` program implements [`program::Program`]; a [`Runtime`] runs it
 //! with a [`model::Model`], the host's tools, a [`Vault`] for secrets, a [`Clock`] and
-//! optionally a [`Journal`]. Every run yields an [`Execution`] whose [`trace::Trace`] is a
-//! blake3 hash chain; [`replay()`] re-runs the program over a trace without any I/O and must
+//! optionally a [`JournalStore`] (see [`store`]). Every run yields an [`Execution`] whose
+//! [`trace::Trace`] is a blake3 hash chain; [`replay()`] re-runs the program over a trace without any I/O and must
 //! reproduce it exactly. The semantics are specified in `docs/runtime.md`.
 
 #![warn(missing_docs)]
@@ -16,7 +16,6 @@ pub mod canonical;
 pub mod clock;
 pub mod executor;
 pub mod ids;
-pub mod journal;
 pub mod model;
 #[cfg(feature = "openai")]
 pub mod openai;
@@ -24,6 +23,7 @@ pub mod program;
 mod recorder;
 pub mod replay;
 pub mod scripted;
+pub mod store;
 pub mod trace;
 pub mod value;
 pub mod vault;
@@ -35,9 +35,9 @@ pub use executor::{
     Execution, Metrics, Mismatch, ReplayError, ReplayReport, RunError, RunOptions, Runtime,
     RuntimeBuilder,
 };
-pub use journal::{Journal, JournalError, MemoryJournal};
 pub use replay::replay;
 pub use scripted::{FnModel, ScriptedModel};
+pub use store::{Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord};
 pub use vault::{MemoryVault, Vault, VaultError};
 
 mod generated;

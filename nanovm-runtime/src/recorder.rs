@@ -8,7 +8,8 @@
 //! live. That is the one code path for all three.
 //!
 //! The recorder also owns group commit: [`Recorder::flush`] appends everything not yet durable
-//! in one [`Journal::append`] call. Entries that came from the recorded prefix are durable
+//! in one [`JournalStore::append`] call, under the run's lease
+//! [`Fence`] when it has one. Entries that came from the recorded prefix are durable
 //! already (that is where they were loaded from) and are never written again.
 
 use std::collections::VecDeque;
@@ -16,7 +17,7 @@ use std::sync::Arc;
 
 use crate::canonical::Encoder;
 use crate::executor::{Mismatch, RunError};
-use crate::journal::Journal;
+use crate::store::{Fence, JournalStore};
 use crate::trace::{Entry, Event, Trace};
 
 /// How the executor treats I/O once the recorded prefix, if any, is used up.
@@ -45,8 +46,8 @@ impl From<RunError> for Halt {
     }
 }
 
-impl From<crate::journal::JournalError> for Halt {
-    fn from(e: crate::journal::JournalError) -> Self {
+impl From<crate::store::JournalError> for Halt {
+    fn from(e: crate::store::JournalError) -> Self {
         Halt::Error(RunError::Journal(e))
     }
 }
@@ -56,7 +57,9 @@ pub(crate) struct Recorder {
     pub trace: Trace,
     pub scratch: Encoder,
     pub mode: Mode,
-    journal: Option<Arc<dyn Journal>>,
+    store: Option<Arc<dyn JournalStore>>,
+    /// The lease epoch appends are made under (`None`: unfenced).
+    fence: Option<Fence>,
     /// Entries `..flushed` of `trace` are durable.
     flushed: usize,
     recorded: VecDeque<Entry>,
@@ -66,7 +69,8 @@ impl Recorder {
     pub fn new(
         run_id: Arc<str>,
         mode: Mode,
-        journal: Option<Arc<dyn Journal>>,
+        store: Option<Arc<dyn JournalStore>>,
+        fence: Option<Fence>,
         recorded: Vec<Entry>,
         capacity: usize,
     ) -> Self {
@@ -76,7 +80,8 @@ impl Recorder {
             // Room for a typical event's canonical encoding.
             scratch: Encoder::with_capacity(512),
             mode,
-            journal,
+            store,
+            fence,
             flushed: 0,
             recorded: recorded.into(),
         }
@@ -179,17 +184,17 @@ impl Recorder {
         Ok(self.recorded.front())
     }
 
-    /// A durability point: appends every entry not yet durable in one journal write.
+    /// A durability point: appends every entry not yet durable in one store write.
     pub async fn flush(&mut self) -> Result<(), Halt> {
-        let Some(journal) = &self.journal else {
+        let Some(store) = &self.store else {
             return Ok(());
         };
         let entries = self.trace.entries();
         if self.flushed >= entries.len() {
             return Ok(());
         }
-        journal
-            .append(&self.run_id, &entries[self.flushed..])
+        store
+            .append(&self.run_id, &entries[self.flushed..], self.fence)
             .await?;
         self.flushed = entries.len();
         Ok(())
@@ -238,7 +243,7 @@ mod tests {
 
     #[test]
     fn recorded_entries_are_compared_and_rehashed() {
-        let mut live = Recorder::new("r".into(), Mode::Live, None, Vec::new(), 4);
+        let mut live = Recorder::new("r".into(), Mode::Live, None, None, Vec::new(), 4);
         live.emit(Event::Erased {
             vault_id: crate::value::VaultId([1; 16]),
         })
@@ -251,7 +256,7 @@ mod tests {
         live.emit(end.clone()).ok();
         let recorded = live.trace.entries().to_vec();
 
-        let mut replay = Recorder::new("r".into(), Mode::Replay, None, recorded.clone(), 4);
+        let mut replay = Recorder::new("r".into(), Mode::Replay, None, None, recorded.clone(), 4);
         assert!(replay.replaying());
         assert_eq!(
             replay.peek(),

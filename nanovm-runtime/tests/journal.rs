@@ -10,8 +10,8 @@ use std::sync::Arc;
 use nanovm_runtime::program::Program;
 use nanovm_runtime::trace::{Event, RunStatus, Trace};
 use nanovm_runtime::{
-    Execution, JournalError, ManualClock, MemoryJournal, MemoryVault, RunError, RunOptions,
-    Runtime, ScriptedModel,
+    Execution, JournalError, ManualClock, MemoryStore, MemoryVault, RunError, RunOptions, Runtime,
+    ScriptedModel,
 };
 use serde_json::json;
 
@@ -22,12 +22,12 @@ const START: u64 = 1_700_000_000_000;
 
 struct Setup {
     rt: Runtime,
-    journal: MemoryJournal,
+    store: MemoryStore,
     vault: Arc<MemoryVault>,
 }
 
 fn setup(answer: &str) -> Setup {
-    let journal = MemoryJournal::new();
+    let store = MemoryStore::new();
     let vault = Arc::new(MemoryVault::seeded(11));
     let rt = Runtime::builder()
         .model(
@@ -37,9 +37,9 @@ fn setup(answer: &str) -> Setup {
         )
         .vault(vault.clone())
         .clock(ManualClock::new(START))
-        .journal(journal.clone())
+        .store(store.clone())
         .build();
-    Setup { rt, journal, vault }
+    Setup { rt, store, vault }
 }
 
 impl Setup {
@@ -90,8 +90,8 @@ fn group_commit_writes_at_the_durability_points_only() {
         .expect("runs");
     assert_eq!(e.status, RunStatus::Success);
     // Before the effect (entries 0..=3), after its result (4), at the end (5).
-    assert_eq!(s.journal.appends(), 3);
-    assert_eq!(s.journal.entries(&e.run_id), e.trace.entries());
+    assert_eq!(s.store.appends(), 3);
+    assert_eq!(s.store.entries(&e.run_id), e.trace.entries());
 
     let s = setup("yes");
     let e = block_on(s.rt.run::<cr::Program>(
@@ -102,24 +102,24 @@ fn group_commit_writes_at_the_durability_points_only() {
     .expect("runs");
     assert_eq!(e.status, RunStatus::Suspended);
     assert_eq!(
-        s.journal.appends(),
+        s.store.appends(),
         1,
         "no effect: one write, at the suspension"
     );
-    assert_eq!(s.journal.entries(&e.run_id), e.trace.entries());
+    assert_eq!(s.store.entries(&e.run_id), e.trace.entries());
 }
 
 #[test]
 fn an_intent_is_durable_before_its_effect_is_invoked() {
     let s = setup("yes");
     let host = Host::new();
-    let journal = s.journal.clone();
+    let store = s.store.clone();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen2 = seen.clone();
     host.hook(
         "issue_refund",
         Arc::new(move |ctx| {
-            let last = journal.entries(&ctx.run_id).last().map(|e| e.event.clone());
+            let last = store.entries(&ctx.run_id).last().map(|e| e.event.clone());
             seen2
                 .lock()
                 .expect("lock")
@@ -150,7 +150,7 @@ fn an_intent_is_durable_before_its_effect_is_invoked() {
 #[test]
 fn a_journal_failure_stops_the_run_with_an_error() {
     let s = setup("yes");
-    s.journal.fail_after(0);
+    s.store.fail_after(0);
     let host = Host::new();
     let err = block_on(s.rt.run::<cr::Program>(
         s.input(100),
@@ -188,7 +188,7 @@ fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
         &host,
         "issue_refund",
     );
-    let stored = s.journal.entries(&run_id);
+    let stored = s.store.entries(&run_id);
     assert_eq!(
         events(&Trace::from_entries(stored.clone()).expect("verifies")),
         [
@@ -226,7 +226,7 @@ fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
         ]
     );
     assert_eq!(&e.trace.entries()[..4], &stored[..]);
-    assert_eq!(s.journal.entries(&run_id), e.trace.entries());
+    assert_eq!(s.store.entries(&run_id), e.trace.entries());
 
     // Resuming the finished run calls nothing.
     let third = Host::new();
@@ -274,11 +274,11 @@ fn after_a_crash_a_non_idempotent_effect_needs_reconciliation() {
 
 #[test]
 fn a_crash_inside_a_parallel_round_is_recovered_per_branch() {
-    let journal = MemoryJournal::new();
+    let store = MemoryStore::new();
     let rt = Runtime::builder()
         .model(ScriptedModel::new().always("summary", "fine"))
         .clock(ManualClock::new(START))
-        .journal(journal.clone())
+        .store(store.clone())
         .build();
     let input = || fanout::Input {
         order_id: "o-3".into(),
@@ -342,8 +342,7 @@ fn a_suspended_run_continues_from_a_recorded_delivery() {
     let resume_with = |last: Event, host: &Host| {
         let mut evs = event_list(&e.trace);
         evs.push(last);
-        s.journal
-            .set_entries(&e.run_id, rechain(evs).into_entries());
+        s.store.set_entries(&e.run_id, rechain(evs).into_entries());
         block_on(s.rt.resume_journaled::<cr::Program>(
             &e.run_id,
             Arc::new(host.clone()),
