@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crate::budget::{Backoff, Meter, Trip, Usage};
 use crate::cancel::CancelToken;
 use crate::clock::{Clock, SystemClock, millis};
+use crate::durable::Inject;
 use crate::ids;
 use crate::model::{Model, ModelError, ModelReply, ModelRequest};
 use crate::program::{
@@ -295,6 +296,30 @@ pub enum RunError {
     /// A replay needed to wait for I/O, which a replay never does (a runtime bug).
     #[error("internal error: {0}")]
     Internal(String),
+    /// The run is `running` and a worker holds its lease: it is being executed elsewhere.
+    #[error("run `{run_id}` is being executed by `{owner}` (lease until {expires_ms} ms)")]
+    Leased {
+        /// The run.
+        run_id: String,
+        /// The worker holding the lease.
+        owner: String,
+        /// When the lease expires, in milliseconds since the Unix epoch.
+        expires_ms: u64,
+    },
+    /// The run id is taken by a run that is not the one requested (another program, or other
+    /// plain inputs).
+    #[error("run id `{run_id}` is in use {reason}")]
+    RunIdInUse {
+        /// The run id.
+        run_id: String,
+        /// How the stored run differs.
+        reason: String,
+    },
+    /// The program refused a delivered event's payload (it does not have the `await`'s
+    /// declared type). Nothing was recorded. ([`crate::Runtime::deliver`] reports it as
+    /// [`crate::DeliverError::Payload`].)
+    #[error("the program refuses the event's payload: {0}")]
+    PayloadRefused(String),
 }
 
 /// Errors of [`crate::replay()`]: the same as a run's.
@@ -390,10 +415,44 @@ impl Runtime {
         tools: Arc<P::Tools>,
         opts: RunOptions,
     ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
-        let inner = self.inner.clone();
+        let this = self.clone();
         // Boxed here, once: the run future is a few kilobytes, and every executor that drives
         // it (`block_on`, `spawn`) would otherwise move it by value.
-        Box::pin(execute::<P>(inner, Start::Live(input), Some(tools), opts))
+        Box::pin(async move {
+            // A run id the store knows already is a duplicate start: nothing new is executed
+            // (see `crate::durable`).
+            if let Some(store) = this.inner.store.clone() {
+                let info = P::info();
+                let datums = P::record_input(&input);
+                let run_id = match &opts.run_id {
+                    Some(id) => id.clone(),
+                    None => ids::run_id_of(&info.hash, info.inputs, &datums),
+                };
+                if let Some(entries) = store.load(&run_id).await? {
+                    return this.rejoin::<P>(run_id, entries, datums, tools, opts).await;
+                }
+            }
+            execute::<P>(this.inner, Start::Live(input), Some(tools), opts, None).await
+        })
+    }
+
+    /// Continues a run from `entries` (durable already), applying `inject` where the recorded
+    /// prefix ends: the entry point of the durable protocol (`crate::durable`, workers).
+    pub(crate) fn continue_recorded<P: Program>(
+        &self,
+        entries: Vec<Entry>,
+        tools: Arc<P::Tools>,
+        opts: RunOptions,
+        inject: Option<Inject>,
+    ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
+        let inner = self.inner.clone();
+        Box::pin(execute::<P>(
+            inner,
+            Start::Recorded(Mode::Resume, entries),
+            Some(tools),
+            opts,
+            inject,
+        ))
     }
 
     /// Continues a run from its recorded trace: replays the recorded prefix (comparing every
@@ -418,6 +477,7 @@ impl Runtime {
                 Start::Recorded(Mode::Resume, trace.into_entries()),
                 Some(tools),
                 opts,
+                None,
             )
             .await
         }
@@ -545,16 +605,49 @@ enum Prepared<P: Program> {
     },
 }
 
+/// The [`Execution`] a recorded trace describes, replayed without any I/O (no model, no tool,
+/// no store): status, path, outputs and root as the run recorded them. A trace that stops
+/// mid-run gives status `running`, with the reason in `message`.
+pub(crate) fn replay_execution<P: Program>(entries: Vec<Entry>) -> Result<Execution, RunError> {
+    use std::task::Waker;
+    let vault = Arc::new(MemoryVault::new());
+    let inner = Arc::new(Inner {
+        model: None,
+        vault: vault.clone(),
+        secrets: vault,
+        clock: Arc::new(SystemClock),
+        backoff: Backoff::none(),
+        store: None,
+    });
+    let fut = std::pin::pin!(execute::<P>(
+        inner,
+        Start::Recorded(Mode::Replay, entries),
+        None,
+        RunOptions::default(),
+        None,
+    ));
+    let mut fut = fut;
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(r) => r,
+        Poll::Pending => Err(RunError::Internal(
+            "a replay waited for I/O, which replays never do".into(),
+        )),
+    }
+}
+
 async fn execute<P: Program>(
     inner: Arc<Inner>,
     start: Start<P>,
     tools: Option<Arc<P::Tools>>,
     opts: RunOptions,
+    inject: Option<Inject>,
 ) -> Result<Execution, RunError> {
     let wall = Instant::now();
     let started_ms = inner.clock.now_ms();
     let info = P::info();
+    let replay = matches!(start, Start::Recorded(Mode::Replay, _));
     if inner.model.is_none()
+        && !replay
         && let Some(step) = first_llm_step(info)
     {
         return Err(RunError::NoModel { step });
@@ -563,13 +656,17 @@ async fn execute<P: Program>(
     let mut exec = match prepared {
         Prepared::Ready(exec) => exec,
         Prepared::Refused { mut rec, message } => {
-            rec.emit(run_ended(RunStatus::Failed, None, Some(&message)))
-                .map_err(halt_to_error)?;
+            let (status, message) =
+                match rec.emit(run_ended(RunStatus::Failed, None, Some(&message))) {
+                    Ok(_) => (RunStatus::Failed, message),
+                    Err(Halt::ReplayEnd(why)) => (RunStatus::Running, why),
+                    Err(Halt::Error(e)) => return Err(e),
+                };
             check_leftover(&mut rec)?;
             rec.flush().await.map_err(halt_to_error)?;
             return Ok(Execution {
                 run_id: rec.run_id.to_string(),
-                status: RunStatus::Failed,
+                status,
                 end_step: None,
                 message: Some(message),
                 outputs: BTreeMap::new(),
@@ -584,8 +681,26 @@ async fn execute<P: Program>(
             });
         }
     };
-    let ended = exec.drive().await.map_err(halt_to_error)?;
+    exec.inject = inject;
+    let ended = match exec.drive().await {
+        Ok(ended) => ended,
+        // Only a replay runs out of recorded entries: the trace stops mid-run.
+        Err(Halt::ReplayEnd(why)) => Ended {
+            status: RunStatus::Running,
+            step: None,
+            message: Some(why),
+        },
+        Err(Halt::Error(e)) => return Err(e),
+    };
     exec.check_leftover()?;
+    if let Some(inject) = exec.inject.take() {
+        // The durable protocol checks where the run stands before injecting; reaching this
+        // means the check and the executor disagree. Nothing was appended for the input.
+        return Err(RunError::Internal(format!(
+            "the run {} without reaching the point where {inject:?} applies",
+            ended.status
+        )));
+    }
     Ok(exec.into_execution(ended, wall))
 }
 
@@ -717,6 +832,7 @@ fn prepare<P: Program>(
         step_clock: None,
         effect_key: None,
         step_durations: Vec::with_capacity(info.steps.len().min(64)),
+        inject: None,
         inner,
         info,
         tools,
@@ -746,6 +862,9 @@ struct Exec<P: Program> {
     /// See [`ids::effect_key`].
     effect_key: Option<[u8; 32]>,
     step_durations: Vec<(&'static str, Duration)>,
+    /// Input from outside (a delivered event, a due timeout, an operator's reconciliation)
+    /// applied where the recorded prefix ends; taken when applied.
+    inject: Option<Inject>,
 }
 
 /// What the step loop does after a step.
@@ -777,6 +896,20 @@ enum ToolIo {
     Done(Result<Json, ToolError>),
     Stopped(Verdict),
     Reconcile,
+    /// The run is (still) waiting for an operator: the recorded pause was reproduced and no
+    /// answer for the effect follows it.
+    Paused(Ended),
+}
+
+/// The outcome of [`Exec::settle`] at a reconciliation pause.
+enum Settle {
+    /// No operator answer (yet) for some effect: the run pauses `needs_reconciliation`.
+    Paused(Ended),
+    /// Every ambiguous effect has an answer: `(effect id, result, live)`; `result: None` means
+    /// the effect did not happen, and `live` that the operator said so in this execution (so
+    /// calling the tool now is safe; a recorded `None` only holds if the call that followed it
+    /// is recorded too).
+    Resolved(Vec<(Digest, Option<Json>, bool)>),
 }
 
 /// The successor named by a transition, with the arm for decisions.
@@ -942,6 +1075,22 @@ enum RoundStop {
     /// After a crash: effects of the round whose outcome is unknown and which must not be
     /// called again.
     Reconcile(Vec<(&'static ToolInfo, Digest)>),
+    /// A recorded reconciliation pause with no operator answer (yet) for some effect.
+    Paused(Ended),
+}
+
+/// The effects of a round whose outcome is unknown and which must not be called again: no
+/// answer, an intent recorded before this execution, a tool that is not idempotent, and no
+/// operator's `NotDone` in this execution (`cleared`). In declaration order.
+fn round_ambiguous<C>(jobs: &[Job<C>], cleared: &[bool]) -> Vec<(&'static ToolInfo, Digest)> {
+    jobs.iter()
+        .zip(cleared)
+        .filter(|(j, c)| {
+            !**c && j.answer.is_none()
+                && matches!(j.kind, JobKind::Tool { tool, intent_recorded: true, .. } if !tool.idempotent)
+        })
+        .filter_map(|(j, _)| j.effect())
+        .collect()
 }
 
 /// Per-branch progress inside one visit of a parallel step.
@@ -987,6 +1136,18 @@ impl<C> Job<C> {
             _ => None,
         }
     }
+}
+
+/// The message of a reconciliation pause (`run_ended: needs_reconciliation`).
+fn pause_message(effects: &[(&'static ToolInfo, Digest)]) -> String {
+    let list: Vec<String> = effects
+        .iter()
+        .map(|(t, k)| format!("`{}` (effect id {})", t.name, k))
+        .collect();
+    format!(
+        "the outcome of effect {} is unknown (its intent was recorded before an interruption) and the tool is not idempotent: an operator must reconcile it",
+        list.join(", ")
+    )
 }
 
 fn in_flight_message(effects: &[(&'static ToolInfo, Digest)]) -> Option<String> {
@@ -1616,6 +1777,7 @@ impl<P: Program> Exec<P> {
                 ToolIo::Reconcile => {
                     return Ok(Flow::End(self.reconcile(step, &[(tool, key)]).await?));
                 }
+                ToolIo::Paused(ended) => return Ok(Flow::End(ended)),
             };
             if retryable && attempt < max_attempts {
                 self.emit_tool_result(step, None, attempt, tool, key, args, result, None)
@@ -1668,9 +1830,30 @@ impl<P: Program> Exec<P> {
             (false, Some(args))
         };
         self.meter.usage.tool_calls += 1;
-        if self.rec.replaying() {
+        // Calling the tool live is safe when its intent is new, when the tool is idempotent,
+        // or when an operator said in this execution that the effect did not happen.
+        let mut cleared = !intent_recorded || tool.idempotent;
+        while self.rec.replaying() {
             if let Some(Event::ToolResult { result, .. }) = self.rec.peek() {
                 return Ok((ToolIo::Done(recorded_result(result)), args));
+            }
+            if tool.effect && self.pause_next() {
+                match self.settle(step, vec![(tool, key)]).await? {
+                    Settle::Paused(ended) => return Ok((ToolIo::Paused(ended), args)),
+                    Settle::Resolved(answers) => match answers.into_iter().next() {
+                        Some((_, Some(result), _)) => return Ok((ToolIo::Done(Ok(result)), args)),
+                        Some((_, None, live)) => {
+                            cleared = live;
+                            continue;
+                        }
+                        None => {
+                            return Err(RunError::Internal(
+                                "a reconciliation without an answer".into(),
+                            )
+                            .into());
+                        }
+                    },
+                }
             }
             if let Some(v) = self.recorded_verdict() {
                 return Ok((ToolIo::Stopped(v), args));
@@ -1691,7 +1874,7 @@ impl<P: Program> Exec<P> {
                 }
             )));
         }
-        if intent_recorded && !tool.idempotent {
+        if !cleared {
             return Ok((ToolIo::Reconcile, args));
         }
         let ctx = self.context(step_name, attempt, key);
@@ -1755,16 +1938,105 @@ impl<P: Program> Exec<P> {
         step: StepId,
         effects: &[(&'static ToolInfo, Digest)],
     ) -> Result<Ended, Halt> {
-        let list: Vec<String> = effects
-            .iter()
-            .map(|(t, k)| format!("`{}` (effect id {})", t.name, k))
-            .collect();
-        let message = format!(
-            "the outcome of effect {} is unknown (its intent was recorded before an interruption) and the tool is not idempotent: an operator must reconcile it",
-            list.join(", ")
-        );
+        let message = pause_message(effects);
         self.end(RunStatus::NeedsReconciliation, Some(step), Some(message))
             .await
+    }
+
+    /// True when the recorded prefix continues with a reconciliation pause
+    /// (`run_ended: needs_reconciliation`).
+    fn pause_next(&self) -> bool {
+        matches!(
+            self.rec.peek(),
+            Some(Event::RunEnded {
+                status: RunStatus::NeedsReconciliation,
+                ..
+            })
+        )
+    }
+
+    /// At a reconciliation pause for the ambiguous `effects` of `step` (recorded next in the
+    /// prefix): reproduces the pause, then takes the operator's answers that follow it, the
+    /// recorded `reconciled` events and, where the prefix ends, the injected one (recorded
+    /// live and made durable before anything else). Effects still without an answer pause the
+    /// run again: reproduced if recorded, live otherwise.
+    async fn settle(
+        &mut self,
+        step: StepId,
+        mut effects: Vec<(&'static ToolInfo, Digest)>,
+    ) -> Result<Settle, Halt> {
+        let step_name = self.name(step)?;
+        let mut answers = Vec::new();
+        loop {
+            let message = pause_message(&effects);
+            let recorded = self.rec.emit(run_ended(
+                RunStatus::NeedsReconciliation,
+                Some(self.step_info(step)?.name),
+                Some(&message),
+            ))?;
+            let paused = Ended {
+                status: RunStatus::NeedsReconciliation,
+                step: Some(step),
+                message: Some(message),
+            };
+            if !recorded {
+                self.rec.flush().await?;
+                return Ok(Settle::Paused(paused));
+            }
+            let before = answers.len();
+            while let Some(Event::Reconciled {
+                effect_id, result, ..
+            }) = self.rec.peek()
+            {
+                let Some(i) = effects.iter().position(|(_, k)| k == effect_id) else {
+                    break;
+                };
+                let (effect_id, result) = (*effect_id, result.clone());
+                effects.remove(i);
+                self.rec.emit(Event::Reconciled {
+                    step: step_name.clone(),
+                    effect_id,
+                    result: result.clone(),
+                })?;
+                answers.push((effect_id, result, false));
+            }
+            if !self.rec.replaying() && self.rec.mode == Mode::Resume {
+                let applies = matches!(&self.inject,
+                    Some(Inject::Reconcile { effect_id, .. })
+                        if effects.iter().any(|(_, k)| k == effect_id));
+                if applies && let Some(Inject::Reconcile { effect_id, result }) = self.inject.take()
+                {
+                    effects.retain(|(_, k)| *k != effect_id);
+                    self.rec.emit(Event::Reconciled {
+                        step: step_name.clone(),
+                        effect_id,
+                        result: result.clone(),
+                    })?;
+                    self.rec.flush().await?;
+                    answers.push((effect_id, result, true));
+                }
+            }
+            if answers.len() == before {
+                if self.rec.replaying() {
+                    let (index, recorded) = self
+                        .rec
+                        .peek_entry()
+                        .map_or((0, None), |e| (e.seq, Some(e.event.clone())));
+                    return Err(divergence(
+                        index,
+                        None,
+                        recorded,
+                        format!(
+                            "after the reconciliation pause at `{step_name}` only the operator's answers can follow"
+                        ),
+                    ));
+                }
+                return Ok(Settle::Paused(paused));
+            }
+            if effects.is_empty() {
+                return Ok(Settle::Resolved(answers));
+            }
+        }
     }
 
     // --- await -------------------------------------------------------------------------------
@@ -1793,6 +2065,13 @@ impl<P: Program> Exec<P> {
             Some(Event::TimedOut { .. }) => Some((None, Json::Null)),
             _ => None,
         };
+        if recorded.is_none()
+            && !self.rec.replaying()
+            && self.rec.mode == Mode::Resume
+            && let Some(flow) = self.injected_event(step, event).await?
+        {
+            return Ok(flow);
+        }
         if let Some((event_id, payload)) = recorded {
             let outcome = match &event_id {
                 Some(_) => Outcome::Event(&payload),
@@ -1827,6 +2106,66 @@ impl<P: Program> Exec<P> {
             step: Some(step),
             message: None,
         }))
+    }
+
+    /// Where the recorded prefix ends at a suspension: applies an injected delivery of
+    /// `event` or timeout, if there is one. The `delivered` / `timed_out` entry is made
+    /// durable before the run goes on, so of two racing deliveries only one is ever
+    /// acknowledged. A payload the program refuses changes nothing
+    /// ([`RunError::PayloadRefused`]).
+    async fn injected_event(
+        &mut self,
+        step: StepId,
+        event: &'static str,
+    ) -> Result<Option<Flow>, Halt> {
+        let applies = match &self.inject {
+            Some(Inject::Deliver { event: e, .. }) => e == event,
+            Some(Inject::Timeout) => true,
+            _ => false,
+        };
+        if !applies {
+            return Ok(None);
+        }
+        let step_name = self.name(step)?;
+        let (next, event_id, payload) = match self.inject.take() {
+            Some(Inject::Deliver {
+                event_id, payload, ..
+            }) => {
+                let next = P::transition(step, &mut self.state, Outcome::Event(&payload));
+                (next, Some(event_id), payload)
+            }
+            _ => (
+                P::transition(step, &mut self.state, Outcome::Timeout),
+                None,
+                Json::Null,
+            ),
+        };
+        let Some((_, to)) = target(&next) else {
+            let msg = self.refusal(step, next);
+            return Err(match event_id {
+                Some(_) => RunError::PayloadRefused(msg),
+                None => RunError::InvalidProgram(format!(
+                    "step `{step_name}` has a deadline but no timeout edge ({msg})"
+                )),
+            }
+            .into());
+        };
+        let next = self.name(to)?;
+        self.rec.emit(match event_id {
+            Some(event_id) => Event::Delivered {
+                step: step_name,
+                event: Cow::Borrowed(event),
+                event_id,
+                payload,
+                next,
+            },
+            None => Event::TimedOut {
+                step: step_name,
+                next,
+            },
+        })?;
+        self.rec.flush().await?;
+        Ok(Some(Flow::Go(to)))
     }
 
     // --- parallel ----------------------------------------------------------------------------
@@ -2002,25 +2341,70 @@ impl<P: Program> Exec<P> {
                 Some(v) => Some(v),
                 None if jobs.iter().all(|j| j.answer.is_some()) => None,
                 None => {
-                    if self.rec.mode == Mode::Replay {
+                    // Reconciliation pauses recorded next, with the operator's answers.
+                    let mut cleared = vec![false; jobs.len()];
+                    let mut verdict = None;
+                    while stop.is_none() && self.pause_next() {
+                        let ambiguous = round_ambiguous(&jobs, &cleared);
+                        if ambiguous.is_empty() {
+                            break;
+                        }
+                        match self.settle(step, ambiguous).await? {
+                            Settle::Paused(ended) => stop = Some(RoundStop::Paused(ended)),
+                            Settle::Resolved(answers) => {
+                                for (key, result, live) in answers {
+                                    let found = jobs.iter().position(|j| {
+                                        j.answer.is_none()
+                                            && j.effect().is_some_and(|(_, k)| k == key)
+                                    });
+                                    if let Some(j) = found {
+                                        match result {
+                                            Some(v) => {
+                                                jobs[j].answer = Some(JobAnswer::Tool(Ok(v)));
+                                            }
+                                            None => cleared[j] = live,
+                                        }
+                                    }
+                                }
+                                verdict = self.recorded_batch(step, &mut jobs)?;
+                                if verdict.is_some() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    if stop.is_some()
+                        || verdict.is_some()
+                        || jobs.iter().all(|j| j.answer.is_some())
+                    {
+                        verdict
+                    } else if self.rec.upcoming().any(|e| {
+                        matches!(
+                            e.event,
+                            Event::RunEnded {
+                                status: RunStatus::NeedsReconciliation,
+                                ..
+                            }
+                        )
+                    }) {
+                        // A recorded pause, with nothing ambiguous to pause for.
+                        return Err(self.missing_answer(format!(
+                            "the answers of the branches of `{}`",
+                            si.name
+                        )));
+                    } else if self.rec.mode == Mode::Replay {
                         return Err(Halt::ReplayEnd(format!(
                             "the recorded trace ends inside a round of parallel step `{}`",
                             si.name
                         )));
-                    }
-                    let ambiguous: Vec<_> = jobs
-                        .iter()
-                        .filter(|j| {
-                            j.answer.is_none()
-                                && matches!(j.kind, JobKind::Tool { tool, intent_recorded: true, .. } if !tool.idempotent)
-                        })
-                        .filter_map(Job::effect)
-                        .collect();
-                    if ambiguous.is_empty() {
-                        self.live_batch(&mut jobs).await?
                     } else {
-                        stop = Some(RoundStop::Reconcile(ambiguous));
-                        None
+                        let ambiguous = round_ambiguous(&jobs, &cleared);
+                        if ambiguous.is_empty() {
+                            self.live_batch(&mut jobs).await?
+                        } else {
+                            stop = Some(RoundStop::Reconcile(ambiguous));
+                            None
+                        }
                     }
                 }
             };
@@ -2033,6 +2417,11 @@ impl<P: Program> Exec<P> {
             let stop = stop
                 .or(verdict.map(RoundStop::Interrupted))
                 .or_else(|| self.meter.check_tokens_after().map(RoundStop::Tokens));
+            if let Some(RoundStop::Paused(ended)) = stop {
+                // Still waiting for an operator: nothing of the round is recorded (the answers
+                // given so far are in the `reconciled` events).
+                return Ok(Flow::End(ended));
+            }
             if let Some(stop) = stop {
                 // Record what came back (nothing applied), then stop.
                 let in_flight: Vec<_> = jobs
@@ -2052,6 +2441,7 @@ impl<P: Program> Exec<P> {
                     }
                     RoundStop::Tokens(trip) => self.trip(step, trip, None).await?,
                     RoundStop::Reconcile(effects) => self.reconcile(step, &effects).await?,
+                    RoundStop::Paused(ended) => ended,
                 };
                 return Ok(Flow::End(ended));
             }
@@ -2150,7 +2540,11 @@ impl<P: Program> Exec<P> {
                 ) if s == step_name && b == job.name => JobAnswer::Tool(recorded_result(result)),
                 _ => continue,
             };
-            job.answer = Some(answer);
+            // A branch answered already (by an operator's reconciliation) keeps its answer;
+            // its recorded result follows in order and is compared when it is recorded.
+            if job.answer.is_none() {
+                job.answer = Some(answer);
+            }
             upcoming.next();
         }
         let after = upcoming.next();
@@ -2160,6 +2554,15 @@ impl<P: Program> Exec<P> {
         }
         match after {
             None => Ok(None),
+            // A reconciliation pause: the round's caller settles it.
+            Some(Entry {
+                event:
+                    Event::RunEnded {
+                        status: RunStatus::NeedsReconciliation,
+                        ..
+                    },
+                ..
+            }) => Ok(None),
             Some(entry) => {
                 let verdict = self.verdict_in(&entry.event);
                 verdict.map(Some).ok_or_else(|| {

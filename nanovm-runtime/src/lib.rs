@@ -14,6 +14,7 @@ pub mod cache;
 pub mod cancel;
 pub mod canonical;
 pub mod clock;
+pub mod durable;
 pub mod executor;
 pub mod ids;
 pub mod model;
@@ -27,10 +28,12 @@ pub mod store;
 pub mod trace;
 pub mod value;
 pub mod vault;
+pub mod worker;
 
 pub use budget::{Backoff, Usage};
 pub use cancel::CancelToken;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
 pub use executor::{
     Execution, Metrics, Mismatch, ReplayError, ReplayReport, RunError, RunOptions, Runtime,
     RuntimeBuilder,
@@ -39,6 +42,7 @@ pub use replay::replay;
 pub use scripted::{FnModel, ScriptedModel};
 pub use store::{Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord};
 pub use vault::{MemoryVault, Vault, VaultError};
+pub use worker::Worker;
 
 mod generated;
 

@@ -1,0 +1,529 @@
+//! The durable protocol on top of a [`JournalStore`]: what happens to a run *between*
+//! executions.
+//!
+//! The executor runs a program from a recorded prefix to its next end or suspension; this
+//! module decides when and with what it is continued:
+//!
+//! * **Duplicate starts** ([`Runtime::run`] with a run id the store knows): nothing new is
+//!   executed. A run that ended, is suspended or needs reconciliation is answered with its
+//!   recorded outcome (replayed from the stored trace); a run that is still `running` (a crash
+//!   left it mid-way) is resumed, unless a worker holds its lease ([`RunError::Leased`]).
+//! * **Events** ([`Runtime::deliver`]): a suspended run waiting for the named event gets a
+//!   `delivered` entry and continues live; an event id the run has seen before is acknowledged
+//!   and ignored ([`Delivery::Duplicate`]); a payload the program refuses changes nothing.
+//! * **Timeouts** ([`Runtime::fire_timeouts`]): suspended runs whose deadline has passed on the
+//!   runtime's [`Clock`](crate::Clock) take their timeout edge.
+//! * **Reconciliation** ([`Runtime::reconcile`]): an operator says whether an ambiguous effect
+//!   happened; the run continues with that answer.
+//! * **Pending runs** ([`Runtime::submit`]): a `run_started` entry and nothing else, for
+//!   [`Worker`](crate::Worker)s to claim.
+//!
+//! Each operation reads the stored trace once, decides on that snapshot, and appends through
+//! the store's sequence check, so two racing operations on one run cannot both apply: the
+//! second one's first append is a [`JournalError::Conflict`], and retrying it sees the run as
+//! the first one left it. The rules and the failure matrix are in `docs/runtime.md`
+//! ("Durability").
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::canonical::Encoder;
+use crate::executor::{Execution, RunError, RunOptions, Runtime, replay_execution};
+use crate::ids;
+use crate::program::{Program, ProgramInfo};
+use crate::store::{JournalError, JournalStore, RunQuery};
+use crate::trace::{Entry, Event, RunStatus, Trace};
+use crate::value::{Datum, Digest, Json};
+
+/// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    /// The effect happened and the tool's answer was this value: the run continues as if the
+    /// tool had returned it (the tool is not called).
+    Done(Json),
+    /// The effect did not happen (and the call that was in flight can no longer make it
+    /// happen): the tool is called again, with the same idempotency key.
+    NotDone,
+}
+
+/// The answer to [`Runtime::deliver`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The event was recorded and the run continued to its next end or suspension.
+    Resumed(Execution),
+    /// The run had received an event with this id before: nothing was recorded; the execution
+    /// is the run as stored (replayed), wherever it is now.
+    Duplicate(Execution),
+    /// The await's deadline had passed when the event arrived: the run took its timeout edge
+    /// instead, and the event was not recorded.
+    TimedOut(Execution),
+}
+
+impl Delivery {
+    /// The run, whichever way the delivery went.
+    pub fn execution(&self) -> &Execution {
+        match self {
+            Delivery::Resumed(e) | Delivery::Duplicate(e) | Delivery::TimedOut(e) => e,
+        }
+    }
+
+    /// The run, whichever way the delivery went.
+    pub fn into_execution(self) -> Execution {
+        match self {
+            Delivery::Resumed(e) | Delivery::Duplicate(e) | Delivery::TimedOut(e) => e,
+        }
+    }
+}
+
+/// Why [`Runtime::deliver`] did not deliver. Nothing was recorded in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeliverError {
+    /// The store has no run with this id.
+    #[error("run `{0}` is not in the store")]
+    UnknownRun(String),
+    /// The run is not suspended waiting for this event (it ended, runs, waits for another
+    /// event, or needs reconciliation).
+    #[error("run `{run_id}` is not waiting for `{event}`: it is {status}{}",
+        waiting_for.as_ref().map_or(String::new(), |w| format!(" waiting for `{w}`")))]
+    NotWaiting {
+        /// The run.
+        run_id: String,
+        /// The event offered.
+        event: String,
+        /// The run's status.
+        status: RunStatus,
+        /// The event it waits for, if suspended.
+        waiting_for: Option<String>,
+    },
+    /// The program refuses the payload (it does not have the await's declared type).
+    #[error("the payload is refused: {0}")]
+    Payload(String),
+    /// The store failed, or another writer got there first ([`JournalError::Conflict`]: retry,
+    /// and the delivery is answered as the run now stands), or the stored trace does not
+    /// replay.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Why [`Runtime::reconcile`] refused. Nothing was recorded in any of these cases.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReconcileError {
+    /// The store has no run with this id.
+    #[error("run `{0}` is not in the store")]
+    UnknownRun(String),
+    /// The run is not waiting for an operator.
+    #[error("run `{run_id}` does not need reconciliation: it is {status}")]
+    NotNeeded {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: RunStatus,
+    },
+    /// The effect id is not one whose outcome is unknown.
+    #[error("effect {effect_id} of run `{run_id}` is not ambiguous (ambiguous: {})",
+        if ambiguous.is_empty() { "none".to_string() } else {
+            ambiguous.iter().map(Digest::to_hex).collect::<Vec<_>>().join(", ") })]
+    NotAmbiguous {
+        /// The run.
+        run_id: String,
+        /// The effect id offered.
+        effect_id: Digest,
+        /// The effects that are ambiguous, in the order they were started.
+        ambiguous: Vec<Digest>,
+    },
+    /// The store failed, another writer got there first, or the stored trace does not replay.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Input the executor applies where the recorded prefix ends (a live continuation only).
+#[derive(Clone, Debug)]
+pub(crate) enum Inject {
+    /// At the suspension: the event arrived.
+    Deliver {
+        event: String,
+        event_id: String,
+        payload: Json,
+    },
+    /// At the suspension: the deadline passed.
+    Timeout,
+    /// At the reconciliation pause: the operator's answer for one effect.
+    Reconcile {
+        effect_id: Digest,
+        result: Option<Json>,
+    },
+}
+
+/// Where a stored run stands, read from its trace (the last event that is not an erasure).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Tail {
+    pub status: RunStatus,
+    /// While suspended: the event waited for and its deadline.
+    pub waiting: Option<(String, Option<u64>)>,
+}
+
+impl Tail {
+    pub fn of(entries: &[Entry]) -> Tail {
+        let last = entries
+            .iter()
+            .rev()
+            .find(|e| !matches!(e.event, Event::Erased { .. }));
+        match last.map(|e| &e.event) {
+            Some(Event::RunEnded { status, .. }) => Tail {
+                status: *status,
+                waiting: None,
+            },
+            Some(Event::Suspended {
+                event, deadline_ms, ..
+            }) => Tail {
+                status: RunStatus::Suspended,
+                waiting: Some((event.to_string(), *deadline_ms)),
+            },
+            _ => Tail {
+                status: RunStatus::Running,
+                waiting: None,
+            },
+        }
+    }
+}
+
+/// True if the run received an event with id `event_id` (of any name).
+fn delivered_before(entries: &[Entry], event_id: &str) -> bool {
+    entries
+        .iter()
+        .any(|e| matches!(&e.event, Event::Delivered { event_id: id, .. } if id == event_id))
+}
+
+/// The effects of a trace whose outcome is unknown and whose tool is not idempotent: the last
+/// intent of the effect id has no result after it, and no operator said it happened. In the
+/// order of their first intent.
+pub(crate) fn ambiguous_effects(info: &ProgramInfo, entries: &[Entry]) -> Vec<Digest> {
+    let mut open: Vec<(Digest, bool)> = Vec::new();
+    for e in entries {
+        match &e.event {
+            Event::ToolIntent {
+                effect_id, tool, ..
+            } if !open.iter().any(|(k, _)| k == effect_id) => {
+                let idempotent = info
+                    .tools
+                    .iter()
+                    .find(|t| t.name == tool.as_ref())
+                    .is_some_and(|t| t.idempotent);
+                open.push((*effect_id, idempotent));
+            }
+            Event::ToolResult { key, .. } => open.retain(|(k, _)| k != key),
+            Event::Reconciled {
+                effect_id,
+                result: Some(_),
+                ..
+            } => open.retain(|(k, _)| k != effect_id),
+            _ => {}
+        }
+    }
+    open.into_iter()
+        .filter(|(_, idempotent)| !idempotent)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The recorded inputs of a `run_started` event, if `entries` starts with one.
+fn recorded_start(entries: &[Entry]) -> Option<(&str, &[(crate::program::Name, Datum)])> {
+    match &entries.first()?.event {
+        Event::RunStarted {
+            program, inputs, ..
+        } => Some((program, inputs)),
+        _ => None,
+    }
+}
+
+/// Checks that a stored run is the run a start request describes: the same program, and the
+/// same plain inputs. Secret inputs are not compared (a retried request stores its secret
+/// again, under a new vault id and salt).
+fn same_request(
+    info: &ProgramInfo,
+    run_id: &str,
+    entries: &[Entry],
+    datums: &[Datum],
+) -> Result<(), RunError> {
+    let in_use = |reason: String| RunError::RunIdInUse {
+        run_id: run_id.to_string(),
+        reason,
+    };
+    let Some((program, inputs)) = recorded_start(entries) else {
+        return Err(in_use(
+            "its stored trace does not start with `run_started`".into(),
+        ));
+    };
+    if program != info.name {
+        return Err(in_use(format!("by a run of program `{program}`")));
+    }
+    for ((name, stored), offered) in inputs.iter().zip(datums) {
+        if let (Datum::Plain(a), Datum::Plain(b)) = (stored, offered)
+            && a != b
+        {
+            return Err(in_use(format!(
+                "by a run whose input `{name}` is different"
+            )));
+        }
+    }
+    if inputs.len() != datums.len() {
+        return Err(in_use("by a run with other inputs".into()));
+    }
+    Ok(())
+}
+
+impl Runtime {
+    fn required_store(&self) -> Result<Arc<dyn JournalStore>, RunError> {
+        self.store().cloned().ok_or(RunError::NoJournal)
+    }
+
+    /// A start request for a run id the store already holds (`entries`): see the module docs.
+    pub(crate) async fn rejoin<P: Program>(
+        &self,
+        run_id: String,
+        entries: Vec<Entry>,
+        datums: Vec<Datum>,
+        tools: Arc<P::Tools>,
+        opts: RunOptions,
+    ) -> Result<Execution, RunError> {
+        let info = P::info();
+        same_request(info, &run_id, &entries, &datums)?;
+        if Tail::of(&entries).status != RunStatus::Running {
+            return replay_execution::<P>(entries);
+        }
+        // Mid-way: resume it, unless a worker is on it.
+        let store = self.required_store()?;
+        if let Some(record) = store.run(&run_id).await?
+            && let (Some(owner), Some(expires_ms)) = (record.lease_owner, record.lease_expires_ms)
+            && expires_ms > self.clock().now_ms()
+        {
+            return Err(RunError::Leased {
+                run_id,
+                owner,
+                expires_ms,
+            });
+        }
+        self.continue_recorded::<P>(entries, tools, opts, None)
+            .await
+    }
+
+    /// Records a run of `P` on `input` as *pending*: appends its `run_started` entry and
+    /// nothing else, for a [`Worker`](crate::Worker) to claim and execute. Returns the run id
+    /// (`run_id`, or the one derived from the program and the recorded inputs, see
+    /// [`ids::run_id`]).
+    ///
+    /// Submitting the same request again (same run id, program and plain inputs) is
+    /// acknowledged and changes nothing; a different request under a run id in use is
+    /// [`RunError::RunIdInUse`]. Needs a store ([`RunError::NoJournal`]).
+    pub async fn submit<P: Program>(
+        &self,
+        input: P::Input,
+        run_id: Option<&str>,
+    ) -> Result<String, RunError> {
+        let store = self.required_store()?;
+        let info = P::info();
+        let datums = P::record_input(&input);
+        let run_id = match run_id {
+            Some(id) => id.to_string(),
+            None => ids::run_id_of(&info.hash, info.inputs, &datums),
+        };
+        let mut trace = Trace::new();
+        trace.push(
+            Event::RunStarted {
+                run_id: run_id.clone(),
+                program: Cow::Borrowed(info.name),
+                program_hash: info.hash,
+                inputs: info
+                    .inputs
+                    .iter()
+                    .map(|i| Cow::Borrowed(i.name))
+                    .zip(datums.iter().cloned())
+                    .collect(),
+            },
+            &mut Encoder::new(),
+        );
+        match store.append(&run_id, trace.entries(), None).await {
+            Ok(()) => Ok(run_id),
+            Err(JournalError::Conflict { .. }) => {
+                let entries = store
+                    .load(&run_id)
+                    .await?
+                    .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
+                same_request(info, &run_id, &entries, &datums)?;
+                Ok(run_id)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Delivers event `event` with id `event_id` and `payload` to run `run_id` of `P`, and
+    /// continues the run live (with `tools`) until its next end or suspension.
+    ///
+    /// * The run must be suspended at an `await` of exactly `event`, else
+    ///   [`DeliverError::NotWaiting`].
+    /// * An `event_id` the run has received before (any event name, even if the run has moved
+    ///   on since) is acknowledged and ignored: [`Delivery::Duplicate`] with the run as stored.
+    /// * A payload the program refuses (not of the await's declared type) is
+    ///   [`DeliverError::Payload`].
+    /// * If the await's deadline has passed on the runtime's clock, the run takes its timeout
+    ///   edge instead ([`Delivery::TimedOut`]) and the event is not recorded: a late event
+    ///   never overrides a timeout that is due.
+    /// * Otherwise `delivered { .., next }` is appended (made durable before anything else
+    ///   happens) and the run continues: [`Delivery::Resumed`].
+    ///
+    /// Two racing deliveries to one waiting run: exactly one `delivered` is appended; the other
+    /// fails with [`JournalError::Conflict`] before doing anything, and retrying it answers
+    /// `NotWaiting` (or `Duplicate` for the same event id).
+    pub async fn deliver<P: Program>(
+        &self,
+        run_id: &str,
+        event: &str,
+        event_id: &str,
+        payload: Json,
+        tools: Arc<P::Tools>,
+    ) -> Result<Delivery, DeliverError> {
+        let store = self.required_store()?;
+        let entries = store
+            .load(run_id)
+            .await
+            .map_err(RunError::from)?
+            .ok_or_else(|| DeliverError::UnknownRun(run_id.to_string()))?;
+        if delivered_before(&entries, event_id) {
+            return Ok(Delivery::Duplicate(replay_execution::<P>(entries)?));
+        }
+        let tail = Tail::of(&entries);
+        let deadline_ms = match &tail.waiting {
+            Some((waiting, deadline_ms)) if waiting == event => *deadline_ms,
+            _ => {
+                return Err(DeliverError::NotWaiting {
+                    run_id: run_id.to_string(),
+                    event: event.to_string(),
+                    status: tail.status,
+                    waiting_for: tail.waiting.map(|(w, _)| w),
+                });
+            }
+        };
+        let due = deadline_ms.is_some_and(|d| d <= self.clock().now_ms());
+        let inject = if due {
+            Inject::Timeout
+        } else {
+            Inject::Deliver {
+                event: event.to_string(),
+                event_id: event_id.to_string(),
+                payload,
+            }
+        };
+        match self
+            .continue_recorded::<P>(entries, tools, RunOptions::new(), Some(inject))
+            .await
+        {
+            Ok(e) if due => Ok(Delivery::TimedOut(e)),
+            Ok(e) => Ok(Delivery::Resumed(e)),
+            Err(RunError::PayloadRefused(msg)) => Err(DeliverError::Payload(msg)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fires the timeouts that are due: every run of `P` suspended at an `await` whose deadline
+    /// is at or before the clock's `now_ms` takes its timeout edge (`timed_out` is appended)
+    /// and continues live with `tools`. Returns the continued runs, oldest first.
+    ///
+    /// Runs whose lease a worker holds are left to it, and runs of another build of `P`
+    /// (another program hash) are skipped. A run that another writer moved on in the meantime
+    /// ([`JournalError::Conflict`]) is skipped; any other failure stops and is returned.
+    pub async fn fire_timeouts<P: Program>(
+        &self,
+        tools: Arc<P::Tools>,
+    ) -> Result<Vec<Execution>, RunError> {
+        let store = self.required_store()?;
+        let info = P::info();
+        let now = self.clock().now_ms();
+        let query = RunQuery::new()
+            .program(info.name)
+            .status(RunStatus::Suspended);
+        let mut fired = Vec::new();
+        for record in store.runs(&query).await? {
+            let due = record.deadline_ms.is_some_and(|d| d <= now);
+            let leased = record.lease_expires_ms.is_some_and(|t| t > now);
+            if !due || leased || record.program_hash != info.hash {
+                continue;
+            }
+            let Some(entries) = store.load(&record.run_id).await? else {
+                continue;
+            };
+            let tail = Tail::of(&entries);
+            if !matches!(tail.waiting, Some((_, Some(d))) if d <= now) {
+                continue;
+            }
+            match self
+                .continue_recorded::<P>(
+                    entries,
+                    tools.clone(),
+                    RunOptions::new(),
+                    Some(Inject::Timeout),
+                )
+                .await
+            {
+                Ok(e) => fired.push(e),
+                Err(RunError::Journal(JournalError::Conflict { .. })) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Resolves the ambiguous effect `effect_id` of run `run_id` (status
+    /// `needs_reconciliation`) and continues the run live with `tools`.
+    ///
+    /// Appends `reconciled { step, effect_id, result }` (made durable first), then:
+    /// [`Resolution::Done(v)`](Resolution::Done) continues as if the tool had returned `v`;
+    /// [`Resolution::NotDone`] calls the tool again with the same idempotency key. If other
+    /// effects of the same parallel round are still ambiguous, the run pauses again
+    /// (`needs_reconciliation`) naming those.
+    ///
+    /// Refused, with nothing recorded, when the run does not need reconciliation
+    /// ([`ReconcileError::NotNeeded`]) or `effect_id` is not ambiguous
+    /// ([`ReconcileError::NotAmbiguous`]). Choose `NotDone` only when the effect certainly did
+    /// not happen and the call that was in flight can no longer make it happen (its process is
+    /// gone, its request timed out at the other end); when in doubt, ask the other end.
+    pub async fn reconcile<P: Program>(
+        &self,
+        run_id: &str,
+        effect_id: Digest,
+        resolution: Resolution,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, ReconcileError> {
+        let store = self.required_store()?;
+        let entries = store
+            .load(run_id)
+            .await
+            .map_err(RunError::from)?
+            .ok_or_else(|| ReconcileError::UnknownRun(run_id.to_string()))?;
+        let status = Tail::of(&entries).status;
+        if status != RunStatus::NeedsReconciliation {
+            return Err(ReconcileError::NotNeeded {
+                run_id: run_id.to_string(),
+                status,
+            });
+        }
+        let ambiguous = ambiguous_effects(P::info(), &entries);
+        if !ambiguous.contains(&effect_id) {
+            return Err(ReconcileError::NotAmbiguous {
+                run_id: run_id.to_string(),
+                effect_id,
+                ambiguous,
+            });
+        }
+        let result = match resolution {
+            Resolution::Done(v) => Some(v),
+            Resolution::NotDone => None,
+        };
+        let inject = Inject::Reconcile { effect_id, result };
+        Ok(self
+            .continue_recorded::<P>(entries, tools, RunOptions::new(), Some(inject))
+            .await?)
+    }
+}

@@ -1,0 +1,150 @@
+//! Workers: many processes, on many machines, executing the runs of one shared store.
+//!
+//! A [`Worker`] claims one runnable run at a time with [`JournalStore::claim`] (a `running`
+//! run nobody holds, or a suspended one whose timeout is due), executes it to its next end or
+//! suspension with every append fenced by the lease's epoch, renews the lease while the run
+//! takes long, and gives it back. If the worker stalls past its lease and another worker claims
+//! the run, the stalled worker's next append fails with [`JournalError::Fenced`] and it stops:
+//! since an effect is only invoked after its intent was appended, it invokes no effect after
+//! that either.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::durable::{Inject, Tail};
+use crate::executor::{Execution, RunError, RunOptions, Runtime, replay_execution};
+use crate::program::Program;
+use crate::store::{JournalError, JournalStore, Lease};
+use crate::trace::RunStatus;
+
+/// Executes the runs of a shared store, one at a time, under leases. See the module docs.
+///
+/// ```no_run
+/// # use std::sync::Arc;
+/// # use nanovm_runtime::{Runtime, Worker, program::Program};
+/// # async fn demo<P: Program>(runtime: Runtime, tools: Arc<P::Tools>) -> Result<(), nanovm_runtime::RunError> {
+/// let worker = Worker::new(runtime, "worker-1", 30_000);
+/// while let Some(execution) = worker.run_once::<P>(tools.clone()).await? {
+///     println!("{}: {}", execution.run_id, execution.status);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    runtime: Runtime,
+    name: String,
+    lease_ms: u64,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.name)
+            .field("lease_ms", &self.lease_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker named `name` (unique among the workers of a store: it is the lease owner) whose
+    /// leases last `lease_ms` milliseconds on the runtime's clock and are renewed every third
+    /// of that while a run executes. The runtime must have a store.
+    pub fn new(runtime: Runtime, name: impl Into<String>, lease_ms: u64) -> Self {
+        Worker {
+            runtime,
+            name: name.into(),
+            lease_ms: lease_ms.max(1),
+        }
+    }
+
+    /// The worker's name (the lease owner it writes).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Claims one runnable run of `P` and executes it with `tools` until it ends or suspends.
+    /// `Ok(None)`: nothing to do.
+    ///
+    /// A `running` run is resumed from its stored trace; a suspended run whose deadline has
+    /// passed takes its timeout edge. Every append carries the lease's fence. The lease is
+    /// renewed every `lease_ms / 3` (on the runtime's clock) while the run executes, and
+    /// released at the end, whatever the outcome.
+    ///
+    /// Errors: [`RunError::Journal`] with [`JournalError::Fenced`] when the lease was lost
+    /// (the worker stalled past it and another worker claimed the run; this worker stopped
+    /// without writing anything more), any other store failure, or a stored trace that does
+    /// not replay with this build of `P` (the run stays claimable; fix or remove it).
+    pub async fn run_once<P: Program>(
+        &self,
+        tools: Arc<P::Tools>,
+    ) -> Result<Option<Execution>, RunError> {
+        let store = self.runtime.store().cloned().ok_or(RunError::NoJournal)?;
+        let clock = self.runtime.clock().clone();
+        let Some(lease) = store
+            .claim(P::info().name, &self.name, clock.now_ms(), self.lease_ms)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (result, lease) = self.execute::<P>(&store, lease, tools).await;
+        let released = store.release(&lease).await;
+        match (result, released) {
+            // A lost lease is what the caller needs to hear about, not the failed release.
+            (Err(e), _) => Err(e),
+            (Ok(e), Ok(())) => Ok(Some(e)),
+            (Ok(_), Err(e)) => Err(e.into()),
+        }
+    }
+
+    /// Executes a claimed run, renewing the lease; returns the outcome and the latest lease.
+    async fn execute<P: Program>(
+        &self,
+        store: &Arc<dyn JournalStore>,
+        lease: Lease,
+        tools: Arc<P::Tools>,
+    ) -> (Result<Execution, RunError>, Lease) {
+        let clock = self.runtime.clock().clone();
+        let entries = match store.load(&lease.run_id).await {
+            Ok(Some(entries)) => entries,
+            Ok(None) => return (Err(RunError::UnknownRun(lease.run_id.clone())), lease),
+            Err(e) => return (Err(e.into()), lease),
+        };
+        let tail = Tail::of(&entries);
+        let inject = match (tail.status, &tail.waiting) {
+            (RunStatus::Running, _) => None,
+            (RunStatus::Suspended, Some((_, Some(d)))) if *d <= clock.now_ms() => {
+                Some(Inject::Timeout)
+            }
+            // Moved on between the claim and the load (a delivery, say): nothing to execute.
+            _ => return (replay_execution::<P>(entries), lease),
+        };
+        let run = self.runtime.continue_recorded::<P>(
+            entries,
+            tools,
+            RunOptions::new().fence(lease.fence()),
+            inject,
+        );
+        let mut current = lease.clone();
+        let period = Duration::from_millis((self.lease_ms / 3).max(1));
+        let renewals = async {
+            loop {
+                clock.sleep(period).await;
+                match store.renew(&current, clock.now_ms(), self.lease_ms).await {
+                    Ok(renewed) => current = renewed,
+                    // Lost: stop executing at once (dropping the run is a crash as far as the
+                    // store is concerned; the new owner recovers it).
+                    Err(e @ JournalError::Fenced { .. }) => return e,
+                    // A failed renewal is retried at the next period; the lease may still
+                    // be ours, and if it is not, the next append says so.
+                    Err(_) => {}
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = run => r,
+            e = renewals => Err(RunError::Journal(e)),
+        };
+        (result, current)
+    }
+}
