@@ -1,0 +1,529 @@
+//! nanovm half of the side-by-side benchmark against `llm-nano-vm` 0.8.9
+//! (`benches/peer/compare.sh` runs both halves and prints the table).
+//!
+//! ```text
+//! cargo run --release -p nanovm-bench --bin compare -- --json [--quick] [--runs R]
+//!     [--workloads guard4,linear10,...] [--modes memory,sqlite] [--n N] [--allocs]
+//! cargo run --release -p nanovm-bench --bin compare -- --print-source linear10
+//! ```
+//!
+//! For each workload and mode: warm-up runs (each deep-checked: exact path, the exported trace
+//! verifies, a replay reproduces the root hash), calibration (N runs per sample so that a sample
+//! takes about 0.75 s), then R samples (default 5, 2 with `--quick`) of N back-to-back runs on
+//! one current-thread tokio runtime, timed with `Instant`. Every timed run is checked (status
+//! success, exact step, model-call and tool-call counts, path length); after every sample the
+//! mock model's and tools' own call counters must equal N times the expected counts. A failed
+//! check prints `NANOVM RUN CHECK FAILED: ...` and exits with status 1, before any number is
+//! printed for that workload.
+//!
+//! Output with `--json`: one JSON line per workload and mode on stdout,
+//! `{"side":"nanovm","mode":"memory","workload":"guard4","steps_per_run":4,
+//!   "steps_per_sec":...,"runs_per_sec":...,"samples":[...],"n_per_sample":N}` (median of the
+//! samples), plus `allocs_per_run` / `alloc_bytes_per_run` / `reallocs_per_run` with
+//! `--allocs`. Without `--json`, a human-readable table. Progress goes to stderr.
+//!
+//! `--allocs` counts heap allocations with a counting global allocator, in a separate untimed
+//! pass after the samples (the allocator is always installed; while not counting it costs one
+//! relaxed atomic load per allocation).
+//!
+//! The `sqlite` mode needs `nanovm_runtime::store::SqliteStore`; until the runtime has it this
+//! binary prints nothing for the mode (and says so on stderr), so the table shows `—`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nanovm_bench::{Bench, Expected, Workload, sanity_checks, tokio_runtime};
+
+// --- allocation counting -------------------------------------------------------------------------
+
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static REALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every method forwards to `System` with the caller's arguments; the counters are
+// plain atomics and never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded as is.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            REALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(
+                new_size.saturating_sub(layout.size()) as u64,
+                Ordering::Relaxed,
+            );
+        }
+        // SAFETY: forwarded as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f`: (allocations, reallocations, bytes requested).
+fn count_allocs<T>(f: impl FnOnce() -> T) -> (T, u64, u64, u64) {
+    ALLOCS.store(0, Ordering::Relaxed);
+    REALLOCS.store(0, Ordering::Relaxed);
+    BYTES.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::SeqCst);
+    let out = f();
+    COUNTING.store(false, Ordering::SeqCst);
+    (
+        out,
+        ALLOCS.load(Ordering::Relaxed),
+        REALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    )
+}
+
+// --- arguments -----------------------------------------------------------------------------------
+
+const TARGET_SAMPLE: Duration = Duration::from_millis(750);
+const QUICK_TARGET_SAMPLE: Duration = Duration::from_millis(20);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ModeArg {
+    Memory,
+    Sqlite,
+}
+
+impl ModeArg {
+    fn name(self) -> &'static str {
+        match self {
+            ModeArg::Memory => "memory",
+            ModeArg::Sqlite => "sqlite",
+        }
+    }
+}
+
+struct Args {
+    json: bool,
+    quick: bool,
+    runs: usize,
+    n: Option<u64>,
+    allocs: bool,
+    workloads: Vec<Workload>,
+    modes: Vec<ModeArg>,
+}
+
+const USAGE: &str = "usage: compare [--json] [--quick] [--runs R] [--n N] [--allocs] \
+[--workloads a,b,...] [--modes memory,sqlite] | --print-source WORKLOAD";
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        json: false,
+        quick: false,
+        runs: 0,
+        n: None,
+        allocs: false,
+        workloads: Workload::ALL.to_vec(),
+        modes: vec![ModeArg::Memory, ModeArg::Sqlite],
+    };
+    let mut runs = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match arg.as_str() {
+            "--json" => args.json = true,
+            "--quick" => args.quick = true,
+            "--allocs" => args.allocs = true,
+            "--runs" => {
+                let r: usize = value("--runs")?
+                    .parse()
+                    .map_err(|e| format!("--runs: {e}"))?;
+                if r == 0 {
+                    return Err("--runs must be >= 1".into());
+                }
+                runs = Some(r);
+            }
+            "--n" => {
+                let n: u64 = value("--n")?.parse().map_err(|e| format!("--n: {e}"))?;
+                if n == 0 {
+                    return Err("--n must be >= 1".into());
+                }
+                args.n = Some(n);
+            }
+            "--workloads" => {
+                args.workloads = value("--workloads")?
+                    .split(',')
+                    .filter(|w| !w.trim().is_empty())
+                    .map(|w| {
+                        Workload::from_name(w.trim())
+                            .ok_or_else(|| format!("unknown workload `{w}`"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--modes" => {
+                args.modes = value("--modes")?
+                    .split(',')
+                    .map(|m| match m.trim() {
+                        "memory" => Ok(ModeArg::Memory),
+                        "sqlite" => Ok(ModeArg::Sqlite),
+                        other => Err(format!("unknown mode `{other}` (memory, sqlite)")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--print-source" => {
+                let name = value("--print-source")?;
+                let w = Workload::from_name(&name)
+                    .ok_or_else(|| format!("unknown workload `{name}`"))?;
+                print!("{}", w.source());
+                return Ok(None);
+            }
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            other => return Err(format!("unknown argument `{other}`")),
+        }
+    }
+    args.runs = runs.unwrap_or(if args.quick { 2 } else { 5 });
+    Ok(Some(args))
+}
+
+// --- measuring -----------------------------------------------------------------------------------
+
+struct Measured {
+    workload: Workload,
+    mode: ModeArg,
+    n: u64,
+    samples_sps: Vec<f64>,
+    samples_rps: Vec<f64>,
+    allocs: Option<(f64, f64, f64)>,
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// Runs `n` checked runs back to back; returns the elapsed wall time.
+fn timed(
+    tokio: &tokio::runtime::Runtime,
+    bench: &Bench,
+    expected: &Expected,
+    n: u64,
+) -> Result<Duration, String> {
+    tokio.block_on(async {
+        let t0 = Instant::now();
+        for i in 0..n {
+            bench
+                .run_checked(expected)
+                .await
+                .map_err(|e| format!("run {}/{n} of a sample: {e}", i + 1))?;
+        }
+        Ok(t0.elapsed())
+    })
+}
+
+/// Runs deep-checked runs until both minima are met; returns the time per run.
+fn warm_up(
+    tokio: &tokio::runtime::Runtime,
+    bench: &Bench,
+    expected: &Expected,
+    min_runs: u64,
+    min_time: Duration,
+    total: &mut u64,
+) -> Result<Duration, String> {
+    tokio.block_on(async {
+        let t0 = Instant::now();
+        let mut runs = 0u64;
+        loop {
+            let e = bench.run_checked(expected).await?;
+            expected.check_deep(&e)?;
+            runs += 1;
+            *total += 1;
+            let elapsed = t0.elapsed();
+            if runs >= min_runs && elapsed >= min_time {
+                return Ok(elapsed / runs as u32);
+            }
+        }
+    })
+}
+
+fn counters_check(
+    bench: &Bench,
+    expected: &Expected,
+    before: (u64, u64),
+    runs: u64,
+) -> Result<(), String> {
+    let (model0, tools0) = before;
+    let model = bench.model_calls() - model0;
+    let tools = bench.tool_calls() - tools0;
+    if model != runs * expected.model_calls || tools != runs * expected.tool_calls {
+        return Err(format!(
+            "{}: over {runs} runs the mock model was called {model} times (expected {}) and the \
+             tools {tools} times (expected {})",
+            expected.workload.name(),
+            runs * expected.model_calls,
+            runs * expected.tool_calls
+        ));
+    }
+    Ok(())
+}
+
+fn measure(
+    args: &Args,
+    tokio: &tokio::runtime::Runtime,
+    bench: &Bench,
+    w: Workload,
+    mode: ModeArg,
+) -> Result<Measured, String> {
+    let expected = w.expected();
+    let before = (bench.model_calls(), bench.tool_calls());
+    let mut warm_runs = 0;
+    let per_run = if args.quick {
+        warm_up(tokio, bench, &expected, 2, Duration::ZERO, &mut warm_runs)?
+    } else {
+        // Discarded: first-call paths, allocator, caches.
+        warm_up(
+            tokio,
+            bench,
+            &expected,
+            3,
+            Duration::from_millis(300),
+            &mut warm_runs,
+        )?;
+        // Calibration.
+        warm_up(
+            tokio,
+            bench,
+            &expected,
+            2,
+            Duration::from_millis(300),
+            &mut warm_runs,
+        )?
+    };
+    counters_check(bench, &expected, before, warm_runs)?;
+    let target = if args.quick {
+        QUICK_TARGET_SAMPLE
+    } else {
+        TARGET_SAMPLE
+    };
+    let n = args.n.unwrap_or_else(|| {
+        let per = per_run.as_secs_f64().max(1e-9);
+        (target.as_secs_f64() / per).round().max(1.0) as u64
+    });
+
+    let steps = expected.steps as f64;
+    let mut samples_sps = Vec::with_capacity(args.runs);
+    let mut samples_rps = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let before = (bench.model_calls(), bench.tool_calls());
+        let elapsed = timed(tokio, bench, &expected, n)?;
+        counters_check(bench, &expected, before, n)?;
+        let rps = n as f64 / elapsed.as_secs_f64();
+        samples_rps.push(rps);
+        samples_sps.push(rps * steps);
+    }
+
+    let allocs = if args.allocs {
+        let runs = n.clamp(1, 2000);
+        let before = (bench.model_calls(), bench.tool_calls());
+        let (elapsed, a, r, b) = count_allocs(|| timed(tokio, bench, &expected, runs));
+        elapsed?;
+        counters_check(bench, &expected, before, runs)?;
+        let per = |x: u64| x as f64 / runs as f64;
+        Some((per(a), per(r), per(b)))
+    } else {
+        None
+    };
+
+    Ok(Measured {
+        workload: w,
+        mode,
+        n,
+        samples_sps,
+        samples_rps,
+        allocs,
+    })
+}
+
+fn json_line(r: &Measured) -> String {
+    let w = r.workload;
+    let mut fields = vec![
+        ("side".to_string(), serde_json::json!("nanovm")),
+        ("mode".to_string(), serde_json::json!(r.mode.name())),
+        ("workload".to_string(), serde_json::json!(w.name())),
+        (
+            "steps_per_run".to_string(),
+            serde_json::json!(w.steps_per_run()),
+        ),
+        (
+            "steps_per_sec".to_string(),
+            serde_json::json!(median(&r.samples_sps)),
+        ),
+        (
+            "runs_per_sec".to_string(),
+            serde_json::json!(median(&r.samples_rps)),
+        ),
+        ("samples".to_string(), serde_json::json!(r.samples_sps)),
+        ("n_per_sample".to_string(), serde_json::json!(r.n)),
+    ];
+    if let Some((a, re, b)) = r.allocs {
+        fields.push(("allocs_per_run".into(), serde_json::json!(a)));
+        fields.push(("reallocs_per_run".into(), serde_json::json!(re)));
+        fields.push(("alloc_bytes_per_run".into(), serde_json::json!(b)));
+    }
+    // serde_json's map keeps keys sorted; write the line by hand to keep the documented order.
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{}", serde_json::Value::from(k.as_str()), v))
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn progress(r: &Measured) {
+    let sps = median(&r.samples_sps);
+    let min = r.samples_sps.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = r.samples_sps.iter().copied().fold(0.0, f64::max);
+    let mut line = format!(
+        "compare: {:<7} {:<15} steps/run={:<5} N={:<7} median {:>13.0} steps/s {:>12.1} runs/s \
+         (min {min:.0}, max {max:.0}, {} samples)",
+        r.mode.name(),
+        r.workload.name(),
+        r.workload.steps_per_run(),
+        r.n,
+        sps,
+        median(&r.samples_rps),
+        r.samples_sps.len()
+    );
+    if let Some((a, re, b)) = r.allocs {
+        line.push_str(&format!(
+            " | {a:.1} allocs + {re:.1} reallocs, {b:.0} bytes per run ({:.2} allocs/step)",
+            (a + re) / r.workload.steps_per_run() as f64
+        ));
+    }
+    eprintln!("{line}");
+}
+
+// --- modes ---------------------------------------------------------------------------------------
+
+/// A bench for the mode, or why the mode cannot run in this build.
+fn bench_for(mode: ModeArg) -> Result<(Bench, Option<Scratch>), String> {
+    match mode {
+        ModeArg::Memory => Ok((Bench::memory(), None)),
+        ModeArg::Sqlite => sqlite_bench(),
+    }
+}
+
+/// A temporary directory removed on drop.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sqlite_bench() -> Result<(Bench, Option<Scratch>), String> {
+    Err("nanovm_runtime::store::SqliteStore does not exist in this nanovm-runtime yet".into())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("compare: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let tokio = tokio_runtime();
+    eprintln!(
+        "compare: nanovm {} | runs={} quick={} | release={} | {} mode(s), {} workload(s)",
+        env!("CARGO_PKG_VERSION"),
+        args.runs,
+        args.quick,
+        !cfg!(debug_assertions),
+        args.modes.len(),
+        args.workloads.len()
+    );
+    if cfg!(debug_assertions) {
+        eprintln!("compare: WARNING: a debug build; numbers are not meaningful (use --release)");
+    }
+    if let Err(e) = sanity_checks(&tokio) {
+        eprintln!("compare: NANOVM RUN CHECK FAILED: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut results = Vec::new();
+    for &mode in &args.modes {
+        for &w in &args.workloads {
+            // A fresh store (and file) per workload, so one workload's journal does not slow
+            // the next one down.
+            let (bench, scratch) = match bench_for(mode) {
+                Ok(b) => b,
+                Err(why) => {
+                    eprintln!("compare: skipping mode {}: {why}", mode.name());
+                    break;
+                }
+            };
+            let r = match measure(&args, &tokio, &bench, w, mode) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!(
+                        "compare: NANOVM RUN CHECK FAILED: {} {}: {e}",
+                        mode.name(),
+                        w.name()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            drop(bench);
+            drop(scratch);
+            progress(&r);
+            if args.json {
+                println!("{}", json_line(&r));
+            }
+            results.push(r);
+        }
+    }
+    if !args.json {
+        println!("| mode | workload | steps/run | steps/s | runs/s |");
+        println!("|---|---|---:|---:|---:|");
+        for r in &results {
+            println!(
+                "| {} | {} | {} | {:.0} | {:.1} |",
+                r.mode.name(),
+                r.workload.name(),
+                r.workload.steps_per_run(),
+                median(&r.samples_sps),
+                median(&r.samples_rps)
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,51 @@
+//! The benchmark workloads do what their names say, so that a benchmark never times a broken
+//! run: every workload succeeds with the expected steps, calls and path, its trace verifies and
+//! replays, the guard and the budgets are live, and steps are counted as the peer counts them.
+
+use nanovm_bench::{Bench, Workload, sanity_checks, tokio_runtime};
+
+#[test]
+fn every_workload_runs_as_expected_and_replays() {
+    let tokio = tokio_runtime();
+    let bench = Bench::memory();
+    for w in Workload::ALL {
+        let expected = w.expected();
+        for _ in 0..2 {
+            let e = tokio
+                .block_on(bench.run_checked(&expected))
+                .unwrap_or_else(|e| panic!("{e}"));
+            expected.check_deep(&e).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let runs: u64 = 2;
+    let tools: u64 = Workload::ALL.iter().map(|w| w.tool_calls() * runs).sum();
+    let models: u64 = Workload::ALL.iter().map(|w| w.model_calls() * runs).sum();
+    assert_eq!((bench.tool_calls(), bench.model_calls()), (tools, models));
+}
+
+#[test]
+fn the_guard_and_the_budgets_are_live() {
+    sanity_checks(&tokio_runtime()).unwrap();
+}
+
+#[test]
+fn steps_are_counted_as_the_peer_counts_them() {
+    for w in Workload::ALL {
+        assert_eq!(w.steps_per_run(), w.peer_steps_per_run(), "{}", w.name());
+        assert_eq!(Workload::from_name(w.name()), Some(w));
+    }
+    assert_eq!(Workload::Parallel10.steps_per_run(), 12);
+}
+
+#[test]
+fn the_linear_sources_have_n_calls() {
+    for (w, n) in [
+        (Workload::Linear10, 10),
+        (Workload::Linear100, 100),
+        (Workload::Linear1000, 1000),
+    ] {
+        let src = w.source();
+        assert_eq!(src.matches(" = noop() -> ").count(), n);
+        assert!(src.contains(&format!("call s{} = noop() -> done", n - 1)));
+    }
+}
