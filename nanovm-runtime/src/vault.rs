@@ -85,6 +85,19 @@ pub async fn seal<T: Serialize>(vault: &dyn Vault, value: &T) -> Result<SecretRe
     Ok(SecretRef::from_parts(id, commitment))
 }
 
+/// A new random vault id and salt from the operating system's random number generator (for
+/// vaults that persist values).
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn random_id_and_salt() -> Result<(VaultId, [u8; 32]), VaultError> {
+    let mut bytes = [0u8; 48];
+    getrandom::fill(&mut bytes).map_err(|e| VaultError::Random(e.to_string()))?;
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&bytes[..16]);
+    let mut salt = [0u8; 32];
+    salt.copy_from_slice(&bytes[16..]);
+    Ok((VaultId(id), salt))
+}
+
 /// An in-memory [`Vault`]: the default, for tests, examples and single-process use.
 ///
 /// Salts and ids come from the operating system's random number generator, unless the vault

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Fence, JournalError, JournalStore, Lease, Progress, RunQuery, RunRecord, Tip, check_append,
-    started, wall_ms,
+    Fence, JournalError, JournalStore, Lease, Mark, Progress, RunQuery, RunRecord, Tip,
+    check_append, started, wall_ms,
 };
 use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus, Trace};
@@ -103,8 +103,8 @@ impl Run {
     /// Adds entries (already checked) and moves the record along their events.
     fn extend(&mut self, entries: &[Entry]) {
         let mut p = self.progress();
-        for e in entries {
-            p.apply(&e.event);
+        for m in entries.iter().filter_map(|e| Mark::of(&e.event)) {
+            p.apply(&m);
         }
         self.entries.extend_from_slice(entries);
         let r = &mut self.record;

@@ -32,11 +32,19 @@
 //! Inside the executor exactly one type talks to a store (the private `Recorder`).
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresOptions, PostgresStore, PostgresVault};
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore, SqliteVault};
 
 use crate::canonical::Encoder;
 use crate::program::BoxFuture;
@@ -343,6 +351,51 @@ pub(crate) struct Progress {
     pub deadline_ms: Option<u64>,
 }
 
+/// What one event does to a run's [`Progress`] (events not listed change nothing).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Mark {
+    /// `run_started`, `suspended`, `delivered`, `timed_out`, `reconciled`: the progress is this.
+    Set(Progress),
+    /// `run_ended`: status, step and message are these; a suspension keeps what it waits for.
+    Ended {
+        status: RunStatus,
+        step: Option<String>,
+        message: Option<String>,
+    },
+}
+
+impl Mark {
+    pub fn of(event: &Event) -> Option<Mark> {
+        Some(match event {
+            Event::RunStarted { .. }
+            | Event::Delivered { .. }
+            | Event::TimedOut { .. }
+            | Event::Reconciled { .. } => Mark::Set(Progress::running()),
+            Event::Suspended {
+                step,
+                event,
+                deadline_ms,
+            } => Mark::Set(Progress {
+                status: RunStatus::Suspended,
+                end_step: Some(step.to_string()),
+                message: None,
+                waiting_for: Some(event.to_string()),
+                deadline_ms: *deadline_ms,
+            }),
+            Event::RunEnded {
+                status,
+                step,
+                message,
+            } => Mark::Ended {
+                status: *status,
+                step: step.as_ref().map(|s| s.to_string()),
+                message: message.clone(),
+            },
+            _ => return None,
+        })
+    }
+}
+
 impl Progress {
     pub fn running() -> Self {
         Progress {
@@ -355,39 +408,22 @@ impl Progress {
     }
 
     /// Moves the record along one event.
-    pub fn apply(&mut self, event: &Event) {
-        match event {
-            Event::RunStarted { .. }
-            | Event::Delivered { .. }
-            | Event::TimedOut { .. }
-            | Event::Reconciled { .. } => *self = Progress::running(),
-            Event::Suspended {
-                step,
-                event,
-                deadline_ms,
-            } => {
-                *self = Progress {
-                    status: RunStatus::Suspended,
-                    end_step: Some(step.to_string()),
-                    message: None,
-                    waiting_for: Some(event.to_string()),
-                    deadline_ms: *deadline_ms,
-                };
-            }
-            Event::RunEnded {
+    pub fn apply(&mut self, mark: &Mark) {
+        match mark {
+            Mark::Set(p) => self.clone_from(p),
+            Mark::Ended {
                 status,
                 step,
                 message,
             } => {
                 self.status = *status;
-                self.end_step = step.as_ref().map(|s| s.to_string());
+                self.end_step.clone_from(step);
                 self.message.clone_from(message);
                 if *status != RunStatus::Suspended {
                     self.waiting_for = None;
                     self.deadline_ms = None;
                 }
             }
-            _ => {}
         }
     }
 }
@@ -415,70 +451,140 @@ pub(crate) fn started(event: &Event) -> Option<(&str, Digest)> {
     }
 }
 
-/// Checks an append against the stored tip (`None`: unknown run): fence first, then sequence
-/// numbers, then the hash chain. Returns the hash of the last appended entry.
+/// An append, checked as far as it can be without the store (its own chain and sequence
+/// numbers), and reduced to what the store's transaction needs: owned, so it can be moved to a
+/// writer thread or a connection task.
+#[derive(Debug)]
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) struct Batch {
+    pub run_id: String,
+    /// Number of entries.
+    pub len: u64,
+    pub first_seq: u64,
+    pub first_prev: Digest,
+    pub last_hash: Digest,
+    /// Program name and hash, if the first entry is `run_started`.
+    pub started: Option<(String, Digest)>,
+    /// What is wrong inside the batch, reported after the checks against the store (a fenced
+    /// or conflicting writer learns that first).
+    pub problem: Option<JournalError>,
+    /// The events that move the record, in order.
+    pub marks: Vec<Mark>,
+}
+
+impl Batch {
+    pub fn new(run_id: &str, entries: &[Entry]) -> Batch {
+        let first = entries.first();
+        let mut batch = Batch {
+            run_id: run_id.to_string(),
+            len: entries.len() as u64,
+            first_seq: first.map_or(0, |e| e.seq),
+            first_prev: first.map_or(Digest::ZERO, |e| e.prev),
+            last_hash: entries.last().map_or(Digest::ZERO, |e| e.hash),
+            started: first
+                .and_then(|e| started(&e.event))
+                .map(|(p, h)| (p.to_string(), h)),
+            problem: None,
+            marks: entries.iter().filter_map(|e| Mark::of(&e.event)).collect(),
+        };
+        batch.problem = batch.inspect(entries).err();
+        batch
+    }
+
+    fn inspect(&self, entries: &[Entry]) -> Result<(), JournalError> {
+        let run_id = self.run_id.as_str();
+        let invalid = |reason: String| JournalError::Invalid {
+            run_id: run_id.to_string(),
+            reason,
+        };
+        let mut scratch = Encoder::new();
+        let mut prev = self.first_prev;
+        for (i, entry) in entries.iter().enumerate() {
+            let expected = self.first_seq + i as u64;
+            if entry.seq != expected {
+                return Err(JournalError::Conflict {
+                    run_id: run_id.to_string(),
+                    expected,
+                    found: entry.seq,
+                });
+            }
+            if entry.prev != prev {
+                return Err(invalid(format!(
+                    "entry #{expected}: `prev` is not the hash of the entry before it"
+                )));
+            }
+            if entry_hash(&prev, entry.seq, &entry.event, &mut scratch) != entry.hash {
+                return Err(invalid(format!(
+                    "entry #{expected}: the hash does not match its contents"
+                )));
+            }
+            match (&entry.event, expected) {
+                (Event::RunStarted { run_id: id, .. }, 0) if id != run_id => {
+                    return Err(invalid(format!("its run_started names run `{id}`")));
+                }
+                (Event::RunStarted { .. }, 0) => {}
+                (event, 0) => {
+                    return Err(invalid(format!(
+                        "a run starts with `run_started`, not `{}`",
+                        event.kind()
+                    )));
+                }
+                (Event::RunStarted { .. }, _) => {
+                    return Err(invalid(format!(
+                        "entry #{expected}: a second `run_started`"
+                    )));
+                }
+                _ => {}
+            }
+            prev = entry.hash;
+        }
+        Ok(())
+    }
+
+    /// Checks the batch against the stored tip (`None`: unknown run): fence first, then the
+    /// sequence numbers, then the chain.
+    pub fn check(&self, tip: Option<&Tip>, fence: Option<Fence>) -> Result<(), JournalError> {
+        let (stored, last, epoch) =
+            tip.map_or((0, Digest::ZERO, 0), |t| (t.entries, t.last_hash, t.epoch));
+        if let Some(f) = fence
+            && f.epoch != epoch
+        {
+            return Err(JournalError::Fenced {
+                run_id: self.run_id.clone(),
+                held: f.epoch,
+                current: epoch,
+            });
+        }
+        if self.first_seq != stored {
+            return Err(JournalError::Conflict {
+                run_id: self.run_id.clone(),
+                expected: stored,
+                found: self.first_seq,
+            });
+        }
+        if self.first_prev != last {
+            return Err(JournalError::Invalid {
+                run_id: self.run_id.clone(),
+                reason: format!("entry #{stored}: `prev` is not the hash of the last stored entry"),
+            });
+        }
+        match &self.problem {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks an append of `entries` against the stored tip; see [`Batch::check`].
 pub(crate) fn check_append(
     run_id: &str,
     tip: Option<&Tip>,
     entries: &[Entry],
     fence: Option<Fence>,
 ) -> Result<Digest, JournalError> {
-    let (stored, mut prev, epoch) =
-        tip.map_or((0, Digest::ZERO, 0), |t| (t.entries, t.last_hash, t.epoch));
-    if let Some(f) = fence
-        && f.epoch != epoch
-    {
-        return Err(JournalError::Fenced {
-            run_id: run_id.to_string(),
-            held: f.epoch,
-            current: epoch,
-        });
-    }
-    let invalid = |reason: String| JournalError::Invalid {
-        run_id: run_id.to_string(),
-        reason,
-    };
-    let mut scratch = Encoder::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let expected = stored + i as u64;
-        if entry.seq != expected {
-            return Err(JournalError::Conflict {
-                run_id: run_id.to_string(),
-                expected,
-                found: entry.seq,
-            });
-        }
-        if entry.prev != prev {
-            return Err(invalid(format!(
-                "entry #{expected}: `prev` is not the hash of the entry before it"
-            )));
-        }
-        if entry_hash(&prev, entry.seq, &entry.event, &mut scratch) != entry.hash {
-            return Err(invalid(format!(
-                "entry #{expected}: the hash does not match its contents"
-            )));
-        }
-        match (&entry.event, expected) {
-            (Event::RunStarted { run_id: id, .. }, 0) if id != run_id => {
-                return Err(invalid(format!("its run_started names run `{id}`")));
-            }
-            (Event::RunStarted { .. }, 0) => {}
-            (event, 0) => {
-                return Err(invalid(format!(
-                    "a run starts with `run_started`, not `{}`",
-                    event.kind()
-                )));
-            }
-            (Event::RunStarted { .. }, _) => {
-                return Err(invalid(format!(
-                    "entry #{expected}: a second `run_started`"
-                )));
-            }
-            _ => {}
-        }
-        prev = entry.hash;
-    }
-    Ok(prev)
+    let batch = Batch::new(run_id, entries);
+    batch.check(tip, fence)?;
+    Ok(batch.last_hash)
 }
 
 /// One stored entry: sequence number, hash and canonical JSON line.
@@ -690,23 +796,33 @@ mod tests {
     #[test]
     fn progress_follows_the_lifecycle() {
         let mut p = Progress::running();
-        p.apply(&Event::Suspended {
-            step: "wait".into(),
-            event: "approval".into(),
-            deadline_ms: Some(5),
-        });
+        let apply = |p: &mut Progress, e: Event| p.apply(&Mark::of(&e).unwrap());
+        apply(
+            &mut p,
+            Event::Suspended {
+                step: "wait".into(),
+                event: "approval".into(),
+                deadline_ms: Some(5),
+            },
+        );
         assert_eq!(p.status, RunStatus::Suspended);
         assert_eq!(p.waiting_for.as_deref(), Some("approval"));
-        p.apply(&Event::TimedOut {
-            step: "wait".into(),
-            next: "x".into(),
-        });
+        apply(
+            &mut p,
+            Event::TimedOut {
+                step: "wait".into(),
+                next: "x".into(),
+            },
+        );
         assert_eq!(p, Progress::running());
-        p.apply(&Event::RunEnded {
-            status: RunStatus::Failed,
-            step: Some("x".into()),
-            message: Some("m".into()),
-        });
+        apply(
+            &mut p,
+            Event::RunEnded {
+                status: RunStatus::Failed,
+                step: Some("x".into()),
+                message: Some("m".into()),
+            },
+        );
         assert_eq!(p.status, RunStatus::Failed);
         assert_eq!(p.message.as_deref(), Some("m"));
     }

@@ -1,0 +1,822 @@
+//! [`PostgresStore`] and [`PostgresVault`]: the shared store, for many workers on many machines.
+//!
+//! One PostgreSQL database (optionally one schema of it) holds every run. Workers
+//! [`claim`](JournalStore::claim) runs with `SELECT ... FOR UPDATE SKIP LOCKED` in a single
+//! `UPDATE` statement, so concurrent claimers never get the same run and never wait for each
+//! other; every claim increments the run's epoch. An append locks its run's row
+//! (`SELECT ... FOR UPDATE`), checks fence, sequence and chain against it, inserts the entries
+//! and updates the record, in one transaction: an append acknowledged by the store is a
+//! committed transaction (durable as the server's `synchronous_commit` makes commits, `on` by
+//! default: flushed to the server's WAL). Connections come from a `deadpool-postgres` pool;
+//! everything is async, nothing blocks.
+//!
+//! Schema (created on connect if missing, under an advisory lock, in the configured schema):
+//!
+//! ```sql
+//! CREATE TABLE nanovm_runs (
+//!     ord BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,   -- creation order
+//!     run_id TEXT NOT NULL UNIQUE,
+//!     program TEXT NOT NULL,
+//!     program_hash BYTEA NOT NULL,
+//!     status TEXT NOT NULL,
+//!     entries BIGINT NOT NULL,
+//!     last_hash BYTEA NOT NULL,
+//!     end_step TEXT, message TEXT, waiting_for TEXT, deadline_ms BIGINT,
+//!     epoch BIGINT NOT NULL DEFAULT 0, lease_owner TEXT, lease_expires_ms BIGINT,
+//!     created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
+//! CREATE INDEX nanovm_runs_claim ON nanovm_runs (program, status, ord);
+//! CREATE TABLE nanovm_entries (
+//!     run BIGINT NOT NULL REFERENCES nanovm_runs (ord),
+//!     seq BIGINT NOT NULL,
+//!     hash BYTEA NOT NULL,
+//!     line TEXT NOT NULL,                                     -- trace::entry_line
+//!     PRIMARY KEY (run, seq));
+//! CREATE TABLE nanovm_vault (
+//!     id TEXT PRIMARY KEY, salt BYTEA, value TEXT,            -- salt, value NULL once erased
+//!     created_ms BIGINT NOT NULL, erased_ms BIGINT);
+//! ```
+//!
+//! Connections are plain TCP or Unix sockets (`NoTls`); put a TLS-terminating proxy or a
+//! private network between workers and a remote server.
+
+use std::fmt;
+use std::sync::Arc;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+
+use super::{
+    Batch, Fence, JournalError, JournalStore, Lease, Progress, RunQuery, RunRecord, Tip,
+    decode_rows, encode_rows, to_digest, to_i64, to_status, to_u64, wall_ms,
+};
+use crate::program::{BoxFuture, SecretSource, ToolError};
+use crate::trace::{Entry, RunStatus};
+use crate::value::{Digest, Json, VaultId};
+use crate::vault::{Vault, VaultError, commitment, random_id_and_salt};
+
+/// Options of [`PostgresStore::connect_with`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// The schema the tables live in (created if missing). Default `public`. Lowercase
+    /// letters, digits and `_`, starting with a letter or `_`, at most 63 characters.
+    pub schema: String,
+    /// Connections in the pool. Default 16.
+    pub pool_size: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions {
+            schema: "public".into(),
+            pool_size: 16,
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        PostgresOptions::default()
+    }
+
+    /// Sets [`PostgresOptions::schema`].
+    #[must_use]
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Sets [`PostgresOptions::pool_size`] (at least 1).
+    #[must_use]
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+}
+
+fn io(e: impl fmt::Display) -> JournalError {
+    JournalError::Io(format!("postgres: {e}"))
+}
+
+/// A driver error, with the server's message when there is one.
+fn pg(e: tokio_postgres::Error) -> JournalError {
+    match e.as_db_error() {
+        Some(db) => io(format!("{} ({})", db.message(), db.code().code())),
+        None => io(e),
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> JournalError {
+    io(format!("no connection: {e}"))
+}
+
+/// The shared state of a store and its vault.
+struct Pg {
+    pool: Pool,
+    schema: String,
+}
+
+impl Pg {
+    async fn connect(url: &str, options: &PostgresOptions) -> Result<Pg, JournalError> {
+        let s = &options.schema;
+        let valid = !s.is_empty()
+            && s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(io(format!("`{s}` is not an accepted schema name")));
+        }
+        let config: tokio_postgres::Config = url.parse().map_err(pg)?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .build()
+            .map_err(io)?;
+        let pg = Pg {
+            pool,
+            schema: s.clone(),
+        };
+        pg.migrate().await?;
+        Ok(pg)
+    }
+
+    async fn migrate(&self) -> Result<(), JournalError> {
+        let s = &self.schema;
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // Concurrent first connects would race on CREATE ... IF NOT EXISTS.
+        tx.execute("SELECT pg_advisory_xact_lock(7243016154300458321)", &[])
+            .await
+            .map_err(pg)?;
+        tx.batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {s};
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_runs (
+                ord BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                run_id TEXT NOT NULL UNIQUE,
+                program TEXT NOT NULL,
+                program_hash BYTEA NOT NULL,
+                status TEXT NOT NULL,
+                entries BIGINT NOT NULL,
+                last_hash BYTEA NOT NULL,
+                end_step TEXT,
+                message TEXT,
+                waiting_for TEXT,
+                deadline_ms BIGINT,
+                epoch BIGINT NOT NULL DEFAULT 0,
+                lease_owner TEXT,
+                lease_expires_ms BIGINT,
+                created_ms BIGINT NOT NULL,
+                updated_ms BIGINT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS nanovm_runs_claim ON {s}.nanovm_runs (program, status, ord);
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_entries (
+                run BIGINT NOT NULL REFERENCES {s}.nanovm_runs (ord),
+                seq BIGINT NOT NULL,
+                hash BYTEA NOT NULL,
+                line TEXT NOT NULL,
+                PRIMARY KEY (run, seq)
+            );
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_vault (
+                id TEXT PRIMARY KEY,
+                salt BYTEA,
+                value TEXT,
+                created_ms BIGINT NOT NULL,
+                erased_ms BIGINT
+            );"
+        ))
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+}
+
+/// A [`JournalStore`] in a PostgreSQL database, shared by any number of workers (see the module
+/// docs for schema and guarantees). Cheap to clone; clones share the connection pool.
+/// [`PostgresStore::vault`] gives a [`PostgresVault`] in the same database.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pg: Arc<Pg>,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.pg.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, end_step, message, \
+     waiting_for, deadline_ms, epoch, lease_owner, lease_expires_ms, created_ms, updated_ms";
+
+fn record(row: &tokio_postgres::Row) -> Result<RunRecord, JournalError> {
+    let run_id: String = row.try_get(0).map_err(pg)?;
+    let id = run_id.as_str();
+    let hash: Vec<u8> = row.try_get(2).map_err(pg)?;
+    let status: String = row.try_get(3).map_err(pg)?;
+    let opt_u64 = |i: usize, what: &str| -> Result<Option<u64>, JournalError> {
+        let v: Option<i64> = row.try_get(i).map_err(pg)?;
+        v.map(|v| to_u64(id, what, v)).transpose()
+    };
+    let u64_at = |i: usize, what: &str| -> Result<u64, JournalError> {
+        to_u64(id, what, row.try_get(i).map_err(pg)?)
+    };
+    Ok(RunRecord {
+        program: row.try_get(1).map_err(pg)?,
+        program_hash: to_digest(id, "program_hash", &hash)?,
+        status: to_status(id, &status)?,
+        entries: u64_at(4, "entries")?,
+        end_step: row.try_get(5).map_err(pg)?,
+        message: row.try_get(6).map_err(pg)?,
+        waiting_for: row.try_get(7).map_err(pg)?,
+        deadline_ms: opt_u64(8, "deadline_ms")?,
+        epoch: u64_at(9, "epoch")?,
+        lease_owner: row.try_get(10).map_err(pg)?,
+        lease_expires_ms: opt_u64(11, "lease_expires_ms")?,
+        created_ms: u64_at(12, "created_ms")?,
+        updated_ms: u64_at(13, "updated_ms")?,
+        run_id,
+    })
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`), creating the tables in
+    /// schema `public` if they are missing.
+    pub async fn connect(url: &str) -> Result<PostgresStore, JournalError> {
+        PostgresStore::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// [`PostgresStore::connect`] with options (another schema, the pool size).
+    pub async fn connect_with(
+        url: &str,
+        options: PostgresOptions,
+    ) -> Result<PostgresStore, JournalError> {
+        Ok(PostgresStore {
+            pg: Arc::new(Pg::connect(url, &options).await?),
+        })
+    }
+
+    /// A vault in the same database (its own table), sharing this store's pool.
+    pub fn vault(&self) -> PostgresVault {
+        PostgresVault {
+            pg: self.pg.clone(),
+        }
+    }
+
+    /// The schema the tables are in.
+    pub fn schema(&self) -> &str {
+        &self.pg.schema
+    }
+
+    async fn append_now(
+        &self,
+        batch: Batch,
+        rows: Vec<super::Row>,
+        fence: Option<Fence>,
+    ) -> Result<(), JournalError> {
+        let s = &self.pg.schema;
+        let run_id = batch.run_id.as_str();
+        let mut client = self.pg.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        let select = tx
+            .prepare_cached(&format!(
+                "SELECT ord, entries, last_hash, epoch, status, end_step, message, waiting_for, \
+                 deadline_ms FROM {s}.nanovm_runs WHERE run_id = $1 FOR UPDATE"
+            ))
+            .await
+            .map_err(pg)?;
+        let found = tx.query_opt(&select, &[&run_id]).await.map_err(pg)?;
+        let stored = match &found {
+            Some(row) => {
+                let hash: Vec<u8> = row.try_get(2).map_err(pg)?;
+                let status: String = row.try_get(4).map_err(pg)?;
+                let deadline: Option<i64> = row.try_get(8).map_err(pg)?;
+                Some((
+                    row.try_get::<_, i64>(0).map_err(pg)?,
+                    Tip {
+                        entries: to_u64(run_id, "entries", row.try_get(1).map_err(pg)?)?,
+                        last_hash: to_digest(run_id, "last_hash", &hash)?,
+                        epoch: to_u64(run_id, "epoch", row.try_get(3).map_err(pg)?)?,
+                    },
+                    Progress {
+                        status: to_status(run_id, &status)?,
+                        end_step: row.try_get(5).map_err(pg)?,
+                        message: row.try_get(6).map_err(pg)?,
+                        waiting_for: row.try_get(7).map_err(pg)?,
+                        deadline_ms: deadline
+                            .map(|d| to_u64(run_id, "deadline_ms", d))
+                            .transpose()?,
+                    },
+                ))
+            }
+            None => None,
+        };
+        batch.check(stored.as_ref().map(|(_, t, _)| t), fence)?;
+        let mut progress = stored
+            .as_ref()
+            .map_or_else(Progress::running, |(_, _, p)| p.clone());
+        for m in &batch.marks {
+            progress.apply(m);
+        }
+        let now = to_i64(wall_ms());
+        let deadline = progress.deadline_ms.map(to_i64);
+        let last_hash = batch.last_hash.0.to_vec();
+        let ord = match stored {
+            Some((ord, _, _)) => {
+                let update = tx
+                    .prepare_cached(&format!(
+                        "UPDATE {s}.nanovm_runs SET entries = entries + $1, last_hash = $2, \
+                         status = $3, end_step = $4, message = $5, waiting_for = $6, \
+                         deadline_ms = $7, updated_ms = $8 WHERE ord = $9"
+                    ))
+                    .await
+                    .map_err(pg)?;
+                tx.execute(
+                    &update,
+                    &[
+                        &to_i64(batch.len),
+                        &last_hash,
+                        &progress.status.as_str(),
+                        &progress.end_step,
+                        &progress.message,
+                        &progress.waiting_for,
+                        &deadline,
+                        &now,
+                        &ord,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+                ord
+            }
+            None => {
+                // `check` made sure the first entry is this run's `run_started`.
+                let (program, hash) = batch
+                    .started
+                    .clone()
+                    .unwrap_or_else(|| (String::new(), Digest::ZERO));
+                let insert = tx
+                    .prepare_cached(&format!(
+                        "INSERT INTO {s}.nanovm_runs (run_id, program, program_hash, status, \
+                         entries, last_hash, end_step, message, waiting_for, deadline_ms, \
+                         created_ms, updated_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                         ON CONFLICT (run_id) DO NOTHING RETURNING ord"
+                    ))
+                    .await
+                    .map_err(pg)?;
+                let hash = hash.0.to_vec();
+                let row = tx
+                    .query_opt(
+                        &insert,
+                        &[
+                            &run_id,
+                            &program,
+                            &hash,
+                            &progress.status.as_str(),
+                            &to_i64(batch.len),
+                            &last_hash,
+                            &progress.end_step,
+                            &progress.message,
+                            &progress.waiting_for,
+                            &deadline,
+                            &now,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?;
+                match row {
+                    Some(row) => row.try_get::<_, i64>(0).map_err(pg)?,
+                    None => {
+                        // Another writer created the run after our SELECT: we lost the race.
+                        drop(tx);
+                        let n: i64 = client
+                            .query_one(
+                                &format!("SELECT entries FROM {s}.nanovm_runs WHERE run_id = $1"),
+                                &[&run_id],
+                            )
+                            .await
+                            .map_err(pg)?
+                            .try_get(0)
+                            .map_err(pg)?;
+                        return Err(JournalError::Conflict {
+                            run_id: run_id.to_string(),
+                            expected: to_u64(run_id, "entries", n)?,
+                            found: batch.first_seq,
+                        });
+                    }
+                }
+            }
+        };
+        let insert_entries = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {s}.nanovm_entries (run, seq, hash, line) \
+                 SELECT $1, * FROM UNNEST($2::int8[], $3::bytea[], $4::text[])"
+            ))
+            .await
+            .map_err(pg)?;
+        let seqs: Vec<i64> = rows.iter().map(|r| to_i64(r.seq)).collect();
+        let hashes: Vec<&[u8]> = rows.iter().map(|r| &r.hash[..]).collect();
+        let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
+        let params: [&(dyn ToSql + Sync); 4] = [&ord, &seqs, &hashes, &lines];
+        tx.execute(&insert_entries, &params).await.map_err(pg)?;
+        tx.commit().await.map_err(pg)
+    }
+
+    async fn load_now(&self, run_id: &str) -> Result<Option<Vec<Entry>>, JournalError> {
+        let s = &self.pg.schema;
+        let client = self.pg.pool.get().await.map_err(pool_err)?;
+        // One statement, one snapshot: the count and the entries agree.
+        let st = client
+            .prepare_cached(&format!(
+                "SELECT r.entries, e.seq, e.hash, e.line FROM {s}.nanovm_runs r \
+                 LEFT JOIN {s}.nanovm_entries e ON e.run = r.ord \
+                 WHERE r.run_id = $1 ORDER BY e.seq"
+            ))
+            .await
+            .map_err(pg)?;
+        let rows = client.query(&st, &[&run_id]).await.map_err(pg)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let count = to_u64(run_id, "entries", first.try_get(0).map_err(pg)?)?;
+        let mut raw = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq: Option<i64> = row.try_get(1).map_err(pg)?;
+            let Some(seq) = seq else {
+                continue; // a run without entries: the LEFT JOIN's empty side
+            };
+            let hash: Vec<u8> = row.try_get(2).map_err(pg)?;
+            let line: String = row.try_get(3).map_err(pg)?;
+            raw.push((to_u64(run_id, "seq", seq)?, hash, line));
+        }
+        decode_rows(run_id, count, raw).map(Some)
+    }
+
+    /// The current epoch of a run (0 if unknown), for a `Fenced` error.
+    async fn current_epoch(&self, run_id: &str) -> Result<u64, JournalError> {
+        let s = &self.pg.schema;
+        let client = self.pg.pool.get().await.map_err(pool_err)?;
+        let row = client
+            .query_opt(
+                &format!("SELECT epoch FROM {s}.nanovm_runs WHERE run_id = $1"),
+                &[&run_id],
+            )
+            .await
+            .map_err(pg)?;
+        match row {
+            Some(r) => to_u64(run_id, "epoch", r.try_get(0).map_err(pg)?),
+            None => Ok(0),
+        }
+    }
+}
+
+impl JournalStore for PostgresStore {
+    fn append<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        fence: Option<Fence>,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let batch = Batch::new(run_id, entries);
+            let rows = encode_rows(entries);
+            self.append_now(batch, rows, fence).await
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<Entry>>, JournalError>> {
+        Box::pin(self.load_now(run_id))
+    }
+
+    fn run<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RunRecord>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            let st = client
+                .prepare_cached(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM {s}.nanovm_runs WHERE run_id = $1"
+                ))
+                .await
+                .map_err(pg)?;
+            match client.query_opt(&st, &[&run_id]).await.map_err(pg)? {
+                Some(row) => record(&row).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn runs<'a>(
+        &'a self,
+        query: &'a RunQuery,
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            let st = client
+                .prepare_cached(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM {s}.nanovm_runs \
+                     WHERE ($1::text IS NULL OR program = $1) \
+                     AND ($2::text IS NULL OR status = $2) \
+                     ORDER BY ord LIMIT $3"
+                ))
+                .await
+                .map_err(pg)?;
+            let limit: Option<i64> = query.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+            let status = query.status.map(RunStatus::as_str);
+            let rows = client
+                .query(&st, &[&query.program, &status, &limit])
+                .await
+                .map_err(pg)?;
+            rows.iter().map(record).collect()
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        program: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            let st = client
+                .prepare_cached(&format!(
+                    "UPDATE {s}.nanovm_runs r SET epoch = r.epoch + 1, lease_owner = $2, \
+                     lease_expires_ms = $4, updated_ms = $5 \
+                     FROM (SELECT ord FROM {s}.nanovm_runs \
+                           WHERE program = $1 AND entries > 0 \
+                           AND (status = 'running' OR (status = 'suspended' \
+                                AND deadline_ms IS NOT NULL AND deadline_ms <= $3)) \
+                           AND (lease_expires_ms IS NULL OR lease_expires_ms <= $3) \
+                           ORDER BY ord LIMIT 1 FOR UPDATE SKIP LOCKED) c \
+                     WHERE r.ord = c.ord RETURNING r.run_id, r.epoch"
+                ))
+                .await
+                .map_err(pg)?;
+            let expires_ms = now_ms.saturating_add(lease_ms);
+            let row = client
+                .query_opt(
+                    &st,
+                    &[
+                        &program,
+                        &worker,
+                        &to_i64(now_ms),
+                        &to_i64(expires_ms),
+                        &to_i64(wall_ms()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let run_id: String = row.try_get(0).map_err(pg)?;
+            let epoch = to_u64(&run_id, "epoch", row.try_get(1).map_err(pg)?)?;
+            Ok(Some(Lease {
+                run_id,
+                epoch,
+                worker: worker.to_string(),
+                expires_ms,
+            }))
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        lease: &'a Lease,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let expires_ms = now_ms.saturating_add(lease_ms);
+            let n = {
+                let client = self.pg.pool.get().await.map_err(pool_err)?;
+                let st = client
+                    .prepare_cached(&format!(
+                        "UPDATE {s}.nanovm_runs SET lease_expires_ms = $1, updated_ms = $2 \
+                         WHERE run_id = $3 AND epoch = $4 AND lease_owner = $5"
+                    ))
+                    .await
+                    .map_err(pg)?;
+                client
+                    .execute(
+                        &st,
+                        &[
+                            &to_i64(expires_ms),
+                            &to_i64(wall_ms()),
+                            &lease.run_id,
+                            &to_i64(lease.epoch),
+                            &lease.worker,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?
+            };
+            if n == 0 {
+                return Err(JournalError::Fenced {
+                    run_id: lease.run_id.clone(),
+                    held: lease.epoch,
+                    current: self.current_epoch(&lease.run_id).await?,
+                });
+            }
+            Ok(Lease {
+                expires_ms,
+                ..lease.clone()
+            })
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let n = {
+                let client = self.pg.pool.get().await.map_err(pool_err)?;
+                let st = client
+                    .prepare_cached(&format!(
+                        "UPDATE {s}.nanovm_runs SET lease_owner = NULL, lease_expires_ms = NULL, \
+                         updated_ms = $1 WHERE run_id = $2 AND epoch = $3 AND lease_owner = $4"
+                    ))
+                    .await
+                    .map_err(pg)?;
+                client
+                    .execute(
+                        &st,
+                        &[
+                            &to_i64(wall_ms()),
+                            &lease.run_id,
+                            &to_i64(lease.epoch),
+                            &lease.worker,
+                        ],
+                    )
+                    .await
+                    .map_err(pg)?
+            };
+            if n == 0 {
+                return Err(JournalError::Fenced {
+                    run_id: lease.run_id.clone(),
+                    held: lease.epoch,
+                    current: self.current_epoch(&lease.run_id).await?,
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The vault
+// ---------------------------------------------------------------------------------------------
+
+/// A [`Vault`] in a PostgreSQL database (table `nanovm_vault`), shared by every worker.
+///
+/// [`Vault::erase`] sets value and salt to NULL and keeps the row as a tombstone. PostgreSQL
+/// keeps the old row version until the table is vacuumed (autovacuum does it eventually); run
+/// `VACUUM nanovm_vault` after erasures when the plaintext must be gone from disk at once.
+#[derive(Clone)]
+pub struct PostgresVault {
+    pg: Arc<Pg>,
+}
+
+impl fmt::Debug for PostgresVault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresVault")
+            .field("schema", &self.pg.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+fn vault_err(e: JournalError) -> VaultError {
+    VaultError::Backend(e.to_string())
+}
+
+impl PostgresVault {
+    /// Connects to `url`, creating the tables in schema `public` if they are missing.
+    pub async fn connect(url: &str) -> Result<PostgresVault, VaultError> {
+        PostgresVault::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// [`PostgresVault::connect`] with options.
+    pub async fn connect_with(
+        url: &str,
+        options: PostgresOptions,
+    ) -> Result<PostgresVault, VaultError> {
+        Ok(PostgresVault {
+            pg: Arc::new(Pg::connect(url, &options).await.map_err(vault_err)?),
+        })
+    }
+
+    /// The plaintext stored under `id`.
+    pub async fn reveal(&self, id: VaultId) -> Result<Json, VaultError> {
+        let s = &self.pg.schema;
+        let client = self
+            .pg
+            .pool
+            .get()
+            .await
+            .map_err(|e| vault_err(pool_err(e)))?;
+        let row = client
+            .query_opt(
+                &format!("SELECT value, erased_ms FROM {s}.nanovm_vault WHERE id = $1"),
+                &[&id.to_hex()],
+            )
+            .await
+            .map_err(|e| vault_err(pg(e)))?;
+        let Some(row) = row else {
+            return Err(VaultError::Unknown(id));
+        };
+        let value: Option<String> = row.try_get(0).map_err(|e| vault_err(pg(e)))?;
+        let erased: Option<i64> = row.try_get(1).map_err(|e| vault_err(pg(e)))?;
+        match (value, erased) {
+            (Some(text), None) => serde_json::from_str(&text)
+                .map_err(|e| VaultError::Backend(format!("a stored value does not parse: {e}"))),
+            _ => Err(VaultError::Erased(id)),
+        }
+    }
+}
+
+impl SecretSource for PostgresVault {
+    fn reveal(&self, id: VaultId) -> BoxFuture<'_, Result<Json, ToolError>> {
+        Box::pin(async move {
+            PostgresVault::reveal(self, id)
+                .await
+                .map_err(|e| ToolError::permanent(e.to_string()))
+        })
+    }
+}
+
+impl Vault for PostgresVault {
+    fn put(&self, value: Json) -> BoxFuture<'_, Result<(VaultId, Digest), VaultError>> {
+        Box::pin(async move {
+            let (id, salt) = random_id_and_salt()?;
+            let c = commitment(&salt, &value);
+            let text =
+                serde_json::to_string(&value).map_err(|e| VaultError::Encode(e.to_string()))?;
+            let s = &self.pg.schema;
+            let client = self
+                .pg
+                .pool
+                .get()
+                .await
+                .map_err(|e| vault_err(pool_err(e)))?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {s}.nanovm_vault (id, salt, value, created_ms) \
+                         VALUES ($1, $2, $3, $4)"
+                    ),
+                    &[&id.to_hex(), &&salt[..], &text, &to_i64(wall_ms())],
+                )
+                .await
+                .map_err(|e| vault_err(pg(e)))?;
+            Ok((id, c))
+        })
+    }
+
+    fn erase(&self, id: VaultId) -> BoxFuture<'_, Result<(), VaultError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self
+                .pg
+                .pool
+                .get()
+                .await
+                .map_err(|e| vault_err(pool_err(e)))?;
+            let n = client
+                .execute(
+                    &format!(
+                        "UPDATE {s}.nanovm_vault SET salt = NULL, value = NULL, \
+                         erased_ms = COALESCE(erased_ms, $1) WHERE id = $2"
+                    ),
+                    &[&to_i64(wall_ms()), &id.to_hex()],
+                )
+                .await
+                .map_err(|e| vault_err(pg(e)))?;
+            if n == 0 {
+                return Err(VaultError::Unknown(id));
+            }
+            Ok(())
+        })
+    }
+}

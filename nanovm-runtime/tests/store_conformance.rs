@@ -1,0 +1,1311 @@
+//! One conformance suite, every journal store: `MemoryStore`, `SqliteStore` (a temporary file
+//! and in memory) and `PostgresStore`.
+//!
+//! Each test is an `async fn` generic over a [`Harness`] (a factory of fresh stores, plus the
+//! few store-specific powers a test needs: reopening, damaging a stored entry), instantiated
+//! once per store by `suite!`. PostgreSQL tests run when `DATABASE_URL` is set (`.ci/postgres.sh`
+//! prints one), each in its own schema so they can run concurrently; without it they print
+//! `skipped: DATABASE_URL not set (PostgreSQL conformance NOT run)`, and fail if
+//! `NANOVM_REQUIRE_PEERS=1` (CI).
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nanovm_runtime::canonical::Encoder;
+use nanovm_runtime::store::MemoryStore;
+use nanovm_runtime::trace::{
+    BudgetKind, Entry, Event, Reply, RunStatus, ToolOutcome, Trace, entry_line,
+};
+use nanovm_runtime::value::{Datum, Digest, VaultId};
+use nanovm_runtime::vault::Vault;
+use nanovm_runtime::{
+    Fence, JournalError, JournalStore, Lease, ManualClock, MemoryVault, RunOptions, RunQuery,
+    Runtime, ScriptedModel,
+};
+use serde_json::json;
+
+// ---------------------------------------------------------------------------------------------
+// Harnesses
+// ---------------------------------------------------------------------------------------------
+
+/// A kind of store under test.
+trait Harness: Send + Sync + 'static {
+    type S: JournalStore + Clone;
+
+    /// An empty store of this kind.
+    async fn fresh(&self) -> Self::S;
+
+    /// The same database opened anew (`None`: the store does not survive being dropped).
+    async fn reopen(&self, _store: &Self::S) -> Option<Self::S> {
+        None
+    }
+
+    /// Overwrites the stored text of entry `seq` of `run_id`, behind the store's back (`false`:
+    /// this store cannot be damaged from outside).
+    async fn damage(&self, store: &Self::S, run_id: &str, seq: u64, line: &str) -> bool;
+
+    /// Cleans up after a test that passed.
+    async fn finish(&self) {}
+}
+
+struct Memory;
+
+impl Harness for Memory {
+    type S = MemoryStore;
+
+    async fn fresh(&self) -> MemoryStore {
+        MemoryStore::new()
+    }
+
+    async fn damage(&self, store: &MemoryStore, run_id: &str, seq: u64, line: &str) -> bool {
+        // The memory store holds parsed entries: only a parseable line can be planted.
+        let Ok(entry) = serde_json::from_str::<Entry>(line) else {
+            return false;
+        };
+        if entry_line(&entry) != line {
+            return false;
+        }
+        let mut entries = store.entries(run_id);
+        let Some(slot) = usize::try_from(seq).ok().and_then(|i| entries.get_mut(i)) else {
+            return false;
+        };
+        *slot = entry;
+        store.set_entries(run_id, entries);
+        true
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite_harness {
+    use super::*;
+    use nanovm_runtime::store::SqliteStore;
+
+    /// A database file in a temporary directory that lives as long as the test process.
+    pub struct SqliteFile;
+
+    fn temp_dir() -> &'static std::path::Path {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| tempfile::tempdir().expect("a temporary directory"))
+            .path()
+    }
+
+    pub fn temp_db() -> std::path::PathBuf {
+        static N: AtomicU64 = AtomicU64::new(0);
+        temp_dir().join(format!("store-{}.db", N.fetch_add(1, Ordering::SeqCst)))
+    }
+
+    impl Harness for SqliteFile {
+        type S = SqliteStore;
+
+        async fn fresh(&self) -> SqliteStore {
+            SqliteStore::open(temp_db()).await.expect("opens")
+        }
+
+        async fn reopen(&self, store: &SqliteStore) -> Option<SqliteStore> {
+            let path = store.path()?.to_path_buf();
+            Some(SqliteStore::open(path).await.expect("reopens"))
+        }
+
+        async fn damage(&self, store: &SqliteStore, run_id: &str, seq: u64, line: &str) -> bool {
+            let Some(path) = store.path() else {
+                return false;
+            };
+            let c = rusqlite::Connection::open(path).expect("a second connection");
+            c.busy_timeout(std::time::Duration::from_secs(5)).ok();
+            let n = c
+                .execute(
+                    "UPDATE nanovm_entries SET line = ?1 WHERE seq = ?2 AND run = \
+                     (SELECT ord FROM nanovm_runs WHERE run_id = ?3)",
+                    rusqlite::params![line, seq as i64, run_id],
+                )
+                .expect("edits the database");
+            n == 1
+        }
+    }
+
+    /// A private in-memory database.
+    pub struct SqliteMemory;
+
+    impl Harness for SqliteMemory {
+        type S = SqliteStore;
+
+        async fn fresh(&self) -> SqliteStore {
+            SqliteStore::in_memory().await.expect("opens")
+        }
+
+        async fn damage(&self, _: &SqliteStore, _: &str, _: u64, _: &str) -> bool {
+            false
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_harness {
+    use super::*;
+    use nanovm_runtime::store::{PostgresOptions, PostgresStore};
+
+    /// `DATABASE_URL`, or `None` after saying why the PostgreSQL tests are skipped (and
+    /// failing if CI requires them).
+    pub fn url() -> Option<String> {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ => {
+                let required = std::env::var("NANOVM_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+                assert!(
+                    !required,
+                    "DATABASE_URL is not set but NANOVM_REQUIRE_PEERS=1: run `eval \"$(.ci/postgres.sh)\"` first"
+                );
+                eprintln!("skipped: DATABASE_URL not set (PostgreSQL conformance NOT run)");
+                None
+            }
+        }
+    }
+
+    /// A unique schema name for one store of one test process.
+    pub fn schema() -> String {
+        static N: AtomicU64 = AtomicU64::new(0);
+        format!(
+            "nvmtest_{}_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() % 1_000_000),
+            N.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    pub struct Postgres {
+        pub url: String,
+        /// The schemas this harness created (dropped when the test passes).
+        pub schemas: std::sync::Mutex<Vec<String>>,
+    }
+
+    pub fn harness() -> Option<Postgres> {
+        url().map(|url| Postgres {
+            url,
+            schemas: std::sync::Mutex::default(),
+        })
+    }
+
+    pub async fn client(url: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("a second connection");
+        tokio::spawn(conn);
+        client
+    }
+
+    pub async fn drop_schemas(url: &str, schemas: Vec<String>) {
+        let c = client(url).await;
+        for s in schemas {
+            c.batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+                .await
+                .expect("drops the test schema");
+        }
+    }
+
+    impl Harness for Postgres {
+        type S = PostgresStore;
+
+        async fn fresh(&self) -> PostgresStore {
+            let schema = schema();
+            self.schemas.lock().unwrap().push(schema.clone());
+            PostgresStore::connect_with(&self.url, PostgresOptions::new().schema(schema))
+                .await
+                .expect("connects")
+        }
+
+        async fn finish(&self) {
+            let schemas = std::mem::take(&mut *self.schemas.lock().unwrap());
+            drop_schemas(&self.url, schemas).await;
+        }
+
+        async fn reopen(&self, store: &PostgresStore) -> Option<PostgresStore> {
+            let schema = store.schema().to_string();
+            Some(
+                PostgresStore::connect_with(&self.url, PostgresOptions::new().schema(schema))
+                    .await
+                    .expect("reconnects"),
+            )
+        }
+
+        async fn damage(&self, store: &PostgresStore, run_id: &str, seq: u64, line: &str) -> bool {
+            let client = client(&self.url).await;
+            let s = store.schema();
+            let n = client
+                .execute(
+                    &format!(
+                        "UPDATE {s}.nanovm_entries SET line = $1 WHERE seq = $2 AND run = \
+                         (SELECT ord FROM {s}.nanovm_runs WHERE run_id = $3)"
+                    ),
+                    &[&line, &(seq as i64), &run_id],
+                )
+                .await
+                .expect("edits the database");
+            n == 1
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Building traces
+// ---------------------------------------------------------------------------------------------
+
+const PROGRAM: &str = "conformance";
+
+fn program_hash() -> Digest {
+    Digest::of(b"conformance program")
+}
+
+/// A run's trace under construction.
+struct Run {
+    id: String,
+    trace: Trace,
+    scratch: Encoder,
+}
+
+impl Run {
+    fn new(id: &str) -> Run {
+        Run::of_program(id, PROGRAM)
+    }
+
+    fn of_program(id: &str, program: &str) -> Run {
+        let mut r = Run {
+            id: id.to_string(),
+            trace: Trace::new(),
+            scratch: Encoder::new(),
+        };
+        r.push(Event::RunStarted {
+            run_id: id.to_string(),
+            program: program.to_string().into(),
+            program_hash: program_hash(),
+            inputs: vec![
+                (
+                    "request".into(),
+                    Datum::Plain(json!("It broke, «bad» \u{1}")),
+                ),
+                (
+                    "email".into(),
+                    Datum::Secret {
+                        vault_id: VaultId([7; 16]),
+                        commitment: Digest::of(b"c"),
+                    },
+                ),
+            ],
+        });
+        r
+    }
+
+    fn push(&mut self, event: Event) -> &mut Run {
+        self.trace.push(event, &mut self.scratch);
+        self
+    }
+
+    fn decision(&mut self, i: u32) -> &mut Run {
+        self.push(Event::Decision {
+            step: "policy".into(),
+            arm: Some(i),
+            next: "refund".into(),
+        })
+    }
+
+    fn entries(&self) -> &[Entry] {
+        self.trace.entries()
+    }
+
+    /// Entries `from..` (what has not been appended yet).
+    fn from(&self, from: usize) -> &[Entry] {
+        &self.trace.entries()[from..]
+    }
+
+    fn len(&self) -> usize {
+        self.trace.len()
+    }
+}
+
+/// Every kind of event, with awkward values.
+fn rich_run(id: &str) -> Run {
+    let mut r = Run::new(id);
+    r.push(Event::Model {
+        step: "analyze".into(),
+        branch: None,
+        attempt: 1,
+        model: Some("gpt".into()),
+        system: Some("sys\n\"quoted\"".into()),
+        prompt: "Is this valid? ✓ 日本語 \u{7f}".into(),
+        reply: Reply::Answer {
+            text: " yes\n".into(),
+            prompt_tokens: 12,
+            completion_tokens: u64::MAX,
+            cache_hit: false,
+        },
+        next: Some("policy".into()),
+    })
+    .decision(0)
+    .push(Event::ToolIntent {
+        step: "refund".into(),
+        branch: Some("b1".into()),
+        attempt: 2,
+        tool: "issue_refund".into(),
+        effect_id: Digest::of(b"effect"),
+        args: vec![("amount_cents".into(), Datum::Plain(json!(1200)))],
+    })
+    .push(Event::ToolResult {
+        step: "refund".into(),
+        branch: Some("b1".into()),
+        attempt: 2,
+        tool: "issue_refund".into(),
+        key: Digest::of(b"effect"),
+        args: None,
+        result: ToolOutcome::Ok(
+            json!({"id": "rf_1", "n": [1.5, -2, 3e40, null], "z": {"b": 1, "a": 2}}),
+        ),
+        next: Some("refunded".into()),
+    })
+    .push(Event::ToolResult {
+        step: "lookup".into(),
+        branch: None,
+        attempt: 1,
+        tool: "lookup_order".into(),
+        key: Digest::of(b"k"),
+        args: Some(vec![("id".into(), Datum::Plain(json!("o-1")))]),
+        result: ToolOutcome::Err {
+            message: "timeout".into(),
+            retryable: true,
+        },
+        next: None,
+    })
+    .push(Event::Joined {
+        step: "par".into(),
+        failed: vec!["a".into(), "b".into()],
+        next: None,
+    })
+    .push(Event::BudgetExceeded {
+        step: "x".into(),
+        budget: BudgetKind::MaxTokens,
+        limit: 10,
+        used: 11,
+    })
+    .push(Event::Erased {
+        vault_id: VaultId([7; 16]),
+    })
+    .push(Event::RunEnded {
+        status: RunStatus::BudgetExceeded,
+        step: Some("x".into()),
+        message: Some("out of tokens: ü".into()),
+    });
+    r
+}
+
+async fn append<S: JournalStore>(
+    s: &S,
+    run: &Run,
+    from: usize,
+    to: usize,
+) -> Result<(), JournalError> {
+    s.append(&run.id, &run.entries()[from..to], None).await
+}
+
+fn conflict(r: Result<(), JournalError>) -> (u64, u64) {
+    match r {
+        Err(JournalError::Conflict {
+            expected, found, ..
+        }) => (expected, found),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{prefix}-{}", N.fetch_add(1, Ordering::SeqCst))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+// ---------------------------------------------------------------------------------------------
+
+async fn round_trip_is_byte_exact<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    assert_eq!(s.load("nope").await.unwrap(), None);
+    assert_eq!(s.run("nope").await.unwrap(), None);
+    let run = rich_run("rt-1");
+    // In three appends of different sizes, as the executor's group commits make them.
+    append(&s, &run, 0, 1).await.unwrap();
+    append(&s, &run, 1, 4).await.unwrap();
+    append(&s, &run, 4, run.len()).await.unwrap();
+    let back = s.load("rt-1").await.unwrap().expect("stored");
+    assert_eq!(back, run.entries());
+    for (a, b) in back.iter().zip(run.entries()) {
+        assert_eq!(entry_line(a), entry_line(b), "byte-exact");
+    }
+    let t = Trace::from_entries(back).expect("the chain re-verifies");
+    assert_eq!(t.root(), run.trace.root());
+    // An empty append is a no-op.
+    s.append("rt-1", &[], None).await.unwrap();
+    s.append("never", &[], None).await.unwrap();
+    assert_eq!(s.run("never").await.unwrap(), None);
+}
+
+async fn seq_gaps_and_overlaps_conflict<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let mut run = Run::new("seq");
+    for i in 0..6 {
+        run.decision(i);
+    }
+    append(&s, &run, 0, 3).await.unwrap();
+    // A gap: entries 4.. while 3 is next.
+    assert_eq!(conflict(append(&s, &run, 4, 6).await), (3, 4));
+    // An overlap: 2.. again.
+    assert_eq!(conflict(append(&s, &run, 2, 5).await), (3, 2));
+    // A conflict writes nothing; the right continuation still works.
+    assert_eq!(s.run("seq").await.unwrap().unwrap().entries, 3);
+    append(&s, &run, 3, run.len()).await.unwrap();
+    assert_eq!(s.load("seq").await.unwrap().unwrap(), run.entries());
+    // A run that does not exist yet must start at 0.
+    let other = Run::new("seq-other");
+    let mut r2 = Run::new("seq-other");
+    r2.decision(1);
+    assert_eq!(
+        conflict(s.append(&other.id, r2.from(1), None).await),
+        (0, 1)
+    );
+    assert_eq!(s.run("seq-other").await.unwrap(), None);
+}
+
+async fn a_duplicate_start_conflicts<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let run = Run::new("dup");
+    append(&s, &run, 0, 1).await.unwrap();
+    assert_eq!(conflict(append(&s, &run, 0, 1).await), (1, 0));
+    // Even a different start for the same run id.
+    let mut other = Run::new("dup");
+    other.trace = Trace::new();
+    other.push(Event::RunStarted {
+        run_id: "dup".into(),
+        program: "another".into(),
+        program_hash: Digest::of(b"another"),
+        inputs: Vec::new(),
+    });
+    assert_eq!(conflict(append(&s, &other, 0, 1).await), (1, 0));
+    let rec = s.run("dup").await.unwrap().unwrap();
+    assert_eq!((rec.program.as_str(), rec.entries), (PROGRAM, 1));
+}
+
+async fn a_batch_with_a_bad_entry_stores_nothing<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let mut run = Run::new("atomic");
+    for i in 0..6 {
+        run.decision(i);
+    }
+    append(&s, &run, 0, 2).await.unwrap();
+    let before = s.run("atomic").await.unwrap().unwrap();
+
+    // A sequence gap in the middle of the batch.
+    let mut gap = run.from(2).to_vec();
+    gap.remove(2);
+    assert!(matches!(
+        s.append("atomic", &gap, None).await,
+        Err(JournalError::Conflict {
+            expected: 4,
+            found: 5,
+            ..
+        })
+    ));
+    // A broken hash in the middle of the batch.
+    let mut broken = run.from(2).to_vec();
+    broken[2].event = Event::Decision {
+        step: "policy".into(),
+        arm: Some(99),
+        next: "refund".into(),
+    };
+    assert!(matches!(
+        s.append("atomic", &broken, None).await,
+        Err(JournalError::Invalid { .. })
+    ));
+    // An entry that does not chain onto the stored ones.
+    let mut unchained = run.from(2).to_vec();
+    unchained[0].prev = Digest::of(b"elsewhere");
+    assert!(matches!(
+        s.append("atomic", &unchained, None).await,
+        Err(JournalError::Invalid { .. })
+    ));
+    assert_eq!(s.load("atomic").await.unwrap().unwrap(), run.entries()[..2]);
+    let after = s.run("atomic").await.unwrap().unwrap();
+    assert_eq!(after.entries, 2);
+    assert_eq!(after.status, before.status);
+
+    // A new run whose first batch is bad is not created at all.
+    let mut fresh = Run::new("atomic-new");
+    fresh.decision(0).decision(1);
+    let mut bad = fresh.entries().to_vec();
+    bad[1].hash = Digest::of(b"x");
+    assert!(s.append("atomic-new", &bad, None).await.is_err());
+    assert_eq!(s.run("atomic-new").await.unwrap(), None);
+    assert_eq!(s.load("atomic-new").await.unwrap(), None);
+    // A run must start with its own run_started.
+    let mut named = Run::new("somebody-else");
+    named.decision(0);
+    assert!(matches!(
+        s.append("atomic-new", named.entries(), None).await,
+        Err(JournalError::Invalid { .. })
+    ));
+    assert_eq!(s.run("atomic-new").await.unwrap(), None);
+}
+
+async fn the_record_follows_the_lifecycle<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let mut run = Run::new("life");
+    run.decision(0);
+    append(&s, &run, 0, 2).await.unwrap();
+    let r = s.run("life").await.unwrap().unwrap();
+    assert_eq!(r.run_id, "life");
+    assert_eq!(r.program, PROGRAM);
+    assert_eq!(r.program_hash, program_hash());
+    assert_eq!(r.status, RunStatus::Running);
+    assert_eq!(r.entries, 2);
+    assert_eq!(r.epoch, 0);
+    assert_eq!((r.lease_owner.as_deref(), r.lease_expires_ms), (None, None));
+    assert!(r.created_ms > 1_600_000_000_000 && r.updated_ms >= r.created_ms);
+
+    let mark = run.len();
+    run.push(Event::Suspended {
+        step: "manual_review".into(),
+        event: "approval".into(),
+        deadline_ms: Some(1_700_000_086_400_000),
+    });
+    append(&s, &run, mark, run.len()).await.unwrap();
+    let r = s.run("life").await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Suspended);
+    assert_eq!(r.end_step.as_deref(), Some("manual_review"));
+    assert_eq!(r.waiting_for.as_deref(), Some("approval"));
+    assert_eq!(r.deadline_ms, Some(1_700_000_086_400_000));
+    assert_eq!(r.entries, 3);
+
+    let mark = run.len();
+    run.push(Event::Delivered {
+        step: "manual_review".into(),
+        event: "approval".into(),
+        event_id: "ev-1".into(),
+        payload: json!({"approved": true}),
+        next: "review_policy".into(),
+    });
+    append(&s, &run, mark, run.len()).await.unwrap();
+    let r = s.run("life").await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Running);
+    assert_eq!(
+        (r.end_step, r.waiting_for, r.deadline_ms),
+        (None, None, None)
+    );
+
+    // An ambiguous effect: needs_reconciliation, then an operator's answer makes it runnable.
+    let mark = run.len();
+    run.push(Event::RunEnded {
+        status: RunStatus::NeedsReconciliation,
+        step: Some("refund".into()),
+        message: Some("issue_refund: outcome unknown".into()),
+    });
+    append(&s, &run, mark, run.len()).await.unwrap();
+    let r = s.run("life").await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::NeedsReconciliation);
+    assert_eq!(r.end_step.as_deref(), Some("refund"));
+    assert_eq!(r.message.as_deref(), Some("issue_refund: outcome unknown"));
+
+    let mark = run.len();
+    run.push(Event::Reconciled {
+        step: "refund".into(),
+        effect_id: Digest::of(b"e"),
+        result: Some(json!({"id": "rf"})),
+    });
+    run.push(Event::Suspended {
+        step: "wait2".into(),
+        event: "ping".into(),
+        deadline_ms: None,
+    });
+    run.push(Event::TimedOut {
+        step: "wait2".into(),
+        next: "done".into(),
+    });
+    // Several status changes in one batch: the last one counts.
+    run.push(Event::RunEnded {
+        status: RunStatus::Success,
+        step: Some("done".into()),
+        message: Some("all good".into()),
+    });
+    append(&s, &run, mark, run.len()).await.unwrap();
+    let r = s.run("life").await.unwrap().unwrap();
+    assert_eq!(r.status, RunStatus::Success);
+    assert_eq!(r.end_step.as_deref(), Some("done"));
+    assert_eq!(r.message.as_deref(), Some("all good"));
+    assert_eq!((r.waiting_for, r.deadline_ms), (None, None));
+    assert_eq!(r.entries, run.len() as u64);
+    // An erasure after the end changes nothing but the count.
+    let mark = run.len();
+    run.push(Event::Erased {
+        vault_id: VaultId([7; 16]),
+    });
+    append(&s, &run, mark, run.len()).await.unwrap();
+    let r = s.run("life").await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.entries),
+        (RunStatus::Success, run.len() as u64)
+    );
+}
+
+/// Creates a run of `program` in the state `status` (events appended as the executor would).
+async fn run_in<S: JournalStore>(s: &S, id: &str, program: &str, state: &str) -> Run {
+    let mut run = Run::of_program(id, program);
+    match state {
+        "running" => {}
+        "suspended" => {
+            run.push(Event::Suspended {
+                step: "wait".into(),
+                event: "approval".into(),
+                deadline_ms: None,
+            });
+        }
+        "suspended@1000" => {
+            run.push(Event::Suspended {
+                step: "wait".into(),
+                event: "approval".into(),
+                deadline_ms: Some(1000),
+            });
+        }
+        "success" | "failed" | "needs_reconciliation" => {
+            run.push(Event::RunEnded {
+                status: RunStatus::parse(state).unwrap(),
+                step: Some("end".into()),
+                message: None,
+            });
+        }
+        other => panic!("no state {other}"),
+    }
+    s.append(id, run.entries(), None).await.unwrap();
+    run
+}
+
+async fn runs_are_filtered_and_ordered_by_creation<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let made = [
+        ("q1", "alpha", "running"),
+        ("q2", "beta", "success"),
+        ("q3", "alpha", "success"),
+        ("q4", "alpha", "suspended"),
+        ("q5", "beta", "running"),
+        ("q6", "alpha", "success"),
+    ];
+    for (id, p, st) in made {
+        run_in(&s, id, p, st).await;
+    }
+    let ids =
+        |rs: Vec<nanovm_runtime::RunRecord>| rs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.runs(&RunQuery::new()).await.unwrap()),
+        ["q1", "q2", "q3", "q4", "q5", "q6"]
+    );
+    assert_eq!(
+        ids(s.runs(&RunQuery::new().program("alpha")).await.unwrap()),
+        ["q1", "q3", "q4", "q6"]
+    );
+    assert_eq!(
+        ids(s
+            .runs(&RunQuery::new().status(RunStatus::Success))
+            .await
+            .unwrap()),
+        ["q2", "q3", "q6"]
+    );
+    assert_eq!(
+        ids(s
+            .runs(
+                &RunQuery::new()
+                    .program("alpha")
+                    .status(RunStatus::Success)
+                    .limit(1)
+            )
+            .await
+            .unwrap()),
+        ["q3"]
+    );
+    assert_eq!(
+        ids(s.runs(&RunQuery::new().limit(0)).await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        ids(s.runs(&RunQuery::new().program("gamma")).await.unwrap()),
+        Vec::<String>::new()
+    );
+    // Appending later does not reorder.
+    let mut q1 = Run::of_program("q1", "alpha");
+    q1.decision(3);
+    s.append("q1", q1.from(1), None).await.unwrap();
+    assert_eq!(
+        ids(s.runs(&RunQuery::new().program("alpha")).await.unwrap())[0],
+        "q1"
+    );
+}
+
+async fn claims_take_only_runnable_runs<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    run_in(&s, "c-done", "p", "success").await;
+    run_in(&s, "c-failed", "p", "failed").await;
+    run_in(&s, "c-recon", "p", "needs_reconciliation").await;
+    run_in(&s, "c-wait", "p", "suspended").await;
+    run_in(&s, "c-timer", "p", "suspended@1000").await;
+    run_in(&s, "c-other", "q", "running").await;
+    run_in(&s, "c-run1", "p", "running").await;
+    run_in(&s, "c-run2", "p", "running").await;
+
+    // Before the timer's deadline: the running ones, oldest first.
+    let a = s.claim("p", "w1", 500, 100).await.unwrap().expect("c-run1");
+    assert_eq!(
+        a,
+        Lease {
+            run_id: "c-run1".into(),
+            epoch: 1,
+            worker: "w1".into(),
+            expires_ms: 600
+        }
+    );
+    let b = s.claim("p", "w2", 500, 100).await.unwrap().expect("c-run2");
+    assert_eq!((b.run_id.as_str(), b.epoch), ("c-run2", 1));
+    assert_eq!(s.claim("p", "w3", 500, 100).await.unwrap(), None);
+    let r = s.run("c-run1").await.unwrap().unwrap();
+    assert_eq!(
+        (r.epoch, r.lease_owner.as_deref(), r.lease_expires_ms),
+        (1, Some("w1"), Some(600))
+    );
+
+    // At the deadline the suspended run's timeout must fire: claimable. Leases still held.
+    let t = s
+        .claim("p", "w3", 1000, 100)
+        .await
+        .unwrap()
+        .expect("c-timer");
+    assert_eq!((t.run_id.as_str(), t.epoch), ("c-timer", 1));
+    assert_eq!(s.claim("p", "w3", 599, 100).await.unwrap(), None);
+
+    // After expiry (expires_ms <= now) a lease can be taken over; the epoch moves on.
+    let a2 = s.claim("p", "w4", 600, 100).await.unwrap().expect("c-run1");
+    assert_eq!(
+        (a2.run_id.as_str(), a2.epoch, a2.worker.as_str()),
+        ("c-run1", 2, "w4")
+    );
+    // Another program's runs are never handed out.
+    let q = s.claim("q", "w5", 0, 100).await.unwrap().expect("c-other");
+    assert_eq!(q.run_id, "c-other");
+    // Never: terminal, reconciliation, waiting without a deadline.
+    for now in [10_000, 1_000_000] {
+        while let Some(l) = s.claim("p", "w6", now, 1).await.unwrap() {
+            assert!(
+                l.run_id.starts_with("c-run") || l.run_id == "c-timer",
+                "{l:?}"
+            );
+        }
+    }
+    assert_eq!(s.claim("nobody", "w", 0, 1).await.unwrap(), None);
+}
+
+async fn concurrent_claimers_never_share_a_run<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    const RUNS: usize = 40;
+    const CLAIMERS: usize = 12;
+    for i in 0..RUNS {
+        run_in(&s, &format!("cc-{i}"), "p", "running").await;
+    }
+    let mut tasks = Vec::new();
+    for w in 0..CLAIMERS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(l) = s
+                .claim("p", &format!("w{w}"), 1_000, 60_000)
+                .await
+                .expect("claims")
+            {
+                got.push(l);
+                tokio::task::yield_now().await;
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("a claimer"));
+    }
+    let ids: HashSet<_> = all.iter().map(|l| l.run_id.clone()).collect();
+    assert_eq!(all.len(), RUNS, "every run claimed exactly once: {all:?}");
+    assert_eq!(ids.len(), RUNS);
+    assert!(all.iter().all(|l| l.epoch == 1));
+}
+
+async fn renew_release_and_stale_leases<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    run_in(&s, "lease", "p", "running").await;
+    let l1 = s.claim("p", "w1", 1_000, 100).await.unwrap().unwrap();
+    let l1b = s.renew(&l1, 1_050, 100).await.unwrap();
+    assert_eq!((l1b.epoch, l1b.expires_ms), (1, 1_150));
+    assert_eq!(
+        s.run("lease").await.unwrap().unwrap().lease_expires_ms,
+        Some(1_150)
+    );
+    // Not claimable while renewed; an expired lease nobody took can still be renewed.
+    assert_eq!(s.claim("p", "w2", 1_100, 100).await.unwrap(), None);
+    let l1c = s.renew(&l1b, 5_000, 100).await.unwrap();
+    assert_eq!(l1c.expires_ms, 5_100);
+    // Released: free at once, epoch unchanged; the old lease can neither renew nor release.
+    s.release(&l1c).await.unwrap();
+    let r = s.run("lease").await.unwrap().unwrap();
+    assert_eq!(
+        (r.epoch, r.lease_owner, r.lease_expires_ms),
+        (1, None, None)
+    );
+    assert!(matches!(
+        s.renew(&l1c, 5_000, 100).await,
+        Err(JournalError::Fenced {
+            held: 1,
+            current: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.release(&l1c).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    let l2 = s.claim("p", "w2", 5_000, 100).await.unwrap().unwrap();
+    assert_eq!(l2.epoch, 2);
+    // The stale lease of w1 (epoch 1) is fenced everywhere.
+    assert!(matches!(
+        s.renew(&l1, 5_000, 100).await,
+        Err(JournalError::Fenced {
+            held: 1,
+            current: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.release(&l1).await,
+        Err(JournalError::Fenced {
+            held: 1,
+            current: 2,
+            ..
+        })
+    ));
+    // A lease on a run that does not exist is fenced too.
+    let ghost = Lease {
+        run_id: "ghost".into(),
+        ..l2.clone()
+    };
+    assert!(matches!(
+        s.renew(&ghost, 0, 1).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    s.release(&l2).await.unwrap();
+}
+
+async fn a_stale_worker_cannot_append_after_takeover<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let mut run = run_in(&s, "fence", "p", "running").await;
+    let old = s.claim("p", "old", 1_000, 100).await.unwrap().unwrap();
+    run.decision(1);
+    s.append("fence", run.from(1), Some(old.fence()))
+        .await
+        .unwrap();
+    // The old worker stalls; its lease expires and another worker takes over.
+    let new = s.claim("p", "new", 2_000, 100).await.unwrap().unwrap();
+    assert_eq!((new.epoch, old.epoch), (2, 1));
+    let mut stale = Run::of_program("fence", "p");
+    stale.decision(1).decision(7);
+    assert_eq!(
+        s.append("fence", stale.from(2), Some(old.fence())).await,
+        Err(JournalError::Fenced {
+            run_id: "fence".into(),
+            held: 1,
+            current: 2
+        })
+    );
+    run.decision(2);
+    s.append("fence", run.from(2), Some(new.fence()))
+        .await
+        .unwrap();
+    assert_eq!(s.load("fence").await.unwrap().unwrap(), run.entries());
+    // Fencing is checked before the sequence: a stale writer learns it is stale.
+    assert!(matches!(
+        s.append("fence", run.from(1), Some(Fence { epoch: 1 }))
+            .await,
+        Err(JournalError::Fenced { .. })
+    ));
+    // A run that does not exist has epoch 0.
+    let fresh = Run::of_program("fence-new", "p");
+    assert!(matches!(
+        s.append("fence-new", fresh.entries(), Some(Fence { epoch: 1 }))
+            .await,
+        Err(JournalError::Fenced {
+            held: 1,
+            current: 0,
+            ..
+        })
+    ));
+    s.append("fence-new", fresh.entries(), Some(Fence { epoch: 0 }))
+        .await
+        .unwrap();
+}
+
+async fn concurrent_appenders_one_winner_per_seq<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    const WRITERS: usize = 6;
+    const ROUNDS: usize = 8;
+    let base = Run::new("race");
+    s.append("race", base.entries(), None).await.unwrap();
+    let mut stored = base.entries().to_vec();
+    for round in 0..ROUNDS {
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let s = s.clone();
+            let prefix = stored.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut t = Trace::from_entries(prefix).unwrap();
+                let mut e = Encoder::new();
+                // Each writer has its own idea of the next event.
+                t.push(
+                    Event::Decision {
+                        step: format!("w{w}").into(),
+                        arm: Some(round as u32),
+                        next: "x".into(),
+                    },
+                    &mut e,
+                );
+                let mine = t.entries()[t.len() - 1..].to_vec();
+                (s.append("race", &mine, None).await, mine)
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (r, mine) = t.await.unwrap();
+            match r {
+                Ok(()) => winners.push(mine),
+                Err(JournalError::Conflict {
+                    expected, found, ..
+                }) => {
+                    assert_eq!(
+                        (expected, found),
+                        (stored.len() as u64 + 1, stored.len() as u64)
+                    );
+                }
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one writer wins");
+        stored.extend(winners.remove(0));
+    }
+    assert_eq!(s.load("race").await.unwrap().unwrap(), stored);
+}
+
+async fn a_damaged_entry_loads_as_corrupt<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let run = rich_run("dmg");
+    s.append("dmg", run.entries(), None).await.unwrap();
+    // The same entry with a different tool result: parses, canonical, but the hash is wrong.
+    let mut edited = run.entries()[4].clone();
+    let Event::ToolResult { result, .. } = &mut edited.event else {
+        panic!("entry 4 is a tool result");
+    };
+    *result = ToolOutcome::Ok(json!({"id": "rf_EVIL"}));
+    if !h.damage(&s, "dmg", 4, &entry_line(&edited)).await {
+        eprintln!("skipped: this store cannot be damaged from outside");
+        return;
+    }
+    match s.load("dmg").await {
+        Err(JournalError::Corrupt { run_id, reason }) => {
+            assert_eq!(run_id, "dmg");
+            assert!(reason.contains('4'), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Not valid JSON at all, or not canonical (a space added), where the store can hold it.
+    for line in [
+        "garbage".to_string(),
+        entry_line(&run.entries()[4]).replacen(':', ": ", 1),
+    ] {
+        if h.damage(&s, "dmg", 4, &line).await {
+            assert!(
+                matches!(s.load("dmg").await, Err(JournalError::Corrupt { .. })),
+                "{line}"
+            );
+        }
+    }
+    // Other runs are unaffected.
+    let ok = rich_run("dmg-ok");
+    s.append("dmg-ok", ok.entries(), None).await.unwrap();
+    assert_eq!(s.load("dmg-ok").await.unwrap().unwrap(), ok.entries());
+}
+
+async fn reopening_keeps_everything<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let run = rich_run("keep");
+    append(&s, &run, 0, 3).await.unwrap();
+    append(&s, &run, 3, run.len()).await.unwrap();
+    run_in(&s, "keep-2", "p", "suspended@1000").await;
+    let lease = s.claim("p", "w", 2_000, 500).await.unwrap().unwrap();
+    let rec = s.run("keep").await.unwrap().unwrap();
+    let rec2 = s.run("keep-2").await.unwrap().unwrap();
+    let Some(again) = h.reopen(&s).await else {
+        eprintln!("skipped: this store does not survive reopening");
+        return;
+    };
+    drop(s);
+    assert_eq!(again.load("keep").await.unwrap().unwrap(), run.entries());
+    assert_eq!(again.run("keep").await.unwrap().unwrap(), rec);
+    assert_eq!(again.run("keep-2").await.unwrap().unwrap(), rec2);
+    assert_eq!(rec2.lease_owner.as_deref(), Some("w"));
+    // Sequence and leases carry on.
+    assert_eq!(
+        conflict(append(&again, &run, 0, 1).await),
+        (run.len() as u64, 0)
+    );
+    again.renew(&lease, 2_100, 500).await.unwrap();
+    let l2 = again.claim("p", "w2", 2_600, 500).await.unwrap().unwrap();
+    assert_eq!(l2.epoch, 2);
+}
+
+/// The executor on the store: a journaled run, its record, and a resume from what was stored.
+async fn the_executor_runs_on_the_store<H: Harness>(h: &H) {
+    use support::Host;
+    use support::customer_refund as cr;
+    let s = h.fresh().await;
+    let vault = Arc::new(MemoryVault::seeded(3));
+    let rt = Runtime::builder()
+        .model(ScriptedModel::new().always("analyze", "yes"))
+        .vault(vault.clone())
+        .clock(ManualClock::new(1_700_000_000_000))
+        .store(s.clone())
+        .build();
+    let input = |amount_cents| cr::Input {
+        request: "It broke.".into(),
+        order_id: "o-1".into(),
+        amount_cents,
+        email: vault.secret(&"a@b.c".to_string()).unwrap(),
+    };
+    let id = unique("exec");
+    let e = rt
+        .run::<cr::Program>(
+            input(100),
+            Arc::new(Host::new()),
+            RunOptions::new().run_id(&id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.status, RunStatus::Success);
+    assert_eq!(s.load(&id).await.unwrap().unwrap(), e.trace.entries());
+    let r = s.run(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.end_step.as_deref(), r.program.as_str()),
+        (RunStatus::Success, Some("refunded"), "customer_refund")
+    );
+    // Suspended under a lease, then resumed by the worker holding the next lease.
+    let id = unique("exec-wait");
+    let e = rt
+        .run::<cr::Program>(
+            input(9000),
+            Arc::new(Host::new()),
+            RunOptions::new().run_id(&id).fence(Fence { epoch: 0 }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.status, RunStatus::Suspended);
+    let r = s.run(&id).await.unwrap().unwrap();
+    assert_eq!(r.waiting_for.as_deref(), Some("approval"));
+    let deadline = r.deadline_ms.expect("a timeout");
+    let lease = s
+        .claim("customer_refund", "w", deadline, 1_000)
+        .await
+        .unwrap()
+        .expect("the timer is due");
+    assert_eq!(lease.run_id, id);
+    let mut evs: Vec<Event> = e.trace.entries().iter().map(|e| e.event.clone()).collect();
+    evs.push(Event::TimedOut {
+        step: "manual_review".into(),
+        next: "timed_out".into(),
+    });
+    let t = support::rechain(evs);
+    s.append(&id, &t.entries()[e.trace.len()..], Some(lease.fence()))
+        .await
+        .unwrap();
+    let done = rt
+        .resume_journaled::<cr::Program>(
+            &id,
+            Arc::new(Host::new()),
+            RunOptions::new().fence(lease.fence()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, RunStatus::Failed);
+    let r = s.run(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.message.as_deref()),
+        (RunStatus::Failed, Some("no reviewer answered"))
+    );
+    // A resume under a stale fence cannot write.
+    let stale = rt
+        .resume::<cr::Program>(
+            Trace::from_entries(t.entries().to_vec()).unwrap(),
+            Arc::new(Host::new()),
+            RunOptions::new().fence(Fence { epoch: 0 }),
+        )
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(nanovm_runtime::RunError::Journal(
+                JournalError::Fenced { .. }
+            ))
+        ),
+        "{stale:?}"
+    );
+}
+
+macro_rules! suite {
+    ($name:ident, $harness:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            suite!(@tests $harness;
+                round_trip_is_byte_exact,
+                seq_gaps_and_overlaps_conflict,
+                a_duplicate_start_conflicts,
+                a_batch_with_a_bad_entry_stores_nothing,
+                the_record_follows_the_lifecycle,
+                runs_are_filtered_and_ordered_by_creation,
+                claims_take_only_runnable_runs,
+                concurrent_claimers_never_share_a_run,
+                renew_release_and_stale_leases,
+                a_stale_worker_cannot_append_after_takeover,
+                concurrent_appenders_one_winner_per_seq,
+                a_damaged_entry_loads_as_corrupt,
+                reopening_keeps_everything,
+                the_executor_runs_on_the_store
+            );
+        }
+    };
+    (@tests $harness:expr; $($test:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $test() {
+                if let Some(h) = $harness {
+                    super::$test(&h).await;
+                    h.finish().await;
+                }
+            }
+        )*
+    };
+}
+
+suite!(memory, Some(Memory));
+#[cfg(feature = "sqlite")]
+suite!(sqlite_file, Some(sqlite_harness::SqliteFile));
+#[cfg(feature = "sqlite")]
+suite!(sqlite_memory, Some(sqlite_harness::SqliteMemory));
+#[cfg(feature = "postgres")]
+suite!(postgres, postgres_harness::harness());
+
+// ---------------------------------------------------------------------------------------------
+// Vaults
+// ---------------------------------------------------------------------------------------------
+
+/// put / reveal / erase through the `Vault` trait, with `reopen` giving the same vault anew.
+async fn vault_conformance<V: Vault, F: std::future::Future<Output = V>>(reopen: impl Fn() -> F) {
+    let v = reopen().await;
+    let (a, ca) = v.put(json!({"email": "ann@example.com"})).await.unwrap();
+    let (b, cb) = v.put(json!("bob@example.com")).await.unwrap();
+    assert_ne!(a, b);
+    assert_ne!(ca, cb);
+    drop(v);
+    let v = reopen().await;
+    assert_eq!(
+        v.reveal(a).await.unwrap(),
+        json!({"email": "ann@example.com"})
+    );
+    assert_eq!(v.reveal(b).await.unwrap(), json!("bob@example.com"));
+    v.erase(a).await.unwrap();
+    v.erase(a).await.unwrap(); // erasing twice is fine
+    assert!(matches!(
+        v.erase(VaultId([0xee; 16])).await,
+        Err(nanovm_runtime::VaultError::Unknown(_))
+    ));
+    drop(v);
+    let v = reopen().await;
+    let err = v.reveal(a).await.expect_err("erased");
+    assert!(err.to_string().contains("erased"), "{err}");
+    let err = v.reveal(VaultId([0xee; 16])).await.expect_err("unknown");
+    assert!(err.to_string().contains("no value"), "{err}");
+    assert_eq!(v.reveal(b).await.unwrap(), json!("bob@example.com"));
+    // Salted commitments: the same value twice gives two commitments.
+    let (_, c1) = v.put(json!("same")).await.unwrap();
+    let (_, c2) = v.put(json!("same")).await.unwrap();
+    assert_ne!(c1, c2);
+}
+
+#[tokio::test]
+async fn memory_vault_conformance() {
+    // "Reopening" a memory vault is sharing it.
+    let v = Arc::new(MemoryVault::new());
+    vault_conformance(move || std::future::ready(v.clone())).await;
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_vault_survives_reopen_and_erases_for_good() {
+    use nanovm_runtime::store::{SqliteStore, SqliteVault};
+    let path = sqlite_harness::temp_db();
+    let p = path.clone();
+    vault_conformance(move || {
+        let p = p.clone();
+        async move { SqliteVault::open(p).await.unwrap() }
+    })
+    .await;
+    // The vault shares the store's database; the erased plaintext is gone from the files.
+    let store = SqliteStore::open(&path).await.unwrap();
+    let v = store.vault();
+    let (id, _) = v.put(json!("needle-7f3a9c@example.com")).await.unwrap();
+    assert_eq!(
+        SqliteVault::reveal(&v, id).await.unwrap(),
+        json!("needle-7f3a9c@example.com")
+    );
+    Vault::erase(&v, id).await.unwrap();
+    drop((v, store));
+    let mut found = std::collections::BTreeSet::new();
+    for suffix in ["", "-wal"] {
+        let f = format!("{}{suffix}", path.display());
+        if let Ok(bytes) = std::fs::read(&f)
+            && bytes
+                .windows(b"needle-7f3a9c".len())
+                .any(|w| w == b"needle-7f3a9c")
+        {
+            found.insert(f);
+        }
+    }
+    assert!(found.is_empty(), "erased plaintext still in {found:?}");
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_vault_survives_reconnect() {
+    use nanovm_runtime::store::{PostgresOptions, PostgresVault};
+    let Some(url) = postgres_harness::url() else {
+        return;
+    };
+    let schema = postgres_harness::schema();
+    let (u, sc) = (url.clone(), schema.clone());
+    vault_conformance(move || {
+        let url = u.clone();
+        let schema = sc.clone();
+        async move {
+            PostgresVault::connect_with(&url, PostgresOptions::new().schema(schema))
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    postgres_harness::drop_schemas(&url, vec![schema]).await;
+}
