@@ -197,11 +197,25 @@ fn delivered_before(entries: &[Entry], event_id: &str) -> bool {
         .any(|e| matches!(&e.event, Event::Delivered { event_id: id, .. } if id == event_id))
 }
 
-/// The effects of a trace whose outcome is unknown and whose tool is not idempotent: the last
-/// intent of the effect id has no result after it, and no operator said it happened. In the
-/// order of their first intent.
-pub(crate) fn ambiguous_effects(info: &ProgramInfo, entries: &[Entry]) -> Vec<Digest> {
-    let mut open: Vec<(Digest, bool)> = Vec::new();
+/// The effects of a stored run that an operator must reconcile ([`Runtime::reconcile`]): an
+/// `effect` tool that is not idempotent, whose intent is recorded and whose outcome is not
+/// (no result after its intent, no operator's `Done`), in the order of their first intent.
+/// Empty unless the run is paused `needs_reconciliation`.
+///
+/// An operator's `NotDone` answers one effect for the rest of the pause (while other effects of
+/// the same parallel round still wait for answers); once every effect of the pause is answered
+/// the run calls the tools again, so an effect whose `NotDone` is followed by a new pause
+/// without a result is ambiguous again (the call may have happened before a crash).
+pub fn ambiguous_effects(info: &ProgramInfo, entries: &[Entry]) -> Vec<Digest> {
+    #[derive(PartialEq)]
+    enum State {
+        Unknown,
+        NotDone,
+    }
+    if Tail::of(entries).status != RunStatus::NeedsReconciliation {
+        return Vec::new();
+    }
+    let mut open: Vec<(Digest, State)> = Vec::new();
     for e in entries {
         match &e.event {
             Event::ToolIntent {
@@ -212,7 +226,9 @@ pub(crate) fn ambiguous_effects(info: &ProgramInfo, entries: &[Entry]) -> Vec<Di
                     .iter()
                     .find(|t| t.name == tool.as_ref())
                     .is_some_and(|t| t.idempotent);
-                open.push((*effect_id, idempotent));
+                if !idempotent {
+                    open.push((*effect_id, State::Unknown));
+                }
             }
             Event::ToolResult { key, .. } => open.retain(|(k, _)| k != key),
             Event::Reconciled {
@@ -220,11 +236,32 @@ pub(crate) fn ambiguous_effects(info: &ProgramInfo, entries: &[Entry]) -> Vec<Di
                 result: Some(_),
                 ..
             } => open.retain(|(k, _)| k != effect_id),
+            Event::Reconciled {
+                effect_id,
+                result: None,
+                ..
+            } => {
+                for (k, s) in &mut open {
+                    if k == effect_id {
+                        *s = State::NotDone;
+                    }
+                }
+            }
+            Event::RunEnded {
+                status: RunStatus::NeedsReconciliation,
+                ..
+            } if !open.iter().any(|(_, s)| *s == State::Unknown) => {
+                // Every effect had an answer before this pause: the run went on and may have
+                // made the calls, so the answers no longer hold.
+                for (_, s) in &mut open {
+                    *s = State::Unknown;
+                }
+            }
             _ => {}
         }
     }
     open.into_iter()
-        .filter(|(_, idempotent)| !idempotent)
+        .filter(|(_, s)| *s == State::Unknown)
         .map(|(k, _)| k)
         .collect()
 }

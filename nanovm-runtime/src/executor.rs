@@ -906,9 +906,9 @@ enum Settle {
     /// No operator answer (yet) for some effect: the run pauses `needs_reconciliation`.
     Paused(Ended),
     /// Every ambiguous effect has an answer: `(effect id, result, live)`; `result: None` means
-    /// the effect did not happen, and `live` that the operator said so in this execution (so
-    /// calling the tool now is safe; a recorded `None` only holds if the call that followed it
-    /// is recorded too).
+    /// the effect did not happen, and `live` that the last answer was given in this execution
+    /// (so no earlier execution got to call the tools after the answers: calling them now is
+    /// safe; otherwise a `None` only holds if the call that followed it is recorded too).
     Resolved(Vec<(Digest, Option<Json>, bool)>),
 }
 
@@ -1911,6 +1911,27 @@ impl<P: Program> Exec<P> {
         result: Result<Json, ToolError>,
         next: Option<StepId>,
     ) -> Result<(), Halt> {
+        self.push_tool_result(step, branch, attempt, tool, key, args, result, next)?;
+        if tool.effect {
+            self.rec.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Records a tool result without making it durable (a parallel round's results are made
+    /// durable together, in one write, after the round: a crash never leaves half of them).
+    #[allow(clippy::too_many_arguments)]
+    fn push_tool_result(
+        &mut self,
+        step: StepId,
+        branch: Option<&'static str>,
+        attempt: u32,
+        tool: &'static ToolInfo,
+        key: Digest,
+        args: Option<Vec<(Name, Datum)>>,
+        result: Result<Json, ToolError>,
+        next: Option<StepId>,
+    ) -> Result<(), Halt> {
         let next = match next {
             Some(n) => Some(self.name(n)?),
             None => None,
@@ -1925,9 +1946,6 @@ impl<P: Program> Exec<P> {
             result: into_outcome(result),
             next,
         })?;
-        if tool.effect {
-            self.rec.flush().await?;
-        }
         Ok(())
     }
 
@@ -2034,6 +2052,13 @@ impl<P: Program> Exec<P> {
                 return Ok(Settle::Paused(paused));
             }
             if effects.is_empty() {
+                // A `NotDone` allows calling the tool again only if this execution completed
+                // the answers: an execution that recorded the last answer may have made the
+                // calls already (a crash lost their results), so then they are ambiguous again.
+                let live = answers.last().is_some_and(|(_, _, live)| *live);
+                for answer in &mut answers {
+                    answer.2 = live;
+                }
                 return Ok(Settle::Resolved(answers));
             }
         }
@@ -2430,7 +2455,7 @@ impl<P: Program> Exec<P> {
                     .filter_map(Job::effect)
                     .collect();
                 for job in jobs {
-                    self.record_branch(step, job, None).await?;
+                    self.record_branch(step, job, None)?;
                 }
                 if any_effect {
                     self.rec.flush().await?;
@@ -2493,7 +2518,7 @@ impl<P: Program> Exec<P> {
                         }
                     }
                 };
-                self.record_branch(step, job, next).await?;
+                self.record_branch(step, job, next)?;
             }
             if any_effect {
                 self.rec.flush().await?;
@@ -2642,8 +2667,9 @@ impl<P: Program> Exec<P> {
         Ok(verdict.map(|v| self.live_verdict(v)))
     }
 
-    /// Records a branch's model or tool event (`next`: the successor if accepted).
-    async fn record_branch(
+    /// Records a branch's model or tool event (`next`: the successor if accepted); the round
+    /// makes them durable together.
+    fn record_branch(
         &mut self,
         step: StepId,
         job: Job<P::Call>,
@@ -2667,19 +2693,16 @@ impl<P: Program> Exec<P> {
                     tool, key, args, ..
                 },
                 JobAnswer::Tool(result),
-            ) => {
-                self.emit_tool_result(
-                    step,
-                    Some(job.name),
-                    job.attempt,
-                    tool,
-                    key,
-                    args,
-                    result,
-                    next,
-                )
-                .await
-            }
+            ) => self.push_tool_result(
+                step,
+                Some(job.name),
+                job.attempt,
+                tool,
+                key,
+                args,
+                result,
+                next,
+            ),
             _ => Err(RunError::Internal("a branch answer of the wrong kind".into()).into()),
         }
     }

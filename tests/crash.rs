@@ -1,0 +1,760 @@
+//! Exhaustive crash tests on the shared example workflows.
+//!
+//! Each scenario is run once through a [`FaultyStore`] that counts store operations, to learn
+//! how many operations `N` a crash-free run takes. Then, for EVERY `k` in `0..=N` and both kinds
+//! of fault, it is run again with the fault at operation `k`:
+//!
+//! * **error**: operation `k` (and every later one) fails without being applied; the process
+//!   sees the error and exits;
+//! * **abort**: operation `k` is applied, then the process dies before seeing the answer (the
+//!   runtime's future is dropped right after the write).
+//!
+//! A new process (a fresh `Runtime` over the same underlying store and vault) then recovers the
+//! run the way a client and an operator would: it retries the request (a duplicate start
+//! resumes a run left mid-way), re-delivers an event the script had not seen acknowledged, and
+//! reconciles an ambiguous effect from the mock bank's ledger (`NotDone` only when the ledger
+//! shows the effect did not happen). It asserts:
+//!
+//! * every effect id in the final trace was executed exactly once by the bank (idempotent tools
+//!   honour their key and return the saved result; others execute on every call, so a second
+//!   call would show), and the bank executed nothing else;
+//! * every entry acknowledged before the crash is still stored, byte-identical;
+//! * the final chain verifies;
+//! * the final outcome (status, end step, path, outputs) equals the crash-free run's, and so
+//!   does the root hash unless an operator had to reconcile (which adds entries).
+//!
+//! On a `MemoryStore` and on a `SqliteStore` (a temporary file per run), not sampled.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use nanovm::program::{BoxFuture, Program, ProgramInfo, ToolContext, ToolError};
+use nanovm::trace::{Entry, Event, RunStatus, Trace, entry_line};
+use nanovm::value::{Digest, Json, Secret};
+use nanovm::{
+    Execution, Fence, JournalError, JournalStore, Lease, ManualClock, MemoryStore, MemoryVault,
+    Resolution, RunOptions, RunQuery, RunRecord, Runtime, ScriptedModel,
+};
+use serde_json::json;
+
+nanovm::include_program!("../examples/workflows/customer_refund.nvm");
+nanovm::include_program!("../examples/workflows/order_pipeline.nvm");
+nanovm::include_program!("../examples/workflows/payment_recovery.nvm");
+
+const START: u64 = 1_700_000_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// The faulty store
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// Operation `k` and every later one fail, unapplied.
+    Error,
+    /// Operation `k` is applied, then the process dies.
+    Abort,
+}
+
+/// Wraps a store; fails (or dies) at operation `k`; remembers every acknowledged entry.
+#[derive(Clone)]
+struct FaultyStore {
+    inner: Arc<dyn JournalStore>,
+    fault: Option<(Fault, usize)>,
+    ops: Arc<AtomicUsize>,
+    dead: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<(String, Entry)>>>,
+}
+
+impl FaultyStore {
+    fn new(inner: Arc<dyn JournalStore>, fault: Option<(Fault, usize)>) -> Self {
+        FaultyStore {
+            inner,
+            fault,
+            ops: Arc::default(),
+            dead: Arc::default(),
+            acknowledged: Arc::default(),
+        }
+    }
+
+    fn ops(&self) -> usize {
+        self.ops.load(Ordering::SeqCst)
+    }
+
+    fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// Runs one operation through the fault.
+    fn op<'a, T: Send + 'a>(
+        &'a self,
+        f: impl FnOnce() -> BoxFuture<'a, Result<T, JournalError>> + Send + 'a,
+        on_ok: impl FnOnce(&T) + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, JournalError>> {
+        Box::pin(async move {
+            if self.is_dead() {
+                return std::future::pending().await;
+            }
+            let n = self.ops.fetch_add(1, Ordering::SeqCst);
+            match self.fault {
+                Some((Fault::Error, k)) if n >= k => Err(JournalError::Io(format!(
+                    "injected failure at operation {n}"
+                ))),
+                Some((Fault::Abort, k)) if n == k => {
+                    let _ = f().await;
+                    self.dead.store(true, Ordering::SeqCst);
+                    std::future::pending().await
+                }
+                _ => {
+                    let r = f().await;
+                    if let Ok(v) = &r {
+                        on_ok(v);
+                    }
+                    r
+                }
+            }
+        })
+    }
+}
+
+impl JournalStore for FaultyStore {
+    fn append<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        fence: Option<Fence>,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        self.op(
+            move || self.inner.append(run_id, entries, fence),
+            move |()| {
+                self.acknowledged
+                    .lock()
+                    .unwrap()
+                    .extend(entries.iter().map(|e| (run_id.to_string(), e.clone())));
+            },
+        )
+    }
+    fn load<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<Entry>>, JournalError>> {
+        self.op(move || self.inner.load(run_id), |_| {})
+    }
+    fn run<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RunRecord>, JournalError>> {
+        self.op(move || self.inner.run(run_id), |_| {})
+    }
+    fn runs<'a>(
+        &'a self,
+        query: &'a RunQuery,
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, JournalError>> {
+        self.op(move || self.inner.runs(query), |_| {})
+    }
+    fn claim<'a>(
+        &'a self,
+        program: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        self.op(
+            move || self.inner.claim(program, worker, now_ms, lease_ms),
+            |_| {},
+        )
+    }
+    fn renew<'a>(
+        &'a self,
+        lease: &'a Lease,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        self.op(move || self.inner.renew(lease, now_ms, lease_ms), |_| {})
+    }
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        self.op(move || self.inner.release(lease), |_| {})
+    }
+}
+
+/// Completes when the faulty store's process has died.
+struct Death(FaultyStore);
+
+impl Future for Death {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.is_dead() {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mock bank
+
+/// Executes effects and keeps a ledger of every real execution. An `idempotent` tool (as the
+/// program declares it) honours its idempotency key: a repeated key returns the saved result
+/// without executing (Stripe's semantics). Other effect tools execute on every call.
+struct Bank {
+    info: &'static ProgramInfo,
+    ledger: Mutex<Vec<(Digest, String)>>,
+    saved: Mutex<HashMap<Digest, Json>>,
+}
+
+impl Bank {
+    fn new(info: &'static ProgramInfo) -> Arc<Bank> {
+        Arc::new(Bank {
+            info,
+            ledger: Mutex::default(),
+            saved: Mutex::default(),
+        })
+    }
+
+    /// What the tool answers for `key`: `base` plus the key (deterministic, so an operator can
+    /// restate it from the ledger).
+    fn answer(base: &Json, key: &Digest) -> Json {
+        let mut v = base.clone();
+        if let Json::Object(m) = &mut v {
+            m.insert("id".into(), json!(key.short()));
+        }
+        v
+    }
+
+    fn call(&self, ctx: &ToolContext, tool: &str, base: Json) -> Result<Json, ToolError> {
+        let Some(info) = self.info.tools.iter().find(|t| t.name == tool) else {
+            return Err(ToolError::permanent(format!("no tool {tool}")));
+        };
+        if !info.effect {
+            return Ok(base);
+        }
+        let key = ctx.idempotency_key;
+        let mut saved = self.saved.lock().unwrap();
+        if info.idempotent
+            && let Some(r) = saved.get(&key)
+        {
+            return Ok(r.clone());
+        }
+        self.ledger.lock().unwrap().push((key, tool.to_string()));
+        let r = Bank::answer(&base, &key);
+        saved.insert(key, r.clone());
+        Ok(r)
+    }
+
+    fn executions(&self, key: &Digest) -> usize {
+        self.ledger
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k == key)
+            .count()
+    }
+
+    fn saved(&self, key: &Digest) -> Option<Json> {
+        self.saved.lock().unwrap().get(key).cloned()
+    }
+}
+
+struct Shop(Arc<Bank>);
+
+impl customer_refund::Tools for Shop {
+    async fn lookup_order(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0
+            .call(ctx, "lookup_order", json!({"status": "delivered"}))
+    }
+    async fn issue_refund(
+        &self,
+        ctx: &ToolContext,
+        order_id: String,
+        amount: i64,
+    ) -> Result<Json, ToolError> {
+        self.0.call(
+            ctx,
+            "issue_refund",
+            json!({"order_id": order_id, "amount_cents": amount}),
+        )
+    }
+    async fn send_rejection(
+        &self,
+        ctx: &ToolContext,
+        _: Secret<String>,
+    ) -> Result<Json, ToolError> {
+        self.0.call(ctx, "send_rejection", json!({"sent": true}))
+    }
+}
+
+struct Warehouse(Arc<Bank>);
+
+impl order_pipeline::Tools for Warehouse {
+    async fn validate_order(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0.call(ctx, "validate_order", json!({"ok": true}))
+    }
+    async fn fraud_score(
+        &self,
+        ctx: &ToolContext,
+        _: String,
+        _: String,
+    ) -> Result<Json, ToolError> {
+        self.0.call(ctx, "fraud_score", json!({"risk": 12}))
+    }
+    async fn reserve_inventory(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0
+            .call(ctx, "reserve_inventory", json!({"reserved": true}))
+    }
+    async fn confirm_order(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0
+            .call(ctx, "confirm_order", json!({"confirmed": true}))
+    }
+    async fn send_email(
+        &self,
+        ctx: &ToolContext,
+        _: Secret<String>,
+        _: String,
+    ) -> Result<Json, ToolError> {
+        self.0.call(ctx, "send_email", json!({"queued": true}))
+    }
+    async fn notify_warehouse(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0.call(ctx, "notify_warehouse", json!({"ok": true}))
+    }
+    async fn refund_order(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0.call(ctx, "refund_order", json!({"refunded": true}))
+    }
+}
+
+struct Billing(Arc<Bank>);
+
+impl payment_recovery::Tools for Billing {
+    async fn fetch_invoice(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0
+            .call(ctx, "fetch_invoice", json!({"status": "past_due"}))
+    }
+    async fn retry_charge(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0
+            .call(ctx, "retry_charge", json!({"status": "succeeded"}))
+    }
+    async fn send_sms(
+        &self,
+        ctx: &ToolContext,
+        _: Secret<String>,
+        _: String,
+    ) -> Result<Json, ToolError> {
+        self.0.call(ctx, "send_sms", json!({"sent": true}))
+    }
+    async fn send_card_update_link(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
+        self.0
+            .call(ctx, "send_card_update_link", json!({"sent": true}))
+    }
+    async fn block_account(
+        &self,
+        ctx: &ToolContext,
+        _: String,
+        _: String,
+    ) -> Result<Json, ToolError> {
+        self.0.call(ctx, "block_account", json!({"blocked": true}))
+    }
+    async fn alert_support(
+        &self,
+        ctx: &ToolContext,
+        _: String,
+        _: String,
+    ) -> Result<Json, ToolError> {
+        self.0.call(ctx, "alert_support", json!({"ticket": 1}))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// One client request and what it expects to deliver afterwards.
+struct Scenario<P: Program> {
+    name: &'static str,
+    /// The model's answers, by step.
+    answers: &'static [(&'static str, &'static str)],
+    input: fn(&MemoryVault) -> P::Input,
+    tools: fn(Arc<Bank>) -> Arc<P::Tools>,
+    /// Events the client delivers once the run suspends: (event, event id, payload).
+    deliveries: Vec<(&'static str, &'static str, Json)>,
+}
+
+/// One simulated process: a runtime over a store (faulty or not), sharing the vault.
+fn process(
+    store: Arc<dyn JournalStore>,
+    vault: &Arc<MemoryVault>,
+    answers: &[(&str, &str)],
+) -> Runtime {
+    let mut model = ScriptedModel::new();
+    for (step, answer) in answers {
+        model = model.always(step, *answer);
+    }
+    Runtime::builder()
+        .model(model)
+        .vault(vault.clone())
+        .clock(ManualClock::new(START))
+        .store(store)
+        .build()
+}
+
+const RUN_ID: &str = "run-1";
+
+/// What a scenario left behind.
+struct Outcome {
+    execution: Execution,
+    /// Store operations the process made (crash-free: all of them).
+    ops: usize,
+    reconciled: bool,
+}
+
+/// The client's script: start, then deliver each event once the run is suspended waiting for
+/// it. Stops at the first error (the process exits) or when the store dies.
+async fn script<P: Program<Input: Clone>>(
+    s: &Scenario<P>,
+    rt: &Runtime,
+    faulty: &FaultyStore,
+    input: &P::Input,
+    bank: &Arc<Bank>,
+) -> Option<Execution> {
+    let run = async {
+        let mut e = rt
+            .run::<P>(
+                input.clone(),
+                (s.tools)(bank.clone()),
+                RunOptions::new().run_id(RUN_ID),
+            )
+            .await
+            .ok()?;
+        for (event, id, payload) in &s.deliveries {
+            if e.status != RunStatus::Suspended {
+                break;
+            }
+            e = rt
+                .deliver::<P>(RUN_ID, event, id, payload.clone(), (s.tools)(bank.clone()))
+                .await
+                .ok()?
+                .into_execution();
+        }
+        Some(e)
+    };
+    tokio::select! {
+        biased;
+        () = Death(faulty.clone()) => None,
+        e = run => e,
+    }
+}
+
+fn describe(entries: &[Entry]) -> String {
+    entries
+        .iter()
+        .map(|e| format!("{:>3} {}", e.seq, e.event.describe()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn entries_now(store: &Arc<dyn JournalStore>) -> Vec<Entry> {
+    futures_lite_block(store.load(RUN_ID))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Polls a store future that is ready at once (the stores here never wait).
+fn futures_lite_block<T>(f: BoxFuture<'_, T>) -> T {
+    let mut f = f;
+    match f
+        .as_mut()
+        .poll(&mut Context::from_waker(std::task::Waker::noop()))
+    {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the store waited"),
+    }
+}
+
+/// A new process recovers the run: retries the request, re-delivers what the script had not
+/// seen acknowledged, reconciles from the ledger. Returns the final execution and whether an
+/// operator reconciled.
+async fn recover<P: Program<Input: Clone>>(
+    s: &Scenario<P>,
+    store: &Arc<dyn JournalStore>,
+    vault: &Arc<MemoryVault>,
+    input: &P::Input,
+    bank: &Arc<Bank>,
+) -> (Execution, bool) {
+    let rt = process(store.clone(), vault, s.answers);
+    let mut reconciled = false;
+    let mut delivered = 0;
+    for _ in 0..20 {
+        let Some(record) = store.run(RUN_ID).await.expect("reads") else {
+            // Nothing was stored: the request is simply retried.
+            rt.run::<P>(
+                input.clone(),
+                (s.tools)(bank.clone()),
+                RunOptions::new().run_id(RUN_ID),
+            )
+            .await
+            .expect("retried");
+            continue;
+        };
+        match record.status {
+            RunStatus::Running => {
+                // A duplicate start resumes a run left mid-way.
+                rt.run::<P>(
+                    input.clone(),
+                    (s.tools)(bank.clone()),
+                    RunOptions::new().run_id(RUN_ID),
+                )
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{}: resume failed: {e}\n{}",
+                        s.name,
+                        describe(&entries_now(store))
+                    )
+                });
+            }
+            RunStatus::NeedsReconciliation => {
+                let entries = store.load(RUN_ID).await.expect("loads").expect("stored");
+                let effect = *nanovm::durable::ambiguous_effects(P::info(), &entries)
+                    .first()
+                    .expect("an ambiguous effect");
+                let resolution = match bank.saved(&effect) {
+                    Some(result) => Resolution::Done(result),
+                    None => Resolution::NotDone,
+                };
+                reconciled = true;
+                if let Err(e) = rt
+                    .reconcile::<P>(RUN_ID, effect, resolution, (s.tools)(bank.clone()))
+                    .await
+                {
+                    let kinds: Vec<String> = entries.iter().map(|e| e.event.describe()).collect();
+                    panic!("{}: reconcile failed: {e}\n{}", s.name, kinds.join("\n"));
+                }
+            }
+            RunStatus::Suspended if delivered < s.deliveries.len() => {
+                let (event, id, payload) = &s.deliveries[delivered];
+                delivered += 1;
+                rt.deliver::<P>(RUN_ID, event, id, payload.clone(), (s.tools)(bank.clone()))
+                    .await
+                    .expect("delivers");
+            }
+            _ => {
+                // Ended (or suspended with nothing left to deliver): the recorded outcome.
+                let e = rt
+                    .run::<P>(
+                        input.clone(),
+                        (s.tools)(bank.clone()),
+                        RunOptions::new().run_id(RUN_ID),
+                    )
+                    .await
+                    .expect("answers");
+                return (e, reconciled);
+            }
+        }
+    }
+    panic!("{}: the run did not settle", s.name);
+}
+
+/// Runs scenario `s` on a fresh store from `new_store`, with `fault`.
+async fn attempt<P: Program<Input: Clone>>(
+    s: &Scenario<P>,
+    new_store: &dyn Fn() -> Arc<dyn JournalStore>,
+    fault: Option<(Fault, usize)>,
+) -> Outcome {
+    let store = new_store();
+    let vault = Arc::new(MemoryVault::seeded(7));
+    let bank = Bank::new(P::info());
+    let input = (s.input)(&vault);
+    let faulty = FaultyStore::new(store.clone(), fault);
+    let rt = process(Arc::new(faulty.clone()), &vault, s.answers);
+    let done = script(s, &rt, &faulty, &input, &bank).await;
+    drop(rt);
+    let ops = faulty.ops();
+    let what = format!("{} with {fault:?}", s.name);
+
+    let (execution, reconciled) = match done {
+        Some(e) if fault.is_none() => (e, false),
+        _ => recover(s, &store, &vault, &input, &bank).await,
+    };
+
+    // The final chain verifies and holds every acknowledged entry, byte-identical.
+    let stored = store.load(RUN_ID).await.expect("loads").expect("stored");
+    let trace = Trace::from_entries(stored.clone()).expect("the stored chain verifies");
+    assert_eq!(trace.root(), execution.root(), "{what}");
+    for (run, entry) in faulty.acknowledged.lock().unwrap().iter() {
+        assert_eq!(run, RUN_ID);
+        let kept = stored.get(entry.seq as usize).map(entry_line);
+        assert_eq!(
+            kept.as_deref(),
+            Some(entry_line(entry).as_str()),
+            "{what}: acknowledged entry #{} lost or changed",
+            entry.seq
+        );
+    }
+    // Every effect of the run executed exactly once; nothing else executed.
+    let mut effects: Vec<Digest> = Vec::new();
+    for e in trace.entries() {
+        if let Event::ToolIntent { effect_id, .. } = &e.event
+            && !effects.contains(effect_id)
+        {
+            effects.push(*effect_id);
+        }
+    }
+    for k in &effects {
+        assert_eq!(bank.executions(k), 1, "{what}: effect {k}");
+    }
+    assert_eq!(
+        bank.ledger.lock().unwrap().len(),
+        effects.len(),
+        "{what}: an execution outside the run's effects"
+    );
+    Outcome {
+        execution,
+        ops,
+        reconciled,
+    }
+}
+
+/// Crash-free once, then every crash point with both faults. Returns the crash points tried.
+async fn every_crash_point<P: Program<Input: Clone>>(
+    s: &Scenario<P>,
+    new_store: &dyn Fn() -> Arc<dyn JournalStore>,
+) -> usize {
+    let clean = attempt(s, new_store, None).await;
+    let want = &clean.execution;
+    assert!(
+        want.status.is_terminal(),
+        "{}: the crash-free run ends ({})",
+        s.name,
+        want.status
+    );
+    let mut tried = 0;
+    for k in 0..=clean.ops {
+        for fault in [Fault::Error, Fault::Abort] {
+            let got = attempt(s, new_store, Some((fault, k))).await;
+            let e = &got.execution;
+            let what = format!("{}: {fault:?} at operation {k} of {}", s.name, clean.ops);
+            assert_eq!(e.status, want.status, "{what}");
+            assert_eq!(e.end_step, want.end_step, "{what}");
+            assert_eq!(e.message, want.message, "{what}");
+            assert_eq!(e.path, want.path, "{what}");
+            assert_eq!(e.outputs, want.outputs, "{what}");
+            if !got.reconciled {
+                assert_eq!(e.root(), want.root(), "{what}");
+            }
+            tried += 1;
+        }
+    }
+    tried
+}
+
+fn refund(
+    answer: &'static str,
+    deliveries: Vec<(&'static str, &'static str, Json)>,
+) -> Scenario<customer_refund::Program> {
+    let answers: &'static [(&'static str, &'static str)] = match answer {
+        "yes" => &[("analyze", "yes")],
+        "no" => &[("analyze", "no")],
+        _ => &[("analyze", "maybe")],
+    };
+    Scenario {
+        name: match answer {
+            "yes" => "customer_refund/yes",
+            "no" => "customer_refund/no",
+            _ => "customer_refund/invalid+approval",
+        },
+        answers,
+        input: |vault| customer_refund::Input {
+            request: "My parcel arrived broken. Please refund it.".into(),
+            order_id: "ord_1042".into(),
+            amount_cents: 4200,
+            email: vault.secret(&"ada@example.com".to_string()).unwrap(),
+        },
+        tools: |bank| Arc::new(Shop(bank)),
+        deliveries,
+    }
+}
+
+fn order() -> Scenario<order_pipeline::Program> {
+    Scenario {
+        name: "order_pipeline",
+        answers: &[],
+        input: |vault| order_pipeline::Input {
+            order_id: "o-77".into(),
+            country: "DE".into(),
+            amount_cents: 1999,
+            email: vault.secret(&"bob@example.com".to_string()).unwrap(),
+        },
+        tools: |bank| Arc::new(Warehouse(bank)),
+        deliveries: Vec::new(),
+    }
+}
+
+fn recovery(answer: &'static str) -> Scenario<payment_recovery::Program> {
+    Scenario {
+        name: if answer == "funds" {
+            "payment_recovery/funds"
+        } else {
+            "payment_recovery/card"
+        },
+        answers: if answer == "funds" {
+            &[("classify", "funds")]
+        } else {
+            &[("classify", "card")]
+        },
+        input: |vault| payment_recovery::Input {
+            customer_id: "c9".into(),
+            invoice_id: "in_1".into(),
+            decline_code: "insufficient_funds".into(),
+            attempt: 1,
+            phone: vault.secret(&"+49 30 1234".to_string()).unwrap(),
+        },
+        tools: |bank| Arc::new(Billing(bank)),
+        deliveries: Vec::new(),
+    }
+}
+
+/// Every scenario on stores from `new_store`; prints the crash points per scenario.
+async fn all_scenarios(store_name: &str, new_store: &dyn Fn() -> Arc<dyn JournalStore>) {
+    let mut report = Vec::new();
+    for s in [
+        refund("yes", Vec::new()),
+        refund("no", Vec::new()),
+        refund(
+            "maybe",
+            vec![(
+                "approval",
+                "approval-1",
+                json!({"approved": true, "by": "dana"}),
+            )],
+        ),
+    ] {
+        report.push((s.name, every_crash_point(&s, new_store).await));
+    }
+    report.push((
+        "order_pipeline",
+        every_crash_point(&order(), new_store).await,
+    ));
+    for answer in ["funds", "card"] {
+        let s = recovery(answer);
+        report.push((s.name, every_crash_point(&s, new_store).await));
+    }
+    for (name, n) in report {
+        eprintln!(
+            "{store_name}: {name}: {n} crash points (error and abort at every store operation)"
+        );
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+#[test]
+fn every_crash_point_on_a_memory_store() {
+    runtime().block_on(all_scenarios("memory", &|| Arc::new(MemoryStore::new())));
+}
