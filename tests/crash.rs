@@ -23,7 +23,8 @@
 //! * the final outcome (status, end step, path, outputs) equals the crash-free run's, and so
 //!   does the root hash unless an operator had to reconcile (which adds entries).
 //!
-//! On a `MemoryStore` and on a `SqliteStore` (a temporary file per run), not sampled.
+//! On a `MemoryStore` and on a `SqliteStore` (a temporary file per attempt, opened anew by the
+//! recovering process), not sampled.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -33,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use nanovm::program::{BoxFuture, Program, ProgramInfo, ToolContext, ToolError};
+use nanovm::store::SqliteStore;
 use nanovm::trace::{Entry, Event, RunStatus, Trace, entry_line};
 use nanovm::value::{Digest, Json, Secret};
 use nanovm::{
@@ -46,6 +48,52 @@ nanovm::include_program!("../examples/workflows/order_pipeline.nvm");
 nanovm::include_program!("../examples/workflows/payment_recovery.nvm");
 
 const START: u64 = 1_700_000_000_000;
+
+/// A fresh store for one attempt, and how a new process opens the same store again.
+struct Store {
+    now: Arc<dyn JournalStore>,
+    reopen: Box<dyn Fn() -> BoxFuture<'static, Arc<dyn JournalStore>> + Send + Sync>,
+}
+
+/// Makes a [`Store`] per attempt.
+type NewStore = dyn Fn() -> BoxFuture<'static, Store>;
+
+fn memory_store() -> BoxFuture<'static, Store> {
+    Box::pin(async {
+        let store: Arc<dyn JournalStore> = Arc::new(MemoryStore::new());
+        let again = store.clone();
+        Store {
+            now: store,
+            reopen: Box::new(move || {
+                let again = again.clone();
+                Box::pin(async move { again })
+            }),
+        }
+    })
+}
+
+/// A SQLite file in a fresh temporary directory (removed when the last handle goes).
+fn sqlite_store() -> BoxFuture<'static, Store> {
+    Box::pin(async {
+        let dir = Arc::new(tempfile::tempdir().expect("a temporary directory"));
+        let path = dir.path().join("runs.db");
+        let store: Arc<dyn JournalStore> =
+            Arc::new(SqliteStore::open(&path).await.expect("opens the database"));
+        Store {
+            now: store,
+            reopen: Box::new(move || {
+                let (dir, path) = (dir.clone(), path.clone());
+                Box::pin(async move {
+                    let store = SqliteStore::open(&path)
+                        .await
+                        .expect("reopens the database");
+                    let _keep = dir;
+                    Arc::new(store) as Arc<dyn JournalStore>
+                })
+            }),
+        }
+    })
+}
 
 // ---------------------------------------------------------------------------------------------
 // The faulty store
@@ -453,25 +501,6 @@ fn describe(entries: &[Entry]) -> String {
         .join("\n")
 }
 
-fn entries_now(store: &Arc<dyn JournalStore>) -> Vec<Entry> {
-    futures_lite_block(store.load(RUN_ID))
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-}
-
-/// Polls a store future that is ready at once (the stores here never wait).
-fn futures_lite_block<T>(f: BoxFuture<'_, T>) -> T {
-    let mut f = f;
-    match f
-        .as_mut()
-        .poll(&mut Context::from_waker(std::task::Waker::noop()))
-    {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("the store waited"),
-    }
-}
-
 /// A new process recovers the run: retries the request, re-delivers what the script had not
 /// seen acknowledged, reconciles from the ledger. Returns the final execution and whether an
 /// operator reconciled.
@@ -500,19 +529,17 @@ async fn recover<P: Program<Input: Clone>>(
         match record.status {
             RunStatus::Running => {
                 // A duplicate start resumes a run left mid-way.
-                rt.run::<P>(
-                    input.clone(),
-                    (s.tools)(bank.clone()),
-                    RunOptions::new().run_id(RUN_ID),
-                )
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "{}: resume failed: {e}\n{}",
-                        s.name,
-                        describe(&entries_now(store))
+                let resumed = rt
+                    .run::<P>(
+                        input.clone(),
+                        (s.tools)(bank.clone()),
+                        RunOptions::new().run_id(RUN_ID),
                     )
-                });
+                    .await;
+                if let Err(e) = resumed {
+                    let entries = store.load(RUN_ID).await.ok().flatten().unwrap_or_default();
+                    panic!("{}: resume failed: {e}\n{}", s.name, describe(&entries));
+                }
             }
             RunStatus::NeedsReconciliation => {
                 let entries = store.load(RUN_ID).await.expect("loads").expect("stored");
@@ -528,8 +555,7 @@ async fn recover<P: Program<Input: Clone>>(
                     .reconcile::<P>(RUN_ID, effect, resolution, (s.tools)(bank.clone()))
                     .await
                 {
-                    let kinds: Vec<String> = entries.iter().map(|e| e.event.describe()).collect();
-                    panic!("{}: reconcile failed: {e}\n{}", s.name, kinds.join("\n"));
+                    panic!("{}: reconcile failed: {e}\n{}", s.name, describe(&entries));
                 }
             }
             RunStatus::Suspended if delivered < s.deliveries.len() => {
@@ -559,18 +585,21 @@ async fn recover<P: Program<Input: Clone>>(
 /// Runs scenario `s` on a fresh store from `new_store`, with `fault`.
 async fn attempt<P: Program<Input: Clone>>(
     s: &Scenario<P>,
-    new_store: &dyn Fn() -> Arc<dyn JournalStore>,
+    new_store: &NewStore,
     fault: Option<(Fault, usize)>,
 ) -> Outcome {
-    let store = new_store();
+    let Store { now, reopen } = new_store().await;
     let vault = Arc::new(MemoryVault::seeded(7));
     let bank = Bank::new(P::info());
     let input = (s.input)(&vault);
-    let faulty = FaultyStore::new(store.clone(), fault);
+    let faulty = FaultyStore::new(now, fault);
+    let acknowledged = faulty.acknowledged.clone();
     let rt = process(Arc::new(faulty.clone()), &vault, s.answers);
     let done = script(s, &rt, &faulty, &input, &bank).await;
-    drop(rt);
     let ops = faulty.ops();
+    // The process is gone; a new one opens the store.
+    drop((rt, faulty));
+    let store = reopen().await;
     let what = format!("{} with {fault:?}", s.name);
 
     let (execution, reconciled) = match done {
@@ -582,7 +611,7 @@ async fn attempt<P: Program<Input: Clone>>(
     let stored = store.load(RUN_ID).await.expect("loads").expect("stored");
     let trace = Trace::from_entries(stored.clone()).expect("the stored chain verifies");
     assert_eq!(trace.root(), execution.root(), "{what}");
-    for (run, entry) in faulty.acknowledged.lock().unwrap().iter() {
+    for (run, entry) in acknowledged.lock().unwrap().iter() {
         assert_eq!(run, RUN_ID);
         let kept = stored.get(entry.seq as usize).map(entry_line);
         assert_eq!(
@@ -616,10 +645,11 @@ async fn attempt<P: Program<Input: Clone>>(
     }
 }
 
-/// Crash-free once, then every crash point with both faults. Returns the crash points tried.
+/// Crash-free once, then a crash at every store operation with both faults (and `k = N`, where
+/// the fault never fires, as a control). Returns the number of store operations `N`.
 async fn every_crash_point<P: Program<Input: Clone>>(
     s: &Scenario<P>,
-    new_store: &dyn Fn() -> Arc<dyn JournalStore>,
+    new_store: &NewStore,
 ) -> usize {
     let clean = attempt(s, new_store, None).await;
     let want = &clean.execution;
@@ -643,10 +673,13 @@ async fn every_crash_point<P: Program<Input: Clone>>(
             if !got.reconciled {
                 assert_eq!(e.root(), want.root(), "{what}");
             }
-            tried += 1;
+            if k < clean.ops {
+                tried += 1;
+            }
         }
     }
-    tried
+    assert_eq!(tried, 2 * clean.ops);
+    clean.ops
 }
 
 fn refund(
@@ -715,8 +748,8 @@ fn recovery(answer: &'static str) -> Scenario<payment_recovery::Program> {
     }
 }
 
-/// Every scenario on stores from `new_store`; prints the crash points per scenario.
-async fn all_scenarios(store_name: &str, new_store: &dyn Fn() -> Arc<dyn JournalStore>) {
+/// Every scenario on stores from `new_store`; prints the crashes per scenario.
+async fn all_scenarios(store_name: &str, new_store: &NewStore) {
     let mut report = Vec::new();
     for s in [
         refund("yes", Vec::new()),
@@ -742,7 +775,8 @@ async fn all_scenarios(store_name: &str, new_store: &dyn Fn() -> Arc<dyn Journal
     }
     for (name, n) in report {
         eprintln!(
-            "{store_name}: {name}: {n} crash points (error and abort at every store operation)"
+            "{store_name}: {name}: {n} store operations, {} crashes (error and abort at each)",
+            2 * n
         );
     }
 }
@@ -756,5 +790,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn every_crash_point_on_a_memory_store() {
-    runtime().block_on(all_scenarios("memory", &|| Arc::new(MemoryStore::new())));
+    runtime().block_on(all_scenarios("memory", &memory_store));
+}
+
+#[test]
+fn every_crash_point_on_a_sqlite_store() {
+    runtime().block_on(all_scenarios("sqlite", &sqlite_store));
 }
