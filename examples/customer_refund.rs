@@ -5,17 +5,34 @@
 //! cargo run --release --example customer_refund -- --trace-out /tmp/refund.jsonl
 //! cargo run --release --example customer_refund -- --answer no
 //! cargo run --release --example customer_refund -- --answer maybe   # invalid -> manual review
+//!
+//! # Durable: a SQLite store and vault in one file. Kill it mid-way, then continue it.
+//! cargo run --example customer_refund -- --db /tmp/r.db --run-id r1 --tool-delay-ms 500 --ledger /tmp/l.txt
+//! cargo run --example customer_refund -- --db /tmp/r.db --run-id r1 --resume --ledger /tmp/l.txt
 //! ```
 //!
 //! It prints each recorded event, the final status and the trace's root hash, and writes the
 //! trace as JSON Lines (check it with `nanovm verify FILE`).
+//!
+//! With `--db`, the run is journaled in a SQLite file (and the email lives in the SQLite vault
+//! in the same file), so it survives the process: `--resume` replays the recorded prefix without
+//! calling anything again, then continues. The mock bank's `--ledger` gets one fsynced line
+//! `effect_id tool` per real execution; the refund tool is idempotent like a payment API (a key
+//! it has executed returns the saved answer), the rejection mailer is not. A resumed run whose
+//! rejection mail was in flight needs reconciliation; with `--ledger` this example is also the
+//! operator and reconciles it from the ledger.
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use nanovm::program::{ToolContext, ToolError};
-use nanovm::value::{Json, Secret};
-use nanovm::{MemoryVault, RunOptions, Runtime, ScriptedModel};
+use nanovm::program::{Program, ToolContext, ToolError};
+use nanovm::store::SqliteStore;
+use nanovm::trace::RunStatus;
+use nanovm::value::{Digest, Json, Secret};
+use nanovm::{Execution, MemoryVault, Resolution, RunOptions, Runtime, ScriptedModel, Vault};
 use serde_json::json;
 
 nanovm::include_program!("workflows/customer_refund.nvm");
@@ -25,6 +42,53 @@ nanovm::include_program!("workflows/customer_refund.nvm");
 struct MockShop {
     refunds: AtomicUsize,
     rejections: AtomicUsize,
+    /// Each tool call sleeps this long first (a slow payment API).
+    delay: Duration,
+    /// The bank's ledger of real executions (`effect_id tool` per line).
+    ledger: Option<PathBuf>,
+}
+
+impl MockShop {
+    /// The refund's answer for an idempotency key (the same for a repeated key).
+    fn refund_answer(key: &Digest, order_id: &str, amount_cents: i64) -> Json {
+        json!({
+            "refund_id": format!("rf_{}", &key.to_hex()[..12]),
+            "order_id": order_id,
+            "amount_cents": amount_cents,
+        })
+    }
+
+    /// The rejection mail's answer.
+    fn rejection_answer(domain: &str) -> Json {
+        json!({ "sent": true, "domain": domain })
+    }
+
+    /// True if the ledger records an execution of `key`.
+    fn executed(&self, key: &Digest) -> bool {
+        let Some(path) = &self.ledger else {
+            return false;
+        };
+        let hex = key.to_hex();
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').next() == Some(hex.as_str()))
+    }
+
+    /// Records a real execution, durably, before the tool answers.
+    fn record(&self, key: &Digest, tool: &str) -> Result<(), ToolError> {
+        let Some(path) = &self.ledger else {
+            return Ok(());
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| ToolError::transient(format!("ledger: {e}")))?;
+        writeln!(f, "{} {tool}", key.to_hex())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| ToolError::transient(format!("ledger: {e}")))
+    }
 }
 
 impl customer_refund::Tools for MockShop {
@@ -38,20 +102,24 @@ impl customer_refund::Tools for MockShop {
         order_id: String,
         amount_cents: i64,
     ) -> Result<Json, ToolError> {
-        self.refunds.fetch_add(1, Ordering::SeqCst);
-        // A real payment API would receive `ctx.idempotency_key` as its idempotency key.
-        Ok(json!({
-            "refund_id": format!("rf_{}", &ctx.idempotency_key.to_hex()[..12]),
-            "order_id": order_id,
-            "amount_cents": amount_cents,
-        }))
+        tokio::time::sleep(self.delay).await;
+        // Like a payment API, the key decides: a key already executed gets the saved answer.
+        let key = ctx.idempotency_key;
+        if !self.executed(&key) {
+            self.record(&key, "issue_refund")?;
+            self.refunds.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(MockShop::refund_answer(&key, &order_id, amount_cents))
     }
 
     async fn send_rejection(
         &self,
-        _ctx: &ToolContext,
+        ctx: &ToolContext,
         email: Secret<String>,
     ) -> Result<Json, ToolError> {
+        tokio::time::sleep(self.delay).await;
+        // Not idempotent: every call sends a mail.
+        self.record(&ctx.idempotency_key, "send_rejection")?;
         self.rejections.fetch_add(1, Ordering::SeqCst);
         // The plaintext reaches the tool, and only the tool.
         let domain = email
@@ -60,7 +128,7 @@ impl customer_refund::Tools for MockShop {
             .next()
             .unwrap_or_default()
             .to_string();
-        Ok(json!({ "sent": true, "domain": domain }))
+        Ok(MockShop::rejection_answer(&domain))
     }
 }
 
@@ -68,13 +136,24 @@ struct Args {
     answer: String,
     trace_out: Option<String>,
     run_id: Option<String>,
+    db: Option<PathBuf>,
+    resume: bool,
+    tool_delay_ms: u64,
+    ledger: Option<PathBuf>,
 }
+
+const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID] \
+     [--db PATH [--resume]] [--tool-delay-ms N] [--ledger FILE]";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
         answer: "yes".into(),
         trace_out: None,
         run_id: None,
+        db: None,
+        resume: false,
+        tool_delay_ms: 0,
+        ledger: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -83,16 +162,31 @@ fn args() -> Result<Args, String> {
             "--answer" => a.answer = value()?,
             "--trace-out" => a.trace_out = Some(value()?),
             "--run-id" => a.run_id = Some(value()?),
+            "--db" => a.db = Some(PathBuf::from(value()?)),
+            "--resume" => a.resume = true,
+            "--tool-delay-ms" => {
+                let v = value()?;
+                a.tool_delay_ms = v.parse().map_err(|_| {
+                    format!("--tool-delay-ms needs a number of milliseconds, not `{v}`")
+                })?;
+            }
+            "--ledger" => a.ledger = Some(PathBuf::from(value()?)),
             "-h" | "--help" => {
-                println!(
-                    "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID]"
-                );
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
     }
+    if a.resume && (a.db.is_none() || a.run_id.is_none()) {
+        return Err("--resume needs --db and --run-id".into());
+    }
     Ok(a)
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1);
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -105,34 +199,68 @@ async fn main() {
         }
     };
 
-    // Secrets go into the vault first; the program only ever holds a handle and the trace only a
-    // salted commitment. (A seeded vault makes the example's root hash reproducible; production
-    // vaults use random salts.)
-    let vault = MemoryVault::seeded(7);
-    let email = vault
-        .secret(&"ada@example.com".to_string())
-        .expect("the vault stores the secret");
     let model = ScriptedModel::new().always("analyze", args.answer.as_str());
-    let runtime = Runtime::builder().model(model).vault(vault).build();
-    let shop = Arc::new(MockShop::default());
+    let shop = Arc::new(MockShop {
+        delay: Duration::from_millis(args.tool_delay_ms),
+        ledger: args.ledger.clone(),
+        ..MockShop::default()
+    });
 
-    let input = customer_refund::Input {
-        request: "My parcel arrived broken. Please refund it.".into(),
-        order_id: "ord_1042".into(),
-        amount_cents: 4200,
-        email,
-    };
-    let mut options = RunOptions::new();
-    if let Some(id) = &args.run_id {
-        options = options.run_id(id.as_str());
-    }
-    let run = runtime.run::<customer_refund::Program>(input, shop.clone(), options);
-    let execution = match run.await {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
+    // Secrets go into the vault first; the program only ever holds a handle and the trace only a
+    // salted commitment. In memory, a seeded vault makes the example's root hash reproducible
+    // (production vaults use random salts); with --db the vault is the SQLite file's, so the
+    // email survives a restart.
+    let (runtime, vault): (Runtime, Arc<dyn Vault>) = match &args.db {
+        Some(path) => {
+            let store = SqliteStore::open(path).await.unwrap_or_else(|e| fail(e));
+            let vault: Arc<dyn Vault> = Arc::new(store.vault());
+            let runtime = Runtime::builder()
+                .model(model)
+                .vault(vault.clone())
+                .store(store)
+                .build();
+            (runtime, vault)
         }
+        None => {
+            let vault: Arc<dyn Vault> = Arc::new(MemoryVault::seeded(7));
+            let runtime = Runtime::builder().model(model).vault(vault.clone()).build();
+            (runtime, vault)
+        }
+    };
+
+    // A run the store already holds is continued from its recorded inputs: no new secret.
+    let stored = match (runtime.store(), &args.run_id) {
+        (Some(store), Some(id)) => store.run(id).await.unwrap_or_else(|e| fail(e)).is_some(),
+        _ => false,
+    };
+    let execution = if args.resume || stored {
+        let id = args.run_id.as_deref().unwrap_or_default();
+        if !stored {
+            fail(format!("run `{id}` is not in {}", display(&args.db)));
+        }
+        let run = runtime.resume_journaled::<customer_refund::Program>(
+            id,
+            shop.clone(),
+            RunOptions::new(),
+        );
+        let e = run.await.unwrap_or_else(|e| fail(e));
+        reconcile_from_ledger(&runtime, e, &shop).await
+    } else {
+        let email = nanovm::vault::seal(&*vault, &"ada@example.com".to_string())
+            .await
+            .unwrap_or_else(|e| fail(e));
+        let input = customer_refund::Input {
+            request: "My parcel arrived broken. Please refund it.".into(),
+            order_id: "ord_1042".into(),
+            amount_cents: 4200,
+            email,
+        };
+        let mut options = RunOptions::new();
+        if let Some(id) = &args.run_id {
+            options = options.run_id(id.as_str());
+        }
+        let run = runtime.run::<customer_refund::Program>(input, shop.clone(), options);
+        run.await.unwrap_or_else(|e| fail(e))
     };
 
     for entry in execution.trace.entries() {
@@ -157,4 +285,44 @@ async fn main() {
         }
         println!("trace:   {path} ({} entries)", execution.trace.len());
     }
+}
+
+fn display(db: &Option<PathBuf>) -> String {
+    db.as_ref()
+        .map_or("memory".to_string(), |p| p.display().to_string())
+}
+
+/// A run that needs reconciliation, with a ledger to look at: this example is the operator. The
+/// ledger says whether the rejection mail went out; `NotDone` only when it did not.
+async fn reconcile_from_ledger(runtime: &Runtime, e: Execution, shop: &Arc<MockShop>) -> Execution {
+    if e.status != RunStatus::NeedsReconciliation || shop.ledger.is_none() {
+        return e;
+    }
+    let effects = nanovm::durable::ambiguous_effects(
+        <customer_refund::Program as Program>::info(),
+        e.trace.entries(),
+    );
+    let mut e = e;
+    for effect in effects {
+        let resolution = if shop.executed(&effect) {
+            // The mail went out; its answer is what the mock returns for the shop's domain.
+            Resolution::Done(MockShop::rejection_answer("example.com"))
+        } else {
+            Resolution::NotDone
+        };
+        println!(
+            "reconciled: effect {} {resolution:?} (from the ledger)",
+            effect.short()
+        );
+        e = runtime
+            .reconcile::<customer_refund::Program>(
+                &e.run_id.clone(),
+                effect,
+                resolution,
+                shop.clone(),
+            )
+            .await
+            .unwrap_or_else(|err| fail(err));
+    }
+    e
 }

@@ -1,0 +1,208 @@
+//! Real process kills: the `customer_refund` example runs as a child process on a SQLite file
+//! and is killed with SIGKILL at random points (seeded), then re-run with `--resume` until the
+//! run ends. The mock bank's ledger (one fsynced line per real execution) must show at most one
+//! execution per effect id, exactly one for the run's effect, and the stored and exported
+//! traces must verify.
+//!
+//! The example binary is built by `cargo test` (examples are compiled with the tests); when this
+//! test runs alone it builds it first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nanovm::store::SqliteStore;
+use nanovm::trace::{Event, Trace};
+
+/// SplitMix64: a seeded generator, so the kill schedule is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The example binary, next to this test's `deps` directory; built if missing.
+fn example() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = dir
+        .join("examples")
+        .join(format!("customer_refund{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--example", "customer_refund"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the example failed");
+    }
+    assert!(bin.exists(), "no example binary at {}", bin.display());
+    bin
+}
+
+/// What one killed-and-resumed run went through.
+#[derive(Default, Debug)]
+struct Stats {
+    launches: usize,
+    kills: usize,
+    reconciled: usize,
+}
+
+/// Runs one workflow to its end through kills; returns its stats.
+fn one_run(bin: &Path, dir: &Path, answer: &str, rng: &mut Rng) -> Stats {
+    let db = dir.join("x.db");
+    let ledger = dir.join("l.txt");
+    let trace_out = dir.join("trace.jsonl");
+    let mut stats = Stats::default();
+    let mut resume = false;
+    loop {
+        assert!(stats.launches < 40, "the run did not end: {stats:?}");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--db")
+            .arg(&db)
+            .args([
+                "--run-id",
+                "r1",
+                "--tool-delay-ms",
+                "30",
+                "--answer",
+                answer,
+            ])
+            .arg("--ledger")
+            .arg(&ledger)
+            .arg("--trace-out")
+            .arg(&trace_out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if resume {
+            cmd.arg("--resume");
+        }
+        let mut child = cmd.spawn().expect("the example starts");
+        stats.launches += 1;
+        // The first attempts are killed at a random point (the run takes some 60-100 ms); from
+        // the seventh on, it is left to finish.
+        if stats.launches <= 6 {
+            let at = Duration::from_millis(rng.below(90));
+            let started = Instant::now();
+            while started.elapsed() < at {
+                if child.try_wait().expect("polls the child").is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if child.try_wait().expect("polls the child").is_none() {
+                child.kill().expect("SIGKILL");
+                stats.kills += 1;
+            }
+        }
+        let out = child.wait_with_output().expect("the example ends");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked"),
+            "the example panicked:\n{stderr}"
+        );
+        if out.status.code().is_none() {
+            // Killed: resume (if the run was stored at all; otherwise the request is retried).
+            resume = true;
+            continue;
+        }
+        if resume && stderr.contains("is not in") {
+            // Killed before the first durable write: nothing to resume, start again.
+            resume = false;
+            continue;
+        }
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "the example failed:\n{stdout}\n{stderr}"
+        );
+        stats.reconciled += stdout.matches("reconciled: effect").count();
+        assert!(
+            stdout.contains("status:  success"),
+            "the run did not end in success:\n{stdout}"
+        );
+        break;
+    }
+
+    // The ledger: at most one line per effect id, and the run's effect executed exactly once.
+    let text = std::fs::read_to_string(&ledger).unwrap_or_default();
+    let mut ids: Vec<&str> = text
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    let lines = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), lines, "an effect executed twice:\n{text}");
+    assert_eq!(lines, 1, "one effect per run:\n{text}");
+
+    // The exported trace verifies and is what the store holds (which verifies on load).
+    let exported = std::fs::read_to_string(&trace_out).expect("the trace was written");
+    let trace = Trace::from_jsonl(&exported).expect("the exported trace verifies");
+    let stored = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(async {
+            use nanovm::JournalStore as _;
+            let store = SqliteStore::open(&db).await.expect("opens the database");
+            store.load("r1").await.expect("loads").expect("stored")
+        });
+    assert_eq!(stored, trace.entries());
+    let effect = trace
+        .entries()
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::ToolIntent { effect_id, .. } => Some(effect_id.to_hex()),
+            _ => None,
+        })
+        .expect("an intent");
+    assert_eq!(ids, [effect.as_str()], "the ledger's effect is the run's");
+    stats
+}
+
+#[test]
+fn killed_at_random_points_the_example_resumes_and_executes_each_effect_once() {
+    let bin = example();
+    let mut rng = Rng(0x5eed_2026);
+    let mut total = Stats::default();
+    let started = Instant::now();
+    const RUNS: usize = 40;
+    for i in 0..RUNS {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        // Two of three refund (idempotent); every third rejects (not idempotent: a kill with
+        // the mail in flight needs reconciliation, done from the ledger).
+        let answer = if i % 3 == 2 { "no" } else { "yes" };
+        let s = one_run(&bin, dir.path(), answer, &mut rng);
+        total.launches += s.launches;
+        total.kills += s.kills;
+        total.reconciled += s.reconciled;
+    }
+    eprintln!(
+        "{RUNS} runs: {} launches, {} SIGKILLs, {} reconciliations, {:.1} s",
+        total.launches,
+        total.kills,
+        total.reconciled,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        total.kills > 0,
+        "no process was killed: the test tested nothing"
+    );
+}
