@@ -38,6 +38,14 @@ impl Error {
             source,
         }
     }
+
+    /// A failed write to standard error.
+    pub fn stderr(source: io::Error) -> Self {
+        Error::Io {
+            path: PathBuf::from("<stderr>"),
+            source,
+        }
+    }
 }
 
 impl fmt::Display for Error {

@@ -1,13 +1,17 @@
-//! `nanovm`: check `.nvm` workflows, draw their graphs, verify and compare run traces.
+//! `nanovm`: check `.nvm` workflows, draw their graphs, verify and compare run traces, list the
+//! runs of a store and export their traces.
 //!
 //! Exit codes, for every subcommand: 0 when all is well, 1 when the command found what it looks
 //! for (compile errors, a broken trace entry, two traces that differ), 2 on usage and I/O errors.
 
 mod check;
+mod db;
 mod diff;
 mod error;
 mod graph;
+mod runs;
 mod source;
+mod trace;
 mod verify;
 
 use std::io::{self, Write as _};
@@ -41,6 +45,10 @@ enum Command {
     Verify(verify::Args),
     /// Compare two traces and show the first entry where they differ.
     Diff(diff::Args),
+    /// List the runs of a store (SQLite file): id, program, status, where each is.
+    Runs(runs::Args),
+    /// Export a stored run's trace as JSON Lines (verified first; exit 1 if broken).
+    Trace(trace::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +60,8 @@ fn main() -> ExitCode {
         Command::Graph(args) => graph::run(args, &mut out, &mut err),
         Command::Verify(args) => verify::run(args, &mut out),
         Command::Diff(args) => diff::run(args, &mut out),
+        Command::Runs(args) => runs::run(args, &mut out),
+        Command::Trace(args) => trace::run(args, &mut out, &mut err),
     };
     let result = result.and_then(|status| {
         out.flush().map_err(error::Error::stdout)?;

@@ -1,0 +1,144 @@
+//! `nanovm runs --db PATH [--status S] [--program P]`: the runs of a store, one per line.
+//!
+//! Columns: run id, program, status, entries, where it is (the end step; for a suspended run
+//! the await step and the event it waits for), and when the store last changed it (UTC).
+//! Oldest first, as the store orders them.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use nanovm_runtime::store::{JournalStore, RunQuery, RunRecord};
+use nanovm_runtime::trace::RunStatus;
+
+use crate::db;
+use crate::error::{Error, Status};
+
+/// Arguments of `nanovm runs`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`).
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// Only runs with this status: running, suspended, success, failed, budget_exceeded,
+    /// stalled, cancelled or needs_reconciliation.
+    #[arg(long, value_name = "S", value_parser = parse_status)]
+    status: Option<RunStatus>,
+    /// Only runs of this program.
+    #[arg(long, value_name = "P")]
+    program: Option<String>,
+}
+
+fn parse_status(s: &str) -> Result<RunStatus, String> {
+    RunStatus::parse(s).ok_or_else(|| {
+        format!(
+            "`{s}` is not a status (running, suspended, success, failed, budget_exceeded, \
+             stalled, cancelled, needs_reconciliation)"
+        )
+    })
+}
+
+/// Runs `nanovm runs`.
+pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
+    let mut query = RunQuery::new();
+    if let Some(p) = &args.program {
+        query = query.program(p.clone());
+    }
+    if let Some(s) = args.status {
+        query = query.status(s);
+    }
+    let records = db::block_on(async {
+        let store = db::open(&args.db).await?;
+        store
+            .runs(&query)
+            .await
+            .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))
+    })??;
+    let rows: Vec<[String; 6]> = records.iter().map(row).collect();
+    let header = [
+        "RUN ID",
+        "PROGRAM",
+        "STATUS",
+        "ENTRIES",
+        "AT",
+        "UPDATED (UTC)",
+    ]
+    .map(String::from);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for r in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else if i == 3 {
+                // Numbers right-aligned.
+                line.push_str(&format!("{cell:>w$}  "));
+            } else {
+                line.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        writeln!(out, "{}", line.trim_end()).map_err(Error::stdout)?;
+    }
+    if rows.is_empty() {
+        writeln!(out, "(no runs)").map_err(Error::stdout)?;
+    }
+    Ok(Status::Clean)
+}
+
+fn row(r: &RunRecord) -> [String; 6] {
+    let at = match (&r.end_step, &r.waiting_for) {
+        (Some(step), Some(event)) if r.status == RunStatus::Suspended => {
+            format!("{step} (waiting for {event})")
+        }
+        (Some(step), _) => step.clone(),
+        (None, _) => "-".into(),
+    };
+    [
+        r.run_id.clone(),
+        r.program.clone(),
+        r.status.to_string(),
+        r.entries.to_string(),
+        at,
+        utc(r.updated_ms),
+    ]
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for milliseconds since the Unix epoch (UTC, proleptic Gregorian).
+pub fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_700_000_000_123), "2023-11-14 22:13:20");
+        assert_eq!(utc(4_102_444_799_000), "2099-12-31 23:59:59");
+    }
+}

@@ -1,0 +1,289 @@
+//! `nanovm runs` and `nanovm trace` on a real SQLite store: the table, the filters, the JSONL
+//! export (byte-identical to the runtime's), a damaged database (exit 1, nothing on stdout),
+//! and the usage errors (exit 2).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nanovm_runtime::canonical::Encoder;
+use nanovm_runtime::store::{JournalStore, SqliteStore};
+use nanovm_runtime::trace::{Event, RunStatus, ToolOutcome, Trace};
+use nanovm_runtime::value::{Datum, Digest};
+use serde_json::json;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn nanovm(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_nanovm"))
+        .args(args)
+        .output()
+        .expect("the nanovm binary runs");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !run.stderr.contains("panicked"),
+        "the binary panicked:\n{}",
+        run.stderr
+    );
+    run
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("nanovm-cli-store")
+        .join(test);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A run's trace as the runtime writes it: started, a tool result, then `last`.
+fn trace(run_id: &str, program: &str, result: &str, last: Option<Event>) -> Trace {
+    let mut t = Trace::new();
+    let mut s = Encoder::new();
+    t.push(
+        Event::RunStarted {
+            run_id: run_id.into(),
+            program: program.to_string().into(),
+            program_hash: Digest::of(program.as_bytes()),
+            inputs: vec![("order_id".into(), Datum::Plain(json!("A-17")))],
+        },
+        &mut s,
+    );
+    t.push(
+        Event::ToolResult {
+            step: "lookup".into(),
+            branch: None,
+            attempt: 1,
+            tool: "lookup_order".into(),
+            key: Digest::of(b"call"),
+            args: Some(vec![("order_id".into(), Datum::Plain(json!("A-17")))]),
+            result: ToolOutcome::Ok(json!({ "marker": result })),
+            next: Some("next".into()),
+        },
+        &mut s,
+    );
+    if let Some(e) = last {
+        t.push(e, &mut s);
+    }
+    t
+}
+
+/// A database with four runs: success, suspended, needs_reconciliation (customer_refund) and a
+/// running one of another program. Returns the path and the traces.
+fn database(dir: &Path) -> (PathBuf, Vec<Trace>) {
+    let path = dir.join("runs.db");
+    let traces = vec![
+        trace(
+            "r-ok",
+            "customer_refund",
+            "MARKER-OK",
+            Some(Event::RunEnded {
+                status: RunStatus::Success,
+                step: Some("refunded".into()),
+                message: None,
+            }),
+        ),
+        trace(
+            "r-wait",
+            "customer_refund",
+            "MARKER-WAIT",
+            Some(Event::Suspended {
+                step: "manual_review".into(),
+                event: "approval".into(),
+                deadline_ms: Some(1_700_086_400_000),
+            }),
+        ),
+        trace(
+            "r-nr",
+            "customer_refund",
+            "MARKER-NR",
+            Some(Event::RunEnded {
+                status: RunStatus::NeedsReconciliation,
+                step: Some("reject".into()),
+                message: Some("an operator must reconcile it".into()),
+            }),
+        ),
+        trace("o-1", "order_pipeline", "MARKER-RUN", None),
+    ];
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&path).await.unwrap();
+            for t in &traces {
+                let Event::RunStarted { run_id, .. } = &t.entries()[0].event else {
+                    unreachable!()
+                };
+                store.append(run_id, t.entries(), None).await.unwrap();
+            }
+        });
+    (path, traces)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn runs_lists_every_run_with_status_and_where_it_is() {
+    let dir = scratch("list");
+    let (db, _) = database(&dir);
+    let run = nanovm(&["runs", "--db", s(&db)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{}", run.stdout);
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "RUN", "ID", "PROGRAM", "STATUS", "ENTRIES", "AT", "UPDATED", "(UTC)"
+        ]
+    );
+    let cells = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+    // Oldest first: the order they were stored in.
+    assert_eq!(
+        cells(1)[..5],
+        ["r-ok", "customer_refund", "success", "3", "refunded"]
+    );
+    assert_eq!(
+        cells(2)[..8],
+        [
+            "r-wait",
+            "customer_refund",
+            "suspended",
+            "3",
+            "manual_review",
+            "(waiting",
+            "for",
+            "approval)"
+        ]
+    );
+    assert_eq!(
+        cells(3)[..5],
+        [
+            "r-nr",
+            "customer_refund",
+            "needs_reconciliation",
+            "3",
+            "reject"
+        ]
+    );
+    assert_eq!(
+        cells(4)[..5],
+        ["o-1", "order_pipeline", "running", "2", "-"]
+    );
+    // The update time is a UTC timestamp.
+    let ts: Vec<&str> = cells(1)[5..].to_vec();
+    assert_eq!(ts.len(), 2, "{ts:?}");
+    assert_eq!(ts[0].len(), "2026-01-01".len());
+    assert_eq!(ts[1].len(), "00:00:00".len());
+}
+
+#[test]
+fn runs_filters_by_status_and_program() {
+    let dir = scratch("filters");
+    let (db, _) = database(&dir);
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["runs", "--db", s(&db)];
+        all.extend_from_slice(args);
+        let run = nanovm(&all);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        run.stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&["--status", "suspended"]), ["r-wait"]);
+    assert_eq!(ids(&["--status", "needs_reconciliation"]), ["r-nr"]);
+    assert_eq!(ids(&["--program", "order_pipeline"]), ["o-1"]);
+    assert_eq!(
+        ids(&["--program", "customer_refund", "--status", "running"]),
+        ["(no"]
+    );
+    assert_eq!(ids(&["--program", "customer_refund"]).len(), 3);
+}
+
+#[test]
+fn trace_exports_the_stored_run_as_the_runtime_writes_it() {
+    let dir = scratch("export");
+    let (db, traces) = database(&dir);
+    for (id, t) in [("r-ok", &traces[0]), ("o-1", &traces[3])] {
+        let run = nanovm(&["trace", "--db", s(&db), id]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout, t.to_jsonl(), "byte-identical JSONL");
+        // And `nanovm verify` accepts it.
+        let file = dir.join(format!("{id}.jsonl"));
+        fs::write(&file, &run.stdout).unwrap();
+        let verified = nanovm(&["verify", s(&file)]);
+        assert_eq!(verified.code, 0, "{}", verified.stdout);
+        assert!(
+            verified.stdout.contains(&t.root().to_hex()),
+            "{}",
+            verified.stdout
+        );
+    }
+}
+
+#[test]
+fn trace_of_a_damaged_database_exits_1_and_writes_nothing() {
+    let dir = scratch("damaged");
+    let (db, _) = database(&dir);
+    // Edit one byte of r-nr's stored tool result, as a disk fault or a hand edit would.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let changed = conn
+        .execute(
+            "UPDATE nanovm_entries SET line = replace(line, 'MARKER-NR', 'MARKER-XR') \
+             WHERE instr(line, 'MARKER-NR') > 0",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(conn);
+
+    let run = nanovm(&["trace", "--db", s(&db), "r-nr"]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stdout.is_empty(), "nothing exported: {}", run.stdout);
+    assert!(
+        run.stderr.starts_with("broken: run `r-nr`:"),
+        "{}",
+        run.stderr
+    );
+    // The other runs are intact.
+    assert_eq!(nanovm(&["trace", "--db", s(&db), "r-ok"]).code, 0);
+}
+
+#[test]
+fn store_commands_report_usage_errors_with_exit_2() {
+    let dir = scratch("usage");
+    let (db, _) = database(&dir);
+    let missing = dir.join("nope.db");
+    let run = nanovm(&["runs", "--db", s(&missing)]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("no such file"), "{}", run.stderr);
+    assert!(!missing.exists(), "a missing database is not created");
+    let run = nanovm(&["trace", "--db", s(&db), "ghost"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("run `ghost` is not in"),
+        "{}",
+        run.stderr
+    );
+    let run = nanovm(&["runs", "--db", s(&db), "--status", "finished"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("is not a status"), "{}", run.stderr);
+    let not_a_db = dir.join("text.db");
+    fs::write(&not_a_db, "hello, not sqlite").unwrap();
+    let run = nanovm(&["runs", "--db", s(&not_a_db)]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
