@@ -21,7 +21,7 @@ use nanovm::model::{Model, ModelError, ModelReply, ModelRequest};
 use nanovm::program::{BoxFuture, ToolContext, ToolError};
 use nanovm::trace::RunStatus;
 use nanovm::value::{Digest, Json};
-use nanovm::{Execution, JournalStore, RunError, RunOptions, Runtime};
+use nanovm::{Execution, JournalStore, RunError, RunOptions, RunQuery, Runtime};
 
 pub mod linear;
 
@@ -312,6 +312,59 @@ impl Bench {
         self.tools.calls()
     }
 
+    /// Runs started so far in [`Mode::Durable`] (each has its own run id).
+    pub fn durable_runs(&self) -> u64 {
+        self.next_run.load(Ordering::Relaxed)
+    }
+
+    /// In [`Mode::Durable`]: the store holds every run started, each ended `success`, and
+    /// `last` (the most recent run) reloads from it (hash chain re-verified by the store) with
+    /// the same entries and root hash as the execution returned.
+    pub async fn check_journal(&self, last: &Execution) -> Result<(), String> {
+        let Some(store) = self.runtime.store() else {
+            return Err("check_journal: this bench has no store".into());
+        };
+        let records = store
+            .runs(&RunQuery::new())
+            .await
+            .map_err(|e| format!("journal: listing runs failed: {e}"))?;
+        let started = self.durable_runs();
+        if records.len() as u64 != started {
+            return Err(format!(
+                "journal: the store holds {} runs, {started} were started",
+                records.len()
+            ));
+        }
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.status != RunStatus::Success || r.entries == 0)
+        {
+            return Err(format!(
+                "journal: run {} is stored as {} with {} entries",
+                r.run_id,
+                r.status.as_str(),
+                r.entries
+            ));
+        }
+        let loaded = store
+            .load(&last.run_id)
+            .await
+            .map_err(|e| format!("journal: loading run {} failed: {e}", last.run_id))?
+            .ok_or_else(|| format!("journal: run {} is not in the store", last.run_id))?;
+        let root = loaded.last().map(|e| e.hash);
+        if loaded.len() != last.trace.len() || root != Some(last.root()) {
+            return Err(format!(
+                "journal: run {} is stored with {} entries and root {root:?}, the run had {} \
+                 and {:?}",
+                last.run_id,
+                loaded.len(),
+                last.trace.len(),
+                last.root()
+            ));
+        }
+        Ok(())
+    }
+
     fn options(&self) -> RunOptions {
         match self.mode {
             // The default run id (blake3 of program hash and inputs), as any caller gets it.
@@ -352,6 +405,32 @@ impl Bench {
             Workload::Parallel10 => {
                 rt.run::<parallel10::Program>(parallel10::Input {}, tools, opts)
                     .await
+            }
+        }
+    }
+
+    /// One run of the workload as a `'static` future, for spawning many at once (boxed; the
+    /// sequential benchmarks use [`Bench::run`], which is not).
+    pub fn run_owned(&self, w: Workload) -> BoxFuture<'static, Result<Execution, RunError>> {
+        let rt = &self.runtime;
+        let opts = self.options();
+        let tools = self.tools.clone();
+        match w {
+            Workload::Guard4 => Box::pin(rt.run::<guard4::Program>(guard4::Input {}, tools, opts)),
+            Workload::Guard4Budgets => {
+                Box::pin(rt.run::<guard4_budgets::Program>(guard4_budgets::Input {}, tools, opts))
+            }
+            Workload::Linear10 => {
+                Box::pin(rt.run::<linear10::Program>(linear10::Input {}, tools, opts))
+            }
+            Workload::Linear100 => {
+                Box::pin(rt.run::<linear100::Program>(linear100::Input {}, tools, opts))
+            }
+            Workload::Linear1000 => {
+                Box::pin(rt.run::<linear1000::Program>(linear1000::Input {}, tools, opts))
+            }
+            Workload::Parallel10 => {
+                Box::pin(rt.run::<parallel10::Program>(parallel10::Input {}, tools, opts))
             }
         }
     }

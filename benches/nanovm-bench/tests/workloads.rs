@@ -49,3 +49,26 @@ fn the_linear_sources_have_n_calls() {
         assert!(src.contains(&format!("call s{} = noop() -> done", n - 1)));
     }
 }
+
+#[test]
+fn every_workload_runs_durably_and_the_store_holds_it() {
+    let tokio = tokio_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio
+        .block_on(nanovm::store::SqliteStore::open(
+            dir.path().join("j.sqlite"),
+        ))
+        .unwrap();
+    let bench = Bench::durable(store);
+    for w in Workload::ALL {
+        let expected = w.expected();
+        let e = tokio
+            .block_on(bench.run_checked(&expected))
+            .unwrap_or_else(|e| panic!("{e}"));
+        expected.check_deep(&e).unwrap_or_else(|e| panic!("{e}"));
+        tokio
+            .block_on(bench.check_journal(&e))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(bench.durable_runs(), Workload::ALL.len() as u64);
+}

@@ -18,23 +18,34 @@
 //!
 //! Output with `--json`: one JSON line per workload and mode on stdout,
 //! `{"side":"nanovm","mode":"memory","workload":"guard4","steps_per_run":4,
-//!   "steps_per_sec":...,"runs_per_sec":...,"samples":[...],"n_per_sample":N}` (median of the
-//! samples), plus `allocs_per_run` / `alloc_bytes_per_run` / `reallocs_per_run` with
+//!   "steps_per_sec":...,"runs_per_sec":...,"samples":[...],"n_per_sample":N,"concurrency":1}`
+//! (median of the samples), plus `allocs_per_run` / `alloc_bytes_per_run` / `reallocs_per_run` with
 //! `--allocs`. Without `--json`, a human-readable table. Progress goes to stderr.
 //!
 //! `--allocs` counts heap allocations with a counting global allocator, in a separate untimed
 //! pass after the samples (the allocator is always installed; while not counting it costs one
 //! relaxed atomic load per allocation).
 //!
-//! The `sqlite` mode needs `nanovm_runtime::store::SqliteStore`; until the runtime has it this
-//! binary prints nothing for the mode (and says so on stderr), so the table shows `—`.
+//! The `sqlite` mode runs the same workloads durably: `SqliteStore` on a fresh database file in a
+//! temporary directory (WAL, `synchronous=FULL`: every commit is fsynced), every run with its own
+//! run id. Every effect's intent is made durable before the tool runs and its result right
+//! after, and the rest of the run at its end (docs/runtime.md, "Durability"). After every sample
+//! the store must hold every run started, each `success`, and the last run must reload (the
+//! store re-verifies the hash chain) with the run's entries and root hash.
+//!
+//! `--concurrency K` keeps K runs in flight (spawned on the same current-thread runtime) instead
+//! of one: with a store, their durability points share transactions and fsyncs (the SQLite
+//! writer thread's group commit across runs). The JSON line says `"concurrency":K`; the main
+//! table of `compare.sh` uses K = 1, like the peer, which runs one run at a time.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nanovm_bench::{Bench, Expected, Workload, sanity_checks, tokio_runtime};
+use nanovm::Execution;
+use nanovm::store::SqliteStore;
+use nanovm_bench::{Bench, Expected, Mode, Workload, sanity_checks, tokio_runtime};
 
 // --- allocation counting -------------------------------------------------------------------------
 
@@ -129,12 +140,13 @@ struct Args {
     runs: usize,
     n: Option<u64>,
     allocs: bool,
+    concurrency: u64,
     workloads: Vec<Workload>,
     modes: Vec<ModeArg>,
 }
 
 const USAGE: &str = "usage: compare [--json] [--quick] [--runs R] [--n N] [--allocs] \
-[--workloads a,b,...] [--modes memory,sqlite] | --print-source WORKLOAD";
+[--concurrency K] [--workloads a,b,...] [--modes memory,sqlite] | --print-source WORKLOAD";
 
 fn parse_args() -> Result<Option<Args>, String> {
     let mut args = Args {
@@ -143,6 +155,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         runs: 0,
         n: None,
         allocs: false,
+        concurrency: 1,
         workloads: Workload::ALL.to_vec(),
         modes: vec![ModeArg::Memory, ModeArg::Sqlite],
     };
@@ -162,6 +175,15 @@ fn parse_args() -> Result<Option<Args>, String> {
                     return Err("--runs must be >= 1".into());
                 }
                 runs = Some(r);
+            }
+            "--concurrency" => {
+                let c: u64 = value("--concurrency")?
+                    .parse()
+                    .map_err(|e| format!("--concurrency: {e}"))?;
+                if c == 0 {
+                    return Err("--concurrency must be >= 1".into());
+                }
+                args.concurrency = c;
             }
             "--n" => {
                 let n: u64 = value("--n")?.parse().map_err(|e| format!("--n: {e}"))?;
@@ -214,6 +236,7 @@ struct Measured {
     workload: Workload,
     mode: ModeArg,
     n: u64,
+    concurrency: u64,
     samples_sps: Vec<f64>,
     samples_rps: Vec<f64>,
     allocs: Option<(f64, f64, f64)>,
@@ -230,22 +253,69 @@ fn median(xs: &[f64]) -> f64 {
     }
 }
 
-/// Runs `n` checked runs back to back; returns the elapsed wall time.
+/// Runs `n` checked runs back to back (or `concurrency` at a time); returns the elapsed wall
+/// time and the last run to complete.
 fn timed(
     tokio: &tokio::runtime::Runtime,
     bench: &Bench,
     expected: &Expected,
     n: u64,
-) -> Result<Duration, String> {
+    concurrency: u64,
+) -> Result<(Duration, Execution), String> {
+    if concurrency > 1 {
+        return timed_concurrent(tokio, bench, expected, n, concurrency);
+    }
     tokio.block_on(async {
         let t0 = Instant::now();
+        let mut last = None;
         for i in 0..n {
-            bench
+            let e = bench
                 .run_checked(expected)
                 .await
                 .map_err(|e| format!("run {}/{n} of a sample: {e}", i + 1))?;
+            // The previous run is dropped here, inside the timed region, as the peer's is.
+            last = Some(e);
         }
-        Ok(t0.elapsed())
+        let elapsed = t0.elapsed();
+        Ok((elapsed, last.expect("n >= 1")))
+    })
+}
+
+/// `n` runs with `concurrency` in flight at any time, all on the current-thread runtime (the
+/// store's writer thread is the only other thread): what group commit across runs buys.
+fn timed_concurrent(
+    tokio: &tokio::runtime::Runtime,
+    bench: &Bench,
+    expected: &Expected,
+    n: u64,
+    concurrency: u64,
+) -> Result<(Duration, Execution), String> {
+    let w = expected.workload;
+    tokio.block_on(async {
+        let t0 = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        let mut launched = 0;
+        let mut last = None;
+        while launched < n.min(concurrency) {
+            set.spawn(bench.run_owned(w));
+            launched += 1;
+        }
+        let mut done = 0;
+        while let Some(joined) = set.join_next().await {
+            done += 1;
+            let run = joined.map_err(|e| format!("a run's task failed: {e}"))?;
+            let e = run.map_err(|e| format!("run {done}/{n}: the run returned an error: {e}"))?;
+            expected
+                .check(&e)
+                .map_err(|e| format!("run {done}/{n} of a sample: {e}"))?;
+            last = Some(e);
+            if launched < n {
+                set.spawn(bench.run_owned(w));
+                launched += 1;
+            }
+        }
+        let elapsed = t0.elapsed();
+        Ok((elapsed, last.expect("n >= 1")))
     })
 }
 
@@ -328,6 +398,21 @@ fn measure(
         )?
     };
     counters_check(bench, &expected, before, warm_runs)?;
+    let per_run = if args.concurrency > 1 {
+        // The sequential warm-up says nothing about the rate with many runs in flight.
+        let mut n = args.concurrency * 4;
+        loop {
+            let before = (bench.model_calls(), bench.tool_calls());
+            let (elapsed, _) = timed(tokio, bench, &expected, n, args.concurrency)?;
+            counters_check(bench, &expected, before, n)?;
+            if args.quick || elapsed >= Duration::from_millis(200) {
+                break elapsed / n as u32;
+            }
+            n *= 4;
+        }
+    } else {
+        per_run
+    };
     let target = if args.quick {
         QUICK_TARGET_SAMPLE
     } else {
@@ -343,8 +428,11 @@ fn measure(
     let mut samples_rps = Vec::with_capacity(args.runs);
     for _ in 0..args.runs {
         let before = (bench.model_calls(), bench.tool_calls());
-        let elapsed = timed(tokio, bench, &expected, n)?;
+        let (elapsed, last) = timed(tokio, bench, &expected, n, args.concurrency)?;
         counters_check(bench, &expected, before, n)?;
+        if bench.mode() == Mode::Durable {
+            tokio.block_on(bench.check_journal(&last))?;
+        }
         let rps = n as f64 / elapsed.as_secs_f64();
         samples_rps.push(rps);
         samples_sps.push(rps * steps);
@@ -353,8 +441,9 @@ fn measure(
     let allocs = if args.allocs {
         let runs = n.clamp(1, 2000);
         let before = (bench.model_calls(), bench.tool_calls());
-        let (elapsed, a, r, b) = count_allocs(|| timed(tokio, bench, &expected, runs));
-        elapsed?;
+        let (timed_out, a, r, b) =
+            count_allocs(|| timed(tokio, bench, &expected, runs, args.concurrency));
+        timed_out?;
         counters_check(bench, &expected, before, runs)?;
         let per = |x: u64| x as f64 / runs as f64;
         Some((per(a), per(r), per(b)))
@@ -366,6 +455,7 @@ fn measure(
         workload: w,
         mode,
         n,
+        concurrency: args.concurrency,
         samples_sps,
         samples_rps,
         allocs,
@@ -392,6 +482,7 @@ fn json_line(r: &Measured) -> String {
         ),
         ("samples".to_string(), serde_json::json!(r.samples_sps)),
         ("n_per_sample".to_string(), serde_json::json!(r.n)),
+        ("concurrency".to_string(), serde_json::json!(r.concurrency)),
     ];
     if let Some((a, re, b)) = r.allocs {
         fields.push(("allocs_per_run".into(), serde_json::json!(a)));
@@ -411,9 +502,14 @@ fn progress(r: &Measured) {
     let min = r.samples_sps.iter().copied().fold(f64::INFINITY, f64::min);
     let max = r.samples_sps.iter().copied().fold(0.0, f64::max);
     let mut line = format!(
-        "compare: {:<7} {:<15} steps/run={:<5} N={:<7} median {:>13.0} steps/s {:>12.1} runs/s \
+        "compare: {:<7}{} {:<15} steps/run={:<5} N={:<7} median {:>13.0} steps/s {:>12.1} runs/s \
          (min {min:.0}, max {max:.0}, {} samples)",
         r.mode.name(),
+        if r.concurrency > 1 {
+            format!(" x{}", r.concurrency)
+        } else {
+            String::new()
+        },
         r.workload.name(),
         r.workload.steps_per_run(),
         r.n,
@@ -432,25 +528,30 @@ fn progress(r: &Measured) {
 
 // --- modes ---------------------------------------------------------------------------------------
 
-/// A bench for the mode, or why the mode cannot run in this build.
-fn bench_for(mode: ModeArg) -> Result<(Bench, Option<Scratch>), String> {
+/// A bench for the mode (and the temporary directory its database lives in).
+fn bench_for(
+    tokio: &tokio::runtime::Runtime,
+    mode: ModeArg,
+) -> Result<(Bench, Option<tempfile::TempDir>), String> {
     match mode {
         ModeArg::Memory => Ok((Bench::memory(), None)),
-        ModeArg::Sqlite => sqlite_bench(),
+        ModeArg::Sqlite => {
+            // A fresh database file per workload, on the disk that holds the temp directory
+            // (`TMPDIR`; not tmpfs on the reference machine), WAL and synchronous=FULL as
+            // SqliteStore configures every database, default options (group commit across
+            // runs, which a sequential benchmark never triggers: one run is in flight at a
+            // time, so every durability point is its own transaction and fsync).
+            let dir = tempfile::Builder::new()
+                .prefix("nanovm-bench-")
+                .tempdir()
+                .map_err(|e| format!("a temp dir for the database: {e}"))?;
+            let path = dir.path().join("journal.sqlite");
+            let store = tokio
+                .block_on(SqliteStore::open(&path))
+                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+            Ok((Bench::durable(store), Some(dir)))
+        }
     }
-}
-
-/// A temporary directory removed on drop.
-struct Scratch(std::path::PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sqlite_bench() -> Result<(Bench, Option<Scratch>), String> {
-    Err("nanovm_runtime::store::SqliteStore does not exist in this nanovm-runtime yet".into())
 }
 
 fn main() -> ExitCode {
@@ -484,7 +585,7 @@ fn main() -> ExitCode {
         for &w in &args.workloads {
             // A fresh store (and file) per workload, so one workload's journal does not slow
             // the next one down.
-            let (bench, scratch) = match bench_for(mode) {
+            let (bench, scratch) = match bench_for(&tokio, mode) {
                 Ok(b) => b,
                 Err(why) => {
                     eprintln!("compare: skipping mode {}: {why}", mode.name());
