@@ -406,8 +406,15 @@ impl Runtime {
 
     /// Runs `P` on `input` until it ends or suspends.
     ///
+    /// With a store, a run id the store already holds (the one in `opts`, or the one derived
+    /// from the inputs) is a *duplicate start* and executes nothing new: a run that ended, is
+    /// suspended or needs reconciliation is answered with its recorded outcome (replayed from
+    /// the stored trace); a run a crash left `running` is resumed, unless a worker holds its
+    /// lease ([`RunError::Leased`]); a stored run of another program or with other plain inputs
+    /// is [`RunError::RunIdInUse`]. See `docs/runtime.md`, "Durability: the protocol".
+    ///
     /// The future is `Send + 'static`: spawn it, race it, or drop it (dropping is a crash as
-    /// far as the journal is concerned: what was flushed stays, and [`Runtime::resume`]
+    /// far as the store is concerned: what was flushed stays, and [`Runtime::resume`]
     /// continues from there).
     pub fn run<P: Program>(
         &self,
