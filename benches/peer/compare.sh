@@ -2,23 +2,40 @@
 # Side-by-side benchmark: llm-nano-vm 0.8.9 (Python peer) vs nanovm (Rust).
 #
 # Usage (from anywhere; paths are relative to the repo root):
-#   benches/peer/compare.sh [--quick]
+#   benches/peer/compare.sh [--quick] [--runs R] [--concurrency K]
 #
-# Environment: PYTHON (default python3) is used to create target/peer-venv.
-# Outputs: target/peer/peer.jsonl, target/peer/nanovm.jsonl (if the nanovm
-# side exists), and a Markdown table on stdout.
+#   --quick          smoke test: tiny samples, numbers are not meaningful
+#   --runs R         samples per workload on both sides (default 5, 2 with --quick)
+#   --concurrency K  also time nanovm on SQLite with K runs in flight (default 64;
+#                    1 skips that pass). The main table is always one run at a time.
+#
+# Environment: PYTHON (default python3) is used to create target/peer-venv;
+# NANOVM_COMMIT names the measured nanovm revision when the tree is not a git
+# checkout; TMPDIR is where nanovm's SQLite databases go.
+# Outputs: target/peer/peer.jsonl, target/peer/nanovm.jsonl and
+# target/peer/nanovm-concurrent.jsonl (if the nanovm side exists), and a
+# Markdown report on stdout, also saved as target/peer/report.md (progress on
+# stderr, also saved as target/peer/progress.log).
 set -euo pipefail
 
 PEER_SPEC="llm-nano-vm==0.8.9"
 
-usage() { echo "usage: $0 [--quick]" >&2; }
+usage() { echo "usage: $0 [--quick] [--runs R] [--concurrency K]" >&2; }
 
 QUICK=()
-for arg in "$@"; do
-    case "$arg" in
-        --quick) QUICK=(--quick) ;;
+RUNS=()
+CONCURRENCY=64
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) QUICK=(--quick); shift ;;
+        --runs)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --runs needs a positive integer" >&2; usage; exit 2; }
+            RUNS=(--runs "$2"); shift 2 ;;
+        --concurrency)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --concurrency needs a positive integer" >&2; usage; exit 2; }
+            CONCURRENCY="$2"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
-        *) echo "compare.sh: unknown argument: $arg" >&2; usage; exit 2 ;;
+        *) echo "compare.sh: unknown argument: $1" >&2; usage; exit 2 ;;
     esac
 done
 
@@ -29,6 +46,9 @@ PYTHON="${PYTHON:-python3}"
 VENV="target/peer-venv"
 OUT="target/peer"
 mkdir -p "$OUT"
+# Everything on stdout also goes to the report file, stderr (both sides' progress, with every
+# sample's min and max) to a log.
+exec > >(tee "$OUT/report.md") 2> >(tee "$OUT/progress.log" >&2)
 
 # --- peer environment --------------------------------------------------------
 if [[ ! -x "$VENV/bin/python" ]]; then
@@ -42,24 +62,31 @@ fi
 
 # --- machine -------------------------------------------------------------------
 cpu_model="$(grep -m1 -E '^(model name|Hardware|cpu model)' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)"
+os_name="$( (. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-}") || true)"
+load() { cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown; }
+nanovm_rev="${NANOVM_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
+if [[ -z "${NANOVM_COMMIT:-}" ]] && ! git diff --quiet HEAD -- . 2>/dev/null; then
+    nanovm_rev="$nanovm_rev (with uncommitted changes)"
+fi
+tmp_dir="${TMPDIR:-/tmp}"
 echo "## Machine"
 echo
 echo "- nproc: $(nproc)"
 echo "- CPU: ${cpu_model:-unknown}"
+echo "- OS: ${os_name:-unknown}, $(uname -sr)"
 echo "- Python (peer): $("$VENV/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
 echo "- peer: $("$VENV/bin/python" -c 'import importlib.metadata as m; print("llm-nano-vm", m.version("llm-nano-vm"))')"
+echo "- nanovm: $nanovm_rev, $(rustc --version 2>/dev/null || echo 'rustc unknown')"
+echo "- SQLite databases in: $tmp_dir ($(df -PT "$tmp_dir" 2>/dev/null | awk 'NR==2 {print $2}' || echo '?'))"
+echo "- load average at start (1, 5, 15 min): $(load)"
 if [[ ${#QUICK[@]} -gt 0 ]]; then
     echo "- mode: --quick (smoke test; numbers are NOT meaningful)"
 fi
 echo
 
-# --- peer half -------------------------------------------------------------------
-echo "compare.sh: running peer benchmark -> $OUT/peer.jsonl" >&2
-"$VENV/bin/python" benches/peer/peer_bench.py ${QUICK[@]+"${QUICK[@]}"} > "$OUT/peer.jsonl"
-
-# --- nanovm half -----------------------------------------------------------------
+# --- nanovm half: is there one? Build it before anything is timed. ---------------
 # Only if the workspace has a package `nanovm-bench` with a `compare` binary.
-rm -f "$OUT/nanovm.jsonl"
+rm -f "$OUT/nanovm.jsonl" "$OUT/nanovm-concurrent.jsonl"
 nanovm_skip_reason=""
 if ! command -v cargo >/dev/null 2>&1; then
     nanovm_skip_reason="cargo not found on PATH"
@@ -75,11 +102,27 @@ sys.exit(0 if ok else 1)'; then
     nanovm_skip_reason="the workspace has no package 'nanovm-bench' with a 'compare' binary (not written yet?)"
 fi
 
+if [[ -z "$nanovm_skip_reason" ]]; then
+    echo "compare.sh: building the nanovm half (cargo build --release -p nanovm-bench --bin compare)" >&2
+    cargo build --release --quiet -p nanovm-bench --bin compare
+fi
+
+# --- peer half -------------------------------------------------------------------
+echo "compare.sh: running peer benchmark -> $OUT/peer.jsonl" >&2
+"$VENV/bin/python" benches/peer/peer_bench.py ${QUICK[@]+"${QUICK[@]}"} ${RUNS[@]+"${RUNS[@]}"} > "$OUT/peer.jsonl"
+
+# --- nanovm half -----------------------------------------------------------------
 MERGE_INPUTS=("$OUT/peer.jsonl")
 if [[ -z "$nanovm_skip_reason" ]]; then
     echo "compare.sh: running nanovm benchmark -> $OUT/nanovm.jsonl" >&2
-    cargo run --release -p nanovm-bench --bin compare -- --json ${QUICK[@]+"${QUICK[@]}"} > "$OUT/nanovm.jsonl"
+    cargo run --release --quiet -p nanovm-bench --bin compare -- --json ${QUICK[@]+"${QUICK[@]}"} ${RUNS[@]+"${RUNS[@]}"} > "$OUT/nanovm.jsonl"
     MERGE_INPUTS+=("$OUT/nanovm.jsonl")
+    if [[ "$CONCURRENCY" -gt 1 ]]; then
+        echo "compare.sh: running nanovm on SQLite with $CONCURRENCY runs in flight -> $OUT/nanovm-concurrent.jsonl" >&2
+        cargo run --release --quiet -p nanovm-bench --bin compare -- --json --modes sqlite --concurrency "$CONCURRENCY" \
+            ${QUICK[@]+"${QUICK[@]}"} ${RUNS[@]+"${RUNS[@]}"} > "$OUT/nanovm-concurrent.jsonl"
+        MERGE_INPUTS+=("$OUT/nanovm-concurrent.jsonl")
+    fi
 else
     echo "compare.sh: NOTE: skipping the nanovm half: $nanovm_skip_reason." >&2
     echo "compare.sh: NOTE: printing the peer half only." >&2
@@ -93,3 +136,5 @@ if [[ -n "$nanovm_skip_reason" ]]; then
     echo
 fi
 "$PYTHON" benches/peer/merge_table.py "${MERGE_INPUTS[@]}"
+echo
+echo "Load average at the end (1, 5, 15 min): $(load)."

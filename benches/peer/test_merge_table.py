@@ -21,9 +21,12 @@ def peer(wl, sps, spr=4, rps=None):
             "runs_per_sec": rps if rps is not None else sps / spr, "samples": [sps], "n_per_sample": 10}
 
 
-def nano(mode, wl, sps, spr=4, rps=None):
-    return {"side": "nanovm", "mode": mode, "workload": wl, "steps_per_run": spr, "steps_per_sec": sps,
-            "runs_per_sec": rps if rps is not None else sps / spr}
+def nano(mode, wl, sps, spr=4, rps=None, concurrency=None):
+    rec = {"side": "nanovm", "mode": mode, "workload": wl, "steps_per_run": spr, "steps_per_sec": sps,
+           "runs_per_sec": rps if rps is not None else sps / spr}
+    if concurrency is not None:
+        rec["concurrency"] = concurrency
+    return rec
 
 
 def lines(*recs):
@@ -142,6 +145,51 @@ class RenderTests(unittest.TestCase):
     def test_no_notes_when_counts_match(self):
         table, _ = quiet_table(peer("guard4", 1000.0), nano("memory", "guard4", 2000.0))
         self.assertNotIn("Notes:", mt.render(table))
+
+
+class ConcurrencyTests(unittest.TestCase):
+    def test_keys(self):
+        self.assertEqual(mt.record_key(nano("sqlite", "guard4", 1.0, concurrency=1)), "sqlite")
+        self.assertEqual(mt.record_key(nano("sqlite", "guard4", 1.0, concurrency=64)), "sqlite_x64")
+        self.assertEqual(mt.label("sqlite_x64"), "nanovm sqlite ×64")
+        self.assertEqual(mt.label("memory"), "nanovm mem")
+        for bad in (0, -3, 2.5, "64", True):
+            self.assertIsNone(mt.record_key(nano("sqlite", "guard4", 1.0, concurrency=bad)), bad)
+
+    def test_concurrent_lines_do_not_replace_sequential_ones(self):
+        table, warnings = quiet_table(peer("guard4", 1000.0), nano("sqlite", "guard4", 500.0),
+                                      nano("sqlite", "guard4", 4000.0, concurrency=64))
+        self.assertEqual(warnings, [])
+        out = mt.render(table)
+        self.assertEqual(row_of(out, "guard4"), ["guard4", "1,000", "—", "—", "500", "0.50×"])
+        self.assertIn("| workload | peer steps/s | nanovm sqlite ×64 steps/s | ratio sqlite ×64/peer |", out)
+        self.assertIn("| guard4 | 1,000 | 4,000 | 4.00× |", out)
+
+    def test_no_second_table_without_concurrent_lines(self):
+        table, _ = quiet_table(peer("guard4", 1000.0), nano("sqlite", "guard4", 500.0))
+        self.assertNotIn("in flight", mt.render(table))
+
+
+class TargetTests(unittest.TestCase):
+    def test_met_and_missed(self):
+        table, _ = quiet_table(
+            peer("guard4", 1000.0), nano("memory", "guard4", 50_000.0), nano("sqlite", "guard4", 900.0),
+            peer("linear10", 1000.0, spr=10), nano("memory", "linear10", 200_000.0, spr=10),
+            nano("sqlite", "linear10", 2000.0, spr=10),
+            peer("linear1000", 100.0, spr=1000), nano("memory", "linear1000", 180_000.0, spr=1000),
+        )
+        out = mt.render(table)
+        self.assertIn("- nanovm mem ≥ 100× peer steps/s: MISSED on 1 of 3 (guard4 50.0×)", out)
+        self.assertIn("- nanovm mem per-step cost linear1000/linear10 ≤ 1.2×: met (1.11×)", out)
+        self.assertIn("- nanovm sqlite > peer (in memory) steps/s: MISSED on 1 of 2 (guard4 0.90×)", out)
+
+    def test_all_met(self):
+        table, _ = quiet_table(peer("guard4", 1000.0), nano("memory", "guard4", 200_000.0))
+        self.assertIn("- nanovm mem ≥ 100× peer steps/s: met on all 1 (guard4 200×)", mt.render(table))
+
+    def test_no_targets_without_pairs(self):
+        table, _ = quiet_table(peer("guard4", 1000.0))
+        self.assertNotIn("Targets:", mt.render(table))
 
 
 class MainTests(unittest.TestCase):
