@@ -1,43 +1,4 @@
 //! [`PostgresStore`] and [`PostgresVault`]: the shared store, for many workers on many machines.
-//!
-//! One PostgreSQL database (optionally one schema of it) holds every run. Workers
-//! [`claim`](JournalStore::claim) runs with `SELECT ... FOR UPDATE SKIP LOCKED` in a single
-//! `UPDATE` statement, so concurrent claimers never get the same run and never wait for each
-//! other; every claim increments the run's epoch. An append locks its run's row
-//! (`SELECT ... FOR UPDATE`), checks fence, sequence and chain against it, inserts the entries
-//! and updates the record, in one transaction: an append acknowledged by the store is a
-//! committed transaction (durable as the server's `synchronous_commit` makes commits, `on` by
-//! default: flushed to the server's WAL). Connections come from a `deadpool-postgres` pool;
-//! everything is async, nothing blocks.
-//!
-//! Schema (created on connect if missing, under an advisory lock, in the configured schema):
-//!
-//! ```sql
-//! CREATE TABLE nanovm_runs (
-//!     ord BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,   -- creation order
-//!     run_id TEXT NOT NULL UNIQUE,
-//!     program TEXT NOT NULL,
-//!     program_hash BYTEA NOT NULL,
-//!     status TEXT NOT NULL,
-//!     entries BIGINT NOT NULL,
-//!     last_hash BYTEA NOT NULL,
-//!     end_step TEXT, message TEXT, waiting_for TEXT, deadline_ms BIGINT,
-//!     epoch BIGINT NOT NULL DEFAULT 0, lease_owner TEXT, lease_expires_ms BIGINT,
-//!     created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
-//! CREATE INDEX nanovm_runs_claim ON nanovm_runs (program, status, ord);
-//! CREATE TABLE nanovm_entries (
-//!     run BIGINT NOT NULL REFERENCES nanovm_runs (ord),
-//!     seq BIGINT NOT NULL,
-//!     hash BYTEA NOT NULL,
-//!     line TEXT NOT NULL,                                     -- trace::entry_line
-//!     PRIMARY KEY (run, seq));
-//! CREATE TABLE nanovm_vault (
-//!     id TEXT PRIMARY KEY, salt BYTEA, value TEXT,            -- salt, value NULL once erased
-//!     created_ms BIGINT NOT NULL, erased_ms BIGINT);
-//! ```
-//!
-//! Connections are plain TCP or Unix sockets (`NoTls`); put a TLS-terminating proxy or a
-//! private network between workers and a remote server.
 
 use std::fmt;
 use std::sync::Arc;
@@ -199,9 +160,48 @@ impl Pg {
     }
 }
 
-/// A [`JournalStore`] in a PostgreSQL database, shared by any number of workers (see the module
-/// docs for schema and guarantees). Cheap to clone; clones share the connection pool.
-/// [`PostgresStore::vault`] gives a [`PostgresVault`] in the same database.
+/// A [`JournalStore`] in a PostgreSQL database, shared by any number of workers. Cheap to
+/// clone; clones share the connection pool. [`PostgresStore::vault`] gives a [`PostgresVault`]
+/// in the same database.
+///
+/// One PostgreSQL database (optionally one schema of it) holds every run. Workers
+/// [`claim`](JournalStore::claim) runs with `SELECT ... FOR UPDATE SKIP LOCKED` in a single
+/// `UPDATE` statement, so concurrent claimers never get the same run and never wait for each
+/// other; every claim increments the run's epoch. An append locks its run's row
+/// (`SELECT ... FOR UPDATE`), checks fence, sequence and chain against it, inserts the entries
+/// and updates the record, in one transaction: an append acknowledged by the store is a
+/// committed transaction (durable as the server's `synchronous_commit` makes commits, `on` by
+/// default: flushed to the server's WAL). Connections come from a `deadpool-postgres` pool;
+/// everything is async, nothing blocks.
+///
+/// Schema (created on connect if missing, under an advisory lock, in the configured schema):
+///
+/// ```sql
+/// CREATE TABLE nanovm_runs (
+///     ord BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,   -- creation order
+///     run_id TEXT NOT NULL UNIQUE,
+///     program TEXT NOT NULL,
+///     program_hash BYTEA NOT NULL,
+///     status TEXT NOT NULL,
+///     entries BIGINT NOT NULL,
+///     last_hash BYTEA NOT NULL,
+///     end_step TEXT, message TEXT, waiting_for TEXT, deadline_ms BIGINT,
+///     epoch BIGINT NOT NULL DEFAULT 0, lease_owner TEXT, lease_expires_ms BIGINT,
+///     created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
+/// CREATE INDEX nanovm_runs_claim ON nanovm_runs (program, status, ord);
+/// CREATE TABLE nanovm_entries (
+///     run BIGINT NOT NULL REFERENCES nanovm_runs (ord),
+///     seq BIGINT NOT NULL,
+///     hash BYTEA NOT NULL,
+///     line TEXT NOT NULL,                                     -- trace::entry_line
+///     PRIMARY KEY (run, seq));
+/// CREATE TABLE nanovm_vault (
+///     id TEXT PRIMARY KEY, salt BYTEA, value TEXT,            -- salt, value NULL once erased
+///     created_ms BIGINT NOT NULL, erased_ms BIGINT);
+/// ```
+///
+/// Connections are plain TCP or Unix sockets (`NoTls`); put a TLS-terminating proxy or a
+/// private network between workers and a remote server.
 #[derive(Clone)]
 pub struct PostgresStore {
     pg: Arc<Pg>,

@@ -1,41 +1,4 @@
 //! [`SqliteStore`] and [`SqliteVault`]: the embedded store, one database file.
-//!
-//! Durability: WAL journal, `synchronous=FULL` (every commit fsyncs the WAL before it returns),
-//! `busy_timeout` 5 s. One *writer thread* owns the only writing connection: every write (an
-//! append, a claim, a renew, a vault put) is a job sent to it, and the caller's future resolves
-//! when the job's transaction has been committed. Jobs that queue up while a commit is being
-//! synced are coalesced into the next transaction, each in its own savepoint (a job that fails
-//! rolls back alone): *group commit across runs*, one fsync for many appends, with no
-//! acknowledgement before its commit. Reads run on a small pool of read-only connections on
-//! tokio's blocking threads (WAL readers never block the writer), or, for an in-memory
-//! database, on the writer thread. Nothing blocks the async runtime.
-//!
-//! Schema (version 1, `PRAGMA user_version`):
-//!
-//! ```sql
-//! CREATE TABLE nanovm_runs (
-//!     ord INTEGER PRIMARY KEY AUTOINCREMENT,   -- creation order
-//!     run_id TEXT NOT NULL UNIQUE,
-//!     program TEXT NOT NULL,
-//!     program_hash BLOB NOT NULL,              -- 32 bytes
-//!     status TEXT NOT NULL,                    -- RunStatus::as_str
-//!     entries INTEGER NOT NULL,
-//!     last_hash BLOB NOT NULL,                 -- 32 bytes
-//!     end_step TEXT, message TEXT, waiting_for TEXT, deadline_ms INTEGER,
-//!     epoch INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_expires_ms INTEGER,
-//!     created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
-//! CREATE INDEX nanovm_runs_claim ON nanovm_runs (program, status, ord);
-//! CREATE TABLE nanovm_entries (
-//!     run INTEGER NOT NULL,                    -- nanovm_runs.ord
-//!     seq INTEGER NOT NULL,
-//!     hash BLOB NOT NULL,                      -- 32 bytes
-//!     line TEXT NOT NULL,                      -- trace::entry_line
-//!     PRIMARY KEY (run, seq)) WITHOUT ROWID;
-//! CREATE TABLE nanovm_vault (
-//!     id TEXT PRIMARY KEY,                     -- VaultId hex
-//!     salt BLOB, value TEXT,                   -- both NULL once erased
-//!     created_ms INTEGER NOT NULL, erased_ms INTEGER);
-//! ```
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -140,9 +103,45 @@ impl SqliteOptions {
     }
 }
 
-/// A [`JournalStore`] in one SQLite database file (see the module docs for durability and
-/// schema). Cheap to clone; clones share the writer thread. [`SqliteStore::vault`] gives a
-/// [`SqliteVault`] in the same database.
+/// A [`JournalStore`] in one SQLite database file. Cheap to clone; clones share the writer
+/// thread. [`SqliteStore::vault`] gives a [`SqliteVault`] in the same database.
+///
+/// Durability: WAL journal, `synchronous=FULL` (every commit fsyncs the WAL before it returns),
+/// `busy_timeout` 5 s. One *writer thread* owns the only writing connection: every write (an
+/// append, a claim, a renew, a vault put) is a job sent to it, and the caller's future resolves
+/// when the job's transaction has been committed. Jobs that queue up while a commit is being
+/// synced are coalesced into the next transaction, each in its own savepoint (a job that fails
+/// rolls back alone): *group commit across runs*, one fsync for many appends, with no
+/// acknowledgement before its commit. Reads run on a small pool of read-only connections on
+/// tokio's blocking threads (WAL readers never block the writer), or, for an in-memory
+/// database, on the writer thread. Nothing blocks the async runtime.
+///
+/// Schema (version 1, `PRAGMA user_version`):
+///
+/// ```sql
+/// CREATE TABLE nanovm_runs (
+///     ord INTEGER PRIMARY KEY AUTOINCREMENT,   -- creation order
+///     run_id TEXT NOT NULL UNIQUE,
+///     program TEXT NOT NULL,
+///     program_hash BLOB NOT NULL,              -- 32 bytes
+///     status TEXT NOT NULL,                    -- RunStatus::as_str
+///     entries INTEGER NOT NULL,
+///     last_hash BLOB NOT NULL,                 -- 32 bytes
+///     end_step TEXT, message TEXT, waiting_for TEXT, deadline_ms INTEGER,
+///     epoch INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_expires_ms INTEGER,
+///     created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+/// CREATE INDEX nanovm_runs_claim ON nanovm_runs (program, status, ord);
+/// CREATE TABLE nanovm_entries (
+///     run INTEGER NOT NULL,                    -- nanovm_runs.ord
+///     seq INTEGER NOT NULL,
+///     hash BLOB NOT NULL,                      -- 32 bytes
+///     line TEXT NOT NULL,                      -- trace::entry_line
+///     PRIMARY KEY (run, seq)) WITHOUT ROWID;
+/// CREATE TABLE nanovm_vault (
+///     id TEXT PRIMARY KEY,                     -- VaultId hex
+///     salt BLOB, value TEXT,                   -- both NULL once erased
+///     created_ms INTEGER NOT NULL, erased_ms INTEGER);
+/// ```
 #[derive(Clone)]
 pub struct SqliteStore {
     db: Arc<Db>,
