@@ -840,6 +840,81 @@ async fn concurrent_claimers_never_share_a_run<H: Harness>(h: &H) {
     assert!(all.iter().all(|l| l.epoch == 1));
 }
 
+async fn claim_run_takes_one_given_run<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    assert_eq!(s.claim_run("nope", "w", 0, 10).await.unwrap(), None);
+    run_in(&s, "cr-wait", "p", "suspended").await;
+    run_in(&s, "cr-run", "p", "running").await;
+    // Whatever the status: a suspended run without a deadline is never claimed by `claim`,
+    // but can be taken by id (to deliver an event to it).
+    let a = s
+        .claim_run("cr-wait", "w1", 1_000, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        a,
+        Lease {
+            run_id: "cr-wait".into(),
+            epoch: 1,
+            worker: "w1".into(),
+            expires_ms: 1_100
+        }
+    );
+    // A live lease is not taken, not even by the same worker; an expired one is.
+    assert_eq!(
+        s.claim_run("cr-wait", "w2", 1_099, 100).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.claim_run("cr-wait", "w1", 1_099, 100).await.unwrap(),
+        None
+    );
+    let b = s
+        .claim_run("cr-wait", "w2", 1_100, 100)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((b.epoch, b.worker.as_str()), (2, "w2"));
+    assert!(matches!(
+        s.renew(&a, 1_100, 100).await,
+        Err(JournalError::Fenced {
+            held: 1,
+            current: 2,
+            ..
+        })
+    ));
+    // A run held by id is not handed out by `claim`, and the other way round.
+    let c = s
+        .claim_run("cr-run", "w3", 0, 1_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.claim("p", "w4", 500, 100).await.unwrap(), None);
+    s.release(&c).await.unwrap();
+    let d = s.claim("p", "w4", 500, 100).await.unwrap().unwrap();
+    assert_eq!((d.run_id.as_str(), d.epoch), ("cr-run", 2));
+    assert_eq!(s.claim_run("cr-run", "w5", 550, 100).await.unwrap(), None);
+    // Of many concurrent claimers of one run, exactly one wins.
+    run_in(&s, "cr-race", "p", "running").await;
+    let tasks: Vec<_> = (0..12)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.claim_run("cr-race", &format!("w{w}"), 10, 1_000)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tasks {
+        won.extend(t.await.unwrap());
+    }
+    assert_eq!(won.len(), 1, "{won:?}");
+    assert_eq!(won[0].epoch, 1);
+}
+
 async fn renew_release_and_stale_leases<H: Harness>(h: &H) {
     let s = h.fresh().await;
     run_in(&s, "lease", "p", "running").await;
@@ -1179,6 +1254,7 @@ macro_rules! suite {
                 runs_are_filtered_and_ordered_by_creation,
                 claims_take_only_runnable_runs,
                 concurrent_claimers_never_share_a_run,
+                claim_run_takes_one_given_run,
                 renew_release_and_stale_leases,
                 a_stale_worker_cannot_append_after_takeover,
                 concurrent_appenders_one_winner_per_seq,

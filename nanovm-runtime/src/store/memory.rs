@@ -267,6 +267,31 @@ impl MemoryStore {
         })
     }
 
+    fn claim_run_now(
+        &self,
+        run_id: &str,
+        worker: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Option<Lease> {
+        let mut s = self.state();
+        let r = &mut s.runs.get_mut(run_id)?.record;
+        if r.lease_expires_ms.is_some_and(|e| e > now_ms) {
+            return None;
+        }
+        let expires_ms = now_ms.saturating_add(lease_ms);
+        r.epoch += 1;
+        r.lease_owner = Some(worker.to_string());
+        r.lease_expires_ms = Some(expires_ms);
+        r.updated_ms = wall_ms();
+        Some(Lease {
+            run_id: run_id.to_string(),
+            epoch: r.epoch,
+            worker: worker.to_string(),
+            expires_ms,
+        })
+    }
+
     /// The record of a run whose lease `lease` still is, for renew and release.
     fn held<'s>(s: &'s mut State, lease: &Lease) -> Result<&'s mut RunRecord, JournalError> {
         let Some(run) = s.runs.get_mut(&lease.run_id) else {
@@ -350,5 +375,16 @@ impl JournalStore for MemoryStore {
             r.updated_ms = wall_ms();
         });
         Box::pin(std::future::ready(r))
+    }
+
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        let l = self.claim_run_now(run_id, worker, now_ms, lease_ms);
+        Box::pin(std::future::ready(Ok(l)))
     }
 }

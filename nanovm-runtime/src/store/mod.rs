@@ -273,6 +273,28 @@ pub trait JournalStore: Send + Sync + 'static {
     /// Gives a lease back: owner and expiry cleared, epoch unchanged, so the run can be
     /// claimed again at once. [`JournalError::Fenced`] if stale.
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>>;
+
+    /// Claims the run `run_id` itself, whatever its status (resuming a run a crash left
+    /// mid-way, delivering an event to a suspended run), if its lease is free or expired
+    /// (`lease_expires_ms <= now_ms`): increments the epoch, sets owner and expiry, returns
+    /// the lease. `None` when the run is unknown or another lease on it is still live (also
+    /// one of the same worker: extend that with [`JournalStore::renew`]). Of concurrent
+    /// claimers of one run, at most one gets it.
+    ///
+    /// Every store of this crate implements it; the default, for stores written elsewhere
+    /// before it existed, fails with [`JournalError::Io`].
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        let _ = (run_id, worker, now_ms, lease_ms);
+        Box::pin(std::future::ready(Err(JournalError::Io(
+            "this store cannot claim a given run".into(),
+        ))))
+    }
 }
 
 impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
@@ -327,6 +349,16 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
 
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
         (**self).release(lease)
+    }
+
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        (**self).claim_run(run_id, worker, now_ms, lease_ms)
     }
 }
 

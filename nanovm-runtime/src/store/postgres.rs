@@ -683,6 +683,53 @@ impl JournalStore for PostgresStore {
             Ok(())
         })
     }
+
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            // One statement: of concurrent claimers, the first locks the row and the others
+            // re-check the lease condition against its committed update.
+            let st = client
+                .prepare_cached(&format!(
+                    "UPDATE {s}.nanovm_runs SET epoch = epoch + 1, lease_owner = $2, \
+                     lease_expires_ms = $4, updated_ms = $5 \
+                     WHERE run_id = $1 AND (lease_expires_ms IS NULL OR lease_expires_ms <= $3) \
+                     RETURNING epoch"
+                ))
+                .await
+                .map_err(pg)?;
+            let expires_ms = now_ms.saturating_add(lease_ms);
+            let row = client
+                .query_opt(
+                    &st,
+                    &[
+                        &run_id,
+                        &worker,
+                        &to_i64(now_ms),
+                        &to_i64(expires_ms),
+                        &to_i64(wall_ms()),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            Ok(Some(Lease {
+                run_id: run_id.to_string(),
+                epoch: to_u64(run_id, "epoch", row.try_get(0).map_err(pg)?)?,
+                worker: worker.to_string(),
+                expires_ms,
+            }))
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

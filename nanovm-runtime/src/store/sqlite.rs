@@ -323,6 +323,21 @@ impl JournalStore for SqliteStore {
             Ok(())
         }))
     }
+
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        let run_id = run_id.to_string();
+        let worker = worker.to_string();
+        Box::pin(
+            self.db
+                .write(move |c| claim_run(c, run_id, worker, now_ms, lease_ms)),
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,6 +551,50 @@ fn claim(
             to_i64(expires_ms),
             to_i64(wall_ms()),
             ord
+        ])
+    })
+    .map_err(io)?;
+    Ok(Some(Lease {
+        run_id,
+        epoch,
+        worker,
+        expires_ms,
+    }))
+}
+
+fn claim_run(
+    c: &Connection,
+    run_id: String,
+    worker: String,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<Option<Lease>, JournalError> {
+    let found: Option<(i64, Option<i64>)> = c
+        .prepare_cached("SELECT epoch, lease_expires_ms FROM nanovm_runs WHERE run_id = ?1")
+        .and_then(|mut st| {
+            st.query_row(params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| read_err(&run_id, e))?;
+    let Some((epoch, expires)) = found else {
+        return Ok(None);
+    };
+    if expires.is_some_and(|e| e > to_i64(now_ms)) {
+        return Ok(None);
+    }
+    let epoch = to_u64(&run_id, "epoch", epoch)? + 1;
+    let expires_ms = now_ms.saturating_add(lease_ms);
+    c.prepare_cached(
+        "UPDATE nanovm_runs SET epoch = ?1, lease_owner = ?2, lease_expires_ms = ?3, \
+         updated_ms = ?4 WHERE run_id = ?5",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            to_i64(epoch),
+            worker,
+            to_i64(expires_ms),
+            to_i64(wall_ms()),
+            run_id
         ])
     })
     .map_err(io)?;
