@@ -5,7 +5,10 @@
 //! with a [`model::Model`], the host's tools, a [`Vault`] for secrets, a [`Clock`] and
 //! optionally a [`JournalStore`] (see [`store`]). Every run yields an [`Execution`] whose
 //! [`trace::Trace`] is a blake3 hash chain; [`replay()`] re-runs the program over a trace without any I/O and must
-//! reproduce it exactly. The semantics are specified in `docs/runtime.md`.
+//! reproduce it exactly. With a store, [`durable`] is what happens between executions
+//! (duplicate starts, [`Runtime::deliver`], [`Runtime::fire_timeouts`], [`Runtime::reconcile`],
+//! [`Runtime::submit`]) and [`Worker`]s execute a shared store's runs under leases. The
+//! semantics are specified in `docs/runtime.md`.
 
 #![warn(missing_docs)]
 
