@@ -24,7 +24,9 @@
 //!   does the root hash unless an operator had to reconcile (which adds entries).
 //!
 //! On a `MemoryStore` and on a `SqliteStore` (a temporary file per attempt, opened anew by the
-//! recovering process), not sampled.
+//! recovering process), not sampled. On the `MemoryStore` also every *double* crash: for each
+//! crash point of the run, a second crash (both kinds) at every store operation of the process
+//! that recovers it, then a clean recovery.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -453,6 +455,8 @@ struct Outcome {
     execution: Execution,
     /// Store operations the process made (crash-free: all of them).
     ops: usize,
+    /// Store operations the first recovering process made.
+    recovery_ops: usize,
     reconciled: bool,
 }
 
@@ -501,6 +505,18 @@ fn describe(entries: &[Entry]) -> String {
         .join("\n")
 }
 
+/// Awaits `fut`, or `None` if the faulty store's process dies first.
+async fn guarded<T>(fut: impl Future<Output = T>, faulty: Option<&FaultyStore>) -> Option<T> {
+    match faulty {
+        None => Some(fut.await),
+        Some(f) => tokio::select! {
+            biased;
+            () = Death(f.clone()) => None,
+            v = fut => Some(v),
+        },
+    }
+}
+
 /// A new process recovers the run: retries the request, re-delivers what the script had not
 /// seen acknowledged, reconciles from the ledger. Returns the final execution and whether an
 /// operator reconciled.
@@ -511,38 +527,61 @@ async fn recover<P: Program<Input: Clone>>(
     input: &P::Input,
     bank: &Arc<Bank>,
 ) -> (Execution, bool) {
+    recover_in(s, store, None, vault, input, bank)
+        .await
+        .unwrap_or_else(|| panic!("{}: a clean recovery cannot die", s.name))
+}
+
+/// [`recover`], through `faulty` if given: then a failed or dead store operation ends the
+/// recovering process (`None`), as a crash would.
+async fn recover_in<P: Program<Input: Clone>>(
+    s: &Scenario<P>,
+    raw: &Arc<dyn JournalStore>,
+    faulty: Option<FaultyStore>,
+    vault: &Arc<MemoryVault>,
+    input: &P::Input,
+    bank: &Arc<Bank>,
+) -> Option<(Execution, bool)> {
+    let store: Arc<dyn JournalStore> = match &faulty {
+        Some(f) => Arc::new(f.clone()),
+        None => raw.clone(),
+    };
     let rt = process(store.clone(), vault, s.answers);
     let mut reconciled = false;
     let mut delivered = 0;
+    macro_rules! op {
+        ($fut:expr, $what:literal) => {
+            match guarded($fut, faulty.as_ref()).await {
+                None => return None,
+                Some(Ok(v)) => v,
+                Some(Err(_)) if faulty.is_some() => return None,
+                Some(Err(e)) => {
+                    let entries = raw.load(RUN_ID).await.ok().flatten().unwrap_or_default();
+                    panic!("{}: {} failed: {e}\n{}", s.name, $what, describe(&entries))
+                }
+            }
+        };
+    }
+    let start = || {
+        rt.run::<P>(
+            input.clone(),
+            (s.tools)(bank.clone()),
+            RunOptions::new().run_id(RUN_ID),
+        )
+    };
     for _ in 0..20 {
-        let Some(record) = store.run(RUN_ID).await.expect("reads") else {
+        let Some(record) = op!(store.run(RUN_ID), "reading the record") else {
             // Nothing was stored: the request is simply retried.
-            rt.run::<P>(
-                input.clone(),
-                (s.tools)(bank.clone()),
-                RunOptions::new().run_id(RUN_ID),
-            )
-            .await
-            .expect("retried");
+            op!(start(), "retrying the request");
             continue;
         };
         match record.status {
             RunStatus::Running => {
                 // A duplicate start resumes a run left mid-way.
-                let resumed = rt
-                    .run::<P>(
-                        input.clone(),
-                        (s.tools)(bank.clone()),
-                        RunOptions::new().run_id(RUN_ID),
-                    )
-                    .await;
-                if let Err(e) = resumed {
-                    let entries = store.load(RUN_ID).await.ok().flatten().unwrap_or_default();
-                    panic!("{}: resume failed: {e}\n{}", s.name, describe(&entries));
-                }
+                op!(start(), "resuming");
             }
             RunStatus::NeedsReconciliation => {
-                let entries = store.load(RUN_ID).await.expect("loads").expect("stored");
+                let entries = op!(store.load(RUN_ID), "loading").expect("stored");
                 let effect = *nanovm::durable::ambiguous_effects(P::info(), &entries)
                     .first()
                     .expect("an ambiguous effect");
@@ -551,42 +590,37 @@ async fn recover<P: Program<Input: Clone>>(
                     None => Resolution::NotDone,
                 };
                 reconciled = true;
-                if let Err(e) = rt
-                    .reconcile::<P>(RUN_ID, effect, resolution, (s.tools)(bank.clone()))
-                    .await
-                {
-                    panic!("{}: reconcile failed: {e}\n{}", s.name, describe(&entries));
-                }
+                op!(
+                    rt.reconcile::<P>(RUN_ID, effect, resolution, (s.tools)(bank.clone())),
+                    "reconciling"
+                );
             }
             RunStatus::Suspended if delivered < s.deliveries.len() => {
                 let (event, id, payload) = &s.deliveries[delivered];
                 delivered += 1;
-                rt.deliver::<P>(RUN_ID, event, id, payload.clone(), (s.tools)(bank.clone()))
-                    .await
-                    .expect("delivers");
+                op!(
+                    rt.deliver::<P>(RUN_ID, event, id, payload.clone(), (s.tools)(bank.clone())),
+                    "delivering"
+                );
             }
             _ => {
                 // Ended (or suspended with nothing left to deliver): the recorded outcome.
-                let e = rt
-                    .run::<P>(
-                        input.clone(),
-                        (s.tools)(bank.clone()),
-                        RunOptions::new().run_id(RUN_ID),
-                    )
-                    .await
-                    .expect("answers");
-                return (e, reconciled);
+                let e = op!(start(), "answering a duplicate start");
+                return Some((e, reconciled));
             }
         }
     }
     panic!("{}: the run did not settle", s.name);
 }
 
-/// Runs scenario `s` on a fresh store from `new_store`, with `fault`.
+/// Runs scenario `s` on a fresh store from `new_store`, with `fault`; then a first recovering
+/// process, with `recovery_fault` (a crash while recovering), and if that one dies too, a clean
+/// one.
 async fn attempt<P: Program<Input: Clone>>(
     s: &Scenario<P>,
     new_store: &NewStore,
     fault: Option<(Fault, usize)>,
+    recovery_fault: Option<(Fault, usize)>,
 ) -> Outcome {
     let Store { now, reopen } = new_store().await;
     let vault = Arc::new(MemoryVault::seeded(7));
@@ -600,11 +634,28 @@ async fn attempt<P: Program<Input: Clone>>(
     // The process is gone; a new one opens the store.
     drop((rt, faulty));
     let store = reopen().await;
-    let what = format!("{} with {fault:?}", s.name);
+    let what = format!("{} with {fault:?}, then {recovery_fault:?}", s.name);
 
-    let (execution, reconciled) = match done {
-        Some(e) if fault.is_none() => (e, false),
-        _ => recover(s, &store, &vault, &input, &bank).await,
+    let (execution, reconciled, recovery_ops) = match done {
+        Some(e) if fault.is_none() => (e, false, 0),
+        _ => {
+            let second = FaultyStore::new(store.clone(), recovery_fault);
+            let first = recover_in(s, &store, Some(second.clone()), &vault, &input, &bank).await;
+            let recovery_ops = second.ops();
+            acknowledged
+                .lock()
+                .unwrap()
+                .extend(second.acknowledged.lock().unwrap().iter().cloned());
+            let (e, r) = match first {
+                Some(done) => done,
+                None => {
+                    // The recovering process died too: another one starts over.
+                    let store = reopen().await;
+                    recover(s, &store, &vault, &input, &bank).await
+                }
+            };
+            (e, r, recovery_ops)
+        }
     };
 
     // The final chain verifies and holds every acknowledged entry, byte-identical.
@@ -638,9 +689,17 @@ async fn attempt<P: Program<Input: Clone>>(
         effects.len(),
         "{what}: an execution outside the run's effects"
     );
+    // An operator's answers add entries, so the root then differs from the crash-free run's
+    // (whichever process gave them).
+    let reconciled = reconciled
+        || trace
+            .entries()
+            .iter()
+            .any(|e| matches!(e.event, Event::Reconciled { .. }));
     Outcome {
         execution,
         ops,
+        recovery_ops,
         reconciled,
     }
 }
@@ -651,7 +710,7 @@ async fn every_crash_point<P: Program<Input: Clone>>(
     s: &Scenario<P>,
     new_store: &NewStore,
 ) -> usize {
-    let clean = attempt(s, new_store, None).await;
+    let clean = attempt(s, new_store, None, None).await;
     let want = &clean.execution;
     assert!(
         want.status.is_terminal(),
@@ -662,7 +721,7 @@ async fn every_crash_point<P: Program<Input: Clone>>(
     let mut tried = 0;
     for k in 0..=clean.ops {
         for fault in [Fault::Error, Fault::Abort] {
-            let got = attempt(s, new_store, Some((fault, k))).await;
+            let got = attempt(s, new_store, Some((fault, k)), None).await;
             let e = &got.execution;
             let what = format!("{}: {fault:?} at operation {k} of {}", s.name, clean.ops);
             assert_eq!(e.status, want.status, "{what}");
@@ -680,6 +739,41 @@ async fn every_crash_point<P: Program<Input: Clone>>(
     }
     assert_eq!(tried, 2 * clean.ops);
     clean.ops
+}
+
+/// A crash at every store operation of the run, and for each of them a second crash at every
+/// store operation of the process that recovers it. Returns the number of double crashes.
+async fn every_double_crash<P: Program<Input: Clone>>(
+    s: &Scenario<P>,
+    new_store: &NewStore,
+) -> usize {
+    let clean = attempt(s, new_store, None, None).await;
+    let want = &clean.execution;
+    let mut tried = 0;
+    for k in 0..clean.ops {
+        for fault in [Fault::Error, Fault::Abort] {
+            let first = attempt(s, new_store, Some((fault, k)), None).await;
+            for k2 in 0..first.recovery_ops {
+                for fault2 in [Fault::Error, Fault::Abort] {
+                    let got = attempt(s, new_store, Some((fault, k)), Some((fault2, k2))).await;
+                    let e = &got.execution;
+                    let what = format!(
+                        "{}: {fault:?} at operation {k}, then {fault2:?} at recovery operation {k2}",
+                        s.name
+                    );
+                    assert_eq!(e.status, want.status, "{what}");
+                    assert_eq!(e.end_step, want.end_step, "{what}");
+                    assert_eq!(e.path, want.path, "{what}");
+                    assert_eq!(e.outputs, want.outputs, "{what}");
+                    if !got.reconciled {
+                        assert_eq!(e.root(), want.root(), "{what}");
+                    }
+                    tried += 1;
+                }
+            }
+        }
+    }
+    tried
 }
 
 fn refund(
@@ -791,6 +885,42 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn every_crash_point_on_a_memory_store() {
     runtime().block_on(all_scenarios("memory", &memory_store));
+}
+
+/// Crashes while recovering from a crash (memory only: the count is quadratic).
+#[test]
+fn every_double_crash_on_a_memory_store() {
+    runtime().block_on(async {
+        let new_store: &NewStore = &memory_store;
+        let mut report = Vec::new();
+        for s in [
+            refund("yes", Vec::new()),
+            refund("no", Vec::new()),
+            refund(
+                "maybe",
+                vec![(
+                    "approval",
+                    "approval-1",
+                    json!({"approved": true, "by": "dana"}),
+                )],
+            ),
+        ] {
+            report.push((s.name, every_double_crash(&s, new_store).await));
+        }
+        report.push((
+            "order_pipeline",
+            every_double_crash(&order(), new_store).await,
+        ));
+        for answer in ["funds", "card"] {
+            let s = recovery(answer);
+            report.push((s.name, every_double_crash(&s, new_store).await));
+        }
+        for (name, n) in report {
+            eprintln!(
+                "memory: {name}: {n} double crashes (a crash, then a crash while recovering)"
+            );
+        }
+    });
 }
 
 #[test]
