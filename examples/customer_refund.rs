@@ -32,7 +32,10 @@ use nanovm::program::{Program, ToolContext, ToolError};
 use nanovm::store::SqliteStore;
 use nanovm::trace::RunStatus;
 use nanovm::value::{Digest, Json, Secret};
-use nanovm::{Execution, MemoryVault, Resolution, RunOptions, Runtime, ScriptedModel, Vault};
+use nanovm::{
+    Clock, Execution, MemoryVault, ReconcileError, Resolution, RunError, RunOptions, Runtime,
+    ScriptedModel, SystemClock, Vault,
+};
 use serde_json::json;
 
 nanovm::include_program!("workflows/customer_refund.nvm");
@@ -140,10 +143,11 @@ struct Args {
     resume: bool,
     tool_delay_ms: u64,
     ledger: Option<PathBuf>,
+    lease_ms: Option<u64>,
 }
 
 const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID] \
-     [--db PATH [--resume]] [--tool-delay-ms N] [--ledger FILE]";
+     [--db PATH [--resume] [--lease-ms N]] [--tool-delay-ms N] [--ledger FILE]";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
@@ -154,6 +158,7 @@ fn args() -> Result<Args, String> {
         resume: false,
         tool_delay_ms: 0,
         ledger: None,
+        lease_ms: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -171,6 +176,12 @@ fn args() -> Result<Args, String> {
                 })?;
             }
             "--ledger" => a.ledger = Some(PathBuf::from(value()?)),
+            "--lease-ms" => {
+                let v = value()?;
+                a.lease_ms = Some(v.parse().map_err(|_| {
+                    format!("--lease-ms needs a number of milliseconds, not `{v}`")
+                })?);
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -214,11 +225,14 @@ async fn main() {
         Some(path) => {
             let store = SqliteStore::open(path).await.unwrap_or_else(|e| fail(e));
             let vault: Arc<dyn Vault> = Arc::new(store.vault());
-            let runtime = Runtime::builder()
+            let mut builder = Runtime::builder()
                 .model(model)
                 .vault(vault.clone())
-                .store(store)
-                .build();
+                .store(store);
+            if let Some(ms) = args.lease_ms {
+                builder = builder.operation_lease(Duration::from_millis(ms));
+            }
+            let runtime = builder.build();
             (runtime, vault)
         }
         None => {
@@ -314,15 +328,32 @@ async fn reconcile_from_ledger(runtime: &Runtime, e: Execution, shop: &Arc<MockS
             "reconciled: effect {} {resolution:?} (from the ledger)",
             effect.short()
         );
-        e = runtime
-            .reconcile::<customer_refund::Program>(
-                &e.run_id.clone(),
-                effect,
-                resolution,
-                shop.clone(),
-            )
-            .await
-            .unwrap_or_else(|err| fail(err));
+        let mut tries = 0;
+        e = loop {
+            let answer = runtime
+                .reconcile::<customer_refund::Program>(
+                    &e.run_id,
+                    effect,
+                    resolution.clone(),
+                    shop.clone(),
+                )
+                .await;
+            match answer {
+                // A process that died while reconciling still holds the run's lease: wait it
+                // out, then try again.
+                Err(ReconcileError::Run(RunError::Leased { expires_ms, .. })) if tries < 5 => {
+                    tries += 1;
+                    let now = SystemClock.now_ms();
+                    println!("waiting: run {} is leased until {expires_ms}", e.run_id);
+                    tokio::time::sleep(Duration::from_millis(
+                        expires_ms.saturating_sub(now).saturating_add(5),
+                    ))
+                    .await;
+                }
+                Err(err) => fail(err),
+                Ok(done) => break done,
+            }
+        };
     }
     e
 }

@@ -82,6 +82,8 @@ fn one_run(bin: &Path, dir: &Path, answer: &str, rng: &mut Rng) -> Stats {
                 "--answer",
                 answer,
             ])
+            // A process killed while reconciling holds the run's lease this long.
+            .args(["--lease-ms", "200"])
             .arg("--ledger")
             .arg(&ledger)
             .arg("--trace-out")

@@ -7,7 +7,7 @@
 //! * **Duplicate starts** ([`Runtime::run`] with a run id the store knows): nothing new is
 //!   executed. A run that ended, is suspended or needs reconciliation is answered with its
 //!   recorded outcome (replayed from the stored trace); a run that is still `running` (a crash
-//!   left it mid-way) is resumed, unless a worker holds its lease ([`RunError::Leased`]).
+//!   left it mid-way) is resumed under a lease, unless someone holds one ([`RunError::Leased`]).
 //! * **Events** ([`Runtime::deliver`]): a suspended run waiting for the named event gets a
 //!   `delivered` entry and continues live; an event id the run has seen before is acknowledged
 //!   and ignored ([`Delivery::Duplicate`]); a payload the program refuses changes nothing.
@@ -18,14 +18,18 @@
 //! * **Pending runs** ([`Runtime::submit`]): a `run_started` entry and nothing else, for
 //!   [`Worker`](crate::Worker)s to claim.
 //!
-//! Each operation reads the stored trace once, decides on that snapshot, and appends through
-//! the store's sequence check, so two racing operations on one run cannot both apply: the
-//! second one's first append is a [`JournalError::Conflict`], and retrying it sees the run as
-//! the first one left it. The rules and the failure matrix are in `docs/runtime.md`
-//! ("Durability").
+//! Each operation that continues a run first claims it ([`JournalStore::claim_run`]: a lease
+//! with a new epoch, renewed while the run executes, released at the end), then decides on the
+//! trace stored under that lease, and appends fenced by it. Two racing operations on one run
+//! cannot both apply: the second finds the run leased ([`RunError::Leased`]), or, had the
+//! first one's lease lapsed, its append is refused (`Fenced` or `Conflict`); retrying sees the
+//! run as the first one left it. A process that dies holding a lease blocks the run until the
+//! lease expires ([`RuntimeBuilder::operation_lease`](crate::RuntimeBuilder::operation_lease)).
+//! The rules and the failure matrix are in `docs/runtime.md` ("Durability: the protocol").
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::canonical::Encoder;
 use crate::executor::{Execution, RunError, RunOptions, Runtime, replay_execution};
@@ -100,9 +104,9 @@ pub enum DeliverError {
     /// The program refuses the payload (it does not have the await's declared type).
     #[error("the payload is refused: {0}")]
     Payload(String),
-    /// The store failed, or another writer got there first ([`JournalError::Conflict`]: retry,
-    /// and the delivery is answered as the run now stands), or the stored trace does not
-    /// replay.
+    /// The store failed; someone else is on the run ([`RunError::Leased`], or a lapsed lease's
+    /// `Fenced` / `Conflict`: retry, and the delivery is answered as the run then stands); or
+    /// the stored trace does not replay.
     #[error(transparent)]
     Run(#[from] RunError),
 }
@@ -312,9 +316,114 @@ fn same_request(
     Ok(())
 }
 
+/// How long the lease of one of the runtime's own operations lasts by default (a duplicate
+/// start that resumes a run, a delivery, a timeout, a reconciliation); renewed every third of
+/// that while the run executes, released at the end. See
+/// [`RuntimeBuilder::operation_lease`](crate::RuntimeBuilder::operation_lease).
+pub const OPERATION_LEASE_MS: u64 = 30_000;
+
+/// A lease owner name unique to one operation of this process.
+fn owner(op: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "nanovm-{op}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// What an operation decided from a stored trace.
+enum Decision<T> {
+    /// Continue the run with this input (or none).
+    Execute(Option<Inject>),
+    /// Answer without executing.
+    Answer(T),
+}
+
 impl Runtime {
     fn required_store(&self) -> Result<Arc<dyn JournalStore>, RunError> {
         self.store().cloned().ok_or(RunError::NoJournal)
+    }
+
+    /// The error for a run whose lease someone else holds.
+    async fn leased(store: &Arc<dyn JournalStore>, run_id: &str) -> RunError {
+        let record = store.run(run_id).await.ok().flatten();
+        RunError::Leased {
+            run_id: run_id.to_string(),
+            owner: record
+                .as_ref()
+                .and_then(|r| r.lease_owner.clone())
+                .unwrap_or_else(|| "?".into()),
+            expires_ms: record.and_then(|r| r.lease_expires_ms).unwrap_or(0),
+        }
+    }
+
+    /// The common shape of every operation on a stored run: `decide` on the stored trace (so
+    /// cheap refusals take no lease); if it says execute, claim the run (`claim_run`), load and
+    /// decide again on what is stored now, then continue the run under the lease (fenced
+    /// appends, renewals) and release it. A live lease of someone else is
+    /// [`RunError::Leased`].
+    async fn operate<P: Program, T>(
+        &self,
+        op: &str,
+        run_id: &str,
+        tools: Arc<P::Tools>,
+        opts: RunOptions,
+        mut decide: impl FnMut(Vec<Entry>) -> Result<Decision<T>, T>,
+    ) -> Result<Result<Execution, T>, RunError> {
+        let store = self.required_store()?;
+        let Some(entries) = store.load(run_id).await? else {
+            return Err(RunError::UnknownRun(run_id.to_string()));
+        };
+        match decide(entries) {
+            Err(refusal) | Ok(Decision::Answer(refusal)) => return Ok(Err(refusal)),
+            Ok(Decision::Execute(_)) => {}
+        }
+        let now = self.clock().now_ms();
+        let Some(lease) = store
+            .claim_run(run_id, &owner(op), now, self.operation_lease_ms())
+            .await?
+        else {
+            return Err(Runtime::leased(&store, run_id).await);
+        };
+        // What is stored now, under the lease, is what counts.
+        let loaded = store.load(run_id).await;
+        let decided = match loaded {
+            Ok(Some(entries)) => match decide(entries.clone()) {
+                Ok(Decision::Execute(inject)) => Ok((entries, inject)),
+                Ok(Decision::Answer(a)) | Err(a) => Err(Ok(Err(a))),
+            },
+            Ok(None) => Err(Err(RunError::UnknownRun(run_id.to_string()))),
+            Err(e) => Err(Err(e.into())),
+        };
+        let (entries, inject) = match decided {
+            Ok(d) => d,
+            Err(answer) => {
+                let released = store.release(&lease).await;
+                return match (answer, released) {
+                    (Err(e), _) => Err(e),
+                    (Ok(a), Ok(())) => Ok(a),
+                    (Ok(_), Err(e)) => Err(e.into()),
+                };
+            }
+        };
+        let (result, lease) = crate::worker::execute_leased::<P>(
+            self,
+            &store,
+            lease,
+            self.operation_lease_ms(),
+            entries,
+            tools,
+            opts,
+            inject,
+        )
+        .await;
+        let released = store.release(&lease).await;
+        match (result, released) {
+            (Err(e), _) => Err(e),
+            (Ok(e), Ok(())) => Ok(Ok(e)),
+            (Ok(_), Err(e)) => Err(e.into()),
+        }
     }
 
     /// A start request for a run id the store already holds (`entries`): see the module docs.
@@ -328,23 +437,21 @@ impl Runtime {
     ) -> Result<Execution, RunError> {
         let info = P::info();
         same_request(info, &run_id, &entries, &datums)?;
-        if Tail::of(&entries).status != RunStatus::Running {
-            return replay_execution::<P>(entries);
-        }
-        // Mid-way: resume it, unless a worker is on it.
-        let store = self.required_store()?;
-        if let Some(record) = store.run(&run_id).await?
-            && let (Some(owner), Some(expires_ms)) = (record.lease_owner, record.lease_expires_ms)
-            && expires_ms > self.clock().now_ms()
+        // Mid-way: resume it under a lease (unless someone holds one); otherwise (or if it
+        // moved on meanwhile) answer what is stored.
+        let decide = |entries: Vec<Entry>| -> Result<Decision<Vec<Entry>>, Vec<Entry>> {
+            Ok(match Tail::of(&entries).status {
+                RunStatus::Running => Decision::Execute(None),
+                _ => Decision::Answer(entries),
+            })
+        };
+        match self
+            .operate::<P, Vec<Entry>>("start", &run_id, tools, opts, decide)
+            .await?
         {
-            return Err(RunError::Leased {
-                run_id,
-                owner,
-                expires_ms,
-            });
+            Ok(e) => Ok(e),
+            Err(stored) => replay_execution::<P>(stored),
         }
-        self.continue_recorded::<P>(entries, tools, opts, None)
-            .await
     }
 
     /// Records a run of `P` on `input` as *pending*: appends its `run_started` entry and
@@ -411,9 +518,10 @@ impl Runtime {
     /// * Otherwise `delivered { .., next }` is appended (made durable before anything else
     ///   happens) and the run continues: [`Delivery::Resumed`].
     ///
-    /// Two racing deliveries to one waiting run: exactly one `delivered` is appended; the other
-    /// fails with [`JournalError::Conflict`] before doing anything, and retrying it answers
-    /// `NotWaiting` (or `Duplicate` for the same event id).
+    /// The run is continued under a lease ([`JournalStore::claim_run`]). Two racing deliveries
+    /// to one waiting run: exactly one `delivered` is appended; the other fails with
+    /// [`RunError::Leased`] (or `Fenced` / `Conflict`) before doing anything, and retrying it
+    /// answers `NotWaiting` (or `Duplicate` for the same event id).
     pub async fn deliver<P: Program>(
         &self,
         run_id: &str,
@@ -422,43 +530,46 @@ impl Runtime {
         payload: Json,
         tools: Arc<P::Tools>,
     ) -> Result<Delivery, DeliverError> {
-        let store = self.required_store()?;
-        let entries = store
-            .load(run_id)
-            .await
-            .map_err(RunError::from)?
-            .ok_or_else(|| DeliverError::UnknownRun(run_id.to_string()))?;
-        if delivered_before(&entries, event_id) {
-            return Ok(Delivery::Duplicate(replay_execution::<P>(entries)?));
-        }
-        let tail = Tail::of(&entries);
-        let deadline_ms = match &tail.waiting {
-            Some((waiting, deadline_ms)) if waiting == event => *deadline_ms,
-            _ => {
-                return Err(DeliverError::NotWaiting {
-                    run_id: run_id.to_string(),
+        let clock = self.clock().clone();
+        let mut due = false;
+        let decide = |entries: Vec<Entry>| -> Result<Decision<Answer>, Answer> {
+            if delivered_before(&entries, event_id) {
+                return Ok(Decision::Answer(Answer::Duplicate(entries)));
+            }
+            let tail = Tail::of(&entries);
+            let deadline_ms = match &tail.waiting {
+                Some((waiting, deadline_ms)) if waiting == event => *deadline_ms,
+                _ => {
+                    return Err(Answer::Refused(DeliverError::NotWaiting {
+                        run_id: run_id.to_string(),
+                        event: event.to_string(),
+                        status: tail.status,
+                        waiting_for: tail.waiting.map(|(w, _)| w),
+                    }));
+                }
+            };
+            due = deadline_ms.is_some_and(|d| d <= clock.now_ms());
+            Ok(Decision::Execute(Some(if due {
+                Inject::Timeout
+            } else {
+                Inject::Deliver {
                     event: event.to_string(),
-                    status: tail.status,
-                    waiting_for: tail.waiting.map(|(w, _)| w),
-                });
-            }
+                    event_id: event_id.to_string(),
+                    payload: payload.clone(),
+                }
+            })))
         };
-        let due = deadline_ms.is_some_and(|d| d <= self.clock().now_ms());
-        let inject = if due {
-            Inject::Timeout
-        } else {
-            Inject::Deliver {
-                event: event.to_string(),
-                event_id: event_id.to_string(),
-                payload,
+        let outcome = self
+            .operate::<P, Answer>("deliver", run_id, tools, RunOptions::new(), decide)
+            .await;
+        match outcome {
+            Ok(Ok(e)) if due => Ok(Delivery::TimedOut(e)),
+            Ok(Ok(e)) => Ok(Delivery::Resumed(e)),
+            Ok(Err(Answer::Duplicate(entries))) => {
+                Ok(Delivery::Duplicate(replay_execution::<P>(entries)?))
             }
-        };
-        match self
-            .continue_recorded::<P>(entries, tools, RunOptions::new(), Some(inject))
-            .await
-        {
-            Ok(e) if due => Ok(Delivery::TimedOut(e)),
-            Ok(e) => Ok(Delivery::Resumed(e)),
+            Ok(Err(Answer::Refused(e))) => Err(e),
+            Err(RunError::UnknownRun(id)) => Err(DeliverError::UnknownRun(id)),
             Err(RunError::PayloadRefused(msg)) => Err(DeliverError::Payload(msg)),
             Err(e) => Err(e.into()),
         }
@@ -468,9 +579,9 @@ impl Runtime {
     /// is at or before the clock's `now_ms` takes its timeout edge (`timed_out` is appended)
     /// and continues live with `tools`. Returns the continued runs, oldest first.
     ///
-    /// Runs whose lease a worker holds are left to it, and runs of another build of `P`
-    /// (another program hash) are skipped. A run that another writer moved on in the meantime
-    /// ([`JournalError::Conflict`]) is skipped; any other failure stops and is returned.
+    /// Each run is continued under a lease. Runs whose lease someone holds are left to them,
+    /// and runs of another build of `P` (another program hash) are skipped, as are runs that
+    /// another writer moved on in the meantime; any other failure stops and is returned.
     pub async fn fire_timeouts<P: Program>(
         &self,
         tools: Arc<P::Tools>,
@@ -488,24 +599,29 @@ impl Runtime {
             if !due || leased || record.program_hash != info.hash {
                 continue;
             }
-            let Some(entries) = store.load(&record.run_id).await? else {
-                continue;
+            let decide = |entries: Vec<Entry>| -> Result<Decision<()>, ()> {
+                match Tail::of(&entries).waiting {
+                    Some((_, Some(d))) if d <= now => Ok(Decision::Execute(Some(Inject::Timeout))),
+                    _ => Ok(Decision::Answer(())),
+                }
             };
-            let tail = Tail::of(&entries);
-            if !matches!(tail.waiting, Some((_, Some(d))) if d <= now) {
-                continue;
-            }
             match self
-                .continue_recorded::<P>(
-                    entries,
+                .operate::<P, ()>(
+                    "timeout",
+                    &record.run_id,
                     tools.clone(),
                     RunOptions::new(),
-                    Some(Inject::Timeout),
+                    decide,
                 )
                 .await
             {
-                Ok(e) => fired.push(e),
-                Err(RunError::Journal(JournalError::Conflict { .. })) => {}
+                Ok(Ok(e)) => fired.push(e),
+                // Moved on, or someone else is on it: not ours to fire.
+                Ok(Err(()))
+                | Err(RunError::Leased { .. })
+                | Err(RunError::Journal(
+                    JournalError::Conflict { .. } | JournalError::Fenced { .. },
+                )) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -519,7 +635,8 @@ impl Runtime {
     /// [`Resolution::Done(v)`](Resolution::Done) continues as if the tool had returned `v`;
     /// [`Resolution::NotDone`] calls the tool again with the same idempotency key. If other
     /// effects of the same parallel round are still ambiguous, the run pauses again
-    /// (`needs_reconciliation`) naming those.
+    /// (`needs_reconciliation`) naming those. The run is continued under a lease
+    /// ([`RunError::Leased`] while someone else holds one).
     ///
     /// Refused, with nothing recorded, when the run does not need reconciliation
     /// ([`ReconcileError::NotNeeded`]) or `effect_id` is not ambiguous
@@ -533,34 +650,47 @@ impl Runtime {
         resolution: Resolution,
         tools: Arc<P::Tools>,
     ) -> Result<Execution, ReconcileError> {
-        let store = self.required_store()?;
-        let entries = store
-            .load(run_id)
-            .await
-            .map_err(RunError::from)?
-            .ok_or_else(|| ReconcileError::UnknownRun(run_id.to_string()))?;
-        let status = Tail::of(&entries).status;
-        if status != RunStatus::NeedsReconciliation {
-            return Err(ReconcileError::NotNeeded {
-                run_id: run_id.to_string(),
-                status,
-            });
-        }
-        let ambiguous = ambiguous_effects(P::info(), &entries);
-        if !ambiguous.contains(&effect_id) {
-            return Err(ReconcileError::NotAmbiguous {
-                run_id: run_id.to_string(),
-                effect_id,
-                ambiguous,
-            });
-        }
         let result = match resolution {
             Resolution::Done(v) => Some(v),
             Resolution::NotDone => None,
         };
-        let inject = Inject::Reconcile { effect_id, result };
-        Ok(self
-            .continue_recorded::<P>(entries, tools, RunOptions::new(), Some(inject))
-            .await?)
+        let decide = |entries: Vec<Entry>| -> Result<Decision<ReconcileError>, ReconcileError> {
+            let status = Tail::of(&entries).status;
+            if status != RunStatus::NeedsReconciliation {
+                return Err(ReconcileError::NotNeeded {
+                    run_id: run_id.to_string(),
+                    status,
+                });
+            }
+            let ambiguous = ambiguous_effects(P::info(), &entries);
+            if !ambiguous.contains(&effect_id) {
+                return Err(ReconcileError::NotAmbiguous {
+                    run_id: run_id.to_string(),
+                    effect_id,
+                    ambiguous,
+                });
+            }
+            Ok(Decision::Execute(Some(Inject::Reconcile {
+                effect_id,
+                result: result.clone(),
+            })))
+        };
+        match self
+            .operate::<P, ReconcileError>("reconcile", run_id, tools, RunOptions::new(), decide)
+            .await
+        {
+            Ok(Ok(e)) => Ok(e),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(RunError::UnknownRun(id)) => Err(ReconcileError::UnknownRun(id)),
+            Err(e) => Err(e.into()),
+        }
     }
+}
+
+/// Why a delivery did not execute.
+enum Answer {
+    /// The event id was delivered before: the stored run.
+    Duplicate(Vec<Entry>),
+    /// Not waiting for this event.
+    Refused(DeliverError),
 }

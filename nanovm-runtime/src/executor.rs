@@ -65,6 +65,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     backoff: Backoff,
     store: Option<Arc<dyn JournalStore>>,
+    /// The lease length of the runtime's own operations on stored runs (`crate::durable`).
+    operation_lease_ms: u64,
 }
 
 impl fmt::Debug for Runtime {
@@ -92,6 +94,7 @@ pub struct RuntimeBuilder {
     clock: Option<Arc<dyn Clock>>,
     backoff: Backoff,
     store: Option<Arc<dyn JournalStore>>,
+    operation_lease: Option<Duration>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -142,6 +145,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long the lease of one of the runtime's own operations on a stored run lasts (a
+    /// duplicate start that resumes it, a delivery, a timeout, a reconciliation; renewed every
+    /// third of that while the run executes). Default
+    /// [`OPERATION_LEASE_MS`](crate::durable::OPERATION_LEASE_MS), 30 s. A process that dies
+    /// holding one blocks the run for at most this long.
+    pub fn operation_lease(mut self, lease: Duration) -> Self {
+        self.operation_lease = Some(lease);
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let vault: Arc<dyn Vault> = self.vault.unwrap_or_else(|| Arc::new(MemoryVault::new()));
@@ -154,6 +167,9 @@ impl RuntimeBuilder {
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 backoff: self.backoff,
                 store: self.store,
+                operation_lease_ms: self
+                    .operation_lease
+                    .map_or(crate::durable::OPERATION_LEASE_MS, |d| millis(d).max(1)),
             }),
         }
     }
@@ -394,6 +410,11 @@ impl Runtime {
         &self.inner.vault
     }
 
+    /// The lease length of the runtime's own operations on stored runs, in milliseconds.
+    pub(crate) fn operation_lease_ms(&self) -> u64 {
+        self.inner.operation_lease_ms
+    }
+
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
@@ -544,6 +565,7 @@ pub(crate) async fn replay_entries<P: Program>(
         clock: Arc::new(SystemClock),
         backoff: Backoff::none(),
         store: None,
+        operation_lease_ms: crate::durable::OPERATION_LEASE_MS,
     });
     let info = P::info();
     let mut exec = match prepare::<P>(
@@ -625,6 +647,7 @@ pub(crate) fn replay_execution<P: Program>(entries: Vec<Entry>) -> Result<Execut
         clock: Arc::new(SystemClock),
         backoff: Backoff::none(),
         store: None,
+        operation_lease_ms: crate::durable::OPERATION_LEASE_MS,
     });
     let fut = std::pin::pin!(execute::<P>(
         inner,

@@ -119,32 +119,54 @@ impl Worker {
             // Moved on between the claim and the load (a delivery, say): nothing to execute.
             _ => return (replay_execution::<P>(entries), lease),
         };
-        let run = self.runtime.continue_recorded::<P>(
+        execute_leased::<P>(
+            &self.runtime,
+            store,
+            lease,
+            self.lease_ms,
             entries,
             tools,
-            RunOptions::new().fence(lease.fence()),
+            RunOptions::new(),
             inject,
-        );
-        let mut current = lease.clone();
-        let period = Duration::from_millis((self.lease_ms / 3).max(1));
-        let renewals = async {
-            loop {
-                clock.sleep(period).await;
-                match store.renew(&current, clock.now_ms(), self.lease_ms).await {
-                    Ok(renewed) => current = renewed,
-                    // Lost: stop executing at once (dropping the run is a crash as far as the
-                    // store is concerned; the new owner recovers it).
-                    Err(e @ JournalError::Fenced { .. }) => return e,
-                    // A failed renewal is retried at the next period; the lease may still
-                    // be ours, and if it is not, the next append says so.
-                    Err(_) => {}
-                }
-            }
-        };
-        let result = tokio::select! {
-            r = run => r,
-            e = renewals => Err(RunError::Journal(e)),
-        };
-        (result, current)
+        )
+        .await
     }
+}
+
+/// Continues a run under `lease`: every append fenced by it, the lease renewed every
+/// `lease_ms / 3` on the runtime's clock while the run executes; if a renewal finds the lease
+/// taken over, the run is stopped at once (dropped: a crash as far as the store is concerned,
+/// and the new owner recovers it). Returns the outcome and the latest lease (to release).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn execute_leased<P: Program>(
+    runtime: &Runtime,
+    store: &Arc<dyn JournalStore>,
+    lease: Lease,
+    lease_ms: u64,
+    entries: Vec<crate::trace::Entry>,
+    tools: Arc<P::Tools>,
+    opts: RunOptions,
+    inject: Option<Inject>,
+) -> (Result<Execution, RunError>, Lease) {
+    let clock = runtime.clock().clone();
+    let run = runtime.continue_recorded::<P>(entries, tools, opts.fence(lease.fence()), inject);
+    let mut current = lease.clone();
+    let period = Duration::from_millis((lease_ms / 3).max(1));
+    let renewals = async {
+        loop {
+            clock.sleep(period).await;
+            match store.renew(&current, clock.now_ms(), lease_ms).await {
+                Ok(renewed) => current = renewed,
+                Err(e @ JournalError::Fenced { .. }) => return e,
+                // A failed renewal is retried at the next period; the lease may still be
+                // ours, and if it is not, the next append says so.
+                Err(_) => {}
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = run => r,
+        e = renewals => Err(RunError::Journal(e)),
+    };
+    (result, current)
 }

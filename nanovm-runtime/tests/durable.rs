@@ -376,14 +376,15 @@ fn a_crash_after_not_done_leaves_the_effect_ambiguous_again() {
         &crashed,
         "send_rejection",
     );
-    // The re-call may have happened: resuming pauses again instead of calling a third time.
+    // The dead process still holds the run's lease until it expires.
     let host = Host::new();
-    let e = block_on(s.rt.resume_journaled::<cr::Program>(
-        "nd2",
-        Arc::new(host.clone()),
-        RunOptions::new(),
-    ))
-    .expect("resumes");
+    let err = s.run(100, "nd2", &host).expect_err("leased");
+    assert!(matches!(err, RunError::Leased { .. }), "{err}");
+    s.clock.advance(Duration::from_millis(
+        nanovm_runtime::durable::OPERATION_LEASE_MS,
+    ));
+    // The re-call may have happened: resuming pauses again instead of calling a third time.
+    let e = s.run(100, "nd2", &host).expect("resumes");
     assert_eq!(e.status, RunStatus::NeedsReconciliation);
     assert_eq!(host.total_calls(), 0);
     assert_eq!(
@@ -632,8 +633,8 @@ fn due_timeouts_fire_and_others_wait() {
     );
 }
 
-/// A store whose appends wait until `loads` loads have happened: makes two operations read the
-/// same snapshot before either writes.
+/// A store whose claims and appends wait until `needed` loads have happened: makes two
+/// operations read the same snapshot before either claims or writes.
 #[derive(Clone)]
 struct Gate {
     inner: MemoryStore,
@@ -713,6 +714,22 @@ impl JournalStore for Gate {
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
         self.inner.release(lease)
     }
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        Box::pin(async move {
+            WaitFor {
+                loads: self.loads.clone(),
+                needed: self.needed,
+            }
+            .await;
+            self.inner.claim_run(run_id, worker, now_ms, lease_ms).await
+        })
+    }
 }
 
 /// Runs two futures concurrently on this thread and returns both outputs.
@@ -752,7 +769,10 @@ fn of_two_racing_deliveries_exactly_one_applies() {
             .clock(ManualClock::new(START))
             .store(gate.clone())
             .build();
+        // The winner's effect takes a while, so the loser comes while the run is leased.
         let host = Host::new();
+        host.hook("issue_refund", support::yields(50));
+        host.hook("send_rejection", support::yields(50));
         let second_id = if same_id { "ev-a" } else { "ev-b" };
         let (a, b) = both(
             racing.deliver::<cr::Program>(
@@ -776,10 +796,17 @@ fn of_two_racing_deliveries_exactly_one_applies() {
             other => panic!("exactly one delivery must apply: {other:?}"),
         };
         assert!(matches!(won, Delivery::Resumed(_)), "{won:?}");
+        // The loser finds the run leased by the winner (or, had the winner's lease lapsed,
+        // its own append refused): either way before it has done anything.
         assert!(
             matches!(
                 lost,
-                DeliverError::Run(RunError::Journal(JournalError::Conflict { .. }))
+                DeliverError::Run(
+                    RunError::Leased { .. }
+                        | RunError::Journal(
+                            JournalError::Conflict { .. } | JournalError::Fenced { .. }
+                        )
+                )
             ),
             "{lost}"
         );
