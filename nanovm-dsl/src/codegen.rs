@@ -538,13 +538,23 @@ impl<'p> Gen<'p> {
 
     fn program_impl(&self) -> TokenStream {
         let nv = &self.nv;
-        let record = self.p.vars.iter().filter(|v| v.input).map(|v| {
-            let n = snake_ident(&v.name);
-            match v.ty {
-                Ty::Secret(_) => quote!(#nv::Datum::secret(&input.#n)),
-                _ => quote!(__nv::plain(&input.#n)),
-            }
-        });
+        let record: Vec<_> = self
+            .p
+            .vars
+            .iter()
+            .filter(|v| v.input)
+            .map(|v| {
+                let n = snake_ident(&v.name);
+                match v.ty {
+                    Ty::Secret(_) => quote!(#nv::Datum::secret(&input.#n)),
+                    _ => quote!(#nv::plain(&input.#n)),
+                }
+            })
+            .collect();
+        // A program without inputs records none and never reads `input`.
+        let record_allow = record
+            .is_empty()
+            .then(|| quote!(#[allow(unused_variables)]));
         let mut input_index = 0usize;
         let restore = self.p.vars.iter().map(|v| {
             let n = snake_ident(&v.name);
@@ -578,7 +588,20 @@ impl<'p> Gen<'p> {
                         out.push((#name, #conv));
                     }
                 }
-            });
+            })
+            .collect::<Vec<_>>();
+        // A program without variables has no outputs: no `out` to fill (clippy's
+        // `let_and_return` would fire on an empty fill).
+        let outputs_body = if outputs.is_empty() {
+            quote!(Vec::new())
+        } else {
+            let n = outputs.len();
+            quote! {
+                let mut out = Vec::with_capacity(#n);
+                #(#outputs)*
+                out
+            }
+        };
         let step_err =
             quote!(#nv::Fault::Input { name: "step", message: format!("no step has id {step}") });
         quote! {
@@ -596,6 +619,7 @@ impl<'p> Gen<'p> {
                     &INFO
                 }
 
+                #record_allow
                 fn record_input(input: &Input) -> Vec<#nv::Datum> {
                     vec![#(#record),*]
                 }
@@ -641,11 +665,9 @@ impl<'p> Gen<'p> {
                     ::std::sync::Arc::clone(tools).__invoke(call, ctx)
                 }
 
-                #[allow(unused_variables, unused_mut)]
+                #[allow(unused_variables)]
                 fn outputs(state: &State) -> Vec<(&'static str, #nv::Json)> {
-                    let mut out = Vec::new();
-                    #(#outputs)*
-                    out
+                    #outputs_body
                 }
             }
         }

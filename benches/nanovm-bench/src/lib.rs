@@ -26,9 +26,6 @@ use nanovm::{Execution, JournalStore, RunError, RunOptions, RunQuery, Runtime};
 pub mod linear;
 
 /// The compiled workloads (`build.rs` compiles `workflows/*.nvm` and the generated linear ones).
-// The generated code of a program with no inputs and no variables trips two lints (an unused
-// `input` in `record_input`, a `let`-and-return in `outputs`); a codegen issue of nanovm-dsl.
-#[allow(unused_variables, clippy::let_and_return)]
 mod programs {
     nanovm::include_compiled!("guard4");
     nanovm::include_compiled!("guard4_budgets");
