@@ -3,14 +3,27 @@
 //!
 //! ```sh
 //! cargo run -p nanovm-example-build-script -- DE 40
-//! cargo run -p nanovm-example-build-script -- BR 40    # held for fraud review
+//! cargo run -p nanovm-example-build-script -- BR 40    # held for fraud review (suspends)
+//! ```
+//!
+//! Durable, across processes (SQLite): a held order suspends at its `await`; a later process
+//! delivers the review and the run continues from the store.
+//!
+//! ```sh
+//! cargo run -p nanovm-example-build-script -- BR 40 --db o.db --run-id o1   # suspended
+//! cargo run -p nanovm-example-build-script -- --db o.db --run-id o1 --deliver cleared --event-id rev-1
+//! cargo run -p nanovm-example-build-script -- --db o.db --run-id o1 --deliver cleared --event-id rev-1   # duplicate: nothing new
+//! cargo run -p nanovm-example-build-script -- --db o.db --run-id o1 --resume   # after a crash: continue from the store
 //! ```
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use nanovm::durable::Delivery;
 use nanovm::program::{ToolContext, ToolError};
+use nanovm::store::SqliteStore;
 use nanovm::value::{Json, Secret};
-use nanovm::{MemoryVault, RunOptions, Runtime};
+use nanovm::{Execution, MemoryVault, RunOptions, Runtime, Vault};
 use serde_json::json;
 
 nanovm::include_compiled!("order_pipeline");
@@ -49,43 +62,161 @@ impl order_pipeline::Tools for Warehouse {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() {
-    let mut args = std::env::args().skip(1);
-    let country = args.next().unwrap_or_else(|| "DE".into());
-    let risk: i64 = args.next().and_then(|r| r.parse().ok()).unwrap_or(40);
+const USAGE: &str = "usage: nanovm-example-build-script [COUNTRY [RISK]] [--db PATH] [--run-id ID] \
+     [--resume | --deliver cleared|rejected [--event-id ID]]";
 
-    let vault = MemoryVault::new();
-    let email = vault
-        .secret(&"buyer@example.com".to_string())
-        .expect("the vault stores the secret");
-    let runtime = Runtime::builder().vault(vault).build();
-    let input = order_pipeline::Input {
-        order_id: "ord_77".into(),
-        country,
-        amount_cents: 12_900,
-        email,
+struct Args {
+    country: String,
+    risk: i64,
+    db: Option<PathBuf>,
+    run_id: Option<String>,
+    resume: bool,
+    deliver: Option<bool>,
+    event_id: Option<String>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        country: "DE".into(),
+        risk: 40,
+        db: None,
+        run_id: None,
+        resume: false,
+        deliver: None,
+        event_id: None,
     };
-    let run = runtime.run::<order_pipeline::Program>(
-        input,
-        Arc::new(Warehouse { risk }),
-        RunOptions::new(),
-    );
-    match run.await {
-        Ok(execution) => {
-            for entry in execution.trace.entries() {
-                println!("{:>3}  {}", entry.seq, entry.event.describe());
+    let mut positional = 0;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--db" => a.db = Some(PathBuf::from(value()?)),
+            "--run-id" => a.run_id = Some(value()?),
+            "--resume" => a.resume = true,
+            "--deliver" => {
+                a.deliver = Some(match value()?.as_str() {
+                    "cleared" => true,
+                    "rejected" => false,
+                    other => {
+                        return Err(format!(
+                            "--deliver takes cleared or rejected, not `{other}`"
+                        ));
+                    }
+                })
             }
-            println!(
-                "\nstatus: {}\npath:   {}",
-                execution.status,
-                execution.path.join(" -> ")
-            );
-            println!("root:   {}", execution.root());
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
+            "--event-id" => a.event_id = Some(value()?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            flag if flag.starts_with("--") => return Err(format!("unknown flag `{flag}`")),
+            _ if positional == 0 => {
+                a.country = arg;
+                positional += 1;
+            }
+            _ if positional == 1 => {
+                a.risk = arg
+                    .parse()
+                    .map_err(|_| format!("RISK must be a whole number, not `{arg}`"))?;
+                positional += 1;
+            }
+            _ => return Err(format!("unexpected argument `{arg}`")),
         }
     }
+    if (a.resume || a.deliver.is_some()) && (a.db.is_none() || a.run_id.is_none()) {
+        return Err("--resume and --deliver need --db and --run-id".into());
+    }
+    if a.resume && a.deliver.is_some() {
+        return Err("--resume and --deliver exclude each other".into());
+    }
+    Ok(a)
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1);
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args = args().unwrap_or_else(|e| {
+        eprintln!("error: {e}\n{USAGE}");
+        std::process::exit(2);
+    });
+    let tools = Arc::new(Warehouse { risk: args.risk });
+    let (runtime, vault): (Runtime, Arc<dyn Vault>) = match &args.db {
+        Some(path) => {
+            let store = SqliteStore::open(path).await.unwrap_or_else(|e| fail(e));
+            let vault: Arc<dyn Vault> = Arc::new(store.vault());
+            let runtime = Runtime::builder().vault(vault.clone()).store(store).build();
+            (runtime, vault)
+        }
+        None => {
+            let vault: Arc<dyn Vault> = Arc::new(MemoryVault::new());
+            (Runtime::builder().vault(vault.clone()).build(), vault)
+        }
+    };
+
+    let execution = if let Some(cleared) = args.deliver {
+        let run_id = args.run_id.as_deref().unwrap_or_default();
+        let event_id = args.event_id.as_deref().unwrap_or("review-1");
+        let delivery = runtime
+            .deliver::<order_pipeline::Program>(
+                run_id,
+                "fraud_review",
+                event_id,
+                json!({ "cleared": cleared }),
+                tools,
+            )
+            .await
+            .unwrap_or_else(|e| fail(e));
+        match &delivery {
+            Delivery::Resumed(_) => println!("delivered: fraud_review {event_id}"),
+            Delivery::Duplicate(_) => {
+                println!("duplicate: fraud_review {event_id} was delivered before; nothing new")
+            }
+            Delivery::TimedOut(_) => {
+                println!("too late: the review timed out; the timeout edge ran")
+            }
+            _ => println!("delivery answered: fraud_review {event_id}"),
+        }
+        delivery.into_execution()
+    } else if args.resume {
+        let run_id = args.run_id.as_deref().unwrap_or_default();
+        runtime
+            .resume_journaled::<order_pipeline::Program>(run_id, tools, RunOptions::new())
+            .await
+            .unwrap_or_else(|e| fail(e))
+    } else {
+        let email = nanovm::vault::seal(&*vault, &"buyer@example.com".to_string())
+            .await
+            .unwrap_or_else(|e| fail(e));
+        let input = order_pipeline::Input {
+            order_id: "ord_77".into(),
+            country: args.country,
+            amount_cents: 12_900,
+            email,
+        };
+        let mut options = RunOptions::new();
+        if let Some(id) = &args.run_id {
+            options = options.run_id(id.as_str());
+        }
+        runtime
+            .run::<order_pipeline::Program>(input, tools, options)
+            .await
+            .unwrap_or_else(|e| fail(e))
+    };
+    report(&execution);
+}
+
+fn report(execution: &Execution) {
+    for entry in execution.trace.entries() {
+        println!("{:>3}  {}", entry.seq, entry.event.describe());
+    }
+    println!(
+        "\nstatus: {}\npath:   {}",
+        execution.status,
+        execution.path.join(" -> ")
+    );
+    println!("root:   {}", execution.root());
 }
