@@ -89,6 +89,7 @@ pub enum ChoiceConstraint {
 
 /// A configuration that cannot work.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum OpenAiConfigError {
     /// A required environment variable is unset or empty.
     #[error("environment variable {0} is not set")]
