@@ -723,6 +723,28 @@ pub(crate) fn to_status(run_id: &str, v: &str) -> Result<RunStatus, JournalError
     })
 }
 
+/// A store failure, as a vault backed by that store reports it.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn vault_err(e: JournalError) -> crate::vault::VaultError {
+    crate::vault::VaultError::Backend(e.to_string())
+}
+
+/// What a SQL vault answers for `id` from its row `(value, erased_ms)`, or from no row: the
+/// SQLite and PostgreSQL vaults share this so that they answer alike.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+pub(crate) fn vault_value(
+    id: crate::value::VaultId,
+    row: Option<(Option<String>, Option<i64>)>,
+) -> Result<crate::value::Json, crate::vault::VaultError> {
+    use crate::vault::VaultError;
+    match row {
+        None => Err(VaultError::Unknown(id)),
+        Some((Some(text), None)) => serde_json::from_str(&text)
+            .map_err(|e| VaultError::Backend(format!("a stored value does not parse: {e}"))),
+        Some(_) => Err(VaultError::Erased(id)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,8 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     Batch, Fence, JournalError, JournalStore, Lease, Progress, RunQuery, RunRecord, Tip,
-    decode_rows, encode_rows, to_digest, to_i64, to_status, to_u64, wall_ms,
+    decode_rows, encode_rows, to_digest, to_i64, to_status, to_u64, vault_err, vault_value,
+    wall_ms,
 };
 use crate::program::{BoxFuture, SecretSource, ToolError};
 use crate::trace::{Entry, RunStatus};
@@ -463,6 +464,19 @@ impl PostgresStore {
     }
 
     /// The current epoch of a run (0 if unknown), for a `Fenced` error.
+    /// Why an update under `lease` changed no row: the run's lease moved on (or the lookup
+    /// of its current epoch failed).
+    async fn fenced(&self, lease: &Lease) -> JournalError {
+        match self.current_epoch(&lease.run_id).await {
+            Ok(current) => JournalError::Fenced {
+                run_id: lease.run_id.clone(),
+                held: lease.epoch,
+                current,
+            },
+            Err(e) => e,
+        }
+    }
+
     async fn current_epoch(&self, run_id: &str) -> Result<u64, JournalError> {
         let s = &self.pg.schema;
         let client = self.pg.pool.get().await.map_err(pool_err)?;
@@ -478,6 +492,32 @@ impl PostgresStore {
             None => Ok(0),
         }
     }
+}
+
+/// Runs a lease-taking `UPDATE .. RETURNING` whose parameters are `$1` the run (or program)
+/// it selects by, `$2` the worker, `$3` now, `$4` the new expiry and `$5` the wall clock; the
+/// returned row when it took a lease.
+async fn take_lease(
+    client: &tokio_postgres::Client,
+    st: &tokio_postgres::Statement,
+    key: &str,
+    worker: &str,
+    now_ms: u64,
+    expires_ms: u64,
+) -> Result<Option<tokio_postgres::Row>, JournalError> {
+    client
+        .query_opt(
+            st,
+            &[
+                &key,
+                &worker,
+                &to_i64(now_ms),
+                &to_i64(expires_ms),
+                &to_i64(wall_ms()),
+            ],
+        )
+        .await
+        .map_err(pg)
 }
 
 impl JournalStore for PostgresStore {
@@ -575,20 +615,8 @@ impl JournalStore for PostgresStore {
                 .await
                 .map_err(pg)?;
             let expires_ms = now_ms.saturating_add(lease_ms);
-            let row = client
-                .query_opt(
-                    &st,
-                    &[
-                        &program,
-                        &worker,
-                        &to_i64(now_ms),
-                        &to_i64(expires_ms),
-                        &to_i64(wall_ms()),
-                    ],
-                )
-                .await
-                .map_err(pg)?;
-            let Some(row) = row else {
+            let Some(row) = take_lease(&client, &st, program, worker, now_ms, expires_ms).await?
+            else {
                 return Ok(None);
             };
             let run_id: String = row.try_get(0).map_err(pg)?;
@@ -635,11 +663,7 @@ impl JournalStore for PostgresStore {
                     .map_err(pg)?
             };
             if n == 0 {
-                return Err(JournalError::Fenced {
-                    run_id: lease.run_id.clone(),
-                    held: lease.epoch,
-                    current: self.current_epoch(&lease.run_id).await?,
-                });
+                return Err(self.fenced(lease).await);
             }
             Ok(Lease {
                 expires_ms,
@@ -674,11 +698,7 @@ impl JournalStore for PostgresStore {
                     .map_err(pg)?
             };
             if n == 0 {
-                return Err(JournalError::Fenced {
-                    run_id: lease.run_id.clone(),
-                    held: lease.epoch,
-                    current: self.current_epoch(&lease.run_id).await?,
-                });
+                return Err(self.fenced(lease).await);
             }
             Ok(())
         })
@@ -706,20 +726,8 @@ impl JournalStore for PostgresStore {
                 .await
                 .map_err(pg)?;
             let expires_ms = now_ms.saturating_add(lease_ms);
-            let row = client
-                .query_opt(
-                    &st,
-                    &[
-                        &run_id,
-                        &worker,
-                        &to_i64(now_ms),
-                        &to_i64(expires_ms),
-                        &to_i64(wall_ms()),
-                    ],
-                )
-                .await
-                .map_err(pg)?;
-            let Some(row) = row else {
+            let Some(row) = take_lease(&client, &st, run_id, worker, now_ms, expires_ms).await?
+            else {
                 return Ok(None);
             };
             Ok(Some(Lease {
@@ -754,10 +762,6 @@ impl fmt::Debug for PostgresVault {
     }
 }
 
-fn vault_err(e: JournalError) -> VaultError {
-    VaultError::Backend(e.to_string())
-}
-
 impl PostgresVault {
     /// Connects to `url`, creating the tables in schema `public` if they are missing.
     pub async fn connect(url: &str) -> Result<PostgresVault, VaultError> {
@@ -790,16 +794,14 @@ impl PostgresVault {
             )
             .await
             .map_err(|e| vault_err(pg(e)))?;
-        let Some(row) = row else {
-            return Err(VaultError::Unknown(id));
+        let found = match row {
+            Some(row) => Some((
+                row.try_get(0).map_err(|e| vault_err(pg(e)))?,
+                row.try_get(1).map_err(|e| vault_err(pg(e)))?,
+            )),
+            None => None,
         };
-        let value: Option<String> = row.try_get(0).map_err(|e| vault_err(pg(e)))?;
-        let erased: Option<i64> = row.try_get(1).map_err(|e| vault_err(pg(e)))?;
-        match (value, erased) {
-            (Some(text), None) => serde_json::from_str(&text)
-                .map_err(|e| VaultError::Backend(format!("a stored value does not parse: {e}"))),
-            _ => Err(VaultError::Erased(id)),
-        }
+        vault_value(id, found)
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::{
     Batch, Fence, JournalError, JournalStore, Lease, Progress, RunQuery, RunRecord, decode_rows,
-    encode_rows, to_digest, to_i64, to_status, to_u64, wall_ms,
+    encode_rows, to_digest, to_i64, to_status, to_u64, vault_err, vault_value, wall_ms,
 };
 use crate::program::{BoxFuture, SecretSource, ToolError};
 use crate::trace::{Entry, RunStatus};
@@ -538,6 +538,44 @@ fn claim(
     let Some((ord, run_id, epoch)) = found else {
         return Ok(None);
     };
+    grant(c, ord, run_id, epoch, worker, now_ms, lease_ms).map(Some)
+}
+
+fn claim_run(
+    c: &Connection,
+    run_id: String,
+    worker: String,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<Option<Lease>, JournalError> {
+    let found: Option<(i64, i64, Option<i64>)> = c
+        .prepare_cached("SELECT ord, epoch, lease_expires_ms FROM nanovm_runs WHERE run_id = ?1")
+        .and_then(|mut st| {
+            st.query_row(params![run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .map_err(|e| read_err(&run_id, e))?;
+    let Some((ord, epoch, expires)) = found else {
+        return Ok(None);
+    };
+    if expires.is_some_and(|e| e > to_i64(now_ms)) {
+        return Ok(None);
+    }
+    grant(c, ord, run_id, epoch, worker, now_ms, lease_ms).map(Some)
+}
+
+/// Gives `worker` the lease on run `run_id` (row `ord`, stored epoch `epoch`): the next epoch,
+/// expiring `lease_ms` after `now_ms`. The caller has checked that the run is free to claim, in
+/// the same transaction.
+fn grant(
+    c: &Connection,
+    ord: i64,
+    run_id: String,
+    epoch: i64,
+    worker: String,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<Lease, JournalError> {
     let epoch = to_u64(&run_id, "epoch", epoch)? + 1;
     let expires_ms = now_ms.saturating_add(lease_ms);
     c.prepare_cached(
@@ -554,56 +592,12 @@ fn claim(
         ])
     })
     .map_err(io)?;
-    Ok(Some(Lease {
+    Ok(Lease {
         run_id,
         epoch,
         worker,
         expires_ms,
-    }))
-}
-
-fn claim_run(
-    c: &Connection,
-    run_id: String,
-    worker: String,
-    now_ms: u64,
-    lease_ms: u64,
-) -> Result<Option<Lease>, JournalError> {
-    let found: Option<(i64, Option<i64>)> = c
-        .prepare_cached("SELECT epoch, lease_expires_ms FROM nanovm_runs WHERE run_id = ?1")
-        .and_then(|mut st| {
-            st.query_row(params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
-        .map_err(|e| read_err(&run_id, e))?;
-    let Some((epoch, expires)) = found else {
-        return Ok(None);
-    };
-    if expires.is_some_and(|e| e > to_i64(now_ms)) {
-        return Ok(None);
-    }
-    let epoch = to_u64(&run_id, "epoch", epoch)? + 1;
-    let expires_ms = now_ms.saturating_add(lease_ms);
-    c.prepare_cached(
-        "UPDATE nanovm_runs SET epoch = ?1, lease_owner = ?2, lease_expires_ms = ?3, \
-         updated_ms = ?4 WHERE run_id = ?5",
-    )
-    .and_then(|mut st| {
-        st.execute(params![
-            to_i64(epoch),
-            worker,
-            to_i64(expires_ms),
-            to_i64(wall_ms()),
-            run_id
-        ])
     })
-    .map_err(io)?;
-    Ok(Some(Lease {
-        run_id,
-        epoch,
-        worker,
-        expires_ms,
-    }))
 }
 
 /// Checks that `lease` is still the run's current lease.
@@ -652,10 +646,6 @@ impl fmt::Debug for SqliteVault {
     }
 }
 
-fn vault_err(e: JournalError) -> VaultError {
-    VaultError::Backend(e.to_string())
-}
-
 impl SqliteVault {
     /// Opens (creating if needed) the database at `path` (the same file as a
     /// [`SqliteStore`] is fine).
@@ -681,12 +671,7 @@ impl SqliteVault {
             })
             .await
             .map_err(vault_err)?;
-        match found {
-            None => Err(VaultError::Unknown(id)),
-            Some((_, Some(_))) | Some((None, _)) => Err(VaultError::Erased(id)),
-            Some((Some(text), None)) => serde_json::from_str(&text)
-                .map_err(|e| VaultError::Backend(format!("a stored value does not parse: {e}"))),
-        }
+        vault_value(id, found)
     }
 }
 
