@@ -906,8 +906,26 @@ fn recovery(answer: &'static str) -> Scenario<payment_recovery::Program> {
     }
 }
 
+/// One crash at every store operation, or a second crash at every store operation of each
+/// recovery too.
+#[derive(Clone, Copy)]
+enum Crashes {
+    Single,
+    Double,
+}
+
+impl Crashes {
+    /// Runs `s` under every crash of this kind; the count the report prints.
+    async fn run<P: Program<Input: Clone>>(self, s: &Scenario<P>, new_store: &NewStore) -> usize {
+        match self {
+            Crashes::Single => every_crash_point(s, new_store).await,
+            Crashes::Double => every_double_crash(s, new_store).await,
+        }
+    }
+}
+
 /// Every scenario on stores from `new_store`; prints the crashes per scenario.
-async fn all_scenarios(store_name: &str, new_store: &NewStore) {
+async fn all_scenarios(store_name: &str, new_store: &NewStore, crashes: Crashes) {
     let mut report = Vec::new();
     for s in [
         refund("yes", Vec::new()),
@@ -921,21 +939,23 @@ async fn all_scenarios(store_name: &str, new_store: &NewStore) {
             )],
         ),
     ] {
-        report.push((s.name, every_crash_point(&s, new_store).await));
+        report.push((s.name, crashes.run(&s, new_store).await));
     }
-    report.push((
-        "order_pipeline",
-        every_crash_point(&order(), new_store).await,
-    ));
+    report.push(("order_pipeline", crashes.run(&order(), new_store).await));
     for answer in ["funds", "card"] {
         let s = recovery(answer);
-        report.push((s.name, every_crash_point(&s, new_store).await));
+        report.push((s.name, crashes.run(&s, new_store).await));
     }
     for (name, n) in report {
-        eprintln!(
-            "{store_name}: {name}: {n} store operations, {} crashes (error and abort at each)",
-            2 * n
-        );
+        match crashes {
+            Crashes::Single => eprintln!(
+                "{store_name}: {name}: {n} store operations, {} crashes (error and abort at each)",
+                2 * n
+            ),
+            Crashes::Double => eprintln!(
+                "{store_name}: {name}: {n} double crashes (a crash, then a crash while recovering)"
+            ),
+        }
     }
 }
 
@@ -948,46 +968,16 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn every_crash_point_on_a_memory_store() {
-    runtime().block_on(all_scenarios("memory", &memory_store));
+    runtime().block_on(all_scenarios("memory", &memory_store, Crashes::Single));
 }
 
 /// Crashes while recovering from a crash (memory only: the count is quadratic).
 #[test]
 fn every_double_crash_on_a_memory_store() {
-    runtime().block_on(async {
-        let new_store: &NewStore = &memory_store;
-        let mut report = Vec::new();
-        for s in [
-            refund("yes", Vec::new()),
-            refund("no", Vec::new()),
-            refund(
-                "maybe",
-                vec![(
-                    "approval",
-                    "approval-1",
-                    json!({"approved": true, "by": "dana"}),
-                )],
-            ),
-        ] {
-            report.push((s.name, every_double_crash(&s, new_store).await));
-        }
-        report.push((
-            "order_pipeline",
-            every_double_crash(&order(), new_store).await,
-        ));
-        for answer in ["funds", "card"] {
-            let s = recovery(answer);
-            report.push((s.name, every_double_crash(&s, new_store).await));
-        }
-        for (name, n) in report {
-            eprintln!(
-                "memory: {name}: {n} double crashes (a crash, then a crash while recovering)"
-            );
-        }
-    });
+    runtime().block_on(all_scenarios("memory", &memory_store, Crashes::Double));
 }
 
 #[test]
 fn every_crash_point_on_a_sqlite_store() {
-    runtime().block_on(all_scenarios("sqlite", &sqlite_store));
+    runtime().block_on(all_scenarios("sqlite", &sqlite_store, Crashes::Single));
 }
