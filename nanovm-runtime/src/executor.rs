@@ -771,6 +771,27 @@ fn run_ended(status: RunStatus, step: Option<&'static str>, message: Option<&str
     }
 }
 
+/// How outside input at an `await` is recorded: `delivered` when an event with this id came
+/// (recorded or injected), `timed_out` when the deadline passed.
+fn arrival(
+    step: Name,
+    event: &'static str,
+    event_id: Option<String>,
+    payload: Json,
+    next: Name,
+) -> Event {
+    match event_id {
+        Some(event_id) => Event::Delivered {
+            step,
+            event: Cow::Borrowed(event),
+            event_id,
+            payload,
+            next,
+        },
+        None => Event::TimedOut { step, next },
+    }
+}
+
 /// Builds the executor: records `run_started` and restores the state from the recorded inputs
 /// (live runs, resumes and replays all start from the recorded form).
 fn prepare<P: Program>(
@@ -2140,19 +2161,8 @@ impl<P: Program> Exec<P> {
                 )));
             };
             let next = self.name(to)?;
-            self.rec.emit(match event_id {
-                Some(event_id) => Event::Delivered {
-                    step: step_name,
-                    event: Cow::Borrowed(event),
-                    event_id,
-                    payload,
-                    next,
-                },
-                None => Event::TimedOut {
-                    step: step_name,
-                    next,
-                },
-            })?;
+            self.rec
+                .emit(arrival(step_name, event, event_id, payload, next))?;
             return Ok(Flow::Go(to));
         }
         self.rec.flush().await?;
@@ -2206,19 +2216,8 @@ impl<P: Program> Exec<P> {
             .into());
         };
         let next = self.name(to)?;
-        self.rec.emit(match event_id {
-            Some(event_id) => Event::Delivered {
-                step: step_name,
-                event: Cow::Borrowed(event),
-                event_id,
-                payload,
-                next,
-            },
-            None => Event::TimedOut {
-                step: step_name,
-                next,
-            },
-        })?;
+        self.rec
+            .emit(arrival(step_name, event, event_id, payload, next))?;
         self.rec.flush().await?;
         Ok(Some(Flow::Go(to)))
     }
