@@ -77,6 +77,23 @@ impl Setup {
         }
     }
 
+    /// Starts run `id` and crashes it while `tool` is in flight (the tool never returns; the
+    /// run's future is dropped). Returns the crashed process's host, which saw the call.
+    fn crash_in(&self, amount: i64, id: &str, tool: &'static str) -> Host {
+        let crashed = Host::new();
+        crashed.hook(tool, hang());
+        crash_during(
+            self.rt.run::<cr::Program>(
+                self.input(amount),
+                Arc::new(crashed.clone()),
+                RunOptions::new().run_id(id),
+            ),
+            &crashed,
+            tool,
+        );
+        crashed
+    }
+
     fn run(&self, amount: i64, id: &str, host: &Host) -> Result<Execution, RunError> {
         block_on(self.rt.run::<cr::Program>(
             self.input(amount),
@@ -171,17 +188,7 @@ fn a_duplicate_start_of_a_suspended_or_reconciling_run_answers_its_state() {
     same_outcome(&first, &again);
 
     let s = setup("no");
-    let crashed = Host::new();
-    crashed.hook("send_rejection", hang());
-    crash_during(
-        s.rt.run::<cr::Program>(
-            s.input(100),
-            Arc::new(crashed.clone()),
-            RunOptions::new().run_id("nr"),
-        ),
-        &crashed,
-        "send_rejection",
-    );
+    s.crash_in(100, "nr", "send_rejection");
     let fresh = Host::new();
     let paused = s.run(100, "nr", &fresh).expect("resumes the crashed run");
     assert_eq!(paused.status, RunStatus::NeedsReconciliation);
@@ -195,17 +202,7 @@ fn a_duplicate_start_of_a_suspended_or_reconciling_run_answers_its_state() {
 #[test]
 fn a_duplicate_start_of_a_crashed_run_resumes_it_unless_a_worker_holds_it() {
     let s = setup("yes");
-    let crashed = Host::new();
-    crashed.hook("issue_refund", hang());
-    crash_during(
-        s.rt.run::<cr::Program>(
-            s.input(100),
-            Arc::new(crashed.clone()),
-            RunOptions::new().run_id("mid"),
-        ),
-        &crashed,
-        "issue_refund",
-    );
+    let crashed = s.crash_in(100, "mid", "issue_refund");
     // A worker claims it: a start request must not run it concurrently.
     let lease = block_on(s.store.claim("customer_refund", "w1", START, 10_000))
         .expect("claims")
@@ -251,17 +248,7 @@ fn a_run_id_in_use_by_another_request_is_refused() {
 /// A run of `answer` that crashed while its non-idempotent effect was in flight, resumed to
 /// `needs_reconciliation`. Returns the effect id.
 fn ambiguous_rejection(s: &Setup, id: &str) -> Digest {
-    let crashed = Host::new();
-    crashed.hook("send_rejection", hang());
-    crash_during(
-        s.rt.run::<cr::Program>(
-            s.input(100),
-            Arc::new(crashed.clone()),
-            RunOptions::new().run_id(id),
-        ),
-        &crashed,
-        "send_rejection",
-    );
+    let crashed = s.crash_in(100, id, "send_rejection");
     let e = block_on(s.rt.resume_journaled::<cr::Program>(
         id,
         Arc::new(Host::new()),
