@@ -95,10 +95,6 @@ impl MockShop {
 }
 
 impl customer_refund::Tools for MockShop {
-    async fn lookup_order(&self, _ctx: &ToolContext, order_id: String) -> Result<Json, ToolError> {
-        Ok(json!({ "order_id": order_id, "status": "delivered" }))
-    }
-
     async fn issue_refund(
         &self,
         ctx: &ToolContext,

@@ -327,10 +327,6 @@ impl Bank {
 struct Shop(Arc<Bank>);
 
 impl customer_refund::Tools for Shop {
-    async fn lookup_order(&self, ctx: &ToolContext, _: String) -> Result<Json, ToolError> {
-        self.0
-            .call(ctx, "lookup_order", json!({"status": "delivered"}))
-    }
     async fn issue_refund(
         &self,
         ctx: &ToolContext,
