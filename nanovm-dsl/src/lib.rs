@@ -17,12 +17,14 @@
 pub mod canonical;
 pub mod check;
 pub mod codegen;
+pub mod codes;
 pub mod diagnostic;
 pub mod graph;
 pub mod lower;
 pub mod render;
 pub mod syntax;
 
+pub use codes::Code;
 pub use diagnostic::{Diagnostic, Label, Severity, SourceFile};
 pub use syntax::{Parsed, parse, parse_bytes};
 pub mod build;

@@ -14,7 +14,7 @@ fn report(name: &str, src: &str) -> String {
 fn clean(name: &str, src: &str) -> Vec<&'static str> {
     let c = compile(&format!("{name}.nvm"), src);
     assert!(!c.has_errors(), "{name} should compile:\n{}", c.render());
-    c.diagnostics.iter().map(|d| d.code).collect()
+    c.diagnostics.iter().map(|d| d.code.id()).collect()
 }
 
 /// The codes of all errors.
@@ -23,7 +23,7 @@ fn codes(src: &str) -> Vec<&'static str> {
         .diagnostics
         .iter()
         .filter(|d| d.is_error())
-        .map(|d| d.code)
+        .map(|d| d.code.id())
         .collect()
 }
 
@@ -836,4 +836,85 @@ fn a_thousand_step_program_checks() {
     let c = compile("long.nvm", &src);
     assert!(!c.has_errors(), "{}", c.render());
     assert_eq!(c.programs[0].steps.len(), 1001);
+}
+
+/// The catalogue (`nanovm_dsl::codes`) and `docs/diagnostics.md` say the same thing: every code
+/// has one row in the docs whose second column is the catalogue's summary, under a section whose
+/// severity (the `## Warnings` section holds the warnings, every other section errors) is the
+/// code's; and the docs name no code the catalogue lacks.
+#[test]
+fn catalogue_matches_the_docs() {
+    use nanovm_dsl::{Code, Severity, codes};
+    use std::collections::BTreeMap;
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/diagnostics.md");
+    let doc = std::fs::read_to_string(path).expect("docs/diagnostics.md");
+    let mut rows: BTreeMap<String, (Severity, String)> = BTreeMap::new();
+    let mut section_severity = Severity::Error;
+    let mut problems = Vec::new();
+    for line in doc.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            section_severity = if heading.starts_with("Warnings") {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
+            continue;
+        }
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let Some(id) = cells.first().and_then(|c| c.strip_prefix("| ")) else {
+            continue;
+        };
+        let is_code = id.len() == 5
+            && (id.starts_with('E') || id.starts_with('W'))
+            && id[1..].bytes().all(|b| b.is_ascii_digit());
+        if !is_code {
+            continue;
+        }
+        let summary = cells.get(1).map_or("", |s| s.trim_end_matches(" |"));
+        let row = (section_severity, summary.to_string());
+        if rows.insert(id.to_string(), row).is_some() {
+            problems.push(format!("{id} has two rows in docs/diagnostics.md"));
+        }
+    }
+    for code in codes::ALL {
+        match rows.remove(code.id()) {
+            None => problems.push(format!("{code} is not documented in docs/diagnostics.md")),
+            Some((severity, summary)) => {
+                if severity != code.severity() {
+                    problems.push(format!(
+                        "{code} is a {} in the catalogue but documented as a {}",
+                        code.severity().as_str(),
+                        severity.as_str()
+                    ));
+                }
+                if summary != code.summary() {
+                    problems.push(format!(
+                        "{code}: the catalogue says\n    {}\nthe docs say\n    {summary}",
+                        code.summary()
+                    ));
+                }
+                let prefix = match code.severity() {
+                    Severity::Error => 'E',
+                    Severity::Warning => 'W',
+                };
+                if !code.id().starts_with(prefix) {
+                    problems.push(format!("{code}: the letter does not match its severity"));
+                }
+            }
+        }
+    }
+    for id in rows.keys() {
+        problems.push(format!(
+            "docs/diagnostics.md documents {id}, which the catalogue lacks"
+        ));
+    }
+    let mut ids: Vec<&str> = codes::ALL.iter().map(|c| c.id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != codes::ALL.len() {
+        problems.push("codes::ALL lists a code twice".to_string());
+    }
+    assert_eq!(Code::lookup("E0102"), Some(codes::E0102));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

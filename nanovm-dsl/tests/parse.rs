@@ -447,7 +447,7 @@ fn error_codes() {
     let code = |src: &str| {
         errors(src)
             .iter()
-            .map(|d| d.code)
+            .map(|d| d.code.id())
             .collect::<Vec<_>>()
             .join(",")
     };
@@ -505,7 +505,7 @@ fn parse_bytes_reports_invalid_utf8() {
 // ---- limits --------------------------------------------------------------------------------
 
 fn first_code(p: &Parsed) -> &'static str {
-    p.diagnostics.first().map_or("", |d| d.code)
+    p.diagnostics.first().map_or("", |d| d.code.id())
 }
 
 #[test]

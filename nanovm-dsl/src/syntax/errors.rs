@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use pest::Parser as _;
 use pest::error::{Error, ErrorVariant};
 
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::Span;
 use crate::syntax::lexer::{Lexed, TokKind, Token};
@@ -282,7 +283,7 @@ fn limit_error(src: &str, lx: &Lexed, pos: usize, message: &str) -> Diagnostic {
     let span = lx
         .token_at_or_after(pos)
         .map_or(Span::new(pos, pos), |t| token_span(src, t));
-    Diagnostic::error("E0002", "this item is too complex to parse", span)
+    Diagnostic::error(codes::E0002, "this item is too complex to parse", span)
         .with_label(format!("the parser gave up here ({message})"))
         .with_help("split it into smaller steps")
 }
@@ -426,7 +427,7 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
         && list.iter().any(|p| p == "a name")
     {
         return Diagnostic::error(
-            "E0007",
+            codes::E0007,
             format!("`{found_text}` is a keyword and cannot be a name"),
             found_span,
         )
@@ -439,7 +440,7 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
     // `a == b == c`
     if COMPARISONS.contains(&found_text) && raw.contains("and") && !raw.contains("==") {
         return Diagnostic::error(
-            "E0001",
+            codes::E0001,
             "comparison operators cannot be chained",
             found_span,
         )
@@ -473,7 +474,7 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
     if raw.contains("\0item") {
         message = format!("expected a step or declaration, found {found}");
     }
-    let mut d = Diagnostic::error("E0001", message, span).with_label(label);
+    let mut d = Diagnostic::error(codes::E0001, message, span).with_label(label);
 
     if let Some(kw) = found_tok
         .filter(|t| t.kind == TokKind::Word)
