@@ -918,3 +918,103 @@ fn catalogue_matches_the_docs() {
     assert_eq!(Code::lookup("E0102"), Some(codes::E0102));
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Programs that use `{N}` as a step name, an input (read through a template hole and a
+/// condition) and a variable. Each keyword is put in for `{N}`.
+const KEYWORD_AS_NAME: &[&str] = &[
+    "program p {\n    start {N}\n    llm {N} { prompt: \"x\" } -> done\n    end done: success\n}\n",
+    "program p {\n    input { {N}: string }\n    llm ask { prompt: \"{{N}}\" } -> check\n    guard check {\n        when {N} == \"y\" -> done\n        otherwise -> done\n    }\n    end done: success\n}\n",
+    "program p {\n    llm ask { prompt: \"x\" into {N} } -> say\n    llm say { prompt: \"{{N}}\" } -> done\n    end done: success\n}\n",
+];
+
+/// The name the help of an `E0007` suggests: the first `` `...` `` after "e.g.".
+fn suggested_name(help: &str) -> Option<&str> {
+    let rest = &help[help.find("e.g. `")? + "e.g. `".len()..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// E0007's help used to suggest `end_`, which E0108 then rejected as not snake_case. For every
+/// reserved keyword, in every position of [`KEYWORD_AS_NAME`], the program is rejected with
+/// E0007, and the program with the suggested name put in compiles without errors.
+#[test]
+fn the_keyword_help_suggests_a_name_the_checker_accepts() {
+    use nanovm_dsl::syntax::keywords::RESERVED;
+
+    for kw in RESERVED {
+        for template in KEYWORD_AS_NAME {
+            let src = template.replace("{N}", kw);
+            let c = compile("kw.nvm", &src);
+            let e0007: Vec<_> = c.diagnostics.iter().filter(|d| d.code == "E0007").collect();
+            assert!(
+                !e0007.is_empty(),
+                "`{kw}` as a name:\n{src}\n{}",
+                c.render()
+            );
+            let names: Vec<&str> = e0007
+                .iter()
+                .map(|d| {
+                    d.help
+                        .as_deref()
+                        .and_then(suggested_name)
+                        .unwrap_or_else(|| panic!("E0007 without a suggestion:\n{}", c.render()))
+                })
+                .collect();
+            assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+            let fixed = template.replace("{N}", names[0]);
+            let c = compile("fixed.nvm", &fixed);
+            assert!(
+                !c.has_errors(),
+                "`{kw}` replaced by the suggested `{}` still fails:\n{fixed}\n{}",
+                names[0],
+                c.render()
+            );
+        }
+    }
+}
+
+/// `retry` and `after` are contextual: they only mean something where they start a clause, so
+/// they are fine names in every position.
+#[test]
+fn contextual_words_are_names() {
+    for word in ["retry", "after"] {
+        for template in KEYWORD_AS_NAME {
+            let src = template.replace("{N}", word);
+            let c = compile("ctx.nvm", &src);
+            assert!(!c.has_errors(), "`{word}`:\n{src}\n{}", c.render());
+        }
+    }
+    // Next to its clause: a branch runs `after` a sibling named `after`, and a list of siblings
+    // stops before a following `retry N` clause.
+    let src = r#"
+program p {
+    parallel fan {
+        llm after { prompt: "x" into a }
+        llm b { prompt: "y" into b_out, after after }
+        llm c { prompt: "z" into c_out, after after, b, retry 2 }
+    } -> done
+    end done: success
+}
+"#;
+    let c = compile("after.nvm", src);
+    assert!(!c.has_errors(), "{}", c.render());
+}
+
+/// docs/language.md lists exactly the reserved keywords of the parser.
+#[test]
+fn the_docs_list_the_reserved_keywords() {
+    use nanovm_dsl::syntax::keywords::RESERVED;
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/language.md");
+    let doc = std::fs::read_to_string(path).expect("docs/language.md");
+    let after_heading = &doc[doc
+        .find("Reserved keywords can never be names")
+        .expect("the keyword paragraph")..];
+    let block_start = after_heading.find("```\n").expect("a code block") + 4;
+    let block = &after_heading[block_start..];
+    let block = &block[..block.find("```").expect("the end of the code block")];
+    let mut documented: Vec<&str> = block.split_whitespace().collect();
+    let mut reserved: Vec<&str> = RESERVED.to_vec();
+    documented.sort_unstable();
+    reserved.sort_unstable();
+    assert_eq!(documented, reserved);
+}

@@ -17,65 +17,9 @@ use pest::error::{Error, ErrorVariant};
 use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::Span;
+use crate::syntax::grammar::{NvmParser, Rule};
+use crate::syntax::keywords::{CLAUSE_WORDS, ITEM_KEYWORDS, is_reserved, keyword_help};
 use crate::syntax::lexer::{Lexed, TokKind, Token};
-use crate::syntax::parser::{NvmParser, Rule};
-
-/// Reserved keywords: never names.
-pub(crate) const RESERVED: &[&str] = &[
-    "program",
-    "input",
-    "budget",
-    "tool",
-    "effect",
-    "idempotent",
-    "start",
-    "llm",
-    "call",
-    "guard",
-    "branch",
-    "parallel",
-    "await",
-    "end",
-    "when",
-    "otherwise",
-    "into",
-    "on",
-    "choose",
-    "from",
-    "timeout",
-    "after",
-    "and",
-    "or",
-    "not",
-    "contains",
-    "starts_with",
-    "ends_with",
-    "in",
-    "true",
-    "false",
-    "null",
-    "string",
-    "int",
-    "float",
-    "bool",
-    "json",
-    "secret",
-    "lower",
-    "upper",
-    "trim",
-    "len",
-];
-
-/// Words that start an item of a program body.
-pub(crate) const ITEM_KEYWORDS: &[&str] = &[
-    "input", "budget", "tool", "effect", "start", "llm", "call", "guard", "branch", "parallel",
-    "await", "end",
-];
-
-/// True for a reserved keyword.
-pub(crate) fn is_reserved(word: &str) -> bool {
-    RESERVED.contains(&word)
-}
 
 /// A sentinel of the grammar: its token, what to call it, and the raw tokens it stands for.
 struct Concept {
@@ -351,7 +295,7 @@ fn describe(src: &str, t: Option<&Token>) -> String {
     };
     let text = &src[t.start..t.end];
     match t.kind {
-        TokKind::Word if is_reserved(text) => format!("keyword `{text}`"),
+        TokKind::Word if is_reserved(text) || text == "after" => format!("keyword `{text}`"),
         TokKind::Str => "a string".into(),
         TokKind::Other => format!("`{}`", text.escape_debug()),
         _ => format!("`{text}`"),
@@ -432,9 +376,7 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
             found_span,
         )
         .with_label("reserved keyword")
-        .with_help(format!(
-            "pick another name, e.g. `{found_text}_`; keywords are listed in docs/language.md"
-        ));
+        .with_help(keyword_help(found_text));
     }
 
     // `a == b == c`
@@ -458,7 +400,7 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
     let prev_end = lx.prev_token_end(p).filter(|&e| e > pos);
     let next_is_keyword_like = found_tok.is_none_or(|t| {
         let s = &src[t.start..t.end];
-        (t.kind == TokKind::Word && (is_reserved(s) || s == "retry"))
+        (t.kind == TokKind::Word && (is_reserved(s) || CLAUSE_WORDS.contains(&s)))
             || matches!(s, "}" | "->" | ")" | "]")
     });
     let (span, label) = match prev_end {

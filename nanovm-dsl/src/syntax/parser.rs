@@ -22,17 +22,11 @@ use pest::iterators::Pair;
 use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::*;
-use crate::syntax::errors::{self, ITEM_KEYWORDS, is_reserved};
+use crate::syntax::errors;
+use crate::syntax::grammar::{NvmParser, Rule};
+use crate::syntax::keywords::{ITEM_KEYWORDS, is_reserved, keyword_help};
 use crate::syntax::lexer::{self, Lexed, TokKind};
 use crate::syntax::limits::*;
-
-mod grammar {
-    #![allow(missing_docs, unreachable_pub)]
-    #[derive(pest_derive::Parser)]
-    #[grammar = "syntax/grammar.pest"]
-    pub struct NvmParser;
-}
-pub(crate) use grammar::{NvmParser, Rule};
 
 /// The result of [`parse`]: the tree (only when there is no error) and every diagnostic.
 #[derive(Clone, Debug)]
@@ -1254,7 +1248,8 @@ impl<'a, 'd> Builder<'a, 'd> {
                     format!("`{}` is a keyword and cannot be a name", segments[0].name),
                     segments[0].span,
                 )
-                .with_label("reserved keyword"),
+                .with_label("reserved keyword")
+                .with_help(keyword_help(&segments[0].name)),
             );
         }
         Some(Path {
