@@ -15,7 +15,7 @@ const GENERATED_TYPES: &[&str] = &[
     "Some", "None", "Result", "Ok", "Err", "String", "Vec", "Box", "Send", "Sync",
 ];
 
-/// The budget keys of LANGUAGE.md §2, and whether each takes a duration.
+/// The budget keys (docs/language.md, "Files and programs"), and whether each takes a duration.
 pub(crate) const BUDGET_KEYS: &[(&str, bool)] = &[
     ("max_steps", false),
     ("max_tokens", false),

@@ -1,4 +1,4 @@
-//! `customer_refund` from /work/shared/examples/customer_refund.nvm, hand-written as the code
+//! `customer_refund` from `examples/workflows/customer_refund.nvm`, hand-written as the code
 //! generator would emit it:
 //!
 //! ```text
