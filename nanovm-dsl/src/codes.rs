@@ -8,7 +8,24 @@
 
 use std::fmt;
 
-use crate::diagnostic::Severity;
+/// How bad it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// Worth knowing; the program still compiles.
+    Warning,
+    /// The program is rejected.
+    Error,
+}
+
+impl Severity {
+    /// `"error"` or `"warning"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
 
 /// A stable diagnostic code (`E0102`), its severity and its summary.
 ///

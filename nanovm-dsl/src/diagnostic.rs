@@ -5,27 +5,10 @@
 //! `compile_error!` at the exact tokens by the proc macro. Codes are stable: tests, docs and users
 //! refer to them, so a code is never reused for a different rule.
 
+pub use crate::codes::Severity;
+
 use crate::codes::Code;
 use crate::syntax::ast::Span;
-
-/// How bad it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    /// Worth knowing; the program still compiles.
-    Warning,
-    /// The program is rejected.
-    Error,
-}
-
-impl Severity {
-    /// `"error"` or `"warning"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
-    }
-}
 
 /// A span with a short explanation, e.g. "no step named `reviw`".
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -88,7 +88,13 @@ pub(crate) fn expand_file(input: TokenStream) -> TokenStream {
         .diagnostics
         .iter()
         .filter(|d| !d.is_error())
-        .map(|d| warning_at(lit.span(), d.code.id(), &rendered_in_file(d, &compiled.source)));
+        .map(|d| {
+            warning_at(
+                lit.span(),
+                d.code.id(),
+                &rendered_in_file(d, &compiled.source),
+            )
+        });
     let mut out = quote!(#track #(#warnings)*);
     if !compiled.has_errors() {
         out.extend(
