@@ -32,7 +32,7 @@ use proc_macro::TokenStream;
 /// Warnings (unused inputs and tools, effects in cycles) are real rustc warnings at the tokens
 /// at fault, with their code (`W0401`) and message. Stable Rust gives proc macros no warning
 /// API, so each is the use of a `#[deprecated]` constant named after the code: rustc words it
-/// `use of deprecated constant`, and `#[allow(deprecated)]` on the call silences it.
+/// `use of deprecated constant`, and `#[allow(deprecated)]` on the enclosing module silences it.
 #[proc_macro]
 pub fn nano_program(input: TokenStream) -> TokenStream {
     spans::expand_inline(input.into()).into()

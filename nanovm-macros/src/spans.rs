@@ -155,8 +155,8 @@ fn rendered_in_file(d: &Diagnostic, source: &SourceFile) -> String {
 
 /// A real rustc warning at `at` on stable Rust, which gives proc macros no warning API: a
 /// `#[deprecated]` constant, named after the code, used at `at`. rustc reports the use as
-/// `warning: use of deprecated constant ...: {message}`, which `#[allow(deprecated)]` silences
-/// like any other warning.
+/// `warning: use of deprecated constant ...: {message}`, which an `allow(deprecated)` on the
+/// enclosing module silences like any other warning.
 fn warning_at(at: Span, code: &str, message: &str) -> TokenStream {
     let name = Ident::new(code, Span::call_site());
     let used = Ident::new(code, Span::call_site().located_at(at));

@@ -295,6 +295,8 @@ fn describe(src: &str, t: Option<&Token>) -> String {
     };
     let text = &src[t.start..t.end];
     match t.kind {
+        // `after` was reserved before it became contextual; where a syntax error meets it, it
+        // stands where a clause or step was expected, so it is still the keyword to the reader.
         TokKind::Word if is_reserved(text) || text == "after" => format!("keyword `{text}`"),
         TokKind::Str => "a string".into(),
         TokKind::Other => format!("`{}`", text.escape_debug()),

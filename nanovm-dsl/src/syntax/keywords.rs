@@ -52,9 +52,9 @@ pub(crate) const ITEM_KEYWORDS: &[&str] = &[
     "await", "end",
 ];
 
-/// Contextual words that introduce a clause where a step name or a value could not stand, and
-/// are ordinary names elsewhere (`call retry = ...`, `-> after`). Messages still call them
-/// keywords when they stand where a clause was expected.
+/// Contextual words that introduce a clause (`retry N`, `after a, b`) and are ordinary names
+/// elsewhere (`call retry = ...`, `-> after`). A syntax error right before one of them is a
+/// missing token, reported at the end of the previous line like before a keyword.
 pub(crate) const CLAUSE_WORDS: &[&str] = &["retry", "after"];
 
 /// True for a reserved keyword.
