@@ -3,7 +3,9 @@
 //! A directory stands for every `.nvm` file under it, recursively, in sorted path order
 //! (directories reached through symbolic links are not entered, so a link loop cannot make the
 //! walk endless). A directory with no `.nvm` file under it is a usage error: checking nothing
-//! must not look like a clean result. Text mode prints the compiler's rustc-style rendering to stderr; `--format json` prints one
+//! must not look like a clean result.
+//!
+//! Text mode prints the compiler's rustc-style rendering to stderr; `--format json` prints one
 //! JSON document to stdout (diagnostics as [`nanovm_dsl::render::to_json`] shapes them). A file
 //! that cannot be read is reported and the others are still checked; the exit code is then 2.
 
@@ -48,7 +50,7 @@ fn counts(c: &Compilation) -> (usize, usize) {
 /// Runs `nanovm check`.
 pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status, Error> {
     let mut files = Vec::new();
-    let (mut errors, mut warnings, mut unreadable) = (0, 0, 0);
+    let (mut errors, mut warnings, mut unreadable, mut empty_dirs) = (0, 0, 0, 0);
     let mut paths = Vec::new();
     for path in &args.files {
         if !path.is_dir() {
@@ -59,7 +61,7 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         match nvm_files_under(path, &mut found) {
             Ok(()) if found.is_empty() => {
                 let _ = writeln!(err, "error: {}: no .nvm file under it", path.display());
-                unreadable += 1;
+                empty_dirs += 1;
             }
             Ok(()) => {
                 found.sort();
@@ -115,6 +117,11 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
             "{} could not be read",
             plural(unreadable, "file")
         )));
+    }
+    if empty_dirs > 0 {
+        return Err(Error::Usage(
+            "a directory given holds no .nvm file".to_string(),
+        ));
     }
     if errors > 0 || (args.deny_warnings && warnings > 0) {
         Ok(Status::Failed)

@@ -163,7 +163,6 @@ fn warning_at(at: Span, code: &str, message: &str) -> TokenStream {
     quote! {
         const _: () = {
             #[deprecated(note = #message)]
-            #[allow(non_upper_case_globals, reason = "named after the diagnostic code")]
             const #name: () = ();
             #used
         };
