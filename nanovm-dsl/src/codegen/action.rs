@@ -1,0 +1,183 @@
+//! The `action` function: what each step asks the runtime to do (model calls with rendered
+//! templates, typed tool calls, decisions, suspensions, ends).
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{Gen, choice_ident, pascal_ident, snake_ident};
+use crate::check::Ty;
+use crate::lower::{Call, Llm, LlmOut, Part, StepKind, TExpr, TKind, Template};
+
+impl Gen<'_> {
+    pub(super) fn action_fn(&self) -> TokenStream {
+        let nv = &self.nv;
+        let arms = self.p.steps.iter().map(|s| {
+            let v = pascal_ident(&s.name);
+            let body = match &s.kind {
+                StepKind::Llm(l) => self.llm_action(l),
+                StepKind::Call(c) => self.call_action(c),
+                StepKind::Guard(_) | StepKind::Branch(_) => quote!(#nv::Action::Decide),
+                StepKind::Parallel(_) => quote!(#nv::Action::Parallel),
+                StepKind::Await(a) => {
+                    let ev = &a.event;
+                    let timeout = match a.timeout {
+                        Some((ms, _)) => quote!(Some(::core::time::Duration::from_millis(#ms))),
+                        None => quote!(None),
+                    };
+                    quote!(#nv::Action::Await { event: #ev, timeout: #timeout })
+                }
+                StepKind::End { success, message } => {
+                    let m = match message {
+                        Some(m) => quote!(Some(#m)),
+                        None => quote!(None),
+                    };
+                    quote!(#nv::Action::End { success: #success, message: #m })
+                }
+            };
+            quote!(Step::#v => #body,)
+        });
+        quote! {
+            /// What `step` asks the runtime to do, given the current variables.
+            #[allow(unused_variables)]
+            pub fn action(step: Step, state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
+                Ok(match step {
+                    #(#arms)*
+                })
+            }
+        }
+    }
+
+    pub(super) fn llm_action(&self, l: &Llm) -> TokenStream {
+        let nv = &self.nv;
+        let prompt = self.template(&l.prompt);
+        let system = match &l.system {
+            Some(t) => {
+                let t = self.template(t);
+                quote!(Some(#t))
+            }
+            None => quote!(None),
+        };
+        let model = match &l.model {
+            Some(m) => quote!(Some(#m)),
+            None => quote!(None),
+        };
+        let max_tokens = match l.max_tokens {
+            Some(m) => quote!(Some(#m)),
+            None => quote!(None),
+        };
+        let choices = match &l.output {
+            LlmOut::Choose { choice, .. } => {
+                let e = choice_ident(&self.p.choices[*choice].var);
+                quote!(Some(#e::NAMES))
+            }
+            _ => quote!(None),
+        };
+        quote!(#nv::Action::Llm(#nv::LlmCall {
+            system: #system,
+            prompt: #prompt,
+            model: #model,
+            max_tokens: #max_tokens,
+            choices: #choices,
+        }))
+    }
+
+    pub(super) fn template(&self, t: &Template) -> TokenStream {
+        let cap: usize = t
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Text(s) => s.len(),
+                Part::Hole { .. } => 16,
+            })
+            .sum();
+        let pushes = t.parts.iter().map(|p| match p {
+            Part::Text(s) => quote!(s.push_str(#s);),
+            Part::Hole { var, fields, .. } => {
+                let v = &self.p.vars[*var];
+                if let Ty::Choice(_) = v.ty {
+                    let value = self.var_value(*var);
+                    return quote!(s.push_str(#value.as_str()););
+                }
+                let mut value = self.var_ref(*var);
+                let mut path = v.name.clone();
+                for f in fields {
+                    value = quote!(__nv::field(#value, #path, #f)?);
+                    path = format!("{path}.{f}");
+                }
+                quote!(__nv::Render::render(#value, &mut s);)
+            }
+        });
+        quote!({
+            let mut s = String::with_capacity(#cap);
+            #(#pushes)*
+            s
+        })
+    }
+
+    /// An expression borrowing a variable (type `&T`): `&state.x` for inputs,
+    /// `__nv::get(&state.x, "x")?` for assigned variables.
+    pub(super) fn call_action(&self, c: &Call) -> TokenStream {
+        let nv = &self.nv;
+        let tool = &self.p.tools[c.tool];
+        let v = pascal_ident(&tool.name);
+        let fields = tool.params.iter().zip(&c.args).map(|((n, ty), arg)| {
+            let n = snake_ident(n);
+            let value = self.arg_value(arg, ty);
+            quote!(#n: #value)
+        });
+        quote!(#nv::Action::Tool(Call::#v { #(#fields),* }))
+    }
+
+    /// An argument converted to the parameter's Rust type, owned.
+    pub(super) fn arg_value(&self, e: &TExpr, param: &Ty) -> TokenStream {
+        let nv = &self.nv;
+        if let (Ty::Secret(_), TKind::Var(v)) = (param, &e.kind) {
+            return self.var_value(*v);
+        }
+        if let (Ty::Str, Ty::Str, TKind::Var(v)) = (param, &e.ty, &e.kind) {
+            let place = self.var_place(*v);
+            return quote!(#place.clone());
+        }
+        match param {
+            Ty::Str => match &e.ty {
+                Ty::Choice(_) => {
+                    let x = self.expr(e);
+                    quote!(String::from(#x.as_str()))
+                }
+                _ => {
+                    let x = self.str_expr(e);
+                    quote!(String::from(#x))
+                }
+            },
+            Ty::Int => self.expr(e),
+            Ty::Float => self.float_expr(e),
+            Ty::Bool => self.bool_expr(e),
+            _ => match &e.ty {
+                Ty::Json => {
+                    let x = self.expr(e);
+                    quote!(::core::clone::Clone::clone(#x))
+                }
+                Ty::Str => {
+                    let x = self.str_expr(e);
+                    quote!(#nv::Json::from(#x))
+                }
+                Ty::Choice(_) => {
+                    let x = self.expr(e);
+                    quote!(#nv::Json::from(#x.as_str()))
+                }
+                Ty::Null => quote!(#nv::Json::Null),
+                Ty::List(_) => {
+                    let TKind::List(items) = &e.kind else {
+                        return quote!(#nv::Json::Null);
+                    };
+                    let items = items.iter().map(|i| self.arg_value(i, &Ty::Json));
+                    quote!(#nv::Json::Array(vec![#(#items),*]))
+                }
+                _ => {
+                    let x = self.expr(e);
+                    quote!(#nv::Json::from(#x))
+                }
+            },
+        }
+    }
+}

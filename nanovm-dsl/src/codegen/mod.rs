@@ -1,0 +1,227 @@
+//! Code generation: a lowered [`Program`] becomes one Rust module of typed items.
+//!
+//! For `program customer_refund` the module `customer_refund` holds `Input`, one enum per
+//! `choose`, `Step`, `State`, the `Tools` trait (one typed method per declared tool), `Call`,
+//! the `action` and `transition` functions (plain `match`es; conditions are plain Rust
+//! expressions), `PROGRAM_HASH`, `MERMAID`, and `Program`, which implements the runtime's
+//! program trait. Generated code reaches the runtime only through its hidden, versioned
+//! `__private_v0_1` module.
+//!
+//! Output is deterministic byte for byte: everything is emitted in source order from vectors,
+//! never from hash maps.
+//!
+//! One file per part of the generated module: `items` (the data types), `tools` (the
+//! host's trait and the typed calls), `info` (the static tables), `program` (the runtime
+//! trait impl), `action` and `transition` (behaviour), `expr` (typed expressions) and
+//! `skeleton` (the stand-in emitted next to diagnostics). This file holds the entry points,
+//! the generator state and the type mapping shared by all of them.
+
+mod action;
+mod expr;
+mod info;
+mod items;
+mod program;
+mod skeleton;
+mod tools;
+mod transition;
+
+use proc_macro2::{Ident, Literal, Span, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::check::Ty;
+use crate::check::names::{choice_type_name, pascal};
+use crate::lower::{Program, StepKind};
+
+pub use skeleton::skeleton;
+
+/// The version tag of the runtime's hidden module that generated code uses.
+pub const PRIVATE_MODULE: &str = "__private_v0_1";
+
+/// Code generation settings.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The path of the crate that re-exports the runtime, e.g. `::nanovm` (the default) or
+    /// `::nanovm_runtime`.
+    pub runtime_path: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            runtime_path: "::nanovm".into(),
+        }
+    }
+}
+
+/// Generates the module for one program.
+pub fn generate(p: &Program, opts: &Options) -> TokenStream {
+    Gen::new(p, opts).module()
+}
+
+/// Generates and pretty-prints several programs as one Rust file (build.rs output).
+pub fn generate_file(programs: &[Program], opts: &Options, header: &str) -> String {
+    let items: Vec<TokenStream> = programs.iter().map(|p| generate(p, opts)).collect();
+    let tokens = quote!(#(#items)*);
+    let body = match syn::parse2::<syn::File>(tokens.clone()) {
+        Ok(file) => prettyplease::unparse(&file),
+        // Unparseable output would be a codegen bug; keep the raw tokens so rustc points at it.
+        Err(_) => tokens.to_string(),
+    };
+    format!("{header}{body}")
+}
+
+/// A Rust identifier for a snake_case name, raw if it is a Rust keyword.
+pub fn snake_ident(name: &str) -> Ident {
+    if syn::parse_str::<Ident>(name).is_ok() {
+        Ident::new(name, Span::call_site())
+    } else {
+        Ident::new_raw(name, Span::call_site())
+    }
+}
+
+fn pascal_ident(name: &str) -> Ident {
+    Ident::new(&pascal(name), Span::call_site())
+}
+
+fn choice_ident(var: &str) -> Ident {
+    Ident::new(&choice_type_name(var), Span::call_site())
+}
+
+fn doc_attrs(doc: &[String]) -> TokenStream {
+    let lines = doc.iter().map(|l| format!(" {l}"));
+    quote!(#(#[doc = #lines])*)
+}
+
+struct Gen<'p> {
+    p: &'p Program,
+    /// The full path of the runtime's hidden module, imported once as `__nv`.
+    private: TokenStream,
+    /// `__nv`, the alias every other item uses.
+    nv: TokenStream,
+}
+
+impl<'p> Gen<'p> {
+    fn new(p: &'p Program, opts: &Options) -> Self {
+        let root: syn::Path =
+            syn::parse_str(&opts.runtime_path).unwrap_or_else(|_| syn::parse_quote!(::nanovm));
+        let private = Ident::new(PRIVATE_MODULE, Span::call_site());
+        Gen {
+            p,
+            private: quote!(#root::#private),
+            nv: quote!(__nv),
+        }
+    }
+
+    fn module(&self) -> TokenStream {
+        let p = self.p;
+        let name = snake_ident(&p.name);
+        let doc = doc_attrs(&p.doc);
+        let private = &self.private;
+        let hash = p.hash.iter().map(|b| Literal::u8_unsuffixed(*b));
+        let mermaid = crate::graph::mermaid(p);
+        let input = self.input();
+        let choices = self.choices();
+        let steps = self.step_enum();
+        let state = self.state();
+        let tools = self.tools();
+        let info = self.info();
+        let imp = self.program_impl();
+        let action = self.action_fn();
+        let transition = self.transition_fn();
+        let decisions = self.decision_fns();
+        let branches = self.branch_fns();
+        quote! {
+            #doc
+            #[allow(
+                // Steps and variables keep the program's names; the module is the namespace.
+                clippy::module_name_repetitions,
+                // Generated matches mirror the program, even where one arm would do.
+                clippy::match_single_binding,
+                // Conditions are emitted fully parenthesised rather than re-deriving precedence.
+                unused_parens,
+                clippy::double_parens,
+                clippy::match_same_arms,
+                unreachable_patterns,
+            )]
+            pub mod #name {
+                #[allow(unused_imports)]
+                use #private as __nv;
+
+                /// blake3 of the canonical program text and the compiler version.
+                pub const PROGRAM_HASH: [u8; 32] = [#(#hash),*];
+
+                /// The program's graph as a Mermaid flowchart.
+                pub const MERMAID: &str = #mermaid;
+
+                #input
+                #choices
+                #steps
+                #state
+                #tools
+                #info
+                #imp
+                #action
+                #transition
+                #decisions
+                #branches
+            }
+        }
+    }
+
+    // ----- types shared by every part -----
+
+    fn rust_ty(&self, ty: &Ty) -> TokenStream {
+        let nv = &self.nv;
+        match ty {
+            Ty::Str => quote!(String),
+            Ty::Int => quote!(i64),
+            Ty::Float => quote!(f64),
+            Ty::Bool => quote!(bool),
+            Ty::Json | Ty::Error | Ty::Null | Ty::List(_) => quote!(#nv::Json),
+            Ty::Secret(inner) => {
+                let inner = self.rust_ty(inner);
+                quote!(#nv::SecretRef<#inner>)
+            }
+            Ty::Choice(c) => {
+                let e = choice_ident(&self.p.choices[*c].var);
+                quote!(#e)
+            }
+        }
+    }
+
+    fn param_ty(&self, ty: &Ty) -> TokenStream {
+        let nv = &self.nv;
+        match ty {
+            Ty::Secret(inner) => {
+                let inner = self.rust_ty(inner);
+                quote!(#nv::Secret<#inner>)
+            }
+            other => self.rust_ty(other),
+        }
+    }
+}
+
+fn keyword(k: &StepKind) -> &'static str {
+    match k {
+        StepKind::Llm(_) => "llm",
+        StepKind::Call(_) => "call",
+        StepKind::Guard(_) => "guard",
+        StepKind::Branch(_) => "branch",
+        StepKind::Parallel(_) => "parallel",
+        StepKind::Await(_) => "await",
+        StepKind::End { .. } => "end",
+    }
+}
+
+fn kind_tokens(nv: &TokenStream, k: &StepKind) -> TokenStream {
+    let v = format_ident!("{}", pascal(keyword(k)));
+    quote!(#nv::StepKind::#v)
+}
+
+fn step_retry(k: &StepKind) -> u32 {
+    match k {
+        StepKind::Llm(l) => l.retry,
+        StepKind::Call(c) => c.retry,
+        _ => 0,
+    }
+}
