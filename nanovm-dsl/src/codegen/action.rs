@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{Gen, choice_ident, pascal_ident, snake_ident};
+use super::{Gen, choice_ident, ice, pascal_ident, snake_ident, step_site};
 use crate::check::Ty;
 use crate::lower::{Call, Llm, LlmOut, Part, StepKind, TExpr, TKind, Template};
 
@@ -13,7 +13,7 @@ impl Gen<'_> {
         let nv = &self.nv;
         let arms = self.p.steps.iter().map(|s| {
             let v = pascal_ident(&s.name);
-            let body = match &s.kind {
+            let body = self.at(step_site(s), || match &s.kind {
                 StepKind::Llm(l) => self.llm_action(l),
                 StepKind::Call(c) => self.call_action(c),
                 StepKind::Guard(_) | StepKind::Branch(_) => quote!(#nv::Action::Decide),
@@ -33,7 +33,7 @@ impl Gen<'_> {
                     };
                     quote!(#nv::Action::End { success: #success, message: #m })
                 }
-            };
+            });
             quote!(Step::#v => #body,)
         });
         quote! {
@@ -70,7 +70,7 @@ impl Gen<'_> {
                 let e = choice_ident(&self.p.choices[*choice].var);
                 quote!(Some(#e::NAMES))
             }
-            _ => quote!(None),
+            LlmOut::Into { .. } | LlmOut::Discard => quote!(None),
         };
         quote!(#nv::Action::Llm(#nv::LlmCall {
             system: #system,
@@ -131,53 +131,50 @@ impl Gen<'_> {
     /// An argument converted to the parameter's Rust type, owned.
     pub(super) fn arg_value(&self, e: &TExpr, param: &Ty) -> TokenStream {
         let nv = &self.nv;
-        if let (Ty::Secret(_), TKind::Var(v)) = (param, &e.kind) {
-            return self.var_value(*v);
-        }
-        if let (Ty::Str, Ty::Str, TKind::Var(v)) = (param, &e.ty, &e.kind) {
-            let place = self.var_place(*v);
-            return quote!(#place.clone());
-        }
-        match param {
-            Ty::Str => match &e.ty {
-                Ty::Choice(_) => {
-                    let x = self.expr(e);
-                    quote!(String::from(#x.as_str()))
-                }
-                _ => {
-                    let x = self.str_expr(e);
-                    quote!(String::from(#x))
-                }
-            },
-            Ty::Int => self.expr(e),
-            Ty::Float => self.float_expr(e),
-            Ty::Bool => self.bool_expr(e),
-            _ => match &e.ty {
-                Ty::Json => {
-                    let x = self.expr(e);
-                    quote!(::core::clone::Clone::clone(#x))
-                }
-                Ty::Str => {
-                    let x = self.str_expr(e);
-                    quote!(#nv::Json::from(#x))
-                }
-                Ty::Choice(_) => {
-                    let x = self.expr(e);
-                    quote!(#nv::Json::from(#x.as_str()))
-                }
-                Ty::Null => quote!(#nv::Json::Null),
-                Ty::List(_) => {
-                    let TKind::List(items) = &e.kind else {
-                        return quote!(#nv::Json::Null);
-                    };
-                    let items = items.iter().map(|i| self.arg_value(i, &Ty::Json));
-                    quote!(#nv::Json::Array(vec![#(#items),*]))
-                }
-                _ => {
-                    let x = self.expr(e);
-                    quote!(#nv::Json::from(#x))
-                }
-            },
+        match (param, &e.ty, &e.kind) {
+            // A secret is passed as its vault handle (`Copy`), never revealed here.
+            (Ty::Secret(_), Ty::Secret(_), TKind::Var(v)) => self.var_value(*v),
+            (Ty::Str, Ty::Str, TKind::Var(v)) => {
+                let place = self.var_place(*v);
+                quote!(#place.clone())
+            }
+            (Ty::Str, Ty::Choice(_), _) => {
+                let x = self.expr(e);
+                quote!(String::from(#x.as_str()))
+            }
+            (Ty::Str, _, _) => {
+                let x = self.str_expr(e);
+                quote!(String::from(#x))
+            }
+            (Ty::Int, _, _) => self.int_expr(e),
+            (Ty::Float, _, _) => self.float_expr(e),
+            (Ty::Bool, _, _) => self.bool_expr(e),
+            (Ty::Json, Ty::Json, _) => {
+                let x = self.json_expr(e);
+                quote!(::core::clone::Clone::clone(#x))
+            }
+            (Ty::Json, Ty::Str, _) => {
+                let x = self.str_expr(e);
+                quote!(#nv::Json::from(#x))
+            }
+            (Ty::Json, Ty::Choice(_), _) => {
+                let x = self.expr(e);
+                quote!(#nv::Json::from(#x.as_str()))
+            }
+            (Ty::Json, Ty::Null, _) => quote!(#nv::Json::Null),
+            (Ty::Json, Ty::List(_), TKind::List(items)) => {
+                let items = items.iter().map(|i| self.arg_value(i, &Ty::Json));
+                quote!(#nv::Json::Array(vec![#(#items),*]))
+            }
+            (Ty::Json, Ty::Int | Ty::Float | Ty::Bool, _) => {
+                let x = self.expr(e);
+                quote!(#nv::Json::from(#x))
+            }
+            _ => ice(format_args!(
+                "an argument of type `{}` for a parameter of type `{param}` in {}",
+                e.ty,
+                self.site()
+            )),
         }
     }
 }

@@ -5,16 +5,31 @@
 //! a choice -> the choice enum (by value). Faults propagate with `?`, so these expressions
 //! live inside functions returning `Result<_, Fault>`.
 //!
+//! Each function accepts exactly the forms and types the checker lets through for it;
+//! anything else becomes an internal compiler error in place of the value, never a guess.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
 
-use super::{Gen, choice_ident, pascal_ident, snake_ident};
+use super::{Gen, choice_ident, ice, pascal_ident, snake_ident};
 use crate::check::Ty;
 use crate::lower::{Program, TExpr, TKind};
 use crate::syntax::ast::{BinOp, Builtin, Literal as Lit};
 
 impl Gen<'_> {
+    /// An internal compiler error for an expression the generator cannot compile as `want`
+    /// (`"an `int` expression of type `string` (a variable) in `guard policy`"`).
+    fn ice_expr(&self, want: &str, e: &TExpr) -> TokenStream {
+        ice(format_args!(
+            "{want} expression of type `{}` ({}) in {}",
+            e.ty,
+            form(e),
+            self.site()
+        ))
+    }
+
+    /// An expression borrowing a variable (type `&T`): `&state.x` for inputs,
+    /// `__nv::get(&state.x, "x")?` for assigned variables.
     pub(super) fn var_ref(&self, var: usize) -> TokenStream {
         let v = &self.p.vars[var];
         let n = snake_ident(&v.name);
@@ -50,6 +65,7 @@ impl Gen<'_> {
         }
     }
 
+    /// Any expression, in the shape of its own type.
     pub(super) fn expr(&self, e: &TExpr) -> TokenStream {
         match (&e.kind, &e.ty) {
             (TKind::Var(v), ty) => match ty {
@@ -58,47 +74,56 @@ impl Gen<'_> {
                     quote!(#place.as_str())
                 }
                 Ty::Int | Ty::Float | Ty::Bool | Ty::Choice(_) => self.var_value(*v),
-                _ => self.var_ref(*v),
+                Ty::Json => self.var_ref(*v),
+                Ty::Null | Ty::Secret(_) | Ty::List(_) | Ty::Error => self.ice_expr("a plain", e),
             },
             (TKind::Field { .. }, _) => self.json_expr(e),
             (_, Ty::Str) => self.str_expr(e),
             (_, Ty::Int) => self.int_expr(e),
             (_, Ty::Float) => self.float_expr(e),
             (_, Ty::Bool) => self.bool_expr(e),
-            (TKind::Lit(Lit::Null), _) => {
+            (TKind::Lit(Lit::Null), Ty::Null) => {
                 let nv = &self.nv;
                 quote!((&#nv::Json::Null))
             }
-            _ => self.json_expr(e),
+            (_, Ty::Json) => self.json_expr(e),
+            _ => self.ice_expr("a plain", e),
         }
     }
 
+    /// A `string` expression as `&str`.
     pub(super) fn str_expr(&self, e: &TExpr) -> TokenStream {
-        match &e.kind {
-            TKind::Lit(Lit::Str(s)) => quote!(#s),
-            TKind::Var(_) => self.expr(e),
-            TKind::Field { .. } => {
+        match (&e.kind, &e.ty) {
+            (TKind::Lit(Lit::Str(s)), Ty::Str) => quote!(#s),
+            (TKind::Var(_), Ty::Str) => self.expr(e),
+            (TKind::Field { .. }, Ty::Json) => {
                 let j = self.json_expr(e);
                 let p = path_text(self.p, e);
                 quote!(__nv::json_str(#j, #p)?)
             }
-            TKind::Builtin { func, arg } => {
+            (
+                TKind::Builtin {
+                    func: func @ (Builtin::Lower | Builtin::Upper | Builtin::Trim),
+                    arg,
+                },
+                Ty::Str,
+            ) => {
                 let a = self.str_or_json_str(arg);
                 match func {
                     Builtin::Lower => quote!((&*__nv::lower(#a))),
                     Builtin::Upper => quote!((&*__nv::upper(#a))),
-                    Builtin::Trim => quote!(#a.trim()),
-                    Builtin::Len => quote!(""),
+                    _ => quote!(#a.trim()),
                 }
             }
-            TKind::Binary { op: BinOp::Add, .. } => {
+            (TKind::Binary { op: BinOp::Add, .. }, Ty::Str) => {
                 let parts = chain_operands(e).into_iter().map(|(_, e)| self.str_expr(e));
                 quote!((&*__nv::concat(&[#(#parts),*])))
             }
-            _ => quote!(""),
+            _ => self.ice_expr("a `string`", e),
         }
     }
 
+    /// A `string` or `json` (a string at run time) expression as `&str`; a choice as its name.
     pub(super) fn str_or_json_str(&self, e: &TExpr) -> TokenStream {
         match e.ty {
             Ty::Json => {
@@ -114,7 +139,11 @@ impl Gen<'_> {
         }
     }
 
+    /// An `int` expression as `i64`.
     pub(super) fn int_expr(&self, e: &TExpr) -> TokenStream {
+        if e.ty != Ty::Int {
+            return self.ice_expr("an `int`", e);
+        }
         match &e.kind {
             TKind::Lit(Lit::Int(i)) => {
                 let l = Literal::i64_unsuffixed(*i);
@@ -124,25 +153,26 @@ impl Gen<'_> {
             TKind::Builtin {
                 func: Builtin::Len,
                 arg,
-            } => match &arg.ty {
-                Ty::Json => {
+            } => match (&arg.ty, &arg.kind) {
+                (Ty::Json, _) => {
                     let j = self.json_expr(arg);
                     let p = path_text(self.p, arg);
                     quote!(__nv::json_len(#j, #p)?)
                 }
-                Ty::List(_) => {
-                    let n = match &arg.kind {
-                        TKind::List(items) => items.len() as i64,
-                        _ => 0,
-                    };
+                (Ty::List(_), TKind::List(items)) => {
+                    let n = items.len() as i64;
                     quote!((#n))
                 }
-                _ => {
+                (Ty::Str, _) => {
                     let s = self.str_expr(arg);
                     quote!(__nv::str_len(#s))
                 }
+                _ => self.ice_expr("a `len` argument", arg),
             },
-            TKind::Binary { .. } => {
+            TKind::Binary {
+                op: BinOp::Add | BinOp::Sub,
+                ..
+            } => {
                 let parts = chain_operands(e);
                 let first = self.int_expr(parts[0].1);
                 let rest = parts[1..].iter().map(|(sub, e)| {
@@ -152,22 +182,29 @@ impl Gen<'_> {
                 let text = crate::canonical::expr(&to_ast_text(self.p, e));
                 quote!(__nv::checked_sum(#first, &[#(#rest),*], #text)?)
             }
-            _ => quote!(0i64),
+            _ => self.ice_expr("an `int`", e),
         }
     }
 
+    /// An `int` or `float` expression as `f64`.
     pub(super) fn float_expr(&self, e: &TExpr) -> TokenStream {
         match (&e.kind, &e.ty) {
             (_, Ty::Int) => {
                 let i = self.int_expr(e);
                 quote!((#i as f64))
             }
-            (TKind::Lit(Lit::Float(f)), _) => {
+            (TKind::Lit(Lit::Float(f)), Ty::Float) => {
                 let l = Literal::f64_unsuffixed(*f);
                 quote!((#l))
             }
-            (TKind::Var(_), _) => self.expr(e),
-            (TKind::Binary { .. }, _) => {
+            (TKind::Var(_), Ty::Float) => self.expr(e),
+            (
+                TKind::Binary {
+                    op: BinOp::Add | BinOp::Sub,
+                    ..
+                },
+                Ty::Float,
+            ) => {
                 let parts = chain_operands(e);
                 let terms = parts.iter().enumerate().map(|(i, (sub, e))| {
                     let x = self.float_expr(e);
@@ -179,29 +216,25 @@ impl Gen<'_> {
                 });
                 quote!((#(#terms)*))
             }
-            _ => quote!(0f64),
+            _ => self.ice_expr("a `float`", e),
         }
     }
 
+    /// A `json` expression (a variable or a field path) as `&Json`.
     pub(super) fn json_expr(&self, e: &TExpr) -> TokenStream {
-        match &e.kind {
-            TKind::Var(v) => self.var_ref(*v),
-            TKind::Field { base, name } => {
+        match (&e.kind, &e.ty) {
+            (TKind::Var(v), Ty::Json) => self.var_ref(*v),
+            (TKind::Field { base, name }, Ty::Json) => {
                 let b = self.json_expr(base);
                 let p = path_text(self.p, base);
                 quote!(__nv::field(#b, #p, #name)?)
             }
-            _ => {
-                let nv = &self.nv;
-                quote!((&#nv::Json::Null))
-            }
+            _ => self.ice_expr("a `json`", e),
         }
     }
 
     /// A numeric operand as `Num` (for comparisons involving json or mixed types).
     pub(super) fn num(&self, e: &TExpr) -> TokenStream {
-        let nv = &self.nv;
-        let _ = nv;
         match e.ty {
             Ty::Json => {
                 let j = self.json_expr(e);
@@ -212,33 +245,35 @@ impl Gen<'_> {
                 let i = self.int_expr(e);
                 quote!(__nv::Num::I(#i))
             }
-            _ => {
+            Ty::Float => {
                 let f = self.float_expr(e);
                 quote!(__nv::Num::F(#f))
             }
+            _ => self.ice_expr("a numeric", e),
         }
     }
 
+    /// A condition as `bool` (a `json` value must be a bool at run time).
     pub(super) fn bool_expr(&self, e: &TExpr) -> TokenStream {
-        match &e.kind {
-            TKind::Lit(Lit::Bool(b)) => quote!(#b),
-            TKind::Var(_) if e.ty == Ty::Bool => self.expr(e),
-            TKind::Var(_) | TKind::Field { .. } => {
+        match (&e.kind, &e.ty) {
+            (TKind::Lit(Lit::Bool(b)), Ty::Bool) => quote!(#b),
+            (TKind::Var(_), Ty::Bool) => self.expr(e),
+            (TKind::Var(_) | TKind::Field { .. }, Ty::Json) => {
                 let j = self.json_expr(e);
                 let p = path_text(self.p, e);
                 quote!(__nv::json_bool(#j, #p)?)
             }
-            TKind::Not(x) => {
+            (TKind::Not(x), Ty::Bool) => {
                 let x = self.bool_expr(x);
                 quote!((!#x))
             }
-            TKind::Binary { op, lhs, rhs } => self.binary(e, *op, lhs, rhs),
-            _ => quote!(false),
+            (TKind::Binary { op, lhs, rhs }, Ty::Bool) => self.binary(e, *op, lhs, rhs),
+            _ => self.ice_expr("a `bool`", e),
         }
     }
 
-    pub(super) fn binary(&self, whole: &TExpr, op: BinOp, l: &TExpr, r: &TExpr) -> TokenStream {
-        let nv = &self.nv;
+    /// A `bool`-valued binary expression.
+    fn binary(&self, whole: &TExpr, op: BinOp, l: &TExpr, r: &TExpr) -> TokenStream {
         match op {
             // A chain `a or b or c` is one flat Rust expression, not nested parentheses: long
             // chains must not turn into deep syntax trees for rustc, syn or prettyplease.
@@ -272,6 +307,7 @@ impl Gen<'_> {
                         let (a, b) = (self.float_expr(l), self.float_expr(r));
                         quote!((#a #sym #b))
                     }
+                    // At least one side is `json` (anything else is an ICE in `num`).
                     _ => {
                         let (a, b) = (self.num(l), self.num(r));
                         let test = match op {
@@ -299,15 +335,12 @@ impl Gen<'_> {
                 }
             }
             BinOp::In => self.membership(l, r),
-            BinOp::Add | BinOp::Sub => {
-                let _ = nv;
-                quote!(false)
-            }
+            BinOp::Add | BinOp::Sub => self.ice_expr("a `bool`", whole),
         }
     }
 
-    pub(super) fn equality(&self, l: &TExpr, r: &TExpr) -> TokenStream {
-        let nv = &self.nv;
+    /// `l == r` as `bool`.
+    fn equality(&self, l: &TExpr, r: &TExpr) -> TokenStream {
         match (&l.ty, &r.ty) {
             (Ty::Null, Ty::Null) => quote!(true),
             (Ty::Json, Ty::Null) => {
@@ -347,11 +380,11 @@ impl Gen<'_> {
                 let (a, b) = (self.json_expr(l), self.json_expr(r));
                 quote!((#a == #b))
             }
-            (Ty::Json, other) | (other, Ty::Json) => {
+            (Ty::Json, _) | (_, Ty::Json) => {
                 let (j, x) = if l.ty == Ty::Json { (l, r) } else { (r, l) };
                 let jv = self.json_expr(j);
                 let p = path_text(self.p, j);
-                match other {
+                match &x.ty {
                     Ty::Str => {
                         let s = self.str_expr(x);
                         quote!((__nv::json_str(#jv, #p)? == #s))
@@ -368,27 +401,30 @@ impl Gen<'_> {
                         let n = self.num(x);
                         quote!(__nv::num_cmp(__nv::json_num(#jv, #p)?, #n).is_eq())
                     }
-                    _ => {
-                        let _ = nv;
-                        quote!(false)
-                    }
+                    _ => ice(format_args!(
+                        "an equality of `json` and `{}` in {}",
+                        x.ty,
+                        self.site()
+                    )),
                 }
             }
-            _ => quote!(false),
+            (a, b) => ice(format_args!(
+                "an equality of `{a}` and `{b}` in {}",
+                self.site()
+            )),
         }
     }
 
-    pub(super) fn membership(&self, l: &TExpr, r: &TExpr) -> TokenStream {
+    /// `l in r`: a list literal or a `json` array.
+    fn membership(&self, l: &TExpr, r: &TExpr) -> TokenStream {
         let nv = &self.nv;
         let TKind::List(items) = &r.kind else {
             // `x in json_array`
             let hay = self.json_expr(r);
             let p = path_text(self.p, r);
             let needle = match &l.ty {
-                Ty::Json => {
-                    let j = self.json_expr(l);
-                    quote!(#j)
-                }
+                Ty::Json => self.json_expr(l),
+                Ty::Null => quote!(&#nv::Json::Null),
                 Ty::Choice(_) => {
                     let c = self.expr(l);
                     quote!(&#nv::Json::from(#c.as_str()))
@@ -397,83 +433,122 @@ impl Gen<'_> {
                     let s = self.str_expr(l);
                     quote!(&#nv::Json::from(#s))
                 }
-                _ => {
+                Ty::Int | Ty::Float | Ty::Bool => {
                     let x = self.expr(l);
                     quote!(&#nv::Json::from(#x))
+                }
+                Ty::Secret(_) | Ty::List(_) | Ty::Error => {
+                    return self.ice_expr("an `in` needle", l);
                 }
             };
             return quote!(__nv::json_in(#needle, #hay, #p)?);
         };
-        let lits: Vec<&Lit> = items
-            .iter()
-            .filter_map(|i| match &i.kind {
-                TKind::Lit(l) => Some(l),
-                _ => None,
-            })
-            .collect();
+        // Every item must be a literal of the kind the arm matches on: one that is not would be
+        // silently dropped from the pattern, so it is an internal error instead.
+        let lits =
+            |pick: &dyn Fn(&Lit) -> Option<TokenStream>| -> Result<Vec<TokenStream>, TokenStream> {
+                items
+                    .iter()
+                    .map(|i| match &i.kind {
+                        TKind::Lit(lit) => pick(lit).ok_or(()),
+                        _ => Err(()),
+                    })
+                    .collect::<Result<Vec<_>, ()>>()
+                    .map_err(|()| {
+                        ice(format_args!(
+                            "an `in` list of type `{}` for a needle of type `{}` in {}",
+                            r.ty,
+                            l.ty,
+                            self.site()
+                        ))
+                    })
+            };
+        let all = |f: fn(&Lit) -> bool| {
+            items
+                .iter()
+                .all(|i| matches!(&i.kind, TKind::Lit(lit) if f(lit)))
+        };
+        let pattern = |x: TokenStream, pick: &dyn Fn(&Lit) -> Option<TokenStream>| match lits(pick)
+        {
+            Ok(ps) => quote!(matches!(#x, #(#ps)|*)),
+            Err(ice) => ice,
+        };
         match &l.ty {
             Ty::Choice(c) => {
                 let e = choice_ident(&self.p.choices[*c].var);
-                let x = self.expr(l);
-                let ms = lits.iter().filter_map(|l| match l {
-                    Lit::Str(s) => Some(pascal_ident(s)),
+                pattern(self.expr(l), &|lit| match lit {
+                    Lit::Str(s) => {
+                        let m = pascal_ident(s);
+                        Some(quote!(#e::#m))
+                    }
                     _ => None,
-                });
-                quote!(matches!(#x, #(#e::#ms)|*))
+                })
             }
-            Ty::Str => {
-                let x = self.str_expr(l);
-                let ss = lits.iter().filter_map(|l| match l {
-                    Lit::Str(s) => Some(s),
+            Ty::Str => pattern(self.str_expr(l), &|lit| match lit {
+                Lit::Str(s) => Some(quote!(#s)),
+                _ => None,
+            }),
+            Ty::Int if all(|lit| matches!(lit, Lit::Int(_))) => {
+                pattern(self.int_expr(l), &|lit| match lit {
+                    Lit::Int(i) => Some(quote!(#i)),
                     _ => None,
-                });
-                quote!(matches!(#x, #(#ss)|*))
+                })
             }
-            Ty::Int if lits.iter().all(|l| matches!(l, Lit::Int(_))) => {
-                let x = self.int_expr(l);
-                let is = lits.iter().filter_map(|l| match l {
-                    Lit::Int(i) => Some(*i),
-                    _ => None,
-                });
-                quote!(matches!(#x, #(#is)|*))
-            }
-            Ty::Bool => {
-                let x = self.bool_expr(l);
-                let bs = lits.iter().filter_map(|l| match l {
-                    Lit::Bool(b) => Some(*b),
-                    _ => None,
-                });
-                quote!(matches!(#x, #(#bs)|*))
-            }
-            Ty::Json if lits.iter().all(|l| matches!(l, Lit::Str(_))) => {
+            Ty::Bool => pattern(self.bool_expr(l), &|lit| match lit {
+                Lit::Bool(b) => Some(quote!(#b)),
+                _ => None,
+            }),
+            Ty::Json if all(|lit| matches!(lit, Lit::Str(_))) => {
                 let j = self.json_expr(l);
                 let p = path_text(self.p, l);
-                let ss = lits.iter().filter_map(|l| match l {
-                    Lit::Str(s) => Some(s),
+                pattern(quote!(__nv::json_str(#j, #p)?), &|lit| match lit {
+                    Lit::Str(s) => Some(quote!(#s)),
                     _ => None,
-                });
-                quote!(matches!(__nv::json_str(#j, #p)?, #(#ss)|*))
+                })
             }
-            Ty::Json if lits.iter().all(|l| matches!(l, Lit::Bool(_))) => {
+            Ty::Json if all(|lit| matches!(lit, Lit::Bool(_))) => {
                 let j = self.json_expr(l);
                 let p = path_text(self.p, l);
-                let bs = lits.iter().filter_map(|l| match l {
-                    Lit::Bool(b) => Some(*b),
+                pattern(quote!(__nv::json_bool(#j, #p)?), &|lit| match lit {
+                    Lit::Bool(b) => Some(quote!(#b)),
                     _ => None,
-                });
-                quote!(matches!(__nv::json_bool(#j, #p)?, #(#bs)|*))
+                })
             }
-            _ => {
-                // Numbers (exact for ints, float otherwise), including json numbers.
-                let x = self.num(l);
-                let ns = lits.iter().filter_map(|l| match l {
-                    Lit::Int(i) => Some(quote!(__nv::Num::I(#i))),
-                    Lit::Float(f) => Some(quote!(__nv::Num::F(#f))),
-                    _ => None,
-                });
-                quote!(__nv::num_in(#x, &[#(#ns),*]))
+            // `x in [null]` is `x == null` (the checker accepts it, the items can only be null).
+            Ty::Json if all(|lit| matches!(lit, Lit::Null)) => {
+                let j = self.json_expr(l);
+                quote!(#j.is_null())
+            }
+            Ty::Null if all(|lit| matches!(lit, Lit::Null)) => quote!(true),
+            // Numbers (exact for ints, float otherwise), including json numbers.
+            Ty::Int | Ty::Float | Ty::Json => match lits(&|lit| match lit {
+                Lit::Int(i) => Some(quote!(__nv::Num::I(#i))),
+                Lit::Float(f) => Some(quote!(__nv::Num::F(#f))),
+                _ => None,
+            }) {
+                Ok(ns) => {
+                    let x = self.num(l);
+                    quote!(__nv::num_in(#x, &[#(#ns),*]))
+                }
+                Err(ice) => ice,
+            },
+            Ty::Null | Ty::Secret(_) | Ty::List(_) | Ty::Error => {
+                self.ice_expr("an `in` needle", l)
             }
         }
+    }
+}
+
+/// What kind of expression `e` is, for internal error messages.
+fn form(e: &TExpr) -> String {
+    match &e.kind {
+        TKind::Lit(_) => "a literal".into(),
+        TKind::Var(_) => "a variable".into(),
+        TKind::Field { .. } => "a field access".into(),
+        TKind::Not(_) => "a `not`".into(),
+        TKind::Binary { op, .. } => format!("a `{}`", op.as_str()),
+        TKind::Builtin { func, .. } => format!("a `{}(...)` call", func.as_str()),
+        TKind::List(_) => "a list".into(),
     }
 }
 

@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{Gen, kind_tokens, step_retry};
+use super::{Gen, ice, kind_tokens, step_retry};
 use crate::check::Ty;
 use crate::lower::StepKind;
 
@@ -49,13 +49,22 @@ impl Gen<'_> {
                         let bn = &b.name;
                         let bk = kind_tokens(nv, &b.kind);
                         let br = step_retry(&b.kind);
-                        let after: &[usize] = match &b.kind {
-                            StepKind::Llm(l) => &l.after,
-                            StepKind::Call(c) => &c.after,
-                            _ => &[],
+                        let after = match &b.kind {
+                            StepKind::Llm(crate::lower::Llm { after, .. })
+                            | StepKind::Call(crate::lower::Call { after, .. }) => {
+                                let after = after.iter().map(|&a| a as u16);
+                                quote!(&[#(#after),*])
+                            }
+                            StepKind::Guard(_)
+                            | StepKind::Branch(_)
+                            | StepKind::Parallel(_)
+                            | StepKind::Await(_)
+                            | StepKind::End { .. } => ice(format_args!(
+                                "a parallel branch that is neither `llm` nor `call` (branch `{}` of `parallel {}`)",
+                                b.name, s.name
+                            )),
                         };
-                        let after = after.iter().map(|&a| a as u16);
-                        quote!(#nv::BranchInfo { name: #bn, kind: #bk, retry: #br, after: &[#(#after),*] })
+                        quote!(#nv::BranchInfo { name: #bn, kind: #bk, retry: #br, after: #after })
                     });
                     let mc = match par.max_concurrency {
                         Some(m) => quote!(Some(#m)),
@@ -68,7 +77,12 @@ impl Gen<'_> {
                         retry: #r,
                     }))
                 }
-                _ => quote!(None),
+                StepKind::Llm(_)
+                | StepKind::Call(_)
+                | StepKind::Guard(_)
+                | StepKind::Branch(_)
+                | StepKind::Await(_)
+                | StepKind::End { .. } => quote!(None),
             };
             quote!(#nv::StepInfo { name: #n, kind: #kind, retry: #retry, parallel: #parallel })
         });

@@ -25,6 +25,12 @@ mod skeleton;
 mod tools;
 mod transition;
 
+#[cfg(test)]
+mod tests;
+
+use std::cell::RefCell;
+use std::fmt::Display;
+
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
 
@@ -87,6 +93,16 @@ fn choice_ident(var: &str) -> Ident {
     Ident::new(&choice_type_name(var), Span::call_site())
 }
 
+/// An internal compiler error, in place of the code the generator cannot produce: a
+/// `compile_error!` naming the construct (`what`), so rustc stops at it. The generator never
+/// emits a plausible stand-in (`false`, `0`, `""`, `None`) for a case it does not handle: a
+/// guard that is silently false is exactly the kind of bug nanovm exists to prevent. The
+/// checker should make every such case impossible; this is the net under it.
+fn ice(what: impl Display) -> TokenStream {
+    let message = format!("internal compiler error: {what} (please report)");
+    quote!(::core::compile_error!(#message))
+}
+
 fn doc_attrs(doc: &[String]) -> TokenStream {
     let lines = doc.iter().map(|l| format!(" {l}"));
     quote!(#(#[doc = #lines])*)
@@ -98,6 +114,8 @@ struct Gen<'p> {
     private: TokenStream,
     /// `__nv`, the alias every other item uses.
     nv: TokenStream,
+    /// What is being generated (`guard policy`, `the Program impl`), for internal errors.
+    site: RefCell<String>,
 }
 
 impl<'p> Gen<'p> {
@@ -109,7 +127,21 @@ impl<'p> Gen<'p> {
             p,
             private: quote!(#root::#private),
             nv: quote!(__nv),
+            site: RefCell::new(format!("program `{}`", p.name)),
         }
+    }
+
+    /// Runs `f` with `site` as the place internal errors name; restores the previous one.
+    fn at<R>(&self, site: impl Into<String>, f: impl FnOnce() -> R) -> R {
+        let outer = self.site.replace(site.into());
+        let out = f();
+        *self.site.borrow_mut() = outer;
+        out
+    }
+
+    /// The place being generated, e.g. `` `guard policy` ``.
+    fn site(&self) -> String {
+        self.site.borrow().clone()
     }
 
     fn module(&self) -> TokenStream {
@@ -177,7 +209,11 @@ impl<'p> Gen<'p> {
             Ty::Int => quote!(i64),
             Ty::Float => quote!(f64),
             Ty::Bool => quote!(bool),
-            Ty::Json | Ty::Error | Ty::Null | Ty::List(_) => quote!(#nv::Json),
+            Ty::Json => quote!(#nv::Json),
+            Ty::Error | Ty::Null | Ty::List(_) => ice(format_args!(
+                "a variable, parameter or result of type `{ty}` in {}",
+                self.site()
+            )),
             Ty::Secret(inner) => {
                 let inner = self.rust_ty(inner);
                 quote!(#nv::SecretRef<#inner>)
@@ -218,10 +254,21 @@ fn kind_tokens(nv: &TokenStream, k: &StepKind) -> TokenStream {
     quote!(#nv::StepKind::#v)
 }
 
+/// `retry N` of an llm or call step; other kinds have none (a parallel block's own retry is
+/// in its `ParallelInfo`).
 fn step_retry(k: &StepKind) -> u32 {
     match k {
         StepKind::Llm(l) => l.retry,
         StepKind::Call(c) => c.retry,
-        _ => 0,
+        StepKind::Guard(_)
+        | StepKind::Branch(_)
+        | StepKind::Parallel(_)
+        | StepKind::Await(_)
+        | StepKind::End { .. } => 0,
     }
+}
+
+/// How internal errors name a step: `` `guard policy` ``.
+fn step_site(s: &crate::lower::Step) -> String {
+    format!("`{} {}`", keyword(&s.kind), s.name)
 }

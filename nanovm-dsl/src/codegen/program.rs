@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{Gen, snake_ident};
+use super::{Gen, ice, snake_ident};
 use crate::check::Ty;
 
 impl Gen<'_> {
@@ -53,7 +53,11 @@ impl Gen<'_> {
                 let conv = match v.ty {
                     Ty::Choice(_) => quote!(#nv::Json::from(x.as_str())),
                     Ty::Json => quote!(x.clone()),
-                    _ => quote!(#nv::Json::from(x.clone())),
+                    Ty::Str | Ty::Int | Ty::Float | Ty::Bool => quote!(#nv::Json::from(x.clone())),
+                    Ty::Secret(_) | Ty::Null | Ty::List(_) | Ty::Error => ice(format_args!(
+                        "an output variable `{}` of type `{}`",
+                        v.name, v.ty
+                    )),
                 };
                 quote! {
                     if let Some(x) = &state.#n {

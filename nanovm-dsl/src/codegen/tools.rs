@@ -24,7 +24,7 @@ impl Gen<'_> {
             ));
             let params = t.params.iter().map(|(n, ty)| {
                 let n = snake_ident(n);
-                let ty = self.param_ty(ty);
+                let ty = self.at(format!("tool `{}`", t.name), || self.param_ty(ty));
                 quote!(#n: #ty)
             });
             quote! {
@@ -38,7 +38,7 @@ impl Gen<'_> {
             let fields = t.params.iter().map(|(n, ty)| {
                 let doc = format!(" `{n}: {ty}`");
                 let n = snake_ident(n);
-                let ty = self.rust_ty(ty);
+                let ty = self.at(format!("tool `{}`", t.name), || self.rust_ty(ty));
                 quote!(#[doc = #doc] #n: #ty)
             });
             let doc = format!(" A call of `{}`.", t.name);

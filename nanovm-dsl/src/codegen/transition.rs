@@ -4,23 +4,22 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
-use super::{Gen, choice_ident, pascal_ident, snake_ident};
+use super::{Gen, choice_ident, ice, pascal_ident, snake_ident, step_site};
 use crate::lower::{Await, Call, Decision, LlmOut, Parallel, StepKind};
 
 impl Gen<'_> {
     pub(super) fn transition_fn(&self) -> TokenStream {
         let nv = &self.nv;
         let mut arms = Vec::new();
-        for (i, s) in self.p.steps.iter().enumerate() {
+        for s in &self.p.steps {
             let v = pascal_ident(&s.name);
             let fail = |what: &str| {
                 let msg = format!("{what} `{}` failed and has no `on error` edge", s.name);
                 quote!(#nv::Next::Fail(String::from(#msg)))
             };
-            match &s.kind {
+            self.at(step_site(s), || match &s.kind {
                 StepKind::Llm(l) => {
-                    let next = l.next.map_or(i, |n| n);
-                    let go = self.go(next);
+                    let go = self.go_next(l.next);
                     match &l.output {
                         LlmOut::Choose { var, choice } => {
                             let e = choice_ident(&self.p.choices[*choice].var);
@@ -60,8 +59,7 @@ impl Gen<'_> {
                     arms.push(quote!((Step::#v, #nv::Outcome::Failed) => #on_error,));
                 }
                 StepKind::Call(c) => {
-                    let next = c.next.map_or(i, |n| n);
-                    let go = self.go(next);
+                    let go = self.go_next(c.next);
                     let accept = self.accept_tool(c, &go);
                     arms.push(quote!((Step::#v, #nv::Outcome::Tool(value)) => #accept,));
                     let on_error = match c.on_error {
@@ -90,7 +88,7 @@ impl Gen<'_> {
                 }
                 StepKind::Await(a) => arms.push(self.await_arms(&v, a)),
                 StepKind::End { .. } => {}
-            }
+            });
         }
         quote! {
             /// The compiled transition function: applies the outcome of `step` to the variables
@@ -109,6 +107,17 @@ impl Gen<'_> {
         let nv = &self.nv;
         let v = pascal_ident(&self.p.steps[to].name);
         quote!(#nv::Next::Go(Step::#v.id()))
+    }
+
+    /// The `-> S` of a top-level llm or call step (only parallel branches have none).
+    fn go_next(&self, next: Option<usize>) -> TokenStream {
+        match next {
+            Some(to) => self.go(to),
+            None => ice(format_args!(
+                "a step without a successor (`-> S`) in {}",
+                self.site()
+            )),
+        }
     }
 
     /// Decodes a tool result against the declared type, stores it if the call has `into`.
@@ -170,7 +179,7 @@ impl Gen<'_> {
             let (StepKind::Guard(d) | StepKind::Branch(d)) = &s.kind else {
                 return None;
             };
-            Some(self.decision_fn(&s.name, d, nv))
+            Some(self.at(step_site(s), || self.decision_fn(&s.name, d, nv)))
         });
         quote!(#(#fns)*)
     }
@@ -211,7 +220,8 @@ impl Gen<'_> {
             for (b, branch) in branches.iter().enumerate() {
                 let b = b as u16;
                 let accepted = quote!(#nv::Next::Go(Step::#v.id()));
-                match &branch.kind {
+                let site = format!("branch `{}` of `parallel {}`", branch.name, s.name);
+                self.at(site, || match &branch.kind {
                     StepKind::Llm(l) => {
                         let act = self.llm_action(l);
                         action_arms.push(quote!((Step::#v, #b) => Ok(#act),));
@@ -254,8 +264,18 @@ impl Gen<'_> {
                         apply_arms
                             .push(quote!((Step::#v, #b, #nv::Outcome::Tool(value)) => #accept,));
                     }
-                    _ => {}
-                }
+                    StepKind::Guard(_)
+                    | StepKind::Branch(_)
+                    | StepKind::Parallel(_)
+                    | StepKind::Await(_)
+                    | StepKind::End { .. } => {
+                        let ice = ice(format_args!(
+                            "a parallel branch that is neither `llm` nor `call` in {}",
+                            self.site()
+                        ));
+                        action_arms.push(quote!((Step::#v, #b) => #ice,));
+                    }
+                });
             }
         }
         quote! {
