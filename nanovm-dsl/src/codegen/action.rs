@@ -21,7 +21,10 @@ impl Gen<'_> {
                 StepKind::Await(a) => {
                     let ev = &a.event;
                     let timeout = match a.timeout {
-                        Some((ms, _)) => quote!(Some(::core::time::Duration::from_millis(#ms))),
+                        Some((ms, _)) => {
+                            let ms = super::num(ms);
+                            quote!(Some(::core::time::Duration::from_millis(#ms)))
+                        }
                         None => quote!(None),
                     };
                     quote!(#nv::Action::Await { event: #ev, timeout: #timeout })
@@ -62,7 +65,10 @@ impl Gen<'_> {
             None => quote!(None),
         };
         let max_tokens = match l.max_tokens {
-            Some(m) => quote!(Some(#m)),
+            Some(m) => {
+                let m = super::num(m);
+                quote!(Some(#m))
+            }
             None => quote!(None),
         };
         let choices = match &l.output {
@@ -90,13 +96,14 @@ impl Gen<'_> {
                 Part::Hole { .. } => 16,
             })
             .sum();
+        let cap = super::num(cap as u64);
         let pushes = t.parts.iter().map(|p| match p {
             Part::Text(s) => quote!(s.push_str(#s);),
             Part::Hole { var, fields, .. } => {
                 let v = &self.p.vars[*var];
                 if let Ty::Choice(_) = v.ty {
-                    let value = self.var_value(*var);
-                    return quote!(s.push_str(#value.as_str()););
+                    let place = self.var_place(*var);
+                    return quote!(s.push_str(#place.as_str()););
                 }
                 let mut value = self.var_ref(*var);
                 let mut path = v.name.clone();
@@ -139,8 +146,8 @@ impl Gen<'_> {
                 quote!(#place.clone())
             }
             (Ty::Str, Ty::Choice(_), _) => {
-                let x = self.expr(e);
-                quote!(String::from(#x.as_str()))
+                let x = self.choice_str(e);
+                quote!(String::from(#x))
             }
             (Ty::Str, _, _) => {
                 let x = self.str_expr(e);
@@ -158,8 +165,8 @@ impl Gen<'_> {
                 quote!(#nv::Json::from(#x))
             }
             (Ty::Json, Ty::Choice(_), _) => {
-                let x = self.expr(e);
-                quote!(#nv::Json::from(#x.as_str()))
+                let x = self.choice_str(e);
+                quote!(#nv::Json::from(#x))
             }
             (Ty::Json, Ty::Null, _) => quote!(#nv::Json::Null),
             (Ty::Json, Ty::List(_), TKind::List(items)) => {

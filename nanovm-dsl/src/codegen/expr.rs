@@ -7,6 +7,7 @@
 //!
 //! Each function accepts exactly the forms and types the checker lets through for it;
 //! anything else becomes an internal compiler error in place of the value, never a guess.
+//! Parentheses are emitted where Rust's precedence needs them and nowhere else ([`Prec`]).
 
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
@@ -16,41 +17,115 @@ use crate::check::Ty;
 use crate::lower::{Program, TExpr, TKind};
 use crate::syntax::ast::{BinOp, Builtin, Literal as Lit};
 
+/// How tightly a generated Rust expression binds, loosest first: a consumer wraps an operand
+/// in parentheses only when it binds more loosely than its position needs, so the output has
+/// the parentheses Rust needs and no others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Prec {
+    /// `a || b`
+    Or,
+    /// `a && b`
+    And,
+    /// `a == b`, `a < b`
+    Cmp,
+    /// `a + b - c` (floats; int sums are `checked_sum(..)` calls)
+    Sum,
+    /// `!a`, `*a`, `&a`, `-1`
+    Unary,
+    /// Literals, paths, calls, method calls, `?`, macros, parenthesised casts.
+    Atom,
+}
+
+/// A generated expression and how tightly it binds.
+struct Rx {
+    tokens: TokenStream,
+    prec: Prec,
+}
+
+impl Rx {
+    fn new(prec: Prec, tokens: TokenStream) -> Self {
+        Rx { tokens, prec }
+    }
+
+    fn atom(tokens: TokenStream) -> Self {
+        Rx::new(Prec::Atom, tokens)
+    }
+
+    /// The tokens, parenthesised if they bind more loosely than `min`.
+    fn at(self, min: Prec) -> TokenStream {
+        let t = self.tokens;
+        if self.prec >= min { t } else { quote!((#t)) }
+    }
+
+    /// The tokens for a position that takes any expression (an argument, a condition).
+    fn any(self) -> TokenStream {
+        self.tokens
+    }
+}
+
+/// An integer literal: negative ones are unary minus for Rust's precedence.
+fn int_lit(i: i64) -> Rx {
+    let l = Literal::i64_unsuffixed(i);
+    Rx::new(if i < 0 { Prec::Unary } else { Prec::Atom }, quote!(#l))
+}
+
+fn float_lit(f: f64) -> Rx {
+    let l = Literal::f64_unsuffixed(f);
+    Rx::new(
+        if f.is_sign_negative() {
+            Prec::Unary
+        } else {
+            Prec::Atom
+        },
+        quote!(#l),
+    )
+}
+
 impl Gen<'_> {
     /// An internal compiler error for an expression the generator cannot compile as `want`
     /// (`"an `int` expression of type `string` (a variable) in `guard policy`"`).
-    fn ice_expr(&self, want: &str, e: &TExpr) -> TokenStream {
-        ice(format_args!(
+    fn ice_expr(&self, want: &str, e: &TExpr) -> Rx {
+        Rx::atom(ice(format_args!(
             "{want} expression of type `{}` ({}) in {}",
             e.ty,
             form(e),
             self.site()
-        ))
+        )))
+    }
+
+    // ----- variables -----
+
+    fn var_ref_rx(&self, var: usize) -> Rx {
+        let v = &self.p.vars[var];
+        let n = snake_ident(&v.name);
+        let name = &v.name;
+        if v.input {
+            Rx::new(Prec::Unary, quote!(&state.#n))
+        } else {
+            Rx::atom(quote!(__nv::get(&state.#n, #name)?))
+        }
+    }
+
+    fn var_value_rx(&self, var: usize) -> Rx {
+        let v = &self.p.vars[var];
+        let n = snake_ident(&v.name);
+        let name = &v.name;
+        if v.input {
+            Rx::atom(quote!(state.#n))
+        } else {
+            Rx::new(Prec::Unary, quote!(*__nv::get(&state.#n, #name)?))
+        }
     }
 
     /// An expression borrowing a variable (type `&T`): `&state.x` for inputs,
     /// `__nv::get(&state.x, "x")?` for assigned variables.
     pub(super) fn var_ref(&self, var: usize) -> TokenStream {
-        let v = &self.p.vars[var];
-        let n = snake_ident(&v.name);
-        let name = &v.name;
-        if v.input {
-            quote!(&state.#n)
-        } else {
-            quote!(__nv::get(&state.#n, #name)?)
-        }
+        self.var_ref_rx(var).any()
     }
 
     /// A variable of a `Copy` type by value.
     pub(super) fn var_value(&self, var: usize) -> TokenStream {
-        let v = &self.p.vars[var];
-        let n = snake_ident(&v.name);
-        let name = &v.name;
-        if v.input {
-            quote!(state.#n)
-        } else {
-            quote!((*__nv::get(&state.#n, #name)?))
-        }
+        self.var_value_rx(var).any()
     }
 
     /// A variable as a place whose methods can be called (`state.x`, `__nv::get(..)?`).
@@ -65,42 +140,81 @@ impl Gen<'_> {
         }
     }
 
+    /// A choice's member name (`&'static str`): `state.c.as_str()`.
+    pub(super) fn choice_str(&self, e: &TExpr) -> TokenStream {
+        match (&e.kind, &e.ty) {
+            (TKind::Var(v), Ty::Choice(_)) => {
+                let place = self.var_place(*v);
+                quote!(#place.as_str())
+            }
+            _ => self.ice_expr("a choice", e).any(),
+        }
+    }
+
+    // ----- entry points for argument positions (any precedence will do) -----
+
     /// Any expression, in the shape of its own type.
     pub(super) fn expr(&self, e: &TExpr) -> TokenStream {
-        match (&e.kind, &e.ty) {
-            (TKind::Var(v), ty) => match ty {
-                Ty::Str => {
-                    let place = self.var_place(*v);
-                    quote!(#place.as_str())
-                }
-                Ty::Int | Ty::Float | Ty::Bool | Ty::Choice(_) => self.var_value(*v),
-                Ty::Json => self.var_ref(*v),
-                Ty::Null | Ty::Secret(_) | Ty::List(_) | Ty::Error => self.ice_expr("a plain", e),
-            },
-            (TKind::Field { .. }, _) => self.json_expr(e),
-            (_, Ty::Str) => self.str_expr(e),
-            (_, Ty::Int) => self.int_expr(e),
-            (_, Ty::Float) => self.float_expr(e),
-            (_, Ty::Bool) => self.bool_expr(e),
-            (TKind::Lit(Lit::Null), Ty::Null) => {
-                let nv = &self.nv;
-                quote!((&#nv::Json::Null))
-            }
-            (_, Ty::Json) => self.json_expr(e),
-            _ => self.ice_expr("a plain", e),
-        }
+        self.expr_rx(e).any()
     }
 
     /// A `string` expression as `&str`.
     pub(super) fn str_expr(&self, e: &TExpr) -> TokenStream {
+        self.str_rx(e).any()
+    }
+
+    /// An `int` expression as `i64`.
+    pub(super) fn int_expr(&self, e: &TExpr) -> TokenStream {
+        self.int_rx(e).any()
+    }
+
+    /// An `int` or `float` expression as `f64`.
+    pub(super) fn float_expr(&self, e: &TExpr) -> TokenStream {
+        self.float_rx(e).any()
+    }
+
+    /// A `json` expression (a variable or a field path) as `&Json`.
+    pub(super) fn json_expr(&self, e: &TExpr) -> TokenStream {
+        self.json_rx(e).any()
+    }
+
+    /// A condition as `bool` (a `json` value must be a bool at run time).
+    pub(super) fn bool_expr(&self, e: &TExpr) -> TokenStream {
+        self.bool_rx(e).any()
+    }
+
+    // ----- by type -----
+
+    fn expr_rx(&self, e: &TExpr) -> Rx {
         match (&e.kind, &e.ty) {
-            (TKind::Lit(Lit::Str(s)), Ty::Str) => quote!(#s),
-            (TKind::Var(_), Ty::Str) => self.expr(e),
-            (TKind::Field { .. }, Ty::Json) => {
-                let j = self.json_expr(e);
-                let p = path_text(self.p, e);
-                quote!(__nv::json_str(#j, #p)?)
+            (TKind::Var(v), ty) => match ty {
+                Ty::Str => {
+                    let place = self.var_place(*v);
+                    Rx::atom(quote!(#place.as_str()))
+                }
+                Ty::Int | Ty::Float | Ty::Bool | Ty::Choice(_) => self.var_value_rx(*v),
+                Ty::Json => self.var_ref_rx(*v),
+                Ty::Null | Ty::Secret(_) | Ty::List(_) | Ty::Error => self.ice_expr("a plain", e),
+            },
+            (TKind::Field { .. }, _) => self.json_rx(e),
+            (_, Ty::Str) => self.str_rx(e),
+            (_, Ty::Int) => self.int_rx(e),
+            (_, Ty::Float) => self.float_rx(e),
+            (_, Ty::Bool) => self.bool_rx(e),
+            (TKind::Lit(Lit::Null), Ty::Null) => {
+                let nv = &self.nv;
+                Rx::new(Prec::Unary, quote!(&#nv::Json::Null))
             }
+            (_, Ty::Json) => self.json_rx(e),
+            _ => self.ice_expr("a plain", e),
+        }
+    }
+
+    fn str_rx(&self, e: &TExpr) -> Rx {
+        match (&e.kind, &e.ty) {
+            (TKind::Lit(Lit::Str(s)), Ty::Str) => Rx::atom(quote!(#s)),
+            (TKind::Var(_), Ty::Str) => self.expr_rx(e),
+            (TKind::Field { .. }, Ty::Json) => self.json_str(e),
             (
                 TKind::Builtin {
                     func: func @ (Builtin::Lower | Builtin::Upper | Builtin::Trim),
@@ -110,46 +224,47 @@ impl Gen<'_> {
             ) => {
                 let a = self.str_or_json_str(arg);
                 match func {
-                    Builtin::Lower => quote!((&*__nv::lower(#a))),
-                    Builtin::Upper => quote!((&*__nv::upper(#a))),
-                    _ => quote!(#a.trim()),
+                    Builtin::Lower => Rx::new(Prec::Unary, quote!(&*__nv::lower(#(a.any())))),
+                    Builtin::Upper => Rx::new(Prec::Unary, quote!(&*__nv::upper(#(a.any())))),
+                    _ => {
+                        let a = a.at(Prec::Atom);
+                        Rx::atom(quote!(#a.trim()))
+                    }
                 }
             }
             (TKind::Binary { op: BinOp::Add, .. }, Ty::Str) => {
-                let parts = chain_operands(e).into_iter().map(|(_, e)| self.str_expr(e));
-                quote!((&*__nv::concat(&[#(#parts),*])))
+                let parts = chain_operands(e)
+                    .into_iter()
+                    .map(|(_, e)| self.str_rx(e).any());
+                Rx::new(Prec::Unary, quote!(&*__nv::concat(&[#(#parts),*])))
             }
             _ => self.ice_expr("a `string`", e),
         }
     }
 
+    /// A `json` value that must be a string at run time.
+    fn json_str(&self, e: &TExpr) -> Rx {
+        let j = self.json_rx(e).any();
+        let p = path_text(self.p, e);
+        Rx::atom(quote!(__nv::json_str(#j, #p)?))
+    }
+
     /// A `string` or `json` (a string at run time) expression as `&str`; a choice as its name.
-    pub(super) fn str_or_json_str(&self, e: &TExpr) -> TokenStream {
+    fn str_or_json_str(&self, e: &TExpr) -> Rx {
         match e.ty {
-            Ty::Json => {
-                let j = self.json_expr(e);
-                let p = path_text(self.p, e);
-                quote!(__nv::json_str(#j, #p)?)
-            }
-            Ty::Choice(_) => {
-                let x = self.expr(e);
-                quote!(#x.as_str())
-            }
-            _ => self.str_expr(e),
+            Ty::Json => self.json_str(e),
+            Ty::Choice(_) => Rx::atom(self.choice_str(e)),
+            _ => self.str_rx(e),
         }
     }
 
-    /// An `int` expression as `i64`.
-    pub(super) fn int_expr(&self, e: &TExpr) -> TokenStream {
+    fn int_rx(&self, e: &TExpr) -> Rx {
         if e.ty != Ty::Int {
             return self.ice_expr("an `int`", e);
         }
         match &e.kind {
-            TKind::Lit(Lit::Int(i)) => {
-                let l = Literal::i64_unsuffixed(*i);
-                quote!((#l))
-            }
-            TKind::Var(_) => self.expr(e),
+            TKind::Lit(Lit::Int(i)) => int_lit(*i),
+            TKind::Var(_) => self.expr_rx(e),
             TKind::Builtin {
                 func: Builtin::Len,
                 arg,
@@ -157,15 +272,12 @@ impl Gen<'_> {
                 (Ty::Json, _) => {
                     let j = self.json_expr(arg);
                     let p = path_text(self.p, arg);
-                    quote!(__nv::json_len(#j, #p)?)
+                    Rx::atom(quote!(__nv::json_len(#j, #p)?))
                 }
-                (Ty::List(_), TKind::List(items)) => {
-                    let n = items.len() as i64;
-                    quote!((#n))
-                }
+                (Ty::List(_), TKind::List(items)) => int_lit(items.len() as i64),
                 (Ty::Str, _) => {
                     let s = self.str_expr(arg);
-                    quote!(__nv::str_len(#s))
+                    Rx::atom(quote!(__nv::str_len(#s)))
                 }
                 _ => self.ice_expr("a `len` argument", arg),
             },
@@ -180,24 +292,21 @@ impl Gen<'_> {
                     quote!((#sub, #x))
                 });
                 let text = crate::canonical::expr(&to_ast_text(self.p, e));
-                quote!(__nv::checked_sum(#first, &[#(#rest),*], #text)?)
+                Rx::atom(quote!(__nv::checked_sum(#first, &[#(#rest),*], #text)?))
             }
             _ => self.ice_expr("an `int`", e),
         }
     }
 
-    /// An `int` or `float` expression as `f64`.
-    pub(super) fn float_expr(&self, e: &TExpr) -> TokenStream {
+    fn float_rx(&self, e: &TExpr) -> Rx {
         match (&e.kind, &e.ty) {
+            // Parenthesised: `x as f64 < y` would read `f64<` as generics.
             (_, Ty::Int) => {
-                let i = self.int_expr(e);
-                quote!((#i as f64))
+                let i = self.int_rx(e).at(Prec::Unary);
+                Rx::atom(quote!((#i as f64)))
             }
-            (TKind::Lit(Lit::Float(f)), Ty::Float) => {
-                let l = Literal::f64_unsuffixed(*f);
-                quote!((#l))
-            }
-            (TKind::Var(_), Ty::Float) => self.expr(e),
+            (TKind::Lit(Lit::Float(f)), Ty::Float) => float_lit(*f),
+            (TKind::Var(_), Ty::Float) => self.expr_rx(e),
             (
                 TKind::Binary {
                     op: BinOp::Add | BinOp::Sub,
@@ -205,36 +314,43 @@ impl Gen<'_> {
                 },
                 Ty::Float,
             ) => {
+                // Left-associative: the first term may be a sum, later ones are grouped (float
+                // addition is not associative, so `a + (b + c)` keeps its parentheses).
                 let parts = chain_operands(e);
                 let terms = parts.iter().enumerate().map(|(i, (sub, e))| {
-                    let x = self.float_expr(e);
+                    let x = self.float_rx(e);
                     match (i, sub) {
-                        (0, _) => quote!(#x),
-                        (_, true) => quote!(- #x),
-                        (_, false) => quote!(+ #x),
+                        (0, _) => x.at(Prec::Sum),
+                        (_, true) => {
+                            let x = x.at(Prec::Unary);
+                            quote!(- #x)
+                        }
+                        (_, false) => {
+                            let x = x.at(Prec::Unary);
+                            quote!(+ #x)
+                        }
                     }
                 });
-                quote!((#(#terms)*))
+                Rx::new(Prec::Sum, quote!(#(#terms)*))
             }
             _ => self.ice_expr("a `float`", e),
         }
     }
 
-    /// A `json` expression (a variable or a field path) as `&Json`.
-    pub(super) fn json_expr(&self, e: &TExpr) -> TokenStream {
+    fn json_rx(&self, e: &TExpr) -> Rx {
         match (&e.kind, &e.ty) {
-            (TKind::Var(v), Ty::Json) => self.var_ref(*v),
+            (TKind::Var(v), Ty::Json) => self.var_ref_rx(*v),
             (TKind::Field { base, name }, Ty::Json) => {
                 let b = self.json_expr(base);
                 let p = path_text(self.p, base);
-                quote!(__nv::field(#b, #p, #name)?)
+                Rx::atom(quote!(__nv::field(#b, #p, #name)?))
             }
             _ => self.ice_expr("a `json`", e),
         }
     }
 
     /// A numeric operand as `Num` (for comparisons involving json or mixed types).
-    pub(super) fn num(&self, e: &TExpr) -> TokenStream {
+    fn num(&self, e: &TExpr) -> TokenStream {
         match e.ty {
             Ty::Json => {
                 let j = self.json_expr(e);
@@ -249,48 +365,44 @@ impl Gen<'_> {
                 let f = self.float_expr(e);
                 quote!(__nv::Num::F(#f))
             }
-            _ => self.ice_expr("a numeric", e),
+            _ => self.ice_expr("a numeric", e).any(),
         }
     }
 
-    /// A condition as `bool` (a `json` value must be a bool at run time).
-    pub(super) fn bool_expr(&self, e: &TExpr) -> TokenStream {
+    fn bool_rx(&self, e: &TExpr) -> Rx {
         match (&e.kind, &e.ty) {
-            (TKind::Lit(Lit::Bool(b)), Ty::Bool) => quote!(#b),
-            (TKind::Var(_), Ty::Bool) => self.expr(e),
+            (TKind::Lit(Lit::Bool(b)), Ty::Bool) => Rx::atom(quote!(#b)),
+            (TKind::Var(_), Ty::Bool) => self.expr_rx(e),
             (TKind::Var(_) | TKind::Field { .. }, Ty::Json) => {
                 let j = self.json_expr(e);
                 let p = path_text(self.p, e);
-                quote!(__nv::json_bool(#j, #p)?)
+                Rx::atom(quote!(__nv::json_bool(#j, #p)?))
             }
-            (TKind::Not(x), Ty::Bool) => {
-                let x = self.bool_expr(x);
-                quote!((!#x))
-            }
+            (TKind::Not(x), Ty::Bool) => not(self.bool_rx(x)),
             (TKind::Binary { op, lhs, rhs }, Ty::Bool) => self.binary(e, *op, lhs, rhs),
             _ => self.ice_expr("a `bool`", e),
         }
     }
 
     /// A `bool`-valued binary expression.
-    fn binary(&self, whole: &TExpr, op: BinOp, l: &TExpr, r: &TExpr) -> TokenStream {
+    fn binary(&self, whole: &TExpr, op: BinOp, l: &TExpr, r: &TExpr) -> Rx {
         match op {
             // A chain `a or b or c` is one flat Rust expression, not nested parentheses: long
             // chains must not turn into deep syntax trees for rustc, syn or prettyplease.
-            BinOp::And | BinOp::Or => {
+            BinOp::And => {
                 let parts = chain_operands(whole)
                     .into_iter()
-                    .map(|(_, e)| self.bool_expr(e));
-                if op == BinOp::And {
-                    quote!((#(#parts)&&*))
-                } else {
-                    quote!((#(#parts)||*))
-                }
+                    .map(|(_, e)| self.bool_rx(e).at(Prec::And));
+                Rx::new(Prec::And, quote!(#(#parts)&&*))
             }
-            BinOp::Eq | BinOp::Ne => {
-                let eq = self.equality(l, r);
-                if op == BinOp::Eq { eq } else { quote!((!#eq)) }
+            BinOp::Or => {
+                let parts = chain_operands(whole)
+                    .into_iter()
+                    .map(|(_, e)| self.bool_rx(e).at(Prec::Or));
+                Rx::new(Prec::Or, quote!(#(#parts)||*))
             }
+            BinOp::Eq => self.equality(l, r, false),
+            BinOp::Ne => self.equality(l, r, true),
             BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
                 let sym = match op {
                     BinOp::Lt => quote!(<),
@@ -300,12 +412,15 @@ impl Gen<'_> {
                 };
                 match (&l.ty, &r.ty) {
                     (Ty::Int, Ty::Int) => {
-                        let (a, b) = (self.int_expr(l), self.int_expr(r));
-                        quote!((#a #sym #b))
+                        let (a, b) = (self.int_rx(l).at(Prec::Sum), self.int_rx(r).at(Prec::Sum));
+                        Rx::new(Prec::Cmp, quote!(#a #sym #b))
                     }
                     (Ty::Int | Ty::Float, Ty::Int | Ty::Float) => {
-                        let (a, b) = (self.float_expr(l), self.float_expr(r));
-                        quote!((#a #sym #b))
+                        let (a, b) = (
+                            self.float_rx(l).at(Prec::Sum),
+                            self.float_rx(r).at(Prec::Sum),
+                        );
+                        Rx::new(Prec::Cmp, quote!(#a #sym #b))
                     }
                     // At least one side is `json` (anything else is an ICE in `num`).
                     _ => {
@@ -316,107 +431,101 @@ impl Gen<'_> {
                             BinOp::Gt => quote!(is_gt),
                             _ => quote!(is_ge),
                         };
-                        quote!(__nv::num_cmp(#a, #b).#test())
+                        Rx::atom(quote!(__nv::num_cmp(#a, #b).#test()))
                     }
                 }
             }
             BinOp::Contains | BinOp::StartsWith | BinOp::EndsWith => {
-                let needle = self.str_or_json_str(r);
+                let needle = self.str_or_json_str(r).any();
                 if l.ty == Ty::Json && op == BinOp::Contains {
                     let j = self.json_expr(l);
                     let p = path_text(self.p, l);
-                    return quote!(__nv::json_contains(#j, #p, #needle)?);
+                    return Rx::atom(quote!(__nv::json_contains(#j, #p, #needle)?));
                 }
-                let hay = self.str_or_json_str(l);
-                match op {
+                let hay = self.str_or_json_str(l).at(Prec::Atom);
+                Rx::atom(match op {
                     BinOp::Contains => quote!(#hay.contains(#needle)),
                     BinOp::StartsWith => quote!(#hay.starts_with(#needle)),
                     _ => quote!(#hay.ends_with(#needle)),
-                }
+                })
             }
             BinOp::In => self.membership(l, r),
             BinOp::Add | BinOp::Sub => self.ice_expr("a `bool`", whole),
         }
     }
 
-    /// `l == r` as `bool`.
-    fn equality(&self, l: &TExpr, r: &TExpr) -> TokenStream {
+    /// `l == r` (or `l != r` when `ne`) as `bool`.
+    fn equality(&self, l: &TExpr, r: &TExpr, ne: bool) -> Rx {
+        let op = if ne { quote!(!=) } else { quote!(==) };
+        let cmp = |a: Rx, b: Rx| {
+            let (a, b) = (a.at(Prec::Sum), b.at(Prec::Sum));
+            Rx::new(Prec::Cmp, quote!(#a #op #b))
+        };
+        // `x == true` is `x`, `x == false` is `!x` (and `!=` the other way round).
+        let with_bool = |x: Rx, lit: bool| if lit != ne { x } else { not(x) };
+        let bool_lit = |e: &TExpr| match &e.kind {
+            TKind::Lit(Lit::Bool(b)) => Some(*b),
+            _ => None,
+        };
         match (&l.ty, &r.ty) {
-            (Ty::Null, Ty::Null) => quote!(true),
+            (Ty::Null, Ty::Null) => Rx::atom(if ne { quote!(false) } else { quote!(true) }),
             (Ty::Json, Ty::Null) => {
-                let j = self.json_expr(l);
-                quote!(#j.is_null())
+                let j = self.json_rx(l).at(Prec::Atom);
+                let is_null = Rx::atom(quote!(#j.is_null()));
+                if ne { not(is_null) } else { is_null }
             }
-            (Ty::Null, Ty::Json) => self.equality(r, l),
+            (Ty::Null, Ty::Json) => self.equality(r, l, ne),
             (Ty::Choice(c), Ty::Str) => {
-                let x = self.expr(l);
                 if let TKind::Lit(Lit::Str(s)) = &r.kind {
                     let e = choice_ident(&self.p.choices[*c].var);
                     let m = pascal_ident(s);
-                    quote!((#x == #e::#m))
+                    cmp(self.expr_rx(l), Rx::atom(quote!(#e::#m)))
                 } else {
-                    let s = self.str_expr(r);
-                    quote!((#x.as_str() == #s))
+                    cmp(Rx::atom(self.choice_str(l)), self.str_rx(r))
                 }
             }
-            (Ty::Str, Ty::Choice(_)) => self.equality(r, l),
-            (Ty::Choice(_), Ty::Choice(_)) | (Ty::Bool, Ty::Bool) => {
-                let (a, b) = (self.expr(l), self.expr(r));
-                quote!((#a == #b))
-            }
-            (Ty::Str, Ty::Str) => {
-                let (a, b) = (self.str_expr(l), self.str_expr(r));
-                quote!((#a == #b))
-            }
-            (Ty::Int, Ty::Int) => {
-                let (a, b) = (self.int_expr(l), self.int_expr(r));
-                quote!((#a == #b))
-            }
-            (Ty::Int | Ty::Float, Ty::Int | Ty::Float) => {
-                let (a, b) = (self.float_expr(l), self.float_expr(r));
-                quote!((#a == #b))
-            }
-            (Ty::Json, Ty::Json) => {
-                let (a, b) = (self.json_expr(l), self.json_expr(r));
-                quote!((#a == #b))
-            }
+            (Ty::Str, Ty::Choice(_)) => self.equality(r, l, ne),
+            (Ty::Bool, Ty::Bool) => match (bool_lit(l), bool_lit(r)) {
+                (_, Some(b)) => with_bool(self.bool_rx(l), b),
+                (Some(b), None) => with_bool(self.bool_rx(r), b),
+                (None, None) => cmp(self.bool_rx(l), self.bool_rx(r)),
+            },
+            (Ty::Choice(_), Ty::Choice(_)) => cmp(self.expr_rx(l), self.expr_rx(r)),
+            (Ty::Str, Ty::Str) => cmp(self.str_rx(l), self.str_rx(r)),
+            (Ty::Int, Ty::Int) => cmp(self.int_rx(l), self.int_rx(r)),
+            (Ty::Int | Ty::Float, Ty::Int | Ty::Float) => cmp(self.float_rx(l), self.float_rx(r)),
+            (Ty::Json, Ty::Json) => cmp(self.json_rx(l), self.json_rx(r)),
             (Ty::Json, _) | (_, Ty::Json) => {
                 let (j, x) = if l.ty == Ty::Json { (l, r) } else { (r, l) };
                 let jv = self.json_expr(j);
                 let p = path_text(self.p, j);
                 match &x.ty {
-                    Ty::Str => {
-                        let s = self.str_expr(x);
-                        quote!((__nv::json_str(#jv, #p)? == #s))
-                    }
-                    Ty::Choice(_) => {
-                        let c = self.expr(x);
-                        quote!((__nv::json_str(#jv, #p)? == #c.as_str()))
-                    }
+                    Ty::Str => cmp(self.json_str(j), self.str_rx(x)),
+                    Ty::Choice(_) => cmp(self.json_str(j), Rx::atom(self.choice_str(x))),
                     Ty::Bool => {
-                        let b = self.bool_expr(x);
-                        quote!((__nv::json_bool(#jv, #p)? == #b))
+                        let jb = Rx::atom(quote!(__nv::json_bool(#jv, #p)?));
+                        match bool_lit(x) {
+                            Some(b) => with_bool(jb, b),
+                            None => cmp(jb, self.bool_rx(x)),
+                        }
                     }
                     Ty::Int | Ty::Float => {
                         let n = self.num(x);
-                        quote!(__nv::num_cmp(__nv::json_num(#jv, #p)?, #n).is_eq())
+                        let test = if ne { quote!(is_ne) } else { quote!(is_eq) };
+                        Rx::atom(quote!(__nv::num_cmp(__nv::json_num(#jv, #p)?, #n).#test()))
                     }
-                    _ => ice(format_args!(
-                        "an equality of `json` and `{}` in {}",
-                        x.ty,
-                        self.site()
-                    )),
+                    _ => self.ice_expr("an equality operand", x),
                 }
             }
-            (a, b) => ice(format_args!(
+            (a, b) => Rx::atom(ice(format_args!(
                 "an equality of `{a}` and `{b}` in {}",
                 self.site()
-            )),
+            ))),
         }
     }
 
     /// `l in r`: a list literal or a `json` array.
-    fn membership(&self, l: &TExpr, r: &TExpr) -> TokenStream {
+    fn membership(&self, l: &TExpr, r: &TExpr) -> Rx {
         let nv = &self.nv;
         let TKind::List(items) = &r.kind else {
             // `x in json_array`
@@ -426,8 +535,8 @@ impl Gen<'_> {
                 Ty::Json => self.json_expr(l),
                 Ty::Null => quote!(&#nv::Json::Null),
                 Ty::Choice(_) => {
-                    let c = self.expr(l);
-                    quote!(&#nv::Json::from(#c.as_str()))
+                    let c = self.choice_str(l);
+                    quote!(&#nv::Json::from(#c))
                 }
                 Ty::Str => {
                     let s = self.str_expr(l);
@@ -441,28 +550,32 @@ impl Gen<'_> {
                     return self.ice_expr("an `in` needle", l);
                 }
             };
-            return quote!(__nv::json_in(#needle, #hay, #p)?);
+            return Rx::atom(quote!(__nv::json_in(#needle, #hay, #p)?));
         };
         // Every item must be a literal of the kind the arm matches on: one that is not would be
-        // silently dropped from the pattern, so it is an internal error instead.
-        let lits =
-            |pick: &dyn Fn(&Lit) -> Option<TokenStream>| -> Result<Vec<TokenStream>, TokenStream> {
-                items
-                    .iter()
-                    .map(|i| match &i.kind {
-                        TKind::Lit(lit) => pick(lit).ok_or(()),
-                        _ => Err(()),
-                    })
-                    .collect::<Result<Vec<_>, ()>>()
-                    .map_err(|()| {
-                        ice(format_args!(
-                            "an `in` list of type `{}` for a needle of type `{}` in {}",
-                            r.ty,
-                            l.ty,
-                            self.site()
-                        ))
-                    })
-            };
+        // silently dropped from the pattern, so it is an internal error instead. Repeated items
+        // are dropped (`x in [a, a]` is `x in [a]`), so no pattern is unreachable.
+        let lits = |pick: &dyn Fn(&Lit) -> Option<TokenStream>| -> Result<Vec<TokenStream>, Rx> {
+            let mut out: Vec<TokenStream> = Vec::new();
+            for i in items {
+                let t = match &i.kind {
+                    TKind::Lit(lit) => pick(lit),
+                    _ => None,
+                };
+                let Some(t) = t else {
+                    return Err(Rx::atom(ice(format_args!(
+                        "an `in` list of type `{}` for a needle of type `{}` in {}",
+                        r.ty,
+                        l.ty,
+                        self.site()
+                    ))));
+                };
+                if !out.iter().any(|o| o.to_string() == t.to_string()) {
+                    out.push(t);
+                }
+            }
+            Ok(out)
+        };
         let all = |f: fn(&Lit) -> bool| {
             items
                 .iter()
@@ -470,8 +583,16 @@ impl Gen<'_> {
         };
         let pattern = |x: TokenStream, pick: &dyn Fn(&Lit) -> Option<TokenStream>| match lits(pick)
         {
-            Ok(ps) => quote!(matches!(#x, #(#ps)|*)),
+            Ok(ps) => Rx::atom(quote!(matches!(#x, #(#ps)|*))),
             Err(ice) => ice,
+        };
+        let str_lit = |lit: &Lit| match lit {
+            Lit::Str(s) => Some(quote!(#s)),
+            _ => None,
+        };
+        let bool_lit = |lit: &Lit| match lit {
+            Lit::Bool(b) => Some(quote!(#b)),
+            _ => None,
         };
         match &l.ty {
             Ty::Choice(c) => {
@@ -484,51 +605,43 @@ impl Gen<'_> {
                     _ => None,
                 })
             }
-            Ty::Str => pattern(self.str_expr(l), &|lit| match lit {
-                Lit::Str(s) => Some(quote!(#s)),
-                _ => None,
-            }),
+            Ty::Str => pattern(self.str_expr(l), &str_lit),
             Ty::Int if all(|lit| matches!(lit, Lit::Int(_))) => {
                 pattern(self.int_expr(l), &|lit| match lit {
-                    Lit::Int(i) => Some(quote!(#i)),
+                    Lit::Int(i) => Some(int_lit(*i).any()),
                     _ => None,
                 })
             }
-            Ty::Bool => pattern(self.bool_expr(l), &|lit| match lit {
-                Lit::Bool(b) => Some(quote!(#b)),
-                _ => None,
-            }),
+            Ty::Bool => pattern(self.bool_expr(l), &bool_lit),
             Ty::Json if all(|lit| matches!(lit, Lit::Str(_))) => {
-                let j = self.json_expr(l);
-                let p = path_text(self.p, l);
-                pattern(quote!(__nv::json_str(#j, #p)?), &|lit| match lit {
-                    Lit::Str(s) => Some(quote!(#s)),
-                    _ => None,
-                })
+                pattern(self.json_str(l).any(), &str_lit)
             }
             Ty::Json if all(|lit| matches!(lit, Lit::Bool(_))) => {
                 let j = self.json_expr(l);
                 let p = path_text(self.p, l);
-                pattern(quote!(__nv::json_bool(#j, #p)?), &|lit| match lit {
-                    Lit::Bool(b) => Some(quote!(#b)),
-                    _ => None,
-                })
+                pattern(quote!(__nv::json_bool(#j, #p)?), &bool_lit)
             }
             // `x in [null]` is `x == null` (the checker accepts it, the items can only be null).
             Ty::Json if all(|lit| matches!(lit, Lit::Null)) => {
-                let j = self.json_expr(l);
-                quote!(#j.is_null())
+                let j = self.json_rx(l).at(Prec::Atom);
+                Rx::atom(quote!(#j.is_null()))
             }
-            Ty::Null if all(|lit| matches!(lit, Lit::Null)) => quote!(true),
+            Ty::Null if all(|lit| matches!(lit, Lit::Null)) => Rx::atom(quote!(true)),
             // Numbers (exact for ints, float otherwise), including json numbers.
             Ty::Int | Ty::Float | Ty::Json => match lits(&|lit| match lit {
-                Lit::Int(i) => Some(quote!(__nv::Num::I(#i))),
-                Lit::Float(f) => Some(quote!(__nv::Num::F(#f))),
+                Lit::Int(i) => {
+                    let i = int_lit(*i).any();
+                    Some(quote!(__nv::Num::I(#i)))
+                }
+                Lit::Float(f) => {
+                    let f = float_lit(*f).any();
+                    Some(quote!(__nv::Num::F(#f)))
+                }
                 _ => None,
             }) {
                 Ok(ns) => {
                     let x = self.num(l);
-                    quote!(__nv::num_in(#x, &[#(#ns),*]))
+                    Rx::atom(quote!(__nv::num_in(#x, &[#(#ns),*])))
                 }
                 Err(ice) => ice,
             },
@@ -537,6 +650,12 @@ impl Gen<'_> {
             }
         }
     }
+}
+
+/// `!x`.
+fn not(x: Rx) -> Rx {
+    let x = x.at(Prec::Unary);
+    Rx::new(Prec::Unary, quote!(!#x))
 }
 
 /// What kind of expression `e` is, for internal error messages.

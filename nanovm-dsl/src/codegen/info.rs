@@ -4,7 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::{Gen, ice, kind_tokens, step_retry};
+use super::{Gen, ice, kind_tokens, num, step_retry};
 use crate::check::Ty;
 use crate::lower::StepKind;
 
@@ -13,7 +13,10 @@ impl Gen<'_> {
         let nv = &self.nv;
         let p = self.p;
         let opt = |v: Option<u64>| match v {
-            Some(v) => quote!(Some(#v)),
+            Some(v) => {
+                let v = num(v);
+                quote!(Some(#v))
+            }
             None => quote!(None),
         };
         let b = &p.budget;
@@ -24,7 +27,10 @@ impl Gen<'_> {
             opt(b.max_tool_calls),
         );
         let md = match b.max_duration_ms {
-            Some(v) => quote!(Some(::core::time::Duration::from_millis(#v))),
+            Some(v) => {
+                let v = num(v);
+                quote!(Some(::core::time::Duration::from_millis(#v)))
+            }
             None => quote!(None),
         };
         let name = &p.name;
@@ -42,17 +48,17 @@ impl Gen<'_> {
         let steps = p.steps.iter().map(|s| {
             let n = &s.name;
             let kind = kind_tokens(nv, &s.kind);
-            let retry = step_retry(&s.kind);
+            let retry = num(step_retry(&s.kind));
             let parallel = match &s.kind {
                 StepKind::Parallel(par) => {
                     let branches = par.branches.iter().map(|b| {
                         let bn = &b.name;
                         let bk = kind_tokens(nv, &b.kind);
-                        let br = step_retry(&b.kind);
+                        let br = num(step_retry(&b.kind));
                         let after = match &b.kind {
                             StepKind::Llm(crate::lower::Llm { after, .. })
                             | StepKind::Call(crate::lower::Call { after, .. }) => {
-                                let after = after.iter().map(|&a| a as u16);
+                                let after = after.iter().map(|&a| num(a as u64));
                                 quote!(&[#(#after),*])
                             }
                             StepKind::Guard(_)
@@ -67,10 +73,13 @@ impl Gen<'_> {
                         quote!(#nv::BranchInfo { name: #bn, kind: #bk, retry: #br, after: #after })
                     });
                     let mc = match par.max_concurrency {
-                        Some(m) => quote!(Some(#m)),
+                        Some(m) => {
+                            let m = num(m);
+                            quote!(Some(#m))
+                        }
                         None => quote!(None),
                     };
-                    let r = par.retry;
+                    let r = num(par.retry);
                     quote!(Some(&#nv::ParallelInfo {
                         branches: &[#(#branches),*],
                         max_concurrency: #mc,
@@ -86,7 +95,7 @@ impl Gen<'_> {
             };
             quote!(#nv::StepInfo { name: #n, kind: #kind, retry: #retry, parallel: #parallel })
         });
-        let start = p.start as u32;
+        let start = num(p.start as u64);
         quote! {
             static INFO: #nv::ProgramInfo = #nv::ProgramInfo {
                 name: #name,

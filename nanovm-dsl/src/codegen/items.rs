@@ -28,7 +28,7 @@ impl Gen<'_> {
             let doc = format!(" The admissible answers of `{}`.", c.var);
             let variants: Vec<Ident> = c.members.iter().map(|m| pascal_ident(m)).collect();
             let names = &c.members;
-            let n = c.members.len();
+            let n = super::num(c.members.len() as u64);
             let var = &c.var;
             let member_docs = c.members.iter().map(|m| format!(" `{m}`"));
             quote! {
@@ -77,8 +77,8 @@ impl Gen<'_> {
     pub(super) fn step_enum(&self) -> TokenStream {
         let variants: Vec<Ident> = self.p.steps.iter().map(|s| pascal_ident(&s.name)).collect();
         let names: Vec<&String> = self.p.steps.iter().map(|s| &s.name).collect();
-        let n = variants.len();
-        let ids = (0..n as u32).map(Literal::u32_unsuffixed);
+        let ids = (0..variants.len() as u32).map(Literal::u32_unsuffixed);
+        let n = super::num(variants.len() as u64);
         let docs = self.p.steps.iter().map(|s| {
             let mut d = vec![format!(" `{} {}`", keyword(&s.kind), s.name)];
             d.extend(s.doc.iter().map(|l| format!(" {l}")));

@@ -103,6 +103,12 @@ fn ice(what: impl Display) -> TokenStream {
     quote!(::core::compile_error!(#message))
 }
 
+/// A number as an unsuffixed literal: every place generated code puts one has its type fixed
+/// already (`retry: 3`, `Some(20)`), so `3u32` would only be noise.
+fn num(n: impl Into<u64>) -> Literal {
+    Literal::u64_unsuffixed(n.into())
+}
+
 fn doc_attrs(doc: &[String]) -> TokenStream {
     let lines = doc.iter().map(|l| format!(" {l}"));
     quote!(#(#[doc = #lines])*)

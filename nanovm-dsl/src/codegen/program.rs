@@ -32,7 +32,7 @@ impl Gen<'_> {
             let n = snake_ident(&v.name);
             let name = &v.name;
             if v.input {
-                let i = input_index;
+                let i = super::num(input_index as u64);
                 input_index += 1;
                 match &v.ty {
                     Ty::Secret(_) => quote!(#n: __nv::secret_input(inputs, #i, #name)?,),
@@ -71,7 +71,7 @@ impl Gen<'_> {
         let outputs_body = if outputs.is_empty() {
             quote!(Vec::new())
         } else {
-            let n = outputs.len();
+            let n = super::num(outputs.len() as u64);
             quote! {
                 let mut out = Vec::with_capacity(#n);
                 #(#outputs)*

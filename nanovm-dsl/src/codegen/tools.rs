@@ -46,6 +46,7 @@ impl Gen<'_> {
         });
         let tool_arms = self.p.tools.iter().enumerate().map(|(i, t)| {
             let v = pascal_ident(&t.name);
+            let i = super::num(i as u64);
             quote!(Call::#v { .. } => #i,)
         });
         let args_arms = self.p.tools.iter().map(|t| {

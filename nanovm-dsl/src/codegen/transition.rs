@@ -190,7 +190,7 @@ impl Gen<'_> {
         let arms = d.arms.iter().enumerate().map(|(i, (cond, to))| {
             let c = self.bool_expr(cond);
             let to = pascal_ident(&self.p.steps[*to].name);
-            let i = i as u32;
+            let i = super::num(i as u64);
             quote! {
                 if #c {
                     return Ok((Some(#i), Step::#to));
@@ -218,7 +218,7 @@ impl Gen<'_> {
             };
             let v = pascal_ident(&s.name);
             for (b, branch) in branches.iter().enumerate() {
-                let b = b as u16;
+                let b = super::num(b as u64);
                 let accepted = quote!(#nv::Next::Go(Step::#v.id()));
                 let site = format!("branch `{}` of `parallel {}`", branch.name, s.name);
                 self.at(site, || match &branch.kind {
