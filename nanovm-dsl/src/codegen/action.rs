@@ -39,12 +39,13 @@ impl Gen<'_> {
             });
             quote!(Step::#v => #body,)
         });
+        let arms = quote!(#(#arms)*);
+        let state = super::param(&arms, "state");
         quote! {
             /// What `step` asks the runtime to do, given the current variables.
-            #[allow(unused_variables)]
-            pub fn action(step: Step, state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
+            pub fn action(step: Step, #state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
                 Ok(match step {
-                    #(#arms)*
+                    #arms
                 })
             }
         }

@@ -103,6 +103,23 @@ fn ice(what: impl Display) -> TokenStream {
     quote!(::core::compile_error!(#message))
 }
 
+/// `name` if `body` mentions it, else `_name`: a parameter some programs never read (a
+/// program without inputs never reads `inputs`) is named so instead of allowing the warning.
+fn param(body: &TokenStream, name: &str) -> Ident {
+    fn mentions(body: &TokenStream, name: &str) -> bool {
+        body.clone().into_iter().any(|tt| match tt {
+            proc_macro2::TokenTree::Ident(id) => id == name,
+            proc_macro2::TokenTree::Group(g) => mentions(&g.stream(), name),
+            _ => false,
+        })
+    }
+    if mentions(body, name) {
+        Ident::new(name, Span::call_site())
+    } else {
+        format_ident!("_{name}")
+    }
+}
+
 /// A number as an unsuffixed literal: every place generated code puts one has its type fixed
 /// already (`retry: 3`, `Some(20)`), so `3u32` would only be noise.
 fn num(n: impl Into<u64>) -> Literal {
@@ -150,6 +167,14 @@ impl<'p> Gen<'p> {
         self.site.borrow().clone()
     }
 
+    /// True when the program has a `parallel` step (and so branch functions).
+    fn has_parallel(&self) -> bool {
+        self.p
+            .steps
+            .iter()
+            .any(|s| matches!(s.kind, StepKind::Parallel(_)))
+    }
+
     fn module(&self) -> TokenStream {
         let p = self.p;
         let name = snake_ident(&p.name);
@@ -171,18 +196,26 @@ impl<'p> Gen<'p> {
         quote! {
             #doc
             #[allow(
-                // Steps and variables keep the program's names; the module is the namespace.
                 clippy::module_name_repetitions,
-                // Generated matches mirror the program, even where one arm would do.
-                clippy::match_single_binding,
-                // Conditions are emitted fully parenthesised rather than re-deriving precedence.
-                unused_parens,
-                clippy::double_parens,
+                reason = "items keep the program's names; the module is their namespace"
+            )]
+            #[allow(
                 clippy::match_same_arms,
-                unreachable_patterns,
+                reason = "one arm per step and outcome mirrors the program, even where two arms agree"
+            )]
+            #[allow(
+                clippy::match_single_binding,
+                reason = "a program whose steps are all `end` leaves `transition` with its catch-all alone"
+            )]
+            #[allow(
+                clippy::nonminimal_bool,
+                clippy::overly_complex_bool_expr,
+                clippy::neg_cmp_op_on_partial_ord,
+                clippy::double_comparisons,
+                clippy::eq_op,
+                reason = "conditions are compiled as the program states them; simplifying one is its author's call"
             )]
             pub mod #name {
-                #[allow(unused_imports)]
                 use #private as __nv;
 
                 /// blake3 of the canonical program text and the compiler version.

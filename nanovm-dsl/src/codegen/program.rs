@@ -23,10 +23,6 @@ impl Gen<'_> {
                 }
             })
             .collect();
-        // A program without inputs records none and never reads `input`.
-        let record_allow = record
-            .is_empty()
-            .then(|| quote!(#[allow(unused_variables)]));
         let mut input_index = 0usize;
         let restore = self.p.vars.iter().map(|v| {
             let n = snake_ident(&v.name);
@@ -80,6 +76,31 @@ impl Gen<'_> {
         };
         let step_err =
             quote!(#nv::Fault::Input { name: "step", message: format!("no step has id {step}") });
+        let record = quote!(vec![#(#record),*]);
+        let restore = quote!(Ok(State { #(#restore)* }));
+        // A program without inputs never reads `input` or `inputs`; one without outputs never
+        // reads `state` here.
+        let input = super::param(&record, "input");
+        let inputs = super::param(&restore, "inputs");
+        let state = super::param(&outputs_body, "state");
+        // A program without `parallel` steps keeps the trait's defaults, which refuse branches.
+        let branches = self.has_parallel().then(|| {
+            quote! {
+                fn branch_action(step: #nv::StepId, branch: #nv::BranchId, state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
+                    match Step::from_id(step) {
+                        Some(s) => branch_action(s, branch, state),
+                        None => Err(#step_err),
+                    }
+                }
+
+                fn apply_branch(step: #nv::StepId, branch: #nv::BranchId, state: &mut State, outcome: #nv::Outcome<'_>) -> #nv::Next {
+                    match Step::from_id(step) {
+                        Some(s) => apply_branch(s, branch, state, outcome),
+                        None => #nv::Next::Fail(format!("no step has id {step}")),
+                    }
+                }
+            }
+        });
         quote! {
             /// The compiled program; run it with the runtime.
             #[derive(Clone, Copy, Debug, Default)]
@@ -95,14 +116,12 @@ impl Gen<'_> {
                     &INFO
                 }
 
-                #record_allow
-                fn record_input(input: &Input) -> Vec<#nv::Datum> {
-                    vec![#(#record),*]
+                fn record_input(#input: &Input) -> Vec<#nv::Datum> {
+                    #record
                 }
 
-                #[allow(unused_variables)]
-                fn restore(inputs: &[#nv::Datum]) -> Result<State, #nv::Fault> {
-                    Ok(State { #(#restore)* })
+                fn restore(#inputs: &[#nv::Datum]) -> Result<State, #nv::Fault> {
+                    #restore
                 }
 
                 fn action(step: #nv::StepId, state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
@@ -119,19 +138,7 @@ impl Gen<'_> {
                     }
                 }
 
-                fn branch_action(step: #nv::StepId, branch: #nv::BranchId, state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
-                    match Step::from_id(step) {
-                        Some(s) => branch_action(s, branch, state),
-                        None => Err(#step_err),
-                    }
-                }
-
-                fn apply_branch(step: #nv::StepId, branch: #nv::BranchId, state: &mut State, outcome: #nv::Outcome<'_>) -> #nv::Next {
-                    match Step::from_id(step) {
-                        Some(s) => apply_branch(s, branch, state, outcome),
-                        None => #nv::Next::Fail(format!("no step has id {step}")),
-                    }
-                }
+                #branches
 
                 fn invoke(
                     tools: &::std::sync::Arc<dyn ToolsDyn>,
@@ -141,8 +148,7 @@ impl Gen<'_> {
                     ::std::sync::Arc::clone(tools).__invoke(call, ctx)
                 }
 
-                #[allow(unused_variables)]
-                fn outputs(state: &State) -> Vec<(&'static str, #nv::Json)> {
+                fn outputs(#state: &State) -> Vec<(&'static str, #nv::Json)> {
                     #outputs_body
                 }
             }

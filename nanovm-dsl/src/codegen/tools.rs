@@ -92,6 +92,7 @@ impl Gen<'_> {
         } else {
             quote!(Box::pin(async move { match call { #(#invoke_arms)* } }))
         };
+        let ctx = super::param(&invoke_body, "ctx");
         quote! {
             /// The host's tools: one typed method per tool the program declares. Implement it to
             /// run the program; a tool the program declares but the host forgets is a compile
@@ -115,11 +116,10 @@ impl Gen<'_> {
             }
 
             impl<T: Tools> ToolsDyn for T {
-                #[allow(unused_variables)]
                 fn __invoke(
                     self: ::std::sync::Arc<Self>,
                     call: Call,
-                    ctx: #nv::ToolContext,
+                    #ctx: #nv::ToolContext,
                 ) -> #nv::BoxFuture<'static, Result<#nv::Json, #nv::ToolError>> {
                     #invoke_body
                 }

@@ -90,13 +90,14 @@ impl Gen<'_> {
                 StepKind::End { .. } => {}
             });
         }
+        let arms = quote!(#(#arms)*);
+        let state = super::param(&arms, "state");
         quote! {
             /// The compiled transition function: applies the outcome of `step` to the variables
             /// and names the successor.
-            #[allow(unused_variables)]
-            pub fn transition(step: Step, state: &mut State, outcome: #nv::Outcome<'_>) -> #nv::Next {
+            pub fn transition(step: Step, #state: &mut State, outcome: #nv::Outcome<'_>) -> #nv::Next {
                 match (step, outcome) {
-                    #(#arms)*
+                    #arms
                     (step, outcome) => __nv::unexpected(step.name(), &outcome),
                 }
             }
@@ -187,29 +188,40 @@ impl Gen<'_> {
     pub(super) fn decision_fn(&self, name: &str, d: &Decision, nv: &TokenStream) -> TokenStream {
         let f = format_ident!("decide_{}", name);
         let doc = format!(" The arms of `{name}`, first true `when` wins.");
-        let arms = d.arms.iter().enumerate().map(|(i, (cond, to))| {
-            let c = self.bool_expr(cond);
-            let to = pascal_ident(&self.p.steps[*to].name);
-            let i = super::num(i as u64);
-            quote! {
-                if #c {
-                    return Ok((Some(#i), Step::#to));
+        let arms: Vec<TokenStream> = d
+            .arms
+            .iter()
+            .enumerate()
+            .map(|(i, (cond, to))| {
+                let c = self.bool_expr(cond);
+                let to = pascal_ident(&self.p.steps[*to].name);
+                let i = super::num(i as u64);
+                quote! {
+                    if #c {
+                        return Ok((Some(#i), Step::#to));
+                    }
                 }
-            }
-        });
+            })
+            .collect();
         let otherwise = pascal_ident(&self.p.steps[d.otherwise].name);
+        let arms = quote!(#(#arms)*);
+        let state = super::param(&arms, "state");
         quote! {
             #[doc = #doc]
-            #[allow(unused_variables, clippy::nonminimal_bool, clippy::bool_comparison)]
-            fn #f(state: &State) -> Result<(Option<u32>, Step), #nv::Fault> {
-                #(#arms)*
+            fn #f(#state: &State) -> Result<(Option<u32>, Step), #nv::Fault> {
+                #arms
                 Ok((None, Step::#otherwise))
             }
         }
     }
 
+    /// `branch_action` and `apply_branch`; nothing for a program without `parallel` steps (the
+    /// runtime trait's defaults refuse every branch).
     pub(super) fn branch_fns(&self) -> TokenStream {
         let nv = &self.nv;
+        if !self.has_parallel() {
+            return TokenStream::new();
+        }
         let mut action_arms = Vec::new();
         let mut apply_arms = Vec::new();
         for s in &self.p.steps {
@@ -278,12 +290,15 @@ impl Gen<'_> {
                 });
             }
         }
+        let action_arms = quote!(#(#action_arms)*);
+        let apply_arms = quote!(#(#apply_arms)*);
+        let action_state = super::param(&action_arms, "state");
+        let apply_state = super::param(&apply_arms, "state");
         quote! {
             /// What branch `branch` of the parallel step `step` asks for.
-            #[allow(unused_variables)]
-            pub fn branch_action(step: Step, branch: u16, state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
+            pub fn branch_action(step: Step, branch: u16, #action_state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
                 match (step, branch) {
-                    #(#action_arms)*
+                    #action_arms
                     (step, branch) => Err(#nv::Fault::Input {
                         name: "branch",
                         message: format!("step `{}` has no branch {branch}", step.name()),
@@ -292,10 +307,9 @@ impl Gen<'_> {
             }
 
             /// Applies a branch's outcome; `Next::Go` (with the parallel step's id) accepts it.
-            #[allow(unused_variables)]
-            pub fn apply_branch(step: Step, branch: u16, state: &mut State, outcome: #nv::Outcome<'_>) -> #nv::Next {
+            pub fn apply_branch(step: Step, branch: u16, #apply_state: &mut State, outcome: #nv::Outcome<'_>) -> #nv::Next {
                 match (step, branch, outcome) {
-                    #(#apply_arms)*
+                    #apply_arms
                     (step, _, outcome) => __nv::unexpected(step.name(), &outcome),
                 }
             }
