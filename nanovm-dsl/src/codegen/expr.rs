@@ -224,8 +224,14 @@ impl Gen<'_> {
             ) => {
                 let a = self.str_or_json_str(arg);
                 match func {
-                    Builtin::Lower => Rx::new(Prec::Unary, quote!(&*__nv::lower(#(a.any())))),
-                    Builtin::Upper => Rx::new(Prec::Unary, quote!(&*__nv::upper(#(a.any())))),
+                    Builtin::Lower => {
+                        let a = a.any();
+                        Rx::new(Prec::Unary, quote!(&*__nv::lower(#a)))
+                    }
+                    Builtin::Upper => {
+                        let a = a.any();
+                        Rx::new(Prec::Unary, quote!(&*__nv::upper(#a)))
+                    }
                     _ => {
                         let a = a.at(Prec::Atom);
                         Rx::atom(quote!(#a.trim()))
