@@ -99,7 +99,13 @@ impl Gen<'_> {
             .sum();
         let cap = super::num(cap as u64);
         let pushes = t.parts.iter().map(|p| match p {
-            Part::Text(s) => quote!(s.push_str(#s);),
+            Part::Text(s) => {
+                let mut chars = s.chars();
+                match (chars.next(), chars.next()) {
+                    (Some(c), None) => quote!(s.push(#c);),
+                    _ => quote!(s.push_str(#s);),
+                }
+            }
             Part::Hole { var, fields, .. } => {
                 let v = &self.p.vars[*var];
                 if let Ty::Choice(_) = v.ty {

@@ -211,40 +211,52 @@ impl Gen<'_> {
     }
 
     fn str_rx(&self, e: &TExpr) -> Rx {
+        if let Some(owned) = self.string_call(e) {
+            return Rx::atom(quote!(#owned.as_str()));
+        }
         match (&e.kind, &e.ty) {
             (TKind::Lit(Lit::Str(s)), Ty::Str) => Rx::atom(quote!(#s)),
             (TKind::Var(_), Ty::Str) => self.expr_rx(e),
             (TKind::Field { .. }, Ty::Json) => self.json_str(e),
             (
                 TKind::Builtin {
-                    func: func @ (Builtin::Lower | Builtin::Upper | Builtin::Trim),
+                    func: Builtin::Trim,
                     arg,
                 },
                 Ty::Str,
             ) => {
-                let a = self.str_or_json_str(arg);
-                match func {
-                    Builtin::Lower => {
-                        let a = a.any();
-                        Rx::new(Prec::Unary, quote!(&*__nv::lower(#a)))
-                    }
-                    Builtin::Upper => {
-                        let a = a.any();
-                        Rx::new(Prec::Unary, quote!(&*__nv::upper(#a)))
-                    }
-                    _ => {
-                        let a = a.at(Prec::Atom);
-                        Rx::atom(quote!(#a.trim()))
-                    }
-                }
+                let a = self.str_or_json_str(arg).at(Prec::Atom);
+                Rx::atom(quote!(#a.trim()))
+            }
+            _ => self.ice_expr("a `string`", e),
+        }
+    }
+
+    /// The `String`-valued call behind `lower(..)`, `upper(..)` and `a + b`; `None` for every
+    /// other form.
+    fn string_call(&self, e: &TExpr) -> Option<TokenStream> {
+        match (&e.kind, &e.ty) {
+            (
+                TKind::Builtin {
+                    func: func @ (Builtin::Lower | Builtin::Upper),
+                    arg,
+                },
+                Ty::Str,
+            ) => {
+                let a = self.str_or_json_str(arg).any();
+                Some(if *func == Builtin::Lower {
+                    quote!(__nv::lower(#a))
+                } else {
+                    quote!(__nv::upper(#a))
+                })
             }
             (TKind::Binary { op: BinOp::Add, .. }, Ty::Str) => {
                 let parts = chain_operands(e)
                     .into_iter()
                     .map(|(_, e)| self.str_rx(e).any());
-                Rx::new(Prec::Unary, quote!(&*__nv::concat(&[#(#parts),*])))
+                Some(quote!(__nv::concat(&[#(#parts),*])))
             }
-            _ => self.ice_expr("a `string`", e),
+            _ => None,
         }
     }
 
@@ -306,11 +318,15 @@ impl Gen<'_> {
 
     fn float_rx(&self, e: &TExpr) -> Rx {
         match (&e.kind, &e.ty) {
-            // Parenthesised: `x as f64 < y` would read `f64<` as generics.
-            (_, Ty::Int) => {
-                let i = self.int_rx(e).at(Prec::Unary);
-                Rx::atom(quote!((#i as f64)))
-            }
+            (_, Ty::Int) => match const_int(e) {
+                // A constant where a float is needed is a float literal (the same conversion).
+                Some(i) => float_lit(i as f64),
+                // Parenthesised: `x as f64 < y` would read `f64<` as generics.
+                None => {
+                    let i = self.int_rx(e).at(Prec::Unary);
+                    Rx::atom(quote!((#i as f64)))
+                }
+            },
             (TKind::Lit(Lit::Float(f)), Ty::Float) => float_lit(*f),
             (TKind::Var(_), Ty::Float) => self.expr_rx(e),
             (
@@ -352,6 +368,26 @@ impl Gen<'_> {
                 Rx::atom(quote!(__nv::field(#b, #p, #name)?))
             }
             _ => self.ice_expr("a `json`", e),
+        }
+    }
+
+    /// A `json` value whose methods are called: `state.j.is_null()`, not `(&state.j).is_null()`.
+    fn json_receiver(&self, e: &TExpr) -> TokenStream {
+        match (&e.kind, &e.ty) {
+            (TKind::Var(v), Ty::Json) => self.var_place(*v),
+            _ => self.json_rx(e).at(Prec::Atom),
+        }
+    }
+
+    /// A `json` value as a place of type `Json` (`state.j`, `*__nv::get(..)?`), for `==`
+    /// between two of them without references on both sides.
+    fn json_value(&self, e: &TExpr) -> Rx {
+        match (&e.kind, &e.ty) {
+            (TKind::Var(v), Ty::Json) => self.var_value_rx(*v),
+            _ => {
+                let j = self.json_rx(e).at(Prec::Unary);
+                Rx::new(Prec::Unary, quote!(*#j))
+            }
         }
     }
 
@@ -476,7 +512,7 @@ impl Gen<'_> {
         match (&l.ty, &r.ty) {
             (Ty::Null, Ty::Null) => Rx::atom(if ne { quote!(false) } else { quote!(true) }),
             (Ty::Json, Ty::Null) => {
-                let j = self.json_rx(l).at(Prec::Atom);
+                let j = self.json_receiver(l);
                 let is_null = Rx::atom(quote!(#j.is_null()));
                 if ne { not(is_null) } else { is_null }
             }
@@ -497,10 +533,16 @@ impl Gen<'_> {
                 (None, None) => cmp(self.bool_rx(l), self.bool_rx(r)),
             },
             (Ty::Choice(_), Ty::Choice(_)) => cmp(self.expr_rx(l), self.expr_rx(r)),
-            (Ty::Str, Ty::Str) => cmp(self.str_rx(l), self.str_rx(r)),
+            (Ty::Str, Ty::Str) => match (&l.kind, &r.kind) {
+                (TKind::Lit(_), TKind::Lit(_)) => cmp(self.str_rx(l), self.str_rx(r)),
+                // `s == ""` is `s.is_empty()`.
+                (_, TKind::Lit(Lit::Str(e))) if e.is_empty() => self.is_empty(l, ne),
+                (TKind::Lit(Lit::Str(e)), _) if e.is_empty() => self.is_empty(r, ne),
+                _ => cmp(self.str_rx(l), self.str_rx(r)),
+            },
             (Ty::Int, Ty::Int) => cmp(self.int_rx(l), self.int_rx(r)),
             (Ty::Int | Ty::Float, Ty::Int | Ty::Float) => cmp(self.float_rx(l), self.float_rx(r)),
-            (Ty::Json, Ty::Json) => cmp(self.json_rx(l), self.json_rx(r)),
+            (Ty::Json, Ty::Json) => cmp(self.json_value(l), self.json_value(r)),
             (Ty::Json, _) | (_, Ty::Json) => {
                 let (j, x) = if l.ty == Ty::Json { (l, r) } else { (r, l) };
                 let jv = self.json_expr(j);
@@ -528,6 +570,18 @@ impl Gen<'_> {
                 self.site()
             ))),
         }
+    }
+
+    /// `s.is_empty()` (or its negation).
+    fn is_empty(&self, s: &TExpr, ne: bool) -> Rx {
+        // A `String` is asked directly (`state.s.is_empty()`, not `state.s.as_str().is_empty()`).
+        let s = match (&s.kind, &s.ty, self.string_call(s)) {
+            (_, _, Some(owned)) => owned,
+            (TKind::Var(v), Ty::Str, None) => self.var_place(*v),
+            _ => self.str_rx(s).at(Prec::Atom),
+        };
+        let test = Rx::atom(quote!(#s.is_empty()));
+        if ne { not(test) } else { test }
     }
 
     /// `l in r`: a list literal or a `json` array.
@@ -600,6 +654,24 @@ impl Gen<'_> {
             Lit::Bool(b) => Some(quote!(#b)),
             _ => None,
         };
+        // `b in [true]` is `b`, `b in [false]` is `!b`; with both members it still evaluates
+        // `b` (which may fault on a json value) and matches.
+        let bools = |x: Rx| match lits(&bool_lit) {
+            Ok(ps) => match ps
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .as_slice()
+            {
+                [one] if one == "true" => x,
+                [one] if one == "false" => not(x),
+                _ => {
+                    let x = x.any();
+                    Rx::atom(quote!(matches!(#x, #(#ps)|*)))
+                }
+            },
+            Err(ice) => ice,
+        };
         match &l.ty {
             Ty::Choice(c) => {
                 let e = choice_ident(&self.p.choices[*c].var);
@@ -618,18 +690,18 @@ impl Gen<'_> {
                     _ => None,
                 })
             }
-            Ty::Bool => pattern(self.bool_expr(l), &bool_lit),
+            Ty::Bool => bools(self.bool_rx(l)),
             Ty::Json if all(|lit| matches!(lit, Lit::Str(_))) => {
                 pattern(self.json_str(l).any(), &str_lit)
             }
             Ty::Json if all(|lit| matches!(lit, Lit::Bool(_))) => {
                 let j = self.json_expr(l);
                 let p = path_text(self.p, l);
-                pattern(quote!(__nv::json_bool(#j, #p)?), &bool_lit)
+                bools(Rx::atom(quote!(__nv::json_bool(#j, #p)?)))
             }
             // `x in [null]` is `x == null` (the checker accepts it, the items can only be null).
             Ty::Json if all(|lit| matches!(lit, Lit::Null)) => {
-                let j = self.json_rx(l).at(Prec::Atom);
+                let j = self.json_receiver(l);
                 Rx::atom(quote!(#j.is_null()))
             }
             Ty::Null if all(|lit| matches!(lit, Lit::Null)) => Rx::atom(quote!(true)),
@@ -655,6 +727,21 @@ impl Gen<'_> {
                 self.ice_expr("an `in` needle", l)
             }
         }
+    }
+}
+
+/// The value of an `int` known at compile time: a literal, or the length of a list literal.
+fn const_int(e: &TExpr) -> Option<i64> {
+    match &e.kind {
+        TKind::Lit(Lit::Int(i)) => Some(*i),
+        TKind::Builtin {
+            func: Builtin::Len,
+            arg,
+        } => match &arg.kind {
+            TKind::List(items) => Some(items.len() as i64),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

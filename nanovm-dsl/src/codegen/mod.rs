@@ -213,6 +213,7 @@ impl<'p> Gen<'p> {
                 clippy::neg_cmp_op_on_partial_ord,
                 clippy::double_comparisons,
                 clippy::eq_op,
+                clippy::comparison_to_empty,
                 reason = "conditions are compiled as the program states them; simplifying one is its author's call"
             )]
             pub mod #name {

@@ -49,7 +49,8 @@ impl Gen<'_> {
                 let conv = match v.ty {
                     Ty::Choice(_) => quote!(#nv::Json::from(x.as_str())),
                     Ty::Json => quote!(x.clone()),
-                    Ty::Str | Ty::Int | Ty::Float | Ty::Bool => quote!(#nv::Json::from(x.clone())),
+                    Ty::Str => quote!(#nv::Json::from(x.clone())),
+                    Ty::Int | Ty::Float | Ty::Bool => quote!(#nv::Json::from(*x)),
                     Ty::Secret(_) | Ty::Null | Ty::List(_) | Ty::Error => ice(format_args!(
                         "an output variable `{}` of type `{}`",
                         v.name, v.ty
