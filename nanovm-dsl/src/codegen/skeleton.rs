@@ -57,7 +57,14 @@ pub fn skeleton(p: &crate::syntax::ast::Program, opts: &Options) -> TokenStream 
         })
         .collect();
     quote! {
-        #[allow(dead_code, unused_variables, unused_imports, missing_docs, clippy::all)]
+        #[allow(
+            dead_code,
+            unused_variables,
+            unused_imports,
+            missing_docs,
+            clippy::all,
+            reason = "a stand-in next to compile errors, never run: only its names matter"
+        )]
         pub mod #name {
             use #private as __nv;
             pub const PROGRAM_HASH: [u8; 32] = [0; 32];
@@ -87,8 +94,6 @@ pub fn skeleton(p: &crate::syntax::ast::Program, opts: &Options) -> TokenStream 
                 fn restore(inputs: &[__nv::Datum]) -> Result<State, __nv::Fault> { unreachable!() }
                 fn action(step: __nv::StepId, state: &State) -> Result<__nv::Action<Call>, __nv::Fault> { unreachable!() }
                 fn transition(step: __nv::StepId, state: &mut State, outcome: __nv::Outcome<'_>) -> __nv::Next { unreachable!() }
-                fn branch_action(step: __nv::StepId, branch: __nv::BranchId, state: &State) -> Result<__nv::Action<Call>, __nv::Fault> { unreachable!() }
-                fn apply_branch(step: __nv::StepId, branch: __nv::BranchId, state: &mut State, outcome: __nv::Outcome<'_>) -> __nv::Next { unreachable!() }
                 fn invoke(tools: &::std::sync::Arc<dyn ToolsDyn>, call: Call, ctx: __nv::ToolContext) -> __nv::BoxFuture<'static, Result<__nv::Json, __nv::ToolError>> { match call {} }
                 fn outputs(state: &State) -> Vec<(&'static str, __nv::Json)> { unreachable!() }
             }
