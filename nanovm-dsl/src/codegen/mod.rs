@@ -139,18 +139,33 @@ struct Gen<'p> {
     nv: TokenStream,
     /// What is being generated (`guard policy`, `the Program impl`), for internal errors.
     site: RefCell<String>,
+    /// A `compile_error!` when `Options::runtime_path` is not a path (the module still uses
+    /// `::nanovm`, so this is the only error the user sees).
+    bad_path: Option<TokenStream>,
 }
 
 impl<'p> Gen<'p> {
     fn new(p: &'p Program, opts: &Options) -> Self {
-        let root: syn::Path =
-            syn::parse_str(&opts.runtime_path).unwrap_or_else(|_| syn::parse_quote!(::nanovm));
+        let (root, bad_path): (syn::Path, _) = match syn::parse_str(&opts.runtime_path) {
+            Ok(root) => (root, None),
+            Err(_) => {
+                let message = format!(
+                    "nanovm: the runtime path {:?} is not a Rust path (e.g. `::nanovm`)",
+                    opts.runtime_path
+                );
+                (
+                    syn::parse_quote!(::nanovm),
+                    Some(quote!(::core::compile_error!(#message);)),
+                )
+            }
+        };
         let private = Ident::new(PRIVATE_MODULE, Span::call_site());
         Gen {
             p,
             private: quote!(#root::#private),
             nv: quote!(__nv),
             site: RefCell::new(format!("program `{}`", p.name)),
+            bad_path,
         }
     }
 
@@ -180,6 +195,7 @@ impl<'p> Gen<'p> {
         let name = snake_ident(&p.name);
         let doc = doc_attrs(&p.doc);
         let private = &self.private;
+        let bad_path = &self.bad_path;
         let hash = p.hash.iter().map(|b| Literal::u8_unsuffixed(*b));
         let mermaid = crate::graph::mermaid(p);
         let input = self.input();
@@ -217,6 +233,7 @@ impl<'p> Gen<'p> {
                 reason = "conditions are compiled as the program states them; simplifying one is its author's call"
             )]
             pub mod #name {
+                #bad_path
                 use #private as __nv;
 
                 /// blake3 of the canonical program text and the compiler version.

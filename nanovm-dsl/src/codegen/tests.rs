@@ -155,3 +155,15 @@ fn a_step_without_a_successor_is_an_internal_error_not_a_self_loop() {
         "{tokens}"
     );
 }
+
+#[test]
+fn a_runtime_path_that_is_not_a_path_is_an_error_not_nanovm() {
+    let opts = Options {
+        runtime_path: "nanovm-runtime".into(),
+    };
+    let code = generate_file(&[refund()], &opts, "");
+    assert_eq!(
+        compile_errors(&code),
+        ["nanovm: the runtime path \"nanovm-runtime\" is not a Rust path (e.g. `::nanovm`)"]
+    );
+}
