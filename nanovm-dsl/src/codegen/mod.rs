@@ -103,17 +103,37 @@ fn ice(what: impl Display) -> TokenStream {
     quote!(::core::compile_error!(#message))
 }
 
-/// `name` if `body` mentions it, else `_name`: a parameter some programs never read (a
-/// program without inputs never reads `inputs`) is named so instead of allowing the warning.
+/// `name` if `body` reads it, else `_name`: a parameter some programs never read (a program
+/// whose steps read no variable never reads `state` in `action`) is named so instead of
+/// allowing the warning. A field label (`state: ...` in a struct literal) is not a read.
 fn param(body: &TokenStream, name: &str) -> Ident {
-    fn mentions(body: &TokenStream, name: &str) -> bool {
-        body.clone().into_iter().any(|tt| match tt {
-            proc_macro2::TokenTree::Ident(id) => id == name,
-            proc_macro2::TokenTree::Group(g) => mentions(&g.stream(), name),
-            _ => false,
-        })
+    fn reads(body: &TokenStream, name: &str) -> bool {
+        let mut tts = body.clone().into_iter().peekable();
+        while let Some(tt) = tts.next() {
+            let read = match tt {
+                proc_macro2::TokenTree::Ident(id) => {
+                    id == name
+                        && !matches!(
+                            tts.peek(),
+                            Some(proc_macro2::TokenTree::Punct(p))
+                                if p.as_char() == ':' && p.spacing() == proc_macro2::Spacing::Alone
+                        )
+                }
+                proc_macro2::TokenTree::Group(g) => reads(&g.stream(), name),
+                _ => false,
+            };
+            if read {
+                return true;
+            }
+        }
+        false
     }
-    if mentions(body, name) {
+    named(reads(body, name), name)
+}
+
+/// `name` if it is `used`, else `_name`.
+fn named(used: bool, name: &str) -> Ident {
+    if used {
         Ident::new(name, Span::call_site())
     } else {
         format_ident!("_{name}")

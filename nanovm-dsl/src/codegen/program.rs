@@ -81,9 +81,12 @@ impl Gen<'_> {
         let restore = quote!(Ok(State { #(#restore)* }));
         // A program without inputs never reads `input` or `inputs`; one without outputs never
         // reads `state` here.
-        let input = super::param(&record, "input");
-        let inputs = super::param(&restore, "inputs");
-        let state = super::param(&outputs_body, "state");
+        // (Decided by the counts, not by looking for the names: a variable called `inputs` is a
+        // field of `State` in `restore` without being a read of the parameter.)
+        let has_inputs = self.p.vars.iter().any(|v| v.input);
+        let input = super::named(has_inputs, "input");
+        let inputs = super::named(has_inputs, "inputs");
+        let state = super::named(!outputs.is_empty(), "state");
         // A program without `parallel` steps keeps the trait's defaults, which refuse branches.
         let branches = self.has_parallel().then(|| {
             quote! {

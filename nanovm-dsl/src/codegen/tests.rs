@@ -167,3 +167,16 @@ fn a_runtime_path_that_is_not_a_path_is_an_error_not_nanovm() {
         ["nanovm: the runtime path \"nanovm-runtime\" is not a Rust path (e.g. `::nanovm`)"]
     );
 }
+
+#[test]
+fn a_parameter_is_named_by_whether_it_is_read() {
+    use quote::quote;
+    let named = |body: proc_macro2::TokenStream| super::param(&body, "state").to_string();
+    assert_eq!(named(quote!(state.x)), "state");
+    assert_eq!(named(quote!(f(g(state)))), "state");
+    assert_eq!(named(quote!(Call::T { state: 1 })), "_state");
+    assert_eq!(named(quote!(Call::T { state: state.x })), "state");
+    assert_eq!(named(quote!(state::x)), "state");
+    assert_eq!(named(quote!(other.state)), "state");
+    assert_eq!(named(quote!(1 + 2)), "_state");
+}
