@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::canonical::Encoder;
-use crate::executor::{Mismatch, RunError};
+use crate::error::{Mismatch, RunError};
 use crate::store::{Fence, JournalStore};
 use crate::trace::{Entry, Event, Trace};
 
