@@ -32,9 +32,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::canonical::Encoder;
-use crate::executor::{Execution, RunError, RunOptions, Runtime, replay_execution};
+use crate::error::RunError;
+use crate::exec::Inject;
 use crate::ids;
 use crate::program::{Program, ProgramInfo};
+use crate::replay::replay_execution;
+use crate::run::{Execution, RunOptions};
+use crate::runtime::Runtime;
+pub use crate::store::OPERATION_LEASE_MS;
 use crate::store::{JournalError, JournalStore, RunQuery};
 use crate::trace::{Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
@@ -141,24 +146,6 @@ pub enum ReconcileError {
     /// The store failed, another writer got there first, or the stored trace does not replay.
     #[error(transparent)]
     Run(#[from] RunError),
-}
-
-/// Input the executor applies where the recorded prefix ends (a live continuation only).
-#[derive(Clone, Debug)]
-pub(crate) enum Inject {
-    /// At the suspension: the event arrived.
-    Deliver {
-        event: String,
-        event_id: String,
-        payload: Json,
-    },
-    /// At the suspension: the deadline passed.
-    Timeout,
-    /// At the reconciliation pause: the operator's answer for one effect.
-    Reconcile {
-        effect_id: Digest,
-        result: Option<Json>,
-    },
 }
 
 /// Where a stored run stands, read from its trace (the last event that is not an erasure).
@@ -315,12 +302,6 @@ fn same_request(
     }
     Ok(())
 }
-
-/// How long the lease of one of the runtime's own operations lasts by default (a duplicate
-/// start that resumes a run, a delivery, a timeout, a reconciliation); renewed every third of
-/// that while the run executes, released at the end. See
-/// [`RuntimeBuilder::operation_lease`](crate::RuntimeBuilder::operation_lease).
-pub const OPERATION_LEASE_MS: u64 = 30_000;
 
 /// A lease owner name unique to one operation of this process.
 fn owner(op: &str) -> String {

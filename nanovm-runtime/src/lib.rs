@@ -19,15 +19,15 @@ pub mod canonical;
 pub mod clock;
 pub mod durable;
 mod error;
-pub mod executor;
+mod exec;
 pub mod ids;
 pub mod model;
 #[cfg(feature = "openai")]
 pub mod openai;
 pub mod program;
-mod recorder;
 pub mod replay;
 mod run;
+mod runtime;
 pub mod scripted;
 pub mod store;
 pub mod trace;
@@ -39,11 +39,10 @@ pub use budget::{Backoff, Usage};
 pub use cancel::CancelToken;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
-pub use executor::{
-    Execution, Metrics, Mismatch, ReplayError, ReplayReport, RunError, RunOptions, Runtime,
-    RuntimeBuilder,
-};
+pub use error::{Mismatch, ReplayError, RunError};
 pub use replay::replay;
+pub use run::{Execution, Metrics, ReplayReport, RunOptions};
+pub use runtime::{Runtime, RuntimeBuilder};
 pub use scripted::{FnModel, ScriptedModel};
 pub use store::{Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord};
 pub use vault::{MemoryVault, Vault, VaultError};

@@ -12,9 +12,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::durable::{Inject, Tail};
-use crate::executor::{Execution, RunError, RunOptions, Runtime, replay_execution};
+use crate::durable::Tail;
+use crate::error::RunError;
+use crate::exec::Inject;
 use crate::program::Program;
+use crate::replay::replay_execution;
+use crate::run::{Execution, RunOptions};
+use crate::runtime::Runtime;
 use crate::store::{JournalError, JournalStore, Lease};
 use crate::trace::RunStatus;
 

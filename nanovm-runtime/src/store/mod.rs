@@ -101,6 +101,12 @@ pub enum JournalError {
     },
 }
 
+/// How long the lease of one of the runtime's own operations lasts by default (a duplicate
+/// start that resumes a run, a delivery, a timeout, a reconciliation); renewed every third of
+/// that while the run executes, released at the end. See
+/// [`RuntimeBuilder::operation_lease`](crate::RuntimeBuilder::operation_lease).
+pub const OPERATION_LEASE_MS: u64 = 30_000;
+
 /// The lease epoch an append is made under (see [`JournalStore::append`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Fence {

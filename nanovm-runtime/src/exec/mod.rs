@@ -1,0 +1,762 @@
+//! The step engine: runs a compiled [`Program`], recording every event into a hash-chained trace.
+//!
+//! The engine decides nothing about the graph. For each step it asks the program what the
+//! step wants ([`Program::action`]), performs that I/O (a model call, a tool call, a
+//! suspension), records it, and hands the normalized result back to the compiled transition
+//! function ([`Program::transition`]), which names the successor. The exact semantics (what a
+//! step is, when budgets trip, retries, parallel scheduling, durability) are specified in
+//! `docs/runtime.md`.
+//!
+//! This file holds the run's set-up and the step loop (with `guard` / `branch` steps); each
+//! other kind of step has its own file: [`llm`], [`tool`], [`suspend`] (`await`),
+//! [`parallel`], and [`reconcile`] for the pauses an ambiguous effect causes. [`recorder`] is
+//! the engine's only door to the trace and the journal.
+
+mod llm;
+mod parallel;
+mod race;
+mod reconcile;
+pub(crate) mod recorder;
+mod suspend;
+mod tool;
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::budget::{Backoff, Meter, Trip, Usage};
+use crate::cancel::CancelToken;
+use crate::clock::Clock;
+use crate::error::{Mismatch, RunError};
+use crate::ids;
+use crate::model::Model;
+use crate::program::{
+    Action, BoxFuture, Name, Next, Outcome, Program, ProgramInfo, SecretSource, StepId, StepInfo,
+    StepKind, ToolInfo,
+};
+use crate::run::{Execution, Metrics, ReplayReport, RunOptions};
+use crate::store::JournalStore;
+use crate::trace::{BudgetKind, Entry, Event, RunStatus};
+use crate::value::{Digest, Json};
+use crate::vault::Vault;
+use race::race;
+use recorder::{Halt, Mode, Recorder};
+
+/// What every run of a runtime executes with: the runtime's configuration (see
+/// `crate::runtime::RuntimeBuilder`), shared behind one `Arc`.
+pub(crate) struct Engine {
+    pub(crate) model: Option<Arc<dyn Model>>,
+    pub(crate) vault: Arc<dyn Vault>,
+    pub(crate) secrets: Arc<dyn SecretSource>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) backoff: Backoff,
+    pub(crate) store: Option<Arc<dyn JournalStore>>,
+    /// The lease length of the runtime's own operations on stored runs (`crate::durable`).
+    pub(crate) operation_lease_ms: u64,
+}
+
+/// Input the engine applies where the recorded prefix ends (a live continuation only): what
+/// the durable protocol (`crate::durable`) and workers continue a stored run with.
+#[derive(Clone, Debug)]
+pub(crate) enum Inject {
+    /// At the suspension: the event arrived.
+    Deliver {
+        event: String,
+        event_id: String,
+        payload: Json,
+    },
+    /// At the suspension: the deadline passed.
+    Timeout,
+    /// At the reconciliation pause: the operator's answer for one effect.
+    Reconcile {
+        effect_id: Digest,
+        result: Option<Json>,
+    },
+}
+
+/// Where a run starts: from its inputs, or from a recorded prefix.
+pub(crate) enum Start<P: Program> {
+    Live(P::Input),
+    Recorded(Mode, Vec<Entry>),
+}
+
+/// How a run finished from the engine's point of view.
+pub(crate) struct Ended {
+    pub(crate) status: RunStatus,
+    pub(crate) step: Option<StepId>,
+    pub(crate) message: Option<String>,
+}
+
+// Built once per run and moved straight into the loop; boxing it would cost an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Prepared<P: Program> {
+    Ready(Exec<P>),
+    /// `restore` refused the recorded inputs: the run ends `failed` right after `run_started`.
+    Refused {
+        rec: Recorder,
+        message: String,
+    },
+}
+
+pub(crate) async fn execute<P: Program>(
+    engine: Arc<Engine>,
+    start: Start<P>,
+    tools: Option<Arc<P::Tools>>,
+    opts: RunOptions,
+    inject: Option<Inject>,
+) -> Result<Execution, RunError> {
+    let wall = Instant::now();
+    let started_ms = engine.clock.now_ms();
+    let info = P::info();
+    let replay = matches!(start, Start::Recorded(Mode::Replay, _));
+    if engine.model.is_none()
+        && !replay
+        && let Some(step) = first_llm_step(info)
+    {
+        return Err(RunError::NoModel { step });
+    }
+    let prepared = prepare::<P>(engine, start, tools, opts, started_ms).map_err(halt_to_error)?;
+    let mut exec = match prepared {
+        Prepared::Ready(exec) => exec,
+        Prepared::Refused { mut rec, message } => {
+            let (status, message) =
+                match rec.emit(run_ended(RunStatus::Failed, None, Some(&message))) {
+                    Ok(_) => (RunStatus::Failed, message),
+                    Err(Halt::ReplayEnd(why)) => (RunStatus::Running, why),
+                    Err(Halt::Error(e)) => return Err(e),
+                };
+            check_leftover(&mut rec)?;
+            rec.flush().await.map_err(halt_to_error)?;
+            return Ok(Execution {
+                run_id: rec.run_id.to_string(),
+                status,
+                end_step: None,
+                message: Some(message),
+                outputs: BTreeMap::new(),
+                path: Vec::new(),
+                trace: rec.trace,
+                usage: Usage::default(),
+                metrics: Metrics {
+                    started_ms,
+                    elapsed: wall.elapsed(),
+                    step_durations: Vec::new(),
+                },
+            });
+        }
+    };
+    exec.inject = inject;
+    let ended = match exec.drive().await {
+        Ok(ended) => ended,
+        // Only a replay runs out of recorded entries: the trace stops mid-run.
+        Err(Halt::ReplayEnd(why)) => Ended {
+            status: RunStatus::Running,
+            step: None,
+            message: Some(why),
+        },
+        Err(Halt::Error(e)) => return Err(e),
+    };
+    exec.check_leftover()?;
+    if let Some(inject) = exec.inject.take() {
+        // The durable protocol checks where the run stands before injecting; reaching this
+        // means the check and the executor disagree. Nothing was appended for the input.
+        return Err(RunError::Internal(format!(
+            "the run {} without reaching the point where {inject:?} applies",
+            ended.status
+        )));
+    }
+    Ok(exec.into_execution(ended, wall))
+}
+
+/// After a run ended: a recorded prefix must not hold more than the run produced.
+pub(crate) fn check_leftover(rec: &mut Recorder) -> Result<(), RunError> {
+    match rec.leftover().map_err(halt_to_error)? {
+        None => Ok(()),
+        Some(entry) => Err(RunError::Divergence(Box::new(Mismatch {
+            index: usize::try_from(entry.seq).unwrap_or(usize::MAX),
+            expected: None,
+            recorded: Some(entry.event.clone()),
+            context: "the run ended, but the trace records more".into(),
+        }))),
+    }
+}
+
+fn halt_to_error(h: Halt) -> RunError {
+    match h {
+        Halt::Error(e) => e,
+        Halt::ReplayEnd(why) => RunError::Internal(format!("replay end outside a replay: {why}")),
+    }
+}
+
+fn first_llm_step(info: &ProgramInfo) -> Option<&'static str> {
+    info.steps.iter().find_map(|s| {
+        let branch_llm = s
+            .parallel
+            .is_some_and(|p| p.branches.iter().any(|b| b.kind == StepKind::Llm));
+        (s.kind == StepKind::Llm || branch_llm).then_some(s.name)
+    })
+}
+
+pub(crate) fn run_ended(
+    status: RunStatus,
+    step: Option<&'static str>,
+    message: Option<&str>,
+) -> Event {
+    Event::RunEnded {
+        status,
+        step: step.map(Cow::Borrowed),
+        message: message.map(str::to_owned),
+    }
+}
+
+/// Builds the executor: records `run_started` and restores the state from the recorded inputs
+/// (live runs, resumes and replays all start from the recorded form).
+pub(crate) fn prepare<P: Program>(
+    engine: Arc<Engine>,
+    start: Start<P>,
+    tools: Option<Arc<P::Tools>>,
+    opts: RunOptions,
+    started_ms: u64,
+) -> Result<Prepared<P>, Halt> {
+    let info = P::info();
+    let names = info.inputs.iter().map(|i| Cow::Borrowed(i.name));
+    let (mode, run_id, datums, recorded) = match start {
+        Start::Live(input) => {
+            let datums = P::record_input(&input);
+            let run_id = match opts.run_id {
+                Some(id) => id,
+                None => ids::run_id_of(&info.hash, info.inputs, &datums),
+            };
+            (Mode::Live, run_id, datums, Vec::new())
+        }
+        Start::Recorded(mode, entries) => {
+            let Some(first) = entries.first() else {
+                return Err(RunError::NotARun("the trace is empty".into()).into());
+            };
+            let Event::RunStarted {
+                run_id,
+                program_hash,
+                inputs,
+                ..
+            } = &first.event
+            else {
+                return Err(RunError::NotARun(format!(
+                    "the first event is `{}`, not `run_started`",
+                    first.event.kind()
+                ))
+                .into());
+            };
+            if *program_hash != info.hash {
+                return Err(RunError::ProgramMismatch {
+                    program: info.name,
+                    compiled: info.hash,
+                    recorded: *program_hash,
+                }
+                .into());
+            }
+            let datums = inputs.iter().map(|(_, d)| d.clone()).collect();
+            (mode, run_id.clone(), datums, entries)
+        }
+    };
+    let store = match mode {
+        Mode::Replay => None,
+        Mode::Live | Mode::Resume => engine.store.clone(),
+    };
+    // Room for the whole trace of a typical run: about two events per step.
+    let capacity = match mode {
+        Mode::Live => (info.steps.len() * 2 + 4).min(1024),
+        Mode::Replay | Mode::Resume => recorded.len() + 8,
+    };
+    let mut rec = Recorder::new(
+        Arc::from(run_id.as_str()),
+        mode,
+        store,
+        opts.fence,
+        recorded,
+        capacity,
+    );
+    let state = P::restore(&datums);
+    rec.emit(Event::RunStarted {
+        run_id,
+        program: Cow::Borrowed(info.name),
+        program_hash: info.hash,
+        inputs: names.zip(datums).collect(),
+    })?;
+    let state = match state {
+        Ok(s) => s,
+        Err(fault) => {
+            return Ok(Prepared::Refused {
+                rec,
+                message: fault.to_string(),
+            });
+        }
+    };
+    Ok(Prepared::Ready(Exec {
+        meter: Meter::new(info.budget),
+        visits: vec![0; info.steps.len()],
+        path: Vec::with_capacity(info.steps.len().min(64)),
+        cancel: opts.cancel,
+        started_ms,
+        step_clock: None,
+        effect_key: None,
+        step_durations: Vec::with_capacity(info.steps.len().min(64)),
+        inject: None,
+        engine,
+        info,
+        tools,
+        state,
+        rec,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The step loop
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) struct Exec<P: Program> {
+    engine: Arc<Engine>,
+    info: &'static ProgramInfo,
+    tools: Option<Arc<P::Tools>>,
+    state: P::State,
+    rec: Recorder,
+    meter: Meter,
+    /// Times each step was entered, indexed by step id.
+    visits: Vec<u32>,
+    /// The names of the steps entered, in order.
+    path: Vec<&'static str>,
+    cancel: Option<CancelToken>,
+    started_ms: u64,
+    step_clock: Option<(&'static str, Instant)>,
+    /// See [`ids::effect_key`].
+    effect_key: Option<[u8; 32]>,
+    step_durations: Vec<(&'static str, Duration)>,
+    /// Input from outside (a delivered event, a due timeout, an operator's reconciliation)
+    /// applied where the recorded prefix ends; taken when applied.
+    inject: Option<Inject>,
+}
+
+/// What the step loop does after a step.
+enum Flow {
+    /// Continue at this step (the current one completed).
+    Go(StepId),
+    /// Run the same step again (a stall).
+    Again,
+    /// The run is over (or suspended).
+    End(Ended),
+}
+
+/// Something outside the program stopped an in-flight call or a step from starting.
+#[derive(Clone, Copy, Debug)]
+enum Verdict {
+    Cancelled,
+    /// The duration budget ran out, with this much time used (ms).
+    OutOfTime(u64),
+}
+
+/// The answer to a model or tool call: done, or interrupted.
+enum Io<T> {
+    Done(T),
+    Stopped(Verdict),
+}
+
+/// The successor named by a transition, with the arm for decisions.
+fn target(next: &Next) -> Option<(Option<u32>, StepId)> {
+    match next {
+        Next::Go(to) => Some((None, *to)),
+        Next::Decided { arm, to } => Some((*arm, *to)),
+        _ => None,
+    }
+}
+
+impl<P: Program> Exec<P> {
+    fn step_info(&self, step: StepId) -> Result<&'static StepInfo, Halt> {
+        self.info.steps.get(step as usize).ok_or_else(|| {
+            RunError::InvalidProgram(format!(
+                "program `{}` named step #{step}, which does not exist",
+                self.info.name
+            ))
+            .into()
+        })
+    }
+
+    /// The step's name for messages (`?` for an id the program should never produce).
+    fn label(&self, step: StepId) -> &'static str {
+        self.info.steps.get(step as usize).map_or("?", |s| s.name)
+    }
+
+    fn name(&self, step: StepId) -> Result<Name, Halt> {
+        Ok(Cow::Borrowed(self.step_info(step)?.name))
+    }
+
+    fn tool_info(&self, index: usize) -> Result<&'static ToolInfo, Halt> {
+        self.info.tools.get(index).ok_or_else(|| {
+            RunError::InvalidProgram(format!(
+                "program `{}` called tool #{index}, which does not exist",
+                self.info.name
+            ))
+            .into()
+        })
+    }
+
+    /// The key of this run's effect ids, derived on first use.
+    fn effect_key(&mut self) -> [u8; 32] {
+        *self
+            .effect_key
+            .get_or_insert_with(|| ids::effect_key(&self.rec.run_id))
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.engine.clock.now_ms().saturating_sub(self.started_ms)
+    }
+
+    /// Counts a step entered.
+    fn enter(&mut self, step: StepId, name: &'static str) {
+        let now = Instant::now();
+        self.close_step(now);
+        self.step_clock = Some((name, now));
+        self.meter.usage.steps += 1;
+        if let Some(v) = self.visits.get_mut(step as usize) {
+            *v = v.saturating_add(1);
+        }
+        self.path.push(name);
+    }
+
+    /// Ends the timing of the step in progress, if any, at `now`.
+    fn close_step(&mut self, now: Instant) {
+        if let Some((name, t)) = self.step_clock.take() {
+            self.step_durations
+                .push((name, now.saturating_duration_since(t)));
+        }
+    }
+
+    /// The main loop.
+    pub(crate) async fn drive(&mut self) -> Result<Ended, Halt> {
+        let mut step = self.info.start;
+        loop {
+            let si = self.step_info(step)?;
+            if si.kind != StepKind::End {
+                if let Some(ended) = self.interrupted(step).await? {
+                    return Ok(ended);
+                }
+                if let Some(trip) = self.meter.check_steps(1) {
+                    return self.trip(step, trip, None).await;
+                }
+            }
+            let action = match P::action(step, &self.state) {
+                Ok(a) => a,
+                Err(fault) => {
+                    return self
+                        .end(RunStatus::Failed, Some(step), Some(fault.to_string()))
+                        .await;
+                }
+            };
+            let flow = match action {
+                Action::End { success, message } => {
+                    self.close_step(Instant::now());
+                    self.path.push(si.name);
+                    let status = if success {
+                        RunStatus::Success
+                    } else {
+                        RunStatus::Failed
+                    };
+                    return self
+                        .end(status, Some(step), message.map(str::to_owned))
+                        .await;
+                }
+                Action::Decide => {
+                    self.enter(step, si.name);
+                    self.decide(step).await?
+                }
+                Action::Llm(call) => {
+                    self.enter(step, si.name);
+                    self.llm(step, call).await?
+                }
+                Action::Tool(call) => {
+                    self.enter(step, si.name);
+                    self.tool(step, call).await?
+                }
+                Action::Parallel => {
+                    self.enter(step, si.name);
+                    // Boxed: the parallel step's state is large and rare; keeping it out of
+                    // the loop's future keeps that small for every other run.
+                    Box::pin(self.parallel(step)).await?
+                }
+                Action::Await { event, timeout } => {
+                    self.enter(step, si.name);
+                    self.await_event(step, event, timeout).await?
+                }
+            };
+            match flow {
+                Flow::Go(to) => {
+                    self.meter.completed();
+                    step = to;
+                }
+                Flow::Again => {}
+                Flow::End(ended) => return Ok(ended),
+            }
+        }
+    }
+
+    /// Records `run_ended` and makes the trace durable.
+    async fn end(
+        &mut self,
+        status: RunStatus,
+        step: Option<StepId>,
+        message: Option<String>,
+    ) -> Result<Ended, Halt> {
+        let step_name = match step {
+            Some(s) => Some(self.step_info(s)?.name),
+            None => None,
+        };
+        self.rec
+            .emit(run_ended(status, step_name, message.as_deref()))?;
+        self.rec.flush().await?;
+        Ok(Ended {
+            status,
+            step,
+            message,
+        })
+    }
+
+    async fn fail(&mut self, step: StepId, message: String) -> Result<Flow, Halt> {
+        Ok(Flow::End(
+            self.end(RunStatus::Failed, Some(step), Some(message))
+                .await?,
+        ))
+    }
+
+    /// Records a budget trip and ends the run (`stalled` for the stall budget).
+    async fn trip(
+        &mut self,
+        step: StepId,
+        trip: Trip,
+        message: Option<String>,
+    ) -> Result<Ended, Halt> {
+        self.rec.emit(Event::BudgetExceeded {
+            step: self.name(step)?,
+            budget: trip.budget,
+            limit: trip.limit,
+            used: trip.used,
+        })?;
+        let status = if trip.budget == BudgetKind::MaxStalledSteps {
+            RunStatus::Stalled
+        } else {
+            RunStatus::BudgetExceeded
+        };
+        self.end(status, Some(step), message).await
+    }
+
+    async fn stop(
+        &mut self,
+        step: StepId,
+        verdict: Verdict,
+        message: Option<String>,
+    ) -> Result<Ended, Halt> {
+        match verdict {
+            Verdict::Cancelled => self.end(RunStatus::Cancelled, Some(step), message).await,
+            Verdict::OutOfTime(used) => {
+                let limit = self.meter.duration_limit_ms().unwrap_or(used);
+                let trip = Trip {
+                    budget: BudgetKind::MaxDuration,
+                    limit,
+                    used: used.max(limit),
+                };
+                self.trip(step, trip, message).await
+            }
+        }
+    }
+
+    /// Cancellation or the duration budget, as recorded (with a recorded prefix) or as it is
+    /// now (live).
+    fn verdict(&self) -> Option<Verdict> {
+        if self.rec.replaying() {
+            return self.recorded_verdict();
+        }
+        if self.rec.replay_over() {
+            return None;
+        }
+        if self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            return Some(Verdict::Cancelled);
+        }
+        self.meter.duration_limit_ms()?;
+        self.meter
+            .check_duration(self.elapsed_ms())
+            .map(|t| Verdict::OutOfTime(t.used))
+    }
+
+    /// A cancellation or duration trip recorded next. Both are taken as truth (they came from
+    /// outside the program) if they are consistent with the program's budget.
+    fn recorded_verdict(&self) -> Option<Verdict> {
+        self.verdict_in(self.rec.peek()?)
+    }
+
+    /// The verdict `event` records, if it is a cancellation or a duration trip consistent with
+    /// the program's budget.
+    fn verdict_in(&self, event: &Event) -> Option<Verdict> {
+        match event {
+            Event::RunEnded {
+                status: RunStatus::Cancelled,
+                ..
+            } => Some(Verdict::Cancelled),
+            Event::BudgetExceeded {
+                budget: BudgetKind::MaxDuration,
+                limit,
+                used,
+                ..
+            } if self.meter.duration_limit_ms() == Some(*limit) && used >= limit => {
+                Some(Verdict::OutOfTime(*used))
+            }
+            _ => None,
+        }
+    }
+
+    /// Checked before every step and every retry attempt: cancellation, then the duration.
+    async fn interrupted(&mut self, step: StepId) -> Result<Option<Ended>, Halt> {
+        match self.verdict() {
+            None => Ok(None),
+            Some(v) => self.stop(step, v, None).await.map(Some),
+        }
+    }
+
+    /// Makes the timer that fires when the duration budget runs out (live runs only). It is
+    /// built lazily by [`race`], and owns what it needs, so no borrow of the executor is held
+    /// across the call.
+    fn deadline(&self) -> impl FnOnce() -> Option<BoxFuture<'static, ()>> + Send + 'static {
+        let timer = self
+            .meter
+            .duration_limit_ms()
+            .map(|limit| (self.engine.clock.clone(), self.started_ms, limit));
+        move || {
+            let (clock, started, limit) = timer?;
+            let elapsed = clock.now_ms().saturating_sub(started);
+            Some(clock.sleep(Duration::from_millis(limit.saturating_sub(elapsed))))
+        }
+    }
+
+    /// Turns a live race's result into a verdict with the time used.
+    fn live_verdict(&self, v: Verdict) -> Verdict {
+        match v {
+            Verdict::Cancelled => Verdict::Cancelled,
+            Verdict::OutOfTime(_) => Verdict::OutOfTime(self.elapsed_ms()),
+        }
+    }
+
+    /// Waits before retry attempt `failures + 1`. Recorded attempts and replays do not wait;
+    /// the wait never outlasts the duration budget and ends early on cancellation.
+    async fn backoff(&mut self, failures: u32) {
+        if self.rec.mode == Mode::Replay || self.rec.replaying() {
+            return;
+        }
+        let mut delay = self.engine.backoff.delay(failures);
+        if let Some(limit) = self.meter.duration_limit_ms() {
+            let remaining = limit.saturating_sub(self.elapsed_ms());
+            delay = delay.min(Duration::from_millis(remaining));
+        }
+        if delay.is_zero() {
+            return;
+        }
+        let sleep = self.engine.clock.sleep(delay);
+        let _ = race(sleep, self.cancel.as_ref(), || None).await;
+    }
+
+    /// Before attempt `attempt` (2 or more) of a step: the backoff, then the interruption
+    /// checks; counts the retry unless the run ends here.
+    async fn before_retry(&mut self, step: StepId, attempt: u32) -> Result<Option<Ended>, Halt> {
+        self.backoff(attempt - 1).await;
+        let ended = self.interrupted(step).await?;
+        if ended.is_none() {
+            self.meter.usage.retries += 1;
+        }
+        Ok(ended)
+    }
+
+    // --- guard / branch ----------------------------------------------------------------------
+
+    async fn decide(&mut self, step: StepId) -> Result<Flow, Halt> {
+        let next = P::transition(step, &mut self.state, Outcome::Decide);
+        match target(&next) {
+            Some((arm, to)) => {
+                self.rec.emit(Event::Decision {
+                    step: self.name(step)?,
+                    arm,
+                    next: self.name(to)?,
+                })?;
+                Ok(Flow::Go(to))
+            }
+            None => {
+                let msg = self.refusal(step, next);
+                self.fail(step, msg).await
+            }
+        }
+    }
+
+    /// The run-failure message for a transition that named no successor.
+    fn refusal(&self, step: StepId, next: Next) -> String {
+        match next {
+            Next::Fail(msg) | Next::Reject(msg) => msg,
+            Next::Fault(f) => f.to_string(),
+            Next::Stall => format!(
+                "the program answered `stall` for step `{}`, which is not a model step",
+                self.label(step)
+            ),
+            Next::Go(_) | Next::Decided { .. } => String::new(),
+        }
+    }
+
+    // --- the end -----------------------------------------------------------------------------
+
+    /// After the run ended: a recorded prefix must not hold more than the run produced.
+    pub(crate) fn check_leftover(&mut self) -> Result<(), RunError> {
+        check_leftover(&mut self.rec)
+    }
+
+    /// What a replay reports once the engine stopped: `status` at `end_step`, or `stopped`
+    /// early (the recorded trace ends mid-run).
+    pub(crate) fn into_report(
+        self,
+        status: RunStatus,
+        end_step: Option<StepId>,
+        stopped: Option<String>,
+    ) -> ReplayReport {
+        let info = self.info;
+        ReplayReport {
+            run_id: self.rec.run_id.to_string(),
+            status,
+            end_step: end_step.and_then(|s| info.steps.get(s as usize).map(|i| i.name.to_string())),
+            path: self.path,
+            root: self.rec.trace.root(),
+            entries: self.rec.trace.len(),
+            stopped,
+            usage: self.meter.usage,
+        }
+    }
+
+    pub(crate) fn into_execution(mut self, ended: Ended, wall: Instant) -> Execution {
+        let now = Instant::now();
+        self.close_step(now);
+        let info = self.info;
+        let name = |s: StepId| info.steps.get(s as usize).map_or("?", |i| i.name);
+        Execution {
+            run_id: self.rec.run_id.to_string(),
+            status: ended.status,
+            end_step: ended.step.map(|s| name(s).to_string()),
+            message: ended.message,
+            outputs: {
+                // Inserted one by one: a handful of variables, no need to collect and sort.
+                let mut outputs = BTreeMap::new();
+                for (k, v) in P::outputs(&self.state) {
+                    outputs.insert(k.to_string(), v);
+                }
+                outputs
+            },
+            path: self.path,
+            trace: self.rec.trace,
+            usage: self.meter.usage,
+            metrics: Metrics {
+                started_ms: self.started_ms,
+                elapsed: now.saturating_duration_since(wall),
+                step_durations: self.step_durations,
+            },
+        }
+    }
+}
