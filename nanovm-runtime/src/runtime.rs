@@ -21,15 +21,17 @@ use std::time::Duration;
 
 use crate::budget::Backoff;
 use crate::clock::{Clock, SystemClock, millis};
+use crate::durable::{self, DeliverError, Delivery, ReconcileError, Resolution};
 use crate::error::{ReplayError, RunError};
 use crate::exec::recorder::Mode;
-use crate::exec::{Engine, Inject, Start, execute};
+use crate::exec::{Engine, Start, execute};
 use crate::ids;
 use crate::model::Model;
 use crate::program::{Program, SecretSource};
 use crate::run::{Execution, ReplayReport, RunOptions};
 use crate::store::{JournalStore, OPERATION_LEASE_MS};
-use crate::trace::{Entry, Trace};
+use crate::trace::Trace;
+use crate::value::{Digest, Json};
 use crate::vault::{MemoryVault, Vault};
 
 /// Runs compiled programs. Cheap to clone (one `Arc` inside); share one per process.
@@ -149,11 +151,6 @@ impl Runtime {
         &self.inner.vault
     }
 
-    /// The lease length of the runtime's own operations on stored runs, in milliseconds.
-    pub(crate) fn operation_lease_ms(&self) -> u64 {
-        self.inner.operation_lease_ms
-    }
-
     /// The clock.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
@@ -196,30 +193,12 @@ impl Runtime {
                     None => ids::run_id_of(&info.hash, info.inputs, &datums),
                 };
                 if let Some(entries) = store.load(&run_id).await? {
-                    return this.rejoin::<P>(run_id, entries, datums, tools, opts).await;
+                    return durable::rejoin::<P>(&this.inner, run_id, entries, datums, tools, opts)
+                        .await;
                 }
             }
             execute::<P>(this.inner, Start::Live(input), Some(tools), opts, None).await
         })
-    }
-
-    /// Continues a run from `entries` (durable already), applying `inject` where the recorded
-    /// prefix ends: the entry point of the durable protocol (`crate::durable`, workers).
-    pub(crate) fn continue_recorded<P: Program>(
-        &self,
-        entries: Vec<Entry>,
-        tools: Arc<P::Tools>,
-        opts: RunOptions,
-        inject: Option<Inject>,
-    ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
-        let inner = self.inner.clone();
-        Box::pin(execute::<P>(
-            inner,
-            Start::Recorded(Mode::Resume, entries),
-            Some(tools),
-            opts,
-            inject,
-        ))
     }
 
     /// Continues a run from its recorded trace: replays the recorded prefix (comparing every
@@ -273,5 +252,95 @@ impl Runtime {
     /// Replays a recorded trace without calling any model or tool; see [`crate::replay()`].
     pub fn replay<P: Program>(&self, trace: &Trace) -> Result<ReplayReport, ReplayError> {
         crate::replay::replay::<P>(trace)
+    }
+
+    /// The engine every run of this runtime executes with.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.inner
+    }
+
+    /// Records a run of `P` on `input` as *pending*: appends its `run_started` entry and
+    /// nothing else, for a [`Worker`](crate::Worker) to claim and execute. Returns the run id
+    /// (`run_id`, or the one derived from the program and the recorded inputs, see
+    /// [`ids::run_id`]).
+    ///
+    /// Submitting the same request again (same run id, program and plain inputs) is
+    /// acknowledged and changes nothing; a different request under a run id in use is
+    /// [`RunError::RunIdInUse`]. Needs a store ([`RunError::NoJournal`]).
+    pub async fn submit<P: Program>(
+        &self,
+        input: P::Input,
+        run_id: Option<&str>,
+    ) -> Result<String, RunError> {
+        durable::submit::<P>(&self.inner, input, run_id).await
+    }
+
+    /// Delivers event `event` with id `event_id` and `payload` to run `run_id` of `P`, and
+    /// continues the run live (with `tools`) until its next end or suspension.
+    ///
+    /// * The run must be suspended at an `await` of exactly `event`, else
+    ///   [`DeliverError::NotWaiting`].
+    /// * An `event_id` the run has received before (any event name, even if the run has moved
+    ///   on since) is acknowledged and ignored: [`Delivery::Duplicate`] with the run as stored.
+    /// * A payload the program refuses (not of the await's declared type) is
+    ///   [`DeliverError::Payload`].
+    /// * If the await's deadline has passed on the runtime's clock, the run takes its timeout
+    ///   edge instead ([`Delivery::TimedOut`]) and the event is not recorded: a late event
+    ///   never overrides a timeout that is due.
+    /// * Otherwise `delivered { .., next }` is appended (made durable before anything else
+    ///   happens) and the run continues: [`Delivery::Resumed`].
+    ///
+    /// The run is continued under a lease ([`JournalStore::claim_run`]). Two racing deliveries
+    /// to one waiting run: exactly one `delivered` is appended; the other fails with
+    /// [`RunError::Leased`] (or `Fenced` / `Conflict`) before doing anything, and retrying it
+    /// answers `NotWaiting` (or `Duplicate` for the same event id).
+    pub async fn deliver<P: Program>(
+        &self,
+        run_id: &str,
+        event: &str,
+        event_id: &str,
+        payload: Json,
+        tools: Arc<P::Tools>,
+    ) -> Result<Delivery, DeliverError> {
+        durable::deliver::<P>(&self.inner, run_id, event, event_id, payload, tools).await
+    }
+
+    /// Fires the timeouts that are due: every run of `P` suspended at an `await` whose deadline
+    /// is at or before the clock's `now_ms` takes its timeout edge (`timed_out` is appended)
+    /// and continues live with `tools`. Returns the continued runs, oldest first.
+    ///
+    /// Each run is continued under a lease. Runs whose lease someone holds are left to them,
+    /// and runs of another build of `P` (another program hash) are skipped, as are runs that
+    /// another writer moved on in the meantime; any other failure stops and is returned.
+    pub async fn fire_timeouts<P: Program>(
+        &self,
+        tools: Arc<P::Tools>,
+    ) -> Result<Vec<Execution>, RunError> {
+        durable::fire_timeouts::<P>(&self.inner, tools).await
+    }
+
+    /// Resolves the ambiguous effect `effect_id` of run `run_id` (status
+    /// `needs_reconciliation`) and continues the run live with `tools`.
+    ///
+    /// Appends `reconciled { step, effect_id, result }` (made durable first), then:
+    /// [`Resolution::Done(v)`](Resolution::Done) continues as if the tool had returned `v`;
+    /// [`Resolution::NotDone`] calls the tool again with the same idempotency key. If other
+    /// effects of the same parallel round are still ambiguous, the run pauses again
+    /// (`needs_reconciliation`) naming those. The run is continued under a lease
+    /// ([`RunError::Leased`] while someone else holds one).
+    ///
+    /// Refused, with nothing recorded, when the run does not need reconciliation
+    /// ([`ReconcileError::NotNeeded`]) or `effect_id` is not ambiguous
+    /// ([`ReconcileError::NotAmbiguous`]). Choose `NotDone` only when the effect certainly did
+    /// not happen and the call that was in flight can no longer make it happen (its process is
+    /// gone, its request timed out at the other end); when in doubt, ask the other end.
+    pub async fn reconcile<P: Program>(
+        &self,
+        run_id: &str,
+        effect_id: Digest,
+        resolution: Resolution,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, ReconcileError> {
+        durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, tools).await
     }
 }

@@ -10,16 +10,15 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::durable::Tail;
+use crate::durable::{Tail, execute_leased};
 use crate::error::RunError;
 use crate::exec::Inject;
 use crate::program::Program;
 use crate::replay::replay_execution;
 use crate::run::{Execution, RunOptions};
 use crate::runtime::Runtime;
-use crate::store::{JournalError, JournalStore, Lease};
+use crate::store::{JournalStore, Lease};
 use crate::trace::RunStatus;
 
 /// Executes the runs of a shared store, one at a time, under leases. See the module docs.
@@ -124,7 +123,7 @@ impl Worker {
             _ => return (replay_execution::<P>(entries), lease),
         };
         execute_leased::<P>(
-            &self.runtime,
+            self.runtime.engine(),
             store,
             lease,
             self.lease_ms,
@@ -135,42 +134,4 @@ impl Worker {
         )
         .await
     }
-}
-
-/// Continues a run under `lease`: every append fenced by it, the lease renewed every
-/// `lease_ms / 3` on the runtime's clock while the run executes; if a renewal finds the lease
-/// taken over, the run is stopped at once (dropped: a crash as far as the store is concerned,
-/// and the new owner recovers it). Returns the outcome and the latest lease (to release).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn execute_leased<P: Program>(
-    runtime: &Runtime,
-    store: &Arc<dyn JournalStore>,
-    lease: Lease,
-    lease_ms: u64,
-    entries: Vec<crate::trace::Entry>,
-    tools: Arc<P::Tools>,
-    opts: RunOptions,
-    inject: Option<Inject>,
-) -> (Result<Execution, RunError>, Lease) {
-    let clock = runtime.clock().clone();
-    let run = runtime.continue_recorded::<P>(entries, tools, opts.fence(lease.fence()), inject);
-    let mut current = lease.clone();
-    let period = Duration::from_millis((lease_ms / 3).max(1));
-    let renewals = async {
-        loop {
-            clock.sleep(period).await;
-            match store.renew(&current, clock.now_ms(), lease_ms).await {
-                Ok(renewed) => current = renewed,
-                Err(e @ JournalError::Fenced { .. }) => return e,
-                // A failed renewal is retried at the next period; the lease may still be
-                // ours, and if it is not, the next append says so.
-                Err(_) => {}
-            }
-        }
-    };
-    let result = tokio::select! {
-        r = run => r,
-        e = renewals => Err(RunError::Journal(e)),
-    };
-    (result, current)
 }

@@ -40,7 +40,7 @@ use crate::store::JournalStore;
 use crate::trace::{BudgetKind, Entry, Event, RunStatus};
 use crate::value::{Digest, Json};
 use crate::vault::Vault;
-use race::race;
+use race::{Verdict, race};
 use recorder::{Halt, Mode, Recorder};
 
 /// What every run of a runtime executes with: the runtime's configuration (see
@@ -343,14 +343,6 @@ enum Flow {
     Again,
     /// The run is over (or suspended).
     End(Ended),
-}
-
-/// Something outside the program stopped an in-flight call or a step from starting.
-#[derive(Clone, Copy, Debug)]
-enum Verdict {
-    Cancelled,
-    /// The duration budget ran out, with this much time used (ms).
-    OutOfTime(u64),
 }
 
 /// The answer to a model or tool call: done, or interrupted.

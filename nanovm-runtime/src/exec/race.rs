@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::task::Poll;
 
-use super::Verdict;
 use crate::cancel::CancelToken;
 use crate::program::BoxFuture;
 
@@ -43,4 +42,12 @@ pub(super) async fn race<F: Future>(
         () = cancelled => Err(Verdict::Cancelled),
         () = timeout => Err(Verdict::OutOfTime(0)),
     }
+}
+
+/// Something outside the program stopped an in-flight call or a step from starting.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Verdict {
+    Cancelled,
+    /// The duration budget ran out, with this much time used (ms).
+    OutOfTime(u64),
 }

@@ -3,10 +3,11 @@
 
 use std::borrow::Cow;
 
+use super::race::Verdict;
 use super::race::race;
 use super::reconcile::{Settle, in_flight_message};
 use super::recorder::Halt;
-use super::{Ended, Exec, Flow, Verdict, target};
+use super::{Ended, Exec, Flow, target};
 use crate::error::RunError;
 use crate::ids;
 use crate::program::{

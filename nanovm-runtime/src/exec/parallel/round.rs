@@ -8,11 +8,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use super::super::llm::recorded_reply;
+use super::super::race::Verdict;
 use super::super::race::race;
 use super::super::reconcile::{Settle, in_flight_message};
 use super::super::recorder::{Halt, Mode, divergence};
 use super::super::tool::recorded_result;
-use super::super::{Ended, Exec, Verdict};
+use super::super::{Ended, Exec};
 use crate::budget::Trip;
 use crate::error::RunError;
 use crate::model::{ModelError, ModelReply, ModelRequest};
