@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use crate::store::JournalError;
 use crate::trace::{Event, VerifyError};
 use crate::value::Digest;
 
@@ -119,3 +118,53 @@ impl fmt::Display for Mismatch {
 }
 
 impl std::error::Error for Mismatch {}
+
+/// Why a store operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The store could not be read or written (connection lost, disk full, database locked
+    /// for too long...). Nothing of the failed operation was stored.
+    #[error("journal I/O failed: {0}")]
+    Io(String),
+    /// The appended entries do not continue the stored run: another writer got there first,
+    /// entries were skipped or repeated, or a run with this id was started already.
+    #[error("journal conflict on run `{run_id}`: the next entry is #{expected}, got #{found}")]
+    Conflict {
+        /// The run.
+        run_id: String,
+        /// The sequence number the store expected.
+        expected: u64,
+        /// The sequence number offered.
+        found: u64,
+    },
+    /// The caller's lease epoch is no longer the run's: another worker claimed the run (or the
+    /// lease was given back). Nothing was written.
+    #[error("run `{run_id}` is fenced: the lease epoch is {current}, the writer holds {held}")]
+    Fenced {
+        /// The run.
+        run_id: String,
+        /// The epoch the caller holds.
+        held: u64,
+        /// The run's current epoch.
+        current: u64,
+    },
+    /// Stored bytes that do not decode or do not verify (edited or damaged storage).
+    #[error("run `{run_id}` is corrupt in the store: {reason}")]
+    Corrupt {
+        /// The run.
+        run_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The appended entries are not a valid continuation of the run even though their
+    /// sequence numbers are: their hash chain is broken, the first entry of a run is not
+    /// `run_started` (or names another run), or a later entry is. Nothing was written.
+    #[error("invalid append to run `{run_id}`: {reason}")]
+    Invalid {
+        /// The run.
+        run_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}

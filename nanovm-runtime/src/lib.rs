@@ -17,6 +17,7 @@ pub mod cache;
 pub mod cancel;
 pub mod canonical;
 pub mod clock;
+mod db;
 pub mod durable;
 mod error;
 mod exec;

@@ -1332,7 +1332,8 @@ async fn memory_vault_conformance() {
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_vault_survives_reopen_and_erases_for_good() {
-    use nanovm_runtime::store::{SqliteStore, SqliteVault};
+    use nanovm_runtime::store::SqliteStore;
+    use nanovm_runtime::vault::SqliteVault;
     let path = sqlite_harness::temp_db();
     let p = path.clone();
     vault_conformance(move || {
@@ -1367,7 +1368,8 @@ async fn sqlite_vault_survives_reopen_and_erases_for_good() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_vault_survives_reconnect() {
-    use nanovm_runtime::store::{PostgresOptions, PostgresVault};
+    use nanovm_runtime::store::PostgresOptions;
+    use nanovm_runtime::vault::PostgresVault;
     let Some(url) = postgres_harness::url() else {
         return;
     };

@@ -6,8 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
     Fence, JournalError, JournalStore, Lease, Mark, Progress, RunQuery, RunRecord, Tip,
-    check_append, started, wall_ms,
+    check_append, started,
 };
+use crate::db::wall_ms;
 use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus, Trace};
 use crate::value::Digest;

@@ -38,68 +38,22 @@ mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "postgres")]
+pub use crate::db::postgres::PostgresOptions;
+#[cfg(feature = "sqlite")]
+pub use crate::db::sqlite::SqliteOptions;
+pub use crate::error::JournalError;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresOptions, PostgresStore, PostgresVault};
+pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteOptions, SqliteStore, SqliteVault};
+pub use sqlite::SqliteStore;
 
 use crate::canonical::Encoder;
 use crate::program::BoxFuture;
 use crate::trace::{Entry, Event, RunStatus, entry_hash, entry_line};
 use crate::value::Digest;
-
-/// Why a store operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum JournalError {
-    /// The store could not be read or written (connection lost, disk full, database locked
-    /// for too long...). Nothing of the failed operation was stored.
-    #[error("journal I/O failed: {0}")]
-    Io(String),
-    /// The appended entries do not continue the stored run: another writer got there first,
-    /// entries were skipped or repeated, or a run with this id was started already.
-    #[error("journal conflict on run `{run_id}`: the next entry is #{expected}, got #{found}")]
-    Conflict {
-        /// The run.
-        run_id: String,
-        /// The sequence number the store expected.
-        expected: u64,
-        /// The sequence number offered.
-        found: u64,
-    },
-    /// The caller's lease epoch is no longer the run's: another worker claimed the run (or the
-    /// lease was given back). Nothing was written.
-    #[error("run `{run_id}` is fenced: the lease epoch is {current}, the writer holds {held}")]
-    Fenced {
-        /// The run.
-        run_id: String,
-        /// The epoch the caller holds.
-        held: u64,
-        /// The run's current epoch.
-        current: u64,
-    },
-    /// Stored bytes that do not decode or do not verify (edited or damaged storage).
-    #[error("run `{run_id}` is corrupt in the store: {reason}")]
-    Corrupt {
-        /// The run.
-        run_id: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The appended entries are not a valid continuation of the run even though their
-    /// sequence numbers are: their hash chain is broken, the first entry of a run is not
-    /// `run_started` (or names another run), or a later entry is. Nothing was written.
-    #[error("invalid append to run `{run_id}`: {reason}")]
-    Invalid {
-        /// The run.
-        run_id: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
 
 /// How long the lease of one of the runtime's own operations lasts by default (a duplicate
 /// start that resumes a run, a delivery, a timeout, a reconciliation); renewed every third of
@@ -371,13 +325,6 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
 // ---------------------------------------------------------------------------------------------
 // What every store shares: checking an append, maintaining the record, encoding entries.
 // ---------------------------------------------------------------------------------------------
-
-/// The store's wall clock, for `created_ms` / `updated_ms`.
-pub(crate) fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// The part of a [`RunRecord`] the events decide.
 #[derive(Clone, Debug, PartialEq)]
@@ -693,13 +640,6 @@ pub(crate) fn decode_rows(
     Ok(out)
 }
 
-/// `u64` to a signed 64-bit database integer. Saturates: milliseconds past `i64::MAX` are
-/// 292 million years away, and counts never get there.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 /// A stored signed integer back to `u64`; negative means damaged storage.
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn to_u64(run_id: &str, what: &str, v: i64) -> Result<u64, JournalError> {
@@ -727,28 +667,6 @@ pub(crate) fn to_status(run_id: &str, v: &str) -> Result<RunStatus, JournalError
         run_id: run_id.to_string(),
         reason: format!("unknown status `{v}`"),
     })
-}
-
-/// A store failure, as a vault backed by that store reports it.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn vault_err(e: JournalError) -> crate::vault::VaultError {
-    crate::vault::VaultError::Backend(e.to_string())
-}
-
-/// What a SQL vault answers for `id` from its row `(value, erased_ms)`, or from no row: the
-/// SQLite and PostgreSQL vaults share this so that they answer alike.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
-pub(crate) fn vault_value(
-    id: crate::value::VaultId,
-    row: Option<(Option<String>, Option<i64>)>,
-) -> Result<crate::value::Json, crate::vault::VaultError> {
-    use crate::vault::VaultError;
-    match row {
-        None => Err(VaultError::Unknown(id)),
-        Some((Some(text), None)) => serde_json::from_str(&text)
-            .map_err(|e| VaultError::Backend(format!("a stored value does not parse: {e}"))),
-        Some(_) => Err(VaultError::Erased(id)),
-    }
 }
 
 #[cfg(test)]
