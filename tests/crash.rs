@@ -642,7 +642,8 @@ async fn recover_in<P: Program<Input: Clone>>(
             }
             RunStatus::NeedsReconciliation => {
                 let entries = op!(store.load(RUN_ID), "loading").expect("stored");
-                let effect = *nanovm::durable::ambiguous_effects(P::info(), &entries)
+                let effect = *nanovm::RunView::of_program::<P>(&entries)
+                    .to_reconcile()
                     .first()
                     .expect("an ambiguous effect");
                 let resolution = match bank.saved(&effect) {

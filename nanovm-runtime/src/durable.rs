@@ -44,6 +44,7 @@ pub use crate::store::OPERATION_LEASE_MS;
 use crate::store::{JournalError, JournalStore, Lease, RunQuery};
 use crate::trace::{Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
+use crate::view::RunView;
 
 /// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -149,113 +150,11 @@ pub enum ReconcileError {
     Run(#[from] RunError),
 }
 
-/// Where a stored run stands, read from its trace (the last event that is not an erasure).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Tail {
-    pub status: RunStatus,
-    /// While suspended: the event waited for and its deadline.
-    pub waiting: Option<(String, Option<u64>)>,
-}
-
-impl Tail {
-    pub fn of(entries: &[Entry]) -> Tail {
-        let last = entries
-            .iter()
-            .rev()
-            .find(|e| !matches!(e.event, Event::Erased { .. }));
-        match last.map(|e| &e.event) {
-            Some(Event::RunEnded { status, .. }) => Tail {
-                status: *status,
-                waiting: None,
-            },
-            Some(Event::Suspended {
-                event, deadline_ms, ..
-            }) => Tail {
-                status: RunStatus::Suspended,
-                waiting: Some((event.to_string(), *deadline_ms)),
-            },
-            _ => Tail {
-                status: RunStatus::Running,
-                waiting: None,
-            },
-        }
-    }
-}
-
 /// True if the run received an event with id `event_id` (of any name).
 fn delivered_before(entries: &[Entry], event_id: &str) -> bool {
     entries
         .iter()
         .any(|e| matches!(&e.event, Event::Delivered { event_id: id, .. } if id == event_id))
-}
-
-/// The effects of a stored run that an operator must reconcile ([`Runtime::reconcile`]): an
-/// `effect` tool that is not idempotent, whose intent is recorded and whose outcome is not
-/// (no result after its intent, no operator's `Done`), in the order of their first intent.
-/// Empty unless the run is paused `needs_reconciliation`.
-///
-/// An operator's `NotDone` answers one effect for the rest of the pause (while other effects of
-/// the same parallel round still wait for answers); once every effect of the pause is answered
-/// the run calls the tools again, so an effect whose `NotDone` is followed by a new pause
-/// without a result is ambiguous again (the call may have happened before a crash).
-pub fn ambiguous_effects(info: &ProgramInfo, entries: &[Entry]) -> Vec<Digest> {
-    #[derive(PartialEq)]
-    enum State {
-        Unknown,
-        NotDone,
-    }
-    if Tail::of(entries).status != RunStatus::NeedsReconciliation {
-        return Vec::new();
-    }
-    let mut open: Vec<(Digest, State)> = Vec::new();
-    for e in entries {
-        match &e.event {
-            Event::ToolIntent {
-                effect_id, tool, ..
-            } if !open.iter().any(|(k, _)| k == effect_id) => {
-                let idempotent = info
-                    .tools
-                    .iter()
-                    .find(|t| t.name == tool.as_ref())
-                    .is_some_and(|t| t.idempotent);
-                if !idempotent {
-                    open.push((*effect_id, State::Unknown));
-                }
-            }
-            Event::ToolResult { key, .. } => open.retain(|(k, _)| k != key),
-            Event::Reconciled {
-                effect_id,
-                result: Some(_),
-                ..
-            } => open.retain(|(k, _)| k != effect_id),
-            Event::Reconciled {
-                effect_id,
-                result: None,
-                ..
-            } => {
-                for (k, s) in &mut open {
-                    if k == effect_id {
-                        *s = State::NotDone;
-                    }
-                }
-            }
-            Event::RunEnded {
-                status: RunStatus::NeedsReconciliation,
-                ..
-            } if !open.iter().any(|(_, s)| *s == State::Unknown) => {
-                // Every effect had an answer before this pause: the run went on and may have
-                // made the calls, so the answers no longer hold.
-                for (_, s) in &mut open {
-                    *s = State::Unknown;
-                }
-            }
-            _ => {}
-        }
-    }
-    open.into_iter()
-        .filter(|(_, s)| *s == State::Unknown)
-        .map(|(k, _)| k)
-        .collect()
 }
 
 /// The recorded inputs of a `run_started` event, if `entries` starts with one.
@@ -421,7 +320,7 @@ pub(crate) async fn rejoin<P: Program>(
     // Mid-way: resume it under a lease (unless someone holds one); otherwise (or if it
     // moved on meanwhile) answer what is stored.
     let decide = |entries: Vec<Entry>| -> Result<Decision<Vec<Entry>>, Vec<Entry>> {
-        Ok(match Tail::of(&entries).status {
+        Ok(match RunView::of(&entries).status() {
             RunStatus::Running => Decision::Execute(None),
             _ => Decision::Answer(entries),
         })
@@ -489,15 +388,15 @@ pub(crate) async fn deliver<P: Program>(
         if delivered_before(&entries, event_id) {
             return Ok(Decision::Answer(Answer::Duplicate(entries)));
         }
-        let tail = Tail::of(&entries);
-        let deadline_ms = match &tail.waiting {
-            Some((waiting, deadline_ms)) if waiting == event => *deadline_ms,
+        let view = RunView::of(&entries);
+        let deadline_ms = match view.waiting() {
+            Some(w) if w.event == event => w.deadline_ms,
             _ => {
                 return Err(Answer::Refused(DeliverError::NotWaiting {
                     run_id: run_id.to_string(),
                     event: event.to_string(),
-                    status: tail.status,
-                    waiting_for: tail.waiting.map(|(w, _)| w),
+                    status: view.status(),
+                    waiting_for: view.waiting().map(|w| w.event.clone()),
                 }));
             }
         };
@@ -546,8 +445,10 @@ pub(crate) async fn fire_timeouts<P: Program>(
             continue;
         }
         let decide = |entries: Vec<Entry>| -> Result<Decision<()>, ()> {
-            match Tail::of(&entries).waiting {
-                Some((_, Some(d))) if d <= now => Ok(Decision::Execute(Some(Inject::Timeout))),
+            match RunView::of(&entries).waiting() {
+                Some(w) if w.deadline_ms.is_some_and(|d| d <= now) => {
+                    Ok(Decision::Execute(Some(Inject::Timeout)))
+                }
                 _ => Ok(Decision::Answer(())),
             }
         };
@@ -586,14 +487,15 @@ pub(crate) async fn reconcile<P: Program>(
         Resolution::NotDone => None,
     };
     let decide = |entries: Vec<Entry>| -> Result<Decision<ReconcileError>, ReconcileError> {
-        let status = Tail::of(&entries).status;
+        let view = RunView::of_program::<P>(&entries);
+        let status = view.status();
         if status != RunStatus::NeedsReconciliation {
             return Err(ReconcileError::NotNeeded {
                 run_id: run_id.to_string(),
                 status,
             });
         }
-        let ambiguous = ambiguous_effects(P::info(), &entries);
+        let ambiguous = view.to_reconcile();
         if !ambiguous.contains(&effect_id) {
             return Err(ReconcileError::NotAmbiguous {
                 run_id: run_id.to_string(),

@@ -34,6 +34,7 @@ pub mod store;
 pub mod trace;
 pub mod value;
 pub mod vault;
+pub mod view;
 pub mod worker;
 
 pub use budget::{Backoff, Usage};
@@ -47,6 +48,7 @@ pub use runtime::{Runtime, RuntimeBuilder};
 pub use scripted::{FnModel, ScriptedModel};
 pub use store::{Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord};
 pub use vault::{MemoryVault, Vault, VaultError};
+pub use view::RunView;
 pub use worker::Worker;
 
 mod generated;

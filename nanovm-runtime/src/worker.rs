@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::durable::{Tail, execute_leased};
+use crate::durable::execute_leased;
 use crate::error::RunError;
 use crate::exec::Inject;
 use crate::program::Program;
@@ -20,6 +20,7 @@ use crate::run::{Execution, RunOptions};
 use crate::runtime::Runtime;
 use crate::store::{JournalStore, Lease};
 use crate::trace::RunStatus;
+use crate::view::RunView;
 
 /// Executes the runs of a shared store, one at a time, under leases. See the module docs.
 ///
@@ -113,12 +114,10 @@ impl Worker {
             Ok(None) => return (Err(RunError::UnknownRun(lease.run_id.clone())), lease),
             Err(e) => return (Err(e.into()), lease),
         };
-        let tail = Tail::of(&entries);
-        let inject = match (tail.status, &tail.waiting) {
+        let view = RunView::of(&entries);
+        let inject = match (view.status(), view.waiting().and_then(|w| w.deadline_ms)) {
             (RunStatus::Running, _) => None,
-            (RunStatus::Suspended, Some((_, Some(d)))) if *d <= clock.now_ms() => {
-                Some(Inject::Timeout)
-            }
+            (RunStatus::Suspended, Some(d)) if d <= clock.now_ms() => Some(Inject::Timeout),
             // Moved on between the claim and the load (a delivery, say): nothing to execute.
             _ => return (replay_execution::<P>(entries), lease),
         };

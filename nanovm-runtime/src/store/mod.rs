@@ -54,6 +54,7 @@ use crate::canonical::Encoder;
 use crate::program::BoxFuture;
 use crate::trace::{Entry, Event, RunStatus, entry_hash, entry_line};
 use crate::value::Digest;
+use crate::view::RunView;
 
 /// How long the lease of one of the runtime's own operations lasts by default (a duplicate
 /// start that resumes a run, a delivery, a timeout, a reconciliation); renewed every third of
@@ -326,93 +327,6 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
 // What every store shares: checking an append, maintaining the record, encoding entries.
 // ---------------------------------------------------------------------------------------------
 
-/// The part of a [`RunRecord`] the events decide.
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Progress {
-    pub status: RunStatus,
-    pub end_step: Option<String>,
-    pub message: Option<String>,
-    pub waiting_for: Option<String>,
-    pub deadline_ms: Option<u64>,
-}
-
-/// What one event does to a run's [`Progress`] (events not listed change nothing).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Mark {
-    /// `run_started`, `suspended`, `delivered`, `timed_out`, `reconciled`: the progress is this.
-    Set(Progress),
-    /// `run_ended`: status, step and message are these; a suspension keeps what it waits for.
-    Ended {
-        status: RunStatus,
-        step: Option<String>,
-        message: Option<String>,
-    },
-}
-
-impl Mark {
-    pub fn of(event: &Event) -> Option<Mark> {
-        Some(match event {
-            Event::RunStarted { .. }
-            | Event::Delivered { .. }
-            | Event::TimedOut { .. }
-            | Event::Reconciled { .. } => Mark::Set(Progress::running()),
-            Event::Suspended {
-                step,
-                event,
-                deadline_ms,
-            } => Mark::Set(Progress {
-                status: RunStatus::Suspended,
-                end_step: Some(step.to_string()),
-                message: None,
-                waiting_for: Some(event.to_string()),
-                deadline_ms: *deadline_ms,
-            }),
-            Event::RunEnded {
-                status,
-                step,
-                message,
-            } => Mark::Ended {
-                status: *status,
-                step: step.as_ref().map(|s| s.to_string()),
-                message: message.clone(),
-            },
-            _ => return None,
-        })
-    }
-}
-
-impl Progress {
-    pub fn running() -> Self {
-        Progress {
-            status: RunStatus::Running,
-            end_step: None,
-            message: None,
-            waiting_for: None,
-            deadline_ms: None,
-        }
-    }
-
-    /// Moves the record along one event.
-    pub fn apply(&mut self, mark: &Mark) {
-        match mark {
-            Mark::Set(p) => self.clone_from(p),
-            Mark::Ended {
-                status,
-                step,
-                message,
-            } => {
-                self.status = *status;
-                self.end_step.clone_from(step);
-                self.message.clone_from(message);
-                if *status != RunStatus::Suspended {
-                    self.waiting_for = None;
-                    self.deadline_ms = None;
-                }
-            }
-        }
-    }
-}
-
 /// What a store knows about the end of a stored run, to check an append against.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Tip {
@@ -453,8 +367,8 @@ pub(crate) struct Batch {
     /// What is wrong inside the batch, reported after the checks against the store (a fenced
     /// or conflicting writer learns that first).
     pub problem: Option<JournalError>,
-    /// The events that move the record, in order.
-    pub marks: Vec<Mark>,
+    /// The events that move the record ([`RunView::moves_status`]), in order.
+    pub moves: Vec<Event>,
 }
 
 impl Batch {
@@ -470,7 +384,11 @@ impl Batch {
                 .and_then(|e| started(&e.event))
                 .map(|(p, h)| (p.to_string(), h)),
             problem: None,
-            marks: entries.iter().filter_map(|e| Mark::of(&e.event)).collect(),
+            moves: entries
+                .iter()
+                .filter(|e| RunView::moves_status(&e.event))
+                .map(|e| e.event.clone())
+                .collect(),
         };
         batch.problem = batch.inspect(entries).err();
         batch
@@ -769,39 +687,5 @@ mod tests {
         let mut r = rows();
         r[2].1[0] ^= 1;
         assert!(decode_rows("r", 3, r).is_err());
-    }
-
-    #[test]
-    fn progress_follows_the_lifecycle() {
-        let mut p = Progress::running();
-        let apply = |p: &mut Progress, e: Event| p.apply(&Mark::of(&e).unwrap());
-        apply(
-            &mut p,
-            Event::Suspended {
-                step: "wait".into(),
-                event: "approval".into(),
-                deadline_ms: Some(5),
-            },
-        );
-        assert_eq!(p.status, RunStatus::Suspended);
-        assert_eq!(p.waiting_for.as_deref(), Some("approval"));
-        apply(
-            &mut p,
-            Event::TimedOut {
-                step: "wait".into(),
-                next: "x".into(),
-            },
-        );
-        assert_eq!(p, Progress::running());
-        apply(
-            &mut p,
-            Event::RunEnded {
-                status: RunStatus::Failed,
-                step: Some("x".into()),
-                message: Some("m".into()),
-            },
-        );
-        assert_eq!(p.status, RunStatus::Failed);
-        assert_eq!(p.message.as_deref(), Some("m"));
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
 use super::{
-    Batch, Fence, JournalError, JournalStore, Lease, Progress, RunQuery, RunRecord, Tip,
-    decode_rows, encode_rows, to_digest, to_status, to_u64,
+    Batch, Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord, Tip, decode_rows,
+    encode_rows, to_digest, to_status, to_u64,
 };
 use crate::db::postgres::{Pg, PostgresOptions, pg, pool_err};
 use crate::db::{to_i64, wall_ms};
@@ -15,6 +15,7 @@ use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus};
 use crate::value::Digest;
 use crate::vault::PostgresVault;
+use crate::view::RunView;
 
 /// A [`JournalStore`] in a PostgreSQL database, shared by any number of workers. Cheap to
 /// clone; clones share the connection pool. [`PostgresStore::vault`] gives a [`PostgresVault`]
@@ -161,15 +162,15 @@ impl PostgresStore {
                         last_hash: to_digest(run_id, "last_hash", &hash)?,
                         epoch: to_u64(run_id, "epoch", row.try_get(3).map_err(pg)?)?,
                     },
-                    Progress {
-                        status: to_status(run_id, &status)?,
-                        end_step: row.try_get(5).map_err(pg)?,
-                        message: row.try_get(6).map_err(pg)?,
-                        waiting_for: row.try_get(7).map_err(pg)?,
-                        deadline_ms: deadline
+                    RunView::from_record(
+                        to_status(run_id, &status)?,
+                        row.try_get(5).map_err(pg)?,
+                        row.try_get(6).map_err(pg)?,
+                        row.try_get(7).map_err(pg)?,
+                        deadline
                             .map(|d| to_u64(run_id, "deadline_ms", d))
                             .transpose()?,
-                    },
+                    ),
                 ))
             }
             None => None,
@@ -177,12 +178,13 @@ impl PostgresStore {
         batch.check(stored.as_ref().map(|(_, t, _)| t), fence)?;
         let mut progress = stored
             .as_ref()
-            .map_or_else(Progress::running, |(_, _, p)| p.clone());
-        for m in &batch.marks {
-            progress.apply(m);
+            .map_or_else(RunView::new, |(_, _, p)| p.clone());
+        for e in &batch.moves {
+            progress.apply_status(e);
         }
+        let (status, end_step, message, waiting_for, deadline_ms) = progress.into_record();
         let now = to_i64(wall_ms());
-        let deadline = progress.deadline_ms.map(to_i64);
+        let deadline = deadline_ms.map(to_i64);
         let last_hash = batch.last_hash.0.to_vec();
         let ord = match stored {
             Some((ord, _, _)) => {
@@ -199,10 +201,10 @@ impl PostgresStore {
                     &[
                         &to_i64(batch.len),
                         &last_hash,
-                        &progress.status.as_str(),
-                        &progress.end_step,
-                        &progress.message,
-                        &progress.waiting_for,
+                        &status.as_str(),
+                        &end_step,
+                        &message,
+                        &waiting_for,
                         &deadline,
                         &now,
                         &ord,
@@ -236,12 +238,12 @@ impl PostgresStore {
                             &run_id,
                             &program,
                             &hash,
-                            &progress.status.as_str(),
+                            &status.as_str(),
                             &to_i64(batch.len),
                             &last_hash,
-                            &progress.end_step,
-                            &progress.message,
-                            &progress.waiting_for,
+                            &end_step,
+                            &message,
+                            &waiting_for,
                             &deadline,
                             &now,
                         ],

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Row as SqlRow, params};
 
 use super::{
-    Batch, Fence, JournalError, JournalStore, Lease, Progress, RunQuery, RunRecord, decode_rows,
-    encode_rows, to_digest, to_status, to_u64,
+    Batch, Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord, decode_rows, encode_rows,
+    to_digest, to_status, to_u64,
 };
 use crate::db::sqlite::{Db, SqliteOptions, io};
 use crate::db::{to_i64, wall_ms};
@@ -16,6 +16,7 @@ use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus};
 use crate::value::Digest;
 use crate::vault::SqliteVault;
+use crate::view::RunView;
 
 /// The columns [`record`] reads, in its order.
 const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, end_step, message, \
@@ -260,7 +261,7 @@ impl JournalStore for SqliteStore {
 struct Stored {
     ord: i64,
     tip: super::Tip,
-    progress: Progress,
+    progress: RunView,
 }
 
 fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> {
@@ -285,15 +286,15 @@ fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> 
             last_hash: to_digest(run_id, "last_hash", &hash)?,
             epoch: to_u64(run_id, "epoch", row.get(3).map_err(get_err)?)?,
         },
-        progress: Progress {
-            status: to_status(run_id, &status)?,
-            end_step: row.get(5).map_err(get_err)?,
-            message: row.get(6).map_err(get_err)?,
-            waiting_for: row.get(7).map_err(get_err)?,
-            deadline_ms: deadline
+        progress: RunView::from_record(
+            to_status(run_id, &status)?,
+            row.get(5).map_err(get_err)?,
+            row.get(6).map_err(get_err)?,
+            row.get(7).map_err(get_err)?,
+            deadline
                 .map(|d| to_u64(run_id, "deadline_ms", d))
                 .transpose()?,
-        },
+        ),
     }))
 }
 
@@ -329,7 +330,7 @@ fn append(
                 ])
             })
             .map_err(io)?;
-            (c.last_insert_rowid(), Progress::running())
+            (c.last_insert_rowid(), RunView::new())
         }
     };
     {
@@ -343,9 +344,10 @@ fn append(
                 .map_err(io)?;
         }
     }
-    for m in &batch.marks {
-        progress.apply(m);
+    for e in &batch.moves {
+        progress.apply_status(e);
     }
+    let (status, end_step, message, waiting_for, deadline_ms) = progress.into_record();
     c.prepare_cached(
         "UPDATE nanovm_runs SET entries = entries + ?1, last_hash = ?2, status = ?3, \
          end_step = ?4, message = ?5, waiting_for = ?6, deadline_ms = ?7, updated_ms = ?8 \
@@ -355,11 +357,11 @@ fn append(
         st.execute(params![
             to_i64(batch.len),
             &batch.last_hash.0[..],
-            progress.status.as_str(),
-            progress.end_step,
-            progress.message,
-            progress.waiting_for,
-            progress.deadline_ms.map(to_i64),
+            status.as_str(),
+            end_step,
+            message,
+            waiting_for,
+            deadline_ms.map(to_i64),
             now,
             ord
         ])
