@@ -28,14 +28,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nanovm::program::{ToolContext, ToolError};
 use nanovm::store::SqliteStore;
+use nanovm::testing::ScriptedModel;
 use nanovm::trace::RunStatus;
-use nanovm::value::{Digest, Json, Secret};
+use nanovm::vault::{MemoryVault, Vault};
 use nanovm::{
-    Clock, Execution, MemoryVault, ReconcileError, Resolution, RunError, RunOptions, Runtime,
-    ScriptedModel, SystemClock, Vault,
+    Clock, Execution, ReconcileError, Resolution, RunError, RunOptions, Runtime, SystemClock,
 };
+use nanovm::{Digest, Json, Secret};
+use nanovm::{ToolContext, ToolError};
 use serde_json::json;
 
 nanovm::include_program!("workflows/customer_refund.nvm");

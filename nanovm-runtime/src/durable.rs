@@ -8,12 +8,12 @@
 //!   executed. A run that ended, is suspended or needs reconciliation is answered with its
 //!   recorded outcome (replayed from the stored trace); a run that is still `running` (a crash
 //!   left it mid-way) is resumed under a lease, unless someone holds one ([`RunError::Leased`]).
-//! * **Events** ([`Runtime::deliver`]): a suspended run waiting for the named event gets a
+//! * **Events** ([`Runtime::deliver`](crate::Runtime::deliver)): a suspended run waiting for the named event gets a
 //!   `delivered` entry and continues live; an event id the run has seen before is acknowledged
 //!   and ignored ([`Delivery::Duplicate`]); a payload the program refuses changes nothing.
 //! * **Timeouts** ([`Runtime::fire_timeouts`]): suspended runs whose deadline has passed on the
 //!   runtime's [`Clock`](crate::Clock) take their timeout edge.
-//! * **Reconciliation** ([`Runtime::reconcile`]): an operator says whether an ambiguous effect
+//! * **Reconciliation** ([`Runtime::reconcile`](crate::Runtime::reconcile)): an operator says whether an ambiguous effect
 //!   happened; the run continues with that answer.
 //! * **Pending runs** ([`Runtime::submit`]): a `run_started` entry and nothing else, for
 //!   [`Worker`](crate::Worker)s to claim.
@@ -40,13 +40,12 @@ use crate::ids;
 use crate::program::{Program, ProgramInfo};
 use crate::replay::replay_execution;
 use crate::run::{Execution, RunOptions};
-pub use crate::store::OPERATION_LEASE_MS;
 use crate::store::{JournalError, JournalStore, Lease, RunQuery};
 use crate::trace::{Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
 use crate::view::RunView;
 
-/// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`]).
+/// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`](crate::Runtime::reconcile)).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resolution {
     /// The effect happened and the tool's answer was this value: the run continues as if the
@@ -57,7 +56,7 @@ pub enum Resolution {
     NotDone,
 }
 
-/// The answer to [`Runtime::deliver`].
+/// The answer to [`Runtime::deliver`](crate::Runtime::deliver).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Delivery {
@@ -87,7 +86,7 @@ impl Delivery {
     }
 }
 
-/// Why [`Runtime::deliver`] did not deliver. Nothing was recorded in any of these cases.
+/// Why [`Runtime::deliver`](crate::Runtime::deliver) did not deliver. Nothing was recorded in any of these cases.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeliverError {
@@ -118,7 +117,7 @@ pub enum DeliverError {
     Run(#[from] RunError),
 }
 
-/// Why [`Runtime::reconcile`] refused. Nothing was recorded in any of these cases.
+/// Why [`Runtime::reconcile`](crate::Runtime::reconcile) refused. Nothing was recorded in any of these cases.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReconcileError {
@@ -373,7 +372,7 @@ pub(crate) async fn submit<P: Program>(
     }
 }
 
-/// See [`Runtime::deliver`](crate::Runtime::deliver).
+/// See [`Runtime::deliver`](crate::Runtime::deliver)(crate::Runtime::deliver).
 pub(crate) async fn deliver<P: Program>(
     engine: &Arc<Engine>,
     run_id: &str,
@@ -474,7 +473,7 @@ pub(crate) async fn fire_timeouts<P: Program>(
     Ok(fired)
 }
 
-/// See [`Runtime::reconcile`](crate::Runtime::reconcile).
+/// See [`Runtime::reconcile`](crate::Runtime::reconcile)(crate::Runtime::reconcile).
 pub(crate) async fn reconcile<P: Program>(
     engine: &Arc<Engine>,
     run_id: &str,

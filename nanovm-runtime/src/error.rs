@@ -7,7 +7,7 @@ use crate::trace::{Event, VerifyError};
 use crate::value::Digest;
 
 /// A failure that is not a run outcome: the run could not be executed or recorded faithfully.
-/// (Run outcomes such as `failed` or `budget_exceeded` are statuses in [`Execution`].)
+/// (Run outcomes such as `failed` or `budget_exceeded` are statuses in [`Execution`](crate::Execution).)
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {

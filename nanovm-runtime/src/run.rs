@@ -15,7 +15,7 @@ use crate::value::{Digest, Json};
 #[non_exhaustive]
 pub struct RunOptions {
     /// The run id. Default: derived from the program hash and the recorded inputs
-    /// ([`ids::run_id`]).
+    /// ([`run_id`](crate::run_id)).
     pub run_id: Option<String>,
     /// Cancels the run from outside.
     pub cancel: Option<CancelToken>,

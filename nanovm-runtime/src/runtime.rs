@@ -4,7 +4,7 @@
 //!
 //! ```no_run
 //! # use std::sync::Arc;
-//! # use nanovm_runtime::{Runtime, RunOptions, ScriptedModel, program::Program};
+//! # use nanovm_runtime::{Runtime, RunOptions, testing::ScriptedModel, __private_v0_1::Program};
 //! # async fn demo<P: Program>(input: P::Input, tools: Arc<P::Tools>) -> Result<(), nanovm_runtime::RunError> {
 //! let runtime = Runtime::builder()
 //!     .model(ScriptedModel::new().answer("analyze", "yes"))

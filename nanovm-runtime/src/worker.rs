@@ -4,7 +4,7 @@
 //! run nobody holds, or a suspended one whose timeout is due), executes it to its next end or
 //! suspension with every append fenced by the lease's epoch, renews the lease while the run
 //! takes long, and gives it back. If the worker stalls past its lease and another worker claims
-//! the run, the stalled worker's next append fails with [`JournalError::Fenced`] and it stops:
+//! the run, the stalled worker's next append fails with [`JournalError::Fenced`](crate::store::JournalError::Fenced) and it stops:
 //! since an effect is only invoked after its intent was appended, it invokes no effect after
 //! that either.
 
@@ -26,7 +26,7 @@ use crate::view::RunView;
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// # use nanovm_runtime::{Runtime, Worker, program::Program};
+/// # use nanovm_runtime::{Runtime, Worker, __private_v0_1::Program};
 /// # async fn demo<P: Program>(runtime: Runtime, tools: Arc<P::Tools>) -> Result<(), nanovm_runtime::RunError> {
 /// let worker = Worker::new(runtime, "worker-1", 30_000);
 /// while let Some(execution) = worker.run_once::<P>(tools.clone()).await? {
@@ -75,7 +75,7 @@ impl Worker {
     /// renewed every `lease_ms / 3` (on the runtime's clock) while the run executes, and
     /// released at the end, whatever the outcome.
     ///
-    /// Errors: [`RunError::Journal`] with [`JournalError::Fenced`] when the lease was lost
+    /// Errors: [`RunError::Journal`] with [`JournalError::Fenced`](crate::store::JournalError::Fenced) when the lease was lost
     /// (the worker stalled past it and another worker claimed the run; this worker stopped
     /// without writing anything more), any other store failure, or a stored trace that does
     /// not replay with this build of `P` (the run stays claimable; fix or remove it).

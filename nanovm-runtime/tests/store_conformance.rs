@@ -14,17 +14,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nanovm_runtime::canonical::Encoder;
 use nanovm_runtime::store::MemoryStore;
+use nanovm_runtime::store::{Fence, JournalError, JournalStore, Lease, RunQuery};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
+use nanovm_runtime::trace::Datum;
+use nanovm_runtime::trace::Encoder;
 use nanovm_runtime::trace::{
     BudgetKind, Entry, Event, Reply, RunStatus, ToolOutcome, Trace, entry_line,
 };
-use nanovm_runtime::value::{Datum, Digest, VaultId};
+use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::vault::Vault;
-use nanovm_runtime::{
-    Fence, JournalError, JournalStore, Lease, ManualClock, MemoryVault, RunOptions, RunQuery,
-    Runtime, ScriptedModel,
-};
+use nanovm_runtime::{Digest, VaultId};
+use nanovm_runtime::{RunOptions, Runtime};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
@@ -699,8 +700,9 @@ async fn runs_are_filtered_and_ordered_by_creation<H: Harness>(h: &H) {
     for (id, p, st) in made {
         run_in(&s, id, p, st).await;
     }
-    let ids =
-        |rs: Vec<nanovm_runtime::RunRecord>| rs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    let ids = |rs: Vec<nanovm_runtime::store::RunRecord>| {
+        rs.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
     assert_eq!(
         ids(s.runs(&RunQuery::new()).await.unwrap()),
         ["q1", "q2", "q3", "q4", "q5", "q6"]
@@ -1307,7 +1309,7 @@ async fn vault_conformance<V: Vault, F: std::future::Future<Output = V>>(reopen:
     v.erase(a).await.unwrap(); // erasing twice is fine
     assert!(matches!(
         v.erase(VaultId([0xee; 16])).await,
-        Err(nanovm_runtime::VaultError::Unknown(_))
+        Err(nanovm_runtime::vault::VaultError::Unknown(_))
     ));
     drop(v);
     let v = reopen().await;

@@ -168,7 +168,10 @@ impl<P: Program> Exec<P> {
 
     /// Records a model attempt. `keep` leaves the prompt in `req` for another attempt (cloned);
     /// otherwise it is moved into the event.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of the `model` event, each from a different place"
+    )]
     pub(super) fn emit_model(
         &mut self,
         step: StepId,

@@ -89,7 +89,10 @@ pub(crate) struct Ended {
 }
 
 // Built once per run and moved straight into the loop; boxing it would cost an allocation.
-#[allow(clippy::large_enum_variant)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per run and moved straight into the loop"
+)]
 pub(crate) enum Prepared<P: Program> {
     Ready(Exec<P>),
     /// `restore` refused the recorded inputs: the run ends `failed` right after `run_started`.

@@ -52,12 +52,6 @@ pub(super) fn named(args: Vec<(&'static str, Datum)>) -> Vec<(Name, Datum)> {
         .collect()
 }
 
-/// Races `fut` against cancellation and the duration deadline.
-///
-/// The call is polled once first: a call that completes at once (a cached reply, an in-memory
-/// tool) never creates the deadline timer. `deadline` is asked for the timer only when the call
-/// has to wait.
-
 impl<P: Program> Exec<P> {
     pub(super) async fn tool(&mut self, step: StepId, call: P::Call) -> Result<Flow, Halt> {
         let si = self.step_info(step)?;
@@ -275,7 +269,10 @@ impl<P: Program> Exec<P> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of the `tool_result` event, each from a different place"
+    )]
     pub(super) async fn emit_tool_result(
         &mut self,
         step: StepId,
@@ -296,7 +293,10 @@ impl<P: Program> Exec<P> {
 
     /// Records a tool result without making it durable (a parallel round's results are made
     /// durable together, in one write, after the round: a crash never leaves half of them).
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of the `tool_result` event, each from a different place"
+    )]
     pub(super) fn push_tool_result(
         &mut self,
         step: StepId,

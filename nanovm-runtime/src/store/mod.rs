@@ -354,7 +354,10 @@ pub(crate) fn started(event: &Event) -> Option<(&str, Digest)> {
 /// numbers), and reduced to what the store's transaction needs: owned, so it can be moved to a
 /// writer thread or a connection task.
 #[derive(Debug)]
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
 pub(crate) struct Batch {
     pub run_id: String,
     /// Number of entries.
@@ -372,7 +375,7 @@ pub(crate) struct Batch {
 }
 
 impl Batch {
-    pub fn new(run_id: &str, entries: &[Entry]) -> Batch {
+    pub(crate) fn new(run_id: &str, entries: &[Entry]) -> Batch {
         let first = entries.first();
         let mut batch = Batch {
             run_id: run_id.to_string(),
@@ -446,7 +449,11 @@ impl Batch {
 
     /// Checks the batch against the stored tip (`None`: unknown run): fence first, then the
     /// sequence numbers, then the chain.
-    pub fn check(&self, tip: Option<&Tip>, fence: Option<Fence>) -> Result<(), JournalError> {
+    pub(crate) fn check(
+        &self,
+        tip: Option<&Tip>,
+        fence: Option<Fence>,
+    ) -> Result<(), JournalError> {
         let (stored, last, epoch) =
             tip.map_or((0, Digest::ZERO, 0), |t| (t.entries, t.last_hash, t.epoch));
         if let Some(f) = fence
@@ -491,14 +498,20 @@ pub(crate) fn check_append(
 }
 
 /// One stored entry: sequence number, hash and canonical JSON line.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
 pub(crate) struct Row {
     pub seq: u64,
     pub hash: [u8; 32],
     pub line: String,
 }
 
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
 pub(crate) fn encode_rows(entries: &[Entry]) -> Vec<Row> {
     entries
         .iter()
@@ -512,7 +525,10 @@ pub(crate) fn encode_rows(entries: &[Entry]) -> Vec<Row> {
 
 /// Decodes stored rows (in `seq` order): every line must parse, be canonical, agree with its
 /// `seq` and `hash` columns, and the whole must be an unbroken hash chain of `expected` entries.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
 pub(crate) fn decode_rows(
     run_id: &str,
     expected: u64,
@@ -559,7 +575,10 @@ pub(crate) fn decode_rows(
 }
 
 /// A stored signed integer back to `u64`; negative means damaged storage.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
 pub(crate) fn to_u64(run_id: &str, what: &str, v: i64) -> Result<u64, JournalError> {
     u64::try_from(v).map_err(|_| JournalError::Corrupt {
         run_id: run_id.to_string(),
@@ -568,7 +587,10 @@ pub(crate) fn to_u64(run_id: &str, what: &str, v: i64) -> Result<u64, JournalErr
 }
 
 /// A stored 32-byte digest.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
 pub(crate) fn to_digest(run_id: &str, what: &str, v: &[u8]) -> Result<Digest, JournalError> {
     <[u8; 32]>::try_from(v)
         .map(Digest)
@@ -579,7 +601,10 @@ pub(crate) fn to_digest(run_id: &str, what: &str, v: &[u8]) -> Result<Digest, Jo
 }
 
 /// A stored status name.
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
 pub(crate) fn to_status(run_id: &str, v: &str) -> Result<RunStatus, JournalError> {
     RunStatus::parse(v).ok_or_else(|| JournalError::Corrupt {
         run_id: run_id.to_string(),

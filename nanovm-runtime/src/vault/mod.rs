@@ -23,7 +23,8 @@ use serde::Serialize;
 use crate::canonical::Encoder;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::error::JournalError;
-use crate::program::{BoxFuture, SecretSource, ToolError};
+pub use crate::program::SecretSource;
+use crate::program::{BoxFuture, ToolError};
 use crate::value::{Digest, Json, SecretRef, VaultId};
 
 pub use memory::MemoryVault;
@@ -99,7 +100,10 @@ pub async fn seal<T: Serialize>(vault: &dyn Vault, value: &T) -> Result<SecretRe
 
 /// A new random vault id and salt from the operating system's random number generator (for
 /// vaults that persist values).
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
 pub(crate) fn random_id_and_salt() -> Result<(VaultId, [u8; 32]), VaultError> {
     let mut bytes = [0u8; 48];
     getrandom::fill(&mut bytes).map_err(|e| VaultError::Random(e.to_string()))?;

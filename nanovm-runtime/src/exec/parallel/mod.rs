@@ -33,6 +33,9 @@ enum BranchState {
 /// message of a fault (which fails the run).
 type Failure = (String, bool, Option<String>);
 
+/// The jobs of a round, or the message of a fault of the program (which fails the run).
+type Asked<C> = Result<Vec<Job<C>>, String>;
+
 /// The progress of one visit of a parallel step, across its rounds.
 struct Block {
     states: Vec<BranchState>,
@@ -187,7 +190,7 @@ impl<P: Program> Exec<P> {
         batch: &[usize],
         block: &mut Block,
         visit: u32,
-    ) -> Result<Result<Vec<Job<P::Call>>, String>, Halt> {
+    ) -> Result<Asked<P::Call>, Halt> {
         let mut jobs: Vec<Job<P::Call>> = Vec::with_capacity(batch.len());
         for &i in batch {
             let b = &branches[i];
