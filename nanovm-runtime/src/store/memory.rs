@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{
-    Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord, Tip, check_append, started,
-};
+use super::append::{Tip, check_append, started};
+use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus, Trace};

@@ -5,10 +5,8 @@ use std::sync::Arc;
 
 use tokio_postgres::types::ToSql;
 
-use super::{
-    Batch, Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord, Tip, decode_rows,
-    encode_rows, to_digest, to_status, to_u64,
-};
+use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
+use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
 use crate::db::postgres::{Pg, PostgresOptions, pg, pool_err};
 use crate::db::{to_i64, wall_ms};
 use crate::program::BoxFuture;
@@ -135,7 +133,7 @@ impl PostgresStore {
     async fn append_now(
         &self,
         batch: Batch,
-        rows: Vec<super::Row>,
+        rows: Vec<super::append::Row>,
         fence: Option<Fence>,
     ) -> Result<(), JournalError> {
         let s = &self.pg.schema;

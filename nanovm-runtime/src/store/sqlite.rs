@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Row as SqlRow, params};
 
-use super::{
-    Batch, Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord, decode_rows, encode_rows,
-    to_digest, to_status, to_u64,
-};
+use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
+use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
 use crate::db::sqlite::{Db, SqliteOptions, io};
 use crate::db::{to_i64, wall_ms};
 use crate::program::BoxFuture;
@@ -260,7 +258,7 @@ impl JournalStore for SqliteStore {
 /// The stored state of a run an append continues.
 struct Stored {
     ord: i64,
-    tip: super::Tip,
+    tip: Tip,
     progress: RunView,
 }
 
@@ -281,7 +279,7 @@ fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> 
     let deadline: Option<i64> = row.get(8).map_err(get_err)?;
     Ok(Some(Stored {
         ord: row.get(0).map_err(get_err)?,
-        tip: super::Tip {
+        tip: Tip {
             entries: to_u64(run_id, "entries", row.get(1).map_err(get_err)?)?,
             last_hash: to_digest(run_id, "last_hash", &hash)?,
             epoch: to_u64(run_id, "epoch", row.get(3).map_err(get_err)?)?,
@@ -301,7 +299,7 @@ fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> 
 fn append(
     c: &Connection,
     batch: &Batch,
-    rows: Vec<super::Row>,
+    rows: Vec<super::append::Row>,
     fence: Option<Fence>,
 ) -> Result<(), JournalError> {
     let run_id = batch.run_id.as_str();
