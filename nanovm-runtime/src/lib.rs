@@ -23,13 +23,13 @@
 //! | `runtime` | [`Runtime`], [`RuntimeBuilder`]: the entry point (run, resume, replay, the durable operations) |
 //! | `durable` | the durable protocol: duplicate starts, deliveries, timeouts, reconciliation, pending runs; executing under a lease |
 //! | `replay` | [`replay()`] and replayed executions: the one replay configuration and the one poll-once driver |
-//! | `exec/mod.rs` | the step engine: a run's set-up, the step loop, `guard` / `branch` steps, budgets and interruptions |
+//! | `exec/mod.rs`, `exec/start.rs` | the step engine: the step loop, `guard` / `branch` steps, budgets and interruptions; setting a run up and handing back its [`Execution`] |
 //! | `exec/{llm,tool,suspend,reconcile}.rs` | `llm` steps, `call` steps, `await` steps, reconciliation pauses |
 //! | `exec/parallel/{mod,round}.rs` | `parallel` steps: the block's scheduling and join; one round of branches |
 //! | `exec/race.rs`, `exec/recorder.rs` | racing a call against cancellation and the deadline; the engine's only door to the trace and the store |
 //! | `run` | [`RunOptions`], [`Execution`], [`Metrics`], [`ReplayReport`] |
 //! | `view` | [`RunView`]: where a run stands, read from its events |
-//! | `store/` | [`store::JournalStore`] and its implementations (memory, SQLite, PostgreSQL) |
+//! | `store/` | [`store::JournalStore`], what every store shares (append checks, rows), and the implementations (memory, SQLite, PostgreSQL) |
 //! | `vault/` | [`vault::Vault`] and its implementations (memory, SQLite, PostgreSQL) |
 //! | `db/` | what the SQL stores and vaults share: the databases, their schema, the writer thread, the pool |
 //! | `error` | [`RunError`], [`Mismatch`], [`store::JournalError`] |
