@@ -28,14 +28,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nanovm::program::{Program, ToolContext, ToolError};
 use nanovm::store::SqliteStore;
+use nanovm::testing::ScriptedModel;
 use nanovm::trace::RunStatus;
-use nanovm::value::{Digest, Json, Secret};
+use nanovm::vault::{MemoryVault, Vault};
 use nanovm::{
-    Clock, Execution, MemoryVault, ReconcileError, Resolution, RunError, RunOptions, Runtime,
-    ScriptedModel, SystemClock, Vault,
+    Clock, Execution, ReconcileError, Resolution, RunError, RunOptions, Runtime, SystemClock,
 };
+use nanovm::{Digest, Json, Secret};
+use nanovm::{ToolContext, ToolError};
 use serde_json::json;
 
 nanovm::include_program!("workflows/customer_refund.nvm");
@@ -308,10 +309,8 @@ async fn reconcile_from_ledger(runtime: &Runtime, e: Execution, shop: &Arc<MockS
     if e.status != RunStatus::NeedsReconciliation || shop.ledger.is_none() {
         return e;
     }
-    let effects = nanovm::durable::ambiguous_effects(
-        <customer_refund::Program as Program>::info(),
-        e.trace.entries(),
-    );
+    let effects =
+        nanovm::RunView::of_program::<customer_refund::Program>(e.trace.entries()).to_reconcile();
     let mut e = e;
     for effect in effects {
         let resolution = if shop.executed(&effect) {

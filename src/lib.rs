@@ -4,14 +4,37 @@
 //! Workflows are written in the `.nvm` language and compiled at build time into typed Rust:
 //! [`nano_program!`] for programs written inline, [`include_program!`] for `.nvm` files, and
 //! `nanovm_dsl::build::Builder` in `build.rs` together with [`include_compiled!`]. The runtime
-//! (everything else re-exported here, from `nanovm-runtime`) only executes, journals and
-//! hashes.
+//! (everything else re-exported here, from `nanovm-runtime`, under the same paths) only
+//! executes, journals and hashes. [`prelude`] has what a typical host file needs.
 
 // Generated code names `::nanovm`; this makes that path work inside this crate too.
 extern crate self as nanovm;
 
 pub use nanovm_macros::{include_program, nano_program};
-pub use nanovm_runtime::*;
+pub use nanovm_runtime::{
+    Backoff, BoxFuture, CacheStats, CachedModel, CancelToken, Clock, DeliverError, Delivery,
+    Digest, Execution, Json, Metrics, Mismatch, OpenEffect, ReconcileError, ReplayError,
+    ReplayReport, Resolution, RunError, RunOptions, RunStatus, RunView, Runtime, RuntimeBuilder,
+    Secret, SecretRef, SystemClock, ToolContext, ToolError, UnknownChoice, Usage, VaultId, Waiting,
+    Worker, effect_id, replay, run_id,
+};
+pub use nanovm_runtime::{model, openai, store, testing, trace, vault};
+
+/// Support for generated code; not a public API (see `nanovm_runtime::__private_v0_1`).
+#[doc(hidden)]
+pub use nanovm_runtime::__private_v0_1;
+
+/// What a typical host file needs: `use nanovm::prelude::*;` brings the runtime and its
+/// options, the results, what tools take and return, and the in-memory vault and scripted
+/// model for tests.
+pub mod prelude {
+    pub use crate::testing::ScriptedModel;
+    pub use crate::vault::MemoryVault;
+    pub use crate::{
+        BoxFuture, Execution, Json, RunError, RunOptions, RunStatus, Runtime, Secret, ToolContext,
+        ToolError,
+    };
+}
 
 /// Includes the Rust that `nanovm_dsl::build::Builder` generated in `build.rs` for
 /// `<stem>.nvm`: `nanovm::include_compiled!("refund");` brings in the module of every program

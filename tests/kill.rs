@@ -162,7 +162,7 @@ fn one_run(bin: &Path, dir: &Path, answer: &str, rng: &mut Rng) -> Stats {
         .build()
         .expect("a tokio runtime")
         .block_on(async {
-            use nanovm::JournalStore as _;
+            use nanovm::store::JournalStore as _;
             let store = SqliteStore::open(&db).await.expect("opens the database");
             store.load("r1").await.expect("loads").expect("stored")
         });

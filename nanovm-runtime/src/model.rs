@@ -3,6 +3,8 @@
 //! An adapter only transports text. It never decides anything: the runtime trims the answer and
 //! matches it against the step's admissible set, and the compiled transition picks the successor.
 
+use std::sync::Arc;
+
 use crate::program::{BoxFuture, Name};
 use crate::value::Digest;
 
@@ -107,4 +109,14 @@ pub trait Model: Send + Sync + 'static {
         &'a self,
         req: &'a ModelRequest,
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
+}
+
+// Lets `builder().model(arc)` take an `Arc<dyn Model>` shared with other code.
+impl<M: Model + ?Sized> Model for Arc<M> {
+    fn complete<'a>(
+        &'a self,
+        req: &'a ModelRequest,
+    ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
+        (**self).complete(req)
+    }
 }

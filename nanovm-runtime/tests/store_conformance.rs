@@ -14,17 +14,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nanovm_runtime::canonical::Encoder;
 use nanovm_runtime::store::MemoryStore;
+use nanovm_runtime::store::{Fence, JournalError, JournalStore, Lease, RunQuery};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
+use nanovm_runtime::trace::Datum;
+use nanovm_runtime::trace::Encoder;
 use nanovm_runtime::trace::{
     BudgetKind, Entry, Event, Reply, RunStatus, ToolOutcome, Trace, entry_line,
 };
-use nanovm_runtime::value::{Datum, Digest, VaultId};
+use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::vault::Vault;
-use nanovm_runtime::{
-    Fence, JournalError, JournalStore, Lease, ManualClock, MemoryVault, RunOptions, RunQuery,
-    Runtime, ScriptedModel,
-};
+use nanovm_runtime::{Digest, VaultId};
+use nanovm_runtime::{RunOptions, Runtime};
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
@@ -699,8 +700,9 @@ async fn runs_are_filtered_and_ordered_by_creation<H: Harness>(h: &H) {
     for (id, p, st) in made {
         run_in(&s, id, p, st).await;
     }
-    let ids =
-        |rs: Vec<nanovm_runtime::RunRecord>| rs.into_iter().map(|r| r.run_id).collect::<Vec<_>>();
+    let ids = |rs: Vec<nanovm_runtime::store::RunRecord>| {
+        rs.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
     assert_eq!(
         ids(s.runs(&RunQuery::new()).await.unwrap()),
         ["q1", "q2", "q3", "q4", "q5", "q6"]
@@ -1307,7 +1309,7 @@ async fn vault_conformance<V: Vault, F: std::future::Future<Output = V>>(reopen:
     v.erase(a).await.unwrap(); // erasing twice is fine
     assert!(matches!(
         v.erase(VaultId([0xee; 16])).await,
-        Err(nanovm_runtime::VaultError::Unknown(_))
+        Err(nanovm_runtime::vault::VaultError::Unknown(_))
     ));
     drop(v);
     let v = reopen().await;
@@ -1332,7 +1334,8 @@ async fn memory_vault_conformance() {
 #[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_vault_survives_reopen_and_erases_for_good() {
-    use nanovm_runtime::store::{SqliteStore, SqliteVault};
+    use nanovm_runtime::store::SqliteStore;
+    use nanovm_runtime::vault::SqliteVault;
     let path = sqlite_harness::temp_db();
     let p = path.clone();
     vault_conformance(move || {
@@ -1367,7 +1370,8 @@ async fn sqlite_vault_survives_reopen_and_erases_for_good() {
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_vault_survives_reconnect() {
-    use nanovm_runtime::store::{PostgresOptions, PostgresVault};
+    use nanovm_runtime::store::PostgresOptions;
+    use nanovm_runtime::vault::PostgresVault;
     let Some(url) = postgres_harness::url() else {
         return;
     };

@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nanovm_runtime::model::{ModelReply, ModelRequest};
-use nanovm_runtime::program::{ToolContext, ToolError};
+use nanovm_runtime::store::{JournalError, JournalStore, MemoryStore, RunQuery};
+use nanovm_runtime::testing::{FnModel, ManualClock};
 use nanovm_runtime::trace::{Event, RunStatus, Trace};
-use nanovm_runtime::value::{Digest, Json, Secret};
-use nanovm_runtime::{
-    Clock, FnModel, JournalError, JournalStore, ManualClock, MemoryStore, MemoryVault, Resolution,
-    RunError, RunQuery, Runtime, SystemClock, Worker, replay,
-};
+use nanovm_runtime::vault::MemoryVault;
+use nanovm_runtime::{Clock, Resolution, RunError, Runtime, SystemClock, Worker, replay};
+use nanovm_runtime::{Digest, Json, Secret};
+use nanovm_runtime::{ToolContext, ToolError};
 use serde_json::json;
 
 use support::block_on;

@@ -19,11 +19,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use nanovm::durable::Delivery;
-use nanovm::program::{ToolContext, ToolError};
+use nanovm::Delivery;
 use nanovm::store::SqliteStore;
-use nanovm::value::{Json, Secret};
-use nanovm::{Execution, MemoryVault, RunOptions, Runtime, Vault};
+use nanovm::vault::{MemoryVault, Vault};
+use nanovm::{Execution, RunOptions, Runtime};
+use nanovm::{Json, Secret};
+use nanovm::{ToolContext, ToolError};
 use serde_json::json;
 
 nanovm::include_compiled!("order_pipeline");
