@@ -111,6 +111,10 @@ impl<M: Model + ?Sized> Model for Arc<M> {
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         (**self).complete(req)
     }
+
+    fn check_program(&self, program: &ProgramInfo) -> Result<(), ModelError> {
+        (**self).check_program(program)
+    }
 }
 
 impl RuntimeBuilder {
@@ -299,6 +303,17 @@ pub enum RunError {
     /// Re-running the program over a recorded trace produced a different event.
     #[error(transparent)]
     Divergence(Box<Mismatch>),
+    /// The model refused the program before the run started or continued (a
+    /// [`crate::ScriptedModel`] scripting a step the program does not have); nothing was
+    /// recorded.
+    #[error("the model refuses program `{program}`: {error}")]
+    ModelRefused {
+        /// The program's name.
+        program: &'static str,
+        /// The model's reason.
+        #[source]
+        error: ModelError,
+    },
     /// The compiled program answered something the runtime cannot act on (a step id out of
     /// range, a tool index with no tool); a code generation bug.
     #[error("the compiled program is inconsistent: {0}")]
@@ -681,6 +696,14 @@ async fn execute<P: Program>(
         && let Some(step) = first_llm_step(info)
     {
         return Err(RunError::NoModel { step });
+    }
+    if !replay && let Some(model) = &inner.model {
+        model
+            .check_program(info)
+            .map_err(|error| RunError::ModelRefused {
+                program: info.name,
+                error,
+            })?;
     }
     let prepared = prepare::<P>(inner, start, tools, opts, started_ms).map_err(halt_to_error)?;
     let mut exec = match prepared {

@@ -3,7 +3,7 @@
 //! An adapter only transports text. It never decides anything: the runtime trims the answer and
 //! matches it against the step's admissible set, and the compiled transition picks the successor.
 
-use crate::program::{BoxFuture, Name};
+use crate::program::{BoxFuture, Name, ProgramInfo};
 use crate::value::Digest;
 
 /// One model call, as built from an `llm` step (templates already rendered).
@@ -107,4 +107,14 @@ pub trait Model: Send + Sync + 'static {
         &'a self,
         req: &'a ModelRequest,
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
+
+    /// Called before a run of `program` starts or continues, before anything is recorded: an
+    /// adapter that knows which steps it can answer (a [`ScriptedModel`](crate::ScriptedModel)
+    /// keyed by step names) refuses a program it cannot serve, and the run fails with
+    /// [`RunError::ModelRefused`](crate::RunError::ModelRefused). The default accepts every
+    /// program.
+    fn check_program(&self, program: &ProgramInfo) -> Result<(), ModelError> {
+        let _ = program;
+        Ok(())
+    }
 }
