@@ -41,7 +41,13 @@ fn a_misspelled_step_fails_the_run_before_it_starts_with_the_closest_name() {
     let err = run(model.clone(), store.clone()).expect_err("the typo is refused");
     let message = err.to_string();
     assert!(
-        matches!(err, RunError::ModelRefused { program: "refund", .. }),
+        matches!(
+            err,
+            RunError::ModelRefused {
+                program: "refund",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(

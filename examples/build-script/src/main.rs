@@ -26,7 +26,7 @@ use nanovm::durable::Delivery;
 use nanovm::program::{ToolContext, ToolError};
 use nanovm::store::SqliteStore;
 use nanovm::value::{Json, Secret};
-use nanovm::{Execution, MemoryVault, RunOptions, Runtime, Vault};
+use nanovm::{Execution, MemoryVault, RunError, RunOptions, Runtime, Vault};
 use serde_json::json;
 
 nanovm::include_compiled!("order_pipeline");
@@ -195,10 +195,26 @@ async fn main() {
         if let Some(id) = &args.run_id {
             options = options.run_id(id.as_str());
         }
-        runtime
-            .run::<order_pipeline::Program>(input, tools, options)
-            .await
-            .unwrap_or_else(|e| fail(e))
+        // A process killed while continuing the run holds its lease until it expires: wait it
+        // out (a few times), then the same start continues the run.
+        let mut waits = 0;
+        loop {
+            let run = runtime.run::<order_pipeline::Program>(
+                input.clone(),
+                tools.clone(),
+                options.clone(),
+            );
+            match run.await {
+                Err(RunError::Leased { expires_ms, .. }) if waits < 3 => {
+                    waits += 1;
+                    let now = runtime.clock().now_ms();
+                    println!("waiting: the run is leased until {expires_ms}");
+                    let wait = expires_ms.saturating_sub(now).saturating_add(5);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
+                other => break other.unwrap_or_else(|e| fail(e)),
+            }
+        }
     };
     report(&execution);
 }
