@@ -288,21 +288,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn edit_distance_counts_insertions_deletions_and_substitutions() {
-        assert_eq!(edit_distance("triage", "triage"), 0);
-        assert_eq!(edit_distance("triag", "triage"), 1);
-        assert_eq!(edit_distance("traige", "triage"), 2);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(closest("anaylze", &["analyze", "policy"]), Some("analyze"));
-        assert_eq!(closest("refund", &["analyze", "policy"]), None);
-    }
-}
-
 /// A model backed by a closure: `FnModel::new(|req| Ok(ModelReply::text("yes")))`.
 pub struct FnModel<F> {
     f: F,
@@ -333,5 +318,20 @@ where
         req: &'a ModelRequest,
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         Box::pin(std::future::ready((self.f)(req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_and_substitutions() {
+        assert_eq!(edit_distance("triage", "triage"), 0);
+        assert_eq!(edit_distance("triag", "triage"), 1);
+        assert_eq!(edit_distance("traige", "triage"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(closest("anaylze", &["analyze", "policy"]), Some("analyze"));
+        assert_eq!(closest("refund", &["analyze", "policy"]), None);
     }
 }
