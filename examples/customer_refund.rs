@@ -2,7 +2,7 @@
 //! run with a scripted model and in-process mock tools.
 //!
 //! ```sh
-//! cargo run --release --example customer_refund -- --trace-out /tmp/refund.jsonl
+//! cargo run --release --example customer_refund -- --trace-out refund.jsonl
 //! cargo run --release --example customer_refund -- --answer no
 //! cargo run --release --example customer_refund -- --answer maybe   # invalid -> manual review
 //!
