@@ -25,16 +25,44 @@ pub use nanovm_runtime::{model, openai, store, testing, trace, vault};
 pub use nanovm_runtime::__private_v0_1;
 
 /// What a typical host file needs: `use nanovm::prelude::*;` brings the runtime and its
-/// options, the results, what tools take and return, and the in-memory vault and scripted
-/// model for tests.
+/// options, the results, what tools take and return, the macros, the model trait for a custom
+/// adapter, and the in-memory store, vault and scripted model for tests.
 pub mod prelude {
+    pub use crate::model::{Model, ModelError, ModelReply, ModelRequest};
+    pub use crate::store::MemoryStore;
     pub use crate::testing::ScriptedModel;
-    pub use crate::vault::MemoryVault;
+    pub use crate::trace::Trace;
+    pub use crate::vault::{MemoryVault, Vault};
     pub use crate::{
-        BoxFuture, Execution, Json, RunError, RunOptions, RunStatus, Runtime, Secret, ToolContext,
-        ToolError,
+        BoxFuture, Execution, Json, RunError, RunOptions, RunStatus, Runtime, Secret, SecretRef,
+        ToolContext, ToolError, include_program, nano_program,
     };
 }
+
+// Every Rust block of the README and the docs compiles (and runs) as a doctest.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
+#[doc = include_str!("../docs/language.md")]
+#[cfg(doctest)]
+pub struct LanguageDoctests;
+
+#[doc = include_str!("../docs/runtime.md")]
+#[cfg(doctest)]
+pub struct RuntimeDoctests;
+
+#[doc = include_str!("../docs/models.md")]
+#[cfg(doctest)]
+pub struct ModelsDoctests;
+
+#[doc = include_str!("../docs/diagnostics.md")]
+#[cfg(doctest)]
+pub struct DiagnosticsDoctests;
+
+#[doc = include_str!("../docs/performance.md")]
+#[cfg(doctest)]
+pub struct PerformanceDoctests;
 
 /// Includes the Rust that `nanovm_dsl::build::Builder` generated in `build.rs` for
 /// `<stem>.nvm`: `nanovm::include_compiled!("refund");` brings in the module of every program

@@ -350,4 +350,8 @@ impl<M: Model> Model for CachedModel<M> {
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         Box::pin(self.call(req))
     }
+
+    fn check_program(&self, program: &crate::program::ProgramInfo) -> Result<(), ModelError> {
+        self.inner.check_program(program)
+    }
 }

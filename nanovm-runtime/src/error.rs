@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::model::ModelError;
 use crate::trace::{Event, VerifyError};
 use crate::value::Digest;
 
@@ -43,6 +44,17 @@ pub enum RunError {
     /// Re-running the program over a recorded trace produced a different event.
     #[error(transparent)]
     Divergence(Box<Mismatch>),
+    /// The model refused the program before the run started or continued (a
+    /// [`ScriptedModel`](crate::testing::ScriptedModel) scripting a step the program does not
+    /// have); nothing was recorded.
+    #[error("the model refuses program `{program}`: {error}")]
+    ModelRefused {
+        /// The program's name.
+        program: &'static str,
+        /// The model's reason.
+        #[source]
+        error: ModelError,
+    },
     /// The compiled program answered something the runtime cannot act on (a step id out of
     /// range, a tool index with no tool); a code generation bug.
     #[error("the compiled program is inconsistent: {0}")]

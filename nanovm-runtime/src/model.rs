@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::program::{BoxFuture, Name};
+use crate::program::{BoxFuture, Name, ProgramInfo};
 use crate::value::Digest;
 
 /// One model call, as built from an `llm` step (templates already rendered).
@@ -109,6 +109,16 @@ pub trait Model: Send + Sync + 'static {
         &'a self,
         req: &'a ModelRequest,
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
+
+    /// Called before a run of `program` starts or continues, before anything is recorded: an
+    /// adapter that knows which steps it can answer (a [`ScriptedModel`](crate::ScriptedModel)
+    /// keyed by step names) refuses a program it cannot serve, and the run fails with
+    /// [`RunError::ModelRefused`](crate::RunError::ModelRefused). The default accepts every
+    /// program.
+    fn check_program(&self, program: &ProgramInfo) -> Result<(), ModelError> {
+        let _ = program;
+        Ok(())
+    }
 }
 
 // Lets `builder().model(arc)` take an `Arc<dyn Model>` shared with other code.
@@ -118,5 +128,9 @@ impl<M: Model + ?Sized> Model for Arc<M> {
         req: &'a ModelRequest,
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         (**self).complete(req)
+    }
+
+    fn check_program(&self, program: &ProgramInfo) -> Result<(), ModelError> {
+        (**self).check_program(program)
     }
 }

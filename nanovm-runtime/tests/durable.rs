@@ -44,9 +44,11 @@ fn setup_with(
     let clock = ManualClock::new(START);
     let rt = Runtime::builder()
         .model(
+            // One script for the two programs these tests run.
             ScriptedModel::new()
                 .always("analyze", answer)
-                .always("summary", "fine"),
+                .always("summary", "fine")
+                .shared(),
         )
         .vault(vault.clone())
         .clock(clock.clone())

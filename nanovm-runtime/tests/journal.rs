@@ -31,9 +31,11 @@ fn setup(answer: &str) -> Setup {
     let vault = Arc::new(MemoryVault::seeded(11));
     let rt = Runtime::builder()
         .model(
+            // One script for the two programs these tests run.
             ScriptedModel::new()
                 .always("analyze", answer)
-                .always("summary", "fine"),
+                .always("summary", "fine")
+                .shared(),
         )
         .vault(vault.clone())
         .clock(ManualClock::new(START))

@@ -60,6 +60,14 @@ pub(crate) async fn execute<P: Program>(
     {
         return Err(RunError::NoModel { step });
     }
+    if !replay && let Some(model) = &engine.model {
+        model
+            .check_program(info)
+            .map_err(|error| RunError::ModelRefused {
+                program: info.name,
+                error,
+            })?;
+    }
     let prepared = prepare::<P>(engine, start, tools, opts, started_ms).map_err(halt_to_error)?;
     let mut exec = match prepared {
         Prepared::Ready(exec) => exec,

@@ -16,6 +16,7 @@
 
 pub mod customer_refund;
 pub mod fanout;
+pub mod peers;
 pub mod small;
 
 use std::collections::{HashMap, VecDeque};
