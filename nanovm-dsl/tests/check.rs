@@ -1009,7 +1009,7 @@ fn the_docs_list_the_reserved_keywords() {
     let after_heading = &doc[doc
         .find("Reserved keywords can never be names")
         .expect("the keyword paragraph")..];
-    let block_start = after_heading.find("```\n").expect("a code block") + 4;
+    let block_start = after_heading.find("```text\n").expect("a code block") + 8;
     let block = &after_heading[block_start..];
     let block = &block[..block.find("```").expect("the end of the code block")];
     let mut documented: Vec<&str> = block.split_whitespace().collect();
