@@ -57,6 +57,8 @@ pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
 /// How many bytes of a response body an error message quotes.
 const SNIPPET_BYTES: usize = 256;
+/// How many characters of server-supplied text (a refusal, an error message) an error quotes.
+pub const QUOTE_CHARS: usize = 200;
 /// How much of an error response's body is read to explain it.
 const ERROR_BODY_BYTES: usize = 64 * 1024;
 
@@ -119,6 +121,25 @@ pub enum OpenAiConfigError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+}
+
+/// Why a successful (2xx) reply holds no answer the runtime may read. The adapter reports it as
+/// a permanent [`ModelError`] whose message reads `openai: invalid answer from <endpoint>:
+/// <this>`: it is never turned into answer text, not even an empty one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidAnswer {
+    /// The model refused (`message.refusal`, or a content part of type `refusal`); what it said,
+    /// cut to a bounded length.
+    #[error("the model refused ({0:?})")]
+    Refusal(String),
+    /// The model asked for a tool call (`message.tool_calls` / `function_call`) instead of
+    /// answering; the function names asked for.
+    #[error("the model asked for a tool call ({0}) instead of answering")]
+    ToolCall(String),
+    /// A content part that is not text (its type).
+    #[error("a content part of type {0:?} is not text")]
+    NonTextPart(String),
 }
 
 /// Builds an [`OpenAiModel`]. Start with [`OpenAiModel::builder`] or [`OpenAiBuilder::from_env`].
@@ -731,14 +752,27 @@ fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), M
     let Some(message) = choice.message else {
         return Err(malformed("choices[0] has no message"));
     };
+    let invalid = |why: InvalidAnswer| {
+        ModelError::permanent(format!("openai: invalid answer from {endpoint}: {why}"))
+    };
+    if let Some(why) = not_an_answer(&message) {
+        return Err(invalid(why));
+    }
     let text = match message.get("content") {
         None | Some(Json::Null) => String::new(),
         Some(Json::String(s)) => s.clone(),
-        // Content as an array of parts: concatenate the text parts.
-        Some(Json::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Json::as_str))
-            .collect(),
+        // Content as an array of parts: only text parts are text; any other part (a refusal,
+        // a tool use, an image) makes the whole reply an invalid answer, never a fragment.
+        Some(Json::Array(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match content_part(part) {
+                    Ok(t) => text.push_str(t),
+                    Err(why) => return Err(invalid(why)),
+                }
+            }
+            text
+        }
         Some(_) => return Err(malformed("choices[0].message.content is not a string")),
     };
     let usage = resp.usage.unwrap_or_default();
@@ -747,6 +781,63 @@ fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), M
         usage.prompt_tokens.unwrap_or(0),
         usage.completion_tokens.unwrap_or(0),
     ))
+}
+
+/// What a message says instead of answering: a tool call or a refusal (`None`: nothing of that
+/// kind; the content is read next).
+fn not_an_answer(message: &Json) -> Option<InvalidAnswer> {
+    let present = |key: &str| match message.get(key) {
+        None | Some(Json::Null) => false,
+        Some(Json::Array(a)) => !a.is_empty(),
+        Some(Json::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    };
+    if present("tool_calls") || present("function_call") {
+        let names: Vec<String> = message
+            .get("tool_calls")
+            .and_then(Json::as_array)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .filter_map(|c| c.pointer("/function/name").and_then(Json::as_str))
+                    .map(bounded)
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some(InvalidAnswer::ToolCall(names.join(", ")));
+    }
+    if present("refusal") {
+        let said = match message.get("refusal") {
+            Some(Json::String(s)) => bounded(s),
+            _ => String::new(),
+        };
+        return Some(InvalidAnswer::Refusal(said));
+    }
+    None
+}
+
+/// The text of one content part: a part of type `text` (or with no type) holding a string
+/// `text`. Anything else is not text.
+fn content_part(part: &Json) -> Result<&str, InvalidAnswer> {
+    let kind = part.get("type");
+    match kind.and_then(Json::as_str) {
+        None if kind.is_none() || kind == Some(&Json::Null) => {}
+        Some("text") => {}
+        Some("refusal") => {
+            let said = part
+                .get("refusal")
+                .or_else(|| part.get("text"))
+                .and_then(Json::as_str)
+                .map(bounded)
+                .unwrap_or_default();
+            return Err(InvalidAnswer::Refusal(said));
+        }
+        Some(other) => return Err(InvalidAnswer::NonTextPart(bounded(other))),
+        None => return Err(InvalidAnswer::NonTextPart("?".into())),
+    }
+    part.get("text")
+        .and_then(Json::as_str)
+        .ok_or_else(|| InvalidAnswer::NonTextPart("text without a string `text`".into()))
 }
 
 /// Unwraps `{"choice":"x"}` or `"x"` into `x`; anything else is returned unchanged.
@@ -776,6 +867,30 @@ fn explain_error_body(body: &[u8]) -> String {
         .ok()
         .and_then(|v| v.get("error").and_then(error_object_message))
         .unwrap_or_else(|| snippet(body))
+}
+
+/// Server-supplied text as an error message may quote it: control characters escaped (one
+/// line, no terminal escapes), at most [`QUOTE_CHARS`] characters, cut on a character boundary
+/// and marked with `…` when cut.
+fn bounded(text: &str) -> String {
+    let mut out = String::new();
+    let mut len = 0;
+    for c in text.chars() {
+        if len >= QUOTE_CHARS {
+            out.push('…');
+            return out;
+        }
+        if c.is_control() {
+            for e in c.escape_default() {
+                out.push(e);
+                len += 1;
+            }
+        } else {
+            out.push(c);
+            len += 1;
+        }
+    }
+    out
 }
 
 /// The start of a body, lossily decoded and escaped onto one line.

@@ -478,3 +478,48 @@ fn configuration_is_checked_at_build() {
         assert!(matches!(https, Err(OpenAiConfigError::TlsNotEnabled(_))));
     }
 }
+
+// --- Attack: refusal / tool-use content parts read as text ------------------------------------
+
+#[tokio::test]
+async fn refusal_and_tool_parts_are_never_read_as_text() {
+    // `refusal:"ye"` + `tool_use:"s"` used to be concatenated into "yes".
+    let body = json!({"choices": [{"message": {"role": "assistant", "content": [
+        {"type": "refusal", "refusal": "ye", "text": "ye"},
+        {"type": "tool_use", "text": "s"}
+    ]}, "finish_reason": "stop"}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("refus"), "{err}");
+
+    // A tool-use part alone is no text either.
+    let body = json!({"choices": [{"message": {"content": [
+        {"type": "text", "text": "ye"}, {"type": "tool_use", "text": "s"}
+    ]}}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("tool_use"), "{err}");
+
+    // `message.refusal` next to empty content.
+    let body = json!({"choices": [{"message": {"content": null, "refusal": "I can't help"}}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("refus"), "{err}");
+}
+
+#[tokio::test]
+async fn tool_calls_without_content_are_not_an_empty_answer() {
+    let body = json!({"choices": [{"message": {"role": "assistant", "content": null,
+        "tool_calls": [{"id": "c1", "type": "function",
+                        "function": {"name": "refund", "arguments": "{}"}}]},
+        "finish_reason": "tool_calls"}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("tool call"), "{err}");
+}
