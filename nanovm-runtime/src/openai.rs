@@ -135,11 +135,18 @@ pub enum InvalidAnswer {
     Refusal(String),
     /// The model asked for a tool call (`message.tool_calls` / `function_call`) instead of
     /// answering; the function names asked for.
-    #[error("the model asked for a tool call ({0}) instead of answering")]
+    #[error("the model asked for a tool call{} instead of answering", in_parens(.0))]
     ToolCall(String),
     /// A content part that is not text (its type).
     #[error("a content part of type {0:?} is not text")]
     NonTextPart(String),
+    /// The answer was cut short (`finish_reason` `length`): what is there is a prefix, and a
+    /// prefix of an answer is not an answer.
+    #[error("the answer was truncated (finish_reason {0:?})")]
+    Truncated(String),
+    /// A content filter withheld (part of) the answer (`finish_reason` `content_filter`).
+    #[error("a content filter withheld the answer")]
+    Filtered,
 }
 
 /// Builds an [`OpenAiModel`]. Start with [`OpenAiModel::builder`] or [`OpenAiBuilder::from_env`].
@@ -503,7 +510,6 @@ struct Choice {
     #[serde(default)]
     message: Option<Json>,
     #[serde(default, deserialize_with = "lenient")]
-    #[allow(dead_code)]
     finish_reason: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -758,6 +764,16 @@ fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), M
     if let Some(why) = not_an_answer(&message) {
         return Err(invalid(why));
     }
+    match choice.finish_reason.as_deref() {
+        Some(r @ ("length" | "max_tokens")) => {
+            return Err(invalid(InvalidAnswer::Truncated(r.to_string())));
+        }
+        Some("content_filter") => return Err(invalid(InvalidAnswer::Filtered)),
+        Some("tool_calls" | "function_call") => {
+            return Err(invalid(InvalidAnswer::ToolCall(String::new())));
+        }
+        _ => {}
+    }
     let text = match message.get("content") {
         None | Some(Json::Null) => String::new(),
         Some(Json::String(s)) => s.clone(),
@@ -781,6 +797,15 @@ fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), M
         usage.prompt_tokens.unwrap_or(0),
         usage.completion_tokens.unwrap_or(0),
     ))
+}
+
+/// ` (x)`, or nothing for an empty `x`.
+fn in_parens(x: &str) -> String {
+    if x.is_empty() {
+        String::new()
+    } else {
+        format!(" ({x})")
+    }
 }
 
 /// What a message says instead of answering: a tool call or a refusal (`None`: nothing of that

@@ -523,3 +523,16 @@ async fn tool_calls_without_content_are_not_an_empty_answer() {
     assert!(err.message.contains("invalid answer"), "{err}");
     assert!(err.message.contains("tool call"), "{err}");
 }
+
+// --- Attack: an answer cut by max_tokens is accepted ------------------------------------------
+
+#[tokio::test]
+async fn an_answer_cut_by_the_token_limit_is_invalid() {
+    let mut body = completion("refu");
+    body["choices"][0]["finish_reason"] = json!("length");
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("truncated"), "{err}");
+}
