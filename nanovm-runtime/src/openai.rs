@@ -331,7 +331,10 @@ impl OpenAiBuilder {
         let mut client = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout.min(self.timeout))
-            .user_agent(concat!("nanovm/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("nanovm/", env!("CARGO_PKG_VERSION")))
+            // A redirect would send the prompt (and the API key's holder's request) somewhere
+            // the configuration never named: a 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none());
         if self.no_proxy {
             client = client.no_proxy();
         }
@@ -633,6 +636,9 @@ impl OpenAiModel {
             let retryable =
                 status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
             let mut message = format!("openai: HTTP {status} from {}", self.endpoint);
+            if status.is_redirection() {
+                message.push_str(" (redirects are not followed; configure the final URL)");
+            }
             if let Some(after) = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)

@@ -536,3 +536,28 @@ async fn an_answer_cut_by_the_token_limit_is_invalid() {
     assert!(err.message.contains("invalid answer"), "{err}");
     assert!(err.message.contains("truncated"), "{err}");
 }
+
+// --- Attack: redirects are followed -----------------------------------------------------------
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("location", "/elsewhere/chat/completions"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/elsewhere/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("yes")))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("307"), "{err}");
+    assert!(err.message.contains("redirect"), "{err}");
+    let sent = server.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 1, "the redirect target was asked");
+}
