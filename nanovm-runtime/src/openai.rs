@@ -55,8 +55,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default cap on a response body; a larger body is a permanent error.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
-/// How many bytes of a response body an error message quotes.
-const SNIPPET_BYTES: usize = 256;
 /// How many characters of server-supplied text (a refusal, an error message) an error quotes.
 pub const QUOTE_CHARS: usize = 200;
 /// How much of an error response's body is read to explain it.
@@ -883,16 +881,19 @@ fn unwrap_choice(text: String) -> String {
     }
 }
 
-/// `error.message` of an OpenAI-style error object (or the error itself, when a string).
+/// `error.message` of an OpenAI-style error object (or the error itself, when a string),
+/// [`bounded`].
 fn error_object_message(err: &Json) -> Option<String> {
     match err {
-        Json::String(s) => Some(s.clone()),
-        Json::Object(o) => o.get("message").and_then(Json::as_str).map(str::to_string),
+        Json::String(s) => Some(bounded(s)),
+        Json::Object(o) => o.get("message").and_then(Json::as_str).map(bounded),
         _ => None,
     }
 }
 
-/// The message of an error response: its `error.message` if it has one, else a snippet.
+/// The message of an error response: its `error.message` if it has one, else a snippet. Either
+/// way at most [`QUOTE_CHARS`] characters of the server's text: error bodies carry tracebacks
+/// and file paths, and this message is recorded in the trace.
 fn explain_error_body(body: &[u8]) -> String {
     serde_json::from_slice::<Json>(body)
         .ok()
@@ -924,23 +925,26 @@ fn bounded(text: &str) -> String {
     out
 }
 
-/// The start of a body, lossily decoded and escaped onto one line.
+/// The start of a body, lossily decoded and [`bounded`], with the body's size when cut.
 fn snippet(body: &[u8]) -> String {
     if body.is_empty() {
         return "<empty>".to_string();
     }
-    let cut = body.len().min(SNIPPET_BYTES);
-    let text = String::from_utf8_lossy(&body[..cut]);
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+    // Enough bytes for QUOTE_CHARS characters of any width; a character the cut splits is
+    // dropped rather than shown as U+FFFD.
+    let cut = body.len().min(QUOTE_CHARS * 4 + 4);
+    let mut head = &body[..cut];
+    if let Err(e) = std::str::from_utf8(head)
+        && e.error_len().is_none()
+    {
+        head = &head[..e.valid_up_to()];
     }
-    if cut < body.len() {
-        out.push_str(&format!("... ({} bytes)", body.len()));
+    let mut out = bounded(&String::from_utf8_lossy(head));
+    if cut < body.len() && !out.ends_with('…') {
+        out.push('…');
+    }
+    if out.ends_with('…') {
+        out.push_str(&format!(" ({} bytes)", body.len()));
     }
     out
 }
@@ -981,6 +985,13 @@ mod tests {
         assert!(s.ends_with("(2000 bytes)"));
         assert_eq!(snippet(b""), "<empty>");
         assert_eq!(snippet(&[0xff, b'a']), "\u{fffd}a");
+        // Cut on a character boundary, never inside one.
+        let wide = "é".repeat(1000);
+        let s = snippet(wide.as_bytes());
+        assert!(!s.contains('\u{fffd}'), "{s}");
+        assert_eq!(s, format!("{}… (2000 bytes)", "é".repeat(QUOTE_CHARS)));
+        assert_eq!(bounded("\u{1b}[2J"), "\\u{1b}[2J");
+        assert_eq!(bounded(&"x".repeat(QUOTE_CHARS)), "x".repeat(QUOTE_CHARS));
     }
 
     #[test]

@@ -561,3 +561,35 @@ async fn redirects_are_not_followed() {
     let sent = server.received_requests().await.unwrap();
     assert_eq!(sent.len(), 1, "the redirect target was asked");
 }
+
+// --- Attack: the server's error text is copied into the trace ---------------------------------
+
+#[tokio::test]
+async fn error_bodies_are_cut_before_they_reach_the_trace() {
+    let traceback = format!(
+        "Traceback (most recent call last):\n{}  File \"/srv/app/secrets/config.py\", line 7\nKeyError: 'OPENAI_KEY'",
+        "  File \"/usr/lib/python3/site-packages/x.py\", line 1, in f\n".repeat(100)
+    );
+    let server = serving(ResponseTemplate::new(500).set_body_string(traceback)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.retryable, "{err}");
+    assert!(err.message.contains("500"), "{err}");
+    assert!(err.message.contains('…'), "{err}");
+    assert!(!err.message.contains("config.py"), "{err}");
+    let quoted = err.message.split_once(": Traceback").expect("quoted").1;
+    assert!(
+        quoted.chars().count() <= 200 + 40,
+        "{}",
+        quoted.chars().count()
+    );
+
+    // The same bound for an `error.message` in JSON, cut on a char boundary.
+    let long = "é".repeat(5000);
+    let server =
+        serving(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": long}})))
+            .await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.message.chars().count() < 400, "{}", err.message.len());
+    assert!(err.message.contains("éé…"), "{err}");
+    assert!(!err.message.contains('\u{fffd}'), "{err}");
+}
