@@ -12,8 +12,11 @@
 //!
 //! The adapter never retries: every failure comes back as a [`ModelError`] whose `retryable`
 //! flag says whether the runtime's retry policy may try again (connection failures, timeouts,
-//! 408, 429, 5xx) or not (other statuses, malformed bodies, configuration errors). No server
-//! behaviour makes it panic.
+//! 408, 429, 5xx) or not (other statuses, malformed bodies, configuration errors). A
+//! `Retry-After` on a retryable refusal holds back the adapter's next request until then
+//! (bounded by [`OpenAiBuilder::max_retry_after`]; the executor's `max_duration` budget still
+//! applies, since the wait is part of the model call it races). Redirects are not followed. No
+//! server behaviour makes it panic.
 //!
 //! The default build speaks plain `http` only (no TLS stack to compile); enable this crate's
 //! `rustls` feature for `https` endpoints.
@@ -33,7 +36,8 @@
 //! ```
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +56,9 @@ pub const ENV_MODEL: &str = "NANOVM_OPENAI_MODEL";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default connect timeout (capped by the request timeout).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on how long a `Retry-After` may hold the adapter back (see
+/// [`OpenAiBuilder::max_retry_after`]).
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Default cap on a response body; a larger body is a permanent error.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
@@ -160,6 +167,7 @@ pub struct OpenAiBuilder {
     max_tokens: Option<u32>,
     constrain_choices: ChoiceConstraint,
     max_response_bytes: usize,
+    max_retry_after: Duration,
     no_proxy: bool,
 }
 
@@ -176,6 +184,7 @@ impl fmt::Debug for OpenAiBuilder {
             .field("max_tokens", &self.max_tokens)
             .field("constrain_choices", &self.constrain_choices)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_retry_after", &self.max_retry_after)
             .field("no_proxy", &self.no_proxy)
             .finish()
     }
@@ -197,6 +206,7 @@ impl OpenAiBuilder {
             max_tokens: None,
             constrain_choices: ChoiceConstraint::Off,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             no_proxy: false,
         }
     }
@@ -290,6 +300,19 @@ impl OpenAiBuilder {
         self
     }
 
+    /// The longest wait a `Retry-After` header may impose (default 60 s).
+    ///
+    /// A retryable refusal (429, 503, ...) that carries `Retry-After` (seconds, or an HTTP
+    /// date) holds back this adapter's next request until that moment: the next
+    /// [`Model::complete`] waits first, then sends. A server asking for a longer wait than this
+    /// gets a permanent error instead (retrying early would only be refused again). The wait
+    /// happens inside the model call, which the executor races against the run's
+    /// `max_duration` budget and cancellation, so the duration budget still bounds it.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
     /// Ignores proxy settings from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...), which are
     /// honoured by default.
     pub fn no_proxy(mut self) -> Self {
@@ -345,6 +368,7 @@ impl OpenAiBuilder {
             endpoint,
             authorization,
             config: self,
+            not_before: std::sync::Mutex::new(None),
         })
     }
 }
@@ -536,6 +560,8 @@ pub struct OpenAiModel {
     endpoint: String,
     authorization: Option<reqwest::header::HeaderValue>,
     config: OpenAiBuilder,
+    /// No request is sent before this instant (set by a `Retry-After`).
+    not_before: std::sync::Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for OpenAiModel {
@@ -614,6 +640,7 @@ impl OpenAiModel {
 
     async fn call(&self, req: &ModelRequest) -> Result<ModelReply, ModelError> {
         let body = self.chat_request(req)?;
+        self.wait_for_retry_after().await;
         let mut http = self
             .client
             .post(&self.endpoint)
@@ -633,6 +660,7 @@ impl OpenAiModel {
                 .unwrap_or_default();
             let retryable =
                 status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
+            let mut retryable = retryable;
             let mut message = format!("openai: HTTP {status} from {}", self.endpoint);
             if status.is_redirection() {
                 message.push_str(" (redirects are not followed; configure the final URL)");
@@ -642,7 +670,20 @@ impl OpenAiModel {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
             {
-                message.push_str(&format!(" (retry-after: {after})"));
+                message.push_str(&format!(" (retry-after: {})", bounded(after)));
+                if retryable && let Some(wait) = retry_after(after, SystemTime::now()) {
+                    if wait > self.config.max_retry_after {
+                        retryable = false;
+                        message.push_str(&format!(
+                            " (the server asks for a wait of {} s, more than the configured \
+                             maximum of {} s)",
+                            wait.as_secs(),
+                            self.config.max_retry_after.as_secs()
+                        ));
+                    } else {
+                        self.hold_back(wait);
+                    }
+                }
             }
             message.push_str(": ");
             message.push_str(&explain_error_body(&body));
@@ -671,6 +712,32 @@ impl OpenAiModel {
             completion_tokens: text.2,
             cache_hit: false,
         })
+    }
+
+    /// Sends nothing before `wait` from now (a later hold already in place stays).
+    fn hold_back(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut nb = self
+            .not_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if nb.is_none_or(|t| t < until) {
+            *nb = Some(until);
+        }
+    }
+
+    /// Waits out a `Retry-After` of an earlier reply, if one is still running.
+    async fn wait_for_retry_after(&self) {
+        let until = *self
+            .not_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(until) = until {
+            let now = Instant::now();
+            if until > now {
+                tokio::time::sleep(until - now).await;
+            }
+        }
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ModelError {
@@ -869,6 +936,54 @@ fn content_part(part: &Json) -> Result<&str, InvalidAnswer> {
         .ok_or_else(|| InvalidAnswer::NonTextPart("text without a string `text`".into()))
 }
 
+/// The wait a `Retry-After` value asks for, read at `now`: delay-seconds (`120`) or an HTTP
+/// date (`Sun, 06 Nov 1994 08:49:37 GMT`; a date in the past is no wait). `None`: neither.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurdly many digits saturate rather than fail: still "longer than the cap".
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses an IMF-fixdate (RFC 9110 §5.6.7), the form servers send: `Sun, 06 Nov 1994 08:49:37
+/// GMT`. The day name is not checked against the date.
+fn http_date(value: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = value.split_ascii_whitespace();
+    let _weekday = parts.next().filter(|w| w.len() == 4 && w.ends_with(','))?;
+    let day: i64 = parts.next().filter(|d| d.len() == 2)?.parse().ok()?;
+    let month = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let year: i64 = parts.next().filter(|y| y.len() == 4)?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let mut field = |max: i64| -> Option<i64> {
+        let v: i64 = hms.next().filter(|f| f.len() == 2)?.parse().ok()?;
+        (v <= max).then_some(v)
+    };
+    let (h, m, sec) = (field(23)?, field(59)?, field(60)?);
+    if hms.next().is_some() || parts.next() != Some("GMT") || parts.next().is_some() {
+        return None;
+    }
+    if !(1..=31).contains(&day) || year < 1970 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
+}
+
 /// Unwraps `{"choice":"x"}` or `"x"` into `x`; anything else is returned unchanged.
 fn unwrap_choice(text: String) -> String {
     match serde_json::from_str::<Json>(text.trim()) {
@@ -992,6 +1107,38 @@ mod tests {
         assert_eq!(s, format!("{}… (2000 bytes)", "é".repeat(QUOTE_CHARS)));
         assert_eq!(bounded("\u{1b}[2J"), "\\u{1b}[2J");
         assert_eq!(bounded(&"x".repeat(QUOTE_CHARS)), "x".repeat(QUOTE_CHARS));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_770); // 08:49:30
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            http_date("Tue, 29 Feb 2000 00:00:00 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(retry_after(bad, now), None, "{bad}");
+        }
+        assert_eq!(
+            retry_after(&"9".repeat(40), now),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 
     #[test]

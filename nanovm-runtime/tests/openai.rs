@@ -593,3 +593,96 @@ async fn error_bodies_are_cut_before_they_reach_the_trace() {
     assert!(err.message.contains("éé…"), "{err}");
     assert!(!err.message.contains('\u{fffd}'), "{err}");
 }
+
+// --- Attack: Retry-After is ignored -----------------------------------------------------------
+
+/// A server answering the first request with `first`, every later one with a completion.
+async fn first_then_ok(first: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("ok")))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        months[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[tokio::test]
+async fn retry_after_in_seconds_holds_back_the_next_request() {
+    let server = first_then_ok(ResponseTemplate::new(429).insert_header("retry-after", "1")).await;
+    let m = model(&server);
+    let refused = std::time::Instant::now();
+    let err = complete(&m, &request("x")).await.unwrap_err();
+    assert!(err.retryable, "{err}");
+    assert_eq!(complete(&m, &request("x")).await.unwrap().text, "ok");
+    let waited = refused.elapsed();
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_holds_back_the_next_request() {
+    let at = std::time::SystemTime::now() + Duration::from_secs(2);
+    let server = first_then_ok(
+        ResponseTemplate::new(503).insert_header("retry-after", http_date(at).as_str()),
+    )
+    .await;
+    let m = model(&server);
+    let refused = std::time::Instant::now();
+    assert!(complete(&m, &request("x")).await.unwrap_err().retryable);
+    complete(&m, &request("x")).await.unwrap();
+    // The date has one-second resolution: at least one second of the two is left.
+    let waited = refused.elapsed();
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_cap_is_permanent_and_not_waited_for() {
+    let server =
+        first_then_ok(ResponseTemplate::new(429).insert_header("retry-after", "3600")).await;
+    let m = builder(&server)
+        .max_retry_after(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let err = complete(&m, &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("3600"), "{err}");
+    let started = std::time::Instant::now();
+    complete(&m, &request("x")).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
