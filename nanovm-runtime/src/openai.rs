@@ -700,17 +700,29 @@ impl OpenAiModel {
             }
             Err(BodyError::Transport(e)) => return Err(self.transport_error(e)),
         };
-        let text = parse_reply_body(&body, &self.endpoint)?;
+        let parsed = parse_reply_body(&body, &self.endpoint)?;
+        // Usage the server did not report, or reported as something no real call costs, is
+        // estimated from what was sent and received: a budget must never see a free call.
+        let reported_prompt = parsed.prompt_tokens.filter(|&n| n > 0);
+        let reported_completion = parsed
+            .completion_tokens
+            .filter(|&n| n > 0 || parsed.text.is_empty());
+        let tokens_estimated = reported_prompt.is_none() || reported_completion.is_none();
+        let prompt_tokens =
+            reported_prompt.unwrap_or_else(|| estimate_prompt_tokens(&body_of(req)));
+        let completion_tokens =
+            reported_completion.unwrap_or_else(|| estimate_completion_tokens(&parsed.text));
         Ok(ModelReply {
             text: if req.choices.is_some() && self.config.constrain_choices != ChoiceConstraint::Off
             {
-                unwrap_choice(text.0)
+                unwrap_choice(parsed.text)
             } else {
-                text.0
+                parsed.text
             },
-            prompt_tokens: text.1,
-            completion_tokens: text.2,
+            prompt_tokens,
+            completion_tokens,
             cache_hit: false,
+            tokens_estimated,
         })
     }
 
@@ -802,8 +814,46 @@ async fn read_body(
     Ok(body)
 }
 
-/// Text, prompt tokens, completion tokens, from a 2xx body.
-fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), ModelError> {
+/// What a 2xx body says: the answer text and the usage as reported (`None`: missing or not a
+/// non-negative integer).
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    text: String,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+/// The texts a request sends, for estimating its tokens.
+fn body_of(req: &ModelRequest) -> Vec<&str> {
+    req.system
+        .iter()
+        .map(String::as_str)
+        .chain([req.prompt.as_str()])
+        .collect()
+}
+
+/// A deliberately high token estimate for `text`: one token per 3 bytes, rounded up (English
+/// averages about 4 characters a token; most CJK characters are 3 bytes and about one token).
+fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(3)
+}
+
+/// The estimated prompt tokens of the messages `texts`: each message's text plus 4 tokens of
+/// chat framing, plus 3 for the reply's priming. Never 0.
+fn estimate_prompt_tokens(texts: &[&str]) -> u64 {
+    texts
+        .iter()
+        .map(|t| estimate_tokens(t).saturating_add(4))
+        .fold(3u64, u64::saturating_add)
+}
+
+/// The estimated completion tokens of `text` (at least 1: even an empty answer ended a call).
+fn estimate_completion_tokens(text: &str) -> u64 {
+    estimate_tokens(text).max(1)
+}
+
+/// Text and reported usage, from a 2xx body.
+fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<Parsed, ModelError> {
     let malformed = |why: &str| {
         ModelError::permanent(format!(
             "openai: malformed response from {endpoint}: {why}; body: {}",
@@ -863,11 +913,11 @@ fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), M
         Some(_) => return Err(malformed("choices[0].message.content is not a string")),
     };
     let usage = resp.usage.unwrap_or_default();
-    Ok((
+    Ok(Parsed {
         text,
-        usage.prompt_tokens.unwrap_or(0),
-        usage.completion_tokens.unwrap_or(0),
-    ))
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+    })
 }
 
 /// ` (x)`, or nothing for an empty `x`.
@@ -1110,6 +1160,17 @@ mod tests {
     }
 
     #[test]
+    fn token_estimates_are_conservative_and_never_zero() {
+        assert_eq!(estimate_completion_tokens(""), 1);
+        assert_eq!(estimate_completion_tokens("refund"), 2);
+        // Two messages: 4 framing tokens each, 3 for the reply's priming.
+        assert_eq!(estimate_prompt_tokens(&["", "abcd"]), 4 + (2 + 4) + 3);
+        // Above the usual 4 characters a token.
+        let text = "The customer was charged twice for order 1234.";
+        assert!(estimate_tokens(text) >= text.len() as u64 / 4);
+    }
+
+    #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_770); // 08:49:30
         assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
@@ -1143,17 +1204,20 @@ mod tests {
 
     #[test]
     fn reply_parsing_is_lenient() {
-        let ok = |b: &str| parse_reply_body(b.as_bytes(), "e").unwrap();
+        let ok = |b: &str| {
+            let p = parse_reply_body(b.as_bytes(), "e").unwrap();
+            (p.text, p.prompt_tokens, p.completion_tokens)
+        };
         assert_eq!(
             ok(r#"{"choices":[{"message":{"content":"hi"}}]}"#),
-            ("hi".into(), 0, 0)
+            ("hi".into(), None, None)
         );
         assert_eq!(
             ok(
                 r#"{"id":7,"created":"now","choices":[{"index":"0","message":{"content":null},
                "finish_reason":5}],"usage":{"prompt_tokens":3.5,"completion_tokens":2}}"#
             ),
-            (String::new(), 0, 2)
+            (String::new(), None, Some(2))
         );
         assert_eq!(
             ok(

@@ -139,6 +139,10 @@ pub enum Reply {
         completion_tokens: u64,
         /// Served from the response cache without calling the model.
         cache_hit: bool,
+        /// The token counts are the adapter's estimate, not the server's report. Absent (and
+        /// encoded exactly as before the field existed) when false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        tokens_estimated: bool,
     },
     /// The call failed.
     Error {
@@ -147,6 +151,11 @@ pub enum Reply {
         /// Whether a retry could help.
         retryable: bool,
     },
+}
+
+/// `skip_serializing_if` for flags that are absent when false.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A tool's side of a tool call.
@@ -574,8 +583,11 @@ impl Event {
                         prompt_tokens,
                         completion_tokens,
                         cache_hit,
+                        tokens_estimated,
                     } => {
-                        e.tag(0)
+                        // Tag 2 marks estimated counts; reported counts keep tag 0, so traces
+                        // written before the flag existed hash as they always did.
+                        e.tag(if *tokens_estimated { 2 } else { 0 })
                             .str(text)
                             .u64(*prompt_tokens)
                             .u64(*completion_tokens)
@@ -984,6 +996,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn estimated_tokens_are_additive_to_the_format() {
+        let model = |tokens_estimated| Event::Model {
+            step: "s".into(),
+            branch: None,
+            attempt: 1,
+            model: None,
+            system: None,
+            prompt: "p".into(),
+            reply: Reply::Answer {
+                text: "a".into(),
+                prompt_tokens: 3,
+                completion_tokens: 1,
+                cache_hit: false,
+                tokens_estimated,
+            },
+            next: None,
+        };
+        let entry = |ev: Event| {
+            let mut t = Trace::new();
+            t.push(ev, &mut Encoder::new());
+            t
+        };
+        let reported = entry(model(false));
+        let estimated = entry(model(true));
+        // Reported counts: the field is absent and the bytes hashed are those of a trace
+        // written before the flag existed (reply tag 0).
+        let line = reported.to_jsonl();
+        assert!(!line.contains("tokens_estimated"));
+        let mut e = Encoder::new();
+        e.tag(2).str("s").opt_str(None).u32(1).opt_str(None);
+        e.opt_str(None).str("p");
+        e.tag(0).str("a").u64(3).u64(1).bool(false).opt_str(None);
+        let mut old = Encoder::new();
+        old.digest(&Digest::ZERO).u64(0);
+        let mut want = old.bytes().to_vec();
+        want.extend_from_slice(e.bytes());
+        assert_eq!(reported.root(), Digest::of(&want));
+        // Estimated counts are visible and hashed.
+        assert!(estimated.to_jsonl().contains(r#""tokens_estimated":true"#));
+        assert_ne!(estimated.root(), reported.root());
+        assert_eq!(Trace::from_jsonl(&estimated.to_jsonl()).unwrap(), estimated);
     }
 
     #[test]

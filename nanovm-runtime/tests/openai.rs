@@ -2,10 +2,15 @@
 
 #![cfg(feature = "openai")]
 
+mod support;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use nanovm_runtime::model::{Model, ModelError, ModelReply, ModelRequest};
 use nanovm_runtime::openai::{ChoiceConstraint, OpenAiBuilder, OpenAiConfigError, OpenAiModel};
+use nanovm_runtime::trace::{BudgetKind, Event, Reply, RunStatus};
+use nanovm_runtime::{ManualClock, RunOptions, Runtime};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -153,6 +158,7 @@ async fn success_records_usage() {
             prompt_tokens: 11,
             completion_tokens: 3,
             cache_hit: false,
+            tokens_estimated: false,
         }
     );
 }
@@ -169,7 +175,13 @@ async fn tolerates_missing_optional_fields() {
     });
     let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
     let reply = complete(&model(&server), &request("x")).await.unwrap();
-    assert_eq!(reply, ModelReply::text("echo"));
+    assert_eq!(reply.text, "echo");
+    // No usage: estimated, never free.
+    assert!(reply.tokens_estimated);
+    assert!(
+        reply.prompt_tokens > 0 && reply.completion_tokens > 0,
+        "{reply:?}"
+    );
 }
 
 #[tokio::test]
@@ -185,11 +197,13 @@ async fn tolerates_oddly_typed_optional_fields() {
     assert_eq!(
         (
             reply.text.as_str(),
-            reply.prompt_tokens,
-            reply.completion_tokens
+            reply.completion_tokens,
+            reply.tokens_estimated
         ),
-        ("ok", 0, 2)
+        ("ok", 2, true)
     );
+    // `"many"` prompt tokens are estimated rather than read as 0.
+    assert!(reply.prompt_tokens > 0, "{reply:?}");
 }
 
 #[tokio::test]
@@ -685,4 +699,104 @@ async fn retry_after_beyond_the_cap_is_permanent_and_not_waited_for() {
     let started = std::time::Instant::now();
     complete(&m, &request("x")).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+// --- Attack: a reply without usage is free -----------------------------------------------------
+
+#[tokio::test]
+async fn missing_or_malformed_usage_is_estimated_never_zero() {
+    let long_prompt = "Please classify this ticket about a double charge. ".repeat(20);
+    for usage in [
+        Value::Null,
+        json!({}),
+        json!({"prompt_tokens": 0, "completion_tokens": 0}),
+        json!({"prompt_tokens": -5, "completion_tokens": "2"}),
+        json!("lots"),
+    ] {
+        let mut body =
+            json!({"choices": [{"message": {"content": "refund"}, "finish_reason": "stop"}]});
+        if !usage.is_null() {
+            body["usage"] = usage.clone();
+        }
+        let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+        let reply = complete(&model(&server), &request(&long_prompt))
+            .await
+            .unwrap();
+        assert!(reply.tokens_estimated, "{usage}: {reply:?}");
+        // At least one token per 4 bytes sent and received: conservative, never 0.
+        assert!(
+            reply.prompt_tokens >= long_prompt.len() as u64 / 4,
+            "{usage}: {reply:?}"
+        );
+        assert!(reply.completion_tokens >= 2, "{usage}: {reply:?}");
+    }
+    // An empty answer with no usage still costs a token.
+    let server = serving(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"choices": [{"message": {"content": ""}}]})),
+    )
+    .await;
+    let reply = complete(&model(&server), &request("x")).await.unwrap();
+    assert!(
+        reply.prompt_tokens > 0 && reply.completion_tokens > 0,
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_usage_still_trips_max_tokens() {
+    use support::small::{self, Input};
+    // Every answer is "a" and none reports usage: the cycle classify -> route -> lookup -> check
+    // -> classify runs until a budget stops it. `max_tokens: 100` must, long before `max_steps`.
+    let server = serving(ResponseTemplate::new(200).set_body_json(
+        json!({"choices": [{"message": {"content": "a"}, "finish_reason": "stop"}]}),
+    ))
+    .await;
+    let host = support::Host::new();
+    host.fallback("fetch", json!({"status": "again"}));
+    let runtime = Runtime::builder()
+        .model(model(&server))
+        .clock(ManualClock::auto_advance(1_700_000_000_000))
+        .build();
+    let e = runtime
+        .run::<small::Program<small::Tokens100>>(
+            Input::new("pricing"),
+            Arc::new(host.clone()),
+            RunOptions::default(),
+        )
+        .await
+        .expect("the run executes");
+    assert_eq!(e.status, RunStatus::BudgetExceeded);
+    let tripped = e.trace.entries().iter().find_map(|en| match &en.event {
+        Event::BudgetExceeded { budget, used, .. } => Some((*budget, *used)),
+        _ => None,
+    });
+    let (budget, used) = tripped.expect("a budget_exceeded event");
+    assert_eq!(budget, BudgetKind::MaxTokens);
+    assert!(used > 100, "{used}");
+    let calls = server.received_requests().await.unwrap().len();
+    assert!(calls <= 8, "{calls} model calls under max_tokens: 100");
+    // Every recorded reply says its counts are estimates.
+    let mut replies = 0;
+    for en in e.trace.entries() {
+        if let Event::Model { reply, .. } = &en.event {
+            replies += 1;
+            assert!(
+                matches!(reply, Reply::Answer { tokens_estimated: true, prompt_tokens, completion_tokens, .. }
+                    if *prompt_tokens > 0 && *completion_tokens > 0),
+                "{reply:?}"
+            );
+        }
+    }
+    assert_eq!(replies, calls);
+    // The flag is part of the hashed, exported trace: it round-trips and replays.
+    let text = e.trace.to_jsonl();
+    assert!(text.contains(r#""tokens_estimated":true"#));
+    let back = nanovm_runtime::trace::Trace::from_jsonl(&text).expect("verifies");
+    assert_eq!(back.root(), e.trace.root());
+    let report = runtime
+        .replay::<small::Program<small::Tokens100>>(&back)
+        .expect("replays");
+    assert_eq!(report.root, e.trace.root());
+    assert_eq!(report.status, RunStatus::BudgetExceeded);
 }
