@@ -2,7 +2,8 @@
 //! runs of a store and export their traces.
 //!
 //! Exit codes, for every subcommand: 0 when all is well, 1 when the command found what it looks
-//! for (compile errors, a broken trace entry, two traces that differ), 2 on usage and I/O errors.
+//! for (compile errors, a broken trace entry or an incomplete trace, two traces that differ), 2
+//! on usage and I/O errors.
 
 mod check;
 mod db;
@@ -27,8 +28,8 @@ use crate::error::Status;
     version,
     about,
     long_about = None,
-    after_help = "Exit status: 0 all well; 1 compile errors, a broken trace or differing traces; \
-                  2 usage or I/O error."
+    after_help = "Exit status: 0 all well; 1 compile errors, a broken or incomplete trace or \
+                  differing traces; 2 usage or I/O error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,7 +42,9 @@ enum Command {
     Check(check::Args),
     /// Draw a program's graph as Mermaid or Graphviz DOT.
     Graph(graph::Args),
-    /// Check a trace's hash chain (JSON Lines) and print its root hash.
+    /// Check a trace (JSON Lines): its hash chain, and that it is one whole run (`run_started`
+    /// first, a closing `run_ended` or `suspended` last; `--partial` accepts a prefix).
+    /// Prints its root hash.
     Verify(verify::Args),
     /// Compare two traces and show the first entry where they differ.
     Diff(diff::Args),
