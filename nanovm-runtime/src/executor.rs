@@ -195,7 +195,9 @@ impl RunOptions {
         RunOptions::default()
     }
 
-    /// Sets the run id.
+    /// Sets the run id: 1 to 256 bytes of printable characters without whitespace
+    /// ([`ids::validate_run_id`]); [`Runtime::run`] refuses any other with
+    /// [`RunError::InvalidRunId`].
     #[must_use]
     pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
         self.run_id = Some(run_id.into());
@@ -309,6 +311,9 @@ pub enum RunError {
     /// The operation needs a journal and the runtime has none.
     #[error("the runtime has no journal")]
     NoJournal,
+    /// The run id chosen in [`RunOptions::run_id`] is not acceptable.
+    #[error("invalid run id: {0}")]
+    InvalidRunId(#[from] ids::RunIdError),
     /// A replay needed to wait for I/O, which a replay never does (a runtime bug).
     #[error("internal error: {0}")]
     Internal(String),
@@ -447,6 +452,9 @@ impl Runtime {
         // Boxed here, once: the run future is a few kilobytes, and every executor that drives
         // it (`block_on`, `spawn`) would otherwise move it by value.
         Box::pin(async move {
+            if let Some(id) = &opts.run_id {
+                ids::validate_run_id(id)?;
+            }
             // A run id the store knows already is a duplicate start: nothing new is executed
             // (see `crate::durable`).
             if let Some(store) = this.inner.store.clone() {
