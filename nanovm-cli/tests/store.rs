@@ -289,3 +289,46 @@ fn store_commands_report_usage_errors_with_exit_2() {
     let run = nanovm(&["runs", "--db", s(&not_a_db)]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+/// Attack: `nanovm runs` on an empty file wrote a schema into it. Inspection opens stores
+/// read-only and creates nothing.
+#[test]
+fn inspection_never_writes_to_the_database() {
+    let dir = scratch("read_only");
+    let empty = dir.join("empty.db");
+    fs::write(&empty, "").unwrap();
+    for args in [
+        vec!["runs", "--db", s(&empty)],
+        vec!["trace", "--db", s(&empty), "r-ok"],
+    ] {
+        let run = nanovm(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains("not a nanovm store"), "{}", run.stderr);
+        assert_eq!(fs::read(&empty).unwrap(), b"", "{args:?} wrote to the file");
+    }
+    let names = |d: &Path| {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dir), ["empty.db"], "nothing created next to it");
+
+    // A real store: listing and exporting leave its bytes as they were. The store's writer
+    // thread checkpoints and removes the WAL when it closes, shortly after the store is
+    // dropped: wait for that before taking the snapshot.
+    let (db, _) = database(&dir);
+    let wal = dir.join("runs.db-wal");
+    let waited = std::time::Instant::now();
+    while wal.exists() && waited.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!wal.exists(), "the store never closed its WAL");
+    let before = fs::read(&db).unwrap();
+    assert_eq!(nanovm(&["runs", "--db", s(&db)]).code, 0);
+    assert_eq!(nanovm(&["trace", "--db", s(&db), "r-ok"]).code, 0);
+    let after = fs::read(&db).unwrap();
+    assert!(after == before, "the database file changed");
+}
