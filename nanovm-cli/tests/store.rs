@@ -332,3 +332,39 @@ fn inspection_never_writes_to_the_database() {
     let after = fs::read(&db).unwrap();
     assert!(after == before, "the database file changed");
 }
+
+/// Stores runs the runtime itself would refuse (it validates run ids since then): what another
+/// writer, an older version or an attacker with write access to the file could leave.
+fn hostile_database(dir: &Path, traces: &[Trace]) -> PathBuf {
+    let path = dir.join("hostile.db");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&path).await.unwrap();
+            for t in traces {
+                let Event::RunStarted { run_id, .. } = &t.entries()[0].event else {
+                    unreachable!()
+                };
+                store.append(run_id, t.entries(), None).await.unwrap();
+            }
+        });
+    path
+}
+
+/// Attack: a run id of 65,536 characters made `nanovm runs` panic ("Formatting argument out of
+/// range"), and would have printed 64 KiB per row.
+#[test]
+fn runs_survives_a_huge_run_id() {
+    let dir = scratch("huge_id");
+    let huge = "x".repeat(65_536);
+    let db = hostile_database(&dir, &[trace(&huge, "customer_refund", "M", None)]);
+    let run = nanovm(&["runs", "--db", s(&db)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "header and one row");
+    assert!(lines[1].starts_with("xxxxxxxx"), "{}", &lines[1][..40]);
+    assert!(lines[1].contains('…'), "the id is cut");
+    assert!(lines[1].chars().count() < 400, "{}", lines[1].len());
+}
