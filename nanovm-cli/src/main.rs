@@ -9,6 +9,7 @@ mod check;
 mod db;
 mod diff;
 mod error;
+mod escape;
 mod graph;
 mod runs;
 mod source;

@@ -12,6 +12,7 @@ use nanovm_runtime::trace::RunStatus;
 
 use crate::db;
 use crate::error::{Error, Status};
+use crate::escape::escape;
 
 /// Arguments of `nanovm runs`.
 #[derive(clap::Args)]
@@ -99,8 +100,9 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
 /// hold one: run ids are at most 256 bytes) is cut with `…`, so one row cannot flood the table.
 const MAX_CELL_CHARS: usize = 256;
 
-/// `text` as a table cell: at most [`MAX_CELL_CHARS`] characters.
+/// `text` as a table cell: control characters escaped, at most [`MAX_CELL_CHARS`] characters.
 fn cell(text: &str) -> String {
+    let text = escape(text);
     match text.char_indices().nth(MAX_CELL_CHARS) {
         None => text.to_string(),
         Some((cut, _)) => {

@@ -12,6 +12,7 @@ use nanovm_runtime::trace::Trace;
 
 use crate::db;
 use crate::error::{Error, Status};
+use crate::escape::escape;
 use crate::verify;
 
 /// Arguments of `nanovm trace`.
@@ -32,7 +33,13 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         Ok::<_, Error>(store.load(&args.run_id).await)
     })??;
     let mut broken = |reason: String| -> Result<Status, Error> {
-        writeln!(err, "broken: run `{}`: {reason}", args.run_id).map_err(Error::stderr)?;
+        writeln!(
+            err,
+            "broken: run `{}`: {}",
+            escape(&args.run_id),
+            escape(&reason)
+        )
+        .map_err(Error::stderr)?;
         Ok(Status::Failed)
     };
     let entries = match loaded {

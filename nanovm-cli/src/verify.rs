@@ -18,6 +18,7 @@ use nanovm_runtime::trace::{
 };
 
 use crate::error::{Error, Status};
+use crate::escape::escape;
 
 /// Arguments of `nanovm verify`.
 #[derive(clap::Args)]
@@ -88,7 +89,12 @@ pub fn load(path: &Path) -> Result<Result<Trace, VerifyError>, Error> {
     })
 }
 
-/// `entry I (line I+1): reason`.
+/// `entry I (line I+1): reason`, the reason escaped (a parse error quotes the line's text).
 pub fn describe(e: &VerifyError) -> String {
-    format!("entry {} (line {}): {}", e.index, e.index + 1, e.reason)
+    format!(
+        "entry {} (line {}): {}",
+        e.index,
+        e.index + 1,
+        escape(&e.reason)
+    )
 }

@@ -805,6 +805,35 @@ fn verify_flipped_byte_names_the_entry() {
     );
 }
 
+/// Attack: `nanovm verify` quoted a trace's text and a path raw, escape sequences included.
+#[test]
+fn verify_escapes_what_it_quotes() {
+    let dir = scratch("verify_escapes");
+    // A status no run has: serde's message quotes it.
+    let text = sample_trace("refunded")
+        .to_jsonl()
+        .replace("\"success\"", "\"\\u001b[2J\\u0007\"");
+    let file = write(&dir, "evil.jsonl", text);
+    let run = nanovm(["verify", s(&file)]).expect(1);
+    assert!(
+        run.stdout.starts_with("broken: entry 2 (line 3): "),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("\\u{1b}[2J\\u{7}"), "{}", run.stdout);
+    assert!(!run.stdout.contains('\u{1b}'), "{:?}", run.stdout);
+
+    let missing = dir.join("no\u{1b}]0;pwned\u{7}.jsonl");
+    let run = nanovm(["verify", s(&missing)]).expect(2);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no\\u{1b}]0;pwned\\u{7}.jsonl: no such file"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn verify_missing_file_exits_2() {
     let dir = scratch("verify_missing");

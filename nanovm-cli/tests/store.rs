@@ -368,3 +368,63 @@ fn runs_survives_a_huge_run_id() {
     assert!(lines[1].contains('…'), "the id is cut");
     assert!(lines[1].chars().count() < 400, "{}", lines[1].len());
 }
+
+/// No control character of `text` reaches the terminal raw (line breaks are the CLI's own).
+#[track_caller]
+fn assert_no_raw_controls(text: &str) {
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n' || ('\u{202a}'..='\u{202e}').contains(c))
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "raw control characters {raw:?} in:\n{text:?}"
+    );
+}
+
+/// Attack: run ids, program and step names with terminal escape sequences were printed raw by
+/// `nanovm runs` and `nanovm trace` (clear the screen, retitle the terminal, reorder a line).
+#[test]
+fn store_text_is_printed_with_controls_escaped() {
+    let dir = scratch("escapes");
+    let id = "r\u{1b}[2J\u{1b}]0;pwned\u{7}";
+    let db = hostile_database(
+        &dir,
+        &[trace(
+            id,
+            "refund\u{202e}gnp.exe",
+            "M",
+            Some(Event::Suspended {
+                step: "wait\u{1b}[31m".into(),
+                event: "paid\r\n\u{9b}2J".into(),
+                deadline_ms: None,
+            }),
+        )],
+    );
+    let run = nanovm(&["runs", "--db", s(&db)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_no_raw_controls(&run.stdout);
+    assert_eq!(run.stdout.lines().count(), 2, "{:?}", run.stdout);
+    assert!(
+        run.stdout.contains("r\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("refund\\u{202e}gnp.exe"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("wait\\u{1b}[31m (waiting for paid\\r\\n\\u{9b}2J)"),
+        "{}",
+        run.stdout
+    );
+
+    // The id as an argument, echoed in an error.
+    let run = nanovm(&["trace", "--db", s(&db), "ghost\u{1b}[2J"]);
+    assert_eq!(run.code, 2);
+    assert_no_raw_controls(&run.stderr);
+    assert!(run.stderr.contains("ghost\\u{1b}[2J"), "{}", run.stderr);
+}
