@@ -834,6 +834,37 @@ fn verify_escapes_what_it_quotes() {
     );
 }
 
+/// Attack: `nanovm verify /dev/zero` grew to 5.5 GB before it was killed. It now streams, one
+/// line of at most 16 MiB at a time: under a 512 MiB address-space limit it must stop by itself
+/// with a verdict.
+#[test]
+fn verify_of_an_endless_input_stops_in_bounded_memory() {
+    let zero = Path::new("/dev/zero");
+    let sh = Path::new("/bin/sh");
+    if !zero.exists() || !sh.exists() {
+        println!(
+            "skipped: no /dev/zero or /bin/sh here, so the endless-input bound was NOT checked"
+        );
+        return;
+    }
+    let out = Command::new(sh)
+        .arg("-c")
+        .arg("ulimit -v 524288 && exec \"$0\" verify /dev/zero")
+        .arg(env!("CARGO_BIN_EXE_nanovm"))
+        .output()
+        .expect("sh runs");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+    .expect(1);
+    assert_eq!(
+        run.stdout,
+        "broken: entry 0 (line 1): the line is longer than 16777216 bytes\n"
+    );
+}
+
 #[test]
 fn verify_missing_file_exits_2() {
     let dir = scratch("verify_missing");
