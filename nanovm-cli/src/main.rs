@@ -49,9 +49,11 @@ enum Command {
     Verify(verify::Args),
     /// Compare two traces and show the first entry where they differ.
     Diff(diff::Args),
-    /// List the runs of a store (SQLite file): id, program, status, where each is.
+    /// List the runs of a store (SQLite file, opened read-only): id, program, status, where
+    /// each is. Text from the store is printed with control characters escaped.
     Runs(runs::Args),
-    /// Export a stored run's trace as JSON Lines (verified first; exit 1 if broken).
+    /// Export a stored run's trace as JSON Lines (store opened read-only; verified first; exit
+    /// 1 if broken).
     Trace(trace::Args),
 }
 

@@ -17,7 +17,8 @@ use crate::escape::escape;
 /// Arguments of `nanovm runs`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`).
+    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`). Opened
+    /// read-only: it must exist and hold a nanovm store; nothing is ever written to it.
     #[arg(long, value_name = "PATH")]
     db: PathBuf,
     /// Only runs with this status: running, suspended, success, failed, budget_exceeded,
