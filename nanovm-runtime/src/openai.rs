@@ -1,14 +1,23 @@
 //! [`OpenAiModel`]: an adapter for OpenAI-compatible `POST {base}/chat/completions` endpoints
 //! (OpenAI, llama.cpp / llama-cpp-python servers, vLLM, Ollama's `/v1`, mock servers).
 //!
-//! The adapter is strict about what it sends and lenient about what it reads:
+//! The adapter is strict about what it sends, lenient about what does not matter in a reply,
+//! and fails closed on what does:
 //!
 //! * The request body is the typed [`ChatRequest`], serialized with a fixed field order and no
 //!   free-form extras, so the same [`ModelRequest`] and configuration always send the same bytes.
 //! * The response is read through private types whose fields are all optional and tolerant of
-//!   wrong types (`id`, `created`, `index`, `usage`, `finish_reason`, `logprobs`, ... may be missing
-//!   or odd); unknown fields are ignored. Only `choices[0].message.content` is required to exist
-//!   (`null` content reads as the empty string).
+//!   wrong types (`id`, `created`, `index`, `logprobs`, ... may be missing or odd); unknown
+//!   fields are ignored. Only `choices[0].message.content` is required to exist (`null` content
+//!   reads as the empty string).
+//! * Only text is answer text: a refusal, a tool call, a non-text content part, or an answer
+//!   cut short (`finish_reason` `length`) is an [`InvalidAnswer`], reported as a permanent
+//!   [`ModelError`], never as (part of) the text.
+//! * Token usage that is missing or not a positive integer is estimated from the text sent and
+//!   received, deliberately high, and the reply says so (`ModelReply::tokens_estimated`): no
+//!   call is ever free for the `max_tokens` budget.
+//! * Server text quoted in an error (an error body, a refusal) is cut to [`QUOTE_CHARS`]
+//!   characters with control characters escaped: it ends up in the trace.
 //!
 //! The adapter never retries: every failure comes back as a [`ModelError`] whose `retryable`
 //! flag says whether the runtime's retry policy may try again (connection failures, timeouts,
