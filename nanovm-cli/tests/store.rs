@@ -428,3 +428,48 @@ fn store_text_is_printed_with_controls_escaped() {
     assert_no_raw_controls(&run.stderr);
     assert!(run.stderr.contains("ghost\\u{1b}[2J"), "{}", run.stderr);
 }
+
+/// On a terminal, `nanovm trace` escapes what JSON leaves raw (C1 controls, bidi overrides);
+/// redirected, the export stays byte for byte the runtime's (checked above). The terminal is a
+/// pseudo-terminal from util-linux `script`; without it the check is skipped, visibly.
+#[test]
+fn trace_on_a_terminal_escapes_what_json_leaves_raw() {
+    let script = Path::new("/usr/bin/script");
+    if !script.exists() {
+        println!(
+            "skipped: util-linux `script` not installed, so the terminal path was NOT checked"
+        );
+        return;
+    }
+    let dir = scratch("trace_tty");
+    let db = hostile_database(
+        &dir,
+        &[trace(
+            "r-tty",
+            "refund\u{202e}gnp.exe",
+            "csi\u{9b}2J",
+            Some(Event::RunEnded {
+                status: RunStatus::Success,
+                step: None,
+                message: None,
+            }),
+        )],
+    );
+    let command = format!(
+        "'{}' trace --db '{}' r-tty",
+        env!("CARGO_BIN_EXE_nanovm"),
+        s(&db)
+    );
+    let out = Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("refund\\u{202e}gnp.exe"), "{text}");
+    assert!(text.contains("csi\\u{9b}2J"), "{text}");
+    assert!(
+        !text.contains('\u{202e}') && !text.contains('\u{9b}'),
+        "{text:?}"
+    );
+}
