@@ -2,21 +2,24 @@
 //! run with a scripted model and in-process mock tools.
 //!
 //! ```sh
-//! cargo run --release --example customer_refund -- --trace-out /tmp/refund.jsonl
+//! cargo run --release --example customer_refund -- --trace-out refund.jsonl
 //! cargo run --release --example customer_refund -- --answer no
 //! cargo run --release --example customer_refund -- --answer maybe   # invalid -> manual review
 //!
-//! # Durable: a SQLite store and vault in one file. Kill it mid-way, then continue it.
-//! cargo run --example customer_refund -- --db /tmp/r.db --run-id r1 --tool-delay-ms 500 --ledger /tmp/l.txt
-//! cargo run --example customer_refund -- --db /tmp/r.db --run-id r1 --resume --ledger /tmp/l.txt
+//! # Durable: a SQLite store and vault in one file. Kill it mid-way (Ctrl-C), then run the
+//! # same command again: it continues the run, whenever the kill came.
+//! cargo run --example customer_refund -- --db r.db --run-id r1 --tool-delay-ms 500 --ledger l.txt
 //! ```
 //!
 //! It prints each recorded event, the final status and the trace's root hash, and writes the
 //! trace as JSON Lines (check it with `nanovm verify FILE`).
 //!
 //! With `--db`, the run is journaled in a SQLite file (and the email lives in the SQLite vault
-//! in the same file), so it survives the process: `--resume` replays the recorded prefix without
-//! calling anything again, then continues. The mock bank's `--ledger` gets one fsynced line
+//! in the same file), so it survives the process. Starting a run id the store holds is a
+//! duplicate start: a run a crash left mid-way is continued (the recorded prefix is replayed
+//! without calling anything again), a finished one is answered as recorded; a run id the store
+//! does not hold (the process died before its first write) starts. So the way to restart a
+//! crashed run is the command that started it. The mock bank's `--ledger` gets one fsynced line
 //! `effect_id tool` per real execution; the refund tool is idempotent like a payment API (a key
 //! it has executed returns the saved answer), the rejection mailer is not. A resumed run whose
 //! rejection mail was in flight needs reconciliation; with `--ledger` this example is also the
@@ -28,14 +31,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nanovm::program::{Program, ToolContext, ToolError};
 use nanovm::store::SqliteStore;
+use nanovm::testing::ScriptedModel;
 use nanovm::trace::RunStatus;
-use nanovm::value::{Digest, Json, Secret};
+use nanovm::vault::{MemoryVault, Vault};
 use nanovm::{
-    Clock, Execution, MemoryVault, ReconcileError, Resolution, RunError, RunOptions, Runtime,
-    ScriptedModel, SystemClock, Vault,
+    Clock, Execution, ReconcileError, Resolution, RunError, RunOptions, Runtime, SystemClock,
 };
+use nanovm::{Digest, Json, Secret};
+use nanovm::{ToolContext, ToolError};
 use serde_json::json;
 
 nanovm::include_program!("workflows/customer_refund.nvm");
@@ -136,14 +140,14 @@ struct Args {
     trace_out: Option<String>,
     run_id: Option<String>,
     db: Option<PathBuf>,
-    resume: bool,
     tool_delay_ms: u64,
     ledger: Option<PathBuf>,
     lease_ms: Option<u64>,
 }
 
 const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID] \
-     [--db PATH [--resume] [--lease-ms N]] [--tool-delay-ms N] [--ledger FILE]";
+     [--db PATH [--lease-ms N]] [--tool-delay-ms N] [--ledger FILE]\n\
+     With --db and --run-id, the same command starts the run or continues it after a crash.";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
@@ -151,7 +155,6 @@ fn args() -> Result<Args, String> {
         trace_out: None,
         run_id: None,
         db: None,
-        resume: false,
         tool_delay_ms: 0,
         ledger: None,
         lease_ms: None,
@@ -164,7 +167,6 @@ fn args() -> Result<Args, String> {
             "--trace-out" => a.trace_out = Some(value()?),
             "--run-id" => a.run_id = Some(value()?),
             "--db" => a.db = Some(PathBuf::from(value()?)),
-            "--resume" => a.resume = true,
             "--tool-delay-ms" => {
                 let v = value()?;
                 a.tool_delay_ms = v.parse().map_err(|_| {
@@ -184,9 +186,6 @@ fn args() -> Result<Args, String> {
             }
             other => return Err(format!("unknown argument `{other}` (try --help)")),
         }
-    }
-    if a.resume && (a.db.is_none() || a.run_id.is_none()) {
-        return Err("--resume needs --db and --run-id".into());
     }
     Ok(a)
 }
@@ -238,40 +237,28 @@ async fn main() {
         }
     };
 
-    // A run the store already holds is continued from its recorded inputs: no new secret.
-    let stored = match (runtime.store(), &args.run_id) {
-        (Some(store), Some(id)) => store.run(id).await.unwrap_or_else(|e| fail(e)).is_some(),
-        _ => false,
+    // Start or continue: a run id the store holds is a duplicate start, which continues a run
+    // a crash left mid-way (and answers a finished one as recorded); one it does not hold (the
+    // process died before the first write, or never ran) starts. The request is the same every
+    // time; only its secret is sealed again (the store does not compare secrets).
+    let email = nanovm::vault::seal(&*vault, &"ada@example.com".to_string())
+        .await
+        .unwrap_or_else(|e| fail(e));
+    let input = customer_refund::Input {
+        request: "My parcel arrived broken. Please refund it.".into(),
+        order_id: "ord_1042".into(),
+        amount_cents: 4200,
+        email,
     };
-    let execution = if args.resume || stored {
-        let id = args.run_id.as_deref().unwrap_or_default();
-        if !stored {
-            fail(format!("run `{id}` is not in {}", display(&args.db)));
-        }
-        let run = runtime.resume_journaled::<customer_refund::Program>(
-            id,
-            shop.clone(),
-            RunOptions::new(),
-        );
-        let e = run.await.unwrap_or_else(|e| fail(e));
-        reconcile_from_ledger(&runtime, e, &shop).await
-    } else {
-        let email = nanovm::vault::seal(&*vault, &"ada@example.com".to_string())
-            .await
-            .unwrap_or_else(|e| fail(e));
-        let input = customer_refund::Input {
-            request: "My parcel arrived broken. Please refund it.".into(),
-            order_id: "ord_1042".into(),
-            amount_cents: 4200,
-            email,
-        };
-        let mut options = RunOptions::new();
-        if let Some(id) = &args.run_id {
-            options = options.run_id(id.as_str());
-        }
-        let run = runtime.run::<customer_refund::Program>(input, shop.clone(), options);
-        run.await.unwrap_or_else(|e| fail(e))
-    };
+    let mut options = RunOptions::new();
+    if let Some(id) = &args.run_id {
+        options = options.run_id(id.as_str());
+    }
+    let execution = until_unleased(|| {
+        runtime.run::<customer_refund::Program>(input.clone(), shop.clone(), options.clone())
+    })
+    .await;
+    let execution = reconcile_from_ledger(&runtime, execution, &shop).await;
 
     for entry in execution.trace.entries() {
         println!("{:>3}  {}", entry.seq, entry.event.describe());
@@ -297,9 +284,32 @@ async fn main() {
     }
 }
 
-fn display(db: &Option<PathBuf>) -> String {
-    db.as_ref()
-        .map_or("memory".to_string(), |p| p.display().to_string())
+/// Runs `attempt` until the run it touches is not leased: a process killed while continuing a
+/// run holds its lease until the lease expires; waiting it out is all a restart needs.
+async fn until_unleased<F>(mut attempt: impl FnMut() -> F) -> Execution
+where
+    F: Future<Output = Result<Execution, RunError>>,
+{
+    for _ in 0..5 {
+        match attempt().await {
+            Err(RunError::Leased {
+                run_id, expires_ms, ..
+            }) => wait_out(&run_id, expires_ms).await,
+            Err(e) => fail(e),
+            Ok(e) => return e,
+        }
+    }
+    attempt().await.unwrap_or_else(|e| fail(e))
+}
+
+/// Sleeps until a lease has expired.
+async fn wait_out(run_id: &str, expires_ms: u64) {
+    let now = SystemClock.now_ms();
+    println!("waiting: run {run_id} is leased until {expires_ms}");
+    tokio::time::sleep(Duration::from_millis(
+        expires_ms.saturating_sub(now).saturating_add(5),
+    ))
+    .await;
 }
 
 /// A run that needs reconciliation, with a ledger to look at: this example is the operator. The
@@ -308,10 +318,8 @@ async fn reconcile_from_ledger(runtime: &Runtime, e: Execution, shop: &Arc<MockS
     if e.status != RunStatus::NeedsReconciliation || shop.ledger.is_none() {
         return e;
     }
-    let effects = nanovm::durable::ambiguous_effects(
-        <customer_refund::Program as Program>::info(),
-        e.trace.entries(),
-    );
+    let effects =
+        nanovm::RunView::of_program::<customer_refund::Program>(e.trace.entries()).to_reconcile();
     let mut e = e;
     for effect in effects {
         let resolution = if shop.executed(&effect) {
@@ -339,12 +347,7 @@ async fn reconcile_from_ledger(runtime: &Runtime, e: Execution, shop: &Arc<MockS
                 // out, then try again.
                 Err(ReconcileError::Run(RunError::Leased { expires_ms, .. })) if tries < 5 => {
                     tries += 1;
-                    let now = SystemClock.now_ms();
-                    println!("waiting: run {} is leased until {expires_ms}", e.run_id);
-                    tokio::time::sleep(Duration::from_millis(
-                        expires_ms.saturating_sub(now).saturating_add(5),
-                    ))
-                    .await;
+                    wait_out(&e.run_id, expires_ms).await;
                 }
                 Err(err) => fail(err),
                 Ok(done) => break done,

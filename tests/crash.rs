@@ -36,16 +36,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nanovm::durable::OPERATION_LEASE_MS;
-use nanovm::program::{BoxFuture, Program, ProgramInfo, ToolContext, ToolError};
+use nanovm::__private_v0_1::{Program, ProgramInfo};
+use nanovm::store::OPERATION_LEASE_MS;
 use nanovm::store::SqliteStore;
+use nanovm::store::{Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord};
+use nanovm::testing::{ManualClock, ScriptedModel};
 use nanovm::trace::{Entry, Event, RunStatus, Trace, entry_line};
-use nanovm::value::{Digest, Json, Secret};
-use nanovm::{
-    DeliverError, Execution, Fence, JournalError, JournalStore, Lease, ManualClock, MemoryStore,
-    MemoryVault, ReconcileError, Resolution, RunError, RunOptions, RunQuery, RunRecord, Runtime,
-    ScriptedModel,
-};
+use nanovm::vault::MemoryVault;
+use nanovm::{BoxFuture, ToolContext, ToolError};
+use nanovm::{DeliverError, Execution, ReconcileError, Resolution, RunError, RunOptions, Runtime};
+use nanovm::{Digest, Json, Secret};
 use serde_json::json;
 
 nanovm::include_program!("../examples/workflows/customer_refund.nvm");
@@ -642,7 +642,8 @@ async fn recover_in<P: Program<Input: Clone>>(
             }
             RunStatus::NeedsReconciliation => {
                 let entries = op!(store.load(RUN_ID), "loading").expect("stored");
-                let effect = *nanovm::durable::ambiguous_effects(P::info(), &entries)
+                let effect = *nanovm::RunView::of_program::<P>(&entries)
+                    .to_reconcile()
                     .first()
                     .expect("an ambiguous effect");
                 let resolution = match bank.saved(&effect) {

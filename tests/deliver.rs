@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanovm::program::{ToolContext, ToolError};
+use nanovm::Json;
+use nanovm::store::MemoryStore;
+use nanovm::testing::ManualClock;
 use nanovm::trace::{Event, RunStatus};
-use nanovm::value::Json;
-use nanovm::{DeliverError, Delivery, ManualClock, MemoryStore, RunOptions, Runtime};
+use nanovm::{DeliverError, Delivery, RunOptions, Runtime};
+use nanovm::{ToolContext, ToolError};
 use serde_json::json;
 
 nanovm::nano_program! {

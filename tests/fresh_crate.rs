@@ -209,9 +209,18 @@ fn a_fresh_crate_compiles_the_examples_both_ways_and_rejects_the_broken_ones() {
         write(&dir.join(format!("wf/{name}.nvm")), &broken(name));
         let (ok, out) = cargo_build(&dir);
         assert!(!ok, "{name} must fail through the macro");
+        // rustc's own `error: ` head, then the message with its code (not `error: error[...]`).
+        // (`text` is the start of the message.)
+        let head = out
+            .lines()
+            .find(|l| l.starts_with(&format!("error: {text}")));
         assert!(
-            out.contains(&format!("error[{code}]: {text}")),
+            head.is_some_and(|l| l.ends_with(&format!(" [{code}]"))),
             "{name}:\n{out}"
+        );
+        assert!(
+            !out.contains("error: error["),
+            "{name}: doubled error prefix:\n{out}"
         );
         assert!(
             out.contains(&format!("{name}.nvm:{at}")),

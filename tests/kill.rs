@@ -1,6 +1,8 @@
 //! Real process kills: the `customer_refund` example runs as a child process on a SQLite file
-//! and is killed with SIGKILL at random points (seeded), then re-run with `--resume` until the
-//! run ends. The mock bank's ledger (one fsynced line per real execution) must show at most one
+//! and is killed with SIGKILL at random points (seeded), then restarted with the very command
+//! that started it until the run ends: a start of a run id the store holds continues it, and one
+//! it does not hold (a kill before the first write) starts it. Some first launches are killed
+//! the moment they start, before they can write anything. The mock bank's ledger (one fsynced line per real execution) must show at most one
 //! execution per effect id, exactly one for the run's effect, and the stored and exported
 //! traces must verify.
 //!
@@ -59,16 +61,17 @@ fn example() -> PathBuf {
 struct Stats {
     launches: usize,
     kills: usize,
+    /// Kills after which the store held no run at all.
+    before_first_write: usize,
     reconciled: usize,
 }
 
 /// Runs one workflow to its end through kills; returns its stats.
-fn one_run(bin: &Path, dir: &Path, answer: &str, rng: &mut Rng) -> Stats {
+fn one_run(bin: &Path, dir: &Path, answer: &str, kill_at_once: bool, rng: &mut Rng) -> Stats {
     let db = dir.join("x.db");
     let ledger = dir.join("l.txt");
     let trace_out = dir.join("trace.jsonl");
     let mut stats = Stats::default();
-    let mut resume = false;
     loop {
         assert!(stats.launches < 40, "the run did not end: {stats:?}");
         let mut cmd = Command::new(bin);
@@ -91,15 +94,16 @@ fn one_run(bin: &Path, dir: &Path, answer: &str, rng: &mut Rng) -> Stats {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if resume {
-            cmd.arg("--resume");
-        }
         let mut child = cmd.spawn().expect("the example starts");
         stats.launches += 1;
         // The first attempts are killed at a random point (the run takes some 60-100 ms); from
         // the seventh on, it is left to finish.
         if stats.launches <= 6 {
-            let at = Duration::from_millis(rng.below(90));
+            let at = if kill_at_once && stats.launches == 1 {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(rng.below(90))
+            };
             let started = Instant::now();
             while started.elapsed() < at {
                 if child.try_wait().expect("polls the child").is_some() {
@@ -120,13 +124,10 @@ fn one_run(bin: &Path, dir: &Path, answer: &str, rng: &mut Rng) -> Stats {
             "the example panicked:\n{stderr}"
         );
         if out.status.code().is_none() {
-            // Killed: resume (if the run was stored at all; otherwise the request is retried).
-            resume = true;
-            continue;
-        }
-        if resume && stderr.contains("is not in") {
-            // Killed before the first durable write: nothing to resume, start again.
-            resume = false;
+            // Killed: the same command again, whether or not the run was stored.
+            if stored(&db).is_none() {
+                stats.before_first_write += 1;
+            }
             continue;
         }
         assert_eq!(
@@ -157,15 +158,7 @@ fn one_run(bin: &Path, dir: &Path, answer: &str, rng: &mut Rng) -> Stats {
     // The exported trace verifies and is what the store holds (which verifies on load).
     let exported = std::fs::read_to_string(&trace_out).expect("the trace was written");
     let trace = Trace::from_jsonl(&exported).expect("the exported trace verifies");
-    let stored = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-        .block_on(async {
-            use nanovm::JournalStore as _;
-            let store = SqliteStore::open(&db).await.expect("opens the database");
-            store.load("r1").await.expect("loads").expect("stored")
-        });
+    let stored = stored(&db).expect("stored");
     assert_eq!(stored, trace.entries());
     let effect = trace
         .entries()
@@ -179,8 +172,24 @@ fn one_run(bin: &Path, dir: &Path, answer: &str, rng: &mut Rng) -> Stats {
     stats
 }
 
+/// What the store holds of run `r1` (nothing when the database was never created).
+fn stored(db: &Path) -> Option<Vec<nanovm::trace::Entry>> {
+    if !db.exists() {
+        return None;
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(async {
+            use nanovm::store::JournalStore as _;
+            let store = SqliteStore::open(db).await.expect("opens the database");
+            store.load("r1").await.expect("loads")
+        })
+}
+
 #[test]
-fn killed_at_random_points_the_example_resumes_and_executes_each_effect_once() {
+fn killed_at_random_points_the_same_command_finishes_the_run_and_executes_each_effect_once() {
     let bin = example();
     let mut rng = Rng(0x5eed_2026);
     let mut total = Stats::default();
@@ -191,20 +200,27 @@ fn killed_at_random_points_the_example_resumes_and_executes_each_effect_once() {
         // Two of three refund (idempotent); every third rejects (not idempotent: a kill with
         // the mail in flight needs reconciliation, done from the ledger).
         let answer = if i % 3 == 2 { "no" } else { "yes" };
-        let s = one_run(&bin, dir.path(), answer, &mut rng);
+        // Every fourth run's first launch is killed before it can write anything.
+        let s = one_run(&bin, dir.path(), answer, i % 4 == 0, &mut rng);
         total.launches += s.launches;
         total.kills += s.kills;
+        total.before_first_write += s.before_first_write;
         total.reconciled += s.reconciled;
     }
     eprintln!(
-        "{RUNS} runs: {} launches, {} SIGKILLs, {} reconciliations, {:.1} s",
+        "{RUNS} runs: {} launches, {} SIGKILLs ({} before the first write), {} reconciliations, {:.1} s",
         total.launches,
         total.kills,
+        total.before_first_write,
         total.reconciled,
         started.elapsed().as_secs_f64()
     );
     assert!(
         total.kills > 0,
         "no process was killed: the test tested nothing"
+    );
+    assert!(
+        total.before_first_write > 0,
+        "no process was killed before its first write: restarting such a run was not tested"
     );
 }

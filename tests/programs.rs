@@ -6,10 +6,12 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nanovm::program::{ToolContext, ToolError};
+use nanovm::testing::ScriptedModel;
 use nanovm::trace::{Event, RunStatus};
-use nanovm::value::{Json, Secret};
-use nanovm::{MemoryVault, RunOptions, Runtime, ScriptedModel};
+use nanovm::vault::MemoryVault;
+use nanovm::{Json, Secret};
+use nanovm::{RunOptions, Runtime};
+use nanovm::{ToolContext, ToolError};
 use serde_json::json;
 
 nanovm::include_program!("../examples/workflows/customer_refund.nvm");
@@ -487,7 +489,7 @@ impl typed_results::Tools for Counter {
 }
 
 async fn count_run(answer: Json) -> (nanovm::Execution, usize) {
-    let clock = nanovm::ManualClock::auto_advance(0);
+    let clock = nanovm::testing::ManualClock::auto_advance(0);
     let rt = Runtime::builder().clock(clock).build();
     let tools = Arc::new(Counter {
         answer,

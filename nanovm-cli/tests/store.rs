@@ -6,10 +6,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use nanovm_runtime::canonical::Encoder;
+use nanovm_runtime::Digest;
 use nanovm_runtime::store::{JournalStore, SqliteStore};
+use nanovm_runtime::trace::Datum;
+use nanovm_runtime::trace::Encoder;
 use nanovm_runtime::trace::{Event, RunStatus, ToolOutcome, Trace};
-use nanovm_runtime::value::{Datum, Digest};
 use serde_json::json;
 
 struct Run {

@@ -5,26 +5,10 @@
 //! `compile_error!` at the exact tokens by the proc macro. Codes are stable: tests, docs and users
 //! refer to them, so a code is never reused for a different rule.
 
+pub use crate::codes::Severity;
+
+use crate::codes::Code;
 use crate::syntax::ast::Span;
-
-/// How bad it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Severity {
-    /// Worth knowing; the program still compiles.
-    Warning,
-    /// The program is rejected.
-    Error,
-}
-
-impl Severity {
-    /// `"error"` or `"warning"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
-    }
-}
 
 /// A span with a short explanation, e.g. "no step named `reviw`".
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +24,9 @@ pub struct Label {
 pub struct Diagnostic {
     /// Error or warning.
     pub severity: Severity,
-    /// A stable code, e.g. `E0102`; see `docs/diagnostics.md`.
-    pub code: &'static str,
+    /// A stable code from the catalogue ([`crate::codes`]), e.g. `E0102`; see
+    /// `docs/diagnostics.md`.
+    pub code: Code,
     /// One sentence saying what is wrong.
     pub message: String,
     /// The exact text at fault.
@@ -55,8 +40,13 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    /// An error with a code, a message, and the span it points at.
-    pub fn error(code: &'static str, message: impl Into<String>, span: Span) -> Self {
+    /// An error with a code, a message, and the span it points at. `code` must be an error code.
+    pub fn error(code: Code, message: impl Into<String>, span: Span) -> Self {
+        debug_assert_eq!(
+            code.severity(),
+            Severity::Error,
+            "{code} is not an error code"
+        );
         Diagnostic {
             severity: Severity::Error,
             code,
@@ -71,11 +61,25 @@ impl Diagnostic {
         }
     }
 
-    /// A warning with a code, a message, and the span it points at.
-    pub fn warning(code: &'static str, message: impl Into<String>, span: Span) -> Self {
+    /// A warning with a code, a message, and the span it points at. `code` must be a warning
+    /// code.
+    pub fn warning(code: Code, message: impl Into<String>, span: Span) -> Self {
+        debug_assert_eq!(
+            code.severity(),
+            Severity::Warning,
+            "{code} is not a warning code"
+        );
         Diagnostic {
             severity: Severity::Warning,
-            ..Diagnostic::error(code, message, span)
+            code,
+            message: message.into(),
+            primary: Label {
+                span,
+                message: String::new(),
+            },
+            secondary: Vec::new(),
+            notes: Vec::new(),
+            help: None,
         }
     }
 

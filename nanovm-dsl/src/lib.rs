@@ -3,7 +3,7 @@
 //! `.nvm` text goes through four phases, each a module, in this order:
 //!
 //! 1. [`syntax`]: pest grammar -> [`syntax::ast`], every node with its byte span;
-//! 2. [`check`]: the rules of LANGUAGE.md §5, one function per rule, all errors collected;
+//! 2. [`check`]: the rules of docs/diagnostics.md, one function per rule, all errors collected;
 //! 3. [`lower`]: the checked tree -> a typed, resolved program model;
 //! 4. [`codegen`]: the model -> Rust tokens (enums, `match` transitions, `PROGRAM_HASH`).
 //!
@@ -17,12 +17,14 @@
 pub mod canonical;
 pub mod check;
 pub mod codegen;
+pub mod codes;
 pub mod diagnostic;
 pub mod graph;
 pub mod lower;
 pub mod render;
 pub mod syntax;
 
+pub use codes::Code;
 pub use diagnostic::{Diagnostic, Label, Severity, SourceFile};
 pub use syntax::{Parsed, parse, parse_bytes};
 pub mod build;

@@ -132,7 +132,7 @@ pub fn to_json(diag: &Diagnostic, file: &SourceFile) -> serde_json::Value {
     };
     serde_json::json!({
         "severity": diag.severity.as_str(),
-        "code": diag.code,
+        "code": diag.code.id(),
         "message": diag.message,
         "primary": label(&diag.primary),
         "secondary": diag.secondary.iter().map(label).collect::<Vec<_>>(),
@@ -158,6 +158,7 @@ fn visual_width(text: &str, col: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codes;
     use crate::syntax::ast::Span;
 
     #[test]
@@ -166,7 +167,7 @@ mod tests {
         let file = SourceFile::new("p.nvm", src);
         let start = src.find("reviw").unwrap();
         let d = Diagnostic::error(
-            "E0102",
+            codes::E0102,
             "`reviw` names no step",
             Span::new(start, start + 5),
         )

@@ -14,7 +14,7 @@ fn report(name: &str, src: &str) -> String {
 fn clean(name: &str, src: &str) -> Vec<&'static str> {
     let c = compile(&format!("{name}.nvm"), src);
     assert!(!c.has_errors(), "{name} should compile:\n{}", c.render());
-    c.diagnostics.iter().map(|d| d.code).collect()
+    c.diagnostics.iter().map(|d| d.code.id()).collect()
 }
 
 /// The codes of all errors.
@@ -23,7 +23,7 @@ fn codes(src: &str) -> Vec<&'static str> {
         .diagnostics
         .iter()
         .filter(|d| d.is_error())
-        .map(|d| d.code)
+        .map(|d| d.code.id())
         .collect()
 }
 
@@ -836,4 +836,212 @@ fn a_thousand_step_program_checks() {
     let c = compile("long.nvm", &src);
     assert!(!c.has_errors(), "{}", c.render());
     assert_eq!(c.programs[0].steps.len(), 1001);
+}
+
+/// The catalogue (`nanovm_dsl::codes`) and `docs/diagnostics.md` say the same thing: every code
+/// has one row in the docs whose second column is the catalogue's summary, under a section whose
+/// severity (the `## Warnings` section holds the warnings, every other section errors) is the
+/// code's; and the docs name no code the catalogue lacks.
+#[test]
+fn catalogue_matches_the_docs() {
+    use nanovm_dsl::{Code, Severity, codes};
+    use std::collections::BTreeMap;
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/diagnostics.md");
+    let doc = std::fs::read_to_string(path).expect("docs/diagnostics.md");
+    let mut rows: BTreeMap<String, (Severity, String)> = BTreeMap::new();
+    let mut section_severity = Severity::Error;
+    let mut problems = Vec::new();
+    for line in doc.lines() {
+        if let Some(heading) = line.strip_prefix("## ") {
+            section_severity = if heading.starts_with("Warnings") {
+                Severity::Warning
+            } else {
+                Severity::Error
+            };
+            continue;
+        }
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let Some(id) = cells.first().and_then(|c| c.strip_prefix("| ")) else {
+            continue;
+        };
+        let is_code = id.len() == 5
+            && (id.starts_with('E') || id.starts_with('W'))
+            && id[1..].bytes().all(|b| b.is_ascii_digit());
+        if !is_code {
+            continue;
+        }
+        let summary = cells.get(1).map_or("", |s| s.trim_end_matches(" |"));
+        let row = (section_severity, summary.to_string());
+        if rows.insert(id.to_string(), row).is_some() {
+            problems.push(format!("{id} has two rows in docs/diagnostics.md"));
+        }
+    }
+    for code in codes::ALL {
+        match rows.remove(code.id()) {
+            None => problems.push(format!("{code} is not documented in docs/diagnostics.md")),
+            Some((severity, summary)) => {
+                if severity != code.severity() {
+                    problems.push(format!(
+                        "{code} is a {} in the catalogue but documented as a {}",
+                        code.severity().as_str(),
+                        severity.as_str()
+                    ));
+                }
+                if summary != code.summary() {
+                    problems.push(format!(
+                        "{code}: the catalogue says\n    {}\nthe docs say\n    {summary}",
+                        code.summary()
+                    ));
+                }
+                let prefix = match code.severity() {
+                    Severity::Error => 'E',
+                    Severity::Warning => 'W',
+                };
+                if !code.id().starts_with(prefix) {
+                    problems.push(format!("{code}: the letter does not match its severity"));
+                }
+            }
+        }
+    }
+    for id in rows.keys() {
+        problems.push(format!(
+            "docs/diagnostics.md documents {id}, which the catalogue lacks"
+        ));
+    }
+    let mut ids: Vec<&str> = codes::ALL.iter().map(|c| c.id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() != codes::ALL.len() {
+        problems.push("codes::ALL lists a code twice".to_string());
+    }
+    assert_eq!(Code::lookup("E0102"), Some(codes::E0102));
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Programs that use `{N}` as a step name, an input (read through a template hole and a
+/// condition) and a variable. Each keyword is put in for `{N}`.
+const KEYWORD_AS_NAME: &[&str] = &[
+    "program p {\n    start {N}\n    llm {N} { prompt: \"x\" } -> done\n    end done: success\n}\n",
+    "program p {\n    input { {N}: string }\n    llm ask { prompt: \"{{N}}\" } -> check\n    guard check {\n        when {N} == \"y\" -> done\n        otherwise -> done\n    }\n    end done: success\n}\n",
+    "program p {\n    llm ask { prompt: \"x\" into {N} } -> say\n    llm say { prompt: \"{{N}}\" } -> done\n    end done: success\n}\n",
+];
+
+/// The name the help of an `E0007` suggests: the first `` `...` `` after "e.g.".
+fn suggested_name(help: &str) -> Option<&str> {
+    let rest = &help[help.find("e.g. `")? + "e.g. `".len()..];
+    Some(&rest[..rest.find('`')?])
+}
+
+/// E0007's help used to suggest `end_`, which E0108 then rejected as not snake_case. For every
+/// reserved keyword, in every position of [`KEYWORD_AS_NAME`], the program is rejected with
+/// E0007, and the program with the suggested name put in compiles without errors.
+#[test]
+fn the_keyword_help_suggests_a_name_the_checker_accepts() {
+    use nanovm_dsl::syntax::keywords::RESERVED;
+
+    for kw in RESERVED {
+        for template in KEYWORD_AS_NAME {
+            let src = template.replace("{N}", kw);
+            let c = compile("kw.nvm", &src);
+            let e0007: Vec<_> = c.diagnostics.iter().filter(|d| d.code == "E0007").collect();
+            assert!(
+                !e0007.is_empty(),
+                "`{kw}` as a name:\n{src}\n{}",
+                c.render()
+            );
+            let names: Vec<&str> = e0007
+                .iter()
+                .map(|d| {
+                    d.help
+                        .as_deref()
+                        .and_then(suggested_name)
+                        .unwrap_or_else(|| panic!("E0007 without a suggestion:\n{}", c.render()))
+                })
+                .collect();
+            assert!(names.iter().all(|n| *n == names[0]), "{names:?}");
+            let fixed = template.replace("{N}", names[0]);
+            let c = compile("fixed.nvm", &fixed);
+            assert!(
+                !c.has_errors(),
+                "`{kw}` replaced by the suggested `{}` still fails:\n{fixed}\n{}",
+                names[0],
+                c.render()
+            );
+        }
+    }
+}
+
+/// `retry` and `after` are contextual: they only mean something where they start a clause, so
+/// they are fine names in every position.
+#[test]
+fn contextual_words_are_names() {
+    for word in ["retry", "after"] {
+        for template in KEYWORD_AS_NAME {
+            let src = template.replace("{N}", word);
+            let c = compile("ctx.nvm", &src);
+            assert!(!c.has_errors(), "`{word}`:\n{src}\n{}", c.render());
+        }
+    }
+    // Next to its clause: a branch runs `after` a sibling named `after`, and a list of siblings
+    // stops before a following `retry N` clause.
+    let src = r#"
+program p {
+    parallel fan {
+        llm after { prompt: "x" into a }
+        llm b { prompt: "y" into b_out, after after }
+        llm c { prompt: "z" into c_out, after after, b, retry 2 }
+    } -> done
+    end done: success
+}
+"#;
+    let c = compile("after.nvm", src);
+    assert!(!c.has_errors(), "{}", c.render());
+}
+
+/// docs/language.md lists exactly the reserved keywords of the parser.
+#[test]
+fn the_docs_list_the_reserved_keywords() {
+    use nanovm_dsl::syntax::keywords::RESERVED;
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/language.md");
+    let doc = std::fs::read_to_string(path).expect("docs/language.md");
+    let after_heading = &doc[doc
+        .find("Reserved keywords can never be names")
+        .expect("the keyword paragraph")..];
+    let block_start = after_heading.find("```\n").expect("a code block") + 4;
+    let block = &after_heading[block_start..];
+    let block = &block[..block.find("```").expect("the end of the code block")];
+    let mut documented: Vec<&str> = block.split_whitespace().collect();
+    let mut reserved: Vec<&str> = RESERVED.to_vec();
+    documented.sort_unstable();
+    reserved.sort_unstable();
+    assert_eq!(documented, reserved);
+}
+
+/// Every code of the catalogue is emitted somewhere in the compiler's source (as
+/// `codes::E0102`), so the catalogue and the docs carry no rule that nothing enforces.
+#[test]
+fn every_catalogued_code_is_emitted() {
+    fn sources(dir: &std::path::Path, out: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("codes.rs") {
+                out.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let mut text = String::new();
+    sources(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut text,
+    );
+    let unused: Vec<&str> = nanovm_dsl::codes::ALL
+        .iter()
+        .map(|c| c.id())
+        .filter(|id| !text.contains(&format!("codes::{id}")))
+        .collect();
+    assert!(unused.is_empty(), "never emitted: {unused:?}");
 }

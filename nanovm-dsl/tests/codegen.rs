@@ -89,3 +89,49 @@ fn any_change_of_behaviour_changes_the_hash() {
         );
     }
 }
+
+/// The `decide_g` function of a one-guard program over `input { j: json, s: string, b: bool, f: float }`.
+fn decide(condition: &str) -> String {
+    let src = format!(
+        "program p {{\n    input {{ j: json, s: string, b: bool, f: float }}\n    guard g {{\n        when {condition} -> done\n        otherwise -> done\n    }}\n    end done: success\n}}\n"
+    );
+    let code = rust("p.nvm", &src);
+    let start = code.find("fn decide_g").expect("a decide function");
+    let end = code[start..].find("\n    }\n").expect("its end") + start;
+    code[start..end].to_string()
+}
+
+#[test]
+fn conditions_compile_to_what_they_mean() {
+    for (condition, expected) in [
+        // Once `num_in(json_num(j)?, &[])`: silently false for every value.
+        ("j in [null]", "if state.j.is_null() {"),
+        // Once `&state.j.is_null()`, a `&bool` that does not type-check.
+        ("j == null", "if state.j.is_null() {"),
+        ("j != null", "if !state.j.is_null() {"),
+        ("b == true", "if state.b {"),
+        ("b == false", "if !state.b {"),
+        ("s == \"\"", "if state.s.is_empty() {"),
+        // Grouping survives even though no parentheses are written by default.
+        (
+            "not (b and s == \"x\")",
+            "if !(state.b && state.s.as_str() == \"x\") {",
+        ),
+        (
+            "(b or s == \"x\") and b",
+            "if (state.b || state.s.as_str() == \"x\") && state.b {",
+        ),
+        (
+            "s in [\"a\", \"a\", \"b\"]",
+            "if matches!(state.s.as_str(), \"a\" | \"b\") {",
+        ),
+        // Float addition is not associative: the right operand keeps its group.
+        (
+            "f - (f + 1.5) > 0.5 - 2",
+            "if state.f - (state.f + 1.5) > 0.5 - 2.0 {",
+        ),
+    ] {
+        let code = decide(condition);
+        assert!(code.contains(expected), "`{condition}`:\n{code}");
+    }
+}

@@ -32,7 +32,7 @@ fn good_examples_compile_with_only_the_expected_warnings() {
         let src = std::fs::read_to_string(path).unwrap();
         let c = compile(name, &src);
         assert!(!c.has_errors(), "{name}:\n{}", c.render());
-        let codes: Vec<&str> = c.diagnostics.iter().map(|d| d.code).collect();
+        let codes: Vec<&str> = c.diagnostics.iter().map(|d| d.code.id()).collect();
         assert_eq!(codes, *warnings, "{name}:\n{}", c.render());
         assert!(
             c.diagnostics

@@ -84,21 +84,83 @@ fn every_example_parses_without_diagnostics() {
     }
 }
 
-#[test]
-fn copies_match_the_shared_examples() {
-    // The repository keeps its own copies; when the shared ones are around, they must agree.
-    let shared = FsPath::new("/work/shared/examples");
-    if !shared.exists() {
-        return;
-    }
-    for (sub, dir) in [("", "tests/programs"), ("broken", "tests/programs/broken")] {
-        for p in programs_in(dir) {
-            let theirs = shared.join(sub).join(p.file_name().unwrap());
-            if let Ok(t) = std::fs::read_to_string(&theirs) {
-                assert_eq!(std::fs::read_to_string(&p).unwrap(), t, "{}", p.display());
+/// Every `.nvm` file under `dir`, recursively, as (path relative to `dir`, text), sorted.
+fn nvm_tree(dir: &FsPath) -> Vec<(String, String)> {
+    fn walk(root: &FsPath, dir: &FsPath, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if path.extension().is_some_and(|x| x == "nvm") {
+                let rel = path.strip_prefix(root).unwrap();
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                out.push((rel, std::fs::read_to_string(&path).unwrap()));
             }
         }
     }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The differences between two trees of programs, one line each.
+fn tree_differences(a_name: &str, a: &FsPath, b_name: &str, b: &FsPath) -> Vec<String> {
+    let (a_files, b_files) = (nvm_tree(a), nvm_tree(b));
+    let mut problems = Vec::new();
+    for (rel, text) in &a_files {
+        match b_files.iter().find(|(r, _)| r == rel) {
+            None => problems.push(format!("{rel} is in {a_name} but not in {b_name}")),
+            Some((_, other)) if other != text => {
+                problems.push(format!("{rel} differs between {a_name} and {b_name}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for (rel, _) in &b_files {
+        if !a_files.iter().any(|(r, _)| r == rel) {
+            problems.push(format!("{rel} is in {b_name} but not in {a_name}"));
+        }
+    }
+    problems
+}
+
+/// The repository keeps two copies of the example programs (`examples/workflows/` for users,
+/// `nanovm-dsl/tests/programs/` for the tests); they must be identical, always. The source of
+/// truth is `../shared/examples` next to the repository: when it is there (CI), both copies must
+/// match it too; when it is not, that part is skipped visibly, and fails under
+/// `NANOVM_REQUIRE_PEERS=1`.
+#[test]
+fn copies_match_the_shared_examples() {
+    let root = FsPath::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tests_copy = root.join("nanovm-dsl/tests/programs");
+    let user_copy = root.join("examples/workflows");
+    assert!(nvm_tree(&tests_copy).len() >= 8, "examples missing");
+    let mut problems = tree_differences(
+        "nanovm-dsl/tests/programs",
+        &tests_copy,
+        "examples/workflows",
+        &user_copy,
+    );
+    let shared = root.join("../shared/examples");
+    if shared.is_dir() {
+        problems.extend(tree_differences(
+            "../shared/examples",
+            &shared,
+            "nanovm-dsl/tests/programs",
+            &tests_copy,
+        ));
+    } else {
+        println!(
+            "skipped: ../shared/examples is not next to the repository; the copies were compared only with each other"
+        );
+        let required = std::env::var("NANOVM_REQUIRE_PEERS").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "../shared/examples is missing but NANOVM_REQUIRE_PEERS=1"
+        );
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
@@ -447,7 +509,7 @@ fn error_codes() {
     let code = |src: &str| {
         errors(src)
             .iter()
-            .map(|d| d.code)
+            .map(|d| d.code.id())
             .collect::<Vec<_>>()
             .join(",")
     };
@@ -505,7 +567,7 @@ fn parse_bytes_reports_invalid_utf8() {
 // ---- limits --------------------------------------------------------------------------------
 
 fn first_code(p: &Parsed) -> &'static str {
-    p.diagnostics.first().map_or("", |d| d.code)
+    p.diagnostics.first().map_or("", |d| d.code.id())
 }
 
 #[test]

@@ -29,8 +29,10 @@ use proc_macro::TokenStream;
 /// skeleton of the module (same names, declared inputs and tool signatures), so code that uses
 /// the program does not drown in follow-on errors.
 ///
-/// Warnings (unused inputs and tools, effects in cycles) are not shown by the macro: stable
-/// Rust gives proc macros no way to warn. `nanovm check` and build scripts show them.
+/// Warnings (unused inputs and tools, effects in cycles) are real rustc warnings at the tokens
+/// at fault, with their code (`W0401`) and message. Stable Rust gives proc macros no warning
+/// API, so each is the use of a `#[deprecated]` constant named after the code: rustc words it
+/// `use of deprecated constant`, and `#[allow(deprecated)]` on the enclosing module silences it.
 #[proc_macro]
 pub fn nano_program(input: TokenStream) -> TokenStream {
     spans::expand_inline(input.into()).into()
@@ -44,8 +46,9 @@ pub fn nano_program(input: TokenStream) -> TokenStream {
 ///
 /// The path is resolved like `include_str!`: relative to the directory of the file that
 /// contains the macro call. If no file exists there, it is resolved relative to the crate root
-/// (`CARGO_MANIFEST_DIR`). The crate rebuilds when the file changes. Errors are reported at the
-/// path literal, each with the `.nvm` file's name, line, column and a snippet.
+/// (`CARGO_MANIFEST_DIR`). The crate rebuilds when the file changes. Errors and warnings are
+/// reported at the path literal, each with the `.nvm` file's name, line, column and a snippet
+/// (warnings as for [`nano_program!`]).
 #[proc_macro]
 pub fn include_program(input: TokenStream) -> TokenStream {
     spans::expand_file(input.into()).into()

@@ -12,14 +12,24 @@ pub(crate) fn expand_inline(input: TokenStream) -> TokenStream {
     let text = Rebuilt::from_tokens(input);
     let compiled = nanovm_dsl::compile("nano_program!", &text.text);
     let opts = Options::default();
+    let mut out: TokenStream = compiled
+        .diagnostics
+        .iter()
+        .filter(|d| !d.is_error())
+        .map(|d| {
+            let (first, _) = text.spans_for(d.primary.span.start, d.primary.span.end);
+            warning_at(first, d.code.id(), &message(d, &compiled.source, &text))
+        })
+        .collect();
     if !compiled.has_errors() {
-        return compiled
-            .programs
-            .iter()
-            .map(|p| codegen::generate(p, &opts))
-            .collect();
+        out.extend(
+            compiled
+                .programs
+                .iter()
+                .map(|p| codegen::generate(p, &opts)),
+        );
+        return out;
     }
-    let mut out = TokenStream::new();
     for d in compiled.diagnostics.iter().filter(|d| d.is_error()) {
         let (first, last) = text.spans_for(d.primary.span.start, d.primary.span.end);
         out.extend(error_between(
@@ -74,17 +84,30 @@ pub(crate) fn expand_file(input: TokenStream) -> TokenStream {
     );
     let compiled = nanovm_dsl::compile_bytes(&rel, &bytes);
     let opts = Options::default();
+    let warnings = compiled
+        .diagnostics
+        .iter()
+        .filter(|d| !d.is_error())
+        .map(|d| {
+            warning_at(
+                lit.span(),
+                d.code.id(),
+                &rendered_in_file(d, &compiled.source),
+            )
+        });
+    let mut out = quote!(#track #(#warnings)*);
     if !compiled.has_errors() {
-        let modules = compiled
-            .programs
-            .iter()
-            .map(|p| codegen::generate(p, &opts));
-        return quote!(#track #(#modules)*);
+        out.extend(
+            compiled
+                .programs
+                .iter()
+                .map(|p| codegen::generate(p, &opts)),
+        );
+        return out;
     }
-    let mut out = track;
     for d in compiled.diagnostics.iter().filter(|d| d.is_error()) {
-        let rendered = nanovm_dsl::render::render(d, &compiled.source);
-        out.extend(syn::Error::new(lit.span(), rendered.trim_end()).to_compile_error());
+        let rendered = rendered_in_file(d, &compiled.source);
+        out.extend(syn::Error::new(lit.span(), rendered).to_compile_error());
     }
     out.extend(skeletons(&String::from_utf8_lossy(&bytes), &opts));
     out
@@ -117,6 +140,32 @@ fn skeletons(text: &str, opts: &Options) -> TokenStream {
             .map(|p| codegen::skeleton(p, opts))
             .collect(),
         None => TokenStream::new(),
+    }
+}
+
+/// A diagnostic of an included file as rustc will show it after its own `error: ` or
+/// `warning: `: the message with the code, as inline diagnostics have it, then the compiler's
+/// rendering of the place in the `.nvm` file (`--> file:line:col`, snippet, notes, help). The
+/// rendering's own `error[E0102]: ` head is dropped, or rustc would print `error: error[...]`.
+fn rendered_in_file(d: &Diagnostic, source: &SourceFile) -> String {
+    let rendered = nanovm_dsl::render::render(d, source);
+    let body = rendered.split_once('\n').map_or("", |(_, rest)| rest);
+    format!("{} [{}]\n{}", d.message, d.code, body.trim_end())
+}
+
+/// A real rustc warning at `at` on stable Rust, which gives proc macros no warning API: a
+/// `#[deprecated]` constant, named after the code, used at `at`. rustc reports the use as
+/// `warning: use of deprecated constant ...: {message}`, which an `allow(deprecated)` on the
+/// enclosing module silences like any other warning.
+fn warning_at(at: Span, code: &str, message: &str) -> TokenStream {
+    let name = Ident::new(code, Span::call_site());
+    let used = Ident::new(code, Span::call_site().located_at(at));
+    quote! {
+        const _: () = {
+            #[deprecated(note = #message)]
+            const #name: () = ();
+            #used
+        };
     }
 }
 

@@ -13,14 +13,17 @@ use std::hint::black_box;
 use std::sync::{Arc, LazyLock};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use nanovm_runtime::model::ModelReply;
-use nanovm_runtime::program::{
-    Action, BoxFuture, Budget, Fault, InputInfo, LlmCall, Next, Outcome, Program, ProgramInfo,
-    StepId, StepInfo, StepKind, ToolCall, ToolContext, ToolError, ToolInfo,
+use nanovm_runtime::__private_v0_1::{
+    Action, Budget, Fault, InputInfo, LlmCall, Next, Outcome, Program, ProgramInfo, StepId,
+    StepInfo, StepKind, ToolCall, ToolInfo,
 };
+use nanovm_runtime::model::ModelReply;
+use nanovm_runtime::testing::FnModel;
+use nanovm_runtime::trace::Datum;
 use nanovm_runtime::trace::RunStatus;
-use nanovm_runtime::value::{Datum, Digest, Json};
-use nanovm_runtime::{FnModel, RunOptions, Runtime};
+use nanovm_runtime::{BoxFuture, ToolContext, ToolError};
+use nanovm_runtime::{Digest, Json};
+use nanovm_runtime::{RunOptions, Runtime};
 
 /// The tools of both programs: answer at once.
 pub trait BenchTools: Send + Sync + 'static {

@@ -20,15 +20,18 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nanovm_runtime::canonical::Encoder;
-use nanovm_runtime::program::{
-    Action, BoxFuture, Budget, Fault, Next, Outcome, Program, ProgramInfo, StepId, StepInfo,
-    StepKind, ToolCall, ToolContext, ToolError, ToolInfo,
+use nanovm_runtime::__private_v0_1::{
+    Action, Budget, Fault, Next, Outcome, Program, ProgramInfo, StepId, StepInfo, StepKind,
+    ToolCall, ToolInfo,
 };
+use nanovm_runtime::store::{JournalStore, MemoryStore};
 use nanovm_runtime::store::{SqliteOptions, SqliteStore};
+use nanovm_runtime::trace::Datum;
+use nanovm_runtime::trace::Encoder;
 use nanovm_runtime::trace::{Entry, Event, RunStatus, Trace};
-use nanovm_runtime::value::{Datum, Digest, Json};
-use nanovm_runtime::{JournalStore, MemoryStore, RunOptions, Runtime};
+use nanovm_runtime::{BoxFuture, ToolContext, ToolError};
+use nanovm_runtime::{Digest, Json};
+use nanovm_runtime::{RunOptions, Runtime};
 
 /// Steps per run.
 const STEPS: usize = 20;

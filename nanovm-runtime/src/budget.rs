@@ -20,7 +20,7 @@ use crate::trace::BudgetKind;
 
 /// The stall limit applied when a program declares no `max_stalled_steps`: an `llm` step
 /// without `on invalid` may stall this many times in a row; one more ends the run `stalled`.
-pub const DEFAULT_MAX_STALLED_STEPS: u64 = 3;
+pub(crate) const DEFAULT_MAX_STALLED_STEPS: u64 = 3;
 
 /// Exponential backoff between retry attempts: the wait before attempt `k + 1` (after `k`
 /// failed attempts) is `min(base * 2^(k-1), cap)`.
@@ -113,7 +113,7 @@ pub(crate) struct Meter {
 }
 
 impl Meter {
-    pub fn new(budget: Budget) -> Self {
+    pub(crate) fn new(budget: Budget) -> Self {
         Meter {
             usage: Usage::default(),
             max_stalled: budget
@@ -125,12 +125,12 @@ impl Meter {
     }
 
     /// `max_duration` in milliseconds, if the program sets one.
-    pub fn duration_limit_ms(&self) -> Option<u64> {
+    pub(crate) fn duration_limit_ms(&self) -> Option<u64> {
         self.budget.max_duration.map(crate::clock::millis)
     }
 
     /// Before running `n` more steps.
-    pub fn check_steps(&self, n: u64) -> Option<Trip> {
+    pub(crate) fn check_steps(&self, n: u64) -> Option<Trip> {
         exceeds(
             BudgetKind::MaxSteps,
             self.budget.max_steps,
@@ -140,7 +140,7 @@ impl Meter {
     }
 
     /// Before `n` more tool invocations.
-    pub fn check_tool_calls(&self, n: u64) -> Option<Trip> {
+    pub(crate) fn check_tool_calls(&self, n: u64) -> Option<Trip> {
         exceeds(
             BudgetKind::MaxToolCalls,
             self.budget.max_tool_calls,
@@ -150,7 +150,7 @@ impl Meter {
     }
 
     /// Before a model call: the tokens are already used up.
-    pub fn check_tokens_before(&self) -> Option<Trip> {
+    pub(crate) fn check_tokens_before(&self) -> Option<Trip> {
         let limit = self.budget.max_tokens?;
         let used = self.usage.tokens();
         (used >= limit).then_some(Trip {
@@ -161,7 +161,7 @@ impl Meter {
     }
 
     /// After a reply was accounted: more tokens were used than allowed.
-    pub fn check_tokens_after(&self) -> Option<Trip> {
+    pub(crate) fn check_tokens_after(&self) -> Option<Trip> {
         let limit = self.budget.max_tokens?;
         let used = self.usage.tokens();
         (used > limit).then_some(Trip {
@@ -172,7 +172,7 @@ impl Meter {
     }
 
     /// With `elapsed_ms` since the run started: the time is up.
-    pub fn check_duration(&self, elapsed_ms: u64) -> Option<Trip> {
+    pub(crate) fn check_duration(&self, elapsed_ms: u64) -> Option<Trip> {
         let limit = self.duration_limit_ms()?;
         (elapsed_ms >= limit).then_some(Trip {
             budget: BudgetKind::MaxDuration,
@@ -182,7 +182,7 @@ impl Meter {
     }
 
     /// Counts a stalled step; trips when consecutive stalls exceed the limit.
-    pub fn stall(&mut self) -> Option<Trip> {
+    pub(crate) fn stall(&mut self) -> Option<Trip> {
         self.usage.stalls += 1;
         self.consecutive_stalls += 1;
         (self.consecutive_stalls > self.max_stalled).then_some(Trip {
@@ -193,7 +193,7 @@ impl Meter {
     }
 
     /// A step completed normally: the stall streak is over.
-    pub fn completed(&mut self) {
+    pub(crate) fn completed(&mut self) {
         self.consecutive_stalls = 0;
     }
 }

@@ -1,35 +1,4 @@
 //! [`CachedModel`]: a response cache in front of any [`Model`].
-//!
-//! Entries are keyed by [`ModelRequest::cache_key`] (blake3 of the canonical request: model,
-//! system, prompt, max_tokens, choices; not the step name), optionally mixed with a
-//! [namespace](CachedModel::with_namespace) that stands for the adapter configuration the key
-//! does not see (endpoint, default model, temperature, seed).
-//!
-//! * A hit is answered without calling the inner model and comes back with
-//!   `cache_hit: true`, which the trace records. Its token counts are those of the original
-//!   reply, so budgets behave the same on a cold and a warm run.
-//! * Only successful replies are stored; errors are never cached.
-//! * Identical requests in flight at the same time are coalesced (single-flight): at most one
-//!   inner call per key runs at a time, and the requests that waited are answered from the
-//!   cache once it succeeds (if it fails, the next waiter makes its own call).
-//! * Storage is in memory, optionally bounded ([`with_max_entries`](CachedModel::with_max_entries),
-//!   oldest entry evicted first), and optionally backed by an append-only JSONL file
-//!   ([`with_file`](CachedModel::with_file)) so reruns of examples and CI jobs hit.
-//!
-//! # File format
-//!
-//! One JSON object per line, appended as replies arrive:
-//!
-//! ```text
-//! {"key":"<64 hex digits>","text":"refund","prompt_tokens":12,"completion_tokens":1}
-//! ```
-//!
-//! On open, every line is loaded (a later line for the same key wins). A line that does not
-//! parse, typically the last one torn by a crash mid-write, is skipped and counted in
-//! [`CacheStats::skipped_lines`]; the next append starts on a fresh line. One file should be
-//! written by one process at a time; the file grows without bound (the in-memory bound does
-//! not compact it). A failed append is counted in [`CacheStats::write_errors`] and does not fail
-//! the model call.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -94,8 +63,38 @@ struct FileStore {
     needs_newline: bool,
 }
 
-/// A [`Model`] that answers repeated identical requests from a cache. See the
-/// [module documentation](self).
+/// A [`Model`] that answers repeated identical requests from a cache.
+///
+/// Entries are keyed by [`ModelRequest::cache_key`] (blake3 of the canonical request: model,
+/// system, prompt, max_tokens, choices; not the step name), optionally mixed with a
+/// [namespace](CachedModel::with_namespace) that stands for the adapter configuration the key
+/// does not see (endpoint, default model, temperature, seed).
+///
+/// * A hit is answered without calling the inner model and comes back with
+///   `cache_hit: true`, which the trace records. Its token counts are those of the original
+///   reply, so budgets behave the same on a cold and a warm run.
+/// * Only successful replies are stored; errors are never cached.
+/// * Identical requests in flight at the same time are coalesced (single-flight): at most one
+///   inner call per key runs at a time, and the requests that waited are answered from the
+///   cache once it succeeds (if it fails, the next waiter makes its own call).
+/// * Storage is in memory, optionally bounded ([`with_max_entries`](CachedModel::with_max_entries),
+///   oldest entry evicted first), and optionally backed by an append-only JSONL file
+///   ([`with_file`](CachedModel::with_file)) so reruns of examples and CI jobs hit.
+///
+/// # File format
+///
+/// One JSON object per line, appended as replies arrive:
+///
+/// ```text
+/// {"key":"<64 hex digits>","text":"refund","prompt_tokens":12,"completion_tokens":1}
+/// ```
+///
+/// On open, every line is loaded (a later line for the same key wins). A line that does not
+/// parse, typically the last one torn by a crash mid-write, is skipped and counted in
+/// [`CacheStats::skipped_lines`]; the next append starts on a fresh line. One file should be
+/// written by one process at a time; the file grows without bound (the in-memory bound does
+/// not compact it). A failed append is counted in [`CacheStats::write_errors`] and does not fail
+/// the model call.
 pub struct CachedModel<M: Model> {
     inner: M,
     namespace: Option<String>,
@@ -355,5 +354,9 @@ impl<M: Model> Model for CachedModel<M> {
         req: &'a ModelRequest,
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         Box::pin(self.call(req))
+    }
+
+    fn check_program(&self, program: &crate::program::ProgramInfo) -> Result<(), ModelError> {
+        self.inner.check_program(program)
     }
 }

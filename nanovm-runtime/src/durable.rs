@@ -8,12 +8,12 @@
 //!   executed. A run that ended, is suspended or needs reconciliation is answered with its
 //!   recorded outcome (replayed from the stored trace); a run that is still `running` (a crash
 //!   left it mid-way) is resumed under a lease, unless someone holds one ([`RunError::Leased`]).
-//! * **Events** ([`Runtime::deliver`]): a suspended run waiting for the named event gets a
+//! * **Events** ([`Runtime::deliver`](crate::Runtime::deliver)): a suspended run waiting for the named event gets a
 //!   `delivered` entry and continues live; an event id the run has seen before is acknowledged
 //!   and ignored ([`Delivery::Duplicate`]); a payload the program refuses changes nothing.
 //! * **Timeouts** ([`Runtime::fire_timeouts`]): suspended runs whose deadline has passed on the
 //!   runtime's [`Clock`](crate::Clock) take their timeout edge.
-//! * **Reconciliation** ([`Runtime::reconcile`]): an operator says whether an ambiguous effect
+//! * **Reconciliation** ([`Runtime::reconcile`](crate::Runtime::reconcile)): an operator says whether an ambiguous effect
 //!   happened; the run continues with that answer.
 //! * **Pending runs** ([`Runtime::submit`]): a `run_started` entry and nothing else, for
 //!   [`Worker`](crate::Worker)s to claim.
@@ -30,16 +30,22 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::canonical::Encoder;
-use crate::executor::{Execution, RunError, RunOptions, Runtime, replay_execution};
+use crate::error::RunError;
+use crate::exec::recorder::Mode;
+use crate::exec::{Engine, Inject, Start, execute};
 use crate::ids;
 use crate::program::{Program, ProgramInfo};
-use crate::store::{JournalError, JournalStore, RunQuery};
+use crate::replay::replay_execution;
+use crate::run::{Execution, RunOptions};
+use crate::store::{JournalError, JournalStore, Lease, RunQuery};
 use crate::trace::{Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
+use crate::view::RunView;
 
-/// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`]).
+/// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`](crate::Runtime::reconcile)).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Resolution {
     /// The effect happened and the tool's answer was this value: the run continues as if the
@@ -50,7 +56,7 @@ pub enum Resolution {
     NotDone,
 }
 
-/// The answer to [`Runtime::deliver`].
+/// The answer to [`Runtime::deliver`](crate::Runtime::deliver).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Delivery {
@@ -80,7 +86,7 @@ impl Delivery {
     }
 }
 
-/// Why [`Runtime::deliver`] did not deliver. Nothing was recorded in any of these cases.
+/// Why [`Runtime::deliver`](crate::Runtime::deliver) did not deliver. Nothing was recorded in any of these cases.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DeliverError {
@@ -111,7 +117,7 @@ pub enum DeliverError {
     Run(#[from] RunError),
 }
 
-/// Why [`Runtime::reconcile`] refused. Nothing was recorded in any of these cases.
+/// Why [`Runtime::reconcile`](crate::Runtime::reconcile) refused. Nothing was recorded in any of these cases.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReconcileError {
@@ -143,131 +149,11 @@ pub enum ReconcileError {
     Run(#[from] RunError),
 }
 
-/// Input the executor applies where the recorded prefix ends (a live continuation only).
-#[derive(Clone, Debug)]
-pub(crate) enum Inject {
-    /// At the suspension: the event arrived.
-    Deliver {
-        event: String,
-        event_id: String,
-        payload: Json,
-    },
-    /// At the suspension: the deadline passed.
-    Timeout,
-    /// At the reconciliation pause: the operator's answer for one effect.
-    Reconcile {
-        effect_id: Digest,
-        result: Option<Json>,
-    },
-}
-
-/// Where a stored run stands, read from its trace (the last event that is not an erasure).
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) struct Tail {
-    pub status: RunStatus,
-    /// While suspended: the event waited for and its deadline.
-    pub waiting: Option<(String, Option<u64>)>,
-}
-
-impl Tail {
-    pub fn of(entries: &[Entry]) -> Tail {
-        let last = entries
-            .iter()
-            .rev()
-            .find(|e| !matches!(e.event, Event::Erased { .. }));
-        match last.map(|e| &e.event) {
-            Some(Event::RunEnded { status, .. }) => Tail {
-                status: *status,
-                waiting: None,
-            },
-            Some(Event::Suspended {
-                event, deadline_ms, ..
-            }) => Tail {
-                status: RunStatus::Suspended,
-                waiting: Some((event.to_string(), *deadline_ms)),
-            },
-            _ => Tail {
-                status: RunStatus::Running,
-                waiting: None,
-            },
-        }
-    }
-}
-
 /// True if the run received an event with id `event_id` (of any name).
 fn delivered_before(entries: &[Entry], event_id: &str) -> bool {
     entries
         .iter()
         .any(|e| matches!(&e.event, Event::Delivered { event_id: id, .. } if id == event_id))
-}
-
-/// The effects of a stored run that an operator must reconcile ([`Runtime::reconcile`]): an
-/// `effect` tool that is not idempotent, whose intent is recorded and whose outcome is not
-/// (no result after its intent, no operator's `Done`), in the order of their first intent.
-/// Empty unless the run is paused `needs_reconciliation`.
-///
-/// An operator's `NotDone` answers one effect for the rest of the pause (while other effects of
-/// the same parallel round still wait for answers); once every effect of the pause is answered
-/// the run calls the tools again, so an effect whose `NotDone` is followed by a new pause
-/// without a result is ambiguous again (the call may have happened before a crash).
-pub fn ambiguous_effects(info: &ProgramInfo, entries: &[Entry]) -> Vec<Digest> {
-    #[derive(PartialEq)]
-    enum State {
-        Unknown,
-        NotDone,
-    }
-    if Tail::of(entries).status != RunStatus::NeedsReconciliation {
-        return Vec::new();
-    }
-    let mut open: Vec<(Digest, State)> = Vec::new();
-    for e in entries {
-        match &e.event {
-            Event::ToolIntent {
-                effect_id, tool, ..
-            } if !open.iter().any(|(k, _)| k == effect_id) => {
-                let idempotent = info
-                    .tools
-                    .iter()
-                    .find(|t| t.name == tool.as_ref())
-                    .is_some_and(|t| t.idempotent);
-                if !idempotent {
-                    open.push((*effect_id, State::Unknown));
-                }
-            }
-            Event::ToolResult { key, .. } => open.retain(|(k, _)| k != key),
-            Event::Reconciled {
-                effect_id,
-                result: Some(_),
-                ..
-            } => open.retain(|(k, _)| k != effect_id),
-            Event::Reconciled {
-                effect_id,
-                result: None,
-                ..
-            } => {
-                for (k, s) in &mut open {
-                    if k == effect_id {
-                        *s = State::NotDone;
-                    }
-                }
-            }
-            Event::RunEnded {
-                status: RunStatus::NeedsReconciliation,
-                ..
-            } if !open.iter().any(|(_, s)| *s == State::Unknown) => {
-                // Every effect had an answer before this pause: the run went on and may have
-                // made the calls, so the answers no longer hold.
-                for (_, s) in &mut open {
-                    *s = State::Unknown;
-                }
-            }
-            _ => {}
-        }
-    }
-    open.into_iter()
-        .filter(|(_, s)| *s == State::Unknown)
-        .map(|(k, _)| k)
-        .collect()
 }
 
 /// The recorded inputs of a `run_started` event, if `entries` starts with one.
@@ -316,12 +202,6 @@ fn same_request(
     Ok(())
 }
 
-/// How long the lease of one of the runtime's own operations lasts by default (a duplicate
-/// start that resumes a run, a delivery, a timeout, a reconciliation); renewed every third of
-/// that while the run executes, released at the end. See
-/// [`RuntimeBuilder::operation_lease`](crate::RuntimeBuilder::operation_lease).
-pub const OPERATION_LEASE_MS: u64 = 30_000;
-
 /// A lease owner name unique to one operation of this process.
 fn owner(op: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -340,354 +220,358 @@ enum Decision<T> {
     Answer(T),
 }
 
-impl Runtime {
-    fn required_store(&self) -> Result<Arc<dyn JournalStore>, RunError> {
-        self.store().cloned().ok_or(RunError::NoJournal)
-    }
+fn required_store(engine: &Engine) -> Result<Arc<dyn JournalStore>, RunError> {
+    engine.store.clone().ok_or(RunError::NoJournal)
+}
 
-    /// The error for a run whose lease someone else holds.
-    async fn leased(store: &Arc<dyn JournalStore>, run_id: &str) -> RunError {
-        let record = store.run(run_id).await.ok().flatten();
-        RunError::Leased {
-            run_id: run_id.to_string(),
-            owner: record
-                .as_ref()
-                .and_then(|r| r.lease_owner.clone())
-                .unwrap_or_else(|| "?".into()),
-            expires_ms: record.and_then(|r| r.lease_expires_ms).unwrap_or(0),
-        }
+/// The error for a run whose lease someone else holds.
+async fn leased(store: &Arc<dyn JournalStore>, run_id: &str) -> RunError {
+    let record = store.run(run_id).await.ok().flatten();
+    RunError::Leased {
+        run_id: run_id.to_string(),
+        owner: record
+            .as_ref()
+            .and_then(|r| r.lease_owner.clone())
+            .unwrap_or_else(|| "?".into()),
+        expires_ms: record.and_then(|r| r.lease_expires_ms).unwrap_or(0),
     }
+}
 
-    /// The common shape of every operation on a stored run: `decide` on the stored trace (so
-    /// cheap refusals take no lease); if it says execute, claim the run (`claim_run`), load and
-    /// decide again on what is stored now, then continue the run under the lease (fenced
-    /// appends, renewals) and release it. A live lease of someone else is
-    /// [`RunError::Leased`].
-    async fn operate<P: Program, T>(
-        &self,
-        op: &str,
-        run_id: &str,
-        tools: Arc<P::Tools>,
-        opts: RunOptions,
-        mut decide: impl FnMut(Vec<Entry>) -> Result<Decision<T>, T>,
-    ) -> Result<Result<Execution, T>, RunError> {
-        let store = self.required_store()?;
-        let Some(entries) = store.load(run_id).await? else {
-            return Err(RunError::UnknownRun(run_id.to_string()));
-        };
-        match decide(entries) {
-            Err(refusal) | Ok(Decision::Answer(refusal)) => return Ok(Err(refusal)),
-            Ok(Decision::Execute(_)) => {}
-        }
-        let now = self.clock().now_ms();
-        let Some(lease) = store
-            .claim_run(run_id, &owner(op), now, self.operation_lease_ms())
-            .await?
-        else {
-            return Err(Runtime::leased(&store, run_id).await);
-        };
-        // What is stored now, under the lease, is what counts.
-        let loaded = store.load(run_id).await;
-        let decided = match loaded {
-            Ok(Some(entries)) => match decide(entries.clone()) {
-                Ok(Decision::Execute(inject)) => Ok((entries, inject)),
-                Ok(Decision::Answer(a)) | Err(a) => Err(Ok(Err(a))),
-            },
-            Ok(None) => Err(Err(RunError::UnknownRun(run_id.to_string()))),
-            Err(e) => Err(Err(e.into())),
-        };
-        let (entries, inject) = match decided {
-            Ok(d) => d,
-            Err(answer) => {
-                let released = store.release(&lease).await;
-                return match (answer, released) {
-                    (Err(e), _) => Err(e),
-                    (Ok(a), Ok(())) => Ok(a),
-                    (Ok(_), Err(e)) => Err(e.into()),
-                };
-            }
-        };
-        let (result, lease) = crate::worker::execute_leased::<P>(
-            self,
-            &store,
-            lease,
-            self.operation_lease_ms(),
-            entries,
-            tools,
-            opts,
-            inject,
-        )
-        .await;
-        let released = store.release(&lease).await;
-        match (result, released) {
-            (Err(e), _) => Err(e),
-            (Ok(e), Ok(())) => Ok(Ok(e)),
-            (Ok(_), Err(e)) => Err(e.into()),
-        }
+/// The common shape of every operation on a stored run: `decide` on the stored trace (so
+/// cheap refusals take no lease); if it says execute, claim the run (`claim_run`), load and
+/// decide again on what is stored now, then continue the run under the lease (fenced
+/// appends, renewals) and release it. A live lease of someone else is
+/// [`RunError::Leased`].
+async fn operate<P: Program, T>(
+    engine: &Arc<Engine>,
+    op: &str,
+    run_id: &str,
+    tools: Arc<P::Tools>,
+    opts: RunOptions,
+    mut decide: impl FnMut(Vec<Entry>) -> Result<Decision<T>, T>,
+) -> Result<Result<Execution, T>, RunError> {
+    let store = required_store(engine)?;
+    let Some(entries) = store.load(run_id).await? else {
+        return Err(RunError::UnknownRun(run_id.to_string()));
+    };
+    match decide(entries) {
+        Err(refusal) | Ok(Decision::Answer(refusal)) => return Ok(Err(refusal)),
+        Ok(Decision::Execute(_)) => {}
     }
-
-    /// A start request for a run id the store already holds (`entries`): see the module docs.
-    pub(crate) async fn rejoin<P: Program>(
-        &self,
-        run_id: String,
-        entries: Vec<Entry>,
-        datums: Vec<Datum>,
-        tools: Arc<P::Tools>,
-        opts: RunOptions,
-    ) -> Result<Execution, RunError> {
-        let info = P::info();
-        same_request(info, &run_id, &entries, &datums)?;
-        // Mid-way: resume it under a lease (unless someone holds one); otherwise (or if it
-        // moved on meanwhile) answer what is stored.
-        let decide = |entries: Vec<Entry>| -> Result<Decision<Vec<Entry>>, Vec<Entry>> {
-            Ok(match Tail::of(&entries).status {
-                RunStatus::Running => Decision::Execute(None),
-                _ => Decision::Answer(entries),
-            })
-        };
-        match self
-            .operate::<P, Vec<Entry>>("start", &run_id, tools, opts, decide)
-            .await?
-        {
-            Ok(e) => Ok(e),
-            Err(stored) => replay_execution::<P>(stored),
-        }
-    }
-
-    /// Records a run of `P` on `input` as *pending*: appends its `run_started` entry and
-    /// nothing else, for a [`Worker`](crate::Worker) to claim and execute. Returns the run id
-    /// (`run_id`, or the one derived from the program and the recorded inputs, see
-    /// [`ids::run_id`]).
-    ///
-    /// Submitting the same request again (same run id, program and plain inputs) is
-    /// acknowledged and changes nothing; a different request under a run id in use is
-    /// [`RunError::RunIdInUse`]. Needs a store ([`RunError::NoJournal`]).
-    pub async fn submit<P: Program>(
-        &self,
-        input: P::Input,
-        run_id: Option<&str>,
-    ) -> Result<String, RunError> {
-        let store = self.required_store()?;
-        let info = P::info();
-        let datums = P::record_input(&input);
-        let run_id = match run_id {
-            Some(id) => {
-                ids::validate_run_id(id)?;
-                id.to_string()
-            }
-            None => ids::run_id_of(&info.hash, info.inputs, &datums),
-        };
-        let mut trace = Trace::new();
-        trace.push(
-            Event::RunStarted {
-                run_id: run_id.clone(),
-                program: Cow::Borrowed(info.name),
-                program_hash: info.hash,
-                inputs: info
-                    .inputs
-                    .iter()
-                    .map(|i| Cow::Borrowed(i.name))
-                    .zip(datums.iter().cloned())
-                    .collect(),
-            },
-            &mut Encoder::new(),
-        );
-        match store.append(&run_id, trace.entries(), None).await {
-            Ok(()) => Ok(run_id),
-            Err(JournalError::Conflict { .. }) => {
-                let entries = store
-                    .load(&run_id)
-                    .await?
-                    .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
-                same_request(info, &run_id, &entries, &datums)?;
-                Ok(run_id)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Delivers event `event` with id `event_id` and `payload` to run `run_id` of `P`, and
-    /// continues the run live (with `tools`) until its next end or suspension.
-    ///
-    /// * The run must be suspended at an `await` of exactly `event`, else
-    ///   [`DeliverError::NotWaiting`].
-    /// * An `event_id` the run has received before (any event name, even if the run has moved
-    ///   on since) is acknowledged and ignored: [`Delivery::Duplicate`] with the run as stored.
-    /// * A payload the program refuses (not of the await's declared type) is
-    ///   [`DeliverError::Payload`].
-    /// * If the await's deadline has passed on the runtime's clock, the run takes its timeout
-    ///   edge instead ([`Delivery::TimedOut`]) and the event is not recorded: a late event
-    ///   never overrides a timeout that is due.
-    /// * Otherwise `delivered { .., next }` is appended (made durable before anything else
-    ///   happens) and the run continues: [`Delivery::Resumed`].
-    ///
-    /// The run is continued under a lease ([`JournalStore::claim_run`]). Two racing deliveries
-    /// to one waiting run: exactly one `delivered` is appended; the other fails with
-    /// [`RunError::Leased`] (or `Fenced` / `Conflict`) before doing anything, and retrying it
-    /// answers `NotWaiting` (or `Duplicate` for the same event id).
-    pub async fn deliver<P: Program>(
-        &self,
-        run_id: &str,
-        event: &str,
-        event_id: &str,
-        payload: Json,
-        tools: Arc<P::Tools>,
-    ) -> Result<Delivery, DeliverError> {
-        let clock = self.clock().clone();
-        let mut due = false;
-        let decide = |entries: Vec<Entry>| -> Result<Decision<Answer>, Answer> {
-            if delivered_before(&entries, event_id) {
-                return Ok(Decision::Answer(Answer::Duplicate(entries)));
-            }
-            let tail = Tail::of(&entries);
-            let deadline_ms = match &tail.waiting {
-                Some((waiting, deadline_ms)) if waiting == event => *deadline_ms,
-                _ => {
-                    return Err(Answer::Refused(DeliverError::NotWaiting {
-                        run_id: run_id.to_string(),
-                        event: event.to_string(),
-                        status: tail.status,
-                        waiting_for: tail.waiting.map(|(w, _)| w),
-                    }));
-                }
+    let now = engine.clock.now_ms();
+    let Some(lease) = store
+        .claim_run(run_id, &owner(op), now, engine.operation_lease_ms)
+        .await?
+    else {
+        return Err(leased(&store, run_id).await);
+    };
+    // What is stored now, under the lease, is what counts.
+    let loaded = store.load(run_id).await;
+    let decided = match loaded {
+        Ok(Some(entries)) => match decide(entries.clone()) {
+            Ok(Decision::Execute(inject)) => Ok((entries, inject)),
+            Ok(Decision::Answer(a)) | Err(a) => Err(Ok(Err(a))),
+        },
+        Ok(None) => Err(Err(RunError::UnknownRun(run_id.to_string()))),
+        Err(e) => Err(Err(e.into())),
+    };
+    let (entries, inject) = match decided {
+        Ok(d) => d,
+        Err(answer) => {
+            let released = store.release(&lease).await;
+            return match (answer, released) {
+                (Err(e), _) => Err(e),
+                (Ok(a), Ok(())) => Ok(a),
+                (Ok(_), Err(e)) => Err(e.into()),
             };
-            due = deadline_ms.is_some_and(|d| d <= clock.now_ms());
-            Ok(Decision::Execute(Some(if due {
-                Inject::Timeout
-            } else {
-                Inject::Deliver {
+        }
+    };
+    let (result, lease) = execute_leased::<P>(
+        engine,
+        &store,
+        lease,
+        engine.operation_lease_ms,
+        entries,
+        tools,
+        opts,
+        inject,
+    )
+    .await;
+    let released = store.release(&lease).await;
+    match (result, released) {
+        (Err(e), _) => Err(e),
+        (Ok(e), Ok(())) => Ok(Ok(e)),
+        (Ok(_), Err(e)) => Err(e.into()),
+    }
+}
+
+/// A start request for a run id the store already holds (`entries`): see the module docs.
+pub(crate) async fn rejoin<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: String,
+    entries: Vec<Entry>,
+    datums: Vec<Datum>,
+    tools: Arc<P::Tools>,
+    opts: RunOptions,
+) -> Result<Execution, RunError> {
+    let info = P::info();
+    same_request(info, &run_id, &entries, &datums)?;
+    // Mid-way: resume it under a lease (unless someone holds one); otherwise (or if it
+    // moved on meanwhile) answer what is stored.
+    let decide = |entries: Vec<Entry>| -> Result<Decision<Vec<Entry>>, Vec<Entry>> {
+        Ok(match RunView::of(&entries).status() {
+            RunStatus::Running => Decision::Execute(None),
+            _ => Decision::Answer(entries),
+        })
+    };
+    match operate::<P, Vec<Entry>>(engine, "start", &run_id, tools, opts, decide).await? {
+        Ok(e) => Ok(e),
+        Err(stored) => replay_execution::<P>(stored),
+    }
+}
+
+/// See [`Runtime::submit`](crate::Runtime::submit).
+pub(crate) async fn submit<P: Program>(
+    engine: &Arc<Engine>,
+    input: P::Input,
+    run_id: Option<&str>,
+) -> Result<String, RunError> {
+    let store = required_store(engine)?;
+    let info = P::info();
+    let datums = P::record_input(&input);
+    let run_id = match run_id {
+        Some(id) => {
+            ids::validate_run_id(id)?;
+            id.to_string()
+        }
+        None => ids::run_id_of(&info.hash, info.inputs, &datums),
+    };
+    let mut trace = Trace::new();
+    trace.push(
+        Event::RunStarted {
+            run_id: run_id.clone(),
+            program: Cow::Borrowed(info.name),
+            program_hash: info.hash,
+            inputs: info
+                .inputs
+                .iter()
+                .map(|i| Cow::Borrowed(i.name))
+                .zip(datums.iter().cloned())
+                .collect(),
+        },
+        &mut Encoder::new(),
+    );
+    match store.append(&run_id, trace.entries(), None).await {
+        Ok(()) => Ok(run_id),
+        Err(JournalError::Conflict { .. }) => {
+            let entries = store
+                .load(&run_id)
+                .await?
+                .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
+            same_request(info, &run_id, &entries, &datums)?;
+            Ok(run_id)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// See [`Runtime::deliver`](crate::Runtime::deliver)(crate::Runtime::deliver).
+pub(crate) async fn deliver<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    event: &str,
+    event_id: &str,
+    payload: Json,
+    tools: Arc<P::Tools>,
+) -> Result<Delivery, DeliverError> {
+    let clock = engine.clock.clone();
+    let mut due = false;
+    let decide = |entries: Vec<Entry>| -> Result<Decision<Answer>, Answer> {
+        if delivered_before(&entries, event_id) {
+            return Ok(Decision::Answer(Answer::Duplicate(entries)));
+        }
+        let view = RunView::of(&entries);
+        let deadline_ms = match view.waiting() {
+            Some(w) if w.event == event => w.deadline_ms,
+            _ => {
+                return Err(Answer::Refused(DeliverError::NotWaiting {
+                    run_id: run_id.to_string(),
                     event: event.to_string(),
-                    event_id: event_id.to_string(),
-                    payload: payload.clone(),
-                }
-            })))
-        };
-        let outcome = self
-            .operate::<P, Answer>("deliver", run_id, tools, RunOptions::new(), decide)
-            .await;
-        match outcome {
-            Ok(Ok(e)) if due => Ok(Delivery::TimedOut(e)),
-            Ok(Ok(e)) => Ok(Delivery::Resumed(e)),
-            Ok(Err(Answer::Duplicate(entries))) => {
-                Ok(Delivery::Duplicate(replay_execution::<P>(entries)?))
+                    status: view.status(),
+                    waiting_for: view.waiting().map(|w| w.event.clone()),
+                }));
             }
-            Ok(Err(Answer::Refused(e))) => Err(e),
-            Err(RunError::UnknownRun(id)) => Err(DeliverError::UnknownRun(id)),
-            Err(RunError::PayloadRefused(msg)) => Err(DeliverError::Payload(msg)),
-            Err(e) => Err(e.into()),
+        };
+        due = deadline_ms.is_some_and(|d| d <= clock.now_ms());
+        Ok(Decision::Execute(Some(if due {
+            Inject::Timeout
+        } else {
+            Inject::Deliver {
+                event: event.to_string(),
+                event_id: event_id.to_string(),
+                payload: payload.clone(),
+            }
+        })))
+    };
+    let outcome =
+        operate::<P, Answer>(engine, "deliver", run_id, tools, RunOptions::new(), decide).await;
+    match outcome {
+        Ok(Ok(e)) if due => Ok(Delivery::TimedOut(e)),
+        Ok(Ok(e)) => Ok(Delivery::Resumed(e)),
+        Ok(Err(Answer::Duplicate(entries))) => {
+            Ok(Delivery::Duplicate(replay_execution::<P>(entries)?))
         }
+        Ok(Err(Answer::Refused(e))) => Err(e),
+        Err(RunError::UnknownRun(id)) => Err(DeliverError::UnknownRun(id)),
+        Err(RunError::PayloadRefused(msg)) => Err(DeliverError::Payload(msg)),
+        Err(e) => Err(e.into()),
     }
+}
 
-    /// Fires the timeouts that are due: every run of `P` suspended at an `await` whose deadline
-    /// is at or before the clock's `now_ms` takes its timeout edge (`timed_out` is appended)
-    /// and continues live with `tools`. Returns the continued runs, oldest first.
-    ///
-    /// Each run is continued under a lease. Runs whose lease someone holds are left to them,
-    /// and runs of another build of `P` (another program hash) are skipped, as are runs that
-    /// another writer moved on in the meantime; any other failure stops and is returned.
-    pub async fn fire_timeouts<P: Program>(
-        &self,
-        tools: Arc<P::Tools>,
-    ) -> Result<Vec<Execution>, RunError> {
-        let store = self.required_store()?;
-        let info = P::info();
-        let now = self.clock().now_ms();
-        let query = RunQuery::new()
-            .program(info.name)
-            .status(RunStatus::Suspended);
-        let mut fired = Vec::new();
-        for record in store.runs(&query).await? {
-            let due = record.deadline_ms.is_some_and(|d| d <= now);
-            let leased = record.lease_expires_ms.is_some_and(|t| t > now);
-            if !due || leased || record.program_hash != info.hash {
-                continue;
-            }
-            let decide = |entries: Vec<Entry>| -> Result<Decision<()>, ()> {
-                match Tail::of(&entries).waiting {
-                    Some((_, Some(d))) if d <= now => Ok(Decision::Execute(Some(Inject::Timeout))),
-                    _ => Ok(Decision::Answer(())),
-                }
-            };
-            match self
-                .operate::<P, ()>(
-                    "timeout",
-                    &record.run_id,
-                    tools.clone(),
-                    RunOptions::new(),
-                    decide,
-                )
-                .await
-            {
-                Ok(Ok(e)) => fired.push(e),
-                // Moved on, or someone else is on it: not ours to fire.
-                Ok(Err(()))
-                | Err(RunError::Leased { .. })
-                | Err(RunError::Journal(
-                    JournalError::Conflict { .. } | JournalError::Fenced { .. },
-                )) => {}
-                Err(e) => return Err(e),
-            }
+/// See [`Runtime::fire_timeouts`](crate::Runtime::fire_timeouts).
+pub(crate) async fn fire_timeouts<P: Program>(
+    engine: &Arc<Engine>,
+    tools: Arc<P::Tools>,
+) -> Result<Vec<Execution>, RunError> {
+    let store = required_store(engine)?;
+    let info = P::info();
+    let now = engine.clock.now_ms();
+    let query = RunQuery::new()
+        .program(info.name)
+        .status(RunStatus::Suspended);
+    let mut fired = Vec::new();
+    for record in store.runs(&query).await? {
+        let due = record.deadline_ms.is_some_and(|d| d <= now);
+        let leased = record.lease_expires_ms.is_some_and(|t| t > now);
+        if !due || leased || record.program_hash != info.hash {
+            continue;
         }
-        Ok(fired)
-    }
-
-    /// Resolves the ambiguous effect `effect_id` of run `run_id` (status
-    /// `needs_reconciliation`) and continues the run live with `tools`.
-    ///
-    /// Appends `reconciled { step, effect_id, result }` (made durable first), then:
-    /// [`Resolution::Done(v)`](Resolution::Done) continues as if the tool had returned `v`;
-    /// [`Resolution::NotDone`] calls the tool again with the same idempotency key. If other
-    /// effects of the same parallel round are still ambiguous, the run pauses again
-    /// (`needs_reconciliation`) naming those. The run is continued under a lease
-    /// ([`RunError::Leased`] while someone else holds one).
-    ///
-    /// Refused, with nothing recorded, when the run does not need reconciliation
-    /// ([`ReconcileError::NotNeeded`]) or `effect_id` is not ambiguous
-    /// ([`ReconcileError::NotAmbiguous`]). Choose `NotDone` only when the effect certainly did
-    /// not happen and the call that was in flight can no longer make it happen (its process is
-    /// gone, its request timed out at the other end); when in doubt, ask the other end.
-    pub async fn reconcile<P: Program>(
-        &self,
-        run_id: &str,
-        effect_id: Digest,
-        resolution: Resolution,
-        tools: Arc<P::Tools>,
-    ) -> Result<Execution, ReconcileError> {
-        let result = match resolution {
-            Resolution::Done(v) => Some(v),
-            Resolution::NotDone => None,
-        };
-        let decide = |entries: Vec<Entry>| -> Result<Decision<ReconcileError>, ReconcileError> {
-            let status = Tail::of(&entries).status;
-            if status != RunStatus::NeedsReconciliation {
-                return Err(ReconcileError::NotNeeded {
-                    run_id: run_id.to_string(),
-                    status,
-                });
+        let decide = |entries: Vec<Entry>| -> Result<Decision<()>, ()> {
+            match RunView::of(&entries).waiting() {
+                Some(w) if w.deadline_ms.is_some_and(|d| d <= now) => {
+                    Ok(Decision::Execute(Some(Inject::Timeout)))
+                }
+                _ => Ok(Decision::Answer(())),
             }
-            let ambiguous = ambiguous_effects(P::info(), &entries);
-            if !ambiguous.contains(&effect_id) {
-                return Err(ReconcileError::NotAmbiguous {
-                    run_id: run_id.to_string(),
-                    effect_id,
-                    ambiguous,
-                });
-            }
-            Ok(Decision::Execute(Some(Inject::Reconcile {
-                effect_id,
-                result: result.clone(),
-            })))
         };
-        match self
-            .operate::<P, ReconcileError>("reconcile", run_id, tools, RunOptions::new(), decide)
-            .await
+        match operate::<P, ()>(
+            engine,
+            "timeout",
+            &record.run_id,
+            tools.clone(),
+            RunOptions::new(),
+            decide,
+        )
+        .await
         {
-            Ok(Ok(e)) => Ok(e),
-            Ok(Err(refusal)) => Err(refusal),
-            Err(RunError::UnknownRun(id)) => Err(ReconcileError::UnknownRun(id)),
-            Err(e) => Err(e.into()),
+            Ok(Ok(e)) => fired.push(e),
+            // Moved on, or someone else is on it: not ours to fire.
+            Ok(Err(()))
+            | Err(RunError::Leased { .. })
+            | Err(RunError::Journal(JournalError::Conflict { .. } | JournalError::Fenced { .. })) =>
+                {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(fired)
+}
+
+/// See [`Runtime::reconcile`](crate::Runtime::reconcile)(crate::Runtime::reconcile).
+pub(crate) async fn reconcile<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    effect_id: Digest,
+    resolution: Resolution,
+    tools: Arc<P::Tools>,
+) -> Result<Execution, ReconcileError> {
+    let result = match resolution {
+        Resolution::Done(v) => Some(v),
+        Resolution::NotDone => None,
+    };
+    let decide = |entries: Vec<Entry>| -> Result<Decision<ReconcileError>, ReconcileError> {
+        let view = RunView::of_program::<P>(&entries);
+        let status = view.status();
+        if status != RunStatus::NeedsReconciliation {
+            return Err(ReconcileError::NotNeeded {
+                run_id: run_id.to_string(),
+                status,
+            });
+        }
+        let ambiguous = view.to_reconcile();
+        if !ambiguous.contains(&effect_id) {
+            return Err(ReconcileError::NotAmbiguous {
+                run_id: run_id.to_string(),
+                effect_id,
+                ambiguous,
+            });
+        }
+        Ok(Decision::Execute(Some(Inject::Reconcile {
+            effect_id,
+            result: result.clone(),
+        })))
+    };
+    match operate::<P, ReconcileError>(
+        engine,
+        "reconcile",
+        run_id,
+        tools,
+        RunOptions::new(),
+        decide,
+    )
+    .await
+    {
+        Ok(Ok(e)) => Ok(e),
+        Ok(Err(refusal)) => Err(refusal),
+        Err(RunError::UnknownRun(id)) => Err(ReconcileError::UnknownRun(id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Continues a run under `lease`: every append fenced by it, the lease renewed every
+/// `lease_ms / 3` on the runtime's clock while the run executes; if a renewal finds the lease
+/// taken over, the run is stopped at once (dropped: a crash as far as the store is concerned,
+/// and the new owner recovers it). Returns the outcome and the latest lease (to release).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the run, its lease and what it continues with; a struct would only name them again"
+)]
+pub(crate) async fn execute_leased<P: Program>(
+    engine: &Arc<Engine>,
+    store: &Arc<dyn JournalStore>,
+    lease: Lease,
+    lease_ms: u64,
+    entries: Vec<Entry>,
+    tools: Arc<P::Tools>,
+    opts: RunOptions,
+    inject: Option<Inject>,
+) -> (Result<Execution, RunError>, Lease) {
+    let clock = engine.clock.clone();
+    let run = Box::pin(execute::<P>(
+        engine.clone(),
+        Start::Recorded(Mode::Resume, entries),
+        Some(tools),
+        opts.fence(lease.fence()),
+        inject,
+    ));
+    let mut current = lease.clone();
+    let period = Duration::from_millis((lease_ms / 3).max(1));
+    let renewals = async {
+        loop {
+            clock.sleep(period).await;
+            match store.renew(&current, clock.now_ms(), lease_ms).await {
+                Ok(renewed) => current = renewed,
+                Err(e @ JournalError::Fenced { .. }) => return e,
+                // A failed renewal is retried at the next period; the lease may still be
+                // ours, and if it is not, the next append says so.
+                Err(_) => {}
+            }
+        }
+    };
+    let result = tokio::select! {
+        r = run => r,
+        e = renewals => Err(RunError::Journal(e)),
+    };
+    (result, current)
 }
 
 /// Why a delivery did not execute.

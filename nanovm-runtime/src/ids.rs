@@ -107,7 +107,7 @@ static EFFECT_DOMAIN: LazyLock<[u8; 32]> =
 
 /// The key every effect id of run `run_id` is hashed with:
 /// `blake3::keyed_hash(blake3("nanovm effect id v1"), run_id)`.
-pub fn effect_key(run_id: &str) -> [u8; 32] {
+pub(crate) fn effect_key(run_id: &str) -> [u8; 32] {
     *blake3::keyed_hash(&EFFECT_DOMAIN, run_id.as_bytes()).as_bytes()
 }
 

@@ -1,55 +1,90 @@
 //! The nanovm runtime: executes compiled programs, journals every event into a blake3 hash
 //! chain, and replays.
 //!
-//! Code generated from a `.nvm` program implements [`program::Program`]; a [`Runtime`] runs it
-//! with a [`model::Model`], the host's tools, a [`Vault`] for secrets, a [`Clock`] and
-//! optionally a [`JournalStore`] (see [`store`]). Every run yields an [`Execution`] whose
-//! [`trace::Trace`] is a blake3 hash chain; [`replay()`] re-runs the program over a trace without any I/O and must
-//! reproduce it exactly. With a store, [`durable`] is what happens between executions
-//! (duplicate starts, [`Runtime::deliver`], [`Runtime::fire_timeouts`], [`Runtime::reconcile`],
-//! [`Runtime::submit`]) and [`Worker`]s execute a shared store's runs under leases. The
-//! semantics are specified in `docs/runtime.md`.
+//! Code generated from a `.nvm` program implements the runtime's program trait (a contract
+//! between `nanovm-dsl`'s output and this crate, in the hidden module `__private_v0_1`); a
+//! [`Runtime`] runs it with a [`model::Model`], the host's tools, a [`vault::Vault`] for
+//! secrets, a [`Clock`] and optionally a [`store::JournalStore`]. Every run yields an
+//! [`Execution`] whose [`trace::Trace`] is a blake3 hash chain; [`replay()`] re-runs the program
+//! over a trace without any I/O and must reproduce it exactly. With a store, the durable
+//! protocol is what happens between executions (duplicate starts, [`Runtime::deliver`],
+//! [`Runtime::fire_timeouts`], [`Runtime::reconcile`], [`Runtime::submit`]) and [`Worker`]s
+//! execute a shared store's runs under leases. [`RunView`] reads where a run stands from its
+//! events. The semantics are specified in `docs/runtime.md`.
+//!
+//! # Where things are
+//!
+//! Dependencies run one way, from the bottom of this list to the top; no module imports from
+//! one that imports it back.
+//!
+//! | module | what |
+//! | --- | --- |
+//! | `worker` | [`Worker`]: claims a shared store's runs and executes them under leases |
+//! | `runtime` | [`Runtime`], [`RuntimeBuilder`]: the entry point (run, resume, replay, the durable operations) |
+//! | `durable` | the durable protocol: duplicate starts, deliveries, timeouts, reconciliation, pending runs; executing under a lease |
+//! | `replay` | [`replay()`] and replayed executions: the one replay configuration and the one poll-once driver |
+//! | `exec/mod.rs`, `exec/start.rs` | the step engine: the step loop, `guard` / `branch` steps, budgets and interruptions; setting a run up and handing back its [`Execution`] |
+//! | `exec/{llm,tool,suspend,reconcile}.rs` | `llm` steps, `call` steps, `await` steps, reconciliation pauses |
+//! | `exec/parallel/{mod,round}.rs` | `parallel` steps: the block's scheduling and join; one round of branches |
+//! | `exec/race.rs`, `exec/recorder.rs` | racing a call against cancellation and the deadline; the engine's only door to the trace and the store |
+//! | `run` | [`RunOptions`], [`Execution`], [`Metrics`], [`ReplayReport`] |
+//! | `view` | [`RunView`]: where a run stands, read from its events |
+//! | `store/` | [`store::JournalStore`], what every store shares (append checks, rows), and the implementations (memory, SQLite, PostgreSQL) |
+//! | `vault/` | [`vault::Vault`] and its implementations (memory, SQLite, PostgreSQL) |
+//! | `db/` | what the SQL stores and vaults share: the databases, their schema, the writer thread, the pool |
+//! | `error` | [`RunError`], [`Mismatch`], [`store::JournalError`] |
+//! | `model`, `cache`, `scripted`, `openai` | the model trait, the cache wrapper, scripted models, the OpenAI-compatible adapter |
+//! | `trace`, `canonical`, `ids` | events, entries and the hash chain; the canonical encoding; run and effect ids |
+//! | `budget`, `clock`, `cancel`, `value` | budgets and usage, clocks, cancellation, values (JSON, digests, secrets) |
+//! | `program`, `generated` | the contract with generated code (re-exported in `__private_v0_1` only) |
+//! | `testing` | deterministic stand-ins: scripted models, a manual clock |
 
 #![warn(missing_docs)]
+#![deny(unreachable_pub)]
 
-pub mod budget;
-pub mod cache;
-pub mod cancel;
-pub mod canonical;
-pub mod clock;
-pub mod durable;
-pub mod executor;
-pub mod ids;
+mod budget;
+mod cache;
+mod cancel;
+mod canonical;
+mod clock;
+mod db;
+mod durable;
+mod error;
+mod exec;
+mod generated;
+mod ids;
 pub mod model;
 #[cfg(feature = "openai")]
 pub mod openai;
-pub mod program;
-mod recorder;
-pub mod replay;
-pub mod scripted;
+mod program;
+mod replay;
+mod run;
+mod runtime;
+mod scripted;
 pub mod store;
+pub mod testing;
 pub mod trace;
-pub mod value;
+mod value;
 pub mod vault;
-pub mod worker;
+mod view;
+mod worker;
 
 pub use budget::{Backoff, Usage};
+pub use cache::{CacheStats, CachedModel};
 pub use cancel::CancelToken;
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, SystemClock};
 pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
-pub use executor::{
-    Execution, Metrics, Mismatch, ReplayError, ReplayReport, RunError, RunOptions, Runtime,
-    RuntimeBuilder,
-};
-pub use replay::replay;
-pub use scripted::{FnModel, ScriptedModel};
-pub use store::{Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord};
-pub use vault::{MemoryVault, Vault, VaultError};
-pub use worker::Worker;
-
-mod generated;
-
+pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
+pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
+pub use program::{BoxFuture, ToolContext, ToolError};
+pub use replay::replay;
+pub use run::{Execution, Metrics, ReplayReport, RunOptions};
+pub use runtime::{Runtime, RuntimeBuilder};
+pub use trace::RunStatus;
+pub use value::{Digest, Json, Secret, SecretRef, VaultId};
+pub use view::{OpenEffect, RunView, Waiting};
+pub use worker::Worker;
 
 /// Support for generated code; not a public API. The version in the name changes with every
 /// breaking change of the contract between `nanovm-dsl`'s output and this crate.

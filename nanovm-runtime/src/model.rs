@@ -3,7 +3,9 @@
 //! An adapter only transports text. It never decides anything: the runtime trims the answer and
 //! matches it against the step's admissible set, and the compiled transition picks the successor.
 
-use crate::program::{BoxFuture, Name};
+use std::sync::Arc;
+
+use crate::program::{BoxFuture, Name, ProgramInfo};
 use crate::value::Digest;
 
 /// One model call, as built from an `llm` step (templates already rendered).
@@ -111,4 +113,28 @@ pub trait Model: Send + Sync + 'static {
         &'a self,
         req: &'a ModelRequest,
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
+
+    /// Called before a run of `program` starts or continues, before anything is recorded: an
+    /// adapter that knows which steps it can answer (a [`ScriptedModel`](crate::ScriptedModel)
+    /// keyed by step names) refuses a program it cannot serve, and the run fails with
+    /// [`RunError::ModelRefused`](crate::RunError::ModelRefused). The default accepts every
+    /// program.
+    fn check_program(&self, program: &ProgramInfo) -> Result<(), ModelError> {
+        let _ = program;
+        Ok(())
+    }
+}
+
+// Lets `builder().model(arc)` take an `Arc<dyn Model>` shared with other code.
+impl<M: Model + ?Sized> Model for Arc<M> {
+    fn complete<'a>(
+        &'a self,
+        req: &'a ModelRequest,
+    ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
+        (**self).complete(req)
+    }
+
+    fn check_program(&self, program: &ProgramInfo) -> Result<(), ModelError> {
+        (**self).check_program(program)
+    }
 }

@@ -418,20 +418,37 @@ pub trait Program: Send + Sync + 'static {
 
     /// What branch `branch` of the parallel step `step` asks for ([`Action::Llm`] or
     /// [`Action::Tool`]).
+    ///
+    /// The default is for programs without `parallel` steps: no step has a branch.
     fn branch_action(
         step: StepId,
         branch: BranchId,
         state: &Self::State,
-    ) -> Result<Action<Self::Call>, Fault>;
+    ) -> Result<Action<Self::Call>, Fault> {
+        let _ = state;
+        Err(Fault::Input {
+            name: "branch",
+            message: format!("step `{}` has no branch {branch}", step_name::<Self>(step)),
+        })
+    }
 
     /// Applies a branch's outcome. [`Next::Go`] (with the parallel step's own id) accepts it;
     /// [`Next::Reject`] marks the attempt failed without changing anything.
+    ///
+    /// The default is for programs without `parallel` steps: no step has a branch, so no
+    /// outcome can be applied and the run fails.
     fn apply_branch(
         step: StepId,
         branch: BranchId,
         state: &mut Self::State,
         outcome: Outcome<'_>,
-    ) -> Next;
+    ) -> Next {
+        let _ = state;
+        Next::Fail(format!(
+            "step `{}` has no branch {branch} to handle the outcome {outcome:?}",
+            step_name::<Self>(step)
+        ))
+    }
 
     /// Calls the host's typed tool method for `call`.
     fn invoke(
@@ -442,6 +459,14 @@ pub trait Program: Send + Sync + 'static {
 
     /// The assigned, non-secret variables, for [`crate::Execution`]'s outputs.
     fn outputs(state: &Self::State) -> Vec<(&'static str, Json)>;
+}
+
+/// The name of step `id` of `P`, or the id itself if there is no such step.
+fn step_name<P: Program + ?Sized>(id: StepId) -> Cow<'static, str> {
+    match P::info().steps.get(id as usize) {
+        Some(s) => Cow::Borrowed(s.name),
+        None => Cow::Owned(id.to_string()),
+    }
 }
 
 /// A name that is usually a `&'static str` from generated code but may be owned (imported

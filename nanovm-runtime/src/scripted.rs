@@ -1,7 +1,8 @@
 //! Models that answer from a script: for tests, examples and benchmarks.
 //!
 //! [`ScriptedModel`] answers by step name (for a parallel branch, the branch name), from a queue
-//! of replies or a fixed answer, and can fail at chosen calls. [`FnModel`] wraps a closure.
+//! of replies or a fixed answer, and can fail at chosen calls. A name that is no `llm` step or
+//! branch of the program being run is refused when the run starts, with the closest name. [`FnModel`] wraps a closure.
 //! Neither talks to a network, so runs that use them are deterministic.
 
 use std::collections::{HashMap, VecDeque};
@@ -9,7 +10,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::model::{Model, ModelError, ModelReply, ModelRequest};
-use crate::program::BoxFuture;
+use crate::program::{BoxFuture, ProgramInfo, StepKind};
 
 /// A model that answers from a script, keyed by step name.
 ///
@@ -22,6 +23,13 @@ use crate::program::BoxFuture;
 ///
 /// Clones share the script and the call counters, so a test keeps one clone to inspect after
 /// handing another to the runtime.
+///
+/// The names are checked when a run starts ([`Model::check_program`]): a scripted name that is
+/// not an `llm` step (or an `llm` branch of a `parallel` step) of the program fails the run
+/// with [`RunError::ModelRefused`](crate::RunError::ModelRefused), naming the closest step, so
+/// a typo fails before anything is recorded rather than as "no answer" half-way. A script shared
+/// by several programs names the steps of all of them: [`ScriptedModel::shared`] turns the
+/// check off.
 #[derive(Clone, Default)]
 pub struct ScriptedModel {
     shared: Arc<Mutex<Script>>,
@@ -31,6 +39,8 @@ pub struct ScriptedModel {
 struct Script {
     steps: HashMap<String, StepScript>,
     tokens: (u64, u64),
+    /// Set by [`ScriptedModel::shared`]: names are not checked against the program.
+    unchecked: bool,
 }
 
 #[derive(Default)]
@@ -40,6 +50,8 @@ struct StepScript {
     failures: HashMap<usize, ModelError>,
     calls: usize,
     prompts: Vec<String>,
+    /// True once the script names this step (not merely because it was called).
+    scripted: bool,
 }
 
 impl fmt::Debug for ScriptedModel {
@@ -64,8 +76,19 @@ impl ScriptedModel {
     }
 
     fn step(&self, step: &str, f: impl FnOnce(&mut StepScript)) -> Self {
-        f(self.lock().steps.entry(step.to_string()).or_default());
+        let mut script = self.lock();
+        let s = script.steps.entry(step.to_string()).or_default();
+        s.scripted = true;
+        f(s);
+        drop(script);
         self.clone()
+    }
+
+    /// Turns off the check of the scripted names against the program a run starts with: for a
+    /// script that answers the steps of several programs.
+    pub fn shared(self) -> Self {
+        self.lock().unchecked = true;
+        self
     }
 
     /// Queues one text answer for `step` (with the token usage set by
@@ -175,6 +198,96 @@ impl Model for ScriptedModel {
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         Box::pin(std::future::ready(self.answer_now(req)))
     }
+
+    fn check_program(&self, program: &ProgramInfo) -> Result<(), ModelError> {
+        let script = self.lock();
+        if script.unchecked {
+            return Ok(());
+        }
+        let llm = llm_names(program);
+        let mut unknown: Vec<&str> = script
+            .steps
+            .iter()
+            .filter(|(name, s)| s.scripted && !llm.contains(&name.as_str()))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        unknown.sort_unstable();
+        let Some(name) = unknown.first() else {
+            return Ok(());
+        };
+        let what = match program.step_id(name) {
+            Some(id) => format!("a `{}` step", program.step(id).kind.as_str()),
+            None => "not a step".to_string(),
+        };
+        let mut message = format!(
+            "the script answers `{name}`, which is {what} of program `{}`",
+            program.name
+        );
+        match closest(name, &llm) {
+            Some(near) => message.push_str(&format!("; did you mean `{near}`?")),
+            None if llm.is_empty() => message.push_str(" (it has no `llm` step)"),
+            None => message.push_str(&format!(" (its `llm` steps: {})", llm.join(", "))),
+        }
+        if unknown.len() > 1 {
+            message.push_str(&format!(
+                " (also unknown: {})",
+                unknown[1..]
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Err(ModelError::permanent(message))
+    }
+}
+
+/// The names a model is asked under: `llm` steps and the `llm` branches of `parallel` steps.
+fn llm_names(program: &ProgramInfo) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    for step in program.steps {
+        if step.kind == StepKind::Llm {
+            names.push(step.name);
+        }
+        if let Some(p) = step.parallel {
+            names.extend(
+                p.branches
+                    .iter()
+                    .filter(|b| b.kind == StepKind::Llm)
+                    .map(|b| b.name),
+            );
+        }
+    }
+    names
+}
+
+/// The candidate closest to `name` by edit distance, if it is close enough to be a typo.
+fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(2);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// A model backed by a closure: `FnModel::new(|req| Ok(ModelReply::text("yes")))`.
@@ -207,5 +320,20 @@ where
         req: &'a ModelRequest,
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>> {
         Box::pin(std::future::ready((self.f)(req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_insertions_deletions_and_substitutions() {
+        assert_eq!(edit_distance("triage", "triage"), 0);
+        assert_eq!(edit_distance("triag", "triage"), 1);
+        assert_eq!(edit_distance("traige", "triage"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(closest("anaylze", &["analyze", "policy"]), Some("analyze"));
+        assert_eq!(closest("refund", &["analyze", "policy"]), None);
     }
 }

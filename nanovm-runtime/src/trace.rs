@@ -3,7 +3,7 @@
 //! Entry `i` stores `hash_i = blake3(hash_{i-1} || seq_i || canonical(event_i))` with
 //! `hash_{-1}` = 32 zero bytes; the last hash is the run's *root hash*. Every field that appears
 //! in an exported trace is covered: `seq` and `prev` by the formula, the event by its canonical
-//! encoding ([`crate::canonical`]). Wall-clock timings never enter events (they live in
+//! encoding ([`Encoder`]). Wall-clock timings never enter events (they live in
 //! [`crate::Metrics`]); the few time-dependent facts that decide control flow (a suspension
 //! deadline, a duration budget trip) are recorded as data and therefore hashed.
 //!
@@ -15,9 +15,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::Encoder;
-use crate::program::Name;
-use crate::value::{Datum, Digest, Json, VaultId};
+pub use crate::canonical::Encoder;
+pub use crate::program::Name;
+pub use crate::value::Datum;
+use crate::value::{Digest, Json, VaultId};
 
 /// The status of a run (LANGUAGE.md §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -547,7 +548,7 @@ impl Event {
         }
     }
 
-    /// Writes the canonical encoding (see [`crate::canonical`]).
+    /// Writes the canonical encoding (see [`Encoder`]).
     pub fn encode(&self, e: &mut Encoder) {
         fn opt(e: &mut Encoder, v: &Option<Name>) {
             e.opt_str(v.as_deref());

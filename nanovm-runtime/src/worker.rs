@@ -4,25 +4,29 @@
 //! run nobody holds, or a suspended one whose timeout is due), executes it to its next end or
 //! suspension with every append fenced by the lease's epoch, renews the lease while the run
 //! takes long, and gives it back. If the worker stalls past its lease and another worker claims
-//! the run, the stalled worker's next append fails with [`JournalError::Fenced`] and it stops:
+//! the run, the stalled worker's next append fails with [`JournalError::Fenced`](crate::store::JournalError::Fenced) and it stops:
 //! since an effect is only invoked after its intent was appended, it invokes no effect after
 //! that either.
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::durable::{Inject, Tail};
-use crate::executor::{Execution, RunError, RunOptions, Runtime, replay_execution};
+use crate::durable::execute_leased;
+use crate::error::RunError;
+use crate::exec::Inject;
 use crate::program::Program;
-use crate::store::{JournalError, JournalStore, Lease};
+use crate::replay::replay_execution;
+use crate::run::{Execution, RunOptions};
+use crate::runtime::Runtime;
+use crate::store::{JournalStore, Lease};
 use crate::trace::RunStatus;
+use crate::view::RunView;
 
 /// Executes the runs of a shared store, one at a time, under leases. See the module docs.
 ///
 /// ```no_run
 /// # use std::sync::Arc;
-/// # use nanovm_runtime::{Runtime, Worker, program::Program};
+/// # use nanovm_runtime::{Runtime, Worker, __private_v0_1::Program};
 /// # async fn demo<P: Program>(runtime: Runtime, tools: Arc<P::Tools>) -> Result<(), nanovm_runtime::RunError> {
 /// let worker = Worker::new(runtime, "worker-1", 30_000);
 /// while let Some(execution) = worker.run_once::<P>(tools.clone()).await? {
@@ -71,7 +75,7 @@ impl Worker {
     /// renewed every `lease_ms / 3` (on the runtime's clock) while the run executes, and
     /// released at the end, whatever the outcome.
     ///
-    /// Errors: [`RunError::Journal`] with [`JournalError::Fenced`] when the lease was lost
+    /// Errors: [`RunError::Journal`] with [`JournalError::Fenced`](crate::store::JournalError::Fenced) when the lease was lost
     /// (the worker stalled past it and another worker claimed the run; this worker stopped
     /// without writing anything more), any other store failure, or a stored trace that does
     /// not replay with this build of `P` (the run stays claimable; fix or remove it).
@@ -110,17 +114,15 @@ impl Worker {
             Ok(None) => return (Err(RunError::UnknownRun(lease.run_id.clone())), lease),
             Err(e) => return (Err(e.into()), lease),
         };
-        let tail = Tail::of(&entries);
-        let inject = match (tail.status, &tail.waiting) {
+        let view = RunView::of(&entries);
+        let inject = match (view.status(), view.waiting().and_then(|w| w.deadline_ms)) {
             (RunStatus::Running, _) => None,
-            (RunStatus::Suspended, Some((_, Some(d)))) if *d <= clock.now_ms() => {
-                Some(Inject::Timeout)
-            }
+            (RunStatus::Suspended, Some(d)) if d <= clock.now_ms() => Some(Inject::Timeout),
             // Moved on between the claim and the load (a delivery, say): nothing to execute.
             _ => return (replay_execution::<P>(entries), lease),
         };
         execute_leased::<P>(
-            &self.runtime,
+            self.runtime.engine(),
             store,
             lease,
             self.lease_ms,
@@ -131,42 +133,4 @@ impl Worker {
         )
         .await
     }
-}
-
-/// Continues a run under `lease`: every append fenced by it, the lease renewed every
-/// `lease_ms / 3` on the runtime's clock while the run executes; if a renewal finds the lease
-/// taken over, the run is stopped at once (dropped: a crash as far as the store is concerned,
-/// and the new owner recovers it). Returns the outcome and the latest lease (to release).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn execute_leased<P: Program>(
-    runtime: &Runtime,
-    store: &Arc<dyn JournalStore>,
-    lease: Lease,
-    lease_ms: u64,
-    entries: Vec<crate::trace::Entry>,
-    tools: Arc<P::Tools>,
-    opts: RunOptions,
-    inject: Option<Inject>,
-) -> (Result<Execution, RunError>, Lease) {
-    let clock = runtime.clock().clone();
-    let run = runtime.continue_recorded::<P>(entries, tools, opts.fence(lease.fence()), inject);
-    let mut current = lease.clone();
-    let period = Duration::from_millis((lease_ms / 3).max(1));
-    let renewals = async {
-        loop {
-            clock.sleep(period).await;
-            match store.renew(&current, clock.now_ms(), lease_ms).await {
-                Ok(renewed) => current = renewed,
-                Err(e @ JournalError::Fenced { .. }) => return e,
-                // A failed renewal is retried at the next period; the lease may still be
-                // ours, and if it is not, the next append says so.
-                Err(_) => {}
-            }
-        }
-    };
-    let result = tokio::select! {
-        r = run => r,
-        e = renewals => Err(RunError::Journal(e)),
-    };
-    (result, current)
 }

@@ -6,10 +6,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nanovm_runtime::__private_v0_1::Program;
+use nanovm_runtime::ToolError;
 use nanovm_runtime::model::{ModelError, ModelReply};
-use nanovm_runtime::program::{Program, ToolError};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{BudgetKind, Event, RunStatus, ToolOutcome};
-use nanovm_runtime::{Backoff, Execution, ManualClock, RunOptions, Runtime, ScriptedModel};
+use nanovm_runtime::{Backoff, Execution, RunOptions, Runtime};
 use serde_json::json;
 
 use support::small::{self, Input};

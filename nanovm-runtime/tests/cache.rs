@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use nanovm_runtime::cache::CachedModel;
+use nanovm_runtime::BoxFuture;
+use nanovm_runtime::CachedModel;
 use nanovm_runtime::model::{Model, ModelError, ModelReply, ModelRequest};
-use nanovm_runtime::program::BoxFuture;
 
 /// Counts its calls; answers `echo:<prompt>` with made-up token counts, or fails on demand.
 #[derive(Default)]

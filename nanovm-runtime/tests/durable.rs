@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nanovm_runtime::program::BoxFuture;
+use nanovm_runtime::BoxFuture;
+use nanovm_runtime::Digest;
+use nanovm_runtime::store::{JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Entry, Event, RunStatus, Trace};
-use nanovm_runtime::value::Digest;
+use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::{
-    DeliverError, Delivery, Execution, JournalError, JournalStore, Lease, ManualClock, MemoryStore,
-    MemoryVault, ReconcileError, Resolution, RunError, RunOptions, RunQuery, RunRecord, Runtime,
-    ScriptedModel, replay,
+    DeliverError, Delivery, Execution, ReconcileError, Resolution, RunError, RunOptions, Runtime,
+    replay,
 };
 use serde_json::json;
 
@@ -42,9 +44,11 @@ fn setup_with(
     let clock = ManualClock::new(START);
     let rt = Runtime::builder()
         .model(
+            // One script for the two programs these tests run.
             ScriptedModel::new()
                 .always("analyze", answer)
-                .always("summary", "fine"),
+                .always("summary", "fine")
+                .shared(),
         )
         .vault(vault.clone())
         .clock(clock.clone())
@@ -368,7 +372,7 @@ fn a_crash_after_not_done_leaves_the_effect_ambiguous_again() {
     let err = s.run(100, "nd2", &host).expect_err("leased");
     assert!(matches!(err, RunError::Leased { .. }), "{err}");
     s.clock.advance(Duration::from_millis(
-        nanovm_runtime::durable::OPERATION_LEASE_MS,
+        nanovm_runtime::store::OPERATION_LEASE_MS,
     ));
     // The re-call may have happened: resuming pauses again instead of calling a third time.
     let e = s.run(100, "nd2", &host).expect("resumes");
@@ -651,7 +655,7 @@ impl JournalStore for Gate {
         &'a self,
         run_id: &'a str,
         entries: &'a [Entry],
-        fence: Option<nanovm_runtime::Fence>,
+        fence: Option<nanovm_runtime::store::Fence>,
     ) -> BoxFuture<'a, Result<(), JournalError>> {
         Box::pin(async move {
             WaitFor {

@@ -7,12 +7,12 @@ mod support;
 use std::future::Future;
 use std::sync::Arc;
 
-use nanovm_runtime::program::Program;
+use nanovm_runtime::__private_v0_1::Program;
+use nanovm_runtime::store::{JournalError, MemoryStore};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Event, RunStatus, Trace};
-use nanovm_runtime::{
-    Execution, JournalError, ManualClock, MemoryStore, MemoryVault, RunError, RunOptions, Runtime,
-    ScriptedModel,
-};
+use nanovm_runtime::vault::MemoryVault;
+use nanovm_runtime::{Execution, RunError, RunOptions, Runtime};
 use serde_json::json;
 
 use support::customer_refund::{self as cr};
@@ -31,9 +31,11 @@ fn setup(answer: &str) -> Setup {
     let vault = Arc::new(MemoryVault::seeded(11));
     let rt = Runtime::builder()
         .model(
+            // One script for the two programs these tests run.
             ScriptedModel::new()
                 .always("analyze", answer)
-                .always("summary", "fine"),
+                .always("summary", "fine")
+                .shared(),
         )
         .vault(vault.clone())
         .clock(ManualClock::new(START))
@@ -171,7 +173,7 @@ fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
     let host = Host::new();
     host.hook("issue_refund", hang());
     let input = s.input(100);
-    let run_id = nanovm_runtime::ids::run_id(
+    let run_id = nanovm_runtime::run_id(
         &cr::Program::info().hash,
         &[
             ("request".into(), support::plain(&input.request)),
@@ -179,7 +181,7 @@ fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
             ("amount_cents".into(), support::plain(&input.amount_cents)),
             (
                 "email".into(),
-                nanovm_runtime::value::Datum::secret(&input.email),
+                nanovm_runtime::trace::Datum::secret(&input.email),
             ),
         ],
     );

@@ -6,9 +6,10 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanovm_runtime::program::ToolError;
+use nanovm_runtime::ToolError;
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Event, RunStatus};
-use nanovm_runtime::{Execution, ManualClock, RunOptions, Runtime, ScriptedModel};
+use nanovm_runtime::{Execution, RunOptions, Runtime};
 use serde_json::json;
 
 use support::fanout::{self, Input};

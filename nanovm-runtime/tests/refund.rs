@@ -6,12 +6,11 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanovm_runtime::program::ToolError;
+use nanovm_runtime::ToolError;
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Event, RunStatus};
-use nanovm_runtime::{
-    Backoff, CancelToken, Clock, Execution, ManualClock, MemoryVault, RunOptions, Runtime,
-    ScriptedModel,
-};
+use nanovm_runtime::vault::MemoryVault;
+use nanovm_runtime::{Backoff, CancelToken, Clock, Execution, RunOptions, Runtime};
 use serde_json::json;
 
 use support::customer_refund::{self as cr, Input};

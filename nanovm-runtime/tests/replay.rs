@@ -5,12 +5,13 @@ mod support;
 
 use std::sync::Arc;
 
-use nanovm_runtime::program::{Program, ToolError};
+use nanovm_runtime::__private_v0_1::Program;
+use nanovm_runtime::ToolError;
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Event, Reply, RunStatus, Trace};
-use nanovm_runtime::value::{Digest, VaultId};
-use nanovm_runtime::{
-    Execution, ManualClock, MemoryVault, RunError, RunOptions, Runtime, ScriptedModel, replay,
-};
+use nanovm_runtime::vault::MemoryVault;
+use nanovm_runtime::{Digest, VaultId};
+use nanovm_runtime::{Execution, RunError, RunOptions, Runtime, replay};
 use serde_json::json;
 
 use support::customer_refund::{self as cr};

@@ -7,9 +7,11 @@ mod support;
 
 use std::sync::Arc;
 
-use nanovm_runtime::ids::{MAX_RUN_ID_BYTES, RunIdError};
+use nanovm_runtime::{MAX_RUN_ID_BYTES, RunIdError};
 use nanovm_runtime::store::{JournalStore, RunQuery};
-use nanovm_runtime::{MemoryStore, RunError, RunOptions, Runtime, ScriptedModel};
+use nanovm_runtime::store::MemoryStore;
+use nanovm_runtime::testing::ScriptedModel;
+use nanovm_runtime::{RunError, RunOptions, Runtime};
 
 use support::small::{self, Input};
 use support::{Host, block_on};

@@ -7,9 +7,10 @@ mod support;
 use std::future::Future;
 use std::sync::Arc;
 
-use nanovm_runtime::program::Program;
+use nanovm_runtime::__private_v0_1::Program;
+use nanovm_runtime::testing::ScriptedModel;
 use nanovm_runtime::trace::RunStatus;
-use nanovm_runtime::{Execution, RunError, RunOptions, Runtime, ScriptedModel};
+use nanovm_runtime::{Execution, RunError, RunOptions, Runtime};
 
 use support::{Host, small};
 

@@ -2,9 +2,8 @@
 //! fenced and invokes nothing more, and many workers with stalls finish every run exactly once
 //! without executing an effect id twice.
 //!
-//! The stress test runs on a `MemoryStore` always and on PostgreSQL when `DATABASE_URL` is set
-//! (`eval "$(.ci/postgres.sh)"`); without it the PostgreSQL case prints `skipped: ...`, and
-//! fails when `NANOVM_REQUIRE_PEERS=1`.
+//! The stress test runs on a `MemoryStore` always and on PostgreSQL with `--ignored` (it needs
+//! `DATABASE_URL`: `eval "$(.ci/postgres.sh)"`; without it the PostgreSQL case fails).
 
 mod support;
 
@@ -15,13 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nanovm_runtime::model::{ModelReply, ModelRequest};
-use nanovm_runtime::program::{ToolContext, ToolError};
+use nanovm_runtime::store::{JournalError, JournalStore, MemoryStore, RunQuery};
+use nanovm_runtime::testing::{FnModel, ManualClock};
 use nanovm_runtime::trace::{Event, RunStatus, Trace};
-use nanovm_runtime::value::{Digest, Json, Secret};
-use nanovm_runtime::{
-    Clock, FnModel, JournalError, JournalStore, ManualClock, MemoryStore, MemoryVault, Resolution,
-    RunError, RunQuery, Runtime, SystemClock, Worker, replay,
-};
+use nanovm_runtime::vault::MemoryVault;
+use nanovm_runtime::{Clock, Resolution, RunError, Runtime, SystemClock, Worker, replay};
+use nanovm_runtime::{Digest, Json, Secret};
+use nanovm_runtime::{ToolContext, ToolError};
 use serde_json::json;
 
 use support::block_on;
@@ -565,26 +564,13 @@ fn many_workers_finish_every_run_once_on_a_memory_store() {
     threaded().block_on(many_workers(Arc::new(MemoryStore::new()), "mem"));
 }
 
-/// `DATABASE_URL`, or `None` after saying why the PostgreSQL case is skipped.
-fn database_url() -> Option<String> {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            assert!(
-                std::env::var("NANOVM_REQUIRE_PEERS").as_deref() != Ok("1"),
-                "DATABASE_URL is not set but NANOVM_REQUIRE_PEERS=1: run `eval \"$(.ci/postgres.sh)\"` first"
-            );
-            eprintln!("skipped: DATABASE_URL not set (PostgreSQL worker test NOT run)");
-            None
-        }
-    }
-}
-
+// (This crate's tests always build the `postgres` feature: see the dev-dependency on itself.)
 #[cfg(feature = "postgres")]
 #[test]
+#[ignore = "needs PostgreSQL (DATABASE_URL); run with --ignored"]
 fn many_workers_finish_every_run_once_on_postgres() {
     use nanovm_runtime::store::{PostgresOptions, PostgresStore};
-    let Some(url) = database_url() else { return };
+    let url = support::peers::database_url();
     let schema = format!(
         "nanovm_workers_{}_{}",
         std::process::id(),
@@ -609,11 +595,4 @@ fn many_workers_finish_every_run_once_on_postgres() {
             .await
             .expect("drops the schema");
     });
-}
-
-#[cfg(not(feature = "postgres"))]
-#[test]
-fn many_workers_finish_every_run_once_on_postgres() {
-    let _ = database_url();
-    eprintln!("skipped: the `postgres` feature is off (PostgreSQL worker test NOT run)");
 }

@@ -1,7 +1,7 @@
 // The host implements the program's `Tools` trait but forgets one tool: a compile error, so a
 // program can never run with a tool missing.
-use nanovm::program::{ToolContext, ToolError};
-use nanovm::value::Json;
+use nanovm::{ToolContext, ToolError};
+use nanovm::Json;
 
 nanovm::nano_program! {
     program shop {

@@ -1,6 +1,6 @@
 // A host cannot add a tool the program does not declare: the trait has no such method.
-use nanovm::program::{ToolContext, ToolError};
-use nanovm::value::Json;
+use nanovm::{ToolContext, ToolError};
+use nanovm::Json;
 
 nanovm::nano_program! {
     program shop {

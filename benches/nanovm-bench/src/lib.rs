@@ -18,10 +18,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use nanovm::model::{Model, ModelError, ModelReply, ModelRequest};
-use nanovm::program::{BoxFuture, ToolContext, ToolError};
+use nanovm::store::{JournalStore, RunQuery};
 use nanovm::trace::RunStatus;
-use nanovm::value::{Digest, Json};
-use nanovm::{Execution, JournalStore, RunError, RunOptions, RunQuery, Runtime};
+use nanovm::{BoxFuture, ToolContext, ToolError};
+use nanovm::{Digest, Json};
+use nanovm::{Execution, RunError, RunOptions, Runtime};
 
 pub mod linear;
 

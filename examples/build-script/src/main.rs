@@ -13,17 +13,21 @@
 //! cargo run -p nanovm-example-build-script -- BR 40 --db o.db --run-id o1   # suspended
 //! cargo run -p nanovm-example-build-script -- --db o.db --run-id o1 --deliver cleared --event-id rev-1
 //! cargo run -p nanovm-example-build-script -- --db o.db --run-id o1 --deliver cleared --event-id rev-1   # duplicate: nothing new
-//! cargo run -p nanovm-example-build-script -- --db o.db --run-id o1 --resume   # after a crash: continue from the store
 //! ```
+//!
+//! After a crash, the command that started the run continues it from the store (a start of a
+//! run id the store holds is a duplicate start; one it does not hold starts), whenever the crash
+//! came; for a run that ended or is suspended it answers the recorded state and executes nothing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use nanovm::durable::Delivery;
-use nanovm::program::{ToolContext, ToolError};
+use nanovm::Delivery;
 use nanovm::store::SqliteStore;
-use nanovm::value::{Json, Secret};
-use nanovm::{Execution, MemoryVault, RunOptions, Runtime, Vault};
+use nanovm::vault::{MemoryVault, Vault};
+use nanovm::{Execution, RunError, RunOptions, Runtime};
+use nanovm::{Json, Secret};
+use nanovm::{ToolContext, ToolError};
 use serde_json::json;
 
 nanovm::include_compiled!("order_pipeline");
@@ -63,14 +67,14 @@ impl order_pipeline::Tools for Warehouse {
 }
 
 const USAGE: &str = "usage: nanovm-example-build-script [COUNTRY [RISK]] [--db PATH] [--run-id ID] \
-     [--resume | --deliver cleared|rejected [--event-id ID]]";
+     [--deliver cleared|rejected [--event-id ID]]\n\
+     With --db and --run-id, the same start command starts the run or continues it after a crash.";
 
 struct Args {
     country: String,
     risk: i64,
     db: Option<PathBuf>,
     run_id: Option<String>,
-    resume: bool,
     deliver: Option<bool>,
     event_id: Option<String>,
 }
@@ -81,7 +85,6 @@ fn args() -> Result<Args, String> {
         risk: 40,
         db: None,
         run_id: None,
-        resume: false,
         deliver: None,
         event_id: None,
     };
@@ -92,7 +95,6 @@ fn args() -> Result<Args, String> {
         match arg.as_str() {
             "--db" => a.db = Some(PathBuf::from(value()?)),
             "--run-id" => a.run_id = Some(value()?),
-            "--resume" => a.resume = true,
             "--deliver" => {
                 a.deliver = Some(match value()?.as_str() {
                     "cleared" => true,
@@ -123,11 +125,8 @@ fn args() -> Result<Args, String> {
             _ => return Err(format!("unexpected argument `{arg}`")),
         }
     }
-    if (a.resume || a.deliver.is_some()) && (a.db.is_none() || a.run_id.is_none()) {
-        return Err("--resume and --deliver need --db and --run-id".into());
-    }
-    if a.resume && a.deliver.is_some() {
-        return Err("--resume and --deliver exclude each other".into());
+    if a.deliver.is_some() && (a.db.is_none() || a.run_id.is_none()) {
+        return Err("--deliver needs --db and --run-id".into());
     }
     Ok(a)
 }
@@ -181,13 +180,9 @@ async fn main() {
             _ => println!("delivery answered: fraud_review {event_id}"),
         }
         delivery.into_execution()
-    } else if args.resume {
-        let run_id = args.run_id.as_deref().unwrap_or_default();
-        runtime
-            .resume_journaled::<order_pipeline::Program>(run_id, tools, RunOptions::new())
-            .await
-            .unwrap_or_else(|e| fail(e))
     } else {
+        // Start or continue: a run id the store holds is a duplicate start (see the module
+        // docs); only the secret is sealed again.
         let email = nanovm::vault::seal(&*vault, &"buyer@example.com".to_string())
             .await
             .unwrap_or_else(|e| fail(e));
@@ -201,10 +196,26 @@ async fn main() {
         if let Some(id) = &args.run_id {
             options = options.run_id(id.as_str());
         }
-        runtime
-            .run::<order_pipeline::Program>(input, tools, options)
-            .await
-            .unwrap_or_else(|e| fail(e))
+        // A process killed while continuing the run holds its lease until it expires: wait it
+        // out (a few times), then the same start continues the run.
+        let mut waits = 0;
+        loop {
+            let run = runtime.run::<order_pipeline::Program>(
+                input.clone(),
+                tools.clone(),
+                options.clone(),
+            );
+            match run.await {
+                Err(RunError::Leased { expires_ms, .. }) if waits < 3 => {
+                    waits += 1;
+                    let now = runtime.clock().now_ms();
+                    println!("waiting: the run is leased until {expires_ms}");
+                    let wait = expires_ms.saturating_sub(now).saturating_add(5);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
+                other => break other.unwrap_or_else(|e| fail(e)),
+            }
+        }
     };
     report(&execution);
 }

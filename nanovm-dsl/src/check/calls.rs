@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use super::Ctx;
 use super::suggest::did_you_mean;
 use super::types::{Scope, Ty, assignable, infer};
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{ExprKind, StepKind, TypeKind};
 
@@ -16,7 +17,7 @@ pub(super) fn check_tool_declarations(ctx: &mut Ctx<'_>) {
         if let (Some(span), None) = (tool.idempotent, tool.effect) {
             ctx.diags.push(
                 Diagnostic::error(
-                    "E0206",
+                    codes::E0206,
                     format!(
                         "`idempotent` only applies to effect tools, and `{}` is read-only",
                         tool.name
@@ -33,7 +34,7 @@ pub(super) fn check_tool_declarations(ctx: &mut Ctx<'_>) {
         if matches!(tool.ret.kind, TypeKind::Secret(_)) {
             ctx.diags.push(
                 Diagnostic::error(
-                    "E0206",
+                    codes::E0206,
                     "tools cannot return `secret` values",
                     tool.ret.span,
                 )
@@ -61,7 +62,7 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
         };
         let Some(&t) = ctx.tool_index.get(call.tool.name.as_str()) else {
             let mut d = Diagnostic::error(
-                "E0201",
+                codes::E0201,
                 format!("`{}` is not a declared tool", call.tool.name),
                 call.tool.span,
             )
@@ -88,7 +89,7 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
         for arg in &call.args {
             let Some(&p) = params.get(arg.name.name.as_str()) else {
                 let mut d = Diagnostic::error(
-                    "E0203",
+                    codes::E0203,
                     format!("`{}` has no parameter `{}`", tool.name, arg.name),
                     arg.name.span,
                 )
@@ -115,7 +116,7 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
             }
             if !assignable(&typed.ty, &want) {
                 let mut d = Diagnostic::error(
-                    "E0204",
+                    codes::E0204,
                     format!(
                         "argument `{}` of `{}` must be {}, found {}",
                         arg.name,
@@ -146,7 +147,7 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
             let s = if missing.len() == 1 { "" } else { "s" };
             diags.push(
                 Diagnostic::error(
-                    "E0202",
+                    codes::E0202,
                     format!(
                         "call to `{}` is missing argument{s} {}",
                         tool.name,

@@ -10,6 +10,7 @@ use petgraph::visit::EdgeRef;
 use super::names::sorted_steps;
 use super::suggest::did_you_mean;
 use super::{Ctx, outgoing};
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::StepKind;
 
@@ -27,9 +28,12 @@ pub(super) fn check_targets(ctx: &mut Ctx<'_>) {
             if ctx.step_index.contains_key(name) {
                 continue;
             }
-            let mut d =
-                Diagnostic::error("E0102", format!("`{name}` names no step"), target.name.span)
-                    .with_label(format!("no step named `{name}`"));
+            let mut d = Diagnostic::error(
+                codes::E0102,
+                format!("`{name}` names no step"),
+                target.name.span,
+            )
+            .with_label(format!("no step named `{name}`"));
             if let Some(site) = ctx.branch_index.get(name) {
                 d = d.with_note(format!(
                     "`{name}` is a branch of the parallel step `{}`; branches cannot be targets",
@@ -96,7 +100,7 @@ pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
         let first = scc[0];
         let step = ctx.steps[first];
         let mut d = Diagnostic::error(
-            "E0103",
+            codes::E0103,
             format!("step `{}` is unreachable", step.name),
             step.name.span,
         )
@@ -161,7 +165,7 @@ pub(super) fn check_traps(ctx: &mut Ctx<'_>) {
         } else {
             format!("steps {names} form a cycle with no way out; no `end` is reachable from them")
         };
-        let mut d = Diagnostic::error("E0104", message, ctx.steps[scc[0]].name.span)
+        let mut d = Diagnostic::error(codes::E0104, message, ctx.steps[scc[0]].name.span)
             .with_label("a run that gets here can never finish");
         for &n in &scc[1..] {
             d = d.with_secondary(ctx.steps[n].name.span, "part of the cycle");
@@ -240,7 +244,7 @@ pub(super) fn check_cycles_need_max_steps(ctx: &mut Ctx<'_>) {
                 .collect::<Vec<_>>(),
         );
         let mut d = Diagnostic::error(
-            "E0105",
+            codes::E0105,
             if scc.len() == 1 {
                 format!("step {names} repeats itself, but the program sets no `max_steps`")
             } else {
@@ -305,7 +309,7 @@ pub(super) fn check_unguarded_effects(ctx: &mut Ctx<'_>) {
                 format!("the call `{site_name}`")
             };
             let mut d = Diagnostic::error(
-                "E0106",
+                codes::E0106,
                 format!(
                     "unguarded effect: {what} is reachable from `start` without passing a guard"
                 ),
@@ -352,7 +356,7 @@ pub(super) fn check_effects_in_cycles(ctx: &mut Ctx<'_>) {
             for (site_name, tool, span) in effect_calls(ctx, s) {
                 diags.push(
                     Diagnostic::warning(
-                        "W0401",
+                        codes::W0401,
                         format!("the effect call `{site_name}` is inside a cycle and may fire more than once"),
                         span,
                     )

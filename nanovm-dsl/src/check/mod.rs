@@ -1,4 +1,4 @@
-//! The checker: every rule of LANGUAGE.md §5, one `fn check_*` per rule.
+//! The checker: every rule of docs/diagnostics.md, one `fn check_*` per rule.
 //!
 //! `analyze` first collects a program's symbols (steps, branches, tools, inputs, variables and
 //! the step graph) into a `Ctx`, then runs each rule in a fixed order. Rules never stop at the

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::suggest::did_you_mean;
 use super::{Ctx, with_branches};
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{BudgetValue, File, Ident, Item, LlmOutput, StepKind};
 
@@ -14,7 +15,7 @@ const GENERATED_TYPES: &[&str] = &[
     "Some", "None", "Result", "Ok", "Err", "String", "Vec", "Box", "Send", "Sync",
 ];
 
-/// The budget keys of LANGUAGE.md §2, and whether each takes a duration.
+/// The budget keys (docs/language.md, "Files and programs"), and whether each takes a duration.
 pub(crate) const BUDGET_KEYS: &[(&str, bool)] = &[
     ("max_steps", false),
     ("max_tokens", false),
@@ -87,7 +88,7 @@ pub(super) fn check_duplicate_names(ctx: &mut Ctx<'_>) {
             Item::Start(s) => match first_start {
                 None => first_start = Some(s.span),
                 Some(first) => diags.push(
-                    Diagnostic::error("E0101", "`start` is declared twice", s.span)
+                    Diagnostic::error(codes::E0101, "`start` is declared twice", s.span)
                         .with_label("second `start`")
                         .with_secondary(first, "first declared here")
                         .with_help("a program has exactly one entry step; remove one of them"),
@@ -97,7 +98,7 @@ pub(super) fn check_duplicate_names(ctx: &mut Ctx<'_>) {
                 match first_budget {
                     None => first_budget = Some(b.span),
                     Some(first) => diags.push(
-                        Diagnostic::error("E0101", "`budget` is declared twice", b.span)
+                        Diagnostic::error(codes::E0101, "`budget` is declared twice", b.span)
                             .with_label("second `budget`")
                             .with_secondary(first, "first declared here")
                             .with_help("merge the two blocks into one"),
@@ -179,7 +180,7 @@ pub(super) fn check_name_style(ctx: &mut Ctx<'_>) {
                     .map_or(set.members[0].span, |d| d.ident.span);
                 diags.push(
                     Diagnostic::error(
-                        "E0101",
+                        codes::E0101,
                         format!(
                             "the choice variables `{first}` and `{}` would both become the enum `{name}` in generated Rust",
                             set.var
@@ -208,17 +209,20 @@ pub(super) fn check_budget(ctx: &mut Ctx<'_>) {
     for entry in &budget.entries {
         let key = entry.key.name.as_str();
         let Some(&(_, wants_duration)) = BUDGET_KEYS.iter().find(|(k, _)| *k == key) else {
-            let mut d =
-                Diagnostic::error("E0109", format!("`{key}` is not a budget"), entry.key.span)
-                    .with_label("unknown budget key")
-                    .with_note(format!(
-                        "budgets are {}",
-                        BUDGET_KEYS
-                            .iter()
-                            .map(|(k, _)| format!("`{k}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ));
+            let mut d = Diagnostic::error(
+                codes::E0109,
+                format!("`{key}` is not a budget"),
+                entry.key.span,
+            )
+            .with_label("unknown budget key")
+            .with_note(format!(
+                "budgets are {}",
+                BUDGET_KEYS
+                    .iter()
+                    .map(|(k, _)| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
             if let Some(s) = did_you_mean(key, BUDGET_KEYS.iter().map(|(k, _)| *k)) {
                 d = d.with_help(format!("did you mean `{s}`?"));
             }
@@ -231,7 +235,7 @@ pub(super) fn check_budget(ctx: &mut Ctx<'_>) {
                 if n.value < min {
                     ctx.diags.push(
                         Diagnostic::error(
-                            "E0109",
+                            codes::E0109,
                             format!("`{key}` must be at least {min}"),
                             n.span,
                         )
@@ -243,7 +247,7 @@ pub(super) fn check_budget(ctx: &mut Ctx<'_>) {
                 if d.millis == 0 {
                     ctx.diags.push(
                         Diagnostic::error(
-                            "E0109",
+                            codes::E0109,
                             "`max_duration` must be longer than zero",
                             d.span,
                         )
@@ -252,7 +256,7 @@ pub(super) fn check_budget(ctx: &mut Ctx<'_>) {
                 }
             }
             (BudgetValue::Int(n), true) => ctx.diags.push(
-                Diagnostic::error("E0109", format!("`{key}` takes a duration"), n.span)
+                Diagnostic::error(codes::E0109, format!("`{key}` takes a duration"), n.span)
                     .with_label("a bare number")
                     .with_help(format!(
                         "add a unit, e.g. `{}s` or `{}ms`",
@@ -261,7 +265,7 @@ pub(super) fn check_budget(ctx: &mut Ctx<'_>) {
             ),
             (BudgetValue::Duration(d), false) => ctx.diags.push(
                 Diagnostic::error(
-                    "E0109",
+                    codes::E0109,
                     format!("`{key}` takes a count, not a duration"),
                     d.span,
                 )
@@ -277,7 +281,7 @@ pub(super) fn check_start(ctx: &mut Ctx<'_>) {
     if ctx.steps.is_empty() {
         ctx.diags.push(
             Diagnostic::error(
-                "E0110",
+                codes::E0110,
                 format!("program `{}` has no steps", ctx.program.name),
                 ctx.program.name.span,
             )
@@ -294,7 +298,7 @@ pub(super) fn check_start(ctx: &mut Ctx<'_>) {
         return;
     }
     let mut d = Diagnostic::error(
-        "E0102",
+        codes::E0102,
         format!("`{name}` names no step"),
         start.target.span,
     )
@@ -322,7 +326,7 @@ pub(super) fn sorted_steps<'a>(ctx: &Ctx<'a>) -> Vec<&'a str> {
 
 fn duplicate(what: &str, name: &Ident, first: &Ident) -> Diagnostic {
     Diagnostic::error(
-        "E0101",
+        codes::E0101,
         format!("the {what} `{}` is defined more than once", name.name),
         name.span,
     )
@@ -360,7 +364,7 @@ fn style_error(name: &Ident) -> Option<Diagnostic> {
     if matches!(s, "self" | "super" | "crate") {
         return Some(
             Diagnostic::error(
-                "E0108",
+                codes::E0108,
                 format!("`{s}` cannot be a name: Rust reserves it even as a raw identifier"),
                 name.span,
             )
@@ -372,7 +376,7 @@ fn style_error(name: &Ident) -> Option<Diagnostic> {
     }
     let suggestion = to_snake(s);
     let mut d = Diagnostic::error(
-        "E0108",
+        codes::E0108,
         format!("`{s}` is not a snake_case name"),
         name.span,
     )
@@ -434,7 +438,7 @@ fn pascal_collisions(names: &[&Ident], what: &str, owner: &str, diags: &mut Vec<
         match seen.get(&p) {
             Some(first) if first.name != name.name => diags.push(
                 Diagnostic::error(
-                    "E0101",
+                    codes::E0101,
                     format!(
                         "the {what}s `{}` and `{}` would both become `{owner}::{p}` in generated Rust",
                         first.name, name.name

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::suggest::did_you_mean;
 use super::{Ctx, with_branches};
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{IntLit, LlmOutput, Span, StepKind};
 
@@ -24,7 +25,7 @@ pub(super) fn check_otherwise(ctx: &mut Ctx<'_>) {
         match d.otherwise.as_slice() {
             [] => ctx.diags.push(
                 Diagnostic::error(
-                    "E0107",
+                    codes::E0107,
                     format!("{kw} `{}` has no `otherwise` arm", step.name),
                     step.name.span,
                 )
@@ -35,7 +36,7 @@ pub(super) fn check_otherwise(ctx: &mut Ctx<'_>) {
                 for extra in rest {
                     ctx.diags.push(
                         Diagnostic::error(
-                            "E0107",
+                            codes::E0107,
                             format!("{kw} `{}` has more than one `otherwise` arm", step.name),
                             extra.span,
                         )
@@ -46,7 +47,7 @@ pub(super) fn check_otherwise(ctx: &mut Ctx<'_>) {
                 for arm in d.arms.iter().filter(|a| a.span.start > first.span.start) {
                     ctx.diags.push(
                         Diagnostic::error(
-                            "E0107",
+                            codes::E0107,
                             "this arm can never fire: `otherwise` above it always wins",
                             arm.span,
                         )
@@ -70,7 +71,7 @@ pub(super) fn check_llm_steps(ctx: &mut Ctx<'_>) {
         if l.prompt.is_none() {
             ctx.diags.push(
                 Diagnostic::error(
-                    "E0112",
+                    codes::E0112,
                     format!("llm step `{}` has no `prompt`", step.name),
                     step.name.span,
                 )
@@ -81,7 +82,7 @@ pub(super) fn check_llm_steps(ctx: &mut Ctx<'_>) {
         if let (Some(inv), None | Some(LlmOutput::Into { .. })) = (&l.on_invalid, &l.output) {
             ctx.diags.push(
                 Diagnostic::error(
-                    "E0112",
+                    codes::E0112,
                     "`on invalid` needs `choose`: a free-text answer is never invalid",
                     inv.span,
                 )
@@ -104,7 +105,7 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
         if p.branches.is_empty() {
             diags.push(
                 Diagnostic::error(
-                    "E0111",
+                    codes::E0111,
                     format!("parallel step `{}` has no branches", step.name),
                     step.name.span,
                 )
@@ -135,7 +136,7 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
                 if let Some(t) = t {
                     diags.push(
                         Diagnostic::error(
-                            "E0111",
+                            codes::E0111,
                             format!("a parallel branch cannot have {what} of its own"),
                             t.span,
                         )
@@ -151,7 +152,7 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
                 match names.get(a.name.as_str()) {
                     Some(&d) if d == bi => diags.push(
                         Diagnostic::error(
-                            "E0111",
+                            codes::E0111,
                             format!("branch `{}` cannot run after itself", a.name),
                             a.span,
                         )
@@ -160,7 +161,7 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
                     Some(&d) => deps[bi].push(d),
                     None => {
                         let mut d = Diagnostic::error(
-                            "E0102",
+                            codes::E0102,
                             format!("`{}` names no branch of `{}`", a.name, step.name),
                             a.span,
                         )
@@ -182,7 +183,7 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
                 .collect();
             let first = &p.branches[cycle[0]];
             let mut d = Diagnostic::error(
-                "E0111",
+                codes::E0111,
                 format!(
                     "branches {} wait for each other in a cycle",
                     names.join(", ")
@@ -208,7 +209,7 @@ pub(super) fn check_parallel_branches(ctx: &mut Ctx<'_>) {
                 match writers.get(var.name.as_str()) {
                     Some((first, first_span)) => diags.push(
                         Diagnostic::error(
-                            "E0113",
+                            codes::E0113,
                             format!(
                                 "branches `{first}` and `{}` both assign `{}`",
                                 branch.name, var.name
@@ -237,7 +238,7 @@ pub(super) fn check_counts(ctx: &mut Ctx<'_>) {
         if lit.value < min || lit.value > max {
             diags.push(
                 Diagnostic::error(
-                    "E0112",
+                    codes::E0112,
                     format!("{what} must be between {min} and {max}"),
                     lit.span,
                 )
@@ -273,8 +274,12 @@ pub(super) fn check_counts(ctx: &mut Ctx<'_>) {
                     && d.millis == 0
                 {
                     diags.push(
-                        Diagnostic::error("E0112", "a timeout must be longer than zero", d.span)
-                            .with_label("zero duration"),
+                        Diagnostic::error(
+                            codes::E0112,
+                            "a timeout must be longer than zero",
+                            d.span,
+                        )
+                        .with_label("zero duration"),
                     );
                 }
             }

@@ -8,6 +8,7 @@
 use std::fmt;
 
 use super::{ChoiceSet, Var};
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{BinOp, Builtin, Expr, ExprKind, Literal, Span, TypeKind};
 
@@ -184,7 +185,7 @@ pub(crate) fn infer(expr: &Expr, scope: &Scope<'_, '_>, diags: &mut Vec<Diagnost
                     other => {
                         diags.push(
                             Diagnostic::error(
-                                "E0303",
+                                codes::E0303,
                                 format!(
                                     "`{}` is {}; only `json` values have fields",
                                     root.name,
@@ -250,7 +251,7 @@ pub(crate) fn infer(expr: &Expr, scope: &Scope<'_, '_>, diags: &mut Vec<Diagnost
                     };
                     diags.push(
                         Diagnostic::error(
-                            "E0303",
+                            codes::E0303,
                             format!(
                                 "`{}` takes {wants}, not {}",
                                 f.as_str(),
@@ -278,7 +279,7 @@ pub(crate) fn infer(expr: &Expr, scope: &Scope<'_, '_>, diags: &mut Vec<Diagnost
                 if !compatible(&elem, &t.ty) {
                     diags.push(
                         Diagnostic::error(
-                            "E0303",
+                            codes::E0303,
                             format!(
                                 "list items must have one type: this is {}, the first is {}",
                                 t.ty.describe(scope.choices),
@@ -304,7 +305,7 @@ pub(crate) fn infer(expr: &Expr, scope: &Scope<'_, '_>, diags: &mut Vec<Diagnost
 pub(crate) fn expect_condition(t: &TExpr, scope: &Scope<'_, '_>, diags: &mut Vec<Diagnostic>) {
     if matches!(t.ty, Ty::List(_)) {
         diags.push(
-            Diagnostic::error("E0303", "a condition cannot be a list", t.span)
+            Diagnostic::error(codes::E0303, "a condition cannot be a list", t.span)
                 .with_label("a list")
                 .with_help("did you mean `x in [...]`?"),
         );
@@ -317,7 +318,7 @@ fn expect_bool(t: &TExpr, what: &str, scope: &Scope<'_, '_>, diags: &mut Vec<Dia
     if !matches!(t.ty, Ty::Bool | Ty::Json | Ty::Error | Ty::Secret(_)) {
         diags.push(
             Diagnostic::error(
-                "E0303",
+                codes::E0303,
                 format!(
                     "{what} needs a `bool`, found {}",
                     t.ty.describe(scope.choices)
@@ -356,7 +357,7 @@ fn binary_type(
     let d = |l: &TExpr, r: &TExpr| (l.ty.describe(scope.choices), r.ty.describe(scope.choices));
     let mut fail = |message: String, help: Option<&str>| {
         let (ld, rd) = d(l, r);
-        let mut diag = Diagnostic::error("E0303", message, op_span)
+        let mut diag = Diagnostic::error(codes::E0303, message, op_span)
             .with_secondary(l.span, ld)
             .with_secondary(r.span, rd);
         if let Some(h) = help {

@@ -9,6 +9,7 @@ use petgraph::visit::EdgeRef;
 use super::suggest::did_you_mean;
 use super::types::{Scope, Ty, expect_condition, infer};
 use super::{Ctx, EdgeKind, Site, outgoing, with_branches};
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{BinOp, Expr, ExprKind, Literal, Path, Step, StepKind, TemplatePart};
 
@@ -101,7 +102,7 @@ pub(super) fn check_variable_types(ctx: &mut Ctx<'_>) {
             for def in &var.defs {
                 diags.push(
                     Diagnostic::error(
-                        "E0307",
+                        codes::E0307,
                         format!("`{}` is an input and cannot be assigned", var.name),
                         def.ident.span,
                     )
@@ -119,7 +120,7 @@ pub(super) fn check_variable_types(ctx: &mut Ctx<'_>) {
             if def.ty != first.ty && def.ty != Ty::Error && first.ty != Ty::Error {
                 diags.push(
                     Diagnostic::error(
-                        "E0306",
+                        codes::E0306,
                         format!(
                             "`{}` is assigned {} here, but {} by `{}`",
                             var.name,
@@ -151,7 +152,7 @@ pub(super) fn check_unknown_variables(ctx: &mut Ctx<'_>) {
             continue;
         }
         let mut d = Diagnostic::error(
-            "E0301",
+            codes::E0301,
             format!("unknown variable `{}`", root.name),
             root.span,
         )
@@ -194,7 +195,7 @@ pub(super) fn check_definite_assignment(ctx: &mut Ctx<'_>) {
             d.site.step == u.site.step && d.site.branch.is_some() && u.site.branch.is_some()
         });
         let mut d = Diagnostic::error(
-            "E0302",
+            codes::E0302,
             format!("`{name}` is not assigned on every path to `{site_name}`"),
             u.path.root().span,
         )
@@ -236,7 +237,7 @@ pub(super) fn check_secrets_in_prompts(ctx: &mut Ctx<'_>) {
         if let Some(var) = secret_var(ctx, u.path) {
             diags.push(
                 Diagnostic::error(
-                    "E0305",
+                    codes::E0305,
                     format!("the secret `{var}` cannot be interpolated into a prompt"),
                     u.path.span,
                 )
@@ -266,7 +267,7 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
                         if let Some(var) = secret_var(ctx, p) {
                             diags.push(
                                 Diagnostic::error(
-                                    "E0308",
+                                    codes::E0308,
                                     format!("the secret `{var}` cannot be read by a condition"),
                                     p.span,
                                 )
@@ -304,7 +305,7 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
                         }
                         let d = if is_bare {
                             Diagnostic::error(
-                                "E0308",
+                                codes::E0308,
                                 format!(
                                     "the secret `{var}` can only be passed to a parameter declared `secret`"
                                 ),
@@ -318,7 +319,7 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
                             ))
                         } else {
                             Diagnostic::error(
-                                "E0308",
+                                codes::E0308,
                                 format!("the secret `{var}` cannot be used inside an expression"),
                                 p.span,
                             )
@@ -353,7 +354,7 @@ pub(super) fn check_template_types(ctx: &mut Ctx<'_>) {
         let field = &u.path.segments[1];
         diags.push(
             Diagnostic::error(
-                "E0303",
+                codes::E0303,
                 format!(
                     "`{}` is {}; only `json` values have fields",
                     u.path.root().name,
@@ -458,7 +459,7 @@ pub(super) fn check_free_text_into_guards(ctx: &mut Ctx<'_>) {
             {
                 diags.push(
                     Diagnostic::warning(
-                        "W0402",
+                        codes::W0402,
                         format!(
                             "free-text output `{}` of llm step `{}` decides a guard",
                             var.name, step.name
@@ -486,7 +487,7 @@ pub(super) fn check_unused(ctx: &mut Ctx<'_>) {
         if !read.contains(&field.name.name.as_str()) {
             diags.push(
                 Diagnostic::warning(
-                    "W0403",
+                    codes::W0403,
                     format!("input `{}` is never used", field.name),
                     field.name.span,
                 )
@@ -510,7 +511,7 @@ pub(super) fn check_unused(ctx: &mut Ctx<'_>) {
         {
             diags.push(
                 Diagnostic::warning(
-                    "W0404",
+                    codes::W0404,
                     format!("tool `{}` is never called", tool.name),
                     tool.name.span,
                 )
@@ -554,7 +555,7 @@ fn check_member(ctx: &Ctx<'_>, set: usize, lit: &Expr, diags: &mut Vec<Diagnosti
     }
     let members: Vec<&str> = choices.members.iter().map(|m| m.name.as_str()).collect();
     let mut d = Diagnostic::error(
-        "E0304",
+        codes::E0304,
         format!(
             "\"{s}\" is not one of the choices of `{}` ({})",
             choices.var,

@@ -518,7 +518,7 @@ pub struct Expr {
     pub span: Span,
 }
 
-/// Expression forms (LANGUAGE.md §4).
+/// Expression forms (docs/language.md, "Conditions and expressions").
 #[derive(Clone, Debug, PartialEq)]
 pub enum ExprKind {
     /// A literal, e.g. `"DE"`, `5000`, `0.5`, `true`, `null`.

@@ -14,67 +14,12 @@ use std::sync::Mutex;
 use pest::Parser as _;
 use pest::error::{Error, ErrorVariant};
 
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::Span;
+use crate::syntax::grammar::{NvmParser, Rule};
+use crate::syntax::keywords::{CLAUSE_WORDS, ITEM_KEYWORDS, is_reserved, keyword_help};
 use crate::syntax::lexer::{Lexed, TokKind, Token};
-use crate::syntax::parser::{NvmParser, Rule};
-
-/// Reserved keywords: never names.
-pub(crate) const RESERVED: &[&str] = &[
-    "program",
-    "input",
-    "budget",
-    "tool",
-    "effect",
-    "idempotent",
-    "start",
-    "llm",
-    "call",
-    "guard",
-    "branch",
-    "parallel",
-    "await",
-    "end",
-    "when",
-    "otherwise",
-    "into",
-    "on",
-    "choose",
-    "from",
-    "timeout",
-    "after",
-    "and",
-    "or",
-    "not",
-    "contains",
-    "starts_with",
-    "ends_with",
-    "in",
-    "true",
-    "false",
-    "null",
-    "string",
-    "int",
-    "float",
-    "bool",
-    "json",
-    "secret",
-    "lower",
-    "upper",
-    "trim",
-    "len",
-];
-
-/// Words that start an item of a program body.
-pub(crate) const ITEM_KEYWORDS: &[&str] = &[
-    "input", "budget", "tool", "effect", "start", "llm", "call", "guard", "branch", "parallel",
-    "await", "end",
-];
-
-/// True for a reserved keyword.
-pub(crate) fn is_reserved(word: &str) -> bool {
-    RESERVED.contains(&word)
-}
 
 /// A sentinel of the grammar: its token, what to call it, and the raw tokens it stands for.
 struct Concept {
@@ -282,7 +227,7 @@ fn limit_error(src: &str, lx: &Lexed, pos: usize, message: &str) -> Diagnostic {
     let span = lx
         .token_at_or_after(pos)
         .map_or(Span::new(pos, pos), |t| token_span(src, t));
-    Diagnostic::error("E0002", "this item is too complex to parse", span)
+    Diagnostic::error(codes::E0002, "this item is too complex to parse", span)
         .with_label(format!("the parser gave up here ({message})"))
         .with_help("split it into smaller steps")
 }
@@ -350,7 +295,9 @@ fn describe(src: &str, t: Option<&Token>) -> String {
     };
     let text = &src[t.start..t.end];
     match t.kind {
-        TokKind::Word if is_reserved(text) => format!("keyword `{text}`"),
+        // `after` was reserved before it became contextual; where a syntax error meets it, it
+        // stands where a clause or step was expected, so it is still the keyword to the reader.
+        TokKind::Word if is_reserved(text) || text == "after" => format!("keyword `{text}`"),
         TokKind::Str => "a string".into(),
         TokKind::Other => format!("`{}`", text.escape_debug()),
         _ => format!("`{text}`"),
@@ -426,20 +373,18 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
         && list.iter().any(|p| p == "a name")
     {
         return Diagnostic::error(
-            "E0007",
+            codes::E0007,
             format!("`{found_text}` is a keyword and cannot be a name"),
             found_span,
         )
         .with_label("reserved keyword")
-        .with_help(format!(
-            "pick another name, e.g. `{found_text}_`; keywords are listed in docs/language.md"
-        ));
+        .with_help(keyword_help(found_text));
     }
 
     // `a == b == c`
     if COMPARISONS.contains(&found_text) && raw.contains("and") && !raw.contains("==") {
         return Diagnostic::error(
-            "E0001",
+            codes::E0001,
             "comparison operators cannot be chained",
             found_span,
         )
@@ -457,7 +402,7 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
     let prev_end = lx.prev_token_end(p).filter(|&e| e > pos);
     let next_is_keyword_like = found_tok.is_none_or(|t| {
         let s = &src[t.start..t.end];
-        (t.kind == TokKind::Word && (is_reserved(s) || s == "retry"))
+        (t.kind == TokKind::Word && (is_reserved(s) || CLAUSE_WORDS.contains(&s)))
             || matches!(s, "}" | "->" | ")" | "]")
     });
     let (span, label) = match prev_end {
@@ -473,7 +418,7 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
     if raw.contains("\0item") {
         message = format!("expected a step or declaration, found {found}");
     }
-    let mut d = Diagnostic::error("E0001", message, span).with_label(label);
+    let mut d = Diagnostic::error(codes::E0001, message, span).with_label(label);
 
     if let Some(kw) = found_tok
         .filter(|t| t.kind == TokKind::Word)

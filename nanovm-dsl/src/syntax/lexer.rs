@@ -10,6 +10,7 @@
 //! - records a coarse token list, which error reporting uses to describe what it found, to
 //!   point at the end of the previous token, and to find where to resume after an error.
 
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::Span;
 use crate::syntax::limits::MAX_NESTING;
@@ -161,7 +162,7 @@ pub(crate) fn lex(src: &str) -> Result<Lexed, Box<Diagnostic>> {
                     if j + 1 >= n {
                         return Err(Box::new(
                             Diagnostic::error(
-                                "E0001",
+                                codes::E0001,
                                 "unterminated block comment",
                                 Span::new(i, i + 2),
                             )
@@ -199,7 +200,7 @@ pub(crate) fn lex(src: &str) -> Result<Lexed, Box<Diagnostic>> {
                 if j >= n {
                     return Err(Box::new(
                         Diagnostic::error(
-                            "E0001",
+                            codes::E0001,
                             "unterminated string literal",
                             Span::new(i, i + 1),
                         )
@@ -232,7 +233,7 @@ pub(crate) fn lex(src: &str) -> Result<Lexed, Box<Diagnostic>> {
             if c.is_ascii_control() {
                 return Err(Box::new(
                     Diagnostic::error(
-                        "E0001",
+                        codes::E0001,
                         format!("unexpected control character U+{c:04X}"),
                         Span::new(i, i + 1),
                     )
@@ -323,7 +324,7 @@ fn reset_level(levels: &mut [usize], pending_nots: &mut usize) {
 
 fn too_deep(start: usize, end: usize, what: &str) -> Diagnostic {
     Diagnostic::error(
-        "E0002",
+        codes::E0002,
         format!("nested deeper than {MAX_NESTING} levels"),
         Span::new(start, end),
     )
@@ -351,7 +352,7 @@ mod tests {
         assert!(lex(&ok).is_ok());
         let bad = format!("{}x{}", "(".repeat(65), ")".repeat(65));
         let d = lex(&bad).unwrap_err();
-        assert_eq!((d.code, d.primary.span), ("E0002", Span::new(64, 65)));
+        assert_eq!((d.code, d.primary.span), (codes::E0002, Span::new(64, 65)));
         let nots = "not ".repeat(65) + "x";
         assert_eq!(lex(&nots).unwrap_err().primary.span, Span::new(256, 259));
         // `not` scopes end at the next operand: these do not accumulate.

@@ -5,6 +5,8 @@
 
 pub mod ast;
 mod errors;
+mod grammar;
+pub mod keywords;
 mod lexer;
 pub mod limits;
 mod parser;

@@ -19,19 +19,14 @@ use std::sync::Once;
 use pest::Parser as _;
 use pest::iterators::Pair;
 
+use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::*;
-use crate::syntax::errors::{self, ITEM_KEYWORDS, is_reserved};
+use crate::syntax::errors;
+use crate::syntax::grammar::{NvmParser, Rule};
+use crate::syntax::keywords::{ITEM_KEYWORDS, is_reserved, keyword_help};
 use crate::syntax::lexer::{self, Lexed, TokKind};
 use crate::syntax::limits::*;
-
-mod grammar {
-    #![allow(missing_docs, unreachable_pub)]
-    #[derive(pest_derive::Parser)]
-    #[grammar = "syntax/grammar.pest"]
-    pub struct NvmParser;
-}
-pub(crate) use grammar::{NvmParser, Rule};
 
 /// The result of [`parse`]: the tree (only when there is no error) and every diagnostic.
 #[derive(Clone, Debug)]
@@ -73,7 +68,7 @@ pub fn parse(source: &str) -> Parsed {
     };
     if lexed.tokens.is_empty() {
         return Parsed::one(
-            Diagnostic::error("E0004", "no program in this file", Span::new(0, 0))
+            Diagnostic::error(codes::E0004, "no program in this file", Span::new(0, 0))
                 .with_label("the file is empty (or holds only comments)")
                 .with_help("a file holds one or more `program NAME { ... }`"),
         );
@@ -96,7 +91,7 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Parsed, Diagnostic> {
             let at = e.valid_up_to();
             let len = e.error_len().unwrap_or(bytes.len() - at);
             Err(Diagnostic::error(
-                "E0003",
+                codes::E0003,
                 "the file is not valid UTF-8",
                 Span::new(at, at + len),
             )
@@ -108,7 +103,7 @@ pub fn parse_bytes(bytes: &[u8]) -> Result<Parsed, Diagnostic> {
 
 fn too_big(len: usize) -> Diagnostic {
     Diagnostic::error(
-        "E0002",
+        codes::E0002,
         format!("the file is {len} bytes; the limit is {MAX_SOURCE_BYTES} bytes (1 MiB)"),
         Span::new(0, 0),
     )
@@ -241,7 +236,7 @@ impl<'a> Driver<'a> {
                 let at = self.lx.prev_token_end(pos).unwrap_or(pos);
                 self.syntax(
                     Diagnostic::error(
-                        "E0001",
+                        codes::E0001,
                         "expected `}` to close the program, found end of file",
                         Span::new(at, at),
                     )
@@ -263,7 +258,7 @@ impl<'a> Driver<'a> {
                             if before <= MAX_STEPS_PER_PROGRAM && steps > MAX_STEPS_PER_PROGRAM {
                                 self.diags.push(
                                     Diagnostic::error(
-                                        "E0002",
+                                        codes::E0002,
                                         format!(
                                             "more than {MAX_STEPS_PER_PROGRAM} steps in one program"
                                         ),
@@ -296,14 +291,14 @@ impl<'a> Driver<'a> {
                     Ok((pair, end))
                 }
                 None => Err(Box::new(Diagnostic::error(
-                    "E0001",
+                    codes::E0001,
                     "syntax error",
                     Span::new(pos, pos),
                 ))),
             },
             Err(e) => {
                 let mut d = errors::syntax_error(self.src, self.lx, rule, pos, e);
-                if rule == Rule::item && d.primary.span.start == pos && d.code == "E0001" {
+                if rule == Rule::item && d.primary.span.start == pos && d.code == codes::E0001 {
                     // At an item's first token the program's `}` would also do.
                     d.message = d.message.replace(
                         "expected a step or declaration,",
@@ -329,7 +324,7 @@ impl<'a> Driver<'a> {
 
     /// Records a failed item's error and finds where to resume.
     fn recover(&mut self, d: Diagnostic, pos: usize) -> After {
-        let stop_at_limit = d.code == "E0002";
+        let stop_at_limit = d.code == codes::E0002;
         let failed_at = d.primary.span.start.max(d.primary.span.end);
         self.syntax(d);
         if stop_at_limit || self.stopped {
@@ -396,10 +391,14 @@ impl<'a, 'd> Builder<'a, 'd> {
     fn once(&mut self, seen: &mut Seen, key: &'static str, what: &str, step: &str, span: Span) {
         if let Some(&(_, first)) = seen.0.iter().find(|(k, _)| *k == key) {
             self.error(
-                Diagnostic::error("E0005", format!("{what} is given twice in {step}"), span)
-                    .with_label("given again here")
-                    .with_secondary(first, "first given here")
-                    .with_help("each clause may appear at most once in a step; remove one"),
+                Diagnostic::error(
+                    codes::E0005,
+                    format!("{what} is given twice in {step}"),
+                    span,
+                )
+                .with_label("given again here")
+                .with_secondary(first, "first given here")
+                .with_help("each clause may appear at most once in a step; remove one"),
             );
         } else {
             seen.0.push((key, span));
@@ -411,7 +410,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         match seen.0.iter().find(|(k, _)| *k == "choose" || *k == "into") {
             Some(&(first, first_span)) if first != key => self.error(
                 Diagnostic::error(
-                    "E0005",
+                    codes::E0005,
                     format!("{what} has both `choose` and `into`"),
                     span,
                 )
@@ -432,7 +431,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         if name.len() > MAX_IDENT_LEN {
             self.error(
                 Diagnostic::error(
-                    "E0002",
+                    codes::E0002,
                     format!(
                         "name is {} bytes long; the limit is {MAX_IDENT_LEN}",
                         name.len()
@@ -934,7 +933,7 @@ impl<'a, 'd> Builder<'a, 'd> {
                     .trim_start_matches(['-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
                     .len();
             self.error(
-                Diagnostic::error("E0006", format!("invalid integer `{text}`"), span)
+                Diagnostic::error(codes::E0006, format!("invalid integer `{text}`"), span)
                     .with_label("an integer is only digits")
                     .with_secondary(Span::new(bad, span.end), "unexpected"),
             );
@@ -945,7 +944,7 @@ impl<'a, 'd> Builder<'a, 'd> {
                 Err(_) => {
                     self.error(
                         Diagnostic::error(
-                            "E0006",
+                            codes::E0006,
                             format!("integer `{text}` does not fit in 64 bits"),
                             span,
                         )
@@ -981,7 +980,7 @@ impl<'a, 'd> Builder<'a, 'd> {
             _ => None,
         };
         let bad = |msg: String, at: Span, label: &str| {
-            Diagnostic::error("E0006", msg, at)
+            Diagnostic::error(codes::E0006, msg, at)
                 .with_label(label.to_string())
                 .with_help(
                     "a duration is an integer and a unit: `500ms`, `30s`, `5m`, `24h` or `2d`",
@@ -1087,7 +1086,7 @@ impl<'a, 'd> Builder<'a, 'd> {
                     _ => {
                         self.error(
                             Diagnostic::error(
-                                "E0006",
+                                codes::E0006,
                                 "unclosed `{` in template",
                                 Span::new(base + i, base + i + 1),
                             )
@@ -1100,7 +1099,7 @@ impl<'a, 'd> Builder<'a, 'd> {
             } else if holes && c == b'}' {
                 self.error(
                     Diagnostic::error(
-                        "E0006",
+                        codes::E0006,
                         "unmatched `}` in template",
                         Span::new(base + i, base + i + 1),
                     )
@@ -1158,7 +1157,7 @@ impl<'a, 'd> Builder<'a, 'd> {
                 }
                 self.error(
                     Diagnostic::error(
-                        "E0006",
+                        codes::E0006,
                         format!("invalid unicode escape `\\u{{{hex}}}`"),
                         Span::new(abs, abs + len),
                     )
@@ -1168,16 +1167,20 @@ impl<'a, 'd> Builder<'a, 'd> {
                 return (None, len);
             }
             self.error(
-                Diagnostic::error("E0006", "invalid unicode escape", Span::new(abs, abs + 2))
-                    .with_label("expected `\\u{XXXX}`")
-                    .with_help(help),
+                Diagnostic::error(
+                    codes::E0006,
+                    "invalid unicode escape",
+                    Span::new(abs, abs + 2),
+                )
+                .with_label("expected `\\u{XXXX}`")
+                .with_help(help),
             );
             return (None, 2);
         }
         let len = 1 + c.len_utf8();
         self.error(
             Diagnostic::error(
-                "E0006",
+                codes::E0006,
                 format!("unknown escape `\\{}`", c.escape_debug()),
                 Span::new(abs, abs + len),
             )
@@ -1193,7 +1196,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         let trimmed = inner.trim_matches([' ', '\t']);
         let start = abs + lead;
         let bad = |msg: &str, label: &str| {
-            Diagnostic::error("E0006", msg.to_string(), Span::new(open, close))
+            Diagnostic::error(codes::E0006, msg.to_string(), Span::new(open, close))
                 .with_label(label.to_string())
                 .with_help(
                     "a hole is `{name}` or `{name.field}`; write `{{` and `}}` for literal braces",
@@ -1222,7 +1225,7 @@ impl<'a, 'd> Builder<'a, 'd> {
             if seg.len() > MAX_IDENT_LEN {
                 self.error(
                     Diagnostic::error(
-                        "E0002",
+                        codes::E0002,
                         format!(
                             "name is {} bytes long; the limit is {MAX_IDENT_LEN}",
                             seg.len()
@@ -1241,11 +1244,12 @@ impl<'a, 'd> Builder<'a, 'd> {
         if is_reserved(&segments[0].name) {
             self.error(
                 Diagnostic::error(
-                    "E0007",
+                    codes::E0007,
                     format!("`{}` is a keyword and cannot be a name", segments[0].name),
                     segments[0].span,
                 )
-                .with_label("reserved keyword"),
+                .with_label("reserved keyword")
+                .with_help(keyword_help(&segments[0].name)),
             );
         }
         Some(Path {
@@ -1270,7 +1274,7 @@ impl<'a, 'd> Builder<'a, 'd> {
 
     fn too_long(&self, at: Span) -> Box<Diagnostic> {
         Box::new(
-            Diagnostic::error("E0002", "expression too long", at)
+            Diagnostic::error(codes::E0002, "expression too long", at)
                 .with_label(format!(
                     "the expression is deeper than {MAX_EXPR_DEPTH} levels here"
                 ))
@@ -1281,7 +1285,7 @@ impl<'a, 'd> Builder<'a, 'd> {
     fn too_deep(&self, at: Span) -> Box<Diagnostic> {
         Box::new(
             Diagnostic::error(
-                "E0002",
+                codes::E0002,
                 format!("nested deeper than {MAX_NESTING} levels"),
                 at,
             )
@@ -1446,14 +1450,18 @@ impl<'a, 'd> Builder<'a, 'd> {
             Ok(f) if well_formed && f.is_finite() => Literal::Float(f),
             Ok(_) if well_formed => {
                 self.error(
-                    Diagnostic::error("E0006", format!("float `{text}` is out of range"), span)
-                        .with_label("too large for a 64-bit float"),
+                    Diagnostic::error(
+                        codes::E0006,
+                        format!("float `{text}` is out of range"),
+                        span,
+                    )
+                    .with_label("too large for a 64-bit float"),
                 );
                 Literal::Float(0.0)
             }
             _ => {
                 self.error(
-                    Diagnostic::error("E0006", format!("invalid number `{text}`"), span)
+                    Diagnostic::error(codes::E0006, format!("invalid number `{text}`"), span)
                         .with_label("not a number")
                         .with_help("numbers look like `42`, `-7`, `0.5` or `1e3`; durations are not values in conditions"),
                 );

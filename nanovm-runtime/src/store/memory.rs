@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{
-    Fence, JournalError, JournalStore, Lease, Mark, Progress, RunQuery, RunRecord, Tip,
-    check_append, started, wall_ms,
-};
+use super::append::{Tip, check_append, started};
+use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
+use crate::db::wall_ms;
 use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus, Trace};
 use crate::value::Digest;
+use crate::view::RunView;
 
 /// A [`JournalStore`] in memory: for tests and benchmarks (nothing survives the process).
 ///
@@ -89,30 +89,32 @@ impl Run {
         }
     }
 
-    fn progress(&self) -> Progress {
+    fn view(&self) -> RunView {
         let r = &self.record;
-        Progress {
-            status: r.status,
-            end_step: r.end_step.clone(),
-            message: r.message.clone(),
-            waiting_for: r.waiting_for.clone(),
-            deadline_ms: r.deadline_ms,
-        }
+        RunView::from_record(
+            r.status,
+            r.end_step.clone(),
+            r.message.clone(),
+            r.waiting_for.clone(),
+            r.deadline_ms,
+        )
     }
 
     /// Adds entries (already checked) and moves the record along their events.
     fn extend(&mut self, entries: &[Entry]) {
-        let mut p = self.progress();
-        for m in entries.iter().filter_map(|e| Mark::of(&e.event)) {
-            p.apply(&m);
+        let mut view = self.view();
+        for e in entries {
+            view.apply_status(&e.event);
         }
         self.entries.extend_from_slice(entries);
         let r = &mut self.record;
-        r.status = p.status;
-        r.end_step = p.end_step;
-        r.message = p.message;
-        r.waiting_for = p.waiting_for;
-        r.deadline_ms = p.deadline_ms;
+        (
+            r.status,
+            r.end_step,
+            r.message,
+            r.waiting_for,
+            r.deadline_ms,
+        ) = view.into_record();
         r.entries = self.entries.len() as u64;
         r.updated_ms = wall_ms();
     }

@@ -1,165 +1,19 @@
-//! [`PostgresStore`] and [`PostgresVault`]: the shared store, for many workers on many machines.
+//! [`PostgresStore`]: the shared store, for many workers on many machines.
 
 use std::fmt;
 use std::sync::Arc;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 
-use super::{
-    Batch, Fence, JournalError, JournalStore, Lease, Progress, RunQuery, RunRecord, Tip,
-    decode_rows, encode_rows, to_digest, to_i64, to_status, to_u64, vault_err, vault_value,
-    wall_ms,
-};
-use crate::program::{BoxFuture, SecretSource, ToolError};
+use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
+use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
+use crate::db::postgres::{Pg, PostgresOptions, pg, pool_err};
+use crate::db::{to_i64, wall_ms};
+use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus};
-use crate::value::{Digest, Json, VaultId};
-use crate::vault::{Vault, VaultError, commitment, random_id_and_salt};
-
-/// Options of [`PostgresStore::connect_with`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct PostgresOptions {
-    /// The schema the tables live in (created if missing). Default `public`. Lowercase
-    /// letters, digits and `_`, starting with a letter or `_`, at most 63 characters.
-    pub schema: String,
-    /// Connections in the pool. Default 16.
-    pub pool_size: usize,
-}
-
-impl Default for PostgresOptions {
-    fn default() -> Self {
-        PostgresOptions {
-            schema: "public".into(),
-            pool_size: 16,
-        }
-    }
-}
-
-impl PostgresOptions {
-    /// The defaults.
-    pub fn new() -> Self {
-        PostgresOptions::default()
-    }
-
-    /// Sets [`PostgresOptions::schema`].
-    #[must_use]
-    pub fn schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = schema.into();
-        self
-    }
-
-    /// Sets [`PostgresOptions::pool_size`] (at least 1).
-    #[must_use]
-    pub fn pool_size(mut self, n: usize) -> Self {
-        self.pool_size = n.max(1);
-        self
-    }
-}
-
-fn io(e: impl fmt::Display) -> JournalError {
-    JournalError::Io(format!("postgres: {e}"))
-}
-
-/// A driver error, with the server's message when there is one.
-fn pg(e: tokio_postgres::Error) -> JournalError {
-    match e.as_db_error() {
-        Some(db) => io(format!("{} ({})", db.message(), db.code().code())),
-        None => io(e),
-    }
-}
-
-fn pool_err(e: deadpool_postgres::PoolError) -> JournalError {
-    io(format!("no connection: {e}"))
-}
-
-/// The shared state of a store and its vault.
-struct Pg {
-    pool: Pool,
-    schema: String,
-}
-
-impl Pg {
-    async fn connect(url: &str, options: &PostgresOptions) -> Result<Pg, JournalError> {
-        let s = &options.schema;
-        let valid = !s.is_empty()
-            && s.len() <= 63
-            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Err(io(format!("`{s}` is not an accepted schema name")));
-        }
-        let config: tokio_postgres::Config = url.parse().map_err(pg)?;
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(options.pool_size.max(1))
-            .build()
-            .map_err(io)?;
-        let pg = Pg {
-            pool,
-            schema: s.clone(),
-        };
-        pg.migrate().await?;
-        Ok(pg)
-    }
-
-    async fn migrate(&self) -> Result<(), JournalError> {
-        let s = &self.schema;
-        let mut client = self.pool.get().await.map_err(pool_err)?;
-        let tx = client.transaction().await.map_err(pg)?;
-        // Concurrent first connects would race on CREATE ... IF NOT EXISTS.
-        tx.execute("SELECT pg_advisory_xact_lock(7243016154300458321)", &[])
-            .await
-            .map_err(pg)?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {s};
-            CREATE TABLE IF NOT EXISTS {s}.nanovm_runs (
-                ord BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                run_id TEXT NOT NULL UNIQUE,
-                program TEXT NOT NULL,
-                program_hash BYTEA NOT NULL,
-                status TEXT NOT NULL,
-                entries BIGINT NOT NULL,
-                last_hash BYTEA NOT NULL,
-                end_step TEXT,
-                message TEXT,
-                waiting_for TEXT,
-                deadline_ms BIGINT,
-                epoch BIGINT NOT NULL DEFAULT 0,
-                lease_owner TEXT,
-                lease_expires_ms BIGINT,
-                created_ms BIGINT NOT NULL,
-                updated_ms BIGINT NOT NULL
-            );
-            CREATE INDEX IF NOT EXISTS nanovm_runs_claim ON {s}.nanovm_runs (program, status, ord);
-            CREATE TABLE IF NOT EXISTS {s}.nanovm_entries (
-                run BIGINT NOT NULL REFERENCES {s}.nanovm_runs (ord),
-                seq BIGINT NOT NULL,
-                hash BYTEA NOT NULL,
-                line TEXT NOT NULL,
-                PRIMARY KEY (run, seq)
-            );
-            CREATE TABLE IF NOT EXISTS {s}.nanovm_vault (
-                id TEXT PRIMARY KEY,
-                salt BYTEA,
-                value TEXT,
-                created_ms BIGINT NOT NULL,
-                erased_ms BIGINT
-            );"
-        ))
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)
-    }
-}
+use crate::value::Digest;
+use crate::vault::PostgresVault;
+use crate::view::RunView;
 
 /// A [`JournalStore`] in a PostgreSQL database, shared by any number of workers. Cheap to
 /// clone; clones share the connection pool. [`PostgresStore::vault`] gives a [`PostgresVault`]
@@ -268,9 +122,7 @@ impl PostgresStore {
 
     /// A vault in the same database (its own table), sharing this store's pool.
     pub fn vault(&self) -> PostgresVault {
-        PostgresVault {
-            pg: self.pg.clone(),
-        }
+        PostgresVault::on(self.pg.clone())
     }
 
     /// The schema the tables are in.
@@ -281,7 +133,7 @@ impl PostgresStore {
     async fn append_now(
         &self,
         batch: Batch,
-        rows: Vec<super::Row>,
+        rows: Vec<super::append::Row>,
         fence: Option<Fence>,
     ) -> Result<(), JournalError> {
         let s = &self.pg.schema;
@@ -308,15 +160,15 @@ impl PostgresStore {
                         last_hash: to_digest(run_id, "last_hash", &hash)?,
                         epoch: to_u64(run_id, "epoch", row.try_get(3).map_err(pg)?)?,
                     },
-                    Progress {
-                        status: to_status(run_id, &status)?,
-                        end_step: row.try_get(5).map_err(pg)?,
-                        message: row.try_get(6).map_err(pg)?,
-                        waiting_for: row.try_get(7).map_err(pg)?,
-                        deadline_ms: deadline
+                    RunView::from_record(
+                        to_status(run_id, &status)?,
+                        row.try_get(5).map_err(pg)?,
+                        row.try_get(6).map_err(pg)?,
+                        row.try_get(7).map_err(pg)?,
+                        deadline
                             .map(|d| to_u64(run_id, "deadline_ms", d))
                             .transpose()?,
-                    },
+                    ),
                 ))
             }
             None => None,
@@ -324,12 +176,13 @@ impl PostgresStore {
         batch.check(stored.as_ref().map(|(_, t, _)| t), fence)?;
         let mut progress = stored
             .as_ref()
-            .map_or_else(Progress::running, |(_, _, p)| p.clone());
-        for m in &batch.marks {
-            progress.apply(m);
+            .map_or_else(RunView::new, |(_, _, p)| p.clone());
+        for e in &batch.moves {
+            progress.apply_status(e);
         }
+        let (status, end_step, message, waiting_for, deadline_ms) = progress.into_record();
         let now = to_i64(wall_ms());
-        let deadline = progress.deadline_ms.map(to_i64);
+        let deadline = deadline_ms.map(to_i64);
         let last_hash = batch.last_hash.0.to_vec();
         let ord = match stored {
             Some((ord, _, _)) => {
@@ -346,10 +199,10 @@ impl PostgresStore {
                     &[
                         &to_i64(batch.len),
                         &last_hash,
-                        &progress.status.as_str(),
-                        &progress.end_step,
-                        &progress.message,
-                        &progress.waiting_for,
+                        &status.as_str(),
+                        &end_step,
+                        &message,
+                        &waiting_for,
                         &deadline,
                         &now,
                         &ord,
@@ -383,12 +236,12 @@ impl PostgresStore {
                             &run_id,
                             &program,
                             &hash,
-                            &progress.status.as_str(),
+                            &status.as_str(),
                             &to_i64(batch.len),
                             &last_hash,
-                            &progress.end_step,
-                            &progress.message,
-                            &progress.waiting_for,
+                            &end_step,
+                            &message,
+                            &waiting_for,
                             &deadline,
                             &now,
                         ],
@@ -736,136 +589,6 @@ impl JournalStore for PostgresStore {
                 worker: worker.to_string(),
                 expires_ms,
             }))
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The vault
-// ---------------------------------------------------------------------------------------------
-
-/// A [`Vault`] in a PostgreSQL database (table `nanovm_vault`), shared by every worker.
-///
-/// [`Vault::erase`] sets value and salt to NULL and keeps the row as a tombstone. PostgreSQL
-/// keeps the old row version until the table is vacuumed (autovacuum does it eventually); run
-/// `VACUUM nanovm_vault` after erasures when the plaintext must be gone from disk at once.
-#[derive(Clone)]
-pub struct PostgresVault {
-    pg: Arc<Pg>,
-}
-
-impl fmt::Debug for PostgresVault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresVault")
-            .field("schema", &self.pg.schema)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PostgresVault {
-    /// Connects to `url`, creating the tables in schema `public` if they are missing.
-    pub async fn connect(url: &str) -> Result<PostgresVault, VaultError> {
-        PostgresVault::connect_with(url, PostgresOptions::default()).await
-    }
-
-    /// [`PostgresVault::connect`] with options.
-    pub async fn connect_with(
-        url: &str,
-        options: PostgresOptions,
-    ) -> Result<PostgresVault, VaultError> {
-        Ok(PostgresVault {
-            pg: Arc::new(Pg::connect(url, &options).await.map_err(vault_err)?),
-        })
-    }
-
-    /// The plaintext stored under `id`.
-    pub async fn reveal(&self, id: VaultId) -> Result<Json, VaultError> {
-        let s = &self.pg.schema;
-        let client = self
-            .pg
-            .pool
-            .get()
-            .await
-            .map_err(|e| vault_err(pool_err(e)))?;
-        let row = client
-            .query_opt(
-                &format!("SELECT value, erased_ms FROM {s}.nanovm_vault WHERE id = $1"),
-                &[&id.to_hex()],
-            )
-            .await
-            .map_err(|e| vault_err(pg(e)))?;
-        let found = match row {
-            Some(row) => Some((
-                row.try_get(0).map_err(|e| vault_err(pg(e)))?,
-                row.try_get(1).map_err(|e| vault_err(pg(e)))?,
-            )),
-            None => None,
-        };
-        vault_value(id, found)
-    }
-}
-
-impl SecretSource for PostgresVault {
-    fn reveal(&self, id: VaultId) -> BoxFuture<'_, Result<Json, ToolError>> {
-        Box::pin(async move {
-            PostgresVault::reveal(self, id)
-                .await
-                .map_err(|e| ToolError::permanent(e.to_string()))
-        })
-    }
-}
-
-impl Vault for PostgresVault {
-    fn put(&self, value: Json) -> BoxFuture<'_, Result<(VaultId, Digest), VaultError>> {
-        Box::pin(async move {
-            let (id, salt) = random_id_and_salt()?;
-            let c = commitment(&salt, &value);
-            let text =
-                serde_json::to_string(&value).map_err(|e| VaultError::Encode(e.to_string()))?;
-            let s = &self.pg.schema;
-            let client = self
-                .pg
-                .pool
-                .get()
-                .await
-                .map_err(|e| vault_err(pool_err(e)))?;
-            client
-                .execute(
-                    &format!(
-                        "INSERT INTO {s}.nanovm_vault (id, salt, value, created_ms) \
-                         VALUES ($1, $2, $3, $4)"
-                    ),
-                    &[&id.to_hex(), &&salt[..], &text, &to_i64(wall_ms())],
-                )
-                .await
-                .map_err(|e| vault_err(pg(e)))?;
-            Ok((id, c))
-        })
-    }
-
-    fn erase(&self, id: VaultId) -> BoxFuture<'_, Result<(), VaultError>> {
-        Box::pin(async move {
-            let s = &self.pg.schema;
-            let client = self
-                .pg
-                .pool
-                .get()
-                .await
-                .map_err(|e| vault_err(pool_err(e)))?;
-            let n = client
-                .execute(
-                    &format!(
-                        "UPDATE {s}.nanovm_vault SET salt = NULL, value = NULL, \
-                         erased_ms = COALESCE(erased_ms, $1) WHERE id = $2"
-                    ),
-                    &[&to_i64(wall_ms()), &id.to_hex()],
-                )
-                .await
-                .map_err(|e| vault_err(pg(e)))?;
-            if n == 0 {
-                return Err(VaultError::Unknown(id));
-            }
-            Ok(())
         })
     }
 }

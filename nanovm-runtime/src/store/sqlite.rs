@@ -1,110 +1,24 @@
-//! [`SqliteStore`] and [`SqliteVault`]: the embedded store, one database file.
+//! [`SqliteStore`]: the embedded store, one database file.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row as SqlRow, params};
-use tokio::sync::oneshot;
+use rusqlite::{Connection, OptionalExtension, Row as SqlRow, params};
 
-use super::{
-    Batch, Fence, JournalError, JournalStore, Lease, Progress, RunQuery, RunRecord, decode_rows,
-    encode_rows, to_digest, to_i64, to_status, to_u64, vault_err, vault_value, wall_ms,
-};
-use crate::program::{BoxFuture, SecretSource, ToolError};
+use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
+use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
+use crate::db::sqlite::{Db, SqliteOptions, io};
+use crate::db::{to_i64, wall_ms};
+use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus};
-use crate::value::{Digest, Json, VaultId};
-use crate::vault::{Vault, VaultError, commitment, random_id_and_salt};
-
-/// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
-CREATE TABLE nanovm_runs (
-    ord INTEGER PRIMARY KEY AUTOINCREMENT,
-    run_id TEXT NOT NULL UNIQUE,
-    program TEXT NOT NULL,
-    program_hash BLOB NOT NULL,
-    status TEXT NOT NULL,
-    entries INTEGER NOT NULL,
-    last_hash BLOB NOT NULL,
-    end_step TEXT,
-    message TEXT,
-    waiting_for TEXT,
-    deadline_ms INTEGER,
-    epoch INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_expires_ms INTEGER,
-    created_ms INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
-);
-CREATE INDEX nanovm_runs_claim ON nanovm_runs (program, status, ord);
-CREATE TABLE nanovm_entries (
-    run INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    hash BLOB NOT NULL,
-    line TEXT NOT NULL,
-    PRIMARY KEY (run, seq)
-) WITHOUT ROWID;
-CREATE TABLE nanovm_vault (
-    id TEXT PRIMARY KEY,
-    salt BLOB,
-    value TEXT,
-    created_ms INTEGER NOT NULL,
-    erased_ms INTEGER
-);
-";
+use crate::value::Digest;
+use crate::vault::SqliteVault;
+use crate::view::RunView;
 
 /// The columns [`record`] reads, in its order.
 const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, end_step, message, \
      waiting_for, deadline_ms, epoch, lease_owner, lease_expires_ms, created_ms, updated_ms";
-
-/// Options of [`SqliteStore::open_with`].
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct SqliteOptions {
-    /// The most write jobs (appends, claims...) the writer thread coalesces into one
-    /// transaction. 1 disables group commit across runs (one transaction, one fsync per
-    /// append). Default 64.
-    pub max_batch: usize,
-    /// How long a statement waits for a lock held by another connection or process. Default
-    /// 5 s.
-    pub busy_timeout: Duration,
-    /// Set by [`SqliteStore::open_read_only`]: every connection is read-only.
-    read_only: bool,
-}
-
-impl Default for SqliteOptions {
-    fn default() -> Self {
-        SqliteOptions {
-            max_batch: 64,
-            busy_timeout: Duration::from_secs(5),
-            read_only: false,
-        }
-    }
-}
-
-impl SqliteOptions {
-    /// The defaults.
-    pub fn new() -> Self {
-        SqliteOptions::default()
-    }
-
-    /// Sets [`SqliteOptions::max_batch`] (at least 1).
-    #[must_use]
-    pub fn max_batch(mut self, n: usize) -> Self {
-        self.max_batch = n.max(1);
-        self
-    }
-
-    /// Sets [`SqliteOptions::busy_timeout`].
-    #[must_use]
-    pub fn busy_timeout(mut self, t: Duration) -> Self {
-        self.busy_timeout = t;
-        self
-    }
-}
 
 /// A [`JournalStore`] in one SQLite database file. Cheap to clone; clones share the writer
 /// thread. [`SqliteStore::vault`] gives a [`SqliteVault`] in the same database.
@@ -158,10 +72,6 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
-fn io(e: impl fmt::Display) -> JournalError {
-    JournalError::Io(format!("sqlite: {e}"))
-}
-
 /// A database error while reading a run: a value of the wrong type means the stored data was
 /// damaged, anything else is I/O.
 fn read_err(run_id: &str, e: rusqlite::Error) -> JournalError {
@@ -213,9 +123,7 @@ impl SqliteStore {
 
     /// A vault in the same database (its own table), sharing this store's writer.
     pub fn vault(&self) -> SqliteVault {
-        SqliteVault {
-            db: self.db.clone(),
-        }
+        SqliteVault::on(self.db.clone())
     }
 
     /// The database file (`None`: in memory).
@@ -363,8 +271,8 @@ impl JournalStore for SqliteStore {
 /// The stored state of a run an append continues.
 struct Stored {
     ord: i64,
-    tip: super::Tip,
-    progress: Progress,
+    tip: Tip,
+    progress: RunView,
 }
 
 fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> {
@@ -384,27 +292,27 @@ fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> 
     let deadline: Option<i64> = row.get(8).map_err(get_err)?;
     Ok(Some(Stored {
         ord: row.get(0).map_err(get_err)?,
-        tip: super::Tip {
+        tip: Tip {
             entries: to_u64(run_id, "entries", row.get(1).map_err(get_err)?)?,
             last_hash: to_digest(run_id, "last_hash", &hash)?,
             epoch: to_u64(run_id, "epoch", row.get(3).map_err(get_err)?)?,
         },
-        progress: Progress {
-            status: to_status(run_id, &status)?,
-            end_step: row.get(5).map_err(get_err)?,
-            message: row.get(6).map_err(get_err)?,
-            waiting_for: row.get(7).map_err(get_err)?,
-            deadline_ms: deadline
+        progress: RunView::from_record(
+            to_status(run_id, &status)?,
+            row.get(5).map_err(get_err)?,
+            row.get(6).map_err(get_err)?,
+            row.get(7).map_err(get_err)?,
+            deadline
                 .map(|d| to_u64(run_id, "deadline_ms", d))
                 .transpose()?,
-        },
+        ),
     }))
 }
 
 fn append(
     c: &Connection,
     batch: &Batch,
-    rows: Vec<super::Row>,
+    rows: Vec<super::append::Row>,
     fence: Option<Fence>,
 ) -> Result<(), JournalError> {
     let run_id = batch.run_id.as_str();
@@ -433,7 +341,7 @@ fn append(
                 ])
             })
             .map_err(io)?;
-            (c.last_insert_rowid(), Progress::running())
+            (c.last_insert_rowid(), RunView::new())
         }
     };
     {
@@ -447,9 +355,10 @@ fn append(
                 .map_err(io)?;
         }
     }
-    for m in &batch.marks {
-        progress.apply(m);
+    for e in &batch.moves {
+        progress.apply_status(e);
     }
+    let (status, end_step, message, waiting_for, deadline_ms) = progress.into_record();
     c.prepare_cached(
         "UPDATE nanovm_runs SET entries = entries + ?1, last_hash = ?2, status = ?3, \
          end_step = ?4, message = ?5, waiting_for = ?6, deadline_ms = ?7, updated_ms = ?8 \
@@ -459,11 +368,11 @@ fn append(
         st.execute(params![
             to_i64(batch.len),
             &batch.last_hash.0[..],
-            progress.status.as_str(),
-            progress.end_step,
-            progress.message,
-            progress.waiting_for,
-            progress.deadline_ms.map(to_i64),
+            status.as_str(),
+            end_step,
+            message,
+            waiting_for,
+            deadline_ms.map(to_i64),
             now,
             ord
         ])
@@ -637,448 +546,4 @@ fn held(c: &Connection, lease: &Lease) -> Result<(), JournalError> {
         });
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------------------------------------
-// The vault
-// ---------------------------------------------------------------------------------------------
-
-/// A [`Vault`] in a SQLite database (table `nanovm_vault`), surviving restarts.
-///
-/// Salts and ids come from the operating system's random number generator. [`Vault::erase`]
-/// sets value and salt to NULL and keeps the row as a tombstone; the writing connection has
-/// `secure_delete` on (freed bytes are overwritten with zeros) and the WAL is checkpointed and
-/// truncated right after, so the plaintext does not linger in the file.
-#[derive(Clone)]
-pub struct SqliteVault {
-    db: Arc<Db>,
-}
-
-impl fmt::Debug for SqliteVault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteVault")
-            .field("path", &self.db.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SqliteVault {
-    /// Opens (creating if needed) the database at `path` (the same file as a
-    /// [`SqliteStore`] is fine).
-    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteVault, VaultError> {
-        let db = Db::start(Some(path.as_ref().to_path_buf()), SqliteOptions::default())
-            .await
-            .map_err(vault_err)?;
-        Ok(SqliteVault { db: Arc::new(db) })
-    }
-
-    /// The plaintext stored under `id`.
-    pub async fn reveal(&self, id: VaultId) -> Result<Json, VaultError> {
-        let hex = id.to_hex();
-        let found: Option<(Option<String>, Option<i64>)> = self
-            .db
-            .read(move |c| {
-                c.prepare_cached("SELECT value, erased_ms FROM nanovm_vault WHERE id = ?1")
-                    .and_then(|mut st| {
-                        st.query_row(params![hex], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()
-                    })
-                    .map_err(io)
-            })
-            .await
-            .map_err(vault_err)?;
-        vault_value(id, found)
-    }
-}
-
-impl SecretSource for SqliteVault {
-    fn reveal(&self, id: VaultId) -> BoxFuture<'_, Result<Json, ToolError>> {
-        Box::pin(async move {
-            SqliteVault::reveal(self, id)
-                .await
-                .map_err(|e| ToolError::permanent(e.to_string()))
-        })
-    }
-}
-
-impl Vault for SqliteVault {
-    fn put(&self, value: Json) -> BoxFuture<'_, Result<(VaultId, Digest), VaultError>> {
-        Box::pin(async move {
-            let (id, salt) = random_id_and_salt()?;
-            let c = commitment(&salt, &value);
-            let text =
-                serde_json::to_string(&value).map_err(|e| VaultError::Encode(e.to_string()))?;
-            let hex = id.to_hex();
-            self.db
-                .write(move |c| {
-                    c.prepare_cached(
-                        "INSERT INTO nanovm_vault (id, salt, value, created_ms) \
-                         VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .and_then(|mut st| st.execute(params![hex, &salt[..], text, to_i64(wall_ms())]))
-                    .map_err(io)
-                })
-                .await
-                .map_err(vault_err)?;
-            Ok((id, c))
-        })
-    }
-
-    fn erase(&self, id: VaultId) -> BoxFuture<'_, Result<(), VaultError>> {
-        Box::pin(async move {
-            let hex = id.to_hex();
-            let n = self
-                .db
-                .write(move |c| {
-                    c.prepare_cached(
-                        "UPDATE nanovm_vault SET salt = NULL, value = NULL, \
-                         erased_ms = COALESCE(erased_ms, ?1) WHERE id = ?2",
-                    )
-                    .and_then(|mut st| st.execute(params![to_i64(wall_ms()), hex]))
-                    .map_err(io)
-                })
-                .await
-                .map_err(vault_err)?;
-            if n == 0 {
-                return Err(VaultError::Unknown(id));
-            }
-            // Best effort: move the zeroed pages into the database file and truncate the WAL,
-            // which still holds the old page images. Readers can make it a no-op for now; the
-            // next automatic checkpoint overwrites the WAL then.
-            if self.db.path.is_some() {
-                let _ = self
-                    .db
-                    .on_writer(|c| {
-                        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                            .map_err(io)
-                    })
-                    .await;
-            }
-            Ok(())
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The writer thread and the readers
-// ---------------------------------------------------------------------------------------------
-
-type Work<R> = Box<dyn FnOnce(&Connection) -> Result<R, JournalError> + Send>;
-
-/// A write job: runs inside the writer's transaction; its caller hears back after the commit.
-trait WriteJob: Send {
-    /// Runs the job; true if it succeeded (false: its savepoint is rolled back).
-    fn run(&mut self, c: &Connection) -> bool;
-    /// Reports the job's result, or `commit`'s error if the transaction did not commit.
-    fn finish(self: Box<Self>, commit: Result<(), JournalError>);
-}
-
-struct Pending<R> {
-    work: Option<Work<R>>,
-    out: Option<Result<R, JournalError>>,
-    reply: oneshot::Sender<Result<R, JournalError>>,
-}
-
-impl<R: Send> WriteJob for Pending<R> {
-    fn run(&mut self, c: &Connection) -> bool {
-        let out = match self.work.take() {
-            Some(work) => work(c),
-            None => Err(JournalError::Io("sqlite: a write job ran twice".into())),
-        };
-        let ok = out.is_ok();
-        self.out = Some(out);
-        ok
-    }
-
-    fn finish(self: Box<Self>, commit: Result<(), JournalError>) {
-        let out = match (self.out, commit) {
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(v)), Ok(())) => Ok(v),
-            (Some(Ok(_)) | None, Err(e)) => Err(e),
-            (None, Ok(())) => Err(JournalError::Io("sqlite: a write job never ran".into())),
-        };
-        // The caller may have gone away (its future was dropped): nothing to tell.
-        let _ = self.reply.send(out);
-    }
-}
-
-/// Work for the writer's connection outside any transaction (reads of an in-memory database,
-/// checkpoints).
-type Other = Box<dyn FnOnce(&Connection) + Send>;
-
-enum Job {
-    Write(Box<dyn WriteJob>),
-    Other(Other),
-}
-
-struct Db {
-    path: Option<PathBuf>,
-    jobs: mpsc::Sender<Job>,
-    readers: Option<Arc<Readers>>,
-}
-
-struct Readers {
-    path: PathBuf,
-    busy_timeout: Duration,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl Readers {
-    fn with<R>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R, JournalError>,
-    ) -> Result<R, JournalError> {
-        let conn = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(io)?;
-                c.busy_timeout(self.busy_timeout).map_err(io)?;
-                c
-            }
-        };
-        let out = f(&conn);
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < 8 {
-            idle.push(conn);
-        }
-        out
-    }
-}
-
-fn writer_connection(
-    path: Option<&Path>,
-    options: &SqliteOptions,
-) -> Result<Connection, JournalError> {
-    if options.read_only {
-        return read_only_connection(path, options);
-    }
-    let c = match path {
-        Some(p) => Connection::open(p),
-        None => Connection::open_in_memory(),
-    }
-    .map_err(io)?;
-    c.busy_timeout(options.busy_timeout).map_err(io)?;
-    if path.is_some() {
-        let mode: String = c
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(io)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(io(format!(
-                "the database refused WAL mode (it is in `{mode}`)"
-            )));
-        }
-    }
-    c.execute_batch("PRAGMA synchronous = FULL; PRAGMA secure_delete = ON;")
-        .map_err(io)?;
-    let version: i64 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(io)?;
-    match version {
-        0 => {
-            c.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(|e| {
-                let _ = c.execute_batch("ROLLBACK");
-                io(format!("creating the schema: {e}"))
-            })?;
-        }
-        SCHEMA_VERSION => {}
-        v => {
-            return Err(io(format!(
-                "the database has schema version {v}; this nanovm knows {SCHEMA_VERSION}"
-            )));
-        }
-    }
-    Ok(c)
-}
-
-/// The connection of a store opened with [`SqliteStore::open_read_only`]: read-only, and only
-/// over a database that already holds this store's schema.
-fn read_only_connection(
-    path: Option<&Path>,
-    options: &SqliteOptions,
-) -> Result<Connection, JournalError> {
-    let path = path.ok_or_else(|| io("a read-only store needs a database file"))?;
-    let c = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(io)?;
-    c.busy_timeout(options.busy_timeout).map_err(io)?;
-    let version: i64 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(io)?;
-    match version {
-        SCHEMA_VERSION => Ok(c),
-        0 => Err(io(
-            "not a nanovm store: the database has no nanovm schema (opened read-only; nothing \
-             was created)",
-        )),
-        v => Err(io(format!(
-            "the database has schema version {v}; this nanovm knows {SCHEMA_VERSION}"
-        ))),
-    }
-}
-
-impl Db {
-    async fn start(path: Option<PathBuf>, options: SqliteOptions) -> Result<Db, JournalError> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let thread_path = path.clone();
-        let thread_options = options.clone();
-        std::thread::Builder::new()
-            .name("nanovm-sqlite-writer".into())
-            .spawn(move || {
-                let conn = match writer_connection(thread_path.as_deref(), &thread_options) {
-                    Ok(c) => {
-                        let _ = ready_tx.send(Ok(()));
-                        c
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                writer_loop(&conn, &rx, thread_options.max_batch.max(1));
-            })
-            .map_err(|e| io(format!("cannot start the writer thread: {e}")))?;
-        ready_rx
-            .await
-            .map_err(|_| io("the writer thread stopped while opening"))??;
-        let readers = path.clone().map(|p| {
-            Arc::new(Readers {
-                path: p,
-                busy_timeout: options.busy_timeout,
-                idle: Mutex::new(Vec::new()),
-            })
-        });
-        Ok(Db {
-            path,
-            jobs: tx,
-            readers,
-        })
-    }
-
-    fn send(&self, job: Job) -> Result<(), JournalError> {
-        self.jobs
-            .send(job)
-            .map_err(|_| io("the writer thread has stopped"))
-    }
-
-    /// Runs `f` in the writer's next transaction; resolves after the commit.
-    async fn write<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R, JournalError> + Send + 'static,
-    ) -> Result<R, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Write(Box::new(Pending {
-            work: Some(Box::new(f)),
-            out: None,
-            reply,
-        })))?;
-        rx.await
-            .map_err(|_| io("the writer thread stopped before committing"))?
-    }
-
-    /// Runs `f` on the writer's connection, outside a transaction.
-    async fn on_writer<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R, JournalError> + Send + 'static,
-    ) -> Result<R, JournalError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Other(Box::new(move |c| {
-            let _ = reply.send(f(c));
-        })))?;
-        rx.await.map_err(|_| io("the writer thread has stopped"))?
-    }
-
-    /// Runs `f` on a read connection on a blocking thread (a file database), or on the
-    /// writer's connection (in memory, or outside a tokio runtime).
-    async fn read<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Connection) -> Result<R, JournalError> + Send + 'static,
-    ) -> Result<R, JournalError> {
-        match (&self.readers, tokio::runtime::Handle::try_current()) {
-            (Some(readers), Ok(handle)) => {
-                let readers = readers.clone();
-                handle
-                    .spawn_blocking(move || readers.with(f))
-                    .await
-                    .map_err(|e| io(format!("a read task failed: {e}")))?
-            }
-            _ => self.on_writer(f).await,
-        }
-    }
-}
-
-fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize) {
-    let mut writes: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
-    let mut others: Vec<Other> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(job) = next.take() {
-            match job {
-                Job::Write(w) => writes.push(w),
-                Job::Other(o) => others.push(o),
-            }
-            if writes.len() < max_batch {
-                next = rx.try_recv().ok();
-            }
-        }
-        if !writes.is_empty() {
-            commit_batch(conn, &mut writes);
-        }
-        for o in others.drain(..) {
-            o(conn);
-        }
-    }
-}
-
-/// Runs `writes` in one transaction, each in its own savepoint when there are several, and
-/// tells each job the outcome after the commit.
-fn commit_batch(c: &Connection, writes: &mut Vec<Box<dyn WriteJob>>) {
-    let outcome = (|| -> Result<(), JournalError> {
-        c.execute_batch("BEGIN IMMEDIATE").map_err(io)?;
-        let mut any = false;
-        let single = writes.len() == 1;
-        let ran = (|| -> Result<(), JournalError> {
-            for w in writes.iter_mut() {
-                if single {
-                    any = w.run(c);
-                    continue;
-                }
-                c.execute_batch("SAVEPOINT job").map_err(io)?;
-                if w.run(c) {
-                    any = true;
-                    c.execute_batch("RELEASE job").map_err(io)?;
-                } else {
-                    c.execute_batch("ROLLBACK TO job; RELEASE job")
-                        .map_err(io)?;
-                }
-            }
-            Ok(())
-        })();
-        let end = match ran {
-            Ok(()) if any => c.execute_batch("COMMIT").map_err(io),
-            Ok(()) => c.execute_batch("ROLLBACK").map_err(io),
-            Err(e) => Err(e),
-        };
-        if end.is_err() && !c.is_autocommit() {
-            let _ = c.execute_batch("ROLLBACK");
-        }
-        end
-    })();
-    for w in writes.drain(..) {
-        w.finish(outcome.clone());
-    }
 }

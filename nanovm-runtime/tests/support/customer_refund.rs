@@ -1,4 +1,4 @@
-//! `customer_refund` from /work/shared/examples/customer_refund.nvm, hand-written as the code
+//! `customer_refund` from `examples/workflows/customer_refund.nvm`, hand-written as the code
 //! generator would emit it:
 //!
 //! ```text
@@ -35,11 +35,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanovm_runtime::program::{
-    self as nv, Action, BoxFuture, Budget, Fault, InputInfo, LlmCall, Next, Outcome, ProgramInfo,
-    StepId, StepInfo, StepKind, ToolCall, ToolContext, ToolError, ToolInfo,
+use nanovm_runtime::__private_v0_1 as nv;
+use nanovm_runtime::__private_v0_1::{
+    Action, Budget, Fault, InputInfo, LlmCall, Next, Outcome, ProgramInfo, StepId, StepInfo,
+    StepKind, ToolCall, ToolInfo,
 };
-use nanovm_runtime::value::{Datum, Digest, Json, Secret, SecretRef};
+use nanovm_runtime::trace::Datum;
+use nanovm_runtime::{BoxFuture, ToolContext, ToolError};
+use nanovm_runtime::{Digest, Json, Secret, SecretRef};
 use serde_json::json;
 
 use super::{Host, decode, field, get, input, plain, secret_input, unexpected};

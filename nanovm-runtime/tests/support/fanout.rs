@@ -29,12 +29,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use nanovm_runtime::program::{
-    self as nv, Action, BoxFuture, BranchInfo, Budget, Fault, InputInfo, LlmCall, Next, Outcome,
-    ParallelInfo, ProgramInfo, StepId, StepInfo, StepKind, ToolCall, ToolContext, ToolError,
-    ToolInfo,
+use nanovm_runtime::__private_v0_1 as nv;
+use nanovm_runtime::__private_v0_1::{
+    Action, BranchInfo, Budget, Fault, InputInfo, LlmCall, Next, Outcome, ParallelInfo,
+    ProgramInfo, StepId, StepInfo, StepKind, ToolCall, ToolInfo,
 };
-use nanovm_runtime::value::{Datum, Digest, Json};
+use nanovm_runtime::trace::Datum;
+use nanovm_runtime::{BoxFuture, ToolContext, ToolError};
+use nanovm_runtime::{Digest, Json};
 use serde_json::json;
 
 use super::{Host, decode, input, plain, unexpected};

@@ -1,7 +1,7 @@
 //! Test programs for the executor.
 //!
 //! THESE ARE HAND-WRITTEN STAND-INS FOR GENERATED CODE. Each module implements
-//! `nanovm_runtime::program::Program` the way `nanovm-dsl`'s code generator does (a `Step` enum,
+//! `nanovm_runtime::__private_v0_1::Program` the way `nanovm-dsl`'s code generator does (a `Step` enum,
 //! a `State` of `Option<T>` variables, a typed `Call` enum, a `Tools` trait with one typed
 //! method per tool, an object-safe `ToolsDyn` with a blanket impl, a unit struct implementing
 //! `Program`), so the runtime is tested against the contract itself rather than against one
@@ -16,6 +16,7 @@
 
 pub mod customer_refund;
 pub mod fanout;
+pub mod peers;
 pub mod small;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,9 +25,11 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use nanovm_runtime::program::{Fault, Next, Outcome, ToolContext, ToolError};
+use nanovm_runtime::__private_v0_1::{Fault, Next, Outcome};
+use nanovm_runtime::trace::Datum;
 use nanovm_runtime::trace::{Event, Trace};
-use nanovm_runtime::value::{Datum, Digest, Json, SecretRef};
+use nanovm_runtime::{Digest, Json, SecretRef};
+use nanovm_runtime::{ToolContext, ToolError};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -298,7 +301,7 @@ pub fn event_list(trace: &Trace) -> Vec<Event> {
 /// who edits a trace and recomputes the chain produces.
 pub fn rechain(events: impl IntoIterator<Item = Event>) -> Trace {
     let mut t = Trace::new();
-    let mut scratch = nanovm_runtime::canonical::Encoder::new();
+    let mut scratch = nanovm_runtime::trace::Encoder::new();
     for e in events {
         t.push(e, &mut scratch);
     }

@@ -28,11 +28,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanovm_runtime::program::{
-    self as nv, Action, BoxFuture, Budget, Fault, InputInfo, LlmCall, Next, Outcome, ProgramInfo,
-    StepId, StepInfo, StepKind, ToolCall, ToolContext, ToolError, ToolInfo,
+use nanovm_runtime::__private_v0_1 as nv;
+use nanovm_runtime::__private_v0_1::{
+    Action, Budget, Fault, InputInfo, LlmCall, Next, Outcome, ProgramInfo, StepId, StepInfo,
+    StepKind, ToolCall, ToolInfo,
 };
-use nanovm_runtime::value::{Datum, Digest, Json};
+use nanovm_runtime::trace::Datum;
+use nanovm_runtime::{BoxFuture, ToolContext, ToolError};
+use nanovm_runtime::{Digest, Json};
 use serde_json::json;
 
 use super::{Host, decode, field, get, input, json_str, plain, unexpected};

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::canonical::Encoder;
-use crate::executor::{Mismatch, RunError};
+use crate::error::{Mismatch, RunError};
 use crate::store::{Fence, JournalStore};
 use crate::trace::{Entry, Event, Trace};
 
@@ -66,7 +66,7 @@ pub(crate) struct Recorder {
 }
 
 impl Recorder {
-    pub fn new(
+    pub(crate) fn new(
         run_id: Arc<str>,
         mode: Mode,
         store: Option<Arc<dyn JournalStore>>,
@@ -88,7 +88,7 @@ impl Recorder {
     }
 
     /// True while recorded entries remain that the executor has not reproduced yet.
-    pub fn replaying(&self) -> bool {
+    pub(crate) fn replaying(&self) -> bool {
         self.recorded
             .iter()
             .any(|e| !matches!(e.event, Event::Erased { .. }))
@@ -96,25 +96,25 @@ impl Recorder {
 
     /// True when the recorded prefix is used up and this is a replay: any further event or
     /// I/O has no recorded counterpart.
-    pub fn replay_over(&self) -> bool {
+    pub(crate) fn replay_over(&self) -> bool {
         self.mode == Mode::Replay && !self.replaying()
     }
 
     /// The next recorded entry the executor will be compared with (erasure events, which the
     /// executor never produces, are skipped).
-    pub fn peek_entry(&self) -> Option<&Entry> {
+    pub(crate) fn peek_entry(&self) -> Option<&Entry> {
         self.recorded
             .iter()
             .find(|e| !matches!(e.event, Event::Erased { .. }))
     }
 
     /// The event of [`Recorder::peek_entry`].
-    pub fn peek(&self) -> Option<&Event> {
+    pub(crate) fn peek(&self) -> Option<&Event> {
         self.peek_entry().map(|e| &e.event)
     }
 
     /// The recorded events ahead, in order, erasures skipped.
-    pub fn upcoming(&self) -> impl Iterator<Item = &Entry> {
+    pub(crate) fn upcoming(&self) -> impl Iterator<Item = &Entry> {
         self.recorded
             .iter()
             .filter(|e| !matches!(e.event, Event::Erased { .. }))
@@ -122,7 +122,7 @@ impl Recorder {
 
     /// Appends an event. With a recorded prefix, the event must equal the next recorded one.
     /// Returns whether it came from the recorded prefix (and so is durable already).
-    pub fn emit(&mut self, event: Event) -> Result<bool, Halt> {
+    pub(crate) fn emit(&mut self, event: Event) -> Result<bool, Halt> {
         self.absorb_erasures()?;
         let Some(rec) = self.recorded.pop_front() else {
             if self.mode == Mode::Replay {
@@ -148,7 +148,7 @@ impl Recorder {
 
     /// Moves erasure events at the front of the recorded prefix into the trace: erasing a
     /// secret appends an `erased` event to a run at any time, and replays keep it.
-    pub fn absorb_erasures(&mut self) -> Result<(), Halt> {
+    pub(crate) fn absorb_erasures(&mut self) -> Result<(), Halt> {
         while self
             .recorded
             .front()
@@ -179,13 +179,13 @@ impl Recorder {
     }
 
     /// The first recorded entry left over after the run ended, if any (erasures are absorbed).
-    pub fn leftover(&mut self) -> Result<Option<&Entry>, Halt> {
+    pub(crate) fn leftover(&mut self) -> Result<Option<&Entry>, Halt> {
         self.absorb_erasures()?;
         Ok(self.recorded.front())
     }
 
     /// A durability point: appends every entry not yet durable in one store write.
-    pub async fn flush(&mut self) -> Result<(), Halt> {
+    pub(crate) async fn flush(&mut self) -> Result<(), Halt> {
         let Some(store) = &self.store else {
             return Ok(());
         };

@@ -1,0 +1,185 @@
+//! The errors of running and replaying: what stops a run from being executed or recorded
+//! faithfully (as opposed to run outcomes, which are statuses).
+
+use std::fmt;
+
+use crate::model::ModelError;
+use crate::trace::{Event, VerifyError};
+use crate::value::Digest;
+
+/// A failure that is not a run outcome: the run could not be executed or recorded faithfully.
+/// (Run outcomes such as `failed` or `budget_exceeded` are statuses in [`Execution`](crate::Execution).)
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The journal refused or failed a write; the run stopped at the last durable point.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The program has an `llm` step but the runtime has no model.
+    #[error(
+        "step `{step}` calls a model, but the runtime has none (use Runtime::builder().model(..))"
+    )]
+    NoModel {
+        /// The first step that needs one.
+        step: &'static str,
+    },
+    /// The trace was recorded by a different build of the program.
+    #[error(
+        "the trace was recorded by program `{program}` with hash {recorded}, but this build of `{program}` has hash {compiled}"
+    )]
+    ProgramMismatch {
+        /// The program's name.
+        program: &'static str,
+        /// The hash of the compiled program.
+        compiled: Digest,
+        /// The hash recorded in the trace.
+        recorded: Digest,
+    },
+    /// The recorded entries are not the trace of a run.
+    #[error("not a run trace: {0}")]
+    NotARun(String),
+    /// The recorded entries fail hash-chain verification.
+    #[error(transparent)]
+    Corrupt(#[from] VerifyError),
+    /// Re-running the program over a recorded trace produced a different event.
+    #[error(transparent)]
+    Divergence(Box<Mismatch>),
+    /// The model refused the program before the run started or continued (a
+    /// [`ScriptedModel`](crate::testing::ScriptedModel) scripting a step the program does not
+    /// have); nothing was recorded.
+    #[error("the model refuses program `{program}`: {error}")]
+    ModelRefused {
+        /// The program's name.
+        program: &'static str,
+        /// The model's reason.
+        #[source]
+        error: ModelError,
+    },
+    /// The compiled program answered something the runtime cannot act on (a step id out of
+    /// range, a tool index with no tool); a code generation bug.
+    #[error("the compiled program is inconsistent: {0}")]
+    InvalidProgram(String),
+    /// The run is not in the journal.
+    #[error("run `{0}` is not in the journal")]
+    UnknownRun(String),
+    /// The operation needs a journal and the runtime has none.
+    #[error("the runtime has no journal")]
+    NoJournal,
+    /// The run id chosen in [`RunOptions::run_id`](crate::RunOptions::run_id) is not acceptable.
+    #[error("invalid run id: {0}")]
+    InvalidRunId(#[from] crate::ids::RunIdError),
+    /// A replay needed to wait for I/O, which a replay never does (a runtime bug).
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The run is `running` and a worker holds its lease: it is being executed elsewhere.
+    #[error("run `{run_id}` is being executed by `{owner}` (lease until {expires_ms} ms)")]
+    Leased {
+        /// The run.
+        run_id: String,
+        /// The worker holding the lease.
+        owner: String,
+        /// When the lease expires, in milliseconds since the Unix epoch.
+        expires_ms: u64,
+    },
+    /// The run id is taken by a run that is not the one requested (another program, or other
+    /// plain inputs).
+    #[error("run id `{run_id}` is in use {reason}")]
+    RunIdInUse {
+        /// The run id.
+        run_id: String,
+        /// How the stored run differs.
+        reason: String,
+    },
+    /// The program refused a delivered event's payload (it does not have the `await`'s
+    /// declared type). Nothing was recorded. ([`crate::Runtime::deliver`] reports it as
+    /// [`crate::DeliverError::Payload`].)
+    #[error("the program refuses the event's payload: {0}")]
+    PayloadRefused(String),
+}
+
+/// Errors of [`crate::replay()`]: the same as a run's.
+pub type ReplayError = RunError;
+
+/// Where re-running a program over a recorded trace first disagreed with the recording.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mismatch {
+    /// Index (sequence number) of the recorded entry where it happened.
+    pub index: usize,
+    /// The event the program produces there (`None` when it needed a recorded model reply or
+    /// tool result and found something else, or when the program had ended).
+    pub expected: Option<Event>,
+    /// The recorded event (`None`: the recording had ended).
+    pub recorded: Option<Event>,
+    /// What the executor was doing.
+    pub context: String,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the trace diverges at entry {}: {}",
+            self.index, self.context
+        )?;
+        match &self.expected {
+            Some(e) => write!(f, "; the program produces {e:?}")?,
+            None => f.write_str("; the program produces nothing here")?,
+        }
+        match &self.recorded {
+            Some(e) => write!(f, "; the trace records {e:?}"),
+            None => f.write_str("; the trace records nothing here"),
+        }
+    }
+}
+
+impl std::error::Error for Mismatch {}
+
+/// Why a store operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The store could not be read or written (connection lost, disk full, database locked
+    /// for too long...). Nothing of the failed operation was stored.
+    #[error("journal I/O failed: {0}")]
+    Io(String),
+    /// The appended entries do not continue the stored run: another writer got there first,
+    /// entries were skipped or repeated, or a run with this id was started already.
+    #[error("journal conflict on run `{run_id}`: the next entry is #{expected}, got #{found}")]
+    Conflict {
+        /// The run.
+        run_id: String,
+        /// The sequence number the store expected.
+        expected: u64,
+        /// The sequence number offered.
+        found: u64,
+    },
+    /// The caller's lease epoch is no longer the run's: another worker claimed the run (or the
+    /// lease was given back). Nothing was written.
+    #[error("run `{run_id}` is fenced: the lease epoch is {current}, the writer holds {held}")]
+    Fenced {
+        /// The run.
+        run_id: String,
+        /// The epoch the caller holds.
+        held: u64,
+        /// The run's current epoch.
+        current: u64,
+    },
+    /// Stored bytes that do not decode or do not verify (edited or damaged storage).
+    #[error("run `{run_id}` is corrupt in the store: {reason}")]
+    Corrupt {
+        /// The run.
+        run_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The appended entries are not a valid continuation of the run even though their
+    /// sequence numbers are: their hash chain is broken, the first entry of a run is not
+    /// `run_started` (or names another run), or a later entry is. Nothing was written.
+    #[error("invalid append to run `{run_id}`: {reason}")]
+    Invalid {
+        /// The run.
+        run_id: String,
+        /// What is wrong.
+        reason: String,
+    },
+}

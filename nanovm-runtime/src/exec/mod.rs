@@ -1,0 +1,464 @@
+//! The step engine: runs a compiled [`Program`], recording every event into a hash-chained trace.
+//!
+//! The engine decides nothing about the graph. For each step it asks the program what the
+//! step wants ([`Program::action`]), performs that I/O (a model call, a tool call, a
+//! suspension), records it, and hands the normalized result back to the compiled transition
+//! function ([`Program::transition`]), which names the successor. The exact semantics (what a
+//! step is, when budgets trip, retries, parallel scheduling, durability) are specified in
+//! `docs/runtime.md`.
+//!
+//! This file holds the step loop (with `guard` / `branch` steps, budgets and interruptions);
+//! [`start`] sets a run up and hands back what it gave; each other kind of step has its own
+//! file: [`llm`], [`tool`], [`suspend`] (`await`),
+//! [`parallel`], and [`reconcile`] for the pauses an ambiguous effect causes. [`recorder`] is
+//! the engine's only door to the trace and the journal.
+
+mod llm;
+mod parallel;
+mod race;
+mod reconcile;
+pub(crate) mod recorder;
+mod start;
+mod suspend;
+mod tool;
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::budget::{Backoff, Meter, Trip};
+use crate::cancel::CancelToken;
+use crate::clock::Clock;
+use crate::error::RunError;
+use crate::ids;
+use crate::model::Model;
+use crate::program::{
+    Action, BoxFuture, Name, Next, Outcome, Program, ProgramInfo, SecretSource, StepId, StepInfo,
+    StepKind, ToolInfo,
+};
+use crate::store::JournalStore;
+use crate::trace::{BudgetKind, Event, RunStatus};
+use crate::value::{Digest, Json};
+use crate::vault::Vault;
+use race::{Verdict, race};
+use recorder::{Halt, Mode, Recorder};
+pub(crate) use start::{Ended, Prepared, Start, check_leftover, execute, prepare, run_ended};
+
+/// What every run of a runtime executes with: the runtime's configuration (see
+/// `crate::runtime::RuntimeBuilder`), shared behind one `Arc`.
+pub(crate) struct Engine {
+    pub(crate) model: Option<Arc<dyn Model>>,
+    pub(crate) vault: Arc<dyn Vault>,
+    pub(crate) secrets: Arc<dyn SecretSource>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) backoff: Backoff,
+    pub(crate) store: Option<Arc<dyn JournalStore>>,
+    /// The lease length of the runtime's own operations on stored runs (`crate::durable`).
+    pub(crate) operation_lease_ms: u64,
+}
+
+/// Input the engine applies where the recorded prefix ends (a live continuation only): what
+/// the durable protocol (`crate::durable`) and workers continue a stored run with.
+#[derive(Clone, Debug)]
+pub(crate) enum Inject {
+    /// At the suspension: the event arrived.
+    Deliver {
+        event: String,
+        event_id: String,
+        payload: Json,
+    },
+    /// At the suspension: the deadline passed.
+    Timeout,
+    /// At the reconciliation pause: the operator's answer for one effect.
+    Reconcile {
+        effect_id: Digest,
+        result: Option<Json>,
+    },
+}
+
+// ---------------------------------------------------------------------------------------------
+// The step loop
+// ---------------------------------------------------------------------------------------------
+
+pub(crate) struct Exec<P: Program> {
+    engine: Arc<Engine>,
+    info: &'static ProgramInfo,
+    tools: Option<Arc<P::Tools>>,
+    state: P::State,
+    rec: Recorder,
+    meter: Meter,
+    /// Times each step was entered, indexed by step id.
+    visits: Vec<u32>,
+    /// The names of the steps entered, in order.
+    path: Vec<&'static str>,
+    cancel: Option<CancelToken>,
+    started_ms: u64,
+    step_clock: Option<(&'static str, Instant)>,
+    /// See [`ids::effect_key`].
+    effect_key: Option<[u8; 32]>,
+    step_durations: Vec<(&'static str, Duration)>,
+    /// Input from outside (a delivered event, a due timeout, an operator's reconciliation)
+    /// applied where the recorded prefix ends; taken when applied.
+    inject: Option<Inject>,
+}
+
+/// What the step loop does after a step.
+enum Flow {
+    /// Continue at this step (the current one completed).
+    Go(StepId),
+    /// Run the same step again (a stall).
+    Again,
+    /// The run is over (or suspended).
+    End(Ended),
+}
+
+/// The answer to a model or tool call: done, or interrupted.
+enum Io<T> {
+    Done(T),
+    Stopped(Verdict),
+}
+
+/// The successor named by a transition, with the arm for decisions.
+fn target(next: &Next) -> Option<(Option<u32>, StepId)> {
+    match next {
+        Next::Go(to) => Some((None, *to)),
+        Next::Decided { arm, to } => Some((*arm, *to)),
+        _ => None,
+    }
+}
+
+impl<P: Program> Exec<P> {
+    fn step_info(&self, step: StepId) -> Result<&'static StepInfo, Halt> {
+        self.info.steps.get(step as usize).ok_or_else(|| {
+            RunError::InvalidProgram(format!(
+                "program `{}` named step #{step}, which does not exist",
+                self.info.name
+            ))
+            .into()
+        })
+    }
+
+    /// The step's name for messages (`?` for an id the program should never produce).
+    fn label(&self, step: StepId) -> &'static str {
+        self.info.steps.get(step as usize).map_or("?", |s| s.name)
+    }
+
+    fn name(&self, step: StepId) -> Result<Name, Halt> {
+        Ok(Cow::Borrowed(self.step_info(step)?.name))
+    }
+
+    fn tool_info(&self, index: usize) -> Result<&'static ToolInfo, Halt> {
+        self.info.tools.get(index).ok_or_else(|| {
+            RunError::InvalidProgram(format!(
+                "program `{}` called tool #{index}, which does not exist",
+                self.info.name
+            ))
+            .into()
+        })
+    }
+
+    /// The key of this run's effect ids, derived on first use.
+    fn effect_key(&mut self) -> [u8; 32] {
+        *self
+            .effect_key
+            .get_or_insert_with(|| ids::effect_key(&self.rec.run_id))
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        self.engine.clock.now_ms().saturating_sub(self.started_ms)
+    }
+
+    /// Counts a step entered.
+    fn enter(&mut self, step: StepId, name: &'static str) {
+        let now = Instant::now();
+        self.close_step(now);
+        self.step_clock = Some((name, now));
+        self.meter.usage.steps += 1;
+        if let Some(v) = self.visits.get_mut(step as usize) {
+            *v = v.saturating_add(1);
+        }
+        self.path.push(name);
+    }
+
+    /// Ends the timing of the step in progress, if any, at `now`.
+    fn close_step(&mut self, now: Instant) {
+        if let Some((name, t)) = self.step_clock.take() {
+            self.step_durations
+                .push((name, now.saturating_duration_since(t)));
+        }
+    }
+
+    /// The main loop.
+    pub(crate) async fn drive(&mut self) -> Result<Ended, Halt> {
+        let mut step = self.info.start;
+        loop {
+            let si = self.step_info(step)?;
+            if si.kind != StepKind::End {
+                if let Some(ended) = self.interrupted(step).await? {
+                    return Ok(ended);
+                }
+                if let Some(trip) = self.meter.check_steps(1) {
+                    return self.trip(step, trip, None).await;
+                }
+            }
+            let action = match P::action(step, &self.state) {
+                Ok(a) => a,
+                Err(fault) => {
+                    return self
+                        .end(RunStatus::Failed, Some(step), Some(fault.to_string()))
+                        .await;
+                }
+            };
+            let flow = match action {
+                Action::End { success, message } => {
+                    self.close_step(Instant::now());
+                    self.path.push(si.name);
+                    let status = if success {
+                        RunStatus::Success
+                    } else {
+                        RunStatus::Failed
+                    };
+                    return self
+                        .end(status, Some(step), message.map(str::to_owned))
+                        .await;
+                }
+                Action::Decide => {
+                    self.enter(step, si.name);
+                    self.decide(step).await?
+                }
+                Action::Llm(call) => {
+                    self.enter(step, si.name);
+                    self.llm(step, call).await?
+                }
+                Action::Tool(call) => {
+                    self.enter(step, si.name);
+                    self.tool(step, call).await?
+                }
+                Action::Parallel => {
+                    self.enter(step, si.name);
+                    // Boxed: the parallel step's state is large and rare; keeping it out of
+                    // the loop's future keeps that small for every other run.
+                    Box::pin(self.parallel(step)).await?
+                }
+                Action::Await { event, timeout } => {
+                    self.enter(step, si.name);
+                    self.await_event(step, event, timeout).await?
+                }
+            };
+            match flow {
+                Flow::Go(to) => {
+                    self.meter.completed();
+                    step = to;
+                }
+                Flow::Again => {}
+                Flow::End(ended) => return Ok(ended),
+            }
+        }
+    }
+
+    /// Records `run_ended` and makes the trace durable.
+    async fn end(
+        &mut self,
+        status: RunStatus,
+        step: Option<StepId>,
+        message: Option<String>,
+    ) -> Result<Ended, Halt> {
+        let step_name = match step {
+            Some(s) => Some(self.step_info(s)?.name),
+            None => None,
+        };
+        self.rec
+            .emit(run_ended(status, step_name, message.as_deref()))?;
+        self.rec.flush().await?;
+        Ok(Ended {
+            status,
+            step,
+            message,
+        })
+    }
+
+    async fn fail(&mut self, step: StepId, message: String) -> Result<Flow, Halt> {
+        Ok(Flow::End(
+            self.end(RunStatus::Failed, Some(step), Some(message))
+                .await?,
+        ))
+    }
+
+    /// Records a budget trip and ends the run (`stalled` for the stall budget).
+    async fn trip(
+        &mut self,
+        step: StepId,
+        trip: Trip,
+        message: Option<String>,
+    ) -> Result<Ended, Halt> {
+        self.rec.emit(Event::BudgetExceeded {
+            step: self.name(step)?,
+            budget: trip.budget,
+            limit: trip.limit,
+            used: trip.used,
+        })?;
+        let status = if trip.budget == BudgetKind::MaxStalledSteps {
+            RunStatus::Stalled
+        } else {
+            RunStatus::BudgetExceeded
+        };
+        self.end(status, Some(step), message).await
+    }
+
+    async fn stop(
+        &mut self,
+        step: StepId,
+        verdict: Verdict,
+        message: Option<String>,
+    ) -> Result<Ended, Halt> {
+        match verdict {
+            Verdict::Cancelled => self.end(RunStatus::Cancelled, Some(step), message).await,
+            Verdict::OutOfTime(used) => {
+                let limit = self.meter.duration_limit_ms().unwrap_or(used);
+                let trip = Trip {
+                    budget: BudgetKind::MaxDuration,
+                    limit,
+                    used: used.max(limit),
+                };
+                self.trip(step, trip, message).await
+            }
+        }
+    }
+
+    /// Cancellation or the duration budget, as recorded (with a recorded prefix) or as it is
+    /// now (live).
+    fn verdict(&self) -> Option<Verdict> {
+        if self.rec.replaying() {
+            return self.recorded_verdict();
+        }
+        if self.rec.replay_over() {
+            return None;
+        }
+        if self.cancel.as_ref().is_some_and(CancelToken::is_cancelled) {
+            return Some(Verdict::Cancelled);
+        }
+        self.meter.duration_limit_ms()?;
+        self.meter
+            .check_duration(self.elapsed_ms())
+            .map(|t| Verdict::OutOfTime(t.used))
+    }
+
+    /// A cancellation or duration trip recorded next. Both are taken as truth (they came from
+    /// outside the program) if they are consistent with the program's budget.
+    fn recorded_verdict(&self) -> Option<Verdict> {
+        self.verdict_in(self.rec.peek()?)
+    }
+
+    /// The verdict `event` records, if it is a cancellation or a duration trip consistent with
+    /// the program's budget.
+    fn verdict_in(&self, event: &Event) -> Option<Verdict> {
+        match event {
+            Event::RunEnded {
+                status: RunStatus::Cancelled,
+                ..
+            } => Some(Verdict::Cancelled),
+            Event::BudgetExceeded {
+                budget: BudgetKind::MaxDuration,
+                limit,
+                used,
+                ..
+            } if self.meter.duration_limit_ms() == Some(*limit) && used >= limit => {
+                Some(Verdict::OutOfTime(*used))
+            }
+            _ => None,
+        }
+    }
+
+    /// Checked before every step and every retry attempt: cancellation, then the duration.
+    async fn interrupted(&mut self, step: StepId) -> Result<Option<Ended>, Halt> {
+        match self.verdict() {
+            None => Ok(None),
+            Some(v) => self.stop(step, v, None).await.map(Some),
+        }
+    }
+
+    /// Makes the timer that fires when the duration budget runs out (live runs only). It is
+    /// built lazily by [`race`], and owns what it needs, so no borrow of the executor is held
+    /// across the call.
+    fn deadline(&self) -> impl FnOnce() -> Option<BoxFuture<'static, ()>> + Send + 'static {
+        let timer = self
+            .meter
+            .duration_limit_ms()
+            .map(|limit| (self.engine.clock.clone(), self.started_ms, limit));
+        move || {
+            let (clock, started, limit) = timer?;
+            let elapsed = clock.now_ms().saturating_sub(started);
+            Some(clock.sleep(Duration::from_millis(limit.saturating_sub(elapsed))))
+        }
+    }
+
+    /// Turns a live race's result into a verdict with the time used.
+    fn live_verdict(&self, v: Verdict) -> Verdict {
+        match v {
+            Verdict::Cancelled => Verdict::Cancelled,
+            Verdict::OutOfTime(_) => Verdict::OutOfTime(self.elapsed_ms()),
+        }
+    }
+
+    /// Waits before retry attempt `failures + 1`. Recorded attempts and replays do not wait;
+    /// the wait never outlasts the duration budget and ends early on cancellation.
+    async fn backoff(&mut self, failures: u32) {
+        if self.rec.mode == Mode::Replay || self.rec.replaying() {
+            return;
+        }
+        let mut delay = self.engine.backoff.delay(failures);
+        if let Some(limit) = self.meter.duration_limit_ms() {
+            let remaining = limit.saturating_sub(self.elapsed_ms());
+            delay = delay.min(Duration::from_millis(remaining));
+        }
+        if delay.is_zero() {
+            return;
+        }
+        let sleep = self.engine.clock.sleep(delay);
+        let _ = race(sleep, self.cancel.as_ref(), || None).await;
+    }
+
+    /// Before attempt `attempt` (2 or more) of a step: the backoff, then the interruption
+    /// checks; counts the retry unless the run ends here.
+    async fn before_retry(&mut self, step: StepId, attempt: u32) -> Result<Option<Ended>, Halt> {
+        self.backoff(attempt - 1).await;
+        let ended = self.interrupted(step).await?;
+        if ended.is_none() {
+            self.meter.usage.retries += 1;
+        }
+        Ok(ended)
+    }
+
+    // --- guard / branch ----------------------------------------------------------------------
+
+    async fn decide(&mut self, step: StepId) -> Result<Flow, Halt> {
+        let next = P::transition(step, &mut self.state, Outcome::Decide);
+        match target(&next) {
+            Some((arm, to)) => {
+                self.rec.emit(Event::Decision {
+                    step: self.name(step)?,
+                    arm,
+                    next: self.name(to)?,
+                })?;
+                Ok(Flow::Go(to))
+            }
+            None => {
+                let msg = self.refusal(step, next);
+                self.fail(step, msg).await
+            }
+        }
+    }
+
+    /// The run-failure message for a transition that named no successor.
+    fn refusal(&self, step: StepId, next: Next) -> String {
+        match next {
+            Next::Fail(msg) | Next::Reject(msg) => msg,
+            Next::Fault(f) => f.to_string(),
+            Next::Stall => format!(
+                "the program answered `stall` for step `{}`, which is not a model step",
+                self.label(step)
+            ),
+            Next::Go(_) | Next::Decided { .. } => String::new(),
+        }
+    }
+}

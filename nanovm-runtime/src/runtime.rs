@@ -1,0 +1,349 @@
+//! [`Runtime`]: the entry point. Built with [`RuntimeBuilder`]; runs, resumes and replays
+//! programs, and (with a store) carries out the durable protocol's operations on stored runs
+//! (`crate::durable`).
+//!
+//! ```no_run
+//! # use std::sync::Arc;
+//! # use nanovm_runtime::{Runtime, RunOptions, testing::ScriptedModel, __private_v0_1::Program};
+//! # async fn demo<P: Program>(input: P::Input, tools: Arc<P::Tools>) -> Result<(), nanovm_runtime::RunError> {
+//! let runtime = Runtime::builder()
+//!     .model(ScriptedModel::new().answer("analyze", "yes"))
+//!     .build();
+//! let execution = runtime.run::<P>(input, tools, RunOptions::default()).await?;
+//! println!("{} after {:?}: root {}", execution.status, execution.path, execution.trace.root());
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::budget::Backoff;
+use crate::clock::{Clock, SystemClock, millis};
+use crate::durable::{self, DeliverError, Delivery, ReconcileError, Resolution};
+use crate::error::{ReplayError, RunError};
+use crate::exec::recorder::Mode;
+use crate::exec::{Engine, Start, execute};
+use crate::ids;
+use crate::model::Model;
+use crate::program::{Program, SecretSource};
+use crate::run::{Execution, ReplayReport, RunOptions};
+use crate::store::{JournalStore, OPERATION_LEASE_MS};
+use crate::trace::Trace;
+use crate::value::{Digest, Json};
+use crate::vault::{MemoryVault, Vault};
+
+/// Runs compiled programs. Cheap to clone (one `Arc` inside); share one per process.
+///
+/// Built with [`Runtime::builder`]. Defaults: no model (a run of a program with an `llm` step
+/// fails with [`RunError::NoModel`] before it starts), a [`MemoryVault`], the [`SystemClock`],
+/// [`Backoff::default`] (100 ms doubling, capped at 10 s) and no store.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Engine>,
+}
+
+impl fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Runtime")
+            .field("model", &self.inner.model.is_some())
+            .field("store", &self.inner.store.is_some())
+            .field("backoff", &self.inner.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::builder().build()
+    }
+}
+
+/// Configures a [`Runtime`].
+#[derive(Default)]
+#[must_use]
+pub struct RuntimeBuilder {
+    model: Option<Arc<dyn Model>>,
+    vault: Option<Arc<dyn Vault>>,
+    clock: Option<Arc<dyn Clock>>,
+    backoff: Backoff,
+    store: Option<Arc<dyn JournalStore>>,
+    operation_lease: Option<Duration>,
+}
+
+impl fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuntimeBuilder").finish_non_exhaustive()
+    }
+}
+
+impl RuntimeBuilder {
+    /// The language model `llm` steps call (an `Arc<dyn Model>` works too).
+    pub fn model(mut self, model: impl Model) -> Self {
+        self.model = Some(Arc::new(model));
+        self
+    }
+
+    /// Where `secret` values live (an `Arc<MemoryVault>` works too, so the caller can keep a
+    /// handle to store inputs).
+    pub fn vault(mut self, vault: impl Vault) -> Self {
+        self.vault = Some(Arc::new(vault));
+        self
+    }
+
+    /// The clock for backoff, deadlines and the duration budget.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The wait between retry attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Where traces are made durable (see [`crate::store`]; an `Arc<S>` works too).
+    pub fn store(mut self, store: impl JournalStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// How long the lease of one of the runtime's own operations on a stored run lasts (a
+    /// duplicate start that resumes it, a delivery, a timeout, a reconciliation; renewed every
+    /// third of that while the run executes). Default
+    /// [`OPERATION_LEASE_MS`](crate::store::OPERATION_LEASE_MS), 30 s. A process that dies
+    /// holding one blocks the run for at most this long.
+    pub fn operation_lease(mut self, lease: Duration) -> Self {
+        self.operation_lease = Some(lease);
+        self
+    }
+
+    /// The runtime.
+    pub fn build(self) -> Runtime {
+        let vault: Arc<dyn Vault> = self.vault.unwrap_or_else(|| Arc::new(MemoryVault::new()));
+        let secrets: Arc<dyn SecretSource> = vault.clone();
+        Runtime {
+            inner: Arc::new(Engine {
+                model: self.model,
+                vault,
+                secrets,
+                clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                backoff: self.backoff,
+                store: self.store,
+                operation_lease_ms: self
+                    .operation_lease
+                    .map_or(OPERATION_LEASE_MS, |d| millis(d).max(1)),
+            }),
+        }
+    }
+}
+
+impl Runtime {
+    /// A builder with the defaults listed on [`Runtime`].
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The vault tools reveal secrets from.
+    pub fn vault(&self) -> &Arc<dyn Vault> {
+        &self.inner.vault
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// The journal store, if any.
+    pub fn store(&self) -> Option<&Arc<dyn JournalStore>> {
+        self.inner.store.as_ref()
+    }
+
+    /// Runs `P` on `input` until it ends or suspends.
+    ///
+    /// With a store, a run id the store already holds (the one in `opts`, or the one derived
+    /// from the inputs) is a *duplicate start* and executes nothing new: a run that ended, is
+    /// suspended or needs reconciliation is answered with its recorded outcome (replayed from
+    /// the stored trace); a run a crash left `running` is resumed, unless a worker holds its
+    /// lease ([`RunError::Leased`]); a stored run of another program or with other plain inputs
+    /// is [`RunError::RunIdInUse`]. See `docs/runtime.md`, "Durability: the protocol".
+    ///
+    /// The future is `Send + 'static`: spawn it, race it, or drop it (dropping is a crash as
+    /// far as the store is concerned: what was flushed stays, and [`Runtime::resume`]
+    /// continues from there).
+    pub fn run<P: Program>(
+        &self,
+        input: P::Input,
+        tools: Arc<P::Tools>,
+        opts: RunOptions,
+    ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
+        let this = self.clone();
+        // Boxed here, once: the run future is a few kilobytes, and every executor that drives
+        // it (`block_on`, `spawn`) would otherwise move it by value.
+        Box::pin(async move {
+            if let Some(id) = &opts.run_id {
+                ids::validate_run_id(id)?;
+            }
+            // A run id the store knows already is a duplicate start: nothing new is executed
+            // (see `crate::durable`).
+            if let Some(store) = this.inner.store.clone() {
+                let info = P::info();
+                let datums = P::record_input(&input);
+                let run_id = match &opts.run_id {
+                    Some(id) => id.clone(),
+                    None => ids::run_id_of(&info.hash, info.inputs, &datums),
+                };
+                if let Some(entries) = store.load(&run_id).await? {
+                    return durable::rejoin::<P>(&this.inner, run_id, entries, datums, tools, opts)
+                        .await;
+                }
+            }
+            execute::<P>(this.inner, Start::Live(input), Some(tools), opts, None).await
+        })
+    }
+
+    /// Continues a run from its recorded trace: replays the recorded prefix (comparing every
+    /// event, answering model and tool calls from the recording), then continues live.
+    ///
+    /// An effect whose intent is recorded but whose result is not (a crash in the ambiguous
+    /// window) is called again with the same idempotency key if its tool is `idempotent`;
+    /// otherwise the run ends `needs_reconciliation`. The run id comes from the trace
+    /// (`opts.run_id` is ignored). The entries of `trace` are taken to be durable already (pass
+    /// what the journal holds, or use [`Runtime::resume_journaled`]); only new entries are
+    /// appended to the journal. The `max_duration` budget counts from the resumption.
+    pub fn resume<P: Program>(
+        &self,
+        trace: Trace,
+        tools: Arc<P::Tools>,
+        opts: RunOptions,
+    ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
+        let inner = self.inner.clone();
+        async move {
+            execute::<P>(
+                inner,
+                Start::Recorded(Mode::Resume, trace.into_entries()),
+                Some(tools),
+                opts,
+                None,
+            )
+            .await
+        }
+    }
+
+    /// Loads run `run_id` from the journal store, verifies it, and [resumes](Runtime::resume) it.
+    pub fn resume_journaled<P: Program>(
+        &self,
+        run_id: &str,
+        tools: Arc<P::Tools>,
+        opts: RunOptions,
+    ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
+        let this = self.clone();
+        let run_id = run_id.to_string();
+        async move {
+            let store = this.inner.store.clone().ok_or(RunError::NoJournal)?;
+            let entries = store
+                .load(&run_id)
+                .await?
+                .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
+            let trace = Trace::from_entries(entries)?;
+            this.resume::<P>(trace, tools, opts).await
+        }
+    }
+
+    /// Replays a recorded trace without calling any model or tool; see [`crate::replay()`].
+    pub fn replay<P: Program>(&self, trace: &Trace) -> Result<ReplayReport, ReplayError> {
+        crate::replay::replay::<P>(trace)
+    }
+
+    /// The engine every run of this runtime executes with.
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.inner
+    }
+
+    /// Records a run of `P` on `input` as *pending*: appends its `run_started` entry and
+    /// nothing else, for a [`Worker`](crate::Worker) to claim and execute. Returns the run id
+    /// (`run_id`, or the one derived from the program and the recorded inputs, see
+    /// [`ids::run_id`]).
+    ///
+    /// Submitting the same request again (same run id, program and plain inputs) is
+    /// acknowledged and changes nothing; a different request under a run id in use is
+    /// [`RunError::RunIdInUse`]. Needs a store ([`RunError::NoJournal`]).
+    pub async fn submit<P: Program>(
+        &self,
+        input: P::Input,
+        run_id: Option<&str>,
+    ) -> Result<String, RunError> {
+        durable::submit::<P>(&self.inner, input, run_id).await
+    }
+
+    /// Delivers event `event` with id `event_id` and `payload` to run `run_id` of `P`, and
+    /// continues the run live (with `tools`) until its next end or suspension.
+    ///
+    /// * The run must be suspended at an `await` of exactly `event`, else
+    ///   [`DeliverError::NotWaiting`].
+    /// * An `event_id` the run has received before (any event name, even if the run has moved
+    ///   on since) is acknowledged and ignored: [`Delivery::Duplicate`] with the run as stored.
+    /// * A payload the program refuses (not of the await's declared type) is
+    ///   [`DeliverError::Payload`].
+    /// * If the await's deadline has passed on the runtime's clock, the run takes its timeout
+    ///   edge instead ([`Delivery::TimedOut`]) and the event is not recorded: a late event
+    ///   never overrides a timeout that is due.
+    /// * Otherwise `delivered { .., next }` is appended (made durable before anything else
+    ///   happens) and the run continues: [`Delivery::Resumed`].
+    ///
+    /// The run is continued under a lease ([`JournalStore::claim_run`]). Two racing deliveries
+    /// to one waiting run: exactly one `delivered` is appended; the other fails with
+    /// [`RunError::Leased`] (or `Fenced` / `Conflict`) before doing anything, and retrying it
+    /// answers `NotWaiting` (or `Duplicate` for the same event id).
+    pub async fn deliver<P: Program>(
+        &self,
+        run_id: &str,
+        event: &str,
+        event_id: &str,
+        payload: Json,
+        tools: Arc<P::Tools>,
+    ) -> Result<Delivery, DeliverError> {
+        durable::deliver::<P>(&self.inner, run_id, event, event_id, payload, tools).await
+    }
+
+    /// Fires the timeouts that are due: every run of `P` suspended at an `await` whose deadline
+    /// is at or before the clock's `now_ms` takes its timeout edge (`timed_out` is appended)
+    /// and continues live with `tools`. Returns the continued runs, oldest first.
+    ///
+    /// Each run is continued under a lease. Runs whose lease someone holds are left to them,
+    /// and runs of another build of `P` (another program hash) are skipped, as are runs that
+    /// another writer moved on in the meantime; any other failure stops and is returned.
+    pub async fn fire_timeouts<P: Program>(
+        &self,
+        tools: Arc<P::Tools>,
+    ) -> Result<Vec<Execution>, RunError> {
+        durable::fire_timeouts::<P>(&self.inner, tools).await
+    }
+
+    /// Resolves the ambiguous effect `effect_id` of run `run_id` (status
+    /// `needs_reconciliation`) and continues the run live with `tools`.
+    ///
+    /// Appends `reconciled { step, effect_id, result }` (made durable first), then:
+    /// [`Resolution::Done(v)`](Resolution::Done) continues as if the tool had returned `v`;
+    /// [`Resolution::NotDone`] calls the tool again with the same idempotency key. If other
+    /// effects of the same parallel round are still ambiguous, the run pauses again
+    /// (`needs_reconciliation`) naming those. The run is continued under a lease
+    /// ([`RunError::Leased`] while someone else holds one).
+    ///
+    /// Refused, with nothing recorded, when the run does not need reconciliation
+    /// ([`ReconcileError::NotNeeded`]) or `effect_id` is not ambiguous
+    /// ([`ReconcileError::NotAmbiguous`]). Choose `NotDone` only when the effect certainly did
+    /// not happen and the call that was in flight can no longer make it happen (its process is
+    /// gone, its request timed out at the other end); when in doubt, ask the other end.
+    pub async fn reconcile<P: Program>(
+        &self,
+        run_id: &str,
+        effect_id: Digest,
+        resolution: Resolution,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, ReconcileError> {
+        durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, tools).await
+    }
+}

@@ -1,0 +1,396 @@
+//! What every store shares: checking an append against the stored run, the record's progress,
+//! and encoding entries as rows.
+
+use super::{Fence, JournalError};
+use crate::canonical::Encoder;
+use crate::trace::{Entry, Event, RunStatus, entry_hash, entry_line};
+use crate::value::Digest;
+use crate::view::RunView;
+
+/// What a store knows about the end of a stored run, to check an append against.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tip {
+    /// Entries stored.
+    pub entries: u64,
+    /// The last entry's hash (zero when none).
+    pub last_hash: Digest,
+    /// The lease epoch.
+    pub epoch: u64,
+}
+
+/// The program name and hash of a `run_started` event.
+pub(crate) fn started(event: &Event) -> Option<(&str, Digest)> {
+    match event {
+        Event::RunStarted {
+            program,
+            program_hash,
+            ..
+        } => Some((program, *program_hash)),
+        _ => None,
+    }
+}
+
+/// An append, checked as far as it can be without the store (its own chain and sequence
+/// numbers), and reduced to what the store's transaction needs: owned, so it can be moved to a
+/// writer thread or a connection task.
+#[derive(Debug)]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
+pub(crate) struct Batch {
+    pub run_id: String,
+    /// Number of entries.
+    pub len: u64,
+    pub first_seq: u64,
+    pub first_prev: Digest,
+    pub last_hash: Digest,
+    /// Program name and hash, if the first entry is `run_started`.
+    pub started: Option<(String, Digest)>,
+    /// What is wrong inside the batch, reported after the checks against the store (a fenced
+    /// or conflicting writer learns that first).
+    pub problem: Option<JournalError>,
+    /// The events that move the record ([`RunView::moves_status`]), in order.
+    pub moves: Vec<Event>,
+}
+
+impl Batch {
+    pub(crate) fn new(run_id: &str, entries: &[Entry]) -> Batch {
+        let first = entries.first();
+        let mut batch = Batch {
+            run_id: run_id.to_string(),
+            len: entries.len() as u64,
+            first_seq: first.map_or(0, |e| e.seq),
+            first_prev: first.map_or(Digest::ZERO, |e| e.prev),
+            last_hash: entries.last().map_or(Digest::ZERO, |e| e.hash),
+            started: first
+                .and_then(|e| started(&e.event))
+                .map(|(p, h)| (p.to_string(), h)),
+            problem: None,
+            moves: entries
+                .iter()
+                .filter(|e| RunView::moves_status(&e.event))
+                .map(|e| e.event.clone())
+                .collect(),
+        };
+        batch.problem = batch.inspect(entries).err();
+        batch
+    }
+
+    fn inspect(&self, entries: &[Entry]) -> Result<(), JournalError> {
+        let run_id = self.run_id.as_str();
+        let invalid = |reason: String| JournalError::Invalid {
+            run_id: run_id.to_string(),
+            reason,
+        };
+        let mut scratch = Encoder::new();
+        let mut prev = self.first_prev;
+        for (i, entry) in entries.iter().enumerate() {
+            let expected = self.first_seq + i as u64;
+            if entry.seq != expected {
+                return Err(JournalError::Conflict {
+                    run_id: run_id.to_string(),
+                    expected,
+                    found: entry.seq,
+                });
+            }
+            if entry.prev != prev {
+                return Err(invalid(format!(
+                    "entry #{expected}: `prev` is not the hash of the entry before it"
+                )));
+            }
+            if entry_hash(&prev, entry.seq, &entry.event, &mut scratch) != entry.hash {
+                return Err(invalid(format!(
+                    "entry #{expected}: the hash does not match its contents"
+                )));
+            }
+            match (&entry.event, expected) {
+                (Event::RunStarted { run_id: id, .. }, 0) if id != run_id => {
+                    return Err(invalid(format!("its run_started names run `{id}`")));
+                }
+                (Event::RunStarted { .. }, 0) => {}
+                (event, 0) => {
+                    return Err(invalid(format!(
+                        "a run starts with `run_started`, not `{}`",
+                        event.kind()
+                    )));
+                }
+                (Event::RunStarted { .. }, _) => {
+                    return Err(invalid(format!(
+                        "entry #{expected}: a second `run_started`"
+                    )));
+                }
+                _ => {}
+            }
+            prev = entry.hash;
+        }
+        Ok(())
+    }
+
+    /// Checks the batch against the stored tip (`None`: unknown run): fence first, then the
+    /// sequence numbers, then the chain.
+    pub(crate) fn check(
+        &self,
+        tip: Option<&Tip>,
+        fence: Option<Fence>,
+    ) -> Result<(), JournalError> {
+        let (stored, last, epoch) =
+            tip.map_or((0, Digest::ZERO, 0), |t| (t.entries, t.last_hash, t.epoch));
+        if let Some(f) = fence
+            && f.epoch != epoch
+        {
+            return Err(JournalError::Fenced {
+                run_id: self.run_id.clone(),
+                held: f.epoch,
+                current: epoch,
+            });
+        }
+        if self.first_seq != stored {
+            return Err(JournalError::Conflict {
+                run_id: self.run_id.clone(),
+                expected: stored,
+                found: self.first_seq,
+            });
+        }
+        if self.first_prev != last {
+            return Err(JournalError::Invalid {
+                run_id: self.run_id.clone(),
+                reason: format!("entry #{stored}: `prev` is not the hash of the last stored entry"),
+            });
+        }
+        match &self.problem {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks an append of `entries` against the stored tip; see [`Batch::check`].
+pub(crate) fn check_append(
+    run_id: &str,
+    tip: Option<&Tip>,
+    entries: &[Entry],
+    fence: Option<Fence>,
+) -> Result<Digest, JournalError> {
+    let batch = Batch::new(run_id, entries);
+    batch.check(tip, fence)?;
+    Ok(batch.last_hash)
+}
+
+/// One stored entry: sequence number, hash and canonical JSON line.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
+pub(crate) struct Row {
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub line: String,
+}
+
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
+pub(crate) fn encode_rows(entries: &[Entry]) -> Vec<Row> {
+    entries
+        .iter()
+        .map(|e| Row {
+            seq: e.seq,
+            hash: e.hash.0,
+            line: entry_line(e),
+        })
+        .collect()
+}
+
+/// Decodes stored rows (in `seq` order): every line must parse, be canonical, agree with its
+/// `seq` and `hash` columns, and the whole must be an unbroken hash chain of `expected` entries.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
+pub(crate) fn decode_rows(
+    run_id: &str,
+    expected: u64,
+    rows: impl IntoIterator<Item = (u64, Vec<u8>, String)>,
+) -> Result<Vec<Entry>, JournalError> {
+    let corrupt = |reason: String| JournalError::Corrupt {
+        run_id: run_id.to_string(),
+        reason,
+    };
+    let mut scratch = Encoder::new();
+    let mut prev = Digest::ZERO;
+    let mut out = Vec::with_capacity(usize::try_from(expected).unwrap_or(0).min(1 << 16));
+    for (i, (seq, hash, line)) in rows.into_iter().enumerate() {
+        let i = i as u64;
+        let entry: Entry = serde_json::from_str(&line)
+            .map_err(|e| corrupt(format!("entry #{i} does not parse: {e}")))?;
+        if entry_line(&entry) != line {
+            return Err(corrupt(format!("entry #{i} is not in canonical form")));
+        }
+        if seq != i || entry.seq != i {
+            return Err(corrupt(format!(
+                "entry #{i} is stored as #{seq} and says #{}",
+                entry.seq
+            )));
+        }
+        if hash.as_slice() != entry.hash.0.as_slice() {
+            return Err(corrupt(format!(
+                "entry #{i}: the stored hash differs from the entry's"
+            )));
+        }
+        if entry.prev != prev || entry_hash(&prev, i, &entry.event, &mut scratch) != entry.hash {
+            return Err(corrupt(format!("entry #{i} breaks the hash chain")));
+        }
+        prev = entry.hash;
+        out.push(entry);
+    }
+    if out.len() as u64 != expected {
+        return Err(corrupt(format!(
+            "{} entries stored, the run's record says {expected}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// A stored signed integer back to `u64`; negative means damaged storage.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
+pub(crate) fn to_u64(run_id: &str, what: &str, v: i64) -> Result<u64, JournalError> {
+    u64::try_from(v).map_err(|_| JournalError::Corrupt {
+        run_id: run_id.to_string(),
+        reason: format!("{what} is negative ({v})"),
+    })
+}
+
+/// A stored 32-byte digest.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
+pub(crate) fn to_digest(run_id: &str, what: &str, v: &[u8]) -> Result<Digest, JournalError> {
+    <[u8; 32]>::try_from(v)
+        .map(Digest)
+        .map_err(|_| JournalError::Corrupt {
+            run_id: run_id.to_string(),
+            reason: format!("{what} is {} bytes, not 32", v.len()),
+        })
+}
+
+/// A stored status name.
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(dead_code, reason = "only the SQL stores and vaults use it")
+)]
+pub(crate) fn to_status(run_id: &str, v: &str) -> Result<RunStatus, JournalError> {
+    RunStatus::parse(v).ok_or_else(|| JournalError::Corrupt {
+        run_id: run_id.to_string(),
+        reason: format!("unknown status `{v}`"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Trace;
+
+    fn trace(n: usize) -> Trace {
+        let mut t = Trace::new();
+        let mut s = Encoder::new();
+        t.push(
+            Event::RunStarted {
+                run_id: "r".into(),
+                program: "p".into(),
+                program_hash: Digest::of(b"p"),
+                inputs: Vec::new(),
+            },
+            &mut s,
+        );
+        for i in 1..n {
+            t.push(
+                Event::Decision {
+                    step: "s".into(),
+                    arm: Some(i as u32),
+                    next: "s".into(),
+                },
+                &mut s,
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn appends_are_checked_fence_first_then_seq_then_chain() {
+        let t = trace(4);
+        let e = t.entries();
+        assert_eq!(check_append("r", None, &e[..2], None), Ok(e[1].hash));
+        let tip = Tip {
+            entries: 2,
+            last_hash: e[1].hash,
+            epoch: 3,
+        };
+        assert_eq!(
+            check_append("r", Some(&tip), &e[2..], Some(Fence { epoch: 3 })),
+            Ok(e[3].hash)
+        );
+        assert!(matches!(
+            check_append("r", Some(&tip), &e[2..], Some(Fence { epoch: 2 })),
+            Err(JournalError::Fenced {
+                held: 2,
+                current: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_append("r", Some(&tip), &e[3..], None),
+            Err(JournalError::Conflict {
+                expected: 2,
+                found: 3,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_append("r", Some(&tip), &e[..1], None),
+            Err(JournalError::Conflict {
+                expected: 2,
+                found: 0,
+                ..
+            })
+        ));
+        let mut bad = e[2..].to_vec();
+        bad[0].prev = Digest::of(b"x");
+        assert!(matches!(
+            check_append("r", Some(&tip), &bad, None),
+            Err(JournalError::Invalid { .. })
+        ));
+        assert!(matches!(
+            check_append("other", None, &e[..1], None),
+            Err(JournalError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn rows_round_trip_and_damage_is_corrupt() {
+        let t = trace(3);
+        let rows = || {
+            encode_rows(t.entries())
+                .into_iter()
+                .map(|r| (r.seq, r.hash.to_vec(), r.line))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(decode_rows("r", 3, rows()).unwrap(), t.entries());
+        assert!(decode_rows("r", 4, rows()).is_err());
+        let mut r = rows();
+        r[1].2 = r[1].2.replace("\"arm\":1", "\"arm\":2");
+        assert!(matches!(
+            decode_rows("r", 3, r),
+            Err(JournalError::Corrupt { .. })
+        ));
+        let mut r = rows();
+        r[2].1[0] ^= 1;
+        assert!(decode_rows("r", 3, r).is_err());
+    }
+}

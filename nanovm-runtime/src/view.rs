@@ -1,0 +1,476 @@
+//! [`RunView`]: the one reading of a run's events. Where a run stands (its status, the step
+//! it ended or waits at, what it waits for), which effects are open, which an operator must
+//! reconcile, which secrets it references, how many entries it has.
+//!
+//! The stores keep their status columns with it, the durable protocol decides with it what a
+//! stored run may be continued with, workers decide with it what a claimed run needs, and it is
+//! public for hosts and tools that read traces.
+
+use crate::program::{Name, Program, ToolInfo};
+use crate::trace::{Entry, Event, RunStatus};
+use crate::value::{Datum, Digest, VaultId};
+
+/// Where a run stands after the events read so far. Built with [`RunView::of`] (or
+/// [`RunView::of_program`]), or moved along one event at a time with [`RunView::apply`].
+///
+/// The status follows the events that move it: `run_started`, `delivered`, `timed_out` and
+/// `reconciled` mean `running`; `suspended` means `suspended` at its step, waiting for its
+/// event; `run_ended` sets the status, the step and the message (a suspension keeps what it
+/// waits for). Other events (model calls, tool calls, erasures...) leave it as it is.
+///
+/// ```
+/// # use nanovm_runtime::{RunView, trace::{Entry, RunStatus}};
+/// # fn show(entries: &[Entry]) {
+/// let view = RunView::of(entries);
+/// if view.status() == RunStatus::Suspended {
+///     println!("waiting for {:?}", view.waiting());
+/// }
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct RunView {
+    status: RunStatus,
+    step: Option<String>,
+    message: Option<String>,
+    waiting: Option<Waiting>,
+    /// Effects whose intent is recorded and whose outcome is not, in the order of their first
+    /// intent.
+    open: Vec<OpenEffect>,
+    secrets: Vec<VaultId>,
+    entries: u64,
+    /// The program's tools, when known: which effects are idempotent.
+    tools: Option<&'static [ToolInfo]>,
+}
+
+/// What a suspended run waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Waiting {
+    /// The event's name.
+    pub event: String,
+    /// When the `await` times out, in milliseconds since the Unix epoch (`None`: never).
+    pub deadline_ms: Option<u64>,
+}
+
+/// An effect whose intent is recorded but whose outcome is not (no result, and no operator
+/// answer that it happened).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OpenEffect {
+    /// The effect id (the idempotency key).
+    pub effect_id: Digest,
+    /// The tool.
+    pub tool: String,
+    /// The step that called it.
+    pub step: String,
+    /// Whether the tool is declared `idempotent` (`None`: the view does not know the program,
+    /// see [`RunView::of_program`]).
+    pub idempotent: Option<bool>,
+    /// An operator answered that it did not happen ([`crate::Resolution::NotDone`]), and the
+    /// run has not been paused for it again since.
+    pub not_done: bool,
+}
+
+impl Default for RunView {
+    fn default() -> Self {
+        RunView::new()
+    }
+}
+
+impl RunView {
+    /// The view of a run with no events yet (status `running`), not knowing the program.
+    pub fn new() -> RunView {
+        RunView {
+            status: RunStatus::Running,
+            step: None,
+            message: None,
+            waiting: None,
+            open: Vec::new(),
+            secrets: Vec::new(),
+            entries: 0,
+            tools: None,
+        }
+    }
+
+    /// A view that knows program `P`'s tools, so it can tell which open effects are
+    /// idempotent (and so never need an operator).
+    pub fn for_program<P: Program>() -> RunView {
+        RunView {
+            tools: Some(P::info().tools),
+            ..RunView::new()
+        }
+    }
+
+    /// The view of `entries`, not knowing the program (every open effect counts as one an
+    /// operator may have to reconcile).
+    pub fn of(entries: &[Entry]) -> RunView {
+        RunView::new().read(entries)
+    }
+
+    /// The view of `entries` of a run of `P`.
+    pub fn of_program<P: Program>(entries: &[Entry]) -> RunView {
+        RunView::for_program::<P>().read(entries)
+    }
+
+    /// The view moved along `entries`.
+    #[must_use]
+    pub fn read(mut self, entries: &[Entry]) -> RunView {
+        for e in entries {
+            self.apply(&e.event);
+        }
+        self
+    }
+
+    /// Moves the view along one event.
+    pub fn apply(&mut self, event: &Event) {
+        self.entries += 1;
+        self.apply_status(event);
+        match event {
+            Event::RunStarted { inputs, .. } => self.note_secrets(inputs),
+            Event::ToolIntent {
+                step,
+                tool,
+                effect_id,
+                args,
+                ..
+            } => {
+                self.note_secrets(args);
+                if !self.open.iter().any(|o| o.effect_id == *effect_id) {
+                    let idempotent = self
+                        .tools
+                        .map(|ts| ts.iter().any(|t| t.name == tool.as_ref() && t.idempotent));
+                    self.open.push(OpenEffect {
+                        effect_id: *effect_id,
+                        tool: tool.to_string(),
+                        step: step.to_string(),
+                        idempotent,
+                        not_done: false,
+                    });
+                }
+            }
+            Event::ToolResult { key, args, .. } => {
+                if let Some(args) = args {
+                    self.note_secrets(args);
+                }
+                self.open.retain(|o| o.effect_id != *key);
+            }
+            Event::Reconciled {
+                effect_id,
+                result: Some(_),
+                ..
+            } => self.open.retain(|o| o.effect_id != *effect_id),
+            Event::Reconciled {
+                effect_id,
+                result: None,
+                ..
+            } => {
+                for o in &mut self.open {
+                    if o.effect_id == *effect_id {
+                        o.not_done = true;
+                    }
+                }
+            }
+            Event::RunEnded {
+                status: RunStatus::NeedsReconciliation,
+                ..
+            } if !self.open.iter().any(|o| o.needs_operator() && !o.not_done) => {
+                // Every effect had an answer before this pause: the run went on and may have
+                // made the calls, so the answers no longer hold.
+                for o in &mut self.open {
+                    if o.needs_operator() {
+                        o.not_done = false;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves only the status, step, message and what the run waits for along `event`: all a
+    /// store's record keeps.
+    pub(crate) fn apply_status(&mut self, event: &Event) {
+        match event {
+            Event::RunStarted { .. }
+            | Event::Delivered { .. }
+            | Event::TimedOut { .. }
+            | Event::Reconciled { .. } => {
+                self.status = RunStatus::Running;
+                self.step = None;
+                self.message = None;
+                self.waiting = None;
+            }
+            Event::Suspended {
+                step,
+                event,
+                deadline_ms,
+            } => {
+                self.status = RunStatus::Suspended;
+                self.step = Some(step.to_string());
+                self.message = None;
+                self.waiting = Some(Waiting {
+                    event: event.to_string(),
+                    deadline_ms: *deadline_ms,
+                });
+            }
+            Event::RunEnded {
+                status,
+                step,
+                message,
+            } => {
+                self.status = *status;
+                self.step = step.as_ref().map(|s| s.to_string());
+                self.message.clone_from(message);
+                if *status != RunStatus::Suspended {
+                    self.waiting = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// True for the events that move [`RunView::status`] (and the step, message and waiting).
+    pub(crate) fn moves_status(event: &Event) -> bool {
+        matches!(
+            event,
+            Event::RunStarted { .. }
+                | Event::Delivered { .. }
+                | Event::TimedOut { .. }
+                | Event::Reconciled { .. }
+                | Event::Suspended { .. }
+                | Event::RunEnded { .. }
+        )
+    }
+
+    /// A view that continues from what a store's record keeps (the status, the step, the
+    /// message, what the run waits for); the effects and secrets are not known.
+    pub(crate) fn from_record(
+        status: RunStatus,
+        step: Option<String>,
+        message: Option<String>,
+        waiting_for: Option<String>,
+        deadline_ms: Option<u64>,
+    ) -> RunView {
+        RunView {
+            status,
+            step,
+            message,
+            // A record keeps a deadline only with the event waited for.
+            waiting: waiting_for.map(|event| Waiting { event, deadline_ms }),
+            ..RunView::new()
+        }
+    }
+
+    /// What a store's record keeps: status, step, message, the event waited for and its
+    /// deadline.
+    pub(crate) fn into_record(
+        self,
+    ) -> (
+        RunStatus,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<u64>,
+    ) {
+        let (waiting_for, deadline_ms) = match self.waiting {
+            Some(w) => (Some(w.event), w.deadline_ms),
+            None => (None, None),
+        };
+        (
+            self.status,
+            self.step,
+            self.message,
+            waiting_for,
+            deadline_ms,
+        )
+    }
+
+    /// The run's status.
+    pub fn status(&self) -> RunStatus {
+        self.status
+    }
+
+    /// The step the run ended at, failed at, or is suspended at.
+    pub fn step(&self) -> Option<&str> {
+        self.step.as_deref()
+    }
+
+    /// The message it ended with, if any.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+
+    /// What a suspended run waits for.
+    pub fn waiting(&self) -> Option<&Waiting> {
+        self.waiting.as_ref()
+    }
+
+    /// The effects whose intent is recorded and whose outcome is not, in the order of their
+    /// first intent.
+    pub fn open_effects(&self) -> &[OpenEffect] {
+        &self.open
+    }
+
+    /// The effects an operator must reconcile ([`crate::Runtime::reconcile`]): open effects
+    /// of tools that are not idempotent, without an operator's answer, in the order of their
+    /// first intent. Empty unless the run is paused `needs_reconciliation`.
+    ///
+    /// An operator's `NotDone` answers one effect for the rest of the pause (while other
+    /// effects of the same parallel round still wait for answers); once every effect of the
+    /// pause is answered the run calls the tools again, so an effect whose `NotDone` is
+    /// followed by a new pause without a result is ambiguous again (the call may have happened
+    /// before a crash).
+    pub fn to_reconcile(&self) -> Vec<Digest> {
+        if self.status != RunStatus::NeedsReconciliation {
+            return Vec::new();
+        }
+        self.open
+            .iter()
+            .filter(|o| o.needs_operator() && !o.not_done)
+            .map(|o| o.effect_id)
+            .collect()
+    }
+
+    /// The vault ids of the secrets the run's inputs and tool arguments reference, in the
+    /// order they first appear.
+    pub fn secrets(&self) -> &[VaultId] {
+        &self.secrets
+    }
+
+    /// The number of events read.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    fn note_secrets(&mut self, data: &[(Name, Datum)]) {
+        for (_, d) in data {
+            if let Datum::Secret { vault_id, .. } = d
+                && !self.secrets.contains(vault_id)
+            {
+                self.secrets.push(*vault_id);
+            }
+        }
+    }
+}
+
+impl OpenEffect {
+    /// Whether an operator may have to answer for it: its tool is not known to be idempotent.
+    fn needs_operator(&self) -> bool {
+        self.idempotent != Some(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ported from the stores' `Progress`: the record follows the lifecycle.
+    #[test]
+    fn the_status_follows_the_lifecycle() {
+        let mut v = RunView::new();
+        v.apply(&Event::Suspended {
+            step: "wait".into(),
+            event: "approval".into(),
+            deadline_ms: Some(5),
+        });
+        assert_eq!(v.status(), RunStatus::Suspended);
+        assert_eq!(v.waiting().map(|w| w.event.as_str()), Some("approval"));
+        assert_eq!(v.waiting().and_then(|w| w.deadline_ms), Some(5));
+        v.apply(&Event::TimedOut {
+            step: "wait".into(),
+            next: "x".into(),
+        });
+        assert_eq!(v.status(), RunStatus::Running);
+        assert_eq!((v.step(), v.message(), v.waiting()), (None, None, None));
+        v.apply(&Event::RunEnded {
+            status: RunStatus::Failed,
+            step: Some("x".into()),
+            message: Some("m".into()),
+        });
+        assert_eq!(v.status(), RunStatus::Failed);
+        assert_eq!(v.step(), Some("x"));
+        assert_eq!(v.message(), Some("m"));
+        assert_eq!(v.entries(), 3);
+    }
+
+    fn intent(key: u8, tool: &'static str) -> Event {
+        Event::ToolIntent {
+            step: "pay".into(),
+            branch: None,
+            attempt: 1,
+            tool: tool.into(),
+            effect_id: Digest([key; 32]),
+            args: vec![(
+                "card".into(),
+                Datum::Secret {
+                    vault_id: VaultId([key; 16]),
+                    commitment: Digest::ZERO,
+                },
+            )],
+        }
+    }
+
+    fn pause() -> Event {
+        Event::RunEnded {
+            status: RunStatus::NeedsReconciliation,
+            step: Some("pay".into()),
+            message: None,
+        }
+    }
+
+    fn answer(key: u8, done: bool) -> Event {
+        Event::Reconciled {
+            step: "pay".into(),
+            effect_id: Digest([key; 32]),
+            result: done.then(|| serde_json::json!("ok")),
+        }
+    }
+
+    /// Ported from `durable::ambiguous_effects`: what an operator must reconcile, through
+    /// answers and a second pause.
+    #[test]
+    fn effects_to_reconcile_follow_the_answers_and_the_pauses() {
+        let mut v = RunView::new();
+        v.apply(&intent(1, "charge"));
+        v.apply(&intent(2, "refund"));
+        assert!(v.to_reconcile().is_empty(), "running: nothing to reconcile");
+        assert_eq!(v.open_effects().len(), 2);
+        v.apply(&pause());
+        assert_eq!(v.to_reconcile(), vec![Digest([1; 32]), Digest([2; 32])]);
+        v.apply(&answer(1, false));
+        v.apply(&pause());
+        assert_eq!(v.to_reconcile(), vec![Digest([2; 32])], "NotDone holds");
+        v.apply(&answer(2, true));
+        assert_eq!(v.open_effects().len(), 1, "Done closes the effect");
+        v.apply(&pause());
+        assert_eq!(
+            v.to_reconcile(),
+            vec![Digest([1; 32])],
+            "every effect was answered before this pause: ambiguous again"
+        );
+        assert_eq!(v.secrets(), &[VaultId([1; 16]), VaultId([2; 16])]);
+    }
+
+    #[test]
+    fn results_close_effects_and_erasures_change_nothing() {
+        let mut v = RunView::new();
+        v.apply(&intent(3, "charge"));
+        let before = v.status();
+        v.apply(&Event::Erased {
+            vault_id: VaultId([3; 16]),
+        });
+        assert_eq!(v.status(), before);
+        v.apply(&Event::ToolResult {
+            step: "pay".into(),
+            branch: None,
+            attempt: 1,
+            tool: "charge".into(),
+            key: Digest([3; 32]),
+            args: None,
+            result: crate::trace::ToolOutcome::Ok(serde_json::json!(1)),
+            next: None,
+        });
+        assert!(v.open_effects().is_empty());
+        v.apply(&pause());
+        assert!(v.to_reconcile().is_empty());
+    }
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs every shell command line of README.md, in order, in a fresh copy of the repository (the
+# tracked files as they are in the working tree, nothing untracked, no build output), the way a
+# new user types them from the repository root. Each must exit 0, or the status its comment
+# announces as `# exit N: ...`. Two lines are skipped, visibly:
+#   * the one ending in `# run the whole test suite` (.ci/run runs it already, and running the
+#     test suite from inside a test would recurse);
+#   * `benches/peer/compare.sh` (minutes of benchmarking and a Python package from PyPI; set
+#     README_RUN_BENCH=1 to run it too).
+#
+# `cargo install` installs into a temporary root put first on PATH (nothing of the caller's is
+# touched). Builds share this repository's target directory (only registry dependencies are
+# reused: the copy's own crates are rebuilt); set README_TARGET_DIR to build elsewhere, e.g. in
+# an empty directory for a build from nothing.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+tmp=$(mktemp -d)
+cleanup() { rm -rf "$tmp"; }
+trap cleanup EXIT
+
+# The working tree's tracked files as a commit (HEAD when nothing is modified), exported.
+snapshot=$(git stash create)
+snapshot=${snapshot:-HEAD}
+mkdir "$tmp/repo"
+git archive "$snapshot" | tar -x -C "$tmp/repo"
+
+export CARGO_TARGET_DIR=${README_TARGET_DIR:-$repo/target}
+export CARGO_INSTALL_ROOT=$tmp/cargo-root
+export PATH=$CARGO_INSTALL_ROOT/bin:$PATH
+export CARGO_TERM_COLOR=never
+
+# The command lines of the ```sh blocks, in order.
+mapfile -t lines < <(awk '
+  /^```/ { if (inside) { inside = 0 } else if ($0 ~ /^```(sh|bash|shell|console)[[:space:]]*$/) { inside = 1 }; next }
+  inside && NF { print }
+' README.md)
+if [ "${#lines[@]}" -eq 0 ]; then
+  echo "error: README.md has no shell command lines" >&2
+  exit 1
+fi
+
+ran=0
+skipped=0
+for line in "${lines[@]}"; do
+  if [[ "$line" =~ \#\ run\ the\ whole\ test\ suite[[:space:]]*$ ]]; then
+    echo "skipped (run by .ci/run itself; here it would recurse): $line"
+    skipped=$((skipped + 1))
+    continue
+  fi
+  if [[ "$line" == benches/peer/compare.sh* ]] && [ "${README_RUN_BENCH:-0}" != 1 ]; then
+    echo "skipped (a benchmark of several minutes; README_RUN_BENCH=1 runs it): $line"
+    skipped=$((skipped + 1))
+    continue
+  fi
+  expected=0
+  if [[ "$line" =~ \#[[:space:]]*exit[[:space:]]+([0-9]+): ]]; then
+    expected=${BASH_REMATCH[1]}
+  fi
+  echo "==> $line"
+  set +e
+  (cd "$tmp/repo" && eval "$line")
+  status=$?
+  set -e
+  if [ "$status" -ne "$expected" ]; then
+    echo "error: README command exited $status, expected $expected: $line" >&2
+    exit 1
+  fi
+  ran=$((ran + 1))
+done
+echo "README commands: $ran ran as written, $skipped skipped (named above)"
