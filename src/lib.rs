@@ -16,7 +16,7 @@ pub use nanovm_runtime::{
     Digest, Execution, Json, Metrics, Mismatch, OpenEffect, ReconcileError, ReplayError,
     ReplayReport, Resolution, RunError, RunOptions, RunStatus, RunView, Runtime, RuntimeBuilder,
     Secret, SecretRef, SystemClock, ToolContext, ToolError, UnknownChoice, Usage, VaultId, Waiting,
-    Worker, effect_id, replay, run_id,
+    Worker, effect_id, replay, run_id, validate_run_id, MAX_RUN_ID_BYTES, RunIdError,
 };
 pub use nanovm_runtime::{model, openai, store, testing, trace, vault};
 

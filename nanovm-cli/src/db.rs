@@ -20,13 +20,13 @@ pub fn block_on<F: Future>(f: F) -> Result<F::Output, Error> {
     Ok(rt.block_on(f))
 }
 
-/// Opens the SQLite store at `path`, which must exist (opening a missing path would create an
-/// empty database, hiding a typo).
+/// Opens the SQLite store at `path` read-only: it must exist and hold a nanovm store.
+/// Inspection never creates a file or writes a schema into one (an empty file stays empty).
 pub async fn open(path: &Path) -> Result<SqliteStore, Error> {
     if !path.is_file() {
         return Err(Error::io(path, io::Error::from(io::ErrorKind::NotFound)));
     }
-    SqliteStore::open(path)
+    SqliteStore::open_read_only(path)
         .await
         .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use nanovm_runtime::trace::{self, Entry, Trace};
 
 use crate::error::{Error, Status};
+use crate::escape::{escape, escape_lines};
 use crate::verify;
 
 /// Arguments of `nanovm diff`.
@@ -30,9 +31,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     let broken: Vec<String> = [(&args.a, &a), (&args.b, &b)]
         .into_iter()
         .filter_map(|(path, t)| {
-            t.as_ref()
-                .err()
-                .map(|e| format!("{} is broken: {}", path.display(), verify::describe(e)))
+            t.as_ref().err().map(|e| {
+                format!(
+                    "{} is broken: {}",
+                    escape(&path.display().to_string()),
+                    verify::describe(e)
+                )
+            })
         })
         .collect();
     let (Ok(a), Ok(b)) = (a, b) else {
@@ -71,9 +76,10 @@ fn side(mark: &str, path: &Path, t: &Trace, entry: Option<&Entry>) -> String {
         None => "(trace ended)".to_string(),
     };
     format!(
-        "{mark} {} ({} entries, root {})\n{body}\n",
-        path.display(),
+        "{mark} {} ({} entries, root {})\n{}\n",
+        escape(&path.display().to_string()),
         t.len(),
-        t.root().to_hex()
+        t.root().to_hex(),
+        escape_lines(&body)
     )
 }

@@ -5,6 +5,8 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::escape::escape;
+
 /// A usage or I/O error. Printed as `error: {self}` on stderr; the process exits 2.
 #[derive(Debug)]
 pub enum Error {
@@ -52,11 +54,20 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { path, source } if source.kind() == io::ErrorKind::NotFound => {
-                write!(f, "{}: no such file", path.display())
+                write!(f, "{}: no such file", escape(&path.display().to_string()))
             }
-            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
-            Error::Usage(msg) => f.write_str(msg),
-            Error::Broken(msgs) => f.write_str(&msgs.join("\nerror: ")),
+            Error::Io { path, source } => write!(
+                f,
+                "{}: {}",
+                escape(&path.display().to_string()),
+                escape(&source.to_string())
+            ),
+            // Messages quote run ids, names and paths from the command line and the store.
+            Error::Usage(msg) => f.write_str(&escape(msg)),
+            Error::Broken(msgs) => {
+                let msgs: Vec<_> = msgs.iter().map(|m| escape(m)).collect();
+                f.write_str(&msgs.join("\nerror: "))
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use nanovm_dsl::graph;
 use nanovm_dsl::lower::Program;
 
 use crate::error::{Error, Status};
+use crate::escape::escape_lines;
 use crate::source;
 
 /// Arguments of `nanovm graph`.
@@ -42,7 +43,7 @@ enum Format {
 pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status, Error> {
     let c = source::compile_file(&args.file)?;
     if !c.diagnostics.is_empty() {
-        let _ = err.write_all(c.render().as_bytes());
+        let _ = err.write_all(escape_lines(&c.render()).as_bytes());
     }
     if c.has_errors() {
         return Ok(Status::Failed);

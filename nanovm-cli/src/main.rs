@@ -2,12 +2,14 @@
 //! runs of a store and export their traces.
 //!
 //! Exit codes, for every subcommand: 0 when all is well, 1 when the command found what it looks
-//! for (compile errors, a broken trace entry, two traces that differ), 2 on usage and I/O errors.
+//! for (compile errors, a broken trace entry or an incomplete trace, two traces that differ), 2
+//! on usage and I/O errors.
 
 mod check;
 mod db;
 mod diff;
 mod error;
+mod escape;
 mod graph;
 mod runs;
 mod source;
@@ -27,8 +29,8 @@ use crate::error::Status;
     version,
     about,
     long_about = None,
-    after_help = "Exit status: 0 all well; 1 compile errors, a broken trace or differing traces; \
-                  2 usage or I/O error."
+    after_help = "Exit status: 0 all well; 1 compile errors, a broken or incomplete trace or \
+                  differing traces; 2 usage or I/O error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -41,13 +43,17 @@ enum Command {
     Check(check::Args),
     /// Draw a program's graph as Mermaid or Graphviz DOT.
     Graph(graph::Args),
-    /// Check a trace's hash chain (JSON Lines) and print its root hash.
+    /// Check a trace (JSON Lines): its hash chain, and that it is one whole run (`run_started`
+    /// first, a closing `run_ended` or `suspended` last; `--partial` accepts a prefix).
+    /// Prints its root hash.
     Verify(verify::Args),
     /// Compare two traces and show the first entry where they differ.
     Diff(diff::Args),
-    /// List the runs of a store (SQLite file): id, program, status, where each is.
+    /// List the runs of a store (SQLite file, opened read-only): id, program, status, where
+    /// each is. Text from the store is printed with control characters escaped.
     Runs(runs::Args),
-    /// Export a stored run's trace as JSON Lines (verified first; exit 1 if broken).
+    /// Export a stored run's trace as JSON Lines (store opened read-only; verified first; exit
+    /// 1 if broken).
     Trace(trace::Args),
 }
 

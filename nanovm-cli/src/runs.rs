@@ -12,11 +12,13 @@ use nanovm_runtime::trace::RunStatus;
 
 use crate::db;
 use crate::error::{Error, Status};
+use crate::escape::escape;
 
 /// Arguments of `nanovm runs`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`).
+    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`). Opened
+    /// read-only: it must exist and hold a nanovm store; nothing is ever written to it.
     #[arg(long, value_name = "PATH")]
     db: PathBuf,
     /// Only runs with this status: running, suspended, success, failed, budget_exceeded,
@@ -72,13 +74,19 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     for r in std::iter::once(&header).chain(&rows) {
         let mut line = String::new();
         for (i, (cell, w)) in r.iter().zip(widths).enumerate() {
+            // Padding by hand: `format!("{:w$}")` panics for widths past u16::MAX.
+            let pad = " ".repeat(w.saturating_sub(cell.chars().count()));
             if i + 1 == r.len() {
                 line.push_str(cell);
             } else if i == 3 {
                 // Numbers right-aligned.
-                line.push_str(&format!("{cell:>w$}  "));
+                line.push_str(&pad);
+                line.push_str(cell);
+                line.push_str("  ");
             } else {
-                line.push_str(&format!("{cell:<w$}  "));
+                line.push_str(cell);
+                line.push_str(&pad);
+                line.push_str("  ");
             }
         }
         writeln!(out, "{}", line.trim_end()).map_err(Error::stdout)?;
@@ -87,6 +95,22 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
         writeln!(out, "(no runs)").map_err(Error::stdout)?;
     }
     Ok(Status::Clean)
+}
+
+/// The most characters a cell shows; a longer value (only a store written by something else can
+/// hold one: run ids are at most 256 bytes) is cut with `…`, so one row cannot flood the table.
+const MAX_CELL_CHARS: usize = 256;
+
+/// `text` as a table cell: control characters escaped, at most [`MAX_CELL_CHARS`] characters.
+fn cell(text: &str) -> String {
+    let text = escape(text);
+    match text.char_indices().nth(MAX_CELL_CHARS) {
+        None => text.to_string(),
+        Some((cut, _)) => {
+            let shown: String = text[..cut].chars().take(MAX_CELL_CHARS - 1).collect();
+            format!("{shown}…")
+        }
+    }
 }
 
 fn row(r: &RunRecord) -> [String; 6] {
@@ -98,11 +122,11 @@ fn row(r: &RunRecord) -> [String; 6] {
         (None, _) => "-".into(),
     };
     [
-        r.run_id.clone(),
-        r.program.clone(),
+        cell(&r.run_id),
+        cell(&r.program),
         r.status.to_string(),
         r.entries.to_string(),
-        at,
+        cell(&at),
         utc(r.updated_ms),
     ]
 }
@@ -132,7 +156,17 @@ pub fn utc(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::utc;
+    use super::{MAX_CELL_CHARS, cell, utc};
+
+    #[test]
+    fn cells_are_bounded() {
+        assert_eq!(cell("r-1"), "r-1");
+        let exact = "é".repeat(MAX_CELL_CHARS);
+        assert_eq!(cell(&exact), exact);
+        let long = cell(&"x".repeat(65_536));
+        assert_eq!(long.chars().count(), MAX_CELL_CHARS);
+        assert!(long.ends_with('…'));
+    }
 
     #[test]
     fn utc_formats_known_instants() {

@@ -4,7 +4,7 @@
 //! chain is checked once more here before a byte is written: a broken stored trace prints
 //! `broken: ...` on stderr and exits 1, with nothing on stdout.
 
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 
 use nanovm_runtime::store::{JournalError, JournalStore};
@@ -12,12 +12,14 @@ use nanovm_runtime::trace::Trace;
 
 use crate::db;
 use crate::error::{Error, Status};
+use crate::escape::{escape, escape_lines};
 use crate::verify;
 
 /// Arguments of `nanovm trace`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`).
+    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`). Opened
+    /// read-only: it must exist and hold a nanovm store; nothing is ever written to it.
     #[arg(long, value_name = "PATH")]
     db: PathBuf,
     /// The run.
@@ -32,7 +34,13 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         Ok::<_, Error>(store.load(&args.run_id).await)
     })??;
     let mut broken = |reason: String| -> Result<Status, Error> {
-        writeln!(err, "broken: run `{}`: {reason}", args.run_id).map_err(Error::stderr)?;
+        writeln!(
+            err,
+            "broken: run `{}`: {}",
+            escape(&args.run_id),
+            escape(&reason)
+        )
+        .map_err(Error::stderr)?;
         Ok(Status::Failed)
     };
     let entries = match loaded {
@@ -51,7 +59,15 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         Ok(t) => t,
         Err(e) => return broken(verify::describe(&e)),
     };
-    out.write_all(trace.to_jsonl().as_bytes())
-        .map_err(Error::stdout)?;
+    let text = trace.to_jsonl();
+    // The export is data: redirected, it is byte for byte the runtime's. JSON escapes the C0
+    // controls inside strings but leaves C1 controls and bidi characters raw; on a terminal
+    // those are escaped too (the text is then for reading, not for `nanovm verify`).
+    let text = if std::io::stdout().is_terminal() {
+        escape_lines(&text)
+    } else {
+        text
+    };
+    out.write_all(text.as_bytes()).map_err(Error::stdout)?;
     Ok(Status::Clean)
 }

@@ -730,12 +730,135 @@ fn verify_good_trace_prints_root() {
         run.stdout,
         format!("ok: 3 entries, root {}\n", trace.root().to_hex())
     );
+}
 
+/// Attack: a trace cut after any entry, an empty file, `/dev/null`, a lone `run_ended` and two
+/// `run_started` all verified "ok".
+#[test]
+fn verify_requires_the_whole_run() {
+    let dir = scratch("verify_whole");
+    let trace = sample_trace("refunded");
+    let text = trace.to_jsonl();
+    let lines: Vec<&str> = text.lines().collect();
+
+    // Cut after any entry: the chain verifies, the evidence is incomplete.
+    for cut in 1..lines.len() {
+        let prefix: String = lines[..cut].iter().map(|l| format!("{l}\n")).collect();
+        let file = write(&dir, &format!("cut{cut}.jsonl"), &prefix);
+        let run = nanovm(["verify", s(&file)]).expect(1);
+        let root = trace.entries()[cut - 1].hash.to_hex();
+        assert!(
+            run.stdout
+                .starts_with(&format!("incomplete: {cut} entries, root {root}: ")),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("no closing `run_ended` or `suspended`"),
+            "{}",
+            run.stdout
+        );
+        assert!(run.stdout.contains("--partial"), "{}", run.stdout);
+        // Accepted as a prefix only when asked.
+        let run = nanovm(["verify", "--partial", s(&file)]).expect(0);
+        assert!(
+            run.stdout
+                .starts_with(&format!("ok: {cut} entries, root {root} (a prefix: ")),
+            "{}",
+            run.stdout
+        );
+    }
+    // The whole run passes with or without --partial.
+    let whole = write(&dir, "whole.jsonl", &text);
+    nanovm(["verify", "--partial", s(&whole)]).expect(0);
+
+    // Nothing at all is no evidence, even with --partial.
     let empty = write(&dir, "empty.jsonl", "");
-    let run = nanovm(["verify", s(&empty)]).expect(0);
+    let mut nothing = vec![empty];
+    if Path::new("/dev/null").exists() {
+        nothing.push(PathBuf::from("/dev/null"));
+    }
+    for file in &nothing {
+        for partial in [false, true] {
+            let mut args = vec!["verify"];
+            if partial {
+                args.push("--partial");
+            }
+            args.push(s(file));
+            let run = nanovm(args).expect(1);
+            assert_eq!(
+                run.stdout,
+                format!(
+                    "incomplete: 0 entries, root {}: the trace is empty: it has no `run_started`\n",
+                    "0".repeat(64)
+                )
+            );
+        }
+    }
+
+    // A lone `run_ended` (a valid chain of one entry).
+    let mut lone = Trace::new();
+    lone.push(
+        Event::RunEnded {
+            status: RunStatus::Success,
+            step: Some("done".into()),
+            message: None,
+        },
+        &mut Encoder::new(),
+    );
+    let file = write(&dir, "lone.jsonl", lone.to_jsonl());
+    for args in [vec!["verify"], vec!["verify", "--partial"]] {
+        let run = nanovm(args.into_iter().chain([s(&file)])).expect(1);
+        assert!(
+            run.stdout
+                .contains("entry 0 is `run_ended`, but a run's trace starts with `run_started`"),
+            "{}",
+            run.stdout
+        );
+    }
+
+    // Two runs in one trace (re-chained, so every hash is right).
+    let mut twice = Trace::new();
+    let mut enc = Encoder::new();
+    for e in trace.entries().iter().chain(trace.entries()) {
+        twice.push(e.event.clone(), &mut enc);
+    }
+    let file = write(&dir, "twice.jsonl", twice.to_jsonl());
+    for args in [vec!["verify"], vec!["verify", "--partial"]] {
+        let run = nanovm(args.into_iter().chain([s(&file)])).expect(1);
+        assert!(
+            run.stdout.starts_with("broken: 6 entries, root "),
+            "{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("entry 3 is a second `run_started`"),
+            "{}",
+            run.stdout
+        );
+    }
+}
+
+/// A suspended run's stored trace ends with `suspended`: complete as it stands.
+#[test]
+fn verify_accepts_a_suspension_as_the_close() {
+    let dir = scratch("verify_suspended");
+    let mut t = Trace::new();
+    let mut enc = Encoder::new();
+    t.push(sample_trace("x").entries()[0].event.clone(), &mut enc);
+    t.push(
+        Event::Suspended {
+            step: "wait".into(),
+            event: "payment".into(),
+            deadline_ms: Some(1_700_000_000_000),
+        },
+        &mut enc,
+    );
+    let file = write(&dir, "suspended.jsonl", t.to_jsonl());
+    let run = nanovm(["verify", s(&file)]).expect(0);
     assert_eq!(
         run.stdout,
-        format!("ok: 0 entries, root {}\n", "0".repeat(64))
+        format!("ok: 2 entries, root {}\n", t.root().to_hex())
     );
 }
 
@@ -763,6 +886,66 @@ fn verify_flipped_byte_names_the_entry() {
             .starts_with("broken: entry 1 (line 2): not valid UTF-8"),
         "{}",
         run.stdout
+    );
+}
+
+/// Attack: `nanovm verify` quoted a trace's text and a path raw, escape sequences included.
+#[test]
+fn verify_escapes_what_it_quotes() {
+    let dir = scratch("verify_escapes");
+    // A status no run has: serde's message quotes it.
+    let text = sample_trace("refunded")
+        .to_jsonl()
+        .replace("\"success\"", "\"\\u001b[2J\\u0007\"");
+    let file = write(&dir, "evil.jsonl", text);
+    let run = nanovm(["verify", s(&file)]).expect(1);
+    assert!(
+        run.stdout.starts_with("broken: entry 2 (line 3): "),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("\\u{1b}[2J\\u{7}"), "{}", run.stdout);
+    assert!(!run.stdout.contains('\u{1b}'), "{:?}", run.stdout);
+
+    let missing = dir.join("no\u{1b}]0;pwned\u{7}.jsonl");
+    let run = nanovm(["verify", s(&missing)]).expect(2);
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no\\u{1b}]0;pwned\\u{7}.jsonl: no such file"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Attack: `nanovm verify /dev/zero` grew to 5.5 GB before it was killed. It now streams, one
+/// line of at most 16 MiB at a time: under a 512 MiB address-space limit it must stop by itself
+/// with a verdict.
+#[test]
+fn verify_of_an_endless_input_stops_in_bounded_memory() {
+    let zero = Path::new("/dev/zero");
+    let sh = Path::new("/bin/sh");
+    if !zero.exists() || !sh.exists() {
+        println!(
+            "skipped: no /dev/zero or /bin/sh here, so the endless-input bound was NOT checked"
+        );
+        return;
+    }
+    let out = Command::new(sh)
+        .arg("-c")
+        .arg("ulimit -v 524288 && exec \"$0\" verify /dev/zero")
+        .arg(env!("CARGO_BIN_EXE_nanovm"))
+        .output()
+        .expect("sh runs");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+    .expect(1);
+    assert_eq!(
+        run.stdout,
+        "broken: entry 0 (line 1): the line is longer than 16777216 bytes\n"
     );
 }
 

@@ -223,10 +223,12 @@ fn trace_exports_the_stored_run_as_the_runtime_writes_it() {
         let run = nanovm(&["trace", "--db", s(&db), id]);
         assert_eq!(run.code, 0, "{}", run.stderr);
         assert_eq!(run.stdout, t.to_jsonl(), "byte-identical JSONL");
-        // And `nanovm verify` accepts it.
+        // And `nanovm verify` accepts it: as it stands when the run has closed, as a prefix
+        // (`--partial`) while it is still running.
         let file = dir.join(format!("{id}.jsonl"));
         fs::write(&file, &run.stdout).unwrap();
-        let verified = nanovm(&["verify", s(&file)]);
+        let partial = if id == "o-1" { "--partial" } else { "--" };
+        let verified = nanovm(&["verify", partial, s(&file)]);
         assert_eq!(verified.code, 0, "{}", verified.stdout);
         assert!(
             verified.stdout.contains(&t.root().to_hex()),
@@ -287,4 +289,188 @@ fn store_commands_report_usage_errors_with_exit_2() {
     fs::write(&not_a_db, "hello, not sqlite").unwrap();
     let run = nanovm(&["runs", "--db", s(&not_a_db)]);
     assert_eq!(run.code, 2, "{}", run.stderr);
+}
+
+/// Attack: `nanovm runs` on an empty file wrote a schema into it. Inspection opens stores
+/// read-only and creates nothing.
+#[test]
+fn inspection_never_writes_to_the_database() {
+    let dir = scratch("read_only");
+    let empty = dir.join("empty.db");
+    fs::write(&empty, "").unwrap();
+    for args in [
+        vec!["runs", "--db", s(&empty)],
+        vec!["trace", "--db", s(&empty), "r-ok"],
+    ] {
+        let run = nanovm(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
+        assert!(run.stderr.contains("not a nanovm store"), "{}", run.stderr);
+        assert_eq!(fs::read(&empty).unwrap(), b"", "{args:?} wrote to the file");
+    }
+    let names = |d: &Path| {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&dir), ["empty.db"], "nothing created next to it");
+
+    // A real store: listing and exporting leave its bytes as they were. The store's writer
+    // thread checkpoints and removes the WAL when it closes, shortly after the store is
+    // dropped: wait for that before taking the snapshot.
+    let (db, _) = database(&dir);
+    let wal = dir.join("runs.db-wal");
+    let waited = std::time::Instant::now();
+    while wal.exists() && waited.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!wal.exists(), "the store never closed its WAL");
+    let before = fs::read(&db).unwrap();
+    assert_eq!(nanovm(&["runs", "--db", s(&db)]).code, 0);
+    assert_eq!(nanovm(&["trace", "--db", s(&db), "r-ok"]).code, 0);
+    let after = fs::read(&db).unwrap();
+    assert!(after == before, "the database file changed");
+}
+
+/// Stores runs the runtime itself would refuse (it validates run ids since then): what another
+/// writer, an older version or an attacker with write access to the file could leave.
+fn hostile_database(dir: &Path, traces: &[Trace]) -> PathBuf {
+    let path = dir.join("hostile.db");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&path).await.unwrap();
+            for t in traces {
+                let Event::RunStarted { run_id, .. } = &t.entries()[0].event else {
+                    unreachable!()
+                };
+                store.append(run_id, t.entries(), None).await.unwrap();
+            }
+        });
+    path
+}
+
+/// Attack: a run id of 65,536 characters made `nanovm runs` panic ("Formatting argument out of
+/// range"), and would have printed 64 KiB per row.
+#[test]
+fn runs_survives_a_huge_run_id() {
+    let dir = scratch("huge_id");
+    let huge = "x".repeat(65_536);
+    let db = hostile_database(&dir, &[trace(&huge, "customer_refund", "M", None)]);
+    let run = nanovm(&["runs", "--db", s(&db)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "header and one row");
+    assert!(lines[1].starts_with("xxxxxxxx"), "{}", &lines[1][..40]);
+    assert!(lines[1].contains('…'), "the id is cut");
+    assert!(lines[1].chars().count() < 400, "{}", lines[1].len());
+}
+
+/// No control character of `text` reaches the terminal raw (line breaks are the CLI's own).
+#[track_caller]
+fn assert_no_raw_controls(text: &str) {
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|c| c.is_control() && *c != '\n' || ('\u{202a}'..='\u{202e}').contains(c))
+        .collect();
+    assert!(
+        raw.is_empty(),
+        "raw control characters {raw:?} in:\n{text:?}"
+    );
+}
+
+/// Attack: run ids, program and step names with terminal escape sequences were printed raw by
+/// `nanovm runs` and `nanovm trace` (clear the screen, retitle the terminal, reorder a line).
+#[test]
+fn store_text_is_printed_with_controls_escaped() {
+    let dir = scratch("escapes");
+    let id = "r\u{1b}[2J\u{1b}]0;pwned\u{7}";
+    let db = hostile_database(
+        &dir,
+        &[trace(
+            id,
+            "refund\u{202e}gnp.exe",
+            "M",
+            Some(Event::Suspended {
+                step: "wait\u{1b}[31m".into(),
+                event: "paid\r\n\u{9b}2J".into(),
+                deadline_ms: None,
+            }),
+        )],
+    );
+    let run = nanovm(&["runs", "--db", s(&db)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_no_raw_controls(&run.stdout);
+    assert_eq!(run.stdout.lines().count(), 2, "{:?}", run.stdout);
+    assert!(
+        run.stdout.contains("r\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("refund\\u{202e}gnp.exe"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("wait\\u{1b}[31m (waiting for paid\\r\\n\\u{9b}2J)"),
+        "{}",
+        run.stdout
+    );
+
+    // The id as an argument, echoed in an error.
+    let run = nanovm(&["trace", "--db", s(&db), "ghost\u{1b}[2J"]);
+    assert_eq!(run.code, 2);
+    assert_no_raw_controls(&run.stderr);
+    assert!(run.stderr.contains("ghost\\u{1b}[2J"), "{}", run.stderr);
+}
+
+/// On a terminal, `nanovm trace` escapes what JSON leaves raw (C1 controls, bidi overrides);
+/// redirected, the export stays byte for byte the runtime's (checked above). The terminal is a
+/// pseudo-terminal from util-linux `script`; without it the check is skipped, visibly.
+#[test]
+fn trace_on_a_terminal_escapes_what_json_leaves_raw() {
+    let script = Path::new("/usr/bin/script");
+    if !script.exists() {
+        println!(
+            "skipped: util-linux `script` not installed, so the terminal path was NOT checked"
+        );
+        return;
+    }
+    let dir = scratch("trace_tty");
+    let db = hostile_database(
+        &dir,
+        &[trace(
+            "r-tty",
+            "refund\u{202e}gnp.exe",
+            "csi\u{9b}2J",
+            Some(Event::RunEnded {
+                status: RunStatus::Success,
+                step: None,
+                message: None,
+            }),
+        )],
+    );
+    let command = format!(
+        "'{}' trace --db '{}' r-tty",
+        env!("CARGO_BIN_EXE_nanovm"),
+        s(&db)
+    );
+    let out = Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("script runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("refund\\u{202e}gnp.exe"), "{text}");
+    assert!(text.contains("csi\\u{9b}2J"), "{text}");
+    assert!(
+        !text.contains('\u{202e}') && !text.contains('\u{9b}'),
+        "{text:?}"
+    );
 }

@@ -43,6 +43,9 @@ struct FileEntry {
     text: String,
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// Absent when false (files written before the flag existed read as reported counts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    tokens_estimated: bool,
 }
 
 #[derive(Default)]
@@ -177,6 +180,7 @@ impl<M: Model> CachedModel<M> {
                         prompt_tokens: e.prompt_tokens,
                         completion_tokens: e.completion_tokens,
                         cache_hit: false,
+                        tokens_estimated: e.tokens_estimated,
                     };
                     insert(store, e.key, reply, self.max_entries);
                     store.stats.loaded += 1;
@@ -246,6 +250,7 @@ impl<M: Model> CachedModel<M> {
                 text: reply.text.clone(),
                 prompt_tokens: reply.prompt_tokens,
                 completion_tokens: reply.completion_tokens,
+                tokens_estimated: reply.tokens_estimated,
             });
             let mut f = lock(file);
             let written = line.map_err(io::Error::other).and_then(|line| {

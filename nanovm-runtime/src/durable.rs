@@ -340,7 +340,10 @@ pub(crate) async fn submit<P: Program>(
     let info = P::info();
     let datums = P::record_input(&input);
     let run_id = match run_id {
-        Some(id) => id.to_string(),
+        Some(id) => {
+            ids::validate_run_id(id)?;
+            id.to_string()
+        }
         None => ids::run_id_of(&info.hash, info.inputs, &datums),
     };
     let mut trace = Trace::new();

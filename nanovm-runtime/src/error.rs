@@ -65,6 +65,9 @@ pub enum RunError {
     /// The operation needs a journal and the runtime has none.
     #[error("the runtime has no journal")]
     NoJournal,
+    /// The run id chosen in [`RunOptions::run_id`](crate::RunOptions::run_id) is not acceptable.
+    #[error("invalid run id: {0}")]
+    InvalidRunId(#[from] crate::ids::RunIdError),
     /// A replay needed to wait for I/O, which a replay never does (a runtime bug).
     #[error("internal error: {0}")]
     Internal(String),

@@ -7,6 +7,64 @@ use crate::canonical::Encoder;
 use crate::program::{InputInfo, Name};
 use crate::value::{Datum, Digest};
 
+/// The longest run id accepted, in bytes.
+pub const MAX_RUN_ID_BYTES: usize = 256;
+
+/// Why a caller-chosen run id is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunIdError {
+    /// The id is empty.
+    #[error("a run id cannot be empty")]
+    Empty,
+    /// The id is longer than [`MAX_RUN_ID_BYTES`].
+    #[error("a run id is at most {MAX_RUN_ID_BYTES} bytes; this one is {len}")]
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The id holds a character that is not printable: a control character (terminal escape
+    /// sequences start with one), whitespace, or an invisible formatting character (bidi
+    /// overrides, zero-width characters).
+    #[error("a run id holds only printable characters without spaces; {found} at byte {at} is not")]
+    NotPrintable {
+        /// The character, escaped (`\u{1b}`).
+        found: String,
+        /// Its byte offset.
+        at: usize,
+    },
+}
+
+/// Checks a caller-chosen run id: 1 to [`MAX_RUN_ID_BYTES`] bytes of printable characters, no
+/// whitespace, no control or invisible formatting characters. Run ids end up in stores, traces,
+/// logs and terminals; the derived ids of [`run_id`] always pass.
+pub fn validate_run_id(id: &str) -> Result<(), RunIdError> {
+    if id.is_empty() {
+        return Err(RunIdError::Empty);
+    }
+    if id.len() > MAX_RUN_ID_BYTES {
+        return Err(RunIdError::TooLong { len: id.len() });
+    }
+    match id.char_indices().find(|(_, c)| !printable(*c)) {
+        None => Ok(()),
+        Some((at, c)) => Err(RunIdError::NotPrintable {
+            found: c.escape_unicode().to_string(),
+            at,
+        }),
+    }
+}
+
+/// Not control, not whitespace, not an invisible format character (Unicode `Cf` in the ranges
+/// that matter for display: soft hyphen, zero-width and joiner characters, bidi marks,
+/// embeddings, overrides and isolates, word joiner and invisible operators, BOM).
+fn printable(c: char) -> bool {
+    !(c.is_control()
+        || c.is_whitespace()
+        || matches!(c,
+            '\u{ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'))
+}
+
 /// The default run id: the first 32 hex digits of
 /// `blake3(program_hash || canonical(inputs))`, where `inputs` are the recorded inputs as
 /// `RunStarted` lists them (`Encoder::fields`).
@@ -102,6 +160,47 @@ pub(crate) fn effect_id_with(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn run_ids_are_bounded_and_printable() {
+        for ok in [
+            "r1",
+            "order-17-refund",
+            "a/b:c@d",
+            "注文-17",
+            &"x".repeat(256),
+        ] {
+            assert_eq!(validate_run_id(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(validate_run_id(""), Err(RunIdError::Empty));
+        assert_eq!(
+            validate_run_id(&"x".repeat(65_536)),
+            Err(RunIdError::TooLong { len: 65_536 })
+        );
+        assert_eq!(
+            validate_run_id(&"é".repeat(129)),
+            Err(RunIdError::TooLong { len: 258 })
+        );
+        for (bad, at) in [
+            ("run\u{1b}[2J", 3),
+            ("a b", 1),
+            ("tab\t", 3),
+            ("new\nline", 3),
+            ("x\u{202e}gnp.exe", 1),
+            ("zero\u{200b}width", 4),
+            ("\u{7f}", 0),
+        ] {
+            match validate_run_id(bad) {
+                Err(RunIdError::NotPrintable { at: got, found }) => {
+                    assert_eq!(got, at, "{bad:?}");
+                    assert!(found.starts_with("\\u{"), "{found}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        let derived = run_id(&Digest::ZERO, &[]);
+        assert_eq!(validate_run_id(&derived), Ok(()));
+    }
 
     #[test]
     fn effect_id_depends_on_every_part() {

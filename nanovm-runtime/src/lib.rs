@@ -76,7 +76,7 @@ pub use clock::{Clock, SystemClock};
 pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
-pub use ids::{effect_id, run_id};
+pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
 pub use program::{BoxFuture, ToolContext, ToolError};
 pub use replay::replay;
 pub use run::{Execution, Metrics, ReplayReport, RunOptions};

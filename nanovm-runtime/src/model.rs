@@ -60,6 +60,9 @@ pub struct ModelReply {
     pub completion_tokens: u64,
     /// True when served from a response cache without calling the model.
     pub cache_hit: bool,
+    /// True when the token counts are the adapter's estimate, not the server's report (the
+    /// server reported none, or counts that cannot be right). Recorded in the trace.
+    pub tokens_estimated: bool,
 }
 
 impl ModelReply {
@@ -70,6 +73,7 @@ impl ModelReply {
             prompt_tokens: 0,
             completion_tokens: 0,
             cache_hit: false,
+            tokens_estimated: false,
         }
     }
 }

@@ -1,19 +1,31 @@
 //! [`OpenAiModel`]: an adapter for OpenAI-compatible `POST {base}/chat/completions` endpoints
 //! (OpenAI, llama.cpp / llama-cpp-python servers, vLLM, Ollama's `/v1`, mock servers).
 //!
-//! The adapter is strict about what it sends and lenient about what it reads:
+//! The adapter is strict about what it sends, lenient about what does not matter in a reply,
+//! and fails closed on what does:
 //!
 //! * The request body is the typed [`ChatRequest`], serialized with a fixed field order and no
 //!   free-form extras, so the same [`ModelRequest`] and configuration always send the same bytes.
 //! * The response is read through private types whose fields are all optional and tolerant of
-//!   wrong types (`id`, `created`, `index`, `usage`, `finish_reason`, `logprobs`, ... may be missing
-//!   or odd); unknown fields are ignored. Only `choices[0].message.content` is required to exist
-//!   (`null` content reads as the empty string).
+//!   wrong types (`id`, `created`, `index`, `logprobs`, ... may be missing or odd); unknown
+//!   fields are ignored. Only `choices[0].message.content` is required to exist (`null` content
+//!   reads as the empty string).
+//! * Only text is answer text: a refusal, a tool call, a non-text content part, or an answer
+//!   cut short (`finish_reason` `length`) is an [`InvalidAnswer`], reported as a permanent
+//!   [`ModelError`], never as (part of) the text.
+//! * Token usage that is missing or not a positive integer is estimated from the text sent and
+//!   received, deliberately high, and the reply says so (`ModelReply::tokens_estimated`): no
+//!   call is ever free for the `max_tokens` budget.
+//! * Server text quoted in an error (an error body, a refusal) is cut to [`QUOTE_CHARS`]
+//!   characters with control characters escaped: it ends up in the trace.
 //!
 //! The adapter never retries: every failure comes back as a [`ModelError`] whose `retryable`
 //! flag says whether the runtime's retry policy may try again (connection failures, timeouts,
-//! 408, 429, 5xx) or not (other statuses, malformed bodies, configuration errors). No server
-//! behaviour makes it panic.
+//! 408, 429, 5xx) or not (other statuses, malformed bodies, configuration errors). A
+//! `Retry-After` on a retryable refusal holds back the adapter's next request until then
+//! (bounded by [`OpenAiBuilder::max_retry_after`]; the executor's `max_duration` budget still
+//! applies, since the wait is part of the model call it races). Redirects are not followed. No
+//! server behaviour makes it panic.
 //!
 //! The default build speaks plain `http` only (no TLS stack to compile); enable this crate's
 //! `rustls` feature for `https` endpoints.
@@ -33,7 +45,8 @@
 //! ```
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::PoisonError;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,11 +65,14 @@ pub const ENV_MODEL: &str = "NANOVM_OPENAI_MODEL";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default connect timeout (capped by the request timeout).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default cap on how long a `Retry-After` may hold the adapter back (see
+/// [`OpenAiBuilder::max_retry_after`]).
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// Default cap on a response body; a larger body is a permanent error.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
-/// How many bytes of a response body an error message quotes.
-const SNIPPET_BYTES: usize = 256;
+/// How many characters of server-supplied text (a refusal, an error message) an error quotes.
+pub const QUOTE_CHARS: usize = 200;
 /// How much of an error response's body is read to explain it.
 const ERROR_BODY_BYTES: usize = 64 * 1024;
 
@@ -121,6 +137,32 @@ pub enum OpenAiConfigError {
     Client(String),
 }
 
+/// Why a successful (2xx) reply holds no answer the runtime may read. The adapter reports it as
+/// a permanent [`ModelError`] whose message reads `openai: invalid answer from <endpoint>:
+/// <this>`: it is never turned into answer text, not even an empty one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidAnswer {
+    /// The model refused (`message.refusal`, or a content part of type `refusal`); what it said,
+    /// cut to a bounded length.
+    #[error("the model refused ({0:?})")]
+    Refusal(String),
+    /// The model asked for a tool call (`message.tool_calls` / `function_call`) instead of
+    /// answering; the function names asked for.
+    #[error("the model asked for a tool call{} instead of answering", in_parens(.0))]
+    ToolCall(String),
+    /// A content part that is not text (its type).
+    #[error("a content part of type {0:?} is not text")]
+    NonTextPart(String),
+    /// The answer was cut short (`finish_reason` `length`): what is there is a prefix, and a
+    /// prefix of an answer is not an answer.
+    #[error("the answer was truncated (finish_reason {0:?})")]
+    Truncated(String),
+    /// A content filter withheld (part of) the answer (`finish_reason` `content_filter`).
+    #[error("a content filter withheld the answer")]
+    Filtered,
+}
+
 /// Builds an [`OpenAiModel`]. Start with [`OpenAiModel::builder`] or [`OpenAiBuilder::from_env`].
 #[derive(Clone)]
 pub struct OpenAiBuilder {
@@ -134,6 +176,7 @@ pub struct OpenAiBuilder {
     max_tokens: Option<u32>,
     constrain_choices: ChoiceConstraint,
     max_response_bytes: usize,
+    max_retry_after: Duration,
     no_proxy: bool,
 }
 
@@ -150,6 +193,7 @@ impl fmt::Debug for OpenAiBuilder {
             .field("max_tokens", &self.max_tokens)
             .field("constrain_choices", &self.constrain_choices)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_retry_after", &self.max_retry_after)
             .field("no_proxy", &self.no_proxy)
             .finish()
     }
@@ -171,6 +215,7 @@ impl OpenAiBuilder {
             max_tokens: None,
             constrain_choices: ChoiceConstraint::Off,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             no_proxy: false,
         }
     }
@@ -264,6 +309,19 @@ impl OpenAiBuilder {
         self
     }
 
+    /// The longest wait a `Retry-After` header may impose (default 60 s).
+    ///
+    /// A retryable refusal (429, 503, ...) that carries `Retry-After` (seconds, or an HTTP
+    /// date) holds back this adapter's next request until that moment: the next
+    /// [`Model::complete`] waits first, then sends. A server asking for a longer wait than this
+    /// gets a permanent error instead (retrying early would only be refused again). The wait
+    /// happens inside the model call, which the executor races against the run's
+    /// `max_duration` budget and cancellation, so the duration budget still bounds it.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
     /// Ignores proxy settings from the environment (`HTTP_PROXY`, `ALL_PROXY`, ...), which are
     /// honoured by default.
     pub fn no_proxy(mut self) -> Self {
@@ -303,7 +361,10 @@ impl OpenAiBuilder {
         let mut client = reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout.min(self.timeout))
-            .user_agent(concat!("nanovm/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("nanovm/", env!("CARGO_PKG_VERSION")))
+            // A redirect would send the prompt (and the API key's holder's request) somewhere
+            // the configuration never named: a 3xx is an error.
+            .redirect(reqwest::redirect::Policy::none());
         if self.no_proxy {
             client = client.no_proxy();
         }
@@ -316,6 +377,7 @@ impl OpenAiBuilder {
             endpoint,
             authorization,
             config: self,
+            not_before: std::sync::Mutex::new(None),
         })
     }
 }
@@ -482,7 +544,6 @@ struct Choice {
     #[serde(default)]
     message: Option<Json>,
     #[serde(default, deserialize_with = "lenient")]
-    #[allow(dead_code)]
     finish_reason: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -508,6 +569,8 @@ pub struct OpenAiModel {
     endpoint: String,
     authorization: Option<reqwest::header::HeaderValue>,
     config: OpenAiBuilder,
+    /// No request is sent before this instant (set by a `Retry-After`).
+    not_before: std::sync::Mutex<Option<Instant>>,
 }
 
 impl fmt::Debug for OpenAiModel {
@@ -586,6 +649,7 @@ impl OpenAiModel {
 
     async fn call(&self, req: &ModelRequest) -> Result<ModelReply, ModelError> {
         let body = self.chat_request(req)?;
+        self.wait_for_retry_after().await;
         let mut http = self
             .client
             .post(&self.endpoint)
@@ -605,13 +669,30 @@ impl OpenAiModel {
                 .unwrap_or_default();
             let retryable =
                 status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
+            let mut retryable = retryable;
             let mut message = format!("openai: HTTP {status} from {}", self.endpoint);
+            if status.is_redirection() {
+                message.push_str(" (redirects are not followed; configure the final URL)");
+            }
             if let Some(after) = resp
                 .headers()
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
             {
-                message.push_str(&format!(" (retry-after: {after})"));
+                message.push_str(&format!(" (retry-after: {})", bounded(after)));
+                if retryable && let Some(wait) = retry_after(after, SystemTime::now()) {
+                    if wait > self.config.max_retry_after {
+                        retryable = false;
+                        message.push_str(&format!(
+                            " (the server asks for a wait of {} s, more than the configured \
+                             maximum of {} s)",
+                            wait.as_secs(),
+                            self.config.max_retry_after.as_secs()
+                        ));
+                    } else {
+                        self.hold_back(wait);
+                    }
+                }
             }
             message.push_str(": ");
             message.push_str(&explain_error_body(&body));
@@ -628,18 +709,56 @@ impl OpenAiModel {
             }
             Err(BodyError::Transport(e)) => return Err(self.transport_error(e)),
         };
-        let text = parse_reply_body(&body, &self.endpoint)?;
+        let parsed = parse_reply_body(&body, &self.endpoint)?;
+        // Usage the server did not report, or reported as something no real call costs, is
+        // estimated from what was sent and received: a budget must never see a free call.
+        let reported_prompt = parsed.prompt_tokens.filter(|&n| n > 0);
+        let reported_completion = parsed
+            .completion_tokens
+            .filter(|&n| n > 0 || parsed.text.is_empty());
+        let tokens_estimated = reported_prompt.is_none() || reported_completion.is_none();
+        let prompt_tokens =
+            reported_prompt.unwrap_or_else(|| estimate_prompt_tokens(&body_of(req)));
+        let completion_tokens =
+            reported_completion.unwrap_or_else(|| estimate_completion_tokens(&parsed.text));
         Ok(ModelReply {
             text: if req.choices.is_some() && self.config.constrain_choices != ChoiceConstraint::Off
             {
-                unwrap_choice(text.0)
+                unwrap_choice(parsed.text)
             } else {
-                text.0
+                parsed.text
             },
-            prompt_tokens: text.1,
-            completion_tokens: text.2,
+            prompt_tokens,
+            completion_tokens,
             cache_hit: false,
+            tokens_estimated,
         })
+    }
+
+    /// Sends nothing before `wait` from now (a later hold already in place stays).
+    fn hold_back(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut nb = self
+            .not_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if nb.is_none_or(|t| t < until) {
+            *nb = Some(until);
+        }
+    }
+
+    /// Waits out a `Retry-After` of an earlier reply, if one is still running.
+    async fn wait_for_retry_after(&self) {
+        let until = *self
+            .not_before
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(until) = until {
+            let now = Instant::now();
+            if until > now {
+                tokio::time::sleep(until - now).await;
+            }
+        }
     }
 
     fn transport_error(&self, e: reqwest::Error) -> ModelError {
@@ -704,8 +823,46 @@ async fn read_body(
     Ok(body)
 }
 
-/// Text, prompt tokens, completion tokens, from a 2xx body.
-fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), ModelError> {
+/// What a 2xx body says: the answer text and the usage as reported (`None`: missing or not a
+/// non-negative integer).
+#[derive(Debug, PartialEq, Eq)]
+struct Parsed {
+    text: String,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+}
+
+/// The texts a request sends, for estimating its tokens.
+fn body_of(req: &ModelRequest) -> Vec<&str> {
+    req.system
+        .iter()
+        .map(String::as_str)
+        .chain([req.prompt.as_str()])
+        .collect()
+}
+
+/// A deliberately high token estimate for `text`: one token per 3 bytes, rounded up (English
+/// averages about 4 characters a token; most CJK characters are 3 bytes and about one token).
+fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(3)
+}
+
+/// The estimated prompt tokens of the messages `texts`: each message's text plus 4 tokens of
+/// chat framing, plus 3 for the reply's priming. Never 0.
+fn estimate_prompt_tokens(texts: &[&str]) -> u64 {
+    texts
+        .iter()
+        .map(|t| estimate_tokens(t).saturating_add(4))
+        .fold(3u64, u64::saturating_add)
+}
+
+/// The estimated completion tokens of `text` (at least 1: even an empty answer ended a call).
+fn estimate_completion_tokens(text: &str) -> u64 {
+    estimate_tokens(text).max(1)
+}
+
+/// Text and reported usage, from a 2xx body.
+fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<Parsed, ModelError> {
     let malformed = |why: &str| {
         ModelError::permanent(format!(
             "openai: malformed response from {endpoint}: {why}; body: {}",
@@ -731,22 +888,159 @@ fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<(String, u64, u64), M
     let Some(message) = choice.message else {
         return Err(malformed("choices[0] has no message"));
     };
+    let invalid = |why: InvalidAnswer| {
+        ModelError::permanent(format!("openai: invalid answer from {endpoint}: {why}"))
+    };
+    if let Some(why) = not_an_answer(&message) {
+        return Err(invalid(why));
+    }
+    match choice.finish_reason.as_deref() {
+        Some(r @ ("length" | "max_tokens")) => {
+            return Err(invalid(InvalidAnswer::Truncated(r.to_string())));
+        }
+        Some("content_filter") => return Err(invalid(InvalidAnswer::Filtered)),
+        Some("tool_calls" | "function_call") => {
+            return Err(invalid(InvalidAnswer::ToolCall(String::new())));
+        }
+        _ => {}
+    }
     let text = match message.get("content") {
         None | Some(Json::Null) => String::new(),
         Some(Json::String(s)) => s.clone(),
-        // Content as an array of parts: concatenate the text parts.
-        Some(Json::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Json::as_str))
-            .collect(),
+        // Content as an array of parts: only text parts are text; any other part (a refusal,
+        // a tool use, an image) makes the whole reply an invalid answer, never a fragment.
+        Some(Json::Array(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match content_part(part) {
+                    Ok(t) => text.push_str(t),
+                    Err(why) => return Err(invalid(why)),
+                }
+            }
+            text
+        }
         Some(_) => return Err(malformed("choices[0].message.content is not a string")),
     };
     let usage = resp.usage.unwrap_or_default();
-    Ok((
+    Ok(Parsed {
         text,
-        usage.prompt_tokens.unwrap_or(0),
-        usage.completion_tokens.unwrap_or(0),
-    ))
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+    })
+}
+
+/// ` (x)`, or nothing for an empty `x`.
+fn in_parens(x: &str) -> String {
+    if x.is_empty() {
+        String::new()
+    } else {
+        format!(" ({x})")
+    }
+}
+
+/// What a message says instead of answering: a tool call or a refusal (`None`: nothing of that
+/// kind; the content is read next).
+fn not_an_answer(message: &Json) -> Option<InvalidAnswer> {
+    let present = |key: &str| match message.get(key) {
+        None | Some(Json::Null) => false,
+        Some(Json::Array(a)) => !a.is_empty(),
+        Some(Json::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    };
+    if present("tool_calls") || present("function_call") {
+        let names: Vec<String> = message
+            .get("tool_calls")
+            .and_then(Json::as_array)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .filter_map(|c| c.pointer("/function/name").and_then(Json::as_str))
+                    .map(bounded)
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Some(InvalidAnswer::ToolCall(names.join(", ")));
+    }
+    if present("refusal") {
+        let said = match message.get("refusal") {
+            Some(Json::String(s)) => bounded(s),
+            _ => String::new(),
+        };
+        return Some(InvalidAnswer::Refusal(said));
+    }
+    None
+}
+
+/// The text of one content part: a part of type `text` (or with no type) holding a string
+/// `text`. Anything else is not text.
+fn content_part(part: &Json) -> Result<&str, InvalidAnswer> {
+    let kind = part.get("type");
+    match kind.and_then(Json::as_str) {
+        None if kind.is_none() || kind == Some(&Json::Null) => {}
+        Some("text") => {}
+        Some("refusal") => {
+            let said = part
+                .get("refusal")
+                .or_else(|| part.get("text"))
+                .and_then(Json::as_str)
+                .map(bounded)
+                .unwrap_or_default();
+            return Err(InvalidAnswer::Refusal(said));
+        }
+        Some(other) => return Err(InvalidAnswer::NonTextPart(bounded(other))),
+        None => return Err(InvalidAnswer::NonTextPart("?".into())),
+    }
+    part.get("text")
+        .and_then(Json::as_str)
+        .ok_or_else(|| InvalidAnswer::NonTextPart("text without a string `text`".into()))
+}
+
+/// The wait a `Retry-After` value asks for, read at `now`: delay-seconds (`120`) or an HTTP
+/// date (`Sun, 06 Nov 1994 08:49:37 GMT`; a date in the past is no wait). `None`: neither.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Absurdly many digits saturate rather than fail: still "longer than the cap".
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Parses an IMF-fixdate (RFC 9110 §5.6.7), the form servers send: `Sun, 06 Nov 1994 08:49:37
+/// GMT`. The day name is not checked against the date.
+fn http_date(value: &str) -> Option<SystemTime> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut parts = value.split_ascii_whitespace();
+    let _weekday = parts.next().filter(|w| w.len() == 4 && w.ends_with(','))?;
+    let day: i64 = parts.next().filter(|d| d.len() == 2)?.parse().ok()?;
+    let month = parts.next()?;
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let year: i64 = parts.next().filter(|y| y.len() == 4)?.parse().ok()?;
+    let mut hms = parts.next()?.split(':');
+    let mut field = |max: i64| -> Option<i64> {
+        let v: i64 = hms.next().filter(|f| f.len() == 2)?.parse().ok()?;
+        (v <= max).then_some(v)
+    };
+    let (h, m, sec) = (field(23)?, field(59)?, field(60)?);
+    if hms.next().is_some() || parts.next() != Some("GMT") || parts.next().is_some() {
+        return None;
+    }
+    if !(1..=31).contains(&day) || year < 1970 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// Unwraps `{"choice":"x"}` or `"x"` into `x`; anything else is returned unchanged.
@@ -761,16 +1055,19 @@ fn unwrap_choice(text: String) -> String {
     }
 }
 
-/// `error.message` of an OpenAI-style error object (or the error itself, when a string).
+/// `error.message` of an OpenAI-style error object (or the error itself, when a string),
+/// [`bounded`].
 fn error_object_message(err: &Json) -> Option<String> {
     match err {
-        Json::String(s) => Some(s.clone()),
-        Json::Object(o) => o.get("message").and_then(Json::as_str).map(str::to_string),
+        Json::String(s) => Some(bounded(s)),
+        Json::Object(o) => o.get("message").and_then(Json::as_str).map(bounded),
         _ => None,
     }
 }
 
-/// The message of an error response: its `error.message` if it has one, else a snippet.
+/// The message of an error response: its `error.message` if it has one, else a snippet. Either
+/// way at most [`QUOTE_CHARS`] characters of the server's text: error bodies carry tracebacks
+/// and file paths, and this message is recorded in the trace.
 fn explain_error_body(body: &[u8]) -> String {
     serde_json::from_slice::<Json>(body)
         .ok()
@@ -778,23 +1075,50 @@ fn explain_error_body(body: &[u8]) -> String {
         .unwrap_or_else(|| snippet(body))
 }
 
-/// The start of a body, lossily decoded and escaped onto one line.
+/// Server-supplied text as an error message may quote it: control characters escaped (one
+/// line, no terminal escapes), at most [`QUOTE_CHARS`] characters, cut on a character boundary
+/// and marked with `…` when cut.
+fn bounded(text: &str) -> String {
+    let mut out = String::new();
+    let mut len = 0;
+    for c in text.chars() {
+        if len >= QUOTE_CHARS {
+            out.push('…');
+            return out;
+        }
+        if c.is_control() {
+            for e in c.escape_default() {
+                out.push(e);
+                len += 1;
+            }
+        } else {
+            out.push(c);
+            len += 1;
+        }
+    }
+    out
+}
+
+/// The start of a body, lossily decoded and [`bounded`], with the body's size when cut.
 fn snippet(body: &[u8]) -> String {
     if body.is_empty() {
         return "<empty>".to_string();
     }
-    let cut = body.len().min(SNIPPET_BYTES);
-    let text = String::from_utf8_lossy(&body[..cut]);
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+    // Enough bytes for QUOTE_CHARS characters of any width; a character the cut splits is
+    // dropped rather than shown as U+FFFD.
+    let cut = body.len().min(QUOTE_CHARS * 4 + 4);
+    let mut head = &body[..cut];
+    if let Err(e) = std::str::from_utf8(head)
+        && e.error_len().is_none()
+    {
+        head = &head[..e.valid_up_to()];
     }
-    if cut < body.len() {
-        out.push_str(&format!("... ({} bytes)", body.len()));
+    let mut out = bounded(&String::from_utf8_lossy(head));
+    if cut < body.len() && !out.ends_with('…') {
+        out.push('…');
+    }
+    if out.ends_with('…') {
+        out.push_str(&format!(" ({} bytes)", body.len()));
     }
     out
 }
@@ -835,21 +1159,74 @@ mod tests {
         assert!(s.ends_with("(2000 bytes)"));
         assert_eq!(snippet(b""), "<empty>");
         assert_eq!(snippet(&[0xff, b'a']), "\u{fffd}a");
+        // Cut on a character boundary, never inside one.
+        let wide = "é".repeat(1000);
+        let s = snippet(wide.as_bytes());
+        assert!(!s.contains('\u{fffd}'), "{s}");
+        assert_eq!(s, format!("{}… (2000 bytes)", "é".repeat(QUOTE_CHARS)));
+        assert_eq!(bounded("\u{1b}[2J"), "\\u{1b}[2J");
+        assert_eq!(bounded(&"x".repeat(QUOTE_CHARS)), "x".repeat(QUOTE_CHARS));
+    }
+
+    #[test]
+    fn token_estimates_are_conservative_and_never_zero() {
+        assert_eq!(estimate_completion_tokens(""), 1);
+        assert_eq!(estimate_completion_tokens("refund"), 2);
+        // Two messages: 4 framing tokens each, 3 for the reply's priming.
+        assert_eq!(estimate_prompt_tokens(&["", "abcd"]), 4 + (2 + 4) + 3);
+        // Above the usual 4 characters a token.
+        let text = "The customer was charged twice for order 1234.";
+        assert!(estimate_tokens(text) >= text.len() as u64 / 4);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_770); // 08:49:30
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:49:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            http_date("Tue, 29 Feb 2000 00:00:00 GMT"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400))
+        );
+        for bad in [
+            "",
+            "-1",
+            "1.5",
+            "soon",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 6 Nov 1994 08:49:37 GMT",
+        ] {
+            assert_eq!(retry_after(bad, now), None, "{bad}");
+        }
+        assert_eq!(
+            retry_after(&"9".repeat(40), now),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 
     #[test]
     fn reply_parsing_is_lenient() {
-        let ok = |b: &str| parse_reply_body(b.as_bytes(), "e").unwrap();
+        let ok = |b: &str| {
+            let p = parse_reply_body(b.as_bytes(), "e").unwrap();
+            (p.text, p.prompt_tokens, p.completion_tokens)
+        };
         assert_eq!(
             ok(r#"{"choices":[{"message":{"content":"hi"}}]}"#),
-            ("hi".into(), 0, 0)
+            ("hi".into(), None, None)
         );
         assert_eq!(
             ok(
                 r#"{"id":7,"created":"now","choices":[{"index":"0","message":{"content":null},
                "finish_reason":5}],"usage":{"prompt_tokens":3.5,"completion_tokens":2}}"#
             ),
-            (String::new(), 0, 2)
+            (String::new(), None, Some(2))
         );
         assert_eq!(
             ok(

@@ -30,7 +30,9 @@ impl RunOptions {
         RunOptions::default()
     }
 
-    /// Sets the run id.
+    /// Sets the run id: 1 to 256 bytes of printable characters without whitespace
+    /// ([`crate::ids::validate_run_id`]); [`Runtime::run`](crate::Runtime::run) refuses any
+    /// other with [`RunError::InvalidRunId`](crate::RunError::InvalidRunId).
     #[must_use]
     pub fn run_id(mut self, run_id: impl Into<String>) -> Self {
         self.run_id = Some(run_id.into());

@@ -183,6 +183,9 @@ impl Runtime {
         // Boxed here, once: the run future is a few kilobytes, and every executor that drives
         // it (`block_on`, `spawn`) would otherwise move it by value.
         Box::pin(async move {
+            if let Some(id) = &opts.run_id {
+                ids::validate_run_id(id)?;
+            }
             // A run id the store knows already is a duplicate start: nothing new is executed
             // (see `crate::durable`).
             if let Some(store) = this.inner.store.clone() {

@@ -141,6 +141,7 @@ impl ScriptedModel {
             prompt_tokens: p,
             completion_tokens: c,
             cache_hit: false,
+            tokens_estimated: false,
         }
     }
 
@@ -180,6 +181,7 @@ impl ScriptedModel {
                 prompt_tokens: tokens.0,
                 completion_tokens: tokens.1,
                 cache_hit: false,
+                tokens_estimated: false,
             }),
             None => Err(ModelError::permanent(format!(
                 "the scripted model has no answer for step `{}` (call {})",

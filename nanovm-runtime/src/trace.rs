@@ -140,6 +140,10 @@ pub enum Reply {
         completion_tokens: u64,
         /// Served from the response cache without calling the model.
         cache_hit: bool,
+        /// The token counts are the adapter's estimate, not the server's report. Absent (and
+        /// encoded exactly as before the field existed) when false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        tokens_estimated: bool,
     },
     /// The call failed.
     Error {
@@ -148,6 +152,11 @@ pub enum Reply {
         /// Whether a retry could help.
         retryable: bool,
     },
+}
+
+/// `skip_serializing_if` for flags that are absent when false.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A tool's side of a tool call.
@@ -575,8 +584,11 @@ impl Event {
                         prompt_tokens,
                         completion_tokens,
                         cache_hit,
+                        tokens_estimated,
                     } => {
-                        e.tag(0)
+                        // Tag 2 marks estimated counts; reported counts keep tag 0, so traces
+                        // written before the flag existed hash as they always did.
+                        e.tag(if *tokens_estimated { 2 } else { 0 })
                             .str(text)
                             .u64(*prompt_tokens)
                             .u64(*completion_tokens)
@@ -894,6 +906,262 @@ pub fn verify_jsonl(text: &str) -> Result<(usize, Digest), VerifyError> {
     Ok((trace.len(), trace.root()))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Completeness, and verifying JSON Lines as a stream
+// ---------------------------------------------------------------------------------------------
+
+/// The longest line [`read_jsonl`] accepts by default (16 MiB): far above any real entry, and
+/// a bound on the memory one entry may take while it is checked.
+pub const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How a complete trace closes: the event a stored run's trace ends with once nothing more will
+/// be appended to it without an outside cause (an operator, a delivery, a timeout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Closing {
+    /// `run_ended` with this status: a terminal status, or `needs_reconciliation` (a pause).
+    Ended(RunStatus),
+    /// `suspended`: the run waits at an `await`.
+    Suspended,
+}
+
+/// Why a trace whose hash chain verifies is not the whole record of one run.
+///
+/// A trace is *complete* when its first entry is `run_started`, no other entry is, and its last
+/// entry that is not an `erased` (erasures may be appended at any time) is a *closing* event:
+/// `run_ended` with any status but `running` (terminal statuses, and the
+/// `needs_reconciliation` pause), or `suspended`. These are exactly the events a live run ends
+/// its stored prefix with before it returns (docs/runtime.md, "Completeness"); anything else
+/// is a prefix cut short, for instance by a crash, or by someone truncating the evidence.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Incomplete {
+    /// No entries at all.
+    #[error("the trace is empty: it has no `run_started`")]
+    Empty,
+    /// The first entry is not `run_started`.
+    #[error("entry 0 is `{kind}`, but a run's trace starts with `run_started`")]
+    NotStarted {
+        /// The first entry's event type.
+        kind: &'static str,
+    },
+    /// A `run_started` after the first entry: two runs' traces in one.
+    #[error("entry {index} is a second `run_started`: a trace records one run")]
+    Restarted {
+        /// Its index.
+        index: usize,
+    },
+    /// The trace stops with the run still going: no closing `run_ended` or `suspended`.
+    #[error(
+        "the trace stops after entry {last} (`{kind}`) with the run still going: \
+         no closing `run_ended` or `suspended`"
+    )]
+    Open {
+        /// The index of the last entry that is not an erasure.
+        last: usize,
+        /// Its event type.
+        kind: &'static str,
+    },
+}
+
+impl Incomplete {
+    /// True for [`Incomplete::Open`]: the trace is a well-formed prefix of one run, which a
+    /// reader may accept on purpose (`nanovm verify --partial`).
+    pub fn is_prefix(&self) -> bool {
+        matches!(self, Incomplete::Open { .. })
+    }
+}
+
+/// Tracks the completeness rule over events seen one at a time.
+#[derive(Clone, Debug, Default)]
+struct Shape {
+    seen: usize,
+    first_error: Option<Incomplete>,
+    /// The last event that is not an erasure: index, type, and whether it closes.
+    last: Option<(usize, &'static str, Option<Closing>)>,
+}
+
+impl Shape {
+    fn push(&mut self, event: &Event) {
+        let index = self.seen;
+        self.seen += 1;
+        match event {
+            Event::RunStarted { .. } if index > 0 && self.first_error.is_none() => {
+                self.first_error = Some(Incomplete::Restarted { index });
+            }
+            e if index == 0 && !matches!(e, Event::RunStarted { .. }) => {
+                self.first_error = Some(Incomplete::NotStarted { kind: e.kind() });
+            }
+            _ => {}
+        }
+        let closing = match event {
+            Event::Erased { .. } => return,
+            Event::RunEnded { status, .. } if *status != RunStatus::Running => {
+                Some(Closing::Ended(*status))
+            }
+            Event::Suspended { .. } => Some(Closing::Suspended),
+            _ => None,
+        };
+        self.last = Some((index, event.kind(), closing));
+    }
+
+    fn finish(self) -> Result<Closing, Incomplete> {
+        if let Some(e) = self.first_error {
+            return Err(e);
+        }
+        match self.last {
+            None if self.seen == 0 => Err(Incomplete::Empty),
+            // Only erasures: entry 0 was not `run_started`, reported above.
+            None => Err(Incomplete::Empty),
+            Some((_, _, Some(closing))) => Ok(closing),
+            Some((last, kind, None)) => Err(Incomplete::Open { last, kind }),
+        }
+    }
+}
+
+/// Whether `entries` are the complete trace of one run (see [`Incomplete`] for the rule), and
+/// if so how it closes. The hash chain is not checked here: see [`Trace::verify`].
+pub fn completeness(entries: &[Entry]) -> Result<Closing, Incomplete> {
+    let mut shape = Shape::default();
+    for e in entries {
+        shape.push(&e.event);
+    }
+    shape.finish()
+}
+
+/// Verifies JSON Lines one line at a time, in constant memory per entry: each line must parse
+/// as an [`Entry`], be in canonical form, and chain to the previous one (as in
+/// [`Trace::from_jsonl`]); completeness is tracked on the way.
+#[derive(Debug, Default)]
+pub struct JsonlVerifier {
+    scratch: Encoder,
+    prev: Digest,
+    shape: Shape,
+}
+
+/// What a stream of JSON Lines verified to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct JsonlSummary {
+    /// Entries read.
+    pub entries: usize,
+    /// The last entry's hash (zero for none).
+    pub root: Digest,
+    /// Whether they are a complete run ([`completeness`]).
+    pub completeness: Result<Closing, Incomplete>,
+}
+
+impl JsonlVerifier {
+    /// A verifier expecting entry 0.
+    pub fn new() -> Self {
+        JsonlVerifier::default()
+    }
+
+    /// Entries accepted so far.
+    pub fn len(&self) -> usize {
+        self.shape.seen
+    }
+
+    /// True before the first entry.
+    pub fn is_empty(&self) -> bool {
+        self.shape.seen == 0
+    }
+
+    /// Checks the next line (without its newline) and returns its entry.
+    pub fn push_line(&mut self, line: &str) -> Result<Entry, VerifyError> {
+        let index = self.shape.seen;
+        let entry: Entry = serde_json::from_str(line).map_err(|e| VerifyError {
+            index,
+            reason: format!("not a trace entry: {e}"),
+        })?;
+        if entry_line(&entry) != line {
+            return Err(VerifyError {
+                index,
+                reason: "not in canonical form (the line was edited)".into(),
+            });
+        }
+        check_entry(index, &entry, &self.prev, &mut self.scratch)?;
+        self.prev = entry.hash;
+        self.shape.push(&entry.event);
+        Ok(entry)
+    }
+
+    /// The summary of everything pushed.
+    pub fn finish(self) -> JsonlSummary {
+        JsonlSummary {
+            entries: self.shape.seen,
+            root: self.prev,
+            completeness: self.shape.finish(),
+        }
+    }
+}
+
+/// Why [`read_jsonl`] stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadJsonlError {
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The first broken entry (a line that is too long or not UTF-8 breaks the entry it holds).
+    #[error(transparent)]
+    Broken(#[from] VerifyError),
+}
+
+/// Reads and verifies JSON Lines from `reader` as a stream: one line in memory at a time, none
+/// longer than `max_line` bytes (see [`MAX_LINE_BYTES`]), so an endless or binary input (say
+/// `/dev/zero`) fails after `max_line` bytes instead of filling memory. Each verified entry is
+/// handed to `each` (drop it to verify in constant memory, or keep it). The accepted text is
+/// [`Trace::to_jsonl`]'s: lines separated by `\n`, the last one optionally terminated.
+pub fn read_jsonl<R: std::io::BufRead>(
+    mut reader: R,
+    max_line: usize,
+    mut each: impl FnMut(Entry),
+) -> Result<JsonlSummary, ReadJsonlError> {
+    use std::io::{BufRead as _, Read as _};
+    let mut verifier = JsonlVerifier::new();
+    let mut line = Vec::new();
+    let mut offset = 0u64;
+    let limit = u64::try_from(max_line)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    loop {
+        line.clear();
+        let n = (&mut reader).take(limit).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        let index = verifier.len();
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        } else if line.len() > max_line {
+            return Err(VerifyError {
+                index,
+                reason: format!("the line is longer than {max_line} bytes"),
+            }
+            .into());
+        }
+        // A file holding only a newline is an empty trace, as for `Trace::from_jsonl`.
+        if line.is_empty() && index == 0 && reader.fill_buf()?.is_empty() {
+            break;
+        }
+        let text = std::str::from_utf8(&line).map_err(|e| {
+            let at = e.valid_up_to();
+            VerifyError {
+                index,
+                reason: format!(
+                    "not valid UTF-8 (byte 0x{:02X} at offset {})",
+                    line[at],
+                    offset + at as u64
+                ),
+            }
+        })?;
+        each(verifier.push_line(text)?);
+        offset += n as u64;
+    }
+    Ok(verifier.finish())
+}
+
 /// The first place two traces differ.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Divergence {
@@ -921,6 +1189,7 @@ pub fn diff(a: &Trace, b: &Trace) -> Option<Divergence> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::io::Read as _;
 
     fn sample() -> Trace {
         let mut t = Trace::new();
@@ -984,6 +1253,167 @@ mod tests {
                     bytes[i] as char
                 );
             }
+        }
+    }
+
+    #[test]
+    fn estimated_tokens_are_additive_to_the_format() {
+        let model = |tokens_estimated| Event::Model {
+            step: "s".into(),
+            branch: None,
+            attempt: 1,
+            model: None,
+            system: None,
+            prompt: "p".into(),
+            reply: Reply::Answer {
+                text: "a".into(),
+                prompt_tokens: 3,
+                completion_tokens: 1,
+                cache_hit: false,
+                tokens_estimated,
+            },
+            next: None,
+        };
+        let entry = |ev: Event| {
+            let mut t = Trace::new();
+            t.push(ev, &mut Encoder::new());
+            t
+        };
+        let reported = entry(model(false));
+        let estimated = entry(model(true));
+        // Reported counts: the field is absent and the bytes hashed are those of a trace
+        // written before the flag existed (reply tag 0).
+        let line = reported.to_jsonl();
+        assert!(!line.contains("tokens_estimated"));
+        let mut e = Encoder::new();
+        e.tag(2).str("s").opt_str(None).u32(1).opt_str(None);
+        e.opt_str(None).str("p");
+        e.tag(0).str("a").u64(3).u64(1).bool(false).opt_str(None);
+        let mut old = Encoder::new();
+        old.digest(&Digest::ZERO).u64(0);
+        let mut want = old.bytes().to_vec();
+        want.extend_from_slice(e.bytes());
+        assert_eq!(reported.root(), Digest::of(&want));
+        // Estimated counts are visible and hashed.
+        assert!(estimated.to_jsonl().contains(r#""tokens_estimated":true"#));
+        assert_ne!(estimated.root(), reported.root());
+        assert_eq!(Trace::from_jsonl(&estimated.to_jsonl()).unwrap(), estimated);
+    }
+
+    fn ended(status: RunStatus) -> Event {
+        Event::RunEnded {
+            status,
+            step: None,
+            message: None,
+        }
+    }
+
+    fn trace_of(events: Vec<Event>) -> Trace {
+        let mut t = Trace::new();
+        let mut s = Encoder::new();
+        for e in events {
+            t.push(e, &mut s);
+        }
+        t
+    }
+
+    #[test]
+    fn completeness_needs_one_run_started_first_and_a_closing_event_last() {
+        let full = sample();
+        assert_eq!(
+            completeness(full.entries()),
+            Ok(Closing::Ended(RunStatus::Success))
+        );
+        assert_eq!(completeness(&[]), Err(Incomplete::Empty));
+        // Cut after any entry but the last: open.
+        for cut in 1..full.len() {
+            let err = completeness(&full.entries()[..cut]).unwrap_err();
+            assert!(err.is_prefix(), "{cut}: {err}");
+            assert!(err.to_string().contains("no closing"), "{err}");
+        }
+        // A lone `run_ended`, or anything else first.
+        let lone = trace_of(vec![ended(RunStatus::Success)]);
+        assert_eq!(
+            completeness(lone.entries()),
+            Err(Incomplete::NotStarted { kind: "run_ended" })
+        );
+        // Two runs in one.
+        let mut events: Vec<Event> = full.entries().iter().map(|e| e.event.clone()).collect();
+        events.extend(events.clone());
+        let twice = trace_of(events);
+        assert_eq!(
+            completeness(twice.entries()),
+            Err(Incomplete::Restarted { index: 3 })
+        );
+        assert!(!Incomplete::Restarted { index: 3 }.is_prefix());
+        // A suspension and a reconciliation pause close a stored prefix; erasures may follow.
+        let start = full.entries()[0].event.clone();
+        let suspended = trace_of(vec![
+            start.clone(),
+            Event::Suspended {
+                step: "wait".into(),
+                event: "paid".into(),
+                deadline_ms: None,
+            },
+            Event::Erased {
+                vault_id: VaultId([7; 16]),
+            },
+        ]);
+        assert_eq!(completeness(suspended.entries()), Ok(Closing::Suspended));
+        let paused = trace_of(vec![start.clone(), ended(RunStatus::NeedsReconciliation)]);
+        assert_eq!(
+            completeness(paused.entries()),
+            Ok(Closing::Ended(RunStatus::NeedsReconciliation))
+        );
+        let running = trace_of(vec![start, ended(RunStatus::Running)]);
+        assert!(completeness(running.entries()).unwrap_err().is_prefix());
+    }
+
+    #[test]
+    fn read_jsonl_streams_and_bounds_lines() {
+        let t = sample();
+        let text = t.to_jsonl();
+        let mut kept = Vec::new();
+        let summary = read_jsonl(text.as_bytes(), MAX_LINE_BYTES, |e| kept.push(e)).unwrap();
+        assert_eq!((summary.entries, summary.root), (3, t.root()));
+        assert_eq!(summary.completeness, Ok(Closing::Ended(RunStatus::Success)));
+        assert_eq!(kept, t.entries());
+        // The same verdicts as `from_jsonl`, with or without the last newline.
+        let bare = text.strip_suffix('\n').unwrap();
+        assert_eq!(read_jsonl(bare.as_bytes(), 1 << 20, drop).unwrap(), summary);
+        for empty in ["", "\n"] {
+            let s = read_jsonl(empty.as_bytes(), 1 << 20, drop).unwrap();
+            assert_eq!((s.entries, s.completeness), (0, Err(Incomplete::Empty)));
+        }
+        let doubled = format!("{text}\n");
+        assert!(Trace::from_jsonl(&doubled).is_err());
+        assert!(matches!(
+            read_jsonl(doubled.as_bytes(), 1 << 20, drop),
+            Err(ReadJsonlError::Broken(VerifyError { index: 3, .. }))
+        ));
+        // An endless line stops at the bound.
+        let zeros = std::io::BufReader::new(std::io::repeat(0).take(1 << 30));
+        match read_jsonl(zeros, 4096, drop) {
+            Err(ReadJsonlError::Broken(e)) => {
+                assert_eq!(e.index, 0);
+                assert!(e.reason.contains("longer than 4096 bytes"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A line of exactly the bound is fine; one byte more is not.
+        let first = text.lines().next().unwrap();
+        assert!(read_jsonl(first.as_bytes(), first.len(), drop).is_ok());
+        assert!(read_jsonl(first.as_bytes(), first.len() - 1, drop).is_err());
+        // Not UTF-8: the entry holding it, and the byte's offset in the stream.
+        let mut bytes = text.clone().into_bytes();
+        let at = text.find('\n').unwrap() + 5;
+        bytes[at] = 0xFF;
+        match read_jsonl(&bytes[..], 1 << 20, drop) {
+            Err(ReadJsonlError::Broken(e)) => {
+                assert_eq!(e.index, 1);
+                assert!(e.reason.contains(&format!("offset {at}")), "{e}");
+            }
+            other => panic!("{other:?}"),
         }
     }
 

@@ -283,6 +283,7 @@ fn max_tokens_trips_before_a_call_when_already_used_up() {
                 prompt_tokens: 70,
                 completion_tokens: 30,
                 cache_hit: false,
+                tokens_estimated: false,
             },
         )
         .always("classify", "a");

@@ -39,6 +39,7 @@ impl Model for Shared<Counting> {
                 prompt_tokens: req.prompt.len() as u64,
                 completion_tokens: 2,
                 cache_hit: false,
+                tokens_estimated: false,
             })
         })
     }

@@ -2,10 +2,16 @@
 
 #![cfg(feature = "openai")]
 
+mod support;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use nanovm_runtime::model::{Model, ModelError, ModelReply, ModelRequest};
 use nanovm_runtime::openai::{ChoiceConstraint, OpenAiBuilder, OpenAiConfigError, OpenAiModel};
+use nanovm_runtime::trace::{BudgetKind, Event, Reply, RunStatus};
+use nanovm_runtime::testing::ManualClock;
+use nanovm_runtime::{RunOptions, Runtime};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -153,6 +159,7 @@ async fn success_records_usage() {
             prompt_tokens: 11,
             completion_tokens: 3,
             cache_hit: false,
+            tokens_estimated: false,
         }
     );
 }
@@ -169,7 +176,13 @@ async fn tolerates_missing_optional_fields() {
     });
     let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
     let reply = complete(&model(&server), &request("x")).await.unwrap();
-    assert_eq!(reply, ModelReply::text("echo"));
+    assert_eq!(reply.text, "echo");
+    // No usage: estimated, never free.
+    assert!(reply.tokens_estimated);
+    assert!(
+        reply.prompt_tokens > 0 && reply.completion_tokens > 0,
+        "{reply:?}"
+    );
 }
 
 #[tokio::test]
@@ -185,11 +198,13 @@ async fn tolerates_oddly_typed_optional_fields() {
     assert_eq!(
         (
             reply.text.as_str(),
-            reply.prompt_tokens,
-            reply.completion_tokens
+            reply.completion_tokens,
+            reply.tokens_estimated
         ),
-        ("ok", 0, 2)
+        ("ok", 2, true)
     );
+    // `"many"` prompt tokens are estimated rather than read as 0.
+    assert!(reply.prompt_tokens > 0, "{reply:?}");
 }
 
 #[tokio::test]
@@ -477,4 +492,312 @@ fn configuration_is_checked_at_build() {
     } else {
         assert!(matches!(https, Err(OpenAiConfigError::TlsNotEnabled(_))));
     }
+}
+
+// --- Attack: refusal / tool-use content parts read as text ------------------------------------
+
+#[tokio::test]
+async fn refusal_and_tool_parts_are_never_read_as_text() {
+    // `refusal:"ye"` + `tool_use:"s"` used to be concatenated into "yes".
+    let body = json!({"choices": [{"message": {"role": "assistant", "content": [
+        {"type": "refusal", "refusal": "ye", "text": "ye"},
+        {"type": "tool_use", "text": "s"}
+    ]}, "finish_reason": "stop"}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("refus"), "{err}");
+
+    // A tool-use part alone is no text either.
+    let body = json!({"choices": [{"message": {"content": [
+        {"type": "text", "text": "ye"}, {"type": "tool_use", "text": "s"}
+    ]}}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("tool_use"), "{err}");
+
+    // `message.refusal` next to empty content.
+    let body = json!({"choices": [{"message": {"content": null, "refusal": "I can't help"}}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("refus"), "{err}");
+}
+
+#[tokio::test]
+async fn tool_calls_without_content_are_not_an_empty_answer() {
+    let body = json!({"choices": [{"message": {"role": "assistant", "content": null,
+        "tool_calls": [{"id": "c1", "type": "function",
+                        "function": {"name": "refund", "arguments": "{}"}}]},
+        "finish_reason": "tool_calls"}]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("tool call"), "{err}");
+}
+
+// --- Attack: an answer cut by max_tokens is accepted ------------------------------------------
+
+#[tokio::test]
+async fn an_answer_cut_by_the_token_limit_is_invalid() {
+    let mut body = completion("refu");
+    body["choices"][0]["finish_reason"] = json!("length");
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("invalid answer"), "{err}");
+    assert!(err.message.contains("truncated"), "{err}");
+}
+
+// --- Attack: redirects are followed -----------------------------------------------------------
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .respond_with(
+            ResponseTemplate::new(307).insert_header("location", "/elsewhere/chat/completions"),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/elsewhere/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("yes")))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("307"), "{err}");
+    assert!(err.message.contains("redirect"), "{err}");
+    let sent = server.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 1, "the redirect target was asked");
+}
+
+// --- Attack: the server's error text is copied into the trace ---------------------------------
+
+#[tokio::test]
+async fn error_bodies_are_cut_before_they_reach_the_trace() {
+    let traceback = format!(
+        "Traceback (most recent call last):\n{}  File \"/srv/app/secrets/config.py\", line 7\nKeyError: 'OPENAI_KEY'",
+        "  File \"/usr/lib/python3/site-packages/x.py\", line 1, in f\n".repeat(100)
+    );
+    let server = serving(ResponseTemplate::new(500).set_body_string(traceback)).await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.retryable, "{err}");
+    assert!(err.message.contains("500"), "{err}");
+    assert!(err.message.contains('…'), "{err}");
+    assert!(!err.message.contains("config.py"), "{err}");
+    let quoted = err.message.split_once(": Traceback").expect("quoted").1;
+    assert!(
+        quoted.chars().count() <= 200 + 40,
+        "{}",
+        quoted.chars().count()
+    );
+
+    // The same bound for an `error.message` in JSON, cut on a char boundary.
+    let long = "é".repeat(5000);
+    let server =
+        serving(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": long}})))
+            .await;
+    let err = complete(&model(&server), &request("x")).await.unwrap_err();
+    assert!(err.message.chars().count() < 400, "{}", err.message.len());
+    assert!(err.message.contains("éé…"), "{err}");
+    assert!(!err.message.contains('\u{fffd}'), "{err}");
+}
+
+// --- Attack: Retry-After is ignored -----------------------------------------------------------
+
+/// A server answering the first request with `first`, every later one with a completion.
+async fn first_then_ok(first: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .respond_with(first)
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(ENDPOINT))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("ok")))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// `t` as an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(t: std::time::SystemTime) -> String {
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{weekday}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        months[(month - 1) as usize],
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[tokio::test]
+async fn retry_after_in_seconds_holds_back_the_next_request() {
+    let server = first_then_ok(ResponseTemplate::new(429).insert_header("retry-after", "1")).await;
+    let m = model(&server);
+    let refused = std::time::Instant::now();
+    let err = complete(&m, &request("x")).await.unwrap_err();
+    assert!(err.retryable, "{err}");
+    assert_eq!(complete(&m, &request("x")).await.unwrap().text, "ok");
+    let waited = refused.elapsed();
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn retry_after_as_an_http_date_holds_back_the_next_request() {
+    let at = std::time::SystemTime::now() + Duration::from_secs(2);
+    let server = first_then_ok(
+        ResponseTemplate::new(503).insert_header("retry-after", http_date(at).as_str()),
+    )
+    .await;
+    let m = model(&server);
+    let refused = std::time::Instant::now();
+    assert!(complete(&m, &request("x")).await.unwrap_err().retryable);
+    complete(&m, &request("x")).await.unwrap();
+    // The date has one-second resolution: at least one second of the two is left.
+    let waited = refused.elapsed();
+    assert!(waited >= Duration::from_millis(950), "{waited:?}");
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_cap_is_permanent_and_not_waited_for() {
+    let server =
+        first_then_ok(ResponseTemplate::new(429).insert_header("retry-after", "3600")).await;
+    let m = builder(&server)
+        .max_retry_after(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let err = complete(&m, &request("x")).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("3600"), "{err}");
+    let started = std::time::Instant::now();
+    complete(&m, &request("x")).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+// --- Attack: a reply without usage is free -----------------------------------------------------
+
+#[tokio::test]
+async fn missing_or_malformed_usage_is_estimated_never_zero() {
+    let long_prompt = "Please classify this ticket about a double charge. ".repeat(20);
+    for usage in [
+        Value::Null,
+        json!({}),
+        json!({"prompt_tokens": 0, "completion_tokens": 0}),
+        json!({"prompt_tokens": -5, "completion_tokens": "2"}),
+        json!("lots"),
+    ] {
+        let mut body =
+            json!({"choices": [{"message": {"content": "refund"}, "finish_reason": "stop"}]});
+        if !usage.is_null() {
+            body["usage"] = usage.clone();
+        }
+        let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+        let reply = complete(&model(&server), &request(&long_prompt))
+            .await
+            .unwrap();
+        assert!(reply.tokens_estimated, "{usage}: {reply:?}");
+        // At least one token per 4 bytes sent and received: conservative, never 0.
+        assert!(
+            reply.prompt_tokens >= long_prompt.len() as u64 / 4,
+            "{usage}: {reply:?}"
+        );
+        assert!(reply.completion_tokens >= 2, "{usage}: {reply:?}");
+    }
+    // An empty answer with no usage still costs a token.
+    let server = serving(
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"choices": [{"message": {"content": ""}}]})),
+    )
+    .await;
+    let reply = complete(&model(&server), &request("x")).await.unwrap();
+    assert!(
+        reply.prompt_tokens > 0 && reply.completion_tokens > 0,
+        "{reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_usage_still_trips_max_tokens() {
+    use support::small::{self, Input};
+    // Every answer is "a" and none reports usage: the cycle classify -> route -> lookup -> check
+    // -> classify runs until a budget stops it. `max_tokens: 100` must, long before `max_steps`.
+    let server = serving(ResponseTemplate::new(200).set_body_json(
+        json!({"choices": [{"message": {"content": "a"}, "finish_reason": "stop"}]}),
+    ))
+    .await;
+    let host = support::Host::new();
+    host.fallback("fetch", json!({"status": "again"}));
+    let runtime = Runtime::builder()
+        .model(model(&server))
+        .clock(ManualClock::auto_advance(1_700_000_000_000))
+        .build();
+    let e = runtime
+        .run::<small::Program<small::Tokens100>>(
+            Input::new("pricing"),
+            Arc::new(host.clone()),
+            RunOptions::default(),
+        )
+        .await
+        .expect("the run executes");
+    assert_eq!(e.status, RunStatus::BudgetExceeded);
+    let tripped = e.trace.entries().iter().find_map(|en| match &en.event {
+        Event::BudgetExceeded { budget, used, .. } => Some((*budget, *used)),
+        _ => None,
+    });
+    let (budget, used) = tripped.expect("a budget_exceeded event");
+    assert_eq!(budget, BudgetKind::MaxTokens);
+    assert!(used > 100, "{used}");
+    let calls = server.received_requests().await.unwrap().len();
+    assert!(calls <= 8, "{calls} model calls under max_tokens: 100");
+    // Every recorded reply says its counts are estimates.
+    let mut replies = 0;
+    for en in e.trace.entries() {
+        if let Event::Model { reply, .. } = &en.event {
+            replies += 1;
+            assert!(
+                matches!(reply, Reply::Answer { tokens_estimated: true, prompt_tokens, completion_tokens, .. }
+                    if *prompt_tokens > 0 && *completion_tokens > 0),
+                "{reply:?}"
+            );
+        }
+    }
+    assert_eq!(replies, calls);
+    // The flag is part of the hashed, exported trace: it round-trips and replays.
+    let text = e.trace.to_jsonl();
+    assert!(text.contains(r#""tokens_estimated":true"#));
+    let back = nanovm_runtime::trace::Trace::from_jsonl(&text).expect("verifies");
+    assert_eq!(back.root(), e.trace.root());
+    let report = runtime
+        .replay::<small::Program<small::Tokens100>>(&back)
+        .expect("replays");
+    assert_eq!(report.root, e.trace.root());
+    assert_eq!(report.status, RunStatus::BudgetExceeded);
 }

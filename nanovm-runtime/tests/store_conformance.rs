@@ -326,6 +326,7 @@ fn rich_run(id: &str) -> Run {
             prompt_tokens: 12,
             completion_tokens: u64::MAX,
             cache_hit: false,
+            tokens_estimated: false,
         },
         next: Some("policy".into()),
     })

@@ -62,6 +62,9 @@ pub struct SqliteOptions {
     /// How long a statement waits for a lock held by another connection or process. Default
     /// 5 s.
     pub busy_timeout: Duration,
+    /// Set by [`SqliteStore::open_read_only`](crate::store::SqliteStore::open_read_only):
+    /// every connection is read-only.
+    pub(crate) read_only: bool,
 }
 
 impl Default for SqliteOptions {
@@ -69,6 +72,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             max_batch: 64,
             busy_timeout: Duration::from_secs(5),
+            read_only: false,
         }
     }
 }
@@ -194,10 +198,41 @@ impl Readers {
     }
 }
 
+/// The connection of a store opened with [`SqliteStore::open_read_only`](crate::store::SqliteStore::open_read_only): read-only, and only
+/// over a database that already holds this store's schema.
+fn read_only_connection(
+    path: Option<&Path>,
+    options: &SqliteOptions,
+) -> Result<Connection, JournalError> {
+    let path = path.ok_or_else(|| io("a read-only store needs a database file"))?;
+    let c = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(io)?;
+    c.busy_timeout(options.busy_timeout).map_err(io)?;
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(io)?;
+    match version {
+        SCHEMA_VERSION => Ok(c),
+        0 => Err(io(
+            "not a nanovm store: the database has no nanovm schema (opened read-only; nothing \
+             was created)",
+        )),
+        v => Err(io(format!(
+            "the database has schema version {v}; this nanovm knows {SCHEMA_VERSION}"
+        ))),
+    }
+}
+
 fn writer_connection(
     path: Option<&Path>,
     options: &SqliteOptions,
 ) -> Result<Connection, JournalError> {
+    if options.read_only {
+        return read_only_connection(path, options);
+    }
     let c = match path {
         Some(p) => Connection::open(p),
         None => Connection::open_in_memory(),

@@ -34,6 +34,7 @@ pub(super) fn into_reply(r: Result<ModelReply, ModelError>) -> Reply {
             prompt_tokens: m.prompt_tokens,
             completion_tokens: m.completion_tokens,
             cache_hit: m.cache_hit,
+            tokens_estimated: m.tokens_estimated,
         },
         Err(e) => Reply::Error {
             message: e.message,
@@ -49,11 +50,13 @@ pub(super) fn recorded_reply(r: &Reply) -> Result<ModelReply, ModelError> {
             prompt_tokens,
             completion_tokens,
             cache_hit,
+            tokens_estimated,
         } => Ok(ModelReply {
             text: text.clone(),
             prompt_tokens: *prompt_tokens,
             completion_tokens: *completion_tokens,
             cache_hit: *cache_hit,
+            tokens_estimated: *tokens_estimated,
         }),
         Reply::Error { message, retryable } => Err(ModelError {
             message: message.clone(),

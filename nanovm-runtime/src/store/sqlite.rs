@@ -102,6 +102,19 @@ impl SqliteStore {
         Ok(SqliteStore { db: Arc::new(db) })
     }
 
+    /// Opens an existing store for reading only, for inspection tools (`nanovm runs`, `nanovm
+    /// trace`): the file is opened with `SQLITE_OPEN_READ_ONLY` and never created, no pragma
+    /// that writes is issued, and no schema is ever added. A missing file, a file that is not
+    /// SQLite, or a database without this store's schema (an empty file, say) is an error.
+    /// Every write through the returned store fails.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, JournalError> {
+        let options = SqliteOptions {
+            read_only: true,
+            ..SqliteOptions::default()
+        };
+        SqliteStore::open_with(path, options).await
+    }
+
     /// A private in-memory database (nothing survives the store; for tests).
     pub async fn in_memory() -> Result<SqliteStore, JournalError> {
         let db = Db::start(None, SqliteOptions::default()).await?;
