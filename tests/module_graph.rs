@@ -542,7 +542,6 @@ fn the_compiler_has_no_module_cycles() {
 }
 
 #[test]
-#[ignore = "enabled when the runtime split lands"]
 fn the_runtime_has_no_module_cycles() {
     assert_no_cycles("nanovm-runtime/src");
 }
