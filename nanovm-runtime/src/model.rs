@@ -115,7 +115,7 @@ pub trait Model: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<ModelReply, ModelError>>;
 
     /// Called before a run of `program` starts or continues, before anything is recorded: an
-    /// adapter that knows which steps it can answer (a [`ScriptedModel`](crate::ScriptedModel)
+    /// adapter that knows which steps it can answer (a [`ScriptedModel`](crate::testing::ScriptedModel)
     /// keyed by step names) refuses a program it cannot serve, and the run fails with
     /// [`RunError::ModelRefused`](crate::RunError::ModelRefused). The default accepts every
     /// program.
