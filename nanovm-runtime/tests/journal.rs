@@ -7,7 +7,7 @@ mod support;
 use std::future::Future;
 use std::sync::Arc;
 
-use nanovm_runtime::__private_v0_1::Program;
+use nanovm_runtime::__private_v0_1::{Program, plain};
 use nanovm_runtime::store::{JournalError, MemoryStore};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Event, RunStatus, Trace};
@@ -176,9 +176,9 @@ fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
     let run_id = nanovm_runtime::run_id(
         &cr::Program::info().hash,
         &[
-            ("request".into(), support::plain(&input.request)),
-            ("order_id".into(), support::plain(&input.order_id)),
-            ("amount_cents".into(), support::plain(&input.amount_cents)),
+            ("request".into(), plain(&input.request)),
+            ("order_id".into(), plain(&input.order_id)),
+            ("amount_cents".into(), plain(&input.amount_cents)),
             (
                 "email".into(),
                 nanovm_runtime::trace::Datum::secret(&input.email),
