@@ -33,10 +33,94 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use nanovm_runtime::Runtime;
+use nanovm_runtime::store::{JournalStore, MemoryStore};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Event, Trace};
+use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::{Digest, Json};
 use nanovm_runtime::{ToolContext, ToolError};
 use serde_json::json;
+
+// ---------------------------------------------------------------------------------------------
+// The customer_refund fixture of the durability tests (journal.rs, durable.rs)
+// ---------------------------------------------------------------------------------------------
+
+/// When every managed clock of the durability tests starts.
+pub const START: u64 = 1_700_000_000_000;
+
+/// A runtime journaling into a `MemoryStore`, with its vault and clock.
+pub struct Setup {
+    pub rt: Runtime,
+    pub store: MemoryStore,
+    pub vault: Arc<MemoryVault>,
+    pub clock: ManualClock,
+}
+
+/// A runtime on `store`, with `MemoryVault::seeded(11)` and a `ManualClock` at [`START`]; the
+/// model answers every `analyze` with `answer` and every `summary` with "fine" (one script for
+/// `customer_refund` and `fanout`).
+pub fn setup_with(
+    answer: &str,
+    store: impl JournalStore + Clone,
+) -> (Runtime, Arc<MemoryVault>, ManualClock) {
+    let vault = Arc::new(MemoryVault::seeded(11));
+    let clock = ManualClock::new(START);
+    let rt = Runtime::builder()
+        .model(
+            ScriptedModel::new()
+                .always("analyze", answer)
+                .always("summary", "fine")
+                .shared(),
+        )
+        .vault(vault.clone())
+        .clock(clock.clone())
+        .store(store)
+        .build();
+    (rt, vault, clock)
+}
+
+/// [`setup_with`] on a fresh `MemoryStore`.
+pub fn setup(answer: &str) -> Setup {
+    let store = MemoryStore::new();
+    let (rt, vault, clock) = setup_with(answer, store.clone());
+    Setup {
+        rt,
+        store,
+        vault,
+        clock,
+    }
+}
+
+impl Setup {
+    /// The refund request of order `o-5` for `amount_cents`, the email a secret in the vault.
+    pub fn input(&self, amount_cents: i64) -> customer_refund::Input {
+        customer_refund::Input {
+            request: "It broke.".into(),
+            order_id: "o-5".into(),
+            amount_cents,
+            email: self
+                .vault
+                .secret(&"cy@example.com".to_string())
+                .expect("a secret"),
+        }
+    }
+}
+
+/// Polls `run` until `host` has started a call of `tool`, then drops the run: a crash while
+/// the call is in flight.
+pub fn crash_during<F: Future>(run: F, host: &Host, tool: &'static str) {
+    block_on(async {
+        tokio::select! {
+            _ = run => panic!("the run finished, it was meant to crash"),
+            () = async {
+                while host.calls(tool) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            } => {}
+        }
+    });
+}
 
 // ---------------------------------------------------------------------------------------------
 // The scripted host
