@@ -51,9 +51,13 @@ pub const START: u64 = 1_700_000_000_000;
 
 /// A runtime journaling into a `MemoryStore`, with its vault and clock.
 pub struct Setup {
+    /// The runtime under test.
     pub rt: Runtime,
+    /// Its journal (clones share the entries).
     pub store: MemoryStore,
+    /// Its vault, where the inputs' secrets are stored.
     pub vault: Arc<MemoryVault>,
+    /// Its clock, moved only by the test.
     pub clock: ManualClock,
 }
 
