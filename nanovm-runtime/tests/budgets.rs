@@ -6,7 +6,6 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanovm_runtime::__private_v0_1::Program;
 use nanovm_runtime::ToolError;
 use nanovm_runtime::model::{ModelError, ModelReply};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
@@ -14,8 +13,10 @@ use nanovm_runtime::trace::{BudgetKind, Event, RunStatus, ToolOutcome};
 use nanovm_runtime::{Backoff, Execution, RunOptions, Runtime};
 use serde_json::json;
 
-use support::small::{self, Input};
-use support::{Host, block_on, events};
+use support::{
+    Host, Small, block_on, events, small, small_duration1s, small_stalls1, small_steps5,
+    small_tokens100, small_tool_calls2,
+};
 
 const START: u64 = 1_700_000_000_000;
 
@@ -26,14 +27,11 @@ fn runtime(model: &ScriptedModel, clock: &ManualClock) -> Runtime {
         .build()
 }
 
-fn run<P: Program<Input = Input, Tools = dyn small::ToolsDyn>>(
-    model: &ScriptedModel,
-    host: &Host,
-) -> Execution {
+fn run<P: Small>(model: &ScriptedModel, host: &Host) -> Execution {
     let clock = ManualClock::auto_advance(START);
     block_on(runtime(model, &clock).run::<P>(
-        Input::new("pricing"),
-        Arc::new(host.clone()),
+        P::input("pricing"),
+        P::tools(host),
         RunOptions::default(),
     ))
     .expect("the run executes")
@@ -149,7 +147,10 @@ fn a_result_of_the_wrong_type_is_a_failed_attempt_and_is_retried() {
     assert_eq!(e.end_step.as_deref(), Some("tally"));
     assert_eq!(host.calls("count"), 2);
     let msg = e.message.expect("a message");
-    assert!(msg.contains("wrong type"), "{msg}");
+    assert!(
+        msg.contains("tool `count` returned a number where the declared type is `int`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -177,7 +178,7 @@ fn an_invalid_answer_without_on_invalid_stalls_until_the_budget_ends_the_run() {
     assert_eq!(host.total_calls(), 0);
 
     let model = ScriptedModel::new().always("classify", "A");
-    let e = run::<small::Program<small::Stalls1>>(&model, &Host::new());
+    let e = run::<small_stalls1::Program>(&model, &Host::new());
     assert_eq!(e.status, RunStatus::Stalled);
     assert_eq!(model.calls("classify"), 2);
     assert_eq!(
@@ -232,7 +233,7 @@ fn max_steps_trips_before_the_step_that_would_exceed_it() {
     let model = ScriptedModel::new().always("classify", "a");
     let host = Host::new();
     host.fallback("fetch", json!({"status": "again"}));
-    let e = run::<small::Program<small::Steps5>>(&model, &host);
+    let e = run::<small_steps5::Program>(&model, &host);
     assert_eq!(e.status, RunStatus::BudgetExceeded);
     assert_eq!(e.end_step.as_deref(), Some("route"));
     assert_eq!(e.path, ["classify", "route", "lookup", "check", "classify"]);
@@ -252,7 +253,7 @@ fn max_tokens_trips_after_a_reply_that_crosses_it() {
     let model = ScriptedModel::new().tokens(40, 20).always("classify", "a");
     let host = Host::new();
     host.fallback("fetch", json!({"status": "again"}));
-    let e = run::<small::Program<small::Tokens100>>(&model, &host);
+    let e = run::<small_tokens100::Program>(&model, &host);
     assert_eq!(e.status, RunStatus::BudgetExceeded);
     assert_eq!(e.path, ["classify", "route", "lookup", "check", "classify"]);
     assert_eq!(
@@ -289,7 +290,7 @@ fn max_tokens_trips_before_a_call_when_already_used_up() {
         .always("classify", "a");
     let host = Host::new();
     host.fallback("fetch", json!({"status": "again"}));
-    let e = run::<small::Program<small::Tokens100>>(&model, &host);
+    let e = run::<small_tokens100::Program>(&model, &host);
     assert_eq!(e.status, RunStatus::BudgetExceeded);
     assert_eq!(model.calls("classify"), 1, "the second call is never made");
     assert_eq!(
@@ -307,7 +308,7 @@ fn max_tool_calls_counts_retries() {
     for _ in 0..3 {
         host.respond("fetch", Err(ToolError::transient("flaky")));
     }
-    let e = run::<small::Program<small::ToolCalls2>>(&model, &host);
+    let e = run::<small_tool_calls2::Program>(&model, &host);
     assert_eq!(e.status, RunStatus::BudgetExceeded);
     assert_eq!(host.calls("fetch"), 2);
     assert_eq!(
@@ -331,13 +332,11 @@ fn max_duration_trips_at_the_next_step_once_time_is_up() {
         }),
     );
     host.respond("fetch", Ok(ok_info("low")));
-    let e = block_on(
-        runtime(&model, &clock).run::<small::Program<small::Duration1s>>(
-            Input::new("pricing"),
-            Arc::new(host.clone()),
-            RunOptions::default(),
-        ),
-    )
+    let e = block_on(runtime(&model, &clock).run::<small_duration1s::Program>(
+        small_duration1s::Input::new("pricing"),
+        Arc::new(host.clone()),
+        RunOptions::default(),
+    ))
     .expect("the run executes");
     assert_eq!(e.status, RunStatus::BudgetExceeded);
     assert_eq!(e.path, ["classify", "route", "lookup"]);
@@ -353,8 +352,8 @@ fn max_duration_interrupts_a_call_in_flight() {
     let host = Host::new();
     host.hook("fetch", support::hang());
     let clock = ManualClock::new(START);
-    let run = runtime(&model, &clock).run::<small::Program<small::Duration1s>>(
-        Input::new("pricing"),
+    let run = runtime(&model, &clock).run::<small_duration1s::Program>(
+        small_duration1s::Input::new("pricing"),
         Arc::new(host.clone()),
         RunOptions::default(),
     );
@@ -398,8 +397,8 @@ fn backoff_never_outlasts_the_duration_budget() {
             Duration::from_secs(10),
         ))
         .build();
-    let e = block_on(rt.run::<small::Program<small::Duration1s>>(
-        Input::new("pricing"),
+    let e = block_on(rt.run::<small_duration1s::Program>(
+        small_duration1s::Input::new("pricing"),
         Arc::new(host.clone()),
         RunOptions::default(),
     ))

@@ -16,7 +16,6 @@ use nanovm_runtime::Digest;
 use nanovm_runtime::store::{JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Entry, Event, RunStatus, Trace};
-use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::{
     DeliverError, Delivery, Execution, ReconcileError, Resolution, RunError, RunOptions, Runtime,
     replay,
@@ -24,63 +23,13 @@ use nanovm_runtime::{
 use serde_json::json;
 
 use support::customer_refund::{self as cr};
-use support::{Host, block_on, events, fanout, hang};
+use support::{
+    Host, START, Setup, block_on, crash_during, events, fanout, hang, setup, setup_with,
+};
 
-const START: u64 = 1_700_000_000_000;
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
-struct Setup {
-    rt: Runtime,
-    store: MemoryStore,
-    vault: Arc<MemoryVault>,
-    clock: ManualClock,
-}
-
-fn setup_with(
-    answer: &str,
-    store: impl JournalStore + Clone,
-) -> (Runtime, Arc<MemoryVault>, ManualClock) {
-    let vault = Arc::new(MemoryVault::seeded(11));
-    let clock = ManualClock::new(START);
-    let rt = Runtime::builder()
-        .model(
-            // One script for the two programs these tests run.
-            ScriptedModel::new()
-                .always("analyze", answer)
-                .always("summary", "fine")
-                .shared(),
-        )
-        .vault(vault.clone())
-        .clock(clock.clone())
-        .store(store)
-        .build();
-    (rt, vault, clock)
-}
-
-fn setup(answer: &str) -> Setup {
-    let store = MemoryStore::new();
-    let (rt, vault, clock) = setup_with(answer, store.clone());
-    Setup {
-        rt,
-        store,
-        vault,
-        clock,
-    }
-}
-
 impl Setup {
-    fn input(&self, amount_cents: i64) -> cr::Input {
-        cr::Input {
-            request: "It broke.".into(),
-            order_id: "o-5".into(),
-            amount_cents,
-            email: self
-                .vault
-                .secret(&"cy@example.com".to_string())
-                .expect("a secret"),
-        }
-    }
-
     /// Starts run `id` and crashes it while `tool` is in flight (the tool never returns; the
     /// run's future is dropped). Returns the crashed process's host, which saw the call.
     fn crash_in(&self, amount: i64, id: &str, tool: &'static str) -> Host {
@@ -135,21 +84,6 @@ impl Setup {
                 .reconcile::<cr::Program>(id, effect, r, Arc::new(host.clone())),
         )
     }
-}
-
-/// Polls `run` until `host` has started a call of `tool`, then drops it: a crash while the call
-/// is in flight.
-fn crash_during<F: Future>(run: F, host: &Host, tool: &'static str) {
-    block_on(async {
-        tokio::select! {
-            _ = run => panic!("the run finished, it was meant to crash"),
-            () = async {
-                while host.calls(tool) == 0 {
-                    tokio::task::yield_now().await;
-                }
-            } => {}
-        }
-    });
 }
 
 /// Compares what matters of two executions of the same run.

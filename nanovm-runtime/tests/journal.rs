@@ -4,74 +4,19 @@
 
 mod support;
 
-use std::future::Future;
 use std::sync::Arc;
 
-use nanovm_runtime::__private_v0_1::Program;
+use nanovm_runtime::__private_v0_1::{Program, plain};
 use nanovm_runtime::store::{JournalError, MemoryStore};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Event, RunStatus, Trace};
-use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::{Execution, RunError, RunOptions, Runtime};
 use serde_json::json;
 
 use support::customer_refund::{self as cr};
-use support::{Host, block_on, event_list, events, fanout, hang, rechain};
-
-const START: u64 = 1_700_000_000_000;
-
-struct Setup {
-    rt: Runtime,
-    store: MemoryStore,
-    vault: Arc<MemoryVault>,
-}
-
-fn setup(answer: &str) -> Setup {
-    let store = MemoryStore::new();
-    let vault = Arc::new(MemoryVault::seeded(11));
-    let rt = Runtime::builder()
-        .model(
-            // One script for the two programs these tests run.
-            ScriptedModel::new()
-                .always("analyze", answer)
-                .always("summary", "fine")
-                .shared(),
-        )
-        .vault(vault.clone())
-        .clock(ManualClock::new(START))
-        .store(store.clone())
-        .build();
-    Setup { rt, store, vault }
-}
-
-impl Setup {
-    fn input(&self, amount_cents: i64) -> cr::Input {
-        cr::Input {
-            request: "It broke.".into(),
-            order_id: "o-5".into(),
-            amount_cents,
-            email: self
-                .vault
-                .secret(&"cy@example.com".to_string())
-                .expect("a secret"),
-        }
-    }
-}
-
-/// Polls `run` until `host` has started a call of `tool`, then drops the run: a crash while
-/// the call is in flight.
-fn crash_during<F: Future>(run: F, host: &Host, tool: &'static str) {
-    block_on(async {
-        tokio::select! {
-            _ = run => panic!("the run finished, it was meant to crash"),
-            () = async {
-                while host.calls(tool) == 0 {
-                    tokio::task::yield_now().await;
-                }
-            } => {}
-        }
-    });
-}
+use support::{
+    Host, START, Setup, block_on, crash_during, event_list, events, fanout, hang, rechain, setup,
+};
 
 fn resume<P: Program<Tools = T>, T: ?Sized>(
     s: &Setup,
@@ -176,9 +121,9 @@ fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
     let run_id = nanovm_runtime::run_id(
         &cr::Program::info().hash,
         &[
-            ("request".into(), support::plain(&input.request)),
-            ("order_id".into(), support::plain(&input.order_id)),
-            ("amount_cents".into(), support::plain(&input.amount_cents)),
+            ("request".into(), plain(&input.request)),
+            ("order_id".into(), plain(&input.order_id)),
+            ("amount_cents".into(), plain(&input.amount_cents)),
             (
                 "email".into(),
                 nanovm_runtime::trace::Datum::secret(&input.email),

@@ -746,7 +746,7 @@ async fn missing_or_malformed_usage_is_estimated_never_zero() {
 
 #[tokio::test]
 async fn a_server_without_usage_still_trips_max_tokens() {
-    use support::small::{self, Input};
+    use support::small_tokens100::{self, Input};
     // Every answer is "a" and none reports usage: the cycle classify -> route -> lookup -> check
     // -> classify runs until a budget stops it. `max_tokens: 100` must, long before `max_steps`.
     let server = serving(ResponseTemplate::new(200).set_body_json(
@@ -760,7 +760,7 @@ async fn a_server_without_usage_still_trips_max_tokens() {
         .clock(ManualClock::auto_advance(1_700_000_000_000))
         .build();
     let e = runtime
-        .run::<small::Program<small::Tokens100>>(
+        .run::<small_tokens100::Program>(
             Input::new("pricing"),
             Arc::new(host.clone()),
             RunOptions::default(),
@@ -796,7 +796,7 @@ async fn a_server_without_usage_still_trips_max_tokens() {
     let back = nanovm_runtime::trace::Trace::from_jsonl(&text).expect("verifies");
     assert_eq!(back.root(), e.trace.root());
     let report = runtime
-        .replay::<small::Program<small::Tokens100>>(&back)
+        .replay::<small_tokens100::Program>(&back)
         .expect("replays");
     assert_eq!(report.root, e.trace.root());
     assert_eq!(report.status, RunStatus::BudgetExceeded);

@@ -15,7 +15,7 @@ use nanovm_runtime::{Execution, RunError, RunOptions, Runtime, replay};
 use serde_json::json;
 
 use support::customer_refund::{self as cr};
-use support::{Host, block_on, event_list, fanout, rechain, small};
+use support::{Host, block_on, event_list, fanout, rechain, small, small_steps5};
 
 const START: u64 = 1_700_000_000_000;
 
@@ -183,16 +183,16 @@ fn a_cancelled_run_replays_from_the_recorded_cancellation() {
 #[test]
 fn replay_refuses_a_trace_of_another_program_build() {
     let e = small_run(&["c"], &Host::new());
-    let err = replay::<small::Program<small::Steps5>>(&e.trace).expect_err("different hash");
+    let err = replay::<small_steps5::Program>(&e.trace).expect_err("different hash");
     match err {
         RunError::ProgramMismatch {
             program,
             compiled,
             recorded,
         } => {
-            assert_eq!(program, "small");
-            assert_eq!(compiled, Digest([0x52; 32]));
-            assert_eq!(recorded, Digest([0x51; 32]));
+            assert_eq!(program, "small_steps5");
+            assert_eq!(compiled, Digest(small_steps5::PROGRAM_HASH));
+            assert_eq!(recorded, Digest(small::PROGRAM_HASH));
         }
         other => panic!("expected ProgramMismatch, got {other}"),
     }

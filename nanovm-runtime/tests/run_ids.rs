@@ -13,7 +13,7 @@ use nanovm_runtime::testing::ScriptedModel;
 use nanovm_runtime::{MAX_RUN_ID_BYTES, RunIdError};
 use nanovm_runtime::{RunError, RunOptions, Runtime};
 
-use support::small::{self, Input};
+use support::small_steps5::{self, Input};
 use support::{Host, block_on};
 
 fn start(store: &MemoryStore, id: &str) -> Result<String, RunError> {
@@ -21,7 +21,7 @@ fn start(store: &MemoryStore, id: &str) -> Result<String, RunError> {
     let host = Host::new();
     host.fallback("fetch", serde_json::json!({"status": "again"}));
     let rt = Runtime::builder().model(model).store(store.clone()).build();
-    block_on(rt.run::<small::Program<small::Steps5>>(
+    block_on(rt.run::<small_steps5::Program>(
         Input::new("pricing"),
         Arc::new(host),
         RunOptions::new().run_id(id),

@@ -133,9 +133,6 @@ impl Bank {
 struct Tools(Arc<Bank>);
 
 impl cr::Tools for Tools {
-    async fn lookup_order(&self, _: &ToolContext, _: String) -> Result<Json, ToolError> {
-        Ok(json!({}))
-    }
     async fn issue_refund(&self, ctx: &ToolContext, _: String, _: i64) -> Result<Json, ToolError> {
         Ok(self.0.execute(ctx, "issue_refund", true))
     }

@@ -1,23 +1,31 @@
-//! Test programs for the executor.
+//! Test programs for the executor, and the helpers every test binary shares.
 //!
-//! THESE ARE HAND-WRITTEN STAND-INS FOR GENERATED CODE. Each module implements
-//! `nanovm_runtime::__private_v0_1::Program` the way `nanovm-dsl`'s code generator does (a `Step` enum,
-//! a `State` of `Option<T>` variables, a typed `Call` enum, a `Tools` trait with one typed
-//! method per tool, an object-safe `ToolsDyn` with a blanket impl, a unit struct implementing
-//! `Program`), so the runtime is tested against the contract itself rather than against one
-//! version of the generator. The `.nvm` source each module corresponds to is in its header.
+//! The programs are the compiler's real output: `generated/*.rs` are written by
+//! `nanovm_dsl::build::Builder` (with `runtime_path("::nanovm_runtime")`) from
+//! `../examples/workflows/customer_refund.nvm` and `programs/*.nvm`, checked in, and compared byte
+//! for byte with what the compiler generates today by `tests/generated.rs` (re-generate with
+//! `NANOVM_BLESS=1 cargo test -p nanovm-runtime --test generated`). So the runtime is tested on
+//! the code users get, not on a hand-written imitation of it.
 //!
-//! [`Host`] is a scripted implementation of every program's `Tools` trait: results are queued
-//! per tool, every call is recorded (step, attempt, idempotency key, arguments), and hooks can
-//! make a call wait or move a clock.
+//! [`Host`] is a scripted implementation of every program's `Tools` trait (in `hosts.rs`):
+//! results are queued per tool, every call is recorded (step, attempt, idempotency key,
+//! arguments), and hooks can make a call wait or move a clock.
 
 // Each test binary uses a different part of the support code.
 #![allow(dead_code)]
 
-pub mod customer_refund;
-pub mod fanout;
+mod hosts;
 pub mod peers;
-pub mod small;
+
+include!("generated/customer_refund.rs");
+include!("generated/fanout.rs");
+include!("generated/small.rs");
+
+#[allow(
+    unused_imports,
+    reason = "only the budget tests are generic over `small`"
+)]
+pub use hosts::Small;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -25,101 +33,97 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use nanovm_runtime::__private_v0_1::{Fault, Next, Outcome};
-use nanovm_runtime::trace::Datum;
+use nanovm_runtime::Runtime;
+use nanovm_runtime::store::{JournalStore, MemoryStore};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Event, Trace};
-use nanovm_runtime::{Digest, Json, SecretRef};
+use nanovm_runtime::vault::MemoryVault;
+use nanovm_runtime::{Digest, Json};
 use nanovm_runtime::{ToolContext, ToolError};
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 // ---------------------------------------------------------------------------------------------
-// What generated code uses (the generator's own helpers live in `__private_v0_1`; these are
-// local so the tests pin the contract, not the helper module).
+// The customer_refund fixture of the durability tests (journal.rs, durable.rs)
 // ---------------------------------------------------------------------------------------------
 
-/// A plain recorded value.
-pub fn plain<T: Clone + Into<Json>>(v: &T) -> Datum {
-    Datum::Plain(v.clone().into())
+/// When every managed clock of the durability tests starts.
+pub const START: u64 = 1_700_000_000_000;
+
+/// A runtime journaling into a `MemoryStore`, with its vault and clock.
+pub struct Setup {
+    /// The runtime under test.
+    pub rt: Runtime,
+    /// Its journal (clones share the entries).
+    pub store: MemoryStore,
+    /// Its vault, where the inputs' secrets are stored.
+    pub vault: Arc<MemoryVault>,
+    /// Its clock, moved only by the test.
+    pub clock: ManualClock,
 }
 
-/// Decodes recorded input `i`.
-pub fn input<T: DeserializeOwned>(
-    inputs: &[Datum],
-    i: usize,
-    name: &'static str,
-) -> Result<T, Fault> {
-    match inputs.get(i) {
-        Some(Datum::Plain(v)) => serde_json::from_value(v.clone()).map_err(|e| Fault::Input {
-            name,
-            message: e.to_string(),
-        }),
-        Some(Datum::Secret { .. }) => Err(Fault::Input {
-            name,
-            message: "expected a plain value, found a secret".into(),
-        }),
-        None => Err(Fault::Input {
-            name,
-            message: "missing".into(),
-        }),
+/// A runtime on `store`, with `MemoryVault::seeded(11)` and a `ManualClock` at [`START`]; the
+/// model answers every `analyze` with `answer` and every `summary` with "fine" (one script for
+/// `customer_refund` and `fanout`).
+pub fn setup_with(
+    answer: &str,
+    store: impl JournalStore + Clone,
+) -> (Runtime, Arc<MemoryVault>, ManualClock) {
+    let vault = Arc::new(MemoryVault::seeded(11));
+    let clock = ManualClock::new(START);
+    let rt = Runtime::builder()
+        .model(
+            ScriptedModel::new()
+                .always("analyze", answer)
+                .always("summary", "fine")
+                .shared(),
+        )
+        .vault(vault.clone())
+        .clock(clock.clone())
+        .store(store)
+        .build();
+    (rt, vault, clock)
+}
+
+/// [`setup_with`] on a fresh `MemoryStore`.
+pub fn setup(answer: &str) -> Setup {
+    let store = MemoryStore::new();
+    let (rt, vault, clock) = setup_with(answer, store.clone());
+    Setup {
+        rt,
+        store,
+        vault,
+        clock,
     }
 }
 
-/// Decodes recorded secret input `i`.
-pub fn secret_input<T>(
-    inputs: &[Datum],
-    i: usize,
-    name: &'static str,
-) -> Result<SecretRef<T>, Fault> {
-    match inputs.get(i) {
-        Some(Datum::Secret {
-            vault_id,
-            commitment,
-        }) => Ok(SecretRef::from_parts(*vault_id, *commitment)),
-        _ => Err(Fault::Input {
-            name,
-            message: "expected a secret".into(),
-        }),
+impl Setup {
+    /// The refund request of order `o-5` for `amount_cents`, the email a secret in the vault.
+    pub fn input(&self, amount_cents: i64) -> customer_refund::Input {
+        customer_refund::Input {
+            request: "It broke.".into(),
+            order_id: "o-5".into(),
+            amount_cents,
+            email: self
+                .vault
+                .secret(&"cy@example.com".to_string())
+                .expect("a secret"),
+        }
     }
 }
 
-/// Decodes a tool result against the declared type; a mismatch is a rejection message.
-pub fn decode<T: DeserializeOwned>(v: &Json, what: &str) -> Result<T, String> {
-    serde_json::from_value(v.clone()).map_err(|e| format!("{what} returned the wrong type: {e}"))
-}
-
-/// `base.name` on a JSON object, as a typed fault when it is not there.
-pub fn field<'a>(v: &'a Json, base: &str, name: &str) -> Result<&'a Json, Fault> {
-    match v {
-        Json::Object(m) => m.get(name).ok_or_else(|| Fault::MissingField {
-            path: base.into(),
-            field: name.into(),
-        }),
-        _ => Err(Fault::Type {
-            path: base.into(),
-            expected: "an object",
-            found: "something else",
-        }),
-    }
-}
-
-/// A JSON string or a typed fault.
-pub fn json_str<'a>(v: &'a Json, path: &str) -> Result<&'a str, Fault> {
-    v.as_str().ok_or_else(|| Fault::Type {
-        path: path.into(),
-        expected: "a string",
-        found: "something else",
-    })
-}
-
-/// A variable that must be assigned.
-pub fn get<'a, T>(v: &'a Option<T>, name: &'static str) -> Result<&'a T, Fault> {
-    v.as_ref().ok_or(Fault::Unassigned(name))
-}
-
-/// An outcome no edge of the step handles.
-pub fn unexpected(step: &str, outcome: &Outcome<'_>) -> Next {
-    Next::Fail(format!("step `{step}` cannot handle {outcome:?}"))
+/// Polls `run` until `host` has started a call of `tool`, then drops the run: a crash while
+/// the call is in flight.
+pub fn crash_during<F: Future>(run: F, host: &Host, tool: &'static str) {
+    block_on(async {
+        tokio::select! {
+            _ = run => panic!("the run finished, it was meant to crash"),
+            () = async {
+                while host.calls(tool) == 0 {
+                    tokio::task::yield_now().await;
+                }
+            } => {}
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------------
