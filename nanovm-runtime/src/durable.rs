@@ -110,6 +110,15 @@ pub enum DeliverError {
     /// The program refuses the payload (it does not have the await's declared type).
     #[error("the payload is refused: {0}")]
     Payload(String),
+    /// The run received an event with this id before, with another payload: an event id names
+    /// one event, so this is not a duplicate to acknowledge (nor a new event to deliver).
+    #[error("run `{run_id}` received event id `{event_id}` before, with another payload")]
+    Conflict {
+        /// The run.
+        run_id: String,
+        /// The event id offered.
+        event_id: String,
+    },
     /// The store failed; someone else is on the run ([`RunError::Leased`], or a lapsed lease's
     /// `Fenced` / `Conflict`: retry, and the delivery is answered as the run then stands); or
     /// the stored trace does not replay.
