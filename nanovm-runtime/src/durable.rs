@@ -10,7 +10,9 @@
 //!   left it mid-way) is resumed under a lease, unless someone holds one ([`RunError::Leased`]).
 //! * **Events** ([`Runtime::deliver`](crate::Runtime::deliver)): a suspended run waiting for the named event gets a
 //!   `delivered` entry and continues live; an event id the run has seen before is acknowledged
-//!   and ignored ([`Delivery::Duplicate`]); a payload the program refuses changes nothing.
+//!   and ignored ([`Delivery::Duplicate`]) if it comes with the same payload (the same
+//!   fingerprint), and refused ([`DeliverError::Conflict`]) with another; a payload the program
+//!   refuses changes nothing.
 //! * **Timeouts** ([`Runtime::fire_timeouts`]): suspended runs whose deadline has passed on the
 //!   runtime's [`Clock`](crate::Clock) take their timeout edge.
 //! * **Reconciliation** ([`Runtime::reconcile`](crate::Runtime::reconcile)): an operator says whether an ambiguous effect
@@ -43,7 +45,7 @@ use crate::run::{Execution, RunOptions};
 use crate::store::{JournalError, JournalStore, Lease, RunQuery};
 use crate::trace::{Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
-use crate::view::RunView;
+use crate::view::{RunView, payload_fingerprint};
 
 /// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`](crate::Runtime::reconcile)).
 #[derive(Clone, Debug, PartialEq)]
@@ -156,13 +158,6 @@ pub enum ReconcileError {
     /// The store failed, another writer got there first, or the stored trace does not replay.
     #[error(transparent)]
     Run(#[from] RunError),
-}
-
-/// True if the run received an event with id `event_id` (of any name).
-fn delivered_before(entries: &[Entry], event_id: &str) -> bool {
-    entries
-        .iter()
-        .any(|e| matches!(&e.event, Event::Delivered { event_id: id, .. } if id == event_id))
 }
 
 /// The recorded inputs of a `run_started` event, if `entries` starts with one.
@@ -394,12 +389,20 @@ pub(crate) async fn deliver<P: Program>(
     tools: Arc<P::Tools>,
 ) -> Result<Delivery, DeliverError> {
     let clock = engine.clock.clone();
+    let fingerprint = payload_fingerprint(&payload);
     let mut due = false;
     let decide = |entries: Vec<Entry>| -> Result<Decision<Answer>, Answer> {
-        if delivered_before(&entries, event_id) {
-            return Ok(Decision::Answer(Answer::Duplicate(entries)));
-        }
         let view = RunView::of(&entries);
+        match view.delivered(event_id) {
+            Some(f) if f == fingerprint => return Ok(Decision::Answer(Answer::Duplicate(entries))),
+            Some(_) => {
+                return Err(Answer::Refused(DeliverError::Conflict {
+                    run_id: run_id.to_string(),
+                    event_id: event_id.to_string(),
+                }));
+            }
+            None => {}
+        }
         let deadline_ms = match view.waiting() {
             Some(w) if w.event == event => w.deadline_ms,
             _ => {
