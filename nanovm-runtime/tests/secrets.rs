@@ -94,48 +94,45 @@ fn a_value_swapped_in_the_sqlite_vault_never_reaches_the_tool() {
 }
 
 #[cfg(feature = "postgres")]
-#[test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL (DATABASE_URL)"]
-fn a_value_swapped_in_the_postgres_vault_never_reaches_the_tool() {
+async fn a_value_swapped_in_the_postgres_vault_never_reaches_the_tool() {
     use nanovm_runtime::store::PostgresOptions;
     use nanovm_runtime::vault::PostgresVault;
     let url = support::peers::database_url();
     let schema = format!("nvmsecrets_{}", std::process::id());
-    block_on(async {
-        let vault =
-            PostgresVault::connect_with(&url, PostgresOptions::new().schema(schema.clone()))
-                .await
-                .expect("connects");
-        let email = nanovm_runtime::vault::seal(&vault, &"cy@example.com".to_string())
-            .await
-            .expect("sealed");
-        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-            .await
-            .expect("a second connection");
-        tokio::spawn(conn);
-        let n = client
-            .execute(
-                &format!("UPDATE {schema}.nanovm_vault SET value = $1 WHERE id = $2"),
-                &[&"\"eve@evil.example\"", &email.id().to_hex()],
-            )
-            .await
-            .expect("edits the database");
-        assert_eq!(n, 1);
-        let host = Host::new();
-        let exec = runtime("no", vault)
-            .run::<cr::Program>(
-                input(email, 100),
-                Arc::new(host.clone()),
-                RunOptions::new().run_id("swap-pg"),
-            )
-            .await
-            .expect("runs");
-        assert_swap_refused(&exec, &host);
-        client
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-            .await
-            .expect("drops the test schema");
-    });
+    let vault = PostgresVault::connect_with(&url, PostgresOptions::new().schema(schema.clone()))
+        .await
+        .expect("connects");
+    let email = nanovm_runtime::vault::seal(&vault, &"cy@example.com".to_string())
+        .await
+        .expect("sealed");
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("a second connection");
+    tokio::spawn(conn);
+    let n = client
+        .execute(
+            &format!("UPDATE {schema}.nanovm_vault SET value = $1 WHERE id = $2"),
+            &[&"\"eve@evil.example\"", &email.id().to_hex()],
+        )
+        .await
+        .expect("edits the database");
+    assert_eq!(n, 1);
+    let host = Host::new();
+    let exec = runtime("no", vault)
+        .run::<cr::Program>(
+            input(email, 100),
+            Arc::new(host.clone()),
+            RunOptions::new().run_id("swap-pg"),
+        )
+        .await
+        .expect("runs");
+    assert_swap_refused(&exec, &host);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .expect("drops the test schema");
 }
 
 /// A tool gets a `ToolContext`; with it, it must not be able to read secrets that are not its
