@@ -379,6 +379,15 @@ impl OpenEffect {
     }
 }
 
+/// The fingerprint of an event payload: blake3 of its canonical encoding, so the same payload
+/// with its object keys in another order has the same fingerprint. An event id is an
+/// idempotency key: a second delivery under it is a duplicate only with the same fingerprint.
+pub fn payload_fingerprint(payload: &Json) -> Digest {
+    let mut e = Encoder::new();
+    e.json(payload);
+    Digest::of(e.bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,13 +502,4 @@ mod tests {
         v.apply(&pause());
         assert!(v.to_reconcile().is_empty());
     }
-}
-
-/// The fingerprint of an event payload: blake3 of its canonical encoding, so the same payload
-/// with its object keys in another order has the same fingerprint. An event id is an
-/// idempotency key: a second delivery under it is a duplicate only with the same fingerprint.
-pub fn payload_fingerprint(payload: &Json) -> Digest {
-    let mut e = Encoder::new();
-    e.json(payload);
-    Digest::of(e.bytes())
 }

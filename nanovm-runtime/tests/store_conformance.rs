@@ -1466,10 +1466,20 @@ async fn vault_conformance<V: Vault, F: std::future::Future<Output = V>>(reopen:
     drop(v);
     let v = reopen().await;
     assert_eq!(
-        v.reveal(a).await.unwrap(),
+        v.value(a, ca).await.unwrap(),
         json!({"email": "ann@example.com"})
     );
-    assert_eq!(v.reveal(b).await.unwrap(), json!("bob@example.com"));
+    assert_eq!(v.value(b, cb).await.unwrap(), json!("bob@example.com"));
+    // Another commitment than the value's: refused, whoever asks.
+    assert_eq!(
+        v.value(a, cb).await,
+        Err(nanovm_runtime::vault::VaultError::Mismatch(a))
+    );
+    assert_eq!(
+        v.reveals(a).await.unwrap(),
+        Vec::new(),
+        "nothing revealed yet"
+    );
     v.erase(a).await.unwrap();
     v.erase(a).await.unwrap(); // erasing twice is fine
     assert!(matches!(
@@ -1478,11 +1488,11 @@ async fn vault_conformance<V: Vault, F: std::future::Future<Output = V>>(reopen:
     ));
     drop(v);
     let v = reopen().await;
-    let err = v.reveal(a).await.expect_err("erased");
+    let err = v.value(a, ca).await.expect_err("erased");
     assert!(err.to_string().contains("erased"), "{err}");
-    let err = v.reveal(VaultId([0xee; 16])).await.expect_err("unknown");
+    let err = v.value(VaultId([0xee; 16]), ca).await.expect_err("unknown");
     assert!(err.to_string().contains("no value"), "{err}");
-    assert_eq!(v.reveal(b).await.unwrap(), json!("bob@example.com"));
+    assert_eq!(v.value(b, cb).await.unwrap(), json!("bob@example.com"));
     // Salted commitments: the same value twice gives two commitments.
     let (_, c1) = v.put(json!("same")).await.unwrap();
     let (_, c2) = v.put(json!("same")).await.unwrap();
@@ -1511,9 +1521,9 @@ async fn sqlite_vault_survives_reopen_and_erases_for_good() {
     // The vault shares the store's database; the erased plaintext is gone from the files.
     let store = SqliteStore::open(&path).await.unwrap();
     let v = store.vault();
-    let (id, _) = v.put(json!("needle-7f3a9c@example.com")).await.unwrap();
+    let (id, c) = v.put(json!("needle-7f3a9c@example.com")).await.unwrap();
     assert_eq!(
-        SqliteVault::reveal(&v, id).await.unwrap(),
+        SqliteVault::value(&v, id, c).await.unwrap(),
         json!("needle-7f3a9c@example.com")
     );
     Vault::erase(&v, id).await.unwrap();

@@ -33,7 +33,8 @@ const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, en
 /// tokio's blocking threads (WAL readers never block the writer), or, for an in-memory
 /// database, on the writer thread. Nothing blocks the async runtime.
 ///
-/// Schema (version 1, `PRAGMA user_version`):
+/// Schema (version 2, `PRAGMA user_version`; a version 1 database opened for writing gets
+/// `nanovm_reveals` added):
 ///
 /// ```sql
 /// CREATE TABLE nanovm_runs (
@@ -58,6 +59,11 @@ const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, en
 ///     id TEXT PRIMARY KEY,                     -- VaultId hex
 ///     salt BLOB, value TEXT,                   -- both NULL once erased
 ///     created_ms INTEGER NOT NULL, erased_ms INTEGER);
+/// CREATE TABLE nanovm_reveals (                -- the reveal log (version 2)
+///     vault_id TEXT NOT NULL, commitment BLOB NOT NULL,
+///     run_id TEXT NOT NULL, step TEXT NOT NULL, tool TEXT NOT NULL,
+///     attempt INTEGER NOT NULL, key BLOB NOT NULL, at_ms INTEGER NOT NULL);
+/// CREATE INDEX nanovm_reveals_by_secret ON nanovm_reveals (vault_id);
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
