@@ -45,6 +45,7 @@ use crate::run::{Execution, RunOptions};
 use crate::store::{JournalError, JournalStore, Lease, RunQuery};
 use crate::trace::{Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
+use crate::vault::Vault;
 use crate::view::{RunView, payload_fingerprint};
 
 /// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`](crate::Runtime::reconcile)).
@@ -170,11 +171,15 @@ fn recorded_start(entries: &[Entry]) -> Option<(&str, &[(crate::program::Name, D
     }
 }
 
-/// Checks that a stored run is the run a start request describes: the same program, and the
-/// same plain inputs. Secret inputs are not compared (a retried request stores its secret
-/// again, under a new vault id and salt).
-fn same_request(
+/// Checks that a stored run is the run a start request describes: the same program, the same
+/// plain inputs, and the same secret inputs. A retried request seals its secrets again (a new
+/// vault id and salt, so a new commitment): a secret input is the same if it is the same
+/// handle, or if the two stored values, each checked against its own commitment
+/// ([`Vault::value`]), are equal. A secret that cannot be read that way (erased, unknown,
+/// changed in the vault) cannot be shown to be the same, so the request is refused.
+async fn same_request(
     info: &ProgramInfo,
+    vault: &dyn Vault,
     run_id: &str,
     entries: &[Entry],
     datums: &[Datum],
@@ -191,19 +196,52 @@ fn same_request(
     if program != info.name {
         return Err(in_use(format!("by a run of program `{program}`")));
     }
-    for ((name, stored), offered) in inputs.iter().zip(datums) {
-        if let (Datum::Plain(a), Datum::Plain(b)) = (stored, offered)
-            && a != b
-        {
-            return Err(in_use(format!(
-                "by a run whose input `{name}` is different"
-            )));
-        }
-    }
     if inputs.len() != datums.len() {
         return Err(in_use("by a run with other inputs".into()));
     }
+    for ((name, stored), offered) in inputs.iter().zip(datums) {
+        let differs = |what: &str| in_use(format!("by a run whose input `{name}` is {what}"));
+        match (stored, offered) {
+            (Datum::Plain(a), Datum::Plain(b)) => {
+                if a != b {
+                    return Err(differs("different"));
+                }
+            }
+            (
+                Datum::Secret {
+                    vault_id: a,
+                    commitment: ca,
+                },
+                Datum::Secret {
+                    vault_id: b,
+                    commitment: cb,
+                },
+            ) => {
+                if (a, ca) == (b, cb) {
+                    continue;
+                }
+                let read = |id, c| vault.value(id, c);
+                let (stored, offered) = match (read(*a, *ca).await, read(*b, *cb).await) {
+                    (Ok(s), Ok(o)) => (s, o),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return Err(differs(&format!("a secret that cannot be compared ({e})")));
+                    }
+                };
+                if canonical(&stored) != canonical(&offered) {
+                    return Err(differs("a different secret"));
+                }
+            }
+            _ => return Err(differs("of another kind (secret or plain)")),
+        }
+    }
     Ok(())
+}
+
+/// The canonical encoding of a value (object key order does not matter).
+fn canonical(v: &Json) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.json(v);
+    e.bytes().to_vec()
 }
 
 /// A lease owner name unique to one operation of this process.
@@ -319,7 +357,7 @@ pub(crate) async fn rejoin<P: Program>(
     opts: RunOptions,
 ) -> Result<Execution, RunError> {
     let info = P::info();
-    same_request(info, &run_id, &entries, &datums)?;
+    same_request(info, engine.vault.as_ref(), &run_id, &entries, &datums).await?;
     // Mid-way: resume it under a lease (unless someone holds one); otherwise (or if it
     // moved on meanwhile) answer what is stored.
     let decide = |entries: Vec<Entry>| -> Result<Decision<Vec<Entry>>, Vec<Entry>> {
@@ -372,7 +410,7 @@ pub(crate) async fn submit<P: Program>(
                 .load(&run_id)
                 .await?
                 .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
-            same_request(info, &run_id, &entries, &datums)?;
+            same_request(info, engine.vault.as_ref(), &run_id, &entries, &datums).await?;
             Ok(run_id)
         }
         Err(e) => Err(e.into()),
