@@ -10,7 +10,9 @@
 //!   left it mid-way) is resumed under a lease, unless someone holds one ([`RunError::Leased`]).
 //! * **Events** ([`Runtime::deliver`](crate::Runtime::deliver)): a suspended run waiting for the named event gets a
 //!   `delivered` entry and continues live; an event id the run has seen before is acknowledged
-//!   and ignored ([`Delivery::Duplicate`]); a payload the program refuses changes nothing.
+//!   and ignored ([`Delivery::Duplicate`]) if it comes with the same payload (the same
+//!   fingerprint), and refused ([`DeliverError::Conflict`]) with another; a payload the program
+//!   refuses changes nothing.
 //! * **Timeouts** ([`Runtime::fire_timeouts`]): suspended runs whose deadline has passed on the
 //!   runtime's [`Clock`](crate::Clock) take their timeout edge.
 //! * **Reconciliation** ([`Runtime::reconcile`](crate::Runtime::reconcile)): an operator says whether an ambiguous effect
@@ -43,7 +45,8 @@ use crate::run::{Execution, RunOptions};
 use crate::store::{JournalError, JournalStore, Lease, RunQuery};
 use crate::trace::{Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
-use crate::view::RunView;
+use crate::vault::Vault;
+use crate::view::{RunView, payload_fingerprint};
 
 /// What an operator knows about an ambiguous effect (see [`Runtime::reconcile`](crate::Runtime::reconcile)).
 #[derive(Clone, Debug, PartialEq)]
@@ -110,6 +113,15 @@ pub enum DeliverError {
     /// The program refuses the payload (it does not have the await's declared type).
     #[error("the payload is refused: {0}")]
     Payload(String),
+    /// The run received an event with this id before, with another payload: an event id names
+    /// one event, so this is not a duplicate to acknowledge (nor a new event to deliver).
+    #[error("run `{run_id}` received event id `{event_id}` before, with another payload")]
+    Conflict {
+        /// The run.
+        run_id: String,
+        /// The event id offered.
+        event_id: String,
+    },
     /// The store failed; someone else is on the run ([`RunError::Leased`], or a lapsed lease's
     /// `Fenced` / `Conflict`: retry, and the delivery is answered as the run then stands); or
     /// the stored trace does not replay.
@@ -149,13 +161,6 @@ pub enum ReconcileError {
     Run(#[from] RunError),
 }
 
-/// True if the run received an event with id `event_id` (of any name).
-fn delivered_before(entries: &[Entry], event_id: &str) -> bool {
-    entries
-        .iter()
-        .any(|e| matches!(&e.event, Event::Delivered { event_id: id, .. } if id == event_id))
-}
-
 /// The recorded inputs of a `run_started` event, if `entries` starts with one.
 fn recorded_start(entries: &[Entry]) -> Option<(&str, &[(crate::program::Name, Datum)])> {
     match &entries.first()?.event {
@@ -166,11 +171,15 @@ fn recorded_start(entries: &[Entry]) -> Option<(&str, &[(crate::program::Name, D
     }
 }
 
-/// Checks that a stored run is the run a start request describes: the same program, and the
-/// same plain inputs. Secret inputs are not compared (a retried request stores its secret
-/// again, under a new vault id and salt).
-fn same_request(
+/// Checks that a stored run is the run a start request describes: the same program, the same
+/// plain inputs, and the same secret inputs. A retried request seals its secrets again (a new
+/// vault id and salt, so a new commitment): a secret input is the same if it is the same
+/// handle, or if the two stored values, each checked against its own commitment
+/// ([`Vault::value`]), are equal. A secret that cannot be read that way (erased, unknown,
+/// changed in the vault) cannot be shown to be the same, so the request is refused.
+async fn same_request(
     info: &ProgramInfo,
+    vault: &dyn Vault,
     run_id: &str,
     entries: &[Entry],
     datums: &[Datum],
@@ -187,19 +196,52 @@ fn same_request(
     if program != info.name {
         return Err(in_use(format!("by a run of program `{program}`")));
     }
-    for ((name, stored), offered) in inputs.iter().zip(datums) {
-        if let (Datum::Plain(a), Datum::Plain(b)) = (stored, offered)
-            && a != b
-        {
-            return Err(in_use(format!(
-                "by a run whose input `{name}` is different"
-            )));
-        }
-    }
     if inputs.len() != datums.len() {
         return Err(in_use("by a run with other inputs".into()));
     }
+    for ((name, stored), offered) in inputs.iter().zip(datums) {
+        let differs = |what: &str| in_use(format!("by a run whose input `{name}` is {what}"));
+        match (stored, offered) {
+            (Datum::Plain(a), Datum::Plain(b)) => {
+                if a != b {
+                    return Err(differs("different"));
+                }
+            }
+            (
+                Datum::Secret {
+                    vault_id: a,
+                    commitment: ca,
+                },
+                Datum::Secret {
+                    vault_id: b,
+                    commitment: cb,
+                },
+            ) => {
+                if (a, ca) == (b, cb) {
+                    continue;
+                }
+                let read = |id, c| vault.value(id, c);
+                let (stored, offered) = match (read(*a, *ca).await, read(*b, *cb).await) {
+                    (Ok(s), Ok(o)) => (s, o),
+                    (Err(e), _) | (_, Err(e)) => {
+                        return Err(differs(&format!("a secret that cannot be compared ({e})")));
+                    }
+                };
+                if canonical(&stored) != canonical(&offered) {
+                    return Err(differs("a different secret"));
+                }
+            }
+            _ => return Err(differs("of another kind (secret or plain)")),
+        }
+    }
     Ok(())
+}
+
+/// The canonical encoding of a value (object key order does not matter).
+fn canonical(v: &Json) -> Vec<u8> {
+    let mut e = Encoder::new();
+    e.json(v);
+    e.bytes().to_vec()
 }
 
 /// A lease owner name unique to one operation of this process.
@@ -315,7 +357,7 @@ pub(crate) async fn rejoin<P: Program>(
     opts: RunOptions,
 ) -> Result<Execution, RunError> {
     let info = P::info();
-    same_request(info, &run_id, &entries, &datums)?;
+    same_request(info, engine.vault.as_ref(), &run_id, &entries, &datums).await?;
     // Mid-way: resume it under a lease (unless someone holds one); otherwise (or if it
     // moved on meanwhile) answer what is stored.
     let decide = |entries: Vec<Entry>| -> Result<Decision<Vec<Entry>>, Vec<Entry>> {
@@ -368,7 +410,7 @@ pub(crate) async fn submit<P: Program>(
                 .load(&run_id)
                 .await?
                 .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
-            same_request(info, &run_id, &entries, &datums)?;
+            same_request(info, engine.vault.as_ref(), &run_id, &entries, &datums).await?;
             Ok(run_id)
         }
         Err(e) => Err(e.into()),
@@ -385,12 +427,20 @@ pub(crate) async fn deliver<P: Program>(
     tools: Arc<P::Tools>,
 ) -> Result<Delivery, DeliverError> {
     let clock = engine.clock.clone();
+    let fingerprint = payload_fingerprint(&payload);
     let mut due = false;
     let decide = |entries: Vec<Entry>| -> Result<Decision<Answer>, Answer> {
-        if delivered_before(&entries, event_id) {
-            return Ok(Decision::Answer(Answer::Duplicate(entries)));
-        }
         let view = RunView::of(&entries);
+        match view.delivered(event_id) {
+            Some(f) if f == fingerprint => return Ok(Decision::Answer(Answer::Duplicate(entries))),
+            Some(_) => {
+                return Err(Answer::Refused(DeliverError::Conflict {
+                    run_id: run_id.to_string(),
+                    event_id: event_id.to_string(),
+                }));
+            }
+            None => {}
+        }
         let deadline_ms = match view.waiting() {
             Some(w) if w.event == event => w.deadline_ms,
             _ => {

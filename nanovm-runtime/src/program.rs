@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::value::{Datum, Digest, Json, Secret, SecretRef};
+use crate::value::{Datum, Digest, Json, Secret, SecretRef, VaultId};
 
 /// A boxed, sendable future, as returned by dynamically dispatched tool calls.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -313,12 +313,18 @@ pub enum Fault {
 }
 
 /// Everything a tool invocation knows about its context.
+///
+/// It can reveal secrets ([`ToolContext::reveal`]), but only the call's own secret arguments,
+/// checked against the commitments the run recorded, and every reveal is recorded by the vault
+/// ([`crate::vault::Vault::reveals`]). It holds no handle to the vault itself.
 #[derive(Clone)]
 pub struct ToolContext {
     /// The run.
     pub run_id: Arc<str>,
     /// The step (for a parallel branch, the branch name).
     pub step: &'static str,
+    /// The tool called.
+    pub tool: &'static str,
     /// 1 for the first attempt, 2 for the first retry, and so on.
     pub attempt: u32,
     /// The idempotency key: the effect id for `effect` tools, a call id for others. It is the
@@ -326,7 +332,9 @@ pub struct ToolContext {
     /// effect at most once.
     pub idempotency_key: Digest,
     /// Resolves secrets for the call.
-    pub vault: Arc<dyn SecretSource>,
+    secrets: Arc<dyn SecretSource>,
+    /// The call's secret arguments, as the trace records them: the only secrets it may reveal.
+    scope: Arc<[(VaultId, Digest)]>,
 }
 
 impl fmt::Debug for ToolContext {
@@ -334,6 +342,7 @@ impl fmt::Debug for ToolContext {
         f.debug_struct("ToolContext")
             .field("run_id", &self.run_id)
             .field("step", &self.step)
+            .field("tool", &self.tool)
             .field("attempt", &self.attempt)
             .field("idempotency_key", &self.idempotency_key)
             .finish_non_exhaustive()
@@ -341,22 +350,105 @@ impl fmt::Debug for ToolContext {
 }
 
 impl ToolContext {
+    /// The context of one call: `args` are the call's arguments as the trace records them,
+    /// whose secrets are the only ones the call may reveal.
+    pub(crate) fn new(
+        run_id: Arc<str>,
+        step: &'static str,
+        tool: &'static str,
+        attempt: u32,
+        idempotency_key: Digest,
+        secrets: Arc<dyn SecretSource>,
+        args: &[(&'static str, Datum)],
+    ) -> ToolContext {
+        let scope = args
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Datum::Secret {
+                    vault_id,
+                    commitment,
+                } => Some((*vault_id, *commitment)),
+                Datum::Plain(_) => None,
+            })
+            .collect();
+        ToolContext {
+            run_id,
+            step,
+            tool,
+            attempt,
+            idempotency_key,
+            secrets,
+            scope,
+        }
+    }
+
     /// Fetches a secret's plaintext from the vault, decoded as `T`.
+    ///
+    /// Refused (a permanent [`ToolError`]) unless `handle` is one of the call's own secret
+    /// arguments (the same vault id and commitment), and unless the stored value still matches
+    /// the commitment (`keyed_hash(salt, value)`; a value changed in the vault behind the
+    /// runtime's back never reaches the tool). The vault records the reveal (which secret, to
+    /// which tool, at which step of which run) before it hands the value out.
     pub async fn reveal<T: serde::de::DeserializeOwned>(
         &self,
         handle: &SecretRef<T>,
     ) -> Result<Secret<T>, ToolError> {
-        let value = self.vault.reveal(handle.id()).await?;
+        let wanted = (handle.id(), handle.commitment());
+        if !self.scope.contains(&wanted) {
+            return Err(ToolError::permanent(format!(
+                "tool `{}` at `{}` may not reveal secret {}: it is not an argument of this call",
+                self.tool,
+                self.step,
+                handle.id().to_hex()
+            )));
+        }
+        let value = self
+            .secrets
+            .reveal(Reveal {
+                vault_id: handle.id(),
+                commitment: handle.commitment(),
+                run_id: self.run_id.to_string(),
+                step: self.step.to_string(),
+                tool: self.tool.to_string(),
+                attempt: self.attempt,
+                key: self.idempotency_key,
+            })
+            .await?;
         serde_json::from_value(value)
             .map(Secret::new)
             .map_err(|e| ToolError::permanent(format!("secret has the wrong type: {e}")))
     }
 }
 
+/// One reveal of a secret to a tool call: which secret, to which tool, at which step of which
+/// run. [`SecretSource::reveal`] gets it, checks it and records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reveal {
+    /// The secret's vault id.
+    pub vault_id: VaultId,
+    /// The commitment the run recorded for it; the stored value must match it.
+    pub commitment: Digest,
+    /// The run.
+    pub run_id: String,
+    /// The step (for a parallel branch, the branch name).
+    pub step: String,
+    /// The tool the value is handed to.
+    pub tool: String,
+    /// The attempt of the call (1 for the first).
+    pub attempt: u32,
+    /// The call's idempotency key (for an `effect` tool, the effect id of its `tool_intent`).
+    pub key: Digest,
+}
+
 /// Where tool calls get secret plaintext from (implemented by vaults).
 pub trait SecretSource: Send + Sync + 'static {
-    /// The plaintext of a stored secret, or an error if it is unknown or was erased.
-    fn reveal(&self, id: crate::value::VaultId) -> BoxFuture<'_, Result<Json, ToolError>>;
+    /// The plaintext of the secret `reveal.vault_id`, for the tool call `reveal` describes.
+    ///
+    /// Implementations must refuse a value that does not match `reveal.commitment`
+    /// (`keyed_hash(salt, value)`, see [`crate::vault::commitment`]), an erased or unknown
+    /// one, and must record the reveal durably before returning the value.
+    fn reveal(&self, reveal: Reveal) -> BoxFuture<'_, Result<Json, ToolError>>;
 }
 
 /// A tool's failure.

@@ -1,13 +1,16 @@
 //! [`RunView`]: the one reading of a run's events. Where a run stands (its status, the step
 //! it ended or waits at, what it waits for), which effects are open, which an operator must
-//! reconcile, which secrets it references, how many entries it has.
+//! reconcile, which secrets it references, which event ids it received (with their payloads'
+//! fingerprints), how many entries it has.
 //!
 //! The stores keep their status columns with it, the durable protocol decides with it what a
 //! stored run may be continued with, workers decide with it what a claimed run needs, and it is
 //! public for hosts and tools that read traces.
 
+use crate::canonical::Encoder;
 use crate::program::{Name, Program, ToolInfo};
 use crate::trace::{Entry, Event, RunStatus};
+use crate::value::Json;
 use crate::value::{Datum, Digest, VaultId};
 
 /// Where a run stands after the events read so far. Built with [`RunView::of`] (or
@@ -37,6 +40,8 @@ pub struct RunView {
     /// intent.
     open: Vec<OpenEffect>,
     secrets: Vec<VaultId>,
+    /// The event ids received, with the fingerprint of each one's payload, in order.
+    delivered: Vec<(String, Digest)>,
     entries: u64,
     /// The program's tools, when known: which effects are idempotent.
     tools: Option<&'static [ToolInfo]>,
@@ -87,6 +92,7 @@ impl RunView {
             waiting: None,
             open: Vec::new(),
             secrets: Vec::new(),
+            delivered: Vec::new(),
             entries: 0,
             tools: None,
         }
@@ -127,6 +133,11 @@ impl RunView {
         self.apply_status(event);
         match event {
             Event::RunStarted { inputs, .. } => self.note_secrets(inputs),
+            Event::Delivered {
+                event_id, payload, ..
+            } => self
+                .delivered
+                .push((event_id.clone(), payload_fingerprint(payload))),
             Event::ToolIntent {
                 step,
                 tool,
@@ -184,6 +195,15 @@ impl RunView {
             }
             _ => {}
         }
+    }
+
+    /// The fingerprint ([`payload_fingerprint`]) of the payload the run received under
+    /// `event_id` (of any event name), or `None` if it never received that id.
+    pub fn delivered(&self, event_id: &str) -> Option<Digest> {
+        self.delivered
+            .iter()
+            .find(|(id, _)| id == event_id)
+            .map(|(_, f)| *f)
     }
 
     /// Moves only the status, step, message and what the run waits for along `event`: all a
@@ -357,6 +377,15 @@ impl OpenEffect {
     fn needs_operator(&self) -> bool {
         self.idempotent != Some(true)
     }
+}
+
+/// The fingerprint of an event payload: blake3 of its canonical encoding, so the same payload
+/// with its object keys in another order has the same fingerprint. An event id is an
+/// idempotency key: a second delivery under it is a duplicate only with the same fingerprint.
+pub fn payload_fingerprint(payload: &Json) -> Digest {
+    let mut e = Encoder::new();
+    e.json(payload);
+    Digest::of(e.bytes())
 }
 
 #[cfg(test)]

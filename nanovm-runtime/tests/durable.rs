@@ -180,6 +180,36 @@ fn a_run_id_in_use_by_another_request_is_refused() {
     );
 }
 
+/// Hole 6: a second start of a run id with another *secret* input is another request, though
+/// the retried request seals its secret anew (a new vault id and salt, so a new commitment):
+/// the secret inputs are compared by value, each checked against its commitment in the vault.
+/// The same secret sealed again is the same request.
+#[test]
+fn a_run_id_in_use_with_another_secret_input_is_refused() {
+    let s = setup("yes");
+    let host = Host::new();
+    let first = s.run(100, "sec", &host).expect("runs");
+    // The same request, its secret sealed again: answered with the recorded outcome.
+    let again = s.run(100, "sec", &host).expect("the same request");
+    same_outcome(&first, &again);
+    let mut other = s.input(100);
+    other.email = s
+        .vault
+        .secret(&"eve@example.com".to_string())
+        .expect("a secret");
+    let err = block_on(s.rt.run::<cr::Program>(
+        other,
+        Arc::new(host.clone()),
+        RunOptions::new().run_id("sec"),
+    ))
+    .expect_err("another secret input");
+    assert!(
+        matches!(&err, RunError::RunIdInUse { reason, .. } if reason.contains("email")),
+        "{err}"
+    );
+    assert_eq!(host.calls("issue_refund"), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reconciliation
 
@@ -442,7 +472,7 @@ fn a_delivered_event_continues_the_run_and_a_repeat_is_acknowledged_and_ignored(
     let appends = s.store.appends();
     // The same event again, after the run moved on: acknowledged, nothing written.
     let again = s
-        .deliver("d", "approval", "ev-1", json!({"approved": false}), &host)
+        .deliver("d", "approval", "ev-1", json!({"approved": true}), &host)
         .expect("acknowledged");
     let Delivery::Duplicate(e) = again else {
         panic!("{again:?}")
@@ -464,6 +494,49 @@ fn a_delivered_event_continues_the_run_and_a_repeat_is_acknowledged_and_ignored(
         "{err}"
     );
     assert_eq!(s.store.appends(), appends);
+    assert_eq!(host.calls("issue_refund"), 1);
+}
+
+/// Hole 6: an event id is an idempotency key, and a key names one request. The same id with
+/// another payload is not a duplicate to acknowledge and drop silently: it is a conflict, and
+/// nothing is written. The same payload (its keys in another order) is still a duplicate.
+#[test]
+fn the_same_event_id_with_another_payload_is_a_conflict() {
+    let s = setup("yes");
+    let host = Host::new();
+    s.run(9000, "rev", &host).expect("suspends");
+    let payload = json!({"approved": true, "note": {"by": "ann", "at": 1}});
+    let first = s
+        .deliver("rev", "approval", "rev-1", payload, &host)
+        .expect("delivered");
+    assert!(matches!(first, Delivery::Resumed(_)), "{first:?}");
+    let appends = s.store.appends();
+    let stored = s.store.entries("rev");
+    let err = s
+        .deliver(
+            "rev",
+            "approval",
+            "rev-1",
+            json!({"approved": false, "note": {"by": "ann", "at": 1}}),
+            &host,
+        )
+        .expect_err("another payload under the same event id");
+    assert!(
+        matches!(&err, DeliverError::Conflict { run_id, event_id } if run_id == "rev" && event_id == "rev-1"),
+        "{err}"
+    );
+    assert_eq!(s.store.appends(), appends, "nothing was written");
+    assert_eq!(s.store.entries("rev"), stored);
+    let same = s
+        .deliver(
+            "rev",
+            "approval",
+            "rev-1",
+            json!({"note": {"at": 1, "by": "ann"}, "approved": true}),
+            &host,
+        )
+        .expect("the same payload is a duplicate");
+    assert!(matches!(same, Delivery::Duplicate(_)), "{same:?}");
     assert_eq!(host.calls("issue_refund"), 1);
 }
 

@@ -48,6 +48,15 @@ trait Harness: Send + Sync + 'static {
     /// this store cannot be damaged from outside).
     async fn damage(&self, store: &Self::S, run_id: &str, seq: u64, line: &str) -> bool;
 
+    /// Swaps the stored entries of runs `a` and `b`, behind the store's back (`false`: this
+    /// store cannot be damaged from outside).
+    async fn swap_entries(&self, store: &Self::S, a: &str, b: &str) -> bool;
+
+    /// Deletes the last stored entry of `run_id` and lowers the record's entry count to match,
+    /// behind the store's back, leaving the record's last hash as it was (`false`: the store
+    /// keeps no last hash apart from its entries, or cannot be damaged from outside).
+    async fn drop_last_entry(&self, store: &Self::S, run_id: &str) -> bool;
+
     /// Cleans up after a test that passed.
     async fn finish(&self) {}
 }
@@ -76,6 +85,17 @@ impl Harness for Memory {
         *slot = entry;
         store.set_entries(run_id, entries);
         true
+    }
+
+    async fn swap_entries(&self, store: &MemoryStore, a: &str, b: &str) -> bool {
+        let (ea, eb) = (store.entries(a), store.entries(b));
+        store.set_entries(a, eb);
+        store.set_entries(b, ea);
+        true
+    }
+
+    async fn drop_last_entry(&self, _: &MemoryStore, _: &str) -> bool {
+        false
     }
 }
 
@@ -125,6 +145,44 @@ mod sqlite_harness {
                 .expect("edits the database");
             n == 1
         }
+
+        async fn swap_entries(&self, store: &SqliteStore, a: &str, b: &str) -> bool {
+            let Some(path) = store.path() else {
+                return false;
+            };
+            let c = rusqlite::Connection::open(path).expect("a second connection");
+            c.busy_timeout(std::time::Duration::from_secs(5)).ok();
+            c.execute_batch(&format!(
+                "BEGIN; \
+                 UPDATE nanovm_entries SET run = -1 WHERE run = \
+                   (SELECT ord FROM nanovm_runs WHERE run_id = '{a}'); \
+                 UPDATE nanovm_entries SET run = (SELECT ord FROM nanovm_runs WHERE run_id = '{a}') \
+                   WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = '{b}'); \
+                 UPDATE nanovm_entries SET run = (SELECT ord FROM nanovm_runs WHERE run_id = '{b}') \
+                   WHERE run = -1; \
+                 COMMIT;"
+            ))
+            .expect("edits the database");
+            true
+        }
+
+        async fn drop_last_entry(&self, store: &SqliteStore, run_id: &str) -> bool {
+            let Some(path) = store.path() else {
+                return false;
+            };
+            let c = rusqlite::Connection::open(path).expect("a second connection");
+            c.busy_timeout(std::time::Duration::from_secs(5)).ok();
+            c.execute_batch(&format!(
+                "BEGIN; \
+                 DELETE FROM nanovm_entries WHERE run = \
+                   (SELECT ord FROM nanovm_runs WHERE run_id = '{run_id}') \
+                   AND seq = (SELECT entries - 1 FROM nanovm_runs WHERE run_id = '{run_id}'); \
+                 UPDATE nanovm_runs SET entries = entries - 1 WHERE run_id = '{run_id}'; \
+                 COMMIT;"
+            ))
+            .expect("edits the database");
+            true
+        }
     }
 
     /// A private in-memory database.
@@ -138,6 +196,14 @@ mod sqlite_harness {
         }
 
         async fn damage(&self, _: &SqliteStore, _: &str, _: u64, _: &str) -> bool {
+            false
+        }
+
+        async fn swap_entries(&self, _: &SqliteStore, _: &str, _: &str) -> bool {
+            false
+        }
+
+        async fn drop_last_entry(&self, _: &SqliteStore, _: &str) -> bool {
             false
         }
     }
@@ -231,6 +297,44 @@ mod postgres_harness {
                 .await
                 .expect("edits the database");
             n == 1
+        }
+
+        async fn swap_entries(&self, store: &PostgresStore, a: &str, b: &str) -> bool {
+            let client = client(&self.url).await;
+            let s = store.schema();
+            // One statement (foreign and primary keys are checked per row): each entry takes
+            // the contents of the other run's entry with the same seq.
+            client
+                .execute(
+                    &format!(
+                        "UPDATE {s}.nanovm_entries e SET hash = o.hash, line = o.line \
+                         FROM {s}.nanovm_entries o, {s}.nanovm_runs ra, {s}.nanovm_runs rb \
+                         WHERE ra.run_id = $1 AND rb.run_id = $2 AND e.seq = o.seq \
+                         AND ((e.run = ra.ord AND o.run = rb.ord) \
+                           OR (e.run = rb.ord AND o.run = ra.ord))"
+                    ),
+                    &[&a, &b],
+                )
+                .await
+                .expect("edits the database");
+            true
+        }
+
+        async fn drop_last_entry(&self, store: &PostgresStore, run_id: &str) -> bool {
+            let client = client(&self.url).await;
+            let s = store.schema();
+            client
+                .batch_execute(&format!(
+                    "BEGIN; \
+                     DELETE FROM {s}.nanovm_entries WHERE run = \
+                       (SELECT ord FROM {s}.nanovm_runs WHERE run_id = '{run_id}') \
+                       AND seq = (SELECT entries - 1 FROM {s}.nanovm_runs WHERE run_id = '{run_id}'); \
+                     UPDATE {s}.nanovm_runs SET entries = entries - 1 WHERE run_id = '{run_id}'; \
+                     COMMIT;"
+                ))
+                .await
+                .expect("edits the database");
+            true
         }
     }
 }
@@ -1103,6 +1207,48 @@ async fn a_damaged_entry_loads_as_corrupt<H: Harness>(h: &H) {
     assert_eq!(s.load("dmg-ok").await.unwrap().unwrap(), ok.entries());
 }
 
+/// Two runs of the same length whose rows are swapped behind the store's back: each chain is
+/// intact, so only the run id its `run_started` names tells that the entries are another run's.
+/// Loading either must be refused, not answered with the other run's trace.
+async fn swapped_runs_load_as_corrupt<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let (a, b) = (rich_run("swap-a"), rich_run("swap-b"));
+    s.append("swap-a", a.entries(), None).await.unwrap();
+    s.append("swap-b", b.entries(), None).await.unwrap();
+    assert!(
+        h.swap_entries(&s, "swap-a", "swap-b").await,
+        "the harness could not swap the runs (only stores it can damage run this test)"
+    );
+    for id in ["swap-a", "swap-b"] {
+        match s.load(id).await {
+            Err(JournalError::Corrupt { run_id, reason }) => {
+                assert_eq!(run_id, id);
+                assert!(reason.contains("swap-"), "{reason}");
+            }
+            other => panic!("{id}: expected Corrupt, got {other:?}"),
+        }
+    }
+}
+
+/// The last entry deleted and the entry count lowered to match: the rest is an intact chain,
+/// but it does not end at the hash the run's record keeps, so it is refused.
+async fn a_lost_tail_loads_as_corrupt<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let run = rich_run("tail");
+    s.append("tail", run.entries(), None).await.unwrap();
+    assert!(
+        h.drop_last_entry(&s, "tail").await,
+        "the harness could not cut the run (only stores with a last hash run this test)"
+    );
+    match s.load("tail").await {
+        Err(JournalError::Corrupt { run_id, reason }) => {
+            assert_eq!(run_id, "tail");
+            assert!(reason.contains("last hash"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
 async fn reopening_keeps_everything<H: Harness>(h: &H) {
     let s = h.fresh().await;
     let run = rich_run("keep");
@@ -1270,13 +1416,26 @@ macro_rules! suite {
 // Which store can be damaged or reopened is decided here, not found out (and silently skipped)
 // inside the tests: the memory store holds parsed entries (a parseable line can be planted, the
 // store is gone with the process); an in-memory SQLite database is private to its connection.
-suite!(memory, Memory, [], [a_damaged_entry_loads_as_corrupt]);
+suite!(
+    memory,
+    Memory,
+    [],
+    [
+        a_damaged_entry_loads_as_corrupt,
+        swapped_runs_load_as_corrupt
+    ]
+);
 #[cfg(feature = "sqlite")]
 suite!(
     sqlite_file,
     sqlite_harness::SqliteFile,
     [],
-    [a_damaged_entry_loads_as_corrupt, reopening_keeps_everything]
+    [
+        a_damaged_entry_loads_as_corrupt,
+        swapped_runs_load_as_corrupt,
+        a_lost_tail_loads_as_corrupt,
+        reopening_keeps_everything
+    ]
 );
 #[cfg(feature = "sqlite")]
 suite!(sqlite_memory, sqlite_harness::SqliteMemory, [], []);
@@ -1285,7 +1444,12 @@ suite!(
     postgres,
     postgres_harness::harness(),
     [ignore = "needs PostgreSQL (DATABASE_URL); run with --ignored"],
-    [a_damaged_entry_loads_as_corrupt, reopening_keeps_everything]
+    [
+        a_damaged_entry_loads_as_corrupt,
+        swapped_runs_load_as_corrupt,
+        a_lost_tail_loads_as_corrupt,
+        reopening_keeps_everything
+    ]
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1302,10 +1466,20 @@ async fn vault_conformance<V: Vault, F: std::future::Future<Output = V>>(reopen:
     drop(v);
     let v = reopen().await;
     assert_eq!(
-        v.reveal(a).await.unwrap(),
+        v.value(a, ca).await.unwrap(),
         json!({"email": "ann@example.com"})
     );
-    assert_eq!(v.reveal(b).await.unwrap(), json!("bob@example.com"));
+    assert_eq!(v.value(b, cb).await.unwrap(), json!("bob@example.com"));
+    // Another commitment than the value's: refused, whoever asks.
+    assert_eq!(
+        v.value(a, cb).await,
+        Err(nanovm_runtime::vault::VaultError::Mismatch(a))
+    );
+    assert_eq!(
+        v.reveals(a).await.unwrap(),
+        Vec::new(),
+        "nothing revealed yet"
+    );
     v.erase(a).await.unwrap();
     v.erase(a).await.unwrap(); // erasing twice is fine
     assert!(matches!(
@@ -1314,11 +1488,11 @@ async fn vault_conformance<V: Vault, F: std::future::Future<Output = V>>(reopen:
     ));
     drop(v);
     let v = reopen().await;
-    let err = v.reveal(a).await.expect_err("erased");
+    let err = v.value(a, ca).await.expect_err("erased");
     assert!(err.to_string().contains("erased"), "{err}");
-    let err = v.reveal(VaultId([0xee; 16])).await.expect_err("unknown");
+    let err = v.value(VaultId([0xee; 16]), ca).await.expect_err("unknown");
     assert!(err.to_string().contains("no value"), "{err}");
-    assert_eq!(v.reveal(b).await.unwrap(), json!("bob@example.com"));
+    assert_eq!(v.value(b, cb).await.unwrap(), json!("bob@example.com"));
     // Salted commitments: the same value twice gives two commitments.
     let (_, c1) = v.put(json!("same")).await.unwrap();
     let (_, c2) = v.put(json!("same")).await.unwrap();
@@ -1347,9 +1521,9 @@ async fn sqlite_vault_survives_reopen_and_erases_for_good() {
     // The vault shares the store's database; the erased plaintext is gone from the files.
     let store = SqliteStore::open(&path).await.unwrap();
     let v = store.vault();
-    let (id, _) = v.put(json!("needle-7f3a9c@example.com")).await.unwrap();
+    let (id, c) = v.put(json!("needle-7f3a9c@example.com")).await.unwrap();
     assert_eq!(
-        SqliteVault::reveal(&v, id).await.unwrap(),
+        SqliteVault::value(&v, id, c).await.unwrap(),
         json!("needle-7f3a9c@example.com")
     );
     Vault::erase(&v, id).await.unwrap();

@@ -147,7 +147,19 @@ impl Pg {
                 value TEXT,
                 created_ms BIGINT NOT NULL,
                 erased_ms BIGINT
-            );"
+            );
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_reveals (
+                n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                vault_id TEXT NOT NULL,
+                commitment BYTEA NOT NULL,
+                run_id TEXT NOT NULL,
+                step TEXT NOT NULL,
+                tool TEXT NOT NULL,
+                attempt BIGINT NOT NULL,
+                key BYTEA NOT NULL,
+                at_ms BIGINT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS nanovm_reveals_by_secret ON {s}.nanovm_reveals (vault_id);"
         ))
         .await
         .map_err(pg)?;

@@ -12,8 +12,24 @@ use tokio::sync::oneshot;
 
 use crate::error::JournalError;
 
-/// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version this code writes (`PRAGMA user_version`). Version 1 lacked
+/// `nanovm_reveals`; opening it for writing adds the table ([`REVEALS`]).
+const SCHEMA_VERSION: i64 = 2;
+
+/// The reveal log (schema version 2): one row per secret handed to a tool call.
+const REVEALS: &str = "
+CREATE TABLE nanovm_reveals (
+    vault_id TEXT NOT NULL,
+    commitment BLOB NOT NULL,
+    run_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX nanovm_reveals_by_secret ON nanovm_reveals (vault_id);
+";
 
 const SCHEMA: &str = "
 CREATE TABLE nanovm_runs (
@@ -215,7 +231,8 @@ fn read_only_connection(
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(io)?;
     match version {
-        SCHEMA_VERSION => Ok(c),
+        // A version 1 database has no reveal log; reading it needs none.
+        1 | SCHEMA_VERSION => Ok(c),
         0 => Err(io(
             "not a nanovm store: the database has no nanovm schema (opened read-only; nothing \
              was created)",
@@ -257,11 +274,22 @@ fn writer_connection(
     match version {
         0 => {
             c.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN IMMEDIATE; {SCHEMA} {REVEALS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(|e| {
                 let _ = c.execute_batch("ROLLBACK");
                 io(format!("creating the schema: {e}"))
+            })?;
+        }
+        1 => {
+            c.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {REVEALS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(|e| {
+                let _ = c.execute_batch("ROLLBACK");
+                io(format!(
+                    "adding the reveal log to a version 1 database: {e}"
+                ))
             })?;
         }
         SCHEMA_VERSION => {}

@@ -247,7 +247,7 @@ impl<P: Program> Exec<P> {
         if !cleared {
             return Ok((ToolIo::Reconcile, args));
         }
-        let ctx = self.context(step_name, attempt, key);
+        let ctx = self.context(step_name, attempt, key, &call);
         let Some(tools) = &self.tools else {
             return Err(RunError::Internal("a live call without tools".into()).into());
         };
@@ -259,14 +259,24 @@ impl<P: Program> Exec<P> {
         Ok((io, args))
     }
 
-    pub(super) fn context(&self, step: &'static str, attempt: u32, key: Digest) -> ToolContext {
-        ToolContext {
-            run_id: self.rec.run_id.clone(),
+    /// The context of a live call of `call`: it may reveal only the call's own secrets.
+    pub(super) fn context(
+        &self,
+        step: &'static str,
+        attempt: u32,
+        key: Digest,
+        call: &P::Call,
+    ) -> ToolContext {
+        let tool = P::info().tools.get(call.tool()).map_or("?", |t| t.name);
+        ToolContext::new(
+            self.rec.run_id.clone(),
             step,
+            tool,
             attempt,
-            idempotency_key: key,
-            vault: self.engine.secrets.clone(),
-        }
+            key,
+            self.engine.secrets.clone(),
+            &call.args(),
+        )
     }
 
     #[allow(

@@ -203,8 +203,50 @@ pub(crate) fn encode_rows(entries: &[Entry]) -> Vec<Row> {
         .collect()
 }
 
+/// Checks that loaded entries (an unbroken chain already) are the run `run_id`'s: a non-empty
+/// run starts with a `run_started` naming `run_id` (every later entry is chained to it), and,
+/// where the store keeps the run's last hash apart from the entries, the chain ends there. So
+/// rows moved between runs, or a run cut short with its entry count adjusted, are refused as
+/// [`JournalError::Corrupt`] instead of loading as another run's (or a shorter) trace.
+pub(crate) fn check_loaded(
+    run_id: &str,
+    entries: &[Entry],
+    last_hash: Option<Digest>,
+) -> Result<(), JournalError> {
+    let corrupt = |reason: String| JournalError::Corrupt {
+        run_id: run_id.to_string(),
+        reason,
+    };
+    if let Some(first) = entries.first() {
+        match &first.event {
+            Event::RunStarted { run_id: named, .. } if named == run_id => {}
+            Event::RunStarted { run_id: named, .. } => {
+                return Err(corrupt(format!(
+                    "the stored entries are run `{named}`'s (its `run_started` names it)"
+                )));
+            }
+            other => {
+                return Err(corrupt(format!(
+                    "the stored entries start with `{}`, not `run_started`",
+                    other.kind()
+                )));
+            }
+        }
+    }
+    let end = entries.last().map_or(Digest::ZERO, |e| e.hash);
+    match last_hash {
+        Some(stored) if stored != end => Err(corrupt(format!(
+            "the stored entries end at {}, the run's record keeps the last hash {}",
+            end.short(),
+            stored.short()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Decodes stored rows (in `seq` order): every line must parse, be canonical, agree with its
-/// `seq` and `hash` columns, and the whole must be an unbroken hash chain of `expected` entries.
+/// `seq` and `hash` columns, and the whole must be an unbroken hash chain of `expected` entries
+/// that is the run's own and ends at the record's `last_hash` ([`check_loaded`]).
 #[cfg_attr(
     not(any(feature = "sqlite", feature = "postgres")),
     allow(dead_code, reason = "only the SQL stores and vaults use it")
@@ -212,6 +254,7 @@ pub(crate) fn encode_rows(entries: &[Entry]) -> Vec<Row> {
 pub(crate) fn decode_rows(
     run_id: &str,
     expected: u64,
+    last_hash: Digest,
     rows: impl IntoIterator<Item = (u64, Vec<u8>, String)>,
 ) -> Result<Vec<Entry>, JournalError> {
     let corrupt = |reason: String| JournalError::Corrupt {
@@ -251,6 +294,7 @@ pub(crate) fn decode_rows(
             out.len()
         )));
     }
+    check_loaded(run_id, &out, Some(last_hash))?;
     Ok(out)
 }
 
@@ -381,16 +425,19 @@ mod tests {
                 .map(|r| (r.seq, r.hash.to_vec(), r.line))
                 .collect::<Vec<_>>()
         };
-        assert_eq!(decode_rows("r", 3, rows()).unwrap(), t.entries());
-        assert!(decode_rows("r", 4, rows()).is_err());
+        let last = t.root();
+        assert_eq!(decode_rows("r", 3, last, rows()).unwrap(), t.entries());
+        assert!(decode_rows("r", 4, last, rows()).is_err());
+        assert!(decode_rows("r", 3, Digest::ZERO, rows()).is_err());
+        assert!(decode_rows("other", 3, last, rows()).is_err());
         let mut r = rows();
         r[1].2 = r[1].2.replace("\"arm\":1", "\"arm\":2");
         assert!(matches!(
-            decode_rows("r", 3, r),
+            decode_rows("r", 3, last, r),
             Err(JournalError::Corrupt { .. })
         ));
         let mut r = rows();
         r[2].1[0] ^= 1;
-        assert!(decode_rows("r", 3, r).is_err());
+        assert!(decode_rows("r", 3, last, r).is_err());
     }
 }

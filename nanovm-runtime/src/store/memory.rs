@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::append::{Tip, check_append, started};
+use super::append::{Tip, check_append, check_loaded, started};
 use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
@@ -222,7 +222,11 @@ impl MemoryStore {
             return Ok(None);
         };
         match Trace::from_entries(entries) {
-            Ok(t) => Ok(Some(t.into_entries())),
+            Ok(t) => {
+                // The memory store keeps no last hash apart from its entries.
+                check_loaded(run_id, t.entries(), None)?;
+                Ok(Some(t.into_entries()))
+            }
             Err(e) => Err(JournalError::Corrupt {
                 run_id: run_id.to_string(),
                 reason: e.to_string(),

@@ -292,7 +292,7 @@ impl PostgresStore {
         // One statement, one snapshot: the count and the entries agree.
         let st = client
             .prepare_cached(&format!(
-                "SELECT r.entries, e.seq, e.hash, e.line FROM {s}.nanovm_runs r \
+                "SELECT r.entries, r.last_hash, e.seq, e.hash, e.line FROM {s}.nanovm_runs r \
                  LEFT JOIN {s}.nanovm_entries e ON e.run = r.ord \
                  WHERE r.run_id = $1 ORDER BY e.seq"
             ))
@@ -303,17 +303,19 @@ impl PostgresStore {
             return Ok(None);
         };
         let count = to_u64(run_id, "entries", first.try_get(0).map_err(pg)?)?;
+        let last_hash: Vec<u8> = first.try_get(1).map_err(pg)?;
+        let last_hash = to_digest(run_id, "last_hash", &last_hash)?;
         let mut raw = Vec::with_capacity(rows.len());
         for row in &rows {
-            let seq: Option<i64> = row.try_get(1).map_err(pg)?;
+            let seq: Option<i64> = row.try_get(2).map_err(pg)?;
             let Some(seq) = seq else {
                 continue; // a run without entries: the LEFT JOIN's empty side
             };
-            let hash: Vec<u8> = row.try_get(2).map_err(pg)?;
-            let line: String = row.try_get(3).map_err(pg)?;
+            let hash: Vec<u8> = row.try_get(3).map_err(pg)?;
+            let line: String = row.try_get(4).map_err(pg)?;
             raw.push((to_u64(run_id, "seq", seq)?, hash, line));
         }
-        decode_rows(run_id, count, raw).map(Some)
+        decode_rows(run_id, count, last_hash, raw).map(Some)
     }
 
     /// The current epoch of a run (0 if unknown), for a `Fenced` error.

@@ -33,7 +33,8 @@ const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, en
 /// tokio's blocking threads (WAL readers never block the writer), or, for an in-memory
 /// database, on the writer thread. Nothing blocks the async runtime.
 ///
-/// Schema (version 1, `PRAGMA user_version`):
+/// Schema (version 2, `PRAGMA user_version`; a version 1 database opened for writing gets
+/// `nanovm_reveals` added):
 ///
 /// ```sql
 /// CREATE TABLE nanovm_runs (
@@ -58,6 +59,11 @@ const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, en
 ///     id TEXT PRIMARY KEY,                     -- VaultId hex
 ///     salt BLOB, value TEXT,                   -- both NULL once erased
 ///     created_ms INTEGER NOT NULL, erased_ms INTEGER);
+/// CREATE TABLE nanovm_reveals (                -- the reveal log (version 2)
+///     vault_id TEXT NOT NULL, commitment BLOB NOT NULL,
+///     run_id TEXT NOT NULL, step TEXT NOT NULL, tool TEXT NOT NULL,
+///     attempt INTEGER NOT NULL, key BLOB NOT NULL, at_ms INTEGER NOT NULL);
+/// CREATE INDEX nanovm_reveals_by_secret ON nanovm_reveals (vault_id);
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -384,17 +390,18 @@ fn append(
 fn load(c: &Connection, run_id: &str) -> Result<Option<Vec<Entry>>, JournalError> {
     // One read transaction: the count and the rows come from the same snapshot.
     let tx = c.unchecked_transaction().map_err(io)?;
-    let run: Option<(i64, i64)> = tx
-        .prepare_cached("SELECT ord, entries FROM nanovm_runs WHERE run_id = ?1")
+    let run: Option<(i64, i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT ord, entries, last_hash FROM nanovm_runs WHERE run_id = ?1")
         .and_then(|mut st| {
-            st.query_row(params![run_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            st.query_row(params![run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
         })
         .map_err(|e| read_err(run_id, e))?;
-    let Some((ord, count)) = run else {
+    let Some((ord, count, last_hash)) = run else {
         return Ok(None);
     };
     let count = to_u64(run_id, "entries", count)?;
+    let last_hash = to_digest(run_id, "last_hash", &last_hash)?;
     let mut st = tx
         .prepare_cached("SELECT seq, hash, line FROM nanovm_entries WHERE run = ?1 ORDER BY seq")
         .map_err(io)?;
@@ -406,7 +413,7 @@ fn load(c: &Connection, run_id: &str) -> Result<Option<Vec<Entry>>, JournalError
         let line: String = row.get(2).map_err(|e| read_err(run_id, e))?;
         raw.push((to_u64(run_id, "seq", seq)?, hash, line));
     }
-    decode_rows(run_id, count, raw).map(Some)
+    decode_rows(run_id, count, last_hash, raw).map(Some)
 }
 
 fn record(row: &SqlRow<'_>) -> Result<RunRecord, JournalError> {

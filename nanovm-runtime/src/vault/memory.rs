@@ -6,8 +6,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 
-use super::{Vault, VaultError, commitment};
-use crate::program::{BoxFuture, SecretSource, ToolError};
+use super::{RevealRecord, Vault, VaultError, checked, commitment, refused};
+use crate::db::wall_ms;
+use crate::program::{BoxFuture, Reveal, SecretSource, ToolError};
 use crate::value::{Digest, Json, SecretRef, VaultId};
 
 /// An in-memory [`Vault`]: the default, for tests, examples and single-process use.
@@ -23,6 +24,8 @@ struct VaultState {
     seed: Option<u64>,
     counter: u64,
     slots: HashMap<VaultId, Slot>,
+    /// The reveal log, oldest first.
+    reveals: Vec<RevealRecord>,
 }
 
 enum Slot {
@@ -67,6 +70,7 @@ impl MemoryVault {
                 seed,
                 counter: 0,
                 slots: HashMap::new(),
+                reveals: Vec::new(),
             }),
         }
     }
@@ -106,10 +110,50 @@ impl MemoryVault {
         Ok(SecretRef::from_parts(id, c))
     }
 
-    /// The plaintext stored under `id`.
-    pub fn reveal(&self, id: VaultId) -> Result<Json, VaultError> {
+    /// The plaintext stored under `id`, if it matches `commitment` (see [`Vault::value`]).
+    pub fn value(&self, id: VaultId, commitment: Digest) -> Result<Json, VaultError> {
         match self.lock().slots.get(&id) {
-            Some(Slot::Live { value, .. }) => Ok(value.clone()),
+            Some(Slot::Live { salt, value }) => checked(id, salt, value.clone(), commitment),
+            Some(Slot::Erased) => Err(VaultError::Erased(id)),
+            None => Err(VaultError::Unknown(id)),
+        }
+    }
+
+    /// Checks and records a reveal to a tool call, then hands the value out.
+    fn reveal_now(&self, reveal: Reveal) -> Result<Json, VaultError> {
+        let mut s = self.lock();
+        let value = match s.slots.get(&reveal.vault_id) {
+            Some(Slot::Live { salt, value }) => {
+                checked(reveal.vault_id, salt, value.clone(), reveal.commitment)?
+            }
+            Some(Slot::Erased) => return Err(VaultError::Erased(reveal.vault_id)),
+            None => return Err(VaultError::Unknown(reveal.vault_id)),
+        };
+        s.reveals.push(RevealRecord {
+            reveal,
+            at_ms: wall_ms(),
+        });
+        Ok(value)
+    }
+
+    /// Every recorded reveal of `id`, oldest first (see [`Vault::reveals`]).
+    pub fn reveals(&self, id: VaultId) -> Vec<RevealRecord> {
+        self.lock()
+            .reveals
+            .iter()
+            .filter(|r| r.reveal.vault_id == id)
+            .cloned()
+            .collect()
+    }
+
+    /// Replaces the value stored under `id`, keeping its salt (tests: a vault changed behind
+    /// the runtime's back; the commitment no longer matches, so reveals are refused).
+    pub fn overwrite(&self, id: VaultId, value: Json) -> Result<(), VaultError> {
+        match self.lock().slots.get_mut(&id) {
+            Some(Slot::Live { value: v, .. }) => {
+                *v = value;
+                Ok(())
+            }
             Some(Slot::Erased) => Err(VaultError::Erased(id)),
             None => Err(VaultError::Unknown(id)),
         }
@@ -137,9 +181,8 @@ impl MemoryVault {
 }
 
 impl SecretSource for MemoryVault {
-    fn reveal(&self, id: VaultId) -> BoxFuture<'_, Result<Json, ToolError>> {
-        let r = MemoryVault::reveal(self, id).map_err(|e| ToolError::permanent(e.to_string()));
-        Box::pin(std::future::ready(r))
+    fn reveal(&self, reveal: Reveal) -> BoxFuture<'_, Result<Json, ToolError>> {
+        Box::pin(std::future::ready(self.reveal_now(reveal).map_err(refused)))
     }
 }
 
@@ -150,6 +193,14 @@ impl Vault for MemoryVault {
 
     fn erase(&self, id: VaultId) -> BoxFuture<'_, Result<(), VaultError>> {
         Box::pin(std::future::ready(MemoryVault::erase(self, id)))
+    }
+
+    fn value(&self, id: VaultId, commitment: Digest) -> BoxFuture<'_, Result<Json, VaultError>> {
+        Box::pin(std::future::ready(MemoryVault::value(self, id, commitment)))
+    }
+
+    fn reveals(&self, id: VaultId) -> BoxFuture<'_, Result<Vec<RevealRecord>, VaultError>> {
+        Box::pin(std::future::ready(Ok(MemoryVault::reveals(self, id))))
     }
 }
 
@@ -172,10 +223,18 @@ mod tests {
     fn erase_removes_value_and_salt() {
         let v = MemoryVault::seeded(1);
         let r = v.secret(&"a@b.c").unwrap();
-        assert_eq!(v.reveal(r.id()).unwrap(), json!("a@b.c"));
+        assert_eq!(v.value(r.id(), r.commitment()).unwrap(), json!("a@b.c"));
         assert!(v.verify(r.id(), &json!("a@b.c"), r.commitment()));
+        v.overwrite(r.id(), json!("e@v.il")).unwrap();
+        assert_eq!(
+            v.value(r.id(), r.commitment()),
+            Err(VaultError::Mismatch(r.id()))
+        );
         v.erase(r.id()).unwrap();
-        assert_eq!(v.reveal(r.id()), Err(VaultError::Erased(r.id())));
+        assert_eq!(
+            v.value(r.id(), r.commitment()),
+            Err(VaultError::Erased(r.id()))
+        );
         assert!(!v.verify(r.id(), &json!("a@b.c"), r.commitment()));
         v.erase(r.id()).unwrap();
         assert_eq!(

@@ -8,7 +8,12 @@
 //! verifies.
 //!
 //! Tools get plaintext only through [`crate::program::ToolContext::reveal`], which asks the
-//! vault the run was configured with ([`crate::program::SecretSource`]).
+//! vault the run was configured with ([`crate::program::SecretSource`]), and only for the
+//! call's own secret arguments. The vault checks the stored value against the commitment the
+//! run recorded (`keyed_hash(salt, value)`: a value changed behind the runtime's back is
+//! refused, [`VaultError::Mismatch`]) and records the reveal (which secret, to which tool, at
+//! which step of which run) before it hands the value out; [`Vault::reveals`] answers "who saw
+//! this". Replays never reveal (they call no tool), so they need no vault.
 
 mod memory;
 #[cfg(feature = "postgres")]
@@ -23,8 +28,8 @@ use serde::Serialize;
 use crate::canonical::Encoder;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 use crate::error::JournalError;
-pub use crate::program::SecretSource;
 use crate::program::{BoxFuture, ToolError};
+pub use crate::program::{Reveal, SecretSource};
 use crate::value::{Digest, Json, SecretRef, VaultId};
 
 pub use memory::MemoryVault;
@@ -49,27 +54,55 @@ pub enum VaultError {
     /// The operating system's random number generator failed.
     #[error("vault: no randomness for a salt: {0}")]
     Random(String),
+    /// The stored value does not match the commitment the run recorded for it: it (or its
+    /// salt) was changed behind the vault's back. It is not handed out.
+    #[error(
+        "vault: the value with id {} does not match the commitment the run recorded",
+        .0.to_hex()
+    )]
+    Mismatch(VaultId),
     /// A storage backend failed.
     #[error("vault: {0}")]
     Backend(String),
 }
 
+/// A recorded reveal: what [`Vault::reveals`] answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RevealRecord {
+    /// Which secret, to which tool, at which step of which run.
+    pub reveal: Reveal,
+    /// When, on the vault's wall clock (milliseconds since the Unix epoch; not part of any
+    /// trace).
+    pub at_ms: u64,
+}
+
 /// A store for secret values. Implementations must be safe to share between runs.
 ///
-/// Reading is [`SecretSource::reveal`] (the supertrait), which is what tools use.
+/// Tools read through [`SecretSource::reveal`] (the supertrait): checked and recorded.
+/// [`Vault::value`] is the host's own checked read (the runtime compares a retried start's
+/// secret inputs with it); it is not a reveal to a tool and is not recorded.
 pub trait Vault: SecretSource {
     /// Stores `value` under a new id with a new random salt; returns the id and the salted
     /// commitment (see [`commitment`]).
     fn put(&self, value: Json) -> BoxFuture<'_, Result<(VaultId, Digest), VaultError>>;
 
     /// Deletes the value and its salt. Erasing an erased id succeeds; an unknown id is an error.
+    /// The reveal log keeps its records (they hold no plaintext).
     fn erase(&self, id: VaultId) -> BoxFuture<'_, Result<(), VaultError>>;
+
+    /// The plaintext stored under `id`, if it matches `commitment` ([`VaultError::Mismatch`]
+    /// otherwise). Not recorded as a reveal.
+    fn value(&self, id: VaultId, commitment: Digest) -> BoxFuture<'_, Result<Json, VaultError>>;
+
+    /// Every recorded reveal of the secret `id`, oldest first: who saw it.
+    fn reveals(&self, id: VaultId) -> BoxFuture<'_, Result<Vec<RevealRecord>, VaultError>>;
 }
 
 // `Runtime::builder().vault(arc)` accepts an `Arc` the caller keeps a clone of.
 impl<S: SecretSource + ?Sized> SecretSource for Arc<S> {
-    fn reveal(&self, id: VaultId) -> BoxFuture<'_, Result<Json, ToolError>> {
-        (**self).reveal(id)
+    fn reveal(&self, reveal: Reveal) -> BoxFuture<'_, Result<Json, ToolError>> {
+        (**self).reveal(reveal)
     }
 }
 
@@ -81,6 +114,34 @@ impl<V: Vault + ?Sized> Vault for Arc<V> {
     fn erase(&self, id: VaultId) -> BoxFuture<'_, Result<(), VaultError>> {
         (**self).erase(id)
     }
+
+    fn value(&self, id: VaultId, commitment: Digest) -> BoxFuture<'_, Result<Json, VaultError>> {
+        (**self).value(id, commitment)
+    }
+
+    fn reveals(&self, id: VaultId) -> BoxFuture<'_, Result<Vec<RevealRecord>, VaultError>> {
+        (**self).reveals(id)
+    }
+}
+
+/// `value` if it is the value `commitment` commits to under `salt`, else
+/// [`VaultError::Mismatch`]: what every vault checks before handing a value out.
+pub(crate) fn checked(
+    id: VaultId,
+    salt: &[u8; 32],
+    value: Json,
+    commitment_: Digest,
+) -> Result<Json, VaultError> {
+    if commitment(salt, &value) == commitment_ {
+        Ok(value)
+    } else {
+        Err(VaultError::Mismatch(id))
+    }
+}
+
+/// A vault's refusal, as a tool call sees it (permanent: retrying cannot help).
+pub(crate) fn refused(e: VaultError) -> ToolError {
+    ToolError::permanent(e.to_string())
 }
 
 /// The commitment the trace records for a secret: blake3 keyed with the salt, over the value's
@@ -120,17 +181,60 @@ pub(crate) fn vault_err(e: JournalError) -> VaultError {
     VaultError::Backend(e.to_string())
 }
 
-/// What a SQL vault answers for `id` from its row `(value, erased_ms)`, or from no row: the
-/// SQLite and PostgreSQL vaults share this so that they answer alike.
+/// A SQL vault's row: `(salt, value, erased_ms)`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) type VaultRow = (Option<Vec<u8>>, Option<String>, Option<i64>);
+
+/// What a SQL vault answers for `id` from its row `(salt, value, erased_ms)`, or from no
+/// row, given the commitment the run recorded: the SQLite and PostgreSQL vaults share this so
+/// that they answer alike.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn vault_value(
     id: VaultId,
-    row: Option<(Option<String>, Option<i64>)>,
+    commitment: Digest,
+    row: Option<VaultRow>,
 ) -> Result<Json, VaultError> {
     match row {
         None => Err(VaultError::Unknown(id)),
-        Some((Some(text), None)) => serde_json::from_str(&text)
-            .map_err(|e| VaultError::Backend(format!("a stored value does not parse: {e}"))),
-        Some(_) => Err(VaultError::Erased(id)),
+        Some((Some(salt), Some(text), None)) => {
+            let salt: [u8; 32] = salt.as_slice().try_into().map_err(|_| {
+                VaultError::Backend(format!("a stored salt is {} bytes, not 32", salt.len()))
+            })?;
+            let value = serde_json::from_str(&text)
+                .map_err(|e| VaultError::Backend(format!("a stored value does not parse: {e}")))?;
+            checked(id, &salt, value, commitment)
+        }
+        Some((_, _, Some(_))) => Err(VaultError::Erased(id)),
+        // Value or salt gone without an erasure time: not what `erase` leaves.
+        Some(_) => Err(VaultError::Mismatch(id)),
     }
+}
+
+/// A stored reveal row back to a record (shared by the SQL vaults).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[allow(clippy::too_many_arguments, reason = "the columns of one row")]
+pub(crate) fn reveal_record(
+    vault_id: &str,
+    commitment: &[u8],
+    run_id: String,
+    step: String,
+    tool: String,
+    attempt: i64,
+    key: &[u8],
+    at_ms: i64,
+) -> Result<RevealRecord, VaultError> {
+    let bad = |what: &str| VaultError::Backend(format!("a stored reveal has a bad {what}"));
+    let digest = |b: &[u8], what: &str| <[u8; 32]>::try_from(b).map(Digest).map_err(|_| bad(what));
+    Ok(RevealRecord {
+        reveal: Reveal {
+            vault_id: VaultId::from_hex(vault_id).ok_or_else(|| bad("vault id"))?,
+            commitment: digest(commitment, "commitment")?,
+            run_id,
+            step,
+            tool,
+            attempt: u32::try_from(attempt).map_err(|_| bad("attempt"))?,
+            key: digest(key, "key")?,
+        },
+        at_ms: u64::try_from(at_ms).map_err(|_| bad("time"))?,
+    })
 }

@@ -6,10 +6,14 @@ use std::sync::Arc;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Vault, VaultError, commitment, random_id_and_salt, vault_err, vault_value};
+use super::{
+    RevealRecord, Vault, VaultError, VaultRow, commitment, random_id_and_salt, refused,
+    reveal_record, vault_err, vault_value,
+};
 use crate::db::sqlite::{Db, SqliteOptions, io};
 use crate::db::{to_i64, wall_ms};
-use crate::program::{BoxFuture, SecretSource, ToolError};
+use crate::error::JournalError;
+use crate::program::{BoxFuture, Reveal, SecretSource, ToolError};
 use crate::value::{Digest, Json, VaultId};
 
 /// A [`Vault`] in a SQLite database (table `nanovm_vault`), surviving restarts.
@@ -46,32 +50,104 @@ impl SqliteVault {
         Ok(SqliteVault { db: Arc::new(db) })
     }
 
-    /// The plaintext stored under `id`.
-    pub async fn reveal(&self, id: VaultId) -> Result<Json, VaultError> {
+    /// The plaintext stored under `id`, if it matches `commitment` (see [`Vault::value`]).
+    pub async fn value(&self, id: VaultId, commitment: Digest) -> Result<Json, VaultError> {
         let hex = id.to_hex();
-        let found: Option<(Option<String>, Option<i64>)> = self
+        let found = self
+            .db
+            .read(move |c| stored_row(c, &hex))
+            .await
+            .map_err(vault_err)?;
+        vault_value(id, commitment, found)
+    }
+
+    /// Checks the stored value against the reveal's commitment and, if it matches, records the
+    /// reveal in the same transaction: the value is handed out only after that commits.
+    async fn reveal_now(&self, reveal: Reveal) -> Result<Json, VaultError> {
+        let r = reveal.clone();
+        self.db
+            .write(move |c| {
+                let found = stored_row(c, &r.vault_id.to_hex())?;
+                let value = match vault_value(r.vault_id, r.commitment, found) {
+                    Ok(v) => v,
+                    Err(refusal) => return Ok(Err(refusal)),
+                };
+                c.prepare_cached(
+                    "INSERT INTO nanovm_reveals \
+                     (vault_id, commitment, run_id, step, tool, attempt, key, at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        r.vault_id.to_hex(),
+                        &r.commitment.0[..],
+                        r.run_id,
+                        r.step,
+                        r.tool,
+                        i64::from(r.attempt),
+                        &r.key.0[..],
+                        to_i64(wall_ms())
+                    ])
+                })
+                .map_err(io)?;
+                Ok(Ok(value))
+            })
+            .await
+            .map_err(vault_err)?
+    }
+
+    /// Every recorded reveal of `id`, oldest first (see [`Vault::reveals`]).
+    pub async fn reveals(&self, id: VaultId) -> Result<Vec<RevealRecord>, VaultError> {
+        let hex = id.to_hex();
+        type RawRow = (String, Vec<u8>, String, String, String, i64, Vec<u8>, i64);
+        let rows: Vec<RawRow> = self
             .db
             .read(move |c| {
-                c.prepare_cached("SELECT value, erased_ms FROM nanovm_vault WHERE id = ?1")
-                    .and_then(|mut st| {
-                        st.query_row(params![hex], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT vault_id, commitment, run_id, step, tool, attempt, key, at_ms \
+                         FROM nanovm_reveals WHERE vault_id = ?1 ORDER BY rowid",
+                    )
+                    .map_err(io)?;
+                let rows = st
+                    .query_map(params![hex], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                            r.get(6)?,
+                            r.get(7)?,
+                        ))
                     })
-                    .map_err(io)
+                    .map_err(io)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(io)
             })
             .await
             .map_err(vault_err)?;
-        vault_value(id, found)
+        rows.into_iter()
+            .map(|(v, c, run, step, tool, attempt, key, at)| {
+                reveal_record(&v, &c, run, step, tool, attempt, &key, at)
+            })
+            .collect()
     }
 }
 
-impl SecretSource for SqliteVault {
-    fn reveal(&self, id: VaultId) -> BoxFuture<'_, Result<Json, ToolError>> {
-        Box::pin(async move {
-            SqliteVault::reveal(self, id)
-                .await
-                .map_err(|e| ToolError::permanent(e.to_string()))
+/// The row `(salt, value, erased_ms)` of vault id `hex`, if any.
+fn stored_row(c: &rusqlite::Connection, hex: &str) -> Result<Option<VaultRow>, JournalError> {
+    c.prepare_cached("SELECT salt, value, erased_ms FROM nanovm_vault WHERE id = ?1")
+        .and_then(|mut st| {
+            st.query_row(params![hex], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
         })
+        .map_err(io)
+}
+
+impl SecretSource for SqliteVault {
+    fn reveal(&self, reveal: Reveal) -> BoxFuture<'_, Result<Json, ToolError>> {
+        Box::pin(async move { self.reveal_now(reveal).await.map_err(refused) })
     }
 }
 
@@ -96,6 +172,14 @@ impl Vault for SqliteVault {
                 .map_err(vault_err)?;
             Ok((id, c))
         })
+    }
+
+    fn value(&self, id: VaultId, commitment: Digest) -> BoxFuture<'_, Result<Json, VaultError>> {
+        Box::pin(SqliteVault::value(self, id, commitment))
+    }
+
+    fn reveals(&self, id: VaultId) -> BoxFuture<'_, Result<Vec<RevealRecord>, VaultError>> {
+        Box::pin(SqliteVault::reveals(self, id))
     }
 
     fn erase(&self, id: VaultId) -> BoxFuture<'_, Result<(), VaultError>> {

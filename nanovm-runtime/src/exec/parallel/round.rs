@@ -394,26 +394,18 @@ impl<P: Program> Exec<P> {
     /// duration budget. On interruption, the jobs that finished keep their answers.
     async fn live_batch(&mut self, jobs: &mut [Job<P::Call>]) -> Result<Option<Verdict>, Halt> {
         let model = self.engine.model.clone();
-        let mut contexts = Vec::new();
-        for job in jobs.iter() {
-            if let JobKind::Tool { key, .. } = &job.kind
-                && job.answer.is_none()
-            {
-                contexts.push(self.context(job.name, job.attempt, *key));
-            }
-        }
         let Some(tools) = &self.tools else {
             return Err(RunError::Internal("a live call without tools".into()).into());
         };
-        let mut contexts = contexts.into_iter();
         let mut tool_futs: Vec<(usize, BoxFuture<'static, Result<Json, ToolError>>)> = Vec::new();
         for (j, job) in jobs.iter_mut().enumerate() {
             if job.answer.is_some() {
                 continue;
             }
-            if let JobKind::Tool { call, .. } = &mut job.kind
-                && let (Some(call), Some(ctx)) = (call.take(), contexts.next())
+            if let JobKind::Tool { call, key, .. } = &mut job.kind
+                && let Some(call) = call.take()
             {
+                let ctx = self.context(job.name, job.attempt, *key, &call);
                 tool_futs.push((j, P::invoke(tools, call, ctx)));
             }
         }
