@@ -760,7 +760,7 @@ program p {
     input { id: string }
     budget { max_steps: 30 }
     effect tool charge(id: string) -> json
-    guard g { when true -> pay otherwise -> done }
+    guard g { when id != "" -> pay otherwise -> done }
     call pay = charge(id: id) into r -> again
     branch again { when r.retry == true -> g otherwise -> done }
     end done: success
@@ -797,6 +797,74 @@ program p {
     assert_eq!(clean("w0403", src), ["W0403", "W0404"]);
     insta::assert_snapshot!("w0403_w0404_unused", report("w0403", src));
 }
+
+#[test]
+fn w0405_guard_without_when_decides_nothing() {
+    // The issue's program: the guard has no `when` arm, so it only renames the edge to `pay`,
+    // yet it used to satisfy E0106 silently.
+    let src = r#"
+program p {
+    input { account: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    start g
+    guard g { otherwise -> pay }
+    call pay = wire(to_account: account, amount: amount) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0405", src), ["W0405"]);
+    insta::assert_snapshot!("w0405_guard_without_when_decides_nothing", report("w0405", src));
+}
+
+#[test]
+fn w0405_guard_whose_conditions_read_nothing() {
+    // `when true` (or any condition that reads no variable) decides nothing either.
+    let src = r#"
+program p {
+    input { account: string }
+    effect tool wire(to_account: string) -> json
+    effect tool alert(to_account: string) -> json
+    start g
+    guard g { when 1 < 2 -> pay otherwise -> warn }
+    call pay = wire(to_account: account) -> done
+    call warn = alert(to_account: account) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0405c", src), ["W0405"]);
+    insta::assert_snapshot!("w0405_guard_whose_conditions_read_nothing", report("w0405c", src));
+}
+
+passing!(
+    w0405_near_miss_guard_that_reads_an_input,
+    [],
+    r#"
+program p {
+    input { account: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    start g
+    guard g { when amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    w0405_near_miss_branch_without_when_is_a_plain_edge,
+    [],
+    r#"
+program p {
+    input { amount: int }
+    effect tool charge(amount: int) -> json
+    start g
+    guard g { when amount < 10 -> b otherwise -> done }
+    branch b { otherwise -> pay }
+    call pay = charge(amount: amount) -> done
+    end done: success
+}
+"#
+);
 
 // ---- Whole-file behaviour --------------------------------------------------------------------
 
