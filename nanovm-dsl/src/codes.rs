@@ -320,9 +320,15 @@ pub const W0403: Code = Code::warning("W0403", "an input no step reads");
 /// a tool no step calls
 pub const W0404: Code = Code::warning("W0404", "a tool no step calls");
 
+/// a `guard` that decides nothing: no `when` arm, or no `when` condition reads a variable; names the effects it stands before
+pub const W0405: Code = Code::warning(
+    "W0405",
+    "a `guard` that decides nothing: no `when` arm, or no `when` condition reads a variable; names the effects it stands before",
+);
+
 /// Every code, in order.
 pub const ALL: &[Code] = &[
     E0001, E0002, E0003, E0004, E0005, E0006, E0007, E0101, E0102, E0103, E0104, E0105, E0106,
     E0107, E0108, E0109, E0110, E0111, E0112, E0113, E0201, E0202, E0203, E0204, E0206, E0301,
-    E0302, E0303, E0304, E0305, E0306, E0307, E0308, W0401, W0402, W0403, W0404,
+    E0302, E0303, E0304, E0305, E0306, E0307, E0308, W0401, W0402, W0403, W0404, W0405,
 ];
