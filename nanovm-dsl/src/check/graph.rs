@@ -358,7 +358,10 @@ pub(super) fn check_guards_decide(ctx: &mut Ctx<'_>) {
             let to = &d.otherwise[0].name;
             Diagnostic::warning(
                 codes::W0405,
-                format!("guard `{}` decides nothing: it has no `when` arm", step.name),
+                format!(
+                    "guard `{}` decides nothing: it has no `when` arm",
+                    step.name
+                ),
                 step.name.span,
             )
             .with_label(format!("every run goes on to `{to}`"))
@@ -397,7 +400,9 @@ pub(super) fn check_guards_decide(ctx: &mut Ctx<'_>) {
         let first = d
             .arms
             .first()
-            .map_or(d.otherwise[0].name.name.as_str(), |a| a.target.name.name.as_str());
+            .map_or(d.otherwise[0].name.name.as_str(), |a| {
+                a.target.name.name.as_str()
+            });
         diags.push(d_out.with_help(format!(
             "give it a `when` arm whose condition reads this run's data (`when ... -> {first}`), or make it a `branch` if it is not a policy check"
         )));
