@@ -751,6 +751,168 @@ program p {
 "#
 );
 
+// ---- E0309 untrusted data reaching an effect -------------------------------------------------
+
+failing!(
+    e0309_free_text_reaches_an_effect,
+    ["E0309"],
+    // The issue's program: the model's free text becomes the account money is wired to; the
+    // guard before the effect reads only the amount.
+    r#"
+program p {
+    input { request: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    llm ask { prompt: "Which account gets {amount} cents? {request}" into account } -> policy
+    guard policy { when amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_tool_result_field_the_guard_does_not_read,
+    ["E0309"],
+    // The guard reads the record's status, not the account the money goes to.
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    call lookup = find_account(customer: customer) into rec -> policy
+    guard policy { when rec.status == "open" and amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: rec.account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_one_path_skips_the_guard_that_reads_it,
+    ["E0309"],
+    // `policy` reads `rec.account`, but the run can also reach `pay` through `fast`, which
+    // does not.
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    call lookup = find_account(customer: customer) into rec -> route
+    guard route { when amount < 100 -> fast otherwise -> policy }
+    guard policy { when rec.account != null -> pay otherwise -> done }
+    guard fast { when amount > 0 -> pay otherwise -> done }
+    call pay = wire(to_account: rec.account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_sibling_branch_result_inside_parallel,
+    ["E0309"],
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    guard policy { when amount <= 5000 -> both otherwise -> done }
+    parallel both {
+        call lookup = find_account(customer: customer) into rec
+        call pay = wire(to_account: rec, amount: amount) after lookup
+    } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_trusted_needs_a_reason,
+    ["E0309", "E0309"],
+    r#"
+program p {
+    input { request: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    effect tool note(text: string) -> json
+    llm ask { prompt: "Which account? {request}" into account } -> policy
+    guard policy { when amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: trusted(account), amount: amount) -> log
+    call log = note(text: trusted(account, "")) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0309_near_miss_a_guard_reads_it_on_every_path,
+    ["W0402"],
+    r#"
+program p {
+    input { request: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    llm ask { prompt: "Which account gets {amount} cents? {request}" into account } -> policy
+    guard policy { when account starts_with "DE" and amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0309_near_miss_trusted_with_a_reason,
+    [],
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    call lookup = find_account(customer: customer) into rec -> policy
+    guard policy { when rec.status == "open" and amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(
+        to_account: trusted(rec.account, "find_account only returns this customer's own accounts"),
+        amount: amount,
+    ) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0309_near_miss_whole_record_read_and_read_only_tools,
+    [],
+    // A guard that reads `rec` covers `rec.account`; results may flow into read-only tools;
+    // `choose` answers and awaited events are not free text.
+    r#"
+program p {
+    input { customer: string }
+    tool find_account(customer: string) -> json
+    tool score(account: json) -> json
+    effect tool wire(to_account: json, risk: json, mode: string, note: json) -> json
+    call lookup = find_account(customer: customer) into rec -> rate
+    call rate = score(account: rec.account) into risk -> pick
+    llm pick { prompt: "Fast or slow?" choose mode from [fast, slow] } -> wait
+    await wait = approval into verdict -> policy
+    guard policy { when rec != null and risk.level < 3 -> pay otherwise -> done }
+    call pay = wire(to_account: rec.account, risk: risk, mode: mode, note: verdict) -> done
+    end done: success
+}
+"#
+);
+
+#[test]
+fn trusted_is_a_name_elsewhere() {
+    // `trusted` is contextual: only `trusted(` in an argument is the marker.
+    let src = r#"
+program p {
+    input { trusted: string }
+    effect tool note(text: string) -> json
+    guard g { when trusted == "yes" -> log otherwise -> done }
+    call log = note(text: trusted) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("trusted_name", src), Vec::<&str>::new());
+}
+
 // ---- Warnings ---------------------------------------------------------------------------------
 
 #[test]
@@ -813,7 +975,10 @@ program p {
 }
 "#;
     assert_eq!(clean("w0405", src), ["W0405"]);
-    insta::assert_snapshot!("w0405_guard_without_when_decides_nothing", report("w0405", src));
+    insta::assert_snapshot!(
+        "w0405_guard_without_when_decides_nothing",
+        report("w0405", src)
+    );
 }
 
 #[test]
@@ -832,7 +997,10 @@ program p {
 }
 "#;
     assert_eq!(clean("w0405c", src), ["W0405"]);
-    insta::assert_snapshot!("w0405_guard_whose_conditions_read_nothing", report("w0405c", src));
+    insta::assert_snapshot!(
+        "w0405_guard_whose_conditions_read_nothing",
+        report("w0405c", src)
+    );
 }
 
 passing!(
