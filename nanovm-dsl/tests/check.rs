@@ -879,7 +879,8 @@ program p {
 passing!(
     e0309_near_miss_whole_record_read_and_read_only_tools,
     [],
-    // A guard that reads `rec` covers `rec.account`; results may flow into read-only tools;
+    // A guard that reads `rec` covers `rec.account`, one that reads `risk.level` covers that
+    // field; results may flow into read-only tools;
     // `choose` answers and awaited events are not free text.
     r#"
 program p {
@@ -892,7 +893,7 @@ program p {
     llm pick { prompt: "Fast or slow?" choose mode from [fast, slow] } -> wait
     await wait = approval into verdict -> policy
     guard policy { when rec != null and risk.level < 3 -> pay otherwise -> done }
-    call pay = wire(to_account: rec.account, risk: risk, mode: mode, note: verdict) -> done
+    call pay = wire(to_account: rec.account, risk: risk.level, mode: mode, note: verdict) -> done
     end done: success
 }
 "#

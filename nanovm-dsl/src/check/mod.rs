@@ -69,6 +69,7 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     vars::check_definite_assignment(&mut ctx);
     vars::check_secrets_in_prompts(&mut ctx);
     vars::check_secrets_in_expressions(&mut ctx);
+    vars::check_untrusted_into_effects(&mut ctx);
     vars::check_expression_types(&mut ctx);
     vars::check_template_types(&mut ctx);
     vars::check_choice_literals(&mut ctx);

@@ -8,10 +8,12 @@ use petgraph::visit::EdgeRef;
 
 use super::suggest::did_you_mean;
 use super::types::{Scope, Ty, expect_condition, infer};
-use super::{Ctx, EdgeKind, Site, outgoing, with_branches};
+use super::{Ctx, EdgeKind, Site, VarDef, outgoing, with_branches};
 use crate::codes;
 use crate::diagnostic::Diagnostic;
-use crate::syntax::ast::{BinOp, Expr, ExprKind, Literal, Path, Step, StepKind, TemplatePart};
+use crate::syntax::ast::{
+    BinOp, Expr, ExprKind, Literal, LlmOutput, Path, Step, StepKind, TemplatePart,
+};
 
 /// How a variable is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +336,286 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
         }
     }
     ctx.diags.extend(diags);
+}
+
+/// Where an untrusted value came from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// `llm STEP { ... into x }`: whatever text the model wrote.
+    FreeText(&'a str),
+    /// `call STEP = TOOL(...) into x`: whatever the tool returned.
+    ToolResult(&'a str, &'a str),
+}
+
+/// Whether a definition of a variable is untrusted data: a model's free text (`into` of an
+/// `llm` step) or a tool's result (`into` of a call). `choose` answers are one of the
+/// program's own names, `await` payloads are delivered by the application like inputs.
+fn source_of<'a>(ctx: &Ctx<'a>, def: &VarDef<'a>) -> Option<Source<'a>> {
+    let step = ctx.site_step(def.site);
+    match &step.kind {
+        StepKind::Llm(l) if matches!(l.output, Some(LlmOutput::Into { .. })) => {
+            Some(Source::FreeText(&step.name.name))
+        }
+        StepKind::Call(c) if c.into.is_some() => {
+            Some(Source::ToolResult(&step.name.name, &c.tool.name))
+        }
+        _ => None,
+    }
+}
+
+/// The model proposes, the compiled graph decides: an effect's argument that came from the
+/// model's free text or from a tool's result is whatever that text or that service said (an
+/// injected prompt can name any account). Such a value may reach an argument of an `effect`
+/// tool only if, on every path from where it was assigned, a `guard` reads it (its path or a
+/// prefix of it, in a `when` condition), or if the argument says `trusted(value, "reason")`.
+/// Every `trusted` needs a reason, so the trust is written down where a reviewer sees it.
+pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
+    let flow = ctx.start.map(|start| DataFlow::compute(ctx, start));
+    let mut diags = Vec::new();
+    for (i, step) in ctx.steps.iter().enumerate() {
+        if ctx.duplicate_step[i] {
+            continue;
+        }
+        for (b, st) in with_branches(step).into_iter().enumerate() {
+            let site = Site {
+                step: i,
+                branch: (b > 0).then(|| b - 1),
+            };
+            let StepKind::Call(c) = &st.kind else {
+                continue;
+            };
+            let effect = ctx
+                .tool_index
+                .get(c.tool.name.as_str())
+                .is_some_and(|&t| ctx.tools[t].is_effect());
+            let mut seen: Vec<String> = Vec::new();
+            for arg in &c.args {
+                if let Some(t) = &arg.trust {
+                    if t.reason.as_ref().is_none_or(|r| r.value.trim().is_empty()) {
+                        diags.push(
+                            Diagnostic::error(
+                                codes::E0309,
+                                "`trusted(...)` needs a reason",
+                                t.span,
+                            )
+                            .with_label("no reason given")
+                            .with_note("the reason is what a reviewer reads instead of a guard")
+                            .with_help(format!(
+                                "say why the value is safe: `{}: trusted({}, \"...\")`",
+                                arg.name,
+                                crate::canonical::expr(&arg.value)
+                            )),
+                        );
+                    }
+                    continue;
+                }
+                let (true, Some(flow)) = (effect, &flow) else {
+                    continue;
+                };
+                let mut paths = Vec::new();
+                expr_paths(&arg.value, &mut paths);
+                for path in paths {
+                    let Some(&var) = ctx.var_index.get(path.root().name.as_str()) else {
+                        continue;
+                    };
+                    let text = path_text(path);
+                    if seen.contains(&text) || !flow.reachable[i] {
+                        continue;
+                    }
+                    let Some(found) = unchecked_source(ctx, flow, site, var, path) else {
+                        continue;
+                    };
+                    seen.push(text.clone());
+                    diags.push(untrusted_diag(ctx, st, c, arg, path, &text, &found));
+                }
+            }
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// An untrusted definition that reaches a use with no guard reading it in between.
+struct Unchecked<'a> {
+    def: VarDef<'a>,
+    source: Source<'a>,
+    /// Steps from the defining step to the using step.
+    path: Vec<usize>,
+    /// A guard on that path that reads the variable, but not this part of it.
+    near: Option<(usize, String)>,
+}
+
+/// Searches backwards from `site` for an untrusted definition of `var` that reaches it along
+/// an edge path on which no guard reads `path` (or a prefix of it) and no trusted definition
+/// (`choose`, `await`) overwrites it.
+fn unchecked_source<'a>(
+    ctx: &Ctx<'a>,
+    flow: &DataFlow,
+    site: Site,
+    var: usize,
+    path: &Path,
+) -> Option<Unchecked<'a>> {
+    let defs = &ctx.vars[var].defs;
+    // A sibling branch this branch waits for hands its result over directly.
+    if let (Some(b), Some(waits)) = (site.branch, flow.waits.get(&site.step)) {
+        for def in defs {
+            if def.site.step == site.step
+                && def.site.branch.is_some_and(|d| waits[b].contains(&d))
+                && let Some(source) = source_of(ctx, def)
+            {
+                return Some(Unchecked {
+                    def: def.clone(),
+                    source,
+                    path: vec![site.step],
+                    near: None,
+                });
+            }
+        }
+    }
+    let n = ctx.steps.len();
+    let mut next: Vec<Option<usize>> = vec![None; n];
+    let mut seen = vec![false; n];
+    seen[site.step] = true;
+    let mut queue = VecDeque::from([site.step]);
+    let mut near = None;
+    let chain = |next: &Vec<Option<usize>>, from: usize| {
+        let mut v = vec![from];
+        while let Some(s) = next[*v.last().expect("nonempty")] {
+            v.push(s);
+        }
+        v
+    };
+    while let Some(t) = queue.pop_front() {
+        let mut incoming: Vec<(usize, usize, EdgeKind)> = ctx
+            .graph
+            .edges_directed(NodeIndex::new(t), petgraph::Direction::Incoming)
+            .map(|e| (e.id().index(), e.source().index(), *e.weight()))
+            .collect();
+        incoming.sort_unstable_by_key(|e| e.0);
+        for (_, p, kind) in incoming {
+            if !flow.reachable[p] {
+                continue;
+            }
+            let here: Vec<&VarDef<'a>> = defs.iter().filter(|d| d.site.step == p).collect();
+            if kind == EdgeKind::Next && !here.is_empty() {
+                if let Some((def, source)) =
+                    here.iter().find_map(|d| source_of(ctx, d).map(|s| (*d, s)))
+                {
+                    let mut steps = chain(&next, t);
+                    steps.insert(0, p);
+                    return Some(Unchecked {
+                        def: def.clone(),
+                        source,
+                        path: steps,
+                        near,
+                    });
+                }
+                continue; // overwritten by a trusted value on this path
+            }
+            if let StepKind::Guard(d) = &ctx.steps[p].kind {
+                let mut reads = Vec::new();
+                for arm in &d.arms {
+                    expr_paths(&arm.cond, &mut reads);
+                }
+                if reads.iter().any(|r| covers(r, path)) {
+                    continue;
+                }
+                if near.is_none()
+                    && let Some(r) = reads.iter().find(|r| r.root().name == path.root().name)
+                {
+                    near = Some((p, path_text(r)));
+                }
+            }
+            if !seen[p] {
+                seen[p] = true;
+                next[p] = Some(t);
+                queue.push_back(p);
+            }
+        }
+    }
+    None
+}
+
+/// Whether reading `read` in a guard checks `used`: the same path or a prefix of it.
+fn covers(read: &Path, used: &Path) -> bool {
+    read.segments.len() <= used.segments.len()
+        && read
+            .segments
+            .iter()
+            .zip(&used.segments)
+            .all(|(a, b)| a.name == b.name)
+}
+
+fn path_text(p: &Path) -> String {
+    p.segments
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn untrusted_diag(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    call: &crate::syntax::ast::CallStep,
+    arg: &crate::syntax::ast::Arg,
+    path: &Path,
+    text: &str,
+    found: &Unchecked<'_>,
+) -> Diagnostic {
+    let (from, assigned) = match found.source {
+        Source::FreeText(s) => (
+            format!("the model's free-text answer in `{s}`"),
+            "assigned here from the model's free text".to_string(),
+        ),
+        Source::ToolResult(s, tool) => (
+            format!("the result of the call `{s}`"),
+            format!("assigned here from what `{tool}` returned"),
+        ),
+    };
+    let mut d = Diagnostic::error(
+        codes::E0309,
+        format!(
+            "`{text}` reaches the effect tool `{}` unchecked: it comes from {from}",
+            call.tool
+        ),
+        path.span,
+    )
+    .with_label(format!("passed to `{}`", arg.name))
+    .with_secondary(found.def.ident.span, assigned);
+    d = if found.path.len() == 1 {
+        d.with_note(format!(
+            "`{}` waits for `{}` and takes its result with no guard in between",
+            step.name,
+            ctx.site_name(found.def.site)
+        ))
+    } else {
+        d.with_note(format!(
+            "no guard reads `{text}` along {}",
+            ctx.path_text(&found.path)
+        ))
+    };
+    if let Some((g, read)) = &found.near {
+        d = d.with_note(format!(
+            "the guard `{}` reads `{read}`, which says nothing about `{text}`",
+            ctx.steps[*g].name
+        ));
+    }
+    let trusted = format!(
+        "`{}: trusted({}, \"...\")`",
+        arg.name,
+        crate::canonical::expr(&arg.value)
+    );
+    let at = &ctx.steps[found.path[found.path.len() - 1]].name;
+    d.with_help(if found.path.len() == 1 {
+        format!(
+            "move `{}` out of `{at}` to a step after a `guard` that reads `{text}`, or, if it is safe as it is, say why: {trusted}",
+            step.name
+        )
+    } else {
+        format!(
+            "check it in a `guard` before `{at}` (`when ... {text} ... -> {at}`), or, if it is safe as it is, say why: {trusted}"
+        )
+    })
 }
 
 /// A template hole is rendered by generated code of a fixed type, so `{request.length}` on a
