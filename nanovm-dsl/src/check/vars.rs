@@ -594,7 +594,9 @@ fn untrusted_diag(
             ctx.path_text(&found.path)
         ))
     };
-    if let Some((g, read)) = &found.near {
+    if let Some((g, read)) = &found.near
+        && found.path.contains(g)
+    {
         d = d.with_note(format!(
             "the guard `{}` reads `{read}`, which says nothing about `{text}`",
             ctx.steps[*g].name
