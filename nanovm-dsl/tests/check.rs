@@ -900,6 +900,28 @@ program p {
 );
 
 #[test]
+fn w0406_trusted_that_vouches_for_nothing() {
+    // An input needs no trust, a read-only tool takes anything, and a value a guard already
+    // reads is checked: a marker there would silently cover a flow added later.
+    let src = r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    call lookup = find_account(customer: trusted(customer, "typed by the clerk")) into rec -> policy
+    guard policy { when rec.account != null and amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(
+        to_account: trusted(rec.account, "the guard looks at it"),
+        amount: trusted(amount, "the caller's"),
+    ) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0406", src), ["W0406", "W0406", "W0406"]);
+    insta::assert_snapshot!("w0406_trusted_that_vouches_for_nothing", report("w0406", src));
+}
+
+#[test]
 fn trusted_is_a_name_elsewhere() {
     // `trusted` is contextual: only `trusted(` in an argument is the marker.
     let src = r#"
