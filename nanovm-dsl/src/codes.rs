@@ -332,9 +332,16 @@ pub const W0405: Code = Code::warning(
     "a `guard` that decides nothing: no `when` arm, or no `when` condition reads a variable; names the effects it stands before",
 );
 
+/// a `trusted(...)` that vouches for nothing: an argument of a read-only tool, or no untrusted value reaches it unchecked
+pub const W0406: Code = Code::warning(
+    "W0406",
+    "a `trusted(...)` that vouches for nothing: an argument of a read-only tool, or no untrusted value reaches it unchecked",
+);
+
 /// Every code, in order.
 pub const ALL: &[Code] = &[
     E0001, E0002, E0003, E0004, E0005, E0006, E0007, E0101, E0102, E0103, E0104, E0105, E0106,
     E0107, E0108, E0109, E0110, E0111, E0112, E0113, E0201, E0202, E0203, E0204, E0206, E0301,
     E0302, E0303, E0304, E0305, E0306, E0307, E0308, E0309, W0401, W0402, W0403, W0404, W0405,
+    W0406,
 ];

@@ -918,7 +918,10 @@ program p {
 }
 "#;
     assert_eq!(clean("w0406", src), ["W0406", "W0406", "W0406"]);
-    insta::assert_snapshot!("w0406_trusted_that_vouches_for_nothing", report("w0406", src));
+    insta::assert_snapshot!(
+        "w0406_trusted_that_vouches_for_nothing",
+        report("w0406", src)
+    );
 }
 
 #[test]

@@ -407,6 +407,23 @@ pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
                             )),
                         );
                     }
+                    if let Some(why) = needless_trust(ctx, flow.as_ref(), effect, site, &arg.value)
+                    {
+                        diags.push(
+                            Diagnostic::warning(
+                                codes::W0406,
+                                "`trusted(...)` vouches for nothing here",
+                                t.span,
+                            )
+                            .with_label(why)
+                            .with_note("a marker where nothing needs it would silently cover an untrusted value added later")
+                            .with_help(format!(
+                                "pass it as is: `{}: {}`",
+                                arg.name,
+                                crate::canonical::expr(&arg.value)
+                            )),
+                        );
+                    }
                     continue;
                 }
                 let (true, Some(flow)) = (effect, &flow) else {
@@ -432,6 +449,33 @@ pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
         }
     }
     ctx.diags.extend(diags);
+}
+
+/// Why a `trusted(...)` around `value` is needless, if it is: the tool is read-only, or no
+/// untrusted value reaches the argument unchecked.
+fn needless_trust(
+    ctx: &Ctx<'_>,
+    flow: Option<&DataFlow>,
+    effect: bool,
+    site: Site,
+    value: &Expr,
+) -> Option<String> {
+    if !effect {
+        return Some("a read-only tool may take any value".into());
+    }
+    let flow = flow?;
+    if !flow.reachable[site.step] {
+        return None;
+    }
+    let mut paths = Vec::new();
+    expr_paths(value, &mut paths);
+    let needed = paths.iter().any(|p| {
+        ctx.var_index
+            .get(p.root().name.as_str())
+            .is_some_and(|&v| unchecked_source(ctx, flow, site, v, p).is_some())
+    });
+    (!needed)
+        .then(|| "nothing here comes unchecked from a model's free text or a tool's result".into())
 }
 
 /// An untrusted definition that reaches a use with no guard reading it in between.
