@@ -384,12 +384,12 @@ pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
             let StepKind::Call(c) = &st.kind else {
                 continue;
             };
-            let effect = ctx
-                .tool_index
-                .get(c.tool.name.as_str())
-                .is_some_and(|&t| ctx.tools[t].is_effect());
-            let mut seen: Vec<String> = Vec::new();
+            let Some(&tool) = ctx.tool_index.get(c.tool.name.as_str()) else {
+                continue; // undeclared: E0201
+            };
+            let effect = ctx.tools[tool].is_effect();
             for arg in &c.args {
+                let mut seen: Vec<String> = Vec::new();
                 if let Some(t) = &arg.trust {
                     if t.reason.as_ref().is_none_or(|r| r.value.trim().is_empty()) {
                         diags.push(
