@@ -925,6 +925,43 @@ program p {
 }
 
 #[test]
+fn e0309_on_a_long_chain_stays_linear() {
+    // 2,000 effect calls, each passing the same unchecked tool result: one diagnostic per
+    // call, each of bounded size (the path in the note is elided in the middle), so checking
+    // and reporting a long program is not quadratic in its length.
+    let n = 2000;
+    let mut src = String::from(
+        "program chain {\n    input { customer: string  amount: int }\n    budget { max_steps: 5000 }\n    tool find_account(customer: string) -> json\n    effect tool wire(to_account: json, amount: int) -> json idempotent\n    call lookup = find_account(customer: customer) into rec -> g\n    guard g { when amount <= 5000 -> c0 otherwise -> done }\n",
+    );
+    for i in 0..n {
+        let next = if i + 1 < n {
+            format!("c{}", i + 1)
+        } else {
+            "done".into()
+        };
+        src.push_str(&format!(
+            "    call c{i} = wire(to_account: rec.account, amount: amount) -> {next}\n"
+        ));
+    }
+    src.push_str("    end done: success\n}\n");
+    let c = compile("chain.nvm", &src);
+    let e0309: Vec<_> = c.diagnostics.iter().filter(|d| d.code == "E0309").collect();
+    assert_eq!(e0309.len(), n);
+    let longest = e0309
+        .iter()
+        .flat_map(|d| &d.notes)
+        .map(String::len)
+        .max()
+        .unwrap();
+    assert!(longest < 200, "a note of {longest} bytes");
+    assert!(
+        e0309[n - 1].notes[0].contains("more steps"),
+        "{:?}",
+        e0309[n - 1].notes
+    );
+}
+
+#[test]
 fn trusted_is_a_name_elsewhere() {
     // `trusted` is contextual: only `trusted(` in an argument is the marker.
     let src = r#"
