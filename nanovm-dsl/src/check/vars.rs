@@ -371,6 +371,7 @@ fn source_of<'a>(ctx: &Ctx<'a>, def: &VarDef<'a>) -> Option<Source<'a>> {
 /// Every `trusted` needs a reason, so the trust is written down where a reviewer sees it.
 pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
     let flow = ctx.start.map(|start| DataFlow::compute(ctx, start));
+    let mut taint = Taint::default();
     let mut diags = Vec::new();
     for (i, step) in ctx.steps.iter().enumerate() {
         if ctx.duplicate_step[i] {
@@ -407,7 +408,8 @@ pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
                             )),
                         );
                     }
-                    if let Some(why) = needless_trust(ctx, flow.as_ref(), effect, site, &arg.value)
+                    if let Some(why) =
+                        needless_trust(ctx, flow.as_ref(), &mut taint, effect, site, &arg.value)
                     {
                         diags.push(
                             Diagnostic::warning(
@@ -439,7 +441,7 @@ pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
                     if seen.contains(&text) || !flow.reachable[i] {
                         continue;
                     }
-                    let Some(found) = unchecked_source(ctx, flow, site, var, path) else {
+                    let Some(found) = taint.unchecked(ctx, flow, site, var, path) else {
                         continue;
                     };
                     seen.push(text.clone());
@@ -456,6 +458,7 @@ pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
 fn needless_trust(
     ctx: &Ctx<'_>,
     flow: Option<&DataFlow>,
+    taint: &mut Taint,
     effect: bool,
     site: Site,
     value: &Expr,
@@ -472,7 +475,7 @@ fn needless_trust(
     let needed = paths.iter().any(|p| {
         ctx.var_index
             .get(p.root().name.as_str())
-            .is_some_and(|&v| unchecked_source(ctx, flow, site, v, p).is_some())
+            .is_some_and(|&v| taint.unchecked(ctx, flow, site, v, p).is_some())
     });
     (!needed)
         .then(|| "nothing here comes unchecked from a model's free text or a tool's result".into())
@@ -488,95 +491,170 @@ struct Unchecked<'a> {
     near: Option<(usize, String)>,
 }
 
-/// Searches backwards from `site` for an untrusted definition of `var` that reaches it along
-/// an edge path on which no guard reads `path` (or a prefix of it) and no trusted definition
-/// (`choose`, `await`) overwrites it.
-fn unchecked_source<'a>(
-    ctx: &Ctx<'a>,
-    flow: &DataFlow,
-    site: Site,
-    var: usize,
-    path: &Path,
-) -> Option<Unchecked<'a>> {
-    let defs = &ctx.vars[var].defs;
-    // A sibling branch this branch waits for hands its result over directly.
-    if let (Some(b), Some(waits)) = (site.branch, flow.waits.get(&site.step)) {
-        for def in defs {
-            if def.site.step == site.step
-                && def.site.branch.is_some_and(|d| waits[b].contains(&d))
-                && let Some(source) = source_of(ctx, def)
-            {
-                return Some(Unchecked {
-                    def: def.clone(),
-                    source,
-                    path: vec![site.step],
-                    near: None,
-                });
-            }
+/// Where one untrusted value (a variable's path) is live, unchecked, at the entry of each step.
+struct Live {
+    /// Live at the entry of the step.
+    live: Vec<bool>,
+    /// The predecessor that made it live there (a tree: following it ends at a generator).
+    from: Vec<Option<usize>>,
+    /// When that predecessor assigned it: the definition (index into the variable's defs).
+    generated: Vec<Option<usize>>,
+}
+
+/// Memoised liveness per (variable, path): one forward pass over the graph for each distinct
+/// value passed to an effect, so checking is linear in the program per value, not per use.
+#[derive(Default)]
+struct Taint {
+    cache: HashMap<(usize, String), Live>,
+}
+
+impl Taint {
+    /// An untrusted definition of `var` that reaches `site` along a path on which no guard
+    /// reads `path` (or a prefix of it) and no trusted definition (`choose`, `await`)
+    /// overwrites it.
+    fn unchecked<'a>(
+        &mut self,
+        ctx: &Ctx<'a>,
+        flow: &DataFlow,
+        site: Site,
+        var: usize,
+        path: &Path,
+    ) -> Option<Unchecked<'a>> {
+        let defs = &ctx.vars[var].defs;
+        if !defs.iter().any(|d| source_of(ctx, d).is_some()) {
+            return None;
         }
-    }
-    let n = ctx.steps.len();
-    let mut next: Vec<Option<usize>> = vec![None; n];
-    let mut seen = vec![false; n];
-    seen[site.step] = true;
-    let mut queue = VecDeque::from([site.step]);
-    let mut near = None;
-    let chain = |next: &Vec<Option<usize>>, from: usize| {
-        let mut v = vec![from];
-        while let Some(s) = next[*v.last().expect("nonempty")] {
-            v.push(s);
-        }
-        v
-    };
-    while let Some(t) = queue.pop_front() {
-        let mut incoming: Vec<(usize, usize, EdgeKind)> = ctx
-            .graph
-            .edges_directed(NodeIndex::new(t), petgraph::Direction::Incoming)
-            .map(|e| (e.id().index(), e.source().index(), *e.weight()))
-            .collect();
-        incoming.sort_unstable_by_key(|e| e.0);
-        for (_, p, kind) in incoming {
-            if !flow.reachable[p] {
-                continue;
-            }
-            let here: Vec<&VarDef<'a>> = defs.iter().filter(|d| d.site.step == p).collect();
-            if kind == EdgeKind::Next && !here.is_empty() {
-                if let Some((def, source)) =
-                    here.iter().find_map(|d| source_of(ctx, d).map(|s| (*d, s)))
+        // A sibling branch this branch waits for hands its result over directly.
+        if let (Some(b), Some(waits)) = (site.branch, flow.waits.get(&site.step)) {
+            for def in defs {
+                if def.site.step == site.step
+                    && def.site.branch.is_some_and(|d| waits[b].contains(&d))
+                    && let Some(source) = source_of(ctx, def)
                 {
-                    let mut steps = chain(&next, t);
-                    steps.insert(0, p);
                     return Some(Unchecked {
                         def: def.clone(),
                         source,
-                        path: steps,
-                        near,
+                        path: vec![site.step],
+                        near: None,
                     });
                 }
-                continue; // overwritten by a trusted value on this path
-            }
-            if let StepKind::Guard(d) = &ctx.steps[p].kind {
-                let mut reads = Vec::new();
-                for arm in &d.arms {
-                    expr_paths(&arm.cond, &mut reads);
-                }
-                if reads.iter().any(|r| covers(r, path)) {
-                    continue;
-                }
-                if near.is_none()
-                    && let Some(r) = reads.iter().find(|r| r.root().name == path.root().name)
-                {
-                    near = Some((p, path_text(r)));
-                }
-            }
-            if !seen[p] {
-                seen[p] = true;
-                next[p] = Some(t);
-                queue.push_back(p);
             }
         }
+        let live = self
+            .cache
+            .entry((var, path_text(path)))
+            .or_insert_with(|| Live::compute(ctx, flow, var, path));
+        if !live.live[site.step] {
+            return None;
+        }
+        // Follow the tree back to the definition that generated it.
+        let mut steps = vec![site.step];
+        let mut t = site.step;
+        let def = loop {
+            let p = live.from[t]?;
+            steps.push(p);
+            if let Some(d) = live.generated[t] {
+                break &defs[d];
+            }
+            t = p;
+        };
+        steps.reverse();
+        let near = steps.iter().find_map(|&g| {
+            let StepKind::Guard(d) = &ctx.steps[g].kind else {
+                return None;
+            };
+            let mut reads = Vec::new();
+            for arm in &d.arms {
+                expr_paths(&arm.cond, &mut reads);
+            }
+            reads
+                .iter()
+                .find(|r| r.root().name == path.root().name)
+                .map(|r| (g, path_text(r)))
+        });
+        Some(Unchecked {
+            def: def.clone(),
+            source: source_of(ctx, def)?,
+            path: steps,
+            near,
+        })
     }
-    None
+}
+
+impl Live {
+    fn compute(ctx: &Ctx<'_>, flow: &DataFlow, var: usize, path: &Path) -> Live {
+        let n = ctx.steps.len();
+        let defs = &ctx.vars[var].defs;
+        let mut assigns = vec![false; n];
+        for d in defs {
+            assigns[d.site.step] = true;
+        }
+        // A guard whose `when` conditions read the path (or a prefix) checks it on every edge.
+        let checks = |s: usize| match &ctx.steps[s].kind {
+            StepKind::Guard(d) => d.arms.iter().any(|a| {
+                let mut reads = Vec::new();
+                expr_paths(&a.cond, &mut reads);
+                reads.iter().any(|r| covers(r, path))
+            }),
+            _ => false,
+        };
+        let mut live = Live {
+            live: vec![false; n],
+            from: vec![None; n],
+            generated: vec![None; n],
+        };
+        let mut queue = VecDeque::new();
+        // Generators: the `Next` edges of steps that assign it from an untrusted source.
+        for (di, d) in defs.iter().enumerate() {
+            let p = d.site.step;
+            if !flow.reachable[p] || source_of(ctx, d).is_none() {
+                continue;
+            }
+            for e in ctx.graph.edges(NodeIndex::new(p)) {
+                let t = e.target().index();
+                if *e.weight() == EdgeKind::Next && !live.live[t] {
+                    live.live[t] = true;
+                    live.from[t] = Some(p);
+                    live.generated[t] = Some(di);
+                    queue.push_back(t);
+                }
+            }
+        }
+        while let Some(t) = queue.pop_front() {
+            if checks(t) {
+                continue;
+            }
+            for e in ctx.graph.edges(NodeIndex::new(t)) {
+                // Along `Next`, an assignment replaces the value (a new untrusted one is a
+                // generator above; a trusted one ends it).
+                if *e.weight() == EdgeKind::Next && assigns[t] {
+                    continue;
+                }
+                let u = e.target().index();
+                if !live.live[u] {
+                    live.live[u] = true;
+                    live.from[u] = Some(t);
+                    queue.push_back(u);
+                }
+            }
+        }
+        live
+    }
+}
+
+/// A path as `a -> b -> c`, with the middle of a long one elided so that a long program's
+/// diagnostics stay short (one per use, each naming at most a dozen steps).
+fn short_path_text(ctx: &Ctx<'_>, path: &[usize]) -> String {
+    const ENDS: usize = 5;
+    if path.len() <= 2 * ENDS + 1 {
+        return ctx.path_text(path);
+    }
+    format!(
+        "{} -> ({} more steps) -> {}",
+        ctx.path_text(&path[..ENDS]),
+        path.len() - 2 * ENDS,
+        ctx.path_text(&path[path.len() - ENDS..])
+    )
 }
 
 /// Whether reading `read` in a guard checks `used`: the same path or a prefix of it.
@@ -635,7 +713,7 @@ fn untrusted_diag(
     } else {
         d.with_note(format!(
             "no guard reads `{text}` along {}",
-            ctx.path_text(&found.path)
+            short_path_text(ctx, &found.path)
         ))
     };
     if let Some((g, read)) = &found.near
