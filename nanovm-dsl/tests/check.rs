@@ -842,6 +842,43 @@ program p {
 "#
 );
 
+failing!(
+    e0309_reassigned_after_the_guard_read_it,
+    ["E0309"],
+    // The guard read the first result; a second call replaced it before the effect.
+    r#"
+program p {
+    input { customer: string }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json) -> json
+    call lookup = find_account(customer: customer) into rec -> policy
+    guard policy { when rec.account != null -> again otherwise -> done }
+    call again = find_account(customer: customer) into rec -> pay
+    call pay = wire(to_account: rec.account) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0309_near_miss_an_awaited_value_replaces_the_result,
+    [],
+    // The awaited event (delivered by the application) overwrites the tool's result on the only
+    // path to the effect.
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json) -> json
+    call lookup = find_account(customer: customer) into rec -> confirm
+    await confirm = account_confirmed into rec -> policy
+    guard policy { when amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: rec.account) -> done
+    end done: success
+}
+"#
+);
+
 passing!(
     e0309_near_miss_a_guard_reads_it_on_every_path,
     ["W0402"],
