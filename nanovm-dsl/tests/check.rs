@@ -1103,6 +1103,23 @@ program p {
     );
 }
 
+#[test]
+fn w0405_guard_whose_arms_all_go_to_one_step() {
+    // It reads a variable, but wherever it points, the run goes to `pay`.
+    let src = r#"
+program p {
+    input { account: string  amount: int }
+    effect tool wire(to_account: string) -> json
+    start g
+    guard g { when amount <= 5000 -> pay otherwise -> pay }
+    call pay = wire(to_account: account) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0405s", src), ["W0405"]);
+    insta::assert_snapshot!("w0405_guard_whose_arms_all_go_to_one_step", report("w0405s", src));
+}
+
 passing!(
     w0405_near_miss_guard_that_reads_an_input,
     [],
