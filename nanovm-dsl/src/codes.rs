@@ -326,10 +326,10 @@ pub const W0403: Code = Code::warning("W0403", "an input no step reads");
 /// a tool no step calls
 pub const W0404: Code = Code::warning("W0404", "a tool no step calls");
 
-/// a `guard` that decides nothing: no `when` arm, or no `when` condition reads a variable; names the effects it stands before
+/// a `guard` that decides nothing: no `when` arm, no `when` condition that reads a variable, or every arm to the same step before an effect; names the effects it stands before
 pub const W0405: Code = Code::warning(
     "W0405",
-    "a `guard` that decides nothing: no `when` arm, or no `when` condition reads a variable; names the effects it stands before",
+    "a `guard` that decides nothing: no `when` arm, no `when` condition that reads a variable, or every arm to the same step before an effect; names the effects it stands before",
 );
 
 /// a `trusted(...)` that vouches for nothing: an argument of a read-only tool, or no untrusted value reaches it unchecked

@@ -1117,7 +1117,10 @@ program p {
 }
 "#;
     assert_eq!(clean("w0405s", src), ["W0405"]);
-    insta::assert_snapshot!("w0405_guard_whose_arms_all_go_to_one_step", report("w0405s", src));
+    insta::assert_snapshot!(
+        "w0405_guard_whose_arms_all_go_to_one_step",
+        report("w0405s", src)
+    );
 }
 
 passing!(
