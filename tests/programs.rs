@@ -646,3 +646,55 @@ const PINNED_ROOTS: [&str; 3] = [
     "045cbad2bd3346bf85335d101b89f42a55720965db2b5039f050c92d0fb51f57",
     "9c72d023c413d08f9e9e4cb1839471f276d3672b2dd8efe446a3d50e18dc0ba2",
 ];
+
+nanovm::nano_program! {
+    /// A tool's result reaches an effect only because the program vouches for it (E0309);
+    /// the marker changes nothing at run time.
+    program vouched {
+        input { customer: string }
+        tool find_account(customer: string) -> json
+        effect tool wire(to_account: json) -> json idempotent
+        call lookup = find_account(customer: customer) into rec -> policy
+        guard policy { when rec.status == "open" -> pay otherwise -> closed }
+        call pay = wire(
+            to_account: trusted(rec.account, "find_account only returns the customer's own accounts"),
+        ) -> done
+        end done: success
+        end closed: failure "account closed"
+    }
+}
+
+#[derive(Default)]
+struct Bank {
+    wired: Mutex<Vec<Json>>,
+}
+
+impl vouched::Tools for Bank {
+    async fn find_account(&self, _: &ToolContext, customer: String) -> Result<Json, ToolError> {
+        Ok(json!({ "status": "open", "account": format!("DE-{customer}") }))
+    }
+
+    async fn wire(&self, _: &ToolContext, to_account: Json) -> Result<Json, ToolError> {
+        self.wired.lock().unwrap().push(to_account);
+        Ok(json!({ "ok": true }))
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_argument_passes_the_value_unchanged() {
+    let rt = Runtime::builder().build();
+    let bank = Arc::new(Bank::default());
+    let exec = rt
+        .run::<vouched::Program>(
+            vouched::Input {
+                customer: "c7".into(),
+            },
+            bank.clone(),
+            RunOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(exec.status, RunStatus::Success);
+    assert_eq!(exec.path, ["lookup", "policy", "pay", "done"]);
+    assert_eq!(*bank.wired.lock().unwrap(), [json!("DE-c7")]);
+}

@@ -27,6 +27,7 @@ pub struct Builder {
     out_dir: Option<PathBuf>,
     graphs: bool,
     cargo: bool,
+    deny_warnings: bool,
 }
 
 impl Default for Builder {
@@ -79,6 +80,7 @@ impl Builder {
             out_dir: None,
             graphs: false,
             cargo: true,
+            deny_warnings: false,
         }
     }
 
@@ -104,6 +106,14 @@ impl Builder {
     /// Whether to print `cargo::` directives (on by default; off for use outside build scripts).
     pub fn cargo_directives(mut self, yes: bool) -> Self {
         self.cargo = yes;
+        self
+    }
+
+    /// Treat warnings as errors (off by default), like `nanovm check --deny-warnings`: a file
+    /// with any warning (a guard that decides nothing, `W0405`, for example) fails the build,
+    /// its diagnostics are printed as `cargo::error=` and no code is written for it.
+    pub fn deny_warnings(mut self, yes: bool) -> Self {
+        self.deny_warnings = yes;
         self
     }
 
@@ -151,15 +161,26 @@ impl Builder {
             let compiled = crate::compile_bytes(&name, &bytes);
             let rendered = compiled.render();
             let n_errors = compiled.diagnostics.iter().filter(|d| d.is_error()).count();
-            output.warnings += compiled.diagnostics.len() - n_errors;
+            let n_warnings = compiled.diagnostics.len() - n_errors;
+            output.warnings += n_warnings;
+            // Denied warnings count as one error per file, with the reason after them.
+            let denied = usize::from(self.deny_warnings && n_errors == 0 && n_warnings > 0);
+            let mut rendered = rendered;
+            if denied > 0 {
+                rendered.push_str("error: warnings are denied (Builder::deny_warnings)\n");
+            }
             if self.cargo && !rendered.is_empty() {
-                let directive = if n_errors > 0 { "error" } else { "warning" };
+                let directive = if n_errors + denied > 0 {
+                    "error"
+                } else {
+                    "warning"
+                };
                 for line in rendered.lines().filter(|l| !l.is_empty()) {
                     println!("cargo::{directive}={line}");
                 }
             }
-            if n_errors > 0 {
-                errors += n_errors;
+            if n_errors + denied > 0 {
+                errors += n_errors + denied;
                 failed.push_str(&rendered);
                 continue;
             }

@@ -152,7 +152,19 @@ impl Printer {
                 let args: Vec<String> = c
                     .args
                     .iter()
-                    .map(|a| format!("{}: {}", a.name, expr(&a.value)))
+                    .map(|a| match &a.trust {
+                        // The marker is part of what the program says, so it is hashed.
+                        Some(t) => match &t.reason {
+                            Some(r) => format!(
+                                "{}: trusted({}, {})",
+                                a.name,
+                                expr(&a.value),
+                                string(&r.value)
+                            ),
+                            None => format!("{}: trusted({})", a.name, expr(&a.value)),
+                        },
+                        None => format!("{}: {}", a.name, expr(&a.value)),
+                    })
                     .collect();
                 let _ = write!(
                     o,

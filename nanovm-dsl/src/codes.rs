@@ -302,6 +302,12 @@ pub const E0308: Code = Code::error(
     "a `secret` read by a condition, used inside an expression, or passed to a parameter not declared `secret`",
 );
 
+/// a model's free text (`llm ... into x`) or a tool's result (`call ... into x`, and its fields) passed to an argument of an `effect` tool without a `guard` that reads it on every path from where it was assigned, and without `trusted(x, "reason")`; a `trusted` without a reason
+pub const E0309: Code = Code::error(
+    "E0309",
+    "a model's free text (`llm ... into x`) or a tool's result (`call ... into x`, and its fields) passed to an argument of an `effect` tool without a `guard` that reads it on every path from where it was assigned, and without `trusted(x, \"reason\")`; a `trusted` without a reason",
+);
+
 /// an `effect` call inside a cycle (it may fire more than once; each trip is a new effect id)
 pub const W0401: Code = Code::warning(
     "W0401",
@@ -320,9 +326,22 @@ pub const W0403: Code = Code::warning("W0403", "an input no step reads");
 /// a tool no step calls
 pub const W0404: Code = Code::warning("W0404", "a tool no step calls");
 
+/// a `guard` that decides nothing: no `when` arm, no `when` condition that reads a variable, or every arm to the same step before an effect; names the effects it stands before
+pub const W0405: Code = Code::warning(
+    "W0405",
+    "a `guard` that decides nothing: no `when` arm, no `when` condition that reads a variable, or every arm to the same step before an effect; names the effects it stands before",
+);
+
+/// a `trusted(...)` that vouches for nothing: an argument of a read-only tool, or no untrusted value reaches it unchecked
+pub const W0406: Code = Code::warning(
+    "W0406",
+    "a `trusted(...)` that vouches for nothing: an argument of a read-only tool, or no untrusted value reaches it unchecked",
+);
+
 /// Every code, in order.
 pub const ALL: &[Code] = &[
     E0001, E0002, E0003, E0004, E0005, E0006, E0007, E0101, E0102, E0103, E0104, E0105, E0106,
     E0107, E0108, E0109, E0110, E0111, E0112, E0113, E0201, E0202, E0203, E0204, E0206, E0301,
-    E0302, E0303, E0304, E0305, E0306, E0307, E0308, W0401, W0402, W0403, W0404,
+    E0302, E0303, E0304, E0305, E0306, E0307, E0308, E0309, W0401, W0402, W0403, W0404, W0405,
+    W0406,
 ];

@@ -751,6 +751,268 @@ program p {
 "#
 );
 
+// ---- E0309 untrusted data reaching an effect -------------------------------------------------
+
+failing!(
+    e0309_free_text_reaches_an_effect,
+    ["E0309"],
+    // The issue's program: the model's free text becomes the account money is wired to; the
+    // guard before the effect reads only the amount.
+    r#"
+program p {
+    input { request: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    llm ask { prompt: "Which account gets {amount} cents? {request}" into account } -> policy
+    guard policy { when amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_tool_result_field_the_guard_does_not_read,
+    ["E0309"],
+    // The guard reads the record's status, not the account the money goes to.
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    call lookup = find_account(customer: customer) into rec -> policy
+    guard policy { when rec.status == "open" and amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: rec.account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_one_path_skips_the_guard_that_reads_it,
+    ["E0309"],
+    // `policy` reads `rec.account`, but the run can also reach `pay` through `fast`, which
+    // does not.
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    call lookup = find_account(customer: customer) into rec -> route
+    guard route { when amount < 100 -> fast otherwise -> policy }
+    guard policy { when rec.account != null -> pay otherwise -> done }
+    guard fast { when amount > 0 -> pay otherwise -> done }
+    call pay = wire(to_account: rec.account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_sibling_branch_result_inside_parallel,
+    ["E0309"],
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    guard policy { when amount <= 5000 -> both otherwise -> done }
+    parallel both {
+        call lookup = find_account(customer: customer) into rec
+        call pay = wire(to_account: rec, amount: amount) after lookup
+    } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_trusted_needs_a_reason,
+    ["E0309", "E0309"],
+    r#"
+program p {
+    input { request: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    effect tool note(text: string) -> json
+    llm ask { prompt: "Which account? {request}" into account } -> policy
+    guard policy { when amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: trusted(account), amount: amount) -> log
+    call log = note(text: trusted(account, "")) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0309_reassigned_after_the_guard_read_it,
+    ["E0309"],
+    // The guard read the first result; a second call replaced it before the effect.
+    r#"
+program p {
+    input { customer: string }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json) -> json
+    call lookup = find_account(customer: customer) into rec -> policy
+    guard policy { when rec.account != null -> again otherwise -> done }
+    call again = find_account(customer: customer) into rec -> pay
+    call pay = wire(to_account: rec.account) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0309_near_miss_an_awaited_value_replaces_the_result,
+    [],
+    // The awaited event (delivered by the application) overwrites the tool's result on the only
+    // path to the effect.
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json) -> json
+    call lookup = find_account(customer: customer) into rec -> confirm
+    await confirm = account_confirmed into rec -> policy
+    guard policy { when amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: rec.account) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0309_near_miss_a_guard_reads_it_on_every_path,
+    ["W0402"],
+    r#"
+program p {
+    input { request: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    llm ask { prompt: "Which account gets {amount} cents? {request}" into account } -> policy
+    guard policy { when account starts_with "DE" and amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0309_near_miss_trusted_with_a_reason,
+    [],
+    r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    call lookup = find_account(customer: customer) into rec -> policy
+    guard policy { when rec.status == "open" and amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(
+        to_account: trusted(rec.account, "find_account only returns this customer's own accounts"),
+        amount: amount,
+    ) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0309_near_miss_whole_record_read_and_read_only_tools,
+    [],
+    // A guard that reads `rec` covers `rec.account`, one that reads `risk.level` covers that
+    // field; results may flow into read-only tools;
+    // `choose` answers and awaited events are not free text.
+    r#"
+program p {
+    input { customer: string }
+    tool find_account(customer: string) -> json
+    tool score(account: json) -> json
+    effect tool wire(to_account: json, risk: json, mode: string, note: json) -> json
+    call lookup = find_account(customer: customer) into rec -> rate
+    call rate = score(account: rec.account) into risk -> pick
+    llm pick { prompt: "Fast or slow?" choose mode from [fast, slow] } -> wait
+    await wait = approval into verdict -> policy
+    guard policy { when rec != null and risk.level < 3 -> pay otherwise -> done }
+    call pay = wire(to_account: rec.account, risk: risk.level, mode: mode, note: verdict) -> done
+    end done: success
+}
+"#
+);
+
+#[test]
+fn w0406_trusted_that_vouches_for_nothing() {
+    // An input needs no trust, a read-only tool takes anything, and a value a guard already
+    // reads is checked: a marker there would silently cover a flow added later.
+    let src = r#"
+program p {
+    input { customer: string  amount: int }
+    tool find_account(customer: string) -> json
+    effect tool wire(to_account: json, amount: int) -> json
+    call lookup = find_account(customer: trusted(customer, "typed by the clerk")) into rec -> policy
+    guard policy { when rec.account != null and amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(
+        to_account: trusted(rec.account, "the guard looks at it"),
+        amount: trusted(amount, "the caller's"),
+    ) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0406", src), ["W0406", "W0406", "W0406"]);
+    insta::assert_snapshot!(
+        "w0406_trusted_that_vouches_for_nothing",
+        report("w0406", src)
+    );
+}
+
+#[test]
+fn e0309_on_a_long_chain_stays_linear() {
+    // 2,000 effect calls, each passing the same unchecked tool result: one diagnostic per
+    // call, each of bounded size (the path in the note is elided in the middle), so checking
+    // and reporting a long program is not quadratic in its length.
+    let n = 2000;
+    let mut src = String::from(
+        "program chain {\n    input { customer: string  amount: int }\n    budget { max_steps: 5000 }\n    tool find_account(customer: string) -> json\n    effect tool wire(to_account: json, amount: int) -> json idempotent\n    call lookup = find_account(customer: customer) into rec -> g\n    guard g { when amount <= 5000 -> c0 otherwise -> done }\n",
+    );
+    for i in 0..n {
+        let next = if i + 1 < n {
+            format!("c{}", i + 1)
+        } else {
+            "done".into()
+        };
+        src.push_str(&format!(
+            "    call c{i} = wire(to_account: rec.account, amount: amount) -> {next}\n"
+        ));
+    }
+    src.push_str("    end done: success\n}\n");
+    let c = compile("chain.nvm", &src);
+    let e0309: Vec<_> = c.diagnostics.iter().filter(|d| d.code == "E0309").collect();
+    assert_eq!(e0309.len(), n);
+    let longest = e0309
+        .iter()
+        .flat_map(|d| &d.notes)
+        .map(String::len)
+        .max()
+        .unwrap();
+    assert!(longest < 200, "a note of {longest} bytes");
+    assert!(
+        e0309[n - 1].notes[0].contains("more steps"),
+        "{:?}",
+        e0309[n - 1].notes
+    );
+}
+
+#[test]
+fn trusted_is_a_name_elsewhere() {
+    // `trusted` is contextual: only `trusted(` in an argument is the marker.
+    let src = r#"
+program p {
+    input { trusted: string }
+    effect tool note(text: string) -> json
+    guard g { when trusted == "yes" -> log otherwise -> done }
+    call log = note(text: trusted) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("trusted_name", src), Vec::<&str>::new());
+}
+
 // ---- Warnings ---------------------------------------------------------------------------------
 
 #[test]
@@ -760,7 +1022,7 @@ program p {
     input { id: string }
     budget { max_steps: 30 }
     effect tool charge(id: string) -> json
-    guard g { when true -> pay otherwise -> done }
+    guard g { when id != "" -> pay otherwise -> done }
     call pay = charge(id: id) into r -> again
     branch again { when r.retry == true -> g otherwise -> done }
     end done: success
@@ -797,6 +1059,100 @@ program p {
     assert_eq!(clean("w0403", src), ["W0403", "W0404"]);
     insta::assert_snapshot!("w0403_w0404_unused", report("w0403", src));
 }
+
+#[test]
+fn w0405_guard_without_when_decides_nothing() {
+    // The issue's program: the guard has no `when` arm, so it only renames the edge to `pay`,
+    // yet it used to satisfy E0106 silently.
+    let src = r#"
+program p {
+    input { account: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    start g
+    guard g { otherwise -> pay }
+    call pay = wire(to_account: account, amount: amount) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0405", src), ["W0405"]);
+    insta::assert_snapshot!(
+        "w0405_guard_without_when_decides_nothing",
+        report("w0405", src)
+    );
+}
+
+#[test]
+fn w0405_guard_whose_conditions_read_nothing() {
+    // `when true` (or any condition that reads no variable) decides nothing either.
+    let src = r#"
+program p {
+    input { account: string }
+    effect tool wire(to_account: string) -> json
+    effect tool alert(to_account: string) -> json
+    start g
+    guard g { when 1 < 2 -> pay otherwise -> warn }
+    call pay = wire(to_account: account) -> done
+    call warn = alert(to_account: account) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0405c", src), ["W0405"]);
+    insta::assert_snapshot!(
+        "w0405_guard_whose_conditions_read_nothing",
+        report("w0405c", src)
+    );
+}
+
+#[test]
+fn w0405_guard_whose_arms_all_go_to_one_step() {
+    // It reads a variable, but wherever it points, the run goes to `pay`.
+    let src = r#"
+program p {
+    input { account: string  amount: int }
+    effect tool wire(to_account: string) -> json
+    start g
+    guard g { when amount <= 5000 -> pay otherwise -> pay }
+    call pay = wire(to_account: account) -> done
+    end done: success
+}
+"#;
+    assert_eq!(clean("w0405s", src), ["W0405"]);
+    insta::assert_snapshot!(
+        "w0405_guard_whose_arms_all_go_to_one_step",
+        report("w0405s", src)
+    );
+}
+
+passing!(
+    w0405_near_miss_guard_that_reads_an_input,
+    [],
+    r#"
+program p {
+    input { account: string  amount: int }
+    effect tool wire(to_account: string, amount: int) -> json
+    start g
+    guard g { when amount <= 5000 -> pay otherwise -> done }
+    call pay = wire(to_account: account, amount: amount) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    w0405_near_miss_branch_without_when_is_a_plain_edge,
+    [],
+    r#"
+program p {
+    input { amount: int }
+    effect tool charge(amount: int) -> json
+    start g
+    guard g { when amount < 10 -> b otherwise -> done }
+    branch b { otherwise -> pay }
+    call pay = charge(amount: amount) -> done
+    end done: success
+}
+"#
+);
 
 // ---- Whole-file behaviour --------------------------------------------------------------------
 

@@ -337,6 +337,35 @@ fn call_clauses_in_any_order_and_final_target() {
 }
 
 #[test]
+fn trusted_marks_a_whole_argument_and_round_trips() {
+    let src = r#"program p { call c = t(a: trusted(rec.account, "own accounts only"), b: trusted(x,), c: trusted) -> good }"#;
+    let f = file(src);
+    let Some(Item::Step(s)) = f.programs[0].items.first() else {
+        panic!()
+    };
+    let StepKind::Call(c) = &s.kind else { panic!() };
+    let t = c.args[0].trust.as_ref().expect("marked");
+    assert_eq!(
+        text(src, t.span),
+        r#"trusted(rec.account, "own accounts only")"#
+    );
+    assert_eq!(text(src, c.args[0].value.span), "rec.account");
+    assert_eq!(t.reason.as_ref().unwrap().value, "own accounts only");
+    let t = c.args[1].trust.as_ref().expect("marked");
+    assert!(t.reason.is_none());
+    // Not followed by `(`, `trusted` is a variable.
+    assert!(c.args[2].trust.is_none());
+    assert!(matches!(&c.args[2].value.kind, ExprKind::Path(p) if p.root().name == "trusted"));
+    let printed = nanovm_dsl::canonical::print_program(&f.programs[0], true);
+    assert!(
+        printed
+            .contains(r#"a: trusted(rec.account, "own accounts only"), b: trusted(x), c: trusted"#),
+        "{printed}"
+    );
+    assert_eq!(file(&printed).programs[0].items.len(), 1);
+}
+
+#[test]
 fn docs_attach_to_programs_tools_and_steps() {
     let src = "//! not a doc\n/// one\n///two\n//// not a doc\nprogram p {\n  /// tool doc\n  effect tool t() -> json\n  /// step doc\n  // plain comment\n  end e: success\n}";
     let f = file(src);

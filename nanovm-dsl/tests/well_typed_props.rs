@@ -64,6 +64,19 @@ struct Tool {
     name: String,
     params: Vec<(String, T)>,
     ret: T,
+    effect: bool,
+}
+
+/// Whether a generated expression reads a call's result (`rN`) or an llm's free text (`tN`):
+/// an effect may take those only through `trusted(...)` (E0309), as no guard is generated to
+/// read them.
+fn reads_untrusted(expr: &str) -> bool {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| {
+            w.len() > 1
+                && (w.starts_with('r') || w.starts_with('t'))
+                && w[1..].bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 struct Gen {
@@ -449,7 +462,14 @@ impl Gen {
         let params = self.tools[t].params.clone();
         let args: Vec<String> = params
             .iter()
-            .map(|(n, ty)| format!("{n}: {}", self.arg(ty)))
+            .map(|(n, ty)| {
+                let value = self.arg(ty);
+                if self.tools[t].effect && reads_untrusted(&value) {
+                    format!("{n}: trusted({value}, \"generated\")")
+                } else {
+                    format!("{n}: {value}")
+                }
+            })
             .collect();
         let mut s = format!("{}({})", self.tools[t].name, args.join(", "));
         let assigned = if self.tape.flip() {
@@ -529,7 +549,12 @@ impl Gen {
                 ret.decl(),
                 if idempotent { " idempotent" } else { "" }
             ));
-            self.tools.push(Tool { name, params, ret });
+            self.tools.push(Tool {
+                name,
+                params,
+                ret,
+                effect,
+            });
         }
         out.push_str("    start gate\n");
 

@@ -7,7 +7,7 @@ nanovm::nano_program! {
         input { id: string }
         budget { max_steps: 30 }
         effect tool charge(id: string) -> json
-        guard g { when true -> pay otherwise -> done }
+        guard g { when id != "" -> pay otherwise -> done }
         call pay = charge(id: id) into r -> again
         branch again { when r.retry == true -> g otherwise -> done }
         end done: success

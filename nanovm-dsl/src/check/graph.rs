@@ -340,6 +340,133 @@ pub(super) fn check_unguarded_effects(ctx: &mut Ctx<'_>) {
     ctx.diags.extend(diags);
 }
 
+/// A guard is what E0106 trusts to stand between the model and an effect, so a guard that
+/// cannot tell one run from another (no `when` arm, only conditions that read no variable, or
+/// every arm to the same step before an effect) is a guardrail in name only: every run takes the same way and the effect after it fires
+/// unchecked. It is a warning (the program is well-formed), naming the effects it stands
+/// before; `--deny-warnings` / `Builder::deny_warnings` make it fail a build.
+pub(super) fn check_guards_decide(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    for (g, step) in ctx.steps.iter().enumerate() {
+        let StepKind::Guard(d) = &step.kind else {
+            continue;
+        };
+        if ctx.duplicate_step[g] || d.otherwise.is_empty() || decides(step) {
+            continue; // no `otherwise`: E0107 already says the guard is malformed
+        }
+        let to = &d.otherwise[0].name;
+        let reads = d.arms.iter().any(|a| {
+            let mut paths = Vec::new();
+            super::vars::expr_paths(&a.cond, &mut paths);
+            !paths.is_empty()
+        });
+        // The effects it stands before: reachable from it without passing a guard that decides.
+        let behind = reachable_from(ctx, g, |s| {
+            s == g || !(matches!(ctx.steps[s].kind, StepKind::Guard(_)) && decides(ctx.steps[s]))
+        });
+        let effects: Vec<String> = (0..ctx.steps.len())
+            .filter(|&s| behind[s] && s != g)
+            .flat_map(|s| effect_calls(ctx, s))
+            .map(|(call, tool, _)| format!("`{call}` (tool `{tool}`)"))
+            .collect();
+        // Arms that all lead to one step are a common shorthand before an `end`; they matter
+        // where an effect is behind the guard.
+        let one_way = !d.arms.is_empty() && reads;
+        if one_way && effects.is_empty() {
+            continue;
+        }
+        let mut d_out = if one_way {
+            Diagnostic::warning(
+                codes::W0405,
+                format!(
+                    "guard `{}` decides nothing: every arm goes to `{to}`",
+                    step.name
+                ),
+                step.name.span,
+            )
+            .with_label(format!("every run goes on to `{to}`"))
+        } else if d.arms.is_empty() {
+            Diagnostic::warning(
+                codes::W0405,
+                format!(
+                    "guard `{}` decides nothing: it has no `when` arm",
+                    step.name
+                ),
+                step.name.span,
+            )
+            .with_label(format!("every run goes on to `{to}`"))
+        } else {
+            let mut w = Diagnostic::warning(
+                codes::W0405,
+                format!(
+                    "guard `{}` decides nothing: no `when` condition reads a variable",
+                    step.name
+                ),
+                step.name.span,
+            )
+            .with_label("every run takes the same way");
+            for arm in &d.arms {
+                w = w.with_secondary(arm.cond.span, "reads no variable");
+            }
+            w
+        };
+        if !effects.is_empty() {
+            let refs: Vec<&str> = effects.iter().map(String::as_str).collect();
+            d_out = d_out.with_note(format!(
+                "it is the guard before the effect {} {}, which would fire without any check",
+                if effects.len() == 1 { "call" } else { "calls" },
+                join(&refs)
+            ));
+        }
+        let first = d
+            .arms
+            .first()
+            .map_or(d.otherwise[0].name.name.as_str(), |a| {
+                a.target.name.name.as_str()
+            });
+        diags.push(d_out.with_help(if one_way {
+            format!(
+                "send the runs that must not reach `{to}` somewhere else (`otherwise -> ...`), or make it a `branch` if it is not a policy check"
+            )
+        } else {
+            format!(
+                "give it a `when` arm whose condition reads this run's data (`when ... -> {first}`), or make it a `branch` if it is not a policy check"
+            )
+        }));
+    }
+    ctx.diags.extend(diags);
+}
+
+/// Whether a guard or branch can tell runs apart: some `when` condition reads a variable, and
+/// not every arm leads to the same step.
+fn decides(step: &crate::syntax::ast::Step) -> bool {
+    let (StepKind::Guard(d) | StepKind::Branch(d)) = &step.kind else {
+        return false;
+    };
+    let reads = d.arms.iter().any(|a| {
+        let mut paths = Vec::new();
+        super::vars::expr_paths(&a.cond, &mut paths);
+        !paths.is_empty()
+    });
+    let mut targets = d
+        .arms
+        .iter()
+        .map(|a| &a.target.name.name)
+        .chain(d.otherwise.iter().map(|t| &t.name.name));
+    let first = targets.next();
+    let one_way = first.is_some_and(|f| targets.all(|t| t == f));
+    reads && !one_way
+}
+
+/// `a`, `a` and `b`, ... for already formatted items.
+fn join(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
 /// An effect inside a cycle runs once per trip around it. That can be right (retrying a charge
 /// after a new card arrives), but it should never be a surprise.
 pub(super) fn check_effects_in_cycles(ctx: &mut Ctx<'_>) {

@@ -58,6 +58,7 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     graph::check_traps(&mut ctx);
     graph::check_cycles_need_max_steps(&mut ctx);
     graph::check_unguarded_effects(&mut ctx);
+    graph::check_guards_decide(&mut ctx);
     graph::check_effects_in_cycles(&mut ctx);
     // Tools.
     calls::check_tool_declarations(&mut ctx);
@@ -68,6 +69,7 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     vars::check_definite_assignment(&mut ctx);
     vars::check_secrets_in_prompts(&mut ctx);
     vars::check_secrets_in_expressions(&mut ctx);
+    vars::check_untrusted_into_effects(&mut ctx);
     vars::check_expression_types(&mut ctx);
     vars::check_template_types(&mut ctx);
     vars::check_choice_literals(&mut ctx);

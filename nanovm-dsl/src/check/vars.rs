@@ -8,10 +8,12 @@ use petgraph::visit::EdgeRef;
 
 use super::suggest::did_you_mean;
 use super::types::{Scope, Ty, expect_condition, infer};
-use super::{Ctx, EdgeKind, Site, outgoing, with_branches};
+use super::{Ctx, EdgeKind, Site, VarDef, outgoing, with_branches};
 use crate::codes;
 use crate::diagnostic::Diagnostic;
-use crate::syntax::ast::{BinOp, Expr, ExprKind, Literal, Path, Step, StepKind, TemplatePart};
+use crate::syntax::ast::{
+    BinOp, Expr, ExprKind, Literal, LlmOutput, Path, Step, StepKind, TemplatePart,
+};
 
 /// How a variable is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -334,6 +336,410 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
         }
     }
     ctx.diags.extend(diags);
+}
+
+/// Where an untrusted value came from.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// `llm STEP { ... into x }`: whatever text the model wrote.
+    FreeText(&'a str),
+    /// `call STEP = TOOL(...) into x`: whatever the tool returned.
+    ToolResult(&'a str, &'a str),
+}
+
+/// Whether a definition of a variable is untrusted data: a model's free text (`into` of an
+/// `llm` step) or a tool's result (`into` of a call). `choose` answers are one of the
+/// program's own names, `await` payloads are delivered by the application like inputs.
+fn source_of<'a>(ctx: &Ctx<'a>, def: &VarDef<'a>) -> Option<Source<'a>> {
+    let step = ctx.site_step(def.site);
+    match &step.kind {
+        StepKind::Llm(l) if matches!(l.output, Some(LlmOutput::Into { .. })) => {
+            Some(Source::FreeText(&step.name.name))
+        }
+        StepKind::Call(c) if c.into.is_some() => {
+            Some(Source::ToolResult(&step.name.name, &c.tool.name))
+        }
+        _ => None,
+    }
+}
+
+/// The model proposes, the compiled graph decides: an effect's argument that came from the
+/// model's free text or from a tool's result is whatever that text or that service said (an
+/// injected prompt can name any account). Such a value may reach an argument of an `effect`
+/// tool only if, on every path from where it was assigned, a `guard` reads it (its path or a
+/// prefix of it, in a `when` condition), or if the argument says `trusted(value, "reason")`.
+/// Every `trusted` needs a reason, so the trust is written down where a reviewer sees it.
+pub(super) fn check_untrusted_into_effects(ctx: &mut Ctx<'_>) {
+    let flow = ctx.start.map(|start| DataFlow::compute(ctx, start));
+    let mut taint = Taint::default();
+    let mut diags = Vec::new();
+    for (i, step) in ctx.steps.iter().enumerate() {
+        if ctx.duplicate_step[i] {
+            continue;
+        }
+        for (b, st) in with_branches(step).into_iter().enumerate() {
+            let site = Site {
+                step: i,
+                branch: (b > 0).then(|| b - 1),
+            };
+            let StepKind::Call(c) = &st.kind else {
+                continue;
+            };
+            let Some(&tool) = ctx.tool_index.get(c.tool.name.as_str()) else {
+                continue; // undeclared: E0201
+            };
+            let effect = ctx.tools[tool].is_effect();
+            for arg in &c.args {
+                let mut seen: Vec<String> = Vec::new();
+                if let Some(t) = &arg.trust {
+                    if t.reason.as_ref().is_none_or(|r| r.value.trim().is_empty()) {
+                        diags.push(
+                            Diagnostic::error(
+                                codes::E0309,
+                                "`trusted(...)` needs a reason",
+                                t.span,
+                            )
+                            .with_label("no reason given")
+                            .with_note("the reason is what a reviewer reads instead of a guard")
+                            .with_help(format!(
+                                "say why the value is safe: `{}: trusted({}, \"...\")`",
+                                arg.name,
+                                crate::canonical::expr(&arg.value)
+                            )),
+                        );
+                    }
+                    if let Some(why) =
+                        needless_trust(ctx, flow.as_ref(), &mut taint, effect, site, &arg.value)
+                    {
+                        diags.push(
+                            Diagnostic::warning(
+                                codes::W0406,
+                                "`trusted(...)` vouches for nothing here",
+                                t.span,
+                            )
+                            .with_label(why)
+                            .with_note("a marker where nothing needs it would silently cover an untrusted value added later")
+                            .with_help(format!(
+                                "pass it as is: `{}: {}`",
+                                arg.name,
+                                crate::canonical::expr(&arg.value)
+                            )),
+                        );
+                    }
+                    continue;
+                }
+                let (true, Some(flow)) = (effect, &flow) else {
+                    continue;
+                };
+                let mut paths = Vec::new();
+                expr_paths(&arg.value, &mut paths);
+                for path in paths {
+                    let Some(&var) = ctx.var_index.get(path.root().name.as_str()) else {
+                        continue;
+                    };
+                    let text = path_text(path);
+                    if seen.contains(&text) || !flow.reachable[i] {
+                        continue;
+                    }
+                    let Some(found) = taint.unchecked(ctx, flow, site, var, path) else {
+                        continue;
+                    };
+                    seen.push(text.clone());
+                    diags.push(untrusted_diag(ctx, st, c, arg, path, &text, &found));
+                }
+            }
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// Why a `trusted(...)` around `value` is needless, if it is: the tool is read-only, or no
+/// untrusted value reaches the argument unchecked.
+fn needless_trust(
+    ctx: &Ctx<'_>,
+    flow: Option<&DataFlow>,
+    taint: &mut Taint,
+    effect: bool,
+    site: Site,
+    value: &Expr,
+) -> Option<String> {
+    if !effect {
+        return Some("a read-only tool may take any value".into());
+    }
+    let flow = flow?;
+    if !flow.reachable[site.step] {
+        return None;
+    }
+    let mut paths = Vec::new();
+    expr_paths(value, &mut paths);
+    let needed = paths.iter().any(|p| {
+        ctx.var_index
+            .get(p.root().name.as_str())
+            .is_some_and(|&v| taint.unchecked(ctx, flow, site, v, p).is_some())
+    });
+    (!needed)
+        .then(|| "nothing here comes unchecked from a model's free text or a tool's result".into())
+}
+
+/// An untrusted definition that reaches a use with no guard reading it in between.
+struct Unchecked<'a> {
+    def: VarDef<'a>,
+    source: Source<'a>,
+    /// Steps from the defining step to the using step.
+    path: Vec<usize>,
+    /// A guard on that path that reads the variable, but not this part of it.
+    near: Option<(usize, String)>,
+}
+
+/// Where one untrusted value (a variable's path) is live, unchecked, at the entry of each step.
+struct Live {
+    /// Live at the entry of the step.
+    live: Vec<bool>,
+    /// The predecessor that made it live there (a tree: following it ends at a generator).
+    from: Vec<Option<usize>>,
+    /// When that predecessor assigned it: the definition (index into the variable's defs).
+    generated: Vec<Option<usize>>,
+}
+
+/// Memoised liveness per (variable, path): one forward pass over the graph for each distinct
+/// value passed to an effect, so checking is linear in the program per value, not per use.
+#[derive(Default)]
+struct Taint {
+    cache: HashMap<(usize, String), Live>,
+}
+
+impl Taint {
+    /// An untrusted definition of `var` that reaches `site` along a path on which no guard
+    /// reads `path` (or a prefix of it) and no trusted definition (`choose`, `await`)
+    /// overwrites it.
+    fn unchecked<'a>(
+        &mut self,
+        ctx: &Ctx<'a>,
+        flow: &DataFlow,
+        site: Site,
+        var: usize,
+        path: &Path,
+    ) -> Option<Unchecked<'a>> {
+        let defs = &ctx.vars[var].defs;
+        if !defs.iter().any(|d| source_of(ctx, d).is_some()) {
+            return None;
+        }
+        // A sibling branch this branch waits for hands its result over directly.
+        if let (Some(b), Some(waits)) = (site.branch, flow.waits.get(&site.step)) {
+            for def in defs {
+                if def.site.step == site.step
+                    && def.site.branch.is_some_and(|d| waits[b].contains(&d))
+                    && let Some(source) = source_of(ctx, def)
+                {
+                    return Some(Unchecked {
+                        def: def.clone(),
+                        source,
+                        path: vec![site.step],
+                        near: None,
+                    });
+                }
+            }
+        }
+        let live = self
+            .cache
+            .entry((var, path_text(path)))
+            .or_insert_with(|| Live::compute(ctx, flow, var, path));
+        if !live.live[site.step] {
+            return None;
+        }
+        // Follow the tree back to the definition that generated it.
+        let mut steps = vec![site.step];
+        let mut t = site.step;
+        let def = loop {
+            let p = live.from[t]?;
+            steps.push(p);
+            if let Some(d) = live.generated[t] {
+                break &defs[d];
+            }
+            t = p;
+        };
+        steps.reverse();
+        let near = steps.iter().find_map(|&g| {
+            let StepKind::Guard(d) = &ctx.steps[g].kind else {
+                return None;
+            };
+            let mut reads = Vec::new();
+            for arm in &d.arms {
+                expr_paths(&arm.cond, &mut reads);
+            }
+            reads
+                .iter()
+                .find(|r| r.root().name == path.root().name)
+                .map(|r| (g, path_text(r)))
+        });
+        Some(Unchecked {
+            def: def.clone(),
+            source: source_of(ctx, def)?,
+            path: steps,
+            near,
+        })
+    }
+}
+
+impl Live {
+    fn compute(ctx: &Ctx<'_>, flow: &DataFlow, var: usize, path: &Path) -> Live {
+        let n = ctx.steps.len();
+        let defs = &ctx.vars[var].defs;
+        let mut assigns = vec![false; n];
+        for d in defs {
+            assigns[d.site.step] = true;
+        }
+        // A guard whose `when` conditions read the path (or a prefix) checks it on every edge.
+        let checks = |s: usize| match &ctx.steps[s].kind {
+            StepKind::Guard(d) => d.arms.iter().any(|a| {
+                let mut reads = Vec::new();
+                expr_paths(&a.cond, &mut reads);
+                reads.iter().any(|r| covers(r, path))
+            }),
+            _ => false,
+        };
+        let mut live = Live {
+            live: vec![false; n],
+            from: vec![None; n],
+            generated: vec![None; n],
+        };
+        let mut queue = VecDeque::new();
+        // Generators: the `Next` edges of steps that assign it from an untrusted source.
+        for (di, d) in defs.iter().enumerate() {
+            let p = d.site.step;
+            if !flow.reachable[p] || source_of(ctx, d).is_none() {
+                continue;
+            }
+            for e in ctx.graph.edges(NodeIndex::new(p)) {
+                let t = e.target().index();
+                if *e.weight() == EdgeKind::Next && !live.live[t] {
+                    live.live[t] = true;
+                    live.from[t] = Some(p);
+                    live.generated[t] = Some(di);
+                    queue.push_back(t);
+                }
+            }
+        }
+        while let Some(t) = queue.pop_front() {
+            if checks(t) {
+                continue;
+            }
+            for e in ctx.graph.edges(NodeIndex::new(t)) {
+                // Along `Next`, an assignment replaces the value (a new untrusted one is a
+                // generator above; a trusted one ends it).
+                if *e.weight() == EdgeKind::Next && assigns[t] {
+                    continue;
+                }
+                let u = e.target().index();
+                if !live.live[u] {
+                    live.live[u] = true;
+                    live.from[u] = Some(t);
+                    queue.push_back(u);
+                }
+            }
+        }
+        live
+    }
+}
+
+/// A path as `a -> b -> c`, with the middle of a long one elided so that a long program's
+/// diagnostics stay short (one per use, each naming at most a dozen steps).
+fn short_path_text(ctx: &Ctx<'_>, path: &[usize]) -> String {
+    const ENDS: usize = 5;
+    if path.len() <= 2 * ENDS + 1 {
+        return ctx.path_text(path);
+    }
+    format!(
+        "{} -> ({} more steps) -> {}",
+        ctx.path_text(&path[..ENDS]),
+        path.len() - 2 * ENDS,
+        ctx.path_text(&path[path.len() - ENDS..])
+    )
+}
+
+/// Whether reading `read` in a guard checks `used`: the same path or a prefix of it.
+fn covers(read: &Path, used: &Path) -> bool {
+    read.segments.len() <= used.segments.len()
+        && read
+            .segments
+            .iter()
+            .zip(&used.segments)
+            .all(|(a, b)| a.name == b.name)
+}
+
+fn path_text(p: &Path) -> String {
+    p.segments
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn untrusted_diag(
+    ctx: &Ctx<'_>,
+    step: &Step,
+    call: &crate::syntax::ast::CallStep,
+    arg: &crate::syntax::ast::Arg,
+    path: &Path,
+    text: &str,
+    found: &Unchecked<'_>,
+) -> Diagnostic {
+    let (from, assigned) = match found.source {
+        Source::FreeText(s) => (
+            format!("the model's free-text answer in `{s}`"),
+            "assigned here from the model's free text".to_string(),
+        ),
+        Source::ToolResult(s, tool) => (
+            format!("the result of the call `{s}`"),
+            format!("assigned here from what `{tool}` returned"),
+        ),
+    };
+    let mut d = Diagnostic::error(
+        codes::E0309,
+        format!(
+            "`{text}` reaches the effect tool `{}` unchecked: it comes from {from}",
+            call.tool
+        ),
+        path.span,
+    )
+    .with_label(format!("passed to `{}`", arg.name))
+    .with_secondary(found.def.ident.span, assigned);
+    d = if found.path.len() == 1 {
+        d.with_note(format!(
+            "`{}` waits for `{}` and takes its result with no guard in between",
+            step.name,
+            ctx.site_name(found.def.site)
+        ))
+    } else {
+        d.with_note(format!(
+            "no guard reads `{text}` along {}",
+            short_path_text(ctx, &found.path)
+        ))
+    };
+    if let Some((g, read)) = &found.near
+        && found.path.contains(g)
+    {
+        d = d.with_note(format!(
+            "the guard `{}` reads `{read}`, which says nothing about `{text}`",
+            ctx.steps[*g].name
+        ));
+    }
+    let trusted = format!(
+        "`{}: trusted({}, \"...\")`",
+        arg.name,
+        crate::canonical::expr(&arg.value)
+    );
+    let at = &ctx.steps[found.path[found.path.len() - 1]].name;
+    d.with_help(if found.path.len() == 1 {
+        format!(
+            "move `{}` out of `{at}` to a step after a `guard` that reads `{text}`, or, if it is safe as it is, say why: {trusted}",
+            step.name
+        )
+    } else {
+        format!(
+            "check it in a `guard` before `{at}` (`when ... {text} ... -> {at}`), or, if it is safe as it is, say why: {trusted}"
+        )
+    })
 }
 
 /// A template hole is rendered by generated code of a fixed type, so `{request.length}` on a

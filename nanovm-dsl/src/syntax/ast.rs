@@ -423,9 +423,21 @@ pub struct CallStep {
 pub struct Arg {
     /// The parameter named.
     pub name: Ident,
-    /// The value passed.
+    /// The value passed (inside `trusted(...)`, the expression it wraps).
     pub value: Expr,
+    /// `trusted(value, "reason")`, when the program vouches for the value.
+    pub trust: Option<Trust>,
     /// `name: expr` as a whole.
+    pub span: Span,
+}
+
+/// `trusted(EXPR, "reason")` around a call argument: the program states that the value may
+/// reach the tool although it came from a model's free text or a tool's result, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trust {
+    /// The reason given (the checker requires a non-empty one).
+    pub reason: Option<StrLit>,
+    /// `trusted(...)` as a whole.
     pub span: Span,
 }
 

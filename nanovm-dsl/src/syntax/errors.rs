@@ -29,8 +29,8 @@ struct Concept {
 }
 
 const EXPR_START: &[&str] = &[
-    "not", "(", "[", "-", "true", "false", "null", "lower", "upper", "trim", "len", "\0name",
-    "\0string", "\0int", "\"",
+    "not", "(", "[", "-", "true", "false", "null", "lower", "upper", "trim", "len", "trusted",
+    "\0name", "\0string", "\0int", "\"",
 ];
 const OPERATORS: &[&str] = &[
     "==",

@@ -751,10 +751,31 @@ impl<'a, 'd> Builder<'a, 'd> {
                         let aspan = self.span(&a);
                         let mut ai = a.into_inner();
                         let name = ai.next().map(|n| self.ident(&n));
-                        let value = ai.next().map(|e| self.expr(e));
+                        let mut trust = None;
+                        let value = ai.next().and_then(|e| {
+                            if e.as_rule() != Rule::trusted_arg {
+                                return Some(self.expr(e));
+                            }
+                            let tspan = self.span(&e);
+                            let mut value = None;
+                            let mut reason = None;
+                            for t in e.into_inner() {
+                                match t.as_rule() {
+                                    Rule::expr => value = Some(self.expr(t)),
+                                    Rule::string => reason = Some(self.str_lit(&t)),
+                                    _ => {}
+                                }
+                            }
+                            trust = Some(Trust {
+                                reason,
+                                span: tspan,
+                            });
+                            value
+                        });
                         s.args.push(Arg {
                             name: name.unwrap_or_else(|| placeholder_ident(aspan)),
                             value: value.unwrap_or_else(|| placeholder_expr(aspan)),
+                            trust,
                             span: aspan,
                         });
                     }
