@@ -30,7 +30,7 @@ use crate::model::Model;
 use crate::program::{Program, SecretSource};
 use crate::run::{Execution, ReplayReport, RunOptions};
 use crate::store::{JournalStore, OPERATION_LEASE_MS};
-use crate::trace::Trace;
+use crate::trace::{Event, Trace};
 use crate::value::{Digest, Json};
 use crate::vault::{MemoryVault, Vault};
 
@@ -186,8 +186,8 @@ impl Runtime {
             if let Some(id) = &opts.run_id {
                 ids::validate_run_id(id)?;
             }
-            // A run id the store knows already is a duplicate start: nothing new is executed
-            // (see `crate::durable`).
+            // A run id the store knows already is a duplicate start: nothing new is executed;
+            // a new one is owned from its first write (see `crate::durable`).
             if let Some(store) = this.inner.store.clone() {
                 let info = P::info();
                 let datums = P::record_input(&input);
@@ -195,12 +195,24 @@ impl Runtime {
                     Some(id) => id.clone(),
                     None => ids::run_id_of(&info.hash, info.inputs, &datums),
                 };
+                if opts.fence.is_none() {
+                    return durable::start::<P>(&this.inner, run_id, input, datums, tools, opts)
+                        .await;
+                }
+                // The caller holds the run's lease and fences the writes itself.
                 if let Some(entries) = store.load(&run_id).await? {
                     return durable::rejoin::<P>(&this.inner, run_id, entries, datums, tools, opts)
                         .await;
                 }
             }
-            execute::<P>(this.inner, Start::Live(input), Some(tools), opts, None).await
+            execute::<P>(
+                this.inner,
+                Start::Live(input, None),
+                Some(tools),
+                opts,
+                None,
+            )
+            .await
         })
     }
 
@@ -221,14 +233,26 @@ impl Runtime {
     ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
         let inner = self.inner.clone();
         async move {
-            execute::<P>(
-                inner,
-                Start::Recorded(Mode::Resume, trace.into_entries()),
-                Some(tools),
-                opts,
-                None,
-            )
-            .await
+            // With a store, the run is claimed first, like every continuation of a stored run
+            // (unless the caller holds its lease and fences the writes itself).
+            let stored_run = match trace.entries().first().map(|e| &e.event) {
+                Some(Event::RunStarted { run_id, .. })
+                    if inner.store.is_some() && opts.fence.is_none() =>
+                {
+                    Some(run_id.clone())
+                }
+                _ => None,
+            };
+            let entries = trace.into_entries();
+            match stored_run {
+                Some(run_id) => {
+                    durable::resume::<P>(&inner, &run_id, Some(entries), tools, opts).await
+                }
+                None => {
+                    let start = Start::Recorded(Mode::Resume, entries);
+                    execute::<P>(inner, start, Some(tools), opts, None).await
+                }
+            }
         }
     }
 
@@ -243,6 +267,9 @@ impl Runtime {
         let run_id = run_id.to_string();
         async move {
             let store = this.inner.store.clone().ok_or(RunError::NoJournal)?;
+            if opts.fence.is_none() {
+                return durable::resume::<P>(&this.inner, &run_id, None, tools, opts).await;
+            }
             let entries = store
                 .load(&run_id)
                 .await?

@@ -82,7 +82,8 @@ impl Setup {
     }
 
     /// Starts run `id` and crashes it while `tool` is in flight (the tool never returns; the
-    /// run's future is dropped). Returns the crashed process's host, which saw the call.
+    /// run's future is dropped), then lets the dead process's lease on the run expire. Returns
+    /// the crashed process's host, which saw the call.
     fn crash_in(&self, amount: i64, id: &str, tool: &'static str) -> Host {
         let crashed = Host::new();
         crashed.hook(tool, hang());
@@ -95,6 +96,8 @@ impl Setup {
             &crashed,
             tool,
         );
+        // A fresh run is owned from its first write: the dead start holds it this long.
+        expire_leases(&self.clock);
         crashed
     }
 
@@ -150,6 +153,13 @@ fn crash_during<F: Future>(run: F, host: &Host, tool: &'static str) {
             } => {}
         }
     });
+}
+
+/// Moves `clock` past the runtime's operation lease: a dead process's lease has expired.
+fn expire_leases(clock: &ManualClock) {
+    clock.advance(Duration::from_millis(
+        nanovm_runtime::store::OPERATION_LEASE_MS,
+    ));
 }
 
 /// Compares what matters of two executions of the same run.
@@ -208,7 +218,8 @@ fn a_duplicate_start_of_a_crashed_run_resumes_it_unless_a_worker_holds_it() {
     let s = setup("yes");
     let crashed = s.crash_in(100, "mid", "issue_refund");
     // A worker claims it: a start request must not run it concurrently.
-    let lease = block_on(s.store.claim("customer_refund", "w1", START, 10_000))
+    let now = nanovm_runtime::Clock::now_ms(&s.clock);
+    let lease = block_on(s.store.claim("customer_refund", "w1", now, 10_000))
         .expect("claims")
         .expect("the crashed run is claimable");
     let host = Host::new();
@@ -429,7 +440,7 @@ fn reconciliation_is_refused_for_the_wrong_run_state_or_effect_and_nothing_is_wr
 #[test]
 fn a_parallel_branch_is_reconciled_inside_its_round() {
     let store = MemoryStore::new();
-    let (rt, _, _) = setup_with("yes", store.clone());
+    let (rt, _, clock) = setup_with("yes", store.clone());
     let host = || {
         let h = Host::new();
         h.fallback("score", json!(1));
@@ -448,6 +459,7 @@ fn a_parallel_branch_is_reconciled_inside_its_round() {
         &crashed,
         "charge",
     );
+    expire_leases(&clock);
     let effect = crashed
         .records()
         .iter()

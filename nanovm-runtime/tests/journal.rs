@@ -24,11 +24,13 @@ struct Setup {
     rt: Runtime,
     store: MemoryStore,
     vault: Arc<MemoryVault>,
+    clock: ManualClock,
 }
 
 fn setup(answer: &str) -> Setup {
     let store = MemoryStore::new();
     let vault = Arc::new(MemoryVault::seeded(11));
+    let clock = ManualClock::new(START);
     let rt = Runtime::builder()
         .model(
             // One script for the two programs these tests run.
@@ -38,10 +40,15 @@ fn setup(answer: &str) -> Setup {
                 .shared(),
         )
         .vault(vault.clone())
-        .clock(ManualClock::new(START))
+        .clock(clock.clone())
         .store(store.clone())
         .build();
-    Setup { rt, store, vault }
+    Setup {
+        rt,
+        store,
+        vault,
+        clock,
+    }
 }
 
 impl Setup {
@@ -56,6 +63,14 @@ impl Setup {
                 .expect("a secret"),
         }
     }
+}
+
+/// Moves `clock` past the runtime's operation lease: the lease of a process that died holding
+/// a run (a fresh run is owned from its first write) has expired.
+fn expire_leases(clock: &ManualClock) {
+    clock.advance(std::time::Duration::from_millis(
+        nanovm_runtime::store::OPERATION_LEASE_MS,
+    ));
 }
 
 /// Polls `run` until `host` has started a call of `tool`, then drops the run: a crash while
@@ -190,6 +205,7 @@ fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
         &host,
         "issue_refund",
     );
+    expire_leases(&s.clock);
     let stored = s.store.entries(&run_id);
     assert_eq!(
         events(&Trace::from_entries(stored.clone()).expect("verifies")),
@@ -253,6 +269,7 @@ fn after_a_crash_a_non_idempotent_effect_needs_reconciliation() {
         &host,
         "send_rejection",
     );
+    expire_leases(&s.clock);
     let fresh = Host::new();
     let e = resume::<cr::Program, _>(
         &s,
@@ -277,9 +294,10 @@ fn after_a_crash_a_non_idempotent_effect_needs_reconciliation() {
 #[test]
 fn a_crash_inside_a_parallel_round_is_recovered_per_branch() {
     let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
     let rt = Runtime::builder()
         .model(ScriptedModel::new().always("summary", "fine"))
-        .clock(ManualClock::new(START))
+        .clock(clock.clone())
         .store(store.clone())
         .build();
     let input = || fanout::Input {
@@ -301,6 +319,7 @@ fn a_crash_inside_a_parallel_round_is_recovered_per_branch() {
             &crashed,
             tool,
         );
+        expire_leases(&clock);
         let fresh = host();
         let resumed = rt.resume_journaled::<fanout::Program>(
             run_id,

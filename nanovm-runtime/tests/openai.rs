@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use nanovm_runtime::model::{Model, ModelError, ModelReply, ModelRequest};
 use nanovm_runtime::openai::{ChoiceConstraint, OpenAiBuilder, OpenAiConfigError, OpenAiModel};
-use nanovm_runtime::trace::{BudgetKind, Event, Reply, RunStatus};
 use nanovm_runtime::testing::ManualClock;
+use nanovm_runtime::trace::{BudgetKind, Event, Reply, RunStatus};
 use nanovm_runtime::{RunOptions, Runtime};
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};

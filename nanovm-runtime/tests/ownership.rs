@@ -250,8 +250,7 @@ async fn after_the_owner_died_its_lease_expires_and_the_run_is_taken_over<
         );
         assert_eq!(next.total_calls(), 0);
 
-        p.clock
-            .advance(Duration::from_millis(OPERATION_LEASE_MS));
+        p.clock.advance(Duration::from_millis(OPERATION_LEASE_MS));
         let e = start(&p.b, p.input(), &next, &id)
             .await
             .expect("takes over");

@@ -7,10 +7,10 @@ mod support;
 
 use std::sync::Arc;
 
-use nanovm_runtime::{MAX_RUN_ID_BYTES, RunIdError};
-use nanovm_runtime::store::{JournalStore, RunQuery};
 use nanovm_runtime::store::MemoryStore;
+use nanovm_runtime::store::{JournalStore, RunQuery};
 use nanovm_runtime::testing::ScriptedModel;
+use nanovm_runtime::{MAX_RUN_ID_BYTES, RunIdError};
 use nanovm_runtime::{RunError, RunOptions, Runtime};
 
 use support::small::{self, Input};
