@@ -2,8 +2,9 @@
 //! processes of the `customer_refund` example run the same run id against one SQLite file, the
 //! second started a random moment after the first while the first's effect may be in flight.
 //! A run is owned by one execution from its first append to its end: the second process must
-//! either answer the stored outcome (the first had finished), or say that the run is in
-//! progress, never execute the run's effect a second time. The mock bank's ledger (one fsynced
+//! either answer the stored outcome (the first had finished), or be told that the run is in
+//! progress (the example says so on stderr, waits for the owner and then answers the stored
+//! outcome), never execute the run's effect a second time nor take the live run over. The mock bank's ledger (one fsynced
 //! line per real execution) must show at most one execution per effect id, every time; a last
 //! run of the same command converges to the run's end.
 
@@ -28,7 +29,8 @@ impl Rng {
     }
 }
 
-/// The example binary, next to this test's `deps` directory; built if missing.
+/// The example binary, next to this test's `deps` directory; built (or brought up to date:
+/// `cargo test --test concurrent_start` alone does not build examples) first.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let dir = exe
@@ -38,7 +40,7 @@ fn example() -> PathBuf {
     let bin = dir
         .join("examples")
         .join(format!("customer_refund{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
+    {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--example", "customer_refund"])
@@ -66,31 +68,38 @@ fn start(bin: &Path, dir: &Path, answer: &str, delay_ms: u64) -> Child {
         .expect("the example starts")
 }
 
-/// How one process of the pair ended.
+/// How one process of the pair ended: always with the run's end (it executed the run, or
+/// answered the stored outcome), having been told or not that the run was in progress.
 #[derive(Debug, PartialEq)]
 enum Ended {
-    /// It printed the run's end (executed it, or answered the stored outcome).
+    /// It ended the run without being told anything.
     Done,
-    /// It was told that another process owns the run.
-    InProgress,
+    /// It was told that another process owns the run (`run ... is in progress`), waited, and
+    /// then answered the stored outcome, executing nothing itself.
+    WaitedInProgress,
 }
 
 fn ended(what: &str, out: &Output) -> Ended {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{what} panicked:\n{stderr}");
-    if out.status.success() {
-        assert!(
-            stdout.contains("status:  success"),
-            "{what} did not end the run in success:\n{stdout}\n{stderr}"
-        );
+    assert!(
+        out.status.success() && stdout.contains("status:  success"),
+        "{what} did not end the run in success:\n{stdout}\n{stderr}"
+    );
+    // Nobody died: nothing was ever taken over, so no effect was ever ambiguous.
+    assert!(
+        !stdout.contains("reconciled:"),
+        "{what} took over a live run:\n{stdout}\n{stderr}"
+    );
+    if !stderr.contains("is in progress") {
         return Ended::Done;
     }
     assert!(
-        stderr.contains("in progress"),
-        "{what} failed with something else than `run in progress`:\n{stdout}\n{stderr}"
+        stdout.contains("effects: 0 refund(s), 0 rejection(s)"),
+        "{what} was told the run is in progress, yet executed an effect:\n{stdout}\n{stderr}"
     );
-    Ended::InProgress
+    Ended::WaitedInProgress
 }
 
 /// The ledger's effect ids, asserting that none executed twice.
@@ -129,7 +138,8 @@ fn two_processes_starting_one_run_execute_each_effect_at_most_once() {
             a == Ended::Done || b == Ended::Done,
             "pair {i}: neither process ended the run ({a:?}, {b:?})"
         );
-        in_progress += usize::from(a == Ended::InProgress) + usize::from(b == Ended::InProgress);
+        let waited = |e: &Ended| usize::from(*e == Ended::WaitedInProgress);
+        in_progress += waited(&a) + waited(&b);
         // The same command again answers the stored outcome and executes nothing.
         let again = start(&bin, dir.path(), answer, delay);
         assert_eq!(

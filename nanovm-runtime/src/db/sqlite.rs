@@ -256,10 +256,17 @@ fn writer_connection(
         .map_err(io)?;
     match version {
         0 => {
-            c.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(|e| {
+            // Under the write lock, and only if no other process created it meanwhile (two
+            // processes opening one new file at once).
+            let create = || -> rusqlite::Result<()> {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                let now: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                if now == 0 {
+                    c.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))?;
+                }
+                c.execute_batch("COMMIT")
+            };
+            create().map_err(|e| {
                 let _ = c.execute_batch("ROLLBACK");
                 io(format!("creating the schema: {e}"))
             })?;
