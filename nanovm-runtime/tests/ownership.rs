@@ -269,6 +269,28 @@ async fn after_the_owner_died_its_lease_expires_and_the_run_is_taken_over<
     }
 }
 
+/// What a store of one test leaves behind, cleaned up when the test passed.
+trait Leftover {
+    async fn done(self);
+}
+
+impl Leftover for () {
+    async fn done(self) {}
+}
+
+#[cfg(feature = "sqlite")]
+impl Leftover for tempfile::TempDir {
+    async fn done(self) {}
+}
+
+/// A PostgreSQL schema.
+#[cfg(feature = "postgres")]
+impl Leftover for String {
+    async fn done(self) {
+        drop_schema(&support::peers::database_url(), &self).await;
+    }
+}
+
 macro_rules! suite {
     ($name:ident, $store:expr, [$($attr:meta),*]) => {
         mod $name {
@@ -277,32 +299,36 @@ macro_rules! suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             $(#[$attr])*
             async fn a_second_start_while_the_owner_runs_is_told_in_progress() {
-                let (store, _keep) = $store;
+                let (store, keep) = $store;
                 super::a_second_start_while_the_owner_runs_is_told_in_progress(store, "busy").await;
+                keep.done().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             $(#[$attr])*
             async fn two_simultaneous_starts_execute_the_effect_once() {
-                let (store, _keep) = $store;
+                let (store, keep) = $store;
                 super::two_simultaneous_starts_execute_the_effect_once(store, "both").await;
+                keep.done().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             $(#[$attr])*
             async fn a_worker_does_not_take_a_run_a_start_owns() {
-                let (store, _keep) = $store;
+                let (store, keep) = $store;
                 super::a_worker_does_not_take_a_run_a_start_owns(store, "owned").await;
+                keep.done().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             $(#[$attr])*
             async fn after_the_owner_died_its_lease_expires_and_the_run_is_taken_over() {
-                let (store, _keep) = $store;
+                let (store, keep) = $store;
                 super::after_the_owner_died_its_lease_expires_and_the_run_is_taken_over(
                     store, "dead",
                 )
                 .await;
+                keep.done().await;
             }
         }
     };
@@ -349,7 +375,11 @@ suite!(
     [ignore = "needs PostgreSQL (DATABASE_URL)"]
 );
 
-/// Two PostgreSQL connection pools (two worker processes) starting one run at once.
+/// Two PostgreSQL connection pools (two worker processes, each with a runtime and a
+/// [`Worker`]) start one run 50 times, with random tool delays and start offsets (seeded);
+/// each pool's worker also looks for runs to take meanwhile. Every time, the effect runs once:
+/// a start either owns the run, answers its stored outcome, or is told it is in progress, and
+/// no worker takes a run a start owns.
 #[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs PostgreSQL (DATABASE_URL)"]
@@ -357,41 +387,99 @@ async fn two_postgres_pools_starting_one_run_execute_its_effect_once() {
     use nanovm_runtime::store::{PostgresOptions, PostgresStore};
     let (one, schema) = postgres_pair().await;
     let url = support::peers::database_url();
-    let two = PostgresStore::connect_with(&url, PostgresOptions::new().schema(schema))
+    let two = PostgresStore::connect_with(&url, PostgresOptions::new().schema(schema.clone()))
         .await
         .expect("connects");
-    for round in 0..10 {
+    let mut seed = 0x5eed_u64;
+    let mut below = |n: u64| {
+        // SplitMix64.
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    };
+    let mut told = 0;
+    for round in 0..50 {
         let id = format!("pools-{round}");
+        let answer = if round % 2 == 0 { "yes" } else { "no" };
         let vault = Arc::new(MemoryVault::seeded(3));
-        let clock = ManualClock::new(START);
         let rt = |store: PostgresStore| {
             Runtime::builder()
-                .model(ScriptedModel::new().always("analyze", "yes"))
+                .model(ScriptedModel::new().always("analyze", answer))
                 .vault(vault.clone())
-                .clock(clock.clone())
                 .store(store)
                 .build()
         };
-        let p = Pair {
-            a: rt(one.clone()),
-            b: rt(two.clone()),
+        let (a, b) = (rt(one.clone()), rt(two.clone()));
+        let input = Pair {
+            a: a.clone(),
+            b: b.clone(),
             vault: vault.clone(),
-            clock: clock.clone(),
-        };
-        let (h1, h2) = (Host::new(), Host::new());
-        let r1 = tokio::spawn(start(&p.a, p.input(), &h1, &id));
-        let r2 = tokio::spawn(start(&p.b, p.input(), &h2, &id));
+            clock: ManualClock::new(START),
+        }
+        .input();
+        let hosts: Vec<Host> = (0..4).map(|_| Host::new()).collect();
+        for h in &hosts {
+            let ms = below(20);
+            let slow: Hook =
+                Arc::new(move |_| Box::pin(tokio::time::sleep(Duration::from_millis(ms))));
+            h.hook("issue_refund", slow.clone());
+            h.hook("send_rejection", slow);
+        }
+        let offset = Duration::from_millis(below(30));
+        let r1 = tokio::spawn(start(&a, input.clone(), &hosts[0], &id));
+        let (b2, input2, h2, id2) = (b.clone(), input.clone(), hosts[1].clone(), id.clone());
+        let r2 = tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            start(&b2, input2, &h2, &id2).await
+        });
+        let workers = [(a, &hosts[2]), (b, &hosts[3])].map(|(rt, h)| {
+            let worker = Worker::new(rt, format!("w-{round}"), 30_000);
+            let h = h.clone();
+            tokio::spawn(async move {
+                for _ in 0..5 {
+                    let took = worker
+                        .run_once::<cr::Program>(Arc::new(h.clone()))
+                        .await
+                        .expect("asks");
+                    assert!(took.is_none(), "a worker took an owned run: {took:?}");
+                    tokio::time::sleep(Duration::from_millis(3)).await;
+                }
+            })
+        });
         let (r1, r2) = (r1.await.expect("joins"), r2.await.expect("joins"));
+        for w in workers {
+            w.await.expect("the worker took nothing");
+        }
         for r in [r1, r2] {
             match r {
-                Ok(e) => assert_eq!(e.status, RunStatus::Success),
-                Err(e) => in_progress(Err(e), &id),
+                Ok(e) => assert_eq!(e.status, RunStatus::Success, "round {round}"),
+                Err(e) => {
+                    told += 1;
+                    in_progress(Err(e), &id);
+                }
             }
         }
-        assert_eq!(
-            h1.calls("issue_refund") + h2.calls("issue_refund"),
-            1,
-            "round {round}: the effect ran once"
-        );
+        let calls: usize = hosts.iter().map(Host::total_calls).sum();
+        assert_eq!(calls, 1, "round {round}: the effect ran once");
     }
+    eprintln!("50 rounds, {told} starts told `run in progress`");
+    assert!(
+        told > 0,
+        "no start overlapped another: the test tested nothing"
+    );
+    drop_schema(&url, &schema).await;
+}
+
+#[cfg(feature = "postgres")]
+async fn drop_schema(url: &str, schema: &str) {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connects");
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .expect("drops the test schema");
 }
