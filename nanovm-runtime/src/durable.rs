@@ -4,10 +4,14 @@
 //! The executor runs a program from a recorded prefix to its next end or suspension; this
 //! module decides when and with what it is continued:
 //!
+//! * **Ownership**: a new run ([`Runtime::run`] of a run id the store does not know) is owned
+//!   by its execution from its first write ([`JournalStore::start_run`]: created and leased in
+//!   one transaction) to its end or suspension; see [`start`].
 //! * **Duplicate starts** ([`Runtime::run`] with a run id the store knows): nothing new is
 //!   executed. A run that ended, is suspended or needs reconciliation is answered with its
-//!   recorded outcome (replayed from the stored trace); a run that is still `running` (a crash
-//!   left it mid-way) is resumed under a lease, unless someone holds one ([`RunError::Leased`]).
+//!   recorded outcome (replayed from the stored trace); a run whose owner is alive is
+//!   [`RunError::Leased`] ("in progress"); a run that is still `running` with no live lease (a
+//!   crash left it mid-way) is resumed under a lease.
 //! * **Events** ([`Runtime::deliver`](crate::Runtime::deliver)): a suspended run waiting for the named event gets a
 //!   `delivered` entry and continues live; an event id the run has seen before is acknowledged
 //!   and ignored ([`Delivery::Duplicate`]); a payload the program refuses changes nothing.

@@ -110,9 +110,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// How long the lease of one of the runtime's own operations on a stored run lasts (a
-    /// duplicate start that resumes it, a delivery, a timeout, a reconciliation; renewed every
-    /// third of that while the run executes). Default
+    /// How long the lease of one of the runtime's own operations on a stored run lasts (a new
+    /// run's start, a duplicate start that resumes it, a resume, a delivery, a timeout, a
+    /// reconciliation; renewed every third of that while the run executes). Default
     /// [`OPERATION_LEASE_MS`](crate::store::OPERATION_LEASE_MS), 30 s. A process that dies
     /// holding one blocks the run for at most this long.
     pub fn operation_lease(mut self, lease: Duration) -> Self {
@@ -163,12 +163,18 @@ impl Runtime {
 
     /// Runs `P` on `input` until it ends or suspends.
     ///
-    /// With a store, a run id the store already holds (the one in `opts`, or the one derived
-    /// from the inputs) is a *duplicate start* and executes nothing new: a run that ended, is
-    /// suspended or needs reconciliation is answered with its recorded outcome (replayed from
-    /// the stored trace); a run a crash left `running` is resumed, unless a worker holds its
-    /// lease ([`RunError::Leased`]); a stored run of another program or with other plain inputs
-    /// is [`RunError::RunIdInUse`]. See `docs/runtime.md`, "Durability: the protocol".
+    /// With a store, a new run is *owned* by this execution from its first durable write to
+    /// its end or suspension: that write creates the run and takes its lease in one
+    /// transaction ([`JournalStore::start_run`]), every later write is fenced by the lease, and
+    /// the lease is renewed while the run executes and released when it returns. A run id the
+    /// store already holds (the one in `opts`, or the one derived from the inputs) is a
+    /// *duplicate start* and executes nothing new: a run that ended, is suspended or needs
+    /// reconciliation is answered with its recorded outcome (replayed from the stored trace); a
+    /// run whose owner is alive is [`RunError::Leased`] ("run … is in progress"), never taken
+    /// over; a run a crash left `running` (no live lease) is resumed under a lease; a stored run
+    /// of another program or with other plain inputs is [`RunError::RunIdInUse`]. With
+    /// `opts.fence`, the caller holds the run's lease and fences the writes itself. See
+    /// `docs/runtime.md`, "Run ownership".
     ///
     /// The future is `Send + 'static`: spawn it, race it, or drop it (dropping is a crash as
     /// far as the store is concerned: what was flushed stays, and [`Runtime::resume`]
@@ -224,7 +230,9 @@ impl Runtime {
     /// otherwise the run ends `needs_reconciliation`. The run id comes from the trace
     /// (`opts.run_id` is ignored). The entries of `trace` are taken to be durable already (pass
     /// what the journal holds, or use [`Runtime::resume_journaled`]); only new entries are
-    /// appended to the journal. The `max_duration` budget counts from the resumption.
+    /// appended to the journal. The `max_duration` budget counts from the resumption. With a
+    /// store (and no `opts.fence`), the run is claimed first ([`JournalStore::claim_run`]) and
+    /// continued under that lease: [`RunError::Leased`] while another execution owns it.
     pub fn resume<P: Program>(
         &self,
         trace: Trace,
@@ -256,7 +264,9 @@ impl Runtime {
         }
     }
 
-    /// Loads run `run_id` from the journal store, verifies it, and [resumes](Runtime::resume) it.
+    /// Claims run `run_id` ([`JournalStore::claim_run`]; [`RunError::Leased`] while another
+    /// execution owns it), loads it from the journal store, verifies it, and
+    /// [resumes](Runtime::resume) it under the lease.
     pub fn resume_journaled<P: Program>(
         &self,
         run_id: &str,

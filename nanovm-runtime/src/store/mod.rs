@@ -12,7 +12,8 @@
 //! workers [`claim`](JournalStore::claim) runnable runs, and every claim increments the run's
 //! *epoch*. An append made under a [`Fence`] is refused with [`JournalError::Fenced`] once
 //! another worker has claimed the run, so a stalled worker whose lease expired can never write
-//! again.
+//! again. A new run is created already leased ([`JournalStore::start_run`]): it is owned by the
+//! execution that started it from its first write.
 //!
 //! Implementations:
 //!
@@ -55,9 +56,9 @@ use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus};
 use crate::value::Digest;
 
-/// How long the lease of one of the runtime's own operations lasts by default (a duplicate
-/// start that resumes a run, a delivery, a timeout, a reconciliation); renewed every third of
-/// that while the run executes, released at the end. See
+/// How long the lease of one of the runtime's own operations lasts by default (a new run's
+/// start, a duplicate start that resumes a run, a resume, a delivery, a timeout, a
+/// reconciliation); renewed every third of that while the run executes, released at the end. See
 /// [`RuntimeBuilder::operation_lease`](crate::RuntimeBuilder::operation_lease).
 pub const OPERATION_LEASE_MS: u64 = 30_000;
 
