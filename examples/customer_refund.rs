@@ -22,7 +22,7 @@
 //! process that started it, under a lease, until it ends: the same command while that process
 //! runs is told `run ... is in progress`, says so on stderr, waits and then answers the
 //! outcome, executing nothing; after a crash it waits until the dead process's lease expired
-//! (`--lease-ms`, default 30 s) and continues the run. So the way to restart a crashed run is
+//! (`--lease-ms`, 5 s in this example) and continues the run. So the way to restart a crashed run is
 //! the command that started it. The mock bank's `--ledger` gets one fsynced line
 //! `effect_id tool` per real execution; the refund tool is idempotent like a payment API (a key
 //! it has executed returns the saved answer), the rejection mailer is not. A resumed run whose
@@ -139,6 +139,9 @@ impl customer_refund::Tools for MockShop {
     }
 }
 
+/// The example's lease on a run it executes (`--lease-ms`); renewed every third of it.
+const EXAMPLE_LEASE_MS: u64 = 5_000;
+
 struct Args {
     answer: String,
     trace_out: Option<String>,
@@ -150,7 +153,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID] \
-     [--db PATH [--lease-ms N]] [--tool-delay-ms N] [--ledger FILE]\n\
+     [--db PATH [--lease-ms N (default 5000)]] [--tool-delay-ms N] [--ledger FILE]\n\
      With --db and --run-id, the same command starts the run or continues it after a crash.";
 
 fn args() -> Result<Args, String> {
@@ -224,14 +227,15 @@ async fn main() {
         Some(path) => {
             let store = SqliteStore::open(path).await.unwrap_or_else(|e| fail(e));
             let vault: Arc<dyn Vault> = Arc::new(store.vault());
-            let mut builder = Runtime::builder()
+            // A killed process holds its run this long: short, so that restarting a crashed
+            // run by hand waits seconds, not the runtime's default 30 s.
+            let lease = Duration::from_millis(args.lease_ms.unwrap_or(EXAMPLE_LEASE_MS));
+            let runtime = Runtime::builder()
                 .model(model)
                 .vault(vault.clone())
-                .store(store);
-            if let Some(ms) = args.lease_ms {
-                builder = builder.operation_lease(Duration::from_millis(ms));
-            }
-            let runtime = builder.build();
+                .store(store)
+                .operation_lease(lease)
+                .build();
             (runtime, vault)
         }
         None => {
