@@ -177,8 +177,9 @@ impl Runtime {
     /// `docs/runtime.md`, "Run ownership".
     ///
     /// The future is `Send + 'static`: spawn it, race it, or drop it (dropping is a crash as
-    /// far as the store is concerned: what was flushed stays, and [`Runtime::resume`]
-    /// continues from there).
+    /// far as the store is concerned: what was flushed stays, the run stays owned until its
+    /// lease expires ([`RuntimeBuilder::operation_lease`]), and then a duplicate start or
+    /// [`Runtime::resume_journaled`] continues from there).
     pub fn run<P: Program>(
         &self,
         input: P::Input,
