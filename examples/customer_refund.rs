@@ -18,8 +18,12 @@
 //! in the same file), so it survives the process. Starting a run id the store holds is a
 //! duplicate start: a run a crash left mid-way is continued (the recorded prefix is replayed
 //! without calling anything again), a finished one is answered as recorded; a run id the store
-//! does not hold (the process died before its first write) starts. So the way to restart a
-//! crashed run is the command that started it. The mock bank's `--ledger` gets one fsynced line
+//! does not hold (the process died before its first write) starts. A run is owned by the
+//! process that started it, under a lease, until it ends: the same command while that process
+//! runs is told `run ... is in progress`, says so on stderr, waits and then answers the
+//! outcome, executing nothing; after a crash it waits until the dead process's lease expired
+//! (`--lease-ms`, 5 s in this example) and continues the run. So the way to restart a crashed run is
+//! the command that started it. The mock bank's `--ledger` gets one fsynced line
 //! `effect_id tool` per real execution; the refund tool is idempotent like a payment API (a key
 //! it has executed returns the saved answer), the rejection mailer is not. A resumed run whose
 //! rejection mail was in flight needs reconciliation; with `--ledger` this example is also the
@@ -135,6 +139,9 @@ impl customer_refund::Tools for MockShop {
     }
 }
 
+/// The example's lease on a run it executes (`--lease-ms`); renewed every third of it.
+const EXAMPLE_LEASE_MS: u64 = 5_000;
+
 struct Args {
     answer: String,
     trace_out: Option<String>,
@@ -146,7 +153,7 @@ struct Args {
 }
 
 const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID] \
-     [--db PATH [--lease-ms N]] [--tool-delay-ms N] [--ledger FILE]\n\
+     [--db PATH [--lease-ms N (default 5000)]] [--tool-delay-ms N] [--ledger FILE]\n\
      With --db and --run-id, the same command starts the run or continues it after a crash.";
 
 fn args() -> Result<Args, String> {
@@ -220,14 +227,15 @@ async fn main() {
         Some(path) => {
             let store = SqliteStore::open(path).await.unwrap_or_else(|e| fail(e));
             let vault: Arc<dyn Vault> = Arc::new(store.vault());
-            let mut builder = Runtime::builder()
+            // A killed process holds its run this long: short, so that restarting a crashed
+            // run by hand waits seconds, not the runtime's default 30 s.
+            let lease = Duration::from_millis(args.lease_ms.unwrap_or(EXAMPLE_LEASE_MS));
+            let runtime = Runtime::builder()
                 .model(model)
                 .vault(vault.clone())
-                .store(store);
-            if let Some(ms) = args.lease_ms {
-                builder = builder.operation_lease(Duration::from_millis(ms));
-            }
-            let runtime = builder.build();
+                .store(store)
+                .operation_lease(lease)
+                .build();
             (runtime, vault)
         }
         None => {
@@ -284,32 +292,51 @@ async fn main() {
     }
 }
 
-/// Runs `attempt` until the run it touches is not leased: a process killed while continuing a
-/// run holds its lease until the lease expires; waiting it out is all a restart needs.
+/// Runs `attempt` until the run it touches is no longer in progress elsewhere. A run is owned
+/// by one process from its first write to its end: while the owner lives, a start of the same
+/// run id is told `run ... is in progress` (and executes nothing); this example then waits,
+/// saying so on stderr, and asks again. A live owner ends the run (then the same start answers
+/// the stored outcome); a dead one's lease expires (then the start takes the run over). Either
+/// way the same command converges, which is what restarting a crashed run needs.
 async fn until_unleased<F>(mut attempt: impl FnMut() -> F) -> Execution
 where
     F: Future<Output = Result<Execution, RunError>>,
 {
-    for _ in 0..5 {
+    let mut waiting = Waiting::default();
+    loop {
         match attempt().await {
-            Err(RunError::Leased {
-                run_id, expires_ms, ..
-            }) => wait_out(&run_id, expires_ms).await,
+            Err(e @ RunError::Leased { .. }) => waiting.wait(e).await,
             Err(e) => fail(e),
             Ok(e) => return e,
         }
     }
-    attempt().await.unwrap_or_else(|e| fail(e))
 }
 
-/// Sleeps until a lease has expired.
-async fn wait_out(run_id: &str, expires_ms: u64) {
-    let now = SystemClock.now_ms();
-    println!("waiting: run {run_id} is leased until {expires_ms}");
-    tokio::time::sleep(Duration::from_millis(
-        expires_ms.saturating_sub(now).saturating_add(5),
-    ))
-    .await;
+/// Waiting for a run another process owns: says so once, polls, gives up after five minutes.
+#[derive(Default)]
+struct Waiting {
+    since: Option<std::time::Instant>,
+}
+
+impl Waiting {
+    async fn wait(&mut self, e: RunError) {
+        let since = *self.since.get_or_insert_with(|| {
+            eprintln!("{e}; waiting");
+            std::time::Instant::now()
+        });
+        if since.elapsed() > Duration::from_secs(300) {
+            fail(e);
+        }
+        // Until the lease would expire, but at most 50 ms: the owner may end sooner.
+        let expires_ms = match e {
+            RunError::Leased { expires_ms, .. } => expires_ms,
+            _ => 0,
+        };
+        let left = expires_ms
+            .saturating_sub(SystemClock.now_ms())
+            .saturating_add(5);
+        tokio::time::sleep(Duration::from_millis(left.min(50))).await;
+    }
 }
 
 /// A run that needs reconciliation, with a ledger to look at: this example is the operator. The
@@ -332,7 +359,7 @@ async fn reconcile_from_ledger(runtime: &Runtime, e: Execution, shop: &Arc<MockS
             "reconciled: effect {} {resolution:?} (from the ledger)",
             effect.short()
         );
-        let mut tries = 0;
+        let mut waiting = Waiting::default();
         e = loop {
             let answer = runtime
                 .reconcile::<customer_refund::Program>(
@@ -343,12 +370,9 @@ async fn reconcile_from_ledger(runtime: &Runtime, e: Execution, shop: &Arc<MockS
                 )
                 .await;
             match answer {
-                // A process that died while reconciling still holds the run's lease: wait it
-                // out, then try again.
-                Err(ReconcileError::Run(RunError::Leased { expires_ms, .. })) if tries < 5 => {
-                    tries += 1;
-                    wait_out(&e.run_id, expires_ms).await;
-                }
+                // Another process owns the run (it reconciles it, or died doing so): wait
+                // until it is done or its lease expired, then try again.
+                Err(ReconcileError::Run(e @ RunError::Leased { .. })) => waiting.wait(e).await,
                 Err(err) => fail(err),
                 Ok(done) => break done,
             }

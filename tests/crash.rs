@@ -242,6 +242,28 @@ impl JournalStore for FaultyStore {
             |_| {},
         )
     }
+    /// A new run's first write (created and leased at once): one operation, like an append.
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        self.op(
+            move || {
+                self.inner
+                    .start_run(run_id, entries, worker, now_ms, lease_ms)
+            },
+            move |_| {
+                self.acknowledged
+                    .lock()
+                    .unwrap()
+                    .extend(entries.iter().map(|e| (run_id.to_string(), e.clone())));
+            },
+        )
+    }
 }
 
 /// Completes when the faulty store's process has died.

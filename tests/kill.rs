@@ -85,7 +85,8 @@ fn one_run(bin: &Path, dir: &Path, answer: &str, kill_at_once: bool, rng: &mut R
                 "--answer",
                 answer,
             ])
-            // A process killed while reconciling holds the run's lease this long.
+            // A killed process holds the run's lease this long (a run is owned by the process
+            // executing it, from its first write); the restart waits it out.
             .args(["--lease-ms", "200"])
             .arg("--ledger")
             .arg(&ledger)

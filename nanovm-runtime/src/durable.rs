@@ -4,10 +4,14 @@
 //! The executor runs a program from a recorded prefix to its next end or suspension; this
 //! module decides when and with what it is continued:
 //!
+//! * **Ownership**: a new run ([`Runtime::run`] of a run id the store does not know) is owned
+//!   by its execution from its first write ([`JournalStore::start_run`]: created and leased in
+//!   one transaction) to its end or suspension; see [`start`].
 //! * **Duplicate starts** ([`Runtime::run`] with a run id the store knows): nothing new is
 //!   executed. A run that ended, is suspended or needs reconciliation is answered with its
-//!   recorded outcome (replayed from the stored trace); a run that is still `running` (a crash
-//!   left it mid-way) is resumed under a lease, unless someone holds one ([`RunError::Leased`]).
+//!   recorded outcome (replayed from the stored trace); a run whose owner is alive is
+//!   [`RunError::Leased`] ("in progress"); a run that is still `running` with no live lease (a
+//!   crash left it mid-way) is resumed under a lease.
 //! * **Events** ([`Runtime::deliver`](crate::Runtime::deliver)): a suspended run waiting for the named event gets a
 //!   `delivered` entry and continues live; an event id the run has seen before is acknowledged
 //!   and ignored ([`Delivery::Duplicate`]) if it comes with the same payload (the same
@@ -30,13 +34,14 @@
 //! The rules and the failure matrix are in `docs/runtime.md` ("Durability: the protocol").
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::canonical::Encoder;
 use crate::error::RunError;
-use crate::exec::recorder::Mode;
+use crate::exec::recorder::{Claim, Mode};
 use crate::exec::{Engine, Inject, Start, execute};
 use crate::ids;
 use crate::program::{Program, ProgramInfo};
@@ -595,33 +600,163 @@ pub(crate) async fn execute_leased<P: Program>(
     opts: RunOptions,
     inject: Option<Inject>,
 ) -> (Result<Execution, RunError>, Lease) {
-    let clock = engine.clock.clone();
-    let run = Box::pin(execute::<P>(
+    let claim = Claim::new(lease.worker.clone(), lease_ms, engine.clock.clone());
+    claim.set_lease(lease.clone());
+    let run = execute::<P>(
         engine.clone(),
         Start::Recorded(Mode::Resume, entries),
         Some(tools),
         opts.fence(lease.fence()),
         inject,
-    ));
-    let mut current = lease.clone();
-    let period = Duration::from_millis((lease_ms / 3).max(1));
+    );
+    let result = renewing(engine, store, &claim, run).await;
+    (result, claim.lease().unwrap_or(lease))
+}
+
+/// Drives `run` while renewing the lease `claim` holds (once it holds one) every
+/// `lease_ms / 3` on the runtime's clock. A renewal that finds the lease taken over stops the
+/// run at once (dropped: a crash as far as the store is concerned) with `Fenced`; a renewal
+/// that fails otherwise is retried at the next period (the lease may still be ours, and if it
+/// is not, the next append says so).
+async fn renewing(
+    engine: &Arc<Engine>,
+    store: &Arc<dyn JournalStore>,
+    claim: &Claim,
+    run: impl Future<Output = Result<Execution, RunError>>,
+) -> Result<Execution, RunError> {
+    let clock = engine.clock.clone();
+    let period = Duration::from_millis((claim.lease_ms / 3).max(1));
     let renewals = async {
+        claim.taken().await;
         loop {
             clock.sleep(period).await;
-            match store.renew(&current, clock.now_ms(), lease_ms).await {
-                Ok(renewed) => current = renewed,
+            let current = claim.taken().await;
+            match store.renew(&current, clock.now_ms(), claim.lease_ms).await {
+                Ok(renewed) => claim.set_lease(renewed),
                 Err(e @ JournalError::Fenced { .. }) => return e,
-                // A failed renewal is retried at the next period; the lease may still be
-                // ours, and if it is not, the next append says so.
                 Err(_) => {}
             }
         }
     };
-    let result = tokio::select! {
+    let run = std::pin::pin!(run);
+    tokio::select! {
         r = run => r,
         e = renewals => Err(RunError::Journal(e)),
+    }
+}
+
+/// Releases `lease` after an operation; the operation's own failure is what the caller hears
+/// about, then a failed release.
+async fn release_after<T>(
+    store: &Arc<dyn JournalStore>,
+    lease: Option<Lease>,
+    result: Result<T, RunError>,
+) -> Result<T, RunError> {
+    let released = match &lease {
+        Some(lease) => store.release(lease).await,
+        None => Ok(()),
     };
-    (result, current)
+    match (result, released) {
+        (Err(e), _) => Err(e),
+        (Ok(v), Ok(())) => Ok(v),
+        (Ok(_), Err(e)) => Err(e.into()),
+    }
+}
+
+/// A start of a run id the store does not hold ([`Runtime::run`](crate::Runtime::run)): the
+/// run is owned from its first write, which creates it and takes its lease in one transaction
+/// ([`JournalStore::start_run`]); every later write is fenced by that lease, which is renewed
+/// while the run executes and released at its end or suspension. If another start created the
+/// run first (the first write conflicts; nothing was executed that a store would remember: no
+/// effect is called before its intent is written), this start is a duplicate start after all
+/// ([`rejoin`]): it answers the stored outcome, or [`RunError::Leased`] while the other one
+/// runs.
+pub(crate) async fn start<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: String,
+    input: P::Input,
+    datums: Vec<Datum>,
+    tools: Arc<P::Tools>,
+    opts: RunOptions,
+) -> Result<Execution, RunError> {
+    let store = required_store(engine)?;
+    if let Some(entries) = store.load(&run_id).await? {
+        return rejoin::<P>(engine, run_id, entries, datums, tools, opts).await;
+    }
+    let claim = Claim::new(
+        owner("start"),
+        engine.operation_lease_ms,
+        engine.clock.clone(),
+    );
+    let claim = Arc::new(claim);
+    let run = execute::<P>(
+        engine.clone(),
+        Start::Live(input, Some(claim.clone())),
+        Some(tools.clone()),
+        opts.clone(),
+        None,
+    );
+    let result = renewing(engine, &store, &claim, run).await;
+    let lease = claim.lease();
+    match result {
+        Err(RunError::Journal(JournalError::Conflict { found: 0, .. })) if lease.is_none() => {
+            let entries = store
+                .load(&run_id)
+                .await?
+                .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
+            rejoin::<P>(engine, run_id, entries, datums, tools, opts).await
+        }
+        result => release_after(&store, lease, result).await,
+    }
+}
+
+/// [`Runtime::resume`](crate::Runtime::resume) and
+/// [`Runtime::resume_journaled`](crate::Runtime::resume_journaled) with a store: the run is
+/// claimed first ([`JournalStore::claim_run`]), like every other continuation of a stored run,
+/// and continued under the lease; [`RunError::Leased`] while someone else holds it.
+/// `entries`: the recorded prefix to continue from (`None`: what the store holds, loaded under
+/// the lease). A given trace of a run the store does not hold is continued unclaimed (the
+/// store refuses any write that does not continue what it holds).
+pub(crate) async fn resume<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    entries: Option<Vec<Entry>>,
+    tools: Arc<P::Tools>,
+    opts: RunOptions,
+) -> Result<Execution, RunError> {
+    let store = required_store(engine)?;
+    let lease_ms = engine.operation_lease_ms;
+    let now = engine.clock.now_ms();
+    let Some(lease) = store
+        .claim_run(run_id, &owner("resume"), now, lease_ms)
+        .await?
+    else {
+        return match (store.run(run_id).await?, entries) {
+            (None, None) => Err(RunError::UnknownRun(run_id.to_string())),
+            (None, Some(entries)) => {
+                let start = Start::Recorded(Mode::Resume, entries);
+                execute::<P>(engine.clone(), start, Some(tools), opts, None).await
+            }
+            (Some(_), _) => Err(leased(&store, run_id).await),
+        };
+    };
+    let entries = match entries {
+        Some(entries) => Ok(entries),
+        None => match store.load(run_id).await {
+            Ok(Some(entries)) => Trace::from_entries(entries)
+                .map(Trace::into_entries)
+                .map_err(RunError::from),
+            Ok(None) => Err(RunError::UnknownRun(run_id.to_string())),
+            Err(e) => Err(e.into()),
+        },
+    };
+    let entries = match entries {
+        Ok(entries) => entries,
+        Err(e) => return release_after(&store, Some(lease), Err(e)).await,
+    };
+    let (result, lease) =
+        execute_leased::<P>(engine, &store, lease, lease_ms, entries, tools, opts, None).await;
+    release_after(&store, Some(lease), result).await
 }
 
 /// Why a delivery did not execute.

@@ -71,8 +71,13 @@ pub enum RunError {
     /// A replay needed to wait for I/O, which a replay never does (a runtime bug).
     #[error("internal error: {0}")]
     Internal(String),
-    /// The run is `running` and a worker holds its lease: it is being executed elsewhere.
-    #[error("run `{run_id}` is being executed by `{owner}` (lease until {expires_ms} ms)")]
+    /// The run is in progress elsewhere: another execution owns it (holds its live lease). A
+    /// run is owned from its first write to its end or suspension, so this is what a second
+    /// start, resume, delivery or reconciliation hears while the owner is alive, like an HTTP
+    /// 409. Nothing was executed or recorded. Retry later: once the owner is done, the same
+    /// request is answered as the run then stands; once its lease expired (the owner died),
+    /// the run is taken over.
+    #[error("run `{run_id}` is in progress: `{owner}` owns it (lease until {expires_ms} ms)")]
     Leased {
         /// The run.
         run_id: String,

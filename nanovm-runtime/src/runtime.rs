@@ -30,7 +30,7 @@ use crate::model::Model;
 use crate::program::{Program, SecretSource};
 use crate::run::{Execution, ReplayReport, RunOptions};
 use crate::store::{JournalStore, OPERATION_LEASE_MS};
-use crate::trace::Trace;
+use crate::trace::{Event, Trace};
 use crate::value::{Digest, Json};
 use crate::vault::{MemoryVault, Vault};
 
@@ -110,9 +110,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// How long the lease of one of the runtime's own operations on a stored run lasts (a
-    /// duplicate start that resumes it, a delivery, a timeout, a reconciliation; renewed every
-    /// third of that while the run executes). Default
+    /// How long the lease of one of the runtime's own operations on a stored run lasts (a new
+    /// run's start, a duplicate start that resumes it, a resume, a delivery, a timeout, a
+    /// reconciliation; renewed every third of that while the run executes). Default
     /// [`OPERATION_LEASE_MS`](crate::store::OPERATION_LEASE_MS), 30 s. A process that dies
     /// holding one blocks the run for at most this long.
     pub fn operation_lease(mut self, lease: Duration) -> Self {
@@ -163,16 +163,23 @@ impl Runtime {
 
     /// Runs `P` on `input` until it ends or suspends.
     ///
-    /// With a store, a run id the store already holds (the one in `opts`, or the one derived
-    /// from the inputs) is a *duplicate start* and executes nothing new: a run that ended, is
-    /// suspended or needs reconciliation is answered with its recorded outcome (replayed from
-    /// the stored trace); a run a crash left `running` is resumed, unless a worker holds its
-    /// lease ([`RunError::Leased`]); a stored run of another program or with other plain inputs
-    /// is [`RunError::RunIdInUse`]. See `docs/runtime.md`, "Durability: the protocol".
+    /// With a store, a new run is *owned* by this execution from its first durable write to
+    /// its end or suspension: that write creates the run and takes its lease in one
+    /// transaction ([`JournalStore::start_run`]), every later write is fenced by the lease, and
+    /// the lease is renewed while the run executes and released when it returns. A run id the
+    /// store already holds (the one in `opts`, or the one derived from the inputs) is a
+    /// *duplicate start* and executes nothing new: a run that ended, is suspended or needs
+    /// reconciliation is answered with its recorded outcome (replayed from the stored trace); a
+    /// run whose owner is alive is [`RunError::Leased`] ("run … is in progress"), never taken
+    /// over; a run a crash left `running` (no live lease) is resumed under a lease; a stored run
+    /// of another program or with other plain inputs is [`RunError::RunIdInUse`]. With
+    /// `opts.fence`, the caller holds the run's lease and fences the writes itself. See
+    /// `docs/runtime.md`, "Run ownership".
     ///
     /// The future is `Send + 'static`: spawn it, race it, or drop it (dropping is a crash as
-    /// far as the store is concerned: what was flushed stays, and [`Runtime::resume`]
-    /// continues from there).
+    /// far as the store is concerned: what was flushed stays, the run stays owned until its
+    /// lease expires ([`RuntimeBuilder::operation_lease`]), and then a duplicate start or
+    /// [`Runtime::resume_journaled`] continues from there).
     pub fn run<P: Program>(
         &self,
         input: P::Input,
@@ -186,8 +193,8 @@ impl Runtime {
             if let Some(id) = &opts.run_id {
                 ids::validate_run_id(id)?;
             }
-            // A run id the store knows already is a duplicate start: nothing new is executed
-            // (see `crate::durable`).
+            // A run id the store knows already is a duplicate start: nothing new is executed;
+            // a new one is owned from its first write (see `crate::durable`).
             if let Some(store) = this.inner.store.clone() {
                 let info = P::info();
                 let datums = P::record_input(&input);
@@ -195,12 +202,24 @@ impl Runtime {
                     Some(id) => id.clone(),
                     None => ids::run_id_of(&info.hash, info.inputs, &datums),
                 };
+                if opts.fence.is_none() {
+                    return durable::start::<P>(&this.inner, run_id, input, datums, tools, opts)
+                        .await;
+                }
+                // The caller holds the run's lease and fences the writes itself.
                 if let Some(entries) = store.load(&run_id).await? {
                     return durable::rejoin::<P>(&this.inner, run_id, entries, datums, tools, opts)
                         .await;
                 }
             }
-            execute::<P>(this.inner, Start::Live(input), Some(tools), opts, None).await
+            execute::<P>(
+                this.inner,
+                Start::Live(input, None),
+                Some(tools),
+                opts,
+                None,
+            )
+            .await
         })
     }
 
@@ -212,7 +231,9 @@ impl Runtime {
     /// otherwise the run ends `needs_reconciliation`. The run id comes from the trace
     /// (`opts.run_id` is ignored). The entries of `trace` are taken to be durable already (pass
     /// what the journal holds, or use [`Runtime::resume_journaled`]); only new entries are
-    /// appended to the journal. The `max_duration` budget counts from the resumption.
+    /// appended to the journal. The `max_duration` budget counts from the resumption. With a
+    /// store (and no `opts.fence`), the run is claimed first ([`JournalStore::claim_run`]) and
+    /// continued under that lease: [`RunError::Leased`] while another execution owns it.
     pub fn resume<P: Program>(
         &self,
         trace: Trace,
@@ -221,18 +242,32 @@ impl Runtime {
     ) -> impl Future<Output = Result<Execution, RunError>> + Send + 'static {
         let inner = self.inner.clone();
         async move {
-            execute::<P>(
-                inner,
-                Start::Recorded(Mode::Resume, trace.into_entries()),
-                Some(tools),
-                opts,
-                None,
-            )
-            .await
+            // With a store, the run is claimed first, like every continuation of a stored run
+            // (unless the caller holds its lease and fences the writes itself).
+            let stored_run = match trace.entries().first().map(|e| &e.event) {
+                Some(Event::RunStarted { run_id, .. })
+                    if inner.store.is_some() && opts.fence.is_none() =>
+                {
+                    Some(run_id.clone())
+                }
+                _ => None,
+            };
+            let entries = trace.into_entries();
+            match stored_run {
+                Some(run_id) => {
+                    durable::resume::<P>(&inner, &run_id, Some(entries), tools, opts).await
+                }
+                None => {
+                    let start = Start::Recorded(Mode::Resume, entries);
+                    execute::<P>(inner, start, Some(tools), opts, None).await
+                }
+            }
         }
     }
 
-    /// Loads run `run_id` from the journal store, verifies it, and [resumes](Runtime::resume) it.
+    /// Claims run `run_id` ([`JournalStore::claim_run`]; [`RunError::Leased`] while another
+    /// execution owns it), loads it from the journal store, verifies it, and
+    /// [resumes](Runtime::resume) it under the lease.
     pub fn resume_journaled<P: Program>(
         &self,
         run_id: &str,
@@ -243,6 +278,9 @@ impl Runtime {
         let run_id = run_id.to_string();
         async move {
             let store = this.inner.store.clone().ok_or(RunError::NoJournal)?;
+            if opts.fence.is_none() {
+                return durable::resume::<P>(&this.inner, &run_id, None, tools, opts).await;
+            }
             let entries = store
                 .load(&run_id)
                 .await?

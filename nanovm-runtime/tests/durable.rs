@@ -24,14 +24,15 @@ use serde_json::json;
 
 use support::customer_refund::{self as cr};
 use support::{
-    Host, START, Setup, block_on, crash_during, events, fanout, hang, setup, setup_with,
+    Host, START, Setup, block_on, crash_during, events, expire_leases, fanout, hang, setup, setup_with,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 impl Setup {
     /// Starts run `id` and crashes it while `tool` is in flight (the tool never returns; the
-    /// run's future is dropped). Returns the crashed process's host, which saw the call.
+    /// run's future is dropped), then lets the dead process's lease on the run expire. Returns
+    /// the crashed process's host, which saw the call.
     fn crash_in(&self, amount: i64, id: &str, tool: &'static str) -> Host {
         let crashed = Host::new();
         crashed.hook(tool, hang());
@@ -44,6 +45,8 @@ impl Setup {
             &crashed,
             tool,
         );
+        // A fresh run is owned from its first write: the dead start holds it this long.
+        expire_leases(&self.clock);
         crashed
     }
 
@@ -142,7 +145,8 @@ fn a_duplicate_start_of_a_crashed_run_resumes_it_unless_a_worker_holds_it() {
     let s = setup("yes");
     let crashed = s.crash_in(100, "mid", "issue_refund");
     // A worker claims it: a start request must not run it concurrently.
-    let lease = block_on(s.store.claim("customer_refund", "w1", START, 10_000))
+    let now = nanovm_runtime::Clock::now_ms(&s.clock);
+    let lease = block_on(s.store.claim("customer_refund", "w1", now, 10_000))
         .expect("claims")
         .expect("the crashed run is claimable");
     let host = Host::new();
@@ -393,7 +397,7 @@ fn reconciliation_is_refused_for_the_wrong_run_state_or_effect_and_nothing_is_wr
 #[test]
 fn a_parallel_branch_is_reconciled_inside_its_round() {
     let store = MemoryStore::new();
-    let (rt, _, _) = setup_with("yes", store.clone());
+    let (rt, _, clock) = setup_with("yes", store.clone());
     let host = || {
         let h = Host::new();
         h.fallback("score", json!(1));
@@ -412,6 +416,7 @@ fn a_parallel_branch_is_reconciled_inside_its_round() {
         &crashed,
         "charge",
     );
+    expire_leases(&clock);
     let effect = crashed
         .records()
         .iter()

@@ -15,7 +15,8 @@ use serde_json::json;
 
 use support::customer_refund::{self as cr};
 use support::{
-    Host, START, Setup, block_on, crash_during, event_list, events, fanout, hang, rechain, setup,
+    Host, START, Setup, block_on, crash_during, event_list, events, expire_leases, fanout, hang,
+    rechain, setup,
 };
 
 fn resume<P: Program<Tools = T>, T: ?Sized>(
@@ -135,6 +136,7 @@ fn after_a_crash_an_idempotent_effect_is_called_again_with_the_same_key() {
         &host,
         "issue_refund",
     );
+    expire_leases(&s.clock);
     let stored = s.store.entries(&run_id);
     assert_eq!(
         events(&Trace::from_entries(stored.clone()).expect("verifies")),
@@ -198,6 +200,7 @@ fn after_a_crash_a_non_idempotent_effect_needs_reconciliation() {
         &host,
         "send_rejection",
     );
+    expire_leases(&s.clock);
     let fresh = Host::new();
     let e = resume::<cr::Program, _>(
         &s,
@@ -222,9 +225,10 @@ fn after_a_crash_a_non_idempotent_effect_needs_reconciliation() {
 #[test]
 fn a_crash_inside_a_parallel_round_is_recovered_per_branch() {
     let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
     let rt = Runtime::builder()
         .model(ScriptedModel::new().always("summary", "fine"))
-        .clock(ManualClock::new(START))
+        .clock(clock.clone())
         .store(store.clone())
         .build();
     let input = || fanout::Input {
@@ -246,6 +250,7 @@ fn a_crash_inside_a_parallel_round_is_recovered_per_branch() {
             &crashed,
             tool,
         );
+        expire_leases(&clock);
         let fresh = host();
         let resumed = rt.resume_journaled::<fanout::Program>(
             run_id,

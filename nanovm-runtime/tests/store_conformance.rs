@@ -1006,6 +1006,101 @@ async fn claim_run_takes_one_given_run<H: Harness>(h: &H) {
     assert_eq!(won[0].epoch, 1);
 }
 
+/// `start_run`: a fresh run is created and leased in one transaction; a run id in use is a
+/// conflict that writes nothing; of concurrent creators of one run, exactly one owns it.
+async fn start_run_creates_a_run_owned_from_its_first_write<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let mut run = Run::new("sr");
+    run.decision(1);
+    run.decision(2);
+    let lease = s
+        .start_run("sr", &run.entries()[..2], "w1", 1_000, 100)
+        .await
+        .expect("creates");
+    assert_eq!(
+        lease,
+        Lease {
+            run_id: "sr".into(),
+            epoch: 1,
+            worker: "w1".into(),
+            expires_ms: 1_100
+        }
+    );
+    let rec = s.run("sr").await.unwrap().expect("stored");
+    assert_eq!(
+        (rec.entries, rec.epoch, rec.lease_owner.as_deref()),
+        (2, 1, Some("w1"))
+    );
+    assert_eq!(rec.lease_expires_ms, Some(1_100));
+    // A second creation of the run id conflicts and changes nothing.
+    assert_eq!(
+        conflict(
+            s.start_run("sr", &run.entries()[..1], "w2", 1_000, 100)
+                .await
+                .map(|_| ())
+        ),
+        (2, 0)
+    );
+    let again = s.run("sr").await.unwrap().expect("stored");
+    assert_eq!((again.entries, again.epoch), (2, 1));
+    assert_eq!(again.lease_owner.as_deref(), Some("w1"));
+    // Owned: nobody claims it while the lease is live; writes are fenced by it.
+    assert_eq!(s.claim_run("sr", "w2", 1_050, 100).await.unwrap(), None);
+    assert_eq!(s.claim(PROGRAM, "w2", 1_050, 100).await.unwrap(), None);
+    assert!(matches!(
+        s.append("sr", run.from(2), Some(Fence { epoch: 0 })).await,
+        Err(JournalError::Fenced {
+            held: 0,
+            current: 1,
+            ..
+        })
+    ));
+    s.append("sr", run.from(2), Some(lease.fence()))
+        .await
+        .expect("the owner writes");
+    // Expired: taken over, and the old owner is fenced.
+    let taken = s
+        .claim_run("sr", "w2", 1_100, 100)
+        .await
+        .unwrap()
+        .expect("expired");
+    assert_eq!(taken.epoch, 2);
+    assert!(matches!(
+        s.renew(&lease, 1_100, 100).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    // No entries is not a run.
+    assert!(matches!(
+        s.start_run("sr-none", &[], "w1", 0, 100).await,
+        Err(JournalError::Invalid { .. })
+    ));
+    assert_eq!(s.run("sr-none").await.unwrap(), None);
+    // Of concurrent creators of one run, exactly one owns it; the others conflict.
+    let race = Run::new("sr-race");
+    let tasks: Vec<_> = (0..8)
+        .map(|w| {
+            let s = s.clone();
+            let entries = race.entries().to_vec();
+            tokio::spawn(async move {
+                s.start_run("sr-race", &entries, &format!("w{w}"), 10, 1_000)
+                    .await
+            })
+        })
+        .collect();
+    let mut owners = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(lease) => owners.push(lease),
+            Err(JournalError::Conflict { .. }) => {}
+            Err(e) => panic!("a creator failed otherwise: {e:?}"),
+        }
+    }
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    let rec = s.run("sr-race").await.unwrap().expect("stored");
+    assert_eq!((rec.entries, rec.epoch), (1, 1));
+    assert_eq!(rec.lease_owner.as_deref(), Some(owners[0].worker.as_str()));
+}
+
 async fn renew_release_and_stale_leases<H: Harness>(h: &H) {
     let s = h.fresh().await;
     run_in(&s, "lease", "p", "running").await;
@@ -1391,6 +1486,7 @@ macro_rules! suite {
                 claims_take_only_runnable_runs,
                 concurrent_claimers_never_share_a_run,
                 claim_run_takes_one_given_run,
+                start_run_creates_a_run_owned_from_its_first_write,
                 renew_release_and_stale_leases,
                 a_stale_worker_cannot_append_after_takeover,
                 concurrent_appenders_one_winner_per_seq,

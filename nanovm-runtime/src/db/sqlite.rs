@@ -272,25 +272,33 @@ fn writer_connection(
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(io)?;
     match version {
-        0 => {
-            c.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} {REVEALS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(|e| {
+        0 | 1 => {
+            // Under the write lock, and reading the version again: another process may have
+            // created or upgraded the schema meanwhile (two processes opening one file at once).
+            let migrate = || -> rusqlite::Result<i64> {
+                c.execute_batch("BEGIN IMMEDIATE")?;
+                let now: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                match now {
+                    0 => c.execute_batch(&format!(
+                        "{SCHEMA} {REVEALS} PRAGMA user_version = {SCHEMA_VERSION};"
+                    ))?,
+                    1 => c.execute_batch(&format!(
+                        "{REVEALS} PRAGMA user_version = {SCHEMA_VERSION};"
+                    ))?,
+                    _ => {}
+                }
+                c.execute_batch("COMMIT")?;
+                Ok(now)
+            };
+            let now = migrate().map_err(|e| {
                 let _ = c.execute_batch("ROLLBACK");
-                io(format!("creating the schema: {e}"))
+                io(format!("creating or upgrading the schema (version {version}): {e}"))
             })?;
-        }
-        1 => {
-            c.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {REVEALS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(|e| {
-                let _ = c.execute_batch("ROLLBACK");
-                io(format!(
-                    "adding the reveal log to a version 1 database: {e}"
-                ))
-            })?;
+            if now > SCHEMA_VERSION {
+                return Err(io(format!(
+                    "the database has schema version {now}; this nanovm knows {SCHEMA_VERSION}"
+                )));
+            }
         }
         SCHEMA_VERSION => {}
         v => {

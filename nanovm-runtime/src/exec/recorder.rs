@@ -13,12 +13,65 @@
 //! already (that is where they were loaded from) and are never written again.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::canonical::Encoder;
+use crate::clock::Clock;
 use crate::error::{Mismatch, RunError};
-use crate::store::{Fence, JournalStore};
+use crate::store::{Fence, JournalStore, Lease};
 use crate::trace::{Entry, Event, Trace};
+
+/// The ownership of a fresh run: its first durable write creates the run and takes its lease
+/// in one store transaction ([`JournalStore::start_run`]), and every later write is fenced by
+/// that lease. Shared with whoever renews and releases the lease (`crate::durable`).
+pub(crate) struct Claim {
+    /// The lease owner to write.
+    pub(crate) worker: String,
+    /// The lease length.
+    pub(crate) lease_ms: u64,
+    /// The clock the lease's expiry is on.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The lease, once the run was created (renewals update it).
+    lease: Mutex<Option<Lease>>,
+    /// Notified when the lease is first taken.
+    taken: tokio::sync::Notify,
+}
+
+impl Claim {
+    pub(crate) fn new(worker: String, lease_ms: u64, clock: Arc<dyn Clock>) -> Self {
+        Claim {
+            worker,
+            lease_ms,
+            clock,
+            lease: Mutex::new(None),
+            taken: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The lease held, if the run was created.
+    pub(crate) fn lease(&self) -> Option<Lease> {
+        self.lease
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records the lease (taken, or renewed).
+    pub(crate) fn set_lease(&self, lease: Lease) {
+        *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(lease);
+        self.taken.notify_one();
+    }
+
+    /// Waits until the lease is taken.
+    pub(crate) async fn taken(&self) -> Lease {
+        loop {
+            if let Some(lease) = self.lease() {
+                return lease;
+            }
+            self.taken.notified().await;
+        }
+    }
+}
 
 /// How the executor treats I/O once the recorded prefix, if any, is used up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +113,8 @@ pub(crate) struct Recorder {
     store: Option<Arc<dyn JournalStore>>,
     /// The lease epoch appends are made under (`None`: unfenced).
     fence: Option<Fence>,
+    /// A fresh run's ownership: the first write creates the run leased (see [`Claim`]).
+    claim: Option<Arc<Claim>>,
     /// Entries `..flushed` of `trace` are durable.
     flushed: usize,
     recorded: VecDeque<Entry>,
@@ -82,9 +137,15 @@ impl Recorder {
             mode,
             store,
             fence,
+            claim: None,
             flushed: 0,
             recorded: recorded.into(),
         }
+    }
+
+    /// Makes the first write create the run under a lease (a fresh run; see [`Claim`]).
+    pub(crate) fn claim(&mut self, claim: Arc<Claim>) {
+        self.claim = Some(claim);
     }
 
     /// True while recorded entries remain that the executor has not reproduced yet.
@@ -193,9 +254,27 @@ impl Recorder {
         if self.flushed >= entries.len() {
             return Ok(());
         }
-        store
-            .append(&self.run_id, &entries[self.flushed..], self.fence)
-            .await?;
+        match &self.claim {
+            // The run's first write: create it owned, and fence every later write.
+            Some(claim) if self.flushed == 0 && self.fence.is_none() => {
+                let lease = store
+                    .start_run(
+                        &self.run_id,
+                        entries,
+                        &claim.worker,
+                        claim.clock.now_ms(),
+                        claim.lease_ms,
+                    )
+                    .await?;
+                self.fence = Some(lease.fence());
+                claim.set_lease(lease);
+            }
+            _ => {
+                store
+                    .append(&self.run_id, &entries[self.flushed..], self.fence)
+                    .await?;
+            }
+        }
         self.flushed = entries.len();
         Ok(())
     }

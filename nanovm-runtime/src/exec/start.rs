@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::recorder::{Halt, Mode, Recorder};
+use super::recorder::{Claim, Halt, Mode, Recorder};
 use super::{Engine, Exec, Inject};
 use crate::budget::{Meter, Usage};
 use crate::error::{Mismatch, RunError};
@@ -16,9 +16,10 @@ use crate::program::{Program, ProgramInfo, StepId, StepKind};
 use crate::run::{Execution, Metrics, ReplayReport, RunOptions};
 use crate::trace::{Entry, Event, RunStatus};
 
-/// Where a run starts: from its inputs, or from a recorded prefix.
+/// Where a run starts: from its inputs (owned from its first write when a [`Claim`] is
+/// given), or from a recorded prefix.
 pub(crate) enum Start<P: Program> {
-    Live(P::Input),
+    Live(P::Input, Option<Arc<Claim>>),
     Recorded(Mode, Vec<Entry>),
 }
 
@@ -172,8 +173,10 @@ pub(crate) fn prepare<P: Program>(
 ) -> Result<Prepared<P>, Halt> {
     let info = P::info();
     let names = info.inputs.iter().map(|i| Cow::Borrowed(i.name));
+    let mut claim = None;
     let (mode, run_id, datums, recorded) = match start {
-        Start::Live(input) => {
+        Start::Live(input, owned) => {
+            claim = owned;
             let datums = P::record_input(&input);
             let run_id = match opts.run_id {
                 Some(id) => id,
@@ -227,6 +230,9 @@ pub(crate) fn prepare<P: Program>(
         recorded,
         capacity,
     );
+    if let Some(claim) = claim {
+        rec.claim(claim);
+    }
     let state = P::restore(&datums);
     rec.emit(Event::RunStarted {
         run_id,

@@ -165,6 +165,29 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// Checks the first entries of a run that must not exist yet
+    /// ([`JournalStore::start_run`](super::JournalStore::start_run)): as an unfenced append,
+    /// and a run the store holds (even one without entries) is a `Conflict`.
+    pub(crate) fn check_start(&self, tip: Option<&Tip>) -> Result<(), JournalError> {
+        if self.len == 0 {
+            return Err(JournalError::Invalid {
+                run_id: self.run_id.clone(),
+                reason: "a run starts with `run_started`, and no entries were given".into(),
+            });
+        }
+        self.check(tip, None)?;
+        match tip {
+            Some(t) => Err(JournalError::Conflict {
+                run_id: self.run_id.clone(),
+                expected: t.entries,
+                found: self.first_seq,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Checks an append of `entries` against the stored tip; see [`Batch::check`].
 pub(crate) fn check_append(
     run_id: &str,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::append::{Tip, check_append, check_loaded, started};
+use super::append::{Batch, Tip, check_append, check_loaded, started};
 use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
@@ -217,6 +217,40 @@ impl MemoryStore {
         Ok(())
     }
 
+    /// [`JournalStore::start_run`]: the append and the lease under one lock (counted as one
+    /// append, and failing like one when told to).
+    fn start_run_now(
+        &self,
+        run_id: &str,
+        entries: &[Entry],
+        worker: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Result<Lease, JournalError> {
+        if self.appends() >= self.shared.fail_after.load(Ordering::SeqCst) {
+            return Err(JournalError::Io("MemoryStore told to fail".into()));
+        }
+        let mut s = self.state();
+        let tip = s.runs.get(run_id).map(Run::tip);
+        Batch::new(run_id, entries).check_start(tip.as_ref())?;
+        let (program, hash) = started(&entries[0].event)
+            .map_or((String::new(), Digest::ZERO), |(p, h)| (p.to_string(), h));
+        let run = s.create(run_id, program, hash);
+        run.extend(entries);
+        let r = &mut run.record;
+        let expires_ms = now_ms.saturating_add(lease_ms);
+        r.epoch += 1;
+        r.lease_owner = Some(worker.to_string());
+        r.lease_expires_ms = Some(expires_ms);
+        self.shared.appends.fetch_add(1, Ordering::SeqCst);
+        Ok(Lease {
+            run_id: run_id.to_string(),
+            epoch: r.epoch,
+            worker: worker.to_string(),
+            expires_ms,
+        })
+    }
+
     fn load_now(&self, run_id: &str) -> Result<Option<Vec<Entry>>, JournalError> {
         let Some(entries) = self.state().runs.get(run_id).map(|r| r.entries.clone()) else {
             return Ok(None);
@@ -392,5 +426,17 @@ impl JournalStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
         let l = self.claim_run_now(run_id, worker, now_ms, lease_ms);
         Box::pin(std::future::ready(Ok(l)))
+    }
+
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        let l = self.start_run_now(run_id, entries, worker, now_ms, lease_ms);
+        Box::pin(std::future::ready(l))
     }
 }

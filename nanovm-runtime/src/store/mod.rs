@@ -12,7 +12,8 @@
 //! workers [`claim`](JournalStore::claim) runnable runs, and every claim increments the run's
 //! *epoch*. An append made under a [`Fence`] is refused with [`JournalError::Fenced`] once
 //! another worker has claimed the run, so a stalled worker whose lease expired can never write
-//! again.
+//! again. A new run is created already leased ([`JournalStore::start_run`]): it is owned by the
+//! execution that started it from its first write.
 //!
 //! Implementations:
 //!
@@ -55,9 +56,9 @@ use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus};
 use crate::value::Digest;
 
-/// How long the lease of one of the runtime's own operations lasts by default (a duplicate
-/// start that resumes a run, a delivery, a timeout, a reconciliation); renewed every third of
-/// that while the run executes, released at the end. See
+/// How long the lease of one of the runtime's own operations lasts by default (a new run's
+/// start, a duplicate start that resumes a run, a resume, a delivery, a timeout, a
+/// reconciliation); renewed every third of that while the run executes, released at the end. See
 /// [`RuntimeBuilder::operation_lease`](crate::RuntimeBuilder::operation_lease).
 pub const OPERATION_LEASE_MS: u64 = 30_000;
 
@@ -255,6 +256,38 @@ pub trait JournalStore: Send + Sync + 'static {
             "this store cannot claim a given run".into(),
         ))))
     }
+
+    /// Creates run `run_id` from its first `entries` (from seq 0, starting with its
+    /// `run_started`) *and* gives `worker` its lease (epoch 1, expiring at `now_ms + lease_ms`),
+    /// in one transaction: a fresh run is owned from its first durable write, so no other
+    /// process can claim it in between. The entries are checked as by
+    /// [`JournalStore::append`] without a fence: a run id the store holds already is
+    /// [`JournalError::Conflict`] (a concurrent duplicate start; nothing is written).
+    ///
+    /// Every store of this crate implements it atomically. The default, for stores written
+    /// elsewhere, appends and then claims with [`JournalStore::claim_run`]; if another claimer
+    /// got in between, it answers `Conflict` as if the run had existed (whoever holds the run
+    /// executes it; the caller executed nothing yet).
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        Box::pin(async move {
+            self.append(run_id, entries, None).await?;
+            match self.claim_run(run_id, worker, now_ms, lease_ms).await? {
+                Some(lease) => Ok(lease),
+                None => Err(JournalError::Conflict {
+                    run_id: run_id.to_string(),
+                    expected: entries.len() as u64,
+                    found: 0,
+                }),
+            }
+        })
+    }
 }
 
 impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
@@ -319,5 +352,16 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
         (**self).claim_run(run_id, worker, now_ms, lease_ms)
+    }
+
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        (**self).start_run(run_id, entries, worker, now_ms, lease_ms)
     }
 }

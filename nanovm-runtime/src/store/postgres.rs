@@ -130,11 +130,14 @@ impl PostgresStore {
         &self.pg.schema
     }
 
+    /// Appends a batch. With `owner` (`start_run`: a worker and its lease's expiry), the run
+    /// must not exist yet, and it is created leased to that worker at epoch 1.
     async fn append_now(
         &self,
         batch: Batch,
         rows: Vec<super::append::Row>,
         fence: Option<Fence>,
+        owner: Option<(&str, u64)>,
     ) -> Result<(), JournalError> {
         let s = &self.pg.schema;
         let run_id = batch.run_id.as_str();
@@ -173,7 +176,10 @@ impl PostgresStore {
             }
             None => None,
         };
-        batch.check(stored.as_ref().map(|(_, t, _)| t), fence)?;
+        match owner {
+            Some(_) => batch.check_start(stored.as_ref().map(|(_, t, _)| t))?,
+            None => batch.check(stored.as_ref().map(|(_, t, _)| t), fence)?,
+        }
         let mut progress = stored
             .as_ref()
             .map_or_else(RunView::new, |(_, _, p)| p.clone());
@@ -222,13 +228,17 @@ impl PostgresStore {
                     .prepare_cached(&format!(
                         "INSERT INTO {s}.nanovm_runs (run_id, program, program_hash, status, \
                          entries, last_hash, end_step, message, waiting_for, deadline_ms, \
-                         created_ms, updated_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                         created_ms, updated_ms, epoch, lease_owner, lease_expires_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, \
+                         $14) \
                          ON CONFLICT (run_id) DO NOTHING RETURNING ord"
                     ))
                     .await
                     .map_err(pg)?;
                 let hash = hash.0.to_vec();
+                let epoch: i64 = owner.map_or(0, |_| 1);
+                let lease_owner = owner.map(|(w, _)| w);
+                let lease_expires = owner.map(|(_, e)| to_i64(e));
                 let row = tx
                     .query_opt(
                         &insert,
@@ -244,6 +254,9 @@ impl PostgresStore {
                             &waiting_for,
                             &deadline,
                             &now,
+                            &epoch,
+                            &lease_owner,
+                            &lease_expires,
                         ],
                     )
                     .await
@@ -388,7 +401,7 @@ impl JournalStore for PostgresStore {
             }
             let batch = Batch::new(run_id, entries);
             let rows = encode_rows(entries);
-            self.append_now(batch, rows, fence).await
+            self.append_now(batch, rows, fence, None).await
         })
     }
 
@@ -591,6 +604,29 @@ impl JournalStore for PostgresStore {
                 worker: worker.to_string(),
                 expires_ms,
             }))
+        })
+    }
+
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        Box::pin(async move {
+            let batch = Batch::new(run_id, entries);
+            let rows = encode_rows(entries);
+            let expires_ms = now_ms.saturating_add(lease_ms);
+            self.append_now(batch, rows, None, Some((worker, expires_ms)))
+                .await?;
+            Ok(Lease {
+                run_id: run_id.to_string(),
+                epoch: 1,
+                worker: worker.to_string(),
+                expires_ms,
+            })
         })
     }
 }

@@ -150,7 +150,10 @@ impl JournalStore for SqliteStore {
         }
         let batch = Batch::new(run_id, entries);
         let rows = encode_rows(entries);
-        Box::pin(self.db.write(move |c| append(c, &batch, rows, fence)))
+        Box::pin(
+            self.db
+                .write(move |c| append(c, &batch, rows, fence).map(|_| ())),
+        )
     }
 
     fn load<'a>(
@@ -268,6 +271,23 @@ impl JournalStore for SqliteStore {
                 .write(move |c| claim_run(c, run_id, worker, now_ms, lease_ms)),
         )
     }
+
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        let batch = Batch::new(run_id, entries);
+        let rows = encode_rows(entries);
+        let worker = worker.to_string();
+        Box::pin(
+            self.db
+                .write(move |c| start_run(c, &batch, rows, worker, now_ms, lease_ms)),
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,12 +335,13 @@ fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> 
     }))
 }
 
+/// Appends a checked batch; returns the run's row (`ord`).
 fn append(
     c: &Connection,
     batch: &Batch,
     rows: Vec<super::append::Row>,
     fence: Option<Fence>,
-) -> Result<(), JournalError> {
+) -> Result<i64, JournalError> {
     let run_id = batch.run_id.as_str();
     let found = stored(c, run_id)?;
     batch.check(found.as_ref().map(|s| &s.tip), fence)?;
@@ -384,7 +405,23 @@ fn append(
         ])
     })
     .map_err(io)?;
-    Ok(())
+    Ok(ord)
+}
+
+/// [`JournalStore::start_run`]: in one job of the writer (one savepoint), the run is created
+/// from its first entries and leased.
+fn start_run(
+    c: &Connection,
+    batch: &Batch,
+    rows: Vec<super::append::Row>,
+    worker: String,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<Lease, JournalError> {
+    let found = stored(c, &batch.run_id)?;
+    batch.check_start(found.as_ref().map(|s| &s.tip))?;
+    let ord = append(c, batch, rows, None)?;
+    grant(c, ord, batch.run_id.clone(), 0, worker, now_ms, lease_ms)
 }
 
 fn load(c: &Connection, run_id: &str) -> Result<Option<Vec<Entry>>, JournalError> {

@@ -111,6 +111,14 @@ impl Setup {
     }
 }
 
+/// Moves `clock` past the runtime's operation lease: the lease of a process that died holding
+/// a run (a fresh run is owned from its first write) has expired.
+pub fn expire_leases(clock: &ManualClock) {
+    clock.advance(std::time::Duration::from_millis(
+        nanovm_runtime::store::OPERATION_LEASE_MS,
+    ));
+}
+
 /// Polls `run` until `host` has started a call of `tool`, then drops the run: a crash while
 /// the call is in flight.
 pub fn crash_during<F: Future>(run: F, host: &Host, tool: &'static str) {
