@@ -24,7 +24,8 @@ use serde_json::json;
 
 use support::customer_refund::{self as cr};
 use support::{
-    Host, START, Setup, block_on, crash_during, events, expire_leases, fanout, hang, setup, setup_with,
+    Host, START, Setup, block_on, crash_during, events, expire_leases, fanout, hang, setup,
+    setup_with,
 };
 
 const DAY: Duration = Duration::from_secs(24 * 3600);

@@ -292,7 +292,9 @@ fn writer_connection(
             };
             let now = migrate().map_err(|e| {
                 let _ = c.execute_batch("ROLLBACK");
-                io(format!("creating or upgrading the schema (version {version}): {e}"))
+                io(format!(
+                    "creating or upgrading the schema (version {version}): {e}"
+                ))
             })?;
             if now > SCHEMA_VERSION {
                 return Err(io(format!(
