@@ -334,7 +334,37 @@ pub struct ToolContext {
     /// Resolves secrets for the call.
     secrets: Arc<dyn SecretSource>,
     /// The call's secret arguments, as the trace records them: the only secrets it may reveal.
-    scope: Arc<[(VaultId, Digest)]>,
+    scope: Scope,
+}
+
+/// The secrets one tool call may reveal: its own secret arguments (vault id and commitment).
+/// Most calls have none, and then nothing is allocated.
+#[derive(Clone, Default)]
+pub(crate) struct Scope(Option<Arc<[(VaultId, Digest)]>>);
+
+impl Scope {
+    /// The secret arguments among `args` (a call's arguments as the trace records them).
+    pub(crate) fn of<N>(args: &[(N, Datum)]) -> Scope {
+        let secrets: Vec<(VaultId, Digest)> = args
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Datum::Secret {
+                    vault_id,
+                    commitment,
+                } => Some((*vault_id, *commitment)),
+                Datum::Plain(_) => None,
+            })
+            .collect();
+        if secrets.is_empty() {
+            Scope(None)
+        } else {
+            Scope(Some(secrets.into()))
+        }
+    }
+
+    fn contains(&self, secret: &(VaultId, Digest)) -> bool {
+        self.0.as_deref().is_some_and(|s| s.contains(secret))
+    }
 }
 
 impl fmt::Debug for ToolContext {
@@ -350,8 +380,7 @@ impl fmt::Debug for ToolContext {
 }
 
 impl ToolContext {
-    /// The context of one call: `args` are the call's arguments as the trace records them,
-    /// whose secrets are the only ones the call may reveal.
+    /// The context of one call, which may reveal the secrets of `scope` only.
     pub(crate) fn new(
         run_id: Arc<str>,
         step: &'static str,
@@ -359,18 +388,8 @@ impl ToolContext {
         attempt: u32,
         idempotency_key: Digest,
         secrets: Arc<dyn SecretSource>,
-        args: &[(&'static str, Datum)],
+        scope: Scope,
     ) -> ToolContext {
-        let scope = args
-            .iter()
-            .filter_map(|(_, d)| match d {
-                Datum::Secret {
-                    vault_id,
-                    commitment,
-                } => Some((*vault_id, *commitment)),
-                Datum::Plain(_) => None,
-            })
-            .collect();
         ToolContext {
             run_id,
             step,

@@ -11,7 +11,7 @@ use super::{Ended, Exec, Flow, target};
 use crate::error::RunError;
 use crate::ids;
 use crate::program::{
-    Action, Name, Next, Outcome, Program, StepId, ToolCall, ToolContext, ToolError, ToolInfo,
+    Action, Name, Next, Outcome, Program, Scope, StepId, ToolCall, ToolContext, ToolError, ToolInfo,
 };
 use crate::trace::{Event, ToolOutcome};
 use crate::value::{Datum, Digest, Json};
@@ -185,6 +185,7 @@ impl<P: Program> Exec<P> {
         call: P::Call,
     ) -> Result<(ToolIo, Option<Vec<(Name, Datum)>>), Halt> {
         let step_name = self.step_info(step)?.name;
+        let scope = Scope::of(&args);
         let (intent_recorded, args) = if tool.effect {
             let recorded = self.rec.emit(Event::ToolIntent {
                 step: Cow::Borrowed(step_name),
@@ -247,7 +248,7 @@ impl<P: Program> Exec<P> {
         if !cleared {
             return Ok((ToolIo::Reconcile, args));
         }
-        let ctx = self.context(step_name, attempt, key, &call);
+        let ctx = self.context(step_name, attempt, key, &call, scope);
         let Some(tools) = &self.tools else {
             return Err(RunError::Internal("a live call without tools".into()).into());
         };
@@ -259,13 +260,15 @@ impl<P: Program> Exec<P> {
         Ok((io, args))
     }
 
-    /// The context of a live call of `call`: it may reveal only the call's own secrets.
+    /// The context of a live call of `call`: it may reveal only the call's own secrets,
+    /// `scope` ([`Scope::of`] its recorded arguments).
     pub(super) fn context(
         &self,
         step: &'static str,
         attempt: u32,
         key: Digest,
         call: &P::Call,
+        scope: Scope,
     ) -> ToolContext {
         let tool = P::info().tools.get(call.tool()).map_or("?", |t| t.name);
         ToolContext::new(
@@ -275,7 +278,7 @@ impl<P: Program> Exec<P> {
             attempt,
             key,
             self.engine.secrets.clone(),
-            &call.args(),
+            scope,
         )
     }
 

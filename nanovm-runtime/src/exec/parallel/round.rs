@@ -17,7 +17,9 @@ use super::super::{Ended, Exec};
 use crate::budget::Trip;
 use crate::error::RunError;
 use crate::model::{ModelError, ModelReply, ModelRequest};
-use crate::program::{BoxFuture, Name, Program, StepId, StepInfo, ToolError, ToolInfo};
+use crate::program::{
+    BoxFuture, Name, Program, Scope, StepId, StepInfo, ToolCall, ToolError, ToolInfo,
+};
 use crate::trace::{Entry, Event, RunStatus};
 use crate::value::{Datum, Digest, Json};
 
@@ -405,7 +407,8 @@ impl<P: Program> Exec<P> {
             if let JobKind::Tool { call, key, .. } = &mut job.kind
                 && let Some(call) = call.take()
             {
-                let ctx = self.context(job.name, job.attempt, *key, &call);
+                let scope = Scope::of(&call.args());
+                let ctx = self.context(job.name, job.attempt, *key, &call, scope);
                 tool_futs.push((j, P::invoke(tools, call, ctx)));
             }
         }
