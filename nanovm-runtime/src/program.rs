@@ -66,8 +66,8 @@ impl ProgramInfo {
     }
 }
 
-/// The budgets of a program (LANGUAGE.md §2). `None` means unlimited, except where the runtime
-/// documents a default.
+/// The budgets of a program (docs/language.md, "Files and programs"). `None` means unlimited,
+/// except where the runtime documents a default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Budget {
     /// Steps executed (see the runtime docs for what counts).

@@ -20,7 +20,7 @@ pub use crate::program::Name;
 pub use crate::value::Datum;
 use crate::value::{Digest, Json, VaultId};
 
-/// The status of a run (LANGUAGE.md §6).
+/// The status of a run (docs/runtime.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {

@@ -472,8 +472,14 @@ async fn many_workers(store: Arc<dyn JournalStore>, prefix: &str) {
         })
         .collect();
 
-    // The operator: reconciles ambiguous effects from the ledger until every run has ended.
+    // The operator: reconciles ambiguous effects from the ledger until every run has ended. As
+    // the documentation asks, "not done" is answered only once the original call can no longer
+    // land: the ledger is read again after a grace of many leases from the moment the run was
+    // seen paused (a worker starved past its lease between writing the intent and calling the
+    // tool would otherwise call it after the operator's "not done").
     let give_up = Instant::now() + Duration::from_secs(60);
+    let grace = Duration::from_millis(25 * LEASE_MS);
+    let mut paused_since: std::collections::HashMap<String, Instant> = Default::default();
     loop {
         let records = store
             .runs(&RunQuery::new().program("customer_refund"))
@@ -491,10 +497,15 @@ async fn many_workers(store: Arc<dyn JournalStore>, prefix: &str) {
             .filter(|r| r.status == RunStatus::NeedsReconciliation)
         {
             let effect = effect_in(&*store, &r.run_id).await;
+            let since = *paused_since
+                .entry(r.run_id.clone())
+                .or_insert_with(Instant::now);
             let resolution = if bank.did(&effect) {
                 Resolution::Done(Bank::result("send_rejection", &effect))
-            } else {
+            } else if since.elapsed() >= grace {
                 Resolution::NotDone
+            } else {
+                continue;
             };
             let _ = rt
                 .reconcile::<cr::Program>(&r.run_id, effect, resolution, Arc::new(tools.clone()))
