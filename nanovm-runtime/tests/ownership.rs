@@ -12,10 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use nanovm_runtime::store::{JournalStore, MemoryStore, OPERATION_LEASE_MS};
+use nanovm_runtime::store::{
+    Fence, JournalError, JournalStore, Lease, MemoryStore, OPERATION_LEASE_MS, RunQuery, RunRecord,
+};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
-use nanovm_runtime::trace::RunStatus;
+use nanovm_runtime::trace::{Entry, Event, RunStatus};
 use nanovm_runtime::vault::MemoryVault;
+use nanovm_runtime::{BoxFuture, Clock as _};
 use nanovm_runtime::{Execution, RunError, RunOptions, Runtime, Worker};
 
 use support::customer_refund::{self as cr};
@@ -482,4 +485,177 @@ async fn drop_schema(url: &str, schema: &str) {
         .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
         .await
         .expect("drops the test schema");
+}
+
+// ---------------------------------------------------------------------------------------------
+// An owner stalled past its lease
+// ---------------------------------------------------------------------------------------------
+
+/// A memory store that, once the intent of `tool` is durable, moves the clock past the lease:
+/// the owning process was stalled (descheduled, paused by a debugger, swapped out) right after
+/// writing the intent and before calling the tool, long enough for its lease to lapse.
+#[derive(Clone)]
+struct StallAfterIntent {
+    inner: MemoryStore,
+    clock: ManualClock,
+    tool: &'static str,
+    /// Someone else claims the run while the owner is stalled.
+    taken_over: bool,
+}
+
+impl StallAfterIntent {
+    /// After `entries` of `run_id` became durable: the stall, if they hold the intent.
+    async fn after_write(&self, run_id: &str, entries: &[Entry]) -> Result<(), JournalError> {
+        let intent = entries.iter().any(
+            |e| matches!(&e.event, Event::ToolIntent { tool, .. } if tool.as_ref() == self.tool),
+        );
+        if intent {
+            self.clock
+                .advance(Duration::from_millis(OPERATION_LEASE_MS + 1));
+            if self.taken_over {
+                self.inner
+                    .claim_run(
+                        run_id,
+                        "the-next-owner",
+                        self.clock.now_ms(),
+                        OPERATION_LEASE_MS,
+                    )
+                    .await?
+                    .expect("the lapsed lease can be claimed");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl JournalStore for StallAfterIntent {
+    fn append<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        fence: Option<Fence>,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            self.inner.append(run_id, entries, fence).await?;
+            self.after_write(run_id, entries).await
+        })
+    }
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        Box::pin(async move {
+            let lease = self
+                .inner
+                .start_run(run_id, entries, worker, now_ms, lease_ms)
+                .await?;
+            self.after_write(run_id, entries).await?;
+            Ok(lease)
+        })
+    }
+    fn load<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<Entry>>, JournalError>> {
+        self.inner.load(run_id)
+    }
+    fn run<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RunRecord>, JournalError>> {
+        self.inner.run(run_id)
+    }
+    fn runs<'a>(
+        &'a self,
+        query: &'a RunQuery,
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, JournalError>> {
+        self.inner.runs(query)
+    }
+    fn claim<'a>(
+        &'a self,
+        program: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        self.inner.claim(program, worker, now_ms, lease_ms)
+    }
+    fn renew<'a>(
+        &'a self,
+        lease: &'a Lease,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        self.inner.renew(lease, now_ms, lease_ms)
+    }
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        self.inner.release(lease)
+    }
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        self.inner.claim_run(run_id, worker, now_ms, lease_ms)
+    }
+}
+
+/// The owner's lease lapsed between the intent of a non-idempotent effect and its call, and
+/// another process took the run over meanwhile: the owner must not call the tool (the new owner
+/// pauses the run for an operator, who would see no call and answer "not done": a second
+/// send). It stops, fenced, before the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_whose_lease_was_taken_while_it_stalled_does_not_call_a_non_idempotent_tool() {
+    let clock = ManualClock::new(START);
+    let store = StallAfterIntent {
+        inner: MemoryStore::new(),
+        clock: clock.clone(),
+        tool: "send_rejection",
+        taken_over: true,
+    };
+    let p = Pair {
+        clock,
+        ..pair("no", store)
+    };
+    let host = Host::new();
+    let r = start(&p.a, p.input(), &host, "stalled").await;
+    assert_eq!(
+        host.calls("send_rejection"),
+        0,
+        "the lapsed owner sent the mail: {r:?}"
+    );
+    match r {
+        Err(RunError::Journal(JournalError::Fenced { .. })) => {}
+        other => panic!("expected the owner to be fenced before the call, got {other:?}"),
+    }
+}
+
+/// The same stall with nobody taking over: the owner renews its lapsed lease before the call
+/// (an expired lease nobody claimed is still its own) and the run ends normally, without a
+/// needless pause for reconciliation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_whose_lapsed_lease_nobody_took_renews_it_and_calls_once() {
+    let clock = ManualClock::new(START);
+    let store = StallAfterIntent {
+        inner: MemoryStore::new(),
+        clock: clock.clone(),
+        tool: "send_rejection",
+        taken_over: false,
+    };
+    let p = Pair {
+        clock,
+        ..pair("no", store)
+    };
+    let host = Host::new();
+    let e = start(&p.a, p.input(), &host, "stalled-alone")
+        .await
+        .expect("runs");
+    assert_eq!(e.status, RunStatus::Success);
+    assert_eq!(host.calls("send_rejection"), 1);
 }
