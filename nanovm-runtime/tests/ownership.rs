@@ -36,8 +36,12 @@ struct Pair {
 }
 
 fn pair(answer: &str, store: impl JournalStore + Clone) -> Pair {
+    pair_on(answer, store, ManualClock::new(START))
+}
+
+/// [`pair`] on a given clock.
+fn pair_on(answer: &str, store: impl JournalStore + Clone, clock: ManualClock) -> Pair {
     let vault = Arc::new(MemoryVault::seeded(3));
-    let clock = ManualClock::new(START);
     let rt = || {
         Runtime::builder()
             .model(ScriptedModel::new().always("analyze", answer))
@@ -619,10 +623,7 @@ async fn an_owner_whose_lease_was_taken_while_it_stalled_does_not_call_a_non_ide
         tool: "send_rejection",
         taken_over: true,
     };
-    let p = Pair {
-        clock,
-        ..pair("no", store)
-    };
+    let p = pair_on("no", store, clock);
     let host = Host::new();
     let r = start(&p.a, p.input(), &host, "stalled").await;
     assert_eq!(
@@ -648,10 +649,7 @@ async fn an_owner_whose_lapsed_lease_nobody_took_renews_it_and_calls_once() {
         tool: "send_rejection",
         taken_over: false,
     };
-    let p = Pair {
-        clock,
-        ..pair("no", store)
-    };
+    let p = pair_on("no", store, clock);
     let host = Host::new();
     let e = start(&p.a, p.input(), &host, "stalled-alone")
         .await
