@@ -600,11 +600,15 @@ pub(crate) async fn execute_leased<P: Program>(
     opts: RunOptions,
     inject: Option<Inject>,
 ) -> (Result<Execution, RunError>, Lease) {
-    let claim = Claim::new(lease.worker.clone(), lease_ms, engine.clock.clone());
+    let claim = Arc::new(Claim::new(
+        lease.worker.clone(),
+        lease_ms,
+        engine.clock.clone(),
+    ));
     claim.set_lease(lease.clone());
     let run = execute::<P>(
         engine.clone(),
-        Start::Recorded(Mode::Resume, entries),
+        Start::Recorded(Mode::Resume, entries, Some(claim.clone())),
         Some(tools),
         opts.fence(lease.fence()),
         inject,
@@ -734,7 +738,7 @@ pub(crate) async fn resume<P: Program>(
         return match (store.run(run_id).await?, entries) {
             (None, None) => Err(RunError::UnknownRun(run_id.to_string())),
             (None, Some(entries)) => {
-                let start = Start::Recorded(Mode::Resume, entries);
+                let start = Start::Recorded(Mode::Resume, entries, None);
                 execute::<P>(engine.clone(), start, Some(tools), opts, None).await
             }
             (Some(_), _) => Err(leased(&store, run_id).await),

@@ -44,7 +44,7 @@ pub fn replay<P: Program>(trace: &Trace) -> Result<ReplayReport, ReplayError> {
 pub(crate) fn replay_execution<P: Program>(entries: Vec<Entry>) -> Result<Execution, RunError> {
     block_on(execute::<P>(
         engine(),
-        Start::Recorded(Mode::Replay, entries),
+        Start::Recorded(Mode::Replay, entries, None),
         None,
         RunOptions::default(),
         None,
@@ -82,7 +82,7 @@ fn block_on<T>(fut: impl Future<Output = Result<T, RunError>>) -> Result<T, RunE
 async fn report<P: Program>(entries: Vec<Entry>) -> Result<ReplayReport, RunError> {
     let mut exec = match prepare::<P>(
         engine(),
-        Start::Recorded(Mode::Replay, entries),
+        Start::Recorded(Mode::Replay, entries, None),
         None,
         RunOptions::default(),
         0,

@@ -258,7 +258,7 @@ impl Runtime {
                     durable::resume::<P>(&inner, &run_id, Some(entries), tools, opts).await
                 }
                 None => {
-                    let start = Start::Recorded(Mode::Resume, entries);
+                    let start = Start::Recorded(Mode::Resume, entries, None);
                     execute::<P>(inner, start, Some(tools), opts, None).await
                 }
             }

@@ -143,9 +143,33 @@ impl Recorder {
         }
     }
 
-    /// Makes the first write create the run under a lease (a fresh run; see [`Claim`]).
+    /// Makes the first write create the run under a lease (a fresh run; see [`Claim`]), or,
+    /// for a run continued under a lease already taken, lets [`Recorder::ensure_owned`] see it.
     pub(crate) fn claim(&mut self, claim: Arc<Claim>) {
         self.claim = Some(claim);
+    }
+
+    /// Before an act that must not happen twice (the live call of a non-idempotent effect),
+    /// checks that the lease this run is written under is still its own. Renewals run every
+    /// third of the lease while the run executes; when less than a third is left (or none: the
+    /// process was stalled past it), a renewal is overdue and is done now, and a lease someone
+    /// else took stops the run ([`JournalError::Fenced`](crate::store::JournalError::Fenced))
+    /// before the act. An expired lease nobody claimed is renewed and the act goes ahead.
+    /// Nothing to check for a run without a lease.
+    pub(crate) async fn ensure_owned(&self) -> Result<(), Halt> {
+        let (Some(claim), Some(store)) = (&self.claim, &self.store) else {
+            return Ok(());
+        };
+        let Some(lease) = claim.lease() else {
+            return Ok(());
+        };
+        let now_ms = claim.clock.now_ms();
+        if now_ms.saturating_add(claim.lease_ms / 3) < lease.expires_ms {
+            return Ok(());
+        }
+        let renewed = store.renew(&lease, now_ms, claim.lease_ms).await?;
+        claim.set_lease(renewed);
+        Ok(())
     }
 
     /// True while recorded entries remain that the executor has not reproduced yet.

@@ -20,7 +20,8 @@ use crate::trace::{Entry, Event, RunStatus};
 /// given), or from a recorded prefix.
 pub(crate) enum Start<P: Program> {
     Live(P::Input, Option<Arc<Claim>>),
-    Recorded(Mode, Vec<Entry>),
+    /// With the [`Claim`] of the lease the continuation runs under, if any.
+    Recorded(Mode, Vec<Entry>, Option<Arc<Claim>>),
 }
 
 /// How a run finished from the engine's point of view.
@@ -54,7 +55,7 @@ pub(crate) async fn execute<P: Program>(
     let wall = Instant::now();
     let started_ms = engine.clock.now_ms();
     let info = P::info();
-    let replay = matches!(start, Start::Recorded(Mode::Replay, _));
+    let replay = matches!(start, Start::Recorded(Mode::Replay, ..));
     if engine.model.is_none()
         && !replay
         && let Some(step) = first_llm_step(info)
@@ -173,7 +174,7 @@ pub(crate) fn prepare<P: Program>(
 ) -> Result<Prepared<P>, Halt> {
     let info = P::info();
     let names = info.inputs.iter().map(|i| Cow::Borrowed(i.name));
-    let mut claim = None;
+    let claim;
     let (mode, run_id, datums, recorded) = match start {
         Start::Live(input, owned) => {
             claim = owned;
@@ -184,7 +185,8 @@ pub(crate) fn prepare<P: Program>(
             };
             (Mode::Live, run_id, datums, Vec::new())
         }
-        Start::Recorded(mode, entries) => {
+        Start::Recorded(mode, entries, leased) => {
+            claim = leased;
             let Some(first) = entries.first() else {
                 return Err(RunError::NotARun("the trace is empty".into()).into());
             };

@@ -248,6 +248,9 @@ impl<P: Program> Exec<P> {
         if !cleared {
             return Ok((ToolIo::Reconcile, args));
         }
+        if tool.effect && !tool.idempotent {
+            self.rec.ensure_owned().await?;
+        }
         let ctx = self.context(step_name, attempt, key, &call, scope);
         let Some(tools) = &self.tools else {
             return Err(RunError::Internal("a live call without tools".into()).into());

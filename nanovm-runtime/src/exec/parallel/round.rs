@@ -400,6 +400,13 @@ impl<P: Program> Exec<P> {
             return Err(RunError::Internal("a live call without tools".into()).into());
         };
         let mut tool_futs: Vec<(usize, BoxFuture<'static, Result<Json, ToolError>>)> = Vec::new();
+        let acts_once = jobs.iter().any(|job| {
+            job.answer.is_none()
+                && matches!(&job.kind, JobKind::Tool { tool, call: Some(_), .. } if tool.effect && !tool.idempotent)
+        });
+        if acts_once {
+            self.rec.ensure_owned().await?;
+        }
         for (j, job) in jobs.iter_mut().enumerate() {
             if job.answer.is_some() {
                 continue;
