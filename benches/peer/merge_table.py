@@ -241,7 +241,8 @@ def render_systems(table: dict[str, dict[str, dict[str, Any]]], disks: list[dict
     for d in disks:
         lines.append("")
         lines.append(
-            f"Disk fsync latency in {d.get('dir', '?')} ({d.get('fsyncs', '?')} × write 4 KiB + fsync): "
+            f"Disk fsync latency in {d.get('dir', '?')}{' ' + d['when'] if d.get('when') else ''} "
+            f"({d.get('fsyncs', '?')} × write 4 KiB + fsync): "
             f"median {d['fsync_us_median']:,.0f} µs, p90 {d.get('fsync_us_p90', 0):,.0f} µs, "
             f"max {d.get('fsync_us_max', 0):,.0f} µs."
         )

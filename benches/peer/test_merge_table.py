@@ -291,6 +291,9 @@ class DurablePeerTests(unittest.TestCase):
         self.assertIn("| nanovm | sqlite |", out)
         self.assertIn("fsync latency", out)
         self.assertIn("median 120 µs, p90 900 µs", out)
+        two = mt.render(table, disks=[dict(disk(120.0), when="at start"), dict(disk(4000.0), when="at end")])
+        self.assertIn("in /tmp at start (200", two)
+        self.assertIn("in /tmp at end (200 × write 4 KiB + fsync): median 4,000 µs", two)
 
     def test_durable_target_verdict(self):
         table, _ = quiet_table(
