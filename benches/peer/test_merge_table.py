@@ -285,15 +285,23 @@ class DurablePeerTests(unittest.TestCase):
             durable("langgraph", "memory", "guard4", 5000.0),
         )
         out = mt.render(table, disks=[disk(120.0, 900.0)])
-        self.assertIn("| DBOS | sqlite | 1.0 | delete | FULL |", out)
-        self.assertIn("| LangGraph | sqlite | 1.0 | wal | FULL |", out)
-        self.assertIn("| LangGraph | memory | 1.0 | — | — |", out)
+        self.assertIn("| DBOS | sqlite | 1.0 | delete | FULL | — |", out)
+        self.assertIn("| LangGraph | sqlite | 1.0 | wal | FULL | — |", out)
+        self.assertIn("| LangGraph | memory | 1.0 | — | — | — |", out)
         self.assertIn("| nanovm | sqlite |", out)
         self.assertIn("fsync latency", out)
         self.assertIn("median 120 µs, p90 900 µs", out)
         two = mt.render(table, disks=[dict(disk(120.0), when="at start"), dict(disk(4000.0), when="at end")])
         self.assertIn("in /tmp at start (200", two)
         self.assertIn("in /tmp at end (200 × write 4 KiB + fsync): median 4,000 µs", two)
+
+    def test_commits_per_run_are_listed_per_system(self):
+        a = dict(durable("langgraph", "sqlite", "guard4", 500.0), commits_per_run=11)
+        b = dict(durable("langgraph", "sqlite", "effects10", 900.0, spr=11), commits_per_run=25)
+        table, _ = quiet_table(a, b, durable("dbos", "sqlite", "guard4", 400.0, jm="delete"))
+        out = mt.render(table)
+        self.assertIn("| LangGraph | sqlite | 1.0 | wal | FULL | guard4 11, effects10 25 |", out)
+        self.assertIn("| DBOS | sqlite | 1.0 | delete | FULL | — |", out)
 
     def test_durable_target_verdict(self):
         table, _ = quiet_table(
