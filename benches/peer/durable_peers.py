@@ -28,7 +28,9 @@ thread's final state with every step and nothing left to run. A failed check pri
 Output: one JSON line per system and workload on stdout,
   {"side":"dbos","mode":"sqlite","workload":"guard4","steps_per_run":4,"steps_per_sec":...,
    "runs_per_sec":...,"samples":[...],"n_per_sample":N,"version":"3.4.0",
-   "sqlite":{"journal_mode":"delete","synchronous":"FULL"},"durability":"..."}
+   "sqlite":{"journal_mode":"delete","synchronous":"FULL"},"durability":"...","commits_per_run":C}
+(``commits_per_run``: SQLite transactions committed by one more, untimed run; with journal mode
+``delete`` each costs several fsyncs, with ``wal`` one.)
 Progress on stderr.
 """
 
@@ -173,6 +175,24 @@ class DbosSystem:
         with self.SetWorkflowID(self.last_id):
             return self.workflows[wl](True)
 
+    def commits_per_run(self, wl: str) -> int:
+        """SQLite transactions committed by one run (an untimed run, counted by SQLAlchemy)."""
+        import sqlalchemy as sa
+        from dbos._dbos import _get_dbos_instance
+
+        engine = _get_dbos_instance()._sys_db.engine
+        count = [0]
+
+        def on_commit(conn: Any) -> None:
+            count[0] += 1
+
+        sa.event.listen(engine, "commit", on_commit)
+        try:
+            self.run(wl)
+        finally:
+            sa.event.remove(engine, "commit", on_commit)
+        return count[0]
+
     def succeeded(self) -> int:
         return len(self.DBOS.list_workflows(status="SUCCESS", load_input=False, load_output=False))
 
@@ -283,6 +303,23 @@ class LangGraphSystem:
     def succeeded(self) -> int:
         return 0
 
+    def commits_per_run(self, wl: str) -> int | None:
+        """SQLite transactions committed by one run (an untimed run, counted on the connection)."""
+        if self.conn is None:
+            return None
+        count = [0]
+
+        def trace(stmt: str) -> None:
+            if stmt.lstrip().upper().startswith("COMMIT"):
+                count[0] += 1
+
+        self.conn.set_trace_callback(trace)
+        try:
+            self.run(wl)
+        finally:
+            self.conn.set_trace_callback(None)
+        return count[0]
+
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
@@ -364,6 +401,13 @@ def bench(system: Any, mocks: Mocks, wl: str, runs: int, quick: bool, n_override
     settings = system.sqlite_settings()
     if settings:
         rec["sqlite"] = settings
+    m0, t0 = mocks.model_calls, mocks.tool_calls
+    commits = system.commits_per_run(wl)
+    models, tools = expected_counts(wl)
+    if commits is not None:
+        if (mocks.model_calls - m0, mocks.tool_calls - t0) != (models, tools):
+            raise BenchFailure(f"{system.name}/{system.mode} {wl}: the counted run made the wrong calls")
+        rec["commits_per_run"] = commits
     return rec
 
 

@@ -220,23 +220,30 @@ def render_durable(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 def render_systems(table: dict[str, dict[str, dict[str, Any]]], disks: list[dict[str, Any]]) -> list[str]:
     """Each system's version and SQLite settings, and the disk's fsync latency."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in table.values():
+    commits: dict[tuple[str, str], list[str]] = {}
+    for wl in ordered_workloads(table):
+        row = table[wl]
         for key in DURABLE_PEERS:
             if key in row:
-                seen.setdefault(tuple(key.split("_", 1)), row[key])
+                sm = tuple(key.split("_", 1))
+                seen.setdefault(sm, row[key])
+                c = row[key].get("commits_per_run")
+                if _positive_number(c):
+                    commits.setdefault(sm, []).append(f"{wl} {c:g}")
     if not seen and not disks:
         return []
-    lines = ["", "| system | mode | version | SQLite journal mode | synchronous | durability |",
-             "|---|---|---|---|---|---|"]
+    lines = ["", "| system | mode | version | SQLite journal mode | synchronous | SQLite commits per run | durability |",
+             "|---|---|---|---|---|---|---|"]
     for (side, mode), rec in sorted(seen.items()):
         s = rec.get("sqlite") or {}
         lines.append(
             f"| {SYSTEM_NAMES[side]} | {mode} | {rec.get('version', DASH)} | {s.get('journal_mode', DASH)} "
-            f"| {s.get('synchronous', DASH)} | {rec.get('durability', DASH)} |"
+            f"| {s.get('synchronous', DASH)} | {', '.join(commits.get((side, mode), [])) or DASH} "
+            f"| {rec.get('durability', DASH)} |"
         )
     lines.append(
         f"| nanovm | sqlite | this revision | {NANOVM_SQLITE['journal_mode']} | {NANOVM_SQLITE['synchronous']} "
-        "| effect intents before the call, results right after, the rest at the end (SqliteStore) |"
+        "| — (not counted yet) | effect intents before the call, results right after, the rest at the end (SqliteStore) |"
     )
     for d in disks:
         lines.append("")
