@@ -1,6 +1,6 @@
 //! Compiles the benchmark workloads into `$OUT_DIR/nanovm/<stem>.rs`.
 //!
-//! `guard4`, `guard4_budgets` and `parallel10` are written by hand in `workflows/`. The linear
+//! `guard4`, `guard4_budgets`, `parallel10` and `effects10` are written by hand in `workflows/`. The linear
 //! programs (`linear10`, `linear100`, `linear1000`: N read-only tool steps in a row) are
 //! generated here into `$OUT_DIR/workflows/` from one template, so their shape cannot drift
 //! apart and nobody writes 1000 steps by hand (`cargo run -p nanovm-bench --bin compare --
@@ -17,7 +17,7 @@ fn main() {
     let generated = out.join("workflows");
     std::fs::create_dir_all(&generated).expect("create $OUT_DIR/workflows");
 
-    let mut files: Vec<PathBuf> = ["guard4", "guard4_budgets", "parallel10"]
+    let mut files: Vec<PathBuf> = ["guard4", "guard4_budgets", "parallel10", "effects10"]
         .iter()
         .map(|stem| PathBuf::from(format!("workflows/{stem}.nvm")))
         .collect();

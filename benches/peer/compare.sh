@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: llm-nano-vm 0.8.9 (Python peer) vs nanovm (Rust).
+# Side-by-side benchmark: llm-nano-vm 0.8.9 (Python peer), the durable engines a user would
+# pick instead (DBOS on SQLite, LangGraph with SqliteSaver and without a checkpointer) vs
+# nanovm (Rust).
 #
 # Usage (from anywhere; paths are relative to the repo root):
 #   benches/peer/compare.sh [--quick] [--runs R] [--concurrency K]
@@ -8,6 +10,7 @@
 #   --runs R         samples per workload on both sides (default 5, 2 with --quick)
 #   --concurrency K  also time nanovm on SQLite with K runs in flight (default 64;
 #                    1 skips that pass). The main table is always one run at a time.
+#   --no-durable-peers  skip DBOS and LangGraph (benches/peer/durable_peers.py)
 #
 # Environment: PYTHON (default python3) is used to create target/peer-venv;
 # NANOVM_COMMIT names the measured nanovm revision when the tree is not a git
@@ -19,12 +22,15 @@
 set -euo pipefail
 
 PEER_SPEC="llm-nano-vm==0.8.9"
+# The durable peers (benches/peer/durable_peers.py pins the same versions).
+DURABLE_SPECS=("dbos==3.4.0" "langgraph==1.2.24" "langgraph-checkpoint-sqlite==3.1.2")
 
-usage() { echo "usage: $0 [--quick] [--runs R] [--concurrency K]" >&2; }
+usage() { echo "usage: $0 [--quick] [--runs R] [--concurrency K] [--no-durable-peers]" >&2; }
 
 QUICK=()
 RUNS=()
 CONCURRENCY=64
+DURABLE_PEERS=1
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=(--quick); shift ;;
@@ -34,6 +40,7 @@ while [[ $# -gt 0 ]]; do
         --concurrency)
             [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || { echo "compare.sh: --concurrency needs a positive integer" >&2; usage; exit 2; }
             CONCURRENCY="$2"; shift 2 ;;
+        --no-durable-peers) DURABLE_PEERS=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "compare.sh: unknown argument: $1" >&2; usage; exit 2 ;;
     esac
@@ -59,6 +66,13 @@ if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.vers
     echo "compare.sh: pip install $PEER_SPEC" >&2
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$PEER_SPEC"
 fi
+if [[ "$DURABLE_PEERS" == 1 ]] && ! "$VENV/bin/python" -c '
+import importlib.metadata as m, sys
+want = dict(s.split("==") for s in sys.argv[1:])
+sys.exit(any(m.version(d) != v for d, v in want.items()))' "${DURABLE_SPECS[@]}" 2>/dev/null; then
+    echo "compare.sh: pip install ${DURABLE_SPECS[*]}" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${DURABLE_SPECS[@]}"
+fi
 
 # --- machine -------------------------------------------------------------------
 cpu_model="$(grep -m1 -E '^(model name|Hardware|cpu model)' /proc/cpuinfo 2>/dev/null | cut -d: -f2- | sed 's/^ *//' || true)"
@@ -76,6 +90,9 @@ echo "- CPU: ${cpu_model:-unknown}"
 echo "- OS: ${os_name:-unknown}, $(uname -sr)"
 echo "- Python (peer): $("$VENV/bin/python" -c 'import platform; print(platform.python_implementation(), platform.python_version())')"
 echo "- peer: $("$VENV/bin/python" -c 'import importlib.metadata as m; print("llm-nano-vm", m.version("llm-nano-vm"))')"
+if [[ "$DURABLE_PEERS" == 1 ]]; then
+    echo "- durable peers: $("$VENV/bin/python" -c 'import importlib.metadata as m; print(", ".join(f"{d} {m.version(d)}" for d in ("dbos", "langgraph", "langgraph-checkpoint-sqlite", "SQLAlchemy")))'), SQLite $("$VENV/bin/python" -c 'import sqlite3; print(sqlite3.sqlite_version)') (Python's sqlite3)"
+fi
 echo "- nanovm: $nanovm_rev, $(rustc --version 2>/dev/null || echo 'rustc unknown')"
 echo "- SQLite databases in: $tmp_dir ($(df -PT "$tmp_dir" 2>/dev/null | awk 'NR==2 {print $2}' || echo '?'))"
 echo "- load average at start (1, 5, 15 min): $(load)"
@@ -86,7 +103,7 @@ echo
 
 # --- nanovm half: is there one? Build it before anything is timed. ---------------
 # Only if the workspace has a package `nanovm-bench` with a `compare` binary.
-rm -f "$OUT/nanovm.jsonl" "$OUT/nanovm-concurrent.jsonl"
+rm -f "$OUT/nanovm.jsonl" "$OUT/nanovm-concurrent.jsonl" "$OUT/durable-peers.jsonl" "$OUT/disk.jsonl"
 nanovm_skip_reason=""
 if ! command -v cargo >/dev/null 2>&1; then
     nanovm_skip_reason="cargo not found on PATH"
@@ -111,8 +128,22 @@ fi
 echo "compare.sh: running peer benchmark -> $OUT/peer.jsonl" >&2
 "$VENV/bin/python" benches/peer/peer_bench.py ${QUICK[@]+"${QUICK[@]}"} ${RUNS[@]+"${RUNS[@]}"} > "$OUT/peer.jsonl"
 
-# --- nanovm half -----------------------------------------------------------------
 MERGE_INPUTS=("$OUT/peer.jsonl")
+
+# --- the disk's fsync latency, where every durable side keeps its SQLite files -----------
+echo "compare.sh: measuring the fsync latency of $tmp_dir -> $OUT/disk.jsonl" >&2
+"$PYTHON" benches/peer/fsync_latency.py --when "before the durable runs" "$tmp_dir" > "$OUT/disk.jsonl"
+MERGE_INPUTS+=("$OUT/disk.jsonl")
+
+# --- durable peers: DBOS, LangGraph --------------------------------------------------
+if [[ "$DURABLE_PEERS" == 1 ]]; then
+    echo "compare.sh: running the durable peers (DBOS, LangGraph) -> $OUT/durable-peers.jsonl" >&2
+    TMPDIR="$tmp_dir" "$VENV/bin/python" benches/peer/durable_peers.py ${QUICK[@]+"${QUICK[@]}"} ${RUNS[@]+"${RUNS[@]}"} \
+        > "$OUT/durable-peers.jsonl"
+    MERGE_INPUTS+=("$OUT/durable-peers.jsonl")
+fi
+
+# --- nanovm half -----------------------------------------------------------------
 if [[ -z "$nanovm_skip_reason" ]]; then
     echo "compare.sh: running nanovm benchmark -> $OUT/nanovm.jsonl" >&2
     cargo run --release --quiet -p nanovm-bench --bin compare -- --json ${QUICK[@]+"${QUICK[@]}"} ${RUNS[@]+"${RUNS[@]}"} > "$OUT/nanovm.jsonl"
@@ -127,6 +158,9 @@ else
     echo "compare.sh: NOTE: skipping the nanovm half: $nanovm_skip_reason." >&2
     echo "compare.sh: NOTE: printing the peer half only." >&2
 fi
+
+# The same after every durable run: on a shared disk the latency moves while we measure.
+"$PYTHON" benches/peer/fsync_latency.py --when "after the durable runs" "$tmp_dir" >> "$OUT/disk.jsonl"
 
 # --- table -------------------------------------------------------------------------
 echo "## Results"

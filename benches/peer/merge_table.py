@@ -32,16 +32,28 @@ from collections.abc import Iterable
 from typing import Any
 
 DASH = "—"
-WORKLOAD_ORDER = ["guard4", "guard4_budgets", "linear10", "linear100", "linear1000", "parallel10"]
+WORKLOAD_ORDER = ["guard4", "guard4_budgets", "linear10", "linear100", "linear1000", "parallel10", "effects10"]
 # column key -> label
 SIDES = {"peer": "peer", "memory": "nanovm mem", "sqlite": "nanovm sqlite"}
 NANOVM_MODES = ("memory", "sqlite")
 MODE_LABELS = {"memory": "mem", "sqlite": "sqlite"}
+# The durable engines a user would pick instead (benches/peer/durable_peers.py): key -> label.
+DURABLE_PEERS = {
+    "langgraph_memory": "LangGraph no checkpointer",
+    "dbos_sqlite": "DBOS SQLite",
+    "langgraph_sqlite": "LangGraph SqliteSaver",
+}
+DURABLE_SIDES = {"dbos": ("sqlite",), "langgraph": ("sqlite", "memory")}
+SYSTEM_NAMES = {"dbos": "DBOS", "langgraph": "LangGraph"}
+# nanovm's SqliteStore configures every database so (docs/runtime.md, "Stores").
+NANOVM_SQLITE = {"journal_mode": "wal", "synchronous": "FULL"}
 
 # The issue's targets (ratios measured in one run).
 TARGET_MEM_RATIO = 100.0  # nanovm mem steps/s >= 100x the peer's, every workload
 TARGET_FLAT = 1.2  # nanovm mem per-step cost linear1000/linear10 <= 1.2x
 TARGET_SQLITE_RATIO = 1.0  # nanovm sqlite steps/s > the peer's (in memory), every workload
+TARGET_DURABLE_RATIO = 20.0  # nanovm sqlite >= 20x the best durable peer, on guard4 and effects10
+TARGET_DURABLE_WORKLOADS = ("guard4", "effects10")
 
 
 def _positive_number(x: Any) -> bool:
@@ -52,6 +64,8 @@ def record_key(rec: Any) -> str | None:
     """Column key ("peer" / "memory" / "sqlite") of a record, or None if not a valid record."""
     if not isinstance(rec, dict):
         return None
+    if rec.get("side") == "disk":
+        return "disk" if _positive_number(rec.get("fsync_us_median")) else None
     if not isinstance(rec.get("workload"), str) or not rec["workload"]:
         return None
     if not _positive_number(rec.get("steps_per_sec")):
@@ -59,6 +73,8 @@ def record_key(rec: Any) -> str | None:
     side = rec.get("side")
     if side == "peer":
         return "peer"
+    if side in DURABLE_SIDES and rec.get("mode") in DURABLE_SIDES[side]:
+        return f"{side}_{rec['mode']}"
     if side == "nanovm" and rec.get("mode") in NANOVM_MODES:
         c = rec.get("concurrency", 1)
         if c is None or (isinstance(c, int) and not isinstance(c, bool) and c == 1):
@@ -72,13 +88,15 @@ def label(key: str) -> str:
     """Column label of a key: "nanovm mem", or "nanovm sqlite ×64" for "sqlite_x64"."""
     if key in SIDES:
         return SIDES[key]
+    if key in DURABLE_PEERS:
+        return DURABLE_PEERS[key]
     mode, _, c = key.partition("_x")
     return f"nanovm {MODE_LABELS.get(mode, mode)} ×{c}"
 
 
 def concurrent_keys(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     """The keys of nanovm columns with more than one run in flight, ordered by mode and K."""
-    keys = {k for row in table.values() for k in row if k not in SIDES}
+    keys = {k for row in table.values() for k in row if k not in SIDES and k not in DURABLE_PEERS}
     return sorted(keys, key=lambda k: (k.partition("_x")[0], int(k.partition("_x")[2])))
 
 
@@ -109,7 +127,7 @@ def index_records(records: Iterable[dict[str, Any]], warn=None) -> dict[str, dic
     table: dict[str, dict[str, dict[str, Any]]] = {}
     for rec in records:
         key = rec.get("_key") or record_key(rec)
-        if key is None:
+        if key is None or key == "disk":
             continue
         row = table.setdefault(rec["workload"], {})
         if key in row:
@@ -155,7 +173,90 @@ def ordered_workloads(table: dict[str, Any]) -> list[str]:
     return known + sorted(w for w in table if w not in WORKLOAD_ORDER)
 
 
-def render(table: dict[str, dict[str, dict[str, Any]]]) -> str:
+def _best_durable(row: dict[str, dict[str, Any]]) -> float | None:
+    rates = [r for r in (_sps(row, "dbos_sqlite"), _sps(row, "langgraph_sqlite")) if r is not None]
+    return max(rates) if rates else None
+
+
+def render_durable(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """The durable peers next to nanovm: in memory, on SQLite one run at a time, and K in flight."""
+    if not any(k in row for row in table.values() for k in DURABLE_PEERS):
+        return []
+    extra = [k for k in concurrent_keys(table) if k.startswith("sqlite_x")]
+    header = (
+        "| workload | LangGraph no checkpointer steps/s | nanovm mem steps/s | ratio mem/LangGraph mem "
+        "| DBOS SQLite steps/s | LangGraph SqliteSaver steps/s | nanovm sqlite steps/s "
+        "| ratio sqlite/DBOS | ratio sqlite/LangGraph |"
+    )
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for k in extra:
+        header += f" {label(k)} steps/s | ratio {label(k).removeprefix('nanovm ')}/best durable peer |"
+        rule += "---:|---:|"
+    lines = [
+        "",
+        "Durable peers, one run at a time (every step of theirs checkpointed before the next; "
+        "nanovm journals effects before and after the call and the rest at the end):",
+        "",
+        header,
+        rule,
+    ]
+    for wl in ordered_workloads(table):
+        row = table[wl]
+        if not any(k in row for k in DURABLE_PEERS):
+            continue
+        lgm, mem = _sps(row, "langgraph_memory"), _sps(row, "memory")
+        dbos, lgs, sql = _sps(row, "dbos_sqlite"), _sps(row, "langgraph_sqlite"), _sps(row, "sqlite")
+        cells = [
+            fmt_rate(lgm), fmt_rate(mem), fmt_ratio(_ratio(mem, lgm)),
+            fmt_rate(dbos), fmt_rate(lgs), fmt_rate(sql),
+            fmt_ratio(_ratio(sql, dbos)), fmt_ratio(_ratio(sql, lgs)),
+        ]
+        for k in extra:
+            cells += [fmt_rate(_sps(row, k)), fmt_ratio(_ratio(_sps(row, k), _best_durable(row)))]
+        lines.append(f"| {wl} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_systems(table: dict[str, dict[str, dict[str, Any]]], disks: list[dict[str, Any]]) -> list[str]:
+    """Each system's version and SQLite settings, and the disk's fsync latency."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    commits: dict[tuple[str, str], list[str]] = {}
+    for wl in ordered_workloads(table):
+        row = table[wl]
+        for key in DURABLE_PEERS:
+            if key in row:
+                sm = tuple(key.split("_", 1))
+                seen.setdefault(sm, row[key])
+                c = row[key].get("commits_per_run")
+                if _positive_number(c):
+                    commits.setdefault(sm, []).append(f"{wl} {c:g}")
+    if not seen and not disks:
+        return []
+    lines = ["", "| system | mode | version | SQLite journal mode | synchronous | SQLite commits per run | durability |",
+             "|---|---|---|---|---|---|---|"]
+    for (side, mode), rec in sorted(seen.items()):
+        s = rec.get("sqlite") or {}
+        lines.append(
+            f"| {SYSTEM_NAMES[side]} | {mode} | {rec.get('version', DASH)} | {s.get('journal_mode', DASH)} "
+            f"| {s.get('synchronous', DASH)} | {', '.join(commits.get((side, mode), [])) or DASH} "
+            f"| {rec.get('durability', DASH)} |"
+        )
+    lines.append(
+        f"| nanovm | sqlite | this revision | {NANOVM_SQLITE['journal_mode']} | {NANOVM_SQLITE['synchronous']} "
+        "| — (not counted yet) | effect intents before the call, results right after, the rest at the end (SqliteStore) |"
+    )
+    for d in disks:
+        lines.append("")
+        lines.append(
+            f"Disk fsync latency in {d.get('dir', '?')}{' ' + d['when'] if d.get('when') else ''} "
+            f"({d.get('fsyncs', '?')} × write 4 KiB + fsync): "
+            f"median {d['fsync_us_median']:,.0f} µs, p90 {d.get('fsync_us_p90', 0):,.0f} µs, "
+            f"max {d.get('fsync_us_max', 0):,.0f} µs."
+        )
+    return lines
+
+
+def render(table: dict[str, dict[str, dict[str, Any]]], disks: list[dict[str, Any]] | None = None) -> str:
     lines = [
         "| workload | peer steps/s | nanovm mem steps/s | ratio mem/peer | nanovm sqlite steps/s | ratio sqlite/peer |",
         "|---|---:|---:|---:|---:|---:|",
@@ -168,6 +269,8 @@ def render(table: dict[str, dict[str, dict[str, Any]]]) -> str:
             f"| {wl} | {fmt_rate(peer)} | {fmt_rate(mem)} | {fmt_ratio(_ratio(mem, peer))} "
             f"| {fmt_rate(sql)} | {fmt_ratio(_ratio(sql, peer))} |"
         )
+    for wl in ordered_workloads(table):
+        row = table[wl]
         if "peer" in row:
             peer_spr = row["peer"].get("steps_per_run")
             for key in [k for k in row if k != "peer"]:
@@ -209,6 +312,9 @@ def render(table: dict[str, dict[str, dict[str, Any]]]) -> str:
             peer = _sps(row, "peer")
             cells = [f"{fmt_rate(_sps(row, k))} | {fmt_ratio(_ratio(_sps(row, k), peer))}" for k in extra]
             lines.append(f"| {wl} | {fmt_rate(peer)} | " + " | ".join(cells) + " |")
+
+    lines.extend(render_durable(table))
+    lines.extend(render_systems(table, disks or []))
 
     if notes:
         lines.append("")
@@ -254,6 +360,16 @@ def targets(table: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         state = "met" if flat <= TARGET_FLAT else "MISSED"
         out.append(f"- nanovm mem per-step cost linear1000/linear10 ≤ {TARGET_FLAT}×: {state} ({fmt_ratio(flat)})")
     verdict("nanovm sqlite > peer (in memory) steps/s", _compare_all(table, "sqlite", TARGET_SQLITE_RATIO, True))
+    met, missed = [], []
+    for wl in TARGET_DURABLE_WORKLOADS:
+        row = table.get(wl, {})
+        r = _ratio(_sps(row, "sqlite"), _best_durable(row))
+        if r is not None:
+            (met if r >= TARGET_DURABLE_RATIO else missed).append(f"{wl} {fmt_ratio(r)}")
+    verdict(
+        f"nanovm sqlite ≥ {TARGET_DURABLE_RATIO:.0f}× the best durable peer (SQLite) steps/s",
+        (met, missed) if met or missed else None,
+    )
     return out
 
 
@@ -273,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     if not records:
         print("merge_table: error: no benchmark records found", file=sys.stderr)
         return 1
-    sys.stdout.write(render(index_records(records)))
+    disks = [r for r in records if r["_key"] == "disk"]
+    sys.stdout.write(render(index_records(records), disks))
     return 0
 
 

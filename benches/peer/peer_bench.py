@@ -46,7 +46,7 @@ BUDGET_MAX_STEPS = 100
 BUDGET_MAX_TOKENS = 100_000
 BUDGET_MAX_STALLED_STEPS = 10
 
-ALL_WORKLOADS = ["guard4", "guard4_budgets", "linear10", "linear100", "linear1000", "parallel10"]
+ALL_WORKLOADS = ["guard4", "guard4_budgets", "linear10", "linear100", "linear1000", "parallel10", "effects10"]
 
 # Target wall time of one sample (N runs).
 TARGET_SAMPLE_S = 0.75
@@ -87,6 +87,7 @@ class Workload:
     snapshots: int  # len(trace.state_snapshots) (== peer's main-loop step count)
     llm_answer: str = "yes"
     notes: str = ""
+    context: dict[str, Any] | None = None  # the run's initial state (vm.run(program, context))
 
     @property
     def steps_per_run(self) -> int:
@@ -184,6 +185,27 @@ def build_workloads() -> dict[str, Workload]:
             snapshots=2,
         ),
     ]
+    # effects10: a guard on an input, then 10 tool steps (nanovm: 10 effect calls; this peer has no
+    # notion of an effect and keeps nothing durable, so here they are plain tool calls). The
+    # condition's target runs inline (no snapshot), its next_step rejoins the main flow at s1.
+    eff_ids = [f"s{i}" for i in range(10)]
+    eff_steps: list[dict[str, Any]] = [
+        {"id": "gate", "type": "condition", "condition": '$approved == "yes"', "then": "s0"},
+        {"id": "s0", "type": "tool", "tool": "charge", "next_step": "s1"},
+    ] + [{"id": i, "type": "tool", "tool": "charge"} for i in eff_ids[1:]]
+    wls.append(
+        Workload(
+            name="effects10",
+            program={"name": "effects10", "steps": eff_steps},
+            tool_names=["charge"],
+            expected_step_ids=["gate"] + eff_ids,
+            tool_calls=10,
+            llm_calls=0,
+            metrics={"llm_calls": 0, "tool_calls": 10, "condition_evals": 1},
+            snapshots=10,
+            context={"approved": "yes"},
+        )
+    )
     return {w.name: w for w in wls}
 
 
@@ -260,7 +282,7 @@ class Harness:
         runs = 0
         t0 = time.perf_counter_ns()
         while True:
-            trace = await self.vm.run(self.program)
+            trace = await self.vm.run(self.program, self.wl.context)
             self.deep_check(trace)
             runs += 1
             elapsed = (time.perf_counter_ns() - t0) / 1e9
@@ -273,12 +295,12 @@ class Harness:
         """Time n runs; return elapsed ns. Every run is checked."""
         self.reset_counters()
         gc.collect()
-        vm_run, program = self.vm.run, self.program
+        vm_run, program, context = self.vm.run, self.program, self.wl.context
         expected_steps = self.wl.steps_per_run
         success = TraceStatus.SUCCESS
         t0 = time.perf_counter_ns()
         for i in range(n):
-            trace = await vm_run(program)
+            trace = await vm_run(program, context)
             if trace.status != success or len(trace.steps) != expected_steps:
                 raise BenchFailure(f"{self.wl.name}: run {i + 1}/{n} of sample: {self.describe(trace)}")
         t1 = time.perf_counter_ns()

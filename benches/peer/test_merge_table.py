@@ -225,5 +225,109 @@ class MainTests(unittest.TestCase):
         self.assertEqual(rc, 1)
 
 
+def durable(side, mode, wl, sps, spr=4, jm="wal", sync="FULL"):
+    rec = {"side": side, "mode": mode, "workload": wl, "steps_per_run": spr, "steps_per_sec": sps,
+           "runs_per_sec": sps / spr, "version": "1.0"}
+    if mode == "sqlite":
+        rec["sqlite"] = {"journal_mode": jm, "synchronous": sync}
+    return rec
+
+
+def disk(median=120.0, p90=900.0):
+    return {"side": "disk", "dir": "/tmp", "fsyncs": 200, "fsync_us_median": median, "fsync_us_p90": p90,
+            "fsync_us_max": 2000.0}
+
+
+def durable_row(out, wl):
+    """The row of `wl` in the durable-peers table (the section after its heading)."""
+    _, _, tail = out.partition("Durable peers")
+    return row_of(tail, wl)
+
+
+class DurablePeerTests(unittest.TestCase):
+    def test_keys(self):
+        self.assertEqual(mt.record_key(durable("dbos", "sqlite", "g", 1.0)), "dbos_sqlite")
+        self.assertEqual(mt.record_key(durable("langgraph", "sqlite", "g", 1.0)), "langgraph_sqlite")
+        self.assertEqual(mt.record_key(durable("langgraph", "memory", "g", 1.0)), "langgraph_memory")
+        self.assertIsNone(mt.record_key(durable("dbos", "memory", "g", 1.0)))
+        self.assertEqual(mt.record_key(disk()), "disk")
+        self.assertIsNone(mt.record_key({"side": "disk", "fsync_us_median": 0}))
+
+    def test_durable_table_has_every_ratio(self):
+        table, _ = quiet_table(
+            peer("guard4", 30000.0),
+            nano("memory", "guard4", 1_000_000.0),
+            nano("sqlite", "guard4", 4000.0),
+            nano("sqlite", "guard4", 40000.0, concurrency=64),
+            durable("dbos", "sqlite", "guard4", 200.0, jm="delete"),
+            durable("langgraph", "sqlite", "guard4", 500.0),
+            durable("langgraph", "memory", "guard4", 5000.0),
+        )
+        out = mt.render(table)
+        # The main table is unchanged by the durable peers.
+        self.assertEqual(row_of(out, "guard4"), ["guard4", "30,000", "1,000,000", "33.3×", "4,000", "0.13×"])
+        self.assertEqual(
+            durable_row(out, "guard4"),
+            ["guard4", "5,000", "1,000,000", "200×", "200", "500", "4,000", "20.0×", "8.00×",
+             "40,000", "80.0×"],
+        )
+        # None of the durable peers is mistaken for a concurrent nanovm column.
+        self.assertEqual(mt.concurrent_keys(table), ["sqlite_x64"])
+
+    def test_durable_table_absent_without_durable_peers(self):
+        table, _ = quiet_table(peer("guard4", 1000.0), nano("sqlite", "guard4", 2000.0))
+        self.assertNotIn("Durable peers", mt.render(table))
+
+    def test_systems_and_fsync_latency_are_printed(self):
+        table, _ = quiet_table(
+            durable("dbos", "sqlite", "guard4", 200.0, jm="delete"),
+            durable("langgraph", "sqlite", "guard4", 500.0),
+            durable("langgraph", "memory", "guard4", 5000.0),
+        )
+        out = mt.render(table, disks=[disk(120.0, 900.0)])
+        self.assertIn("| DBOS | sqlite | 1.0 | delete | FULL | — |", out)
+        self.assertIn("| LangGraph | sqlite | 1.0 | wal | FULL | — |", out)
+        self.assertIn("| LangGraph | memory | 1.0 | — | — | — |", out)
+        self.assertIn("| nanovm | sqlite |", out)
+        self.assertIn("fsync latency", out)
+        self.assertIn("median 120 µs, p90 900 µs", out)
+        two = mt.render(table, disks=[dict(disk(120.0), when="at start"), dict(disk(4000.0), when="at end")])
+        self.assertIn("in /tmp at start (200", two)
+        self.assertIn("in /tmp at end (200 × write 4 KiB + fsync): median 4,000 µs", two)
+
+    def test_commits_per_run_are_listed_per_system(self):
+        a = dict(durable("langgraph", "sqlite", "guard4", 500.0), commits_per_run=11)
+        b = dict(durable("langgraph", "sqlite", "effects10", 900.0, spr=11), commits_per_run=25)
+        table, _ = quiet_table(a, b, durable("dbos", "sqlite", "guard4", 400.0, jm="delete"))
+        out = mt.render(table)
+        self.assertIn("| LangGraph | sqlite | 1.0 | wal | FULL | guard4 11, effects10 25 |", out)
+        self.assertIn("| DBOS | sqlite | 1.0 | delete | FULL | — |", out)
+
+    def test_durable_target_verdict(self):
+        table, _ = quiet_table(
+            nano("sqlite", "guard4", 4000.0),
+            durable("dbos", "sqlite", "guard4", 100.0),
+            durable("langgraph", "sqlite", "guard4", 500.0),
+            nano("sqlite", "effects10", 1000.0, spr=10),
+            durable("dbos", "sqlite", "effects10", 40.0, spr=10),
+        )
+        out = mt.render(table)
+        self.assertIn("nanovm sqlite ≥ 20× the best durable peer (SQLite) steps/s: MISSED on 1 of 2 "
+                      "(guard4 8.00×)", out)
+
+    def test_main_reads_disk_and_durable_lines(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "peers.jsonl")
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write("".join(lines(disk(), durable("dbos", "sqlite", "effects10", 50.0, spr=10),
+                                       nano("sqlite", "effects10", 2000.0, spr=10))))
+            out = io.StringIO()
+            with redirect_stdout(out), redirect_stderr(io.StringIO()):
+                rc = mt.main([path])
+        self.assertEqual(rc, 0)
+        self.assertEqual(durable_row(out.getvalue(), "effects10")[4], "50")
+        self.assertIn("fsync latency", out.getvalue())
+
+
 if __name__ == "__main__":
     unittest.main()

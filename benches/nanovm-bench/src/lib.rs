@@ -8,6 +8,7 @@
 //! | `guard4_budgets` | the same with `max_steps`, `max_tokens`, `max_stalled_steps` | 4 |
 //! | `linear10/100/1000` | N read-only tool steps -> end | N |
 //! | `parallel10` | a parallel step of 10 tool branches -> llm -> end | 12 (the parallel step, 10 branches, the llm step) |
+//! | `effects10` | guard on an input -> 10 effect tool steps -> end: every step after the guard a durable side effect | 11 |
 //!
 //! The model answers `"yes"` at once ([`MockModel`], no lock), every tool returns `{"ok": true}`
 //! at once ([`Noop`]); both count their calls with a relaxed atomic, as the peer's harness
@@ -31,6 +32,7 @@ mod programs {
     nanovm::include_compiled!("guard4");
     nanovm::include_compiled!("guard4_budgets");
     nanovm::include_compiled!("parallel10");
+    nanovm::include_compiled!("effects10");
     nanovm::include_compiled!("linear10");
     nanovm::include_compiled!("linear100");
     nanovm::include_compiled!("linear1000");
@@ -129,6 +131,12 @@ macro_rules! noop_tools {
 }
 noop_tools!(parallel10, linear10, linear100, linear1000);
 
+impl effects10::Tools for Noop {
+    async fn charge(&self, _: &ToolContext) -> Result<Json, ToolError> {
+        self.ok()
+    }
+}
+
 /// One benchmark workload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Workload {
@@ -144,17 +152,21 @@ pub enum Workload {
     Linear1000,
     /// A parallel step of 10 tool branches, then an llm step.
     Parallel10,
+    /// A guard, then 10 effect tool steps: every step after the guard a durable side effect
+    /// (intent before, result after).
+    Effects10,
 }
 
 impl Workload {
     /// Every workload, in the order of the peer's table.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Guard4,
         Workload::Guard4Budgets,
         Workload::Linear10,
         Workload::Linear100,
         Workload::Linear1000,
         Workload::Parallel10,
+        Workload::Effects10,
     ];
 
     /// The name shared with the peer (`benches/peer/peer_bench.py`).
@@ -166,6 +178,7 @@ impl Workload {
             Workload::Linear100 => "linear100",
             Workload::Linear1000 => "linear1000",
             Workload::Parallel10 => "parallel10",
+            Workload::Effects10 => "effects10",
         }
     }
 
@@ -180,6 +193,7 @@ impl Workload {
         match self {
             Workload::Guard4 | Workload::Guard4Budgets => 4,
             Workload::Linear10 => 10,
+            Workload::Effects10 => 11,
             Workload::Linear100 => 100,
             Workload::Linear1000 => 1000,
             Workload::Parallel10 => 12,
@@ -192,6 +206,7 @@ impl Workload {
         match self {
             Workload::Guard4 | Workload::Guard4Budgets => 4,
             Workload::Linear10 => 10,
+            Workload::Effects10 => 11,
             Workload::Linear100 => 100,
             Workload::Linear1000 => 1000,
             Workload::Parallel10 => 12,
@@ -202,7 +217,7 @@ impl Workload {
     pub fn tool_calls(self) -> u64 {
         match self {
             Workload::Guard4 | Workload::Guard4Budgets => 2,
-            Workload::Parallel10 => 10,
+            Workload::Parallel10 | Workload::Effects10 => 10,
             _ => self.steps_per_run(),
         }
     }
@@ -223,6 +238,9 @@ impl Workload {
                 .map(String::from)
                 .to_vec(),
             Workload::Parallel10 => vec!["par".into(), "ask".into()],
+            Workload::Effects10 => std::iter::once("gate".to_string())
+                .chain((0..10).map(|i| format!("s{i}")))
+                .collect(),
             _ => (0..self.steps_per_run()).map(|i| format!("s{i}")).collect(),
         };
         names.into_iter().chain(["done".to_string()]).collect()
@@ -234,6 +252,7 @@ impl Workload {
             Workload::Guard4 => include_str!("../workflows/guard4.nvm").to_string(),
             Workload::Guard4Budgets => include_str!("../workflows/guard4_budgets.nvm").to_string(),
             Workload::Parallel10 => include_str!("../workflows/parallel10.nvm").to_string(),
+            Workload::Effects10 => include_str!("../workflows/effects10.nvm").to_string(),
             Workload::Linear10 => linear::source(10),
             Workload::Linear100 => linear::source(100),
             Workload::Linear1000 => linear::source(1000),
@@ -404,6 +423,10 @@ impl Bench {
                 rt.run::<parallel10::Program>(parallel10::Input {}, tools, opts)
                     .await
             }
+            Workload::Effects10 => {
+                rt.run::<effects10::Program>(effects10::Input { approved: true }, tools, opts)
+                    .await
+            }
         }
     }
 
@@ -430,6 +453,11 @@ impl Bench {
             Workload::Parallel10 => {
                 Box::pin(rt.run::<parallel10::Program>(parallel10::Input {}, tools, opts))
             }
+            Workload::Effects10 => Box::pin(rt.run::<effects10::Program>(
+                effects10::Input { approved: true },
+                tools,
+                opts,
+            )),
         }
     }
 
@@ -565,6 +593,7 @@ fn replay(w: Workload, e: &Execution) -> Result<(Digest, Vec<&'static str>), Str
         Workload::Linear100 => nanovm::replay::<linear100::Program>(&e.trace),
         Workload::Linear1000 => nanovm::replay::<linear1000::Program>(&e.trace),
         Workload::Parallel10 => nanovm::replay::<parallel10::Program>(&e.trace),
+        Workload::Effects10 => nanovm::replay::<effects10::Program>(&e.trace),
     }
     .map_err(|err| format!("{}: replay failed: {err}", w.name()))?;
     Ok((report.root, report.path))

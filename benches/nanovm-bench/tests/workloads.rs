@@ -72,3 +72,27 @@ fn every_workload_runs_durably_and_the_store_holds_it() {
     }
     assert_eq!(bench.durable_runs(), Workload::ALL.len() as u64);
 }
+
+#[test]
+fn every_step_of_effects10_is_a_durable_effect() {
+    // The durable rows of the table compare equal durability only if nanovm's effects workload
+    // journals an intent before every call, as the peers checkpoint every step.
+    let tokio = tokio_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio
+        .block_on(nanovm::store::SqliteStore::open(
+            dir.path().join("j.sqlite"),
+        ))
+        .unwrap();
+    let bench = Bench::durable(store);
+    let expected = Workload::Effects10.expected();
+    let e = tokio
+        .block_on(bench.run_checked(&expected))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let jsonl = e.trace.to_jsonl();
+    assert_eq!(jsonl.matches("\"tool_intent\"").count(), 10, "{jsonl}");
+    assert_eq!(bench.tool_calls(), 10);
+    tokio
+        .block_on(bench.check_journal(&e))
+        .unwrap_or_else(|e| panic!("{e}"));
+}
