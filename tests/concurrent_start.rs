@@ -8,50 +8,13 @@
 //! line per real execution) must show at most one execution per effect id, every time; a last
 //! run of the same command converges to the run's end.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// SplitMix64: a seeded generator, so the schedule is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// The example binary, next to this test's `deps` directory; built (or brought up to date:
-/// `cargo test --test concurrent_start` alone does not build examples) first.
-fn example() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = dir
-        .join("examples")
-        .join(format!("customer_refund{}", std::env::consts::EXE_SUFFIX));
-    {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--example", "customer_refund"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the example failed");
-    }
-    assert!(bin.exists(), "no example binary at {}", bin.display());
-    bin
-}
+use common::{Rng, example};
 
 fn start(bin: &Path, dir: &Path, answer: &str, delay_ms: u64) -> Child {
     Command::new(bin)
