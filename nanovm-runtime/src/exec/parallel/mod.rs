@@ -15,7 +15,7 @@ use crate::error::RunError;
 use crate::ids;
 use crate::model::{ModelError, ModelRequest};
 use crate::program::{
-    Action, BranchId, BranchInfo, Name, Next, Outcome, Program, StepId, StepInfo, StepKind,
+    Action, BranchId, BranchInfo, Name, Next, Outcome, Program, Scope, StepId, StepInfo, StepKind,
     ToolCall, ToolError,
 };
 use crate::trace::Event;
@@ -223,6 +223,7 @@ impl<P: Program> Exec<P> {
                     JobKind::Tool {
                         tool,
                         key,
+                        scope: Scope::of(&args),
                         args: Some(args),
                         call: Some(call),
                         intent_recorded: false,

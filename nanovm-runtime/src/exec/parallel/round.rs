@@ -17,9 +17,7 @@ use super::super::{Ended, Exec};
 use crate::budget::Trip;
 use crate::error::RunError;
 use crate::model::{ModelError, ModelReply, ModelRequest};
-use crate::program::{
-    BoxFuture, Name, Program, Scope, StepId, StepInfo, ToolCall, ToolError, ToolInfo,
-};
+use crate::program::{BoxFuture, Name, Program, Scope, StepId, StepInfo, ToolError, ToolInfo};
 use crate::trace::{Entry, Event, RunStatus};
 use crate::value::{Datum, Digest, Json};
 
@@ -113,6 +111,8 @@ pub(super) enum JobKind<C> {
         /// intent).
         args: Option<Vec<(Name, Datum)>>,
         call: Option<C>,
+        /// The secrets the call may reveal (its own secret arguments).
+        scope: Scope,
         /// The intent came from the recorded prefix.
         intent_recorded: bool,
     },
@@ -411,11 +411,12 @@ impl<P: Program> Exec<P> {
             if job.answer.is_some() {
                 continue;
             }
-            if let JobKind::Tool { call, key, .. } = &mut job.kind
+            if let JobKind::Tool {
+                call, key, scope, ..
+            } = &mut job.kind
                 && let Some(call) = call.take()
             {
-                let scope = Scope::of(&call.args());
-                let ctx = self.context(job.name, job.attempt, *key, &call, scope);
+                let ctx = self.context(job.name, job.attempt, *key, &call, scope.clone());
                 tool_futs.push((j, P::invoke(tools, call, ctx)));
             }
         }
