@@ -23,6 +23,12 @@ impl Gen<'_> {
     }
 
     pub(super) fn choices(&self) -> TokenStream {
+        // The doc comments every choice enum shares, built once as literals: `quote` parses a
+        // literal written in its template (a `///` line is one) from text at every expansion.
+        let doc_all = Literal::string(" Every member, in declaration order.");
+        let doc_names =
+            Literal::string(" The members as written in the program (the admissible answers).");
+        let doc_as_str = Literal::string(" The member as written in the program.");
         let items = self.p.choices.iter().map(|c| {
             let e = choice_ident(&c.var);
             let doc = format!(" The admissible answers of `{}`.", c.var);
@@ -39,12 +45,12 @@ impl Gen<'_> {
                 }
 
                 impl #e {
-                    /// Every member, in declaration order.
+                    #[doc = #doc_all]
                     pub const ALL: [#e; #n] = [#(#e::#variants),*];
-                    /// The members as written in the program (the admissible answers).
+                    #[doc = #doc_names]
                     pub const NAMES: &'static [&'static str] = &[#(#names),*];
 
-                    /// The member as written in the program.
+                    #[doc = #doc_as_str]
                     pub fn as_str(self) -> &'static str {
                         Self::NAMES[self as usize]
                     }

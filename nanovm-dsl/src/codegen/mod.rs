@@ -77,13 +77,38 @@ pub fn generate_file(programs: &[Program], opts: &Options, header: &str) -> Stri
 }
 
 /// A Rust identifier for a snake_case name, raw if it is a Rust keyword.
+///
+/// A name made of ASCII letters, digits and `_` is decided against [`RUST_KEYWORDS`] without
+/// parsing it: parsing a string into tokens is, inside rustc, a round trip through the
+/// proc-macro bridge and a new source file per name, and generation names a variable several
+/// times per step. Any other name takes the parser's word, as before.
 pub fn snake_ident(name: &str) -> Ident {
-    if syn::parse_str::<Ident>(name).is_ok() {
+    let plain = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let ident = if plain {
+        !RUST_KEYWORDS.contains(&name)
+    } else {
+        syn::parse_str::<Ident>(name).is_ok()
+    };
+    if ident {
         Ident::new(name, Span::call_site())
     } else {
         Ident::new_raw(name, Span::call_site())
     }
 }
+
+/// The words `syn` refuses as an identifier (its `accept_as_ident`): Rust's strict and
+/// reserved keywords, and `_`.
+const RUST_KEYWORDS: &[&str] = &[
+    "_", "abstract", "as", "async", "await", "become", "box", "break", "const", "continue",
+    "crate", "do", "dyn", "else", "enum", "extern", "false", "final", "fn", "for", "if", "impl",
+    "in", "let", "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref",
+    "return", "Self", "self", "static", "struct", "super", "trait", "true", "try", "type",
+    "typeof", "unsafe", "unsized", "use", "virtual", "where", "while", "yield",
+];
 
 fn pascal_ident(name: &str) -> Ident {
     Ident::new(&pascal(name), Span::call_site())
@@ -155,8 +180,9 @@ struct Gen<'p> {
     p: &'p Program,
     /// The full path of the runtime's hidden module, imported once as `__nv`.
     private: TokenStream,
-    /// `__nv`, the alias every other item uses.
-    nv: TokenStream,
+    /// `__nv`, the alias every other item uses: one token, so each use copies one token
+    /// rather than a stream.
+    nv: Ident,
     /// What is being generated (`guard policy`, `the Program impl`), for internal errors.
     site: RefCell<String>,
     /// A `compile_error!` when `Options::runtime_path` is not a path (the module still uses
@@ -183,7 +209,7 @@ impl<'p> Gen<'p> {
         Gen {
             p,
             private: quote!(#root::#private),
-            nv: quote!(__nv),
+            nv: Ident::new("__nv", Span::call_site()),
             site: RefCell::new(format!("program `{}`", p.name)),
             bad_path,
         }
@@ -326,7 +352,7 @@ fn keyword(k: &StepKind) -> &'static str {
     }
 }
 
-fn kind_tokens(nv: &TokenStream, k: &StepKind) -> TokenStream {
+fn kind_tokens(nv: &Ident, k: &StepKind) -> TokenStream {
     let v = format_ident!("{}", pascal(keyword(k)));
     quote!(#nv::StepKind::#v)
 }

@@ -180,3 +180,29 @@ fn a_parameter_is_named_by_whether_it_is_read() {
     assert_eq!(named(quote!(other.state)), "state");
     assert_eq!(named(quote!(1 + 2)), "_state");
 }
+
+/// `snake_ident` decides plain names without parsing them, exactly as `syn` would: every word
+/// `syn` refuses becomes raw (or panics where Rust has no raw form, as before), every other
+/// name stays as written.
+#[test]
+fn snake_ident_agrees_with_the_parser() {
+    let by_parser = |name: &str| {
+        std::panic::catch_unwind(|| {
+            if syn::parse_str::<proc_macro2::Ident>(name).is_ok() {
+                proc_macro2::Ident::new(name, proc_macro2::Span::call_site()).to_string()
+            } else {
+                proc_macro2::Ident::new_raw(name, proc_macro2::Span::call_site()).to_string()
+            }
+        })
+        .ok()
+    };
+    let ours = |name: &str| std::panic::catch_unwind(|| super::snake_ident(name).to_string()).ok();
+    let mut names: Vec<&str> = super::RUST_KEYWORDS.to_vec();
+    names.extend([
+        "state", "input", "r2", "_x", "x_", "gen", "union", "auto", "default", "raw", "macro_rules",
+        "static_", "Self_", "self_", "selfie", "types", "typ", "a1b2", "__nv",
+    ]);
+    for name in names {
+        assert_eq!(ours(name), by_parser(name), "`{name}`");
+    }
+}

@@ -1,7 +1,7 @@
 //! The `transition` function (outcome -> state change and successor), the `decide_*`
 //! functions of guards and branches, and the per-branch functions of parallel steps.
 
-use proc_macro2::{Ident, TokenStream};
+use proc_macro2::{Ident, Literal, TokenStream};
 use quote::{format_ident, quote};
 
 use super::{Gen, choice_ident, ice, pascal_ident, snake_ident, step_site};
@@ -10,6 +10,7 @@ use crate::lower::{Await, Call, Decision, LlmOut, Parallel, StepKind};
 impl Gen<'_> {
     pub(super) fn transition_fn(&self) -> TokenStream {
         let nv = &self.nv;
+        let out_of_range = out_of_range();
         let mut arms = Vec::new();
         for s in &self.p.steps {
             let v = pascal_ident(&s.name);
@@ -30,7 +31,7 @@ impl Gen<'_> {
                                         state.#f = Some(c);
                                         #go
                                     }
-                                    None => #nv::Next::Reject(format!("choice index {i} out of range")),
+                                    None => #nv::Next::Reject(format!(#out_of_range)),
                                 },
                             });
                             let invalid = match l.on_invalid {
@@ -185,7 +186,7 @@ impl Gen<'_> {
         quote!(#(#fns)*)
     }
 
-    pub(super) fn decision_fn(&self, name: &str, d: &Decision, nv: &TokenStream) -> TokenStream {
+    pub(super) fn decision_fn(&self, name: &str, d: &Decision, nv: &Ident) -> TokenStream {
         let f = format_ident!("decide_{}", name);
         let doc = format!(" The arms of `{name}`, first true `when` wins.");
         let arms: Vec<TokenStream> = d
@@ -219,6 +220,7 @@ impl Gen<'_> {
     /// runtime trait's defaults refuse every branch).
     pub(super) fn branch_fns(&self) -> TokenStream {
         let nv = &self.nv;
+        let out_of_range = out_of_range();
         if !self.has_parallel() {
             return TokenStream::new();
         }
@@ -247,7 +249,7 @@ impl Gen<'_> {
                                             state.#f = Some(c);
                                             #accepted
                                         }
-                                        None => #nv::Next::Reject(format!("choice index {i} out of range")),
+                                        None => #nv::Next::Reject(format!(#out_of_range)),
                                     },
                                 });
                                 let msg = format!(
@@ -315,4 +317,10 @@ impl Gen<'_> {
             }
         }
     }
+}
+
+/// The format string of a choice index the model's adapter reported out of range, as a literal
+/// token (`quote` would parse it from text if it were written in the template, per step).
+fn out_of_range() -> Literal {
+    Literal::string("choice index {i} out of range")
 }
