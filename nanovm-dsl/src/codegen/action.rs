@@ -39,13 +39,13 @@ impl Gen<'_> {
             });
             quote!(Step::#v => #body,)
         });
-        let arms = quote!(#(#arms)*);
+        let arms: Vec<TokenStream> = arms.collect();
         let state = super::param(&arms, "state");
         quote! {
             /// What `step` asks the runtime to do, given the current variables.
             pub fn action(step: Step, #state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
                 Ok(match step {
-                    #arms
+                    #(#arms)*
                 })
             }
         }

@@ -128,10 +128,15 @@ fn ice(what: impl Display) -> TokenStream {
     quote!(::core::compile_error!(#message))
 }
 
-/// `name` if `body` reads it, else `_name`: a parameter some programs never read (a program
-/// whose steps read no variable never reads `state` in `action`) is named so instead of
-/// allowing the warning. A field label (`state: ...` in a struct literal) is not a read.
-fn param(body: &TokenStream, name: &str) -> Ident {
+/// `name` if one of `parts` (a function body, or the arms of its `match`) reads it, else
+/// `_name`: a parameter some programs never read (a program whose steps read no variable never
+/// reads `state` in `action`) is named so instead of allowing the warning. A field label
+/// (`state: ...` in a struct literal) is not a read.
+///
+/// The parts are searched one by one and the search stops at the first read: iterating a token
+/// stream copies its tokens, so joining the arms first would copy every arm of the function to
+/// find a read that is usually in the first one.
+fn param(parts: &[TokenStream], name: &str) -> Ident {
     fn reads(body: &TokenStream, name: &str) -> bool {
         let mut tts = body.clone().into_iter().peekable();
         while let Some(tt) = tts.next() {
@@ -153,7 +158,7 @@ fn param(body: &TokenStream, name: &str) -> Ident {
         }
         false
     }
-    named(reads(body, name), name)
+    named(parts.iter().any(|part| reads(part, name)), name)
 }
 
 /// `name` if it is `used`, else `_name`.

@@ -171,7 +171,9 @@ fn a_runtime_path_that_is_not_a_path_is_an_error_not_nanovm() {
 #[test]
 fn a_parameter_is_named_by_whether_it_is_read() {
     use quote::quote;
-    let named = |body: proc_macro2::TokenStream| super::param(&body, "state").to_string();
+    let named = |body: proc_macro2::TokenStream| {
+        super::param(std::slice::from_ref(&body), "state").to_string()
+    };
     assert_eq!(named(quote!(state.x)), "state");
     assert_eq!(named(quote!(f(g(state)))), "state");
     assert_eq!(named(quote!(Call::T { state: 1 })), "_state");
@@ -179,6 +181,15 @@ fn a_parameter_is_named_by_whether_it_is_read() {
     assert_eq!(named(quote!(state::x)), "state");
     assert_eq!(named(quote!(other.state)), "state");
     assert_eq!(named(quote!(1 + 2)), "_state");
+    // Arms searched one by one: a read in any of them counts, a label in all of them does not.
+    let arms = [
+        quote!(A => 1,),
+        quote!(B => Call::T { state: 1 },),
+        quote!(C => state.x,),
+    ];
+    assert_eq!(super::param(&arms, "state").to_string(), "state");
+    assert_eq!(super::param(&arms[..2], "state").to_string(), "_state");
+    assert_eq!(super::param(&[], "state").to_string(), "_state");
 }
 
 /// `snake_ident` decides plain names without parsing them, exactly as `syn` would: every word
@@ -199,8 +210,25 @@ fn snake_ident_agrees_with_the_parser() {
     let ours = |name: &str| std::panic::catch_unwind(|| super::snake_ident(name).to_string()).ok();
     let mut names: Vec<&str> = super::RUST_KEYWORDS.to_vec();
     names.extend([
-        "state", "input", "r2", "_x", "x_", "gen", "union", "auto", "default", "raw", "macro_rules",
-        "static_", "Self_", "self_", "selfie", "types", "typ", "a1b2", "__nv",
+        "state",
+        "input",
+        "r2",
+        "_x",
+        "x_",
+        "gen",
+        "union",
+        "auto",
+        "default",
+        "raw",
+        "macro_rules",
+        "static_",
+        "Self_",
+        "self_",
+        "selfie",
+        "types",
+        "typ",
+        "a1b2",
+        "__nv",
     ]);
     for name in names {
         assert_eq!(ours(name), by_parser(name), "`{name}`");

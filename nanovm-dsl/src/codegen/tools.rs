@@ -92,7 +92,7 @@ impl Gen<'_> {
         } else {
             quote!(Box::pin(async move { match call { #(#invoke_arms)* } }))
         };
-        let ctx = super::param(&invoke_body, "ctx");
+        let ctx = super::param(std::slice::from_ref(&invoke_body), "ctx");
         quote! {
             /// The host's tools: one typed method per tool the program declares. Implement it to
             /// run the program; a tool the program declares but the host forgets is a compile

@@ -91,14 +91,13 @@ impl Gen<'_> {
                 StepKind::End { .. } => {}
             });
         }
-        let arms = quote!(#(#arms)*);
         let state = super::param(&arms, "state");
         quote! {
             /// The compiled transition function: applies the outcome of `step` to the variables
             /// and names the successor.
             pub fn transition(step: Step, #state: &mut State, outcome: #nv::Outcome<'_>) -> #nv::Next {
                 match (step, outcome) {
-                    #arms
+                    #(#arms)*
                     (step, outcome) => __nv::unexpected(step.name(), &outcome),
                 }
             }
@@ -205,12 +204,11 @@ impl Gen<'_> {
             })
             .collect();
         let otherwise = pascal_ident(&self.p.steps[d.otherwise].name);
-        let arms = quote!(#(#arms)*);
         let state = super::param(&arms, "state");
         quote! {
             #[doc = #doc]
             fn #f(#state: &State) -> Result<(Option<u32>, Step), #nv::Fault> {
-                #arms
+                #(#arms)*
                 Ok((None, Step::#otherwise))
             }
         }
@@ -292,15 +290,13 @@ impl Gen<'_> {
                 });
             }
         }
-        let action_arms = quote!(#(#action_arms)*);
-        let apply_arms = quote!(#(#apply_arms)*);
         let action_state = super::param(&action_arms, "state");
         let apply_state = super::param(&apply_arms, "state");
         quote! {
             /// What branch `branch` of the parallel step `step` asks for.
             pub fn branch_action(step: Step, branch: u16, #action_state: &State) -> Result<#nv::Action<Call>, #nv::Fault> {
                 match (step, branch) {
-                    #action_arms
+                    #(#action_arms)*
                     (step, branch) => Err(#nv::Fault::Input {
                         name: "branch",
                         message: format!("step `{}` has no branch {branch}", step.name()),
@@ -311,7 +307,7 @@ impl Gen<'_> {
             /// Applies a branch's outcome; `Next::Go` (with the parallel step's id) accepts it.
             pub fn apply_branch(step: Step, branch: u16, #apply_state: &mut State, outcome: #nv::Outcome<'_>) -> #nv::Next {
                 match (step, branch, outcome) {
-                    #apply_arms
+                    #(#apply_arms)*
                     (step, _, outcome) => __nv::unexpected(step.name(), &outcome),
                 }
             }
