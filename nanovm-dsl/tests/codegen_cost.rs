@@ -116,7 +116,9 @@ fn parses(n: usize) -> usize {
         s.trim_start_matches("<parsed string ")
             .trim_end_matches('>')
             .parse()
-            .unwrap_or_else(|_| panic!("proc_macro2 names parsed text `<parsed string N>`, got {s}"))
+            .unwrap_or_else(|_| {
+                panic!("proc_macro2 names parsed text `<parsed string N>`, got {s}")
+            })
     };
     let before = number(&next_parsed_file());
     drop(codegen::generate(&p, &opts));
