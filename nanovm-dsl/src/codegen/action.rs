@@ -11,8 +11,8 @@ use crate::lower::{Call, Llm, LlmOut, Part, StepKind, TExpr, TKind, Template};
 impl Gen<'_> {
     pub(super) fn action_fn(&self) -> TokenStream {
         let nv = &self.nv;
-        let arms = self.p.steps.iter().map(|s| {
-            let v = pascal_ident(&s.name);
+        let arms = self.p.steps.iter().enumerate().map(|(i, s)| {
+            let v = self.step_variant(i);
             let body = self.at(step_site(s), || match &s.kind {
                 StepKind::Llm(l) => self.llm_action(l),
                 StepKind::Call(c) => self.call_action(c),

@@ -81,7 +81,7 @@ impl Gen<'_> {
     }
 
     pub(super) fn step_enum(&self) -> TokenStream {
-        let variants: Vec<Ident> = self.p.steps.iter().map(|s| pascal_ident(&s.name)).collect();
+        let variants = &self.step_variants;
         let names: Vec<&String> = self.p.steps.iter().map(|s| &s.name).collect();
         let ids = (0..variants.len() as u32).map(Literal::u32_unsuffixed);
         let n = super::num(variants.len() as u64);

@@ -190,6 +190,9 @@ struct Gen<'p> {
     nv: Ident,
     /// What is being generated (`guard policy`, `the Program impl`), for internal errors.
     site: RefCell<String>,
+    /// The `Step` variant of each step, by step index, built once: a step is named by its
+    /// variant in several items and in every transition that goes to it.
+    step_variants: Vec<Ident>,
     /// A `compile_error!` when `Options::runtime_path` is not a path (the module still uses
     /// `::nanovm`, so this is the only error the user sees).
     bad_path: Option<TokenStream>,
@@ -216,6 +219,7 @@ impl<'p> Gen<'p> {
             private: quote!(#root::#private),
             nv: Ident::new("__nv", Span::call_site()),
             site: RefCell::new(format!("program `{}`", p.name)),
+            step_variants: p.steps.iter().map(|s| pascal_ident(&s.name)).collect(),
             bad_path,
         }
     }
@@ -231,6 +235,11 @@ impl<'p> Gen<'p> {
     /// The place being generated, e.g. `` `guard policy` ``.
     fn site(&self) -> String {
         self.site.borrow().clone()
+    }
+
+    /// The `Step` variant of the step at `index` (`S0` for step `s0`).
+    fn step_variant(&self, index: usize) -> Ident {
+        self.step_variants[index].clone()
     }
 
     /// True when the program has a `parallel` step (and so branch functions).

@@ -12,8 +12,8 @@ impl Gen<'_> {
         let nv = &self.nv;
         let out_of_range = out_of_range();
         let mut arms = Vec::new();
-        for s in &self.p.steps {
-            let v = pascal_ident(&s.name);
+        for (i, s) in self.p.steps.iter().enumerate() {
+            let v = self.step_variant(i);
             let fail = |what: &str| {
                 let msg = format!("{what} `{}` failed and has no `on error` edge", s.name);
                 quote!(#nv::Next::Fail(String::from(#msg)))
@@ -106,7 +106,7 @@ impl Gen<'_> {
 
     pub(super) fn go(&self, to: usize) -> TokenStream {
         let nv = &self.nv;
-        let v = pascal_ident(&self.p.steps[to].name);
+        let v = self.step_variant(to);
         quote!(#nv::Next::Go(Step::#v.id()))
     }
 
@@ -194,7 +194,7 @@ impl Gen<'_> {
             .enumerate()
             .map(|(i, (cond, to))| {
                 let c = self.bool_expr(cond);
-                let to = pascal_ident(&self.p.steps[*to].name);
+                let to = self.step_variant(*to);
                 let i = super::num(i as u64);
                 quote! {
                     if #c {
@@ -203,7 +203,7 @@ impl Gen<'_> {
                 }
             })
             .collect();
-        let otherwise = pascal_ident(&self.p.steps[d.otherwise].name);
+        let otherwise = self.step_variant(d.otherwise);
         let state = super::param(&arms, "state");
         quote! {
             #[doc = #doc]
