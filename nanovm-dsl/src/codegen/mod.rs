@@ -78,10 +78,11 @@ pub fn generate_file(programs: &[Program], opts: &Options, header: &str) -> Stri
 
 /// A Rust identifier for a snake_case name, raw if it is a Rust keyword.
 ///
-/// A name made of ASCII letters, digits and `_` is decided against [`RUST_KEYWORDS`] without
+/// A name made of ASCII letters, digits and `_` is decided against `syn`'s keyword list without
 /// parsing it: parsing a string into tokens is, inside rustc, a round trip through the
-/// proc-macro bridge and a new source file per name, and generation names a variable several
-/// times per step. Any other name takes the parser's word, as before.
+/// proc-macro bridge and a lexer run per name (in `proc_macro2`'s fallback, an entry of a
+/// source map that is never freed), and generation names a variable several times per step.
+/// Any other name takes the parser's word, as before.
 pub fn snake_ident(name: &str) -> Ident {
     let plain = name
         .bytes()
