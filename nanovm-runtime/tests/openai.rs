@@ -26,6 +26,8 @@ fn request(prompt: &str) -> ModelRequest {
         prompt: prompt.into(),
         max_tokens: None,
         choices: None,
+        instruction: None,
+        min_confidence: None,
     }
 }
 
@@ -160,6 +162,9 @@ async fn success_records_usage() {
             completion_tokens: 3,
             cache_hit: false,
             tokens_estimated: false,
+            probability: None,
+            raw_text: None,
+            constraint: None,
         }
     );
 }
@@ -370,7 +375,9 @@ async fn choices_do_not_constrain_by_default() {
     Mock::given(body_json(json!({
         "model": "test-model",
         "messages": [{"role": "user", "content": "Which action?"}],
-        "temperature": 0.0
+        "max_tokens": 24,
+        "temperature": 0.0,
+        "logprobs": true
     })))
     .respond_with(ResponseTemplate::new(200).set_body_json(completion(r#"{"choice":"refund"}"#)))
     .expect(1)
@@ -396,11 +403,13 @@ async fn json_schema_constraint_is_sent_and_unwrapped() {
     Mock::given(body_json(json!({
         "model": "test-model",
         "messages": [{"role": "user", "content": "Which action?"}],
+        "max_tokens": 24,
         "temperature": 0.0,
         "response_format": {
             "type": "json_schema",
             "json_schema": {"name": "choice", "strict": true, "schema": choice_schema()}
-        }
+        },
+        "logprobs": true
     })))
     .respond_with(
         ResponseTemplate::new(200).set_body_json(completion(r#"{ "choice": "replace" }"#)),
@@ -428,8 +437,10 @@ async fn json_object_constraint_is_sent_and_unwrapped() {
     Mock::given(body_json(json!({
         "model": "test-model",
         "messages": [{"role": "user", "content": "Which action?"}],
+        "max_tokens": 24,
         "temperature": 0.0,
-        "response_format": {"type": "json_object", "schema": choice_schema()}
+        "response_format": {"type": "json_object", "schema": choice_schema()},
+        "logprobs": true
     })))
     .respond_with(ResponseTemplate::new(200).set_body_json(completion(r#"{"choice":"escalate"}"#)))
     .expect(1)
@@ -445,26 +456,52 @@ async fn json_object_constraint_is_sent_and_unwrapped() {
     );
 }
 
-#[tokio::test]
-async fn no_model_name_is_permanent_and_sends_nothing() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion("x")))
-        .expect(0)
-        .mount(&server)
-        .await;
-    let m = OpenAiModel::builder(format!("{}/v1", server.uri()))
-        .no_proxy()
+// --- Attack: configuration mistakes that only showed at the first model step -----------------
+
+#[test]
+fn no_model_name_is_a_build_error() {
+    // It used to build, and fail at the first model step of the first run.
+    let err = OpenAiModel::builder("http://127.0.0.1:8088/v1")
         .build()
-        .unwrap();
-    let err = complete(&m, &request("x")).await.unwrap_err();
-    assert!(!err.retryable);
-    assert!(err.message.contains("no model"), "{err}");
+        .unwrap_err();
+    assert_eq!(err, OpenAiConfigError::MissingModel);
+    assert!(err.to_string().contains(".model("), "{err}");
+    let blank = OpenAiModel::builder("http://127.0.0.1:8088/v1")
+        .model("  ")
+        .build();
+    assert_eq!(blank.unwrap_err(), OpenAiConfigError::MissingModel);
+}
+
+#[test]
+fn a_base_url_without_a_scheme_is_refused_with_the_fix() {
+    // It used to fail with reqwest's "relative URL without a base", or for `localhost:8088`
+    // with an "unsupported scheme \"localhost\"".
+    for url in ["127.0.0.1:8088/v1", "localhost:8088/v1"] {
+        let err = OpenAiModel::builder(url).model("m").build().unwrap_err();
+        let OpenAiConfigError::BadBaseUrl { message, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains(&format!("did you mean \"http://{url}\"")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn constraint_modes_are_named_and_unknown_ones_refused() {
+    for mode in ChoiceConstraint::ALL {
+        assert_eq!(mode.as_str().parse::<ChoiceConstraint>().unwrap(), mode);
+    }
+    let err = "json".parse::<ChoiceConstraint>().unwrap_err();
+    assert!(matches!(err, OpenAiConfigError::UnknownConstraint { .. }));
+    assert!(err.to_string().contains("grammar"), "{err}");
 }
 
 #[test]
 fn configuration_is_checked_at_build() {
     let endpoint = OpenAiModel::builder("http://127.0.0.1:8088/v1/")
+        .model("m")
         .build()
         .unwrap();
     assert_eq!(
@@ -473,20 +510,25 @@ fn configuration_is_checked_at_build() {
     );
 
     assert!(matches!(
-        OpenAiModel::builder("not a url").build(),
+        OpenAiModel::builder("not a url").model("m").build(),
         Err(OpenAiConfigError::BadBaseUrl { .. })
     ));
     assert!(matches!(
-        OpenAiModel::builder("ftp://example.com/v1").build(),
+        OpenAiModel::builder("ftp://example.com/v1")
+            .model("m")
+            .build(),
         Err(OpenAiConfigError::BadBaseUrl { .. })
     ));
     assert!(matches!(
         OpenAiModel::builder("http://x/v1")
+            .model("m")
             .api_key("bad\nkey")
             .build(),
         Err(OpenAiConfigError::BadApiKey)
     ));
-    let https = OpenAiModel::builder("https://api.openai.com/v1").build();
+    let https = OpenAiModel::builder("https://api.openai.com/v1")
+        .model("m")
+        .build();
     if cfg!(feature = "rustls") {
         assert!(https.is_ok());
     } else {
@@ -585,13 +627,31 @@ async fn error_bodies_are_cut_before_they_reach_the_trace() {
         "Traceback (most recent call last):\n{}  File \"/srv/app/secrets/config.py\", line 7\nKeyError: 'OPENAI_KEY'",
         "  File \"/usr/lib/python3/site-packages/x.py\", line 1, in f\n".repeat(100)
     );
-    let server = serving(ResponseTemplate::new(500).set_body_string(traceback)).await;
+    let server = serving(ResponseTemplate::new(500).set_body_string(format!(
+        "internal error in /srv/app/server.py: {}{traceback}",
+        "x".repeat(500)
+    )))
+    .await;
     let err = complete(&model(&server), &request("x")).await.unwrap_err();
     assert!(err.retryable, "{err}");
     assert!(err.message.contains("500"), "{err}");
     assert!(err.message.contains('…'), "{err}");
-    assert!(!err.message.contains("config.py"), "{err}");
-    let quoted = err.message.split_once(": Traceback").expect("quoted").1;
+    // The server's internals never reach the trace: no traceback, no file path.
+    for internal in [
+        "config.py",
+        "Traceback",
+        "/srv/app",
+        "site-packages",
+        "OPENAI_KEY",
+    ] {
+        assert!(!err.message.contains(internal), "{internal}: {err}");
+    }
+    assert!(err.message.contains("internal error in <path>"), "{err}");
+    let quoted = err
+        .message
+        .split_once(": internal error")
+        .expect("quoted")
+        .1;
     assert!(
         quoted.chars().count() <= 200 + 40,
         "{}",
