@@ -148,3 +148,30 @@ async fn the_request_names_the_admissible_answers() {
         Some("Answer with exactly one word: one of yes, no. No other text.")
     );
 }
+
+#[tokio::test]
+async fn a_reply_that_is_no_answer_follows_on_invalid_and_replays() {
+    // A refusal or an answer cut short used to be a permanent error: with no `on error` the
+    // run failed instead of going to the person `on invalid` names.
+    let model = ScriptedModel::new().error(
+        "analyze",
+        nanovm::model::ModelError::invalid_answer("openai: invalid answer: truncated"),
+    );
+    let rt = Runtime::builder().model(model).build();
+    let e = rt
+        .run::<sure_refund::Program>(
+            sure_refund::Input {
+                request: "x".into(),
+            },
+            Arc::new(NoTools),
+            RunOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.status, RunStatus::Success);
+    assert_eq!(e.path.last().copied(), Some("manual_review"), "{:?}", e.path);
+    let back = nanovm::trace::Trace::from_jsonl(&e.trace.to_jsonl()).expect("verifies");
+    assert!(e.trace.to_jsonl().contains(r#""invalid_answer":true"#));
+    let report = rt.replay::<sure_refund::Program>(&back).expect("replays");
+    assert_eq!(report.root, e.root());
+}

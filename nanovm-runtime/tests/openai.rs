@@ -861,3 +861,242 @@ async fn a_server_without_usage_still_trips_max_tokens() {
     assert_eq!(report.root, e.trace.root());
     assert_eq!(report.status, RunStatus::BudgetExceeded);
 }
+
+// --- Issue 17: what a real small model needs, and what a real server answers ----------------
+
+/// A `choose` request as the runtime builds it (instruction included).
+fn runtime_choose_request() -> ModelRequest {
+    ModelRequest {
+        choices: Some(&["yes", "no"]),
+        instruction: Some(nanovm_runtime::model::choice_instruction(&["yes", "no"])),
+        ..request("Is this a valid refund request?")
+    }
+}
+
+/// A completion whose message is `content`, with chat-style logprobs for `tokens`.
+fn completion_with_logprobs(content: &str, tokens: &[(&str, f64)]) -> Value {
+    let mut c = completion(content);
+    c["choices"][0]["logprobs"] = json!({
+        "content": tokens
+            .iter()
+            .map(|(t, lp)| json!({"token": t, "logprob": lp, "bytes": null, "top_logprobs": []}))
+            .collect::<Vec<_>>()
+    });
+    c
+}
+
+#[tokio::test]
+async fn a_choose_request_names_the_answers_and_bounds_the_reply() {
+    // Unconstrained, a small model answered with a sentence: the request said nothing about
+    // the format and set no max_tokens.
+    let server = MockServer::start().await;
+    Mock::given(body_json(json!({
+        "model": "test-model",
+        "messages": [{"role": "user", "content":
+            "Is this a valid refund request?\n\nAnswer with exactly one word: one of yes, no. No other text."}],
+        "max_tokens": 24,
+        "temperature": 0.0,
+        "logprobs": true
+    })))
+    .respond_with(ResponseTemplate::new(200).set_body_json(completion("yes")))
+    .expect(1)
+    .mount(&server)
+    .await;
+    let reply = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "yes");
+    assert_eq!(reply.constraint, None);
+    assert_eq!(reply.raw_text, None);
+    // The step's own max_tokens, or the configured default, still wins.
+    let m = builder(&server).default_max_tokens(5).build().unwrap();
+    assert_eq!(
+        m.chat_request(&runtime_choose_request()).unwrap().max_tokens,
+        Some(5)
+    );
+    // A free-text step gets neither a max_tokens nor logprobs.
+    let plain = model(&server).chat_request(&request("x")).unwrap();
+    assert_eq!((plain.max_tokens, plain.logprobs), (None, None));
+}
+
+#[tokio::test]
+async fn grammar_mode_sends_llama_cpp_grammar() {
+    let server = MockServer::start().await;
+    Mock::given(body_json(json!({
+        "model": "test-model",
+        "messages": [{"role": "user", "content":
+            "Is this a valid refund request?\n\nAnswer with exactly one word: one of yes, no. No other text."}],
+        "max_tokens": 24,
+        "temperature": 0.0,
+        "grammar": "root ::= \"yes\" | \"no\"",
+        "logprobs": true
+    })))
+    .respond_with(
+        ResponseTemplate::new(200)
+            .set_body_json(completion_with_logprobs("no", &[("no", -0.105_360_5)])),
+    )
+    .expect(1)
+    .mount(&server)
+    .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::Grammar)
+        .build()
+        .unwrap();
+    let reply = complete(&m, &runtime_choose_request()).await.unwrap();
+    assert_eq!(reply.text, "no");
+    assert_eq!(reply.constraint.as_deref(), Some("grammar"));
+    let p = reply.probability.unwrap();
+    assert!((p - 0.9).abs() < 1e-6, "{p}");
+}
+
+#[tokio::test]
+async fn the_probability_is_the_answers_not_the_wrappers() {
+    // {"choice": "yes"} under a JSON constraint: the wrapper tokens are forced; the answer's
+    // probability is that of the tokens spelling `yes`.
+    let tokens = [
+        ("{\"", -2.0),
+        ("choice", -1.0),
+        ("\": \"", -3.0),
+        ("y", -0.1),
+        ("es", -0.2),
+        ("\"}", -5.0),
+    ];
+    let server = serving(
+        ResponseTemplate::new(200)
+            .set_body_json(completion_with_logprobs(r#"{"choice": "yes"}"#, &tokens)),
+    )
+    .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::JsonObjectSchema)
+        .build()
+        .unwrap();
+    let reply = complete(&m, &runtime_choose_request()).await.unwrap();
+    assert_eq!(reply.text, "yes");
+    // What the server really sent is kept, with the mode.
+    assert_eq!(reply.raw_text.as_deref(), Some(r#"{"choice": "yes"}"#));
+    assert_eq!(reply.constraint.as_deref(), Some("json_object"));
+    let p = reply.probability.unwrap();
+    assert!((p - (-0.3f64).exp()).abs() < 1e-9, "{p}");
+
+    // Tokens that do not spell the text: the probability of the whole reply (never more than
+    // the answer's).
+    let server = serving(ResponseTemplate::new(200).set_body_json(completion_with_logprobs(
+        "yes",
+        &[("ye", -0.5), ("p", -0.5)],
+    )))
+    .await;
+    let reply = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap();
+    assert!((reply.probability.unwrap() - (-1.0f64).exp()).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn malformed_or_missing_logprobs_give_no_probability() {
+    for logprobs in [
+        json!(null),
+        json!("high"),
+        json!({"content": [{"token": "yes", "logprob": 0.5}]}), // a logprob above 0
+        json!({"content": [{"token": "yes", "logprob": "x"}]}),
+        json!({"content": [{"token": "yes"}]}),
+        json!({"content": []}),
+        json!({"tokens": ["yes"], "token_logprobs": []}),
+    ] {
+        let mut body = completion("yes");
+        body["choices"][0]["logprobs"] = logprobs.clone();
+        let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+        let reply = complete(&model(&server), &runtime_choose_request())
+            .await
+            .unwrap();
+        assert_eq!(reply.text, "yes");
+        assert_eq!(reply.probability, None, "{logprobs}");
+    }
+    // The legacy completions form is read too.
+    let mut body = completion("yes");
+    body["choices"][0]["logprobs"] = json!({"tokens": ["yes"], "token_logprobs": [-0.5]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let reply = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap();
+    assert!((reply.probability.unwrap() - (-0.5f64).exp()).abs() < 1e-9);
+}
+
+/// llama-cpp-python 0.3.36's answer to `response_format: {"type": "json_schema", ...}`.
+fn llama_cpp_python_validation_500() -> Value {
+    json!({"error": {
+        "message": "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), \
+                    'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', \
+                    'ctx': {'expected': \"'text' or 'json_object'\"}}]\n\
+                    Traceback (most recent call last):\n  File \"/opt/venv/lib/python3.11/site-packages/llama_cpp/server/errors.py\", line 171, in custom_route_handler",
+        "type": "internal_server_error"
+    }})
+}
+
+#[tokio::test]
+async fn a_rejected_constraint_mode_is_permanent_detected_once_and_names_the_fix() {
+    // It was retryable (a 500), so a step with `retry` retried a request that can never
+    // succeed, and the recorded error held the server's traceback and file paths.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(llama_cpp_python_validation_500()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::JsonSchema)
+        .build()
+        .unwrap();
+    let err = complete(&m, &runtime_choose_request()).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("`json_schema`"), "{err}");
+    assert!(err.message.contains("use `json_object` or `grammar`"), "{err}");
+    for internal in ["Traceback", "site-packages", "/opt/venv", "errors.py"] {
+        assert!(!err.message.contains(internal), "{internal}: {err}");
+    }
+    // Detected once: the next constrained request fails the same way without being sent.
+    let again = complete(&m, &runtime_choose_request()).await.unwrap_err();
+    assert_eq!(again, err);
+}
+
+#[tokio::test]
+async fn validation_errors_are_permanent_whatever_the_status() {
+    // FastAPI's own 422, and a 500 with a pydantic `detail` list, on a request without a
+    // constraint: permanent, explained from `detail`.
+    for status in [422, 500] {
+        let server = serving(ResponseTemplate::new(status).set_body_json(json!({"detail": [
+            {"type": "extra_forbidden", "loc": ["body", "logprobs"], "msg": "Extra inputs are not permitted"}
+        ]})))
+        .await;
+        let err = complete(&model(&server), &runtime_choose_request())
+            .await
+            .unwrap_err();
+        assert!(!err.retryable, "{status}: {err}");
+        assert!(
+            err.message
+                .contains("body.logprobs: Extra inputs are not permitted"),
+            "{err}"
+        );
+    }
+    // A plain 500 stays retryable.
+    let server = serving(
+        ResponseTemplate::new(500).set_body_json(json!({"error": {"message": "out of memory"}})),
+    )
+    .await;
+    let err = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap_err();
+    assert!(err.retryable, "{err}");
+}
+
+#[tokio::test]
+async fn a_choose_answer_cut_short_is_an_invalid_answer_not_a_failure() {
+    let mut body = completion("No, this is not a valid refund request because");
+    body["choices"][0]["finish_reason"] = json!("length");
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap_err();
+    assert!(err.invalid_answer, "{err:?}");
+    assert!(!err.retryable);
+    assert!(err.message.contains("truncated"), "{err}");
+}
