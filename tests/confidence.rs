@@ -85,6 +85,18 @@ async fn an_unsure_yes_goes_to_a_person_instead_of_moving_money() {
         .find(|d| d.contains("model answered"))
         .unwrap();
     assert!(line.contains("p=0.600"), "{line}");
+    // RunView reads it: the answer, how sure, and that the graph did not take it.
+    let view = nanovm::RunView::of(e.trace.entries());
+    let a = &view.answers()[0];
+    assert_eq!(
+        (
+            a.step.as_str(),
+            a.text.as_str(),
+            a.probability,
+            a.next.as_deref()
+        ),
+        ("analyze", "yes", Some(0.6), Some("manual_review"))
+    );
 }
 
 #[tokio::test]
@@ -169,7 +181,12 @@ async fn a_reply_that_is_no_answer_follows_on_invalid_and_replays() {
         .await
         .unwrap();
     assert_eq!(e.status, RunStatus::Success);
-    assert_eq!(e.path.last().copied(), Some("manual_review"), "{:?}", e.path);
+    assert_eq!(
+        e.path.last().copied(),
+        Some("manual_review"),
+        "{:?}",
+        e.path
+    );
     let back = nanovm::trace::Trace::from_jsonl(&e.trace.to_jsonl()).expect("verifies");
     assert!(e.trace.to_jsonl().contains(r#""invalid_answer":true"#));
     let report = rt.replay::<sure_refund::Program>(&back).expect("replays");
