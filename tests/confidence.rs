@@ -192,3 +192,40 @@ async fn a_reply_that_is_no_answer_follows_on_invalid_and_replays() {
     let report = rt.replay::<sure_refund::Program>(&back).expect("replays");
     assert_eq!(report.root, e.root());
 }
+
+nanovm::nano_program! {
+    program no_edge {
+        input { request: string }
+        budget { max_steps: 10, max_stalled_steps: 2 }
+        llm analyze { prompt: "{request}" choose decision from [yes, no] } -> policy
+        guard policy { when decision == "yes" -> refunded otherwise -> rejected }
+        end refunded: success
+        end rejected: success
+    }
+}
+
+struct NoTools2;
+impl no_edge::Tools for NoTools2 {}
+
+#[tokio::test]
+async fn without_on_invalid_a_reply_that_is_no_answer_stalls_like_any_invalid_answer() {
+    let model = ScriptedModel::new()
+        .error(
+            "analyze",
+            nanovm::model::ModelError::invalid_answer("openai: invalid answer: a refusal"),
+        )
+        .answer("analyze", "yes");
+    let rt = Runtime::builder().model(model).build();
+    let e = rt
+        .run::<no_edge::Program>(
+            no_edge::Input {
+                request: "x".into(),
+            },
+            Arc::new(NoTools2),
+            RunOptions::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(e.status, RunStatus::Success, "{:?}", e.message);
+    assert_eq!(e.path, ["analyze", "analyze", "policy", "refunded"]);
+}

@@ -187,13 +187,22 @@ impl<P: Program> Exec<P> {
                             )?;
                             return Ok(Flow::Go(to));
                         }
+                        // Without `on invalid`, as for any invalid answer: the step runs again.
+                        Next::Stall => {
+                            self.emit_model(step, &mut req, None, attempt, Err(e), None, false)?;
+                            if let Some(trip) = self.meter.stall() {
+                                return Ok(Flow::End(self.trip(step, trip, None).await?));
+                            }
+                            return Ok(Flow::Again);
+                        }
                         Next::Reject(msg) => {
                             let msg = format!("{msg}: {}", e.message);
                             (Err(e), msg, false)
                         }
-                        _ => {
-                            let msg = e.message.clone();
-                            (Err(e), msg, false)
+                        other @ (Next::Fail(_) | Next::Fault(_)) => {
+                            self.emit_model(step, &mut req, None, attempt, Err(e), None, false)?;
+                            let msg = self.refusal(step, other);
+                            return self.fail(step, msg).await;
                         }
                     }
                 }
