@@ -541,6 +541,10 @@ pub struct ChatRequest {
     /// `true` for a `choose` step unless turned off ([`OpenAiBuilder::logprobs`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
+    /// `1` with `logprobs`: llama-cpp-python returns no log-probabilities without it (it
+    /// passes this number on as its completion's `logprobs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
 }
 
 /// The GBNF grammar whose only sentences are the choices: `root ::= "yes" | "no"`.
@@ -821,6 +825,7 @@ impl OpenAiModel {
             response_format,
             grammar,
             logprobs: (choose && self.config.logprobs).then_some(true),
+            top_logprobs: (choose && self.config.logprobs).then_some(1),
         })
     }
 
@@ -1437,10 +1442,15 @@ fn explain_error_body(body: &[u8]) -> String {
 }
 
 /// Server text without the server's internals, before it is quoted in an error (and so in the
-/// trace): a Python traceback is cut off, and file-system paths (`/srv/app/server.py`,
+/// trace): a Python traceback (or its first `File "..."` frame) and what follows are cut off, and file-system paths (`/srv/app/server.py`,
 /// `C:\\app\\x.py`) become `<path>`.
 fn strip_internals(text: &str) -> String {
-    let text = match text.find("Traceback (most recent call last)") {
+    // A traceback, or the first frame of one, ends what is worth quoting.
+    let cut = ["Traceback (most recent call last)", "File \""]
+        .iter()
+        .filter_map(|m| text.find(m))
+        .min();
+    let text = match cut {
         Some(i) => text[..i].trim_end(),
         None => text,
     };

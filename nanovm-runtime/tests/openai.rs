@@ -377,7 +377,8 @@ async fn choices_do_not_constrain_by_default() {
         "messages": [{"role": "user", "content": "Which action?"}],
         "max_tokens": 24,
         "temperature": 0.0,
-        "logprobs": true
+        "logprobs": true,
+        "top_logprobs": 1
     })))
     .respond_with(ResponseTemplate::new(200).set_body_json(completion(r#"{"choice":"refund"}"#)))
     .expect(1)
@@ -409,7 +410,8 @@ async fn json_schema_constraint_is_sent_and_unwrapped() {
             "type": "json_schema",
             "json_schema": {"name": "choice", "strict": true, "schema": choice_schema()}
         },
-        "logprobs": true
+        "logprobs": true,
+        "top_logprobs": 1
     })))
     .respond_with(
         ResponseTemplate::new(200).set_body_json(completion(r#"{ "choice": "replace" }"#)),
@@ -440,7 +442,8 @@ async fn json_object_constraint_is_sent_and_unwrapped() {
         "max_tokens": 24,
         "temperature": 0.0,
         "response_format": {"type": "json_object", "schema": choice_schema()},
-        "logprobs": true
+        "logprobs": true,
+        "top_logprobs": 1
     })))
     .respond_with(ResponseTemplate::new(200).set_body_json(completion(r#"{"choice":"escalate"}"#)))
     .expect(1)
@@ -896,7 +899,8 @@ async fn a_choose_request_names_the_answers_and_bounds_the_reply() {
             "Is this a valid refund request?\n\nAnswer with exactly one word: one of yes, no. No other text."}],
         "max_tokens": 24,
         "temperature": 0.0,
-        "logprobs": true
+        "logprobs": true,
+        "top_logprobs": 1
     })))
     .respond_with(ResponseTemplate::new(200).set_body_json(completion("yes")))
     .expect(1)
@@ -911,12 +915,17 @@ async fn a_choose_request_names_the_answers_and_bounds_the_reply() {
     // The step's own max_tokens, or the configured default, still wins.
     let m = builder(&server).default_max_tokens(5).build().unwrap();
     assert_eq!(
-        m.chat_request(&runtime_choose_request()).unwrap().max_tokens,
+        m.chat_request(&runtime_choose_request())
+            .unwrap()
+            .max_tokens,
         Some(5)
     );
     // A free-text step gets neither a max_tokens nor logprobs.
     let plain = model(&server).chat_request(&request("x")).unwrap();
-    assert_eq!((plain.max_tokens, plain.logprobs), (None, None));
+    assert_eq!(
+        (plain.max_tokens, plain.logprobs, plain.top_logprobs),
+        (None, None, None)
+    );
 }
 
 #[tokio::test]
@@ -929,7 +938,8 @@ async fn grammar_mode_sends_llama_cpp_grammar() {
         "max_tokens": 24,
         "temperature": 0.0,
         "grammar": "root ::= \"yes\" | \"no\"",
-        "logprobs": true
+        "logprobs": true,
+        "top_logprobs": 1
     })))
     .respond_with(
         ResponseTemplate::new(200)
@@ -980,10 +990,12 @@ async fn the_probability_is_the_answers_not_the_wrappers() {
 
     // Tokens that do not spell the text: the probability of the whole reply (never more than
     // the answer's).
-    let server = serving(ResponseTemplate::new(200).set_body_json(completion_with_logprobs(
-        "yes",
-        &[("ye", -0.5), ("p", -0.5)],
-    )))
+    let server = serving(
+        ResponseTemplate::new(200).set_body_json(completion_with_logprobs(
+            "yes",
+            &[("ye", -0.5), ("p", -0.5)],
+        )),
+    )
     .await;
     let reply = complete(&model(&server), &runtime_choose_request())
         .await
@@ -1024,10 +1036,7 @@ async fn malformed_or_missing_logprobs_give_no_probability() {
 /// llama-cpp-python 0.3.36's answer to `response_format: {"type": "json_schema", ...}`.
 fn llama_cpp_python_validation_500() -> Value {
     json!({"error": {
-        "message": "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), \
-                    'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', \
-                    'ctx': {'expected': \"'text' or 'json_object'\"}}]\n\
-                    Traceback (most recent call last):\n  File \"/opt/venv/lib/python3.11/site-packages/llama_cpp/server/errors.py\", line 171, in custom_route_handler",
+        "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', 'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"/opt/venv/lib/python3.11/site-packages/llama_cpp/server/app.py\", line 376, in create_chat_completion\n    POST /v1/chat/completions",
         "type": "internal_server_error"
     }})
 }
@@ -1049,8 +1058,11 @@ async fn a_rejected_constraint_mode_is_permanent_detected_once_and_names_the_fix
     let err = complete(&m, &runtime_choose_request()).await.unwrap_err();
     assert!(!err.retryable, "{err}");
     assert!(err.message.contains("`json_schema`"), "{err}");
-    assert!(err.message.contains("use `json_object` or `grammar`"), "{err}");
-    for internal in ["Traceback", "site-packages", "/opt/venv", "errors.py"] {
+    assert!(
+        err.message.contains("use `json_object` or `grammar`"),
+        "{err}"
+    );
+    for internal in ["site-packages", "/opt/venv", "app.py", "create_chat_completion"] {
         assert!(!err.message.contains(internal), "{internal}: {err}");
     }
     // Detected once: the next constrained request fails the same way without being sent.
