@@ -292,8 +292,8 @@ impl fmt::Debug for OpenAiBuilder {
 
 impl OpenAiBuilder {
     /// A builder for the endpoint at `base_url` (the part before `/chat/completions`, e.g.
-    /// `http://127.0.0.1:8088/v1`), with no key, no default model, temperature 0, no seed and a
-    /// 60 s timeout.
+    /// `http://127.0.0.1:8088/v1`), with no key, temperature 0, no seed and a 60 s timeout. It
+    /// has no default model yet: [`build`](Self::build) requires one ([`model`](Self::model)).
     pub fn new(base_url: impl Into<String>) -> Self {
         OpenAiBuilder {
             base_url: base_url.into(),

@@ -1062,7 +1062,12 @@ async fn a_rejected_constraint_mode_is_permanent_detected_once_and_names_the_fix
         err.message.contains("use `json_object` or `grammar`"),
         "{err}"
     );
-    for internal in ["site-packages", "/opt/venv", "app.py", "create_chat_completion"] {
+    for internal in [
+        "site-packages",
+        "/opt/venv",
+        "app.py",
+        "create_chat_completion",
+    ] {
         assert!(!err.message.contains(internal), "{internal}: {err}");
     }
     // Detected once: the next constrained request fails the same way without being sent.
