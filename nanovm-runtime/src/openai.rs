@@ -919,7 +919,9 @@ impl OpenAiModel {
             // servers (llama-cpp-python) answer a validation error with a 500.
             if is_validation_error(status.as_u16(), &body) {
                 retryable = false;
-                if let Some(mode) = mode {
+                // Blamed on the mode only when the server names what the mode sends: a 400 for
+                // a too-long prompt must not disable the mode for every later request.
+                if let Some(mode) = mode.filter(|_| names_a_constraint(&body)) {
                     let message = self.mode_rejected(mode, &format!("HTTP {status}: {explained}"));
                     *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) =
                         Some(message.clone());
@@ -1140,6 +1142,14 @@ fn answer_probability(tokens: &[(String, f64)], raw: &str, answer: &str) -> Opti
         }
     }
     Some(sum.exp().clamp(0.0, 1.0))
+}
+
+/// Whether an error body names one of the fields a constraint mode sends.
+fn names_a_constraint(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_BYTES)]);
+    ["response_format", "json_schema", "json_object", "grammar"]
+        .iter()
+        .any(|k| text.contains(k))
 }
 
 /// Whether an error response says the request itself is invalid (so no retry can help): a

@@ -1117,3 +1117,28 @@ async fn a_choose_answer_cut_short_is_an_invalid_answer_not_a_failure() {
     assert!(!err.retryable);
     assert!(err.message.contains("truncated"), "{err}");
 }
+
+#[tokio::test]
+async fn an_invalid_request_is_blamed_on_the_mode_only_when_the_server_names_it() {
+    // OpenAI's 400 for a prompt too long, with a constraint mode on: permanent, but the mode
+    // is not rejected, so the next request is sent.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "message": "This model's maximum context length is 8192 tokens.",
+            "code": "context_length_exceeded"
+        }})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::JsonSchema)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let err = complete(&m, &runtime_choose_request()).await.unwrap_err();
+        assert!(!err.retryable, "{err}");
+        assert!(!err.message.contains("constraint mode"), "{err}");
+        assert!(err.message.contains("maximum context length"), "{err}");
+    }
+}
