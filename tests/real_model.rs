@@ -279,6 +279,18 @@ async fn the_refund_workflow_on_a_real_small_model() {
         e.path.join(" -> ")
     ));
 
+    // The response cache: a second run of the same request makes no call, and answers the
+    // same (only `cache_hit` differs in the trace).
+    let cached = Arc::new(nanovm::CachedModel::new(
+        server.model(ChoiceConstraint::Grammar),
+    ));
+    let (first, _) = refund(cached.clone(), REQUESTS[0].1, REQUESTS[0].2).await;
+    let (second, _) = refund(cached.clone(), REQUESTS[0].1, REQUESTS[0].2).await;
+    let stats = cached.stats();
+    assert_eq!((stats.misses, stats.hits), (1, 1), "{stats:?}");
+    assert_eq!(answer(&first), answer(&second));
+    assert_eq!(first.path, second.path);
+
     // Replay with the server stopped reproduces every root.
     drop(server);
     for (what, e, rt) in &runs {
