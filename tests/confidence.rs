@@ -229,3 +229,18 @@ async fn without_on_invalid_a_reply_that_is_no_answer_stalls_like_any_invalid_an
     assert_eq!(e.status, RunStatus::Success, "{:?}", e.message);
     assert_eq!(e.path, ["analyze", "analyze", "policy", "refunded"]);
 }
+
+#[tokio::test]
+async fn a_probability_survives_the_exported_trace() {
+    // serde_json reads some 17-digit floats back one unit in the last place off (about one
+    // probability in nine): such a trace, exported and read back, no longer verified.
+    let p = 0.110_998_836_404_268_77_f64;
+    let (e, rt) = run("yes", Some(p)).await;
+    let text = e.trace.to_jsonl();
+    let back = nanovm::trace::Trace::from_jsonl(&text).expect("the exported trace verifies");
+    assert_eq!(back.root(), e.root());
+    let report = rt.replay::<sure_refund::Program>(&back).expect("replays");
+    assert_eq!(report.root, e.root());
+    // Recorded to six decimals, which JSON carries exactly.
+    assert_eq!(recorded_probability(&e), Some(0.110_999));
+}

@@ -72,6 +72,14 @@ impl ModelRequest {
     }
 }
 
+/// `p` as the runtime decides on and records it: a number in [0, 1] rounded to six decimals
+/// (`None` for anything else, NaN included). Six decimals are exact in JSON: a 17-digit float
+/// can read back one unit in the last place off, which would break an exported trace's hash.
+pub fn recorded_probability(p: Option<f64>) -> Option<f64> {
+    p.filter(|p| (0.0..=1.0).contains(p))
+        .map(|p| (p * 1e6).round() / 1e6)
+}
+
 /// What the model said.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct ModelReply {

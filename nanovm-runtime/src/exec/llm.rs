@@ -6,7 +6,9 @@ use super::race::race;
 use super::recorder::{Halt, divergence};
 use super::{Exec, Flow, Io, target};
 use crate::error::RunError;
-use crate::model::{ModelError, ModelReply, ModelRequest, choice_instruction};
+use crate::model::{
+    ModelError, ModelReply, ModelRequest, choice_instruction, recorded_probability,
+};
 use crate::program::{LlmCall, Next, Outcome, Program, StepId};
 use crate::trace::{Event, Reply};
 
@@ -17,8 +19,9 @@ pub(super) fn normalize<'a>(reply: &'a ModelReply, req: &ModelRequest) -> Outcom
     match req.choices {
         Some(cs) => {
             let t = reply.text.trim();
+            let p = recorded_probability(reply.probability);
             match cs.iter().position(|c| *c == t) {
-                Some(i) if confident(reply.probability, req.min_confidence) => Outcome::Choice(i),
+                Some(i) if confident(p, req.min_confidence) => Outcome::Choice(i),
                 _ => Outcome::Invalid,
             }
         }
@@ -68,8 +71,9 @@ pub(super) fn into_reply(r: Result<ModelReply, ModelError>) -> Reply {
             cache_hit: m.cache_hit,
             tokens_estimated: m.tokens_estimated,
             // A probability that is not a number in [0, 1] is not one (and NaN cannot be
-            // written as JSON): it is dropped, which a `min_confidence` reads as unknown.
-            probability: m.probability.filter(|p| (0.0..=1.0).contains(p)),
+            // written as JSON): it is dropped, which a `min_confidence` reads as unknown. The
+            // rest is rounded exactly as `normalize` decided on it.
+            probability: recorded_probability(m.probability),
             raw_text: m.raw_text,
             constraint: m.constraint,
         },
