@@ -9,7 +9,17 @@
 //! # Durable: a SQLite store and vault in one file. Kill it mid-way (Ctrl-C), then run the
 //! # same command again: it continues the run, whenever the kill came.
 //! cargo run --example customer_refund -- --db r.db --run-id r1 --tool-delay-ms 500 --ledger l.txt
+//!
+//! # A real model: any OpenAI-compatible server (tests/peers/llm/serve.sh serves SmolLM2-135M).
+//! cargo run --example customer_refund -- --model http://127.0.0.1:8088/v1 --model-name smollm2 \
+//!     --constrain grammar --cache llm-cache.jsonl --request "It arrived broken, refund please."
 //! ```
+//!
+//! With `--model`, the `analyze` step asks that server (`--constrain off|json_schema|
+//! json_object|grammar` says how the answer is constrained, docs/models.md says which server
+//! understands which); with `--cache FILE` its answers are kept in a file, so a second run with
+//! the same request makes no call. A configuration mistake (no scheme in the URL, an unknown
+//! mode) is reported before anything runs.
 //!
 //! It prints each recorded event, the final status and the trace's root hash, and writes the
 //! trace as JSON Lines (check it with `nanovm verify FILE`).
@@ -35,12 +45,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use nanovm::model::Model;
+use nanovm::openai::{ChoiceConstraint, OpenAiModel};
 use nanovm::store::SqliteStore;
 use nanovm::testing::ScriptedModel;
 use nanovm::trace::RunStatus;
 use nanovm::vault::{MemoryVault, Vault};
 use nanovm::{
-    Clock, Execution, ReconcileError, Resolution, RunError, RunOptions, Runtime, SystemClock,
+    CachedModel, Clock, Execution, ReconcileError, Resolution, RunError, RunOptions, Runtime,
+    SystemClock,
 };
 use nanovm::{Digest, Json, Secret};
 use nanovm::{ToolContext, ToolError};
@@ -144,6 +157,12 @@ const EXAMPLE_LEASE_MS: u64 = 5_000;
 
 struct Args {
     answer: String,
+    model: Option<String>,
+    model_name: String,
+    constrain: ChoiceConstraint,
+    cache: Option<PathBuf>,
+    request: String,
+    amount_cents: i64,
     trace_out: Option<String>,
     run_id: Option<String>,
     db: Option<PathBuf>,
@@ -154,11 +173,23 @@ struct Args {
 
 const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID] \
      [--db PATH [--lease-ms N (default 5000)]] [--tool-delay-ms N] [--ledger FILE]\n\
-     With --db and --run-id, the same command starts the run or continues it after a crash.";
+     \x20      [--model URL [--model-name N (default smollm2)] [--constrain off|json_schema|json_object|grammar] \
+     [--cache FILE]] [--request TEXT] [--amount-cents N]\n\
+     With --db and --run-id, the same command starts the run or continues it after a crash.\n\
+     With --model, a real OpenAI-compatible server answers the `analyze` step instead of --answer.";
+
+/// The request the example files unless `--request` says otherwise.
+const DEFAULT_REQUEST: &str = "My parcel arrived broken. Please refund it.";
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
         answer: "yes".into(),
+        model: None,
+        model_name: "smollm2".into(),
+        constrain: ChoiceConstraint::Off,
+        cache: None,
+        request: DEFAULT_REQUEST.into(),
+        amount_cents: 4200,
         trace_out: None,
         run_id: None,
         db: None,
@@ -171,6 +202,20 @@ fn args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--answer" => a.answer = value()?,
+            "--model" => a.model = Some(value()?),
+            "--model-name" => a.model_name = value()?,
+            "--constrain" => {
+                let v = value()?;
+                a.constrain = v.parse().map_err(|e| format!("--constrain: {e}"))?;
+            }
+            "--cache" => a.cache = Some(PathBuf::from(value()?)),
+            "--request" => a.request = value()?,
+            "--amount-cents" => {
+                let v = value()?;
+                a.amount_cents = v
+                    .parse()
+                    .map_err(|_| format!("--amount-cents needs a number, not `{v}`"))?;
+            }
             "--trace-out" => a.trace_out = Some(value()?),
             "--run-id" => a.run_id = Some(value()?),
             "--db" => a.db = Some(PathBuf::from(value()?)),
@@ -212,7 +257,13 @@ async fn main() {
         }
     };
 
-    let model = ScriptedModel::new().always("analyze", args.answer.as_str());
+    let model = match model(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     let shop = Arc::new(MockShop {
         delay: Duration::from_millis(args.tool_delay_ms),
         ledger: args.ledger.clone(),
@@ -253,9 +304,9 @@ async fn main() {
         .await
         .unwrap_or_else(|e| fail(e));
     let input = customer_refund::Input {
-        request: "My parcel arrived broken. Please refund it.".into(),
+        request: args.request.clone(),
         order_id: "ord_1042".into(),
-        amount_cents: 4200,
+        amount_cents: args.amount_cents,
         email,
     };
     let mut options = RunOptions::new();
@@ -290,6 +341,35 @@ async fn main() {
         }
         println!("trace:   {path} ({} entries)", execution.trace.len());
     }
+}
+
+/// The model that answers `analyze`: the scripted `--answer`, or with `--model` a real
+/// OpenAI-compatible server (behind a response cache file with `--cache`). Configuration
+/// mistakes are reported here, before the run starts.
+fn model(args: &Args) -> Result<Arc<dyn Model>, String> {
+    let Some(url) = &args.model else {
+        return Ok(Arc::new(
+            ScriptedModel::new().always("analyze", args.answer.as_str()),
+        ));
+    };
+    let real = OpenAiModel::builder(url.as_str())
+        .model(args.model_name.as_str())
+        .constrain_choices(args.constrain)
+        .timeout(Duration::from_secs(20))
+        .seed(7)
+        .build()
+        .map_err(|e| format!("--model: {e}"))?;
+    let Some(cache) = &args.cache else {
+        return Ok(Arc::new(real));
+    };
+    // The key sees the request, not the adapter: the namespace keeps answers of another
+    // server, model or constraint mode apart in one file.
+    let namespace = format!("{url} {} {}", args.model_name, args.constrain);
+    let cached = CachedModel::new(real)
+        .with_namespace(namespace)
+        .with_file(cache)
+        .map_err(|e| format!("--cache {}: {e}", cache.display()))?;
+    Ok(Arc::new(cached))
 }
 
 /// Runs `attempt` until the run it touches is no longer in progress elsewhere. A run is owned

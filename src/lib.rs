@@ -13,10 +13,11 @@ extern crate self as nanovm;
 pub use nanovm_macros::{include_program, nano_program};
 pub use nanovm_runtime::{
     Backoff, BoxFuture, CacheStats, CachedModel, CancelToken, Clock, DeliverError, Delivery,
-    Digest, Execution, Json, MAX_RUN_ID_BYTES, Metrics, Mismatch, OpenEffect, ReconcileError,
-    ReplayError, ReplayReport, Resolution, RunError, RunIdError, RunOptions, RunStatus, RunView,
-    Runtime, RuntimeBuilder, Secret, SecretRef, SystemClock, ToolContext, ToolError, UnknownChoice,
-    Usage, VaultId, Waiting, Worker, effect_id, replay, run_id, validate_run_id,
+    Digest, Execution, Json, MAX_RUN_ID_BYTES, Metrics, Mismatch, ModelAnswer, OpenEffect,
+    ReconcileError, ReplayError, ReplayReport, Resolution, RunError, RunIdError, RunOptions,
+    RunStatus, RunView, Runtime, RuntimeBuilder, Secret, SecretRef, SystemClock, ToolContext,
+    ToolError, UnknownChoice, Usage, VaultId, Waiting, Worker, effect_id, replay, run_id,
+    validate_run_id,
 };
 pub use nanovm_runtime::{model, openai, store, testing, trace, vault};
 

@@ -642,9 +642,9 @@ async fn the_examples_root_hashes_are_pinned() {
 }
 
 const PINNED_ROOTS: [&str; 3] = [
-    "3caf4b5edfa71c57caf688385d04e300f33d77b2d07d4da03baed9dbfaa02e7b",
+    "4eb8046656e83d14d086f2a0cf6f853b4b4d84536d34501866dc51b7c3f47a68",
     "045cbad2bd3346bf85335d101b89f42a55720965db2b5039f050c92d0fb51f57",
-    "9c72d023c413d08f9e9e4cb1839471f276d3672b2dd8efe446a3d50e18dc0ba2",
+    "a4ec0844be7e2d1c534d7088c9b1521730e7fca941eb549623775217de0d33fb",
 ];
 
 nanovm::nano_program! {

@@ -6,7 +6,11 @@
 #   * the one ending in `# run the whole test suite` (.ci/run runs it already, and running the
 #     test suite from inside a test would recurse);
 #   * `benches/peer/compare.sh` (minutes of benchmarking and a Python package from PyPI; set
-#     README_RUN_BENCH=1 to run it too).
+#     README_RUN_BENCH=1 to run it too);
+#   * the real-model commands (`tests/peers/llm/...`, `--model http...`): the first builds a
+#     model server for about 12 minutes. Set README_RUN_LLM=1 to run them too (.ci/run does,
+#     after installing the server): they then use this repository's install
+#     (tests/peers/llm/.work, or $NANOVM_LLM_DIR), and the server they start is stopped at exit.
 #
 # `cargo install` installs into a temporary root put first on PATH (nothing of the caller's is
 # touched). Builds share this repository's target directory (only registry dependencies are
@@ -17,8 +21,13 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
 tmp=$(mktemp -d)
-cleanup() { rm -rf "$tmp"; }
+llm_port=""
+cleanup() {
+  if [ -n "$llm_port" ]; then "$repo/tests/peers/llm/serve.sh" --stop "$llm_port" || true; fi
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
+export NANOVM_LLM_DIR=${NANOVM_LLM_DIR:-$repo/tests/peers/llm/.work}
 
 # The working tree's tracked files as a commit (HEAD when nothing is modified), exported.
 snapshot=$(git stash create)
@@ -53,6 +62,16 @@ for line in "${lines[@]}"; do
     echo "skipped (a benchmark of several minutes; README_RUN_BENCH=1 runs it): $line"
     skipped=$((skipped + 1))
     continue
+  fi
+  if [[ "$line" == tests/peers/llm/* || "$line" == *"--model http"* ]]; then
+    if [ "${README_RUN_LLM:-0}" != 1 ]; then
+      echo "skipped (needs the model server tests/peers/llm/install.sh builds; README_RUN_LLM=1 runs it): $line"
+      skipped=$((skipped + 1))
+      continue
+    fi
+    if [[ "$line" =~ ^tests/peers/llm/serve\.sh[[:space:]]+([0-9]+) ]]; then
+      llm_port=${BASH_REMATCH[1]}
+    fi
   fi
   expected=0
   if [[ "$line" =~ \#[[:space:]]*exit[[:space:]]+([0-9]+): ]]; then

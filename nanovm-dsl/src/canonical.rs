@@ -120,6 +120,9 @@ impl Printer {
                 if let Some(m) = &l.max_tokens {
                     let _ = writeln!(o, "{inner}max_tokens: {}", m.value);
                 }
+                if let Some(m) = &l.min_confidence {
+                    let _ = writeln!(o, "{inner}min_confidence {:?}", m.value);
+                }
                 match &l.output {
                     Some(LlmOutput::Choose { var, choices, .. }) => {
                         let cs: Vec<&str> = choices.iter().map(|c| c.name.as_str()).collect();

@@ -131,6 +131,8 @@ pub struct Llm {
     pub model: Option<String>,
     /// `max_tokens: N`
     pub max_tokens: Option<u32>,
+    /// `min_confidence P`
+    pub min_confidence: Option<f64>,
     /// Where the answer goes.
     pub output: LlmOut,
     /// `retry N`
@@ -345,6 +347,7 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                 max_tokens: l
                     .max_tokens
                     .map(|m| m.value.clamp(1, i64::from(u32::MAX)) as u32),
+                min_confidence: l.min_confidence.map(|m| m.value),
                 output: match &l.output {
                     Some(LlmOutput::Choose { var, .. }) => {
                         let v = var_of(&var.name)?;

@@ -483,6 +483,42 @@ program p {
 "#
 );
 
+// ---- E0114 min_confidence ---------------------------------------------------------------------
+
+failing!(
+    e0114_min_confidence_shapes,
+    ["E0114", "E0114", "E0114", "E0114", "E0114"],
+    r#"
+program p {
+    input { q: string }
+    budget { max_steps: 10 }
+    llm over { prompt: "{q}" choose a from [yes, no] min_confidence 1.5 on invalid -> done } -> zero
+    llm zero { prompt: "{q}" choose b from [yes, no] min_confidence: 0 on invalid -> done } -> free
+    llm free { prompt: "{q}" into c min_confidence 0.9 } -> nowhere
+    llm nowhere { prompt: "{q}" choose d from [yes, no] min_confidence 0.9 } -> fan
+    parallel fan { llm e { prompt: "{q}" choose e from [yes, no] min_confidence 0.5 } } -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    e0114_min_confidence_with_choose_and_on_invalid,
+    [],
+    r#"
+program p {
+    input { q: string }
+    llm ask {
+        prompt: "{q}"
+        choose decision from [yes, no] min_confidence 0.9
+        on invalid -> review
+    } -> done
+    end done: success
+    end review: success
+}
+"#
+);
+
 // ---- E0201..E0206 tools and calls ------------------------------------------------------------
 
 failing!(

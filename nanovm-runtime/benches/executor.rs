@@ -178,6 +178,7 @@ impl Program for Guard4 {
                 model: None,
                 max_tokens: None,
                 choices: Some(YES_NO),
+                min_confidence: None,
             }),
             1 => Action::Decide,
             2 => Action::Tool(Call::Pay {

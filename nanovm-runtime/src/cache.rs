@@ -46,6 +46,16 @@ struct FileEntry {
     /// Absent when false (files written before the flag existed read as reported counts).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     tokens_estimated: bool,
+    /// The answer's probability, when the server gave log-probabilities: a `min_confidence`
+    /// judges a cached answer exactly as it judged the live one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    probability: Option<f64>,
+    /// What the server really sent, when it differs from `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    raw_text: Option<String>,
+    /// The constraint mode the answer was decoded under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    constraint: Option<String>,
 }
 
 #[derive(Default)]
@@ -181,6 +191,9 @@ impl<M: Model> CachedModel<M> {
                         completion_tokens: e.completion_tokens,
                         cache_hit: false,
                         tokens_estimated: e.tokens_estimated,
+                        probability: e.probability,
+                        raw_text: e.raw_text,
+                        constraint: e.constraint,
                     };
                     insert(store, e.key, reply, self.max_entries);
                     store.stats.loaded += 1;
@@ -251,6 +264,9 @@ impl<M: Model> CachedModel<M> {
                 prompt_tokens: reply.prompt_tokens,
                 completion_tokens: reply.completion_tokens,
                 tokens_estimated: reply.tokens_estimated,
+                probability: reply.probability.filter(|p| p.is_finite()),
+                raw_text: reply.raw_text.clone(),
+                constraint: reply.constraint.clone(),
             });
             let mut f = lock(file);
             let written = line.map_err(io::Error::other).and_then(|line| {

@@ -83,7 +83,7 @@ pub use run::{Execution, Metrics, ReplayReport, RunOptions};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use trace::RunStatus;
 pub use value::{Digest, Json, Secret, SecretRef, VaultId};
-pub use view::{OpenEffect, RunView, Waiting, payload_fingerprint};
+pub use view::{ModelAnswer, OpenEffect, RunView, Waiting, payload_fingerprint};
 pub use worker::Worker;
 
 /// Support for generated code; not a public API. The version in the name changes with every

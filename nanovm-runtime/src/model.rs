@@ -24,6 +24,24 @@ pub struct ModelRequest {
     /// For `choose`: the admissible answers. Adapters may use them to constrain decoding; the
     /// runtime checks the answer against them either way.
     pub choices: Option<&'static [&'static str]>,
+    /// For `choose`: the runtime's instruction naming the admissible answers
+    /// ([`choice_instruction`]), sent after the step's own system prompt. Part of the cache key
+    /// and recorded in the trace.
+    pub instruction: Option<String>,
+    /// For `choose`: `min_confidence P`, the probability below which the runtime treats the
+    /// answer as invalid. Not sent and not part of the cache key; an adapter may use it to
+    /// decide whether to ask for log-probabilities.
+    pub min_confidence: Option<f64>,
+}
+
+/// The instruction the runtime adds to a `choose` step's request, naming the admissible
+/// answers: `Answer with exactly one word: one of yes, no.` A small model that is not told
+/// the format answers in sentences, which are never admissible.
+pub fn choice_instruction(choices: &[&str]) -> String {
+    format!(
+        "Answer with exactly one word: one of {}. No other text.",
+        choices.join(", ")
+    )
 }
 
 impl ModelRequest {
@@ -45,12 +63,25 @@ impl ModelRequest {
                 e.str(c);
             }
         });
+        // Appended only when present, so the keys of requests without one (every `into` step)
+        // stay what they were and existing cache files keep answering them.
+        if let Some(i) = &self.instruction {
+            e.tag(2).str(i);
+        }
         Digest::of(e.bytes())
     }
 }
 
+/// `p` as the runtime decides on and records it: a number in [0, 1] rounded to six decimals
+/// (`None` for anything else, NaN included). Six decimals are exact in JSON: a 17-digit float
+/// can read back one unit in the last place off, which would break an exported trace's hash.
+pub fn recorded_probability(p: Option<f64>) -> Option<f64> {
+    p.filter(|p| (0.0..=1.0).contains(p))
+        .map(|p| (p * 1e6).round() / 1e6)
+}
+
 /// What the model said.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct ModelReply {
     /// The raw text (the runtime trims it before matching).
     pub text: String,
@@ -63,6 +94,16 @@ pub struct ModelReply {
     /// True when the token counts are the adapter's estimate, not the server's report (the
     /// server reported none, or counts that cannot be right). Recorded in the trace.
     pub tokens_estimated: bool,
+    /// The probability, in [0, 1], that the model gives the answer it gave, where the server
+    /// returns log-probabilities (`None`: it returned none). A `choose` step's
+    /// `min_confidence` compares against it. Recorded in the trace.
+    pub probability: Option<f64>,
+    /// What the server really sent, when it differs from `text` (a constrained answer
+    /// `{"choice":"yes"}` unwrapped into `yes`). Recorded in the trace.
+    pub raw_text: Option<String>,
+    /// How decoding was constrained (`json_schema`, `json_object`, `grammar`), if it was.
+    /// Recorded in the trace.
+    pub constraint: Option<String>,
 }
 
 impl ModelReply {
@@ -70,10 +111,7 @@ impl ModelReply {
     pub fn text(text: impl Into<String>) -> Self {
         ModelReply {
             text: text.into(),
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            cache_hit: false,
-            tokens_estimated: false,
+            ..ModelReply::default()
         }
     }
 }
@@ -86,6 +124,10 @@ pub struct ModelError {
     pub message: String,
     /// Whether a retry could help (timeouts, 429, 5xx).
     pub retryable: bool,
+    /// The server answered, but with something that is not an answer (a refusal, a tool call,
+    /// a non-text part, an answer cut short). For a `choose` step this is an invalid answer
+    /// and follows `on invalid`, like any answer outside the admissible set. Never retryable.
+    pub invalid_answer: bool,
 }
 
 impl ModelError {
@@ -94,6 +136,7 @@ impl ModelError {
         ModelError {
             message: message.into(),
             retryable: true,
+            invalid_answer: false,
         }
     }
 
@@ -102,6 +145,17 @@ impl ModelError {
         ModelError {
             message: message.into(),
             retryable: false,
+            invalid_answer: false,
+        }
+    }
+
+    /// The server answered with something that is not an answer (see
+    /// [`invalid_answer`](Self::invalid_answer)).
+    pub fn invalid_answer(message: impl Into<String>) -> Self {
+        ModelError {
+            message: message.into(),
+            retryable: false,
+            invalid_answer: true,
         }
     }
 }

@@ -58,8 +58,18 @@ use crate::value::Json;
 pub const ENV_BASE_URL: &str = "NANOVM_OPENAI_BASE_URL";
 /// Environment variable holding the API key (optional).
 pub const ENV_API_KEY: &str = "NANOVM_OPENAI_API_KEY";
-/// Environment variable holding the default model name (optional).
+/// Environment variable holding the default model name (required by
+/// [`OpenAiModel::from_env`]).
 pub const ENV_MODEL: &str = "NANOVM_OPENAI_MODEL";
+/// Environment variable holding the constraint mode for `choose` steps (optional; see
+/// [`ChoiceConstraint`]'s names).
+pub const ENV_CONSTRAIN: &str = "NANOVM_OPENAI_CONSTRAIN";
+
+/// `max_tokens` sent for a `choose` step that sets none (and when no
+/// [`OpenAiBuilder::default_max_tokens`] is configured): enough for the longest admissible
+/// answer wrapped as `{"choice": "..."}`, too few for a paragraph. An answer cut short by it is
+/// an invalid answer, which follows `on invalid`.
+pub const DEFAULT_CHOICE_MAX_TOKENS: u32 = 24;
 
 /// Default whole-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -86,21 +96,84 @@ const ERROR_BODY_BYTES: usize = 64 * 1024;
 /// common spellings differ, so this is off by default. Either way the runtime still matches the
 /// answer against the admissible set.
 ///
-/// When on, the request asks for a JSON object `{"choice": <one of the choices>}` (a bare string
-/// root is rejected by OpenAI's structured outputs); the adapter unwraps a reply of that shape
-/// (or a bare JSON string) back into the plain choice text. A reply of any other shape is passed
-/// through unchanged, for the runtime to judge.
+/// The JSON modes ask for an object `{"choice": <one of the choices>}` (a bare string root is
+/// rejected by OpenAI's structured outputs); the adapter unwraps a reply of that shape (or a
+/// bare JSON string) back into the plain choice text, and records what the server sent. A reply
+/// of any other shape is passed through unchanged, for the runtime to judge. The grammar mode
+/// makes the server emit one of the choices, nothing else.
+///
+/// The names ([`as_str`](Self::as_str), and what [`FromStr`](std::str::FromStr) reads) are
+/// `off`, `json_schema`, `json_object` and `grammar`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChoiceConstraint {
-    /// Send no `response_format` (the default).
+    /// Send no constraint (the default).
     #[default]
     Off,
     /// OpenAI structured outputs:
     /// `{"type":"json_schema","json_schema":{"name":"choice","strict":true,"schema":{...}}}`.
-    /// Supported by OpenAI, vLLM and current llama.cpp `llama-server`.
+    /// Supported by OpenAI, vLLM and current llama.cpp `llama-server`; llama-cpp-python's
+    /// server rejects it (HTTP 500, a validation error).
     JsonSchema,
     /// `{"type":"json_object","schema":{...}}`, the spelling llama-cpp-python's server accepts.
     JsonObjectSchema,
+    /// llama.cpp's own `grammar` field (GBNF): `root ::= "yes" | "no"`. Understood by
+    /// llama-cpp-python's server and llama.cpp `llama-server`; the most reliable constraint
+    /// there. Other servers ignore or reject the field.
+    Grammar,
+}
+
+impl ChoiceConstraint {
+    /// Every mode, in the order of their names in messages.
+    pub const ALL: [ChoiceConstraint; 4] = [
+        ChoiceConstraint::Off,
+        ChoiceConstraint::JsonSchema,
+        ChoiceConstraint::JsonObjectSchema,
+        ChoiceConstraint::Grammar,
+    ];
+
+    /// The mode's name: `off`, `json_schema`, `json_object` or `grammar`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChoiceConstraint::Off => "off",
+            ChoiceConstraint::JsonSchema => "json_schema",
+            ChoiceConstraint::JsonObjectSchema => "json_object",
+            ChoiceConstraint::Grammar => "grammar",
+        }
+    }
+
+    /// The names of every mode, comma-separated.
+    fn names() -> String {
+        ChoiceConstraint::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for ChoiceConstraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ChoiceConstraint {
+    type Err = OpenAiConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        ChoiceConstraint::ALL
+            .into_iter()
+            .find(|c| {
+                c.as_str() == t
+                    || (*c == ChoiceConstraint::JsonObjectSchema && t == "json_object_schema")
+            })
+            .ok_or_else(|| OpenAiConfigError::UnknownConstraint {
+                given: s.to_string(),
+                known: ChoiceConstraint::names(),
+            })
+    }
 }
 
 /// A configuration that cannot work.
@@ -125,6 +198,20 @@ pub enum OpenAiConfigError {
         url: String,
         /// What is wrong with it.
         message: String,
+    },
+    /// No default model name: a step that names none could not be answered.
+    #[error(
+        "no model name: set one with `.model(NAME)` (or {ENV_MODEL}); the server's own name for \
+         its model, e.g. `smollm2`"
+    )]
+    MissingModel,
+    /// A constraint mode that does not exist.
+    #[error("unknown constraint mode {given:?} (known: {known})")]
+    UnknownConstraint {
+        /// The name as given.
+        given: String,
+        /// The known names.
+        known: String,
     },
     /// An `https` base URL without the crate's `rustls` feature.
     #[error("base URL {0:?} uses https, but nanovm-runtime was built without its `rustls` feature")]
@@ -174,7 +261,9 @@ pub struct OpenAiBuilder {
     temperature: Option<f64>,
     seed: Option<u64>,
     max_tokens: Option<u32>,
+    choice_max_tokens: u32,
     constrain_choices: ChoiceConstraint,
+    logprobs: bool,
     max_response_bytes: usize,
     max_retry_after: Duration,
     no_proxy: bool,
@@ -191,7 +280,9 @@ impl fmt::Debug for OpenAiBuilder {
             .field("temperature", &self.temperature)
             .field("seed", &self.seed)
             .field("max_tokens", &self.max_tokens)
+            .field("choice_max_tokens", &self.choice_max_tokens)
             .field("constrain_choices", &self.constrain_choices)
+            .field("logprobs", &self.logprobs)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("max_retry_after", &self.max_retry_after)
             .field("no_proxy", &self.no_proxy)
@@ -201,8 +292,8 @@ impl fmt::Debug for OpenAiBuilder {
 
 impl OpenAiBuilder {
     /// A builder for the endpoint at `base_url` (the part before `/chat/completions`, e.g.
-    /// `http://127.0.0.1:8088/v1`), with no key, no default model, temperature 0, no seed and a
-    /// 60 s timeout.
+    /// `http://127.0.0.1:8088/v1`), with no key, temperature 0, no seed and a 60 s timeout. It
+    /// has no default model yet: [`build`](Self::build) requires one ([`model`](Self::model)).
     pub fn new(base_url: impl Into<String>) -> Self {
         OpenAiBuilder {
             base_url: base_url.into(),
@@ -213,7 +304,9 @@ impl OpenAiBuilder {
             temperature: Some(0.0),
             seed: None,
             max_tokens: None,
+            choice_max_tokens: DEFAULT_CHOICE_MAX_TOKENS,
             constrain_choices: ChoiceConstraint::Off,
+            logprobs: true,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             max_retry_after: DEFAULT_MAX_RETRY_AFTER,
             no_proxy: false,
@@ -224,7 +317,9 @@ impl OpenAiBuilder {
     ///
     /// * `NANOVM_OPENAI_BASE_URL` (required), e.g. `http://127.0.0.1:8088/v1`;
     /// * `NANOVM_OPENAI_API_KEY` (optional), sent as `Authorization: Bearer <key>`;
-    /// * `NANOVM_OPENAI_MODEL` (optional), the model used when a step names none.
+    /// * `NANOVM_OPENAI_MODEL` (required), the model used when a step names none;
+    /// * `NANOVM_OPENAI_CONSTRAIN` (optional), the constraint mode for `choose` steps
+    ///   (`off`, `json_schema`, `json_object`, `grammar`).
     ///
     /// Empty values count as unset. Everything else keeps the [`new`](Self::new) defaults and
     /// can still be changed on the returned builder.
@@ -243,7 +338,15 @@ impl OpenAiBuilder {
         let base = var(ENV_BASE_URL)?.ok_or(OpenAiConfigError::MissingEnv(ENV_BASE_URL))?;
         let mut b = OpenAiBuilder::new(base);
         b.api_key = var(ENV_API_KEY)?;
-        b.model = var(ENV_MODEL)?;
+        b.model = Some(var(ENV_MODEL)?.ok_or(OpenAiConfigError::MissingEnv(ENV_MODEL))?);
+        if let Some(mode) = var(ENV_CONSTRAIN)? {
+            b.constrain_choices =
+                mode.parse()
+                    .map_err(|e: OpenAiConfigError| OpenAiConfigError::BadEnv {
+                        name: ENV_CONSTRAIN,
+                        message: e.to_string(),
+                    })?;
+        }
         Ok(b)
     }
 
@@ -297,9 +400,26 @@ impl OpenAiBuilder {
         self
     }
 
+    /// `max_tokens` for `choose` steps that set none, when no
+    /// [`default_max_tokens`](Self::default_max_tokens) is configured (default
+    /// [`DEFAULT_CHOICE_MAX_TOKENS`]).
+    pub fn choice_max_tokens(mut self, max_tokens: u32) -> Self {
+        self.choice_max_tokens = max_tokens;
+        self
+    }
+
     /// Whether a `choose` step's choices constrain decoding (default [`ChoiceConstraint::Off`]).
     pub fn constrain_choices(mut self, how: ChoiceConstraint) -> Self {
         self.constrain_choices = how;
+        self
+    }
+
+    /// Whether `choose` requests ask for log-probabilities (`"logprobs": true`, the default),
+    /// from which the reply's [`probability`](ModelReply::probability) is computed. Turn it off
+    /// for a server that rejects the field; a step with `min_confidence` then always finds its
+    /// answers invalid.
+    pub fn logprobs(mut self, on: bool) -> Self {
+        self.logprobs = on;
         self
     }
 
@@ -335,8 +455,13 @@ impl OpenAiBuilder {
             url: self.base_url.clone(),
             message: message.to_string(),
         };
-        let parsed =
-            reqwest::Url::parse(self.base_url.trim()).map_err(|e| bad_url(&e.to_string()))?;
+        let trimmed = self.base_url.trim();
+        if !trimmed.contains("://") {
+            return Err(bad_url(&format!(
+                "no scheme; did you mean \"http://{trimmed}\"?"
+            )));
+        }
+        let parsed = reqwest::Url::parse(trimmed).map_err(|e| bad_url(&e.to_string()))?;
         match parsed.scheme() {
             "http" => {}
             "https" if cfg!(feature = "rustls") => {}
@@ -347,6 +472,9 @@ impl OpenAiBuilder {
             return Err(bad_url("a base URL has no query or fragment"));
         }
         let endpoint = format!("{}/chat/completions", parsed.as_str().trim_end_matches('/'));
+        if self.model.as_deref().is_none_or(|m| m.trim().is_empty()) {
+            return Err(OpenAiConfigError::MissingModel);
+        }
 
         let authorization = match &self.api_key {
             None => None,
@@ -378,6 +506,7 @@ impl OpenAiBuilder {
             authorization,
             config: self,
             not_before: std::sync::Mutex::new(None),
+            rejected: std::sync::Mutex::new(None),
         })
     }
 }
@@ -403,9 +532,39 @@ pub struct ChatRequest {
     /// The configured seed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
-    /// The choice constraint, when enabled and the step is a `choose`.
+    /// The choice constraint, when a JSON mode is enabled and the step is a `choose`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<ResponseFormat>,
+    /// llama.cpp's GBNF grammar, in [`ChoiceConstraint::Grammar`] mode for a `choose`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grammar: Option<String>,
+    /// `true` for a `choose` step unless turned off ([`OpenAiBuilder::logprobs`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<bool>,
+    /// `1` with `logprobs`: llama-cpp-python returns no log-probabilities without it (it
+    /// passes this number on as its completion's `logprobs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<u32>,
+}
+
+/// The GBNF grammar whose only sentences are the choices: `root ::= "yes" | "no"`.
+pub fn choice_grammar(choices: &[&str]) -> String {
+    let alts: Vec<String> = choices
+        .iter()
+        .map(|c| {
+            let mut q = String::from("\"");
+            for ch in c.chars() {
+                match ch {
+                    '"' => q.push_str("\\\""),
+                    '\\' => q.push_str("\\\\"),
+                    _ => q.push(ch),
+                }
+            }
+            q.push('"');
+            q
+        })
+        .collect();
+    format!("root ::= {}", alts.join(" | "))
 }
 
 /// One chat message.
@@ -546,7 +705,6 @@ struct Choice {
     #[serde(default, deserialize_with = "lenient")]
     finish_reason: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     logprobs: Option<Json>,
 }
 
@@ -571,6 +729,9 @@ pub struct OpenAiModel {
     config: OpenAiBuilder,
     /// No request is sent before this instant (set by a `Retry-After`).
     not_before: std::sync::Mutex<Option<Instant>>,
+    /// Set when the server rejected the constraint mode as invalid: the error every later
+    /// constrained request gets at once, without being sent.
+    rejected: std::sync::Mutex<Option<String>>,
 }
 
 impl fmt::Debug for OpenAiModel {
@@ -620,35 +781,94 @@ impl OpenAiModel {
                 content: system.clone(),
             });
         }
+        // The runtime's instruction for a `choose` goes last in the user's message, where a
+        // small model heeds it most.
+        let content = match &req.instruction {
+            Some(i) => format!("{}\n\n{i}", req.prompt),
+            None => req.prompt.clone(),
+        };
         messages.push(ChatMessage {
             role: Role::User,
-            content: req.prompt.clone(),
+            content,
         });
-        let response_format = match (self.config.constrain_choices, req.choices) {
-            (ChoiceConstraint::Off, _) | (_, None) => None,
-            (ChoiceConstraint::JsonSchema, Some(cs)) => Some(ResponseFormat::JsonSchema {
+        let mode = self.constraint_for(req);
+        let response_format = match (mode, req.choices) {
+            (Some(ChoiceConstraint::JsonSchema), Some(cs)) => Some(ResponseFormat::JsonSchema {
                 json_schema: NamedSchema {
                     name: "choice",
                     strict: true,
                     schema: ChoiceSchema::of(cs),
                 },
             }),
-            (ChoiceConstraint::JsonObjectSchema, Some(cs)) => Some(ResponseFormat::JsonObject {
-                schema: ChoiceSchema::of(cs),
-            }),
+            (Some(ChoiceConstraint::JsonObjectSchema), Some(cs)) => {
+                Some(ResponseFormat::JsonObject {
+                    schema: ChoiceSchema::of(cs),
+                })
+            }
+            _ => None,
         };
+        let grammar = match (mode, req.choices) {
+            (Some(ChoiceConstraint::Grammar), Some(cs)) => Some(choice_grammar(cs)),
+            _ => None,
+        };
+        let choose = req.choices.is_some();
+        let max_tokens = req
+            .max_tokens
+            .or(self.config.max_tokens)
+            .or(choose.then_some(self.config.choice_max_tokens));
         Ok(ChatRequest {
             model,
             messages,
-            max_tokens: req.max_tokens.or(self.config.max_tokens),
+            max_tokens,
             temperature: self.config.temperature,
             seed: self.config.seed,
             response_format,
+            grammar,
+            logprobs: (choose && self.config.logprobs).then_some(true),
+            top_logprobs: (choose && self.config.logprobs).then_some(1),
         })
+    }
+
+    /// The constraint mode `req` is sent under: the configured one, for a `choose` step.
+    fn constraint_for(&self, req: &ModelRequest) -> Option<ChoiceConstraint> {
+        match (self.config.constrain_choices, req.choices) {
+            (ChoiceConstraint::Off, _) | (_, None) => None,
+            (mode, Some(_)) => Some(mode),
+        }
+    }
+
+    /// The explanation of a rejected constraint mode, naming the modes to use instead.
+    fn mode_rejected(&self, mode: ChoiceConstraint, said: &str) -> String {
+        let instead = match mode {
+            ChoiceConstraint::JsonSchema => {
+                "use `json_object` or `grammar` (llama-cpp-python, llama.cpp), or `off`"
+            }
+            ChoiceConstraint::JsonObjectSchema => {
+                "use `json_schema` (OpenAI, vLLM, llama-server) or `grammar` (llama.cpp), or `off`"
+            }
+            ChoiceConstraint::Grammar => {
+                "use `json_schema` (OpenAI, vLLM) or `json_object`, or `off`"
+            }
+            _ => "use `off`",
+        };
+        format!(
+            "openai: {} rejects constraint mode `{mode}` as an invalid request ({said}); {instead}",
+            self.endpoint
+        )
     }
 
     async fn call(&self, req: &ModelRequest) -> Result<ModelReply, ModelError> {
         let body = self.chat_request(req)?;
+        let mode = self.constraint_for(req);
+        if mode.is_some()
+            && let Some(message) = self
+                .rejected
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        {
+            return Err(ModelError::permanent(message));
+        }
         self.wait_for_retry_after().await;
         let mut http = self
             .client
@@ -694,9 +914,28 @@ impl OpenAiModel {
                     }
                 }
             }
+            let explained = explain_error_body(&body);
+            // A request the server calls invalid will never succeed, whatever the status: some
+            // servers (llama-cpp-python) answer a validation error with a 500.
+            if is_validation_error(status.as_u16(), &body) {
+                retryable = false;
+                // Blamed on the mode only when the server names what the mode sends: a 400 for
+                // a too-long prompt must not disable the mode for every later request.
+                if let Some(mode) = mode.filter(|_| names_a_constraint(&body)) {
+                    let message = self.mode_rejected(mode, &format!("HTTP {status}: {explained}"));
+                    *self.rejected.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(message.clone());
+                    return Err(ModelError::permanent(message));
+                }
+                message.push_str(" (the server rejects the request as invalid)");
+            }
             message.push_str(": ");
-            message.push_str(&explain_error_body(&body));
-            return Err(ModelError { message, retryable });
+            message.push_str(&explained);
+            return Err(ModelError {
+                message,
+                retryable,
+                invalid_answer: false,
+            });
         }
 
         let body = match read_body(&mut resp, self.config.max_response_bytes, false).await {
@@ -721,17 +960,26 @@ impl OpenAiModel {
             reported_prompt.unwrap_or_else(|| estimate_prompt_tokens(&body_of(req)));
         let completion_tokens =
             reported_completion.unwrap_or_else(|| estimate_completion_tokens(&parsed.text));
+        let text = match mode {
+            Some(ChoiceConstraint::JsonSchema | ChoiceConstraint::JsonObjectSchema) => {
+                unwrap_choice(parsed.text.clone())
+            }
+            _ => parsed.text.clone(),
+        };
+        let probability = match (&parsed.logprobs, req.choices) {
+            (Some(lp), Some(_)) => answer_probability(lp, &parsed.text, &text),
+            _ => None,
+        };
+        let raw_text = (text != parsed.text).then_some(parsed.text);
         Ok(ModelReply {
-            text: if req.choices.is_some() && self.config.constrain_choices != ChoiceConstraint::Off
-            {
-                unwrap_choice(parsed.text)
-            } else {
-                parsed.text
-            },
+            text,
             prompt_tokens,
             completion_tokens,
             cache_hit: false,
             tokens_estimated,
+            probability,
+            raw_text,
+            constraint: mode.map(|m| m.as_str().to_string()),
         })
     }
 
@@ -823,13 +1071,102 @@ async fn read_body(
     Ok(body)
 }
 
-/// What a 2xx body says: the answer text and the usage as reported (`None`: missing or not a
-/// non-negative integer).
-#[derive(Debug, PartialEq, Eq)]
+/// What a 2xx body says: the answer text, the usage as reported (`None`: missing or not a
+/// non-negative integer) and the tokens' log-probabilities, if the server sent them.
+#[derive(Debug, PartialEq)]
 struct Parsed {
     text: String,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    logprobs: Option<Vec<(String, f64)>>,
+}
+
+/// The tokens of `choices[0].logprobs`, as `(token text, logprob)`: the chat form
+/// (`{"content":[{"token":..,"logprob":..}]}`) or the legacy completions form
+/// (`{"tokens":[..],"token_logprobs":[..]}`). `None` when absent or malformed in any entry.
+fn read_logprobs(lp: &Json) -> Option<Vec<(String, f64)>> {
+    let finite = |v: &Json| v.as_f64().filter(|f| f.is_finite() && *f <= 0.0);
+    if let Some(content) = lp.get("content").and_then(Json::as_array) {
+        return content
+            .iter()
+            .map(|t| {
+                Some((
+                    t.get("token")?.as_str()?.to_string(),
+                    finite(t.get("logprob")?)?,
+                ))
+            })
+            .collect();
+    }
+    let tokens = lp.get("tokens")?.as_array()?;
+    let values = lp.get("token_logprobs")?.as_array()?;
+    if tokens.len() != values.len() {
+        return None;
+    }
+    tokens
+        .iter()
+        .zip(values)
+        .map(|(t, v)| Some((t.as_str()?.to_string(), finite(v)?)))
+        .collect()
+}
+
+/// The probability of the answer `answer` within the server's text `raw`: the product of the
+/// probabilities of the tokens that spell it (for `{"choice":"yes"}`, the tokens of `yes`, not
+/// of the wrapper). When the tokens do not spell `raw` exactly, or `answer` is not in it, the
+/// product over all tokens (the probability of the whole reply, never more than the answer's).
+fn answer_probability(tokens: &[(String, f64)], raw: &str, answer: &str) -> Option<f64> {
+    if tokens.is_empty() {
+        return None;
+    }
+    let all = || tokens.iter().map(|(_, lp)| lp).sum::<f64>().exp();
+    let spelled: String = tokens.iter().map(|(t, _)| t.as_str()).collect();
+    let answer = answer.trim();
+    if spelled != raw || answer.is_empty() {
+        return Some(all());
+    }
+    // Where the answer sits in the raw text: as a JSON string in a wrapper, or as the text.
+    let start = raw
+        .find(&format!("\"{answer}\""))
+        .map(|i| i + 1)
+        .or_else(|| raw.find(answer));
+    let Some(start) = start else {
+        return Some(all());
+    };
+    let end = start + answer.len();
+    let mut at = 0;
+    let mut sum = 0.0;
+    for (t, lp) in tokens {
+        let (from, to) = (at, at + t.len());
+        at = to;
+        if from < end && to > start {
+            sum += lp;
+        }
+    }
+    Some(sum.exp().clamp(0.0, 1.0))
+}
+
+/// Whether an error body names one of the fields a constraint mode sends.
+fn names_a_constraint(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_BYTES)]);
+    ["response_format", "json_schema", "json_object", "grammar"]
+        .iter()
+        .any(|k| text.contains(k))
+}
+
+/// Whether an error response says the request itself is invalid (so no retry can help): a
+/// 400/422, or a body holding a validation error (FastAPI/pydantic's `loc`/`msg` entries,
+/// "validation error", "Input should be ...").
+fn is_validation_error(status: u16, body: &[u8]) -> bool {
+    if status == 400 || status == 422 {
+        return true;
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(ERROR_BODY_BYTES)]);
+    let t = text.to_ascii_lowercase();
+    t.contains("validation error")
+        || t.contains("input should be")
+        || t.contains("literal_error")
+        || t.contains("extra inputs are not permitted")
+        || (t.contains("\"loc\"") && t.contains("\"msg\""))
+        || (t.contains("'loc'") && t.contains("'msg'"))
 }
 
 /// The texts a request sends, for estimating its tokens.
@@ -861,7 +1198,7 @@ fn estimate_completion_tokens(text: &str) -> u64 {
     estimate_tokens(text).max(1)
 }
 
-/// Text and reported usage, from a 2xx body.
+/// Text, reported usage and log-probabilities, from a 2xx body.
 fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<Parsed, ModelError> {
     let malformed = |why: &str| {
         ModelError::permanent(format!(
@@ -889,7 +1226,7 @@ fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<Parsed, ModelError> {
         return Err(malformed("choices[0] has no message"));
     };
     let invalid = |why: InvalidAnswer| {
-        ModelError::permanent(format!("openai: invalid answer from {endpoint}: {why}"))
+        ModelError::invalid_answer(format!("openai: invalid answer from {endpoint}: {why}"))
     };
     if let Some(why) = not_an_answer(&message) {
         return Err(invalid(why));
@@ -926,6 +1263,7 @@ fn parse_reply_body(body: &[u8], endpoint: &str) -> Result<Parsed, ModelError> {
         text,
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
+        logprobs: choice.logprobs.as_ref().and_then(read_logprobs),
     })
 }
 
@@ -1059,8 +1397,11 @@ fn unwrap_choice(text: String) -> String {
 /// [`bounded`].
 fn error_object_message(err: &Json) -> Option<String> {
     match err {
-        Json::String(s) => Some(bounded(s)),
-        Json::Object(o) => o.get("message").and_then(Json::as_str).map(bounded),
+        Json::String(s) => Some(bounded(&strip_internals(s))),
+        Json::Object(o) => o
+            .get("message")
+            .and_then(Json::as_str)
+            .map(|s| bounded(&strip_internals(s))),
         _ => None,
     }
 }
@@ -1069,10 +1410,87 @@ fn error_object_message(err: &Json) -> Option<String> {
 /// way at most [`QUOTE_CHARS`] characters of the server's text: error bodies carry tracebacks
 /// and file paths, and this message is recorded in the trace.
 fn explain_error_body(body: &[u8]) -> String {
-    serde_json::from_slice::<Json>(body)
-        .ok()
-        .and_then(|v| v.get("error").and_then(error_object_message))
-        .unwrap_or_else(|| snippet(body))
+    let message = serde_json::from_slice::<Json>(body).ok().and_then(|v| {
+        v.get("error")
+            .and_then(|e| match e {
+                Json::String(s) => Some(s.clone()),
+                Json::Object(o) => o.get("message").and_then(Json::as_str).map(str::to_string),
+                _ => None,
+            })
+            // FastAPI's validation errors: `{"detail": [{"loc": [...], "msg": "..."}]}`.
+            .or_else(|| match v.get("detail") {
+                Some(Json::String(s)) => Some(s.clone()),
+                Some(Json::Array(items)) => {
+                    let msgs: Vec<String> = items
+                        .iter()
+                        .filter_map(|i| {
+                            let msg = i.get("msg")?.as_str()?;
+                            let loc = i.get("loc").and_then(Json::as_array).map(|l| {
+                                l.iter()
+                                    .map(|p| match p {
+                                        Json::String(s) => s.clone(),
+                                        other => other.to_string(),
+                                    })
+                                    .collect::<Vec<_>>()
+                                    .join(".")
+                            });
+                            Some(match loc {
+                                Some(loc) => format!("{loc}: {msg}"),
+                                None => msg.to_string(),
+                            })
+                        })
+                        .collect();
+                    (!msgs.is_empty()).then(|| msgs.join("; "))
+                }
+                _ => None,
+            })
+    });
+    match message {
+        Some(m) => bounded(&strip_internals(&m)),
+        None => snippet(strip_internals(&String::from_utf8_lossy(body)).as_bytes()),
+    }
+}
+
+/// Server text without the server's internals, before it is quoted in an error (and so in the
+/// trace): a Python traceback (or its first `File "..."` frame) and what follows are cut off, and file-system paths (`/srv/app/server.py`,
+/// `C:\\app\\x.py`) become `<path>`.
+fn strip_internals(text: &str) -> String {
+    // A traceback, or the first frame of one, ends what is worth quoting.
+    let cut = ["Traceback (most recent call last)", "File \""]
+        .iter()
+        .filter_map(|m| text.find(m))
+        .min();
+    let text = match cut {
+        Some(i) => text[..i].trim_end(),
+        None => text,
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let word_end = rest
+            .find(|ch: char| {
+                ch.is_whitespace() || matches!(ch, '"' | '\'' | ',' | '(' | ')' | '[' | ']')
+            })
+            .unwrap_or(rest.len());
+        let len = if word_end == 0 {
+            c.len_utf8()
+        } else {
+            word_end
+        };
+        let word = &rest[..len];
+        let separators = word.matches(['/', '\\']).count();
+        let rooted = word.starts_with('/')
+            || word.starts_with("~/")
+            || (word.len() > 2 && word.as_bytes()[1] == b':' && word.as_bytes()[2] == b'\\');
+        let url = word.contains("://");
+        if rooted && separators >= 2 && !url {
+            out.push_str("<path>");
+        } else {
+            out.push_str(word);
+        }
+        rest = &rest[len..];
+    }
+    out
 }
 
 /// Server-supplied text as an error message may quote it: control characters escaped (one

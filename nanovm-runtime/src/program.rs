@@ -215,6 +215,8 @@ pub struct LlmCall {
     pub max_tokens: Option<u32>,
     /// For `choose`: the admissible answers, in declaration order.
     pub choices: Option<&'static [&'static str]>,
+    /// For `choose`: `min_confidence P`, the lowest probability of an answer the step accepts.
+    pub min_confidence: Option<f64>,
 }
 
 /// A typed tool call built by generated code.

@@ -39,6 +39,7 @@ pub struct ScriptedModel {
 struct Script {
     steps: HashMap<String, StepScript>,
     tokens: (u64, u64),
+    probability: Option<f64>,
     /// Set by [`ScriptedModel::shared`]: names are not checked against the program.
     unchecked: bool,
 }
@@ -134,14 +135,21 @@ impl ScriptedModel {
         self
     }
 
+    /// The probability reported with every text answer added after this call (and with fixed
+    /// answers), as a server with log-probabilities would (`None`, the default: none).
+    pub fn probability(self, p: Option<f64>) -> Self {
+        self.lock().probability = p;
+        self
+    }
+
     fn text_reply(&self, text: String) -> ModelReply {
         let (p, c) = self.lock().tokens;
         ModelReply {
             text,
             prompt_tokens: p,
             completion_tokens: c,
-            cache_hit: false,
-            tokens_estimated: false,
+            probability: self.lock().probability,
+            ..ModelReply::default()
         }
     }
 
@@ -180,8 +188,8 @@ impl ScriptedModel {
                 text: text.clone(),
                 prompt_tokens: tokens.0,
                 completion_tokens: tokens.1,
-                cache_hit: false,
-                tokens_estimated: false,
+                probability: script.probability,
+                ..ModelReply::default()
             }),
             None => Err(ModelError::permanent(format!(
                 "the scripted model has no answer for step `{}` (call {})",

@@ -144,6 +144,18 @@ pub enum Reply {
         /// encoded exactly as before the field existed) when false.
         #[serde(default, skip_serializing_if = "is_false")]
         tokens_estimated: bool,
+        /// The probability of the answer, from the server's log-probabilities (absent when it
+        /// gave none). A `choose` step's `min_confidence` compares against it; replay uses
+        /// this recorded value.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        probability: Option<f64>,
+        /// What the server really sent, when it differs from `text` (a constrained answer,
+        /// unwrapped).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        raw_text: Option<String>,
+        /// The constraint mode decoding ran under (`json_schema`, `json_object`, `grammar`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        constraint: Option<String>,
     },
     /// The call failed.
     Error {
@@ -151,6 +163,10 @@ pub enum Reply {
         message: String,
         /// Whether a retry could help.
         retryable: bool,
+        /// The server answered with something that is not an answer (refusal, tool call,
+        /// truncation); for a `choose` step it follows `on invalid`. Absent when false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        invalid_answer: bool,
     },
 }
 
@@ -210,6 +226,10 @@ pub enum Event {
         system: Option<String>,
         /// The rendered prompt.
         prompt: String,
+        /// For `choose`: the runtime's instruction naming the admissible answers, sent with
+        /// the prompt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instruction: Option<String>,
         /// What came back.
         reply: Reply,
         /// The successor chosen, if this attempt completed the step.
@@ -421,9 +441,16 @@ impl Event {
             } => {
                 let what = match reply {
                     Reply::Answer {
-                        text, cache_hit, ..
+                        text,
+                        cache_hit,
+                        probability,
+                        ..
                     } => format!(
-                        "model answered {text:?}{}",
+                        "model answered {text:?}{}{}",
+                        match probability {
+                            Some(p) => format!(" (p={p:.3})"),
+                            None => String::new(),
+                        },
                         if *cache_hit { " (cached)" } else { "" }
                     ),
                     Reply::Error { message, .. } => format!("model failed: {message}"),
@@ -570,6 +597,7 @@ impl Event {
                 model,
                 system,
                 prompt,
+                instruction,
                 reply,
                 next,
             } => {
@@ -585,20 +613,51 @@ impl Event {
                         completion_tokens,
                         cache_hit,
                         tokens_estimated,
+                        probability,
+                        raw_text,
+                        constraint,
                     } => {
                         // Tag 2 marks estimated counts; reported counts keep tag 0, so traces
-                        // written before the flag existed hash as they always did.
-                        e.tag(if *tokens_estimated { 2 } else { 0 })
+                        // written before the flag existed hash as they always did. Tags 3 and
+                        // 4 (reported / estimated) add what the server sent: probability, raw
+                        // text and constraint mode, each optional.
+                        let extended =
+                            probability.is_some() || raw_text.is_some() || constraint.is_some();
+                        let tag = match (extended, *tokens_estimated) {
+                            (false, false) => 0,
+                            (false, true) => 2,
+                            (true, false) => 3,
+                            (true, true) => 4,
+                        };
+                        e.tag(tag)
                             .str(text)
                             .u64(*prompt_tokens)
                             .u64(*completion_tokens)
                             .bool(*cache_hit);
+                        if extended {
+                            e.opt(probability.as_ref(), |e, p| {
+                                e.u64(p.to_bits());
+                            });
+                            e.opt_str(raw_text.as_deref())
+                                .opt_str(constraint.as_deref());
+                        }
                     }
-                    Reply::Error { message, retryable } => {
-                        e.tag(1).str(message).bool(*retryable);
+                    Reply::Error {
+                        message,
+                        retryable,
+                        invalid_answer,
+                    } => {
+                        // Tag 5 marks an invalid answer; other errors keep tag 1.
+                        e.tag(if *invalid_answer { 5 } else { 1 })
+                            .str(message)
+                            .bool(*retryable);
                     }
                 }
                 opt(e, next);
+                // Appended only when present: events without one hash as they always did.
+                if let Some(i) = instruction {
+                    e.tag(1).str(i);
+                }
             }
             Event::ToolIntent {
                 step,
@@ -1265,12 +1324,16 @@ mod tests {
             model: None,
             system: None,
             prompt: "p".into(),
+            instruction: None,
             reply: Reply::Answer {
                 text: "a".into(),
                 prompt_tokens: 3,
                 completion_tokens: 1,
                 cache_hit: false,
                 tokens_estimated,
+                probability: None,
+                raw_text: None,
+                constraint: None,
             },
             next: None,
         };

@@ -9,7 +9,7 @@
 
 use crate::canonical::Encoder;
 use crate::program::{Name, Program, ToolInfo};
-use crate::trace::{Entry, Event, RunStatus};
+use crate::trace::{Entry, Event, Reply, RunStatus};
 use crate::value::Json;
 use crate::value::{Datum, Digest, VaultId};
 
@@ -45,6 +45,27 @@ pub struct RunView {
     entries: u64,
     /// The program's tools, when known: which effects are idempotent.
     tools: Option<&'static [ToolInfo]>,
+    /// Every model answer, in order.
+    answers: Vec<ModelAnswer>,
+}
+
+/// One model answer of a run, as recorded: what was answered, how sure the model was, and
+/// whether the graph took it.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct ModelAnswer {
+    /// The step (`step.branch` inside a parallel block).
+    pub step: String,
+    /// The answer text (for a constrained `choose`, the unwrapped choice).
+    pub text: String,
+    /// The answer's probability, where the server gave log-probabilities.
+    pub probability: Option<f64>,
+    /// The constraint mode, if decoding was constrained.
+    pub constraint: Option<String>,
+    /// The step the graph went to after this answer: for an answer it did not take (outside
+    /// the choices, below `min_confidence`), `on invalid`'s target (`None`: retried, or the run
+    /// stopped there).
+    pub next: Option<String>,
 }
 
 /// What a suspended run waits for.
@@ -95,6 +116,7 @@ impl RunView {
             delivered: Vec::new(),
             entries: 0,
             tools: None,
+            answers: Vec::new(),
         }
     }
 
@@ -133,6 +155,28 @@ impl RunView {
         self.apply_status(event);
         match event {
             Event::RunStarted { inputs, .. } => self.note_secrets(inputs),
+            Event::Model {
+                step,
+                branch,
+                reply:
+                    Reply::Answer {
+                        text,
+                        probability,
+                        constraint,
+                        ..
+                    },
+                next,
+                ..
+            } => self.answers.push(ModelAnswer {
+                step: match branch {
+                    Some(b) => format!("{step}.{b}"),
+                    None => step.to_string(),
+                },
+                text: text.clone(),
+                probability: *probability,
+                constraint: constraint.clone(),
+                next: next.as_ref().map(|n| n.to_string()),
+            }),
             Event::Delivered {
                 event_id, payload, ..
             } => self
@@ -195,6 +239,12 @@ impl RunView {
             }
             _ => {}
         }
+    }
+
+    /// The model's answers, in order, with their probabilities: how sure the model was of what
+    /// the graph decided on.
+    pub fn answers(&self) -> &[ModelAnswer] {
+        &self.answers
     }
 
     /// The fingerprint ([`payload_fingerprint`]) of the payload the run received under

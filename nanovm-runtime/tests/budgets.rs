@@ -285,6 +285,9 @@ fn max_tokens_trips_before_a_call_when_already_used_up() {
                 completion_tokens: 30,
                 cache_hit: false,
                 tokens_estimated: false,
+                probability: None,
+                raw_text: None,
+                constraint: None,
             },
         )
         .always("classify", "a");

@@ -40,6 +40,9 @@ impl Model for Shared<Counting> {
                 completion_tokens: 2,
                 cache_hit: false,
                 tokens_estimated: false,
+                probability: None,
+                raw_text: None,
+                constraint: None,
             })
         })
     }
@@ -53,6 +56,8 @@ fn request(prompt: &str) -> ModelRequest {
         prompt: prompt.into(),
         max_tokens: None,
         choices: None,
+        instruction: None,
+        min_confidence: None,
     }
 }
 

@@ -26,6 +26,8 @@ fn request(prompt: &str) -> ModelRequest {
         prompt: prompt.into(),
         max_tokens: None,
         choices: None,
+        instruction: None,
+        min_confidence: None,
     }
 }
 
@@ -160,6 +162,9 @@ async fn success_records_usage() {
             completion_tokens: 3,
             cache_hit: false,
             tokens_estimated: false,
+            probability: None,
+            raw_text: None,
+            constraint: None,
         }
     );
 }
@@ -370,7 +375,10 @@ async fn choices_do_not_constrain_by_default() {
     Mock::given(body_json(json!({
         "model": "test-model",
         "messages": [{"role": "user", "content": "Which action?"}],
-        "temperature": 0.0
+        "max_tokens": 24,
+        "temperature": 0.0,
+        "logprobs": true,
+        "top_logprobs": 1
     })))
     .respond_with(ResponseTemplate::new(200).set_body_json(completion(r#"{"choice":"refund"}"#)))
     .expect(1)
@@ -396,11 +404,14 @@ async fn json_schema_constraint_is_sent_and_unwrapped() {
     Mock::given(body_json(json!({
         "model": "test-model",
         "messages": [{"role": "user", "content": "Which action?"}],
+        "max_tokens": 24,
         "temperature": 0.0,
         "response_format": {
             "type": "json_schema",
             "json_schema": {"name": "choice", "strict": true, "schema": choice_schema()}
-        }
+        },
+        "logprobs": true,
+        "top_logprobs": 1
     })))
     .respond_with(
         ResponseTemplate::new(200).set_body_json(completion(r#"{ "choice": "replace" }"#)),
@@ -428,8 +439,11 @@ async fn json_object_constraint_is_sent_and_unwrapped() {
     Mock::given(body_json(json!({
         "model": "test-model",
         "messages": [{"role": "user", "content": "Which action?"}],
+        "max_tokens": 24,
         "temperature": 0.0,
-        "response_format": {"type": "json_object", "schema": choice_schema()}
+        "response_format": {"type": "json_object", "schema": choice_schema()},
+        "logprobs": true,
+        "top_logprobs": 1
     })))
     .respond_with(ResponseTemplate::new(200).set_body_json(completion(r#"{"choice":"escalate"}"#)))
     .expect(1)
@@ -445,26 +459,52 @@ async fn json_object_constraint_is_sent_and_unwrapped() {
     );
 }
 
-#[tokio::test]
-async fn no_model_name_is_permanent_and_sends_nothing() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion("x")))
-        .expect(0)
-        .mount(&server)
-        .await;
-    let m = OpenAiModel::builder(format!("{}/v1", server.uri()))
-        .no_proxy()
+// --- Attack: configuration mistakes that only showed at the first model step -----------------
+
+#[test]
+fn no_model_name_is_a_build_error() {
+    // It used to build, and fail at the first model step of the first run.
+    let err = OpenAiModel::builder("http://127.0.0.1:8088/v1")
         .build()
-        .unwrap();
-    let err = complete(&m, &request("x")).await.unwrap_err();
-    assert!(!err.retryable);
-    assert!(err.message.contains("no model"), "{err}");
+        .unwrap_err();
+    assert_eq!(err, OpenAiConfigError::MissingModel);
+    assert!(err.to_string().contains(".model("), "{err}");
+    let blank = OpenAiModel::builder("http://127.0.0.1:8088/v1")
+        .model("  ")
+        .build();
+    assert_eq!(blank.unwrap_err(), OpenAiConfigError::MissingModel);
+}
+
+#[test]
+fn a_base_url_without_a_scheme_is_refused_with_the_fix() {
+    // It used to fail with reqwest's "relative URL without a base", or for `localhost:8088`
+    // with an "unsupported scheme \"localhost\"".
+    for url in ["127.0.0.1:8088/v1", "localhost:8088/v1"] {
+        let err = OpenAiModel::builder(url).model("m").build().unwrap_err();
+        let OpenAiConfigError::BadBaseUrl { message, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains(&format!("did you mean \"http://{url}\"")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn constraint_modes_are_named_and_unknown_ones_refused() {
+    for mode in ChoiceConstraint::ALL {
+        assert_eq!(mode.as_str().parse::<ChoiceConstraint>().unwrap(), mode);
+    }
+    let err = "json".parse::<ChoiceConstraint>().unwrap_err();
+    assert!(matches!(err, OpenAiConfigError::UnknownConstraint { .. }));
+    assert!(err.to_string().contains("grammar"), "{err}");
 }
 
 #[test]
 fn configuration_is_checked_at_build() {
     let endpoint = OpenAiModel::builder("http://127.0.0.1:8088/v1/")
+        .model("m")
         .build()
         .unwrap();
     assert_eq!(
@@ -473,20 +513,25 @@ fn configuration_is_checked_at_build() {
     );
 
     assert!(matches!(
-        OpenAiModel::builder("not a url").build(),
+        OpenAiModel::builder("not a url").model("m").build(),
         Err(OpenAiConfigError::BadBaseUrl { .. })
     ));
     assert!(matches!(
-        OpenAiModel::builder("ftp://example.com/v1").build(),
+        OpenAiModel::builder("ftp://example.com/v1")
+            .model("m")
+            .build(),
         Err(OpenAiConfigError::BadBaseUrl { .. })
     ));
     assert!(matches!(
         OpenAiModel::builder("http://x/v1")
+            .model("m")
             .api_key("bad\nkey")
             .build(),
         Err(OpenAiConfigError::BadApiKey)
     ));
-    let https = OpenAiModel::builder("https://api.openai.com/v1").build();
+    let https = OpenAiModel::builder("https://api.openai.com/v1")
+        .model("m")
+        .build();
     if cfg!(feature = "rustls") {
         assert!(https.is_ok());
     } else {
@@ -585,13 +630,31 @@ async fn error_bodies_are_cut_before_they_reach_the_trace() {
         "Traceback (most recent call last):\n{}  File \"/srv/app/secrets/config.py\", line 7\nKeyError: 'OPENAI_KEY'",
         "  File \"/usr/lib/python3/site-packages/x.py\", line 1, in f\n".repeat(100)
     );
-    let server = serving(ResponseTemplate::new(500).set_body_string(traceback)).await;
+    let server = serving(ResponseTemplate::new(500).set_body_string(format!(
+        "internal error in /srv/app/server.py: {}{traceback}",
+        "x".repeat(500)
+    )))
+    .await;
     let err = complete(&model(&server), &request("x")).await.unwrap_err();
     assert!(err.retryable, "{err}");
     assert!(err.message.contains("500"), "{err}");
     assert!(err.message.contains('…'), "{err}");
-    assert!(!err.message.contains("config.py"), "{err}");
-    let quoted = err.message.split_once(": Traceback").expect("quoted").1;
+    // The server's internals never reach the trace: no traceback, no file path.
+    for internal in [
+        "config.py",
+        "Traceback",
+        "/srv/app",
+        "site-packages",
+        "OPENAI_KEY",
+    ] {
+        assert!(!err.message.contains(internal), "{internal}: {err}");
+    }
+    assert!(err.message.contains("internal error in <path>"), "{err}");
+    let quoted = err
+        .message
+        .split_once(": internal error")
+        .expect("quoted")
+        .1;
     assert!(
         quoted.chars().count() <= 200 + 40,
         "{}",
@@ -800,4 +863,282 @@ async fn a_server_without_usage_still_trips_max_tokens() {
         .expect("replays");
     assert_eq!(report.root, e.trace.root());
     assert_eq!(report.status, RunStatus::BudgetExceeded);
+}
+
+// --- Issue 17: what a real small model needs, and what a real server answers ----------------
+
+/// A `choose` request as the runtime builds it (instruction included).
+fn runtime_choose_request() -> ModelRequest {
+    ModelRequest {
+        choices: Some(&["yes", "no"]),
+        instruction: Some(nanovm_runtime::model::choice_instruction(&["yes", "no"])),
+        ..request("Is this a valid refund request?")
+    }
+}
+
+/// A completion whose message is `content`, with chat-style logprobs for `tokens`.
+fn completion_with_logprobs(content: &str, tokens: &[(&str, f64)]) -> Value {
+    let mut c = completion(content);
+    c["choices"][0]["logprobs"] = json!({
+        "content": tokens
+            .iter()
+            .map(|(t, lp)| json!({"token": t, "logprob": lp, "bytes": null, "top_logprobs": []}))
+            .collect::<Vec<_>>()
+    });
+    c
+}
+
+#[tokio::test]
+async fn a_choose_request_names_the_answers_and_bounds_the_reply() {
+    // Unconstrained, a small model answered with a sentence: the request said nothing about
+    // the format and set no max_tokens.
+    let server = MockServer::start().await;
+    Mock::given(body_json(json!({
+        "model": "test-model",
+        "messages": [{"role": "user", "content":
+            "Is this a valid refund request?\n\nAnswer with exactly one word: one of yes, no. No other text."}],
+        "max_tokens": 24,
+        "temperature": 0.0,
+        "logprobs": true,
+        "top_logprobs": 1
+    })))
+    .respond_with(ResponseTemplate::new(200).set_body_json(completion("yes")))
+    .expect(1)
+    .mount(&server)
+    .await;
+    let reply = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "yes");
+    assert_eq!(reply.constraint, None);
+    assert_eq!(reply.raw_text, None);
+    // The step's own max_tokens, or the configured default, still wins.
+    let m = builder(&server).default_max_tokens(5).build().unwrap();
+    assert_eq!(
+        m.chat_request(&runtime_choose_request())
+            .unwrap()
+            .max_tokens,
+        Some(5)
+    );
+    // A free-text step gets neither a max_tokens nor logprobs.
+    let plain = model(&server).chat_request(&request("x")).unwrap();
+    assert_eq!(
+        (plain.max_tokens, plain.logprobs, plain.top_logprobs),
+        (None, None, None)
+    );
+}
+
+#[tokio::test]
+async fn grammar_mode_sends_llama_cpp_grammar() {
+    let server = MockServer::start().await;
+    Mock::given(body_json(json!({
+        "model": "test-model",
+        "messages": [{"role": "user", "content":
+            "Is this a valid refund request?\n\nAnswer with exactly one word: one of yes, no. No other text."}],
+        "max_tokens": 24,
+        "temperature": 0.0,
+        "grammar": "root ::= \"yes\" | \"no\"",
+        "logprobs": true,
+        "top_logprobs": 1
+    })))
+    .respond_with(
+        ResponseTemplate::new(200)
+            .set_body_json(completion_with_logprobs("no", &[("no", -0.105_360_5)])),
+    )
+    .expect(1)
+    .mount(&server)
+    .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::Grammar)
+        .build()
+        .unwrap();
+    let reply = complete(&m, &runtime_choose_request()).await.unwrap();
+    assert_eq!(reply.text, "no");
+    assert_eq!(reply.constraint.as_deref(), Some("grammar"));
+    let p = reply.probability.unwrap();
+    assert!((p - 0.9).abs() < 1e-6, "{p}");
+}
+
+#[tokio::test]
+async fn the_probability_is_the_answers_not_the_wrappers() {
+    // {"choice": "yes"} under a JSON constraint: the wrapper tokens are forced; the answer's
+    // probability is that of the tokens spelling `yes`.
+    let tokens = [
+        ("{\"", -2.0),
+        ("choice", -1.0),
+        ("\": \"", -3.0),
+        ("y", -0.1),
+        ("es", -0.2),
+        ("\"}", -5.0),
+    ];
+    let server = serving(
+        ResponseTemplate::new(200)
+            .set_body_json(completion_with_logprobs(r#"{"choice": "yes"}"#, &tokens)),
+    )
+    .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::JsonObjectSchema)
+        .build()
+        .unwrap();
+    let reply = complete(&m, &runtime_choose_request()).await.unwrap();
+    assert_eq!(reply.text, "yes");
+    // What the server really sent is kept, with the mode.
+    assert_eq!(reply.raw_text.as_deref(), Some(r#"{"choice": "yes"}"#));
+    assert_eq!(reply.constraint.as_deref(), Some("json_object"));
+    let p = reply.probability.unwrap();
+    assert!((p - (-0.3f64).exp()).abs() < 1e-9, "{p}");
+
+    // Tokens that do not spell the text: the probability of the whole reply (never more than
+    // the answer's).
+    let server = serving(
+        ResponseTemplate::new(200).set_body_json(completion_with_logprobs(
+            "yes",
+            &[("ye", -0.5), ("p", -0.5)],
+        )),
+    )
+    .await;
+    let reply = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap();
+    assert!((reply.probability.unwrap() - (-1.0f64).exp()).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn malformed_or_missing_logprobs_give_no_probability() {
+    for logprobs in [
+        json!(null),
+        json!("high"),
+        json!({"content": [{"token": "yes", "logprob": 0.5}]}), // a logprob above 0
+        json!({"content": [{"token": "yes", "logprob": "x"}]}),
+        json!({"content": [{"token": "yes"}]}),
+        json!({"content": []}),
+        json!({"tokens": ["yes"], "token_logprobs": []}),
+    ] {
+        let mut body = completion("yes");
+        body["choices"][0]["logprobs"] = logprobs.clone();
+        let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+        let reply = complete(&model(&server), &runtime_choose_request())
+            .await
+            .unwrap();
+        assert_eq!(reply.text, "yes");
+        assert_eq!(reply.probability, None, "{logprobs}");
+    }
+    // The legacy completions form is read too.
+    let mut body = completion("yes");
+    body["choices"][0]["logprobs"] = json!({"tokens": ["yes"], "token_logprobs": [-0.5]});
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let reply = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap();
+    assert!((reply.probability.unwrap() - (-0.5f64).exp()).abs() < 1e-9);
+}
+
+/// llama-cpp-python 0.3.36's answer to `response_format: {"type": "json_schema", ...}`.
+fn llama_cpp_python_validation_500() -> Value {
+    json!({"error": {
+        "message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', 'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n  File \"/opt/venv/lib/python3.11/site-packages/llama_cpp/server/app.py\", line 376, in create_chat_completion\n    POST /v1/chat/completions",
+        "type": "internal_server_error"
+    }})
+}
+
+#[tokio::test]
+async fn a_rejected_constraint_mode_is_permanent_detected_once_and_names_the_fix() {
+    // It was retryable (a 500), so a step with `retry` retried a request that can never
+    // succeed, and the recorded error held the server's traceback and file paths.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(llama_cpp_python_validation_500()))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::JsonSchema)
+        .build()
+        .unwrap();
+    let err = complete(&m, &runtime_choose_request()).await.unwrap_err();
+    assert!(!err.retryable, "{err}");
+    assert!(err.message.contains("`json_schema`"), "{err}");
+    assert!(
+        err.message.contains("use `json_object` or `grammar`"),
+        "{err}"
+    );
+    for internal in [
+        "site-packages",
+        "/opt/venv",
+        "app.py",
+        "create_chat_completion",
+    ] {
+        assert!(!err.message.contains(internal), "{internal}: {err}");
+    }
+    // Detected once: the next constrained request fails the same way without being sent.
+    let again = complete(&m, &runtime_choose_request()).await.unwrap_err();
+    assert_eq!(again, err);
+}
+
+#[tokio::test]
+async fn validation_errors_are_permanent_whatever_the_status() {
+    // FastAPI's own 422, and a 500 with a pydantic `detail` list, on a request without a
+    // constraint: permanent, explained from `detail`.
+    for status in [422, 500] {
+        let server = serving(ResponseTemplate::new(status).set_body_json(json!({"detail": [
+            {"type": "extra_forbidden", "loc": ["body", "logprobs"], "msg": "Extra inputs are not permitted"}
+        ]})))
+        .await;
+        let err = complete(&model(&server), &runtime_choose_request())
+            .await
+            .unwrap_err();
+        assert!(!err.retryable, "{status}: {err}");
+        assert!(
+            err.message
+                .contains("body.logprobs: Extra inputs are not permitted"),
+            "{err}"
+        );
+    }
+    // A plain 500 stays retryable.
+    let server = serving(
+        ResponseTemplate::new(500).set_body_json(json!({"error": {"message": "out of memory"}})),
+    )
+    .await;
+    let err = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap_err();
+    assert!(err.retryable, "{err}");
+}
+
+#[tokio::test]
+async fn a_choose_answer_cut_short_is_an_invalid_answer_not_a_failure() {
+    let mut body = completion("No, this is not a valid refund request because");
+    body["choices"][0]["finish_reason"] = json!("length");
+    let server = serving(ResponseTemplate::new(200).set_body_json(body)).await;
+    let err = complete(&model(&server), &runtime_choose_request())
+        .await
+        .unwrap_err();
+    assert!(err.invalid_answer, "{err:?}");
+    assert!(!err.retryable);
+    assert!(err.message.contains("truncated"), "{err}");
+}
+
+#[tokio::test]
+async fn an_invalid_request_is_blamed_on_the_mode_only_when_the_server_names_it() {
+    // OpenAI's 400 for a prompt too long, with a constraint mode on: permanent, but the mode
+    // is not rejected, so the next request is sent.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+            "message": "This model's maximum context length is 8192 tokens.",
+            "code": "context_length_exceeded"
+        }})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let m = builder(&server)
+        .constrain_choices(ChoiceConstraint::JsonSchema)
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let err = complete(&m, &runtime_choose_request()).await.unwrap_err();
+        assert!(!err.retryable, "{err}");
+        assert!(!err.message.contains("constraint mode"), "{err}");
+        assert!(err.message.contains("maximum context length"), "{err}");
+    }
 }

@@ -425,12 +425,17 @@ fn rich_run(id: &str) -> Run {
         model: Some("gpt".into()),
         system: Some("sys\n\"quoted\"".into()),
         prompt: "Is this valid? ✓ 日本語 \u{7f}".into(),
+        instruction: Some("Answer with exactly one word: one of yes, no.".into()),
         reply: Reply::Answer {
             text: " yes\n".into(),
             prompt_tokens: 12,
             completion_tokens: u64::MAX,
             cache_hit: false,
             tokens_estimated: false,
+            // Not exactly representable in decimal: the store must round-trip the bits.
+            probability: Some(0.1 + 0.2),
+            raw_text: Some("{\"choice\": \" yes\\n\"}".into()),
+            constraint: Some("json_object".into()),
         },
         next: Some("policy".into()),
     })

@@ -50,6 +50,7 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     // error: the grammar already requires exactly the right edges.)
     steps::check_otherwise(&mut ctx);
     steps::check_llm_steps(&mut ctx);
+    steps::check_min_confidence(&mut ctx);
     steps::check_parallel_branches(&mut ctx);
     steps::check_counts(&mut ctx);
     // The graph.

@@ -6,7 +6,7 @@ use super::suggest::did_you_mean;
 use super::{Ctx, with_branches};
 use crate::codes;
 use crate::diagnostic::Diagnostic;
-use crate::syntax::ast::{IntLit, LlmOutput, Span, StepKind};
+use crate::syntax::ast::{IntLit, LlmOutput, LlmStep, Span, StepKind};
 
 /// Largest `retry N` accepted: beyond this a retry loop is a denial of service, not resilience.
 pub(crate) const MAX_RETRY: i64 = 100;
@@ -91,6 +91,82 @@ pub(super) fn check_llm_steps(ctx: &mut Ctx<'_>) {
             );
         }
     }
+}
+
+/// `min_confidence P` makes an unsure answer invalid, so it needs an admissible set and an
+/// `on invalid` edge for the unsure answer to take (a parallel branch has none), and `P` must be
+/// a probability that some answer can meet: in (0, 1].
+pub(super) fn check_min_confidence(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    for step in &ctx.steps {
+        let mut each = |l: &LlmStep, branch_of: Option<&str>| {
+            let Some(m) = &l.min_confidence else {
+                return;
+            };
+            if !(m.value > 0.0 && m.value <= 1.0) {
+                diags.push(
+                    Diagnostic::error(
+                        codes::E0114,
+                        format!(
+                            "`min_confidence {}` is not a probability in (0, 1]",
+                            m.value
+                        ),
+                        m.span,
+                    )
+                    .with_label("outside (0, 1]")
+                    .with_help("write a probability such as `min_confidence 0.9`"),
+                );
+            }
+            if let Some(parallel) = branch_of {
+                diags.push(
+                    Diagnostic::error(
+                        codes::E0114,
+                        "a parallel branch cannot take `min_confidence`",
+                        m.span,
+                    )
+                    .with_label(format!("inside parallel step `{parallel}`"))
+                    .with_help(
+                        "an unsure answer needs an `on invalid` edge to take, which branches \
+                         cannot have; make it an `llm` step of its own",
+                    ),
+                );
+                return;
+            }
+            if !matches!(l.output, Some(LlmOutput::Choose { .. })) {
+                diags.push(
+                    Diagnostic::error(
+                        codes::E0114,
+                        "`min_confidence` needs `choose`: only a choice has a confidence",
+                        m.span,
+                    )
+                    .with_label("no admissible answers to be sure of")
+                    .with_help("add `choose VAR from [a, b]`, or remove `min_confidence`"),
+                );
+            } else if l.on_invalid.is_none() {
+                diags.push(
+                    Diagnostic::error(
+                        codes::E0114,
+                        "`min_confidence` needs `on invalid`: an unsure answer must go somewhere",
+                        m.span,
+                    )
+                    .with_label("an answer below this has no edge to take")
+                    .with_help("add `on invalid -> S`, e.g. a step where a person decides"),
+                );
+            }
+        };
+        match &step.kind {
+            StepKind::Llm(l) => each(l, None),
+            StepKind::Parallel(p) => {
+                for b in &p.branches {
+                    if let StepKind::Llm(l) = &b.kind {
+                        each(l, Some(step.name.name.as_str()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    ctx.diags.extend(diags);
 }
 
 /// Parallel branches run inside their block and report back to it: they cannot have error

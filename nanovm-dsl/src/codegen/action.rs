@@ -79,12 +79,17 @@ impl Gen<'_> {
             }
             LlmOut::Into { .. } | LlmOut::Discard => quote!(None),
         };
+        let min_confidence = match l.min_confidence {
+            Some(p) => quote!(Some(#p)),
+            None => quote!(None),
+        };
         quote!(#nv::Action::Llm(#nv::LlmCall {
             system: #system,
             prompt: #prompt,
             model: #model,
             max_tokens: #max_tokens,
             choices: #choices,
+            min_confidence: #min_confidence,
         }))
     }
 

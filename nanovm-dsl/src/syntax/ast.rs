@@ -63,6 +63,15 @@ pub struct IntLit {
     pub span: Span,
 }
 
+/// A number literal with its span, e.g. the `0.9` of `min_confidence 0.9`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NumLit {
+    /// The value.
+    pub value: f64,
+    /// Where it was written.
+    pub span: Span,
+}
+
 /// A string literal with escapes already decoded, e.g. `"refund tool failed"`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StrLit {
@@ -353,6 +362,8 @@ pub struct LlmStep {
     pub model: Option<StrLit>,
     /// `max_tokens: N`
     pub max_tokens: Option<IntLit>,
+    /// `min_confidence P` (with `choose`)
+    pub min_confidence: Option<NumLit>,
     /// `choose VAR from [a, b]` or `into VAR`
     pub output: Option<LlmOutput>,
     /// `on invalid -> S`

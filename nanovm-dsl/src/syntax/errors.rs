@@ -55,6 +55,7 @@ const LLM_CLAUSES: &[&str] = &[
     "system",
     "model",
     "max_tokens",
+    "min_confidence",
     "choose",
     "into",
     "on",
@@ -435,7 +436,8 @@ fn build(src: &str, lx: &Lexed, pos: usize, p: usize, raw: &BTreeSet<String>) ->
     if d.help.is_none() && raw.contains("\0llm_clause") && found_tok.is_some() {
         d = d.with_help(
             "an `llm` step takes `prompt:`, `system:`, `model:`, `max_tokens:`, \
-             `choose VAR from [...]` or `into VAR`, `on invalid -> S`, `retry N`, `on error -> S`",
+             `choose VAR from [...]` or `into VAR`, `min_confidence P`, `on invalid -> S`, \
+             `retry N`, `on error -> S`",
         );
     }
     if found_text == "secret" && raw.contains("\0type") && !raw.contains("secret") {

@@ -653,6 +653,7 @@ impl<'a, 'd> Builder<'a, 'd> {
             system: None,
             model: None,
             max_tokens: None,
+            min_confidence: None,
             output: None,
             on_invalid: None,
             retry: None,
@@ -684,6 +685,18 @@ impl<'a, 'd> Builder<'a, 'd> {
                         self.once(&mut seen, "max_tokens", "`max_tokens`", what, span);
                         let int = c.into_inner().find(|x| x.as_rule() == Rule::int_lit);
                         s.max_tokens = int.map(|x| self.int_lit(&x));
+                    }
+                    Rule::min_confidence => {
+                        self.once(&mut seen, "min_confidence", "`min_confidence`", what, span);
+                        if let Some(n) = c.into_inner().find(|x| x.as_rule() == Rule::number) {
+                            let nspan = self.span(&n);
+                            let value = match self.number(n.as_str(), nspan) {
+                                Literal::Int(i) => i as f64,
+                                Literal::Float(f) => f,
+                                _ => 0.0,
+                            };
+                            s.min_confidence = Some(NumLit { value, span: nspan });
+                        }
                     }
                     Rule::choose => {
                         self.output_once(&mut seen, "choose", what, span);

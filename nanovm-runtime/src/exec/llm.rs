@@ -6,24 +6,59 @@ use super::race::race;
 use super::recorder::{Halt, divergence};
 use super::{Exec, Flow, Io, target};
 use crate::error::RunError;
-use crate::model::{ModelError, ModelReply, ModelRequest};
+use crate::model::{
+    ModelError, ModelReply, ModelRequest, choice_instruction, recorded_probability,
+};
 use crate::program::{LlmCall, Next, Outcome, Program, StepId};
 use crate::trace::{Event, Reply};
 
 /// Trims the model's text and matches it exactly (case-sensitive) against the admissible
-/// answers; anything else is `Invalid`. Text steps get the raw text.
-pub(super) fn normalize<'a>(
-    text: &'a str,
-    choices: Option<&'static [&'static str]>,
-) -> Outcome<'a> {
-    match choices {
+/// answers; anything else is `Invalid`. Text steps get the raw text. With a `min_confidence`,
+/// an admissible answer whose probability is below it, or unknown, is `Invalid` too.
+pub(super) fn normalize<'a>(reply: &'a ModelReply, req: &ModelRequest) -> Outcome<'a> {
+    match req.choices {
         Some(cs) => {
-            let t = text.trim();
-            cs.iter()
-                .position(|c| *c == t)
-                .map_or(Outcome::Invalid, Outcome::Choice)
+            let t = reply.text.trim();
+            let p = recorded_probability(reply.probability);
+            match cs.iter().position(|c| *c == t) {
+                Some(i) if confident(p, req.min_confidence) => Outcome::Choice(i),
+                _ => Outcome::Invalid,
+            }
         }
-        None => Outcome::Text(text),
+        None => Outcome::Text(&reply.text),
+    }
+}
+
+/// Whether an answer with `probability` meets `min`: always without a minimum; with one, only
+/// a known probability at or above it (an unknown one fails closed).
+fn confident(probability: Option<f64>, min: Option<f64>) -> bool {
+    match (min, probability) {
+        (None, _) => true,
+        (Some(min), Some(p)) => p >= min,
+        (Some(_), None) => false,
+    }
+}
+
+/// The request for an `llm` step or branch: a `choose` carries the instruction naming its
+/// admissible answers.
+pub(super) fn request(name: &'static str, call: LlmCall) -> ModelRequest {
+    let LlmCall {
+        system,
+        prompt,
+        model,
+        max_tokens,
+        choices,
+        min_confidence,
+    } = call;
+    ModelRequest {
+        step: Cow::Borrowed(name),
+        model: model.map(Cow::Borrowed),
+        system,
+        prompt,
+        max_tokens,
+        choices,
+        instruction: choices.map(choice_instruction),
+        min_confidence,
     }
 }
 
@@ -35,10 +70,17 @@ pub(super) fn into_reply(r: Result<ModelReply, ModelError>) -> Reply {
             completion_tokens: m.completion_tokens,
             cache_hit: m.cache_hit,
             tokens_estimated: m.tokens_estimated,
+            // A probability that is not a number in [0, 1] is not one (and NaN cannot be
+            // written as JSON): it is dropped, which a `min_confidence` reads as unknown. The
+            // rest is rounded exactly as `normalize` decided on it.
+            probability: recorded_probability(m.probability),
+            raw_text: m.raw_text,
+            constraint: m.constraint,
         },
         Err(e) => Reply::Error {
             message: e.message,
-            retryable: e.retryable,
+            retryable: e.retryable && !e.invalid_answer,
+            invalid_answer: e.invalid_answer,
         },
     }
 }
@@ -51,16 +93,27 @@ pub(super) fn recorded_reply(r: &Reply) -> Result<ModelReply, ModelError> {
             completion_tokens,
             cache_hit,
             tokens_estimated,
+            probability,
+            raw_text,
+            constraint,
         } => Ok(ModelReply {
             text: text.clone(),
             prompt_tokens: *prompt_tokens,
             completion_tokens: *completion_tokens,
             cache_hit: *cache_hit,
             tokens_estimated: *tokens_estimated,
+            probability: *probability,
+            raw_text: raw_text.clone(),
+            constraint: constraint.clone(),
         }),
-        Reply::Error { message, retryable } => Err(ModelError {
+        Reply::Error {
+            message,
+            retryable,
+            invalid_answer,
+        } => Err(ModelError {
             message: message.clone(),
             retryable: *retryable,
+            invalid_answer: *invalid_answer,
         }),
     }
 }
@@ -69,21 +122,7 @@ impl<P: Program> Exec<P> {
     pub(super) async fn llm(&mut self, step: StepId, call: LlmCall) -> Result<Flow, Halt> {
         let si = self.step_info(step)?;
         let max_attempts = si.retry.saturating_add(1);
-        let LlmCall {
-            system,
-            prompt,
-            model,
-            max_tokens,
-            choices,
-        } = call;
-        let mut req = ModelRequest {
-            step: Cow::Borrowed(si.name),
-            model: model.map(Cow::Borrowed),
-            system,
-            prompt,
-            max_tokens,
-            choices,
-        };
+        let mut req = request(si.name, call);
         let mut attempt = 1u32;
         loop {
             if attempt > 1
@@ -106,8 +145,7 @@ impl<P: Program> Exec<P> {
                         self.emit_model(step, &mut req, None, attempt, Ok(reply), None, false)?;
                         return Ok(Flow::End(self.trip(step, trip, None).await?));
                     }
-                    let next =
-                        P::transition(step, &mut self.state, normalize(&reply.text, req.choices));
+                    let next = P::transition(step, &mut self.state, normalize(&reply, &req));
                     match next {
                         Next::Go(to) | Next::Decided { to, .. } => {
                             self.emit_model(
@@ -131,6 +169,42 @@ impl<P: Program> Exec<P> {
                         Next::Reject(msg) => (Ok(reply), msg, true),
                         other @ (Next::Fail(_) | Next::Fault(_)) => {
                             self.emit_model(step, &mut req, None, attempt, Ok(reply), None, false)?;
+                            let msg = self.refusal(step, other);
+                            return self.fail(step, msg).await;
+                        }
+                    }
+                }
+                // A reply that is not an answer (a refusal, an answer cut short) is, for a
+                // `choose`, an invalid answer like any other: it follows `on invalid`.
+                Err(e) if e.invalid_answer && req.choices.is_some() => {
+                    let next = P::transition(step, &mut self.state, Outcome::Invalid);
+                    match next {
+                        Next::Go(to) | Next::Decided { to, .. } => {
+                            self.emit_model(
+                                step,
+                                &mut req,
+                                None,
+                                attempt,
+                                Err(e),
+                                Some(to),
+                                false,
+                            )?;
+                            return Ok(Flow::Go(to));
+                        }
+                        // Without `on invalid`, as for any invalid answer: the step runs again.
+                        Next::Stall => {
+                            self.emit_model(step, &mut req, None, attempt, Err(e), None, false)?;
+                            if let Some(trip) = self.meter.stall() {
+                                return Ok(Flow::End(self.trip(step, trip, None).await?));
+                            }
+                            return Ok(Flow::Again);
+                        }
+                        Next::Reject(msg) => {
+                            let msg = format!("{msg}: {}", e.message);
+                            (Err(e), msg, false)
+                        }
+                        other @ (Next::Fail(_) | Next::Fault(_)) => {
+                            self.emit_model(step, &mut req, None, attempt, Err(e), None, false)?;
                             let msg = self.refusal(step, other);
                             return self.fail(step, msg).await;
                         }
@@ -201,6 +275,7 @@ impl<P: Program> Exec<P> {
             model: req.model.clone(),
             system,
             prompt,
+            instruction: req.instruction.clone(),
             reply: into_reply(reply),
             next,
         })?;

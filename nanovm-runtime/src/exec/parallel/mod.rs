@@ -13,7 +13,7 @@ use super::{Ended, Exec, Flow, target};
 use crate::budget::Trip;
 use crate::error::RunError;
 use crate::ids;
-use crate::model::{ModelError, ModelRequest};
+use crate::model::ModelError;
 use crate::program::{
     Action, BranchId, BranchInfo, Name, Next, Outcome, Program, Scope, StepId, StepInfo, StepKind,
     ToolCall, ToolError,
@@ -200,14 +200,7 @@ impl<P: Program> Exec<P> {
                 self.meter.usage.retries += 1;
             }
             let kind = match P::branch_action(step, i as BranchId, &self.state) {
-                Ok(Action::Llm(call)) => JobKind::Model(ModelRequest {
-                    step: Cow::Borrowed(b.name),
-                    model: call.model.map(Cow::Borrowed),
-                    system: call.system,
-                    prompt: call.prompt,
-                    max_tokens: call.max_tokens,
-                    choices: call.choices,
-                }),
+                Ok(Action::Llm(call)) => JobKind::Model(super::llm::request(b.name, call)),
                 Ok(Action::Tool(call)) => {
                     let tool = self.tool_info(call.tool())?;
                     let args = super::tool::named(call.args());
@@ -295,19 +288,20 @@ impl<P: Program> Exec<P> {
         let i = job.branch as BranchId;
         match &job.answer {
             Some(JobAnswer::Model(Ok(reply))) => {
-                let choices = match &job.kind {
-                    JobKind::Model(r) => r.choices,
-                    JobKind::Tool { .. } => None,
+                let outcome = match &job.kind {
+                    JobKind::Model(r) => normalize(reply, r),
+                    JobKind::Tool { .. } => Outcome::Text(&reply.text),
                 };
-                let next =
-                    P::apply_branch(step, i, &mut self.state, normalize(&reply.text, choices));
+                let next = P::apply_branch(step, i, &mut self.state, outcome);
                 branch_verdict(next, "the answer is not one of the admissible choices")
             }
             Some(JobAnswer::Tool(Ok(json))) => {
                 let next = P::apply_branch(step, i, &mut self.state, Outcome::Tool(json));
                 branch_verdict(next, "the tool result does not fit")
             }
-            Some(JobAnswer::Model(Err(ModelError { message, retryable })))
+            Some(JobAnswer::Model(Err(ModelError {
+                message, retryable, ..
+            })))
             | Some(JobAnswer::Tool(Err(ToolError { message, retryable }))) => {
                 (None, Some((message.clone(), *retryable, None)))
             }

@@ -461,6 +461,7 @@ pub mod customer_refund {
                         model: None,
                         max_tokens: None,
                         choices: Some(Decision::NAMES),
+                        min_confidence: None,
                     })
                 }
                 Step::Policy => __nv::Action::Decide,

@@ -531,6 +531,7 @@ pub mod fanout {
                         model: None,
                         max_tokens: None,
                         choices: None,
+                        min_confidence: None,
                     }),
                 )
             }

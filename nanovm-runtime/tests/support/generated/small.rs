@@ -410,6 +410,7 @@ pub mod small {
                         model: None,
                         max_tokens: None,
                         choices: Some(Label::NAMES),
+                        min_confidence: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -437,6 +438,7 @@ pub mod small {
                         model: None,
                         max_tokens: None,
                         choices: None,
+                        min_confidence: None,
                     })
                 }
                 Step::Done => {
@@ -995,6 +997,7 @@ pub mod small_steps5 {
                         model: None,
                         max_tokens: None,
                         choices: Some(Label::NAMES),
+                        min_confidence: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -1022,6 +1025,7 @@ pub mod small_steps5 {
                         model: None,
                         max_tokens: None,
                         choices: None,
+                        min_confidence: None,
                     })
                 }
                 Step::Done => {
@@ -1580,6 +1584,7 @@ pub mod small_tokens100 {
                         model: None,
                         max_tokens: None,
                         choices: Some(Label::NAMES),
+                        min_confidence: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -1607,6 +1612,7 @@ pub mod small_tokens100 {
                         model: None,
                         max_tokens: None,
                         choices: None,
+                        min_confidence: None,
                     })
                 }
                 Step::Done => {
@@ -2165,6 +2171,7 @@ pub mod small_tool_calls2 {
                         model: None,
                         max_tokens: None,
                         choices: Some(Label::NAMES),
+                        min_confidence: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -2192,6 +2199,7 @@ pub mod small_tool_calls2 {
                         model: None,
                         max_tokens: None,
                         choices: None,
+                        min_confidence: None,
                     })
                 }
                 Step::Done => {
@@ -2750,6 +2758,7 @@ pub mod small_duration1s {
                         model: None,
                         max_tokens: None,
                         choices: Some(Label::NAMES),
+                        min_confidence: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -2777,6 +2786,7 @@ pub mod small_duration1s {
                         model: None,
                         max_tokens: None,
                         choices: None,
+                        min_confidence: None,
                     })
                 }
                 Step::Done => {
@@ -3335,6 +3345,7 @@ pub mod small_stalls1 {
                         model: None,
                         max_tokens: None,
                         choices: Some(Label::NAMES),
+                        min_confidence: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -3362,6 +3373,7 @@ pub mod small_stalls1 {
                         model: None,
                         max_tokens: None,
                         choices: None,
+                        min_confidence: None,
                     })
                 }
                 Step::Done => {
