@@ -136,6 +136,14 @@ impl SqliteStore {
     pub fn path(&self) -> Option<&Path> {
         self.db.path.as_deref()
     }
+
+    /// How many transactions this store's writer thread has committed since it was opened
+    /// (shared by its clones and its [`SqliteStore::vault`]). On a file database every commit
+    /// is a sync (`synchronous=FULL`), so this counts what durability costs: a benchmark reads
+    /// it before and after a run. Transactions that rolled back are not counted.
+    pub fn commits(&self) -> u64 {
+        self.db.commits()
+    }
 }
 
 impl JournalStore for SqliteStore {
