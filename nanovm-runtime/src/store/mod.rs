@@ -288,6 +288,28 @@ pub trait JournalStore: Send + Sync + 'static {
             }
         })
     }
+
+    /// The last write of an execution that holds `lease`: appends `entries` fenced by the lease
+    /// (as [`JournalStore::append`] with `Some(lease.fence())`) *and* gives the lease back (as
+    /// [`JournalStore::release`]), in one transaction, so ending or suspending a run costs one
+    /// durable write, not two. All or nothing: a stale lease ([`JournalError::Fenced`]: the
+    /// epoch moved on, or the lease was released), a `Conflict` or an `Invalid` batch changes
+    /// nothing, and the lease is still held. An empty `entries` only releases.
+    ///
+    /// Every store of this crate implements it atomically. The default, for stores written
+    /// elsewhere, appends and then releases (two writes; a crash in between leaves the lease to
+    /// expire, as a crash before any release does).
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            self.append(run_id, entries, Some(lease.fence())).await?;
+            self.release(lease).await
+        })
+    }
 }
 
 impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
@@ -363,5 +385,14 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Lease, JournalError>> {
         (**self).start_run(run_id, entries, worker, now_ms, lease_ms)
+    }
+
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        (**self).append_release(run_id, entries, lease)
     }
 }
