@@ -19,7 +19,9 @@
 //! Output with `--json`: one JSON line per workload and mode on stdout,
 //! `{"side":"nanovm","mode":"memory","workload":"guard4","steps_per_run":4,
 //!   "steps_per_sec":...,"runs_per_sec":...,"samples":[...],"n_per_sample":N,"concurrency":1}`
-//! (median of the samples), plus `allocs_per_run` / `alloc_bytes_per_run` / `reallocs_per_run` with
+//! (median of the samples), plus, in the `sqlite` mode, `commits_per_run` (the store's own count
+//! of committed transactions over the timed samples, [`SqliteStore::commits`]: each one an fsync),
+//! plus `allocs_per_run` / `alloc_bytes_per_run` / `reallocs_per_run` with
 //! `--allocs`. Without `--json`, a human-readable table. Progress goes to stderr.
 //!
 //! `--allocs` counts heap allocations with a counting global allocator, in a separate untimed
@@ -240,6 +242,8 @@ struct Measured {
     samples_sps: Vec<f64>,
     samples_rps: Vec<f64>,
     allocs: Option<(f64, f64, f64)>,
+    /// SQLite commits per run over the timed samples (the store's own count), `sqlite` mode.
+    commits_per_run: Option<f64>,
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -369,6 +373,7 @@ fn measure(
     args: &Args,
     tokio: &tokio::runtime::Runtime,
     bench: &Bench,
+    store: Option<&SqliteStore>,
     w: Workload,
     mode: ModeArg,
 ) -> Result<Measured, String> {
@@ -426,6 +431,7 @@ fn measure(
     let steps = expected.steps as f64;
     let mut samples_sps = Vec::with_capacity(args.runs);
     let mut samples_rps = Vec::with_capacity(args.runs);
+    let commits_before = store.map(SqliteStore::commits);
     for _ in 0..args.runs {
         let before = (bench.model_calls(), bench.tool_calls());
         let (elapsed, last) = timed(tokio, bench, &expected, n, args.concurrency)?;
@@ -437,6 +443,10 @@ fn measure(
         samples_rps.push(rps);
         samples_sps.push(rps * steps);
     }
+    // The store's commits during the timed samples (check_journal only reads), per run.
+    let commits_per_run = store
+        .zip(commits_before)
+        .map(|(s, before)| (s.commits() - before) as f64 / (n * args.runs as u64) as f64);
 
     let allocs = if args.allocs {
         let runs = n.clamp(1, 2000);
@@ -459,6 +469,7 @@ fn measure(
         samples_sps,
         samples_rps,
         allocs,
+        commits_per_run,
     })
 }
 
@@ -484,6 +495,9 @@ fn json_line(r: &Measured) -> String {
         ("n_per_sample".to_string(), serde_json::json!(r.n)),
         ("concurrency".to_string(), serde_json::json!(r.concurrency)),
     ];
+    if let Some(c) = r.commits_per_run {
+        fields.push(("commits_per_run".into(), serde_json::json!(c)));
+    }
     if let Some((a, re, b)) = r.allocs {
         fields.push(("allocs_per_run".into(), serde_json::json!(a)));
         fields.push(("reallocs_per_run".into(), serde_json::json!(re)));
@@ -517,6 +531,9 @@ fn progress(r: &Measured) {
         median(&r.samples_rps),
         r.samples_sps.len()
     );
+    if let Some(c) = r.commits_per_run {
+        line.push_str(&format!(" | {c:.2} commits/run"));
+    }
     if let Some((a, re, b)) = r.allocs {
         line.push_str(&format!(
             " | {a:.1} allocs + {re:.1} reallocs, {b:.0} bytes per run ({:.2} allocs/step)",
@@ -532,9 +549,9 @@ fn progress(r: &Measured) {
 fn bench_for(
     tokio: &tokio::runtime::Runtime,
     mode: ModeArg,
-) -> Result<(Bench, Option<tempfile::TempDir>), String> {
+) -> Result<(Bench, Option<tempfile::TempDir>, Option<SqliteStore>), String> {
     match mode {
-        ModeArg::Memory => Ok((Bench::memory(), None)),
+        ModeArg::Memory => Ok((Bench::memory(), None, None)),
         ModeArg::Sqlite => {
             // A fresh database file per workload, on the disk that holds the temp directory
             // (`TMPDIR`; not tmpfs on the reference machine), WAL and synchronous=FULL as
@@ -549,7 +566,7 @@ fn bench_for(
             let store = tokio
                 .block_on(SqliteStore::open(&path))
                 .map_err(|e| format!("opening {}: {e}", path.display()))?;
-            Ok((Bench::durable(store), Some(dir)))
+            Ok((Bench::durable(store.clone()), Some(dir), Some(store)))
         }
     }
 }
@@ -585,14 +602,14 @@ fn main() -> ExitCode {
         for &w in &args.workloads {
             // A fresh store (and file) per workload, so one workload's journal does not slow
             // the next one down.
-            let (bench, scratch) = match bench_for(&tokio, mode) {
+            let (bench, scratch, store) = match bench_for(&tokio, mode) {
                 Ok(b) => b,
                 Err(why) => {
                     eprintln!("compare: skipping mode {}: {why}", mode.name());
                     break;
                 }
             };
-            let r = match measure(&args, &tokio, &bench, w, mode) {
+            let r = match measure(&args, &tokio, &bench, store.as_ref(), w, mode) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!(
@@ -604,6 +621,7 @@ fn main() -> ExitCode {
                 }
             };
             drop(bench);
+            drop(store);
             drop(scratch);
             progress(&r);
             if args.json {
