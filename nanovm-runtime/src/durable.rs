@@ -25,7 +25,8 @@
 //!   [`Worker`](crate::Worker)s to claim.
 //!
 //! Each operation that continues a run first claims it ([`JournalStore::claim_run`]: a lease
-//! with a new epoch, renewed while the run executes, released at the end), then decides on the
+//! with a new epoch, renewed while the run executes, released at the end: by the execution's
+//! last write when that write ends or suspends the run), then decides on the
 //! trace stored under that lease, and appends fenced by it. Two racing operations on one run
 //! cannot both apply: the second finds the run leased ([`RunError::Leased`]), or, had the
 //! first one's lease lapsed, its append is refused (`Fenced` or `Conflict`); retrying sees the

@@ -2,9 +2,10 @@
 //!
 //! The executor keeps the trace in memory and hands new entries to the [`JournalStore`] at
 //! *durability points* (group commit): before an `effect` tool is called (the intent and
-//! everything before it), after an effect's result, at suspension, and at the end of the run.
-//! One [`JournalStore::append`] call is one durable write; when it returns `Ok`, the entries are
-//! *acknowledged*. An effect is therefore never invoked before its intent is acknowledged, which
+//! everything before it, the previous effect's result included), before the next external act
+//! after a non-idempotent effect's result, at suspension, and at the end of the run (with the
+//! lease given back, [`JournalStore::append_release`]). One [`JournalStore::append`] call is one
+//! durable write; when it returns `Ok`, the entries are *acknowledged*. An effect is therefore never invoked before its intent is acknowledged, which
 //! is what lets recovery tell "never started" from "outcome unknown".
 //!
 //! Besides the entries, a store keeps one [`RunRecord`] per run, maintained from the appended
