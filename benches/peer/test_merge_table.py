@@ -315,6 +315,14 @@ class DurablePeerTests(unittest.TestCase):
         table, _ = quiet_table(nano("sqlite", "guard4", 4000.0), durable("dbos", "sqlite", "guard4", 400.0))
         self.assertIn("| nanovm | sqlite | this revision | wal | FULL | — |", mt.render(table))
 
+    def test_limit_ratios_are_printed_for_nanovm_in_memory(self):
+        g = dict(nano("memory", "guard4", 1_000_000.0), limit_us_per_run=1.25, ratio_to_limit=3.2)
+        table, _ = quiet_table(g, nano("memory", "linear10", 1_000_000.0, spr=10), peer("guard4", 30000.0))
+        out = mt.render(table)
+        self.assertIn("| workload | nanovm mem µs/run | limit µs/run (hash only) | ratio to the limit |", out)
+        self.assertIn("| guard4 | 4.00 | 1.25 | 3.20× |", out)
+        self.assertIsNone(row_of(out.split("ratio to the limit |")[1], "linear10"))
+
     def test_durable_target_verdict(self):
         table, _ = quiet_table(
             nano("sqlite", "guard4", 4000.0),

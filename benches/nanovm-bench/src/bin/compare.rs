@@ -16,6 +16,11 @@
 //! check prints `NANOVM RUN CHECK FAILED: ...` and exits with status 1, before any number is
 //! printed for that workload.
 //!
+//! In the `memory` mode (one run at a time) the limit is measured too: the hash-only cost of the
+//! last timed run's events ([`Limit`]: canonical encoding and blake3 chaining of its entries,
+//! nothing else), median of R timings; the line gets `limit_us_per_run` and `ratio_to_limit`
+//! (time per run over it).
+//!
 //! Output with `--json`: one JSON line per workload and mode on stdout,
 //! `{"side":"nanovm","mode":"memory","workload":"guard4","steps_per_run":4,
 //!   "steps_per_sec":...,"runs_per_sec":...,"samples":[...],"n_per_sample":N,"concurrency":1}`
@@ -47,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use nanovm::Execution;
 use nanovm::store::SqliteStore;
-use nanovm_bench::{Bench, Expected, Mode, Workload, sanity_checks, tokio_runtime};
+use nanovm_bench::{Bench, Expected, Limit, Mode, Workload, sanity_checks, tokio_runtime};
 
 // --- allocation counting -------------------------------------------------------------------------
 
@@ -244,6 +249,35 @@ struct Measured {
     allocs: Option<(f64, f64, f64)>,
     /// SQLite commits per run over the timed samples (the store's own count), `sqlite` mode.
     commits_per_run: Option<f64>,
+    /// The limit, in memory mode: the hash-only cost of one run's events, seconds per run.
+    limit_s_per_run: Option<f64>,
+}
+
+/// The hash-only cost of `last`'s events ([`Limit`]), seconds per run: the median of `samples`
+/// timings of enough back-to-back hashes to take about 50 ms each.
+fn measure_limit(last: &Execution, samples: usize) -> Result<f64, String> {
+    let mut limit = Limit::of(last);
+    limit.hash_checked()?;
+    let mut n: u32 = 64;
+    loop {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(limit.hash());
+        }
+        if t0.elapsed() >= Duration::from_millis(50) {
+            break;
+        }
+        n *= 2;
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples.max(1) {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(limit.hash());
+        }
+        times.push(t0.elapsed().as_secs_f64() / f64::from(n));
+    }
+    Ok(median(&times))
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -432,6 +466,7 @@ fn measure(
     let mut samples_sps = Vec::with_capacity(args.runs);
     let mut samples_rps = Vec::with_capacity(args.runs);
     let commits_before = store.map(SqliteStore::commits);
+    let mut last_run = None;
     for _ in 0..args.runs {
         let before = (bench.model_calls(), bench.tool_calls());
         let (elapsed, last) = timed(tokio, bench, &expected, n, args.concurrency)?;
@@ -440,6 +475,7 @@ fn measure(
             tokio.block_on(bench.check_journal(&last))?;
         }
         let rps = n as f64 / elapsed.as_secs_f64();
+        last_run = Some(last);
         samples_rps.push(rps);
         samples_sps.push(rps * steps);
     }
@@ -447,6 +483,13 @@ fn measure(
     let commits_per_run = store
         .zip(commits_before)
         .map(|(s, before)| (s.commits() - before) as f64 / (n * args.runs as u64) as f64);
+
+    let limit_s_per_run = match (mode, &last_run) {
+        (ModeArg::Memory, Some(last)) if args.concurrency == 1 => {
+            Some(measure_limit(last, args.runs)?)
+        }
+        _ => None,
+    };
 
     let allocs = if args.allocs {
         let runs = n.clamp(1, 2000);
@@ -470,6 +513,7 @@ fn measure(
         samples_rps,
         allocs,
         commits_per_run,
+        limit_s_per_run,
     })
 }
 
@@ -497,6 +541,11 @@ fn json_line(r: &Measured) -> String {
     ];
     if let Some(c) = r.commits_per_run {
         fields.push(("commits_per_run".into(), serde_json::json!(c)));
+    }
+    if let Some(l) = r.limit_s_per_run {
+        let run_s = 1.0 / median(&r.samples_rps);
+        fields.push(("limit_us_per_run".into(), serde_json::json!(l * 1e6)));
+        fields.push(("ratio_to_limit".into(), serde_json::json!(run_s / l)));
     }
     if let Some((a, re, b)) = r.allocs {
         fields.push(("allocs_per_run".into(), serde_json::json!(a)));
@@ -533,6 +582,14 @@ fn progress(r: &Measured) {
     );
     if let Some(c) = r.commits_per_run {
         line.push_str(&format!(" | {c:.2} commits/run"));
+    }
+    if let Some(l) = r.limit_s_per_run {
+        let run_s = 1.0 / median(&r.samples_rps);
+        line.push_str(&format!(
+            " | limit {:.2} µs/run (hash only), {:.2}× it",
+            l * 1e6,
+            run_s / l
+        ));
     }
     if let Some((a, re, b)) = r.allocs {
         line.push_str(&format!(
