@@ -155,8 +155,8 @@ impl Recorder {
         Recorder {
             run_id,
             trace: Trace::with_capacity(capacity),
-            // Room for a typical event's canonical encoding.
-            scratch: Encoder::with_capacity(512),
+            // Grows to a typical event's encoding; `with_scratch` hands in a sized one.
+            scratch: Encoder::new(),
             mode,
             store,
             fence,
@@ -165,6 +165,12 @@ impl Recorder {
             unsettled: false,
             recorded: recorded.into(),
         }
+    }
+
+    /// Uses `scratch` (cleared before every use) as the buffer events are encoded in.
+    pub(crate) fn with_scratch(mut self, scratch: Encoder) -> Self {
+        self.scratch = scratch;
+        self
     }
 
     /// Makes the first write create the run under a lease (a fresh run; see [`Claim`]), or,
