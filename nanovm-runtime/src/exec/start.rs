@@ -109,7 +109,14 @@ pub(crate) async fn execute<P: Program>(
             step: None,
             message: Some(why),
         },
-        Err(Halt::Error(e)) => return Err(e),
+        Err(Halt::Error(e)) => {
+            // A non-idempotent effect's result waiting for the next write is made durable
+            // even though the run stops here (a broken program, a store failure): it was
+            // known, and recovery must not find the effect ambiguous for want of it. Best
+            // effort: the error that stopped the run is what the caller hears about.
+            let _ = exec.rec.settle().await;
+            return Err(e);
+        }
     };
     exec.check_leftover()?;
     if let Some(inject) = exec.inject.take() {
