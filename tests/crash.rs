@@ -242,6 +242,24 @@ impl JournalStore for FaultyStore {
             |_| {},
         )
     }
+    /// An execution's last write (its entries, and its lease given back): one operation, like
+    /// an append.
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        self.op(
+            move || self.inner.append_release(run_id, entries, lease),
+            move |()| {
+                self.acknowledged
+                    .lock()
+                    .unwrap()
+                    .extend(entries.iter().map(|e| (run_id.to_string(), e.clone())));
+            },
+        )
+    }
     /// A new run's first write (created and leased at once): one operation, like an append.
     fn start_run<'a>(
         &'a self,

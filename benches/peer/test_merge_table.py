@@ -303,6 +303,26 @@ class DurablePeerTests(unittest.TestCase):
         self.assertIn("| LangGraph | sqlite | 1.0 | wal | FULL | guard4 11, effects10 25 |", out)
         self.assertIn("| DBOS | sqlite | 1.0 | delete | FULL | — |", out)
 
+    def test_nanovm_commits_per_run_are_measured_not_from_the_protocol(self):
+        g = dict(nano("sqlite", "guard4", 4000.0), commits_per_run=2.0)
+        e = dict(nano("sqlite", "effects10", 2000.0, spr=11), commits_per_run=11.0)
+        many = dict(nano("sqlite", "guard4", 30000.0, concurrency=64), commits_per_run=0.21)
+        table, _ = quiet_table(g, e, many, durable("dbos", "sqlite", "guard4", 400.0, jm="delete"))
+        out = mt.render(table)
+        self.assertIn("| nanovm | sqlite | this revision | wal | FULL | guard4 2, effects10 11 |", out)
+        self.assertNotIn("not counted", out)
+        # Without a measured count the cell says so, rather than quoting the protocol.
+        table, _ = quiet_table(nano("sqlite", "guard4", 4000.0), durable("dbos", "sqlite", "guard4", 400.0))
+        self.assertIn("| nanovm | sqlite | this revision | wal | FULL | — |", mt.render(table))
+
+    def test_limit_ratios_are_printed_for_nanovm_in_memory(self):
+        g = dict(nano("memory", "guard4", 1_000_000.0), limit_us_per_run=1.25, ratio_to_limit=3.2)
+        table, _ = quiet_table(g, nano("memory", "linear10", 1_000_000.0, spr=10), peer("guard4", 30000.0))
+        out = mt.render(table)
+        self.assertIn("| workload | nanovm mem µs/run | limit µs/run (hash only) | ratio to the limit |", out)
+        self.assertIn("| guard4 | 4.00 | 1.25 | 3.20× |", out)
+        self.assertIsNone(row_of(out.split("ratio to the limit |")[1], "linear10"))
+
     def test_durable_target_verdict(self):
         table, _ = quiet_table(
             nano("sqlite", "guard4", 4000.0),

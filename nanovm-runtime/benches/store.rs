@@ -1,8 +1,11 @@
 //! Journal store throughput: what durability costs.
 //!
 //! - `store/effect_steps/{memory,sqlite,postgres}`: whole runs of a linear program of 20
-//!   `effect` steps (each step: an intent made durable before the call, the result made durable
-//!   after it: 2 appends per step, plus the end), steps per second.
+//!   idempotent `effect` steps, steps per second. Each step's intent is made durable before the
+//!   call, with the previous step's result; the last result goes with the end and the lease's
+//!   release: 21 durable writes per run. Before timing, one run through a counting wrapper prints
+//!   the store writes it made (`durable writes per run`), and on SQLite the store's own count of
+//!   commits (`SqliteStore::commits`), so a regression in the number of syncs shows.
 //! - `store/effect_steps_concurrent/{store}/8`: 8 such runs at once on a multi-threaded runtime.
 //! - `store/append/{memory,sqlite,postgres}`: raw one-entry appends to one run, appends/s.
 //! - `store/concurrent_appends/{store}/{1,4,16}`: that many tasks appending one entry at a time
@@ -24,7 +27,9 @@ use nanovm_runtime::__private_v0_1::{
     Action, Budget, Fault, Next, Outcome, Program, ProgramInfo, StepId, StepInfo, StepKind,
     ToolCall, ToolInfo,
 };
-use nanovm_runtime::store::{JournalStore, MemoryStore};
+use nanovm_runtime::store::{
+    Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord,
+};
 use nanovm_runtime::store::{SqliteOptions, SqliteStore};
 use nanovm_runtime::trace::Datum;
 use nanovm_runtime::trace::Encoder;
@@ -176,12 +181,22 @@ fn stores(tokio: &tokio::runtime::Runtime) -> Vec<(&'static str, Store)> {
     let mut out: Vec<(&'static str, Store)> = vec![("memory", Arc::new(MemoryStore::new()))];
     let sqlite = |max_batch| {
         let path = bench_dir().join(format!("{}.db", unique("bench")));
-        tokio
+        let store = tokio
             .block_on(SqliteStore::open_with(
                 path,
                 SqliteOptions::new().max_batch(max_batch),
             ))
-            .expect("opens")
+            .expect("opens");
+        // One untimed run: the writer's own count of commits per run (each one an fsync).
+        let before = store.commits();
+        let dynamic: Store = Arc::new(store.clone());
+        let writes = writes_per_run(tokio, &dynamic);
+        eprintln!(
+            "store: sqlite (max_batch {max_batch}): {writes} durable writes and {} SQLite commits \
+             per run of {STEPS} effect steps",
+            store.commits() - before
+        );
+        store
     };
     out.push(("sqlite", Arc::new(sqlite(64))));
     out.push(("sqlite_nogc", Arc::new(sqlite(1))));
@@ -239,6 +254,118 @@ fn trace(run_id: &str, n: usize) -> Vec<Entry> {
     t.into_entries()
 }
 
+/// Counts the writes made through it (every method that changes the store); reads pass
+/// through uncounted.
+struct Counting {
+    inner: Store,
+    writes: AtomicU64,
+}
+
+impl Counting {
+    fn count(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl JournalStore for Counting {
+    fn append<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        fence: Option<Fence>,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        self.count();
+        self.inner.append(run_id, entries, fence)
+    }
+    fn load<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<Entry>>, JournalError>> {
+        self.inner.load(run_id)
+    }
+    fn run<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RunRecord>, JournalError>> {
+        self.inner.run(run_id)
+    }
+    fn runs<'a>(
+        &'a self,
+        query: &'a RunQuery,
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, JournalError>> {
+        self.inner.runs(query)
+    }
+    fn claim<'a>(
+        &'a self,
+        program: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        self.count();
+        self.inner.claim(program, worker, now_ms, lease_ms)
+    }
+    fn renew<'a>(
+        &'a self,
+        lease: &'a Lease,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        self.count();
+        self.inner.renew(lease, now_ms, lease_ms)
+    }
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        self.count();
+        self.inner.release(lease)
+    }
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        self.count();
+        self.inner.claim_run(run_id, worker, now_ms, lease_ms)
+    }
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        self.count();
+        self.inner
+            .start_run(run_id, entries, worker, now_ms, lease_ms)
+    }
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        self.count();
+        self.inner.append_release(run_id, entries, lease)
+    }
+}
+
+/// The store writes one run of [`Effects`] makes, counted through [`Counting`].
+fn writes_per_run(tokio: &tokio::runtime::Runtime, store: &Store) -> u64 {
+    let counting = Arc::new(Counting {
+        inner: store.clone(),
+        writes: AtomicU64::new(0),
+    });
+    let rt = Runtime::builder().store(counting.clone()).build();
+    let tools: Arc<dyn EffectTools> = Arc::new(Instantly);
+    let e = tokio
+        .block_on(rt.run::<Effects>((), tools, RunOptions::new().run_id(unique("count"))))
+        .expect("runs");
+    assert_eq!(e.status, RunStatus::Success);
+    counting.writes.load(Ordering::Relaxed)
+}
+
 // --- the benchmarks ----------------------------------------------------------------------------
 
 fn tokio_mt() -> tokio::runtime::Runtime {
@@ -261,6 +388,10 @@ fn effect_steps(c: &mut Criterion) {
         if name == "sqlite_nogc" {
             continue; // one run at a time: nothing to coalesce
         }
+        eprintln!(
+            "store/effect_steps/{name}: {} durable writes per run of {STEPS} effect steps",
+            writes_per_run(&tokio, &store)
+        );
         let rt = Runtime::builder().store(store.clone()).build();
         let run = || {
             tokio.block_on(rt.run::<Effects>(

@@ -25,7 +25,8 @@
 //!   [`Worker`](crate::Worker)s to claim.
 //!
 //! Each operation that continues a run first claims it ([`JournalStore::claim_run`]: a lease
-//! with a new epoch, renewed while the run executes, released at the end), then decides on the
+//! with a new epoch, renewed while the run executes, released at the end: by the execution's
+//! last write when that write ends or suspends the run), then decides on the
 //! trace stored under that lease, and appends fenced by it. Two racing operations on one run
 //! cannot both apply: the second finds the run leased ([`RunError::Leased`]), or, had the
 //! first one's lease lapsed, its append is refused (`Fenced` or `Conflict`); retrying sees the
@@ -344,7 +345,10 @@ async fn operate<P: Program, T>(
         inject,
     )
     .await;
-    let released = store.release(&lease).await;
+    let released = match &lease {
+        Some(lease) => store.release(lease).await,
+        None => Ok(()),
+    };
     match (result, released) {
         (Err(e), _) => Err(e),
         (Ok(e), Ok(())) => Ok(Ok(e)),
@@ -585,7 +589,8 @@ pub(crate) async fn reconcile<P: Program>(
 /// Continues a run under `lease`: every append fenced by it, the lease renewed every
 /// `lease_ms / 3` on the runtime's clock while the run executes; if a renewal finds the lease
 /// taken over, the run is stopped at once (dropped: a crash as far as the store is concerned,
-/// and the new owner recovers it). Returns the outcome and the latest lease (to release).
+/// and the new owner recovers it). Returns the outcome and the latest lease to release (`None`:
+/// the execution's last write gave it back already, [`JournalStore::append_release`]).
 #[allow(
     clippy::too_many_arguments,
     reason = "the run, its lease and what it continues with; a struct would only name them again"
@@ -599,7 +604,7 @@ pub(crate) async fn execute_leased<P: Program>(
     tools: Arc<P::Tools>,
     opts: RunOptions,
     inject: Option<Inject>,
-) -> (Result<Execution, RunError>, Lease) {
+) -> (Result<Execution, RunError>, Option<Lease>) {
     let claim = Arc::new(Claim::new(
         lease.worker.clone(),
         lease_ms,
@@ -614,7 +619,10 @@ pub(crate) async fn execute_leased<P: Program>(
         inject,
     );
     let result = renewing(engine, store, &claim, run).await;
-    (result, claim.lease().unwrap_or(lease))
+    if claim.released() {
+        return (result, None);
+    }
+    (result, Some(claim.lease().unwrap_or(lease)))
 }
 
 /// Drives `run` while renewing the lease `claim` holds (once it holds one) every
@@ -634,9 +642,14 @@ async fn renewing(
         claim.taken().await;
         loop {
             clock.sleep(period).await;
+            if claim.released() {
+                // The last write gave the lease back: the run is done writing.
+                return std::future::pending().await;
+            }
             let current = claim.taken().await;
             match store.renew(&current, clock.now_ms(), claim.lease_ms).await {
                 Ok(renewed) => claim.set_lease(renewed),
+                Err(_) if claim.released() => return std::future::pending().await,
                 Err(e @ JournalError::Fenced { .. }) => return e,
                 Err(_) => {}
             }
@@ -702,6 +715,7 @@ pub(crate) async fn start<P: Program>(
     );
     let result = renewing(engine, &store, &claim, run).await;
     let lease = claim.lease();
+    let to_release = claim.to_release();
     match result {
         Err(RunError::Journal(JournalError::Conflict { found: 0, .. })) if lease.is_none() => {
             let entries = store
@@ -710,7 +724,7 @@ pub(crate) async fn start<P: Program>(
                 .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
             rejoin::<P>(engine, run_id, entries, datums, tools, opts).await
         }
-        result => release_after(&store, lease, result).await,
+        result => release_after(&store, to_release, result).await,
     }
 }
 
@@ -760,7 +774,7 @@ pub(crate) async fn resume<P: Program>(
     };
     let (result, lease) =
         execute_leased::<P>(engine, &store, lease, lease_ms, entries, tools, opts, None).await;
-    release_after(&store, Some(lease), result).await
+    release_after(&store, lease, result).await
 }
 
 /// Why a delivery did not execute.

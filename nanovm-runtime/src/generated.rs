@@ -256,6 +256,11 @@ pub trait Decode: Sized {
     const NAME: &'static str;
     /// The value, if it has this type.
     fn decode(v: &Json) -> Option<Self>;
+    /// Whether the value has this type, without building it (a result the program does not
+    /// keep is still checked, and should cost no copy).
+    fn matches(v: &Json) -> bool {
+        Self::decode(v).is_some()
+    }
 }
 
 impl Decode for Json {
@@ -263,12 +268,18 @@ impl Decode for Json {
     fn decode(v: &Json) -> Option<Self> {
         Some(v.clone())
     }
+    fn matches(_: &Json) -> bool {
+        true
+    }
 }
 
 impl Decode for String {
     const NAME: &'static str = "string";
     fn decode(v: &Json) -> Option<Self> {
         v.as_str().map(str::to_string)
+    }
+    fn matches(v: &Json) -> bool {
+        v.is_string()
     }
 }
 
@@ -303,6 +314,19 @@ pub fn decode<T: Decode>(v: &Json, what: &str) -> Result<T, String> {
             T::NAME
         )
     })
+}
+
+/// Checks a tool result (or event payload) the program does not keep against its declared
+/// type, as [`decode`] does, without building the value.
+pub fn check<T: Decode>(v: &Json, what: &str) -> Result<(), String> {
+    if T::matches(v) {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} returned {} where the declared type is `{}`",
+        kind_of(v),
+        T::NAME
+    ))
 }
 
 /// Decodes recorded input `index`.
@@ -362,6 +386,30 @@ pub fn unexpected(step: &str, outcome: &Outcome<'_>) -> Next {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn check_agrees_with_decode_without_building_the_value() {
+        let values = [
+            json!(null),
+            json!(true),
+            json!(3),
+            json!(2.5),
+            json!("s"),
+            json!([1]),
+            json!({"a": 1}),
+        ];
+        fn same<T: Decode>(v: &Json) {
+            let decoded = decode::<T>(v, "tool `t`").map(|_| ());
+            assert_eq!(check::<T>(v, "tool `t`"), decoded, "{v} as {}", T::NAME);
+        }
+        for v in &values {
+            same::<Json>(v);
+            same::<String>(v);
+            same::<i64>(v);
+            same::<f64>(v);
+            same::<bool>(v);
+        }
+    }
 
     #[test]
     fn json_helpers_fail_with_typed_errors() {

@@ -92,7 +92,23 @@ fn hex16(d: &Digest) -> String {
 /// [`run_id`] from the program's input declarations and the recorded values, without
 /// building the named list first (the same bytes as `Encoder::fields` over their zip).
 pub(crate) fn run_id_of(program_hash: &Digest, names: &[InputInfo], inputs: &[Datum]) -> String {
-    let mut e = Encoder::with_capacity(256);
+    run_id_with(
+        &mut Encoder::with_capacity(256),
+        program_hash,
+        names,
+        inputs,
+    )
+}
+
+/// [`run_id_of`] encoding into `e` (cleared first), so a run being set up reuses its scratch
+/// buffer instead of allocating one.
+pub(crate) fn run_id_with(
+    e: &mut Encoder,
+    program_hash: &Digest,
+    names: &[InputInfo],
+    inputs: &[Datum],
+) -> String {
+    e.clear();
     e.digest(program_hash)
         .u64(names.len().min(inputs.len()) as u64);
     for (n, d) in names.iter().zip(inputs) {

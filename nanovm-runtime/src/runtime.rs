@@ -202,14 +202,31 @@ impl Runtime {
                     Some(id) => id.clone(),
                     None => ids::run_id_of(&info.hash, info.inputs, &datums),
                 };
+                // The durable paths are boxed on their own: inline, their futures (claims,
+                // renewals, rejoins) would make every run's future several kilobytes larger,
+                // in memory too, and that future is allocated and moved once per run.
                 if opts.fence.is_none() {
-                    return durable::start::<P>(&this.inner, run_id, input, datums, tools, opts)
-                        .await;
+                    return Box::pin(durable::start::<P>(
+                        &this.inner,
+                        run_id,
+                        input,
+                        datums,
+                        tools,
+                        opts,
+                    ))
+                    .await;
                 }
                 // The caller holds the run's lease and fences the writes itself.
                 if let Some(entries) = store.load(&run_id).await? {
-                    return durable::rejoin::<P>(&this.inner, run_id, entries, datums, tools, opts)
-                        .await;
+                    return Box::pin(durable::rejoin::<P>(
+                        &this.inner,
+                        run_id,
+                        entries,
+                        datums,
+                        tools,
+                        opts,
+                    ))
+                    .await;
                 }
             }
             execute::<P>(

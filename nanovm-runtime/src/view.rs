@@ -311,6 +311,14 @@ impl RunView {
         )
     }
 
+    /// True for the events that end an execution: `run_ended` (any status, also
+    /// `needs_reconciliation`) and `suspended`. Nothing follows them in the execution that wrote
+    /// them, so the write that carries one is that execution's last (the recorder gives the run's
+    /// lease back in it).
+    pub(crate) fn ends_execution(event: &Event) -> bool {
+        matches!(event, Event::Suspended { .. } | Event::RunEnded { .. })
+    }
+
     /// A view that continues from what a store's record keeps (the status, the step, the
     /// message, what the run waits for); the effects and secrets are not known.
     pub(crate) fn from_record(

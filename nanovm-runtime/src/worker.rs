@@ -92,7 +92,10 @@ impl Worker {
             return Ok(None);
         };
         let (result, lease) = self.execute::<P>(&store, lease, tools).await;
-        let released = store.release(&lease).await;
+        let released = match &lease {
+            Some(lease) => store.release(lease).await,
+            None => Ok(()),
+        };
         match (result, released) {
             // A lost lease is what the caller needs to hear about, not the failed release.
             (Err(e), _) => Err(e),
@@ -101,25 +104,26 @@ impl Worker {
         }
     }
 
-    /// Executes a claimed run, renewing the lease; returns the outcome and the latest lease.
+    /// Executes a claimed run, renewing the lease; returns the outcome and the latest lease to
+    /// release (`None`: the run's last write gave it back).
     async fn execute<P: Program>(
         &self,
         store: &Arc<dyn JournalStore>,
         lease: Lease,
         tools: Arc<P::Tools>,
-    ) -> (Result<Execution, RunError>, Lease) {
+    ) -> (Result<Execution, RunError>, Option<Lease>) {
         let clock = self.runtime.clock().clone();
         let entries = match store.load(&lease.run_id).await {
             Ok(Some(entries)) => entries,
-            Ok(None) => return (Err(RunError::UnknownRun(lease.run_id.clone())), lease),
-            Err(e) => return (Err(e.into()), lease),
+            Ok(None) => return (Err(RunError::UnknownRun(lease.run_id.clone())), Some(lease)),
+            Err(e) => return (Err(e.into()), Some(lease)),
         };
         let view = RunView::of(&entries);
         let inject = match (view.status(), view.waiting().and_then(|w| w.deadline_ms)) {
             (RunStatus::Running, _) => None,
             (RunStatus::Suspended, Some(d)) if d <= clock.now_ms() => Some(Inject::Timeout),
             // Moved on between the claim and the load (a delivery, say): nothing to execute.
-            _ => return (replay_execution::<P>(entries), lease),
+            _ => return (replay_execution::<P>(entries), Some(lease)),
         };
         execute_leased::<P>(
             self.runtime.engine(),

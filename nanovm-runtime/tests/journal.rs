@@ -37,8 +37,15 @@ fn group_commit_writes_at_the_durability_points_only() {
     let e = block_on(s.rt.run::<cr::Program>(s.input(100), Arc::new(host), RunOptions::default()))
         .expect("runs");
     assert_eq!(e.status, RunStatus::Success);
-    // Before the effect (entries 0..=3), after its result (4), at the end (5).
-    assert_eq!(s.store.appends(), 3);
+    // Before the effect (entries 0..=3); its result (4) with the end (5), in the write that
+    // also gives the lease back: nothing external happens between them.
+    assert_eq!(s.store.appends(), 2);
+    let record = block_on(nanovm_runtime::store::JournalStore::run(
+        &s.store, &e.run_id,
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(record.lease_owner, None, "released by the last write");
     assert_eq!(s.store.entries(&e.run_id), e.trace.entries());
 
     let s = setup("yes");

@@ -1106,6 +1106,88 @@ async fn start_run_creates_a_run_owned_from_its_first_write<H: Harness>(h: &H) {
     assert_eq!(rec.lease_owner.as_deref(), Some(owners[0].worker.as_str()));
 }
 
+/// An execution's last write: its entries and the release of its lease in one transaction, all
+/// or nothing.
+async fn append_release_writes_and_gives_back_at_once<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let mut run = Run::new("ar");
+    run.decision(1);
+    run.decision(2);
+    run.decision(3);
+    let lease = s
+        .start_run("ar", &run.entries()[..1], "w1", 1_000, 100)
+        .await
+        .expect("creates");
+    // A stale lease (wrong epoch, or another owner): nothing written, the lease still held.
+    let stale = Lease {
+        epoch: 0,
+        ..lease.clone()
+    };
+    assert!(matches!(
+        s.append_release("ar", run.from(1), &stale).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    let other = Lease {
+        worker: "w2".into(),
+        ..lease.clone()
+    };
+    assert!(matches!(
+        s.append_release("ar", run.from(1), &other).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    // A batch that does not continue the run: nothing written, nothing released.
+    assert_eq!(
+        conflict(s.append_release("ar", run.from(2), &lease).await),
+        (1, 2)
+    );
+    let rec = s.run("ar").await.unwrap().unwrap();
+    assert_eq!(
+        (rec.entries, rec.epoch, rec.lease_owner.as_deref()),
+        (1, 1, Some("w1"))
+    );
+    // The owner's last write: entries stored, lease given back, epoch unchanged.
+    s.append_release("ar", run.from(1), &lease)
+        .await
+        .expect("the owner's last write");
+    let rec = s.run("ar").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            rec.entries,
+            rec.epoch,
+            rec.lease_owner,
+            rec.lease_expires_ms
+        ),
+        (4, 1, None, None)
+    );
+    assert_eq!(s.load("ar").await.unwrap().unwrap(), run.entries());
+    // Released: the lease is spent (no second release, no renewal); the run is free to claim.
+    assert!(matches!(
+        s.append_release("ar", &[], &lease).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    assert!(matches!(
+        s.renew(&lease, 1_010, 100).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    let next = s.claim_run("ar", "w2", 1_010, 100).await.unwrap().unwrap();
+    assert_eq!(next.epoch, 2);
+    // An empty batch only releases.
+    s.append_release("ar", &[], &next).await.unwrap();
+    let rec = s.run("ar").await.unwrap().unwrap();
+    assert_eq!((rec.entries, rec.epoch, rec.lease_owner), (4, 2, None));
+    // A lease on a run the store does not hold is fenced.
+    let ghost = Lease {
+        run_id: "ar-ghost".into(),
+        ..next
+    };
+    assert!(matches!(
+        s.append_release("ar-ghost", &Run::new("ar-ghost").entries()[..1], &ghost)
+            .await,
+        Err(JournalError::Fenced { .. })
+    ));
+    assert_eq!(s.run("ar-ghost").await.unwrap(), None);
+}
+
 async fn renew_release_and_stale_leases<H: Harness>(h: &H) {
     let s = h.fresh().await;
     run_in(&s, "lease", "p", "running").await;
@@ -1492,6 +1574,7 @@ macro_rules! suite {
                 concurrent_claimers_never_share_a_run,
                 claim_run_takes_one_given_run,
                 start_run_creates_a_run_owned_from_its_first_write,
+                append_release_writes_and_gives_back_at_once,
                 renew_release_and_stale_leases,
                 a_stale_worker_cannot_append_after_takeover,
                 concurrent_appenders_one_winner_per_seq,

@@ -14,12 +14,17 @@
 //! function: `setup` builds the tokio runtime, the nanovm runtime, the mock model and tools and
 //! does warm-up runs (lazy statics, first-call paths, allocator pools); `teardown` checks the
 //! run (status, steps, calls, path) and drops it.
+//!
+//! `limit` is the floor for the same runs: the hash-only cost of one run's events
+//! ([`nanovm_bench::Limit`]: canonical encoding and blake3 chaining of every trace entry, as the
+//! run did, nothing else). `one_run` over `limit` is how much of a run is overhead outside the
+//! hash.
 
 use std::hint::black_box;
 
 use gungraun::{library_benchmark, library_benchmark_group, main};
 use nanovm::Execution;
-use nanovm_bench::{Bench, Expected, Workload, tokio_runtime};
+use nanovm_bench::{Bench, Expected, Limit, Workload, tokio_runtime};
 
 /// What the measured function needs, built and warmed up outside the measurement.
 struct Ready {
@@ -64,6 +69,25 @@ fn one_run(ready: Ready) -> (Ready, Result<Execution, nanovm::RunError>) {
     (ready, black_box(run))
 }
 
-library_benchmark_group!(name = runs, benchmarks = [one_run]);
+fn prepare_limit(w: Workload) -> Limit {
+    let ready = prepare(w);
+    let e = ready
+        .tokio
+        .block_on(ready.bench.run_checked(&ready.expected))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut limit = Limit::of(&e);
+    limit.hash_checked().unwrap_or_else(|e| panic!("{e}"));
+    limit
+}
+
+// The hash chain of one run's events, and nothing else.
+#[library_benchmark]
+#[bench::guard4(args = (Workload::Guard4), setup = prepare_limit)]
+#[bench::linear100(args = (Workload::Linear100), setup = prepare_limit)]
+fn limit(mut limit: Limit) -> nanovm::Digest {
+    black_box(limit.hash())
+}
+
+library_benchmark_group!(name = runs, benchmarks = [one_run, limit]);
 
 main!(library_benchmark_groups = runs);

@@ -10,14 +10,20 @@
 //! (`Throughput::Elements(steps per run)`); after the run a summary prints runs/s and steps/s
 //! of each workload from criterion's estimates. Every measured run is checked (status,
 //! steps, calls, path length): a broken run panics instead of producing a number.
+//!
+//! The `limit` group measures, for each workload, the hash-only cost of one run's events
+//! ([`nanovm_bench::Limit`]: the canonical encoding and blake3 chaining of its trace entries,
+//! nothing else); the summary prints each workload's time per run over it (1.00× would be a
+//! run that costs only its hash chain).
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput};
-use nanovm_bench::{Bench, Workload, tokio_runtime};
+use nanovm_bench::{Bench, Limit, Workload, tokio_runtime};
 
 const GROUP: &str = "workloads";
+const LIMIT: &str = "limit";
 
 fn workloads(c: &mut Criterion) {
     let tokio = tokio_runtime();
@@ -42,6 +48,20 @@ fn workloads(c: &mut Criterion) {
         });
     }
     g.finish();
+
+    let mut g = c.benchmark_group(LIMIT);
+    for w in Workload::ALL {
+        let e = tokio
+            .block_on(bench.run_checked(&w.expected()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut limit = Limit::of(&e);
+        limit
+            .hash_checked()
+            .unwrap_or_else(|e| panic!("{}: {e}", w.name()));
+        g.throughput(Throughput::Elements(w.steps_per_run()));
+        g.bench_function(w.name(), |b| b.iter(|| black_box(limit.hash())));
+    }
+    g.finish();
 }
 
 /// Where criterion writes its estimates (the same rule criterion uses, made explicit).
@@ -54,8 +74,8 @@ fn output_directory() -> PathBuf {
 
 /// The time per run (ns) criterion estimated for a workload: the estimate criterion prints
 /// (the slope of its linear sampling, or the mean when it sampled flat).
-fn estimate_ns(dir: &Path, w: Workload) -> Option<f64> {
-    let path = dir.join(GROUP).join(w.name()).join("new/estimates.json");
+fn estimate_ns(dir: &Path, group: &str, w: Workload) -> Option<f64> {
+    let path = dir.join(group).join(w.name()).join("new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v["slope"]["point_estimate"]
@@ -82,15 +102,21 @@ fn main() {
     let rows: Vec<_> = Workload::ALL
         .into_iter()
         .filter(|&w| fresh(w))
-        .filter_map(|w| estimate_ns(&dir, w).map(|ns| (w, ns)))
+        .filter_map(|w| estimate_ns(&dir, GROUP, w).map(|ns| (w, ns)))
         .collect();
     if !rows.is_empty() {
-        println!("\n| workload | steps/run | time/run | runs/s | steps/s |");
-        println!("|---|---:|---:|---:|---:|");
+        println!(
+            "\n| workload | steps/run | time/run | runs/s | steps/s | limit/run (hash only) | ratio to the limit |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|");
         for (w, ns) in rows {
             let rps = 1e9 / ns;
+            let (limit, ratio) = match estimate_ns(&dir, LIMIT, w) {
+                Some(l) => (format!("{:.2} µs", l / 1e3), format!("{:.2}×", ns / l)),
+                None => ("—".into(), "—".into()),
+            };
             println!(
-                "| {} | {} | {:.2} µs | {:.0} | {:.0} |",
+                "| {} | {} | {:.2} µs | {:.0} | {:.0} | {limit} | {ratio} |",
                 w.name(),
                 w.steps_per_run(),
                 ns / 1e3,

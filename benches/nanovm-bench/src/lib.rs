@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use nanovm::model::{Model, ModelError, ModelReply, ModelRequest};
 use nanovm::store::{JournalStore, RunQuery};
-use nanovm::trace::RunStatus;
+use nanovm::trace::{Encoder, Event, RunStatus, entry_hash};
 use nanovm::{BoxFuture, ToolContext, ToolError};
 use nanovm::{Digest, Json};
 use nanovm::{Execution, RunError, RunOptions, Runtime};
@@ -635,6 +635,56 @@ pub fn sanity_checks(tokio: &tokio::runtime::Runtime) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The limit of a workload in memory: the hash-only cost of one run's events, that is the
+/// canonical encoding and blake3 chaining of every entry of its trace (`entry_hash`, what
+/// `Trace::push` must do for each event), and nothing else: no executor, no allocation, no
+/// clock, no tool or model call, not even the run id and effect ids (three more keyed blake3
+/// hashes per `guard4` run that a run cannot skip either, left out so the limit is a floor).
+/// A workload's time per run over this is how much of a run is overhead outside the hash.
+#[derive(Debug)]
+pub struct Limit {
+    events: Vec<Event>,
+    scratch: Encoder,
+    root: Digest,
+}
+
+impl Limit {
+    /// The limit of the run `e` (its events, in order).
+    pub fn of(e: &Execution) -> Limit {
+        Limit {
+            events: e.trace.entries().iter().map(|x| x.event.clone()).collect(),
+            scratch: Encoder::with_capacity(512),
+            root: e.root(),
+        }
+    }
+
+    /// Hashes the run's events into a chain, as the run did; returns the root.
+    pub fn hash(&mut self) -> Digest {
+        let mut prev = Digest::ZERO;
+        for (seq, event) in self.events.iter().enumerate() {
+            prev = entry_hash(&prev, seq as u64, event, &mut self.scratch);
+        }
+        prev
+    }
+
+    /// Hashes, and checks the root is the run's (the limit hashes exactly what the run did).
+    pub fn hash_checked(&mut self) -> Result<Digest, String> {
+        let root = self.hash();
+        if root != self.root {
+            return Err(format!(
+                "limit: the events hash to {root:?}, the run's root is {:?}",
+                self.root
+            ));
+        }
+        Ok(root)
+    }
+
+    /// The number of entries hashed.
+    pub fn entries(&self) -> usize {
+        self.events.len()
+    }
 }
 
 /// A current-thread tokio runtime with timers (the executor's `SystemClock` sleeps on tokio).

@@ -2,6 +2,7 @@
 //! run: every workload succeeds with the expected steps, calls and path, its trace verifies and
 //! replays, the guard and the budgets are live, and steps are counted as the peer counts them.
 
+use nanovm::store::JournalStore;
 use nanovm_bench::{Bench, Workload, sanity_checks, tokio_runtime};
 
 #[test]
@@ -95,4 +96,53 @@ fn every_step_of_effects10_is_a_durable_effect() {
     tokio
         .block_on(bench.check_journal(&e))
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The fewest syncs the protocol allows (docs/runtime.md, "Durability and the at-most-once
+/// guarantee"): one durable write before each effect call (its intent, with the previous
+/// effect's result and everything since), and one at the end (the last result, the end, the
+/// lease given back). Counted on a SQLite file as the writer thread's commits, one run at a
+/// time, so a change that adds a sync cannot pass silently.
+#[test]
+fn a_durable_run_makes_one_commit_per_effect_and_one_at_the_end() {
+    let tokio = tokio_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let store = tokio
+        .block_on(nanovm::store::SqliteStore::open(
+            dir.path().join("j.sqlite"),
+        ))
+        .unwrap();
+    let bench = Bench::durable(store.clone());
+    for (w, commits) in [
+        (Workload::Guard4, 2),
+        (Workload::Guard4Budgets, 2),
+        (Workload::Effects10, 11),
+        (Workload::Linear10, 1),
+        (Workload::Linear100, 1),
+        (Workload::Parallel10, 1),
+    ] {
+        let expected = w.expected();
+        for _ in 0..2 {
+            let before = store.commits();
+            let e = tokio
+                .block_on(bench.run_checked(&expected))
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                store.commits() - before,
+                commits,
+                "{}: SQLite commits per run",
+                w.name()
+            );
+            tokio
+                .block_on(bench.check_journal(&e))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let record = tokio.block_on(store.run(&e.run_id)).unwrap().unwrap();
+            assert_eq!(
+                (record.lease_owner, record.lease_expires_ms),
+                (None, None),
+                "{}: the lease is given back at the end",
+                w.name()
+            );
+        }
+    }
 }

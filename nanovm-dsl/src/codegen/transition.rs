@@ -127,22 +127,26 @@ impl Gen<'_> {
         let tool = &self.p.tools[c.tool];
         let ty = self.rust_ty(&tool.ret);
         let what = format!("tool `{}`", tool.name);
-        let accept = match c.into {
+        match c.into {
             Some(var) => {
                 let f = snake_ident(&self.p.vars[var].name);
-                quote!(Ok(x) => {
-                    state.#f = Some(x);
-                    #go
-                })
+                quote! {
+                    match __nv::decode::<#ty>(value, #what) {
+                        Ok(x) => {
+                            state.#f = Some(x);
+                            #go
+                        }
+                        Err(message) => #nv::Next::Reject(message),
+                    }
+                }
             }
-            // Not stored, but still checked against the declared type.
-            None => quote!(Ok(_) => #go,),
-        };
-        quote! {
-            match __nv::decode::<#ty>(value, #what) {
-                #accept
-                Err(message) => #nv::Next::Reject(message),
-            }
+            // Not stored, but still checked against the declared type (without a copy).
+            None => quote! {
+                match __nv::check::<#ty>(value, #what) {
+                    Ok(()) => #go,
+                    Err(message) => #nv::Next::Reject(message),
+                }
+            },
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
@@ -175,6 +176,8 @@ pub(crate) struct Db {
     pub(crate) path: Option<PathBuf>,
     jobs: mpsc::Sender<Job>,
     readers: Option<Arc<Readers>>,
+    /// Transactions the writer thread committed (each one a sync of a file database).
+    commits: Arc<AtomicU64>,
 }
 
 struct Readers {
@@ -321,6 +324,8 @@ impl Db {
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread_path = path.clone();
         let thread_options = options.clone();
+        let commits = Arc::new(AtomicU64::new(0));
+        let thread_commits = commits.clone();
         std::thread::Builder::new()
             .name("nanovm-sqlite-writer".into())
             .spawn(move || {
@@ -334,7 +339,7 @@ impl Db {
                         return;
                     }
                 };
-                writer_loop(&conn, &rx, thread_options.max_batch.max(1));
+                writer_loop(&conn, &rx, thread_options.max_batch.max(1), &thread_commits);
             })
             .map_err(|e| io(format!("cannot start the writer thread: {e}")))?;
         ready_rx
@@ -351,7 +356,13 @@ impl Db {
             path,
             jobs: tx,
             readers,
+            commits,
         })
+    }
+
+    /// Transactions committed by the writer thread so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     fn send(&self, job: Job) -> Result<(), JournalError> {
@@ -406,7 +417,7 @@ impl Db {
     }
 }
 
-fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize) {
+fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize, commits: &AtomicU64) {
     let mut writes: Vec<Box<dyn WriteJob>> = Vec::with_capacity(max_batch);
     let mut others: Vec<Other> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -421,7 +432,7 @@ fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize) {
             }
         }
         if !writes.is_empty() {
-            commit_batch(conn, &mut writes);
+            commit_batch(conn, &mut writes, commits);
         }
         for o in others.drain(..) {
             o(conn);
@@ -430,8 +441,8 @@ fn writer_loop(conn: &Connection, rx: &mpsc::Receiver<Job>, max_batch: usize) {
 }
 
 /// Runs `writes` in one transaction, each in its own savepoint when there are several, and
-/// tells each job the outcome after the commit.
-fn commit_batch(c: &Connection, writes: &mut Vec<Box<dyn WriteJob>>) {
+/// tells each job the outcome after the commit (counted in `commits` before anyone hears).
+fn commit_batch(c: &Connection, writes: &mut Vec<Box<dyn WriteJob>>, commits: &AtomicU64) {
     let outcome = (|| -> Result<(), JournalError> {
         c.execute_batch("BEGIN IMMEDIATE").map_err(io)?;
         let mut any = false;
@@ -454,7 +465,13 @@ fn commit_batch(c: &Connection, writes: &mut Vec<Box<dyn WriteJob>>) {
             Ok(())
         })();
         let end = match ran {
-            Ok(()) if any => c.execute_batch("COMMIT").map_err(io),
+            Ok(()) if any => {
+                let done = c.execute_batch("COMMIT").map_err(io);
+                if done.is_ok() {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+                done
+            }
             Ok(()) => c.execute_batch("ROLLBACK").map_err(io),
             Err(e) => Err(e),
         };

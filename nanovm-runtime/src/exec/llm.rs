@@ -310,6 +310,8 @@ impl<P: Program> Exec<P> {
             }
             .into());
         };
+        // A model call is an external act: a pending effect result goes first.
+        self.rec.settle().await?;
         match race(model.complete(req), self.cancel.as_ref(), self.deadline()).await {
             Ok(r) => Ok(Io::Done(r)),
             Err(v) => Ok(Io::Stopped(self.live_verdict(v))),

@@ -401,27 +401,31 @@ impl<P: Program> Exec<P> {
     }
 
     /// Waits before retry attempt `failures + 1`. Recorded attempts and replays do not wait;
-    /// the wait never outlasts the duration budget and ends early on cancellation.
-    async fn backoff(&mut self, failures: u32) {
+    /// the wait never outlasts the duration budget and ends early on cancellation. A pending
+    /// effect result is made durable before the wait (a crash while waiting must not leave the
+    /// failed attempt ambiguous).
+    async fn backoff(&mut self, failures: u32) -> Result<(), Halt> {
         if self.rec.mode == Mode::Replay || self.rec.replaying() {
-            return;
+            return Ok(());
         }
+        self.rec.settle().await?;
         let mut delay = self.engine.backoff.delay(failures);
         if let Some(limit) = self.meter.duration_limit_ms() {
             let remaining = limit.saturating_sub(self.elapsed_ms());
             delay = delay.min(Duration::from_millis(remaining));
         }
         if delay.is_zero() {
-            return;
+            return Ok(());
         }
         let sleep = self.engine.clock.sleep(delay);
         let _ = race(sleep, self.cancel.as_ref(), || None).await;
+        Ok(())
     }
 
     /// Before attempt `attempt` (2 or more) of a step: the backoff, then the interruption
     /// checks; counts the retry unless the run ends here.
     async fn before_retry(&mut self, step: StepId, attempt: u32) -> Result<Option<Ended>, Halt> {
-        self.backoff(attempt - 1).await;
+        self.backoff(attempt - 1).await?;
         let ended = self.interrupted(step).await?;
         if ended.is_none() {
             self.meter.usage.retries += 1;

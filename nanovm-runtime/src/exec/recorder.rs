@@ -13,6 +13,7 @@
 //! already (that is where they were loaded from) and are never written again.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::canonical::Encoder;
@@ -20,6 +21,7 @@ use crate::clock::Clock;
 use crate::error::{Mismatch, RunError};
 use crate::store::{Fence, JournalStore, Lease};
 use crate::trace::{Entry, Event, Trace};
+use crate::view::RunView;
 
 /// The ownership of a fresh run: its first durable write creates the run and takes its lease
 /// in one store transaction ([`JournalStore::start_run`]), and every later write is fenced by
@@ -35,6 +37,9 @@ pub(crate) struct Claim {
     lease: Mutex<Option<Lease>>,
     /// Notified when the lease is first taken.
     taken: tokio::sync::Notify,
+    /// Set when the execution's last write gave the lease back
+    /// ([`JournalStore::append_release`]): nobody renews or releases it after that.
+    released: AtomicBool,
 }
 
 impl Claim {
@@ -45,7 +50,22 @@ impl Claim {
             clock,
             lease: Mutex::new(None),
             taken: tokio::sync::Notify::new(),
+            released: AtomicBool::new(false),
         }
+    }
+
+    /// True once the execution's last write gave the lease back.
+    pub(crate) fn released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
+    }
+
+    /// The lease still to give back after the execution: the one held, unless its last write
+    /// released it already.
+    pub(crate) fn to_release(&self) -> Option<Lease> {
+        if self.released() {
+            return None;
+        }
+        self.lease()
     }
 
     /// The lease held, if the run was created.
@@ -117,6 +137,9 @@ pub(crate) struct Recorder {
     claim: Option<Arc<Claim>>,
     /// Entries `..flushed` of `trace` are durable.
     flushed: usize,
+    /// A non-idempotent effect's result is in the trace but not durable yet: it must be before
+    /// the run's next external act ([`Recorder::settle`]).
+    unsettled: bool,
     recorded: VecDeque<Entry>,
 }
 
@@ -132,15 +155,22 @@ impl Recorder {
         Recorder {
             run_id,
             trace: Trace::with_capacity(capacity),
-            // Room for a typical event's canonical encoding.
-            scratch: Encoder::with_capacity(512),
+            // Grows to a typical event's encoding; `with_scratch` hands in a sized one.
+            scratch: Encoder::new(),
             mode,
             store,
             fence,
             claim: None,
             flushed: 0,
+            unsettled: false,
             recorded: recorded.into(),
         }
+    }
+
+    /// Uses `scratch` (cleared before every use) as the buffer events are encoded in.
+    pub(crate) fn with_scratch(mut self, scratch: Encoder) -> Self {
+        self.scratch = scratch;
+        self
     }
 
     /// Makes the first write create the run under a lease (a fresh run; see [`Claim`]), or,
@@ -269,7 +299,32 @@ impl Recorder {
         Ok(self.recorded.front())
     }
 
+    /// The result of a non-idempotent effect was just recorded: it is made durable with the next
+    /// write, which must come before the run's next external act ([`Recorder::settle`]). Until
+    /// then nothing happens but computation, so sharing the next write (the next effect's
+    /// intent, or the end) makes it durable as soon as a write of its own would have.
+    pub(crate) fn outcome_pending(&mut self) {
+        self.unsettled = true;
+    }
+
+    /// Before an external act that is not a durability point itself (a model call, a
+    /// read-only tool call, a retry's backoff): makes a pending effect result durable first, so
+    /// the window in which that effect is ambiguous ends where it always did, before anything
+    /// else reaches the outside world or waits.
+    pub(crate) async fn settle(&mut self) -> Result<(), Halt> {
+        if self.unsettled {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
     /// A durability point: appends every entry not yet durable in one store write.
+    ///
+    /// The last write of an execution (its entries end with `run_ended` or `suspended`) that
+    /// holds a lease gives the lease back in the same transaction
+    /// ([`JournalStore::append_release`]); a run whose first write is already its last is created
+    /// by a plain append, never leased (nothing could claim it in between: it does not exist
+    /// before that write, and is ended or suspended after it).
     pub(crate) async fn flush(&mut self) -> Result<(), Halt> {
         let Some(store) = &self.store else {
             return Ok(());
@@ -278,7 +333,19 @@ impl Recorder {
         if self.flushed >= entries.len() {
             return Ok(());
         }
+        let last = entries
+            .last()
+            .is_some_and(|e| RunView::ends_execution(&e.event));
         match &self.claim {
+            Some(_) if last && self.flushed == 0 && self.fence.is_none() => {
+                store.append(&self.run_id, entries, None).await?;
+            }
+            Some(claim) if last && let Some(lease) = claim.lease() => {
+                store
+                    .append_release(&self.run_id, &entries[self.flushed..], &lease)
+                    .await?;
+                claim.released.store(true, Ordering::SeqCst);
+            }
             // The run's first write: create it owned, and fence every later write.
             Some(claim) if self.flushed == 0 && self.fence.is_none() => {
                 let lease = store
@@ -300,6 +367,7 @@ impl Recorder {
             }
         }
         self.flushed = entries.len();
+        self.unsettled = false;
         Ok(())
     }
 }

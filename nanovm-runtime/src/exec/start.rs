@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::recorder::{Claim, Halt, Mode, Recorder};
 use super::{Engine, Exec, Inject};
 use crate::budget::{Meter, Usage};
+use crate::canonical::Encoder;
 use crate::error::{Mismatch, RunError};
 use crate::ids;
 use crate::program::{Program, ProgramInfo, StepId, StepKind};
@@ -108,7 +109,14 @@ pub(crate) async fn execute<P: Program>(
             step: None,
             message: Some(why),
         },
-        Err(Halt::Error(e)) => return Err(e),
+        Err(Halt::Error(e)) => {
+            // A non-idempotent effect's result waiting for the next write is made durable
+            // even though the run stops here (a broken program, a store failure): it was
+            // known, and recovery must not find the effect ambiguous for want of it. Best
+            // effort: the error that stopped the run is what the caller hears about.
+            let _ = exec.rec.settle().await;
+            return Err(e);
+        }
     };
     exec.check_leftover()?;
     if let Some(inject) = exec.inject.take() {
@@ -174,6 +182,8 @@ pub(crate) fn prepare<P: Program>(
 ) -> Result<Prepared<P>, Halt> {
     let info = P::info();
     let names = info.inputs.iter().map(|i| Cow::Borrowed(i.name));
+    // Room for a typical event's canonical encoding; the recorder keeps it for the whole run.
+    let mut scratch = Encoder::with_capacity(512);
     let claim;
     let (mode, run_id, datums, recorded) = match start {
         Start::Live(input, owned) => {
@@ -181,7 +191,7 @@ pub(crate) fn prepare<P: Program>(
             let datums = P::record_input(&input);
             let run_id = match opts.run_id {
                 Some(id) => id,
-                None => ids::run_id_of(&info.hash, info.inputs, &datums),
+                None => ids::run_id_with(&mut scratch, &info.hash, info.inputs, &datums),
             };
             (Mode::Live, run_id, datums, Vec::new())
         }
@@ -231,7 +241,8 @@ pub(crate) fn prepare<P: Program>(
         opts.fence,
         recorded,
         capacity,
-    );
+    )
+    .with_scratch(scratch);
     if let Some(claim) = claim {
         rec.claim(claim);
     }

@@ -251,6 +251,8 @@ impl<P: Program> Exec<P> {
         if tool.effect && !tool.idempotent {
             self.rec.ensure_owned().await?;
         }
+        // A read-only call is an external act too: a pending effect result goes first.
+        self.rec.settle().await?;
         let ctx = self.context(step_name, attempt, key, &call, scope);
         let Some(tools) = &self.tools else {
             return Err(RunError::Internal("a live call without tools".into()).into());
@@ -301,8 +303,13 @@ impl<P: Program> Exec<P> {
         next: Option<StepId>,
     ) -> Result<(), Halt> {
         self.push_tool_result(step, branch, attempt, tool, key, args, result, next)?;
-        if tool.effect {
-            self.rec.flush().await?;
+        // An effect's result is made durable by the run's next write: the next effect's intent
+        // or the end, or, for a non-idempotent effect, whatever write must precede the next
+        // external act (`Recorder::settle`). An idempotent effect's result rides along to the
+        // next write whatever comes first: a crash before it has recovery call the tool again
+        // with the same key, which the tool answers without acting twice; nobody is asked.
+        if tool.effect && !tool.idempotent {
+            self.rec.outcome_pending();
         }
         Ok(())
     }

@@ -251,6 +251,36 @@ impl MemoryStore {
         })
     }
 
+    /// [`JournalStore::append_release`]: the append and the release under one lock (counted as
+    /// one append, and failing like one when told to; an empty batch only releases).
+    fn append_release_now(
+        &self,
+        run_id: &str,
+        entries: &[Entry],
+        lease: &Lease,
+    ) -> Result<(), JournalError> {
+        if !entries.is_empty() && self.appends() >= self.shared.fail_after.load(Ordering::SeqCst) {
+            return Err(JournalError::Io("MemoryStore told to fail".into()));
+        }
+        let mut s = self.state();
+        Self::held(&mut s, lease)?;
+        let run = s
+            .runs
+            .get_mut(run_id)
+            .filter(|_| lease.run_id == run_id)
+            .ok_or_else(|| fenced(run_id, lease.epoch, 0))?;
+        if !entries.is_empty() {
+            check_append(run_id, Some(&run.tip()), entries, Some(lease.fence()))?;
+            run.extend(entries);
+            self.shared.appends.fetch_add(1, Ordering::SeqCst);
+        }
+        let r = &mut run.record;
+        r.lease_owner = None;
+        r.lease_expires_ms = None;
+        r.updated_ms = wall_ms();
+        Ok(())
+    }
+
     fn load_now(&self, run_id: &str) -> Result<Option<Vec<Entry>>, JournalError> {
         let Some(entries) = self.state().runs.get(run_id).map(|r| r.entries.clone()) else {
             return Ok(None);
@@ -438,5 +468,16 @@ impl JournalStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Lease, JournalError>> {
         let l = self.start_run_now(run_id, entries, worker, now_ms, lease_ms);
         Box::pin(std::future::ready(l))
+    }
+
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(std::future::ready(
+            self.append_release_now(run_id, entries, lease),
+        ))
     }
 }

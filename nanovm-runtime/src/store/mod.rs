@@ -2,9 +2,10 @@
 //!
 //! The executor keeps the trace in memory and hands new entries to the [`JournalStore`] at
 //! *durability points* (group commit): before an `effect` tool is called (the intent and
-//! everything before it), after an effect's result, at suspension, and at the end of the run.
-//! One [`JournalStore::append`] call is one durable write; when it returns `Ok`, the entries are
-//! *acknowledged*. An effect is therefore never invoked before its intent is acknowledged, which
+//! everything before it, the previous effect's result included), before the next external act
+//! after a non-idempotent effect's result, at suspension, and at the end of the run (with the
+//! lease given back, [`JournalStore::append_release`]). One [`JournalStore::append`] call is one
+//! durable write; when it returns `Ok`, the entries are *acknowledged*. An effect is therefore never invoked before its intent is acknowledged, which
 //! is what lets recovery tell "never started" from "outcome unknown".
 //!
 //! Besides the entries, a store keeps one [`RunRecord`] per run, maintained from the appended
@@ -288,6 +289,28 @@ pub trait JournalStore: Send + Sync + 'static {
             }
         })
     }
+
+    /// The last write of an execution that holds `lease`: appends `entries` fenced by the lease
+    /// (as [`JournalStore::append`] with `Some(lease.fence())`) *and* gives the lease back (as
+    /// [`JournalStore::release`]), in one transaction, so ending or suspending a run costs one
+    /// durable write, not two. All or nothing: a stale lease ([`JournalError::Fenced`]: the
+    /// epoch moved on, or the lease was released), a `Conflict` or an `Invalid` batch changes
+    /// nothing, and the lease is still held. An empty `entries` only releases.
+    ///
+    /// Every store of this crate implements it atomically. The default, for stores written
+    /// elsewhere, appends and then releases (two writes; a crash in between leaves the lease to
+    /// expire, as a crash before any release does).
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            self.append(run_id, entries, Some(lease.fence())).await?;
+            self.release(lease).await
+        })
+    }
 }
 
 impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
@@ -363,5 +386,14 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Lease, JournalError>> {
         (**self).start_run(run_id, entries, worker, now_ms, lease_ms)
+    }
+
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        (**self).append_release(run_id, entries, lease)
     }
 }

@@ -131,13 +131,16 @@ impl PostgresStore {
     }
 
     /// Appends a batch. With `owner` (`start_run`: a worker and its lease's expiry), the run
-    /// must not exist yet, and it is created leased to that worker at epoch 1.
+    /// must not exist yet, and it is created leased to that worker at epoch 1. With `release`
+    /// (`append_release`), the batch is fenced by that lease, which must still be held, and is
+    /// given back in the same transaction.
     async fn append_now(
         &self,
         batch: Batch,
         rows: Vec<super::append::Row>,
         fence: Option<Fence>,
         owner: Option<(&str, u64)>,
+        release: Option<&Lease>,
     ) -> Result<(), JournalError> {
         let s = &self.pg.schema;
         let run_id = batch.run_id.as_str();
@@ -146,7 +149,7 @@ impl PostgresStore {
         let select = tx
             .prepare_cached(&format!(
                 "SELECT ord, entries, last_hash, epoch, status, end_step, message, waiting_for, \
-                 deadline_ms FROM {s}.nanovm_runs WHERE run_id = $1 FOR UPDATE"
+                 deadline_ms, lease_owner FROM {s}.nanovm_runs WHERE run_id = $1 FOR UPDATE"
             ))
             .await
             .map_err(pg)?;
@@ -176,6 +179,25 @@ impl PostgresStore {
             }
             None => None,
         };
+        if let Some(lease) = release {
+            let (epoch, holder) = match &found {
+                Some(row) => (
+                    to_u64(run_id, "epoch", row.try_get(3).map_err(pg)?)?,
+                    row.try_get::<_, Option<String>>(9).map_err(pg)?,
+                ),
+                None => (0, None),
+            };
+            if lease.run_id != run_id
+                || epoch != lease.epoch
+                || holder.as_deref() != Some(lease.worker.as_str())
+            {
+                return Err(JournalError::Fenced {
+                    run_id: run_id.to_string(),
+                    held: lease.epoch,
+                    current: epoch,
+                });
+            }
+        }
         match owner {
             Some(_) => batch.check_start(stored.as_ref().map(|(_, t, _)| t))?,
             None => batch.check(stored.as_ref().map(|(_, t, _)| t), fence)?,
@@ -296,6 +318,16 @@ impl PostgresStore {
         let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
         let params: [&(dyn ToSql + Sync); 4] = [&ord, &seqs, &hashes, &lines];
         tx.execute(&insert_entries, &params).await.map_err(pg)?;
+        if release.is_some() {
+            let clear = tx
+                .prepare_cached(&format!(
+                    "UPDATE {s}.nanovm_runs SET lease_owner = NULL, lease_expires_ms = NULL \
+                     WHERE ord = $1"
+                ))
+                .await
+                .map_err(pg)?;
+            tx.execute(&clear, &[&ord]).await.map_err(pg)?;
+        }
         tx.commit().await.map_err(pg)
     }
 
@@ -401,7 +433,7 @@ impl JournalStore for PostgresStore {
             }
             let batch = Batch::new(run_id, entries);
             let rows = encode_rows(entries);
-            self.append_now(batch, rows, fence, None).await
+            self.append_now(batch, rows, fence, None, None).await
         })
     }
 
@@ -619,7 +651,7 @@ impl JournalStore for PostgresStore {
             let batch = Batch::new(run_id, entries);
             let rows = encode_rows(entries);
             let expires_ms = now_ms.saturating_add(lease_ms);
-            self.append_now(batch, rows, None, Some((worker, expires_ms)))
+            self.append_now(batch, rows, None, Some((worker, expires_ms)), None)
                 .await?;
             Ok(Lease {
                 run_id: run_id.to_string(),
@@ -627,6 +659,23 @@ impl JournalStore for PostgresStore {
                 worker: worker.to_string(),
                 expires_ms,
             })
+        })
+    }
+
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            if entries.is_empty() {
+                return self.release(lease).await;
+            }
+            let batch = Batch::new(run_id, entries);
+            let rows = encode_rows(entries);
+            self.append_now(batch, rows, Some(lease.fence()), None, Some(lease))
+                .await
         })
     }
 }

@@ -136,6 +136,14 @@ impl SqliteStore {
     pub fn path(&self) -> Option<&Path> {
         self.db.path.as_deref()
     }
+
+    /// How many transactions this store's writer thread has committed since it was opened
+    /// (shared by its clones and its [`SqliteStore::vault`]). On a file database every commit
+    /// is a sync (`synchronous=FULL`), so this counts what durability costs: a benchmark reads
+    /// it before and after a run. Transactions that rolled back are not counted.
+    pub fn commits(&self) -> u64 {
+        self.db.commits()
+    }
 }
 
 impl JournalStore for SqliteStore {
@@ -247,13 +255,7 @@ impl JournalStore for SqliteStore {
         let lease = lease.clone();
         Box::pin(self.db.write(move |c| {
             held(c, &lease)?;
-            c.prepare_cached(
-                "UPDATE nanovm_runs SET lease_owner = NULL, lease_expires_ms = NULL, \
-                 updated_ms = ?1 WHERE run_id = ?2",
-            )
-            .and_then(|mut st| st.execute(params![to_i64(wall_ms()), lease.run_id]))
-            .map_err(io)?;
-            Ok(())
+            release(c, &lease)
         }))
     }
 
@@ -287,6 +289,31 @@ impl JournalStore for SqliteStore {
             self.db
                 .write(move |c| start_run(c, &batch, rows, worker, now_ms, lease_ms)),
         )
+    }
+
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        let batch = Batch::new(run_id, entries);
+        let rows = encode_rows(entries);
+        let lease = lease.clone();
+        Box::pin(self.db.write(move |c| {
+            if lease.run_id != batch.run_id {
+                return Err(JournalError::Fenced {
+                    run_id: batch.run_id.clone(),
+                    held: lease.epoch,
+                    current: 0,
+                });
+            }
+            held(c, &lease)?;
+            if batch.len > 0 {
+                append(c, &batch, rows, Some(lease.fence()))?;
+            }
+            release(c, &lease)
+        }))
     }
 }
 
@@ -567,6 +594,17 @@ fn grant(
         worker,
         expires_ms,
     })
+}
+
+/// Clears the lease of `lease`'s run (the caller checked it is held, in the same transaction).
+fn release(c: &Connection, lease: &Lease) -> Result<(), JournalError> {
+    c.prepare_cached(
+        "UPDATE nanovm_runs SET lease_owner = NULL, lease_expires_ms = NULL, \
+         updated_ms = ?1 WHERE run_id = ?2",
+    )
+    .and_then(|mut st| st.execute(params![to_i64(wall_ms()), lease.run_id]))
+    .map_err(io)?;
+    Ok(())
 }
 
 /// Checks that `lease` is still the run's current lease.

@@ -16,10 +16,17 @@
 //! check prints `NANOVM RUN CHECK FAILED: ...` and exits with status 1, before any number is
 //! printed for that workload.
 //!
+//! In the `memory` mode (one run at a time) the limit is measured too: the hash-only cost of the
+//! last timed run's events ([`Limit`]: canonical encoding and blake3 chaining of its entries,
+//! nothing else), median of R timings; the line gets `limit_us_per_run` and `ratio_to_limit`
+//! (time per run over it).
+//!
 //! Output with `--json`: one JSON line per workload and mode on stdout,
 //! `{"side":"nanovm","mode":"memory","workload":"guard4","steps_per_run":4,
 //!   "steps_per_sec":...,"runs_per_sec":...,"samples":[...],"n_per_sample":N,"concurrency":1}`
-//! (median of the samples), plus `allocs_per_run` / `alloc_bytes_per_run` / `reallocs_per_run` with
+//! (median of the samples), plus, in the `sqlite` mode, `commits_per_run` (the store's own count
+//! of committed transactions over the timed samples, [`SqliteStore::commits`]: each one an fsync),
+//! plus `allocs_per_run` / `alloc_bytes_per_run` / `reallocs_per_run` with
 //! `--allocs`. Without `--json`, a human-readable table. Progress goes to stderr.
 //!
 //! `--allocs` counts heap allocations with a counting global allocator, in a separate untimed
@@ -45,7 +52,7 @@ use std::time::{Duration, Instant};
 
 use nanovm::Execution;
 use nanovm::store::SqliteStore;
-use nanovm_bench::{Bench, Expected, Mode, Workload, sanity_checks, tokio_runtime};
+use nanovm_bench::{Bench, Expected, Limit, Mode, Workload, sanity_checks, tokio_runtime};
 
 // --- allocation counting -------------------------------------------------------------------------
 
@@ -240,6 +247,37 @@ struct Measured {
     samples_sps: Vec<f64>,
     samples_rps: Vec<f64>,
     allocs: Option<(f64, f64, f64)>,
+    /// SQLite commits per run over the timed samples (the store's own count), `sqlite` mode.
+    commits_per_run: Option<f64>,
+    /// The limit, in memory mode: the hash-only cost of one run's events, seconds per run.
+    limit_s_per_run: Option<f64>,
+}
+
+/// The hash-only cost of `last`'s events ([`Limit`]), seconds per run: the median of `samples`
+/// timings of enough back-to-back hashes to take about 50 ms each.
+fn measure_limit(last: &Execution, samples: usize) -> Result<f64, String> {
+    let mut limit = Limit::of(last);
+    limit.hash_checked()?;
+    let mut n: u32 = 64;
+    loop {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(limit.hash());
+        }
+        if t0.elapsed() >= Duration::from_millis(50) {
+            break;
+        }
+        n *= 2;
+    }
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples.max(1) {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(limit.hash());
+        }
+        times.push(t0.elapsed().as_secs_f64() / f64::from(n));
+    }
+    Ok(median(&times))
 }
 
 fn median(xs: &[f64]) -> f64 {
@@ -369,6 +407,7 @@ fn measure(
     args: &Args,
     tokio: &tokio::runtime::Runtime,
     bench: &Bench,
+    store: Option<&SqliteStore>,
     w: Workload,
     mode: ModeArg,
 ) -> Result<Measured, String> {
@@ -426,6 +465,8 @@ fn measure(
     let steps = expected.steps as f64;
     let mut samples_sps = Vec::with_capacity(args.runs);
     let mut samples_rps = Vec::with_capacity(args.runs);
+    let commits_before = store.map(SqliteStore::commits);
+    let mut last_run = None;
     for _ in 0..args.runs {
         let before = (bench.model_calls(), bench.tool_calls());
         let (elapsed, last) = timed(tokio, bench, &expected, n, args.concurrency)?;
@@ -434,9 +475,21 @@ fn measure(
             tokio.block_on(bench.check_journal(&last))?;
         }
         let rps = n as f64 / elapsed.as_secs_f64();
+        last_run = Some(last);
         samples_rps.push(rps);
         samples_sps.push(rps * steps);
     }
+    // The store's commits during the timed samples (check_journal only reads), per run.
+    let commits_per_run = store
+        .zip(commits_before)
+        .map(|(s, before)| (s.commits() - before) as f64 / (n * args.runs as u64) as f64);
+
+    let limit_s_per_run = match (mode, &last_run) {
+        (ModeArg::Memory, Some(last)) if args.concurrency == 1 => {
+            Some(measure_limit(last, args.runs)?)
+        }
+        _ => None,
+    };
 
     let allocs = if args.allocs {
         let runs = n.clamp(1, 2000);
@@ -459,6 +512,8 @@ fn measure(
         samples_sps,
         samples_rps,
         allocs,
+        commits_per_run,
+        limit_s_per_run,
     })
 }
 
@@ -484,6 +539,14 @@ fn json_line(r: &Measured) -> String {
         ("n_per_sample".to_string(), serde_json::json!(r.n)),
         ("concurrency".to_string(), serde_json::json!(r.concurrency)),
     ];
+    if let Some(c) = r.commits_per_run {
+        fields.push(("commits_per_run".into(), serde_json::json!(c)));
+    }
+    if let Some(l) = r.limit_s_per_run {
+        let run_s = 1.0 / median(&r.samples_rps);
+        fields.push(("limit_us_per_run".into(), serde_json::json!(l * 1e6)));
+        fields.push(("ratio_to_limit".into(), serde_json::json!(run_s / l)));
+    }
     if let Some((a, re, b)) = r.allocs {
         fields.push(("allocs_per_run".into(), serde_json::json!(a)));
         fields.push(("reallocs_per_run".into(), serde_json::json!(re)));
@@ -517,6 +580,17 @@ fn progress(r: &Measured) {
         median(&r.samples_rps),
         r.samples_sps.len()
     );
+    if let Some(c) = r.commits_per_run {
+        line.push_str(&format!(" | {c:.2} commits/run"));
+    }
+    if let Some(l) = r.limit_s_per_run {
+        let run_s = 1.0 / median(&r.samples_rps);
+        line.push_str(&format!(
+            " | limit {:.2} µs/run (hash only), {:.2}× it",
+            l * 1e6,
+            run_s / l
+        ));
+    }
     if let Some((a, re, b)) = r.allocs {
         line.push_str(&format!(
             " | {a:.1} allocs + {re:.1} reallocs, {b:.0} bytes per run ({:.2} allocs/step)",
@@ -532,9 +606,9 @@ fn progress(r: &Measured) {
 fn bench_for(
     tokio: &tokio::runtime::Runtime,
     mode: ModeArg,
-) -> Result<(Bench, Option<tempfile::TempDir>), String> {
+) -> Result<(Bench, Option<tempfile::TempDir>, Option<SqliteStore>), String> {
     match mode {
-        ModeArg::Memory => Ok((Bench::memory(), None)),
+        ModeArg::Memory => Ok((Bench::memory(), None, None)),
         ModeArg::Sqlite => {
             // A fresh database file per workload, on the disk that holds the temp directory
             // (`TMPDIR`; not tmpfs on the reference machine), WAL and synchronous=FULL as
@@ -549,7 +623,7 @@ fn bench_for(
             let store = tokio
                 .block_on(SqliteStore::open(&path))
                 .map_err(|e| format!("opening {}: {e}", path.display()))?;
-            Ok((Bench::durable(store), Some(dir)))
+            Ok((Bench::durable(store.clone()), Some(dir), Some(store)))
         }
     }
 }
@@ -585,14 +659,14 @@ fn main() -> ExitCode {
         for &w in &args.workloads {
             // A fresh store (and file) per workload, so one workload's journal does not slow
             // the next one down.
-            let (bench, scratch) = match bench_for(&tokio, mode) {
+            let (bench, scratch, store) = match bench_for(&tokio, mode) {
                 Ok(b) => b,
                 Err(why) => {
                     eprintln!("compare: skipping mode {}: {why}", mode.name());
                     break;
                 }
             };
-            let r = match measure(&args, &tokio, &bench, w, mode) {
+            let r = match measure(&args, &tokio, &bench, store.as_ref(), w, mode) {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!(
@@ -604,6 +678,7 @@ fn main() -> ExitCode {
                 }
             };
             drop(bench);
+            drop(store);
             drop(scratch);
             progress(&r);
             if args.json {

@@ -155,7 +155,7 @@ impl<P: Program> Exec<P> {
     ) -> Result<Option<Ended>, Halt> {
         let failures = batch.iter().map(|&i| block.attempts[i]).max().unwrap_or(0);
         if failures > 0 {
-            self.backoff(failures).await;
+            self.backoff(failures).await?;
         }
         self.interrupted(step).await
     }

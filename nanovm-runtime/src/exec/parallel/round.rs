@@ -404,6 +404,8 @@ impl<P: Program> Exec<P> {
             job.answer.is_none()
                 && matches!(&job.kind, JobKind::Tool { tool, call: Some(_), .. } if tool.effect && !tool.idempotent)
         });
+        // The round's calls are external acts: a pending effect result goes first.
+        self.rec.settle().await?;
         if acts_once {
             self.rec.ensure_owned().await?;
         }

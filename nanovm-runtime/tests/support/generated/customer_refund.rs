@@ -559,8 +559,8 @@ pub mod customer_refund {
                 __nv::Next::Go(Step::RefundFailed.id())
             }
             (Step::Reject, __nv::Outcome::Tool(value)) => {
-                match __nv::decode::<__nv::Json>(value, "tool `send_rejection`") {
-                    Ok(_) => __nv::Next::Go(Step::Rejected.id()),
+                match __nv::check::<__nv::Json>(value, "tool `send_rejection`") {
+                    Ok(()) => __nv::Next::Go(Step::Rejected.id()),
                     Err(message) => __nv::Next::Reject(message),
                 }
             }
