@@ -83,10 +83,10 @@ struct RunSpec {
 /// The default event payload: every field the shipped awaits read, random.
 pub fn default_payload(_event: &str, rng: &mut Rng) -> Json {
     serde_json::json!({
-        "ok": rng.chance(700),
+        "ok": rng.chance(600),
         "approved": rng.chance(600),
         "cleared": rng.chance(600),
-        "again": rng.chance(250),
+        "again": rng.chance(500),
     })
 }
 
@@ -245,13 +245,15 @@ impl<P: Program> Campaign<P> {
             if world.inject(Fault::DuplicateStart, 300) {
                 for _ in 0..1 + world.below(2) {
                     let input = (self.input)(&mut r.input_rng.clone(), &vault);
-                    tasks.push(self.start(world, &vault, r.id.clone(), input));
+                    let task = self.start(world, &vault, r.id.clone(), input);
+                    tasks.push(self.later(world, task));
                 }
             }
         }
         if workers {
             for w in 0..1 + world.below(3) {
-                tasks.push(self.worker(world, &vault, w, 1 + world.below(3)));
+                let task = self.worker(world, &vault, w, 1 + world.below(3));
+                tasks.push(self.later(world, task));
             }
         }
         sched::run(world, tasks);
@@ -311,29 +313,35 @@ impl<P: Program> Campaign<P> {
             tasks.push(self.start(world, vault, r.id.clone(), input));
             return;
         };
-        let now_ms = world.clock.now_ms();
+        // A lease a dead process left blocks the run until it expires: let time pass (always
+        // in the calm rounds, sometimes before).
+        if let Some(expires) = record.lease_expires_ms
+            && expires > world.clock.now_ms()
+            && (calm || world.chance(500))
+        {
+            world.clock.advance_to(expires);
+        }
         match record.status {
             RunStatus::Running => {
-                if let Some(expires) = record.lease_expires_ms
-                    && expires > now_ms
-                    && (calm || world.chance(500))
-                {
-                    world.clock.advance_to(expires);
-                }
                 let copies = if world.inject(Fault::DuplicateStart, 200) {
                     2
                 } else {
                     1
                 };
-                for _ in 0..copies {
-                    match world.below(3) {
+                for copy in 0..copies {
+                    let task = match world.below(3) {
                         0 => {
                             let input = (self.input)(&mut r.input_rng.clone(), vault);
-                            tasks.push(self.start(world, vault, r.id.clone(), input));
+                            self.start(world, vault, r.id.clone(), input)
                         }
-                        1 => tasks.push(self.resume(world, vault, r.id.clone())),
-                        _ => tasks.push(self.worker(world, vault, world.below(3), 1)),
-                    }
+                        1 => self.resume(world, vault, r.id.clone()),
+                        _ => self.worker(world, vault, world.below(3), 1),
+                    };
+                    tasks.push(if copy == 0 {
+                        task
+                    } else {
+                        self.later(world, task)
+                    });
                 }
             }
             RunStatus::Suspended => {
@@ -369,8 +377,15 @@ impl<P: Program> Campaign<P> {
                     return;
                 }
                 // The adversarial deliveries, concurrent with the good one.
-                if world.inject(Fault::Events, 300) {
-                    let (run, event, id, payload) = match world.below(7) {
+                if world.inject(Fault::Events, 400) {
+                    // A message replayed under an id this run has seen (the case that
+                    // matters once the run waits again) comes first when there is one.
+                    let variant = if r.offered.len() > 1 && world.chance(500) {
+                        2
+                    } else {
+                        world.below(7)
+                    };
+                    let (run, event, id, payload) = match variant {
                         // The same delivery again (a retrying client).
                         0 => (r.id.clone(), waiting.event.clone(), id, payload),
                         // The same id, another payload.
@@ -453,6 +468,17 @@ impl<P: Program> Campaign<P> {
     }
 
     // ---- the operations, each one simulated process ----
+
+    /// `task`, started after a random delay of up to three leases (simulated): a duplicate
+    /// that comes once the first one's lease may have lapsed.
+    fn later(&self, world: &Arc<World>, task: TaskFuture) -> TaskFuture {
+        let delay = Duration::from_millis(world.below(self.lease_ms * 3));
+        let sleep = world.clock.sleep(delay);
+        Box::pin(async move {
+            sleep.await;
+            task.await;
+        })
+    }
 
     fn start(
         &self,
@@ -722,6 +748,21 @@ impl<P: Program> Campaign<P> {
                     );
                 }
             }
+            if std::env::var_os("NANOVM_SIM_DEBUG").is_some()
+                && rep.status == RunStatus::NeedsReconciliation
+            {
+                let view = RunView::of_program::<P>(trace.entries());
+                eprintln!(
+                    "{} {} open {:?} to_reconcile {:?}",
+                    world.seed,
+                    r.id,
+                    view.open_effects(),
+                    view.to_reconcile()
+                );
+                for e in trace.entries() {
+                    eprintln!("   {}", e.event.describe());
+                }
+            }
             self.check_status(world, &r.id, trace.entries(), rep.status);
             *world
                 .state()
@@ -798,7 +839,10 @@ impl<P: Program> Campaign<P> {
             }
             _ => RunStatus::Running,
         };
-        if expected == RunStatus::Running {
+        if matches!(
+            expected,
+            RunStatus::Running | RunStatus::NeedsReconciliation
+        ) {
             world.violation(
                 ViolationKind::Stuck,
                 run_id,

@@ -148,7 +148,7 @@ pub(crate) fn run(world: &World, futures: Vec<TaskFuture>) {
                     drop(tasks.swap_remove(pick));
                     continue;
                 }
-                if world.inject(Fault::Workers, 15) {
+                if world.inject(Fault::Workers, 30) {
                     // Frozen past its lease (a GC pause, a stopped VM).
                     let lease = world.lease_ms;
                     let task = &mut tasks[pick];

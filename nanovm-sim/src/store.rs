@@ -6,12 +6,13 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
-use nanovm_runtime::BoxFuture;
 use nanovm_runtime::store::{
     Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord,
 };
 use nanovm_runtime::trace::Entry;
+use nanovm_runtime::{BoxFuture, Clock};
 
 use crate::faults::Fault;
 use crate::report::ViolationKind;
@@ -65,8 +66,11 @@ impl FaultStore {
     async fn enter(&self, write: bool) -> Plan {
         let w = &self.world;
         w.count(|c| c.store_ops += 1);
-        if w.chance(500) {
-            YieldOnce::new().await;
+        // Latency: an await point, sometimes one that takes simulated time.
+        match w.below(10) {
+            0..=3 => YieldOnce::new().await,
+            4 => w.clock.sleep(Duration::from_millis(w.below(400))).await,
+            _ => {}
         }
         if w.inject(Fault::StoreError, 8) {
             return if write && w.chance(500) {
@@ -90,6 +94,14 @@ impl FaultStore {
             };
         }
         Plan::Normal
+    }
+
+    /// The write is durable, its acknowledgement on its way: another await point (a process
+    /// may stall here, holding a durable intent it has not acted on yet).
+    async fn acked(&self) {
+        if self.world.chance(300) {
+            YieldOnce::new().await;
+        }
     }
 
     /// The process dies here: it never hears back.
@@ -155,6 +167,7 @@ impl JournalStore for FaultStore {
             let result = now(self.disk().append(run_id, entries, fence));
             if result.is_ok() {
                 self.check_accepted(run_id, before.as_ref(), fence);
+                self.acked().await;
                 match plan {
                     Plan::ErrAfter => {
                         return Err(JournalError::Io(
@@ -339,6 +352,7 @@ impl JournalStore for FaultStore {
                 .disk()
                 .start_run(run_id, entries, worker, now_ms, lease_ms));
             if result.is_ok() {
+                self.acked().await;
                 match plan {
                     Plan::ErrAfter => {
                         return Err(JournalError::Io(
