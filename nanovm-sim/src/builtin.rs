@@ -34,7 +34,12 @@ fn roll(ctx: &ToolContext, salt: u64) -> u64 {
 }
 
 fn pick2(ctx: &ToolContext, salt: u64, a: &str, b: &str) -> String {
-    if roll(ctx, salt) % 2 == 0 { a } else { b }.to_string()
+    if roll(ctx, salt).is_multiple_of(2) {
+        a
+    } else {
+        b
+    }
+    .to_string()
 }
 
 fn receipt(ctx: &ToolContext) -> Json {
@@ -54,12 +59,12 @@ impl customer_refund::Tools for Services {
 
 impl order_pipeline::Tools for Services {
     async fn validate_order(&self, ctx: &ToolContext, _order_id: String) -> R {
-        Ok(json!({"ok": roll(ctx, 1) % 10 != 0}))
+        Ok(json!({"ok": !roll(ctx, 1).is_multiple_of(10)}))
     }
     async fn fraud_score(&self, ctx: &ToolContext, _order_id: String, _country: String) -> R {
         // Now and then a score of the wrong type (a service changed its API).
         let r = roll(ctx, 2);
-        Ok(if r % 50 == 0 {
+        Ok(if r.is_multiple_of(50) {
             json!({"risk": "high"})
         } else {
             json!({"risk": r % 100})
@@ -117,7 +122,7 @@ impl review_loop::Tools for Services {
 
 impl fan::Tools for Services {
     async fn check(&self, ctx: &ToolContext, _order: String) -> R {
-        Ok(json!({"ok": roll(ctx, 6) % 8 != 0}))
+        Ok(json!({"ok": !roll(ctx, 6).is_multiple_of(8)}))
     }
     async fn reserve(&self, ctx: &ToolContext, _order: String) -> R {
         Ok(receipt(ctx))

@@ -165,43 +165,28 @@ async fn intercept<P: Program>(
         }
         Plan::Normal | Plan::Lose => {}
     }
-    // The service deduplicates an idempotent effect by its key: a second call answers the
-    // first call's result and does nothing.
-    let earlier = if info.effect && info.idempotent {
-        world
-            .state()
-            .effects
-            .get(&(run_id.clone(), key))
-            .and_then(|e| e.answer.clone())
-    } else {
-        None
-    };
-    let answer = match earlier {
-        Some(a) => a,
-        None => {
-            let a = P::invoke(&inner, call, ctx).await?;
-            if info.effect {
-                let mut s = world.state();
-                let e = s.effects.entry((run_id.clone(), key)).or_default();
-                e.applied += 1;
-                e.answer.get_or_insert_with(|| a.clone());
-                if e.applied > 1 && !e.idempotent {
-                    let n = e.applied;
-                    drop(s);
-                    world.violation(
-                        ViolationKind::DoubleExecution,
-                        &run_id,
-                        format!(
-                            "effect {} of `{}` happened {n} times",
-                            key.to_hex(),
-                            info.name
-                        ),
-                    );
-                }
-            }
-            a
+    // The host's tool, for real (an idempotent one deduplicates by its key itself, as the
+    // runtime's contract asks; the ledger counts every call that returned).
+    let answer = P::invoke(&inner, call, ctx).await?;
+    if info.effect {
+        let mut s = world.state();
+        let e = s.effects.entry((run_id.clone(), key)).or_default();
+        e.applied += 1;
+        e.answer.get_or_insert_with(|| answer.clone());
+        if e.applied > 1 && !e.idempotent {
+            let n = e.applied;
+            drop(s);
+            world.violation(
+                ViolationKind::DoubleExecution,
+                &run_id,
+                format!(
+                    "effect {} of `{}` happened {n} times",
+                    key.to_hex(),
+                    info.name
+                ),
+            );
         }
-    };
+    }
     if plan == Plan::Lose {
         if info.effect && !info.idempotent {
             // The process dies with the call's answer on the wire.
@@ -259,11 +244,12 @@ fn check_durable(
 fn plan(world: &World, run_id: &str, effect: bool) -> Plan {
     {
         let mut s = world.state();
-        if let Some(left) = s.cascades.get_mut(run_id) {
-            if *left > 0 && world.chaos.load(std::sync::atomic::Ordering::SeqCst) {
-                *left -= 1;
-                return Plan::Fail(true);
-            }
+        if let Some(left) = s.cascades.get_mut(run_id)
+            && *left > 0
+            && world.chaos.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            *left -= 1;
+            return Plan::Fail(true);
         }
     }
     if world.inject(Fault::ToolFailure, 60) {

@@ -137,7 +137,8 @@ impl FaultStore {
     /// Damages the last stored entry of `run_id` (a torn write or bit rot).
     pub(crate) fn damage(world: &World, run_id: &str, which: Option<usize>) {
         let mut entries = world.disk.entries(run_id);
-        if entries.is_empty() {
+        // Damaged once is enough (and a second flip of the same byte would repair it).
+        if entries.is_empty() || world.is_corrupted(run_id) {
             return;
         }
         let i = which.unwrap_or(entries.len() - 1).min(entries.len() - 1);

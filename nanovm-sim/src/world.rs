@@ -21,7 +21,8 @@ pub(crate) struct Effect {
     pub tool: String,
     /// Declared `idempotent` (the service deduplicates by key).
     pub idempotent: bool,
-    /// How many times the effect really happened.
+    /// How many calls with this key reached the tool and returned (for a non-idempotent
+    /// tool: how many times the effect happened).
     pub applied: u32,
     /// The first answer (what an operator reads in the service's records).
     pub answer: Option<Json>,
