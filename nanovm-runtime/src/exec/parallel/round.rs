@@ -309,8 +309,14 @@ impl<P: Program> Exec<P> {
             .filter(|j| j.answer.is_none())
             .filter_map(Job::effect)
             .collect();
-        for job in jobs {
-            self.record_branch(step, job, None)?;
+        // At a pause for an operator, the answers the round has came from operators (the
+        // `reconciled` events, durable already: a pause is decided before any live call).
+        // Recorded again as branch results they would stand between those answers and the
+        // pause, where no replay or resume expects them (found by `nanovm-sim`).
+        if !matches!(stop, RoundStop::Reconcile(_)) {
+            for job in jobs {
+                self.record_branch(step, job, None)?;
+            }
         }
         match stop {
             RoundStop::Interrupted(v) => self.stop(step, v, in_flight_message(&in_flight)).await,
