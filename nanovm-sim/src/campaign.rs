@@ -680,18 +680,34 @@ impl<P: Program> Campaign<P> {
                     Ok(rep) if rep.root == trace.root() && rep.entries == trace.len() => {
                         first.get_or_insert(rep);
                     }
-                    Ok(rep) => world.violation(
-                        ViolationKind::ReplayMismatch,
-                        &r.id,
-                        format!(
-                            "replayed to {} ({} entries), stored {} ({})",
-                            rep.root.to_hex(),
-                            rep.entries,
-                            trace.root().to_hex(),
-                            trace.len()
-                        ),
-                    ),
-                    Err(e) => world.violation(ViolationKind::ReplayMismatch, &r.id, e.to_string()),
+                    Ok(rep) => {
+                        if std::env::var_os("NANOVM_SIM_DEBUG").is_some() {
+                            eprintln!("{}: replay stopped: {:?}", r.id, rep.stopped);
+                            for e in trace.entries() {
+                                eprintln!("   {:?}", e.event);
+                            }
+                        }
+                        world.violation(
+                            ViolationKind::ReplayMismatch,
+                            &r.id,
+                            format!(
+                                "replayed to {} ({} entries), stored {} ({}): {}",
+                                rep.root.to_hex(),
+                                rep.entries,
+                                trace.root().to_hex(),
+                                trace.len(),
+                                rep.stopped.unwrap_or_default()
+                            ),
+                        );
+                    }
+                    Err(e) => {
+                        if std::env::var_os("NANOVM_SIM_DEBUG").is_some() {
+                            for e in trace.entries() {
+                                eprintln!("   {:?}", e.event);
+                            }
+                        }
+                        world.violation(ViolationKind::ReplayMismatch, &r.id, e.to_string());
+                    }
                 }
             }
             let Some(rep) = first else { continue };

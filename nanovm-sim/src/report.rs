@@ -325,6 +325,15 @@ impl fmt::Display for Report {
         row(f, "events/s (wall)", per_s(c.events(), self.wall))?;
         row(
             f,
+            "events/s (simulated)",
+            if c.sim_ms == 0 {
+                "-".into()
+            } else {
+                format!("{:.3}", c.events() as f64 / (c.sim_ms as f64 / 1000.0))
+            },
+        )?;
+        row(
+            f,
             "runs per simulated hour",
             if c.sim_ms == 0 {
                 "-".into()
