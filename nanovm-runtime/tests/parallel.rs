@@ -274,7 +274,11 @@ fn a_crash_at_any_write_of_an_interrupted_round_leaves_a_run_that_resumes() {
         let stored = block_on(store.load("r1")).unwrap().unwrap();
         let trace = nanovm_runtime::trace::Trace::from_entries(stored).unwrap();
         let report = replay::<fanout::Program>(&trace).expect("the stored trace replays");
-        assert_eq!(report.root, trace.root(), "writes after {fail_after} failed");
+        assert_eq!(
+            report.root,
+            trace.root(),
+            "writes after {fail_after} failed"
+        );
         assert_eq!(resumed.root(), trace.root());
         assert!(
             resumed.status.is_terminal(),
