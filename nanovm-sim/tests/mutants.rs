@@ -138,3 +138,14 @@ fn calling_without_the_ownership_check_is_found() {
         2000,
     );
 }
+
+/// The feature is on in every workspace build that includes this crate's tests (feature
+/// unification), so the switches must be off unless a test turns them on: on a fresh thread,
+/// none is, and one thread's switch does not reach another.
+#[test]
+fn every_mutant_is_off_unless_switched_on_on_this_thread() {
+    assert_eq!(std::thread::spawn(mutants::active).join().unwrap(), None);
+    let _on = On::new(Mutant::AppendWithoutFence);
+    assert_eq!(mutants::active(), Some(Mutant::AppendWithoutFence));
+    assert_eq!(std::thread::spawn(mutants::active).join().unwrap(), None);
+}
