@@ -42,10 +42,12 @@ fn programs() -> Vec<(&'static str, Attack)> {
 }
 
 const USAGE: &str = "usage: nanovm-sim [--seeds N] [--first S] [--seed S] [--faults all|none|CLASS,..] \
-[--program all|NAME,..] [--check-every N]\n\
+[--program all|NAME,..] [--check-every N] [--mutant NAME]\n\
 fault classes: crash, torn, store-error, dup-start, workers, events, tool-failure, timeout, \
 model-noise, replay-storm, corruption, clock-jump\n\
-programs: customer_refund, order_pipeline, payment_recovery, review_loop, fan";
+programs: customer_refund, order_pipeline, payment_recovery, review_loop, fan\n\
+mutants (built with --features mutants): start-without-lease, call-before-intent-durable, \
+accept-reused-event-id, append-without-fence, call-without-ownership-check";
 
 struct Args {
     first: u64,
@@ -54,6 +56,7 @@ struct Args {
     programs: Vec<String>,
     check_every: u64,
     faults_text: String,
+    mutant: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -64,6 +67,7 @@ fn parse() -> Result<Args, String> {
         programs: Vec::new(),
         check_every: 10,
         faults_text: "all".into(),
+        mutant: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -91,6 +95,7 @@ fn parse() -> Result<Args, String> {
                 }
             }
             "--check-every" => a.check_every = num(value()?)?.max(1),
+            "--mutant" => a.mutant = Some(value()?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
@@ -109,6 +114,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(name) = &args.mutant
+        && let Err(e) = switch_on(name)
+    {
+        eprintln!("error: {e}\n{USAGE}");
+        return ExitCode::from(2);
+    }
     let mut targets = programs();
     if !args.programs.is_empty() {
         for p in &args.programs {
@@ -151,4 +162,28 @@ fn main() -> ExitCode {
         );
     }
     ExitCode::FAILURE
+}
+
+/// Switches a known bug of the runtime back on (this thread: the whole simulation runs on it).
+#[cfg(feature = "mutants")]
+fn switch_on(name: &str) -> Result<(), String> {
+    use nanovm_runtime::mutants::{self, Mutant};
+    let m = match name {
+        "start-without-lease" => Mutant::StartWithoutLease,
+        "call-before-intent-durable" => Mutant::CallBeforeIntentDurable,
+        "accept-reused-event-id" => Mutant::AcceptReusedEventId,
+        "append-without-fence" => Mutant::AppendWithoutFence,
+        "call-without-ownership-check" => Mutant::CallWithoutOwnershipCheck,
+        other => return Err(format!("unknown mutant `{other}`")),
+    };
+    mutants::set(Some(m));
+    eprintln!("mutant `{name}` switched on: the runtime has this known bug for this run");
+    Ok(())
+}
+
+#[cfg(not(feature = "mutants"))]
+fn switch_on(name: &str) -> Result<(), String> {
+    Err(format!(
+        "--mutant {name} needs a build with the mutants: cargo run -p nanovm-sim --features mutants -- ..."
+    ))
 }
