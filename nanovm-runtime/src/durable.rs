@@ -440,7 +440,10 @@ pub(crate) async fn deliver<P: Program>(
     let mut due = false;
     let decide = |entries: Vec<Entry>| -> Result<Decision<Answer>, Answer> {
         let view = RunView::of(&entries);
-        match view.delivered(event_id) {
+        let seen = view
+            .delivered(event_id)
+            .filter(|_| !crate::mutant(crate::Mutant::AcceptReusedEventId));
+        match seen {
             Some(f) if f == fingerprint => return Ok(Decision::Answer(Answer::Duplicate(entries))),
             Some(_) => {
                 return Err(Answer::Refused(DeliverError::Conflict {
@@ -656,7 +659,10 @@ async fn renewing(
         }
     };
     let run = std::pin::pin!(run);
+    // Biased (the run first): the poll order, and so the schedule, does not depend on tokio's
+    // random choice (the simulation's seed decides it).
     tokio::select! {
+        biased;
         r = run => r,
         e = renewals => Err(RunError::Journal(e)),
     }

@@ -38,6 +38,7 @@
 //! | `budget`, `clock`, `cancel`, `value` | budgets and usage, clocks, cancellation, values (JSON, digests, secrets) |
 //! | `program`, `generated` | the contract with generated code (re-exported in `__private_v0_1` only) |
 //! | `testing` | deterministic stand-ins: scripted models, a manual clock |
+//! | `mutants` | known bugs to switch on one at a time (feature `sabotage-mutants`, the simulation's tests) |
 
 #![warn(missing_docs)]
 #![deny(unreachable_pub)]
@@ -54,6 +55,9 @@ mod exec;
 mod generated;
 mod ids;
 pub mod model;
+#[cfg(feature = "sabotage-mutants")]
+#[doc(hidden)]
+pub mod mutants;
 #[cfg(feature = "openai")]
 pub mod openai;
 mod program;
@@ -85,6 +89,35 @@ pub use trace::RunStatus;
 pub use value::{Digest, Json, Secret, SecretRef, VaultId};
 pub use view::{ModelAnswer, OpenEffect, RunView, Waiting, payload_fingerprint};
 pub use worker::Worker;
+
+/// True when the known bug `m` is switched on (feature `sabotage-mutants`, tests only); always
+/// false without the feature.
+#[cfg(feature = "sabotage-mutants")]
+pub(crate) fn mutant(m: mutants::Mutant) -> bool {
+    mutants::active() == Some(m)
+}
+
+/// Which known bug [`mutant`] asks about (without the feature nothing is ever switched on).
+#[cfg(not(feature = "sabotage-mutants"))]
+#[allow(dead_code, reason = "the mutants exist only with the feature")]
+#[derive(Clone, Copy)]
+pub(crate) enum Mutant {
+    StartWithoutLease,
+    CallBeforeIntentDurable,
+    AcceptReusedEventId,
+    AppendWithoutFence,
+    CallWithoutOwnershipCheck,
+}
+
+/// Always false without the feature `sabotage-mutants`.
+#[cfg(not(feature = "sabotage-mutants"))]
+#[inline(always)]
+pub(crate) fn mutant(_: Mutant) -> bool {
+    false
+}
+
+#[cfg(feature = "sabotage-mutants")]
+pub(crate) use mutants::Mutant;
 
 /// Support for generated code; not a public API. The version in the name changes with every
 /// breaking change of the contract between `nanovm-dsl`'s output and this crate.

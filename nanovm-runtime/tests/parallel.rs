@@ -211,3 +211,79 @@ fn a_branch_result_of_the_wrong_type_is_a_failed_attempt() {
     );
     assert_eq!(e.outputs["risk"], json!(42));
 }
+
+/// Found by the sabotage simulation (`nanovm-sim`, seed 6051 of `order_pipeline`): a parallel
+/// round interrupted with a call in flight recorded the answers that had come back in one write
+/// and the interruption in the next. A crash (or a failed write) between the two left a stored
+/// trace that no execution could continue: every resume, duplicate start and replay diverged at
+/// the first answer recorded as "not applied". A crash at any write of such a run must leave a
+/// run that resumes and a trace that replays to its root.
+#[test]
+fn a_crash_at_any_write_of_an_interrupted_round_leaves_a_run_that_resumes() {
+    use nanovm_runtime::store::{JournalStore, MemoryStore};
+    use nanovm_runtime::{CancelToken, replay};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    for fail_after in 1..=3 {
+        let host = host();
+        let token = CancelToken::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (t, c) = (token.clone(), calls.clone());
+        // The first reservation is cancelled while in flight; later ones answer.
+        host.hook(
+            "reserve",
+            Arc::new(move |_| {
+                let first = c.fetch_add(1, Ordering::SeqCst) == 0;
+                let t = t.clone();
+                Box::pin(async move {
+                    if first {
+                        t.cancel();
+                        std::future::pending::<()>().await;
+                    }
+                })
+            }),
+        );
+        let store = Arc::new(MemoryStore::new());
+        let clock = ManualClock::auto_advance(START);
+        let rt = Runtime::builder()
+            .model(ScriptedModel::new().always("summary", "order looks fine"))
+            .clock(clock.clone())
+            .store(store.clone())
+            .build();
+        store.fail_after(fail_after);
+        let first = block_on(rt.run::<fanout::Program>(
+            Input {
+                order_id: "o-9".into(),
+            },
+            Arc::new(host.clone()),
+            RunOptions::new().run_id("r1").cancel(token),
+        ));
+        store.fail_after(usize::MAX / 2);
+        support::expire_leases(&clock);
+        let resumed = block_on(rt.resume_journaled::<fanout::Program>(
+            "r1",
+            Arc::new(host.clone()),
+            RunOptions::new(),
+        ));
+        let resumed = resumed.unwrap_or_else(|e| {
+            panic!(
+                "writes after {fail_after} failed (first outcome {:?}); the resume fails: {e}",
+                first.as_ref().map(|e| e.status)
+            )
+        });
+        let stored = block_on(store.load("r1")).unwrap().unwrap();
+        let trace = nanovm_runtime::trace::Trace::from_entries(stored).unwrap();
+        let report = replay::<fanout::Program>(&trace).expect("the stored trace replays");
+        assert_eq!(
+            report.root,
+            trace.root(),
+            "writes after {fail_after} failed"
+        );
+        assert_eq!(resumed.root(), trace.root());
+        assert!(
+            resumed.status.is_terminal(),
+            "writes after {fail_after} failed: {}",
+            resumed.status
+        );
+    }
+}

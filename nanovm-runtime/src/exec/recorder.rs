@@ -347,7 +347,11 @@ impl Recorder {
                 claim.released.store(true, Ordering::SeqCst);
             }
             // The run's first write: create it owned, and fence every later write.
-            Some(claim) if self.flushed == 0 && self.fence.is_none() => {
+            Some(claim)
+                if self.flushed == 0
+                    && self.fence.is_none()
+                    && !crate::mutant(crate::Mutant::StartWithoutLease) =>
+            {
                 let lease = store
                     .start_run(
                         &self.run_id,

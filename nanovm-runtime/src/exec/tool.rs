@@ -195,7 +195,9 @@ impl<P: Program> Exec<P> {
                 effect_id: key,
                 args,
             })?;
-            self.rec.flush().await?;
+            if !crate::mutant(crate::Mutant::CallBeforeIntentDurable) {
+                self.rec.flush().await?;
+            }
             (recorded, None)
         } else {
             (false, Some(args))
@@ -248,7 +250,10 @@ impl<P: Program> Exec<P> {
         if !cleared {
             return Ok((ToolIo::Reconcile, args));
         }
-        if tool.effect && !tool.idempotent {
+        if tool.effect
+            && !tool.idempotent
+            && !crate::mutant(crate::Mutant::CallWithoutOwnershipCheck)
+        {
             self.rec.ensure_owned().await?;
         }
         // A read-only call is an external act too: a pending effect result goes first.

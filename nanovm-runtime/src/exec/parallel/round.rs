@@ -292,7 +292,11 @@ impl<P: Program> Exec<P> {
     }
 
     /// A round that stops the run: records what came back (nothing is applied), then ends the
-    /// run as `stop` says.
+    /// run as `stop` says. The answers and the end are made durable in **one** write (the
+    /// end's): answers recorded as not applied are only ever read together with the event that
+    /// says why, so a crash in between cannot leave a trace that no execution can continue
+    /// (found by `nanovm-sim`; a crash before that write leaves the round's effects ambiguous,
+    /// as for any crash with a call in flight).
     async fn stop_round(
         &mut self,
         step: StepId,
@@ -305,17 +309,25 @@ impl<P: Program> Exec<P> {
             .filter(|j| j.answer.is_none())
             .filter_map(Job::effect)
             .collect();
-        for job in jobs {
-            self.record_branch(step, job, None)?;
-        }
-        if any_effect {
-            self.rec.flush().await?;
+        // At a pause for an operator, the answers the round has came from operators (the
+        // `reconciled` events, durable already: a pause is decided before any live call).
+        // Recorded again as branch results they would stand between those answers and the
+        // pause, where no replay or resume expects them (found by `nanovm-sim`).
+        if !matches!(stop, RoundStop::Reconcile(_)) {
+            for job in jobs {
+                self.record_branch(step, job, None)?;
+            }
         }
         match stop {
             RoundStop::Interrupted(v) => self.stop(step, v, in_flight_message(&in_flight)).await,
             RoundStop::Tokens(trip) => self.trip(step, trip, None).await,
             RoundStop::Reconcile(effects) => self.reconcile(step, &effects).await,
-            RoundStop::Paused(ended) => Ok(ended),
+            RoundStop::Paused(ended) => {
+                if any_effect {
+                    self.rec.flush().await?;
+                }
+                Ok(ended)
+            }
         }
     }
 

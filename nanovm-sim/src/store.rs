@@ -1,0 +1,374 @@
+//! The fault-injecting journal store: every operation of every simulated process goes through
+//! it to the seed's "disk" (a [`MemoryStore`]), with an await point, injected failures before
+//! and after the write, crashes, lost and torn writes, and checks of what the store accepted
+//! against an independent reading of the run's lease.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use nanovm_runtime::store::{
+    Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord,
+};
+use nanovm_runtime::trace::Entry;
+use nanovm_runtime::{BoxFuture, Clock};
+
+use crate::faults::Fault;
+use crate::report::ViolationKind;
+use crate::sched::{YieldOnce, current_task};
+use crate::world::World;
+
+/// The memory store answers at once; this takes that answer.
+pub(crate) fn now<T>(fut: impl Future<Output = T>) -> T {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => unreachable!("the memory store never waits"),
+    }
+}
+
+/// What happens to one store operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    Normal,
+    /// Fails, nothing applied.
+    ErrBefore,
+    /// Applied, then reported as failed.
+    ErrAfter,
+    /// The process dies before the write reaches the disk.
+    CrashBefore,
+    /// The write reaches the disk, the process dies before it hears so.
+    CrashAfter,
+    /// The process dies while the write is being synced: it is lost.
+    Lost,
+    /// The process dies while the write is being synced: its last entry is torn.
+    TornWrite,
+}
+
+/// The store every simulated process uses.
+#[derive(Clone)]
+pub(crate) struct FaultStore {
+    world: Arc<World>,
+}
+
+impl FaultStore {
+    pub(crate) fn new(world: Arc<World>) -> Self {
+        FaultStore { world }
+    }
+
+    fn disk(&self) -> &MemoryStore {
+        &self.world.disk
+    }
+
+    /// An await point, and the plan for a write (`write`) or a read.
+    async fn enter(&self, write: bool) -> Plan {
+        let w = &self.world;
+        w.count(|c| c.store_ops += 1);
+        // Latency: an await point, sometimes one that takes simulated time.
+        match w.below(10) {
+            0..=3 => YieldOnce::new().await,
+            4 => w.clock.sleep(Duration::from_millis(w.below(400))).await,
+            _ => {}
+        }
+        if w.inject(Fault::StoreError, 8) {
+            return if write && w.chance(500) {
+                Plan::ErrAfter
+            } else {
+                Plan::ErrBefore
+            };
+        }
+        if write && w.inject(Fault::Crash, 6) {
+            return if w.chance(500) {
+                Plan::CrashAfter
+            } else {
+                Plan::CrashBefore
+            };
+        }
+        if write && w.inject(Fault::Torn, 4) {
+            return if w.chance(500) {
+                Plan::Lost
+            } else {
+                Plan::TornWrite
+            };
+        }
+        Plan::Normal
+    }
+
+    /// The write is durable, its acknowledgement on its way: another await point (a process
+    /// may stall here, holding a durable intent it has not acted on yet).
+    async fn acked(&self) {
+        if self.world.chance(300) {
+            YieldOnce::new().await;
+        }
+    }
+
+    /// The process dies here: it never hears back.
+    async fn die<T>(&self) -> T {
+        self.world.request_crash(current_task());
+        std::future::pending().await
+    }
+
+    /// Checks a write the disk accepted against the lease as it was before the write.
+    fn check_accepted(&self, run_id: &str, before: Option<&RunRecord>, fence: Option<Fence>) {
+        let Some(before) = before else { return };
+        match fence {
+            Some(f) if f.epoch != before.epoch => self.world.violation(
+                ViolationKind::StaleFenceAccepted,
+                run_id,
+                format!(
+                    "an append under epoch {} was accepted while the run's epoch was {}",
+                    f.epoch, before.epoch
+                ),
+            ),
+            None if before.entries > 0 => self.world.violation(
+                ViolationKind::UnfencedWrite,
+                run_id,
+                format!(
+                    "an append without a fence was accepted at entry {}",
+                    before.entries
+                ),
+            ),
+            _ => {}
+        }
+    }
+
+    /// Damages the last stored entry of `run_id` (a torn write or bit rot).
+    pub(crate) fn damage(world: &World, run_id: &str, which: Option<usize>) {
+        let mut entries = world.disk.entries(run_id);
+        // Damaged once is enough (and a second flip of the same byte would repair it).
+        if entries.is_empty() || world.is_corrupted(run_id) {
+            return;
+        }
+        let i = which.unwrap_or(entries.len() - 1).min(entries.len() - 1);
+        entries[i].hash.0[0] ^= 0x5a;
+        world.disk.set_entries(run_id, entries);
+        world.state().corrupted.insert(run_id.to_string());
+    }
+}
+
+impl JournalStore for FaultStore {
+    fn append<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        fence: Option<Fence>,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let plan = self.enter(true).await;
+            match plan {
+                Plan::ErrBefore => {
+                    return Err(JournalError::Io("sim: injected write failure".into()));
+                }
+                Plan::CrashBefore | Plan::Lost => return self.die().await,
+                _ => {}
+            }
+            let before = now(self.disk().run(run_id)).ok().flatten();
+            let result = now(self.disk().append(run_id, entries, fence));
+            if result.is_ok() {
+                self.check_accepted(run_id, before.as_ref(), fence);
+                self.acked().await;
+                match plan {
+                    Plan::ErrAfter => {
+                        return Err(JournalError::Io(
+                            "sim: injected failure after the write".into(),
+                        ));
+                    }
+                    Plan::CrashAfter => return self.die().await,
+                    Plan::TornWrite => {
+                        FaultStore::damage(&self.world, run_id, None);
+                        return self.die().await;
+                    }
+                    _ => {}
+                }
+            }
+            result
+        })
+    }
+
+    fn load<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<Entry>>, JournalError>> {
+        Box::pin(async move {
+            if self.enter(false).await == Plan::ErrBefore {
+                return Err(JournalError::Io("sim: injected read failure".into()));
+            }
+            let result = now(self.disk().load(run_id));
+            if matches!(result, Ok(Some(_))) && self.world.is_corrupted(run_id) {
+                self.world.violation(
+                    ViolationKind::CorruptLoaded,
+                    run_id,
+                    "the store loaded damaged entries as valid",
+                );
+            }
+            result
+        })
+    }
+
+    fn run<'a>(
+        &'a self,
+        run_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RunRecord>, JournalError>> {
+        Box::pin(async move {
+            if self.enter(false).await == Plan::ErrBefore {
+                return Err(JournalError::Io("sim: injected read failure".into()));
+            }
+            now(self.disk().run(run_id))
+        })
+    }
+
+    fn runs<'a>(
+        &'a self,
+        query: &'a RunQuery,
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>, JournalError>> {
+        Box::pin(async move {
+            if self.enter(false).await == Plan::ErrBefore {
+                return Err(JournalError::Io("sim: injected read failure".into()));
+            }
+            now(self.disk().runs(query))
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        program: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        Box::pin(async move {
+            let plan = self.enter(true).await;
+            match plan {
+                Plan::ErrBefore => {
+                    return Err(JournalError::Io("sim: injected claim failure".into()));
+                }
+                Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
+                _ => {}
+            }
+            let result = now(self.disk().claim(program, worker, now_ms, lease_ms));
+            match plan {
+                Plan::ErrAfter => Err(JournalError::Io(
+                    "sim: injected failure after the claim".into(),
+                )),
+                Plan::CrashAfter => self.die().await,
+                _ => result,
+            }
+        })
+    }
+
+    fn renew<'a>(
+        &'a self,
+        lease: &'a Lease,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        Box::pin(async move {
+            let plan = self.enter(true).await;
+            match plan {
+                Plan::ErrBefore => {
+                    return Err(JournalError::Io("sim: injected renew failure".into()));
+                }
+                Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
+                _ => {}
+            }
+            let result = now(self.disk().renew(lease, now_ms, lease_ms));
+            match plan {
+                Plan::ErrAfter => Err(JournalError::Io(
+                    "sim: injected failure after the renewal".into(),
+                )),
+                Plan::CrashAfter => self.die().await,
+                _ => result,
+            }
+        })
+    }
+
+    fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let plan = self.enter(true).await;
+            match plan {
+                Plan::ErrBefore => {
+                    return Err(JournalError::Io("sim: injected release failure".into()));
+                }
+                Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
+                _ => {}
+            }
+            let result = now(self.disk().release(lease));
+            match plan {
+                Plan::ErrAfter => Err(JournalError::Io(
+                    "sim: injected failure after the release".into(),
+                )),
+                Plan::CrashAfter => self.die().await,
+                _ => result,
+            }
+        })
+    }
+
+    fn claim_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        Box::pin(async move {
+            let plan = self.enter(true).await;
+            match plan {
+                Plan::ErrBefore => {
+                    return Err(JournalError::Io("sim: injected claim failure".into()));
+                }
+                Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
+                _ => {}
+            }
+            let result = now(self.disk().claim_run(run_id, worker, now_ms, lease_ms));
+            match plan {
+                Plan::ErrAfter => Err(JournalError::Io(
+                    "sim: injected failure after the claim".into(),
+                )),
+                Plan::CrashAfter => self.die().await,
+                _ => result,
+            }
+        })
+    }
+
+    fn start_run<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Lease, JournalError>> {
+        Box::pin(async move {
+            let plan = self.enter(true).await;
+            match plan {
+                Plan::ErrBefore => {
+                    return Err(JournalError::Io("sim: injected write failure".into()));
+                }
+                Plan::CrashBefore | Plan::Lost => return self.die().await,
+                _ => {}
+            }
+            let result = now(self
+                .disk()
+                .start_run(run_id, entries, worker, now_ms, lease_ms));
+            if result.is_ok() {
+                self.acked().await;
+                match plan {
+                    Plan::ErrAfter => {
+                        return Err(JournalError::Io(
+                            "sim: injected failure after the write".into(),
+                        ));
+                    }
+                    Plan::CrashAfter => return self.die().await,
+                    Plan::TornWrite => {
+                        FaultStore::damage(&self.world, run_id, None);
+                        return self.die().await;
+                    }
+                    _ => {}
+                }
+            }
+            result
+        })
+    }
+}
