@@ -332,6 +332,49 @@ impl JournalStore for FaultStore {
         })
     }
 
+    /// The closing write: entries and the lease given back in one transaction, faulted like an
+    /// append (a torn closing write damages its last entry), checked like a fenced append.
+    fn append_release<'a>(
+        &'a self,
+        run_id: &'a str,
+        entries: &'a [Entry],
+        lease: &'a Lease,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let plan = self.enter(true).await;
+            match plan {
+                Plan::ErrBefore => {
+                    return Err(JournalError::Io("sim: injected write failure".into()));
+                }
+                Plan::CrashBefore | Plan::Lost => return self.die().await,
+                _ => {}
+            }
+            let before = now(self.disk().run(run_id)).ok().flatten();
+            let result = now(self.disk().append_release(run_id, entries, lease));
+            if result.is_ok() {
+                if !entries.is_empty() {
+                    self.check_accepted(run_id, before.as_ref(), Some(lease.fence()));
+                }
+                self.acked().await;
+                match plan {
+                    Plan::ErrAfter => {
+                        return Err(JournalError::Io(
+                            "sim: injected failure after the write".into(),
+                        ));
+                    }
+                    Plan::CrashAfter => return self.die().await,
+                    Plan::TornWrite if !entries.is_empty() => {
+                        FaultStore::damage(&self.world, run_id, None);
+                        return self.die().await;
+                    }
+                    Plan::TornWrite => return self.die().await,
+                    _ => {}
+                }
+            }
+            result
+        })
+    }
+
     fn start_run<'a>(
         &'a self,
         run_id: &'a str,

@@ -122,7 +122,7 @@ fn appending_without_fencing_is_found() {
             .with(Fault::Workers)
             .with(Fault::DuplicateStart),
         ViolationKind::StaleFenceAccepted,
-        500,
+        4000,
     );
 }
 
