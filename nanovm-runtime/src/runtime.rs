@@ -23,6 +23,7 @@ use crate::budget::Backoff;
 use crate::clock::{Clock, SystemClock, millis};
 use crate::durable::{self, DeliverError, Delivery, ReconcileError, Resolution};
 use crate::error::{ReplayError, RunError};
+use crate::evidence::Signer;
 use crate::exec::recorder::Mode;
 use crate::exec::{Engine, Start, execute};
 use crate::ids;
@@ -70,6 +71,7 @@ pub struct RuntimeBuilder {
     backoff: Backoff,
     store: Option<Arc<dyn JournalStore>>,
     operation_lease: Option<Duration>,
+    signer: Option<Arc<dyn Signer>>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -120,6 +122,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Signs evidence with `signer` (an `Arc<dyn Signer>` works too): with a store, every
+    /// execution that ends (a run end, a suspension, a reconciliation pause) is followed by a
+    /// signed checkpoint of the run's trace appended to the store's evidence log and a signed
+    /// tree head over the log (see [`crate::evidence`], `docs/compliance.md`). Off by default;
+    /// nothing in the traces changes either way.
+    pub fn signer(mut self, signer: impl Signer) -> Self {
+        self.signer = Some(Arc::new(signer));
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let vault: Arc<dyn Vault> = self.vault.unwrap_or_else(|| Arc::new(MemoryVault::new()));
@@ -135,6 +147,7 @@ impl RuntimeBuilder {
                 operation_lease_ms: self
                     .operation_lease
                     .map_or(OPERATION_LEASE_MS, |d| millis(d).max(1)),
+                signer: self.signer,
             }),
         }
     }

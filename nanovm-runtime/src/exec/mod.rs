@@ -30,6 +30,7 @@ use crate::budget::{Backoff, Meter, Trip};
 use crate::cancel::CancelToken;
 use crate::clock::Clock;
 use crate::error::RunError;
+use crate::evidence::Signer;
 use crate::ids;
 use crate::model::Model;
 use crate::program::{
@@ -55,6 +56,9 @@ pub(crate) struct Engine {
     pub(crate) store: Option<Arc<dyn JournalStore>>,
     /// The lease length of the runtime's own operations on stored runs (`crate::durable`).
     pub(crate) operation_lease_ms: u64,
+    /// Signs a checkpoint of every execution that ends, into the store's evidence log
+    /// (`crate::evidence`); `None`: no evidence is written.
+    pub(crate) signer: Option<Arc<dyn Signer>>,
 }
 
 /// Input the engine applies where the recorded prefix ends (a live continuation only): what
