@@ -49,9 +49,10 @@ pub fn checkpoint_of(entries: &[Entry]) -> Option<Checkpoint> {
 
 /// Signs a checkpoint of `entries` (a run's whole stored trace), appends it to `store`'s log
 /// unless the run's latest leaf says the same already, then signs and keeps a tree head over
-/// the whole log (time `now_ms`). Costs one read of the log's leaves (a full read: the head's
-/// root is recomputed from all of them).
-pub(crate) async fn record(
+/// the whole log (time `now_ms`). Costs two reads of the log's leaves (the head's root is
+/// recomputed from all of them). The runtime calls it after every execution end when it has
+/// a signer; call it yourself to checkpoint runs written before signing was turned on.
+pub async fn checkpoint(
     store: &dyn JournalStore,
     signer: &dyn Signer,
     now_ms: u64,

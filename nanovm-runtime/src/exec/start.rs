@@ -92,7 +92,7 @@ pub(crate) async fn execute<P: Program>(
             if let Some((signer, store, clock)) = &evidence
                 && status != RunStatus::Running
             {
-                crate::evidence::record(
+                crate::evidence::checkpoint(
                     store.as_ref(),
                     signer.as_ref(),
                     clock.now_ms(),
@@ -141,7 +141,7 @@ pub(crate) async fn execute<P: Program>(
     if let Some((signer, store, clock)) = &evidence
         && execution.status != RunStatus::Running
     {
-        crate::evidence::record(
+        crate::evidence::checkpoint(
             store.as_ref(),
             signer.as_ref(),
             clock.now_ms(),
