@@ -48,7 +48,7 @@ use crate::program::{Program, ProgramInfo};
 use crate::replay::replay_execution;
 use crate::run::{Execution, RunOptions};
 use crate::store::{JournalError, JournalStore, Lease, RunQuery};
-use crate::trace::{Entry, Event, RunStatus, Trace};
+use crate::trace::{Actor, Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
 use crate::vault::Vault;
 use crate::view::{RunView, payload_fingerprint};
@@ -429,6 +429,7 @@ pub(crate) async fn deliver<P: Program>(
     event: &str,
     event_id: &str,
     payload: Json,
+    by: Option<Actor>,
     tools: Arc<P::Tools>,
 ) -> Result<Delivery, DeliverError> {
     let clock = engine.clock.clone();
@@ -465,6 +466,7 @@ pub(crate) async fn deliver<P: Program>(
                 event: event.to_string(),
                 event_id: event_id.to_string(),
                 payload: payload.clone(),
+                by: by.clone(),
             }
         })))
     };
@@ -537,6 +539,7 @@ pub(crate) async fn reconcile<P: Program>(
     run_id: &str,
     effect_id: Digest,
     resolution: Resolution,
+    by: Option<Actor>,
     tools: Arc<P::Tools>,
 ) -> Result<Execution, ReconcileError> {
     let result = match resolution {
@@ -563,6 +566,7 @@ pub(crate) async fn reconcile<P: Program>(
         Ok(Decision::Execute(Some(Inject::Reconcile {
             effect_id,
             result: result.clone(),
+            by: by.clone(),
         })))
     };
     match operate::<P, ReconcileError>(

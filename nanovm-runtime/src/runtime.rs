@@ -31,7 +31,7 @@ use crate::model::Model;
 use crate::program::{Program, SecretSource};
 use crate::run::{Execution, ReplayReport, RunOptions};
 use crate::store::{JournalStore, OPERATION_LEASE_MS};
-use crate::trace::{Event, Trace};
+use crate::trace::{Actor, Event, Trace};
 use crate::value::{Digest, Json};
 use crate::vault::{MemoryVault, Vault};
 
@@ -356,7 +356,31 @@ impl Runtime {
         payload: Json,
         tools: Arc<P::Tools>,
     ) -> Result<Delivery, DeliverError> {
-        durable::deliver::<P>(&self.inner, run_id, event, event_id, payload, tools).await
+        durable::deliver::<P>(&self.inner, run_id, event, event_id, payload, None, tools).await
+    }
+
+    /// [`Runtime::deliver`], recording who delivered the event and why: the `delivered` entry
+    /// carries `by` (hashed with it, checkpointed with the run). Use it for every delivery a
+    /// person or an outside service makes, so the trace says who did what.
+    pub async fn deliver_as<P: Program>(
+        &self,
+        run_id: &str,
+        event: &str,
+        event_id: &str,
+        payload: Json,
+        by: Actor,
+        tools: Arc<P::Tools>,
+    ) -> Result<Delivery, DeliverError> {
+        durable::deliver::<P>(
+            &self.inner,
+            run_id,
+            event,
+            event_id,
+            payload,
+            Some(by),
+            tools,
+        )
+        .await
     }
 
     /// Fires the timeouts that are due: every run of `P` suspended at an `await` whose deadline
@@ -395,6 +419,19 @@ impl Runtime {
         resolution: Resolution,
         tools: Arc<P::Tools>,
     ) -> Result<Execution, ReconcileError> {
-        durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, tools).await
+        durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, None, tools).await
+    }
+
+    /// [`Runtime::reconcile`], recording the operator's identity and reason: the `reconciled`
+    /// entry carries `by` (hashed with it, checkpointed with the run).
+    pub async fn reconcile_as<P: Program>(
+        &self,
+        run_id: &str,
+        effect_id: Digest,
+        resolution: Resolution,
+        by: Actor,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, ReconcileError> {
+        durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, Some(by), tools).await
     }
 }

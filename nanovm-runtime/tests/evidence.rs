@@ -501,3 +501,103 @@ fn a_head_signed_by_another_key_is_refused() {
         "not signed by this key"
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Who did what (deliverable 5): operator actions record the caller's actor and reason
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_delivery_and_a_reconciliation_record_who_did_it_and_why() {
+    use nanovm_runtime::trace::Actor;
+    use nanovm_runtime::{Resolution, replay};
+    use support::{crash_during, expire_leases, hang};
+
+    let f = fixture();
+    let clock = ManualClock::new(START);
+    let rt = Runtime::builder()
+        .model(ScriptedModel::new().always("analyze", "yes").shared())
+        .vault(f.vault.clone())
+        .clock(clock.clone())
+        .store(f.store.clone())
+        .signer(KeySigner::from_seed(SEED))
+        .build();
+    // A suspended run, delivered to by a named reviewer.
+    let waiting = block_on(rt.run::<cr::Program>(
+        f.input(9000),
+        Arc::new(Host::new()),
+        RunOptions::new().run_id("review"),
+    ))
+    .expect("runs");
+    assert_eq!(waiting.status, RunStatus::Suspended);
+    let dana = Actor::new("dana@ops", "ticket OPS-12: customer called");
+    let d = block_on(rt.deliver_as::<cr::Program>(
+        "review",
+        "approval",
+        "ev-1",
+        json!({"approved": false}),
+        dana.clone(),
+        Arc::new(Host::new()),
+    ))
+    .expect("delivers");
+    let trace = d.into_execution().trace;
+    let by = trace.entries().iter().find_map(|e| match &e.event {
+        Event::Delivered { by, .. } => Some(by.clone()),
+        _ => None,
+    });
+    assert_eq!(by, Some(Some(dana.clone())));
+    assert!(
+        trace
+            .to_jsonl()
+            .contains("\"by\":{\"id\":\"dana@ops\",\"reason\":\"ticket OPS-12: customer called\"}"),
+        "the JSONL export names the actor"
+    );
+    replay::<cr::Program>(&trace).expect("the stored run replays with its actor");
+
+    // A crash while a non-idempotent effect was in flight; an operator answers for it.
+    let model_no = Runtime::builder()
+        .model(ScriptedModel::new().always("analyze", "no").shared())
+        .vault(f.vault.clone())
+        .clock(clock.clone())
+        .store(f.store.clone())
+        .signer(KeySigner::from_seed(SEED))
+        .build();
+    let crashed = Host::new();
+    crashed.hook("send_rejection", hang());
+    crash_during(
+        model_no.run::<cr::Program>(
+            f.input(100),
+            Arc::new(crashed.clone()),
+            RunOptions::new().run_id("nr"),
+        ),
+        &crashed,
+        "send_rejection",
+    );
+    expire_leases(&clock);
+    let paused = block_on(model_no.resume_journaled::<cr::Program>(
+        "nr",
+        Arc::new(Host::new()),
+        RunOptions::new(),
+    ))
+    .expect("resumes");
+    assert_eq!(paused.status, RunStatus::NeedsReconciliation);
+    let effect = nanovm_runtime::RunView::of_program::<cr::Program>(paused.trace.entries())
+        .to_reconcile()[0];
+    let sam = Actor::new("sam@ops", "the mail server's log shows it was sent");
+    let done = block_on(model_no.reconcile_as::<cr::Program>(
+        "nr",
+        effect,
+        Resolution::Done(json!({"sent": true})),
+        sam.clone(),
+        Arc::new(Host::new()),
+    ))
+    .expect("reconciles");
+    let by = done.trace.entries().iter().find_map(|e| match &e.event {
+        Event::Reconciled { by, .. } => Some(by.clone()),
+        _ => None,
+    });
+    assert_eq!(by, Some(Some(sam)));
+    replay::<cr::Program>(&done.trace).expect("replays");
+    // Everything is checkpointed; rewriting who did it afterwards is a rewrite like any other.
+    let report = f.audit(None);
+    assert!(report.ok(), "{:?}", report.findings);
+}

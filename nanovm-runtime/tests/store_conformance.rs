@@ -681,6 +681,7 @@ async fn the_record_follows_the_lifecycle<H: Harness>(h: &H) {
         event_id: "ev-1".into(),
         payload: json!({"approved": true}),
         next: "review_policy".into(),
+        by: None,
     });
     append(&s, &run, mark, run.len()).await.unwrap();
     let r = s.run("life").await.unwrap().unwrap();
@@ -708,6 +709,7 @@ async fn the_record_follows_the_lifecycle<H: Harness>(h: &H) {
         step: "refund".into(),
         effect_id: Digest::of(b"e"),
         result: Some(json!({"id": "rf"})),
+        by: None,
     });
     run.push(Event::Suspended {
         step: "wait2".into(),

@@ -38,7 +38,7 @@ use crate::program::{
     StepKind, ToolInfo,
 };
 use crate::store::JournalStore;
-use crate::trace::{BudgetKind, Event, RunStatus};
+use crate::trace::{Actor, BudgetKind, Event, RunStatus};
 use crate::value::{Digest, Json};
 use crate::vault::Vault;
 use race::{Verdict, race};
@@ -70,6 +70,7 @@ pub(crate) enum Inject {
         event: String,
         event_id: String,
         payload: Json,
+        by: Option<Actor>,
     },
     /// At the suspension: the deadline passed.
     Timeout,
@@ -77,6 +78,7 @@ pub(crate) enum Inject {
     Reconcile {
         effect_id: Digest,
         result: Option<Json>,
+        by: Option<Actor>,
     },
 }
 
