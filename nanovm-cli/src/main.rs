@@ -45,8 +45,8 @@ enum Command {
     /// Draw a program's graph as Mermaid or Graphviz DOT.
     Graph(graph::Args),
     /// Check a trace (JSON Lines): its hash chain, and that it is one whole run (`run_started`
-    /// first, a closing `run_ended` or `suspended` last; `--partial` accepts a prefix).
-    /// Prints its root hash.
+    /// first, a closing `run_ended` or `suspended` last; `--partial` accepts a prefix), and
+    /// with `--key --checkpoint` that a signed checkpoint covers it. Prints its root hash.
     Verify(verify::Args),
     /// Compare two traces and show the first entry where they differ.
     Diff(diff::Args),

@@ -33,6 +33,10 @@ pub struct Args {
     /// with nothing on stdout; entries beyond the last checkpoint are reported on stderr.
     #[arg(long, value_name = "PUBKEY")]
     key: Option<String>,
+    /// With `--key`: also write the run's latest signed checkpoint (JSON) here, to keep next
+    /// to the exported trace for `nanovm verify --key --checkpoint`.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    checkpoint_out: Option<PathBuf>,
 }
 
 /// Runs `nanovm trace`.
@@ -69,11 +73,16 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
     };
     if let Some(key) = &args.key {
         let key = audit::public_key(key)?;
-        let findings = db::block_on(async {
+        let (findings, latest) = db::block_on(async {
             let store = db::open(&args.db).await?;
-            evidence::check_stored_run(&store, &key, &args.run_id)
+            let usage = |e| Error::Usage(format!("{}: {e}", args.db.display()));
+            let findings = evidence::check_stored_run(&store, &key, &args.run_id)
                 .await
-                .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))
+                .map_err(usage)?;
+            let latest = evidence::latest_checkpoint(&store, &key, &args.run_id)
+                .await
+                .map_err(usage)?;
+            Ok::<_, Error>((findings, latest))
         })??;
         let mut failed = false;
         for f in &findings {
@@ -83,6 +92,9 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         }
         if failed {
             return Ok(Status::Failed);
+        }
+        if let (Some(path), Some(cp)) = (&args.checkpoint_out, latest) {
+            std::fs::write(path, format!("{}\n", cp.to_json())).map_err(|e| Error::io(path, e))?;
         }
     }
     let text = trace.to_jsonl();

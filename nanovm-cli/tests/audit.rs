@@ -235,3 +235,141 @@ fn a_key_that_is_not_one_is_a_usage_error() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--key abcd"), "{}", r.stderr);
 }
+
+#[test]
+fn verify_with_a_key_checks_the_exported_checkpoint_covers_the_trace() {
+    let dir = scratch("verify");
+    let (db, key) = database(&dir, &["r1"]);
+    let (jsonl, cp) = (dir.join("r1.jsonl"), dir.join("r1.checkpoint.json"));
+    let r = nanovm(&[
+        "trace",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--checkpoint-out",
+        s(&cp),
+        "r1",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    fs::write(&jsonl, &r.stdout).unwrap();
+    let r = nanovm(&[
+        "verify",
+        s(&jsonl),
+        "--key",
+        s(&key),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("the signed checkpoint covers the whole trace"),
+        "{}",
+        r.stdout
+    );
+
+    // A rechained forgery verifies without the key, and fails with it.
+    let forged = dir.join("forged.jsonl");
+    fs::write(&forged, trace("r1", 99_999).to_jsonl()).unwrap();
+    assert_eq!(nanovm(&["verify", s(&forged)]).code, 0);
+    let r = nanovm(&[
+        "verify",
+        s(&forged),
+        "--key",
+        s(&key),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.starts_with("forged: the trace"), "{}", r.stdout);
+
+    // Another key's view of the same checkpoint: not signed by it.
+    let other = dir.join("other.pub");
+    fs::write(&other, KeySigner::from_seed([9; 32]).public_key().to_hex()).unwrap();
+    let r = nanovm(&[
+        "verify",
+        s(&jsonl),
+        "--key",
+        s(&other),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("not signed by this key"), "{}", r.stdout);
+}
+
+#[test]
+fn entries_beyond_the_last_checkpoint_are_reported() {
+    let dir = scratch("beyond");
+    let (db, key) = database(&dir, &[]);
+    let t = trace("p1", 5);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store.append("p1", &t.entries()[..1], None).await.unwrap();
+            evidence::checkpoint(&store, &signer(), 1, &t.entries()[..1])
+                .await
+                .unwrap();
+            store.append("p1", &t.entries()[1..], None).await.unwrap();
+        });
+    let cp = dir.join("p1.checkpoint.json");
+    let r = nanovm(&[
+        "trace",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--checkpoint-out",
+        s(&cp),
+        "p1",
+    ]);
+    assert_eq!(r.code, 0, "a warning, not a failure: {}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("warning: run `p1` has 1 entries beyond its last checkpoint"),
+        "{}",
+        r.stderr
+    );
+    let jsonl = dir.join("p1.jsonl");
+    fs::write(&jsonl, &r.stdout).unwrap();
+    let r = nanovm(&[
+        "verify",
+        s(&jsonl),
+        "--key",
+        s(&key),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.starts_with("uncovered: 2 entries, root"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("1 entries beyond the last signed checkpoint (1 entries)")
+    );
+    let r = nanovm(&[
+        "verify",
+        s(&jsonl),
+        "--partial",
+        "--key",
+        s(&key),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    // The audit of the store says the same, as a warning.
+    let r = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("warning: run `p1` has 1 entries beyond"),
+        "{}",
+        r.stdout
+    );
+}

@@ -123,6 +123,54 @@ impl SignedCheckpoint {
         })
     }
 
+    /// The JSON form, for a checkpoint kept next to an exported trace (`run_id`, `entries`,
+    /// `root`, `program_hash`, `key`, `signature`; hashes and keys in hex).
+    pub fn to_json(&self) -> String {
+        json!({
+            "run_id": self.checkpoint.run_id,
+            "entries": self.checkpoint.entries,
+            "root": self.checkpoint.root.to_hex(),
+            "program_hash": self.checkpoint.program_hash.to_hex(),
+            "key": self.key.to_hex(),
+            "signature": hex(&self.signature),
+        })
+        .to_string()
+    }
+
+    /// Parses the JSON form.
+    pub fn from_json(text: &str) -> Result<SignedCheckpoint, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let text_of = |k: &str| {
+            v.get(k)
+                .and_then(serde_json::Value::as_str)
+                .ok_or_else(|| format!("`{k}` is missing or not a string"))
+        };
+        let digest = |k: &str| {
+            text_of(k)
+                .and_then(|s| Digest::from_hex(s).ok_or_else(|| format!("`{k}` is not a hash")))
+        };
+        let key: [u8; 32] = unhex(text_of("key")?)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| "`key` is not 32 bytes of hex".to_string())?;
+        let signature: [u8; 64] = unhex(text_of("signature")?)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| "`signature` is not 64 bytes of hex".to_string())?;
+        Ok(SignedCheckpoint {
+            checkpoint: Checkpoint {
+                run_id: text_of("run_id")?.to_string(),
+                entries: v
+                    .get("entries")
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or_else(|| "`entries` is missing or not a number".to_string())?,
+                root: digest("root")?,
+                program_hash: digest("program_hash")?,
+            },
+            key: PublicKey(key),
+            signature,
+        })
+    }
+
     /// The leaf's hash in the log (RFC 6962).
     pub fn leaf_hash(&self) -> Hash {
         merkle::leaf_hash(&self.to_leaf())
@@ -244,6 +292,10 @@ mod tests {
         let signed = SignedCheckpoint::sign(cp.clone(), &s).unwrap();
         let back = SignedCheckpoint::from_leaf(&signed.to_leaf()).unwrap();
         assert_eq!(back, signed);
+        assert_eq!(
+            SignedCheckpoint::from_json(&signed.to_json()).unwrap(),
+            signed
+        );
         assert!(back.verifies(&s.public_key()));
         let mut forged = back.clone();
         forged.checkpoint.entries = 8;

@@ -308,6 +308,22 @@ fn check_run(
     out
 }
 
+/// The latest checkpoint of run `run_id` in `store`'s log signed by `key` (`None`: none).
+pub async fn latest_checkpoint(
+    store: &dyn JournalStore,
+    key: &PublicKey,
+    run_id: &str,
+) -> Result<Option<SignedCheckpoint>, JournalError> {
+    Ok(store
+        .log(0)
+        .await?
+        .iter()
+        .rev()
+        .filter(|l| l.run_id == run_id)
+        .filter_map(|l| SignedCheckpoint::from_leaf(&l.data))
+        .find(|s| s.verifies(key) && s.checkpoint.run_id == run_id))
+}
+
 /// Whether run `run_id` of `store` is covered by its latest checkpoint signed by `key`: the
 /// findings for that run alone (empty: covered exactly).
 pub async fn check_stored_run(
