@@ -601,3 +601,38 @@ fn a_delivery_and_a_reconciliation_record_who_did_it_and_why() {
     let report = f.audit(None);
     assert!(report.ok(), "{:?}", report.findings);
 }
+
+#[test]
+fn a_cancellation_names_who_cancelled_and_why_and_replays() {
+    use nanovm_runtime::trace::Actor;
+    use nanovm_runtime::{CancelToken, replay};
+
+    let f = fixture();
+    let rt = f.signed();
+    let token = CancelToken::new();
+    token.cancel_by(Actor::new("lee@ops", "customer withdrew the request"));
+    let e = block_on(rt.run::<cr::Program>(
+        f.input(100),
+        Arc::new(Host::new()),
+        RunOptions::new().run_id("c1").cancel(token),
+    ))
+    .expect("runs");
+    assert_eq!(e.status, RunStatus::Cancelled);
+    assert_eq!(
+        e.message.as_deref(),
+        Some("cancelled by `lee@ops`: customer withdrew the request")
+    );
+    replay::<cr::Program>(&e.trace).expect("replays with the recorded actor");
+    // Any other closing message is not a cancellation this program could have recorded.
+    let events = e.trace.into_entries().into_iter().map(|x| match x.event {
+        Event::RunEnded { status, step, .. } => Event::RunEnded {
+            status,
+            step,
+            message: Some("something else".into()),
+        },
+        other => other,
+    });
+    assert!(replay::<cr::Program>(&rechain(events)).is_err());
+    let report = f.audit(None);
+    assert!(report.ok(), "{:?}", report.findings);
+}

@@ -82,6 +82,9 @@ pub(crate) enum Inject {
     },
 }
 
+/// How a cancellation's `run_ended` message names who cancelled.
+const CANCELLED_BY: &str = "cancelled by `";
+
 // ---------------------------------------------------------------------------------------------
 // The step loop
 // ---------------------------------------------------------------------------------------------
@@ -318,7 +321,10 @@ impl<P: Program> Exec<P> {
         message: Option<String>,
     ) -> Result<Ended, Halt> {
         match verdict {
-            Verdict::Cancelled => self.end(RunStatus::Cancelled, Some(step), message).await,
+            Verdict::Cancelled => {
+                let message = self.cancel_message(message);
+                self.end(RunStatus::Cancelled, Some(step), message).await
+            }
             Verdict::OutOfTime(used) => {
                 let limit = self.meter.duration_limit_ms().unwrap_or(used);
                 let trip = Trip {
@@ -328,6 +334,39 @@ impl<P: Program> Exec<P> {
                 };
                 self.trip(step, trip, message).await
             }
+        }
+    }
+
+    /// The message of a cancellation's `run_ended`: `message`, followed by who cancelled and
+    /// why when the token says ([`CancelToken::cancel_by`]). Replaying, the recorded actor is
+    /// taken as truth (it came from outside the program), the rest must be reproduced.
+    fn cancel_message(&self, message: Option<String>) -> Option<String> {
+        let with = |by: String| match &message {
+            Some(m) => format!("{m}; {by}"),
+            None => by,
+        };
+        if self.rec.replaying() {
+            if let Some(Event::RunEnded {
+                status: RunStatus::Cancelled,
+                message: Some(recorded),
+                ..
+            }) = self.rec.peek()
+            {
+                let rest = match &message {
+                    Some(m) => recorded
+                        .strip_prefix(m.as_str())
+                        .and_then(|r| r.strip_prefix("; ")),
+                    None => Some(recorded.as_str()),
+                };
+                if let Some(by) = rest.filter(|r| r.starts_with(CANCELLED_BY)) {
+                    return Some(with(by.to_string()));
+                }
+            }
+            return message;
+        }
+        match self.cancel.as_ref().and_then(CancelToken::actor) {
+            Some(a) => Some(with(format!("{CANCELLED_BY}{}`: {}", a.id, a.reason))),
+            None => message,
         }
     }
 
