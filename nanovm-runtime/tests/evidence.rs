@@ -636,3 +636,28 @@ fn a_cancellation_names_who_cancelled_and_why_and_replays() {
     let report = f.audit(None);
     assert!(report.ok(), "{:?}", report.findings);
 }
+
+#[test]
+fn a_runs_checkpoint_is_proven_in_the_log_under_the_signed_head() {
+    let f = fixture();
+    f.three_runs();
+    let proof = block_on(evidence::prove_inclusion(&f.store, &f.key, "r2"))
+        .expect("reads")
+        .expect("r2 is under the head");
+    assert_eq!((proof.index, proof.head.head.size), (1, 3));
+    assert_eq!(proof.checkpoint.checkpoint.run_id, "r2");
+    assert!(proof.verifies(&f.key));
+    // Another leaf's position, a changed path, another key: no.
+    let mut moved = proof.clone();
+    moved.index = 0;
+    assert!(!moved.verifies(&f.key));
+    let mut bent = proof.clone();
+    bent.path[0][0] ^= 1;
+    assert!(!bent.verifies(&f.key));
+    assert!(!proof.verifies(&KeySigner::from_seed([9; 32]).public_key()));
+    assert!(
+        block_on(evidence::prove_inclusion(&f.store, &f.key, "nope"))
+            .expect("reads")
+            .is_none()
+    );
+}

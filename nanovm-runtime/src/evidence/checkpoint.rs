@@ -227,6 +227,11 @@ impl SignedTreeHead {
         self.key == *key && key.verifies(&self.head.encode(), &self.signature)
     }
 
+    /// The root the head signs.
+    pub fn root_hash(&self) -> Hash {
+        self.head.root
+    }
+
     /// The JSON form (one line).
     pub fn to_json(&self) -> String {
         json!({

@@ -324,6 +324,83 @@ pub async fn latest_checkpoint(
         .find(|s| s.verifies(key) && s.checkpoint.run_id == run_id))
 }
 
+/// A proof that a run's checkpoint is a leaf of the log under a signed tree head: what an
+/// auditor can check without the store (RFC 6962 inclusion proof).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InclusionProof {
+    /// The run's checkpoint (the leaf).
+    pub checkpoint: SignedCheckpoint,
+    /// Its index in the log.
+    pub index: u64,
+    /// The signed tree head it is proven under.
+    pub head: SignedTreeHead,
+    /// The audit path from the leaf to the head's root.
+    pub path: Vec<merkle::Hash>,
+}
+
+impl InclusionProof {
+    /// Whether the checkpoint and the head are signed by `key` and the path leads from the
+    /// leaf to the head's root.
+    pub fn verifies(&self, key: &PublicKey) -> bool {
+        self.checkpoint.verifies(key)
+            && self.head.verifies(key)
+            && merkle::verify_inclusion(
+                &self.checkpoint.leaf_hash(),
+                self.index,
+                self.head.head.size,
+                &self.path,
+                &self.head.root_hash(),
+            )
+    }
+}
+
+/// The inclusion proof of run `run_id`'s latest checkpoint signed by `key`, under the store's
+/// latest signed tree head (`None`: no such checkpoint under a head, or the store's head is
+/// not the key's or does not match the log: [`audit`] says which).
+pub async fn prove_inclusion(
+    store: &dyn JournalStore,
+    key: &PublicKey,
+    run_id: &str,
+) -> Result<Option<InclusionProof>, JournalError> {
+    let leaves = store.log(0).await?;
+    let Some(head) = store
+        .head()
+        .await?
+        .and_then(|t| SignedTreeHead::from_json(&t).ok())
+        .filter(|h| h.verifies(key))
+    else {
+        return Ok(None);
+    };
+    let Ok(size) = usize::try_from(head.head.size) else {
+        return Ok(None);
+    };
+    if size > leaves.len() {
+        return Ok(None);
+    }
+    let hashes: Vec<merkle::Hash> = leaves[..size]
+        .iter()
+        .map(|l| merkle::leaf_hash(&l.data))
+        .collect();
+    if merkle::root(&hashes) != head.head.root {
+        return Ok(None);
+    }
+    let found = leaves[..size].iter().enumerate().rev().find_map(|(i, l)| {
+        let s = SignedCheckpoint::from_leaf(&l.data)?;
+        (l.run_id == run_id && s.checkpoint.run_id == run_id && s.verifies(key)).then_some((i, s))
+    });
+    let Some((index, checkpoint)) = found else {
+        return Ok(None);
+    };
+    let path = merkle::inclusion_proof(&hashes, index).unwrap_or_default();
+    Ok(Some(InclusionProof {
+        checkpoint,
+        index: index as u64,
+        head,
+        path,
+    }))
+}
+
 /// Whether run `run_id` of `store` is covered by its latest checkpoint signed by `key`: the
 /// findings for that run alone (empty: covered exactly).
 pub async fn check_stored_run(
