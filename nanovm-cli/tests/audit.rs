@@ -373,3 +373,20 @@ fn entries_beyond_the_last_checkpoint_are_reported() {
         r.stdout
     );
 }
+
+#[test]
+fn a_database_from_before_the_log_says_so() {
+    let dir = scratch("v2");
+    let (db, key) = database(&dir, &["r1"]);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("DROP TABLE nanovm_log; DROP TABLE nanovm_heads; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(c);
+    let r = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("this database has no evidence log"),
+        "{}",
+        r.stderr
+    );
+}

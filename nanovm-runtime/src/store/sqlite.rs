@@ -84,6 +84,19 @@ impl fmt::Debug for SqliteStore {
     }
 }
 
+/// A failed read of the evidence log: a database written before it existed (schema version 2
+/// or older, opened read-only) says so plainly.
+fn no_log(e: rusqlite::Error) -> JournalError {
+    if e.to_string().contains("no such table") {
+        io(
+            "this database has no evidence log (written before schema version 3; opening it \
+            for writing, e.g. with a runtime, adds it)",
+        )
+    } else {
+        io(e)
+    }
+}
+
 /// A database error while reading a run: a value of the wrong type means the stored data was
 /// damaged, anything else is I/O.
 fn read_err(run_id: &str, e: rusqlite::Error) -> JournalError {
@@ -171,7 +184,7 @@ impl JournalStore for SqliteStore {
                 .prepare_cached(
                     "SELECT idx, run_id, leaf FROM nanovm_log WHERE idx >= ?1 ORDER BY idx",
                 )
-                .map_err(io)?;
+                .map_err(no_log)?;
             let mut rows = st.query(params![to_i64(from)]).map_err(io)?;
             let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(io)? {
@@ -208,7 +221,7 @@ impl JournalStore for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(io)
+            .map_err(no_log)
         }))
     }
 
