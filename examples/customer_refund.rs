@@ -45,6 +45,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use nanovm::evidence::KeySigner;
 use nanovm::model::Model;
 use nanovm::openai::{ChoiceConstraint, OpenAiModel};
 use nanovm::store::SqliteStore;
@@ -169,14 +170,17 @@ struct Args {
     tool_delay_ms: u64,
     ledger: Option<PathBuf>,
     lease_ms: Option<u64>,
+    signing_key: Option<PathBuf>,
 }
 
 const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID] \
-     [--db PATH [--lease-ms N (default 5000)]] [--tool-delay-ms N] [--ledger FILE]\n\
+     [--db PATH [--lease-ms N (default 5000)] [--signing-key FILE]] [--tool-delay-ms N] [--ledger FILE]\n\
      \x20      [--model URL [--model-name N (default smollm2)] [--constrain off|json_schema|json_object|grammar] \
      [--cache FILE]] [--request TEXT] [--amount-cents N]\n\
      With --db and --run-id, the same command starts the run or continues it after a crash.\n\
-     With --model, a real OpenAI-compatible server answers the `analyze` step instead of --answer.";
+     With --model, a real OpenAI-compatible server answers the `analyze` step instead of --answer.\n\
+     With --signing-key (an Ed25519 key: hex seed or PKCS#8), every execution end is checkpointed\n\
+     and signed into the store's evidence log, for `nanovm audit`.";
 
 /// The request the example files unless `--request` says otherwise.
 const DEFAULT_REQUEST: &str = "My parcel arrived broken. Please refund it.";
@@ -196,6 +200,7 @@ fn args() -> Result<Args, String> {
         tool_delay_ms: 0,
         ledger: None,
         lease_ms: None,
+        signing_key: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -226,6 +231,7 @@ fn args() -> Result<Args, String> {
                 })?;
             }
             "--ledger" => a.ledger = Some(PathBuf::from(value()?)),
+            "--signing-key" => a.signing_key = Some(PathBuf::from(value()?)),
             "--lease-ms" => {
                 let v = value()?;
                 a.lease_ms = Some(v.parse().map_err(|_| {
@@ -281,12 +287,17 @@ async fn main() {
             // A killed process holds its run this long: short, so that restarting a crashed
             // run by hand waits seconds, not the runtime's default 30 s.
             let lease = Duration::from_millis(args.lease_ms.unwrap_or(EXAMPLE_LEASE_MS));
-            let runtime = Runtime::builder()
+            let builder = Runtime::builder()
                 .model(model)
                 .vault(vault.clone())
                 .store(store)
-                .operation_lease(lease)
-                .build();
+                .operation_lease(lease);
+            let runtime = match &args.signing_key {
+                Some(key) => builder
+                    .signer(KeySigner::from_file(key).unwrap_or_else(|e| fail(e)))
+                    .build(),
+                None => builder.build(),
+            };
             (runtime, vault)
         }
         None => {

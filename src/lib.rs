@@ -19,7 +19,7 @@ pub use nanovm_runtime::{
     ToolError, UnknownChoice, Usage, VaultId, Waiting, Worker, effect_id, replay, run_id,
     validate_run_id,
 };
-pub use nanovm_runtime::{model, openai, store, testing, trace, vault};
+pub use nanovm_runtime::{evidence, model, openai, store, testing, trace, vault};
 
 /// Support for generated code; not a public API (see `nanovm_runtime::__private_v0_1`).
 #[doc(hidden)]

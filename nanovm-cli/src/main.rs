@@ -5,6 +5,7 @@
 //! for (compile errors, a broken trace entry or an incomplete trace, two traces that differ), 2
 //! on usage and I/O errors.
 
+mod audit;
 mod check;
 mod db;
 mod diff;
@@ -44,8 +45,8 @@ enum Command {
     /// Draw a program's graph as Mermaid or Graphviz DOT.
     Graph(graph::Args),
     /// Check a trace (JSON Lines): its hash chain, and that it is one whole run (`run_started`
-    /// first, a closing `run_ended` or `suspended` last; `--partial` accepts a prefix).
-    /// Prints its root hash.
+    /// first, a closing `run_ended` or `suspended` last; `--partial` accepts a prefix), and
+    /// with `--key --checkpoint` that a signed checkpoint covers it. Prints its root hash.
     Verify(verify::Args),
     /// Compare two traces and show the first entry where they differ.
     Diff(diff::Args),
@@ -55,6 +56,9 @@ enum Command {
     /// Export a stored run's trace as JSON Lines (store opened read-only; verified first; exit
     /// 1 if broken).
     Trace(trace::Args),
+    /// Audit a store's evidence against the signing key and a tree head kept from the last
+    /// audit: names deleted, swapped, rewritten and forged runs and a rolled-back store (exit 1).
+    Audit(audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff::run(args, &mut out),
         Command::Runs(args) => runs::run(args, &mut out),
         Command::Trace(args) => trace::run(args, &mut out, &mut err),
+        Command::Audit(args) => audit::run(args, &mut out),
     };
     let result = result.and_then(|status| {
         out.flush().map_err(error::Error::stdout)?;

@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use nanovm_runtime::store::{JournalError, JournalStore};
 use nanovm_runtime::trace::Trace;
 
+use nanovm_runtime::evidence::{self, FindingKind};
+
+use crate::audit;
 use crate::db;
 use crate::error::{Error, Status};
 use crate::escape::{escape, escape_lines};
@@ -25,6 +28,15 @@ pub struct Args {
     /// The run.
     #[arg(value_name = "RUN_ID")]
     run_id: String,
+    /// Also check the run's latest checkpoint signed by this public key (a file, or 64 hex
+    /// digits) covers the whole trace: a run that does not match it, or has none, exits 1
+    /// with nothing on stdout; entries beyond the last checkpoint are reported on stderr.
+    #[arg(long, value_name = "PUBKEY")]
+    key: Option<String>,
+    /// With `--key`: also write the run's latest signed checkpoint (JSON) here, to keep next
+    /// to the exported trace for `nanovm verify --key --checkpoint`.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    checkpoint_out: Option<PathBuf>,
 }
 
 /// Runs `nanovm trace`.
@@ -59,6 +71,32 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         Ok(t) => t,
         Err(e) => return broken(verify::describe(&e)),
     };
+    if let Some(key) = &args.key {
+        let key = audit::public_key(key)?;
+        let (findings, latest) = db::block_on(async {
+            let store = db::open(&args.db).await?;
+            let usage = |e| Error::Usage(format!("{}: {e}", args.db.display()));
+            let findings = evidence::check_stored_run(&store, &key, &args.run_id)
+                .await
+                .map_err(usage)?;
+            let latest = evidence::latest_checkpoint(&store, &key, &args.run_id)
+                .await
+                .map_err(usage)?;
+            Ok::<_, Error>((findings, latest))
+        })??;
+        let mut failed = false;
+        for f in &findings {
+            failed |= f.kind != FindingKind::Uncovered;
+            writeln!(err, "{}: {}", audit::label(f.kind), escape(&f.message))
+                .map_err(Error::stderr)?;
+        }
+        if failed {
+            return Ok(Status::Failed);
+        }
+        if let (Some(path), Some(cp)) = (&args.checkpoint_out, latest) {
+            std::fs::write(path, format!("{}\n", cp.to_json())).map_err(|e| Error::io(path, e))?;
+        }
+    }
     let text = trace.to_jsonl();
     // The export is data: redirected, it is byte for byte the runtime's. JSON escapes the C0
     // controls inside strings but leaves C1 controls and bidi characters raw; on a terminal

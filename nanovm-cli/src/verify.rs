@@ -6,13 +6,16 @@
 //! time, none longer than [`MAX_LINE_BYTES`]); and the trace must be the complete record of one
 //! run ([`nanovm_runtime::trace::completeness`]): `run_started` first and nowhere else, and a
 //! closing `run_ended` or `suspended` last. `--partial` accepts a well-formed prefix (a run
-//! still going, e.g. cut by a crash) on purpose. This module only opens the file and words the
-//! verdict.
+//! still going, e.g. cut by a crash) on purpose. With `--key PUBKEY --checkpoint FILE`, a signed
+//! checkpoint (`nanovm trace --key --checkpoint-out`) must also be the key's and cover the
+//! whole trace (`docs/compliance.md`). This module only opens the files and words the verdict.
 
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
+use nanovm_runtime::Digest;
+use nanovm_runtime::evidence::{PublicKey, SignedCheckpoint};
 use nanovm_runtime::trace::{
     self, Entry, Incomplete, JsonlSummary, MAX_LINE_BYTES, ReadJsonlError, Trace, VerifyError,
 };
@@ -31,16 +34,117 @@ pub struct Args {
     /// such a trace is incomplete evidence and exits 1.
     #[arg(long)]
     partial: bool,
+    /// Also check a signed checkpoint of the run (`--checkpoint`, as `nanovm trace --key
+    /// --checkpoint-out` writes it) against this public key (a file, or 64 hex digits): it
+    /// must be signed by the key and cover the whole trace. Entries beyond it are reported and
+    /// exit 1 (`--partial` accepts them).
+    #[arg(long, value_name = "PUBKEY", requires = "checkpoint")]
+    key: Option<String>,
+    /// The signed checkpoint (JSON) for `--key`.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    checkpoint: Option<PathBuf>,
 }
 
 /// Runs `nanovm verify`.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
-    let (line, status) = match read(&args.trace, drop)? {
+    let signed = match (&args.key, &args.checkpoint) {
+        (Some(key), Some(path)) => {
+            let key = crate::audit::public_key(key)?;
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let cp = SignedCheckpoint::from_json(&text)
+                .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+            Some((key, cp))
+        }
+        _ => None,
+    };
+    // What the checkpoint check needs from the stream: the run id and program hash of
+    // `run_started`, and the hash of the entry the checkpoint says is the last.
+    let at = signed
+        .as_ref()
+        .map(|(_, cp)| cp.checkpoint.entries.checked_sub(1));
+    let mut started = None;
+    let mut hash_at = None;
+    let each = |e: Entry| {
+        if e.seq == 0
+            && let nanovm_runtime::trace::Event::RunStarted {
+                run_id,
+                program_hash,
+                ..
+            } = &e.event
+        {
+            started = Some((run_id.clone(), *program_hash));
+        }
+        if at == Some(Some(e.seq)) {
+            hash_at = Some(e.hash);
+        }
+    };
+    let (line, status) = match read(&args.trace, each)? {
         Err(e) => (format!("broken: {}", describe(&e)), Status::Failed),
-        Ok(summary) => verdict(&summary, args.partial),
+        Ok(summary) => {
+            let (line, status) = verdict(&summary, args.partial);
+            match &signed {
+                Some((key, cp)) if status == Status::Clean => {
+                    covered(key, cp, &summary, started.as_ref(), hash_at, args.partial)
+                }
+                _ => (line, status),
+            }
+        }
     };
     writeln!(out, "{line}").map_err(Error::stdout)?;
     Ok(status)
+}
+
+/// The verdict on a trace whose chain verified, against a signed checkpoint.
+fn covered(
+    key: &PublicKey,
+    cp: &SignedCheckpoint,
+    summary: &JsonlSummary,
+    started: Option<&(String, Digest)>,
+    hash_at: Option<Digest>,
+    partial: bool,
+) -> (String, Status) {
+    let c = &cp.checkpoint;
+    let forged = |why: String| (format!("forged: {why}"), Status::Failed);
+    if !cp.verifies(key) {
+        return forged("the checkpoint is not signed by this key".into());
+    }
+    let Some((run_id, program_hash)) = started else {
+        return forged("the trace has no `run_started`".into());
+    };
+    if *run_id != c.run_id || *program_hash != c.program_hash {
+        return forged(format!(
+            "the checkpoint is of run `{}` (program {}), the trace of run `{run_id}` (program {program_hash})",
+            c.run_id, c.program_hash
+        ));
+    }
+    let counted = format!(
+        "{} entries, root {}",
+        summary.entries,
+        summary.root.to_hex()
+    );
+    let entries = summary.entries as u64;
+    if entries == c.entries && summary.root == c.root {
+        return (
+            format!("ok: {counted}; the signed checkpoint covers the whole trace"),
+            Status::Clean,
+        );
+    }
+    if entries > c.entries && hash_at == Some(c.root) {
+        let beyond = entries - c.entries;
+        let line = format!(
+            "{counted}; {beyond} entries beyond the last signed checkpoint ({} entries)",
+            c.entries
+        );
+        return if partial {
+            (format!("ok: {line} (--partial)"), Status::Clean)
+        } else {
+            (format!("uncovered: {line}"), Status::Failed)
+        };
+    }
+    forged(format!(
+        "the trace ({counted}) is not the one the checkpoint signs ({} entries, root {}): rewritten and rechained, or cut short",
+        c.entries, c.root
+    ))
 }
 
 /// The line to print for a trace whose chain verified, and the exit status.

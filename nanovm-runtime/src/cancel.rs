@@ -1,10 +1,12 @@
 //! Cooperative cancellation of a run.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
+
+use crate::trace::Actor;
 
 /// Cancels a run from outside.
 ///
@@ -21,6 +23,8 @@ pub struct CancelToken {
 struct Inner {
     cancelled: AtomicBool,
     notify: Notify,
+    /// Who cancelled and why ([`CancelToken::cancel_by`]); the first one counts.
+    by: Mutex<Option<Actor>>,
 }
 
 impl CancelToken {
@@ -33,6 +37,27 @@ impl CancelToken {
     pub fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);
         self.inner.notify.notify_waiters();
+    }
+
+    /// Requests cancellation on behalf of `by` (an operator's identity and reason, as the
+    /// caller gives them): the run's closing `run_ended: cancelled` names them (see
+    /// `docs/runtime.md`, "Cancellation"). Only the first actor is kept.
+    pub fn cancel_by(&self, by: Actor) {
+        self.inner
+            .by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(by);
+        self.cancel();
+    }
+
+    /// Who cancelled, if [`CancelToken::cancel_by`] said.
+    pub fn actor(&self) -> Option<Actor> {
+        self.inner
+            .by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// True once [`CancelToken::cancel`] was called.

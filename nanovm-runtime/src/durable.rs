@@ -49,7 +49,7 @@ use crate::program::{Program, ProgramInfo};
 use crate::replay::replay_execution;
 use crate::run::{Execution, RunOptions};
 use crate::store::{JournalError, JournalStore, Lease, RunQuery};
-use crate::trace::{Entry, Event, RunStatus, Trace};
+use crate::trace::{Actor, Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
 use crate::vault::Vault;
 use crate::view::{RunView, payload_fingerprint};
@@ -433,6 +433,7 @@ pub(crate) async fn deliver<P: Program>(
     event: &str,
     event_id: &str,
     payload: Json,
+    by: Option<Actor>,
     tools: Arc<P::Tools>,
 ) -> Result<Delivery, DeliverError> {
     let clock = engine.clock.clone();
@@ -472,6 +473,7 @@ pub(crate) async fn deliver<P: Program>(
                 event: event.to_string(),
                 event_id: event_id.to_string(),
                 payload: payload.clone(),
+                by: by.clone(),
             }
         })))
     };
@@ -544,6 +546,7 @@ pub(crate) async fn reconcile<P: Program>(
     run_id: &str,
     effect_id: Digest,
     resolution: Resolution,
+    by: Option<Actor>,
     tools: Arc<P::Tools>,
 ) -> Result<Execution, ReconcileError> {
     let result = match resolution {
@@ -570,6 +573,7 @@ pub(crate) async fn reconcile<P: Program>(
         Ok(Decision::Execute(Some(Inject::Reconcile {
             effect_id,
             result: result.clone(),
+            by: by.clone(),
         })))
     };
     match operate::<P, ReconcileError>(

@@ -32,6 +32,7 @@
 //! | `store/` | [`store::JournalStore`], what every store shares (append checks, rows), and the implementations (memory, SQLite, PostgreSQL) |
 //! | `vault/` | [`vault::Vault`] and its implementations (memory, SQLite, PostgreSQL) |
 //! | `db/` | what the SQL stores and vaults share: the databases, their schema, the writer thread, the pool |
+//! | `evidence/` | signed checkpoints, the Merkle log across runs, [`evidence::audit`] |
 //! | `error` | [`RunError`], [`Mismatch`], [`store::JournalError`] |
 //! | `model`, `cache`, `scripted`, `openai` | the model trait, the cache wrapper, scripted models, the OpenAI-compatible adapter |
 //! | `trace`, `canonical`, `ids` | events, entries and the hash chain; the canonical encoding; run and effect ids |
@@ -51,6 +52,7 @@ mod clock;
 mod db;
 mod durable;
 mod error;
+pub mod evidence;
 mod exec;
 mod generated;
 mod ids;

@@ -62,6 +62,7 @@ fn engine() -> Arc<Engine> {
         backoff: Backoff::none(),
         store: None,
         operation_lease_ms: OPERATION_LEASE_MS,
+        signer: None,
     })
 }
 

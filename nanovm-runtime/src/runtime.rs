@@ -23,6 +23,7 @@ use crate::budget::Backoff;
 use crate::clock::{Clock, SystemClock, millis};
 use crate::durable::{self, DeliverError, Delivery, ReconcileError, Resolution};
 use crate::error::{ReplayError, RunError};
+use crate::evidence::Signer;
 use crate::exec::recorder::Mode;
 use crate::exec::{Engine, Start, execute};
 use crate::ids;
@@ -30,7 +31,7 @@ use crate::model::Model;
 use crate::program::{Program, SecretSource};
 use crate::run::{Execution, ReplayReport, RunOptions};
 use crate::store::{JournalStore, OPERATION_LEASE_MS};
-use crate::trace::{Event, Trace};
+use crate::trace::{Actor, Event, Trace};
 use crate::value::{Digest, Json};
 use crate::vault::{MemoryVault, Vault};
 
@@ -70,6 +71,7 @@ pub struct RuntimeBuilder {
     backoff: Backoff,
     store: Option<Arc<dyn JournalStore>>,
     operation_lease: Option<Duration>,
+    signer: Option<Arc<dyn Signer>>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -120,6 +122,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Signs evidence with `signer` (an `Arc<dyn Signer>` works too): with a store, every
+    /// execution that ends (a run end, a suspension, a reconciliation pause) is followed by a
+    /// signed checkpoint of the run's trace appended to the store's evidence log and a signed
+    /// tree head over the log (see [`crate::evidence`], `docs/compliance.md`). Off by default;
+    /// nothing in the traces changes either way.
+    pub fn signer(mut self, signer: impl Signer) -> Self {
+        self.signer = Some(Arc::new(signer));
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let vault: Arc<dyn Vault> = self.vault.unwrap_or_else(|| Arc::new(MemoryVault::new()));
@@ -135,6 +147,7 @@ impl RuntimeBuilder {
                 operation_lease_ms: self
                     .operation_lease
                     .map_or(OPERATION_LEASE_MS, |d| millis(d).max(1)),
+                signer: self.signer,
             }),
         }
     }
@@ -360,7 +373,31 @@ impl Runtime {
         payload: Json,
         tools: Arc<P::Tools>,
     ) -> Result<Delivery, DeliverError> {
-        durable::deliver::<P>(&self.inner, run_id, event, event_id, payload, tools).await
+        durable::deliver::<P>(&self.inner, run_id, event, event_id, payload, None, tools).await
+    }
+
+    /// [`Runtime::deliver`], recording who delivered the event and why: the `delivered` entry
+    /// carries `by` (hashed with it, checkpointed with the run). Use it for every delivery a
+    /// person or an outside service makes, so the trace says who did what.
+    pub async fn deliver_as<P: Program>(
+        &self,
+        run_id: &str,
+        event: &str,
+        event_id: &str,
+        payload: Json,
+        by: Actor,
+        tools: Arc<P::Tools>,
+    ) -> Result<Delivery, DeliverError> {
+        durable::deliver::<P>(
+            &self.inner,
+            run_id,
+            event,
+            event_id,
+            payload,
+            Some(by),
+            tools,
+        )
+        .await
     }
 
     /// Fires the timeouts that are due: every run of `P` suspended at an `await` whose deadline
@@ -399,6 +436,19 @@ impl Runtime {
         resolution: Resolution,
         tools: Arc<P::Tools>,
     ) -> Result<Execution, ReconcileError> {
-        durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, tools).await
+        durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, None, tools).await
+    }
+
+    /// [`Runtime::reconcile`], recording the operator's identity and reason: the `reconciled`
+    /// entry carries `by` (hashed with it, checkpointed with the run).
+    pub async fn reconcile_as<P: Program>(
+        &self,
+        run_id: &str,
+        effect_id: Digest,
+        resolution: Resolution,
+        by: Actor,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, ReconcileError> {
+        durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, Some(by), tools).await
     }
 }

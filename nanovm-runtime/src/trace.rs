@@ -126,6 +126,29 @@ impl BudgetKind {
     }
 }
 
+/// Who took an operator action and why, as the caller gave them (recorded on `delivered` and
+/// `reconciled`; see [`Runtime::deliver_as`](crate::Runtime::deliver_as)). Hashed with the
+/// event when present; an event without one hashes as before.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Actor {
+    /// Who: an operator's or a service's identity, as the caller authenticated it.
+    pub id: String,
+    /// Why, in the caller's words (a ticket, a note).
+    pub reason: String,
+}
+
+impl Actor {
+    /// `id` acting for `reason`.
+    pub fn new(id: impl Into<String>, reason: impl Into<String>) -> Self {
+        Actor {
+            id: id.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 /// The model's side of a model call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -316,6 +339,9 @@ pub enum Event {
         payload: Json,
         /// The successor.
         next: Name,
+        /// Who delivered it and why, if the caller said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Actor>,
     },
     /// The await's timeout fired.
     TimedOut {
@@ -344,6 +370,9 @@ pub enum Event {
         /// `Some`: the effect happened with this result; `None`: it did not happen.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         result: Option<Json>,
+        /// Who answered and why, if the caller said.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<Actor>,
     },
     /// A secret was erased from the vault. No earlier byte changes, so the chain still verifies.
     Erased {
@@ -414,6 +443,9 @@ impl Event {
         }
         fn next(n: &Option<Name>) -> String {
             n.as_ref().map_or(String::new(), |n| format!(" -> {n}"))
+        }
+        fn by_whom(by: Option<&Actor>) -> String {
+            by.map_or(String::new(), |a| format!(" (by {}: {})", a.id, a.reason))
         }
         fn at(step: &str, branch: &Option<Name>) -> String {
             match branch {
@@ -528,9 +560,11 @@ impl Event {
                 event_id,
                 payload,
                 next: n,
+                by,
             } => format!(
-                "{step}: `{event}` {event_id} delivered {} -> {n}",
-                short(payload)
+                "{step}: `{event}` {event_id} delivered {}{} -> {n}",
+                short(payload),
+                by_whom(by.as_ref())
             ),
             Event::TimedOut { step, next: n } => format!("{step}: timed out -> {n}"),
             Event::BudgetExceeded {
@@ -546,14 +580,17 @@ impl Event {
                 step,
                 effect_id,
                 result,
+                by,
             } => match result {
                 Some(r) => format!(
-                    "{step}: operator says effect {} happened: {}",
+                    "{step}: operator{} says effect {} happened: {}",
+                    by_whom(by.as_ref()),
                     effect_id.short(),
                     short(r)
                 ),
                 None => format!(
-                    "{step}: operator says effect {} did not happen",
+                    "{step}: operator{} says effect {} did not happen",
+                    by_whom(by.as_ref()),
                     effect_id.short()
                 ),
             },
@@ -579,6 +616,13 @@ impl Event {
     pub fn encode(&self, e: &mut Encoder) {
         fn opt(e: &mut Encoder, v: &Option<Name>) {
             e.opt_str(v.as_deref());
+        }
+        // An operator action's actor, after the event's other fields, only when present: an
+        // event without one hashes exactly as before actors were recorded.
+        fn actor(e: &mut Encoder, by: Option<&Actor>) {
+            if let Some(a) = by {
+                e.tag(0xac).str(&a.id).str(&a.reason);
+            }
         }
         match self {
             Event::RunStarted {
@@ -727,6 +771,7 @@ impl Event {
                 event_id,
                 payload,
                 next,
+                by,
             } => {
                 e.tag(8)
                     .str(step)
@@ -734,6 +779,7 @@ impl Event {
                     .str(event_id)
                     .json(payload)
                     .str(next);
+                actor(e, by.as_ref());
             }
             Event::TimedOut { step, next } => {
                 e.tag(9).str(step).str(next);
@@ -754,11 +800,13 @@ impl Event {
                 step,
                 effect_id,
                 result,
+                by,
             } => {
                 e.tag(11).str(step).digest(effect_id);
                 e.opt(result.as_ref(), |e, r| {
                     e.json(r);
                 });
+                actor(e, by.as_ref());
             }
             Event::Erased { vault_id } => {
                 e.tag(12);
@@ -1249,6 +1297,42 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::io::Read as _;
+
+    /// An operator action without an actor encodes (and so hashes, and serializes) exactly as
+    /// before actors were recorded; with one, the actor is hashed and exported.
+    #[test]
+    fn an_actor_is_hashed_only_when_present() {
+        let plain = Event::Reconciled {
+            step: "pay".into(),
+            effect_id: Digest([1; 32]),
+            result: None,
+            by: None,
+        };
+        let mut e = Encoder::new();
+        plain.encode(&mut e);
+        let mut before = Encoder::new();
+        before.tag(11).str("pay").digest(&Digest([1; 32]));
+        before.opt::<Json>(None, |e, r| {
+            e.json(r);
+        });
+        assert_eq!(
+            e.bytes(),
+            before.bytes(),
+            "the encoding without an actor is unchanged"
+        );
+        let line = serde_json::to_string(&plain).unwrap();
+        assert!(!line.contains("\"by\""), "{line}");
+        let signed = Event::Reconciled {
+            step: "pay".into(),
+            effect_id: Digest([1; 32]),
+            result: None,
+            by: Some(Actor::new("sam", "checked the ledger")),
+        };
+        let h = |ev: &Event| entry_hash(&Digest::ZERO, 3, ev, &mut Encoder::new());
+        assert_ne!(h(&plain), h(&signed));
+        let back: Event = serde_json::from_str(&serde_json::to_string(&signed).unwrap()).unwrap();
+        assert_eq!(back, signed);
+    }
 
     fn sample() -> Trace {
         let mut t = Trace::new();

@@ -509,6 +509,7 @@ mod tests {
             step: "pay".into(),
             effect_id: Digest([key; 32]),
             result: done.then(|| serde_json::json!("ok")),
+            by: None,
         }
     }
 

@@ -318,6 +318,7 @@ fn a_suspended_run_continues_from_a_recorded_delivery() {
         event_id: "ev-1".into(),
         payload: json!({"approved": true, "by": "dana"}),
         next: "review_policy".into(),
+        by: None,
     };
     let done = resume_with(delivered, &host);
     assert_eq!(done.status, RunStatus::Success);
@@ -357,6 +358,7 @@ fn a_suspended_run_continues_from_a_recorded_delivery() {
         event_id: "ev-2".into(),
         payload: json!({"approved": "yes"}),
         next: "review_policy".into(),
+        by: None,
     };
     let done = resume_with(odd, &host);
     assert_eq!(done.status, RunStatus::Failed);

@@ -686,6 +686,7 @@ async fn the_record_follows_the_lifecycle<H: Harness>(h: &H) {
         event_id: "ev-1".into(),
         payload: json!({"approved": true}),
         next: "review_policy".into(),
+        by: None,
     });
     append(&s, &run, mark, run.len()).await.unwrap();
     let r = s.run("life").await.unwrap().unwrap();
@@ -713,6 +714,7 @@ async fn the_record_follows_the_lifecycle<H: Harness>(h: &H) {
         step: "refund".into(),
         effect_id: Digest::of(b"e"),
         result: Some(json!({"id": "rf"})),
+        by: None,
     });
     run.push(Event::Suspended {
         step: "wait2".into(),
@@ -1459,6 +1461,65 @@ async fn reopening_keeps_everything<H: Harness>(h: &H) {
     assert_eq!(l2.epoch, 2);
 }
 
+/// The evidence log: leaves numbered from 0 in append order (also under concurrent appends),
+/// read from an index on; the latest head is the one over the most leaves; and a run executed
+/// with a signer is checkpointed and covered.
+async fn the_evidence_log_appends_in_order_and_keeps_the_latest_head<H: Harness>(h: &H) {
+    use nanovm_runtime::evidence::{self, KeySigner, Signer};
+    let s = h.fresh().await;
+    assert!(s.log(0).await.unwrap().is_empty());
+    assert_eq!(s.head().await.unwrap(), None);
+    assert_eq!(s.log_append("a", b"leaf-0").await.unwrap(), 0);
+    assert_eq!(s.log_append("b", b"leaf-1").await.unwrap(), 1);
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.log_append("c", format!("c-{i}").as_bytes()).await })
+        })
+        .collect();
+    let mut indices = Vec::new();
+    for t in tasks {
+        indices.push(t.await.unwrap().unwrap());
+    }
+    indices.sort_unstable();
+    assert_eq!(indices, (2..10).collect::<Vec<u64>>());
+    let leaves = s.log(0).await.unwrap();
+    assert_eq!(leaves.len(), 10);
+    assert!(leaves.iter().enumerate().all(|(i, l)| l.index == i as u64));
+    assert_eq!(
+        (leaves[1].run_id.as_str(), leaves[1].data.as_slice()),
+        ("b", &b"leaf-1"[..])
+    );
+    assert_eq!(s.log(9).await.unwrap().len(), 1);
+    s.put_head(3, "three").await.unwrap();
+    s.put_head(5, "five").await.unwrap();
+    s.put_head(4, "four").await.unwrap();
+    assert_eq!(s.head().await.unwrap().as_deref(), Some("five"));
+
+    // A signed run on this store.
+    let s = h.fresh().await;
+    let signer = KeySigner::from_seed([5; 32]);
+    let run = rich_run("signed");
+    append(&s, &run, 0, run.len()).await.unwrap();
+    evidence::checkpoint(&s, &signer, 1_000, run.entries())
+        .await
+        .unwrap();
+    // Checkpointing the same trace again adds nothing.
+    evidence::checkpoint(&s, &signer, 2_000, run.entries())
+        .await
+        .unwrap();
+    assert_eq!(s.log(0).await.unwrap().len(), 1);
+    let found = evidence::check_stored_run(&s, &signer.public_key(), "signed")
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    let report = evidence::audit(&s, &signer.public_key(), None)
+        .await
+        .unwrap();
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.head.unwrap().head.size, 1);
+}
+
 /// The executor on the store: a journaled run, its record, and a resume from what was stored.
 async fn the_executor_runs_on_the_store<H: Harness>(h: &H) {
     use support::Host;
@@ -1578,6 +1639,7 @@ macro_rules! suite {
                 renew_release_and_stale_leases,
                 a_stale_worker_cannot_append_after_takeover,
                 concurrent_appenders_one_winner_per_seq,
+                the_evidence_log_appends_in_order_and_keeps_the_latest_head,
                 the_executor_runs_on_the_store
                 $(, $extra)*
             );

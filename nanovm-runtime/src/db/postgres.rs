@@ -159,7 +159,17 @@ impl Pg {
                 key BYTEA NOT NULL,
                 at_ms BIGINT NOT NULL
             );
-            CREATE INDEX IF NOT EXISTS nanovm_reveals_by_secret ON {s}.nanovm_reveals (vault_id);"
+            CREATE INDEX IF NOT EXISTS nanovm_reveals_by_secret ON {s}.nanovm_reveals (vault_id);
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_log (
+                idx BIGINT PRIMARY KEY,
+                run_id TEXT NOT NULL,
+                leaf BYTEA NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS nanovm_log_by_run ON {s}.nanovm_log (run_id, idx);
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_heads (
+                size BIGINT PRIMARY KEY,
+                head TEXT NOT NULL
+            );"
         ))
         .await
         .map_err(pg)?;

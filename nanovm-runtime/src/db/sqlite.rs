@@ -14,8 +14,24 @@ use tokio::sync::oneshot;
 use crate::error::JournalError;
 
 /// The schema version this code writes (`PRAGMA user_version`). Version 1 lacked
-/// `nanovm_reveals`; opening it for writing adds the table ([`REVEALS`]).
-const SCHEMA_VERSION: i64 = 2;
+/// `nanovm_reveals` ([`REVEALS`]), version 2 the evidence log ([`EVIDENCE`]); opening an older
+/// database for writing adds what it lacks.
+const SCHEMA_VERSION: i64 = 3;
+
+/// The evidence log (schema version 3): signed checkpoints as the leaves of the Merkle tree
+/// over all runs, and the signed tree heads.
+const EVIDENCE: &str = "
+CREATE TABLE nanovm_log (
+    idx INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    leaf BLOB NOT NULL
+);
+CREATE INDEX nanovm_log_by_run ON nanovm_log (run_id, idx);
+CREATE TABLE nanovm_heads (
+    size INTEGER PRIMARY KEY,
+    head TEXT NOT NULL
+);
+";
 
 /// The reveal log (schema version 2): one row per secret handed to a tool call.
 const REVEALS: &str = "
@@ -234,8 +250,9 @@ fn read_only_connection(
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(io)?;
     match version {
-        // A version 1 database has no reveal log; reading it needs none.
-        1 | SCHEMA_VERSION => Ok(c),
+        // A version 1 database has no reveal log, a version 2 one no evidence log; reading
+        // the runs needs neither (reading the log of one fails: it has none).
+        1 | 2 | SCHEMA_VERSION => Ok(c),
         0 => Err(io(
             "not a nanovm store: the database has no nanovm schema (opened read-only; nothing \
              was created)",
@@ -275,7 +292,7 @@ fn writer_connection(
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(io)?;
     match version {
-        0 | 1 => {
+        0..=2 => {
             // Under the write lock, and reading the version again: another process may have
             // created or upgraded the schema meanwhile (two processes opening one file at once).
             let migrate = || -> rusqlite::Result<i64> {
@@ -283,10 +300,13 @@ fn writer_connection(
                 let now: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
                 match now {
                     0 => c.execute_batch(&format!(
-                        "{SCHEMA} {REVEALS} PRAGMA user_version = {SCHEMA_VERSION};"
+                        "{SCHEMA} {REVEALS} {EVIDENCE} PRAGMA user_version = {SCHEMA_VERSION};"
                     ))?,
                     1 => c.execute_batch(&format!(
-                        "{REVEALS} PRAGMA user_version = {SCHEMA_VERSION};"
+                        "{REVEALS} {EVIDENCE} PRAGMA user_version = {SCHEMA_VERSION};"
+                    ))?,
+                    2 => c.execute_batch(&format!(
+                        "{EVIDENCE} PRAGMA user_version = {SCHEMA_VERSION};"
                     ))?,
                     _ => {}
                 }

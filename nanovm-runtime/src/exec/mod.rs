@@ -30,6 +30,7 @@ use crate::budget::{Backoff, Meter, Trip};
 use crate::cancel::CancelToken;
 use crate::clock::Clock;
 use crate::error::RunError;
+use crate::evidence::Signer;
 use crate::ids;
 use crate::model::Model;
 use crate::program::{
@@ -37,7 +38,7 @@ use crate::program::{
     StepKind, ToolInfo,
 };
 use crate::store::JournalStore;
-use crate::trace::{BudgetKind, Event, RunStatus};
+use crate::trace::{Actor, BudgetKind, Event, RunStatus};
 use crate::value::{Digest, Json};
 use crate::vault::Vault;
 use race::{Verdict, race};
@@ -55,6 +56,9 @@ pub(crate) struct Engine {
     pub(crate) store: Option<Arc<dyn JournalStore>>,
     /// The lease length of the runtime's own operations on stored runs (`crate::durable`).
     pub(crate) operation_lease_ms: u64,
+    /// Signs a checkpoint of every execution that ends, into the store's evidence log
+    /// (`crate::evidence`); `None`: no evidence is written.
+    pub(crate) signer: Option<Arc<dyn Signer>>,
 }
 
 /// Input the engine applies where the recorded prefix ends (a live continuation only): what
@@ -66,6 +70,7 @@ pub(crate) enum Inject {
         event: String,
         event_id: String,
         payload: Json,
+        by: Option<Actor>,
     },
     /// At the suspension: the deadline passed.
     Timeout,
@@ -73,8 +78,12 @@ pub(crate) enum Inject {
     Reconcile {
         effect_id: Digest,
         result: Option<Json>,
+        by: Option<Actor>,
     },
 }
+
+/// How a cancellation's `run_ended` message names who cancelled.
+const CANCELLED_BY: &str = "cancelled by `";
 
 // ---------------------------------------------------------------------------------------------
 // The step loop
@@ -312,7 +321,10 @@ impl<P: Program> Exec<P> {
         message: Option<String>,
     ) -> Result<Ended, Halt> {
         match verdict {
-            Verdict::Cancelled => self.end(RunStatus::Cancelled, Some(step), message).await,
+            Verdict::Cancelled => {
+                let message = self.cancel_message(message);
+                self.end(RunStatus::Cancelled, Some(step), message).await
+            }
             Verdict::OutOfTime(used) => {
                 let limit = self.meter.duration_limit_ms().unwrap_or(used);
                 let trip = Trip {
@@ -322,6 +334,39 @@ impl<P: Program> Exec<P> {
                 };
                 self.trip(step, trip, message).await
             }
+        }
+    }
+
+    /// The message of a cancellation's `run_ended`: `message`, followed by who cancelled and
+    /// why when the token says ([`CancelToken::cancel_by`]). Replaying, the recorded actor is
+    /// taken as truth (it came from outside the program), the rest must be reproduced.
+    fn cancel_message(&self, message: Option<String>) -> Option<String> {
+        let with = |by: String| match &message {
+            Some(m) => format!("{m}; {by}"),
+            None => by,
+        };
+        if self.rec.replaying() {
+            if let Some(Event::RunEnded {
+                status: RunStatus::Cancelled,
+                message: Some(recorded),
+                ..
+            }) = self.rec.peek()
+            {
+                let rest = match &message {
+                    Some(m) => recorded
+                        .strip_prefix(m.as_str())
+                        .and_then(|r| r.strip_prefix("; ")),
+                    None => Some(recorded.as_str()),
+                };
+                if let Some(by) = rest.filter(|r| r.starts_with(CANCELLED_BY)) {
+                    return Some(with(by.to_string()));
+                }
+            }
+            return message;
+        }
+        match self.cancel.as_ref().and_then(CancelToken::actor) {
+            Some(a) => Some(with(format!("{CANCELLED_BY}{}`: {}", a.id, a.reason))),
+            None => message,
         }
     }
 

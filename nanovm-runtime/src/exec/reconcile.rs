@@ -99,18 +99,22 @@ impl<P: Program> Exec<P> {
             }
             let before = answers.len();
             while let Some(Event::Reconciled {
-                effect_id, result, ..
+                effect_id,
+                result,
+                by,
+                ..
             }) = self.rec.peek()
             {
                 let Some(i) = effects.iter().position(|(_, k)| k == effect_id) else {
                     break;
                 };
-                let (effect_id, result) = (*effect_id, result.clone());
+                let (effect_id, result, by) = (*effect_id, result.clone(), by.clone());
                 effects.remove(i);
                 self.rec.emit(Event::Reconciled {
                     step: step_name.clone(),
                     effect_id,
                     result: result.clone(),
+                    by,
                 })?;
                 answers.push((effect_id, result, false));
             }
@@ -118,13 +122,19 @@ impl<P: Program> Exec<P> {
                 let applies = matches!(&self.inject,
                     Some(Inject::Reconcile { effect_id, .. })
                         if effects.iter().any(|(_, k)| k == effect_id));
-                if applies && let Some(Inject::Reconcile { effect_id, result }) = self.inject.take()
+                if applies
+                    && let Some(Inject::Reconcile {
+                        effect_id,
+                        result,
+                        by,
+                    }) = self.inject.take()
                 {
                     effects.retain(|(_, k)| *k != effect_id);
                     self.rec.emit(Event::Reconciled {
                         step: step_name.clone(),
                         effect_id,
                         result: result.clone(),
+                        by,
                     })?;
                     self.rec.flush().await?;
                     answers.push((effect_id, result, true));

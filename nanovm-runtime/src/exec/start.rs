@@ -71,6 +71,13 @@ pub(crate) async fn execute<P: Program>(
                 error,
             })?;
     }
+    // With a signer and a store, every execution that ends is checkpointed (not a replay).
+    let evidence = match (&engine.signer, &engine.store) {
+        (Some(signer), Some(store)) if !replay => {
+            Some((signer.clone(), store.clone(), engine.clock.clone()))
+        }
+        _ => None,
+    };
     let prepared = prepare::<P>(engine, start, tools, opts, started_ms).map_err(halt_to_error)?;
     let mut exec = match prepared {
         Prepared::Ready(exec) => exec,
@@ -83,6 +90,17 @@ pub(crate) async fn execute<P: Program>(
                 };
             check_leftover(&mut rec)?;
             rec.flush().await.map_err(halt_to_error)?;
+            if let Some((signer, store, clock)) = &evidence
+                && status != RunStatus::Running
+            {
+                crate::evidence::checkpoint(
+                    store.as_ref(),
+                    signer.as_ref(),
+                    clock.now_ms(),
+                    rec.trace.entries(),
+                )
+                .await?;
+            }
             return Ok(Execution {
                 run_id: rec.run_id.to_string(),
                 status,
@@ -127,7 +145,19 @@ pub(crate) async fn execute<P: Program>(
             ended.status
         )));
     }
-    Ok(exec.into_execution(ended, wall))
+    let execution = exec.into_execution(ended, wall);
+    if let Some((signer, store, clock)) = &evidence
+        && execution.status != RunStatus::Running
+    {
+        crate::evidence::checkpoint(
+            store.as_ref(),
+            signer.as_ref(),
+            clock.now_ms(),
+            execution.trace.entries(),
+        )
+        .await?;
+    }
+    Ok(execution)
 }
 
 /// After a run ended: a recorded prefix must not hold more than the run produced.

@@ -9,7 +9,7 @@ use super::{Ended, Exec, Flow, Inject, target};
 use crate::clock::millis;
 use crate::error::RunError;
 use crate::program::{Name, Outcome, Program, StepId};
-use crate::trace::{Event, RunStatus};
+use crate::trace::{Actor, Event, RunStatus};
 use crate::value::Json;
 
 /// How outside input at an `await` is recorded: `delivered` when an event with this id came
@@ -17,17 +17,18 @@ use crate::value::Json;
 fn arrival(
     step: Name,
     event: &'static str,
-    event_id: Option<String>,
+    event_id: Option<(String, Option<Actor>)>,
     payload: Json,
     next: Name,
 ) -> Event {
     match event_id {
-        Some(event_id) => Event::Delivered {
+        Some((event_id, by)) => Event::Delivered {
             step,
             event: Cow::Borrowed(event),
             event_id,
             payload,
             next,
+            by,
         },
         None => Event::TimedOut { step, next },
     }
@@ -53,8 +54,11 @@ impl<P: Program> Exec<P> {
         // A delivery or timeout recorded after the suspension continues the run.
         let recorded = match self.rec.peek() {
             Some(Event::Delivered {
-                event_id, payload, ..
-            }) => Some((Some(event_id.clone()), payload.clone())),
+                event_id,
+                payload,
+                by,
+                ..
+            }) => Some((Some((event_id.clone(), by.clone())), payload.clone())),
             Some(Event::TimedOut { .. }) => Some((None, Json::Null)),
             _ => None,
         };
@@ -111,10 +115,13 @@ impl<P: Program> Exec<P> {
         let step_name = self.name(step)?;
         let (next, event_id, payload) = match self.inject.take() {
             Some(Inject::Deliver {
-                event_id, payload, ..
+                event_id,
+                payload,
+                by,
+                ..
             }) => {
                 let next = P::transition(step, &mut self.state, Outcome::Event(&payload));
-                (next, Some(event_id), payload)
+                (next, Some((event_id, by)), payload)
             }
             _ => (
                 P::transition(step, &mut self.state, Outcome::Timeout),

@@ -227,6 +227,17 @@ pub(crate) fn encode_rows(entries: &[Entry]) -> Vec<Row> {
         .collect()
 }
 
+const SWAPPED_PREFIX: &str = "the stored entries are run `";
+const SWAPPED_SUFFIX: &str = "`'s (its `run_started` names it)";
+
+/// The run whose entries a run's rows hold, when [`check_loaded`] refused them as another
+/// run's (`reason`: the [`JournalError::Corrupt`] reason): what an audit names a swap by.
+pub(crate) fn swapped_with(reason: &str) -> Option<&str> {
+    reason
+        .strip_prefix(SWAPPED_PREFIX)?
+        .strip_suffix(SWAPPED_SUFFIX)
+}
+
 /// Checks that loaded entries (an unbroken chain already) are the run `run_id`'s: a non-empty
 /// run starts with a `run_started` naming `run_id` (every later entry is chained to it), and,
 /// where the store keeps the run's last hash apart from the entries, the chain ends there. So
@@ -245,9 +256,7 @@ pub(crate) fn check_loaded(
         match &first.event {
             Event::RunStarted { run_id: named, .. } if named == run_id => {}
             Event::RunStarted { run_id: named, .. } => {
-                return Err(corrupt(format!(
-                    "the stored entries are run `{named}`'s (its `run_started` names it)"
-                )));
+                return Err(corrupt(format!("{SWAPPED_PREFIX}{named}{SWAPPED_SUFFIX}")));
             }
             other => {
                 return Err(corrupt(format!(

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::append::{Batch, Tip, check_append, check_loaded, started};
-use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
+use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus, Trace};
@@ -46,6 +46,10 @@ struct State {
     runs: HashMap<String, Run>,
     /// Run ids in creation order.
     order: Vec<String>,
+    /// The evidence log: (run id, leaf).
+    log: Vec<(String, Vec<u8>)>,
+    /// The latest signed tree head: (size, JSON).
+    head: Option<(u64, String)>,
 }
 
 #[derive(Debug)]
@@ -315,7 +319,7 @@ impl MemoryStore {
 
     fn claim_now(&self, program: &str, worker: &str, now_ms: u64, lease_ms: u64) -> Option<Lease> {
         let mut s = self.state();
-        let State { runs, order } = &mut *s;
+        let State { runs, order, .. } = &mut *s;
         let run = order.iter().filter_map(|id| runs.get(id)).find(|r| {
             let r = &r.record;
             let wants_worker = r.status == RunStatus::Running
@@ -378,6 +382,46 @@ impl MemoryStore {
 }
 
 impl JournalStore for MemoryStore {
+    fn log_append<'a>(
+        &'a self,
+        run_id: &'a str,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, JournalError>> {
+        let mut s = self.state();
+        s.log.push((run_id.to_string(), data.to_vec()));
+        let index = s.log.len() as u64 - 1;
+        Box::pin(std::future::ready(Ok(index)))
+    }
+
+    fn log<'a>(&'a self, from: u64) -> BoxFuture<'a, Result<Vec<LogLeaf>, JournalError>> {
+        let s = self.state();
+        let leaves = s
+            .log
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(from).unwrap_or(usize::MAX))
+            .map(|(i, (run_id, data))| LogLeaf {
+                index: i as u64,
+                run_id: run_id.clone(),
+                data: data.clone(),
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(leaves)))
+    }
+
+    fn put_head<'a>(&'a self, size: u64, head: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        let mut s = self.state();
+        if s.head.as_ref().is_none_or(|(n, _)| *n <= size) {
+            s.head = Some((size, head.to_string()));
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        let h = self.state().head.as_ref().map(|(_, h)| h.clone());
+        Box::pin(std::future::ready(Ok(h)))
+    }
+
     fn append<'a>(
         &'a self,
         run_id: &'a str,

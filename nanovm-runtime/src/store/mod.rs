@@ -47,6 +47,7 @@ pub use crate::db::postgres::PostgresOptions;
 #[cfg(feature = "sqlite")]
 pub use crate::db::sqlite::SqliteOptions;
 pub use crate::error::JournalError;
+pub(crate) use append::swapped_with;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -164,6 +165,25 @@ impl RunQuery {
         self.limit = Some(limit);
         self
     }
+}
+
+/// One leaf of a store's evidence log (see [`JournalStore::log_append`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogLeaf {
+    /// Its position in the log, from 0.
+    pub index: u64,
+    /// The run it is a checkpoint of.
+    pub run_id: String,
+    /// The leaf's bytes (a signed checkpoint, `crate::evidence::SignedCheckpoint::to_leaf`).
+    pub data: Vec<u8>,
+}
+
+/// The error of the evidence-log methods of a store that has no log.
+fn no_log<T: Send + 'static>() -> BoxFuture<'static, Result<T, JournalError>> {
+    Box::pin(std::future::ready(Err(JournalError::Io(
+        "this store keeps no evidence log".into(),
+    ))))
 }
 
 /// Where run traces are made durable, and where workers claim runs.
@@ -311,6 +331,38 @@ pub trait JournalStore: Send + Sync + 'static {
             self.release(lease).await
         })
     }
+
+    /// Appends `data` (a signed checkpoint of run `run_id`) to the store's evidence log, an
+    /// append-only sequence over all runs (the leaves of the Merkle tree `nanovm audit`
+    /// checks); returns its index. Durable before `Ok`.
+    ///
+    /// Every store of this crate implements it; the default fails with [`JournalError::Io`].
+    fn log_append<'a>(
+        &'a self,
+        run_id: &'a str,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, JournalError>> {
+        let _ = (run_id, data);
+        no_log()
+    }
+
+    /// The evidence log's leaves from index `from` on, in order.
+    fn log<'a>(&'a self, from: u64) -> BoxFuture<'a, Result<Vec<LogLeaf>, JournalError>> {
+        let _ = from;
+        no_log()
+    }
+
+    /// Keeps `head` (a signed tree head's JSON, over `size` leaves) as the store's latest,
+    /// unless it holds one over more leaves already.
+    fn put_head<'a>(&'a self, size: u64, head: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        let _ = (size, head);
+        no_log()
+    }
+
+    /// The latest signed tree head kept by [`JournalStore::put_head`] (`None`: none yet).
+    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        no_log()
+    }
 }
 
 impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
@@ -395,5 +447,25 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<(), JournalError>> {
         (**self).append_release(run_id, entries, lease)
+    }
+
+    fn log_append<'a>(
+        &'a self,
+        run_id: &'a str,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, JournalError>> {
+        (**self).log_append(run_id, data)
+    }
+
+    fn log<'a>(&'a self, from: u64) -> BoxFuture<'a, Result<Vec<LogLeaf>, JournalError>> {
+        (**self).log(from)
+    }
+
+    fn put_head<'a>(&'a self, size: u64, head: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        (**self).put_head(size, head)
+    }
+
+    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        (**self).head()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
 use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
-use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
+use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
 use crate::db::postgres::{Pg, PostgresOptions, pg, pool_err};
 use crate::db::{to_i64, wall_ms};
 use crate::program::BoxFuture;
@@ -442,6 +442,94 @@ impl JournalStore for PostgresStore {
         run_id: &'a str,
     ) -> BoxFuture<'a, Result<Option<Vec<Entry>>, JournalError>> {
         Box::pin(self.load_now(run_id))
+    }
+
+    fn log_append<'a>(
+        &'a self,
+        run_id: &'a str,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let mut client = self.pg.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(pg)?;
+            // Appends to the log are serialized: a leaf's index is the number before it.
+            tx.execute("SELECT pg_advisory_xact_lock(7243016154300458322)", &[])
+                .await
+                .map_err(pg)?;
+            let row = tx
+                .query_one(
+                    &format!(
+                        "INSERT INTO {s}.nanovm_log (idx, run_id, leaf) \
+                         VALUES ((SELECT COALESCE(MAX(idx) + 1, 0) FROM {s}.nanovm_log), $1, $2) \
+                         RETURNING idx"
+                    ),
+                    &[&run_id, &data],
+                )
+                .await
+                .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            to_u64(run_id, "idx", row.get(0))
+        })
+    }
+
+    fn log<'a>(&'a self, from: u64) -> BoxFuture<'a, Result<Vec<LogLeaf>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT idx, run_id, leaf FROM {s}.nanovm_log WHERE idx >= $1 ORDER BY idx"
+                    ),
+                    &[&to_i64(from)],
+                )
+                .await
+                .map_err(pg)?;
+            rows.iter()
+                .map(|r| {
+                    let run_id: String = r.get(1);
+                    Ok(LogLeaf {
+                        index: to_u64(&run_id, "idx", r.get(0))?,
+                        data: r.get(2),
+                        run_id,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn put_head<'a>(&'a self, size: u64, head: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {s}.nanovm_heads (size, head) VALUES ($1, $2) \
+                         ON CONFLICT (size) DO UPDATE SET head = EXCLUDED.head"
+                    ),
+                    &[&to_i64(size), &head],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            let row = client
+                .query_opt(
+                    &format!("SELECT head FROM {s}.nanovm_heads ORDER BY size DESC LIMIT 1"),
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(row.map(|r| r.get(0)))
+        })
     }
 
     fn run<'a>(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Row as SqlRow, params};
 
 use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
-use super::{Fence, JournalError, JournalStore, Lease, RunQuery, RunRecord};
+use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
 use crate::db::sqlite::{Db, SqliteOptions, io};
 use crate::db::{to_i64, wall_ms};
 use crate::program::BoxFuture;
@@ -33,8 +33,8 @@ const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, en
 /// tokio's blocking threads (WAL readers never block the writer), or, for an in-memory
 /// database, on the writer thread. Nothing blocks the async runtime.
 ///
-/// Schema (version 2, `PRAGMA user_version`; a version 1 database opened for writing gets
-/// `nanovm_reveals` added):
+/// Schema (version 3, `PRAGMA user_version`; an older database opened for writing gets what
+/// it lacks added: `nanovm_reveals` (version 2), the evidence log (version 3)):
 ///
 /// ```sql
 /// CREATE TABLE nanovm_runs (
@@ -64,6 +64,12 @@ const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, en
 ///     run_id TEXT NOT NULL, step TEXT NOT NULL, tool TEXT NOT NULL,
 ///     attempt INTEGER NOT NULL, key BLOB NOT NULL, at_ms INTEGER NOT NULL);
 /// CREATE INDEX nanovm_reveals_by_secret ON nanovm_reveals (vault_id);
+/// CREATE TABLE nanovm_log (                    -- the evidence log (version 3)
+///     idx INTEGER PRIMARY KEY,                 -- the leaf's index, from 0
+///     run_id TEXT NOT NULL, leaf BLOB NOT NULL);  -- a signed checkpoint
+/// CREATE INDEX nanovm_log_by_run ON nanovm_log (run_id, idx);
+/// CREATE TABLE nanovm_heads (                  -- signed tree heads (JSON), by size
+///     size INTEGER PRIMARY KEY, head TEXT NOT NULL);
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -75,6 +81,19 @@ impl fmt::Debug for SqliteStore {
         f.debug_struct("SqliteStore")
             .field("path", &self.db.path)
             .finish_non_exhaustive()
+    }
+}
+
+/// A failed read of the evidence log: a database written before it existed (schema version 2
+/// or older, opened read-only) says so plainly.
+fn no_log(e: rusqlite::Error) -> JournalError {
+    if e.to_string().contains("no such table") {
+        io(
+            "this database has no evidence log (written before schema version 3; opening it \
+            for writing, e.g. with a runtime, adds it)",
+        )
+    } else {
+        io(e)
     }
 }
 
@@ -147,6 +166,73 @@ impl SqliteStore {
 }
 
 impl JournalStore for SqliteStore {
+    fn log_append<'a>(
+        &'a self,
+        run_id: &'a str,
+        data: &'a [u8],
+    ) -> BoxFuture<'a, Result<u64, JournalError>> {
+        let (run_id, data) = (run_id.to_string(), data.to_vec());
+        Box::pin(self.db.write(move |c| {
+            let index: i64 = c
+                .query_row(
+                    "INSERT INTO nanovm_log (idx, run_id, leaf) \
+                     VALUES ((SELECT IFNULL(MAX(idx) + 1, 0) FROM nanovm_log), ?1, ?2) \
+                     RETURNING idx",
+                    params![run_id, data],
+                    |r| r.get(0),
+                )
+                .map_err(io)?;
+            to_u64(&run_id, "idx", index)
+        }))
+    }
+
+    fn log<'a>(&'a self, from: u64) -> BoxFuture<'a, Result<Vec<LogLeaf>, JournalError>> {
+        Box::pin(self.db.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT idx, run_id, leaf FROM nanovm_log WHERE idx >= ?1 ORDER BY idx",
+                )
+                .map_err(no_log)?;
+            let mut rows = st.query(params![to_i64(from)]).map_err(io)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(io)? {
+                let index: i64 = row.get(0).map_err(|e| read_err("?", e))?;
+                let run_id: String = row.get(1).map_err(|e| read_err("?", e))?;
+                let data: Vec<u8> = row.get(2).map_err(|e| read_err(&run_id, e))?;
+                out.push(LogLeaf {
+                    index: to_u64(&run_id, "idx", index)?,
+                    run_id,
+                    data,
+                });
+            }
+            Ok(out)
+        }))
+    }
+
+    fn put_head<'a>(&'a self, size: u64, head: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        let head = head.to_string();
+        Box::pin(self.db.write(move |c| {
+            c.execute(
+                "INSERT OR REPLACE INTO nanovm_heads (size, head) VALUES (?1, ?2)",
+                params![to_i64(size), head],
+            )
+            .map_err(io)?;
+            Ok(())
+        }))
+    }
+
+    fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        Box::pin(self.db.read(move |c| {
+            c.query_row(
+                "SELECT head FROM nanovm_heads ORDER BY size DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(no_log)
+        }))
+    }
+
     fn append<'a>(
         &'a self,
         run_id: &'a str,

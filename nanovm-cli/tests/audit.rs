@@ -1,0 +1,392 @@
+//! `nanovm audit` and `nanovm trace --key` on a real SQLite store with signed checkpoints:
+//! a clean audit saves the head to keep; a deleted run, a restored backup and a rechained
+//! rewrite are each named (exit 1); a bad key file is a usage error (exit 2).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nanovm_runtime::Digest;
+use nanovm_runtime::evidence::{self, KeySigner, Signer};
+use nanovm_runtime::store::{JournalStore, SqliteStore};
+use nanovm_runtime::trace::{Datum, Encoder, Event, RunStatus, Trace, entry_line};
+use serde_json::json;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn nanovm(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_nanovm"))
+        .args(args)
+        .output()
+        .expect("the nanovm binary runs");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    run
+}
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("nanovm-cli-audit")
+        .join(test);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn trace(run_id: &str, amount: i64) -> Trace {
+    let mut t = Trace::new();
+    let mut s = Encoder::new();
+    t.push(
+        Event::RunStarted {
+            run_id: run_id.into(),
+            program: "customer_refund".to_string().into(),
+            program_hash: Digest::of(b"customer_refund"),
+            inputs: vec![("amount_cents".into(), Datum::Plain(json!(amount)))],
+        },
+        &mut s,
+    );
+    t.push(
+        Event::RunEnded {
+            status: RunStatus::Success,
+            step: Some("refunded".into()),
+            message: None,
+        },
+        &mut s,
+    );
+    t
+}
+
+fn signer() -> KeySigner {
+    KeySigner::from_seed([42; 32])
+}
+
+/// A store with runs `ids`, each checkpointed; `key.pub` beside it.
+fn database(dir: &Path, ids: &[&str]) -> (PathBuf, PathBuf) {
+    let path = dir.join("runs.db");
+    let key = dir.join("key.pub");
+    fs::write(&key, format!("{}\n", signer().public_key())).unwrap();
+    add_runs(&path, ids);
+    (path, key)
+}
+
+fn add_runs(path: &Path, ids: &[&str]) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(path).await.unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                let t = trace(id, 100 + i as i64);
+                store.append(id, t.entries(), None).await.unwrap();
+                evidence::checkpoint(&store, &signer(), 1_700_000_000_000, t.entries())
+                    .await
+                    .unwrap();
+            }
+        });
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn a_clean_audit_saves_the_head_and_a_deleted_run_is_named() {
+    let dir = scratch("deleted");
+    let (db, key) = database(&dir, &["r1", "r2"]);
+    let head = dir.join("head.json");
+    let r = nanovm(&[
+        "audit",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--save-head",
+        s(&head),
+    ]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .starts_with("ok: 2 runs, 2 checkpoints, head 2 leaves"),
+        "{}",
+        r.stdout
+    );
+    assert!(fs::read_to_string(&head).unwrap().contains("\"size\":2"));
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "DELETE FROM nanovm_entries WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = 'r1');
+         DELETE FROM nanovm_runs WHERE run_id = 'r1';",
+    )
+    .unwrap();
+    drop(c);
+    let r = nanovm(&[
+        "audit",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--head",
+        s(&head),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("deleted run: run `r1` was checkpointed"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("audit failed: 1 problem(s)"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_restored_backup_fails_against_the_kept_head() {
+    let dir = scratch("backup");
+    let (db, key) = database(&dir, &["r1"]);
+    let backup = dir.join("backup.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(&format!("VACUUM INTO '{}'", s(&backup)))
+        .unwrap();
+    drop(c);
+    add_runs(&db, &["r2", "r3"]);
+    let head = dir.join("head.json");
+    let r = nanovm(&[
+        "audit",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--save-head",
+        s(&head),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let r = nanovm(&[
+        "audit",
+        "--db",
+        s(&backup),
+        "--key",
+        s(&key),
+        "--head",
+        s(&head),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("rolled back: the store's log has 1 leaves but the tree head you kept"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn trace_with_a_key_refuses_a_rechained_rewrite() {
+    let dir = scratch("rewrite");
+    let (db, key) = database(&dir, &["r1"]);
+    let r = nanovm(&["trace", "--db", s(&db), "--key", s(&key), "r1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.is_empty(), "{}", r.stderr);
+    // The refund amount rewritten, the chain recomputed, the stored last hash updated.
+    let forged = trace("r1", 99_999);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute("DELETE FROM nanovm_entries", []).unwrap();
+    for e in forged.entries() {
+        c.execute(
+            "INSERT INTO nanovm_entries (run, seq, hash, line) VALUES \
+             ((SELECT ord FROM nanovm_runs WHERE run_id = 'r1'), ?1, ?2, ?3)",
+            rusqlite::params![e.seq as i64, e.hash.0.to_vec(), entry_line(e)],
+        )
+        .unwrap();
+    }
+    c.execute(
+        "UPDATE nanovm_runs SET last_hash = ?1 WHERE run_id = 'r1'",
+        [forged.root().0.to_vec()],
+    )
+    .unwrap();
+    drop(c);
+    // Without the key the forgery passes: the chain is intact.
+    assert_eq!(nanovm(&["trace", "--db", s(&db), "r1"]).code, 0);
+    let r = nanovm(&["trace", "--db", s(&db), "--key", s(&key), "r1"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty());
+    assert!(
+        r.stderr
+            .contains("rewritten run: run `r1` does not match its last checkpoint"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_key_that_is_not_one_is_a_usage_error() {
+    let dir = scratch("badkey");
+    let (db, _) = database(&dir, &["r1"]);
+    let r = nanovm(&["audit", "--db", s(&db), "--key", "abcd"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--key abcd"), "{}", r.stderr);
+}
+
+#[test]
+fn verify_with_a_key_checks_the_exported_checkpoint_covers_the_trace() {
+    let dir = scratch("verify");
+    let (db, key) = database(&dir, &["r1"]);
+    let (jsonl, cp) = (dir.join("r1.jsonl"), dir.join("r1.checkpoint.json"));
+    let r = nanovm(&[
+        "trace",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--checkpoint-out",
+        s(&cp),
+        "r1",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    fs::write(&jsonl, &r.stdout).unwrap();
+    let r = nanovm(&[
+        "verify",
+        s(&jsonl),
+        "--key",
+        s(&key),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("the signed checkpoint covers the whole trace"),
+        "{}",
+        r.stdout
+    );
+
+    // A rechained forgery verifies without the key, and fails with it.
+    let forged = dir.join("forged.jsonl");
+    fs::write(&forged, trace("r1", 99_999).to_jsonl()).unwrap();
+    assert_eq!(nanovm(&["verify", s(&forged)]).code, 0);
+    let r = nanovm(&[
+        "verify",
+        s(&forged),
+        "--key",
+        s(&key),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.starts_with("forged: the trace"), "{}", r.stdout);
+
+    // Another key's view of the same checkpoint: not signed by it.
+    let other = dir.join("other.pub");
+    fs::write(&other, KeySigner::from_seed([9; 32]).public_key().to_hex()).unwrap();
+    let r = nanovm(&[
+        "verify",
+        s(&jsonl),
+        "--key",
+        s(&other),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("not signed by this key"), "{}", r.stdout);
+}
+
+#[test]
+fn entries_beyond_the_last_checkpoint_are_reported() {
+    let dir = scratch("beyond");
+    let (db, key) = database(&dir, &[]);
+    let t = trace("p1", 5);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store.append("p1", &t.entries()[..1], None).await.unwrap();
+            evidence::checkpoint(&store, &signer(), 1, &t.entries()[..1])
+                .await
+                .unwrap();
+            store.append("p1", &t.entries()[1..], None).await.unwrap();
+        });
+    let cp = dir.join("p1.checkpoint.json");
+    let r = nanovm(&[
+        "trace",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--checkpoint-out",
+        s(&cp),
+        "p1",
+    ]);
+    assert_eq!(r.code, 0, "a warning, not a failure: {}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("warning: run `p1` has 1 entries beyond its last checkpoint"),
+        "{}",
+        r.stderr
+    );
+    let jsonl = dir.join("p1.jsonl");
+    fs::write(&jsonl, &r.stdout).unwrap();
+    let r = nanovm(&[
+        "verify",
+        s(&jsonl),
+        "--key",
+        s(&key),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.starts_with("uncovered: 2 entries, root"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("1 entries beyond the last signed checkpoint (1 entries)")
+    );
+    let r = nanovm(&[
+        "verify",
+        s(&jsonl),
+        "--partial",
+        "--key",
+        s(&key),
+        "--checkpoint",
+        s(&cp),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    // The audit of the store says the same, as a warning.
+    let r = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("warning: run `p1` has 1 entries beyond"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_database_from_before_the_log_says_so() {
+    let dir = scratch("v2");
+    let (db, key) = database(&dir, &["r1"]);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("DROP TABLE nanovm_log; DROP TABLE nanovm_heads; PRAGMA user_version = 2;")
+        .unwrap();
+    drop(c);
+    let r = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("this database has no evidence log"),
+        "{}",
+        r.stderr
+    );
+}

@@ -1,0 +1,591 @@
+//! Evidence an auditor accepts: signed checkpoints of runs, and a Merkle log across the runs
+//! of a store (`docs/compliance.md`).
+//!
+//! The blake3 chain of a trace proves it is internally consistent, not who wrote it: anyone
+//! with the program can produce a chain that verifies. With a [`Signer`] set on the runtime
+//! ([`RuntimeBuilder::signer`](crate::RuntimeBuilder::signer); off by default), every
+//! execution that ends (a run end, a suspension, a reconciliation pause) is followed by a
+//! [`SignedCheckpoint`] of `(run_id, entries, root, program_hash)`, appended as a leaf to the
+//! store's evidence log ([`JournalStore::log_append`]), and by a [`SignedTreeHead`] over the
+//! whole log (RFC 6962 hashing, [`merkle`]). [`audit`] checks a store against a key and a head
+//! kept elsewhere: a deleted run, a rolled-back store, swapped runs, rewritten rows and forged
+//! runs are each reported by name ([`FindingKind`]).
+//!
+//! The checkpoint is written right after the execution's last write, not in the same
+//! transaction: a crash in between leaves entries beyond the last checkpoint, which [`audit`]
+//! reports as [`FindingKind::Uncovered`] (a warning, like a run still executing).
+
+pub mod merkle;
+
+mod checkpoint;
+mod signer;
+
+use std::collections::{BTreeMap, HashMap};
+
+pub use checkpoint::{Checkpoint, SignedCheckpoint, SignedTreeHead, TreeHead};
+pub use signer::{KeyError, KeySigner, PublicKey, Signer};
+
+use crate::store::{JournalError, JournalStore, RunQuery, swapped_with};
+use crate::trace::{Entry, Event, RunStatus};
+use crate::view::RunView;
+
+/// The checkpoint of a trace (`None`: it does not start with `run_started`).
+pub fn checkpoint_of(entries: &[Entry]) -> Option<Checkpoint> {
+    let (first, last) = (entries.first()?, entries.last()?);
+    match &first.event {
+        Event::RunStarted {
+            run_id,
+            program_hash,
+            ..
+        } => Some(Checkpoint {
+            run_id: run_id.clone(),
+            entries: entries.len() as u64,
+            root: last.hash,
+            program_hash: *program_hash,
+        }),
+        _ => None,
+    }
+}
+
+/// Signs a checkpoint of `entries` (a run's whole stored trace), appends it to `store`'s log
+/// unless the run's latest leaf says the same already, then signs and keeps a tree head over
+/// the whole log (time `now_ms`). Costs two reads of the log's leaves (the head's root is
+/// recomputed from all of them). The runtime calls it after every execution end when it has
+/// a signer; call it yourself to checkpoint runs written before signing was turned on.
+pub async fn checkpoint(
+    store: &dyn JournalStore,
+    signer: &dyn Signer,
+    now_ms: u64,
+    entries: &[Entry],
+) -> Result<(), JournalError> {
+    let Some(cp) = checkpoint_of(entries) else {
+        return Ok(());
+    };
+    let key_err = |e: KeyError| JournalError::Io(format!("signing evidence: {e}"));
+    let leaves = store.log(0).await?;
+    let latest = leaves
+        .iter()
+        .rev()
+        .filter(|l| l.run_id == cp.run_id)
+        .find_map(|l| SignedCheckpoint::from_leaf(&l.data));
+    if latest.is_some_and(|l| l.checkpoint == cp && l.key == signer.public_key()) {
+        return Ok(());
+    }
+    let signed = SignedCheckpoint::sign(cp, signer).map_err(key_err)?;
+    store
+        .log_append(&signed.checkpoint.run_id, &signed.to_leaf())
+        .await?;
+    let leaves = store.log(0).await?;
+    let hashes: Vec<merkle::Hash> = leaves.iter().map(|l| merkle::leaf_hash(&l.data)).collect();
+    let head = TreeHead {
+        size: hashes.len() as u64,
+        root: merkle::root(&hashes),
+        time_ms: now_ms,
+    };
+    let head = SignedTreeHead::sign(head, signer).map_err(key_err)?;
+    store.put_head(head.head.size, &head.to_json()).await
+}
+
+/// What [`audit`] found wrong (or worth saying).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FindingKind {
+    /// A log leaf that is not a checkpoint signed by the key (a forged or damaged checkpoint).
+    ForgedLeaf,
+    /// A tree head (the store's or the one kept) that is not signed by the key.
+    BadHead,
+    /// The log is shorter than a head says it was: an older backup was restored, or
+    /// checkpoints were deleted.
+    RolledBack,
+    /// The log's leaves are not those a head covered: checkpoints rewritten or reordered.
+    LogRewritten,
+    /// A run that was checkpointed is not in the store.
+    DeletedRun,
+    /// A run's rows hold another run's trace.
+    SwappedRun,
+    /// A run's trace is not the one checkpointed (rows rewritten, entries removed, or a re-run
+    /// with invented inputs), or its rows do not verify.
+    RewrittenRun,
+    /// A run that ended or is suspended without any checkpoint signed by the key (written
+    /// without the key, or by a runtime without a signer).
+    Unsigned,
+    /// Entries beyond the run's last checkpoint (a run executing, or a crash between its last
+    /// write and its checkpoint), or leaves beyond the store's last head. A warning.
+    Uncovered,
+}
+
+/// One thing [`audit`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Finding {
+    /// What.
+    pub kind: FindingKind,
+    /// The run concerned, if one.
+    pub run_id: Option<String>,
+    /// A sentence naming what is wrong.
+    pub message: String,
+}
+
+/// The result of [`audit`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct AuditReport {
+    /// Leaves in the store's log.
+    pub leaves: u64,
+    /// Runs in the store.
+    pub runs: u64,
+    /// The store's latest signed tree head, if it is signed by the key and covers the whole
+    /// log as it is now: the head to keep for the next audit.
+    pub head: Option<SignedTreeHead>,
+    /// What was found, problems first in the order checked.
+    pub findings: Vec<Finding>,
+}
+
+impl AuditReport {
+    /// True when nothing but warnings ([`FindingKind::Uncovered`]) was found.
+    pub fn ok(&self) -> bool {
+        self.findings
+            .iter()
+            .all(|f| f.kind == FindingKind::Uncovered)
+    }
+}
+
+fn finding(kind: FindingKind, run_id: Option<&str>, message: String) -> Finding {
+    Finding {
+        kind,
+        run_id: run_id.map(str::to_string),
+        message,
+    }
+}
+
+/// Checks run `run_id`'s stored trace against its latest checkpoint `latest` (`(leaf index,
+/// checkpoint)`); `others`: the latest checkpoint of every run, to name a swap.
+fn check_run(
+    run_id: &str,
+    loaded: Result<Option<Vec<Entry>>, JournalError>,
+    latest: Option<&(u64, Checkpoint)>,
+    others: &BTreeMap<String, (u64, Checkpoint)>,
+) -> Vec<Finding> {
+    use FindingKind::*;
+    let id = Some(run_id);
+    let entries = match loaded {
+        Ok(Some(e)) => e,
+        Ok(None) => {
+            return match latest {
+                Some((i, cp)) => vec![finding(
+                    DeletedRun,
+                    id,
+                    format!(
+                        "run `{run_id}` was checkpointed (log leaf {i}: {} entries, root {}) but is not in the store: it was deleted",
+                        cp.entries, cp.root
+                    ),
+                )],
+                None => vec![],
+            };
+        }
+        Err(JournalError::Corrupt { reason, .. }) if swapped_with(&reason).is_some() => {
+            let other = swapped_with(&reason).unwrap_or_default();
+            return vec![finding(
+                SwappedRun,
+                id,
+                format!("run `{run_id}` holds the trace of run `{other}`: runs were swapped"),
+            )];
+        }
+        Err(e) => {
+            return vec![finding(
+                RewrittenRun,
+                id,
+                format!(
+                    "run `{run_id}`: its stored rows do not verify ({e}): they were rewritten or damaged"
+                ),
+            )];
+        }
+    };
+    let Some(now) = checkpoint_of(&entries) else {
+        return vec![finding(
+            RewrittenRun,
+            id,
+            format!("run `{run_id}`: its stored trace does not start with `run_started`"),
+        )];
+    };
+    let mut out = Vec::new();
+    if now.run_id != run_id {
+        let also = match others.get(&now.run_id) {
+            Some((i, cp))
+                if cp.root == now.root
+                    || entries
+                        .get(cp.entries.saturating_sub(1) as usize)
+                        .is_some_and(|e| e.hash == cp.root) =>
+            {
+                format!(
+                    " (the trace checkpointed for `{}` at log leaf {i})",
+                    now.run_id
+                )
+            }
+            _ => String::new(),
+        };
+        out.push(finding(
+            SwappedRun,
+            id,
+            format!(
+                "run `{run_id}` holds the trace of run `{}`{also}: runs were swapped",
+                now.run_id
+            ),
+        ));
+        return out;
+    }
+    let status = RunView::of(&entries).status();
+    let Some((index, cp)) = latest else {
+        if status == RunStatus::Running {
+            out.push(finding(
+                Uncovered,
+                id,
+                format!(
+                    "run `{run_id}` is running and has no checkpoint yet ({} entries)",
+                    now.entries
+                ),
+            ));
+        } else {
+            out.push(finding(
+                Unsigned,
+                id,
+                format!(
+                    "run `{run_id}` is {status} but no checkpoint signed by this key covers it ({} entries, root {}): it was written without the key (a forged run) or by a runtime without a signer",
+                    now.entries, now.root
+                ),
+            ));
+        }
+        return out;
+    };
+    if now == *cp {
+        return out;
+    }
+    let prefix_ok = cp.entries <= now.entries
+        && cp.program_hash == now.program_hash
+        && usize::try_from(cp.entries)
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| entries.get(n))
+            .is_some_and(|e| e.hash == cp.root);
+    if prefix_ok {
+        out.push(finding(
+            Uncovered,
+            id,
+            format!(
+                "run `{run_id}` has {} entries beyond its last checkpoint (log leaf {index}, {} entries)",
+                now.entries - cp.entries,
+                cp.entries
+            ),
+        ));
+        return out;
+    }
+    if let Some((other, (i, _))) = others
+        .iter()
+        .find(|(other, (_, c))| other.as_str() != run_id && c.root == now.root)
+    {
+        out.push(finding(
+            SwappedRun,
+            id,
+            format!("run `{run_id}` holds the trace checkpointed for run `{other}` (log leaf {i}): runs were swapped"),
+        ));
+        return out;
+    }
+    let what = if now.entries < cp.entries {
+        "entries were removed, or an older copy of the run restored"
+    } else if cp.program_hash != now.program_hash {
+        "it was re-run with another program"
+    } else {
+        "its rows were rewritten and rechained, or it was re-run with invented inputs or results"
+    };
+    out.push(finding(
+        RewrittenRun,
+        id,
+        format!(
+            "run `{run_id}` does not match its last checkpoint (log leaf {index}: {} entries, root {}; stored: {} entries, root {}): {what}",
+            cp.entries, cp.root, now.entries, now.root
+        ),
+    ));
+    out
+}
+
+/// The latest checkpoint of run `run_id` in `store`'s log signed by `key` (`None`: none).
+pub async fn latest_checkpoint(
+    store: &dyn JournalStore,
+    key: &PublicKey,
+    run_id: &str,
+) -> Result<Option<SignedCheckpoint>, JournalError> {
+    Ok(store
+        .log(0)
+        .await?
+        .iter()
+        .rev()
+        .filter(|l| l.run_id == run_id)
+        .filter_map(|l| SignedCheckpoint::from_leaf(&l.data))
+        .find(|s| s.verifies(key) && s.checkpoint.run_id == run_id))
+}
+
+/// A proof that a run's checkpoint is a leaf of the log under a signed tree head: what an
+/// auditor can check without the store (RFC 6962 inclusion proof).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InclusionProof {
+    /// The run's checkpoint (the leaf).
+    pub checkpoint: SignedCheckpoint,
+    /// Its index in the log.
+    pub index: u64,
+    /// The signed tree head it is proven under.
+    pub head: SignedTreeHead,
+    /// The audit path from the leaf to the head's root.
+    pub path: Vec<merkle::Hash>,
+}
+
+impl InclusionProof {
+    /// Whether the checkpoint and the head are signed by `key` and the path leads from the
+    /// leaf to the head's root.
+    pub fn verifies(&self, key: &PublicKey) -> bool {
+        self.checkpoint.verifies(key)
+            && self.head.verifies(key)
+            && merkle::verify_inclusion(
+                &self.checkpoint.leaf_hash(),
+                self.index,
+                self.head.head.size,
+                &self.path,
+                &self.head.root_hash(),
+            )
+    }
+}
+
+/// The inclusion proof of run `run_id`'s latest checkpoint signed by `key`, under the store's
+/// latest signed tree head (`None`: no such checkpoint under a head, or the store's head is
+/// not the key's or does not match the log: [`audit`] says which).
+pub async fn prove_inclusion(
+    store: &dyn JournalStore,
+    key: &PublicKey,
+    run_id: &str,
+) -> Result<Option<InclusionProof>, JournalError> {
+    let leaves = store.log(0).await?;
+    let Some(head) = store
+        .head()
+        .await?
+        .and_then(|t| SignedTreeHead::from_json(&t).ok())
+        .filter(|h| h.verifies(key))
+    else {
+        return Ok(None);
+    };
+    let Ok(size) = usize::try_from(head.head.size) else {
+        return Ok(None);
+    };
+    if size > leaves.len() {
+        return Ok(None);
+    }
+    let hashes: Vec<merkle::Hash> = leaves[..size]
+        .iter()
+        .map(|l| merkle::leaf_hash(&l.data))
+        .collect();
+    if merkle::root(&hashes) != head.head.root {
+        return Ok(None);
+    }
+    let found = leaves[..size].iter().enumerate().rev().find_map(|(i, l)| {
+        let s = SignedCheckpoint::from_leaf(&l.data)?;
+        (l.run_id == run_id && s.checkpoint.run_id == run_id && s.verifies(key)).then_some((i, s))
+    });
+    let Some((index, checkpoint)) = found else {
+        return Ok(None);
+    };
+    let path = merkle::inclusion_proof(&hashes, index).unwrap_or_default();
+    Ok(Some(InclusionProof {
+        checkpoint,
+        index: index as u64,
+        head,
+        path,
+    }))
+}
+
+/// Whether run `run_id` of `store` is covered by its latest checkpoint signed by `key`: the
+/// findings for that run alone (empty: covered exactly).
+pub async fn check_stored_run(
+    store: &dyn JournalStore,
+    key: &PublicKey,
+    run_id: &str,
+) -> Result<Vec<Finding>, JournalError> {
+    let (latest, _) = latest_checkpoints(&store.log(0).await?, key);
+    let loaded = store.load(run_id).await;
+    Ok(check_run(run_id, loaded, latest.get(run_id), &latest))
+}
+
+/// The latest checkpoint signed by `key` of every run in `leaves`, and the findings about
+/// leaves that are not that.
+fn latest_checkpoints(
+    leaves: &[crate::store::LogLeaf],
+    key: &PublicKey,
+) -> (BTreeMap<String, (u64, Checkpoint)>, Vec<Finding>) {
+    let mut latest = BTreeMap::new();
+    let mut findings = Vec::new();
+    for (pos, leaf) in leaves.iter().enumerate() {
+        let i = leaf.index;
+        if i != pos as u64 {
+            findings.push(finding(
+                FindingKind::LogRewritten,
+                Some(&leaf.run_id),
+                format!("log leaf {pos} is stored at index {i}: leaves were removed or reordered"),
+            ));
+        }
+        match SignedCheckpoint::from_leaf(&leaf.data) {
+            Some(s) if s.verifies(key) && s.checkpoint.run_id == leaf.run_id => {
+                latest.insert(leaf.run_id.clone(), (i, s.checkpoint));
+            }
+            Some(s) if s.verifies(key) => findings.push(finding(
+                FindingKind::ForgedLeaf,
+                Some(&leaf.run_id),
+                format!(
+                    "log leaf {i} is filed under run `{}` but checkpoints run `{}`",
+                    leaf.run_id, s.checkpoint.run_id
+                ),
+            )),
+            Some(s) => findings.push(finding(
+                FindingKind::ForgedLeaf,
+                Some(&leaf.run_id),
+                format!(
+                    "log leaf {i} (run `{}`) is not signed by this key (signed by {}): a forged checkpoint",
+                    leaf.run_id, s.key
+                ),
+            )),
+            None => findings.push(finding(
+                FindingKind::ForgedLeaf,
+                Some(&leaf.run_id),
+                format!("log leaf {i} (run `{}`) is not a signed checkpoint", leaf.run_id),
+            )),
+        }
+    }
+    (latest, findings)
+}
+
+/// Audits `store` against `key` and, if given, a tree head `kept` from an earlier audit (kept
+/// by the operator, or published): every log leaf must be a checkpoint signed by the key, the
+/// log must extend the kept head (an RFC 6962 consistency proof), every checkpointed run must
+/// still be in the store with exactly the checkpointed trace (or a continuation of it), and
+/// every run that ended or is suspended must be checkpointed. See [`FindingKind`].
+pub async fn audit(
+    store: &dyn JournalStore,
+    key: &PublicKey,
+    kept: Option<&SignedTreeHead>,
+) -> Result<AuditReport, JournalError> {
+    use FindingKind::*;
+    let leaves = store.log(0).await?;
+    let n = leaves.len() as u64;
+    let hashes: Vec<merkle::Hash> = leaves.iter().map(|l| merkle::leaf_hash(&l.data)).collect();
+    let root_now = merkle::root(&hashes);
+    let (latest, mut findings) = latest_checkpoints(&leaves, key);
+    let prefix_root = |size: u64| {
+        merkle::root(
+            &hashes[..usize::try_from(size)
+                .unwrap_or(usize::MAX)
+                .min(hashes.len())],
+        )
+    };
+
+    // The store's own latest head.
+    let mut head = None;
+    if let Some(text) = store.head().await? {
+        match SignedTreeHead::from_json(&text) {
+            Ok(h) if !h.verifies(key) => findings.push(finding(
+                BadHead,
+                None,
+                "the store's latest tree head is not signed by this key".into(),
+            )),
+            Ok(h) if h.head.size > n => findings.push(finding(
+                RolledBack,
+                None,
+                format!(
+                    "the store's own latest tree head covers {} leaves but its log has {n}: checkpoints were deleted",
+                    h.head.size
+                ),
+            )),
+            Ok(h) if prefix_root(h.head.size) != h.head.root => findings.push(finding(
+                LogRewritten,
+                None,
+                format!(
+                    "the log's first {} leaves are not those of the store's own latest tree head: checkpoints were rewritten",
+                    h.head.size
+                ),
+            )),
+            Ok(h) if h.head.size < n => findings.push(finding(
+                Uncovered,
+                None,
+                format!(
+                    "the last {} log leaves are not under a signed tree head yet",
+                    n - h.head.size
+                ),
+            )),
+            Ok(h) => head = Some(h),
+            Err(e) => findings.push(finding(
+                BadHead,
+                None,
+                format!("the store's latest tree head does not parse: {e}"),
+            )),
+        }
+    }
+
+    // The head kept elsewhere.
+    if let Some(k) = kept {
+        let (size, when) = (k.head.size, k.head.time_ms);
+        if !k.verifies(key) {
+            findings.push(finding(
+                BadHead,
+                None,
+                "the tree head you kept is not signed by this key".into(),
+            ));
+        } else if size > n {
+            findings.push(finding(
+                RolledBack,
+                None,
+                format!(
+                    "the store's log has {n} leaves but the tree head you kept (signed at {when} ms) covers {size}: the store was rolled back (an older backup restored) or checkpoints were deleted"
+                ),
+            ));
+        } else {
+            let consistent = size == 0
+                || merkle::consistency_proof(&hashes, usize::try_from(size).unwrap_or(usize::MAX))
+                    .is_some_and(|p| {
+                        merkle::verify_consistency(size, n, &k.head.root, &root_now, &p)
+                    });
+            if !consistent {
+                findings.push(finding(
+                    LogRewritten,
+                    None,
+                    format!(
+                        "the log does not extend the tree head you kept ({size} leaves, signed at {when} ms): checkpoints were rewritten, removed or reordered (or another store's backup restored)"
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Every run against its latest checkpoint; every checkpointed run still there.
+    let records = store.runs(&RunQuery::new()).await?;
+    let mut seen: HashMap<String, ()> = HashMap::new();
+    for r in &records {
+        seen.insert(r.run_id.clone(), ());
+        let loaded = store.load(&r.run_id).await;
+        findings.extend(check_run(&r.run_id, loaded, latest.get(&r.run_id), &latest));
+    }
+    for (run_id, (i, cp)) in &latest {
+        if !seen.contains_key(run_id) {
+            findings.push(finding(
+                DeletedRun,
+                Some(run_id),
+                format!(
+                    "run `{run_id}` was checkpointed (log leaf {i}: {} entries, root {}) but is not in the store: it was deleted",
+                    cp.entries, cp.root
+                ),
+            ));
+        }
+    }
+    findings.sort_by_key(|f| f.kind == Uncovered);
+    Ok(AuditReport {
+        leaves: n,
+        runs: records.len() as u64,
+        head,
+        findings,
+    })
+}

@@ -1,0 +1,663 @@
+//! Evidence (issue 12, deliverables 1 and 2): signed checkpoints at every execution end, the
+//! Merkle log across runs, and the attacks an audit must name: a rechained rewrite of a run's
+//! rows, a forged re-run, a deleted run, a restored backup, swapped runs, a forged checkpoint.
+//! Every attack is carried out on the SQLite file behind the store's back, as someone with
+//! access to the database (and not to the signing key) would.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nanovm_runtime::evidence::{
+    self, AuditReport, FindingKind, KeySigner, PublicKey, SignedTreeHead, Signer,
+};
+use nanovm_runtime::store::{JournalStore, SqliteStore};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
+use nanovm_runtime::trace::{Datum, Event, RunStatus, entry_line};
+use nanovm_runtime::vault::MemoryVault;
+use nanovm_runtime::{Delivery, RunOptions, Runtime};
+use serde_json::json;
+
+use support::customer_refund::{self as cr};
+use support::{Host, START, block_on, rechain};
+
+const SEED: [u8; 32] = [42; 32];
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    store: SqliteStore,
+    vault: Arc<MemoryVault>,
+    key: PublicKey,
+}
+
+fn runtime(store: &SqliteStore, vault: &Arc<MemoryVault>, signer: Option<KeySigner>) -> Runtime {
+    let b = Runtime::builder()
+        .model(ScriptedModel::new().always("analyze", "yes").shared())
+        .vault(vault.clone())
+        .clock(ManualClock::new(START))
+        .store(store.clone());
+    match signer {
+        Some(s) => b.signer(s).build(),
+        None => b.build(),
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("store.db");
+    let store = block_on(SqliteStore::open(&path)).expect("opens");
+    Fixture {
+        _dir: dir,
+        path,
+        store,
+        vault: Arc::new(MemoryVault::seeded(11)),
+        key: KeySigner::from_seed(SEED).public_key(),
+    }
+}
+
+impl Fixture {
+    fn signed(&self) -> Runtime {
+        runtime(&self.store, &self.vault, Some(KeySigner::from_seed(SEED)))
+    }
+
+    fn input(&self, amount_cents: i64) -> cr::Input {
+        cr::Input {
+            request: "It broke.".into(),
+            order_id: "o-5".into(),
+            amount_cents,
+            email: self
+                .vault
+                .secret(&"cy@example.com".to_string())
+                .expect("a secret"),
+        }
+    }
+
+    fn run(&self, rt: &Runtime, amount: i64, id: &str) -> nanovm_runtime::Execution {
+        block_on(rt.run::<cr::Program>(
+            self.input(amount),
+            Arc::new(Host::new()),
+            RunOptions::new().run_id(id),
+        ))
+        .expect("runs")
+    }
+
+    /// Three runs: two refunded, one suspended for review.
+    fn three_runs(&self) -> Runtime {
+        let rt = self.signed();
+        assert_eq!(self.run(&rt, 100, "r1").status, RunStatus::Success);
+        assert_eq!(self.run(&rt, 200, "r2").status, RunStatus::Success);
+        assert_eq!(self.run(&rt, 9000, "r3").status, RunStatus::Suspended);
+        rt
+    }
+
+    fn audit(&self, kept: Option<&SignedTreeHead>) -> AuditReport {
+        audit_path(&self.path, &self.key, kept)
+    }
+
+    fn head(&self) -> SignedTreeHead {
+        let report = self.audit(None);
+        assert!(report.ok(), "{:?}", report.findings);
+        report.head.expect("a signed head over the whole log")
+    }
+
+    fn sql(&self, sql: &str) {
+        let c = rusqlite::Connection::open(&self.path).expect("opens the file");
+        c.execute_batch(sql).expect("the attack's SQL runs");
+    }
+
+    fn ord(&self, run_id: &str) -> i64 {
+        let c = rusqlite::Connection::open(&self.path).expect("opens the file");
+        c.query_row(
+            "SELECT ord FROM nanovm_runs WHERE run_id = ?1",
+            [run_id],
+            |r| r.get(0),
+        )
+        .expect("the run's row")
+    }
+
+    /// Replaces run `run_id`'s rows with `trace` (and its stored count and last hash), so the
+    /// store loads it without complaint: a rewrite by someone who can rechain.
+    fn plant(&self, run_id: &str, trace: &nanovm_runtime::trace::Trace) {
+        let ord = self.ord(run_id);
+        let c = rusqlite::Connection::open(&self.path).expect("opens the file");
+        c.execute("DELETE FROM nanovm_entries WHERE run = ?1", [ord])
+            .expect("deletes");
+        for e in trace.entries() {
+            c.execute(
+                "INSERT INTO nanovm_entries (run, seq, hash, line) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![ord, e.seq as i64, e.hash.0.to_vec(), entry_line(e)],
+            )
+            .expect("inserts");
+        }
+        c.execute(
+            "UPDATE nanovm_runs SET entries = ?1, last_hash = ?2 WHERE ord = ?3",
+            rusqlite::params![trace.len() as i64, trace.root().0.to_vec(), ord],
+        )
+        .expect("updates");
+    }
+}
+
+fn audit_path(path: &Path, key: &PublicKey, kept: Option<&SignedTreeHead>) -> AuditReport {
+    block_on(async {
+        let store = SqliteStore::open_read_only(path).await.expect("opens");
+        evidence::audit(&store, key, kept).await.expect("audits")
+    })
+}
+
+/// The problems (not warnings) found, as (kind, run, message).
+fn problems(report: &AuditReport) -> Vec<(FindingKind, Option<String>, String)> {
+    report
+        .findings
+        .iter()
+        .filter(|f| f.kind != FindingKind::Uncovered)
+        .map(|f| (f.kind, f.run_id.clone(), f.message.clone()))
+        .collect()
+}
+
+fn has(report: &AuditReport, kind: FindingKind, run: Option<&str>, words: &str) -> bool {
+    problems(report)
+        .iter()
+        .any(|(k, r, m)| *k == kind && r.as_deref() == run && m.contains(words))
+}
+
+#[test]
+fn every_execution_end_is_checkpointed_and_the_checkpoint_covers_the_whole_trace() {
+    let f = fixture();
+    let rt = f.three_runs();
+    let leaves = block_on(f.store.log(0)).expect("reads the log");
+    assert_eq!(leaves.len(), 3, "one checkpoint per execution end");
+    for id in ["r1", "r2", "r3"] {
+        let found = block_on(evidence::check_stored_run(&f.store, &f.key, id)).expect("checks");
+        assert!(found.is_empty(), "{id}: {found:?}");
+    }
+    let head = f.head();
+    assert_eq!(head.head.size, 3);
+
+    // The suspended run continues: its new end is checkpointed too, and the log extends the
+    // head kept before.
+    let d = block_on(rt.deliver::<cr::Program>(
+        "r3",
+        "approval",
+        "ev-1",
+        json!({"approved": true}),
+        Arc::new(Host::new()),
+    ))
+    .expect("delivers");
+    assert!(matches!(d, Delivery::Resumed(_)));
+    let report = f.audit(Some(&head));
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.leaves, 4);
+    assert_eq!(report.head.expect("a new head").head.size, 4);
+
+    // A duplicate start answers from the store and signs nothing new.
+    f.run(&rt, 100, "r1");
+    assert_eq!(block_on(f.store.log(0)).expect("reads").len(), 4);
+}
+
+#[test]
+fn without_a_signer_nothing_is_signed_and_the_traces_are_the_same() {
+    let f = fixture();
+    let plain = runtime(&f.store, &f.vault, None);
+    let a = f.run(&plain, 100, "plain");
+    let signed = f.signed();
+    let b = f.run(&signed, 100, "signed");
+    assert_eq!(block_on(f.store.log(0)).expect("reads").len(), 1);
+    // The same events (only the run id differs): signing adds nothing to a trace.
+    assert_eq!(a.trace.len(), b.trace.len());
+    let found = block_on(evidence::check_stored_run(&f.store, &f.key, "plain")).expect("checks");
+    assert!(
+        found.iter().any(|x| x.kind == FindingKind::Unsigned),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_rechained_rewrite_of_a_runs_rows_is_detected() {
+    let f = fixture();
+    f.three_runs();
+    let kept = f.head();
+    // The refund becomes 99 cents... no: 10000 cents, rechained so the chain verifies.
+    let trace = block_on(f.store.load("r1")).expect("loads").expect("r1");
+    let events = trace.into_iter().map(|e| match e.event {
+        Event::RunStarted {
+            run_id,
+            program,
+            program_hash,
+            inputs,
+        } => Event::RunStarted {
+            run_id,
+            program,
+            program_hash,
+            inputs: inputs
+                .into_iter()
+                .map(|(n, d)| match (n.as_ref(), d) {
+                    ("amount_cents", Datum::Plain(_)) => (n, Datum::Plain(json!(10000))),
+                    (_, d) => (n, d),
+                })
+                .collect(),
+        },
+        other => other,
+    });
+    let forged = rechain(events);
+    forged.verify().expect("the forgery's chain verifies");
+    f.plant("r1", &forged);
+    assert!(
+        block_on(f.store.load("r1"))
+            .expect("the store loads it")
+            .is_some()
+    );
+
+    let report = f.audit(Some(&kept));
+    assert!(!report.ok());
+    assert!(
+        has(
+            &report,
+            FindingKind::RewrittenRun,
+            Some("r1"),
+            "does not match its last checkpoint"
+        ),
+        "{:?}",
+        problems(&report)
+    );
+    assert_eq!(problems(&report).len(), 1, "{:?}", problems(&report));
+    let found = block_on(evidence::check_stored_run(&f.store, &f.key, "r1")).expect("checks");
+    assert_eq!(found.len(), 1);
+}
+
+#[test]
+fn a_forged_re_run_under_an_existing_run_id_is_detected_with_or_without_a_key() {
+    let f = fixture();
+    f.three_runs();
+    let kept = f.head();
+    // Delete r1 and run it again with invented inputs, with no key...
+    let ord = f.ord("r1");
+    f.sql(&format!(
+        "DELETE FROM nanovm_entries WHERE run = {ord}; DELETE FROM nanovm_runs WHERE ord = {ord};"
+    ));
+    let forger = runtime(&f.store, &f.vault, None);
+    assert_eq!(f.run(&forger, 150, "r1").status, RunStatus::Success);
+    let report = f.audit(Some(&kept));
+    assert!(
+        has(
+            &report,
+            FindingKind::RewrittenRun,
+            Some("r1"),
+            "invented inputs"
+        ),
+        "{:?}",
+        problems(&report)
+    );
+
+    // ... or with a key of the forger's own: the checkpoint it adds is not the operator's.
+    let ord = f.ord("r1");
+    f.sql(&format!(
+        "DELETE FROM nanovm_entries WHERE run = {ord}; DELETE FROM nanovm_runs WHERE ord = {ord};"
+    ));
+    let forger = runtime(&f.store, &f.vault, Some(KeySigner::from_seed([7; 32])));
+    f.run(&forger, 160, "r1");
+    let report = f.audit(Some(&kept));
+    assert!(
+        has(
+            &report,
+            FindingKind::ForgedLeaf,
+            Some("r1"),
+            "not signed by this key"
+        ),
+        "{:?}",
+        problems(&report)
+    );
+    assert!(has(
+        &report,
+        FindingKind::RewrittenRun,
+        Some("r1"),
+        "last checkpoint"
+    ));
+}
+
+#[test]
+fn a_deleted_run_is_detected_and_so_is_deleting_its_checkpoint_too() {
+    let f = fixture();
+    f.three_runs();
+    let kept = f.head();
+    let ord = f.ord("r2");
+    f.sql(&format!(
+        "DELETE FROM nanovm_entries WHERE run = {ord}; DELETE FROM nanovm_runs WHERE ord = {ord};"
+    ));
+    let report = f.audit(Some(&kept));
+    assert_eq!(
+        problems(&report),
+        vec![(
+            FindingKind::DeletedRun,
+            Some("r2".to_string()),
+            problems(&report)[0].2.clone()
+        )]
+    );
+    assert!(
+        problems(&report)[0]
+            .2
+            .contains("is not in the store: it was deleted")
+    );
+
+    // Deleting its checkpoint as well: the log no longer extends the head kept elsewhere.
+    f.sql("DELETE FROM nanovm_log WHERE run_id = 'r2'; DELETE FROM nanovm_heads;");
+    let report = f.audit(Some(&kept));
+    assert!(
+        has(&report, FindingKind::RolledBack, None, "rolled back")
+            || has(&report, FindingKind::LogRewritten, None, "does not extend"),
+        "{:?}",
+        problems(&report)
+    );
+    // Without the kept head, the gap in the indices still shows.
+    let report = f.audit(None);
+    assert!(
+        has(
+            &report,
+            FindingKind::LogRewritten,
+            Some("r3"),
+            "removed or reordered"
+        ),
+        "{:?}",
+        problems(&report)
+    );
+}
+
+#[test]
+fn a_restored_backup_is_detected_against_the_kept_head() {
+    let f = fixture();
+    let rt = f.signed();
+    f.run(&rt, 100, "r1");
+    let backup = f.path.with_file_name("backup.db");
+    f.sql(&format!("VACUUM INTO '{}'", backup.display()));
+    // The backup by itself is a consistent store...
+    let alone = audit_path(&backup, &f.key, None);
+    assert!(alone.ok(), "{:?}", alone.findings);
+    // ... and the same run id re-sent from it would produce the same root: only the log knows.
+    f.run(&rt, 200, "r2");
+    f.run(&rt, 300, "r3");
+    let kept = f.head();
+    let report = audit_path(&backup, &f.key, Some(&kept));
+    assert!(
+        has(
+            &report,
+            FindingKind::RolledBack,
+            None,
+            "an older backup restored"
+        ),
+        "{:?}",
+        problems(&report)
+    );
+}
+
+#[test]
+fn swapped_runs_are_detected() {
+    let f = fixture();
+    f.three_runs();
+    let kept = f.head();
+    let (a, b) = (f.ord("r1"), f.ord("r2"));
+    // Swap the two runs' rows (and their stored counts and last hashes, so both load).
+    f.sql(&format!(
+        "UPDATE nanovm_entries SET run = CASE run WHEN {a} THEN -1 ELSE run END WHERE run = {a};
+         UPDATE nanovm_entries SET run = {a} WHERE run = {b};
+         UPDATE nanovm_entries SET run = {b} WHERE run = -1;
+         CREATE TEMP TABLE t AS SELECT ord, entries, last_hash FROM nanovm_runs WHERE ord IN ({a}, {b});
+         UPDATE nanovm_runs SET entries = (SELECT entries FROM t WHERE t.ord = {b}),
+             last_hash = (SELECT last_hash FROM t WHERE t.ord = {b}) WHERE ord = {a};
+         UPDATE nanovm_runs SET entries = (SELECT entries FROM t WHERE t.ord = {a}),
+             last_hash = (SELECT last_hash FROM t WHERE t.ord = {a}) WHERE ord = {b};"
+    ));
+    let report = f.audit(Some(&kept));
+    assert!(
+        has(
+            &report,
+            FindingKind::SwappedRun,
+            Some("r1"),
+            "holds the trace of run `r2`"
+        ),
+        "{:?}",
+        problems(&report)
+    );
+    assert!(has(
+        &report,
+        FindingKind::SwappedRun,
+        Some("r2"),
+        "holds the trace of run `r1`"
+    ));
+}
+
+#[test]
+fn a_swap_rechained_under_the_other_run_id_is_detected() {
+    let f = fixture();
+    f.three_runs();
+    let kept = f.head();
+    // r2's events, renamed r1 and rechained, planted as r1: the store loads it as r1.
+    let r2 = block_on(f.store.load("r2")).expect("loads").expect("r2");
+    let events = r2.into_iter().map(|e| match e.event {
+        Event::RunStarted {
+            program,
+            program_hash,
+            inputs,
+            ..
+        } => Event::RunStarted {
+            run_id: "r1".into(),
+            program,
+            program_hash,
+            inputs,
+        },
+        other => other,
+    });
+    f.plant("r1", &rechain(events));
+    let report = f.audit(Some(&kept));
+    assert!(
+        has(
+            &report,
+            FindingKind::RewrittenRun,
+            Some("r1"),
+            "does not match its last checkpoint"
+        ),
+        "{:?}",
+        problems(&report)
+    );
+}
+
+#[test]
+fn a_forged_or_rewritten_checkpoint_is_detected() {
+    let f = fixture();
+    f.three_runs();
+    let kept = f.head();
+    // Flip one byte of a leaf (its signature no longer verifies, and the tree changes).
+    f.sql("UPDATE nanovm_log SET leaf = CAST(substr(leaf, 1, length(leaf) - 1) || x'00' AS BLOB) WHERE idx = 1;");
+    let report = f.audit(Some(&kept));
+    assert!(
+        has(
+            &report,
+            FindingKind::ForgedLeaf,
+            Some("r2"),
+            "not signed by this key"
+        ),
+        "{:?}",
+        problems(&report)
+    );
+    assert!(has(
+        &report,
+        FindingKind::LogRewritten,
+        None,
+        "does not extend the tree head you kept"
+    ));
+}
+
+#[test]
+fn a_head_signed_by_another_key_is_refused() {
+    let f = fixture();
+    f.three_runs();
+    let mut kept = f.head();
+    kept.head.size = 2;
+    let report = f.audit(Some(&kept));
+    assert!(has(
+        &report,
+        FindingKind::BadHead,
+        None,
+        "not signed by this key"
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Who did what (deliverable 5): operator actions record the caller's actor and reason
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_delivery_and_a_reconciliation_record_who_did_it_and_why() {
+    use nanovm_runtime::trace::Actor;
+    use nanovm_runtime::{Resolution, replay};
+    use support::{crash_during, expire_leases, hang};
+
+    let f = fixture();
+    let clock = ManualClock::new(START);
+    let rt = Runtime::builder()
+        .model(ScriptedModel::new().always("analyze", "yes").shared())
+        .vault(f.vault.clone())
+        .clock(clock.clone())
+        .store(f.store.clone())
+        .signer(KeySigner::from_seed(SEED))
+        .build();
+    // A suspended run, delivered to by a named reviewer.
+    let waiting = block_on(rt.run::<cr::Program>(
+        f.input(9000),
+        Arc::new(Host::new()),
+        RunOptions::new().run_id("review"),
+    ))
+    .expect("runs");
+    assert_eq!(waiting.status, RunStatus::Suspended);
+    let dana = Actor::new("dana@ops", "ticket OPS-12: customer called");
+    let d = block_on(rt.deliver_as::<cr::Program>(
+        "review",
+        "approval",
+        "ev-1",
+        json!({"approved": false}),
+        dana.clone(),
+        Arc::new(Host::new()),
+    ))
+    .expect("delivers");
+    let trace = d.into_execution().trace;
+    let by = trace.entries().iter().find_map(|e| match &e.event {
+        Event::Delivered { by, .. } => Some(by.clone()),
+        _ => None,
+    });
+    assert_eq!(by, Some(Some(dana.clone())));
+    assert!(
+        trace
+            .to_jsonl()
+            .contains("\"by\":{\"id\":\"dana@ops\",\"reason\":\"ticket OPS-12: customer called\"}"),
+        "the JSONL export names the actor"
+    );
+    replay::<cr::Program>(&trace).expect("the stored run replays with its actor");
+
+    // A crash while a non-idempotent effect was in flight; an operator answers for it.
+    let model_no = Runtime::builder()
+        .model(ScriptedModel::new().always("analyze", "no").shared())
+        .vault(f.vault.clone())
+        .clock(clock.clone())
+        .store(f.store.clone())
+        .signer(KeySigner::from_seed(SEED))
+        .build();
+    let crashed = Host::new();
+    crashed.hook("send_rejection", hang());
+    crash_during(
+        model_no.run::<cr::Program>(
+            f.input(100),
+            Arc::new(crashed.clone()),
+            RunOptions::new().run_id("nr"),
+        ),
+        &crashed,
+        "send_rejection",
+    );
+    expire_leases(&clock);
+    let paused = block_on(model_no.resume_journaled::<cr::Program>(
+        "nr",
+        Arc::new(Host::new()),
+        RunOptions::new(),
+    ))
+    .expect("resumes");
+    assert_eq!(paused.status, RunStatus::NeedsReconciliation);
+    let effect = nanovm_runtime::RunView::of_program::<cr::Program>(paused.trace.entries())
+        .to_reconcile()[0];
+    let sam = Actor::new("sam@ops", "the mail server's log shows it was sent");
+    let done = block_on(model_no.reconcile_as::<cr::Program>(
+        "nr",
+        effect,
+        Resolution::Done(json!({"sent": true})),
+        sam.clone(),
+        Arc::new(Host::new()),
+    ))
+    .expect("reconciles");
+    let by = done.trace.entries().iter().find_map(|e| match &e.event {
+        Event::Reconciled { by, .. } => Some(by.clone()),
+        _ => None,
+    });
+    assert_eq!(by, Some(Some(sam)));
+    replay::<cr::Program>(&done.trace).expect("replays");
+    // Everything is checkpointed; rewriting who did it afterwards is a rewrite like any other.
+    let report = f.audit(None);
+    assert!(report.ok(), "{:?}", report.findings);
+}
+
+#[test]
+fn a_cancellation_names_who_cancelled_and_why_and_replays() {
+    use nanovm_runtime::trace::Actor;
+    use nanovm_runtime::{CancelToken, replay};
+
+    let f = fixture();
+    let rt = f.signed();
+    let token = CancelToken::new();
+    token.cancel_by(Actor::new("lee@ops", "customer withdrew the request"));
+    let e = block_on(rt.run::<cr::Program>(
+        f.input(100),
+        Arc::new(Host::new()),
+        RunOptions::new().run_id("c1").cancel(token),
+    ))
+    .expect("runs");
+    assert_eq!(e.status, RunStatus::Cancelled);
+    assert_eq!(
+        e.message.as_deref(),
+        Some("cancelled by `lee@ops`: customer withdrew the request")
+    );
+    replay::<cr::Program>(&e.trace).expect("replays with the recorded actor");
+    // Any other closing message is not a cancellation this program could have recorded.
+    let events = e.trace.into_entries().into_iter().map(|x| match x.event {
+        Event::RunEnded { status, step, .. } => Event::RunEnded {
+            status,
+            step,
+            message: Some("something else".into()),
+        },
+        other => other,
+    });
+    assert!(replay::<cr::Program>(&rechain(events)).is_err());
+    let report = f.audit(None);
+    assert!(report.ok(), "{:?}", report.findings);
+}
+
+#[test]
+fn a_runs_checkpoint_is_proven_in_the_log_under_the_signed_head() {
+    let f = fixture();
+    f.three_runs();
+    let proof = block_on(evidence::prove_inclusion(&f.store, &f.key, "r2"))
+        .expect("reads")
+        .expect("r2 is under the head");
+    assert_eq!((proof.index, proof.head.head.size), (1, 3));
+    assert_eq!(proof.checkpoint.checkpoint.run_id, "r2");
+    assert!(proof.verifies(&f.key));
+    // Another leaf's position, a changed path, another key: no.
+    let mut moved = proof.clone();
+    moved.index = 0;
+    assert!(!moved.verifies(&f.key));
+    let mut bent = proof.clone();
+    bent.path[0][0] ^= 1;
+    assert!(!bent.verifies(&f.key));
+    assert!(!proof.verifies(&KeySigner::from_seed([9; 32]).public_key()));
+    assert!(
+        block_on(evidence::prove_inclusion(&f.store, &f.key, "nope"))
+            .expect("reads")
+            .is_none()
+    );
+}
