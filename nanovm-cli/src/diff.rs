@@ -2,12 +2,14 @@
 //!
 //! Both traces are verified first: comparing a tampered trace would report the tampering as a
 //! divergence of the run, which it is not. The comparison is
-//! [`nanovm_runtime::trace::diff`]'s (entry hashes, so equal hashes mean equal histories).
+//! [`nanovm_runtime::trace::diff`]'s (entry hashes, so equal hashes mean equal histories); the
+//! output names the first diverging entry and its kind, then only the fields that differ.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use nanovm_runtime::trace::{self, Entry, Trace};
+use serde_json::Value;
 
 use crate::error::{Error, Status};
 use crate::escape::{escape, escape_lines};
@@ -54,11 +56,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
         ),
         Some(d) => (
             format!(
-                "differ: first divergence at entry {} (line {})\n{}{}",
+                "differ: first divergence at entry {} (line {}): {}\n{}{}{}",
                 d.index,
                 d.index + 1,
-                side("---", &args.a, &a, d.left.as_ref()),
-                side("+++", &args.b, &b, d.right.as_ref()),
+                kinds(d.left.as_ref(), d.right.as_ref()),
+                header("---", &args.a, &a),
+                header("+++", &args.b, &b),
+                escape_lines(&changes(d.left.as_ref(), d.right.as_ref())),
             ),
             Status::Failed,
         ),
@@ -67,19 +71,98 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     Ok(status)
 }
 
-/// One side of a divergence: a header naming the trace, then the entry's event as pretty JSON.
-fn side(mark: &str, path: &Path, t: &Trace, entry: Option<&Entry>) -> String {
-    let body = match entry {
-        // Events that came out of a parsed trace always serialize again.
-        Some(e) => serde_json::to_string_pretty(&e.event)
-            .unwrap_or_else(|err| format!("(cannot show the event: {err})")),
-        None => "(trace ended)".to_string(),
-    };
+/// The kind of the diverging entry, or `left -> right` when the kinds differ.
+fn kinds(left: Option<&Entry>, right: Option<&Entry>) -> String {
+    let kind = |e: Option<&Entry>| e.map_or(ENDED, |e| e.event.kind());
+    let (l, r) = (kind(left), kind(right));
+    if l == r {
+        l.to_string()
+    } else {
+        format!("{l} -> {r}")
+    }
+}
+
+/// What a side shows when its trace has no entry at the divergence.
+const ENDED: &str = "(trace ended)";
+
+/// A header naming one trace.
+fn header(mark: &str, path: &Path, t: &Trace) -> String {
     format!(
-        "{mark} {} ({} entries, root {})\n{}\n",
+        "{mark} {} ({} entries, root {})\n",
         escape(&path.display().to_string()),
         t.len(),
         t.root().to_hex(),
-        escape_lines(&body)
     )
+}
+
+/// The fields that differ between the two diverging entries, one `path: left -> right` line
+/// each (values as compact JSON, `(absent)` for a field only one side has). When one trace has
+/// ended, the other side's whole event is the change.
+fn changes(left: Option<&Entry>, right: Option<&Entry>) -> String {
+    // Events that came out of a parsed trace always serialize again.
+    let json = |e: &Entry| serde_json::to_value(&e.event).unwrap_or(Value::Null);
+    let mut lines = Vec::new();
+    match (left, right) {
+        (Some(l), Some(r)) => walk(
+            &mut String::new(),
+            Some(&json(l)),
+            Some(&json(r)),
+            &mut lines,
+        ),
+        (l, r) => {
+            // The event's own field order (`type` first), not the sorted order of a `Value`.
+            let side = |e: Option<&Entry>| {
+                e.map_or(ENDED.to_string(), |e| {
+                    serde_json::to_string(&e.event).unwrap_or_else(|_| json(e).to_string())
+                })
+            };
+            lines.push(format!("{} -> {}", side(l), side(r)));
+        }
+    }
+    if lines.is_empty() {
+        // Same event, different entry hash: only possible if the entry's position or chain
+        // differs, which verification rules out for a first divergence; said rather than hidden.
+        lines.push("(the events are equal; the entry hashes differ)".to_string());
+    }
+    lines.join("\n") + "\n"
+}
+
+/// Collects `path: left -> right` for every leaf where `l` and `r` differ. Objects are walked by
+/// key (`a.b`), arrays by index (`a[2]`); anything else that differs is one change.
+fn walk(path: &mut String, l: Option<&Value>, r: Option<&Value>, lines: &mut Vec<String>) {
+    if l == r {
+        return;
+    }
+    match (l, r) {
+        (Some(Value::Object(lo)), Some(Value::Object(ro))) => {
+            let mut keys: Vec<&String> = lo.keys().collect();
+            keys.extend(ro.keys().filter(|k| !lo.contains_key(*k)));
+            for k in keys {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                walk(path, lo.get(k), ro.get(k), lines);
+                path.truncate(len);
+            }
+        }
+        (Some(Value::Array(la)), Some(Value::Array(ra))) => {
+            for i in 0..la.len().max(ra.len()) {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                walk(path, la.get(i), ra.get(i), lines);
+                path.truncate(len);
+            }
+        }
+        _ => {
+            let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), Value::to_string);
+            let at = if path.is_empty() {
+                "(event)"
+            } else {
+                path.as_str()
+            };
+            lines.push(format!("{at}: {} -> {}", show(l), show(r)));
+        }
+    }
 }

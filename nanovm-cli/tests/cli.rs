@@ -984,7 +984,7 @@ fn diff_shows_first_divergence() {
     let run = nanovm(["diff", s(&a), s(&b)]).expect(1);
     let out = &run.stdout;
     assert!(
-        out.starts_with("differ: first divergence at entry 1 (line 2)\n"),
+        out.starts_with("differ: first divergence at entry 1 (line 2): tool_result\n"),
         "{out}"
     );
     let minus = out
@@ -994,14 +994,54 @@ fn diff_shows_first_divergence() {
         .find(&format!("+++ {} (3 entries, root ", b.display()))
         .expect(out);
     assert!(minus < plus);
+    // Only the field that differs, with its path: never the two whole events.
+    let changed: Vec<&str> = out.lines().filter(|l| l.contains(" -> ")).collect();
+    assert_eq!(changed.len(), 1, "{out}");
     assert!(
-        out[minus..plus].contains("\"status\": \"refunded\""),
+        changed[0].ends_with(".status: \"refunded\" -> \"denied\""),
         "{out}"
     );
-    assert!(out[plus..].contains("\"status\": \"denied\""), "{out}");
+    assert!(changed[0].starts_with("result."), "{out}");
+    assert!(!out.contains("issue_refund"), "equal fields shown: {out}");
+    assert!(!out.contains("\"type\""), "whole events shown: {out}");
+
+    // Different kinds: the kinds, then the fields that differ.
+    let mut t = Trace::new();
+    let mut enc = Encoder::new();
+    t.push(sample_trace("x").entries()[0].event.clone(), &mut enc);
+    t.push(
+        Event::RunEnded {
+            status: RunStatus::Failed,
+            step: Some("refund".into()),
+            message: None,
+        },
+        &mut enc,
+    );
+    let e = write(&dir, "ended.jsonl", t.to_jsonl());
+    let run = nanovm(["diff", s(&a), s(&e)]).expect(1);
+    let out = &run.stdout;
     assert!(
-        out.contains("\"type\": \"tool_result\""),
-        "pretty event JSON: {out}"
+        out.starts_with("differ: first divergence at entry 1 (line 2): tool_result -> run_ended\n"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l == "type: \"tool_result\" -> \"run_ended\""),
+        "{out}"
+    );
+    assert!(
+        !out.lines().any(|l| l.starts_with("step:")),
+        "the step is equal on both sides, so it is not shown: {out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("tool: \"issue_refund\" -> (absent)")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("status: (absent) -> \"failed\"")),
+        "{out}"
     );
 
     // One trace a prefix of the other: the shorter one has ended.
@@ -1011,15 +1051,18 @@ fn diff_shows_first_divergence() {
     let run = nanovm(["diff", s(&c), s(&a)]).expect(1);
     let out = &run.stdout;
     assert!(
-        out.starts_with("differ: first divergence at entry 2 (line 3)\n"),
+        out.starts_with(
+            "differ: first divergence at entry 2 (line 3): (trace ended) -> run_ended\n"
+        ),
         "{out}"
     );
     let plus = out.find("+++").unwrap();
+    assert!(out[..plus].contains("(2 entries, root "), "{out}");
     assert!(
-        out[..plus].contains("(2 entries, root ") && out[..plus].contains("(trace ended)"),
+        out.lines()
+            .any(|l| l.starts_with("(trace ended) -> {\"type\":\"run_ended\"")),
         "{out}"
     );
-    assert!(out[plus..].contains("\"type\": \"run_ended\""), "{out}");
 }
 
 #[test]
