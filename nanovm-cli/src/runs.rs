@@ -1,8 +1,10 @@
 //! `nanovm runs --db PATH [--status S] [--program P]`: the runs of a store, one per line.
 //!
 //! Columns: run id, program, status, entries, where it is (the end step; for a suspended run
-//! the await step and the event it waits for), and when the store last changed it (UTC).
-//! Oldest first, as the store orders them.
+//! the await step, the event it waits for and until when; for a leased run, the worker and
+//! when its lease expires), and when the store last changed it. Every instant is shown as
+//! RFC 3339 UTC (`2026-12-07T18:30:00Z`), never as epoch milliseconds. Oldest first, as the
+//! store orders them.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -56,15 +58,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
             .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))
     })??;
     let rows: Vec<[String; 6]> = records.iter().map(row).collect();
-    let header = [
-        "RUN ID",
-        "PROGRAM",
-        "STATUS",
-        "ENTRIES",
-        "AT",
-        "UPDATED (UTC)",
-    ]
-    .map(String::from);
+    let header = ["RUN ID", "PROGRAM", "STATUS", "ENTRIES", "AT", "UPDATED"].map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
@@ -114,13 +108,20 @@ fn cell(text: &str) -> String {
 }
 
 fn row(r: &RunRecord) -> [String; 6] {
-    let at = match (&r.end_step, &r.waiting_for) {
-        (Some(step), Some(event)) if r.status == RunStatus::Suspended => {
-            format!("{step} (waiting for {event})")
-        }
+    let mut at = match (&r.end_step, &r.waiting_for) {
+        (Some(step), Some(event)) if r.status == RunStatus::Suspended => match r.deadline_ms {
+            Some(deadline) => format!("{step} (waiting for {event} until {})", utc(deadline)),
+            None => format!("{step} (waiting for {event})"),
+        },
         (Some(step), _) => step.clone(),
         (None, _) => "-".into(),
     };
+    // A lease matters while the run can still move: who holds it and until when.
+    if matches!(r.status, RunStatus::Running | RunStatus::Suspended)
+        && let (Some(owner), Some(expires)) = (&r.lease_owner, r.lease_expires_ms)
+    {
+        at.push_str(&format!(" (lease {owner} until {})", utc(expires)));
+    }
     [
         cell(&r.run_id),
         cell(&r.program),
@@ -131,7 +132,8 @@ fn row(r: &RunRecord) -> [String; 6] {
     ]
 }
 
-/// `YYYY-MM-DD HH:MM:SS` for milliseconds since the Unix epoch (UTC, proleptic Gregorian).
+/// RFC 3339 UTC, `YYYY-MM-DDTHH:MM:SSZ`, for milliseconds since the Unix epoch (proleptic
+/// Gregorian; the milliseconds are dropped).
 pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
@@ -147,7 +149,7 @@ pub fn utc(ms: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -170,9 +172,10 @@ mod tests {
 
     #[test]
     fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_700_000_000_123), "2023-11-14 22:13:20");
-        assert_eq!(utc(4_102_444_799_000), "2099-12-31 23:59:59");
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_700_000_000_123), "2023-11-14T22:13:20Z");
+        assert_eq!(utc(4_102_444_799_000), "2099-12-31T23:59:59Z");
+        assert_eq!(utc(1_796_667_000_000), "2026-12-07T18:10:00Z");
     }
 }

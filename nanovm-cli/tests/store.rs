@@ -146,9 +146,7 @@ fn runs_lists_every_run_with_status_and_where_it_is() {
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(
         header,
-        [
-            "RUN", "ID", "PROGRAM", "STATUS", "ENTRIES", "AT", "UPDATED", "(UTC)"
-        ]
+        ["RUN", "ID", "PROGRAM", "STATUS", "ENTRIES", "AT", "UPDATED"]
     );
     let cells = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
     // Oldest first: the order they were stored in.
@@ -156,8 +154,9 @@ fn runs_lists_every_run_with_status_and_where_it_is() {
         cells(1)[..5],
         ["r-ok", "customer_refund", "success", "3", "refunded"]
     );
+    // The timeout deadline as an RFC 3339 UTC instant, not epoch milliseconds.
     assert_eq!(
-        cells(2)[..8],
+        cells(2)[..10],
         [
             "r-wait",
             "customer_refund",
@@ -166,9 +165,12 @@ fn runs_lists_every_run_with_status_and_where_it_is() {
             "manual_review",
             "(waiting",
             "for",
-            "approval)"
+            "approval",
+            "until",
+            "2023-11-15T22:13:20Z)"
         ]
     );
+    assert!(!run.stdout.contains("1700086400000"), "{}", run.stdout);
     assert_eq!(
         cells(3)[..5],
         [
@@ -183,11 +185,39 @@ fn runs_lists_every_run_with_status_and_where_it_is() {
         cells(4)[..5],
         ["o-1", "order_pipeline", "running", "2", "-"]
     );
-    // The update time is a UTC timestamp.
+    // The update time is an RFC 3339 UTC timestamp.
     let ts: Vec<&str> = cells(1)[5..].to_vec();
-    assert_eq!(ts.len(), 2, "{ts:?}");
-    assert_eq!(ts[0].len(), "2026-01-01".len());
-    assert_eq!(ts[1].len(), "00:00:00".len());
+    assert_eq!(ts.len(), 1, "{ts:?}");
+    assert_eq!(ts[0].len(), "2026-12-07T18:30:00Z".len(), "{ts:?}");
+    assert_eq!(ts[0].as_bytes()[10], b'T', "{ts:?}");
+    assert!(ts[0].ends_with('Z'), "{ts:?}");
+}
+
+#[test]
+fn runs_shows_a_lease_expiry_as_an_instant() {
+    let dir = scratch("lease");
+    let (db, _) = database(&dir);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store
+                .claim_run("o-1", "w-7", 1_700_000_000_000, 60_000)
+                .await
+                .unwrap()
+                .expect("the run is free");
+        });
+    let run = nanovm(&["runs", "--db", s(&db), "--program", "order_pipeline"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let row = run.stdout.lines().nth(1).unwrap();
+    assert!(
+        row.contains("(lease w-7 until 2023-11-14T22:14:20Z)"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("1700000060000"), "{}", run.stdout);
 }
 
 #[test]
