@@ -1,6 +1,7 @@
 //! `nanovm runs --db PATH [--status S] [--program P]`: the runs of a store, one per line.
 //!
-//! Columns: run id, program, status, entries, where it is (the end step; for a suspended run
+//! Columns: run id, program, status, entries, where it is (the end step; for a running run the
+//! step it works in or moves to, read from its entries by [`RunView`]; for a suspended run
 //! the await step, the event it waits for and until when; for a leased run, the worker and
 //! when its lease expires), and when the store last changed it. Every instant is shown as
 //! RFC 3339 UTC (`2026-12-07T18:30:00Z`), never as epoch milliseconds. Oldest first, as the
@@ -9,6 +10,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use nanovm_runtime::RunView;
 use nanovm_runtime::store::{JournalStore, RunQuery, RunRecord};
 use nanovm_runtime::trace::RunStatus;
 
@@ -50,14 +52,31 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     if let Some(s) = args.status {
         query = query.status(s);
     }
-    let records = db::block_on(async {
+    let (records, at) = db::block_on(async {
         let store = db::open(&args.db).await?;
-        store
+        let records = store
             .runs(&query)
             .await
-            .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))
+            .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))?;
+        // A running run's record keeps no step: read where it is from its entries, with the
+        // runtime's own reading of them.
+        let mut at = Vec::with_capacity(records.len());
+        for r in &records {
+            at.push(if r.status == RunStatus::Running {
+                Some(match store.load(&r.run_id).await {
+                    Ok(Some(entries)) => RunView::of(&entries)
+                        .at()
+                        .map_or_else(|| "(starting)".to_string(), str::to_string),
+                    Ok(None) => "-".to_string(),
+                    Err(_) => "(unreadable: see nanovm trace)".to_string(),
+                })
+            } else {
+                None
+            });
+        }
+        Ok::<_, Error>((records, at))
     })??;
-    let rows: Vec<[String; 6]> = records.iter().map(row).collect();
+    let rows: Vec<[String; 6]> = records.iter().zip(at).map(|(r, at)| row(r, at)).collect();
     let header = ["RUN ID", "PROGRAM", "STATUS", "ENTRIES", "AT", "UPDATED"].map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
     for r in &rows {
@@ -107,15 +126,16 @@ fn cell(text: &str) -> String {
     }
 }
 
-fn row(r: &RunRecord) -> [String; 6] {
-    let mut at = match (&r.end_step, &r.waiting_for) {
+/// One table row; `running_at` is where a running run is (read from its entries).
+fn row(r: &RunRecord, running_at: Option<String>) -> [String; 6] {
+    let mut at = running_at.unwrap_or_else(|| match (&r.end_step, &r.waiting_for) {
         (Some(step), Some(event)) if r.status == RunStatus::Suspended => match r.deadline_ms {
             Some(deadline) => format!("{step} (waiting for {event} until {})", utc(deadline)),
             None => format!("{step} (waiting for {event})"),
         },
         (Some(step), _) => step.clone(),
         (None, _) => "-".into(),
-    };
+    });
     // A lease matters while the run can still move: who holds it and until when.
     if matches!(r.status, RunStatus::Running | RunStatus::Suspended)
         && let (Some(owner), Some(expires)) = (&r.lease_owner, r.lease_expires_ms)

@@ -181,9 +181,10 @@ fn runs_lists_every_run_with_status_and_where_it_is() {
             "reject"
         ]
     );
+    // A running run shows the step it is at: `lookup` chose `next`, so the run is there.
     assert_eq!(
         cells(4)[..5],
-        ["o-1", "order_pipeline", "running", "2", "-"]
+        ["o-1", "order_pipeline", "running", "2", "next"]
     );
     // The update time is an RFC 3339 UTC timestamp.
     let ts: Vec<&str> = cells(1)[5..].to_vec();
@@ -218,6 +219,57 @@ fn runs_shows_a_lease_expiry_as_an_instant() {
         run.stdout
     );
     assert!(!run.stdout.contains("1700000060000"), "{}", run.stdout);
+}
+
+#[test]
+fn runs_shows_where_a_running_run_is() {
+    let dir = scratch("running");
+    let path = dir.join("running.db");
+    let started = trace("r-new", "customer_refund", "unused", None).entries()[..1].to_vec();
+    let mut paying = Trace::new();
+    let mut enc = Encoder::new();
+    let first = trace("r-pay", "customer_refund", "unused", None).entries()[0]
+        .event
+        .clone();
+    paying.push(first, &mut enc);
+    paying.push(
+        Event::ToolIntent {
+            step: "pay".into(),
+            branch: None,
+            attempt: 1,
+            tool: "issue_refund".into(),
+            effect_id: Digest::of(b"effect"),
+            args: vec![],
+        },
+        &mut enc,
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&path).await.unwrap();
+            store.append("r-new", &started, None).await.unwrap();
+            store.append("r-pay", paying.entries(), None).await.unwrap();
+        });
+    let run = nanovm(&["runs", "--db", s(&path)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let rows: Vec<Vec<&str>> = run
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // Started, no step taken yet: said so, not `-`.
+    assert_eq!(
+        rows[0][..5],
+        ["r-new", "customer_refund", "running", "1", "(starting)"]
+    );
+    // An effect in flight: the step calling it.
+    assert_eq!(
+        rows[1][..5],
+        ["r-pay", "customer_refund", "running", "2", "pay"]
+    );
 }
 
 #[test]

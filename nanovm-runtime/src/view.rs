@@ -47,6 +47,8 @@ pub struct RunView {
     tools: Option<&'static [ToolInfo]>,
     /// Every model answer, in order.
     answers: Vec<ModelAnswer>,
+    /// The step the run is at ([`RunView::at`]).
+    at: Option<String>,
 }
 
 /// One model answer of a run, as recorded: what was answered, how sure the model was, and
@@ -117,6 +119,7 @@ impl RunView {
             entries: 0,
             tools: None,
             answers: Vec::new(),
+            at: None,
         }
     }
 
@@ -153,6 +156,7 @@ impl RunView {
     pub fn apply(&mut self, event: &Event) {
         self.entries += 1;
         self.apply_status(event);
+        self.apply_at(event);
         match event {
             Event::RunStarted { inputs, .. } => self.note_secrets(inputs),
             Event::Model {
@@ -372,6 +376,49 @@ impl RunView {
         self.step.as_deref()
     }
 
+    /// The step the run is at, whatever its status: for a running run the step it is working
+    /// in (a model or tool call recorded there, an effect in flight) or the successor the last
+    /// completed step chose; for a suspended or ended run its step ([`RunView::step`]). Inside
+    /// a parallel step, the parallel step. `None` before the first step is recorded (a run that
+    /// has only started) and for a view continued from a store's record.
+    pub fn at(&self) -> Option<&str> {
+        self.at.as_deref()
+    }
+
+    /// Moves [`RunView::at`] along `event`.
+    fn apply_at(&mut self, event: &Event) {
+        let at = match event {
+            Event::RunStarted { .. } => {
+                self.at = None;
+                return;
+            }
+            // Inside a parallel step the run is at that step until it joins, whatever a branch
+            // chose.
+            Event::Model {
+                step, branch, next, ..
+            }
+            | Event::ToolResult {
+                step, branch, next, ..
+            } => match (branch, next) {
+                (None, Some(next)) => next,
+                _ => step,
+            },
+            Event::Joined { step, next, .. } => next.as_ref().unwrap_or(step),
+            Event::Decision { next, .. }
+            | Event::Delivered { next, .. }
+            | Event::TimedOut { next, .. } => next,
+            Event::ToolIntent { step, .. }
+            | Event::Suspended { step, .. }
+            | Event::BudgetExceeded { step, .. }
+            | Event::Reconciled { step, .. } => step,
+            Event::RunEnded {
+                step: Some(step), ..
+            } => step,
+            _ => return,
+        };
+        self.at = Some(at.to_string());
+    }
+
     /// The message it ended with, if any.
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
@@ -449,6 +496,55 @@ pub fn payload_fingerprint(payload: &Json) -> Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `at` follows the run through its steps: where it is working, the successor it chose,
+    /// where it waits, where it ended; nothing before its first step.
+    #[test]
+    fn at_is_the_step_the_run_is_at() {
+        let mut v = RunView::new();
+        v.apply(&Event::RunStarted {
+            run_id: "r".into(),
+            program: "p".into(),
+            program_hash: Digest([0; 32]),
+            inputs: vec![],
+        });
+        assert_eq!(v.at(), None);
+        v.apply(&Event::ToolIntent {
+            step: "pay".into(),
+            branch: None,
+            attempt: 1,
+            tool: "issue_refund".into(),
+            effect_id: Digest([1; 32]),
+            args: vec![],
+        });
+        assert_eq!(v.at(), Some("pay"));
+        v.apply(&Event::Decision {
+            step: "route".into(),
+            arm: None,
+            next: "review".into(),
+        });
+        assert_eq!(v.at(), Some("review"));
+        v.apply(&Event::Suspended {
+            step: "review".into(),
+            event: "approval".into(),
+            deadline_ms: None,
+        });
+        assert_eq!(v.at(), Some("review"));
+        v.apply(&Event::TimedOut {
+            step: "review".into(),
+            next: "reject".into(),
+        });
+        assert_eq!(
+            (v.status(), v.step(), v.at()),
+            (RunStatus::Running, None, Some("reject"))
+        );
+        v.apply(&Event::RunEnded {
+            status: RunStatus::Success,
+            step: Some("done".into()),
+            message: None,
+        });
+        assert_eq!(v.at(), Some("done"));
+    }
 
     /// Ported from the stores' `Progress`: the record follows the lifecycle.
     #[test]
