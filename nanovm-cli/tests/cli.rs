@@ -581,11 +581,71 @@ fn graph_program_selection() {
 }
 
 #[test]
-fn graph_of_a_broken_program_exits_1_with_diagnostics() {
+fn graph_of_a_broken_program_draws_it_with_the_errors_marked() {
     let file = fixture("broken/unguarded_effect.nvm");
     let run = nanovm(["graph", s(&file)]).expect(1);
-    assert!(run.stdout.is_empty());
     assert!(run.stderr.contains("error[E0106]"), "{}", run.stderr);
+    let out = &run.stdout;
+    assert!(out.starts_with("flowchart TD\n"), "{out}");
+    // The call the error is about carries the code and is styled red.
+    let charge = out.lines().find(|l| l.contains("charge<br/>")).expect(out);
+    assert!(charge.contains("E0106"), "{out}");
+    let id = charge
+        .trim()
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap();
+    assert!(out.contains("classDef error "), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim().starts_with("class ")
+            && l.trim().ends_with(" error")
+            && l.contains(id)),
+        "{out}"
+    );
+    // Steps without errors are drawn plainly.
+    let stop = out.lines().find(|l| l.contains("stop<br/>")).expect(out);
+    assert!(!stop.contains('E'), "{out}");
+
+    let run = nanovm(["graph", "--format", "dot", s(&file)]).expect(1);
+    assert!(run.stderr.contains("error[E0106]"), "{}", run.stderr);
+    let charge = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("label=\"charge\\n"))
+        .expect(&run.stdout);
+    assert!(
+        charge.contains("E0106") && charge.contains("#dc2626"),
+        "{}",
+        run.stdout
+    );
+
+    // A target that names no step: drawn as a missing node with the code, the edge red.
+    let file = fixture("broken/typo_target.nvm");
+    let run = nanovm(["graph", "--format", "dot", s(&file)]).expect(1);
+    assert!(run.stderr.contains("error[E0102]"), "{}", run.stderr);
+    let missing = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("reviw") && l.contains("label="))
+        .expect(&run.stdout);
+    assert!(
+        missing.contains("E0102") && missing.contains("#dc2626"),
+        "{}",
+        run.stdout
+    );
+    let review = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("label=\"review\\n"))
+        .expect(&run.stdout);
+    assert!(review.contains("E0103"), "{}", run.stdout);
+
+    // Cannot even be parsed: diagnostics only, nothing drawn.
+    let dir = scratch("graph_unparsable");
+    let bad = write(&dir, "bad.nvm", "program broken {\n    llm ask {\n");
+    let run = nanovm(["graph", s(&bad)]).expect(1);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(run.stderr.contains("error["), "{}", run.stderr);
 
     let dir = scratch("graph_missing");
     nanovm(["graph", s(&dir.join("nope.nvm"))]).expect(2);
@@ -602,11 +662,16 @@ fn dot_output_is_accepted_by_graphviz() {
         _ => peer_missing("graphviz", "apt-get install -y graphviz"),
     }
     let dir = scratch("dot_peer");
-    for file in good_programs() {
+    // Good programs (exit 0) and the sketches of broken ones, errors marked (exit 1).
+    let programs = good_programs()
+        .into_iter()
+        .map(|f| (f, 0))
+        .chain(broken_programs().into_iter().map(|f| (f, 1)));
+    for (file, code) in programs {
         let name = stem(&file);
         let dot = dir.join(format!("{name}.dot"));
         let svg = dir.join(format!("{name}.svg"));
-        nanovm(["graph", s(&file), "--format", "dot", "-o", s(&dot)]).expect(0);
+        nanovm(["graph", s(&file), "--format", "dot", "-o", s(&dot)]).expect(code);
         let out = Command::new("dot")
             .arg("-Tsvg")
             .arg(&dot)
@@ -661,6 +726,12 @@ fn mermaid_output_is_accepted_by_mermaid() {
     for file in good_programs() {
         let out = dir.join(format!("{}.mmd", stem(&file)));
         nanovm(["graph", s(&file), "-o", s(&out)]).expect(0);
+        files.push(out);
+    }
+    // The sketches of broken programs, errors marked, are Mermaid too.
+    for file in broken_programs() {
+        let out = dir.join(format!("broken-{}.mmd", stem(&file)));
+        nanovm(["graph", s(&file), "-o", s(&out)]).expect(1);
         files.push(out);
     }
     let out = Command::new("node")
