@@ -24,6 +24,19 @@
 //! It prints each recorded event, the final status and the trace's root hash, and writes the
 //! trace as JSON Lines (check it with `nanovm verify FILE`).
 //!
+//! The exit status says how the run ended, so a script can tell (see [`exit_code`]):
+//!
+//! | code | outcome |
+//! |---|---|
+//! | 0 | `success`, or `suspended` (the run waits for an event, e.g. `--answer maybe`) |
+//! | 1 | an error: the run could not be run (store, vault, trace file) |
+//! | 2 | a usage mistake |
+//! | 3 | `failed` (the refund tool failed, no reviewer answered) |
+//! | 4 | `needs_reconciliation`: an operator must reconcile an effect |
+//! | 5 | `budget_exceeded` |
+//! | 6 | `stalled` (the stalled-steps budget) |
+//! | 7 | `cancelled` |
+//!
 //! With `--db`, the run is journaled in a SQLite file (and the email lives in the SQLite vault
 //! in the same file), so it survives the process. Starting a run id the store holds is a
 //! duplicate start: a run a crash left mid-way is continued (the recorded prefix is replayed
@@ -180,7 +193,9 @@ const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out
      With --db and --run-id, the same command starts the run or continues it after a crash.\n\
      With --model, a real OpenAI-compatible server answers the `analyze` step instead of --answer.\n\
      With --signing-key (an Ed25519 key: hex seed or PKCS#8), every execution end is checkpointed\n\
-     and signed into the store's evidence log, for `nanovm audit`.";
+     and signed into the store's evidence log, for `nanovm audit`.\n\
+     Exit status: 0 success or suspended (waits for an event), 1 error, 2 usage, 3 failed,\n\
+     4 needs_reconciliation, 5 budget_exceeded, 6 stalled, 7 cancelled.";
 
 /// The request the example files unless `--request` says otherwise.
 const DEFAULT_REQUEST: &str = "My parcel arrived broken. Please refund it.";
@@ -351,6 +366,24 @@ async fn main() {
             std::process::exit(1);
         }
         println!("trace:   {path} ({} entries)", execution.trace.len());
+    }
+    std::process::exit(exit_code(execution.status));
+}
+
+/// The exit status for how a run ended (the table in the module docs): 0 when nobody needs to
+/// act (it succeeded, or waits for an event), a distinct code for each outcome that needs
+/// someone. 1 and 2 stay the error and usage codes.
+fn exit_code(status: RunStatus) -> i32 {
+    match status {
+        RunStatus::Success | RunStatus::Suspended => 0,
+        RunStatus::Failed => 3,
+        RunStatus::NeedsReconciliation => 4,
+        RunStatus::BudgetExceeded => 5,
+        RunStatus::Stalled => 6,
+        RunStatus::Cancelled => 7,
+        // `running` is never how a returned execution ends; a status added later is not a
+        // success until this example says so.
+        _ => 1,
     }
 }
 

@@ -1,12 +1,20 @@
 //! What the tests that drive the example as real OS processes share (`tests/kill.rs`,
-//! `tests/concurrent_start.rs`).
+//! `tests/concurrent_start.rs`, `tests/example_exit.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// SplitMix64: a seeded generator, so a schedule is the same on every run.
+#[allow(
+    dead_code,
+    reason = "not every test that shares this module draws a schedule"
+)]
 pub struct Rng(pub u64);
 
+#[allow(
+    dead_code,
+    reason = "not every test that shares this module draws a schedule"
+)]
 impl Rng {
     pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
