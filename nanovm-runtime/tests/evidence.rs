@@ -816,3 +816,33 @@ fn a_checkpoint_reads_only_the_leaves_it_has_not_seen() {
     assert!(report.ok(), "{:?}", report.findings);
     assert_eq!(report.head.expect("a head").head.size, runs + 1);
 }
+
+#[test]
+fn two_runtimes_on_one_store_each_read_the_others_leaves_and_sign_the_true_root() {
+    let f = fixture();
+    let (a, b) = (f.signed(), f.signed());
+    for i in 0..7 {
+        let rt = if i % 3 == 0 { &b } else { &a };
+        f.run(rt, 100, &format!("m{i}"));
+        let report = f.audit(None);
+        assert!(report.ok(), "after run {i}: {:?}", report.findings);
+        assert_eq!(report.head.expect("a head").head.size, i + 1);
+    }
+}
+
+#[test]
+fn a_log_replaced_under_a_running_runtime_is_read_again() {
+    let f = fixture();
+    let rt = f.three_runs();
+    // The log loses its last leaf under the runtime (a restored backup): the next head is
+    // still the root of the log as it is, not of what the runtime saw before.
+    f.sql("DELETE FROM nanovm_log WHERE idx = 2; DELETE FROM nanovm_heads;");
+    f.run(&rt, 100, "after");
+    let c = rusqlite::Connection::open(&f.path).expect("opens the file");
+    let size: i64 = c
+        .query_row("SELECT COUNT(*) FROM nanovm_log", [], |r| r.get(0))
+        .expect("counts");
+    let report = f.audit(None);
+    let head = report.head.expect("a head over the whole log");
+    assert_eq!(head.head.size, size as u64);
+}
