@@ -659,6 +659,11 @@ fn a_runs_checkpoint_is_proven_in_the_log_under_the_signed_head() {
     bent.path[0][0] ^= 1;
     assert!(!bent.verifies(&f.key));
     assert!(!proof.verifies(&KeySigner::from_seed([9; 32]).public_key()));
+    // Its JSON form round-trips, and is refused when it is not one.
+    let back = evidence::InclusionProof::from_json(&proof.to_json()).expect("parses");
+    assert_eq!(back, proof);
+    assert!(back.verifies(&f.key));
+    assert!(evidence::InclusionProof::from_json(r#"{"index": 1}"#).is_err());
     assert!(
         block_on(evidence::prove_inclusion(&f.store, &f.key, "nope"))
             .expect("reads")
@@ -845,4 +850,37 @@ fn a_log_replaced_under_a_running_runtime_is_read_again() {
     let report = f.audit(None);
     let head = report.head.expect("a head over the whole log");
     assert_eq!(head.head.size, size as u64);
+}
+
+/// The cost of signing per run with `NANOVM_SIGN_RUNS` runs already in the store (1,000 by
+/// default): `cargo test --release -p nanovm-runtime --test evidence signing_cost -- --ignored
+/// --nocapture`. The numbers are in docs/compliance.md.
+#[test]
+#[ignore = "a measurement: run in release with --nocapture"]
+fn signing_cost_per_run() {
+    let n: usize = std::env::var("NANOVM_SIGN_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let sample = 200;
+    for signed in [false, true] {
+        let f = fixture();
+        let rt = runtime(
+            &f.store,
+            &f.vault,
+            signed.then(|| KeySigner::from_seed(SEED)),
+        );
+        for i in 0..n {
+            f.run(&rt, 100, &format!("fill{i}"));
+        }
+        let t = std::time::Instant::now();
+        for i in 0..sample {
+            f.run(&rt, 100, &format!("timed{i}"));
+        }
+        let per = t.elapsed().as_secs_f64() * 1000.0 / sample as f64;
+        println!(
+            "{}: {per:.2} ms per run with {n} runs in the store",
+            if signed { "signed" } else { "unsigned" }
+        );
+    }
 }
