@@ -485,6 +485,56 @@ impl InclusionProof {
                 &self.head.root_hash(),
             )
     }
+    /// The JSON form an auditor checks offline: `{"checkpoint": {..}, "index": N, "head":
+    /// {..}, "path": ["hex", ..]}`, the checkpoint and the head as their own `to_json`.
+    pub fn to_json(&self) -> String {
+        let parse = |t: String| serde_json::from_str::<serde_json::Value>(&t).unwrap_or_default();
+        serde_json::json!({
+            "checkpoint": parse(self.checkpoint.to_json()),
+            "index": self.index,
+            "head": parse(self.head.to_json()),
+            "path": self.path.iter().map(|h| signer::hex(h)).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    /// Parses the JSON form (it says nothing of whether the proof verifies:
+    /// [`InclusionProof::verifies`]).
+    pub fn from_json(text: &str) -> Result<InclusionProof, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let part = |k: &str| {
+            v.get(k)
+                .filter(|p| p.is_object())
+                .map(serde_json::Value::to_string)
+                .ok_or_else(|| format!("`{k}` is missing or not an object"))
+        };
+        let checkpoint = SignedCheckpoint::from_json(&part("checkpoint")?)
+            .map_err(|e| format!("`checkpoint`: {e}"))?;
+        let head = SignedTreeHead::from_json(&part("head")?).map_err(|e| format!("`head`: {e}"))?;
+        let index = v
+            .get("index")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or("`index` is missing or not a number")?;
+        let path = v
+            .get("path")
+            .and_then(serde_json::Value::as_array)
+            .ok_or("`path` is missing or not an array")?
+            .iter()
+            .map(|h| {
+                h.as_str()
+                    .and_then(signer::unhex)
+                    .and_then(|b| merkle::Hash::try_from(b).ok())
+                    .ok_or_else(|| format!("`path`: {h} is not a 32-byte hex hash"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(InclusionProof {
+            checkpoint,
+            index,
+            head,
+            path,
+        })
+    }
 }
 
 /// The inclusion proof of run `run_id`'s latest checkpoint signed by `key`, under the store's
