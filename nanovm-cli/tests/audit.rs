@@ -431,7 +431,8 @@ fn a_runs_inclusion_proof_is_printed_and_checked_offline_and_a_tampered_one_fail
         fs::write(&p, v.to_string()).unwrap();
         p
     };
-    let cases: [(&str, &dyn Fn(&mut serde_json::Value), &str); 4] = [
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 4] = [
         (
             "moved",
             &|v| v["index"] = 0.into(),
