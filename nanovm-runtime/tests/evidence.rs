@@ -884,3 +884,22 @@ fn signing_cost_per_run() {
         );
     }
 }
+
+#[test]
+fn concurrent_runs_of_one_runtime_share_its_frontier_and_sign_the_true_root() {
+    let f = fixture();
+    let rt = f.signed();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (rt, f) = (rt.clone(), &f);
+            s.spawn(move || {
+                for i in 0..5 {
+                    f.run(&rt, 100, &format!("t{t}-{i}"));
+                }
+            });
+        }
+    });
+    let report = f.audit(None);
+    assert!(report.ok(), "{:?}", report.findings);
+    assert_eq!(report.head.expect("a head").head.size, 20);
+}
