@@ -390,3 +390,97 @@ fn a_database_from_before_the_log_says_so() {
         r.stderr
     );
 }
+
+#[test]
+fn a_runs_inclusion_proof_is_printed_and_checked_offline_and_a_tampered_one_fails() {
+    let dir = scratch("prove");
+    let (db, key) = database(&dir, &["r1", "r2", "r3"]);
+    let r = nanovm(&["audit", "--db", s(&db), "--key", s(&key), "--prove", "r2"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let proof: serde_json::Value = serde_json::from_str(r.stdout.trim()).expect("one JSON proof");
+    assert_eq!(proof["index"], 1);
+    assert_eq!(proof["checkpoint"]["run_id"], "r2");
+    assert_eq!(proof["head"]["size"], 3);
+    assert_eq!(proof["path"].as_array().map(Vec::len), Some(2));
+
+    // Offline: no store at all.
+    let file = dir.join("proof.json");
+    fs::write(&file, &r.stdout).unwrap();
+    fs::remove_file(&db).unwrap();
+    let check = |p: &Path, k: &str| nanovm(&["audit", "--verify-proof", s(p), "--key", k]);
+    let r = check(&file, s(&key));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.starts_with("ok: run `r2` (2 entries, root "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains("is leaf 1 of the log under the head of 3 leaves"),
+        "{}",
+        r.stdout
+    );
+
+    // Tampered: another index, a bent path, a checkpoint claiming more entries, a head
+    // over another size, another key, not a proof at all. Each exits 1 and says why.
+    let tamper = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = proof.clone();
+        edit(&mut v);
+        let p = dir.join(format!("{name}.json"));
+        fs::write(&p, v.to_string()).unwrap();
+        p
+    };
+    type Edit<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(&str, Edit, &str); 4] = [
+        (
+            "moved",
+            &|v| v["index"] = 0.into(),
+            "the audit path does not lead",
+        ),
+        (
+            "bent",
+            &|v| {
+                let h = v["path"][0].as_str().unwrap().to_string();
+                let flipped = if h.starts_with('0') { "1" } else { "0" };
+                v["path"][0] = format!("{flipped}{}", &h[1..]).into();
+            },
+            "the audit path does not lead",
+        ),
+        (
+            "more",
+            &|v| v["checkpoint"]["entries"] = 3.into(),
+            "the checkpoint is not signed by this key",
+        ),
+        (
+            "resized",
+            &|v| v["head"]["size"] = 4.into(),
+            "the tree head is not signed by this key",
+        ),
+    ];
+    for (name, edit, why) in cases {
+        let r = check(&tamper(name, edit), s(&key));
+        assert_eq!(r.code, 1, "{name}: {}", r.stdout);
+        assert!(r.stdout.contains(why), "{name}: {}", r.stdout);
+    }
+    let other = KeySigner::from_seed([7; 32]).public_key().to_string();
+    let r = check(&file, &other);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("not signed by this key"), "{}", r.stdout);
+    let garbage = dir.join("garbage.json");
+    fs::write(&garbage, "{\"index\": 1}").unwrap();
+    let r = check(&garbage, s(&key));
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.starts_with("proof invalid: "), "{}", r.stdout);
+}
+
+#[test]
+fn a_run_without_a_checkpoint_has_no_proof() {
+    let dir = scratch("no-proof");
+    let (db, key) = database(&dir, &["r1"]);
+    let r = nanovm(&["audit", "--db", s(&db), "--key", s(&key), "--prove", "nope"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.starts_with("no proof: run `nope`"), "{}", r.stdout);
+    let r = nanovm(&["audit", "--key", s(&key)]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+}

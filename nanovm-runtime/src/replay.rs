@@ -63,6 +63,7 @@ fn engine() -> Arc<Engine> {
         store: None,
         operation_lease_ms: OPERATION_LEASE_MS,
         signer: None,
+        evidence_log: crate::evidence::EvidenceLog::new(),
     })
 }
 

@@ -148,6 +148,7 @@ impl RuntimeBuilder {
                     .operation_lease
                     .map_or(OPERATION_LEASE_MS, |d| millis(d).max(1)),
                 signer: self.signer,
+                evidence_log: crate::evidence::EvidenceLog::new(),
             }),
         }
     }

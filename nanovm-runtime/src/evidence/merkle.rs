@@ -48,6 +48,55 @@ pub fn root(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The right edge of a tree being appended to, as a Certificate Transparency log keeps it:
+/// the roots of the perfect subtrees the leaves so far split into (one per set bit of the
+/// size, largest first). Appending a leaf and computing the root are O(log n) and read no
+/// earlier leaf; [`Frontier::root`] equals [`root`] over the same leaves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    /// The frontier of the empty tree.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many leaves it covers.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends the leaf hashing to `leaf` (a [`leaf_hash`]).
+    pub fn push(&mut self, leaf: Hash) {
+        let mut h = leaf;
+        let mut s = self.size;
+        // Each trailing 1 bit of the size is a perfect subtree the new one completes.
+        while s & 1 == 1 {
+            if let Some(left) = self.nodes.pop() {
+                h = node_hash(&left, &h);
+            }
+            s >>= 1;
+        }
+        self.nodes.push(h);
+        self.size += 1;
+    }
+
+    /// The root of the tree over the leaves pushed so far (RFC 6962's MTH).
+    pub fn root(&self) -> Hash {
+        let mut rev = self.nodes.iter().rev();
+        let Some(mut r) = rev.next().copied() else {
+            return Sha256::digest([]).into();
+        };
+        for left in rev {
+            r = node_hash(left, &r);
+        }
+        r
+    }
+}
+
 /// The audit path of leaf `index` in the tree over `leaves` (RFC 6962's PATH); `None` when
 /// `index` is out of range.
 pub fn inclusion_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
@@ -221,6 +270,29 @@ mod tests {
         "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
         "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
     ];
+
+    #[test]
+    fn the_frontier_root_is_the_full_root_at_every_size() {
+        let l = leaves();
+        let mut f = Frontier::new();
+        assert_eq!(f.root(), h(ROOTS[0]));
+        for (n, leaf) in l.iter().enumerate() {
+            f.push(*leaf);
+            assert_eq!(f.root(), h(ROOTS[n + 1]), "reference tree of {}", n + 1);
+        }
+        let many: Vec<Hash> = (0..600u32).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let mut f = Frontier::new();
+        for n in 1..=many.len() {
+            f.push(many[n - 1]);
+            assert_eq!(f.size(), n as u64);
+            assert_eq!(f.root(), root(&many[..n]), "tree of {n} leaves");
+            assert_eq!(
+                f.nodes.len(),
+                n.count_ones() as usize,
+                "O(log n) nodes at {n}"
+            );
+        }
+    }
 
     #[test]
     fn roots_are_the_rfc_6962_reference_roots() {

@@ -20,12 +20,13 @@ pub mod merkle;
 mod checkpoint;
 mod signer;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint, SignedTreeHead, TreeHead};
 pub use signer::{KeyError, KeySigner, PublicKey, Signer};
 
-use crate::store::{JournalError, JournalStore, RunQuery, swapped_with};
+use crate::store::{JournalError, JournalStore, LogLeaf, RunQuery, swapped_with};
 use crate::trace::{Entry, Event, RunStatus};
 use crate::view::RunView;
 
@@ -49,41 +50,172 @@ pub fn checkpoint_of(entries: &[Entry]) -> Option<Checkpoint> {
 
 /// Signs a checkpoint of `entries` (a run's whole stored trace), appends it to `store`'s log
 /// unless the run's latest leaf says the same already, then signs and keeps a tree head over
-/// the whole log (time `now_ms`). Costs two reads of the log's leaves (the head's root is
-/// recomputed from all of them). The runtime calls it after every execution end when it has
-/// a signer; call it yourself to checkpoint runs written before signing was turned on.
+/// the whole log (time `now_ms`). Reads the whole log once (a fresh [`EvidenceLog`]); the
+/// runtime keeps one [`EvidenceLog`] per process instead, and calls
+/// [`EvidenceLog::checkpoint`] after every execution end when it has a signer. Call this to
+/// checkpoint runs written before signing was turned on.
 pub async fn checkpoint(
     store: &dyn JournalStore,
     signer: &dyn Signer,
     now_ms: u64,
     entries: &[Entry],
 ) -> Result<(), JournalError> {
-    let Some(cp) = checkpoint_of(entries) else {
-        return Ok(());
-    };
-    let key_err = |e: KeyError| JournalError::Io(format!("signing evidence: {e}"));
-    let leaves = store.log(0).await?;
-    let latest = leaves
-        .iter()
-        .rev()
-        .filter(|l| l.run_id == cp.run_id)
-        .find_map(|l| SignedCheckpoint::from_leaf(&l.data));
-    if latest.is_some_and(|l| l.checkpoint == cp && l.key == signer.public_key()) {
-        return Ok(());
+    EvidenceLog::new()
+        .checkpoint(store, signer, now_ms, entries)
+        .await
+}
+
+/// One store's evidence log as this process has read it: the Merkle tree's frontier
+/// ([`merkle::Frontier`]) and every run's latest checkpoint. Built from the whole log on its
+/// first use, then kept up to date by reading only the leaves appended since (by this
+/// process or another): a checkpoint costs O(log n) hashing and no read of earlier leaves.
+/// Use one per store.
+#[derive(Debug, Default)]
+pub struct EvidenceLog {
+    state: Mutex<LogState>,
+}
+
+#[derive(Debug, Default)]
+struct LogState {
+    frontier: merkle::Frontier,
+    /// By the log's `run_id` column: the run's latest leaf that parses as a checkpoint.
+    latest: HashMap<String, SignedCheckpoint>,
+    /// The hashes of the last [`RECENT`] leaves (the last is leaf `size - 1`): to tell a
+    /// leaf this process already read from a log replaced under it.
+    recent: VecDeque<merkle::Hash>,
+}
+
+/// How many recent leaf hashes an [`EvidenceLog`] keeps.
+const RECENT: usize = 4096;
+
+impl LogState {
+    /// Applies `leaf` if it is the next one; false when there is a gap before it.
+    fn apply(&mut self, leaf: &LogLeaf) -> bool {
+        let size = self.frontier.size();
+        if leaf.index < size {
+            return true;
+        }
+        if leaf.index > size {
+            return false;
+        }
+        let hash = merkle::leaf_hash(&leaf.data);
+        self.frontier.push(hash);
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(hash);
+        if let Some(s) = SignedCheckpoint::from_leaf(&leaf.data) {
+            self.latest.insert(leaf.run_id.clone(), s);
+        }
+        true
     }
-    let signed = SignedCheckpoint::sign(cp, signer).map_err(key_err)?;
-    store
-        .log_append(&signed.checkpoint.run_id, &signed.to_leaf())
-        .await?;
-    let leaves = store.log(0).await?;
-    let hashes: Vec<merkle::Hash> = leaves.iter().map(|l| merkle::leaf_hash(&l.data)).collect();
-    let head = TreeHead {
-        size: hashes.len() as u64,
-        root: merkle::root(&hashes),
-        time_ms: now_ms,
-    };
-    let head = SignedTreeHead::sign(head, signer).map_err(key_err)?;
-    store.put_head(head.head.size, &head.to_json()).await
+
+    /// Whether leaf `index` (below the size) was read as the leaf hashing to `hash`.
+    fn saw(&self, index: u64, hash: &merkle::Hash) -> bool {
+        let first = self.frontier.size() - self.recent.len() as u64;
+        index
+            .checked_sub(first)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| self.recent.get(i))
+            .is_some_and(|h| h == hash)
+    }
+}
+
+impl EvidenceLog {
+    /// A log not read yet: its first use reads the store's whole log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the leaves appended since this process last looked; rebuilds from the whole log
+    /// when they do not follow on (the store's log was replaced under the process).
+    async fn catch_up(&self, store: &dyn JournalStore) -> Result<(), JournalError> {
+        let from = self.state().frontier.size();
+        let leaves = store.log(from).await?;
+        {
+            let mut st = self.state();
+            if leaves.iter().all(|l| st.apply(l)) {
+                return Ok(());
+            }
+        }
+        let leaves = store.log(0).await?;
+        let mut st = self.state();
+        *st = LogState::default();
+        for l in &leaves {
+            if !st.apply(l) {
+                return Err(JournalError::Io(format!(
+                    "the evidence log skips from leaf {} to leaf {}",
+                    st.frontier.size(),
+                    l.index
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`checkpoint`] through this process's view of the log: appends the checkpoint of
+    /// `entries` unless the run's latest leaf says the same already, and signs a tree head
+    /// over the whole log, its root from the frontier.
+    pub async fn checkpoint(
+        &self,
+        store: &dyn JournalStore,
+        signer: &dyn Signer,
+        now_ms: u64,
+        entries: &[Entry],
+    ) -> Result<(), JournalError> {
+        let Some(cp) = checkpoint_of(entries) else {
+            return Ok(());
+        };
+        let key_err = |e: KeyError| JournalError::Io(format!("signing evidence: {e}"));
+        self.catch_up(store).await?;
+        let same = self
+            .state()
+            .latest
+            .get(&cp.run_id)
+            .is_some_and(|l| l.checkpoint == cp && l.key == signer.public_key());
+        if same {
+            return Ok(());
+        }
+        let signed = SignedCheckpoint::sign(cp, signer).map_err(key_err)?;
+        let leaf = LogLeaf {
+            index: 0,
+            run_id: signed.checkpoint.run_id.clone(),
+            data: signed.to_leaf(),
+        };
+        let index = store.log_append(&leaf.run_id, &leaf.data).await?;
+        let hash = merkle::leaf_hash(&leaf.data);
+        let (behind, replaced) = {
+            let mut st = self.state();
+            if index < st.frontier.size() {
+                // Read already (a concurrent checkpoint's catch-up), unless the log was
+                // replaced under the process and leaf `index` is another one now.
+                (false, !st.saw(index, &hash))
+            } else {
+                (!st.apply(&LogLeaf { index, ..leaf }), false)
+            }
+        };
+        if replaced {
+            *self.state() = LogState::default();
+        }
+        if behind || replaced {
+            // Another writer's leaves came first (read them), or read the log again.
+            self.catch_up(store).await?;
+        }
+        let head = {
+            let st = self.state();
+            TreeHead {
+                size: st.frontier.size(),
+                root: st.frontier.root(),
+                time_ms: now_ms,
+            }
+        };
+        let head = SignedTreeHead::sign(head, signer).map_err(key_err)?;
+        store.put_head(head.head.size, &head.to_json()).await
+    }
 }
 
 /// What [`audit`] found wrong (or worth saying).
@@ -352,6 +484,56 @@ impl InclusionProof {
                 &self.path,
                 &self.head.root_hash(),
             )
+    }
+    /// The JSON form an auditor checks offline: `{"checkpoint": {..}, "index": N, "head":
+    /// {..}, "path": ["hex", ..]}`, the checkpoint and the head as their own `to_json`.
+    pub fn to_json(&self) -> String {
+        let parse = |t: String| serde_json::from_str::<serde_json::Value>(&t).unwrap_or_default();
+        serde_json::json!({
+            "checkpoint": parse(self.checkpoint.to_json()),
+            "index": self.index,
+            "head": parse(self.head.to_json()),
+            "path": self.path.iter().map(|h| signer::hex(h)).collect::<Vec<_>>(),
+        })
+        .to_string()
+    }
+
+    /// Parses the JSON form (it says nothing of whether the proof verifies:
+    /// [`InclusionProof::verifies`]).
+    pub fn from_json(text: &str) -> Result<InclusionProof, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let part = |k: &str| {
+            v.get(k)
+                .filter(|p| p.is_object())
+                .map(serde_json::Value::to_string)
+                .ok_or_else(|| format!("`{k}` is missing or not an object"))
+        };
+        let checkpoint = SignedCheckpoint::from_json(&part("checkpoint")?)
+            .map_err(|e| format!("`checkpoint`: {e}"))?;
+        let head = SignedTreeHead::from_json(&part("head")?).map_err(|e| format!("`head`: {e}"))?;
+        let index = v
+            .get("index")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or("`index` is missing or not a number")?;
+        let path = v
+            .get("path")
+            .and_then(serde_json::Value::as_array)
+            .ok_or("`path` is missing or not an array")?
+            .iter()
+            .map(|h| {
+                h.as_str()
+                    .and_then(signer::unhex)
+                    .and_then(|b| merkle::Hash::try_from(b).ok())
+                    .ok_or_else(|| format!("`path`: {h} is not a 32-byte hex hash"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(InclusionProof {
+            checkpoint,
+            index,
+            head,
+            path,
+        })
     }
 }
 

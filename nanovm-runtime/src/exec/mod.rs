@@ -59,6 +59,9 @@ pub(crate) struct Engine {
     /// Signs a checkpoint of every execution that ends, into the store's evidence log
     /// (`crate::evidence`); `None`: no evidence is written.
     pub(crate) signer: Option<Arc<dyn Signer>>,
+    /// The store's evidence log as this runtime has read it (its Merkle frontier): a
+    /// checkpoint reads only the leaves appended since.
+    pub(crate) evidence_log: crate::evidence::EvidenceLog,
 }
 
 /// Input the engine applies where the recorded prefix ends (a live continuation only): what

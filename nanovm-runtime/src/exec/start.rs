@@ -74,7 +74,7 @@ pub(crate) async fn execute<P: Program>(
     // With a signer and a store, every execution that ends is checkpointed (not a replay).
     let evidence = match (&engine.signer, &engine.store) {
         (Some(signer), Some(store)) if !replay => {
-            Some((signer.clone(), store.clone(), engine.clock.clone()))
+            Some((signer.clone(), store.clone(), Arc::clone(&engine)))
         }
         _ => None,
     };
@@ -90,16 +90,18 @@ pub(crate) async fn execute<P: Program>(
                 };
             check_leftover(&mut rec)?;
             rec.flush().await.map_err(halt_to_error)?;
-            if let Some((signer, store, clock)) = &evidence
+            if let Some((signer, store, engine)) = &evidence
                 && status != RunStatus::Running
             {
-                crate::evidence::checkpoint(
-                    store.as_ref(),
-                    signer.as_ref(),
-                    clock.now_ms(),
-                    rec.trace.entries(),
-                )
-                .await?;
+                engine
+                    .evidence_log
+                    .checkpoint(
+                        store.as_ref(),
+                        signer.as_ref(),
+                        engine.clock.now_ms(),
+                        rec.trace.entries(),
+                    )
+                    .await?;
             }
             return Ok(Execution {
                 run_id: rec.run_id.to_string(),
@@ -146,16 +148,18 @@ pub(crate) async fn execute<P: Program>(
         )));
     }
     let execution = exec.into_execution(ended, wall);
-    if let Some((signer, store, clock)) = &evidence
+    if let Some((signer, store, engine)) = &evidence
         && execution.status != RunStatus::Running
     {
-        crate::evidence::checkpoint(
-            store.as_ref(),
-            signer.as_ref(),
-            clock.now_ms(),
-            execution.trace.entries(),
-        )
-        .await?;
+        engine
+            .evidence_log
+            .checkpoint(
+                store.as_ref(),
+                signer.as_ref(),
+                engine.clock.now_ms(),
+                execution.trace.entries(),
+            )
+            .await?;
     }
     Ok(execution)
 }
