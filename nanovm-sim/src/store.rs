@@ -96,6 +96,79 @@ impl FaultStore {
         Plan::Normal
     }
 
+    /// A write of entries (an append, a start, a closing write) under the plan `enter` draws:
+    /// it fails or the process dies before the store applies it; once applied, it is checked
+    /// against the lease as it was before (`checked`: the fence it was written under), its
+    /// acknowledgement is an await point, and the plan may still fail it, kill the process, or
+    /// (`tears`) damage its last entry as the process dies.
+    async fn write_entries<T>(
+        &self,
+        run_id: &str,
+        checked: Option<Option<Fence>>,
+        tears: bool,
+        op: impl FnOnce(&MemoryStore) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let plan = self.enter(true).await;
+        match plan {
+            Plan::ErrBefore => {
+                return Err(JournalError::Io("sim: injected write failure".into()));
+            }
+            Plan::CrashBefore | Plan::Lost => return self.die().await,
+            _ => {}
+        }
+        let before = checked.map(|fence| (fence, now(self.disk().run(run_id)).ok().flatten()));
+        let result = op(self.disk());
+        if result.is_ok() {
+            if let Some((fence, before)) = &before {
+                self.check_accepted(run_id, before.as_ref(), *fence);
+            }
+            self.acked().await;
+            match plan {
+                Plan::ErrAfter => {
+                    return Err(JournalError::Io(
+                        "sim: injected failure after the write".into(),
+                    ));
+                }
+                Plan::CrashAfter => return self.die().await,
+                Plan::TornWrite => {
+                    if tears {
+                        FaultStore::damage(&self.world, run_id, None);
+                    }
+                    return self.die().await;
+                }
+                _ => {}
+            }
+        }
+        result
+    }
+
+    /// A lease operation (claim, renewal, release: no entries to tear) under the plan `enter`
+    /// draws: it fails or the process dies before the store applies it, or the store applies it
+    /// and the caller hears of a failure (`after`: what the message calls it) or never hears.
+    async fn lease_op<T>(
+        &self,
+        what: &str,
+        after: &str,
+        op: impl FnOnce(&MemoryStore) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let plan = self.enter(true).await;
+        match plan {
+            Plan::ErrBefore => {
+                return Err(JournalError::Io(format!("sim: injected {what} failure")));
+            }
+            Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
+            _ => {}
+        }
+        let result = op(self.disk());
+        match plan {
+            Plan::ErrAfter => Err(JournalError::Io(format!(
+                "sim: injected failure after the {after}"
+            ))),
+            Plan::CrashAfter => self.die().await,
+            _ => result,
+        }
+    }
+
     /// The write is durable, its acknowledgement on its way: another await point (a process
     /// may stall here, holding a durable intent it has not acted on yet).
     async fn acked(&self) {
@@ -155,36 +228,9 @@ impl JournalStore for FaultStore {
         entries: &'a [Entry],
         fence: Option<Fence>,
     ) -> BoxFuture<'a, Result<(), JournalError>> {
-        Box::pin(async move {
-            let plan = self.enter(true).await;
-            match plan {
-                Plan::ErrBefore => {
-                    return Err(JournalError::Io("sim: injected write failure".into()));
-                }
-                Plan::CrashBefore | Plan::Lost => return self.die().await,
-                _ => {}
-            }
-            let before = now(self.disk().run(run_id)).ok().flatten();
-            let result = now(self.disk().append(run_id, entries, fence));
-            if result.is_ok() {
-                self.check_accepted(run_id, before.as_ref(), fence);
-                self.acked().await;
-                match plan {
-                    Plan::ErrAfter => {
-                        return Err(JournalError::Io(
-                            "sim: injected failure after the write".into(),
-                        ));
-                    }
-                    Plan::CrashAfter => return self.die().await,
-                    Plan::TornWrite => {
-                        FaultStore::damage(&self.world, run_id, None);
-                        return self.die().await;
-                    }
-                    _ => {}
-                }
-            }
-            result
-        })
+        Box::pin(self.write_entries(run_id, Some(fence), true, move |d| {
+            now(d.append(run_id, entries, fence))
+        }))
     }
 
     fn load<'a>(
@@ -238,24 +284,9 @@ impl JournalStore for FaultStore {
         now_ms: u64,
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
-        Box::pin(async move {
-            let plan = self.enter(true).await;
-            match plan {
-                Plan::ErrBefore => {
-                    return Err(JournalError::Io("sim: injected claim failure".into()));
-                }
-                Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
-                _ => {}
-            }
-            let result = now(self.disk().claim(program, worker, now_ms, lease_ms));
-            match plan {
-                Plan::ErrAfter => Err(JournalError::Io(
-                    "sim: injected failure after the claim".into(),
-                )),
-                Plan::CrashAfter => self.die().await,
-                _ => result,
-            }
-        })
+        Box::pin(self.lease_op("claim", "claim", move |d| {
+            now(d.claim(program, worker, now_ms, lease_ms))
+        }))
     }
 
     fn renew<'a>(
@@ -264,45 +295,13 @@ impl JournalStore for FaultStore {
         now_ms: u64,
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Lease, JournalError>> {
-        Box::pin(async move {
-            let plan = self.enter(true).await;
-            match plan {
-                Plan::ErrBefore => {
-                    return Err(JournalError::Io("sim: injected renew failure".into()));
-                }
-                Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
-                _ => {}
-            }
-            let result = now(self.disk().renew(lease, now_ms, lease_ms));
-            match plan {
-                Plan::ErrAfter => Err(JournalError::Io(
-                    "sim: injected failure after the renewal".into(),
-                )),
-                Plan::CrashAfter => self.die().await,
-                _ => result,
-            }
-        })
+        Box::pin(self.lease_op("renew", "renewal", move |d| {
+            now(d.renew(lease, now_ms, lease_ms))
+        }))
     }
 
     fn release<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
-        Box::pin(async move {
-            let plan = self.enter(true).await;
-            match plan {
-                Plan::ErrBefore => {
-                    return Err(JournalError::Io("sim: injected release failure".into()));
-                }
-                Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
-                _ => {}
-            }
-            let result = now(self.disk().release(lease));
-            match plan {
-                Plan::ErrAfter => Err(JournalError::Io(
-                    "sim: injected failure after the release".into(),
-                )),
-                Plan::CrashAfter => self.die().await,
-                _ => result,
-            }
-        })
+        Box::pin(self.lease_op("release", "release", move |d| now(d.release(lease))))
     }
 
     fn claim_run<'a>(
@@ -312,24 +311,9 @@ impl JournalStore for FaultStore {
         now_ms: u64,
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
-        Box::pin(async move {
-            let plan = self.enter(true).await;
-            match plan {
-                Plan::ErrBefore => {
-                    return Err(JournalError::Io("sim: injected claim failure".into()));
-                }
-                Plan::CrashBefore | Plan::Lost | Plan::TornWrite => return self.die().await,
-                _ => {}
-            }
-            let result = now(self.disk().claim_run(run_id, worker, now_ms, lease_ms));
-            match plan {
-                Plan::ErrAfter => Err(JournalError::Io(
-                    "sim: injected failure after the claim".into(),
-                )),
-                Plan::CrashAfter => self.die().await,
-                _ => result,
-            }
-        })
+        Box::pin(self.lease_op("claim", "claim", move |d| {
+            now(d.claim_run(run_id, worker, now_ms, lease_ms))
+        }))
     }
 
     /// The closing write: entries and the lease given back in one transaction, faulted like an
@@ -340,39 +324,11 @@ impl JournalStore for FaultStore {
         entries: &'a [Entry],
         lease: &'a Lease,
     ) -> BoxFuture<'a, Result<(), JournalError>> {
-        Box::pin(async move {
-            let plan = self.enter(true).await;
-            match plan {
-                Plan::ErrBefore => {
-                    return Err(JournalError::Io("sim: injected write failure".into()));
-                }
-                Plan::CrashBefore | Plan::Lost => return self.die().await,
-                _ => {}
-            }
-            let before = now(self.disk().run(run_id)).ok().flatten();
-            let result = now(self.disk().append_release(run_id, entries, lease));
-            if result.is_ok() {
-                if !entries.is_empty() {
-                    self.check_accepted(run_id, before.as_ref(), Some(lease.fence()));
-                }
-                self.acked().await;
-                match plan {
-                    Plan::ErrAfter => {
-                        return Err(JournalError::Io(
-                            "sim: injected failure after the write".into(),
-                        ));
-                    }
-                    Plan::CrashAfter => return self.die().await,
-                    Plan::TornWrite if !entries.is_empty() => {
-                        FaultStore::damage(&self.world, run_id, None);
-                        return self.die().await;
-                    }
-                    Plan::TornWrite => return self.die().await,
-                    _ => {}
-                }
-            }
-            result
-        })
+        let written = !entries.is_empty();
+        let checked = written.then(|| Some(lease.fence()));
+        Box::pin(self.write_entries(run_id, checked, written, move |d| {
+            now(d.append_release(run_id, entries, lease))
+        }))
     }
 
     fn start_run<'a>(
@@ -383,35 +339,8 @@ impl JournalStore for FaultStore {
         now_ms: u64,
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Lease, JournalError>> {
-        Box::pin(async move {
-            let plan = self.enter(true).await;
-            match plan {
-                Plan::ErrBefore => {
-                    return Err(JournalError::Io("sim: injected write failure".into()));
-                }
-                Plan::CrashBefore | Plan::Lost => return self.die().await,
-                _ => {}
-            }
-            let result = now(self
-                .disk()
-                .start_run(run_id, entries, worker, now_ms, lease_ms));
-            if result.is_ok() {
-                self.acked().await;
-                match plan {
-                    Plan::ErrAfter => {
-                        return Err(JournalError::Io(
-                            "sim: injected failure after the write".into(),
-                        ));
-                    }
-                    Plan::CrashAfter => return self.die().await,
-                    Plan::TornWrite => {
-                        FaultStore::damage(&self.world, run_id, None);
-                        return self.die().await;
-                    }
-                    _ => {}
-                }
-            }
-            result
-        })
+        Box::pin(self.write_entries(run_id, None, true, move |d| {
+            now(d.start_run(run_id, entries, worker, now_ms, lease_ms))
+        }))
     }
 }
