@@ -28,6 +28,7 @@
 //! | `exec/parallel/{mod,round}.rs` | `parallel` steps: the block's scheduling and join; one round of branches |
 //! | `exec/race.rs`, `exec/recorder.rs` | racing a call against cancellation and the deadline; the engine's only door to the trace and the store |
 //! | `run` | [`RunOptions`], [`Execution`], [`Metrics`], [`ReplayReport`] |
+//! | `operator` | [`act`]: an operator's cancellation, answer or delivery recorded at store level, under the run's lease, without the program |
 //! | `view` | [`RunView`]: where a run stands, read from its events |
 //! | `store/` | [`store::JournalStore`], what every store shares (append checks, rows), and the implementations (memory, SQLite, PostgreSQL) |
 //! | `vault/` | [`vault::Vault`] and its implementations (memory, SQLite, PostgreSQL) |
@@ -62,6 +63,7 @@ pub mod model;
 pub mod mutants;
 #[cfg(feature = "openai")]
 pub mod openai;
+mod operator;
 mod program;
 mod replay;
 mod run;
@@ -83,6 +85,7 @@ pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
+pub use operator::{Act, ActError, Acted, act};
 pub use program::{BoxFuture, ToolContext, ToolError};
 pub use replay::replay;
 pub use run::{Execution, Metrics, ReplayReport, RunOptions};

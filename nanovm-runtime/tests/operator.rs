@@ -70,8 +70,11 @@ impl Setup {
     }
 
     fn worker(&self, host: &Host) -> Option<nanovm_runtime::Execution> {
-        block_on(Worker::new(self.rt.clone(), "w1", 30_000).run_once::<cr::Program>(Arc::new(host.clone())))
-            .expect("the worker continues the run")
+        block_on(
+            Worker::new(self.rt.clone(), "w1", 30_000)
+                .run_once::<cr::Program>(Arc::new(host.clone())),
+        )
+        .expect("the worker continues the run")
     }
 
     fn trace(&self, id: &str) -> Trace {
@@ -94,7 +97,16 @@ fn a_cancelled_suspended_run_is_cancelled_for_good_and_replays() {
     let s = setup("yes");
     s.suspended("wait");
     let acted = s.act("wait", Act::Cancel).expect("cancelled");
-    assert!(matches!(acted, Acted::Recorded { status: RunStatus::Cancelled, .. }), "{acted:?}");
+    assert!(
+        matches!(
+            acted,
+            Acted::Recorded {
+                status: RunStatus::Cancelled,
+                ..
+            }
+        ),
+        "{acted:?}"
+    );
     let record = block_on(s.store.run("wait")).unwrap().unwrap();
     assert_eq!(record.status, RunStatus::Cancelled);
     assert_eq!(record.lease_owner, None, "the lease is given back");
@@ -102,7 +114,10 @@ fn a_cancelled_suspended_run_is_cancelled_for_good_and_replays() {
         record.message.as_deref(),
         Some("cancelled by `ops@example.com`: ticket 42")
     );
-    assert!(s.worker(&Host::new()).is_none(), "nothing left for a worker");
+    assert!(
+        s.worker(&Host::new()).is_none(),
+        "nothing left for a worker"
+    );
     replay::<cr::Program>(&s.trace("wait")).expect("the cancelled trace replays");
     let host = Host::new();
     let again = block_on(s.rt.run::<cr::Program>(
@@ -115,7 +130,10 @@ fn a_cancelled_suspended_run_is_cancelled_for_good_and_replays() {
     assert_eq!(host.total_calls(), 0);
     assert!(matches!(
         s.act("wait", Act::Cancel),
-        Err(ActError::Ended { status: RunStatus::Cancelled, .. })
+        Err(ActError::Ended {
+            status: RunStatus::Cancelled,
+            ..
+        })
     ));
 }
 
@@ -138,10 +156,24 @@ fn a_run_paused_for_reconciliation_or_pending_can_be_cancelled() {
 fn a_delivery_recorded_by_an_operator_is_continued_by_a_worker() {
     let s = setup("yes");
     s.suspended("wait");
-    let acted = s.act("wait", deliver("ev-1", json!({"approved": true}))).unwrap();
-    assert!(matches!(acted, Acted::Recorded { status: RunStatus::Running, .. }), "{acted:?}");
+    let acted = s
+        .act("wait", deliver("ev-1", json!({"approved": true})))
+        .unwrap();
+    assert!(
+        matches!(
+            acted,
+            Acted::Recorded {
+                status: RunStatus::Running,
+                ..
+            }
+        ),
+        "{acted:?}"
+    );
     // The same event again is a duplicate; the same id with another payload a conflict.
-    assert!(matches!(s.act("wait", deliver("ev-1", json!({"approved": true}))), Ok(Acted::Duplicate)));
+    assert!(matches!(
+        s.act("wait", deliver("ev-1", json!({"approved": true}))),
+        Ok(Acted::Duplicate)
+    ));
     assert!(matches!(
         s.act("wait", deliver("ev-1", json!({"approved": false}))),
         Err(ActError::Conflict { .. })
@@ -152,10 +184,14 @@ fn a_delivery_recorded_by_an_operator_is_continued_by_a_worker() {
     assert_eq!(e.end_step.as_deref(), Some("refunded"));
     assert_eq!(host.calls("issue_refund"), 1);
     replay::<cr::Program>(&s.trace("wait")).expect("replays");
-    let by = s.trace("wait").entries().iter().find_map(|e| match &e.event {
-        Event::Delivered { by, .. } => by.clone(),
-        _ => None,
-    });
+    let by = s
+        .trace("wait")
+        .entries()
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::Delivered { by, .. } => by.clone(),
+            _ => None,
+        });
     assert_eq!(by, Some(ops()), "the trace says who delivered it");
     // Delivered to a run that is not waiting: refused, nothing written.
     let n = s.store.entries("wait").len();
@@ -171,7 +207,9 @@ fn a_late_delivery_takes_the_timeout_edge() {
     let s = setup("yes");
     s.suspended("late");
     s.clock.advance(DAY + Duration::from_secs(1));
-    let acted = s.act("late", deliver("ev-1", json!({"approved": true}))).unwrap();
+    let acted = s
+        .act("late", deliver("ev-1", json!({"approved": true})))
+        .unwrap();
     assert!(matches!(acted, Acted::TimedOut { .. }), "{acted:?}");
     let e = s.worker(&Host::new()).expect("continued");
     assert_eq!(e.end_step.as_deref(), Some("timed_out"));
@@ -183,21 +221,49 @@ fn an_answer_recorded_by_an_operator_is_continued_by_a_worker() {
     let s = setup("no");
     let effect = s.paused("nr");
     assert!(matches!(
-        s.act("nr", Act::Reconcile { effect_id: nanovm_runtime::Digest([7; 32]), result: json!(1) }),
+        s.act(
+            "nr",
+            Act::Reconcile {
+                effect_id: nanovm_runtime::Digest([7; 32]),
+                result: json!(1)
+            }
+        ),
         Err(ActError::NotAmbiguous { .. })
     ));
     let acted = s
-        .act("nr", Act::Reconcile { effect_id: effect, result: json!({"sent": true}) })
+        .act(
+            "nr",
+            Act::Reconcile {
+                effect_id: effect,
+                result: json!({"sent": true}),
+            },
+        )
         .unwrap();
-    assert!(matches!(acted, Acted::Recorded { status: RunStatus::Running, .. }));
+    assert!(matches!(
+        acted,
+        Acted::Recorded {
+            status: RunStatus::Running,
+            ..
+        }
+    ));
     let host = Host::new();
     let e = s.worker(&host).expect("continued");
     assert_eq!(e.status, RunStatus::Success);
     assert_eq!(e.end_step.as_deref(), Some("rejected"));
-    assert_eq!(host.total_calls(), 0, "the effect happened: not called again");
+    assert_eq!(
+        host.total_calls(),
+        0,
+        "the effect happened: not called again"
+    );
     replay::<cr::Program>(&s.trace("nr")).expect("replays");
     assert!(matches!(
-        s.act("nr", Act::Reconcile { effect_id: effect, result: json!(1) }),
+        s.act(
+            "nr",
+            Act::Reconcile {
+                effect_id: effect,
+                result: json!(1)
+            }
+        ),
         Err(ActError::NotNeeded { .. })
     ));
 }

@@ -326,7 +326,17 @@ impl<P: Program> Exec<P> {
         match verdict {
             Verdict::Cancelled => {
                 let message = self.cancel_message(message);
-                self.end(RunStatus::Cancelled, Some(step), message).await
+                // An operator's cancellation of a run that had not reached its first step
+                // (recorded at store level, `crate::operator`) names no step.
+                let step = match self.rec.peek() {
+                    Some(Event::RunEnded {
+                        status: RunStatus::Cancelled,
+                        step: None,
+                        ..
+                    }) if self.rec.replaying() && self.path.is_empty() => None,
+                    _ => Some(step),
+                };
+                self.end(RunStatus::Cancelled, step, message).await
             }
             Verdict::OutOfTime(used) => {
                 let limit = self.meter.duration_limit_ms().unwrap_or(used);
@@ -371,6 +381,19 @@ impl<P: Program> Exec<P> {
             Some(a) => Some(with(format!("{CANCELLED_BY}{}`: {}", a.id, a.reason))),
             None => message,
         }
+    }
+
+    /// True when the recorded prefix continues with a cancellation (an operator's, recorded
+    /// after a suspension or a reconciliation pause).
+    fn recorded_cancellation(&self) -> bool {
+        self.rec.replaying()
+            && matches!(
+                self.rec.peek(),
+                Some(Event::RunEnded {
+                    status: RunStatus::Cancelled,
+                    ..
+                })
+            )
     }
 
     /// Cancellation or the duration budget, as recorded (with a recorded prefix) or as it is

@@ -1,6 +1,7 @@
 //! Reconciliation pauses: an effect whose outcome is unknown and whose tool is not idempotent
 //! stops the run (`needs_reconciliation`) until an operator answers for it.
 
+use super::race::Verdict;
 use super::recorder::{Halt, Mode, divergence};
 use super::{Ended, Exec, Inject, run_ended};
 use crate::program::{Program, StepId, ToolInfo};
@@ -96,6 +97,11 @@ impl<P: Program> Exec<P> {
             if !recorded {
                 self.rec.flush().await?;
                 return Ok(Settle::Paused(paused));
+            }
+            // An operator's cancellation recorded after the pause ends the run there.
+            if self.recorded_cancellation() {
+                let ended = self.stop(step, Verdict::Cancelled, None).await?;
+                return Ok(Settle::Paused(ended));
             }
             let before = answers.len();
             while let Some(Event::Reconciled {

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use super::race::Verdict;
 use super::recorder::{Halt, Mode};
 use super::{Ended, Exec, Flow, Inject, target};
 use crate::clock::millis;
@@ -51,6 +52,10 @@ impl<P: Program> Exec<P> {
             event: Cow::Borrowed(event),
             deadline_ms,
         })?;
+        // An operator's cancellation recorded after the suspension ends the run there.
+        if self.recorded_cancellation() {
+            return Ok(Flow::End(self.stop(step, Verdict::Cancelled, None).await?));
+        }
         // A delivery or timeout recorded after the suspension continues the run.
         let recorded = match self.rec.peek() {
             Some(Event::Delivered {
