@@ -1,16 +1,19 @@
-//! `nanovm`: check `.nvm` workflows, draw their graphs, verify and compare run traces, list the
-//! runs of a store and export their traces.
+//! `nanovm`: check `.nvm` workflows, draw their graphs, verify and compare run traces; list the
+//! runs of a store (SQLite or PostgreSQL), export their traces, act on them as an operator
+//! (deliver an event, cancel, reconcile) and measure their drift.
 //!
 //! Exit codes, for every subcommand: 0 when all is well, 1 when the command found what it looks
 //! for (compile errors, a broken trace entry or an incomplete trace, two traces that differ), 2
 //! on usage and I/O errors.
 
+mod act;
 mod audit;
 mod check;
 mod db;
 mod diff;
 mod error;
 mod escape;
+mod format;
 mod graph;
 mod runs;
 mod source;
@@ -50,12 +53,21 @@ enum Command {
     Verify(verify::Args),
     /// Compare two traces and show the first entry where they differ.
     Diff(diff::Args),
-    /// List the runs of a store (SQLite file, opened read-only): id, program, status, where
-    /// each is. Text from the store is printed with control characters escaped.
+    /// List the runs of a store (SQLite file opened read-only, or postgres:// URL): id,
+    /// program, status, where each is; `--format json` for scripts. Text from the store is
+    /// printed with control characters escaped.
     Runs(runs::Args),
-    /// Export a stored run's trace as JSON Lines (store opened read-only; verified first; exit
-    /// 1 if broken).
+    /// Export a stored run's trace as JSON Lines (verified first; exit 1 if broken).
     Trace(trace::Args),
+    /// Deliver an event to a suspended run, recorded under the run's lease; a worker with the
+    /// program continues the run (exit 1 if the run refuses it).
+    Deliver(act::DeliverArgs),
+    /// Cancel a run that is suspended, paused for reconciliation, or pending, under its lease
+    /// (exit 1 if the run refuses it).
+    Cancel(act::CancelArgs),
+    /// Answer an ambiguous effect of a run paused `needs_reconciliation` (`--done RESULT`),
+    /// under the run's lease; a worker with the program continues the run.
+    Reconcile(act::ReconcileArgs),
     /// Audit a store's evidence against the signing key and a tree head kept from the last
     /// audit: names deleted, swapped, rewritten and forged runs and a rolled-back store (exit 1).
     Audit(audit::Args),
@@ -72,6 +84,9 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff::run(args, &mut out),
         Command::Runs(args) => runs::run(args, &mut out),
         Command::Trace(args) => trace::run(args, &mut out, &mut err),
+        Command::Deliver(args) => act::deliver(args, &mut out, &mut err),
+        Command::Cancel(args) => act::cancel(args, &mut out, &mut err),
+        Command::Reconcile(args) => act::reconcile(args, &mut out, &mut err),
         Command::Audit(args) => audit::run(args, &mut out),
     };
     let result = result.and_then(|status| {

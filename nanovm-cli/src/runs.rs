@@ -1,4 +1,6 @@
-//! `nanovm runs --db PATH [--status S] [--program P]`: the runs of a store, one per line.
+//! `nanovm runs --db DB [--status S] [--program P] [--format json]`: the runs of a store
+//! (a SQLite file or a `postgres://` URL), one per line, or one JSON object (`{"version": 1,
+//! "runs": [...]}`, each run as `nanovm_runtime::run_state` shapes it).
 //!
 //! Columns: run id, program, status, entries, where it is (the end step; for a running run the
 //! step it works in or moves to, read from its entries by [`RunView`]; for a suspended run
@@ -8,23 +10,23 @@
 //! store orders them.
 
 use std::io::Write;
-use std::path::PathBuf;
 
-use nanovm_runtime::RunView;
-use nanovm_runtime::store::{JournalStore, RunQuery, RunRecord};
+use nanovm_runtime::store::{RunQuery, RunRecord};
 use nanovm_runtime::trace::RunStatus;
+use nanovm_runtime::{RUN_STATE_VERSION, RunView, run_state};
 
-use crate::db;
+use crate::db::{self, Db};
 use crate::error::{Error, Status};
 use crate::escape::escape;
+use crate::format::Format;
 
 /// Arguments of `nanovm runs`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`). Opened
-    /// read-only: it must exist and hold a nanovm store; nothing is ever written to it.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    /// The store: a SQLite file (e.g. the example's `--db`; opened read-only, it must exist
+    /// and hold a nanovm store) or a `postgres://` URL.
+    #[arg(long, value_name = "DB", value_parser = Db::parse)]
+    db: Db,
     /// Only runs with this status: running, suspended, success, failed, budget_exceeded,
     /// stalled, cancelled or needs_reconciliation.
     #[arg(long, value_name = "S", value_parser = parse_status)]
@@ -32,6 +34,9 @@ pub struct Args {
     /// Only runs of this program.
     #[arg(long, value_name = "P")]
     program: Option<String>,
+    /// `text`: a table for people; `json`: one object for scripts (see docs/runtime.md).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
 }
 
 fn parse_status(s: &str) -> Result<RunStatus, String> {
@@ -52,30 +57,52 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     if let Some(s) = args.status {
         query = query.status(s);
     }
-    let (records, at) = db::block_on(async {
-        let store = db::open(&args.db).await?;
-        let records = store
-            .runs(&query)
-            .await
-            .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))?;
-        // A running run's record keeps no step: read where it is from its entries, with the
-        // runtime's own reading of them.
-        let mut at = Vec::with_capacity(records.len());
+    let json = args.format == Format::Json;
+    let (records, views) = db::block_on(async {
+        let store = args.db.open(false).await?;
+        let records = store.runs(&query).await.map_err(|e| args.db.error(e))?;
+        // Where a run is, and its open effects, read from its entries by the runtime's own
+        // reading of them (a running run's record keeps no step).
+        let mut views = Vec::with_capacity(records.len());
         for r in &records {
-            at.push(if r.status == RunStatus::Running {
-                Some(match store.load(&r.run_id).await {
-                    Ok(Some(entries)) => RunView::of(&entries)
-                        .at()
-                        .map_or_else(|| "(starting)".to_string(), str::to_string),
-                    Ok(None) => "-".to_string(),
-                    Err(_) => "(unreadable: see nanovm trace)".to_string(),
-                })
+            views.push(if json || r.status == RunStatus::Running {
+                Some(
+                    store
+                        .load(&r.run_id)
+                        .await
+                        .map(|e| e.map(|e| RunView::of(&e))),
+                )
             } else {
                 None
             });
         }
-        Ok::<_, Error>((records, at))
+        Ok::<_, Error>((records, views))
     })??;
+    if json {
+        let runs: Vec<_> = records
+            .iter()
+            .zip(&views)
+            .map(|(r, v)| {
+                let view = v
+                    .as_ref()
+                    .and_then(|v| v.as_ref().ok())
+                    .and_then(Option::as_ref);
+                run_state(r, view)
+            })
+            .collect();
+        let doc = serde_json::json!({"version": RUN_STATE_VERSION, "runs": runs});
+        writeln!(out, "{doc}").map_err(Error::stdout)?;
+        return Ok(Status::Clean);
+    }
+    let at = records.iter().zip(views).map(|(r, v)| {
+        (r.status == RunStatus::Running).then(|| match v {
+            Some(Ok(Some(view))) => view
+                .at()
+                .map_or_else(|| "(starting)".to_string(), str::to_string),
+            Some(Ok(None)) | None => "-".to_string(),
+            Some(Err(_)) => "(unreadable: see nanovm trace)".to_string(),
+        })
+    });
     let rows: Vec<[String; 6]> = records.iter().zip(at).map(|(r, at)| row(r, at)).collect();
     let header = ["RUN ID", "PROGRAM", "STATUS", "ENTRIES", "AT", "UPDATED"].map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());

@@ -1,4 +1,5 @@
-//! `nanovm trace --db PATH RUN_ID`: exports a stored run's trace as JSON Lines on stdout.
+//! `nanovm trace --db DB RUN_ID`: exports a stored run's trace as JSON Lines on stdout (a
+//! SQLite file or a `postgres://` URL).
 //!
 //! The store re-verifies what it loads (each line canonical, the hash chain intact), and the
 //! chain is checked once more here before a byte is written: a broken stored trace prints
@@ -7,13 +8,13 @@
 use std::io::{IsTerminal as _, Write};
 use std::path::PathBuf;
 
-use nanovm_runtime::store::{JournalError, JournalStore};
+use nanovm_runtime::store::JournalError;
 use nanovm_runtime::trace::Trace;
 
 use nanovm_runtime::evidence::{self, FindingKind};
 
 use crate::audit;
-use crate::db;
+use crate::db::{self, Db};
 use crate::error::{Error, Status};
 use crate::escape::{escape, escape_lines};
 use crate::verify;
@@ -21,10 +22,10 @@ use crate::verify;
 /// Arguments of `nanovm trace`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The SQLite database (a `SqliteStore` file, e.g. the example's `--db`). Opened
-    /// read-only: it must exist and hold a nanovm store; nothing is ever written to it.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    /// The store: a SQLite file (e.g. the example's `--db`; opened read-only, it must exist
+    /// and hold a nanovm store) or a `postgres://` URL.
+    #[arg(long, value_name = "DB", value_parser = Db::parse)]
+    db: Db,
     /// The run.
     #[arg(value_name = "RUN_ID")]
     run_id: String,
@@ -42,7 +43,7 @@ pub struct Args {
 /// Runs `nanovm trace`.
 pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status, Error> {
     let loaded = db::block_on(async {
-        let store = db::open(&args.db).await?;
+        let store = args.db.open(false).await?;
         Ok::<_, Error>(store.load(&args.run_id).await)
     })??;
     let mut broken = |reason: String| -> Result<Status, Error> {
@@ -61,11 +62,11 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
             return Err(Error::Usage(format!(
                 "run `{}` is not in {}",
                 args.run_id,
-                args.db.display()
+                args.db.name()
             )));
         }
         Err(JournalError::Corrupt { reason, .. }) => return broken(reason),
-        Err(e) => return Err(Error::Usage(format!("{}: {e}", args.db.display()))),
+        Err(e) => return Err(args.db.error(e)),
     };
     let trace = match Trace::from_entries(entries) {
         Ok(t) => t,
@@ -74,12 +75,12 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
     if let Some(key) = &args.key {
         let key = audit::public_key(key)?;
         let (findings, latest) = db::block_on(async {
-            let store = db::open(&args.db).await?;
-            let usage = |e| Error::Usage(format!("{}: {e}", args.db.display()));
-            let findings = evidence::check_stored_run(&store, &key, &args.run_id)
+            let store = args.db.open(false).await?;
+            let usage = |e| args.db.error(e);
+            let findings = evidence::check_stored_run(store.as_ref(), &key, &args.run_id)
                 .await
                 .map_err(usage)?;
-            let latest = evidence::latest_checkpoint(&store, &key, &args.run_id)
+            let latest = evidence::latest_checkpoint(store.as_ref(), &key, &args.run_id)
                 .await
                 .map_err(usage)?;
             Ok::<_, Error>((findings, latest))

@@ -66,6 +66,9 @@ pub enum Act {
     /// takes its timeout edge instead ([`Acted::TimedOut`]), as
     /// [`Runtime::deliver`](crate::Runtime::deliver) does.
     Deliver {
+        /// The `await` step the caller read `next` and `timeout_next` from: a run suspended
+        /// anywhere else is [`ActError::NotWaiting`].
+        step: String,
         /// The event name.
         event: String,
         /// The event id (the idempotency key of the delivery).
@@ -332,14 +335,8 @@ fn decide(
                     status,
                 });
             }
-            // Only the effects the pause names: without the program the view cannot tell an
-            // idempotent tool's open effect (which a worker calls again) from an ambiguous one.
-            let named = view.message().unwrap_or_default();
-            let ambiguous: Vec<Digest> = view
-                .to_reconcile()
-                .into_iter()
-                .filter(|d| named.contains(&d.to_hex()))
-                .collect();
+            // Only the effects the pause names ([`RunView::to_answer`]).
+            let ambiguous = view.to_answer();
             if !ambiguous.contains(effect_id) {
                 return Err(ActError::NotAmbiguous {
                     run_id: run_id.to_string(),
@@ -359,6 +356,7 @@ fn decide(
             )
         }
         Act::Deliver {
+            step: at,
             event,
             event_id,
             payload,
@@ -378,7 +376,9 @@ fn decide(
                 None => {}
             }
             let (step, deadline_ms) = match (view.waiting(), view.step()) {
-                (Some(w), Some(step)) if w.event == *event && status == RunStatus::Suspended => {
+                (Some(w), Some(step))
+                    if w.event == *event && step == at && status == RunStatus::Suspended =>
+                {
                     (step.to_string(), w.deadline_ms)
                 }
                 _ => {

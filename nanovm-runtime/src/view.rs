@@ -455,6 +455,17 @@ impl RunView {
             .collect()
     }
 
+    /// The effects the run's pause asks an operator about: [`RunView::to_reconcile`], and
+    /// when the view does not know the program (so cannot tell an idempotent tool's open
+    /// effect, which a worker simply calls again), only those the pause's message names.
+    pub fn to_answer(&self) -> Vec<Digest> {
+        let named = self.message.as_deref().unwrap_or_default();
+        self.to_reconcile()
+            .into_iter()
+            .filter(|d| self.tools.is_some() || named.contains(&d.to_hex()))
+            .collect()
+    }
+
     /// The vault ids of the secrets the run's inputs and tool arguments reference, in the
     /// order they first appear.
     pub fn secrets(&self) -> &[VaultId] {

@@ -84,6 +84,7 @@ impl Setup {
 
 fn deliver(event_id: &str, payload: serde_json::Value) -> Act {
     Act::Deliver {
+        step: "manual_review".into(),
         event: "approval".into(),
         event_id: event_id.into(),
         payload,
