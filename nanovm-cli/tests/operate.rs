@@ -20,7 +20,21 @@ use nanovm_runtime::{RunOptions, Runtime, Worker};
 use serde_json::Value;
 
 use support::customer_refund::{self as cr};
-use support::{Host, block_on, crash_during, hang};
+use support::{Host, hang};
+
+/// One multi-thread runtime for the whole test binary: a PostgreSQL pool's connections live on
+/// the runtime that made them.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+    })
+    .block_on(f)
+}
 
 struct Out {
     code: i32,
@@ -111,15 +125,22 @@ impl Host_ {
     fn paused(&self, id: &str) {
         let crashed = Host::new();
         crashed.hook("send_rejection", hang());
-        crash_during(
-            self.rt_no.run::<cr::Program>(
-                self.input(100),
-                Arc::new(crashed.clone()),
-                RunOptions::new().run_id(id),
-            ),
-            &crashed,
-            "send_rejection",
+        let run = self.rt_no.run::<cr::Program>(
+            self.input(100),
+            Arc::new(crashed.clone()),
+            RunOptions::new().run_id(id),
         );
+        // Dropped while the call is in flight: a crash.
+        block_on(async {
+            tokio::select! {
+                _ = run => panic!("the run finished, it was meant to crash"),
+                () = async {
+                    while crashed.calls("send_rejection") == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                } => {}
+            }
+        });
         std::thread::sleep(Duration::from_millis(300));
         let resumed = block_on(self.rt_no.run::<cr::Program>(
             self.input(100),
@@ -130,13 +151,19 @@ impl Host_ {
         assert_eq!(resumed.status, RunStatus::NeedsReconciliation);
     }
 
-    /// Lets a worker with the program continue one run.
-    fn work(&self, host: &Host) -> Option<nanovm_runtime::Execution> {
-        block_on(
-            Worker::new(self.rt.clone(), "w1", 30_000)
-                .run_once::<cr::Program>(Arc::new(host.clone())),
-        )
-        .expect("the worker continues the run")
+    /// Lets a worker with the program continue runs until it has continued run `id` (a
+    /// shared PostgreSQL database may hold runnable runs of other tests: it continues those
+    /// too); `None` when nothing is left to do without run `id` among the runs continued.
+    fn work(&self, id: &str, host: &Host) -> Option<nanovm_runtime::Execution> {
+        let worker = Worker::new(self.rt.clone(), "w1", 30_000);
+        for _ in 0..100 {
+            let e = block_on(worker.run_once::<cr::Program>(Arc::new(host.clone())))
+                .expect("the worker continues the run")?;
+            if e.run_id == id {
+                return Some(e);
+            }
+        }
+        None
     }
 
     fn state(&self, id: &str) -> Value {
@@ -253,7 +280,9 @@ fn operate(h: &Host_, p: &str) {
         again.stdout
     );
     let host = Host::new();
-    let e = h.work(&host).expect("a worker continues the delivered run");
+    let e = h
+        .work(&id("wait"), &host)
+        .expect("a worker continues the delivered run");
     assert_eq!(
         (e.run_id.as_str(), e.status),
         (id("wait").as_str(), RunStatus::Success)
@@ -285,7 +314,10 @@ fn operate(h: &Host_, p: &str) {
     let s = h.state(&id("stop"));
     assert_eq!(s["status"], "cancelled");
     assert_eq!(s["message"], "cancelled by `ops@example.com`: ticket 42");
-    assert!(h.work(&Host::new()).is_none(), "nothing for a worker");
+    assert!(
+        h.work(&id("stop"), &Host::new()).is_none(),
+        "nothing for a worker"
+    );
     assert_eq!(
         h.run(&id("stop"), 9000),
         RunStatus::Cancelled,
@@ -319,7 +351,9 @@ fn operate(h: &Host_, p: &str) {
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let host = Host::new();
-    let e = h.work(&host).expect("a worker continues the answered run");
+    let e = h
+        .work(&id("nr"), &host)
+        .expect("a worker continues the answered run");
     assert_eq!(e.status, RunStatus::Success);
     assert_eq!(
         host.total_calls(),
