@@ -29,6 +29,7 @@
 //! | `exec/race.rs`, `exec/recorder.rs` | racing a call against cancellation and the deadline; the engine's only door to the trace and the store |
 //! | `run` | [`RunOptions`], [`Execution`], [`Metrics`], [`ReplayReport`] |
 //! | `operator` | [`act`]: an operator's cancellation, answer or delivery recorded at store level, under the run's lease, without the program |
+//! | `stats` | drift metrics over stored runs, per program ([`stats::stats`], `docs/metrics.md`) |
 //! | `state` | [`run_state`]: a stored run's state as JSON of a stable shape |
 //! | `view` | [`RunView`]: where a run stands, read from its events |
 //! | `store/` | [`store::JournalStore`], what every store shares (append checks, rows), and the implementations (memory, SQLite, PostgreSQL) |
@@ -71,6 +72,7 @@ mod run;
 mod runtime;
 mod scripted;
 mod state;
+pub mod stats;
 pub mod store;
 pub mod testing;
 pub mod trace;
@@ -95,7 +97,7 @@ pub use runtime::{Runtime, RuntimeBuilder};
 pub use state::{RUN_STATE_VERSION, run_state};
 pub use trace::RunStatus;
 pub use value::{Digest, Json, Secret, SecretRef, VaultId};
-pub use view::{ModelAnswer, OpenEffect, RunView, Waiting, payload_fingerprint};
+pub use view::{Activity, ModelAnswer, OpenEffect, RunView, Waiting, payload_fingerprint};
 pub use worker::Worker;
 
 /// True when the known bug `m` is switched on (feature `sabotage-mutants`, tests only); always

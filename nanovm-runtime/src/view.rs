@@ -9,7 +9,7 @@
 
 use crate::canonical::Encoder;
 use crate::program::{Name, Program, ToolInfo};
-use crate::trace::{Entry, Event, Reply, RunStatus};
+use crate::trace::{Entry, Event, Reply, RunStatus, ToolOutcome};
 use crate::value::Json;
 use crate::value::{Datum, Digest, VaultId};
 
@@ -49,6 +49,46 @@ pub struct RunView {
     answers: Vec<ModelAnswer>,
     /// The step the run is at ([`RunView::at`]).
     at: Option<String>,
+    /// What the run did, counted ([`RunView::activity`]).
+    activity: Activity,
+    /// The steps the run entered (for [`Activity::rollbacks`]).
+    entered: Vec<String>,
+    /// The fingerprints of the tool calls' first attempts (for [`Activity::repeated_calls`]).
+    calls: Vec<Digest>,
+}
+
+/// What a run did, counted from its events ([`RunView::activity`]): the raw material of the
+/// drift metrics (`crate::stats`).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Activity {
+    /// Every transition the graph took, in order: `(step, next)` from the step-completing
+    /// events (`decision`, a `model` or `tool_result` outside a parallel block with `next`,
+    /// `joined` with `next`, `delivered`, `timed_out`).
+    pub transitions: Vec<(String, String)>,
+    /// Transitions into a step the run had entered before (a loop back: `check -> classify`).
+    pub rollbacks: u64,
+    /// Model and tool attempts after a step's first (`attempt > 1`).
+    pub retries: u64,
+    /// Tool calls (a `tool_intent`, or a `tool_result` without one), every attempt.
+    pub tool_calls: u64,
+    /// First attempts of a tool call with the same tool and the same arguments as an earlier
+    /// call in the run (a retry of the same attempt chain is not churn).
+    pub repeated_calls: u64,
+    /// Model calls, every attempt.
+    pub model_calls: u64,
+    /// Prompt tokens of the model's answers.
+    pub prompt_tokens: u64,
+    /// Completion tokens of the model's answers.
+    pub completion_tokens: u64,
+    /// Model replies the graph refuses: an invalid answer (`invalid_answer`), or an answer
+    /// outside a parallel block that completed no step (outside the choices with no
+    /// `on invalid`, below `min_confidence`).
+    pub refusals: u64,
+    /// Failed model calls and failed tool calls (errors, not refusals).
+    pub faults: u64,
+    /// Budget trips (`budget_exceeded` events).
+    pub budget_trips: u64,
 }
 
 /// One model answer of a run, as recorded: what was answered, how sure the model was, and
@@ -120,6 +160,9 @@ impl RunView {
             tools: None,
             answers: Vec::new(),
             at: None,
+            activity: Activity::default(),
+            entered: Vec::new(),
+            calls: Vec::new(),
         }
     }
 
@@ -157,6 +200,7 @@ impl RunView {
         self.entries += 1;
         self.apply_status(event);
         self.apply_at(event);
+        self.apply_activity(event);
         match event {
             Event::RunStarted { inputs, .. } => self.note_secrets(inputs),
             Event::Model {
@@ -383,6 +427,125 @@ impl RunView {
     /// has only started) and for a view continued from a store's record.
     pub fn at(&self) -> Option<&str> {
         self.at.as_deref()
+    }
+
+    /// What the run did, counted.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
+
+    /// Moves [`RunView::activity`] along `event`.
+    fn apply_activity(&mut self, event: &Event) {
+        let a = &mut self.activity;
+        let mut call =
+            |tool: &str, args: &[(Name, Datum)], attempt: u32, calls: &mut Vec<Digest>| {
+                a.tool_calls += 1;
+                if attempt > 1 {
+                    a.retries += 1;
+                    return;
+                }
+                let mut e = Encoder::new();
+                e.json(&Json::String(tool.to_string()));
+                for (name, d) in args {
+                    e.json(&Json::String(name.to_string()));
+                    e.datum(d);
+                }
+                let key = Digest::of(e.bytes());
+                if calls.contains(&key) {
+                    a.repeated_calls += 1;
+                } else {
+                    calls.push(key);
+                }
+            };
+        let next = match event {
+            Event::ToolIntent {
+                tool,
+                args,
+                attempt,
+                ..
+            } => {
+                call(tool, args, *attempt, &mut self.calls);
+                None
+            }
+            Event::ToolResult {
+                step,
+                branch,
+                tool,
+                args,
+                attempt,
+                result,
+                next,
+                ..
+            } => {
+                if let Some(args) = args {
+                    call(tool, args, *attempt, &mut self.calls);
+                }
+                if matches!(result, ToolOutcome::Err { .. }) {
+                    a.faults += 1;
+                }
+                next.as_ref()
+                    .filter(|_| branch.is_none())
+                    .map(|n| (step, n))
+            }
+            Event::Model {
+                step,
+                branch,
+                attempt,
+                reply,
+                next,
+                ..
+            } => {
+                a.model_calls += 1;
+                if *attempt > 1 {
+                    a.retries += 1;
+                }
+                match reply {
+                    Reply::Answer {
+                        prompt_tokens,
+                        completion_tokens,
+                        ..
+                    } => {
+                        a.prompt_tokens += prompt_tokens;
+                        a.completion_tokens += completion_tokens;
+                        if branch.is_none() && next.is_none() {
+                            a.refusals += 1;
+                        }
+                    }
+                    Reply::Error {
+                        invalid_answer: true,
+                        ..
+                    } => a.refusals += 1,
+                    Reply::Error { .. } => a.faults += 1,
+                }
+                next.as_ref()
+                    .filter(|_| branch.is_none())
+                    .map(|n| (step, n))
+            }
+            Event::Decision { step, next, .. }
+            | Event::Delivered { step, next, .. }
+            | Event::TimedOut { step, next, .. } => Some((step, next)),
+            Event::Joined {
+                step,
+                next: Some(next),
+                ..
+            } => Some((step, next)),
+            Event::BudgetExceeded { .. } => {
+                a.budget_trips += 1;
+                None
+            }
+            _ => None,
+        };
+        if let Some((step, next)) = next {
+            if !self.entered.iter().any(|s| s == step.as_ref()) {
+                self.entered.push(step.to_string());
+            }
+            if self.entered.iter().any(|s| s == next.as_ref()) {
+                a.rollbacks += 1;
+            } else {
+                self.entered.push(next.to_string());
+            }
+            a.transitions.push((step.to_string(), next.to_string()));
+        }
     }
 
     /// Moves [`RunView::at`] along `event`.
