@@ -466,3 +466,78 @@ fn runs_json_has_the_documented_shape_and_acts_refuse_clearly() {
     assert_eq!(out.code, 2);
     assert!(!missing.exists());
 }
+
+/// `nanovm stats` on a store with known runs: 6 refunds as the baseline, then a refund and a
+/// rejection as the window (`--since`). The rejection takes a path the baseline never took.
+#[test]
+fn stats_reports_drift_of_a_window_against_the_baseline() {
+    let h = sqlite("stats");
+    for i in 0..6 {
+        assert_eq!(h.run(&format!("base-{i}"), 100), RunStatus::Success);
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let since = now_ms().to_string();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(h.run("new-refund", 100), RunStatus::Success);
+    let rejected = block_on(h.rt_no.run::<cr::Program>(
+        h.input(100),
+        Arc::new(Host::new()),
+        RunOptions::new().run_id("new-reject"),
+    ))
+    .unwrap();
+    assert_eq!(rejected.end_step.as_deref(), Some("rejected"));
+
+    let out = nanovm(&[
+        "stats", "--db", &h.db, "--since", &since, "--format", "json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).expect("stats --format json parses");
+    assert_eq!(doc["version"], 1);
+    let p = &doc["programs"][0];
+    assert_eq!(p["program"], "customer_refund");
+    assert_eq!(
+        (p["baseline_runs"].as_u64(), p["window_runs"].as_u64()),
+        (Some(6), Some(2))
+    );
+    assert_eq!(p["unseen_path_share"], 0.5);
+    // Both window runs leave `policy`, one to `refund`, one to `reject`: 1 bit.
+    let policy = p["decision_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["step"] == "policy")
+        .expect("policy is a decision point");
+    assert_eq!(policy["entropy"], 1.0);
+    let js = p["path_divergence"].as_f64().unwrap();
+    assert!((js - 0.311_278_124_459_132_8).abs() < 1e-9, "{js}");
+    assert!(p["flagged"].is_array());
+
+    let text = nanovm(&[
+        "stats",
+        "--db",
+        &h.db,
+        "--since",
+        &since,
+        "--program",
+        "customer_refund",
+    ]);
+    assert_eq!(text.code, 0, "{}", text.stderr);
+    assert!(text.stdout.contains("customer_refund"), "{}", text.stdout);
+    assert!(text.stdout.contains("H(A|S)"), "{}", text.stdout);
+    let none = nanovm(&[
+        "stats",
+        "--db",
+        &h.db,
+        "--program",
+        "nope",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(none.code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&none.stdout).unwrap()["programs"],
+        Value::Array(vec![])
+    );
+    let bad = nanovm(&["stats", "--db", &h.db, "--since", "yesterday"]);
+    assert_eq!(bad.code, 2);
+}
