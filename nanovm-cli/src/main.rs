@@ -17,6 +17,7 @@ mod format;
 mod graph;
 mod runs;
 mod source;
+mod stats;
 mod trace;
 mod verify;
 
@@ -68,6 +69,10 @@ enum Command {
     /// Answer an ambiguous effect of a run paused `needs_reconciliation` (`--done RESULT`),
     /// under the run's lease; a worker with the program continues the run.
     Reconcile(act::ReconcileArgs),
+    /// Drift metrics of a store's runs per program: transition entropy, retry and rollback
+    /// density, violation rate, tool churn, tokens and cost, path variance against the
+    /// program's own baseline, and the runs above a baseline percentile.
+    Stats(stats::Args),
     /// Audit a store's evidence against the signing key and a tree head kept from the last
     /// audit: names deleted, swapped, rewritten and forged runs and a rolled-back store (exit 1).
     Audit(audit::Args),
@@ -87,6 +92,7 @@ fn main() -> ExitCode {
         Command::Deliver(args) => act::deliver(args, &mut out, &mut err),
         Command::Cancel(args) => act::cancel(args, &mut out, &mut err),
         Command::Reconcile(args) => act::reconcile(args, &mut out, &mut err),
+        Command::Stats(args) => stats::run(args, &mut out),
         Command::Audit(args) => audit::run(args, &mut out),
     };
     let result = result.and_then(|status| {

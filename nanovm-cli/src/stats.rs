@@ -1,0 +1,232 @@
+//! `nanovm stats --db DB [--program P] [--since T] [--format json]`: drift metrics of the
+//! runs of a store, per program: a thin printer over `nanovm_runtime::stats` (the formulas are
+//! in docs/metrics.md).
+//!
+//! The runs created at or after `--since` are the window judged; the older ones the program's
+//! own baseline (without `--since`: the newer half against the older half).
+
+use std::io::Write;
+
+use nanovm_runtime::RunView;
+use nanovm_runtime::stats::{ProgramStats, RunSample, StatsOptions, stats};
+use nanovm_runtime::store::RunQuery;
+
+use crate::db::{self, Db};
+use crate::error::{Error, Status};
+use crate::escape::escape;
+use crate::format::Format;
+use crate::runs::utc;
+
+/// The version of `--format json`'s shape: fields are only ever added under one version.
+const STATS_VERSION: u32 = 1;
+
+/// Arguments of `nanovm stats`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The store: a SQLite file (opened read-only) or a `postgres://` URL.
+    #[arg(long, value_name = "DB", value_parser = Db::parse)]
+    db: Db,
+    /// Only runs of this program.
+    #[arg(long, value_name = "P")]
+    program: Option<String>,
+    /// The window starts here: milliseconds since the Unix epoch, an RFC 3339 UTC instant
+    /// (`2026-12-07T18:30:00Z`) or a date (`2026-12-07`). Older runs are the baseline.
+    /// Default: the newer half of each program's runs against the older half.
+    #[arg(long, value_name = "T", value_parser = parse_since)]
+    since: Option<u64>,
+    /// Flag a window run on a metric above this percentile of the baseline's runs.
+    #[arg(long, value_name = "P", default_value_t = 95.0)]
+    percentile: f64,
+    /// Flag nothing with fewer baseline runs than this.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    min_history: usize,
+    /// The model's price per million prompt tokens (with --price-out: a cost per run).
+    #[arg(long, value_name = "PRICE", requires = "price_out")]
+    price_in: Option<f64>,
+    /// The model's price per million completion tokens.
+    #[arg(long, value_name = "PRICE", requires = "price_in")]
+    price_out: Option<f64>,
+    /// `text`: a report for people; `json`: one object for scripts (see docs/metrics.md).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+/// Milliseconds since the Unix epoch from `ms`, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.f]Z`.
+fn parse_since(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let bad = || format!("`{s}` is not milliseconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
+        None => (s, None),
+    };
+    let num = |t: &str| t.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, m, dd] = d[..] else { return Err(bad()) };
+    let (y, m, dd) = (num(y)?, num(m)?, num(dd)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || y < 1970 {
+        return Err(bad());
+    }
+    let secs = match time {
+        None => 0,
+        Some(t) => {
+            let t = t.split('.').next().unwrap_or(t);
+            let p: Vec<&str> = t.split(':').collect();
+            let [h, mi, se] = p[..] else {
+                return Err(bad());
+            };
+            let (h, mi, se) = (num(h)?, num(mi)?, num(se)?);
+            if h > 23 || mi > 59 || se > 60 {
+                return Err(bad());
+            }
+            h * 3600 + mi * 60 + se
+        }
+    };
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from((days * 86_400 + secs) * 1000).map_err(|_| bad())
+}
+
+/// Runs `nanovm stats`.
+pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
+    let mut query = RunQuery::new();
+    if let Some(p) = &args.program {
+        query = query.program(p.clone());
+    }
+    let samples = db::block_on(async {
+        let store = args.db.open(false).await?;
+        let records = store.runs(&query).await.map_err(|e| args.db.error(e))?;
+        let mut samples = Vec::with_capacity(records.len());
+        for r in records {
+            // A stored trace that does not verify is a divergence, not a reason to stop.
+            let view = match store.load(&r.run_id).await {
+                Ok(Some(entries)) => Some(RunView::of(&entries)),
+                Ok(None) | Err(_) => None,
+            };
+            samples.push(RunSample {
+                run_id: r.run_id,
+                program: r.program,
+                created_ms: r.created_ms,
+                view,
+            });
+        }
+        Ok::<_, Error>(samples)
+    })??;
+    let mut opts = StatsOptions::new()
+        .percentile(args.percentile)
+        .min_history(args.min_history);
+    if let Some(since) = args.since {
+        opts = opts.since_ms(since);
+    }
+    if let (Some(pi), Some(po)) = (args.price_in, args.price_out) {
+        opts = opts.prices(pi, po);
+    }
+    let programs = stats(&samples, &opts);
+    match args.format {
+        Format::Json => {
+            let doc = serde_json::json!({
+                "version": STATS_VERSION,
+                "since_ms": args.since,
+                "percentile": opts.percentile,
+                "programs": programs,
+            });
+            writeln!(out, "{doc}").map_err(Error::stdout)?;
+        }
+        Format::Text => {
+            if programs.is_empty() {
+                writeln!(out, "(no runs)").map_err(Error::stdout)?;
+            }
+            for p in &programs {
+                write!(out, "{}", escape(&text(p, args.since, opts.percentile)))
+                    .map_err(Error::stdout)?;
+            }
+        }
+    }
+    Ok(Status::Clean)
+}
+
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".to_string(), f)
+}
+
+/// A program's report for people.
+fn text(p: &ProgramStats, since: Option<u64>, percentile: f64) -> String {
+    let mut s = String::new();
+    let window = match since {
+        Some(t) => format!("since {}", utc(t)),
+        None => "the newer half".to_string(),
+    };
+    s += &format!(
+        "{}: window {} runs ({window}), baseline {} runs\n",
+        p.program, p.window_runs, p.baseline_runs
+    );
+    s += &format!(
+        "  transitions {}  H(A|S) {:.3} bits  retries/transition {:.3}  rollbacks/transition {:.3}\n",
+        p.transitions, p.transition_entropy, p.retry_density, p.rollback_density
+    );
+    s += &format!(
+        "  violations/transition {:.3} (divergences {}, refusals {}, faults {}, budget trips {})\n",
+        p.violation_rate, p.divergences, p.refusals, p.faults, p.budget_trips
+    );
+    s += &format!(
+        "  tool churn {:.3}  tokens/run {:.1}  cost/run {}\n",
+        p.tool_churn,
+        p.tokens_per_run,
+        opt(p.cost_per_run, |c| format!("{c:.6}"))
+    );
+    s += &format!(
+        "  path divergence (Jensen-Shannon) {}  runs on paths unseen in the baseline {}\n",
+        opt(p.path_divergence, |v| format!("{v:.3}")),
+        opt(p.unseen_path_share, |v| format!("{:.1}%", v * 100.0))
+    );
+    if !p.decision_points.is_empty() {
+        s += "  decision points (H(A|S=s), successors):\n";
+        for d in &p.decision_points {
+            let next: Vec<String> = d.next.iter().map(|(n, c)| format!("{n} {c}")).collect();
+            s += &format!(
+                "    {}  {:.3} bits  n={}  {}\n",
+                d.step,
+                d.entropy,
+                d.count,
+                next.join(", ")
+            );
+        }
+    }
+    if p.flagged.is_empty() {
+        s += &format!("  no run above the baseline's p{percentile}\n");
+    } else {
+        s += &format!("  runs above the baseline's p{percentile}:\n");
+        for r in &p.flagged {
+            let flags: Vec<String> = r
+                .flags
+                .iter()
+                .map(|f| format!("{} {} > {}", f.metric, f.value, f.threshold))
+                .collect();
+            s += &format!("    {}  {}\n", r.run_id, flags.join(", "));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_milliseconds_dates_and_utc_instants() {
+        assert_eq!(parse_since("1700000000123"), Ok(1_700_000_000_123));
+        assert_eq!(parse_since("2000-02-29"), Ok(951_782_400_000));
+        assert_eq!(parse_since("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
+        assert_eq!(parse_since("2026-12-07T18:10:00.5Z"), Ok(1_796_667_000_000));
+        assert!(parse_since("yesterday").is_err());
+        assert!(parse_since("2026-13-01").is_err());
+        assert!(parse_since("2026-12-07T18:10:00").is_err());
+    }
+}
