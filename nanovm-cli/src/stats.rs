@@ -13,7 +13,7 @@ use nanovm_runtime::store::RunQuery;
 
 use crate::db::{self, Db};
 use crate::error::{Error, Status};
-use crate::escape::escape;
+use crate::escape::escape_lines;
 use crate::format::Format;
 use crate::runs::utc;
 
@@ -144,7 +144,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
                 writeln!(out, "(no runs)").map_err(Error::stdout)?;
             }
             for p in &programs {
-                write!(out, "{}", escape(&text(p, args.since, opts.percentile)))
+                write!(out, "{}", escape_lines(&text(p, args.since, opts.percentile)))
                     .map_err(Error::stdout)?;
             }
         }

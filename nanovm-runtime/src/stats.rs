@@ -185,14 +185,16 @@ pub fn entropy<'a>(counts: impl IntoIterator<Item = &'a u64>) -> f64 {
     if total == 0.0 {
         return 0.0;
     }
-    -counts
+    let h = -counts
         .iter()
         .filter(|&&c| c > 0.0)
         .map(|c| {
             let p = c / total;
             p * p.log2()
         })
-        .sum::<f64>()
+        .sum::<f64>();
+    // One outcome sums to -0.0.
+    if h > 0.0 { h } else { 0.0 }
 }
 
 /// The Jensen–Shannon divergence (bits, 0..=1) of two distributions given by counts over the
