@@ -144,7 +144,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
                 writeln!(out, "(no runs)").map_err(Error::stdout)?;
             }
             for p in &programs {
-                write!(out, "{}", escape_lines(&text(p, args.since, opts.percentile)))
+                write!(out, "{}", escape_lines(&text(p, args.since, &opts)))
                     .map_err(Error::stdout)?;
             }
         }
@@ -157,7 +157,8 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 }
 
 /// A program's report for people.
-fn text(p: &ProgramStats, since: Option<u64>, percentile: f64) -> String {
+fn text(p: &ProgramStats, since: Option<u64>, opts: &StatsOptions) -> String {
+    let percentile = opts.percentile;
     let mut s = String::new();
     let window = match since {
         Some(t) => format!("since {}", utc(t)),
@@ -199,7 +200,12 @@ fn text(p: &ProgramStats, since: Option<u64>, percentile: f64) -> String {
             );
         }
     }
-    if p.flagged.is_empty() {
+    if p.baseline_runs < opts.min_history.max(1) {
+        s += &format!(
+            "  too little history to flag runs ({} baseline runs, --min-history {})\n",
+            p.baseline_runs, opts.min_history
+        );
+    } else if p.flagged.is_empty() {
         s += &format!("  no run above the baseline's p{percentile}\n");
     } else {
         s += &format!("  runs above the baseline's p{percentile}:\n");
