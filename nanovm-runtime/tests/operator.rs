@@ -287,3 +287,38 @@ fn an_act_on_a_run_held_by_a_live_lease_fails_and_writes_nothing() {
     let runs = block_on(s.store.runs(&RunQuery::new().status(RunStatus::Cancelled))).unwrap();
     assert_eq!(runs.len(), 1);
 }
+
+/// An operator delivers, then cancels before any worker continued the run: the run is
+/// `running` between the two (at the step the event led to), and the cancellation ends it
+/// there; the trace replays.
+#[test]
+fn a_run_delivered_to_but_not_yet_continued_can_be_cancelled() {
+    let s = setup("yes");
+    s.suspended("dc");
+    s.act("dc", deliver("ev-1", json!({"approved": true})))
+        .unwrap();
+    assert_eq!(
+        RunView::of(&s.store.entries("dc")).at(),
+        Some("review_policy")
+    );
+    s.act("dc", Act::Cancel).expect("cancelled");
+    assert!(s.worker(&Host::new()).is_none());
+    replay::<cr::Program>(&s.trace("dc")).expect("replays");
+    let record = block_on(s.store.run("dc")).unwrap().unwrap();
+    assert_eq!(record.end_step.as_deref(), Some("review_policy"));
+}
+
+/// A stored prefix that ends right before an `end` step's `run_ended` (an `await` whose
+/// target is an `end` step, cut off by a crash): a cancellation there replays too.
+#[test]
+fn a_cancellation_recorded_before_an_end_step_replays() {
+    let s = setup("yes");
+    s.suspended("te");
+    // The await's timeout edge leads straight to the `end` step `timed_out`.
+    s.clock.advance(DAY + Duration::from_secs(1));
+    let acted = s.act("te", deliver("ev-1", json!({}))).unwrap();
+    assert!(matches!(acted, Acted::TimedOut { .. }));
+    assert_eq!(RunView::of(&s.store.entries("te")).at(), Some("timed_out"));
+    s.act("te", Act::Cancel).expect("cancelled");
+    replay::<cr::Program>(&s.trace("te")).expect("replays");
+}
