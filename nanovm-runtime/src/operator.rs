@@ -156,6 +156,17 @@ pub enum ActError {
         /// The open effects.
         effects: Vec<Digest>,
     },
+    /// A cancellation of a running run stopped inside a parallel block: a worker must take
+    /// the block to its join (or a pause) first.
+    #[error(
+        "run `{run_id}` stopped inside the parallel step `{step}`: a worker must take it to its join before the run can be cancelled"
+    )]
+    InParallel {
+        /// The run.
+        run_id: String,
+        /// The parallel step.
+        step: String,
+    },
     /// A delivery to a run that is not suspended waiting for this event.
     #[error("run `{run_id}` is not waiting for `{event}`: it is {status}{}",
         waiting_for.as_ref().map_or(String::new(), |w| format!(" waiting for `{w}`")))]
@@ -308,6 +319,12 @@ fn decide(
                         return Err(ActError::InFlight {
                             run_id: run_id.to_string(),
                             effects: open,
+                        });
+                    }
+                    if view.in_parallel() {
+                        return Err(ActError::InParallel {
+                            run_id: run_id.to_string(),
+                            step: view.at().unwrap_or_default().to_string(),
                         });
                     }
                     view.at()

@@ -55,6 +55,8 @@ pub struct RunView {
     entered: Vec<String>,
     /// The fingerprints of the tool calls' first attempts (for [`Activity::repeated_calls`]).
     calls: Vec<Digest>,
+    /// Inside a parallel block: a branch's event came and the block has not joined.
+    in_parallel: bool,
 }
 
 /// What a run did, counted from its events ([`RunView::activity`]): the raw material of the
@@ -163,6 +165,7 @@ impl RunView {
             activity: Activity::default(),
             entered: Vec::new(),
             calls: Vec::new(),
+            in_parallel: false,
         }
     }
 
@@ -434,8 +437,29 @@ impl RunView {
         &self.activity
     }
 
-    /// Moves [`RunView::activity`] along `event`.
+    /// True while the run is inside a parallel block: a branch's event was recorded and the
+    /// block has not joined (nor the run paused or ended) since.
+    pub fn in_parallel(&self) -> bool {
+        self.in_parallel
+    }
+
+    /// Moves [`RunView::activity`] (and [`RunView::in_parallel`]) along `event`.
     fn apply_activity(&mut self, event: &Event) {
+        match event {
+            Event::Model {
+                branch: Some(_), ..
+            }
+            | Event::ToolIntent {
+                branch: Some(_), ..
+            }
+            | Event::ToolResult {
+                branch: Some(_), ..
+            } => self.in_parallel = true,
+            Event::Joined { .. } | Event::Suspended { .. } | Event::RunEnded { .. } => {
+                self.in_parallel = false;
+            }
+            _ => {}
+        }
         let a = &mut self.activity;
         let mut call =
             |tool: &str, args: &[(Name, Datum)], attempt: u32, calls: &mut Vec<Digest>| {
@@ -806,6 +830,25 @@ mod tests {
             "every effect was answered before this pause: ambiguous again"
         );
         assert_eq!(v.secrets(), &[VaultId([1; 16]), VaultId([2; 16])]);
+    }
+
+    /// A run is inside a parallel block from a branch's first event to the join.
+    #[test]
+    fn in_parallel_lasts_until_the_join() {
+        let mut v = RunView::new();
+        let mut branch = intent(4, "charge");
+        if let Event::ToolIntent { branch: b, .. } = &mut branch {
+            *b = Some("a".into());
+        }
+        assert!(!v.in_parallel());
+        v.apply(&branch);
+        assert!(v.in_parallel());
+        v.apply(&Event::Joined {
+            step: "fan".into(),
+            failed: vec![],
+            next: Some("done".into()),
+        });
+        assert!(!v.in_parallel());
     }
 
     #[test]

@@ -212,6 +212,10 @@ impl<P: Program> Exec<P> {
                 if let Some(trip) = self.meter.check_steps(1) {
                     return self.trip(step, trip, None).await;
                 }
+            } else if self.recorded_cancellation() {
+                // An operator cancelled the run at store level after its last transition,
+                // before its `end` step's `run_ended` was written (`crate::operator`).
+                return self.stop(step, Verdict::Cancelled, None).await;
             }
             let action = match P::action(step, &self.state) {
                 Ok(a) => a,
