@@ -350,3 +350,27 @@ fn refused(
     writeln!(err, "refused: {}", escape(&message)).map_err(Error::stderr)?;
     Ok(Status::Failed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Ty, check_payload};
+    use serde_json::json;
+
+    /// The payload check decodes as the generated code does: an int is an `i64`, a float any
+    /// number, `json` anything.
+    #[test]
+    fn payloads_are_checked_against_the_awaits_type() {
+        assert!(check_payload(&json!({"a": 1}), &Ty::Json, "e").is_ok());
+        assert!(check_payload(&json!(3), &Ty::Int, "e").is_ok());
+        assert!(check_payload(&json!(3.5), &Ty::Int, "e").is_err());
+        assert!(check_payload(&json!(3), &Ty::Float, "e").is_ok());
+        assert!(check_payload(&json!("x"), &Ty::Str, "e").is_ok());
+        assert!(check_payload(&json!(true), &Ty::Bool, "e").is_ok());
+        let e = check_payload(&json!("yes"), &Ty::Bool, "approval").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("must be `bool`; --payload is a string"),
+            "{e}"
+        );
+    }
+}

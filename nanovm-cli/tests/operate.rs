@@ -460,6 +460,33 @@ fn runs_json_has_the_documented_shape_and_acts_refuse_clearly() {
     let out = act(&h.db, &["cancel", "nope"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("not in the store"), "{}", out.stderr);
+    // A delivery needs the run's own program: another file is refused before anything is
+    // written.
+    assert_eq!(h.run("w", 9000), RunStatus::Suspended);
+    let other = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/workflows/refund.nvm")
+        .display()
+        .to_string();
+    let out = act(
+        &h.db,
+        &[
+            "deliver",
+            "--program",
+            &other,
+            "w",
+            "approval",
+            "--id",
+            "e1",
+        ],
+    );
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("holds no program with the hash of run `w`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(h.state("w")["status"], "suspended");
     // An act never creates a store.
     let missing = scratch("missing").join("none.db");
     let out = act(&missing.display().to_string(), &["cancel", "r1"]);

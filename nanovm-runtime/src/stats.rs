@@ -636,6 +636,18 @@ mod tests {
         let tokens = f.flags.iter().find(|f| f.metric == "tokens").unwrap();
         assert_eq!((tokens.value, tokens.threshold), (6000.0, 105.0));
 
+        // A window run whose stored trace does not verify is a divergence: a violation.
+        let mut with_broken = runs.clone();
+        with_broken.push(RunSample {
+            run_id: "r08".into(),
+            program: "p".into(),
+            created_ms: 8,
+            view: None,
+        });
+        let b = &stats(&with_broken, &opts)[0];
+        assert_eq!((b.window_runs, b.divergences), (3, 1));
+        close(b.violation_rate, 15.0 / 9.0);
+
         // Too little history: nothing is flagged.
         let s = &stats(&runs, &opts.clone().min_history(7))[0];
         assert!(s.flagged.is_empty());
