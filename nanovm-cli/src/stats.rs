@@ -107,7 +107,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
         for r in records {
             // A stored trace that does not verify is a divergence, not a reason to stop.
             let view = match store.load(&r.run_id).await {
-                Ok(Some(entries)) => Some(RunView::of(&entries)),
+                Ok(Some(entries)) => Some(RunView::new().counting().read(&entries)),
                 Ok(None) | Err(_) => None,
             };
             samples.push(RunSample {

@@ -23,8 +23,8 @@ pub struct RunSample {
     pub program: String,
     /// When the store created it (milliseconds since the Unix epoch).
     pub created_ms: u64,
-    /// The view of its entries; `None` when its stored trace does not verify (counted as a
-    /// divergence).
+    /// The view of its entries, made [`RunView::counting`] (`RunView::new().counting().read(&entries)`);
+    /// `None` when its stored trace does not verify (counted as a divergence).
     pub view: Option<RunView>,
 }
 
@@ -477,7 +477,7 @@ mod tests {
     }
 
     fn view(events: &[Event]) -> RunView {
-        let mut v = RunView::new();
+        let mut v = RunView::new().counting();
         for e in events {
             v.apply(e);
         }

@@ -57,6 +57,8 @@ pub struct RunView {
     calls: Vec<Digest>,
     /// Inside a parallel block: a branch's event came and the block has not joined.
     in_parallel: bool,
+    /// Whether [`RunView::activity`] is counted ([`RunView::counting`]).
+    counting: bool,
 }
 
 /// What a run did, counted from its events ([`RunView::activity`]): the raw material of the
@@ -166,7 +168,17 @@ impl RunView {
             entered: Vec::new(),
             calls: Vec::new(),
             in_parallel: false,
+            counting: false,
         }
+    }
+
+    /// This view, counting what the run does ([`RunView::activity`]) from here on: the drift
+    /// metrics read runs with `RunView::new().counting().read(entries)`. Off by default, so
+    /// the protocol's readings of a run pay nothing for it.
+    #[must_use]
+    pub fn counting(mut self) -> RunView {
+        self.counting = true;
+        self
     }
 
     /// A view that knows program `P`'s tools, so it can tell which open effects are
@@ -432,7 +444,7 @@ impl RunView {
         self.at.as_deref()
     }
 
-    /// What the run did, counted.
+    /// What the run did, counted: empty unless the view was made [`RunView::counting`].
     pub fn activity(&self) -> &Activity {
         &self.activity
     }
@@ -459,6 +471,9 @@ impl RunView {
                 self.in_parallel = false;
             }
             _ => {}
+        }
+        if !self.counting {
+            return;
         }
         let a = &mut self.activity;
         let mut call =
