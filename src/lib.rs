@@ -11,6 +11,7 @@
 extern crate self as nanovm;
 
 pub use nanovm_macros::{include_program, nano_program};
+pub use nanovm_runtime::{Act, ActError, Acted, Activity, RUN_STATE_VERSION, act, run_state};
 pub use nanovm_runtime::{
     Backoff, BoxFuture, CacheStats, CachedModel, CancelToken, Clock, DeliverError, Delivery,
     Digest, Execution, Json, MAX_RUN_ID_BYTES, Metrics, Mismatch, ModelAnswer, OpenEffect,
@@ -19,7 +20,7 @@ pub use nanovm_runtime::{
     ToolError, UnknownChoice, Usage, VaultId, Waiting, Worker, effect_id, replay, run_id,
     validate_run_id,
 };
-pub use nanovm_runtime::{evidence, model, openai, store, testing, trace, vault};
+pub use nanovm_runtime::{evidence, model, openai, stats, store, testing, trace, vault};
 
 /// Support for generated code; not a public API (see `nanovm_runtime::__private_v0_1`).
 #[doc(hidden)]
