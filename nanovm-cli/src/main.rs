@@ -7,6 +7,7 @@
 
 mod audit;
 mod check;
+mod compat;
 mod db;
 mod diff;
 mod error;
@@ -42,6 +43,9 @@ struct Cli {
 enum Command {
     /// Compile .nvm files and report their errors and warnings.
     Check(check::Args),
+    /// Report, for every step where a run of OLD can be waiting, whether it can continue
+    /// under NEW (exit 1 when any cannot).
+    Compat(compat::Args),
     /// Draw a program's graph as Mermaid or Graphviz DOT.
     Graph(graph::Args),
     /// Check a trace (JSON Lines): its hash chain, and that it is one whole run (`run_started`
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check(args) => check::run(args, &mut out, &mut err),
         Command::Graph(args) => graph::run(args, &mut out, &mut err),
+        Command::Compat(args) => compat::run(args, &mut out, &mut err),
         Command::Verify(args) => verify::run(args, &mut out),
         Command::Diff(args) => diff::run(args, &mut out),
         Command::Runs(args) => runs::run(args, &mut out),
