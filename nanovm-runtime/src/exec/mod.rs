@@ -112,6 +112,8 @@ pub(crate) struct Exec<P: Program> {
     /// Input from outside (a delivered event, a due timeout, an operator's reconciliation)
     /// applied where the recorded prefix ends; taken when applied.
     inject: Option<Inject>,
+    /// Where the loop starts when not at `start`: the step a migrated run waits at.
+    first: Option<StepId>,
 }
 
 /// What the step loop does after a step.
@@ -202,7 +204,7 @@ impl<P: Program> Exec<P> {
 
     /// The main loop.
     pub(crate) async fn drive(&mut self) -> Result<Ended, Halt> {
-        let mut step = self.info.start;
+        let mut step = self.first.take().unwrap_or(self.info.start);
         loop {
             let si = self.step_info(step)?;
             if si.kind != StepKind::End {
