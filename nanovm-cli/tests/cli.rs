@@ -1171,7 +1171,7 @@ fn diff_refuses_a_broken_trace() {
 // compat
 
 fn compat_program(name: &str) -> PathBuf {
-    programs_dir().join("compat").join(name)
+    workspace().join("nanovm-dsl/tests/compat_programs").join(name)
 }
 
 #[test]

@@ -36,7 +36,7 @@ fn scratch(test: &str) -> PathBuf {
 
 fn v2_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../nanovm-dsl/tests/programs/compat/approval_v2.nvm")
+        .join("../nanovm-dsl/tests/compat_programs/approval_v2.nvm")
 }
 
 fn hash_of(path: &Path) -> Digest {
@@ -210,7 +210,7 @@ fn an_incompatible_step_keeps_the_run_on_old() {
     let dir = scratch("incompatible");
     let db = dir.join("runs.db");
     let v1 = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../nanovm-dsl/tests/programs/compat/approval_v1.nvm");
+        .join("../nanovm-dsl/tests/compat_programs/approval_v1.nvm");
     // NEW waits for another event at `review`.
     let v1b = dir.join("approval_v1b.nvm");
     fs::write(

@@ -8,7 +8,7 @@ use nanovm_dsl::compile;
 
 fn program(file: &str) -> nanovm_dsl::lower::Program {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/programs/compat")
+        .join("tests/compat_programs")
         .join(file);
     let src = std::fs::read_to_string(&path).unwrap();
     let c = compile(file, &src);

@@ -26,11 +26,11 @@ const PROGRAMS: &[(&str, &str)] = &[
     // Two versions of one program, for migration (`tests/migrate.rs`); the pair `nanovm
     // compat` is tested on.
     (
-        "../nanovm-dsl/tests/programs/compat/approval_v1.nvm",
+        "../nanovm-dsl/tests/compat_programs/approval_v1.nvm",
         "approval_v1.rs",
     ),
     (
-        "../nanovm-dsl/tests/programs/compat/approval_v2.nvm",
+        "../nanovm-dsl/tests/compat_programs/approval_v2.nvm",
         "approval_v2.rs",
     ),
 ];
