@@ -406,6 +406,45 @@ pub enum Event {
         /// Who migrated it and why.
         by: Actor,
     },
+    /// A budget ran out at `step` (the `budget_exceeded` before this entry says which) and a
+    /// replanning edge of the program continues the run at `to` with a fresh budget slice,
+    /// instead of ending it.
+    Replanned {
+        /// The step where the budget ran out.
+        step: Name,
+        /// Which edge.
+        on: ReplanOn,
+        /// Where the run continues.
+        to: Name,
+        /// This is the `replan`-th replan along this edge (from 1)...
+        replan: u32,
+        /// ...of at most `of`.
+        of: u32,
+        /// When the slice sets `max_duration`: the new limit, in milliseconds since the run
+        /// started (the clock is outside the program, so a replay takes it as recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_duration_ms: Option<u64>,
+    },
+}
+
+/// What a replanning edge continues after (`on budget_exceeded -> S`, `on stalled -> S`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplanOn {
+    /// Any budget but the stall budget ran out.
+    BudgetExceeded,
+    /// The stall budget ran out.
+    Stalled,
+}
+
+impl ReplanOn {
+    /// `"budget_exceeded"` or `"stalled"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplanOn::BudgetExceeded => "budget_exceeded",
+            ReplanOn::Stalled => "stalled",
+        }
+    }
 }
 
 /// A variable a migration carries into the new program's state: the value a step of the old
@@ -476,6 +515,7 @@ impl Event {
             Event::Erased { .. } => "erased",
             Event::RunEnded { .. } => "run_ended",
             Event::Migrated { .. } => "migrated",
+            Event::Replanned { .. } => "replanned",
         }
     }
 
@@ -492,7 +532,8 @@ impl Event {
             | Event::TimedOut { step, .. }
             | Event::BudgetExceeded { step, .. }
             | Event::Reconciled { step, .. }
-            | Event::Migrated { step, .. } => Some(step),
+            | Event::Migrated { step, .. }
+            | Event::Replanned { step, .. } => Some(step),
             Event::RunEnded { step, .. } => step.as_deref(),
             Event::RunStarted { .. } | Event::Erased { .. } => None,
         }
@@ -690,6 +731,17 @@ impl Event {
                 to.short(),
                 carried.len(),
                 if carried.len() == 1 { "" } else { "s" }
+            ),
+            Event::Replanned {
+                step,
+                on,
+                to,
+                replan,
+                of,
+                ..
+            } => format!(
+                "{step}: {} -> replan {replan} of {of} at `{to}`",
+                on.as_str()
             ),
         }
     }
@@ -922,6 +974,20 @@ impl Event {
                     };
                 }
                 actor(e, Some(by));
+            }
+            Event::Replanned {
+                step,
+                on,
+                to,
+                replan,
+                of,
+                max_duration_ms,
+            } => {
+                e.tag(15).str(step).str(on.as_str()).str(to);
+                e.u64(u64::from(*replan)).u64(u64::from(*of));
+                e.opt(max_duration_ms.as_ref(), |e, v| {
+                    e.u64(*v);
+                });
             }
         }
     }

@@ -23,6 +23,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ),
     ("tests/support/programs/fanout.nvm", "fanout.rs"),
     ("tests/support/programs/small.nvm", "small.rs"),
+    // Replanning edges (`tests/replan.rs`).
+    ("tests/support/programs/replan.nvm", "replan.rs"),
     // Two versions of one program, for migration (`tests/migrate.rs`); the pair `nanovm
     // compat` is tested on.
     (

@@ -32,6 +32,8 @@ pub(crate) struct Ended {
     pub(crate) status: RunStatus,
     pub(crate) step: Option<StepId>,
     pub(crate) message: Option<String>,
+    /// Not an end: a replanning edge continues the run at this step (see `Exec::trip`).
+    pub(crate) replan_to: Option<StepId>,
 }
 
 // Built once per run and moved straight into the loop; boxing it would cost an allocation.
@@ -130,6 +132,7 @@ pub(crate) async fn execute<P: Program>(
             status: RunStatus::Running,
             step: None,
             message: Some(why),
+            replan_to: None,
         },
         Err(Halt::Error(e)) => {
             // A non-idempotent effect's result waiting for the next write is made durable
@@ -328,6 +331,7 @@ pub(crate) fn prepare<P: Program>(
         step_durations: Vec::with_capacity(info.steps.len().min(64)),
         inject: None,
         first,
+        replans_used: vec![0; P::replans().len()],
         engine,
         info,
         tools,

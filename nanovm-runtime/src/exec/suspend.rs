@@ -91,6 +91,7 @@ impl<P: Program> Exec<P> {
             status: RunStatus::Suspended,
             step: Some(step),
             message: None,
+            replan_to: None,
         }))
     }
 
