@@ -1171,7 +1171,9 @@ fn diff_refuses_a_broken_trace() {
 // compat
 
 fn compat_program(name: &str) -> PathBuf {
-    workspace().join("nanovm-dsl/tests/compat_programs").join(name)
+    workspace()
+        .join("nanovm-dsl/tests/compat_programs")
+        .join(name)
 }
 
 #[test]

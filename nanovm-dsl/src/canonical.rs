@@ -377,20 +377,6 @@ fn literal(l: &Literal) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::duration;
-
-    #[test]
-    fn durations_use_the_largest_exact_unit() {
-        assert_eq!(duration(30_000), "30s");
-        assert_eq!(duration(86_400_000), "1d");
-        assert_eq!(duration(90_000), "90s");
-        assert_eq!(duration(1_500), "1500ms");
-        assert_eq!(duration(0), "0ms");
-    }
-}
-
 /// A budget block's entries as `key: value, ...`.
 fn budget_entries(b: &crate::syntax::ast::BudgetBlock) -> String {
     let entries: Vec<String> = b
@@ -405,4 +391,18 @@ fn budget_entries(b: &crate::syntax::ast::BudgetBlock) -> String {
         })
         .collect();
     entries.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration;
+
+    #[test]
+    fn durations_use_the_largest_exact_unit() {
+        assert_eq!(duration(30_000), "30s");
+        assert_eq!(duration(86_400_000), "1d");
+        assert_eq!(duration(90_000), "90s");
+        assert_eq!(duration(1_500), "1500ms");
+        assert_eq!(duration(0), "0ms");
+    }
 }
