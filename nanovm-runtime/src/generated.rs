@@ -7,12 +7,12 @@
 
 use std::cmp::Ordering;
 
+pub use crate::program::ReplanOn;
 pub use crate::program::{
     Action, BoxFuture, BranchId, BranchInfo, Budget, Fault, InputInfo, LlmCall, Next, Outcome,
     ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo, StepKind, ToolCall,
     ToolContext, ToolError, ToolInfo,
 };
-pub use crate::trace::ReplanOn;
 pub use crate::value::{Datum, Digest, Json, Secret, SecretRef};
 
 /// A model answer or string that is not a member of a choice set.

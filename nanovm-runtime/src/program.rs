@@ -18,7 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::trace::ReplanOn;
+use serde::{Deserialize, Serialize};
+
 use crate::value::{Datum, Digest, Json, Secret, SecretRef, VaultId};
 
 /// A boxed, sendable future, as returned by dynamically dispatched tool calls.
@@ -81,6 +82,26 @@ pub struct Budget {
     pub max_duration: Option<Duration>,
     /// Tool invocations, retries included.
     pub max_tool_calls: Option<u64>,
+}
+
+/// What a replanning edge continues after (`on budget_exceeded -> S`, `on stalled -> S`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplanOn {
+    /// Any budget but the stall budget ran out.
+    BudgetExceeded,
+    /// The stall budget ran out.
+    Stalled,
+}
+
+impl ReplanOn {
+    /// `"budget_exceeded"` or `"stalled"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplanOn::BudgetExceeded => "budget_exceeded",
+            ReplanOn::Stalled => "stalled",
+        }
+    }
 }
 
 /// A replanning edge (`on budget_exceeded -> S replans N budget { ... }`): where a run continues

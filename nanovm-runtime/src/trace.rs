@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use crate::canonical::Encoder;
-pub use crate::program::Name;
+pub use crate::program::{Name, ReplanOn};
 pub use crate::value::Datum;
 use crate::value::{Digest, Json, VaultId};
 
@@ -425,26 +425,6 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_duration_ms: Option<u64>,
     },
-}
-
-/// What a replanning edge continues after (`on budget_exceeded -> S`, `on stalled -> S`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReplanOn {
-    /// Any budget but the stall budget ran out.
-    BudgetExceeded,
-    /// The stall budget ran out.
-    Stalled,
-}
-
-impl ReplanOn {
-    /// `"budget_exceeded"` or `"stalled"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReplanOn::BudgetExceeded => "budget_exceeded",
-            ReplanOn::Stalled => "stalled",
-        }
-    }
 }
 
 /// A variable a migration carries into the new program's state: the value a step of the old
