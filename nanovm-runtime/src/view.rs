@@ -435,7 +435,8 @@ impl RunView {
             Event::Joined { step, next, .. } => next.as_ref().unwrap_or(step),
             Event::Decision { next, .. }
             | Event::Delivered { next, .. }
-            | Event::TimedOut { next, .. } => next,
+            | Event::TimedOut { next, .. }
+            | Event::Replanned { to: next, .. } => next,
             Event::ToolIntent { step, .. }
             | Event::Suspended { step, .. }
             | Event::BudgetExceeded { step, .. }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{BudgetKind, Event, RunStatus};
 use nanovm_runtime::vault::MemoryVault;
-use nanovm_runtime::{Json, RunOptions, Runtime, ToolContext, ToolError, replay};
+use nanovm_runtime::{Json, RunOptions, RunView, Runtime, ToolContext, ToolError, replay};
 use serde_json::json;
 
 #[allow(dead_code, reason = "the tests use part of the generated code")]
@@ -88,6 +88,10 @@ fn a_replanning_run_ends_within_its_declared_bounds() {
     let kinds: Vec<&str> = e.trace.entries().iter().map(|x| x.event.kind()).collect();
     let at = kinds.iter().position(|k| *k == "replanned").unwrap();
     assert_eq!(kinds[at - 1], "budget_exceeded");
+    // A reader of the trace sees the run move on to the target.
+    let view = RunView::of(&e.trace.entries()[..=at]);
+    assert_eq!(view.at(), Some("rethink"));
+    assert_eq!(view.status(), RunStatus::Running);
     // The declared bound: max_steps 4, plus 4 per replan, 2 replans at most.
     assert!(e.usage.steps <= 4 + 2 * 4, "{:?}", e.usage);
     assert_eq!(e.usage.steps, 6, "{:?}", e.path);
