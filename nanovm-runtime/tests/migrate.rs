@@ -339,3 +339,37 @@ fn a_carried_value_the_new_step_refuses_stops_the_continuation_before_anything_r
     assert!(e.to_string().contains("migration"), "{e}");
     assert!(ledger.0.lock().unwrap().is_empty());
 }
+
+#[test]
+fn a_migrated_runs_timeout_is_fired_by_the_new_program_and_not_by_the_old() {
+    let store = MemoryStore::new();
+    let ledger = Arc::new(Ledger::default());
+    let clock = ManualClock::new(START);
+    let rt = Runtime::builder()
+        .vault(Arc::new(MemoryVault::seeded(3)))
+        .clock(clock.clone())
+        .store(store.clone())
+        .build();
+    let e = block_on(rt.run::<old::Program>(
+        old::Input {
+            request: "refund".into(),
+            amount_cents: 700,
+        },
+        ledger.clone(),
+        RunOptions::new().run_id("r1"),
+    ))
+    .unwrap();
+    assert_eq!(e.status, RunStatus::Suspended);
+    block_on(migrate_run(&store, &migration(), START, 30_000)).unwrap();
+    // The deadline (1h) passes.
+    clock.advance(std::time::Duration::from_secs(3601));
+    // v1 finds nothing of its own to fire: the run is pinned to v2 now.
+    let fired = block_on(rt.fire_timeouts::<old::Program>(ledger.clone())).unwrap();
+    assert!(fired.is_empty());
+    // v2 fires it: the timeout edge, under v2.
+    let fired = block_on(rt.fire_timeouts::<new::Program>(ledger.clone())).unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].status, RunStatus::Failed);
+    assert_eq!(fired[0].end_step.as_deref(), Some("expired"));
+    assert!(ledger.0.lock().unwrap().is_empty());
+}
