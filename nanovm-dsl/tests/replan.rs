@@ -139,3 +139,41 @@ fn programs_without_replanning_edges_hash_as_before() {
     let d = compile("b.nvm", &with);
     assert_ne!(c.programs[0].hash, d.programs[0].hash);
 }
+
+#[test]
+fn w0401_an_effect_the_replan_target_leads_to_again() {
+    // `pay_out` may have run before the budget ran out at `receipt`; the replan goes back to
+    // `plan`, whose guard can let it through again: a second payment with a new effect id.
+    let src = r#"
+program p {
+    input { goal: string  amount_cents: int }
+    budget { max_steps: 6 }
+    effect tool pay(amount_cents: int) -> json idempotent
+    start plan
+    llm plan { prompt: "Pay for {goal}?" choose next from [pay, done] } -> route
+    guard route {
+        when next == "pay" and amount_cents <= 100 -> pay_out
+        otherwise -> finished
+    }
+    call pay_out = pay(amount_cents: amount_cents) into paid -> receipt
+    llm receipt { prompt: "Write a receipt for {paid}" into text } -> finished
+    on budget_exceeded -> plan replans 1 budget { max_steps: 6 }
+    end finished: success
+}
+"#;
+    let c = compile("w0401.nvm", src);
+    assert!(!c.has_errors(), "{}", c.render());
+    let warnings: Vec<&str> = c.diagnostics.iter().map(|d| d.code.id()).collect();
+    assert!(warnings.contains(&"W0401"), "{}", c.render());
+    insta::assert_snapshot!("w0401_effect_again_after_replan", c.render());
+
+    // The planner pays as its last step before the end: no budget can run out after it, so
+    // no warning.
+    let quiet = planner(
+        "on budget_exceeded -> replan replans 2 budget { max_steps: 4 }",
+        r#"llm replan { prompt: "Out of budget for {goal}" choose verdict from [done, more] } -> decide
+    branch decide { when verdict == "done" -> finished otherwise -> plan }"#,
+    );
+    let c = compile("quiet.nvm", &quiet);
+    assert!(c.diagnostics.is_empty(), "{}", c.render());
+}

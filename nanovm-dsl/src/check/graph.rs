@@ -494,6 +494,55 @@ pub(super) fn check_effects_in_cycles(ctx: &mut Ctx<'_>) {
             }
         }
     }
+    // A replanning edge closes a cycle through every effect its target leads to: the effect may
+    // have run before the budget ran out, and the run comes back to it after the replan.
+    let mut warned: Vec<usize> = Vec::new();
+    for (r, &t) in ctx.program.replans().zip(&ctx.replan_targets) {
+        let again = reachable_from(ctx, t, |_| true);
+        for s in 0..ctx.steps.len() {
+            if !again[s] || !reachable[s] || warned.contains(&s) {
+                continue;
+            }
+            // A budget is checked before a step that is not an `end`: unless one can follow
+            // the effect, no budget runs out after it ran.
+            let can_trip_after = sorted_edges(ctx, s).into_iter().any(|n| {
+                reachable_from(ctx, n, |_| true)
+                    .iter()
+                    .enumerate()
+                    .any(|(x, &r)| r && !matches!(ctx.steps[x].kind, StepKind::End(_)))
+            });
+            if !can_trip_after {
+                continue;
+            }
+            let in_cycle = diags.iter().any(|d: &Diagnostic| {
+                effect_calls(ctx, s)
+                    .iter()
+                    .any(|(_, _, span)| d.primary.span == *span)
+            });
+            for (site_name, tool, span) in effect_calls(ctx, s) {
+                if in_cycle {
+                    continue;
+                }
+                warned.push(s);
+                diags.push(
+                    Diagnostic::warning(
+                        codes::W0401,
+                        format!("the effect call `{site_name}` may fire again after a replan"),
+                        span,
+                    )
+                    .with_label(format!("calls the effect tool `{tool}`"))
+                    .with_secondary(r.target.name.span, "the replan continues here")
+                    .with_note(format!(
+                        "`on {}` can continue the run at `{}` after `{site_name}` ran, and `{}` leads to it again: a new effect with its own effect id",
+                        r.on.as_str(),
+                        r.target.name.name,
+                        r.target.name.name
+                    ))
+                    .with_help("make sure repeating it is intended, or replan to a step that cannot reach it"),
+                );
+            }
+        }
+    }
     ctx.diags.extend(diags);
 }
 
