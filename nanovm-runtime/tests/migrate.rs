@@ -373,3 +373,70 @@ fn a_migrated_runs_timeout_is_fired_by_the_new_program_and_not_by_the_old() {
     assert_eq!(fired[0].end_step.as_deref(), Some("expired"));
     assert!(ledger.0.lock().unwrap().is_empty());
 }
+
+#[path = "support/peers.rs"]
+mod peers;
+
+/// The migration on PostgreSQL: the run's lease, the fenced append and the pin work the same
+/// on the shared store.
+#[cfg(feature = "postgres")]
+#[test]
+#[ignore = "needs PostgreSQL (DATABASE_URL)"]
+fn a_run_migrated_on_postgres_completes_under_v2() {
+    use nanovm_runtime::store::{PostgresOptions, PostgresStore};
+    let schema = format!(
+        "nvmmig_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 1_000_000)
+    );
+    let rt_io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt_io.block_on(async {
+        let store = PostgresStore::connect_with(
+            &peers::database_url(),
+            PostgresOptions::new().schema(schema),
+        )
+        .await
+        .expect("connects");
+        let ledger = Arc::new(Ledger::default());
+        let rt = Runtime::builder()
+            .vault(Arc::new(MemoryVault::seeded(3)))
+            .clock(ManualClock::new(START))
+            .store(store.clone())
+            .build();
+        let e = rt
+            .run::<old::Program>(
+                old::Input {
+                    request: "refund".into(),
+                    amount_cents: 700,
+                },
+                ledger.clone(),
+                RunOptions::new().run_id("r1"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(e.status, RunStatus::Suspended);
+        migrate_run(&store, &migration(), START, 30_000)
+            .await
+            .unwrap();
+        let record = store.run("r1").await.unwrap().unwrap();
+        assert_eq!(record.status, RunStatus::Suspended);
+        for (event, id, payload) in [
+            ("approval", "ev-1", json!({"approved": true})),
+            ("confirmation", "ev-2", json!({"ok": true})),
+        ] {
+            rt.deliver::<new::Program>("r1", event, id, payload, ledger.clone())
+                .await
+                .unwrap();
+        }
+        let entries = store.load("r1").await.unwrap().unwrap();
+        let view = RunView::of(&entries);
+        assert_eq!(view.status(), RunStatus::Success);
+        assert_eq!(ledger.0.lock().unwrap().len(), 1);
+    });
+}
