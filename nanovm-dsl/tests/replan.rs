@@ -177,3 +177,27 @@ program p {
     let c = compile("quiet.nvm", &quiet);
     assert!(c.diagnostics.is_empty(), "{}", c.render());
 }
+
+#[test]
+fn the_graph_pictures_draw_a_replanning_edge_from_a_node_of_its_own() {
+    let src = planner(
+        "on stalled -> wrap_up replans 3 budget { max_stalled_steps: 2 }",
+        r#"branch wrap_up { otherwise -> finished }"#,
+    );
+    let c = compile("g.nvm", &src);
+    assert!(!c.has_errors(), "{}", c.render());
+    let p = &c.programs[0];
+    let target = p.steps.iter().position(|s| s.name == "wrap_up").unwrap();
+    let mermaid = nanovm_dsl::graph::mermaid(p);
+    assert!(
+        mermaid.contains(&format!(
+            "r0([\"on stalled<br/><small>replans 3</small>\"]) -.-> s{target}"
+        )),
+        "{mermaid}"
+    );
+    let dot = nanovm_dsl::graph::dot(p);
+    assert!(
+        dot.contains(&format!("r0 -> s{target} [style=dotted];")),
+        "{dot}"
+    );
+}
