@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
-use nanovm_runtime::trace::{BudgetKind, Event, RunStatus};
+use nanovm_runtime::trace::{BudgetKind, Event, ReplanOn, RunStatus};
 use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::{Json, RunOptions, RunView, Runtime, ToolContext, ToolError, replay};
 use serde_json::json;
@@ -149,4 +149,36 @@ fn an_edited_replan_is_a_divergence() {
     }
     let err = replay::<replan::Program>(&t).unwrap_err();
     assert!(err.to_string().contains("diverges"), "{err}");
+}
+
+#[test]
+fn a_stalled_run_replans_along_its_own_edge_and_then_ends_as_before() {
+    // `rethink` has no `on invalid`: an answer outside [stop, more] re-runs it (a stall). The
+    // step budget runs out first (replan 1 of 2 along `on budget_exceeded`); at `rethink` four
+    // stalls exceed the default limit 3 (replan 1 of 1 along `on stalled`, stall limit 1); the
+    // step budget runs out again (replan 2 of 2); two more stalls exceed the limit 1, and with
+    // no stall replans left the run ends `stalled`, as it would without the edge.
+    let e = run(&["maybe"; 20]);
+    let edges: Vec<(ReplanOn, u32, u32)> = e
+        .trace
+        .entries()
+        .iter()
+        .filter_map(|x| match &x.event {
+            Event::Replanned { on, replan, of, .. } => Some((*on, *replan, *of)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        edges,
+        [
+            (ReplanOn::BudgetExceeded, 1, 2),
+            (ReplanOn::Stalled, 1, 1),
+            (ReplanOn::BudgetExceeded, 2, 2)
+        ]
+    );
+    assert_eq!(e.status, RunStatus::Stalled, "{:?}", e.message);
+    assert!(e.usage.steps <= 4 + 2 * 4, "{:?}", e.usage);
+    let again = replay::<replan::Program>(&e.trace).unwrap();
+    assert_eq!(again.status, e.status);
+    assert_eq!(again.root, e.trace.root());
 }
