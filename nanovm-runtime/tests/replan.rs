@@ -17,10 +17,15 @@ mod generated {
 }
 use generated::replan;
 
-struct Search;
+/// The search tool; each search takes `takes` on the run's clock.
+struct Search {
+    clock: ManualClock,
+    takes: std::time::Duration,
+}
 
 impl replan::Tools for Search {
     async fn search(&self, _: &ToolContext, q: String) -> Result<Json, ToolError> {
+        self.clock.advance(self.takes);
         Ok(json!({ "found": q }))
     }
 }
@@ -36,6 +41,12 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// Runs `replan` with the planner always asking for another search and `rethink` answering
 /// `verdicts` in turn.
 fn run(verdicts: &[&str]) -> nanovm_runtime::Execution {
+    run_with(verdicts, std::time::Duration::ZERO)
+}
+
+/// [`run`], each search taking `takes`.
+fn run_with(verdicts: &[&str], takes: std::time::Duration) -> nanovm_runtime::Execution {
+    let clock = ManualClock::new(1_700_000_000_000);
     let rt = Runtime::builder()
         .model(
             ScriptedModel::new()
@@ -44,13 +55,13 @@ fn run(verdicts: &[&str]) -> nanovm_runtime::Execution {
                 .shared(),
         )
         .vault(Arc::new(MemoryVault::seeded(1)))
-        .clock(ManualClock::new(1_700_000_000_000))
+        .clock(clock.clone())
         .build();
     block_on(rt.run::<replan::Program>(
         replan::Input {
             goal: "cheap flights".into(),
         },
-        Arc::new(Search),
+        Arc::new(Search { clock, takes }),
         RunOptions::new().run_id("p1"),
     ))
     .unwrap()
@@ -178,6 +189,42 @@ fn a_stalled_run_replans_along_its_own_edge_and_then_ends_as_before() {
     );
     assert_eq!(e.status, RunStatus::Stalled, "{:?}", e.message);
     assert!(e.usage.steps <= 4 + 2 * 4, "{:?}", e.usage);
+    let again = replay::<replan::Program>(&e.trace).unwrap();
+    assert_eq!(again.status, e.status);
+    assert_eq!(again.root, e.trace.root());
+}
+
+#[test]
+fn a_duration_slice_is_recorded_and_replayed_from_the_record() {
+    // A search takes 11 s of the 10 s: the duration runs out before the step after it. The replan's new limit (elapsed + 10 s) depends on the clock,
+    // so it is recorded, and the replay (which reads no clock) takes it from there.
+    let e = run_with(&["more", "stop"], std::time::Duration::from_secs(11));
+    let limits: Vec<Option<u64>> = e
+        .trace
+        .entries()
+        .iter()
+        .filter_map(|x| match &x.event {
+            Event::Replanned {
+                max_duration_ms, ..
+            } => Some(*max_duration_ms),
+            _ => None,
+        })
+        .collect();
+    assert!(!limits.is_empty());
+    assert!(
+        limits.iter().all(|l| l.is_some_and(|ms| ms > 10_000)),
+        "{limits:?}"
+    );
+    let tripped: Vec<BudgetKind> = e
+        .trace
+        .entries()
+        .iter()
+        .filter_map(|x| match &x.event {
+            Event::BudgetExceeded { budget, .. } => Some(*budget),
+            _ => None,
+        })
+        .collect();
+    assert!(tripped.contains(&BudgetKind::MaxDuration), "{tripped:?}");
     let again = replay::<replan::Program>(&e.trace).unwrap();
     assert_eq!(again.status, e.status);
     assert_eq!(again.root, e.trace.root());
