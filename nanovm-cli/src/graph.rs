@@ -80,7 +80,7 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
 
 /// The index of the program named `wanted` among `programs` (their names), or of the only one
 /// when no name is given.
-fn pick(file: &str, programs: &[&str], wanted: Option<&str>) -> Result<usize, Error> {
+pub(crate) fn pick(file: &str, programs: &[&str], wanted: Option<&str>) -> Result<usize, Error> {
     let names = || {
         programs
             .iter()

@@ -9,12 +9,14 @@
 mod act;
 mod audit;
 mod check;
+mod compat;
 mod db;
 mod diff;
 mod error;
 mod escape;
 mod format;
 mod graph;
+mod migrate;
 mod runs;
 mod source;
 mod stats;
@@ -46,6 +48,13 @@ struct Cli {
 enum Command {
     /// Compile .nvm files and report their errors and warnings.
     Check(check::Args),
+    /// Report, for every step where a run of OLD can be waiting, whether it can continue
+    /// under NEW (exit 1 when any cannot).
+    Compat(compat::Args),
+    /// Move suspended runs of OLD to NEW where `compat` finds their step compatible, recorded
+    /// as a `migrated` event naming both hashes, the actor and the reason (exit 1 when any
+    /// run stays on OLD).
+    Migrate(migrate::Args),
     /// Draw a program's graph as Mermaid or Graphviz DOT.
     Graph(graph::Args),
     /// Check a trace (JSON Lines): its hash chain, and that it is one whole run (`run_started`
@@ -85,6 +94,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Check(args) => check::run(args, &mut out, &mut err),
         Command::Graph(args) => graph::run(args, &mut out, &mut err),
+        Command::Compat(args) => compat::run(args, &mut out, &mut err),
+        Command::Migrate(args) => migrate::run(args, &mut out, &mut err),
         Command::Verify(args) => verify::run(args, &mut out),
         Command::Diff(args) => diff::run(args, &mut out),
         Command::Runs(args) => runs::run(args, &mut out),

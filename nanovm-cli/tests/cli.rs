@@ -1166,3 +1166,56 @@ fn diff_refuses_a_broken_trace() {
     let missing = dir.join("nope.jsonl");
     nanovm(["diff", s(&good), s(&missing)]).expect(2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// compat
+
+fn compat_program(name: &str) -> PathBuf {
+    workspace()
+        .join("nanovm-dsl/tests/compat_programs")
+        .join(name)
+}
+
+#[test]
+fn compat_exits_1_when_a_pause_point_cannot_continue_and_0_when_all_can() {
+    let (v1, v2) = (
+        compat_program("approval_v1.nvm"),
+        compat_program("approval_v2.nvm"),
+    );
+    let run = nanovm([OsStr::new("compat"), v1.as_os_str(), v2.as_os_str()]).expect(1);
+    assert!(
+        run.stdout
+            .contains("review (await `approval`, suspended): compatible")
+    );
+    assert!(
+        run.stdout
+            .contains("3 pause points: 1 compatible, 2 incompatible")
+    );
+    let run = nanovm([
+        OsStr::new("compat"),
+        OsStr::new("--format"),
+        OsStr::new("json"),
+        v1.as_os_str(),
+        v1.as_os_str(),
+    ])
+    .expect(0);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["points"].as_array().unwrap().len(), 3);
+    assert!(
+        report["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["compatible"] == json!(true))
+    );
+}
+
+#[test]
+fn compat_of_a_file_with_errors_prints_them_and_exits_1() {
+    let dir = scratch("compat-broken");
+    let broken = dir.join("broken.nvm");
+    fs::write(&broken, "program p { start nowhere }").unwrap();
+    let v1 = compat_program("approval_v1.nvm");
+    let run = nanovm([OsStr::new("compat"), v1.as_os_str(), broken.as_os_str()]).expect(1);
+    assert!(run.stderr.contains("error["), "{}", run.stderr);
+}

@@ -58,18 +58,7 @@ impl Printer {
                     self.out.push_str("    }\n");
                 }
                 Item::Budget(b) => {
-                    let entries: Vec<String> = b
-                        .entries
-                        .iter()
-                        .map(|e| {
-                            let v = match &e.value {
-                                BudgetValue::Int(n) => n.value.to_string(),
-                                BudgetValue::Duration(d) => duration(d.millis),
-                            };
-                            format!("{}: {v}", e.key)
-                        })
-                        .collect();
-                    let _ = writeln!(self.out, "    budget {{ {} }}", entries.join(", "));
+                    let _ = writeln!(self.out, "    budget {{ {} }}", budget_entries(b));
                 }
                 Item::Tool(t) => {
                     self.doc(&t.doc, "    ");
@@ -94,6 +83,16 @@ impl Printer {
                 }
                 Item::Start(s) => {
                     let _ = writeln!(self.out, "    start {}", s.target.name);
+                }
+                Item::Replan(r) => {
+                    let _ = writeln!(
+                        self.out,
+                        "    on {} -> {} replans {} budget {{ {} }}",
+                        r.on.as_str(),
+                        r.target.name.name,
+                        r.replans.value,
+                        budget_entries(&r.slice)
+                    );
                 }
                 Item::Step(s) => self.step(s, "    "),
             }
@@ -376,6 +375,22 @@ fn literal(l: &Literal) -> String {
         Literal::Bool(b) => b.to_string(),
         Literal::Null => "null".into(),
     }
+}
+
+/// A budget block's entries as `key: value, ...`.
+fn budget_entries(b: &crate::syntax::ast::BudgetBlock) -> String {
+    let entries: Vec<String> = b
+        .entries
+        .iter()
+        .map(|e| {
+            let v = match &e.value {
+                BudgetValue::Int(n) => n.value.to_string(),
+                BudgetValue::Duration(d) => duration(d.millis),
+            };
+            format!("{}: {v}", e.key)
+        })
+        .collect();
+    entries.join(", ")
 }
 
 #[cfg(test)]

@@ -242,6 +242,18 @@ pub const E0114: Code = Code::error(
     "`min_confidence` outside (0, 1], without `choose`, without `on invalid`, or on a parallel branch",
 );
 
+/// a replanning edge that is malformed: two for one interruption, `replans` outside 1..=100, a target that is an `end`, a slice that leaves out a budget the program declares
+pub const E0115: Code = Code::error(
+    "E0115",
+    "a replanning edge that is malformed: two for one interruption, `replans` outside 1..=100, a target that is an `end`, a slice that leaves out a budget the program declares",
+);
+
+/// a replanning edge whose target reaches an `effect` call along a path with no `guard`
+pub const E0116: Code = Code::error(
+    "E0116",
+    "a replanning edge whose target reaches an `effect` call along a path with no `guard`",
+);
+
 /// a call of an undeclared tool (`did you mean`)
 pub const E0201: Code = Code::error("E0201", "a call of an undeclared tool (`did you mean`)");
 
@@ -347,7 +359,7 @@ pub const W0406: Code = Code::warning(
 /// Every code, in order.
 pub const ALL: &[Code] = &[
     E0001, E0002, E0003, E0004, E0005, E0006, E0007, E0101, E0102, E0103, E0104, E0105, E0106,
-    E0107, E0108, E0109, E0110, E0111, E0112, E0113, E0114, E0201, E0202, E0203, E0204, E0206,
-    E0301, E0302, E0303, E0304, E0305, E0306, E0307, E0308, E0309, W0401, W0402, W0403, W0404,
-    W0405, W0406,
+    E0107, E0108, E0109, E0110, E0111, E0112, E0113, E0114, E0115, E0116, E0201, E0202, E0203,
+    E0204, E0206, E0301, E0302, E0303, E0304, E0305, E0306, E0307, E0308, E0309, W0401, W0402,
+    W0403, W0404, W0405, W0406,
 ];

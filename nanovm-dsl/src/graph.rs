@@ -109,6 +109,16 @@ pub fn mermaid(p: &Program) -> String {
             let _ = writeln!(out, "    s{from} -->|{label}| s{to}");
         }
     }
+    // A replanning edge leaves from any step: drawn from a node of its own, dotted.
+    for (k, r) in p.replans.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    r{k}([\"on {}<br/><small>replans {}</small>\"]) -.-> s{}",
+            r.on.as_str(),
+            r.replans,
+            r.target
+        );
+    }
     out.push_str("    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n");
     out.push_str("    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n");
     out.push_str("    classDef endok fill:#bbf7d0,stroke:#15803d\n");
@@ -175,6 +185,14 @@ pub fn dot(p: &Program) -> String {
                 quote(&label)
             );
         }
+    }
+    for (k, r) in p.replans.iter().enumerate() {
+        let label = quote(&format!("on {}\nreplans {}", r.on.as_str(), r.replans));
+        let _ = writeln!(
+            out,
+            "    r{k} [label={label}, shape=note, style=dashed];\n    r{k} -> s{} [style=dotted];",
+            r.target
+        );
     }
     out.push_str("}\n");
     out

@@ -18,6 +18,7 @@ pub mod canonical;
 pub mod check;
 pub mod codegen;
 pub mod codes;
+pub mod compat;
 pub mod diagnostic;
 pub mod graph;
 pub mod lower;

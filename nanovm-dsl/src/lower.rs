@@ -31,6 +31,21 @@ pub struct Program {
     pub steps: Vec<Step>,
     /// Entry step.
     pub start: usize,
+    /// Replanning edges (`on budget_exceeded -> S replans N budget { ... }`), in source order.
+    pub replans: Vec<Replan>,
+}
+
+/// A replanning edge.
+#[derive(Clone, Debug)]
+pub struct Replan {
+    /// What it continues after.
+    pub on: ast::ReplanOn,
+    /// The step it continues at.
+    pub target: usize,
+    /// How many times at most.
+    pub replans: u32,
+    /// The fresh slice each replan gets.
+    pub slice: Budget,
 }
 
 /// A variable.
@@ -476,23 +491,21 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
         steps.push(step);
     }
 
-    let mut budget = Budget::default();
-    if let Some(b) = program.budget() {
-        for e in &b.entries {
-            let v = match &e.value {
-                BudgetValue::Int(n) => n.value.max(0) as u64,
-                BudgetValue::Duration(d) => d.millis,
-            };
-            match e.key.name.as_str() {
-                "max_steps" => budget.max_steps = Some(v),
-                "max_tokens" => budget.max_tokens = Some(v),
-                "max_stalled_steps" => budget.max_stalled_steps = Some(v),
-                "max_duration" => budget.max_duration_ms = Some(v),
-                "max_tool_calls" => budget.max_tool_calls = Some(v),
-                _ => return None,
-            }
-        }
-    }
+    let budget = match program.budget() {
+        Some(b) => budget_of(b)?,
+        None => Budget::default(),
+    };
+    let replans = program
+        .replans()
+        .map(|r| {
+            Some(Replan {
+                on: r.on,
+                target: *ctx.step_index.get(r.target.name.name.as_str())?,
+                replans: u32::try_from(r.replans.value).ok()?,
+                slice: budget_of(&r.slice)?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
 
     Some(Program {
         name: program.name.name.clone(),
@@ -534,7 +547,28 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
         budget,
         steps,
         start: ctx.start?,
+        replans,
     })
+}
+
+/// The limits a budget block (the program's, or a replan slice) declares.
+fn budget_of(b: &ast::BudgetBlock) -> Option<Budget> {
+    let mut budget = Budget::default();
+    for e in &b.entries {
+        let v = match &e.value {
+            BudgetValue::Int(n) => n.value.max(0) as u64,
+            BudgetValue::Duration(d) => d.millis,
+        };
+        match e.key.name.as_str() {
+            "max_steps" => budget.max_steps = Some(v),
+            "max_tokens" => budget.max_tokens = Some(v),
+            "max_stalled_steps" => budget.max_stalled_steps = Some(v),
+            "max_duration" => budget.max_duration_ms = Some(v),
+            "max_tool_calls" => budget.max_tool_calls = Some(v),
+            _ => return None,
+        }
+    }
+    Some(budget)
 }
 
 /// Parallel, await and end steps are lowered by the caller; reaching here means the tree is not

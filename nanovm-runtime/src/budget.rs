@@ -192,6 +192,39 @@ impl Meter {
         })
     }
 
+    /// A replan: each budget `slice` sets allows that much more from here (the duration:
+    /// `duration_ms` since the run started, as the replan recorded it), and the stall streak
+    /// starts over.
+    pub(crate) fn replan(&mut self, slice: &Budget, duration_ms: Option<u64>) {
+        let more = |used: u64, n: Option<u64>, limit: &mut Option<u64>| {
+            if let Some(n) = n {
+                *limit = Some(used.saturating_add(n));
+            }
+        };
+        more(
+            self.usage.steps,
+            slice.max_steps,
+            &mut self.budget.max_steps,
+        );
+        more(
+            self.usage.tokens(),
+            slice.max_tokens,
+            &mut self.budget.max_tokens,
+        );
+        more(
+            self.usage.tool_calls,
+            slice.max_tool_calls,
+            &mut self.budget.max_tool_calls,
+        );
+        if let Some(ms) = duration_ms {
+            self.budget.max_duration = Some(std::time::Duration::from_millis(ms));
+        }
+        if let Some(n) = slice.max_stalled_steps {
+            self.max_stalled = n;
+        }
+        self.consecutive_stalls = 0;
+    }
+
     /// A step completed normally: the stall streak is over.
     pub(crate) fn completed(&mut self) {
         self.consecutive_stalls = 0;

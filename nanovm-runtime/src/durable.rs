@@ -507,11 +507,17 @@ pub(crate) async fn fire_timeouts<P: Program>(
     for record in store.runs(&query).await? {
         let due = record.deadline_ms.is_some_and(|d| d <= now);
         let leased = record.lease_expires_ms.is_some_and(|t| t > now);
-        if !due || leased || record.program_hash != info.hash {
+        if !due || leased {
             continue;
         }
+        // The record keeps the hash the run started under; a migrated run is pinned to the
+        // program its last `migrated` event names (read from its trace, below).
         let decide = |entries: Vec<Entry>| -> Result<Decision<()>, ()> {
-            match RunView::of(&entries).waiting() {
+            let view = RunView::of(&entries);
+            if view.program_hash() != Some(info.hash) {
+                return Ok(Decision::Answer(()));
+            }
+            match view.waiting() {
                 Some(w) if w.deadline_ms.is_some_and(|d| d <= now) => {
                     Ok(Decision::Execute(Some(Inject::Timeout)))
                 }

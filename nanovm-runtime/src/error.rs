@@ -100,6 +100,10 @@ pub enum RunError {
     /// [`crate::DeliverError::Payload`].)
     #[error("the program refuses the event's payload: {0}")]
     PayloadRefused(String),
+    /// A migrated run cannot be continued: the `migrated` event names a step or carries a
+    /// variable the program does not take (the migration was made for another build).
+    #[error("the migration cannot be applied: {0}")]
+    Migration(String),
 }
 
 /// Errors of [`crate::replay()`]: the same as a run's.

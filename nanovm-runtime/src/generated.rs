@@ -7,10 +7,11 @@
 
 use std::cmp::Ordering;
 
+pub use crate::program::ReplanOn;
 pub use crate::program::{
     Action, BoxFuture, BranchId, BranchInfo, Budget, Fault, InputInfo, LlmCall, Next, Outcome,
-    ParallelInfo, Program, ProgramInfo, StepId, StepInfo, StepKind, ToolCall, ToolContext,
-    ToolError, ToolInfo,
+    ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo, StepKind, ToolCall,
+    ToolContext, ToolError, ToolInfo,
 };
 pub use crate::value::{Datum, Digest, Json, Secret, SecretRef};
 

@@ -21,6 +21,7 @@
 //! | --- | --- |
 //! | `worker` | [`Worker`]: claims a shared store's runs and executes them under leases |
 //! | `runtime` | [`Runtime`], [`RuntimeBuilder`]: the entry point (run, resume, replay, the durable operations) |
+//! | `migrate` | [`migrate_run`]: moving a waiting run to another version of its program (`nanovm migrate`) |
 //! | `durable` | the durable protocol: duplicate starts, deliveries, timeouts, reconciliation, pending runs; executing under a lease |
 //! | `replay` | [`replay()`] and replayed executions: the one replay configuration and the one poll-once driver |
 //! | `exec/mod.rs`, `exec/start.rs` | the step engine: the step loop, `guard` / `branch` steps, budgets and interruptions; setting a run up and handing back its [`Execution`] |
@@ -59,6 +60,7 @@ pub mod evidence;
 mod exec;
 mod generated;
 mod ids;
+mod migrate;
 pub mod model;
 #[cfg(feature = "sabotage-mutants")]
 #[doc(hidden)]
@@ -89,6 +91,7 @@ pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
+pub use migrate::{MigrateError, Migration, migrate_run};
 pub use operator::{Act, ActError, Acted, act};
 pub use program::{BoxFuture, ToolContext, ToolError};
 pub use replay::replay;
@@ -97,7 +100,9 @@ pub use runtime::{Runtime, RuntimeBuilder};
 pub use state::{RUN_STATE_VERSION, run_state};
 pub use trace::RunStatus;
 pub use value::{Digest, Json, Secret, SecretRef, VaultId};
-pub use view::{Activity, ModelAnswer, OpenEffect, RunView, Waiting, payload_fingerprint};
+pub use view::{
+    Activity, ModelAnswer, OpenEffect, RunView, StepValue, Waiting, payload_fingerprint,
+};
 pub use worker::Worker;
 
 /// True when the known bug `m` is switched on (feature `sabotage-mutants`, tests only); always

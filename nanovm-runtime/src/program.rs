@@ -18,6 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::value::{Datum, Digest, Json, Secret, SecretRef, VaultId};
 
 /// A boxed, sendable future, as returned by dynamically dispatched tool calls.
@@ -80,6 +82,40 @@ pub struct Budget {
     pub max_duration: Option<Duration>,
     /// Tool invocations, retries included.
     pub max_tool_calls: Option<u64>,
+}
+
+/// What a replanning edge continues after (`on budget_exceeded -> S`, `on stalled -> S`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplanOn {
+    /// Any budget but the stall budget ran out.
+    BudgetExceeded,
+    /// The stall budget ran out.
+    Stalled,
+}
+
+impl ReplanOn {
+    /// `"budget_exceeded"` or `"stalled"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplanOn::BudgetExceeded => "budget_exceeded",
+            ReplanOn::Stalled => "stalled",
+        }
+    }
+}
+
+/// A replanning edge (`on budget_exceeded -> S replans N budget { ... }`): where a run continues
+/// when the interruption happens, how many times at most, and the budget slice it gets each time.
+#[derive(Debug)]
+pub struct ReplanInfo {
+    /// What it continues after.
+    pub on: ReplanOn,
+    /// The step it continues at.
+    pub to: StepId,
+    /// How many times at most.
+    pub replans: u32,
+    /// The fresh slice: each budget it sets allows this much more from the replan on.
+    pub slice: Budget,
 }
 
 /// One declared input.
@@ -572,6 +608,12 @@ pub trait Program: Send + Sync + 'static {
 
     /// The assigned, non-secret variables, for [`crate::Execution`]'s outputs.
     fn outputs(state: &Self::State) -> Vec<(&'static str, Json)>;
+
+    /// The program's replanning edges. The default is for programs without them: a budget
+    /// that runs out ends the run.
+    fn replans() -> &'static [ReplanInfo] {
+        &[]
+    }
 }
 
 /// The name of step `id` of `P`, or the id itself if there is no such step.

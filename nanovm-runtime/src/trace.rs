@@ -16,7 +16,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use crate::canonical::Encoder;
-pub use crate::program::Name;
+pub use crate::program::{Name, ReplanOn};
 pub use crate::value::Datum;
 use crate::value::{Digest, Json, VaultId};
 
@@ -390,6 +390,91 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+    /// An operator moved a waiting run from one version of its program to another (`nanovm
+    /// migrate`, after `nanovm compat` found the step compatible). The entries before it
+    /// belong to the program `from`, the ones after it to `to`: a resume continues at `step`
+    /// under `to`, with the state rebuilt from the inputs and `carried`.
+    Migrated {
+        /// The step the run waits at (the same name in both programs).
+        step: Name,
+        /// The hash of the program the run was under.
+        from: Digest,
+        /// The hash of the program it continues under.
+        to: Digest,
+        /// The variables carried over, each with the step of `to` whose transition stores it.
+        carried: Vec<Carried>,
+        /// Who migrated it and why.
+        by: Actor,
+    },
+    /// A budget ran out at `step` (the `budget_exceeded` before this entry says which) and a
+    /// replanning edge of the program continues the run at `to` with a fresh budget slice,
+    /// instead of ending it.
+    Replanned {
+        /// The step where the budget ran out.
+        step: Name,
+        /// Which edge.
+        on: ReplanOn,
+        /// Where the run continues.
+        to: Name,
+        /// This is the `replan`-th replan along this edge (from 1)...
+        replan: u32,
+        /// ...of at most `of`.
+        of: u32,
+        /// When the slice sets `max_duration`: the new limit, in milliseconds since the run
+        /// started (the clock is outside the program, so a replay takes it as recorded).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_duration_ms: Option<u64>,
+    },
+}
+
+/// A variable a migration carries into the new program's state: the value a step of the old
+/// program assigned, handed to the transition of the new program's step that assigns the same
+/// variable, as if that step had just completed with it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Carried {
+    /// The variable.
+    pub var: String,
+    /// The step of the new program whose transition stores it.
+    pub step: String,
+    /// The branch, when a `parallel` branch assigns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The value, as that step's transition receives it.
+    pub value: CarriedValue,
+}
+
+impl Carried {
+    /// `var`, stored by `step` (of `branch`) receiving `value`.
+    pub fn new(
+        var: impl Into<String>,
+        step: impl Into<String>,
+        branch: Option<String>,
+        value: CarriedValue,
+    ) -> Self {
+        Carried {
+            var: var.into(),
+            step: step.into(),
+            branch,
+            value,
+        }
+    }
+}
+
+/// How a carried value reaches the new program's transition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum CarriedValue {
+    /// A `choose` answer: the index of the member in the new program's set.
+    Choice(u32),
+    /// An `llm ... into` answer.
+    Text(String),
+    /// A tool's result.
+    Tool(Json),
+    /// An `await`'s payload.
+    Event(Json),
 }
 
 impl Event {
@@ -409,6 +494,8 @@ impl Event {
             Event::Reconciled { .. } => "reconciled",
             Event::Erased { .. } => "erased",
             Event::RunEnded { .. } => "run_ended",
+            Event::Migrated { .. } => "migrated",
+            Event::Replanned { .. } => "replanned",
         }
     }
 
@@ -424,7 +511,9 @@ impl Event {
             | Event::Delivered { step, .. }
             | Event::TimedOut { step, .. }
             | Event::BudgetExceeded { step, .. }
-            | Event::Reconciled { step, .. } => Some(step),
+            | Event::Reconciled { step, .. }
+            | Event::Migrated { step, .. }
+            | Event::Replanned { step, .. } => Some(step),
             Event::RunEnded { step, .. } => step.as_deref(),
             Event::RunStarted { .. } | Event::Erased { .. } => None,
         }
@@ -609,6 +698,31 @@ impl Event {
                 }
                 s
             }
+            Event::Migrated {
+                step,
+                from,
+                to,
+                carried,
+                by,
+            } => format!(
+                "{step}: migrated{} from program {} to {} ({} variable{} carried)",
+                by_whom(Some(by)),
+                from.short(),
+                to.short(),
+                carried.len(),
+                if carried.len() == 1 { "" } else { "s" }
+            ),
+            Event::Replanned {
+                step,
+                on,
+                to,
+                replan,
+                of,
+                ..
+            } => format!(
+                "{step}: {} -> replan {replan} of {of} at `{to}`",
+                on.as_str()
+            ),
         }
     }
 
@@ -820,6 +934,40 @@ impl Event {
                 e.tag(13).tag(status.code());
                 opt(e, step);
                 e.opt_str(message.as_deref());
+            }
+            Event::Migrated {
+                step,
+                from,
+                to,
+                carried,
+                by,
+            } => {
+                e.tag(14).str(step).digest(from).digest(to);
+                e.u64(carried.len() as u64);
+                for c in carried {
+                    e.str(&c.var).str(&c.step).opt_str(c.branch.as_deref());
+                    match &c.value {
+                        CarriedValue::Choice(i) => e.tag(0).u64(u64::from(*i)),
+                        CarriedValue::Text(t) => e.tag(1).str(t),
+                        CarriedValue::Tool(v) => e.tag(2).json(v),
+                        CarriedValue::Event(v) => e.tag(3).json(v),
+                    };
+                }
+                actor(e, Some(by));
+            }
+            Event::Replanned {
+                step,
+                on,
+                to,
+                replan,
+                of,
+                max_duration_ms,
+            } => {
+                e.tag(15).str(step).str(on.as_str()).str(to);
+                e.u64(u64::from(*replan)).u64(u64::from(*of));
+                e.opt(max_duration_ms.as_ref(), |e, v| {
+                    e.u64(*v);
+                });
             }
         }
     }

@@ -7,6 +7,7 @@
 //! stored run may be continued with, workers decide with it what a claimed run needs, and it is
 //! public for hosts and tools that read traces.
 
+use crate::budget::Usage;
 use crate::canonical::Encoder;
 use crate::program::{Name, Program, ToolInfo};
 use crate::trace::{Entry, Event, Reply, RunStatus, ToolOutcome};
@@ -59,6 +60,16 @@ pub struct RunView {
     in_parallel: bool,
     /// Whether [`RunView::activity`] is counted ([`RunView::counting`]).
     counting: bool,
+    /// The program hash the run is pinned to ([`RunView::program_hash`]).
+    pinned: Option<Digest>,
+    /// The last value each step (or branch) completed with ([`RunView::result`]).
+    results: Vec<(String, Option<String>, StepValue)>,
+    /// What the run consumed, as far as its events tell ([`RunView::usage`]).
+    usage: Usage,
+    /// Entries into each top-level step ([`RunView::visits`]).
+    visits: Vec<(String, u32)>,
+    /// The last event read was a `migrated` (the `suspended` after it re-issues the wait).
+    after_migration: bool,
 }
 
 /// What a run did, counted from its events ([`RunView::activity`]): the raw material of the
@@ -93,6 +104,18 @@ pub struct Activity {
     pub faults: u64,
     /// Budget trips (`budget_exceeded` events).
     pub budget_trips: u64,
+}
+
+/// The value a step completed with, as recorded: what its transition received.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum StepValue {
+    /// A model's answer (for a `choose`, the unwrapped, untrimmed text).
+    Answer(String),
+    /// A tool's result.
+    Tool(Json),
+    /// An `await`'s payload.
+    Event(Json),
 }
 
 /// One model answer of a run, as recorded: what was answered, how sure the model was, and
@@ -169,6 +192,11 @@ impl RunView {
             calls: Vec::new(),
             in_parallel: false,
             counting: false,
+            pinned: None,
+            results: Vec::new(),
+            usage: Usage::default(),
+            visits: Vec::new(),
+            after_migration: false,
         }
     }
 
@@ -216,6 +244,7 @@ impl RunView {
         self.apply_status(event);
         self.apply_at(event);
         self.apply_activity(event);
+        self.apply_progress(event);
         match event {
             Event::RunStarted { inputs, .. } => self.note_secrets(inputs),
             Event::Model {
@@ -608,7 +637,8 @@ impl RunView {
             Event::Joined { step, next, .. } => next.as_ref().unwrap_or(step),
             Event::Decision { next, .. }
             | Event::Delivered { next, .. }
-            | Event::TimedOut { next, .. } => next,
+            | Event::TimedOut { next, .. }
+            | Event::Replanned { to: next, .. } => next,
             Event::ToolIntent { step, .. }
             | Event::Suspended { step, .. }
             | Event::BudgetExceeded { step, .. }
@@ -677,6 +707,157 @@ impl RunView {
     /// The number of events read.
     pub fn entries(&self) -> u64 {
         self.entries
+    }
+
+    /// The hash of the program the run is pinned to: the one it started under, or the one the
+    /// last `migrated` event moved it to. `None` before `run_started`.
+    pub fn program_hash(&self) -> Option<Digest> {
+        self.pinned
+    }
+
+    /// The last value `step` (of `branch`, inside a parallel step) completed with: the model
+    /// answer, tool result or event payload its transition took.
+    pub fn result(&self, step: &str, branch: Option<&str>) -> Option<&StepValue> {
+        self.results
+            .iter()
+            .find(|(s, b, _)| s == step && b.as_deref() == branch)
+            .map(|(_, _, v)| v)
+    }
+
+    /// The last value of every step (or branch) that completed with one, the most recent
+    /// last: `(step, branch, value)`.
+    pub fn results(&self) -> impl Iterator<Item = (&str, Option<&str>, &StepValue)> {
+        self.results
+            .iter()
+            .map(|(s, b, v)| (s.as_str(), b.as_deref(), v))
+    }
+
+    /// What the run consumed, read from its events: steps entered (a step's first attempt,
+    /// each branch run, a decision, a suspension, a join), model calls and their tokens, tool
+    /// invocations (an effect counts at its intent). A migrated run continues counting from
+    /// here.
+    pub fn usage(&self) -> Usage {
+        self.usage
+    }
+
+    /// How many times the top-level step `step` was entered (what its effect ids count).
+    pub fn visits(&self, step: &str) -> u32 {
+        self.visits
+            .iter()
+            .find(|(s, _)| s == step)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn enter(&mut self, step: &str) {
+        self.usage.steps += 1;
+        match self.visits.iter_mut().find(|(s, _)| s == step) {
+            Some((_, n)) => *n += 1,
+            None => self.visits.push((step.to_string(), 1)),
+        }
+    }
+
+    /// Records the value `step` completed with, as the most recent.
+    fn complete(&mut self, step: &str, branch: Option<&str>, value: StepValue) {
+        self.results
+            .retain(|(s, b, _)| !(s == step && b.as_deref() == branch));
+        self.results
+            .push((step.to_string(), branch.map(str::to_string), value));
+    }
+
+    /// Moves the pinned hash, the step results and the usage along `event`.
+    fn apply_progress(&mut self, event: &Event) {
+        let after_migration = std::mem::take(&mut self.after_migration);
+        match event {
+            Event::RunStarted { program_hash, .. } => self.pinned = Some(*program_hash),
+            Event::Migrated { to, .. } => {
+                self.pinned = Some(*to);
+                self.after_migration = true;
+            }
+            Event::Model {
+                step,
+                branch,
+                attempt,
+                reply,
+                next,
+                ..
+            } => {
+                self.usage.model_calls += 1;
+                if *attempt > 1 {
+                    self.usage.retries += 1;
+                }
+                if let Reply::Answer {
+                    text,
+                    prompt_tokens,
+                    completion_tokens,
+                    cache_hit,
+                    ..
+                } = reply
+                {
+                    self.usage.prompt_tokens += prompt_tokens;
+                    self.usage.completion_tokens += completion_tokens;
+                    if *cache_hit {
+                        self.usage.cache_hits += 1;
+                    }
+                    if next.is_some() || branch.is_some() {
+                        self.complete(step, branch.as_deref(), StepValue::Answer(text.clone()));
+                    }
+                }
+                match (branch, *attempt) {
+                    (None, 1) => self.enter(step),
+                    (Some(_), 1) => self.usage.steps += 1,
+                    _ => {}
+                }
+            }
+            Event::ToolIntent {
+                step,
+                branch,
+                attempt,
+                ..
+            } => {
+                self.usage.tool_calls += 1;
+                if *attempt > 1 {
+                    self.usage.retries += 1;
+                }
+                match (branch, *attempt) {
+                    (None, 1) => self.enter(step),
+                    (Some(_), 1) => self.usage.steps += 1,
+                    _ => {}
+                }
+            }
+            Event::ToolResult {
+                step,
+                branch,
+                attempt,
+                args,
+                result,
+                next,
+                ..
+            } => {
+                // An effect's invocation was counted at its intent.
+                if args.is_some() {
+                    self.usage.tool_calls += 1;
+                    if *attempt > 1 {
+                        self.usage.retries += 1;
+                    }
+                    match (branch, *attempt) {
+                        (None, 1) => self.enter(step),
+                        (Some(_), 1) => self.usage.steps += 1,
+                        _ => {}
+                    }
+                }
+                if let crate::trace::ToolOutcome::Ok(v) = result
+                    && (next.is_some() || branch.is_some())
+                {
+                    self.complete(step, branch.as_deref(), StepValue::Tool(v.clone()));
+                }
+            }
+            Event::Decision { step, .. } | Event::Joined { step, .. } => self.enter(step),
+            Event::Suspended { step, .. } if !after_migration => self.enter(step),
+            Event::Delivered { step, payload, .. } => {
+                self.complete(step, None, StepValue::Event(payload.clone()));
+            }
+            _ => {}
+        }
     }
 
     fn note_secrets(&mut self, data: &[(Name, Datum)]) {

@@ -23,6 +23,18 @@ const PROGRAMS: &[(&str, &str)] = &[
     ),
     ("tests/support/programs/fanout.nvm", "fanout.rs"),
     ("tests/support/programs/small.nvm", "small.rs"),
+    // Replanning edges (`tests/replan.rs`).
+    ("tests/support/programs/replan.nvm", "replan.rs"),
+    // Two versions of one program, for migration (`tests/migrate.rs`); the pair `nanovm
+    // compat` is tested on.
+    (
+        "../nanovm-dsl/tests/compat_programs/approval_v1.nvm",
+        "approval_v1.rs",
+    ),
+    (
+        "../nanovm-dsl/tests/compat_programs/approval_v2.nvm",
+        "approval_v2.rs",
+    ),
 ];
 
 /// What the compiler generates for `source` today.

@@ -59,7 +59,7 @@ pub(super) fn check_unreachable(ctx: &mut Ctx<'_>) {
     let Some(start) = ctx.start else {
         return;
     };
-    let seen = reachable_from(ctx, start, |_| true);
+    let seen = reachable_with_replans(ctx, start);
     let dead = |i: usize| !seen[i] && !ctx.duplicate_step[i];
     let unresolved: Vec<&str> = ctx
         .steps
@@ -143,7 +143,7 @@ pub(super) fn check_traps(ctx: &mut Ctx<'_>) {
     let Some(start) = ctx.start else {
         return;
     };
-    let reachable = reachable_from(ctx, start, |_| true);
+    let reachable = reachable_with_replans(ctx, start);
     let lost_ends: Vec<&str> = ctx
         .steps
         .iter()
@@ -187,7 +187,7 @@ fn trap_regions(ctx: &Ctx<'_>) -> Vec<Vec<usize>> {
     let Some(start) = ctx.start else {
         return Vec::new();
     };
-    let reachable = reachable_from(ctx, start, |_| true);
+    let reachable = reachable_with_replans(ctx, start);
     // Steps from which an end (or an unresolved target, already reported) is reachable.
     let mut finishes = vec![false; ctx.steps.len()];
     let mut queue: VecDeque<usize> = VecDeque::new();
@@ -232,7 +232,7 @@ pub(super) fn check_cycles_need_max_steps(ctx: &mut Ctx<'_>) {
     let Some(start) = ctx.start else {
         return;
     };
-    let reachable = reachable_from(ctx, start, |_| true);
+    let reachable = reachable_with_replans(ctx, start);
     let mut diags = Vec::new();
     for scc in sorted_sccs(ctx) {
         if !reachable[scc[0]] || !is_cycle(ctx, &scc) {
@@ -473,7 +473,7 @@ pub(super) fn check_effects_in_cycles(ctx: &mut Ctx<'_>) {
     let Some(start) = ctx.start else {
         return;
     };
-    let reachable = reachable_from(ctx, start, |_| true);
+    let reachable = reachable_with_replans(ctx, start);
     let mut diags = Vec::new();
     for scc in sorted_sccs(ctx) {
         if !reachable[scc[0]] || !is_cycle(ctx, &scc) {
@@ -494,11 +494,63 @@ pub(super) fn check_effects_in_cycles(ctx: &mut Ctx<'_>) {
             }
         }
     }
+    // A replanning edge closes a cycle through every effect its target leads to: the effect may
+    // have run before the budget ran out, and the run comes back to it after the replan.
+    let mut warned: Vec<usize> = Vec::new();
+    for (r, &t) in ctx.program.replans().zip(&ctx.replan_targets) {
+        let again = reachable_from(ctx, t, |_| true);
+        for s in 0..ctx.steps.len() {
+            if !again[s] || !reachable[s] || warned.contains(&s) {
+                continue;
+            }
+            // A budget is checked before a step that is not an `end`: unless one can follow
+            // the effect, no budget runs out after it ran.
+            let can_trip_after = sorted_edges(ctx, s).into_iter().any(|n| {
+                reachable_from(ctx, n, |_| true)
+                    .iter()
+                    .enumerate()
+                    .any(|(x, &r)| r && !matches!(ctx.steps[x].kind, StepKind::End(_)))
+            });
+            if !can_trip_after {
+                continue;
+            }
+            let in_cycle = diags.iter().any(|d: &Diagnostic| {
+                effect_calls(ctx, s)
+                    .iter()
+                    .any(|(_, _, span)| d.primary.span == *span)
+            });
+            for (site_name, tool, span) in effect_calls(ctx, s) {
+                if in_cycle {
+                    continue;
+                }
+                warned.push(s);
+                diags.push(
+                    Diagnostic::warning(
+                        codes::W0401,
+                        format!("the effect call `{site_name}` may fire again after a replan"),
+                        span,
+                    )
+                    .with_label(format!("calls the effect tool `{tool}`"))
+                    .with_secondary(r.target.name.span, "the replan continues here")
+                    .with_note(format!(
+                        "`on {}` can continue the run at `{}` after `{site_name}` ran, and `{}` leads to it again: a new effect with its own effect id",
+                        r.on.as_str(),
+                        r.target.name.name,
+                        r.target.name.name
+                    ))
+                    .with_help("make sure repeating it is intended, or replan to a step that cannot reach it"),
+                );
+            }
+        }
+    }
     ctx.diags.extend(diags);
 }
 
 /// The effect calls a step makes: (call or branch name, tool name, span to point at).
-fn effect_calls<'a>(ctx: &Ctx<'a>, s: usize) -> Vec<(&'a str, &'a str, crate::syntax::ast::Span)> {
+pub(crate) fn effect_calls<'a>(
+    ctx: &Ctx<'a>,
+    s: usize,
+) -> Vec<(&'a str, &'a str, crate::syntax::ast::Span)> {
     let step = ctx.steps[s];
     let mut out = Vec::new();
     let mut visit = |st: &'a crate::syntax::ast::Step| {
@@ -520,8 +572,27 @@ fn effect_calls<'a>(ctx: &Ctx<'a>, s: usize) -> Vec<(&'a str, &'a str, crate::sy
     out
 }
 
+/// Steps reachable from `start`, and from the target of every replanning edge (a budget can run
+/// out at any step the run reaches, so a replan target is reached whenever any step is).
+pub(crate) fn reachable_with_replans(ctx: &Ctx<'_>, start: usize) -> Vec<bool> {
+    let mut seen = reachable_from(ctx, start, |_| true);
+    for &t in &ctx.replan_targets {
+        if seen[t] {
+            continue;
+        }
+        for (i, r) in reachable_from(ctx, t, |_| true).into_iter().enumerate() {
+            seen[i] |= r;
+        }
+    }
+    seen
+}
+
 /// Steps reachable from `from`, expanding only through steps `expand` accepts.
-fn reachable_from(ctx: &Ctx<'_>, from: usize, expand: impl Fn(usize) -> bool) -> Vec<bool> {
+pub(crate) fn reachable_from(
+    ctx: &Ctx<'_>,
+    from: usize,
+    expand: impl Fn(usize) -> bool,
+) -> Vec<bool> {
     let mut seen = vec![false; ctx.steps.len()];
     seen[from] = true;
     let mut queue = VecDeque::from([from]);
@@ -541,7 +612,7 @@ fn reachable_from(ctx: &Ctx<'_>, from: usize, expand: impl Fn(usize) -> bool) ->
 }
 
 /// Successors of a step in source order of the edges (petgraph lists them newest first).
-fn sorted_edges(ctx: &Ctx<'_>, s: usize) -> Vec<usize> {
+pub(crate) fn sorted_edges(ctx: &Ctx<'_>, s: usize) -> Vec<usize> {
     let mut v: Vec<(usize, usize)> = ctx
         .graph
         .edges(NodeIndex::new(s))

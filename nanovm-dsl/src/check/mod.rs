@@ -11,6 +11,7 @@
 mod calls;
 mod graph;
 pub(crate) mod names;
+mod replan;
 mod steps;
 pub(crate) mod suggest;
 pub mod types;
@@ -61,6 +62,10 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     graph::check_unguarded_effects(&mut ctx);
     graph::check_guards_decide(&mut ctx);
     graph::check_effects_in_cycles(&mut ctx);
+    // Replanning edges (`on budget_exceeded -> S`): the graph rules above count them as edges
+    // from every step; these two are about the edges themselves.
+    replan::check_replan_edges(&mut ctx);
+    replan::check_replan_guarded(&mut ctx);
     // Tools.
     calls::check_tool_declarations(&mut ctx);
     calls::check_calls(&mut ctx);
@@ -171,6 +176,10 @@ pub(crate) struct Ctx<'a> {
     /// Targets that name no step (reported by `check_targets`; graph rules stay quiet about
     /// steps that have one).
     pub(crate) unresolved: Vec<bool>,
+    /// The steps replanning edges lead to (`on budget_exceeded -> S`), resolved, in source
+    /// order. A budget can run out before any step, so each is an edge from every step: the
+    /// graph rules treat these steps as entered from anywhere, with only the inputs assigned.
+    pub(crate) replan_targets: Vec<usize>,
 }
 
 impl<'a> Ctx<'a> {
@@ -216,6 +225,7 @@ impl<'a> Ctx<'a> {
             start: None,
             graph: DiGraph::new(),
             unresolved: Vec::new(),
+            replan_targets: Vec::new(),
         };
         ctx.collect_vars();
         ctx.start = match program.start() {
@@ -223,6 +233,10 @@ impl<'a> Ctx<'a> {
             None => (!ctx.steps.is_empty()).then_some(0),
         };
         ctx.build_graph();
+        ctx.replan_targets = program
+            .replans()
+            .filter_map(|r| ctx.step_index.get(r.target.name.name.as_str()).copied())
+            .collect();
         ctx
     }
 

@@ -215,6 +215,16 @@ pub(super) fn check_definite_assignment(ctx: &mut Ctx<'_>) {
                     "it is never assigned along {}",
                     ctx.path_text(&path)
                 ));
+            } else if let Some(path) = ctx
+                .replan_targets
+                .iter()
+                .find_map(|&t| flow.witness(ctx, t, u.site.step, var))
+            {
+                d = d.with_note(format!(
+                    "a replanning edge continues the run at `{}` with only the inputs assigned (a budget can run out before any step completed), and it is never assigned along {}",
+                    ctx.steps[path[0]].name,
+                    ctx.path_text(&path)
+                ));
             }
             for def in &ctx.vars[var].defs {
                 d = d.with_secondary(def.ident.span, format!("`{name}` is assigned here"));
@@ -1031,8 +1041,15 @@ impl DataFlow {
         // Reachability and a processing order (BFS order approximates reverse post-order).
         let mut reachable = vec![false; n];
         let mut order = Vec::new();
+        // A replanning edge leads to its target from every step (checked by `check_replan_*`).
         let mut queue = VecDeque::from([start]);
         reachable[start] = true;
+        for &t in &ctx.replan_targets {
+            if !reachable[t] {
+                reachable[t] = true;
+                queue.push_back(t);
+            }
+        }
         while let Some(s) = queue.pop_front() {
             order.push(s);
             for e in ctx.graph.edges(NodeIndex::new(s)) {
@@ -1050,7 +1067,9 @@ impl DataFlow {
         while changed {
             changed = false;
             for &s in &order {
-                let mut acc = if s == start {
+                // The start, and a replan target (a run can replan before any step assigned
+                // anything), are entered with only the inputs.
+                let mut acc = if s == start || ctx.replan_targets.contains(&s) {
                     inputs.clone()
                 } else {
                     full.clone()

@@ -12,27 +12,7 @@ impl Gen<'_> {
     pub(super) fn info(&self) -> TokenStream {
         let nv = &self.nv;
         let p = self.p;
-        let opt = |v: Option<u64>| match v {
-            Some(v) => {
-                let v = num(v);
-                quote!(Some(#v))
-            }
-            None => quote!(None),
-        };
-        let b = &p.budget;
-        let (ms, mt, mss, mtc) = (
-            opt(b.max_steps),
-            opt(b.max_tokens),
-            opt(b.max_stalled_steps),
-            opt(b.max_tool_calls),
-        );
-        let md = match b.max_duration_ms {
-            Some(v) => {
-                let v = num(v);
-                quote!(Some(::core::time::Duration::from_millis(#v)))
-            }
-            None => quote!(None),
-        };
+        let budget = budget_tokens(nv, &p.budget);
         let name = &p.name;
         let inputs = p.vars.iter().filter(|v| v.input).map(|v| {
             let n = &v.name;
@@ -100,13 +80,7 @@ impl Gen<'_> {
             static INFO: #nv::ProgramInfo = #nv::ProgramInfo {
                 name: #name,
                 hash: #nv::Digest(PROGRAM_HASH),
-                budget: #nv::Budget {
-                    max_steps: #ms,
-                    max_tokens: #mt,
-                    max_stalled_steps: #mss,
-                    max_duration: #md,
-                    max_tool_calls: #mtc,
-                },
+                budget: #budget,
                 inputs: &[#(#inputs),*],
                 tools: &[#(#tools),*],
                 steps: &[#(#steps),*],
@@ -114,4 +88,35 @@ impl Gen<'_> {
             };
         }
     }
+}
+
+/// A `Budget` value: the program's budget, or a replan slice.
+pub(super) fn budget_tokens(nv: &proc_macro2::Ident, b: &crate::lower::Budget) -> TokenStream {
+    let opt = |v: Option<u64>| match v {
+        Some(v) => {
+            let v = num(v);
+            quote!(Some(#v))
+        }
+        None => quote!(None),
+    };
+    let (ms, mt, mss, mtc) = (
+        opt(b.max_steps),
+        opt(b.max_tokens),
+        opt(b.max_stalled_steps),
+        opt(b.max_tool_calls),
+    );
+    let md = match b.max_duration_ms {
+        Some(v) => {
+            let v = num(v);
+            quote!(Some(::core::time::Duration::from_millis(#v)))
+        }
+        None => quote!(None),
+    };
+    quote!(#nv::Budget {
+        max_steps: #ms,
+        max_tokens: #mt,
+        max_stalled_steps: #mss,
+        max_duration: #md,
+        max_tool_calls: #mtc,
+    })
 }

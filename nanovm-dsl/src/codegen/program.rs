@@ -105,6 +105,28 @@ impl Gen<'_> {
                 }
             }
         });
+        // A program without replanning edges keeps the trait's default (none).
+        let replans = (!self.p.replans.is_empty()).then(|| {
+            let n = super::num(self.p.replans.len() as u64);
+            let edges = self.p.replans.iter().map(|r| {
+                let on = match r.on {
+                    crate::syntax::ast::ReplanOn::BudgetExceeded => {
+                        quote!(#nv::ReplanOn::BudgetExceeded)
+                    }
+                    crate::syntax::ast::ReplanOn::Stalled => quote!(#nv::ReplanOn::Stalled),
+                };
+                let to = super::num(r.target as u64);
+                let count = super::num(u64::from(r.replans));
+                let slice = super::info::budget_tokens(nv, &r.slice);
+                quote!(#nv::ReplanInfo { on: #on, to: #to, replans: #count, slice: #slice })
+            });
+            quote! {
+                fn replans() -> &'static [#nv::ReplanInfo] {
+                    static REPLANS: [#nv::ReplanInfo; #n] = [#(#edges),*];
+                    &REPLANS
+                }
+            }
+        });
         quote! {
             /// The compiled program; run it with the runtime.
             #[derive(Clone, Copy, Debug, Default)]
@@ -155,6 +177,8 @@ impl Gen<'_> {
                 fn outputs(#state: &State) -> Vec<(&'static str, #nv::Json)> {
                     #outputs_body
                 }
+
+                #replans
             }
         }
     }

@@ -114,6 +114,7 @@ impl Gen<'static> {
             budget: Default::default(),
             steps: Vec::new(),
             start: 0,
+            replans: Vec::new(),
         });
         Gen::new(p, opts)
     }

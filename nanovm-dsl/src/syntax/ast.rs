@@ -137,6 +137,14 @@ impl Program {
         })
     }
 
+    /// The replanning edges, in source order.
+    pub fn replans(&self) -> impl Iterator<Item = &ReplanDecl> {
+        self.items.iter().filter_map(|i| match i {
+            Item::Replan(r) => Some(r),
+            _ => None,
+        })
+    }
+
     /// The first `start` declaration, if any.
     pub fn start(&self) -> Option<&StartDecl> {
         self.items.iter().find_map(|i| match i {
@@ -159,8 +167,48 @@ pub enum Item {
     Tool(ToolDecl),
     /// `start analyze`
     Start(StartDecl),
+    /// `on budget_exceeded -> replan replans 2 budget { max_steps: 10 }`
+    Replan(ReplanDecl),
     /// Any step: `llm`, `call`, `guard`, `branch`, `parallel`, `await`, `end`.
     Step(Step),
+}
+
+/// What a replanning edge continues after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReplanOn {
+    /// A budget ran out (`budget_exceeded`, any budget but the stall budget).
+    BudgetExceeded,
+    /// The stall budget ran out (`stalled`).
+    Stalled,
+}
+
+impl ReplanOn {
+    /// The word as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplanOn::BudgetExceeded => "budget_exceeded",
+            ReplanOn::Stalled => "stalled",
+        }
+    }
+}
+
+/// `on budget_exceeded -> replan replans 2 budget { max_steps: 10 }`: where a run continues
+/// instead of ending when the interruption happens, how many times at most, and the budget
+/// slice it gets each time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplanDecl {
+    /// What it continues after.
+    pub on: ReplanOn,
+    /// The `budget_exceeded` / `stalled` word.
+    pub on_span: Span,
+    /// Where the run continues.
+    pub target: Target,
+    /// `replans N`: how many times at most.
+    pub replans: IntLit,
+    /// The fresh budget slice each replan gets.
+    pub slice: BudgetBlock,
+    /// The whole declaration.
+    pub span: Span,
 }
 
 /// `input { request: string  email: secret string }`

@@ -65,11 +65,17 @@ const LLM_CLAUSES: &[&str] = &[
     ";",
 ];
 
+/// What can start an item: the item keywords, and `on` of a replanning edge.
+const ITEM_STARTS: &[&str] = &[
+    "input", "budget", "tool", "effect", "start", "llm", "call", "guard", "branch", "parallel",
+    "await", "end", "on",
+];
+
 const CONCEPTS: &[Concept] = &[
     Concept {
         token: "\0item",
         phrase: "a step or declaration",
-        covers: ITEM_KEYWORDS,
+        covers: ITEM_STARTS,
     },
     Concept {
         token: "\0llm_clause",

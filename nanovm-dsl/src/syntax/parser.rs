@@ -456,14 +456,39 @@ impl<'a, 'd> Builder<'a, 'd> {
                     .collect(),
                 span,
             }),
-            Rule::budget_block => Item::Budget(BudgetBlock {
-                entries: inner
-                    .into_inner()
-                    .filter(|p| p.as_rule() == Rule::budget_entry)
-                    .map(|p| self.budget_entry(p))
-                    .collect(),
-                span,
-            }),
+            Rule::budget_block => Item::Budget(self.budget_block(inner)),
+            Rule::replan_decl => {
+                let target = self.target(&inner, span);
+                let mut on = (ReplanOn::BudgetExceeded, span);
+                let mut replans = IntLit { value: 0, span };
+                let mut slice = BudgetBlock {
+                    entries: Vec::new(),
+                    span,
+                };
+                for c in inner.into_inner() {
+                    match c.as_rule() {
+                        Rule::replan_on => {
+                            let word = if c.as_str() == "stalled" {
+                                ReplanOn::Stalled
+                            } else {
+                                ReplanOn::BudgetExceeded
+                            };
+                            on = (word, self.span(&c));
+                        }
+                        Rule::int_lit => replans = self.int_lit(&c),
+                        Rule::budget_block => slice = self.budget_block(c),
+                        _ => {}
+                    }
+                }
+                Item::Replan(ReplanDecl {
+                    on: on.0,
+                    on_span: on.1,
+                    target,
+                    replans,
+                    slice,
+                    span,
+                })
+            }
             Rule::tool_decl => Item::Tool(self.tool(inner)),
             Rule::start_decl => {
                 let name = inner.into_inner().find(|p| p.as_rule() == Rule::name)?;
@@ -514,6 +539,18 @@ impl<'a, 'd> Builder<'a, 'd> {
             kind = TypeKind::Secret(Box::new(kind));
         }
         Type { kind, span }
+    }
+
+    fn budget_block(&mut self, p: Pair<'_, Rule>) -> BudgetBlock {
+        let span = self.span(&p);
+        BudgetBlock {
+            entries: p
+                .into_inner()
+                .filter(|p| p.as_rule() == Rule::budget_entry)
+                .map(|p| self.budget_entry(p))
+                .collect(),
+            span,
+        }
     }
 
     fn budget_entry(&mut self, p: Pair<'_, Rule>) -> BudgetEntry {

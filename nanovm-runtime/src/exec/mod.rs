@@ -38,7 +38,7 @@ use crate::program::{
     StepKind, ToolInfo,
 };
 use crate::store::JournalStore;
-use crate::trace::{Actor, BudgetKind, Event, RunStatus};
+use crate::trace::{Actor, BudgetKind, Event, ReplanOn, RunStatus};
 use crate::value::{Digest, Json};
 use crate::vault::Vault;
 use race::{Verdict, race};
@@ -112,6 +112,10 @@ pub(crate) struct Exec<P: Program> {
     /// Input from outside (a delivered event, a due timeout, an operator's reconciliation)
     /// applied where the recorded prefix ends; taken when applied.
     inject: Option<Inject>,
+    /// Where the loop starts when not at `start`: the step a migrated run waits at.
+    first: Option<StepId>,
+    /// Replans taken along each of `P::replans()`.
+    replans_used: Vec<u32>,
 }
 
 /// What the step loop does after a step.
@@ -202,15 +206,28 @@ impl<P: Program> Exec<P> {
 
     /// The main loop.
     pub(crate) async fn drive(&mut self) -> Result<Ended, Halt> {
-        let mut step = self.info.start;
+        let mut step = self.first.take().unwrap_or(self.info.start);
         loop {
             let si = self.step_info(step)?;
             if si.kind != StepKind::End {
                 if let Some(ended) = self.interrupted(step).await? {
-                    return Ok(ended);
+                    match ended.replan_to {
+                        Some(to) => {
+                            step = to;
+                            continue;
+                        }
+                        None => return Ok(ended),
+                    }
                 }
                 if let Some(trip) = self.meter.check_steps(1) {
-                    return self.trip(step, trip, None).await;
+                    let ended = self.trip(step, trip, None).await?;
+                    match ended.replan_to {
+                        Some(to) => {
+                            step = to;
+                            continue;
+                        }
+                        None => return Ok(ended),
+                    }
                 }
             } else if self.recorded_cancellation() {
                 // An operator cancelled the run at store level after its last transition,
@@ -267,6 +284,10 @@ impl<P: Program> Exec<P> {
                     step = to;
                 }
                 Flow::Again => {}
+                Flow::End(Ended {
+                    replan_to: Some(to),
+                    ..
+                }) => step = to,
                 Flow::End(ended) => return Ok(ended),
             }
         }
@@ -290,6 +311,7 @@ impl<P: Program> Exec<P> {
             status,
             step,
             message,
+            replan_to: None,
         })
     }
 
@@ -313,11 +335,43 @@ impl<P: Program> Exec<P> {
             limit: trip.limit,
             used: trip.used,
         })?;
-        let status = if trip.budget == BudgetKind::MaxStalledSteps {
-            RunStatus::Stalled
+        let (status, on) = if trip.budget == BudgetKind::MaxStalledSteps {
+            (RunStatus::Stalled, ReplanOn::Stalled)
         } else {
-            RunStatus::BudgetExceeded
+            (RunStatus::BudgetExceeded, ReplanOn::BudgetExceeded)
         };
+        // A replanning edge for this interruption with replans left continues the run at its
+        // target with a fresh slice. Not when a call was cut off in flight (`message` says
+        // which): its outcome is unknown, and the run must not go on as if it were not.
+        if message.is_none()
+            && let Some((k, edge)) = P::replans().iter().enumerate().find(|(_, r)| r.on == on)
+            && self.replans_used.get(k).is_some_and(|&n| n < edge.replans)
+        {
+            self.replans_used[k] += 1;
+            let to = self.name(edge.to)?;
+            let max_duration_ms = edge.slice.max_duration.map(|d| match self.rec.peek() {
+                Some(Event::Replanned {
+                    max_duration_ms: Some(ms),
+                    ..
+                }) if self.rec.replaying() => *ms,
+                _ => self.elapsed_ms().saturating_add(crate::clock::millis(d)),
+            });
+            self.rec.emit(Event::Replanned {
+                step: self.name(step)?,
+                on,
+                to,
+                replan: self.replans_used[k],
+                of: edge.replans,
+                max_duration_ms,
+            })?;
+            self.meter.replan(&edge.slice, max_duration_ms);
+            return Ok(Ended {
+                status: RunStatus::Running,
+                step: Some(step),
+                message: None,
+                replan_to: Some(edge.to),
+            });
+        }
         self.end(status, Some(step), message).await
     }
 

@@ -93,6 +93,7 @@ impl<P: Program> Exec<P> {
                 status: RunStatus::NeedsReconciliation,
                 step: Some(step),
                 message: Some(message),
+                replan_to: None,
             };
             if !recorded {
                 self.rec.flush().await?;

@@ -293,6 +293,19 @@ impl Recorder {
         Ok(())
     }
 
+    /// Takes the next `n` recorded entries into the trace as they are (re-hashed and checked
+    /// against the chain, not regenerated): the part of a migrated run that another program
+    /// wrote.
+    pub(crate) fn adopt(&mut self, n: usize) -> Result<(), Halt> {
+        for _ in 0..n {
+            let Some(rec) = self.recorded.pop_front() else {
+                break;
+            };
+            self.push_recorded(rec)?;
+        }
+        Ok(())
+    }
+
     /// The first recorded entry left over after the run ended, if any (erasures are absorbed).
     pub(crate) fn leftover(&mut self) -> Result<Option<&Entry>, Halt> {
         self.absorb_erasures()?;

@@ -13,9 +13,11 @@ use crate::budget::{Meter, Usage};
 use crate::canonical::Encoder;
 use crate::error::{Mismatch, RunError};
 use crate::ids;
-use crate::program::{Program, ProgramInfo, StepId, StepKind};
+use crate::program::{BranchId, Next, Outcome, Program, ProgramInfo, StepId, StepKind};
 use crate::run::{Execution, Metrics, ReplayReport, RunOptions};
-use crate::trace::{Entry, Event, RunStatus};
+use crate::trace::{Carried, CarriedValue, Entry, Event, RunStatus};
+use crate::value::Digest;
+use crate::view::RunView;
 
 /// Where a run starts: from its inputs (owned from its first write when a [`Claim`] is
 /// given), or from a recorded prefix.
@@ -30,6 +32,8 @@ pub(crate) struct Ended {
     pub(crate) status: RunStatus,
     pub(crate) step: Option<StepId>,
     pub(crate) message: Option<String>,
+    /// Not an end: a replanning edge continues the run at this step (see `Exec::trip`).
+    pub(crate) replan_to: Option<StepId>,
 }
 
 // Built once per run and moved straight into the loop; boxing it would cost an allocation.
@@ -128,6 +132,7 @@ pub(crate) async fn execute<P: Program>(
             status: RunStatus::Running,
             step: None,
             message: Some(why),
+            replan_to: None,
         },
         Err(Halt::Error(e)) => {
             // A non-idempotent effect's result waiting for the next write is made durable
@@ -219,6 +224,7 @@ pub(crate) fn prepare<P: Program>(
     // Room for a typical event's canonical encoding; the recorder keeps it for the whole run.
     let mut scratch = Encoder::with_capacity(512);
     let claim;
+    let mut migrated: Option<Migration> = None;
     let (mode, run_id, datums, recorded) = match start {
         Start::Live(input, owned) => {
             claim = owned;
@@ -247,16 +253,11 @@ pub(crate) fn prepare<P: Program>(
                 ))
                 .into());
             };
-            if *program_hash != info.hash {
-                return Err(RunError::ProgramMismatch {
-                    program: info.name,
-                    compiled: info.hash,
-                    recorded: *program_hash,
-                }
-                .into());
-            }
             let datums = inputs.iter().map(|(_, d)| d.clone()).collect();
-            (mode, run_id.clone(), datums, entries)
+            let run_id = run_id.clone();
+            let (entries, part) = program_part(info, mode, *program_hash, entries)?;
+            migrated = part;
+            (mode, run_id, datums, entries)
         }
     };
     let store = match mode {
@@ -281,12 +282,35 @@ pub(crate) fn prepare<P: Program>(
         rec.claim(claim);
     }
     let state = P::restore(&datums);
-    rec.emit(Event::RunStarted {
-        run_id,
-        program: Cow::Borrowed(info.name),
-        program_hash: info.hash,
-        inputs: names.zip(datums).collect(),
-    })?;
+    let mut first = None;
+    let mut meter = Meter::new(info.budget);
+    let mut visits = vec![0; info.steps.len()];
+    let state = match migrated {
+        // A run that another program wrote up to its migration: its entries up to the
+        // `migrated` event are taken as recorded (the chain is checked), and this program
+        // continues at the step it waits at, with the state the migration carried and the
+        // usage the entries before the wait show.
+        Some(m) => {
+            rec.adopt(m.adopt)?;
+            let mut state = state.map_err(|f| RunError::Migration(f.to_string()))?;
+            carry::<P>(info, &mut state, &m.carried)?;
+            first = Some(m.step);
+            meter.usage = m.view.usage();
+            for (i, s) in info.steps.iter().enumerate() {
+                visits[i] = m.view.visits(s.name);
+            }
+            Ok(state)
+        }
+        None => {
+            rec.emit(Event::RunStarted {
+                run_id,
+                program: Cow::Borrowed(info.name),
+                program_hash: info.hash,
+                inputs: names.zip(datums).collect(),
+            })?;
+            state
+        }
+    };
     let state = match state {
         Ok(s) => s,
         Err(fault) => {
@@ -297,8 +321,8 @@ pub(crate) fn prepare<P: Program>(
         }
     };
     Ok(Prepared::Ready(Exec {
-        meter: Meter::new(info.budget),
-        visits: vec![0; info.steps.len()],
+        meter,
+        visits,
         path: Vec::with_capacity(info.steps.len().min(64)),
         cancel: opts.cancel,
         started_ms,
@@ -306,12 +330,162 @@ pub(crate) fn prepare<P: Program>(
         effect_key: None,
         step_durations: Vec::with_capacity(info.steps.len().min(64)),
         inject: None,
+        first,
+        replans_used: vec![0; P::replans().len()],
         engine,
         info,
         tools,
         state,
         rec,
     }))
+}
+
+/// Where a migrated run continues: what the recorder takes as recorded, the step, the
+/// carried variables and the view of the run before its wait (its usage and visits).
+pub(crate) struct Migration {
+    adopt: usize,
+    step: StepId,
+    carried: Vec<Carried>,
+    view: RunView,
+}
+
+/// The part of `entries` that belongs to this program, and how it continues.
+///
+/// A run is pinned to the program it started under until a `migrated` event moves it to
+/// another (`nanovm migrate`). The program the run is pinned to now continues it: after the
+/// last migration when there is one ([`Migration`]). A program the run was migrated away from
+/// may only replay its part (the entries before the migration that ended it); continuing the
+/// run is refused, as is any other program ([`RunError::ProgramMismatch`], naming the hash the
+/// run is pinned to).
+fn program_part(
+    info: &'static ProgramInfo,
+    mode: Mode,
+    started: Digest,
+    mut entries: Vec<Entry>,
+) -> Result<(Vec<Entry>, Option<Migration>), Halt> {
+    let migrations: Vec<(usize, Digest, Digest)> = entries
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match &e.event {
+            Event::Migrated { from, to, .. } => Some((i, *from, *to)),
+            _ => None,
+        })
+        .collect();
+    if migrations.is_empty() {
+        if started != info.hash {
+            return Err(mismatch(info, started));
+        }
+        return Ok((entries, None));
+    }
+    let pinned = migrations.last().map_or(started, |m| m.2);
+    // Segments: [0, first migration) under `started`, then after each migration under its `to`.
+    let mut begin: Option<usize> = (started == info.hash).then_some(0);
+    let mut chosen = None;
+    for &(i, _, to) in &migrations {
+        if let Some(b) = begin.take() {
+            chosen = Some((b, Some(i)));
+        }
+        if to == info.hash {
+            begin = Some(i + 1);
+            chosen = None;
+        }
+    }
+    if let Some(b) = begin {
+        chosen = Some((b, None));
+    }
+    let Some((begin, end)) = chosen else {
+        return Err(mismatch(info, pinned));
+    };
+    if let Some(end) = end {
+        // A part the run has left: only a replay, of that part.
+        if mode != Mode::Replay {
+            return Err(mismatch(info, pinned));
+        }
+        entries.truncate(end);
+    }
+    if begin == 0 {
+        return Ok((entries, None));
+    }
+    let at = begin - 1;
+    let Event::Migrated { step, carried, .. } = &entries[at].event else {
+        return Err(
+            RunError::Internal("a migration index is not a `migrated` event".into()).into(),
+        );
+    };
+    let Some(step_id) = info.step_id(step) else {
+        return Err(RunError::Migration(format!(
+            "program `{}` has no step `{step}` to continue at",
+            info.name
+        ))
+        .into());
+    };
+    // The usage and visits up to the wait the run was migrated at: continuing there enters the
+    // step again, as a resume does.
+    let wait = entries[..at]
+        .iter()
+        .rposition(|e| matches!(e.event, Event::Suspended { .. }))
+        .unwrap_or(at);
+    let migration = Migration {
+        adopt: begin,
+        step: step_id,
+        carried: carried.clone(),
+        view: RunView::of(&entries[..wait]),
+    };
+    Ok((entries, Some(migration)))
+}
+
+fn mismatch(info: &'static ProgramInfo, recorded: Digest) -> Halt {
+    RunError::ProgramMismatch {
+        program: info.name,
+        compiled: info.hash,
+        recorded,
+    }
+    .into()
+}
+
+/// Hands each carried variable to the transition of the step that assigns it.
+fn carry<P: Program>(
+    info: &'static ProgramInfo,
+    state: &mut P::State,
+    carried: &[Carried],
+) -> Result<(), RunError> {
+    for c in carried {
+        let Some(step) = info.step_id(&c.step) else {
+            return Err(RunError::Migration(format!(
+                "`{}` is carried to step `{}`, which program `{}` does not have",
+                c.var, c.step, info.name
+            )));
+        };
+        let outcome = match &c.value {
+            CarriedValue::Choice(i) => Outcome::Choice(*i as usize),
+            CarriedValue::Text(t) => Outcome::Text(t),
+            CarriedValue::Tool(v) => Outcome::Tool(v),
+            CarriedValue::Event(v) => Outcome::Event(v),
+        };
+        let next = match &c.branch {
+            None => P::transition(step, state, outcome),
+            Some(b) => {
+                let branch = info
+                    .step(step)
+                    .parallel
+                    .and_then(|p| p.branches.iter().position(|x| x.name == b.as_str()));
+                let Some(branch) = branch else {
+                    return Err(RunError::Migration(format!(
+                        "`{}` is carried to branch `{}.{b}`, which program `{}` does not have",
+                        c.var, c.step, info.name
+                    )));
+                };
+                P::apply_branch(step, branch as BranchId, state, outcome)
+            }
+        };
+        if !matches!(next, Next::Go(_) | Next::Decided { .. }) {
+            return Err(RunError::Migration(format!(
+                "step `{}` of program `{}` refuses the value carried for `{}`: {next:?}",
+                c.step, info.name, c.var
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl<P: Program> Exec<P> {

@@ -96,6 +96,7 @@ impl<P: Program> Exec<P> {
             status: RunStatus::Suspended,
             step: Some(step),
             message: None,
+            replan_to: None,
         }))
     }
 
