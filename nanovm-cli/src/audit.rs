@@ -5,7 +5,8 @@
 //!
 //! `nanovm audit --db PATH --key PUBKEY --prove RUN_ID` prints the inclusion proof of the
 //! run's latest checkpoint under the store's signed tree head as JSON;
-//! `nanovm audit --verify-proof PROOF.json --key PUBKEY` checks one without the store.
+//! `nanovm audit --verify-proof PROOF.json --key PUBKEY` checks one without the store, and
+//! `nanovm audit BUNDLE.tar --key PUBKEY` a whole auditor's bundle (`crate::bundle`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,11 @@ use crate::escape::escape;
 /// Arguments of `nanovm audit`.
 #[derive(clap::Args)]
 pub struct Args {
+    /// An auditor's bundle (`nanovm export --bundle`) to check offline, without the store.
+    #[arg(value_name = "BUNDLE.tar", conflicts_with_all = ["db", "head", "save_head", "prove", "verify_proof"])]
+    bundle: Option<PathBuf>,
     /// The SQLite store (opened read-only).
-    #[arg(long, value_name = "PATH", required_unless_present = "verify_proof")]
+    #[arg(long, value_name = "PATH", required_unless_present_any = ["verify_proof", "bundle"])]
     db: Option<PathBuf>,
     /// The public key the runtime signs with: a file holding 64 hex digits or an SPKI PEM
     /// block, or the 64 hex digits themselves.
@@ -153,6 +157,9 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     let key = public_key(&args.key)?;
     if let Some(path) = &args.verify_proof {
         return verify_proof(path, &key, out);
+    }
+    if let Some(path) = &args.bundle {
+        return crate::bundle::audit(path, &key, out);
     }
     let Some(db_path) = &args.db else {
         return Err(Error::Usage("--db is required".into()));

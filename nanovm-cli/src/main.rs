@@ -8,6 +8,7 @@
 
 mod act;
 mod audit;
+mod bundle;
 mod check;
 mod compat;
 mod db;
@@ -83,8 +84,12 @@ enum Command {
     /// program's own baseline, and the runs above a baseline percentile.
     Stats(stats::Args),
     /// Audit a store's evidence against the signing key and a tree head kept from the last
-    /// audit: names deleted, swapped, rewritten and forged runs and a rolled-back store (exit 1).
+    /// audit: names deleted, swapped, rewritten and forged runs and a rolled-back store (exit 1);
+    /// or, given a bundle (`nanovm audit OUT.tar --key PUBKEY`), check it offline.
     Audit(audit::Args),
+    /// Write an auditor's bundle of one run (trace, signed checkpoint, inclusion proof under the
+    /// signed tree head, program source) to a tar file, for `nanovm audit OUT.tar --key`.
+    Export(bundle::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -105,6 +110,7 @@ fn main() -> ExitCode {
         Command::Reconcile(args) => act::reconcile(args, &mut out, &mut err),
         Command::Stats(args) => stats::run(args, &mut out),
         Command::Audit(args) => audit::run(args, &mut out),
+        Command::Export(args) => bundle::export(args, &mut out, &mut err),
     };
     let result = result.and_then(|status| {
         out.flush().map_err(error::Error::stdout)?;

@@ -95,7 +95,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
 }
 
 /// The verdict on a trace whose chain verified, against a signed checkpoint.
-fn covered(
+pub fn covered(
     key: &PublicKey,
     cp: &SignedCheckpoint,
     summary: &JsonlSummary,
@@ -148,7 +148,7 @@ fn covered(
 }
 
 /// The line to print for a trace whose chain verified, and the exit status.
-fn verdict(summary: &JsonlSummary, partial: bool) -> (String, Status) {
+pub fn verdict(summary: &JsonlSummary, partial: bool) -> (String, Status) {
     let counted = format!(
         "{} entries, root {}",
         summary.entries,
@@ -175,7 +175,16 @@ fn verdict(summary: &JsonlSummary, partial: bool) -> (String, Status) {
 /// [`MAX_LINE_BYTES`], break the entry whose line holds them).
 fn read(path: &Path, each: impl FnMut(Entry)) -> Result<Result<JsonlSummary, VerifyError>, Error> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    match trace::read_jsonl(BufReader::new(file), MAX_LINE_BYTES, each) {
+    read_from(path, BufReader::new(file), each)
+}
+
+/// [`read`] over any reader (a file inside an auditor's bundle); `path` names it in errors.
+pub fn read_from(
+    path: &Path,
+    reader: impl std::io::BufRead,
+    each: impl FnMut(Entry),
+) -> Result<Result<JsonlSummary, VerifyError>, Error> {
+    match trace::read_jsonl(reader, MAX_LINE_BYTES, each) {
         Ok(summary) => Ok(Ok(summary)),
         Err(ReadJsonlError::Broken(e)) => Ok(Err(e)),
         Err(ReadJsonlError::Io(e)) => Err(Error::io(path, e)),
