@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nanovm_runtime::Digest;
 use nanovm_runtime::evidence::{self, KeySigner, Signer};
@@ -12,33 +11,28 @@ use nanovm_runtime::store::{JournalStore, SqliteStore};
 use nanovm_runtime::trace::{Datum, Encoder, Event, RunStatus, Trace, entry_line};
 use serde_json::json;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
 
-fn nanovm(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_nanovm"))
-        .args(args)
-        .output()
-        .expect("the nanovm binary runs");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    run
-}
+use common::{nanovm, public_key_file, s, signer};
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("nanovm-cli-audit")
-        .join(test);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("audit", test)
+}
+
+/// A store with runs `ids`, each checkpointed; `key.pub` beside it.
+fn database(dir: &Path, ids: &[&str]) -> (PathBuf, PathBuf) {
+    let path = dir.join("runs.db");
+    add_runs(&path, ids);
+    (path, public_key_file(dir))
+}
+
+fn add_runs(path: &Path, ids: &[&str]) {
+    let runs: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, trace(id, 100 + i as i64), true))
+        .collect();
+    common::add_runs(path, &runs);
 }
 
 fn trace(run_id: &str, amount: i64) -> Trace {
@@ -62,40 +56,6 @@ fn trace(run_id: &str, amount: i64) -> Trace {
         &mut s,
     );
     t
-}
-
-fn signer() -> KeySigner {
-    KeySigner::from_seed([42; 32])
-}
-
-/// A store with runs `ids`, each checkpointed; `key.pub` beside it.
-fn database(dir: &Path, ids: &[&str]) -> (PathBuf, PathBuf) {
-    let path = dir.join("runs.db");
-    let key = dir.join("key.pub");
-    fs::write(&key, format!("{}\n", signer().public_key())).unwrap();
-    add_runs(&path, ids);
-    (path, key)
-}
-
-fn add_runs(path: &Path, ids: &[&str]) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let store = SqliteStore::open(path).await.unwrap();
-            for (i, id) in ids.iter().enumerate() {
-                let t = trace(id, 100 + i as i64);
-                store.append(id, t.entries(), None).await.unwrap();
-                evidence::checkpoint(&store, &signer(), 1_700_000_000_000, t.entries())
-                    .await
-                    .unwrap();
-            }
-        });
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]

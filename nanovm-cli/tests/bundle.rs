@@ -5,41 +5,32 @@
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use nanovm_runtime::Digest;
-use nanovm_runtime::evidence::{self, KeySigner, Signer};
-use nanovm_runtime::store::{JournalStore, SqliteStore};
+use nanovm_runtime::evidence::{KeySigner, Signer};
 use nanovm_runtime::trace::{Datum, Encoder, Event, RunStatus, Trace};
 use serde_json::json;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
 
-fn nanovm(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_nanovm"))
-        .args(args)
-        .output()
-        .expect("the nanovm binary runs");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    run
-}
+use common::{Run, nanovm, public_key_file, s};
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("nanovm-cli-bundle")
-        .join(test);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("bundle", test)
+}
+
+/// A store with checkpointed runs `a` and `b`, an unsigned run `u`, and `key.pub` beside it.
+fn database(dir: &Path) -> (PathBuf, PathBuf) {
+    let path = dir.join("runs.db");
+    common::add_runs(
+        &path,
+        &[
+            ("a", trace("a", 100), true),
+            ("b", trace("b", 200), true),
+            ("u", trace("u", 300), false),
+        ],
+    );
+    (path, public_key_file(dir))
 }
 
 fn workflow(name: &str) -> PathBuf {
@@ -77,38 +68,6 @@ fn trace(run_id: &str, amount: i64) -> Trace {
         &mut s,
     );
     t
-}
-
-fn signer() -> KeySigner {
-    KeySigner::from_seed([42; 32])
-}
-
-/// A store with checkpointed runs `a` and `b`, an unsigned run `u`, and `key.pub` beside it.
-fn database(dir: &Path) -> (PathBuf, PathBuf) {
-    let path = dir.join("runs.db");
-    let key = dir.join("key.pub");
-    fs::write(&key, format!("{}\n", signer().public_key())).unwrap();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            let store = SqliteStore::open(&path).await.unwrap();
-            for (id, amount) in [("a", 100), ("b", 200)] {
-                let t = trace(id, amount);
-                store.append(id, t.entries(), None).await.unwrap();
-                evidence::checkpoint(&store, &signer(), 1_700_000_000_000, t.entries())
-                    .await
-                    .unwrap();
-            }
-            let t = trace("u", 300);
-            store.append("u", t.entries(), None).await.unwrap();
-        });
-    (path, key)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 fn export(db: &Path, key: &Path, run: &str, out: &Path) -> Run {

@@ -13,37 +13,12 @@ use nanovm_runtime::trace::Encoder;
 use nanovm_runtime::trace::{Event, RunStatus, ToolOutcome, Trace};
 use serde_json::json;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
 
-fn nanovm(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_nanovm"))
-        .args(args)
-        .output()
-        .expect("the nanovm binary runs");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !run.stderr.contains("panicked"),
-        "the binary panicked:\n{}",
-        run.stderr
-    );
-    run
-}
+use common::{nanovm, s};
 
 fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("nanovm-cli-store")
-        .join(test);
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch("store", test)
 }
 
 /// A run's trace as the runtime writes it: started, a tool result, then `last`.
@@ -129,10 +104,6 @@ fn database(dir: &Path) -> (PathBuf, Vec<Trace>) {
             }
         });
     (path, traces)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]
