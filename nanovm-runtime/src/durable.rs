@@ -388,6 +388,7 @@ pub(crate) async fn submit<P: Program>(
     run_id: Option<&str>,
 ) -> Result<String, RunError> {
     let store = required_store(engine)?;
+    crate::exec::check_semantics::<P>()?;
     let info = P::info();
     let datums = P::record_input(&input);
     let run_id = match run_id {

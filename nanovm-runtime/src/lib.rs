@@ -83,7 +83,7 @@ pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
-pub use program::{BoxFuture, ToolContext, ToolError};
+pub use program::{BoxFuture, SEMANTICS_VERSIONS, ToolContext, ToolError};
 pub use replay::replay;
 pub use run::{Execution, Metrics, ReplayReport, RunOptions};
 pub use runtime::{Runtime, RuntimeBuilder};

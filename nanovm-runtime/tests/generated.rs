@@ -23,6 +23,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ),
     ("tests/support/programs/fanout.nvm", "fanout.rs"),
     ("tests/support/programs/small.nvm", "small.rs"),
+    ("tests/support/programs/shop_v1.nvm", "shop_v1.rs"),
+    ("tests/support/programs/shop_v2.nvm", "shop_v2.rs"),
 ];
 
 /// What the compiler generates for `source` today.

@@ -43,7 +43,9 @@ use crate::value::{Digest, Json};
 use crate::vault::Vault;
 use race::{Verdict, race};
 use recorder::{Halt, Mode, Recorder};
-pub(crate) use start::{Ended, Prepared, Start, check_leftover, execute, prepare, run_ended};
+pub(crate) use start::{
+    Ended, Prepared, Start, check_leftover, check_semantics, execute, prepare, run_ended,
+};
 
 /// What every run of a runtime executes with: the runtime's configuration (see
 /// `crate::runtime::RuntimeBuilder`), shared behind one `Arc`.

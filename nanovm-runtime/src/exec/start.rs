@@ -164,6 +164,20 @@ pub(crate) async fn execute<P: Program>(
     Ok(execution)
 }
 
+/// Refuses a program compiled to a semantics version this runtime does not execute
+/// ([`crate::SEMANTICS_VERSIONS`]), before anything is recorded.
+pub(crate) fn check_semantics<P: Program>() -> Result<(), RunError> {
+    let found = P::semantics();
+    if crate::program::SEMANTICS_VERSIONS.contains(&found) {
+        return Ok(());
+    }
+    Err(RunError::UnsupportedSemantics {
+        program: P::info().name,
+        found,
+        supported: crate::program::SEMANTICS_VERSIONS,
+    })
+}
+
 /// After a run ended: a recorded prefix must not hold more than the run produced.
 pub(crate) fn check_leftover(rec: &mut Recorder) -> Result<(), RunError> {
     match rec.leftover().map_err(halt_to_error)? {
@@ -214,6 +228,7 @@ pub(crate) fn prepare<P: Program>(
     opts: RunOptions,
     started_ms: u64,
 ) -> Result<Prepared<P>, Halt> {
+    check_semantics::<P>()?;
     let info = P::info();
     let names = info.inputs.iter().map(|i| Cow::Borrowed(i.name));
     // Room for a typical event's canonical encoding; the recorder keeps it for the whole run.

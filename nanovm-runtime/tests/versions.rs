@@ -1,0 +1,246 @@
+//! Runs outlive deploys: a program's identity is its semantics (not the compiler's release),
+//! and a host serves several versions of one program at once.
+//!
+//! `shop` v1 and v2 (`tests/support/programs/shop_v{1,2}.nvm`) are two texts of one program
+//! name, compiled side by side into two modules, as a host that keeps the old build for its
+//! runs in flight does.
+
+mod support;
+
+use std::sync::{Arc, OnceLock};
+
+use nanovm_runtime::__private_v0_1::{
+    Action, BoxFuture, BranchId, Datum, Fault, Next, Outcome, Program, ProgramInfo, StepId,
+};
+use nanovm_runtime::store::{JournalStore, MemoryStore, RunQuery};
+use nanovm_runtime::testing::ManualClock;
+use nanovm_runtime::trace::RunStatus;
+use nanovm_runtime::{
+    Delivery, Digest, Json, RunError, RunOptions, Runtime, SEMANTICS_VERSIONS, ToolContext,
+    ToolError,
+};
+use serde_json::json;
+
+use support::{Host, block_on};
+
+#[allow(dead_code, reason = "each version's module is used in part")]
+mod v1 {
+    include!("support/generated/shop_v1.rs");
+}
+#[allow(dead_code, reason = "each version's module is used in part")]
+mod v2 {
+    include!("support/generated/shop_v2.rs");
+}
+
+const START: u64 = 1_700_000_000_000;
+
+macro_rules! shop_tools {
+    ($($m:ident),*) => {$(
+        impl $m::shop::Tools for Host {
+            fn charge(
+                &self,
+                ctx: &ToolContext,
+                order_id: String,
+                amount_cents: i64,
+            ) -> impl Future<Output = Result<Json, ToolError>> + Send {
+                self.call("charge", ctx, json!({"order_id": order_id, "amount_cents": amount_cents}))
+            }
+
+            fn ship(
+                &self,
+                ctx: &ToolContext,
+                order_id: String,
+            ) -> impl Future<Output = Result<Json, ToolError>> + Send {
+                self.call("ship", ctx, json!({"order_id": order_id}))
+            }
+        }
+    )*};
+}
+shop_tools!(v1, v2);
+
+fn tools1(host: &Host) -> Arc<dyn v1::shop::ToolsDyn> {
+    Arc::new(host.clone())
+}
+
+fn tools2(host: &Host) -> Arc<dyn v2::shop::ToolsDyn> {
+    Arc::new(host.clone())
+}
+
+fn input1(order: &str) -> v1::shop::Input {
+    v1::shop::Input {
+        order_id: order.into(),
+        amount_cents: 500,
+    }
+}
+
+fn input2(order: &str) -> v2::shop::Input {
+    v2::shop::Input {
+        order_id: order.into(),
+        amount_cents: 500,
+    }
+}
+
+fn runtime(store: &MemoryStore, clock: &ManualClock) -> Runtime {
+    Runtime::builder()
+        .store(store.clone())
+        .clock(clock.clone())
+        .build()
+}
+
+fn opts(run_id: &str) -> RunOptions {
+    RunOptions::new().run_id(run_id)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 1: the program's identity is its semantics
+// ---------------------------------------------------------------------------------------------
+
+/// `shop` v1 as a compiler of another semantics version would generate it: the same program
+/// text, so the same steps and tools, but generated code that behaves differently, hence
+/// another semantics version and another hash.
+struct ShopNext;
+
+fn next_info() -> &'static ProgramInfo {
+    static INFO: OnceLock<ProgramInfo> = OnceLock::new();
+    INFO.get_or_init(|| ProgramInfo {
+        hash: Digest::of(b"shop under semantics 0.2.0"),
+        ..*<v1::shop::Program as Program>::info()
+    })
+}
+
+type V1 = v1::shop::Program;
+
+impl Program for ShopNext {
+    type Input = <V1 as Program>::Input;
+    type State = <V1 as Program>::State;
+    type Tools = <V1 as Program>::Tools;
+    type Call = <V1 as Program>::Call;
+
+    fn info() -> &'static ProgramInfo {
+        next_info()
+    }
+    fn semantics() -> &'static str {
+        "0.2.0"
+    }
+    fn record_input(input: &Self::Input) -> Vec<Datum> {
+        V1::record_input(input)
+    }
+    fn restore(inputs: &[Datum]) -> Result<Self::State, Fault> {
+        V1::restore(inputs)
+    }
+    fn action(step: StepId, state: &Self::State) -> Result<Action<Self::Call>, Fault> {
+        V1::action(step, state)
+    }
+    fn transition(step: StepId, state: &mut Self::State, outcome: Outcome<'_>) -> Next {
+        V1::transition(step, state, outcome)
+    }
+    fn branch_action(
+        step: StepId,
+        branch: BranchId,
+        state: &Self::State,
+    ) -> Result<Action<Self::Call>, Fault> {
+        V1::branch_action(step, branch, state)
+    }
+    fn invoke(
+        tools: &Arc<Self::Tools>,
+        call: Self::Call,
+        ctx: ToolContext,
+    ) -> BoxFuture<'static, Result<Json, ToolError>> {
+        V1::invoke(tools, call, ctx)
+    }
+    fn outputs(state: &Self::State) -> Vec<(&'static str, Json)> {
+        V1::outputs(state)
+    }
+}
+
+/// The hash a build pins is the compiler's hash of the source *today* under the semantics
+/// version: the generated module carries both, and the runtime executes that version.
+#[test]
+fn the_pinned_hash_is_the_semantics_hash_of_the_source() {
+    let src = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/programs/shop_v1.nvm"),
+    )
+    .expect("the source");
+    let compiled = nanovm_dsl::compile("shop_v1.nvm", &src);
+    assert_eq!(compiled.programs[0].hash, v1::shop::PROGRAM_HASH);
+    assert_eq!(v1::shop::SEMANTICS_VERSION, nanovm_dsl::canonical::SEMANTICS_VERSION);
+    assert_eq!(<V1 as Program>::semantics(), "0.1.0");
+    assert!(SEMANTICS_VERSIONS.contains(&v1::shop::SEMANTICS_VERSION));
+}
+
+/// An upgrade that does not change semantics keeps a suspended run resumable: the rebuilt
+/// program has the same hash (nothing of the compiler's release is in it), so the run stored
+/// before completes after it.
+#[test]
+fn a_suspended_run_completes_under_a_rebuild_with_the_same_semantics() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
+    let host = Host::new();
+    let rt = runtime(&store, &clock);
+    let e = block_on(rt.run::<V1>(input1("o-1"), tools1(&host), opts("up-1"))).expect("runs");
+    assert_eq!(e.status, RunStatus::Suspended);
+    // "After the upgrade": a new runtime, the program as the compiler generates it today.
+    let rt = runtime(&store, &clock);
+    let d = block_on(rt.deliver::<V1>("up-1", "approved", "ev-1", json!(true), tools1(&host)))
+        .expect("delivered");
+    assert!(matches!(&d, Delivery::Resumed(e) if e.status == RunStatus::Success));
+    assert_eq!(host.calls("charge"), 1);
+}
+
+/// A runtime refuses code generated for a semantics version it does not execute, before
+/// anything is recorded, and says so; a stored run is not touched by such a build.
+#[test]
+fn a_program_of_another_semantics_version_is_refused_and_says_so() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
+    let host = Host::new();
+    let rt = runtime(&store, &clock);
+    let err = block_on(rt.run::<ShopNext>(input1("o-2"), tools1(&host), opts("next-1")))
+        .expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            RunError::UnsupportedSemantics {
+                found: "0.2.0",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("semantics version 0.2.0") && msg.contains("semantics version 0.1.0"),
+        "{msg}"
+    );
+    assert!(block_on(store.load("next-1")).expect("loads").is_none());
+    let err = block_on(rt.submit::<ShopNext>(input1("o-2"), Some("next-2"))).expect_err("refused");
+    assert!(err.to_string().contains("semantics version"), "{err}");
+
+    // A run stored under v1 is refused by the build of another semantics version, and by a
+    // build of another text, and both messages say why.
+    let e = block_on(rt.run::<V1>(input1("o-3"), tools1(&host), opts("stored-1"))).expect("runs");
+    assert_eq!(e.status, RunStatus::Suspended);
+    let err = block_on(rt.deliver::<ShopNext>(
+        "stored-1",
+        "approved",
+        "ev-1",
+        json!(true),
+        tools1(&host),
+    ))
+    .expect_err("refused");
+    assert!(err.to_string().contains("semantics version 0.2.0"), "{err}");
+    let err = block_on(rt.deliver::<v2::shop::Program>(
+        "stored-1",
+        "approved",
+        "ev-1",
+        json!(true),
+        tools2(&host),
+    ))
+    .expect_err("refused");
+    assert!(err.to_string().contains("semantics version"), "{err}");
+    let record = block_on(store.run("stored-1")).expect("reads").expect("stored");
+    assert_eq!(record.status, RunStatus::Suspended);
+    assert_eq!(host.calls("ship"), 0);
+    let runs = block_on(store.runs(&RunQuery::new())).expect("lists");
+    assert_eq!(runs.len(), 1);
+}
