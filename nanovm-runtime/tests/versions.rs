@@ -244,3 +244,34 @@ fn a_program_of_another_semantics_version_is_refused_and_says_so() {
     let runs = block_on(store.runs(&RunQuery::new())).expect("lists");
     assert_eq!(runs.len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 2: several versions at once
+// ---------------------------------------------------------------------------------------------
+
+type V2 = v2::shop::Program;
+
+/// The attack: a pending run of v1 on a store whose only worker has v2. Before versions, the
+/// worker claimed it, refused it (`ProgramMismatch`), gave it back, and claimed it again at
+/// its next poll, forever, bumping the run's epoch each time. Now the worker does not claim a
+/// run of a build it does not have: nothing to do, the run untouched.
+#[test]
+fn a_worker_does_not_claim_runs_of_a_version_it_lacks_in_a_loop() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
+    let host = Host::new();
+    let rt = runtime(&store, &clock);
+    let id = block_on(rt.submit::<V1>(input1("o-9"), Some("old-1"))).expect("submitted");
+    let worker = nanovm_runtime::Worker::new(rt.clone(), "w-v2", 30_000);
+    for _ in 0..3 {
+        let polled = block_on(worker.run_once::<V2>(tools2(&host)));
+        assert!(
+            matches!(polled, Ok(None)),
+            "a v2 worker must leave the v1 run alone: {polled:?}"
+        );
+    }
+    let record = block_on(store.run(&id)).expect("reads").expect("stored");
+    assert_eq!(record.epoch, 0, "never claimed");
+    assert_eq!(record.status, RunStatus::Running);
+    assert_eq!(host.total_calls(), 0);
+}
