@@ -54,6 +54,20 @@ pub enum RunError {
         /// The semantics versions this runtime executes ([`SEMANTICS_VERSIONS`](crate::SEMANTICS_VERSIONS)).
         supported: &'static [&'static str],
     },
+    /// The run is pinned to a version of its program (a program hash) that is not registered
+    /// in the [`Versions`](crate::Versions) the operation was routed with. Nothing was
+    /// executed or recorded; register that build again to continue the run.
+    #[error(
+        "run `{run_id}` was started by version {hash} of program `{program}`, which is not registered"
+    )]
+    UnregisteredVersion {
+        /// The run.
+        run_id: String,
+        /// The program's name.
+        program: String,
+        /// The program hash the run is pinned to.
+        hash: Digest,
+    },
     /// The recorded entries are not the trace of a run.
     #[error("not a run trace: {0}")]
     NotARun(String),

@@ -19,6 +19,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | `versions` | [`Versions`]: several versions of a program served at once; routing a stored run to the one it is pinned to; [`Worker::run_once_any`] |
 //! | `worker` | [`Worker`]: claims a shared store's runs and executes them under leases |
 //! | `runtime` | [`Runtime`], [`RuntimeBuilder`]: the entry point (run, resume, replay, the durable operations) |
 //! | `durable` | the durable protocol: duplicate starts, deliveries, timeouts, reconciliation, pending runs; executing under a lease |
@@ -72,6 +73,7 @@ pub mod testing;
 pub mod trace;
 mod value;
 pub mod vault;
+mod versions;
 mod view;
 mod worker;
 
@@ -89,6 +91,7 @@ pub use run::{Execution, Metrics, ReplayReport, RunOptions};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use trace::RunStatus;
 pub use value::{Digest, Json, Secret, SecretRef, VaultId};
+pub use versions::Versions;
 pub use view::{ModelAnswer, OpenEffect, RunView, Waiting, payload_fingerprint};
 pub use worker::Worker;
 

@@ -84,6 +84,7 @@ fn runtime(store: &MemoryStore, clock: &ManualClock) -> Runtime {
     Runtime::builder()
         .store(store.clone())
         .clock(clock.clone())
+        .backoff(nanovm_runtime::Backoff::none())
         .build()
 }
 
@@ -163,7 +164,10 @@ fn the_pinned_hash_is_the_semantics_hash_of_the_source() {
     .expect("the source");
     let compiled = nanovm_dsl::compile("shop_v1.nvm", &src);
     assert_eq!(compiled.programs[0].hash, v1::shop::PROGRAM_HASH);
-    assert_eq!(v1::shop::SEMANTICS_VERSION, nanovm_dsl::canonical::SEMANTICS_VERSION);
+    assert_eq!(
+        v1::shop::SEMANTICS_VERSION,
+        nanovm_dsl::canonical::SEMANTICS_VERSION
+    );
     assert_eq!(<V1 as Program>::semantics(), "0.1.0");
     assert!(SEMANTICS_VERSIONS.contains(&v1::shop::SEMANTICS_VERSION));
 }
@@ -198,13 +202,7 @@ fn a_program_of_another_semantics_version_is_refused_and_says_so() {
     let err = block_on(rt.run::<ShopNext>(input1("o-2"), tools1(&host), opts("next-1")))
         .expect_err("refused");
     assert!(
-        matches!(
-            err,
-            RunError::UnsupportedSemantics {
-                found: "0.2.0",
-                ..
-            }
-        ),
+        matches!(err, RunError::UnsupportedSemantics { found: "0.2.0", .. }),
         "{err:?}"
     );
     let msg = err.to_string();
@@ -238,7 +236,9 @@ fn a_program_of_another_semantics_version_is_refused_and_says_so() {
     ))
     .expect_err("refused");
     assert!(err.to_string().contains("semantics version"), "{err}");
-    let record = block_on(store.run("stored-1")).expect("reads").expect("stored");
+    let record = block_on(store.run("stored-1"))
+        .expect("reads")
+        .expect("stored");
     assert_eq!(record.status, RunStatus::Suspended);
     assert_eq!(host.calls("ship"), 0);
     let runs = block_on(store.runs(&RunQuery::new())).expect("lists");
@@ -274,4 +274,97 @@ fn a_worker_does_not_claim_runs_of_a_version_it_lacks_in_a_loop() {
     assert_eq!(record.epoch, 0, "never claimed");
     assert_eq!(record.status, RunStatus::Running);
     assert_eq!(host.total_calls(), 0);
+}
+
+/// The host's deploy: v1 serves a run that suspends; the host adds v2 (v1 still registered);
+/// the v1 run completes under v1 (its trace replays under v1 only), a new run starts on v2.
+/// Then v1 is removed: a v1 run left suspended is reported, and not claimed by the worker.
+#[test]
+fn runs_are_routed_to_the_version_they_started_with() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
+    let host = Host::new();
+    let rt = runtime(&store, &clock);
+    let worker = nanovm_runtime::Worker::new(rt.clone(), "w-1", 30_000);
+
+    // Before the deploy: only v1.
+    let before = nanovm_runtime::Versions::new().add::<V1>(tools1(&host));
+    block_on(rt.submit::<V1>(input1("o-1"), Some("run-v1"))).expect("submitted");
+    let e = block_on(worker.run_once_any(&before))
+        .expect("works")
+        .expect("a run");
+    assert_eq!(
+        (e.run_id.as_str(), e.status),
+        ("run-v1", RunStatus::Suspended)
+    );
+
+    // The deploy: v2 is added, v1 stays.
+    let after = before.clone().add::<V2>(tools2(&host));
+    assert_eq!(
+        after.hashes("shop"),
+        vec![v1::shop::PROGRAM_HASH, v2::shop::PROGRAM_HASH]
+            .into_iter()
+            .map(Digest)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(after.newest("shop"), Some(Digest(v2::shop::PROGRAM_HASH)));
+    // New runs take the newest: the host starts them with v2's types.
+    let id2 = block_on(rt.submit::<V2>(input2("o-2"), Some("run-v2"))).expect("submitted");
+    let e = block_on(worker.run_once_any(&after))
+        .expect("works")
+        .expect("a run");
+    assert_eq!(
+        (e.run_id.as_str(), e.status),
+        (id2.as_str(), RunStatus::Suspended)
+    );
+    // The v1 run's approval arrives: routed to v1, it completes.
+    let d = block_on(after.deliver(&rt, "run-v1", "approved", "ev-1", json!(true), None))
+        .expect("delivered");
+    let done = d.into_execution();
+    assert_eq!(done.status, RunStatus::Success);
+    assert!(nanovm_runtime::replay::<V1>(&done.trace).is_ok());
+    assert!(matches!(
+        nanovm_runtime::replay::<V2>(&done.trace),
+        Err(RunError::ProgramMismatch { .. })
+    ));
+    // The v2 run: its shipment fails once and v2 retries it (v1 would not have).
+    host.respond("ship", Err(ToolError::transient("carrier down")));
+    let d = block_on(after.deliver(&rt, "run-v2", "approved", "ev-2", json!(true), None))
+        .expect("delivered");
+    assert_eq!(d.execution().status, RunStatus::Success);
+    assert_eq!(host.calls("ship"), 3);
+    assert!(block_on(after.unserved(&store)).expect("lists").is_empty());
+
+    // A v1 run suspended, then v1 removed: reported, never claimed, operations refused.
+    block_on(rt.submit::<V1>(input1("o-3"), Some("run-v1b"))).expect("submitted");
+    let e = block_on(worker.run_once_any(&after))
+        .expect("works")
+        .expect("a run");
+    assert_eq!(
+        (e.run_id.as_str(), e.status),
+        ("run-v1b", RunStatus::Suspended)
+    );
+    block_on(rt.submit::<V1>(input1("o-4"), Some("run-v1c"))).expect("submitted");
+    let only_v2 = after.remove(Digest(v1::shop::PROGRAM_HASH));
+    for _ in 0..3 {
+        assert!(
+            block_on(worker.run_once_any(&only_v2))
+                .expect("works")
+                .is_none()
+        );
+    }
+    let pending = block_on(store.run("run-v1c"))
+        .expect("reads")
+        .expect("stored");
+    assert_eq!((pending.epoch, pending.status), (0, RunStatus::Running));
+    let unserved: Vec<String> = block_on(only_v2.unserved(&store))
+        .expect("lists")
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(unserved, vec!["run-v1b".to_string(), "run-v1c".to_string()]);
+    let err = block_on(only_v2.deliver(&rt, "run-v1b", "approved", "ev-3", json!(true), None))
+        .expect_err("unregistered");
+    assert!(err.to_string().contains("not registered"), "{err}");
+    assert_eq!(host.calls("charge"), 3);
 }

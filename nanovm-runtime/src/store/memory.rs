@@ -318,6 +318,18 @@ impl MemoryStore {
     }
 
     fn claim_now(&self, program: &str, worker: &str, now_ms: u64, lease_ms: u64) -> Option<Lease> {
+        self.claim_matching(program, None, worker, now_ms, lease_ms)
+    }
+
+    /// The oldest claimable run of `program` (recorded under one of `hashes`, if given).
+    fn claim_matching(
+        &self,
+        program: &str,
+        hashes: Option<&[Digest]>,
+        worker: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Option<Lease> {
         let mut s = self.state();
         let State { runs, order, .. } = &mut *s;
         let run = order.iter().filter_map(|id| runs.get(id)).find(|r| {
@@ -325,6 +337,7 @@ impl MemoryStore {
             let wants_worker = r.status == RunStatus::Running
                 || (r.status == RunStatus::Suspended && r.deadline_ms.is_some_and(|d| d <= now_ms));
             r.program == program
+                && hashes.is_none_or(|h| h.contains(&r.program_hash))
                 && r.entries > 0
                 && wants_worker
                 && r.lease_expires_ms.is_none_or(|e| e <= now_ms)
@@ -461,6 +474,18 @@ impl JournalStore for MemoryStore {
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
         let l = self.claim_now(program, worker, now_ms, lease_ms);
+        Box::pin(std::future::ready(Ok(l)))
+    }
+
+    fn claim_versions<'a>(
+        &'a self,
+        program: &'a str,
+        hashes: &'a [Digest],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        let l = self.claim_matching(program, Some(hashes), worker, now_ms, lease_ms);
         Box::pin(std::future::ready(Ok(l)))
     }
 
