@@ -68,6 +68,18 @@ pub enum RunError {
         /// The program hash the run is pinned to.
         hash: Digest,
     },
+    /// A redrive was refused: the run did not stop where a redrive can continue it (it is not
+    /// `failed`, `budget_exceeded` or `stalled`, or the program itself ended it there).
+    /// Nothing was recorded.
+    #[error("run `{run_id}` cannot be redriven: {reason}")]
+    NotRedrivable {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: crate::trace::RunStatus,
+        /// Why.
+        reason: String,
+    },
     /// The recorded entries are not the trace of a run.
     #[error("not a run trace: {0}")]
     NotARun(String),

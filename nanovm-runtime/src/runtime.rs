@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::budget::Backoff;
 use crate::clock::{Clock, SystemClock, millis};
-use crate::durable::{self, DeliverError, Delivery, ReconcileError, Resolution};
+use crate::durable::{self, DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution};
 use crate::error::{ReplayError, RunError};
 use crate::evidence::Signer;
 use crate::exec::recorder::Mode;
@@ -451,5 +451,46 @@ impl Runtime {
         tools: Arc<P::Tools>,
     ) -> Result<Execution, ReconcileError> {
         durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, Some(by), tools).await
+    }
+
+    /// Redrives run `run_id` of `P`, which ended `failed`, `budget_exceeded` or `stalled`:
+    /// continues it live with `tools` from the step where it stopped, until its next end or
+    /// suspension.
+    ///
+    /// Under the run's lease, `redriven { step, by, extend }` is appended (made durable before
+    /// anything else happens, hashed into the chain like every event), then the run is
+    /// resumed: its recorded prefix replays (nothing in it is called again: an effect that
+    /// succeeded before is never repeated), the engine passes the recorded `run_ended`, applies
+    /// the `redriven` (raised budgets from `opts.extend`, a new stall streak) and continues
+    /// the stopped step as the same visit, so its effect ids are the ones the interrupted
+    /// attempts had: an effect whose intent an interruption left without an outcome is not
+    /// called again but goes to reconciliation (`needs_reconciliation`), and one that failed
+    /// is retried with the same idempotency key. Replaying the trace reproduces all of it.
+    ///
+    /// Refused with [`RunError::NotRedrivable`] (nothing recorded) for a run of another status
+    /// (a completed run, a suspended one...), one that stopped before its first step, or one
+    /// the program itself ended at an `end ... failure` step; [`RunError::ProgramMismatch`]
+    /// for a run of another build; [`RunError::Leased`] while someone holds the run.
+    pub async fn redrive<P: Program>(
+        &self,
+        run_id: &str,
+        opts: RedriveOptions,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, RunError> {
+        durable::redrive::<P>(&self.inner, run_id, opts, tools).await
+    }
+
+    /// Records a redrive of run `run_id` without executing it (no program needed: what
+    /// `nanovm redrive` does): under the run's lease, the same checks as [`Runtime::redrive`]
+    /// (except those that need the program: that the step is not an `end`), then `redriven`
+    /// is appended and the lease given back. The run is `running` again, claimable by a
+    /// [`Worker`](crate::Worker) that has its program, which continues it as
+    /// [`Runtime::redrive`] would.
+    pub async fn request_redrive(
+        &self,
+        run_id: &str,
+        opts: RedriveOptions,
+    ) -> Result<(), RunError> {
+        durable::request_redrive(&self.inner, run_id, opts).await
     }
 }

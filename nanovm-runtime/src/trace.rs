@@ -390,6 +390,20 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
     },
+    /// An operator continued a run that had ended `failed`, `budget_exceeded` or `stalled`:
+    /// it goes on at `step`, the step where it stopped, with the same effect ids (see
+    /// `docs/runtime.md`, "Redrive"). Follows that `run_ended` directly.
+    Redriven {
+        /// The step the run stopped at and continues at.
+        step: Name,
+        /// Who redrove it and why.
+        by: Actor,
+        /// Budgets raised for the rest of the run: each limit grows by the amount
+        /// (`max_duration` in milliseconds). Empty: the same limits (the stall streak starts
+        /// over either way).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extend: Vec<(BudgetKind, u64)>,
+    },
 }
 
 impl Event {
@@ -409,6 +423,7 @@ impl Event {
             Event::Reconciled { .. } => "reconciled",
             Event::Erased { .. } => "erased",
             Event::RunEnded { .. } => "run_ended",
+            Event::Redriven { .. } => "redriven",
         }
     }
 
@@ -424,7 +439,8 @@ impl Event {
             | Event::Delivered { step, .. }
             | Event::TimedOut { step, .. }
             | Event::BudgetExceeded { step, .. }
-            | Event::Reconciled { step, .. } => Some(step),
+            | Event::Reconciled { step, .. }
+            | Event::Redriven { step, .. } => Some(step),
             Event::RunEnded { step, .. } => step.as_deref(),
             Event::RunStarted { .. } | Event::Erased { .. } => None,
         }
@@ -606,6 +622,13 @@ impl Event {
                 }
                 if let Some(m) = message {
                     s.push_str(&format!(" ({m})"));
+                }
+                s
+            }
+            Event::Redriven { step, by, extend } => {
+                let mut s = format!("{step}: redriven{}", by_whom(Some(by)));
+                for (kind, n) in extend {
+                    s.push_str(&format!(", {} +{n}", kind.as_str()));
                 }
                 s
             }
@@ -820,6 +843,14 @@ impl Event {
                 e.tag(13).tag(status.code());
                 opt(e, step);
                 e.opt_str(message.as_deref());
+            }
+            // Tags from 20 on: 14.. are left to other new events.
+            Event::Redriven { step, by, extend } => {
+                e.tag(20).str(step).str(&by.id).str(&by.reason);
+                e.u64(extend.len() as u64);
+                for (kind, n) in extend {
+                    e.str(kind.as_str()).u64(*n);
+                }
             }
         }
     }

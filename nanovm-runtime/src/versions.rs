@@ -3,7 +3,7 @@
 //! Runs outlive deploys. A host that edits a workflow keeps the build its runs in flight were
 //! started with, registers both, and every operation on a stored run is routed to the version
 //! the run is pinned to (the program hash in its `run_started`): workers
-//! ([`Worker::run_once_any`]), deliveries, timeouts, reconciliations and resumes. New
+//! ([`Worker::run_once_any`]), deliveries, timeouts, reconciliations, resumes and redrives. New
 //! runs are started by the host with the newest build's types (`v2::Program`), so they take the
 //! newest version. A run whose version is registered by nobody is left alone (never claimed
 //! in a loop) and reported ([`Versions::unserved`], and `nanovm runs`).
@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::durable::{DeliverError, Delivery, ReconcileError, Resolution};
+use crate::durable::{DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution};
 use crate::error::RunError;
 use crate::program::{BoxFuture, Program};
 use crate::run::{Execution, RunOptions};
@@ -185,6 +185,17 @@ impl Versions {
         v.resume(runtime, run_id).await
     }
 
+    /// [`Runtime::redrive`], routed to the version run `run_id` is pinned to.
+    pub async fn redrive(
+        &self,
+        runtime: &Runtime,
+        run_id: &str,
+        opts: RedriveOptions,
+    ) -> Result<Execution, RunError> {
+        let v = self.route(runtime, run_id).await?;
+        v.redrive(runtime, run_id, opts).await
+    }
+
     /// [`Runtime::fire_timeouts`] for every registered version (each fires the runs pinned to
     /// it).
     pub async fn fire_timeouts(&self, runtime: &Runtime) -> Result<Vec<Execution>, RunError> {
@@ -287,6 +298,12 @@ trait Served: Send + Sync + 'static {
         &'a self,
         runtime: &'a Runtime,
     ) -> BoxFuture<'a, Result<Vec<Execution>, RunError>>;
+    fn redrive<'a>(
+        &'a self,
+        runtime: &'a Runtime,
+        run_id: &'a str,
+        opts: RedriveOptions,
+    ) -> BoxFuture<'a, Result<Execution, RunError>>;
 }
 
 struct Version<P: Program> {
@@ -375,5 +392,14 @@ impl<P: Program> Served for Version<P> {
         runtime: &'a Runtime,
     ) -> BoxFuture<'a, Result<Vec<Execution>, RunError>> {
         Box::pin(runtime.fire_timeouts::<P>(self.tools.clone()))
+    }
+
+    fn redrive<'a>(
+        &'a self,
+        runtime: &'a Runtime,
+        run_id: &'a str,
+        opts: RedriveOptions,
+    ) -> BoxFuture<'a, Result<Execution, RunError>> {
+        Box::pin(runtime.redrive::<P>(run_id, opts, self.tools.clone()))
     }
 }

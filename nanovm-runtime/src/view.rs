@@ -16,8 +16,8 @@ use crate::value::{Datum, Digest, VaultId};
 /// Where a run stands after the events read so far. Built with [`RunView::of`] (or
 /// [`RunView::of_program`]), or moved along one event at a time with [`RunView::apply`].
 ///
-/// The status follows the events that move it: `run_started`, `delivered`, `timed_out` and
-/// `reconciled` mean `running`; `suspended` means `suspended` at its step, waiting for its
+/// The status follows the events that move it: `run_started`, `delivered`, `timed_out`,
+/// `reconciled` and `redriven` mean `running`; `suspended` means `suspended` at its step, waiting for its
 /// event; `run_ended` sets the status, the step and the message (a suspension keeps what it
 /// waits for). Other events (model calls, tool calls, erasures...) leave it as it is.
 ///
@@ -267,7 +267,8 @@ impl RunView {
             Event::RunStarted { .. }
             | Event::Delivered { .. }
             | Event::TimedOut { .. }
-            | Event::Reconciled { .. } => {
+            | Event::Reconciled { .. }
+            | Event::Redriven { .. } => {
                 self.status = RunStatus::Running;
                 self.step = None;
                 self.message = None;
@@ -312,6 +313,7 @@ impl RunView {
                 | Event::Reconciled { .. }
                 | Event::Suspended { .. }
                 | Event::RunEnded { .. }
+                | Event::Redriven { .. }
         )
     }
 

@@ -368,3 +368,174 @@ fn runs_are_routed_to_the_version_they_started_with() {
     assert!(err.to_string().contains("not registered"), "{err}");
     assert_eq!(host.calls("charge"), 3);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 4: redrive
+// ---------------------------------------------------------------------------------------------
+
+use nanovm_runtime::trace::{Actor, BudgetKind, Event, Trace};
+use nanovm_runtime::{RedriveOptions, Resolution, Worker};
+
+fn ops() -> RedriveOptions {
+    RedriveOptions::new(Actor::new("ops@example.com", "carrier fixed, INC-42"))
+}
+
+/// The shop run charges, is approved, and its shipment fails (v1 has no retry): `failed` at
+/// `send`. Returns the store, the runtime, the host.
+fn failed_at_send(run_id: &str) -> (MemoryStore, Runtime, Host) {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
+    let host = Host::new();
+    let rt = runtime(&store, &clock);
+    let e = block_on(rt.run::<V1>(input1("o-7"), tools1(&host), opts(run_id))).expect("runs");
+    assert_eq!(e.status, RunStatus::Suspended);
+    host.respond(
+        "ship",
+        Err(ToolError::permanent("carrier rejected the label")),
+    );
+    let d = block_on(rt.deliver::<V1>(run_id, "approved", "ev-1", json!(true), tools1(&host)))
+        .expect("delivered");
+    assert_eq!(d.execution().status, RunStatus::Failed);
+    assert_eq!(d.execution().end_step.as_deref(), Some("send"));
+    (store, rt, host)
+}
+
+/// A redrive continues a failed run at the step where it stopped: the payment made before is
+/// not made again (the host's ledger has one charge), the shipment is retried with the same
+/// effect id, the `redriven` event (who, why) is in the chain, and replay reproduces the whole
+/// trace. A completed run is not redriven.
+#[test]
+fn a_redriven_failed_run_continues_without_paying_twice() {
+    let (store, rt, host) = failed_at_send("rd-1");
+    let e = block_on(rt.redrive::<V1>("rd-1", ops(), tools1(&host))).expect("redriven");
+    assert_eq!(e.status, RunStatus::Success, "{:?}", e.message);
+    assert_eq!(host.calls("charge"), 1, "the payment is never made again");
+    let ships: Vec<_> = host
+        .records()
+        .into_iter()
+        .filter(|c| c.tool == "ship")
+        .collect();
+    assert_eq!(ships.len(), 2);
+    assert_eq!(ships[0].key, ships[1].key, "the effect id is stable");
+    let kinds: Vec<&str> = e.trace.entries().iter().map(|x| x.event.kind()).collect();
+    let at = kinds
+        .iter()
+        .position(|k| *k == "redriven")
+        .expect("recorded");
+    assert_eq!(kinds[at - 1], "run_ended");
+    assert!(matches!(
+        &e.trace.entries()[at].event,
+        Event::Redriven { step, by, extend } if step == "send" && by.id == "ops@example.com" && extend.is_empty()
+    ));
+    let stored =
+        Trace::from_entries(block_on(store.load("rd-1")).unwrap().unwrap()).expect("verifies");
+    assert_eq!(stored.root(), e.trace.root());
+    let report = nanovm_runtime::replay::<V1>(&stored).expect("replays");
+    assert_eq!(report.root, stored.root());
+    assert_eq!(report.status, RunStatus::Success);
+    // A completed run is refused, and nothing is recorded.
+    let err = block_on(rt.redrive::<V1>("rd-1", ops(), tools1(&host))).expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            RunError::NotRedrivable {
+                status: RunStatus::Success,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        block_on(store.load("rd-1")).unwrap().unwrap().len(),
+        stored.len()
+    );
+}
+
+/// What `nanovm redrive` does without the program: records the redrive under the run's lease
+/// and makes it claimable; a worker with the program continues it.
+#[test]
+fn a_requested_redrive_is_continued_by_a_worker() {
+    let (store, rt, host) = failed_at_send("rd-2");
+    block_on(rt.request_redrive("rd-2", ops())).expect("recorded");
+    let r = block_on(store.run("rd-2")).unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.lease_owner.as_deref()),
+        (RunStatus::Running, None)
+    );
+    let worker = Worker::new(rt.clone(), "w-1", 30_000);
+    let e = block_on(worker.run_once::<V1>(tools1(&host)))
+        .expect("works")
+        .expect("the run");
+    assert_eq!((e.run_id.as_str(), e.status), ("rd-2", RunStatus::Success));
+    assert_eq!(host.calls("charge"), 1);
+    assert!(nanovm_runtime::replay::<V1>(&e.trace).is_ok());
+}
+
+/// The duration budget runs out while a non-idempotent effect is in flight: `budget_exceeded`
+/// with the effect's outcome unknown. Redriven with more time, the run does not call the
+/// effect again (it may have happened): it pauses for reconciliation, and continues with the
+/// operator's answer. Replay reproduces it.
+#[test]
+fn a_redriven_ambiguous_effect_goes_to_reconciliation() {
+    let store = MemoryStore::new();
+    let (rt, vault, clock) = support::setup_with("no", store.clone());
+    let s = support::Setup {
+        rt,
+        store: store.clone(),
+        vault,
+        clock: clock.clone(),
+    };
+    let host = Host::new();
+    let c = clock.clone();
+    host.hook(
+        "send_rejection",
+        Arc::new(move |_| {
+            let c = c.clone();
+            Box::pin(async move {
+                c.advance(std::time::Duration::from_secs(31));
+                std::future::pending::<()>().await;
+            })
+        }),
+    );
+    let tools: Arc<dyn support::customer_refund::ToolsDyn> = Arc::new(host.clone());
+    let e = block_on(s.rt.run::<support::customer_refund::Program>(
+        s.input(9000),
+        tools.clone(),
+        opts("rd-3"),
+    ))
+    .expect("runs");
+    assert_eq!(
+        (e.status, e.end_step.as_deref()),
+        (RunStatus::BudgetExceeded, Some("reject"))
+    );
+    assert_eq!(host.calls("send_rejection"), 1);
+    let redriven = block_on(s.rt.redrive::<support::customer_refund::Program>(
+        "rd-3",
+        ops().extend(BudgetKind::MaxDuration, 60_000),
+        tools.clone(),
+    ))
+    .expect("redriven");
+    assert_eq!(
+        redriven.status,
+        RunStatus::NeedsReconciliation,
+        "{:?}",
+        redriven.message
+    );
+    assert_eq!(host.calls("send_rejection"), 1, "not called again");
+    let view = nanovm_runtime::RunView::of(redriven.trace.entries());
+    let [effect] = view.to_reconcile()[..] else {
+        panic!("one effect to reconcile: {:?}", view.to_reconcile())
+    };
+    let done = block_on(s.rt.reconcile::<support::customer_refund::Program>(
+        "rd-3",
+        effect,
+        Resolution::Done(json!({"sent": true})),
+        tools,
+    ))
+    .expect("reconciled");
+    assert_eq!(done.status, RunStatus::Success);
+    assert_eq!(host.calls("send_rejection"), 1);
+    let report =
+        nanovm_runtime::replay::<support::customer_refund::Program>(&done.trace).expect("replays");
+    assert_eq!(report.root, done.trace.root());
+}

@@ -114,6 +114,12 @@ pub(crate) struct Exec<P: Program> {
     /// Input from outside (a delivered event, a due timeout, an operator's reconciliation)
     /// applied where the recorded prefix ends; taken when applied.
     inject: Option<Inject>,
+    /// The step entered and not completed yet (`None` between steps): where a redrive
+    /// continues without counting a new visit.
+    inside: Option<StepId>,
+    /// `redriven` events applied so far: after one, an effect whose intent an interrupted
+    /// attempt left open is reconciled, not called again.
+    redrives: u32,
 }
 
 /// What the step loop does after a step.
@@ -188,6 +194,7 @@ impl<P: Program> Exec<P> {
         self.close_step(now);
         self.step_clock = Some((name, now));
         self.meter.usage.steps += 1;
+        self.inside = Some(step);
         if let Some(v) = self.visits.get_mut(step as usize) {
             *v = v.saturating_add(1);
         }
@@ -202,9 +209,55 @@ impl<P: Program> Exec<P> {
         }
     }
 
-    /// The main loop.
+    /// The main loop: runs from the start step to the run's end or suspension, and on from
+    /// the step where it stopped after every `redriven` the trace holds there.
     pub(crate) async fn drive(&mut self) -> Result<Ended, Halt> {
         let mut step = self.info.start;
+        loop {
+            let ended = self.drive_from(step).await?;
+            match self.redriven(&ended)? {
+                Some(at) => step = at,
+                None => return Ok(ended),
+            }
+        }
+    }
+
+    /// After the run stopped (`ended`): if the recorded trace goes on with a `redriven` at the
+    /// step where it stopped (appended by [`crate::Runtime::redrive`] before this execution),
+    /// reproduces it, applies it (the raised budgets, a new stall streak) and answers the step
+    /// to continue at. The step is continued, not entered anew: its visit count is what it was,
+    /// so its effect ids are the ones the interrupted attempts had.
+    fn redriven(&mut self, ended: &Ended) -> Result<Option<StepId>, Halt> {
+        let redrivable = matches!(
+            ended.status,
+            RunStatus::Failed | RunStatus::BudgetExceeded | RunStatus::Stalled
+        );
+        let (true, Some(at)) = (redrivable, ended.step) else {
+            return Ok(None);
+        };
+        let Some(Event::Redriven { by, extend, .. }) = self.rec.peek() else {
+            return Ok(None);
+        };
+        let (by, extend) = (by.clone(), extend.clone());
+        // Emitted as the program would: the step must be the one where it stopped.
+        self.rec.emit(Event::Redriven {
+            step: self.name(at)?,
+            by,
+            extend: extend.clone(),
+        })?;
+        self.meter.redrive(&extend);
+        if self.inside == Some(at)
+            && let Some(v) = self.visits.get_mut(at as usize)
+        {
+            *v = v.saturating_sub(1);
+        }
+        self.inside = None;
+        self.redrives += 1;
+        Ok(Some(at))
+    }
+
+    /// Runs from `step` until the run ends or suspends.
+    async fn drive_from(&mut self, mut step: StepId) -> Result<Ended, Halt> {
         loop {
             let si = self.step_info(step)?;
             if si.kind != StepKind::End {
@@ -262,6 +315,7 @@ impl<P: Program> Exec<P> {
             match flow {
                 Flow::Go(to) => {
                     self.meter.completed();
+                    self.inside = None;
                     step = to;
                 }
                 Flow::Again => {}

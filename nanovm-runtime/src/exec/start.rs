@@ -321,6 +321,8 @@ pub(crate) fn prepare<P: Program>(
         effect_key: None,
         step_durations: Vec::with_capacity(info.steps.len().min(64)),
         inject: None,
+        inside: None,
+        redrives: 0,
         engine,
         info,
         tools,
