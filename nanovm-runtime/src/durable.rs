@@ -959,3 +959,95 @@ pub(crate) async fn request_redrive(
     let (lease, _) = record_redrive(engine, &store, run_id, &opts, None).await?;
     release_after(&store, Some(lease), Ok(())).await
 }
+
+/// See [`Runtime::fork`](crate::Runtime::fork).
+pub(crate) async fn fork<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    at_entry: u64,
+    new_run_id: &str,
+    tools: Arc<P::Tools>,
+) -> Result<Execution, RunError> {
+    let store = required_store(engine)?;
+    crate::exec::check_semantics::<P>()?;
+    ids::validate_run_id(new_run_id)?;
+    let refuse = |reason: String| RunError::NotForkable {
+        run_id: run_id.to_string(),
+        reason,
+    };
+    let entries = store
+        .load(run_id)
+        .await?
+        .ok_or_else(|| RunError::UnknownRun(run_id.to_string()))?;
+    let info = P::info();
+    if let Some(Event::RunStarted { program_hash, .. }) = entries.first().map(|e| &e.event)
+        && *program_hash != info.hash
+    {
+        return Err(RunError::ProgramMismatch {
+            program: info.name,
+            compiled: info.hash,
+            recorded: *program_hash,
+        });
+    }
+    let Some(at) = usize::try_from(at_entry)
+        .ok()
+        .filter(|&i| i < entries.len())
+    else {
+        return Err(refuse(format!(
+            "it has {} entries, so no entry {at_entry}",
+            entries.len()
+        )));
+    };
+    let mut prefix = entries;
+    prefix.truncate(at + 1);
+    if let Some(open) = RunView::of_program::<P>(&prefix).open_effects().first() {
+        return Err(refuse(format!(
+            "entry {at_entry} leaves effect `{}` at `{}` (effect id {}) without an outcome; \
+             fork before its intent or after its result",
+            open.tool, open.step, open.effect_id
+        )));
+    }
+    let at_hash = prefix[at].hash;
+    let mut trace = Trace::from_entries(prefix)?;
+    trace.push(
+        Event::Forked {
+            run_id: new_run_id.to_string(),
+            from: run_id.to_string(),
+            at_entry,
+            at_hash,
+        },
+        &mut Encoder::new(),
+    );
+    let entries = trace.into_entries();
+    let lease = match store
+        .start_run(
+            new_run_id,
+            &entries,
+            &owner("fork"),
+            engine.clock.now_ms(),
+            engine.operation_lease_ms,
+        )
+        .await
+    {
+        Ok(lease) => lease,
+        Err(JournalError::Conflict { .. }) => {
+            return Err(RunError::RunIdInUse {
+                run_id: new_run_id.to_string(),
+                reason: "by another run: a fork needs a new run id".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (result, lease) = execute_leased::<P>(
+        engine,
+        &store,
+        lease,
+        engine.operation_lease_ms,
+        entries,
+        tools,
+        RunOptions::new(),
+        None,
+    )
+    .await;
+    release_after(&store, lease, result).await
+}

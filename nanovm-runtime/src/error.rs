@@ -80,6 +80,14 @@ pub enum RunError {
         /// Why.
         reason: String,
     },
+    /// A fork was refused (see [`crate::Runtime::fork`]). Nothing was recorded.
+    #[error("run `{run_id}` cannot be forked there: {reason}")]
+    NotForkable {
+        /// The run to fork.
+        run_id: String,
+        /// Why.
+        reason: String,
+    },
     /// The recorded entries are not the trace of a run.
     #[error("not a run trace: {0}")]
     NotARun(String),

@@ -493,4 +493,32 @@ impl Runtime {
     ) -> Result<(), RunError> {
         durable::request_redrive(&self.inner, run_id, opts).await
     }
+
+    /// Forks run `run_id` of `P` at entry `at_entry`: starts run `new_run_id` whose trace is
+    /// a verbatim copy of the original's entries `0..=at_entry` followed by
+    /// `forked { run_id: new_run_id, from: run_id, at_entry, at_hash }`, and continues it live
+    /// with `tools` (and this runtime's model: the what-if, say another answer) until its
+    /// next end or suspension.
+    ///
+    /// The fork shares the prefix byte for byte, so its root at `at_entry` *is* the
+    /// original's (`at_hash`, which the `forked` entry chains onto): anyone holding both can
+    /// check the shared history. Nothing in the prefix is executed again (it replays: effects
+    /// made by the original are not repeated); what the fork does after it is its own, with
+    /// effect ids derived from `new_run_id`, so its effects never share an idempotency key
+    /// with the original's. The original is not touched. A fork is a run like any other
+    /// (resumed, delivered to, replayed by itself).
+    ///
+    /// Refused with [`RunError::NotForkable`] (nothing recorded) when the run has no entry
+    /// `at_entry`, or when the prefix would leave an effect without an outcome (fork before its
+    /// intent or after its result); [`RunError::RunIdInUse`] when `new_run_id` exists;
+    /// [`RunError::ProgramMismatch`] for a run of another build.
+    pub async fn fork<P: Program>(
+        &self,
+        run_id: &str,
+        at_entry: u64,
+        new_run_id: &str,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, RunError> {
+        durable::fork::<P>(&self.inner, run_id, at_entry, new_run_id, tools).await
+    }
 }

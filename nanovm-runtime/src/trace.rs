@@ -404,6 +404,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         extend: Vec<(BudgetKind, u64)>,
     },
+    /// This run is a fork: the entries before this one are a verbatim copy of run `from`'s
+    /// entries `0..=at_entry` (so this entry's `prev` is `from`'s hash at `at_entry`), and
+    /// from here on it is run `run_id`, a run of its own (see `docs/runtime.md`, "Fork").
+    Forked {
+        /// The new run (the fork).
+        run_id: String,
+        /// The run it was forked from.
+        from: String,
+        /// The last entry of `from` the fork shares.
+        at_entry: u64,
+        /// `from`'s hash at `at_entry` (the root of the shared prefix).
+        at_hash: Digest,
+    },
 }
 
 impl Event {
@@ -424,6 +437,7 @@ impl Event {
             Event::Erased { .. } => "erased",
             Event::RunEnded { .. } => "run_ended",
             Event::Redriven { .. } => "redriven",
+            Event::Forked { .. } => "forked",
         }
     }
 
@@ -442,7 +456,7 @@ impl Event {
             | Event::Reconciled { step, .. }
             | Event::Redriven { step, .. } => Some(step),
             Event::RunEnded { step, .. } => step.as_deref(),
-            Event::RunStarted { .. } | Event::Erased { .. } => None,
+            Event::RunStarted { .. } | Event::Erased { .. } | Event::Forked { .. } => None,
         }
     }
 
@@ -632,6 +646,15 @@ impl Event {
                 }
                 s
             }
+            Event::Forked {
+                run_id,
+                from,
+                at_entry,
+                at_hash,
+            } => format!(
+                "forked: run {run_id} from run {from} at entry {at_entry} ({})",
+                at_hash.short()
+            ),
         }
     }
 
@@ -851,6 +874,18 @@ impl Event {
                 for (kind, n) in extend {
                     e.str(kind.as_str()).u64(*n);
                 }
+            }
+            Event::Forked {
+                run_id,
+                from,
+                at_entry,
+                at_hash,
+            } => {
+                e.tag(21)
+                    .str(run_id)
+                    .str(from)
+                    .u64(*at_entry)
+                    .digest(at_hash);
             }
         }
     }

@@ -539,3 +539,167 @@ fn a_redriven_ambiguous_effect_goes_to_reconciliation() {
         nanovm_runtime::replay::<support::customer_refund::Program>(&done.trace).expect("replays");
     assert_eq!(report.root, done.trace.root());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 5: fork
+// ---------------------------------------------------------------------------------------------
+
+/// A fork copies the prefix verbatim (its root at the fork point is the original's, and its
+/// `forked` entry chains onto it), re-runs none of the prefix's effects, makes its own effects
+/// under its own ids, replays by itself, and leaves the original alone.
+#[test]
+fn a_fork_shares_the_prefix_root_and_reruns_no_effect() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
+    let host = Host::new();
+    let rt = runtime(&store, &clock);
+    let orig = block_on(rt.run::<V1>(input1("o-8"), tools1(&host), opts("orig"))).expect("runs");
+    assert_eq!(orig.status, RunStatus::Suspended);
+    let kinds: Vec<&str> = orig
+        .trace
+        .entries()
+        .iter()
+        .map(|e| e.event.kind())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "run_started",
+            "decision",
+            "tool_intent",
+            "tool_result",
+            "suspended"
+        ]
+    );
+    let at = 4u64;
+
+    let fork = block_on(rt.fork::<V1>("orig", at, "fork-1", tools1(&host))).expect("forked");
+    assert_eq!(
+        (fork.run_id.as_str(), fork.status),
+        ("fork-1", RunStatus::Suspended)
+    );
+    let (o, f) = (orig.trace.entries(), fork.trace.entries());
+    assert_eq!(
+        &f[..=4],
+        &o[..=4],
+        "the prefix is the original's, byte for byte"
+    );
+    assert_eq!(
+        f[4].hash, o[4].hash,
+        "the fork's prefix root is the original's root at entry 4"
+    );
+    assert_eq!(f[5].prev, o[4].hash);
+    assert!(matches!(
+        &f[5].event,
+        Event::Forked { run_id, from, at_entry: 4, at_hash } if run_id == "fork-1" && from == "orig" && *at_hash == o[4].hash
+    ));
+    assert_eq!(
+        host.calls("charge"),
+        1,
+        "the prefix's payment is not made again"
+    );
+
+    // Both go on, each with its own answer; the fork's shipment has its own effect id.
+    let d = block_on(rt.deliver::<V1>(
+        "fork-1",
+        "approved",
+        "ev-f",
+        json!("what if"),
+        tools1(&host),
+    ))
+    .expect("delivered");
+    assert_eq!(d.execution().status, RunStatus::Success);
+    let d = block_on(rt.deliver::<V1>("orig", "approved", "ev-o", json!(true), tools1(&host)))
+        .expect("delivered");
+    assert_eq!(d.execution().status, RunStatus::Success);
+    let ships: Vec<_> = host
+        .records()
+        .into_iter()
+        .filter(|c| c.tool == "ship")
+        .collect();
+    assert_eq!(ships.len(), 2);
+    assert_ne!(ships[0].key, ships[1].key, "the fork's effects are its own");
+    assert_eq!(host.calls("charge"), 1);
+    // The fork replays by itself, to the same root; the original's trace is untouched.
+    let stored =
+        Trace::from_entries(block_on(store.load("fork-1")).unwrap().unwrap()).expect("verifies");
+    let report = nanovm_runtime::replay::<V1>(&stored).expect("replays");
+    assert_eq!(
+        (report.root, report.run_id.as_str()),
+        (stored.root(), "fork-1")
+    );
+    let original = block_on(store.load("orig")).unwrap().unwrap();
+    assert_eq!(&original[..=4], &o[..=4]);
+    assert!(
+        original
+            .iter()
+            .all(|e| !matches!(e.event, Event::Forked { .. }))
+    );
+}
+
+/// What-if with another answer: the same request forked before the model's answer, under a
+/// runtime whose model answers otherwise, takes the other path; the original's effect is not
+/// repeated.
+#[test]
+fn a_fork_takes_another_answer() {
+    let store = MemoryStore::new();
+    let (yes, vault, clock) = support::setup_with("yes", store.clone());
+    let s = support::Setup {
+        rt: yes,
+        store: store.clone(),
+        vault: vault.clone(),
+        clock: clock.clone(),
+    };
+    let host = Host::new();
+    let tools: Arc<dyn support::customer_refund::ToolsDyn> = Arc::new(host.clone());
+    type Cr = support::customer_refund::Program;
+    let orig =
+        block_on(s.rt.run::<Cr>(s.input(1200), tools.clone(), opts("cr-orig"))).expect("runs");
+    assert_eq!(orig.end_step.as_deref(), Some("refunded"));
+    let no = Runtime::builder()
+        .model(nanovm_runtime::testing::ScriptedModel::new().always("analyze", "no"))
+        .vault(vault)
+        .store(store.clone())
+        .clock(clock)
+        .build();
+    let fork = block_on(no.fork::<Cr>("cr-orig", 0, "cr-what-if", tools)).expect("forked");
+    assert_eq!(
+        (fork.status, fork.end_step.as_deref()),
+        (RunStatus::Success, Some("rejected"))
+    );
+    assert_eq!(fork.trace.entries()[0], orig.trace.entries()[0]);
+    assert_eq!(
+        (host.calls("issue_refund"), host.calls("send_rejection")),
+        (1, 1)
+    );
+    assert!(nanovm_runtime::replay::<Cr>(&fork.trace).is_ok());
+}
+
+/// A fork that would leave an effect without an outcome, past the end, or onto a run id in
+/// use is refused, and nothing is recorded.
+#[test]
+fn bad_forks_are_refused() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new(START);
+    let host = Host::new();
+    let rt = runtime(&store, &clock);
+    block_on(rt.run::<V1>(input1("o-9"), tools1(&host), opts("base"))).expect("runs");
+    let err = block_on(rt.fork::<V1>("base", 2, "f-open", tools1(&host))).expect_err("open");
+    assert!(
+        matches!(err, RunError::NotForkable { .. }) && err.to_string().contains("charge"),
+        "{err}"
+    );
+    let err = block_on(rt.fork::<V1>("base", 5, "f-far", tools1(&host))).expect_err("past the end");
+    assert!(matches!(err, RunError::NotForkable { .. }), "{err}");
+    let err = block_on(rt.fork::<V1>("base", 1, "base", tools1(&host))).expect_err("in use");
+    assert!(matches!(err, RunError::RunIdInUse { .. }), "{err}");
+    let err = block_on(rt.fork::<V2>("base", 1, "f-v2", tools2(&host))).expect_err("other build");
+    assert!(matches!(err, RunError::ProgramMismatch { .. }), "{err}");
+    let ids: Vec<String> = block_on(store.runs(&RunQuery::new()))
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(ids, vec!["base".to_string()]);
+    assert_eq!(host.calls("charge"), 1);
+}

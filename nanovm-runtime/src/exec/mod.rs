@@ -108,8 +108,8 @@ pub(crate) struct Exec<P: Program> {
     cancel: Option<CancelToken>,
     started_ms: u64,
     step_clock: Option<(&'static str, Instant)>,
-    /// See [`ids::effect_key`].
-    effect_key: Option<[u8; 32]>,
+    /// See [`ids::effect_key`]: the run id it was derived from, and the key.
+    effect_key: Option<(Arc<str>, [u8; 32])>,
     step_durations: Vec<(&'static str, Duration)>,
     /// Input from outside (a delivered event, a due timeout, an operator's reconciliation)
     /// applied where the recorded prefix ends; taken when applied.
@@ -177,11 +177,20 @@ impl<P: Program> Exec<P> {
         })
     }
 
-    /// The key of this run's effect ids, derived on first use.
-    fn effect_key(&mut self) -> [u8; 32] {
-        *self
-            .effect_key
-            .get_or_insert_with(|| ids::effect_key(&self.rec.run_id))
+    /// The key of the effect ids of what the run does next, derived on first use: the run's
+    /// own, or in a fork's copied prefix the original run's (recorded events the executor
+    /// never produces, such as a fork's `forked`, are taken over first, so the key is the one
+    /// of the run the next event belongs to).
+    fn effect_key(&mut self) -> Result<[u8; 32], Halt> {
+        self.rec.absorb_erasures()?;
+        match &self.effect_key {
+            Some((run, key)) if *run == self.rec.effect_run => Ok(*key),
+            _ => {
+                let key = ids::effect_key(&self.rec.effect_run);
+                self.effect_key = Some((self.rec.effect_run.clone(), key));
+                Ok(key)
+            }
+        }
     }
 
     fn elapsed_ms(&self) -> u64 {

@@ -283,8 +283,16 @@ pub(crate) fn prepare<P: Program>(
         Mode::Live => (info.steps.len() * 2 + 4).min(1024),
         Mode::Replay | Mode::Resume => recorded.len() + 8,
     };
+    // A fork's trace starts with the original's `run_started`: it is stored (and its tools
+    // see it) as the run its `forked` names, while its copied prefix keeps the original's
+    // effect ids.
+    let fork = recorded.iter().rev().find_map(|e| match &e.event {
+        Event::Forked { run_id, .. } => Some(Arc::from(run_id.as_str())),
+        _ => None,
+    });
+    let original: Arc<str> = Arc::from(run_id.as_str());
     let mut rec = Recorder::new(
-        Arc::from(run_id.as_str()),
+        fork.unwrap_or_else(|| original.clone()),
         mode,
         store,
         opts.fence,
@@ -292,6 +300,7 @@ pub(crate) fn prepare<P: Program>(
         capacity,
     )
     .with_scratch(scratch);
+    rec.effect_run = original;
     if let Some(claim) = claim {
         rec.claim(claim);
     }

@@ -86,7 +86,7 @@ impl<P: Program> Exec<P> {
             }
             let tool = self.tool_info(c.tool())?;
             let args = named(c.args());
-            let effect_key = self.effect_key();
+            let effect_key = self.effect_key()?;
             let key = ids::effect_id_with(
                 &mut self.rec.scratch,
                 &effect_key,
