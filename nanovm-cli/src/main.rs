@@ -12,6 +12,7 @@ mod diff;
 mod error;
 mod escape;
 mod graph;
+mod redrive;
 mod runs;
 mod source;
 mod trace;
@@ -56,6 +57,9 @@ enum Command {
     /// Export a stored run's trace as JSON Lines (store opened read-only; verified first; exit
     /// 1 if broken).
     Trace(trace::Args),
+    /// Record an operator's redrive of a failed, budget_exceeded or stalled run (SQLite file,
+    /// written): a worker with its program continues it from the step where it stopped.
+    Redrive(redrive::Args),
     /// Audit a store's evidence against the signing key and a tree head kept from the last
     /// audit: names deleted, swapped, rewritten and forged runs and a rolled-back store (exit 1).
     Audit(audit::Args),
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Runs(args) => runs::run(args, &mut out),
         Command::Trace(args) => trace::run(args, &mut out, &mut err),
         Command::Audit(args) => audit::run(args, &mut out),
+        Command::Redrive(args) => redrive::run(args, &mut out),
     };
     let result = result.and_then(|status| {
         out.flush().map_err(error::Error::stdout)?;

@@ -1,4 +1,5 @@
-//! `nanovm runs --db PATH [--status S] [--program P]`: the runs of a store, one per line.
+//! `nanovm runs --db PATH [--status S] [--program P] [--registered FILE.nvm]...`: the runs of a
+//! store, one per line; with `--registered`, runs of versions no given program is are marked.
 //!
 //! Columns: run id, program, status, entries, where it is (the end step; for a running run the
 //! step it works in or moves to, read from its entries by [`RunView`]; for a suspended run
@@ -32,6 +33,29 @@ pub struct Args {
     /// Only runs of this program.
     #[arg(long, value_name = "P")]
     program: Option<String>,
+    /// The program versions the hosts serve (repeatable): every program of each file is
+    /// compiled, and a run that is not ended but was started by a version none of them is (its
+    /// program hash differs) is marked `(version HASH not registered)`: no worker will continue
+    /// it until its build is registered again.
+    #[arg(long, value_name = "FILE.nvm")]
+    registered: Vec<PathBuf>,
+}
+
+/// The program hashes of every program in `files` (compile errors are usage errors).
+fn registered_hashes(files: &[PathBuf]) -> Result<Vec<[u8; 32]>, Error> {
+    let mut hashes = Vec::new();
+    for f in files {
+        let source = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        let compiled = nanovm_dsl::compile(&f.display().to_string(), &source);
+        if compiled.has_errors() {
+            return Err(Error::Usage(format!(
+                "{}: does not compile (see nanovm check)",
+                f.display()
+            )));
+        }
+        hashes.extend(compiled.programs.iter().map(|p| p.hash));
+    }
+    Ok(hashes)
 }
 
 fn parse_status(s: &str) -> Result<RunStatus, String> {
@@ -45,6 +69,7 @@ fn parse_status(s: &str) -> Result<RunStatus, String> {
 
 /// Runs `nanovm runs`.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
+    let registered = registered_hashes(&args.registered)?;
     let mut query = RunQuery::new();
     if let Some(p) = &args.program {
         query = query.program(p.clone());
@@ -76,7 +101,24 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
         }
         Ok::<_, Error>((records, at))
     })??;
-    let rows: Vec<[String; 6]> = records.iter().zip(at).map(|(r, at)| row(r, at)).collect();
+    let rows: Vec<[String; 6]> = records
+        .iter()
+        .zip(at)
+        .map(|(r, at)| {
+            let unregistered = !args.registered.is_empty()
+                && !r.status.is_terminal()
+                && !registered.contains(&r.program_hash.0);
+            let mut row = row(r, at);
+            if unregistered {
+                row[4] = cell(&format!(
+                    "{} (version {} not registered)",
+                    row[4],
+                    r.program_hash.short()
+                ));
+            }
+            row
+        })
+        .collect();
     let header = ["RUN ID", "PROGRAM", "STATUS", "ENTRIES", "AT", "UPDATED"].map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
     for r in &rows {
