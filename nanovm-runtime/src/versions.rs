@@ -60,6 +60,10 @@ impl Versions {
 
     /// Registers the build `P` with the host's `tools` for it.
     #[must_use]
+    #[allow(
+        clippy::should_implement_trait,
+        reason = "a builder step with a type parameter, not addition"
+    )]
     pub fn add<P: Program>(mut self, tools: Arc<P::Tools>) -> Self {
         let hash = P::info().hash;
         self.served.retain(|s| s.hash() != hash);
