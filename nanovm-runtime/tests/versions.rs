@@ -703,3 +703,92 @@ fn bad_forks_are_refused() {
     assert_eq!(ids, vec!["base".to_string()]);
     assert_eq!(host.calls("charge"), 1);
 }
+
+/// A run that ran out of steps is redriven: without more steps it trips again at once (a new
+/// `budget_exceeded`, nothing executed); with `steps` extended it goes on and ends.
+#[test]
+fn a_budget_exceeded_run_continues_with_more_steps() {
+    use support::{Small, small_steps5};
+    type S5 = small_steps5::Program;
+    let store = MemoryStore::new();
+    let host = Host::new();
+    host.fallback("fetch", json!({"status": "later"}));
+    let rt = Runtime::builder()
+        .model(nanovm_runtime::testing::ScriptedModel::new().always("classify", "a"))
+        .store(store.clone())
+        .clock(ManualClock::new(START))
+        .backoff(nanovm_runtime::Backoff::none())
+        .build();
+    let e = block_on(rt.run::<S5>(S5::input("pricing"), S5::tools(&host), opts("steps-1")))
+        .expect("runs");
+    assert_eq!(e.status, RunStatus::BudgetExceeded);
+    let calls = host.total_calls();
+    let again = block_on(rt.redrive::<S5>("steps-1", ops(), S5::tools(&host))).expect("redriven");
+    assert_eq!(again.status, RunStatus::BudgetExceeded);
+    assert_eq!(host.total_calls(), calls, "no step ran");
+    let trips = again
+        .trace
+        .entries()
+        .iter()
+        .filter(|x| {
+            matches!(
+                x.event,
+                Event::BudgetExceeded {
+                    budget: BudgetKind::MaxSteps,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(trips, 2);
+    host.fallback("fetch", json!({"status": "ok", "priority": "low"}));
+    let done = block_on(rt.redrive::<S5>(
+        "steps-1",
+        ops().extend(BudgetKind::MaxSteps, 10),
+        S5::tools(&host),
+    ))
+    .expect("redriven");
+    assert_eq!(
+        (done.status, done.end_step.as_deref()),
+        (RunStatus::Success, Some("done"))
+    );
+    let report = nanovm_runtime::replay::<S5>(&done.trace).expect("replays");
+    assert_eq!(report.root, done.trace.root());
+}
+
+/// Redrive and fork on the SQLite store: what a SQL store keeps of them loads, verifies and
+/// replays.
+#[test]
+fn redrive_and_fork_on_sqlite() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let store = block_on(nanovm_runtime::store::SqliteStore::open(
+        dir.path().join("r.db"),
+    ))
+    .expect("opens");
+    let clock = ManualClock::new(START);
+    let host = Host::new();
+    let rt = Runtime::builder()
+        .store(store.clone())
+        .clock(clock)
+        .backoff(nanovm_runtime::Backoff::none())
+        .build();
+    block_on(rt.run::<V1>(input1("o-s"), tools1(&host), opts("sq-1"))).expect("runs");
+    let fork = block_on(rt.fork::<V1>("sq-1", 4, "sq-fork", tools1(&host))).expect("forked");
+    assert_eq!(fork.status, RunStatus::Suspended);
+    host.respond("ship", Err(ToolError::permanent("no label")));
+    let d = block_on(rt.deliver::<V1>("sq-fork", "approved", "e", json!(1), tools1(&host)))
+        .expect("delivered");
+    assert_eq!(d.execution().status, RunStatus::Failed);
+    let e = block_on(rt.redrive::<V1>("sq-fork", ops(), tools1(&host))).expect("redriven");
+    assert_eq!(e.status, RunStatus::Success);
+    let loaded = block_on(store.load("sq-fork")).unwrap().unwrap();
+    let trace = Trace::from_entries(loaded).expect("verifies");
+    assert_eq!(trace.root(), e.trace.root());
+    assert!(nanovm_runtime::replay::<V1>(&trace).is_ok());
+    let r = block_on(store.run("sq-fork")).unwrap().unwrap();
+    assert_eq!(
+        (r.status, r.program_hash),
+        (RunStatus::Success, Digest(v1::shop::PROGRAM_HASH))
+    );
+    assert_eq!(host.calls("charge"), 1);
+}
