@@ -433,6 +433,14 @@ fn a_redriven_failed_run_continues_without_paying_twice() {
     let report = nanovm_runtime::replay::<V1>(&stored).expect("replays");
     assert_eq!(report.root, stored.root());
     assert_eq!(report.status, RunStatus::Success);
+    // Exported and verified like any trace (the `redriven` line is canonical JSON).
+    let jsonl = stored.to_jsonl();
+    assert!(jsonl.contains(r#""type":"redriven""#), "{jsonl}");
+    assert_eq!(
+        nanovm_runtime::trace::verify_jsonl(&jsonl).expect("verifies"),
+        (stored.len(), stored.root())
+    );
+    assert!(nanovm_runtime::trace::completeness(stored.entries()).is_ok());
     // A completed run is refused, and nothing is recorded.
     let err = block_on(rt.redrive::<V1>("rd-1", ops(), tools1(&host))).expect_err("refused");
     assert!(
@@ -628,6 +636,12 @@ fn a_fork_shares_the_prefix_root_and_reruns_no_effect() {
         (report.root, report.run_id.as_str()),
         (stored.root(), "fork-1")
     );
+    let jsonl = stored.to_jsonl();
+    assert_eq!(
+        nanovm_runtime::trace::verify_jsonl(&jsonl).expect("verifies"),
+        (stored.len(), stored.root())
+    );
+    assert!(nanovm_runtime::trace::completeness(stored.entries()).is_ok());
     let original = block_on(store.load("orig")).unwrap().unwrap();
     assert_eq!(&original[..=4], &o[..=4]);
     assert!(
