@@ -675,4 +675,32 @@ fn runs_marks_runs_of_unregistered_versions() {
     );
     let plain = nanovm(&["runs", "--db", s(&db)]);
     assert!(!plain.stdout.contains("not registered"));
+    // A run of the registered version itself is not marked.
+    let source = fs::read_to_string(&src).unwrap();
+    let hash = nanovm_dsl::compile("customer_refund.nvm", &source).programs[0].hash;
+    let mut t = Trace::new();
+    t.push(
+        Event::RunStarted {
+            run_id: "r-current".into(),
+            program: "customer_refund".into(),
+            program_hash: Digest(hash),
+            inputs: vec![],
+        },
+        &mut Encoder::new(),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store.append("r-current", t.entries(), None).await.unwrap();
+        });
+    let run = nanovm(&["runs", "--db", s(&db), "--registered", s(&src)]);
+    let current = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("r-current"))
+        .expect("listed");
+    assert!(!current.contains("not registered"), "{current}");
 }
