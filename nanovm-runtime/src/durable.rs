@@ -861,6 +861,28 @@ async fn record_redrive(
         let Some(step) = view.step() else {
             return Err(refuse(status, "it stopped before its first step".into()));
         };
+        // A parallel step's branches keep no record across executions of which of them
+        // succeeded: redriving one would run them all again.
+        let in_branches = entries.iter().any(|e| match &e.event {
+            Event::Model {
+                step: s, branch, ..
+            }
+            | Event::ToolIntent {
+                step: s, branch, ..
+            }
+            | Event::ToolResult {
+                step: s, branch, ..
+            } => branch.is_some() && s == step,
+            _ => false,
+        });
+        if in_branches {
+            return Err(refuse(
+                status,
+                format!(
+                    "it stopped in the parallel step `{step}`, which a redrive does not continue yet"
+                ),
+            ));
+        }
         if let Some(info) = program {
             if let Some(Event::RunStarted {
                 program_hash: recorded,

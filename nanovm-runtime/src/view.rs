@@ -9,7 +9,7 @@
 
 use crate::canonical::Encoder;
 use crate::program::{Name, Program, ToolInfo};
-use crate::trace::{Entry, Event, Reply, RunStatus};
+use crate::trace::{Entry, Event, Reply, RunStatus, ToolOutcome};
 use crate::value::Json;
 use crate::value::{Datum, Digest, VaultId};
 
@@ -49,6 +49,8 @@ pub struct RunView {
     answers: Vec<ModelAnswer>,
     /// The step the run is at ([`RunView::at`]).
     at: Option<String>,
+    /// The successful results of effects (a `tool_result` that closed an intent), in order.
+    effect_results: Vec<(Digest, Json)>,
 }
 
 /// One model answer of a run, as recorded: what was answered, how sure the model was, and
@@ -120,6 +122,7 @@ impl RunView {
             tools: None,
             answers: Vec::new(),
             at: None,
+            effect_results: Vec::new(),
         }
     }
 
@@ -207,9 +210,16 @@ impl RunView {
                     });
                 }
             }
-            Event::ToolResult { key, args, .. } => {
+            Event::ToolResult {
+                key, args, result, ..
+            } => {
                 if let Some(args) = args {
                     self.note_secrets(args);
+                }
+                if let ToolOutcome::Ok(v) = result
+                    && self.open.iter().any(|o| o.effect_id == *key)
+                {
+                    self.effect_results.push((*key, v.clone()));
                 }
                 self.open.retain(|o| o.effect_id != *key);
             }
@@ -243,6 +253,16 @@ impl RunView {
             }
             _ => {}
         }
+    }
+
+    /// The result the effect `effect_id` returned, if its tool ever succeeded (the last such
+    /// result): an effect that happened, whatever the run did with its answer afterwards.
+    pub fn effect_result(&self, effect_id: Digest) -> Option<&Json> {
+        self.effect_results
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == effect_id)
+            .map(|(_, v)| v)
     }
 
     /// The model's answers, in order, with their probabilities: how sure the model was of what

@@ -25,6 +25,7 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("tests/support/programs/small.nvm", "small.rs"),
     ("tests/support/programs/shop_v1.nvm", "shop_v1.rs"),
     ("tests/support/programs/shop_v2.nvm", "shop_v2.rs"),
+    ("tests/support/programs/pay.nvm", "pay.rs"),
 ];
 
 /// What the compiler generates for `source` today.

@@ -28,6 +28,10 @@ mod v1 {
     include!("support/generated/shop_v1.rs");
 }
 #[allow(dead_code, reason = "each version's module is used in part")]
+mod pay {
+    include!("support/generated/pay.rs");
+}
+#[allow(dead_code, reason = "each version's module is used in part")]
 mod v2 {
     include!("support/generated/shop_v2.rs");
 }
@@ -805,4 +809,41 @@ fn redrive_and_fork_on_sqlite() {
         (RunStatus::Success, Digest(v1::shop::PROGRAM_HASH))
     );
     assert_eq!(host.calls("charge"), 1);
+}
+
+impl pay::pay::Tools for Host {
+    fn charge(
+        &self,
+        ctx: &ToolContext,
+        order_id: String,
+    ) -> impl Future<Output = Result<Json, ToolError>> + Send {
+        self.call("charge", ctx, json!({"order_id": order_id}))
+    }
+}
+
+/// The attack: the provider charged the card but answered in a shape the program cannot use,
+/// so the run failed at `pay` after the money moved. A redrive must not charge again (the
+/// ledger has one charge): the effect's recorded result answers it, and the run stops where
+/// it did (only a program change, not a redrive, makes that answer usable).
+#[test]
+fn a_redrive_never_repeats_an_effect_that_succeeded() {
+    type Pay = pay::pay::Program;
+    let store = MemoryStore::new();
+    let host = Host::new();
+    host.fallback("charge", json!("charged, receipt to follow"));
+    let rt = runtime(&store, &ManualClock::new(START));
+    let tools: Arc<dyn pay::pay::ToolsDyn> = Arc::new(host.clone());
+    let input = pay::pay::Input {
+        order_id: "o-1".into(),
+    };
+    let e = block_on(rt.run::<Pay>(input, tools.clone(), opts("pay-1"))).expect("runs");
+    assert_eq!(
+        (e.status, e.end_step.as_deref()),
+        (RunStatus::Failed, Some("pay"))
+    );
+    assert_eq!(host.calls("charge"), 1);
+    let again = block_on(rt.redrive::<Pay>("pay-1", ops(), tools)).expect("redriven");
+    assert_eq!(host.calls("charge"), 1, "the card is never charged twice");
+    assert_eq!(again.status, RunStatus::Failed);
+    assert!(nanovm_runtime::replay::<Pay>(&again.trace).is_ok());
 }

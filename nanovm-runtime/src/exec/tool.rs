@@ -190,6 +190,15 @@ impl<P: Program> Exec<P> {
         // After a redrive, the attempt an interruption cut short may have left this very
         // effect open (its intent without an outcome): it may have happened, so an operator
         // decides, exactly as after a crash.
+        // After a redrive, an effect that succeeded before (its tool returned, and the run
+        // then stopped over its answer) is answered from that result: it happened, so it is
+        // never made again.
+        if tool.effect
+            && self.redrives > 0
+            && let Some(done) = RunView::of(self.rec.trace.entries()).effect_result(key)
+        {
+            return Ok((ToolIo::Done(Ok(done.clone())), None));
+        }
         if tool.effect && !tool.idempotent && self.redrives > 0 && self.left_open(key) {
             match self.settle(step, vec![(tool, key)]).await? {
                 Settle::Paused(ended) => return Ok((ToolIo::Paused(ended), None)),
