@@ -28,7 +28,7 @@ mod v1 {
     include!("support/generated/shop_v1.rs");
 }
 #[allow(dead_code, reason = "each version's module is used in part")]
-mod pay {
+mod payment {
     include!("support/generated/pay.rs");
 }
 #[allow(dead_code, reason = "each version's module is used in part")]
@@ -811,7 +811,7 @@ fn redrive_and_fork_on_sqlite() {
     assert_eq!(host.calls("charge"), 1);
 }
 
-impl pay::pay::Tools for Host {
+impl payment::pay::Tools for Host {
     fn charge(
         &self,
         ctx: &ToolContext,
@@ -827,13 +827,13 @@ impl pay::pay::Tools for Host {
 /// it did (only a program change, not a redrive, makes that answer usable).
 #[test]
 fn a_redrive_never_repeats_an_effect_that_succeeded() {
-    type Pay = pay::pay::Program;
+    type Pay = payment::pay::Program;
     let store = MemoryStore::new();
     let host = Host::new();
     host.fallback("charge", json!("charged, receipt to follow"));
     let rt = runtime(&store, &ManualClock::new(START));
-    let tools: Arc<dyn pay::pay::ToolsDyn> = Arc::new(host.clone());
-    let input = pay::pay::Input {
+    let tools: Arc<dyn payment::pay::ToolsDyn> = Arc::new(host.clone());
+    let input = payment::pay::Input {
         order_id: "o-1".into(),
     };
     let e = block_on(rt.run::<Pay>(input, tools.clone(), opts("pay-1"))).expect("runs");
