@@ -499,13 +499,19 @@ fn a_redriven_ambiguous_effect_goes_to_reconciliation() {
     };
     let host = Host::new();
     let c = clock.clone();
+    // The first call never answers and outlasts the duration budget; a second one (the bug
+    // this test is about) would answer at once.
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     host.hook(
         "send_rejection",
         Arc::new(move |_| {
             let c = c.clone();
+            let first = first.swap(false, std::sync::atomic::Ordering::SeqCst);
             Box::pin(async move {
-                c.advance(std::time::Duration::from_secs(31));
-                std::future::pending::<()>().await;
+                if first {
+                    c.advance(std::time::Duration::from_secs(31));
+                    std::future::pending::<()>().await;
+                }
             })
         }),
     );
