@@ -18,6 +18,7 @@ mod escape;
 mod format;
 mod graph;
 mod migrate;
+mod redrive;
 mod runs;
 mod source;
 mod stats;
@@ -83,6 +84,9 @@ enum Command {
     /// density, violation rate, tool churn, tokens and cost, path variance against the
     /// program's own baseline, and the runs above a baseline percentile.
     Stats(stats::Args),
+    /// Record an operator's redrive of a failed, budget_exceeded or stalled run (SQLite file,
+    /// written): a worker with its program continues it from the step where it stopped.
+    Redrive(redrive::Args),
     /// Audit a store's evidence against the signing key and a tree head kept from the last
     /// audit: names deleted, swapped, rewritten and forged runs and a rolled-back store (exit 1);
     /// or, given a bundle (`nanovm audit OUT.tar --key PUBKEY`), check it offline.
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats::run(args, &mut out),
         Command::Audit(args) => audit::run(args, &mut out),
         Command::Export(args) => bundle::export(args, &mut out, &mut err),
+        Command::Redrive(args) => redrive::run(args, &mut out),
     };
     let result = result.and_then(|status| {
         out.flush().map_err(error::Error::stdout)?;

@@ -1,6 +1,7 @@
-//! `nanovm runs --db DB [--status S] [--program P] [--format json]`: the runs of a store
-//! (a SQLite file or a `postgres://` URL), one per line, or one JSON object (`{"version": 1,
-//! "runs": [...]}`, each run as `nanovm_runtime::run_state` shapes it).
+//! `nanovm runs --db DB [--status S] [--program P] [--registered FILE.nvm]... [--format json]`:
+//! the runs of a store (a SQLite file or a `postgres://` URL), one per line, or one JSON object
+//! (`{"version": 1, "runs": [...]}`, each run as `nanovm_runtime::run_state` shapes it); with
+//! `--registered`, runs of versions no given program is are marked.
 //!
 //! Columns: run id, program, status, entries, where it is (the end step; for a running run the
 //! step it works in or moves to, read from its entries by [`RunView`]; for a suspended run
@@ -10,6 +11,7 @@
 //! store orders them.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use nanovm_runtime::store::{RunQuery, RunRecord};
 use nanovm_runtime::trace::RunStatus;
@@ -37,6 +39,29 @@ pub struct Args {
     /// `text`: a table for people; `json`: one object for scripts (see docs/runtime.md).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// The program versions the hosts serve (repeatable): every program of each file is
+    /// compiled, and a run that is not ended but was started by a version none of them is (its
+    /// program hash differs) is marked `(version HASH not registered)`: no worker will continue
+    /// it until its build is registered again.
+    #[arg(long, value_name = "FILE.nvm")]
+    registered: Vec<PathBuf>,
+}
+
+/// The program hashes of every program in `files` (compile errors are usage errors).
+fn registered_hashes(files: &[PathBuf]) -> Result<Vec<[u8; 32]>, Error> {
+    let mut hashes = Vec::new();
+    for f in files {
+        let source = std::fs::read_to_string(f).map_err(|e| Error::io(f, e))?;
+        let compiled = nanovm_dsl::compile(&f.display().to_string(), &source);
+        if compiled.has_errors() {
+            return Err(Error::Usage(format!(
+                "{}: does not compile (see nanovm check)",
+                f.display()
+            )));
+        }
+        hashes.extend(compiled.programs.iter().map(|p| p.hash));
+    }
+    Ok(hashes)
 }
 
 fn parse_status(s: &str) -> Result<RunStatus, String> {
@@ -50,6 +75,7 @@ fn parse_status(s: &str) -> Result<RunStatus, String> {
 
 /// Runs `nanovm runs`.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
+    let registered = registered_hashes(&args.registered)?;
     let mut query = RunQuery::new();
     if let Some(p) = &args.program {
         query = query.program(p.clone());
@@ -78,6 +104,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
         }
         Ok::<_, Error>((records, views))
     })??;
+    let unregistered = |r: &RunRecord| {
+        !args.registered.is_empty()
+            && !r.status.is_terminal()
+            && !registered.contains(&r.program_hash.0)
+    };
     if json {
         let runs: Vec<_> = records
             .iter()
@@ -87,7 +118,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
                     .as_ref()
                     .and_then(|v| v.as_ref().ok())
                     .and_then(Option::as_ref);
-                run_state(r, view)
+                let mut state = run_state(r, view);
+                if !args.registered.is_empty() {
+                    state["version_registered"] = serde_json::Value::Bool(!unregistered(r));
+                }
+                state
             })
             .collect();
         let doc = serde_json::json!({"version": RUN_STATE_VERSION, "runs": runs});
@@ -103,7 +138,21 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
             Some(Err(_)) => "(unreadable: see nanovm trace)".to_string(),
         })
     });
-    let rows: Vec<[String; 6]> = records.iter().zip(at).map(|(r, at)| row(r, at)).collect();
+    let rows: Vec<[String; 6]> = records
+        .iter()
+        .zip(at)
+        .map(|(r, at)| {
+            let mut row = row(r, at);
+            if unregistered(r) {
+                row[4] = cell(&format!(
+                    "{} (version {} not registered)",
+                    row[4],
+                    r.program_hash.short()
+                ));
+            }
+            row
+        })
+        .collect();
     let header = ["RUN ID", "PROGRAM", "STATUS", "ENTRIES", "AT", "UPDATED"].map(String::from);
     let mut widths = header.clone().map(|h| h.chars().count());
     for r in &rows {

@@ -527,3 +527,151 @@ fn trace_on_a_terminal_escapes_what_json_leaves_raw() {
         "{text:?}"
     );
 }
+
+/// `nanovm redrive` records the redrive (who, why, the raised budgets) under the run's lease
+/// and makes the failed run `running` again, for a worker with its program; a completed run
+/// is refused with nothing written.
+#[test]
+fn redrive_records_the_request_and_refuses_a_completed_run() {
+    let dir = scratch("redrive");
+    let (db, _) = database(&dir);
+    let failed = trace(
+        "r-fail",
+        "customer_refund",
+        "MARKER-FAIL",
+        Some(Event::RunEnded {
+            status: RunStatus::Failed,
+            step: Some("refund".into()),
+            message: Some("refund tool failed".into()),
+        }),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = SqliteStore::open(&db).await.unwrap();
+        store
+            .append("r-fail", failed.entries(), None)
+            .await
+            .unwrap();
+    });
+    let run = nanovm(&[
+        "redrive",
+        "--db",
+        s(&db),
+        "r-fail",
+        "--actor",
+        "ops@example.com",
+        "--reason",
+        "INC-42",
+        "--extend-budget",
+        "steps=5,duration=60000",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("r-fail redriven at `refund`"),
+        "{}",
+        run.stdout
+    );
+    let (record, entries) = rt.block_on(async {
+        let store = SqliteStore::open(&db).await.unwrap();
+        (
+            store.run("r-fail").await.unwrap().unwrap(),
+            store.load("r-fail").await.unwrap().unwrap(),
+        )
+    });
+    assert_eq!(record.status, RunStatus::Running);
+    assert_eq!(record.lease_owner, None, "the lease was given back");
+    match &entries.last().unwrap().event {
+        Event::Redriven { step, by, extend } => {
+            assert_eq!(
+                (step.as_ref(), by.id.as_str(), by.reason.as_str()),
+                ("refund", "ops@example.com", "INC-42")
+            );
+            assert_eq!(
+                extend,
+                &vec![
+                    (nanovm_runtime::trace::BudgetKind::MaxSteps, 5),
+                    (nanovm_runtime::trace::BudgetKind::MaxDuration, 60_000)
+                ]
+            );
+        }
+        other => panic!("not a redrive: {other:?}"),
+    }
+    // A completed run: refused, exit 2, nothing written.
+    let run = nanovm(&[
+        "redrive",
+        "--db",
+        s(&db),
+        "r-ok",
+        "--actor",
+        "a",
+        "--reason",
+        "r",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("cannot be redriven"), "{}", run.stderr);
+    let n = rt.block_on(async {
+        let store = SqliteStore::open(&db).await.unwrap();
+        store.load("r-ok").await.unwrap().unwrap().len()
+    });
+    assert_eq!(n, 3);
+}
+
+/// `nanovm runs --registered FILE.nvm` marks the runs that are not ended and whose version
+/// (program hash) no given program has: nobody will continue them.
+#[test]
+fn runs_marks_runs_of_unregistered_versions() {
+    let dir = scratch("registered");
+    let (db, _) = database(&dir);
+    let src =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/workflows/customer_refund.nvm");
+    let run = nanovm(&["runs", "--db", s(&db), "--registered", s(&src)]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let line = |id: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("no {id} in {}", run.stdout))
+            .to_string()
+    };
+    // The fixture's hashes are not the compiled program's: every open run is unregistered.
+    assert!(line("r-wait").contains("not registered"), "{}", run.stdout);
+    assert!(line("r-nr").contains("not registered"), "{}", run.stdout);
+    assert!(line("o-1 ").contains("not registered"), "{}", run.stdout);
+    assert!(
+        !line("r-ok").contains("not registered"),
+        "an ended run needs no version"
+    );
+    let plain = nanovm(&["runs", "--db", s(&db)]);
+    assert!(!plain.stdout.contains("not registered"));
+    // A run of the registered version itself is not marked.
+    let source = fs::read_to_string(&src).unwrap();
+    let hash = nanovm_dsl::compile("customer_refund.nvm", &source).programs[0].hash;
+    let mut t = Trace::new();
+    t.push(
+        Event::RunStarted {
+            run_id: "r-current".into(),
+            program: "customer_refund".into(),
+            program_hash: Digest(hash),
+            inputs: vec![],
+        },
+        &mut Encoder::new(),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store.append("r-current", t.entries(), None).await.unwrap();
+        });
+    let run = nanovm(&["runs", "--db", s(&db), "--registered", s(&src)]);
+    let current = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("r-current"))
+        .expect("listed");
+    assert!(!current.contains("not registered"), "{current}");
+}

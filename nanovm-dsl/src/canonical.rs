@@ -1,8 +1,9 @@
 //! The canonical text of a program: one spelling for every program, whatever its layout,
 //! comments and clause order.
 //!
-//! `PROGRAM_HASH` is blake3 over this text (plus the compiler version), so reformatting a file or
-//! editing a comment does not change the hash, while any change of behaviour does. The printer
+//! `PROGRAM_HASH` is blake3 over this text (plus the [`SEMANTICS_VERSION`]), so reformatting a
+//! file, editing a comment or upgrading nanovm without changing what generated code does leaves
+//! the hash alone, while any change of behaviour changes it. The printer
 //! is also the inverse of the parser (tested: parse -> print -> parse gives the same tree up to
 //! spans), which makes it a useful oracle for fuzzing.
 
@@ -21,11 +22,39 @@ pub fn print_program(p: &Program, docs: bool) -> String {
     w.out
 }
 
-/// blake3 of the canonical text (without docs) and the compiler version.
+/// The version of what generated code *does*, hashed into every `PROGRAM_HASH` in place of
+/// the compiler's release number: a run recorded under one semantics version replays (and
+/// resumes) only under a build with the same one, and a nanovm release that leaves it alone
+/// keeps every stored run resumable.
+///
+/// Bump it (and add the new value to the runtime's `SEMANTICS_VERSIONS` once it executes it)
+/// only when the code generated for an unchanged program behaves differently, that is when
+/// any of these changes:
+///
+/// * the events a program's steps produce, their order or their fields (what replay compares);
+/// * the successor a transition chooses for an outcome, how conditions, templates and
+///   arithmetic evaluate, and which faults they raise;
+/// * how inputs are recorded and restored ([`Program`]'s inputs as `Datum`s), effect ids and
+///   idempotency keys (the arguments a tool call records), the admissible answers of `choose`;
+/// * the budgets and retries a program declares as they reach the runtime (`ProgramInfo`).
+///
+/// Not a reason to bump it: diagnostics, new checks that only reject programs, new syntax that
+/// old programs do not use, the generated code's Rust shape (names, docs, lints), Mermaid
+/// output, the build script's files. Its value was the compiler version when the hash still
+/// covered that ("0.1.0"), so every hash and trace recorded before it exists stays valid.
+pub const SEMANTICS_VERSION: &str = "0.1.0";
+
+/// blake3 of the canonical text (without docs) and the [`SEMANTICS_VERSION`]:
+/// `blake3("nanovm-dsl " + SEMANTICS_VERSION + "\n" + canonical text)`.
 pub fn program_hash(p: &Program) -> [u8; 32] {
+    program_hash_for(p, SEMANTICS_VERSION)
+}
+
+/// [`program_hash`] under another semantics version (what another compiler would pin).
+pub fn program_hash_for(p: &Program, semantics: &str) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(b"nanovm-dsl ");
-    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(semantics.as_bytes());
     h.update(b"\n");
     h.update(print_program(p, false).as_bytes());
     *h.finalize().as_bytes()

@@ -17,7 +17,7 @@ pub struct Program {
     pub name: String,
     /// Doc comment lines.
     pub doc: Vec<String>,
-    /// blake3 of the canonical program text and the compiler version.
+    /// blake3 of the canonical program text and the semantics version.
     pub hash: [u8; 32],
     /// Variables: inputs first in declaration order, then assigned variables.
     pub vars: Vec<Var>,

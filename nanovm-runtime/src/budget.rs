@@ -229,6 +229,33 @@ impl Meter {
     pub(crate) fn completed(&mut self) {
         self.consecutive_stalls = 0;
     }
+
+    /// A redrive (`redriven`): each `(budget, by)` raises that budget's limit by `by` (a
+    /// budget the program leaves unlimited stays so; `max_duration` in milliseconds), and the
+    /// stall streak starts over.
+    pub(crate) fn redrive(&mut self, extend: &[(BudgetKind, u64)]) {
+        fn raise(limit: &mut Option<u64>, by: u64) {
+            if let Some(l) = limit {
+                *l = l.saturating_add(by);
+            }
+        }
+        for &(kind, by) in extend {
+            match kind {
+                BudgetKind::MaxSteps => raise(&mut self.budget.max_steps, by),
+                BudgetKind::MaxTokens => raise(&mut self.budget.max_tokens, by),
+                BudgetKind::MaxToolCalls => raise(&mut self.budget.max_tool_calls, by),
+                BudgetKind::MaxStalledSteps => {
+                    self.max_stalled = self.max_stalled.saturating_add(by);
+                }
+                BudgetKind::MaxDuration => {
+                    if let Some(d) = &mut self.budget.max_duration {
+                        *d = d.saturating_add(std::time::Duration::from_millis(by));
+                    }
+                }
+            }
+        }
+        self.consecutive_stalls = 0;
+    }
 }
 
 fn exceeds(budget: BudgetKind, limit: Option<u64>, used: u64, more: u64) -> Option<Trip> {

@@ -49,7 +49,7 @@ use crate::program::{Program, ProgramInfo};
 use crate::replay::replay_execution;
 use crate::run::{Execution, RunOptions};
 use crate::store::{JournalError, JournalStore, Lease, RunQuery};
-use crate::trace::{Actor, Entry, Event, RunStatus, Trace};
+use crate::trace::{Actor, BudgetKind, Entry, Event, RunStatus, Trace};
 use crate::value::{Datum, Digest, Json};
 use crate::vault::Vault;
 use crate::view::{RunView, payload_fingerprint};
@@ -63,6 +63,34 @@ pub enum Resolution {
     /// The effect did not happen (and the call that was in flight can no longer make it
     /// happen): the tool is called again, with the same idempotency key.
     NotDone,
+}
+
+/// Who redrives a run and with which budgets (see [`Runtime::redrive`](crate::Runtime::redrive)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedriveOptions {
+    /// Who redrives it and why (recorded in the `redriven` event).
+    pub by: Actor,
+    /// Budgets to raise for the rest of the run: each limit grows by the amount
+    /// (`max_duration` in milliseconds).
+    pub extend: Vec<(BudgetKind, u64)>,
+}
+
+impl RedriveOptions {
+    /// A redrive by `by`, with the program's budgets as they were.
+    pub fn new(by: Actor) -> Self {
+        RedriveOptions {
+            by,
+            extend: Vec::new(),
+        }
+    }
+
+    /// Raises `budget` by `amount` (milliseconds for `max_duration`).
+    #[must_use]
+    pub fn extend(mut self, budget: BudgetKind, amount: u64) -> Self {
+        self.extend.push((budget, amount));
+        self
+    }
 }
 
 /// The answer to [`Runtime::deliver`](crate::Runtime::deliver).
@@ -388,6 +416,7 @@ pub(crate) async fn submit<P: Program>(
     run_id: Option<&str>,
 ) -> Result<String, RunError> {
     let store = required_store(engine)?;
+    crate::exec::check_semantics::<P>()?;
     let info = P::info();
     let datums = P::record_input(&input);
     let run_id = match run_id {
@@ -799,4 +828,254 @@ enum Answer {
     Duplicate(Vec<Entry>),
     /// Not waiting for this event.
     Refused(DeliverError),
+}
+
+/// Records a redrive of run `run_id` under its lease: claims it ([`RunError::Leased`] while
+/// someone holds it), checks on what is stored under the lease that it stopped `failed`,
+/// `budget_exceeded` or `stalled` at a step (and, knowing the program, that the step is not an
+/// `end` and the run is of this build), and appends `redriven` fenced by the lease. Returns the
+/// lease (still held) and the run's entries, the `redriven` included.
+async fn record_redrive(
+    engine: &Arc<Engine>,
+    store: &Arc<dyn JournalStore>,
+    run_id: &str,
+    opts: &RedriveOptions,
+    program: Option<&'static ProgramInfo>,
+) -> Result<(Lease, Vec<Entry>), RunError> {
+    let refuse = |status: RunStatus, reason: String| RunError::NotRedrivable {
+        run_id: run_id.to_string(),
+        status,
+        reason,
+    };
+    // Cheap refusals first, without a lease.
+    let entries = store
+        .load(run_id)
+        .await?
+        .ok_or_else(|| RunError::UnknownRun(run_id.to_string()))?;
+    let check = |entries: &[Entry]| -> Result<String, RunError> {
+        let view = RunView::of(entries);
+        let status = view.status();
+        if !matches!(
+            status,
+            RunStatus::Failed | RunStatus::BudgetExceeded | RunStatus::Stalled
+        ) {
+            return Err(refuse(
+                status,
+                format!("it is {status}; only a failed, budget_exceeded or stalled run is"),
+            ));
+        }
+        let Some(step) = view.step() else {
+            return Err(refuse(status, "it stopped before its first step".into()));
+        };
+        // A parallel step's branches keep no record across executions of which of them
+        // succeeded: redriving one would run them all again.
+        let in_branches = entries.iter().any(|e| match &e.event {
+            Event::Model {
+                step: s, branch, ..
+            }
+            | Event::ToolIntent {
+                step: s, branch, ..
+            }
+            | Event::ToolResult {
+                step: s, branch, ..
+            } => branch.is_some() && s == step,
+            _ => false,
+        });
+        if in_branches {
+            return Err(refuse(
+                status,
+                format!(
+                    "it stopped in the parallel step `{step}`, which a redrive does not continue yet"
+                ),
+            ));
+        }
+        if let Some(info) = program {
+            if let Some(Event::RunStarted {
+                program_hash: recorded,
+                ..
+            }) = entries.first().map(|e| &e.event)
+                && *recorded != info.hash
+            {
+                let recorded = *recorded;
+                return Err(RunError::ProgramMismatch {
+                    program: info.name,
+                    compiled: info.hash,
+                    recorded,
+                });
+            }
+            let at_end = info
+                .step_id(step)
+                .is_some_and(|id| info.step(id).kind == crate::program::StepKind::End);
+            if at_end {
+                return Err(refuse(
+                    status,
+                    format!("the program itself ended it at `end {step}`"),
+                ));
+            }
+        }
+        Ok(step.to_string())
+    };
+    check(&entries)?;
+    let now = engine.clock.now_ms();
+    let Some(lease) = store
+        .claim_run(run_id, &owner("redrive"), now, engine.operation_lease_ms)
+        .await?
+    else {
+        return Err(leased(store, run_id).await);
+    };
+    let recorded = async {
+        let entries = store
+            .load(run_id)
+            .await?
+            .ok_or_else(|| RunError::UnknownRun(run_id.to_string()))?;
+        let step = check(&entries)?;
+        let mut trace = Trace::from_entries(entries)?;
+        let from = trace.len();
+        trace.push(
+            Event::Redriven {
+                step: step.into(),
+                by: opts.by.clone(),
+                extend: opts.extend.clone(),
+            },
+            &mut Encoder::new(),
+        );
+        store
+            .append(run_id, &trace.entries()[from..], Some(lease.fence()))
+            .await?;
+        Ok::<_, RunError>(trace.into_entries())
+    }
+    .await;
+    match recorded {
+        Ok(entries) => Ok((lease, entries)),
+        Err(e) => release_after(store, Some(lease), Err(e)).await,
+    }
+}
+
+/// See [`Runtime::redrive`](crate::Runtime::redrive): records the redrive, then continues the
+/// run live under the same lease.
+pub(crate) async fn redrive<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    opts: RedriveOptions,
+    tools: Arc<P::Tools>,
+) -> Result<Execution, RunError> {
+    let store = required_store(engine)?;
+    crate::exec::check_semantics::<P>()?;
+    let (lease, entries) = record_redrive(engine, &store, run_id, &opts, Some(P::info())).await?;
+    let (result, lease) = execute_leased::<P>(
+        engine,
+        &store,
+        lease,
+        engine.operation_lease_ms,
+        entries,
+        tools,
+        RunOptions::new(),
+        None,
+    )
+    .await;
+    release_after(&store, lease, result).await
+}
+
+/// See [`Runtime::request_redrive`](crate::Runtime::request_redrive): records the redrive and
+/// gives the lease back; the run is `running`, claimable by a worker that has its program.
+pub(crate) async fn request_redrive(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    opts: RedriveOptions,
+) -> Result<(), RunError> {
+    let store = required_store(engine)?;
+    let (lease, _) = record_redrive(engine, &store, run_id, &opts, None).await?;
+    release_after(&store, Some(lease), Ok(())).await
+}
+
+/// See [`Runtime::fork`](crate::Runtime::fork).
+pub(crate) async fn fork<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    at_entry: u64,
+    new_run_id: &str,
+    tools: Arc<P::Tools>,
+) -> Result<Execution, RunError> {
+    let store = required_store(engine)?;
+    crate::exec::check_semantics::<P>()?;
+    ids::validate_run_id(new_run_id)?;
+    let refuse = |reason: String| RunError::NotForkable {
+        run_id: run_id.to_string(),
+        reason,
+    };
+    let entries = store
+        .load(run_id)
+        .await?
+        .ok_or_else(|| RunError::UnknownRun(run_id.to_string()))?;
+    let info = P::info();
+    if let Some(Event::RunStarted { program_hash, .. }) = entries.first().map(|e| &e.event)
+        && *program_hash != info.hash
+    {
+        return Err(RunError::ProgramMismatch {
+            program: info.name,
+            compiled: info.hash,
+            recorded: *program_hash,
+        });
+    }
+    let Some(at) = usize::try_from(at_entry)
+        .ok()
+        .filter(|&i| i < entries.len())
+    else {
+        return Err(refuse(format!(
+            "it has {} entries, so no entry {at_entry}",
+            entries.len()
+        )));
+    };
+    let mut prefix = entries;
+    prefix.truncate(at + 1);
+    if let Some(open) = RunView::of_program::<P>(&prefix).open_effects().first() {
+        return Err(refuse(format!(
+            "entry {at_entry} leaves effect `{}` at `{}` (effect id {}) without an outcome; \
+             fork before its intent or after its result",
+            open.tool, open.step, open.effect_id
+        )));
+    }
+    let at_hash = prefix[at].hash;
+    let mut trace = Trace::from_entries(prefix)?;
+    trace.push(
+        Event::Forked {
+            run_id: new_run_id.to_string(),
+            from: run_id.to_string(),
+            at_entry,
+            at_hash,
+        },
+        &mut Encoder::new(),
+    );
+    let entries = trace.into_entries();
+    let lease = match store
+        .start_run(
+            new_run_id,
+            &entries,
+            &owner("fork"),
+            engine.clock.now_ms(),
+            engine.operation_lease_ms,
+        )
+        .await
+    {
+        Ok(lease) => lease,
+        Err(JournalError::Conflict { .. }) => {
+            return Err(RunError::RunIdInUse {
+                run_id: new_run_id.to_string(),
+                reason: "by another run: a fork needs a new run id".into(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (result, lease) = execute_leased::<P>(
+        engine,
+        &store,
+        lease,
+        engine.operation_lease_ms,
+        entries,
+        tools,
+        RunOptions::new(),
+        None,
+    )
+    .await;
+    release_after(&store, lease, result).await
 }

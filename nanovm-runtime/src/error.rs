@@ -23,9 +23,13 @@ pub enum RunError {
         /// The first step that needs one.
         step: &'static str,
     },
-    /// The trace was recorded by a different build of the program.
+    /// The trace was recorded by a different build of the program: another program text, or
+    /// the same text compiled to another semantics version (see [`SEMANTICS_VERSIONS`]).
+    ///
+    /// [`SEMANTICS_VERSIONS`]: crate::SEMANTICS_VERSIONS
     #[error(
-        "the trace was recorded by program `{program}` with hash {recorded}, but this build of `{program}` has hash {compiled}"
+        "the trace was recorded by program `{program}` with hash {recorded}, but this build of `{program}` has hash {compiled} \
+         (another text of the program, or another semantics version; keep the build it was recorded with registered)"
     )]
     ProgramMismatch {
         /// The program's name.
@@ -34,6 +38,55 @@ pub enum RunError {
         compiled: Digest,
         /// The hash recorded in the trace.
         recorded: Digest,
+    },
+    /// The program was compiled to a semantics version this runtime does not execute (a
+    /// `nanovm-dsl` newer or older than the runtime, whose generated code behaves differently).
+    /// Nothing was executed or recorded.
+    #[error(
+        "program `{program}` was compiled to semantics version {found}, but this runtime executes semantics version {}",
+        supported.join(", ")
+    )]
+    UnsupportedSemantics {
+        /// The program's name.
+        program: &'static str,
+        /// The program's semantics version.
+        found: &'static str,
+        /// The semantics versions this runtime executes ([`SEMANTICS_VERSIONS`](crate::SEMANTICS_VERSIONS)).
+        supported: &'static [&'static str],
+    },
+    /// The run is pinned to a version of its program (a program hash) that is not registered
+    /// in the [`Versions`](crate::Versions) the operation was routed with. Nothing was
+    /// executed or recorded; register that build again to continue the run.
+    #[error(
+        "run `{run_id}` was started by version {hash} of program `{program}`, which is not registered"
+    )]
+    UnregisteredVersion {
+        /// The run.
+        run_id: String,
+        /// The program's name.
+        program: String,
+        /// The program hash the run is pinned to.
+        hash: Digest,
+    },
+    /// A redrive was refused: the run did not stop where a redrive can continue it (it is not
+    /// `failed`, `budget_exceeded` or `stalled`, or the program itself ended it there).
+    /// Nothing was recorded.
+    #[error("run `{run_id}` cannot be redriven: {reason}")]
+    NotRedrivable {
+        /// The run.
+        run_id: String,
+        /// Its status.
+        status: crate::trace::RunStatus,
+        /// Why.
+        reason: String,
+    },
+    /// A fork was refused (see [`crate::Runtime::fork`]). Nothing was recorded.
+    #[error("run `{run_id}` cannot be forked there: {reason}")]
+    NotForkable {
+        /// The run to fork.
+        run_id: String,
+        /// Why.
+        reason: String,
     },
     /// The recorded entries are not the trace of a run.
     #[error("not a run trace: {0}")]

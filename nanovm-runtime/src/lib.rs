@@ -19,6 +19,7 @@
 //!
 //! | module | what |
 //! | --- | --- |
+//! | `versions` | [`Versions`]: several versions of a program served at once; routing a stored run to the one it is pinned to; [`Worker::run_once_any`] |
 //! | `worker` | [`Worker`]: claims a shared store's runs and executes them under leases |
 //! | `runtime` | [`Runtime`], [`RuntimeBuilder`]: the entry point (run, resume, replay, the durable operations) |
 //! | `migrate` | [`migrate_run`]: moving a waiting run to another version of its program (`nanovm migrate`) |
@@ -80,6 +81,7 @@ pub mod testing;
 pub mod trace;
 mod value;
 pub mod vault;
+mod versions;
 mod view;
 mod worker;
 
@@ -87,19 +89,20 @@ pub use budget::{Backoff, Usage};
 pub use cache::{CacheStats, CachedModel};
 pub use cancel::CancelToken;
 pub use clock::{Clock, SystemClock};
-pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
+pub use durable::{DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
 pub use migrate::{MigrateError, Migration, migrate_run};
 pub use operator::{Act, ActError, Acted, act};
-pub use program::{BoxFuture, ToolContext, ToolError};
+pub use program::{BoxFuture, SEMANTICS_VERSIONS, ToolContext, ToolError};
 pub use replay::replay;
 pub use run::{Execution, Metrics, ReplayReport, RunOptions};
 pub use runtime::{Runtime, RuntimeBuilder};
 pub use state::{RUN_STATE_VERSION, run_state};
 pub use trace::RunStatus;
 pub use value::{Digest, Json, Secret, SecretRef, VaultId};
+pub use versions::Versions;
 pub use view::{
     Activity, ModelAnswer, OpenEffect, RunView, StepValue, Waiting, payload_fingerprint,
 };

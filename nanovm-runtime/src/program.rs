@@ -22,6 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::value::{Datum, Digest, Json, Secret, SecretRef, VaultId};
 
+/// The semantics versions of generated code this runtime executes (see
+/// [`Program::semantics`]). A program compiled to another one is refused with
+/// [`RunError::UnsupportedSemantics`](crate::RunError::UnsupportedSemantics), whose message
+/// names both.
+pub const SEMANTICS_VERSIONS: &[&str] = &["0.1.0"];
+
 /// A boxed, sendable future, as returned by dynamically dispatched tool calls.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -36,7 +42,7 @@ pub type BranchId = u16;
 pub struct ProgramInfo {
     /// The program's name.
     pub name: &'static str,
-    /// blake3 of the canonical program text and the compiler version.
+    /// blake3 of the canonical program text and the semantics version.
     pub hash: Digest,
     /// The budgets declared in the program.
     pub budget: Budget,
@@ -550,6 +556,16 @@ pub trait Program: Send + Sync + 'static {
 
     /// Static facts: name, hash, budget, steps, tools.
     fn info() -> &'static ProgramInfo;
+
+    /// The semantics version the program was compiled to (`nanovm_dsl::canonical::SEMANTICS_VERSION`,
+    /// hashed into [`ProgramInfo::hash`]). The runtime executes only the versions in
+    /// [`SEMANTICS_VERSIONS`] and refuses any other before anything is recorded.
+    ///
+    /// The default is for code generated before semantics versions were named: it behaves
+    /// as semantics version `0.1.0`.
+    fn semantics() -> &'static str {
+        "0.1.0"
+    }
 
     /// The inputs as the trace records them, in declaration order.
     fn record_input(input: &Self::Input) -> Vec<Datum>;

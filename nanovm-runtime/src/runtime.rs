@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::budget::Backoff;
 use crate::clock::{Clock, SystemClock, millis};
-use crate::durable::{self, DeliverError, Delivery, ReconcileError, Resolution};
+use crate::durable::{self, DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution};
 use crate::error::{ReplayError, RunError};
 use crate::evidence::Signer;
 use crate::exec::recorder::Mode;
@@ -451,5 +451,74 @@ impl Runtime {
         tools: Arc<P::Tools>,
     ) -> Result<Execution, ReconcileError> {
         durable::reconcile::<P>(&self.inner, run_id, effect_id, resolution, Some(by), tools).await
+    }
+
+    /// Redrives run `run_id` of `P`, which ended `failed`, `budget_exceeded` or `stalled`:
+    /// continues it live with `tools` from the step where it stopped, until its next end or
+    /// suspension.
+    ///
+    /// Under the run's lease, `redriven { step, by, extend }` is appended (made durable before
+    /// anything else happens, hashed into the chain like every event), then the run is
+    /// resumed: its recorded prefix replays (nothing in it is called again: an effect that
+    /// succeeded before is never repeated), the engine passes the recorded `run_ended`, applies
+    /// the `redriven` (raised budgets from `opts.extend`, a new stall streak) and continues
+    /// the stopped step as the same visit, so its effect ids are the ones the interrupted
+    /// attempts had: an effect whose intent an interruption left without an outcome is not
+    /// called again but goes to reconciliation (`needs_reconciliation`), and one that failed
+    /// is retried with the same idempotency key. Replaying the trace reproduces all of it.
+    ///
+    /// Refused with [`RunError::NotRedrivable`] (nothing recorded) for a run of another status
+    /// (a completed run, a suspended one...), one that stopped before its first step, or one
+    /// the program itself ended at an `end ... failure` step; [`RunError::ProgramMismatch`]
+    /// for a run of another build; [`RunError::Leased`] while someone holds the run.
+    pub async fn redrive<P: Program>(
+        &self,
+        run_id: &str,
+        opts: RedriveOptions,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, RunError> {
+        durable::redrive::<P>(&self.inner, run_id, opts, tools).await
+    }
+
+    /// Records a redrive of run `run_id` without executing it (no program needed: what
+    /// `nanovm redrive` does): under the run's lease, the same checks as [`Runtime::redrive`]
+    /// (except those that need the program: that the step is not an `end`), then `redriven`
+    /// is appended and the lease given back. The run is `running` again, claimable by a
+    /// [`Worker`](crate::Worker) that has its program, which continues it as
+    /// [`Runtime::redrive`] would.
+    pub async fn request_redrive(
+        &self,
+        run_id: &str,
+        opts: RedriveOptions,
+    ) -> Result<(), RunError> {
+        durable::request_redrive(&self.inner, run_id, opts).await
+    }
+
+    /// Forks run `run_id` of `P` at entry `at_entry`: starts run `new_run_id` whose trace is
+    /// a verbatim copy of the original's entries `0..=at_entry` followed by
+    /// `forked { run_id: new_run_id, from: run_id, at_entry, at_hash }`, and continues it live
+    /// with `tools` (and this runtime's model: the what-if, say another answer) until its
+    /// next end or suspension.
+    ///
+    /// The fork shares the prefix byte for byte, so its root at `at_entry` *is* the
+    /// original's (`at_hash`, which the `forked` entry chains onto): anyone holding both can
+    /// check the shared history. Nothing in the prefix is executed again (it replays: effects
+    /// made by the original are not repeated); what the fork does after it is its own, with
+    /// effect ids derived from `new_run_id`, so its effects never share an idempotency key
+    /// with the original's. The original is not touched. A fork is a run like any other
+    /// (resumed, delivered to, replayed by itself).
+    ///
+    /// Refused with [`RunError::NotForkable`] (nothing recorded) when the run has no entry
+    /// `at_entry`, or when the prefix would leave an effect without an outcome (fork before its
+    /// intent or after its result); [`RunError::RunIdInUse`] when `new_run_id` exists;
+    /// [`RunError::ProgramMismatch`] for a run of another build.
+    pub async fn fork<P: Program>(
+        &self,
+        run_id: &str,
+        at_entry: u64,
+        new_run_id: &str,
+        tools: Arc<P::Tools>,
+    ) -> Result<Execution, RunError> {
+        durable::fork::<P>(&self.inner, run_id, at_entry, new_run_id, tools).await
     }
 }

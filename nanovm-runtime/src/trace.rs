@@ -425,6 +425,33 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         max_duration_ms: Option<u64>,
     },
+    /// An operator continued a run that had ended `failed`, `budget_exceeded` or `stalled`:
+    /// it goes on at `step`, the step where it stopped, with the same effect ids (see
+    /// `docs/runtime.md`, "Redrive"). Follows that `run_ended` directly.
+    Redriven {
+        /// The step the run stopped at and continues at.
+        step: Name,
+        /// Who redrove it and why.
+        by: Actor,
+        /// Budgets raised for the rest of the run: each limit grows by the amount
+        /// (`max_duration` in milliseconds). Empty: the same limits (the stall streak starts
+        /// over either way).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extend: Vec<(BudgetKind, u64)>,
+    },
+    /// This run is a fork: the entries before this one are a verbatim copy of run `from`'s
+    /// entries `0..=at_entry` (so this entry's `prev` is `from`'s hash at `at_entry`), and
+    /// from here on it is run `run_id`, a run of its own (see `docs/runtime.md`, "Fork").
+    Forked {
+        /// The new run (the fork).
+        run_id: String,
+        /// The run it was forked from.
+        from: String,
+        /// The last entry of `from` the fork shares.
+        at_entry: u64,
+        /// `from`'s hash at `at_entry` (the root of the shared prefix).
+        at_hash: Digest,
+    },
 }
 
 /// A variable a migration carries into the new program's state: the value a step of the old
@@ -496,6 +523,8 @@ impl Event {
             Event::RunEnded { .. } => "run_ended",
             Event::Migrated { .. } => "migrated",
             Event::Replanned { .. } => "replanned",
+            Event::Redriven { .. } => "redriven",
+            Event::Forked { .. } => "forked",
         }
     }
 
@@ -513,9 +542,10 @@ impl Event {
             | Event::BudgetExceeded { step, .. }
             | Event::Reconciled { step, .. }
             | Event::Migrated { step, .. }
-            | Event::Replanned { step, .. } => Some(step),
+            | Event::Replanned { step, .. }
+            | Event::Redriven { step, .. } => Some(step),
             Event::RunEnded { step, .. } => step.as_deref(),
-            Event::RunStarted { .. } | Event::Erased { .. } => None,
+            Event::RunStarted { .. } | Event::Erased { .. } | Event::Forked { .. } => None,
         }
     }
 
@@ -722,6 +752,22 @@ impl Event {
             } => format!(
                 "{step}: {} -> replan {replan} of {of} at `{to}`",
                 on.as_str()
+            ),
+            Event::Redriven { step, by, extend } => {
+                let mut s = format!("{step}: redriven{}", by_whom(Some(by)));
+                for (kind, n) in extend {
+                    s.push_str(&format!(", {} +{n}", kind.as_str()));
+                }
+                s
+            }
+            Event::Forked {
+                run_id,
+                from,
+                at_entry,
+                at_hash,
+            } => format!(
+                "forked: run {run_id} from run {from} at entry {at_entry} ({})",
+                at_hash.short()
             ),
         }
     }
@@ -968,6 +1014,26 @@ impl Event {
                 e.opt(max_duration_ms.as_ref(), |e, v| {
                     e.u64(*v);
                 });
+            }
+            // Tags from 20 on: 14.. are left to other new events.
+            Event::Redriven { step, by, extend } => {
+                e.tag(20).str(step).str(&by.id).str(&by.reason);
+                e.u64(extend.len() as u64);
+                for (kind, n) in extend {
+                    e.str(kind.as_str()).u64(*n);
+                }
+            }
+            Event::Forked {
+                run_id,
+                from,
+                at_entry,
+                at_hash,
+            } => {
+                e.tag(21)
+                    .str(run_id)
+                    .str(from)
+                    .u64(*at_entry)
+                    .digest(at_hash);
             }
         }
     }

@@ -17,8 +17,8 @@ use crate::value::{Datum, Digest, VaultId};
 /// Where a run stands after the events read so far. Built with [`RunView::of`] (or
 /// [`RunView::of_program`]), or moved along one event at a time with [`RunView::apply`].
 ///
-/// The status follows the events that move it: `run_started`, `delivered`, `timed_out` and
-/// `reconciled` mean `running`; `suspended` means `suspended` at its step, waiting for its
+/// The status follows the events that move it: `run_started`, `delivered`, `timed_out`,
+/// `reconciled` and `redriven` mean `running`; `suspended` means `suspended` at its step, waiting for its
 /// event; `run_ended` sets the status, the step and the message (a suspension keeps what it
 /// waits for). Other events (model calls, tool calls, erasures...) leave it as it is.
 ///
@@ -70,6 +70,8 @@ pub struct RunView {
     visits: Vec<(String, u32)>,
     /// The last event read was a `migrated` (the `suspended` after it re-issues the wait).
     after_migration: bool,
+    /// The successful results of effects (a `tool_result` that closed an intent), in order.
+    effect_results: Vec<(Digest, Json)>,
 }
 
 /// What a run did, counted from its events ([`RunView::activity`]): the raw material of the
@@ -197,6 +199,7 @@ impl RunView {
             usage: Usage::default(),
             visits: Vec::new(),
             after_migration: false,
+            effect_results: Vec::new(),
         }
     }
 
@@ -295,9 +298,16 @@ impl RunView {
                     });
                 }
             }
-            Event::ToolResult { key, args, .. } => {
+            Event::ToolResult {
+                key, args, result, ..
+            } => {
                 if let Some(args) = args {
                     self.note_secrets(args);
+                }
+                if let ToolOutcome::Ok(v) = result
+                    && self.open.iter().any(|o| o.effect_id == *key)
+                {
+                    self.effect_results.push((*key, v.clone()));
                 }
                 self.open.retain(|o| o.effect_id != *key);
             }
@@ -333,6 +343,16 @@ impl RunView {
         }
     }
 
+    /// The result the effect `effect_id` returned, if its tool ever succeeded (the last such
+    /// result): an effect that happened, whatever the run did with its answer afterwards.
+    pub fn effect_result(&self, effect_id: Digest) -> Option<&Json> {
+        self.effect_results
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == effect_id)
+            .map(|(_, v)| v)
+    }
+
     /// The model's answers, in order, with their probabilities: how sure the model was of what
     /// the graph decided on.
     pub fn answers(&self) -> &[ModelAnswer] {
@@ -355,7 +375,8 @@ impl RunView {
             Event::RunStarted { .. }
             | Event::Delivered { .. }
             | Event::TimedOut { .. }
-            | Event::Reconciled { .. } => {
+            | Event::Reconciled { .. }
+            | Event::Redriven { .. } => {
                 self.status = RunStatus::Running;
                 self.step = None;
                 self.message = None;
@@ -400,6 +421,7 @@ impl RunView {
                 | Event::Reconciled { .. }
                 | Event::Suspended { .. }
                 | Event::RunEnded { .. }
+                | Event::Redriven { .. }
         )
     }
 

@@ -67,8 +67,22 @@ impl Worker {
         &self.name
     }
 
+    /// The runtime it executes with.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The length of its leases.
+    pub(crate) fn lease_ms(&self) -> u64 {
+        self.lease_ms
+    }
+
     /// Claims one runnable run of `P` and executes it with `tools` until it ends or suspends.
     /// `Ok(None)`: nothing to do.
+    ///
+    /// Only runs recorded under this build of `P` (its program hash) are claimed
+    /// ([`JournalStore::claim_versions`]); runs of other versions of the program are left to
+    /// workers that have them (see [`crate::Versions`] and [`Worker::run_once_any`]).
     ///
     /// A `running` run is resumed from its stored trace; a suspended run whose deadline has
     /// passed takes its timeout edge. Every append carries the lease's fence. The lease is
@@ -86,7 +100,13 @@ impl Worker {
         let store = self.runtime.store().cloned().ok_or(RunError::NoJournal)?;
         let clock = self.runtime.clock().clone();
         let Some(lease) = store
-            .claim(P::info().name, &self.name, clock.now_ms(), self.lease_ms)
+            .claim_versions(
+                P::info().name,
+                &[P::info().hash],
+                &self.name,
+                clock.now_ms(),
+                self.lease_ms,
+            )
             .await?
         else {
             return Ok(None);
@@ -106,7 +126,7 @@ impl Worker {
 
     /// Executes a claimed run, renewing the lease; returns the outcome and the latest lease to
     /// release (`None`: the run's last write gave it back).
-    async fn execute<P: Program>(
+    pub(crate) async fn execute<P: Program>(
         &self,
         store: &Arc<dyn JournalStore>,
         lease: Lease,

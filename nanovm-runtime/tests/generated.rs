@@ -35,6 +35,9 @@ const PROGRAMS: &[(&str, &str)] = &[
         "../nanovm-dsl/tests/compat_programs/approval_v2.nvm",
         "approval_v2.rs",
     ),
+    ("tests/support/programs/shop_v1.nvm", "shop_v1.rs"),
+    ("tests/support/programs/shop_v2.nvm", "shop_v2.rs"),
+    ("tests/support/programs/pay.nvm", "pay.rs"),
 ];
 
 /// What the compiler generates for `source` today.

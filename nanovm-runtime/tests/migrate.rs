@@ -11,7 +11,7 @@ use nanovm_runtime::trace::{Actor, Carried, CarriedValue, Event, RunStatus};
 use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::{
     Delivery, Json, MigrateError, Migration, RunOptions, RunView, Runtime, ToolContext, ToolError,
-    migrate_run, replay,
+    Versions, migrate_run, replay,
 };
 use serde_json::json;
 
@@ -372,6 +372,53 @@ fn a_migrated_runs_timeout_is_fired_by_the_new_program_and_not_by_the_old() {
     assert_eq!(fired[0].status, RunStatus::Failed);
     assert_eq!(fired[0].end_step.as_deref(), Some("expired"));
     assert!(ledger.0.lock().unwrap().is_empty());
+}
+
+/// A migrated run is the new version's run everywhere a host looks it up: its record names the
+/// new hash, so a host serving only v2 routes a delivery to it, a worker of v2 alone may claim
+/// it, `Versions::unserved` does not list it, and one serving only v1 reports it as another
+/// version's instead of continuing it under v1.
+#[test]
+fn a_migrated_run_is_routed_to_the_new_version_by_the_registry_and_the_store() {
+    let store = MemoryStore::new();
+    let ledger = Arc::new(Ledger::default());
+    let rt = suspended_under_v1(&store, &ledger);
+    block_on(migrate_run(&store, &migration(), START, 30_000)).unwrap();
+    let record = block_on(store.run("r1")).unwrap().unwrap();
+    assert_eq!(record.program_hash, hash_of::<new::Program>(), "the record follows the pin");
+    let only_v1 = Versions::new().add::<old::Program>(ledger.clone());
+    let unserved = block_on(only_v1.unserved(&store)).unwrap();
+    assert_eq!(unserved.len(), 1, "a host of v1 alone cannot serve it");
+    let only_v2 = Versions::new().add::<new::Program>(ledger.clone());
+    assert!(block_on(only_v2.unserved(&store)).unwrap().is_empty());
+    let e = block_on(only_v2.deliver(
+        &rt,
+        "r1",
+        "approval",
+        "ev-1",
+        json!({"approved": true}),
+        None,
+    ))
+    .unwrap();
+    let Delivery::Resumed(e) = e else {
+        panic!("resumed under v2: {e:?}")
+    };
+    assert_eq!(e.end_step.as_deref(), Some("confirm"), "v2's own next step");
+    let e = block_on(only_v2.deliver(
+        &rt,
+        "r1",
+        "confirmation",
+        "ev-2",
+        json!({"ok": true}),
+        None,
+    ))
+    .unwrap();
+    let Delivery::Resumed(e) = e else {
+        panic!("resumed under v2: {e:?}")
+    };
+    assert_eq!(e.status, RunStatus::Success, "{:?}", e.message);
+    assert_eq!(ledger.0.lock().unwrap().len(), 1, "paid once, under v2");
+    assert_eq!(ledger.0.lock().unwrap()[0].1, "EUR");
 }
 
 #[path = "support/peers.rs"]

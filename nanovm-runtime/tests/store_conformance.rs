@@ -905,6 +905,62 @@ async fn claims_take_only_runnable_runs<H: Harness>(h: &H) {
     assert_eq!(s.claim("nobody", "w", 0, 1).await.unwrap(), None);
 }
 
+/// `claim_versions` hands out only runs recorded under one of the given program hashes: a run
+/// of another version of the program is not claimed (its epoch stays), whatever its age.
+async fn claims_by_version_skip_other_versions<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let v1 = program_hash();
+    let v2 = Digest::of(b"conformance program, version 2");
+    let in_version = |id: &str, hash: Digest| {
+        let mut r = Run::of_program(id, "pv");
+        let mut t = Trace::new();
+        let mut e = Encoder::new();
+        for entry in r.trace.entries() {
+            let mut ev = entry.event.clone();
+            if let Event::RunStarted { program_hash, .. } = &mut ev {
+                *program_hash = hash;
+            }
+            t.push(ev, &mut e);
+        }
+        r.trace = t;
+        r
+    };
+    for (id, hash) in [("v-old", v1), ("v-new", v2), ("v-old2", v1)] {
+        let r = in_version(id, hash);
+        s.append(id, r.entries(), None).await.unwrap();
+    }
+    let l = s
+        .claim_versions("pv", &[v2], "w2", 0, 100)
+        .await
+        .unwrap()
+        .expect("the v2 run");
+    assert_eq!((l.run_id.as_str(), l.epoch), ("v-new", 1));
+    assert_eq!(
+        s.claim_versions("pv", &[v2], "w2", 0, 100).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.claim_versions("pv", &[], "w2", 0, 100).await.unwrap(),
+        None
+    );
+    for id in ["v-old", "v-old2"] {
+        let r = s.run(id).await.unwrap().unwrap();
+        assert_eq!((r.epoch, r.lease_owner), (0, None), "{id} untouched");
+    }
+    let l = s
+        .claim_versions("pv", &[v2, v1], "w1", 0, 100)
+        .await
+        .unwrap()
+        .expect("the oldest v1 run");
+    assert_eq!(l.run_id, "v-old");
+    assert_eq!(
+        s.claim_versions("other", &[v1, v2], "w1", 0, 100)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
 async fn concurrent_claimers_never_share_a_run<H: Harness>(h: &H) {
     let s = h.fresh().await;
     const RUNS: usize = 40;
@@ -1632,6 +1688,7 @@ macro_rules! suite {
                 the_record_follows_the_lifecycle,
                 runs_are_filtered_and_ordered_by_creation,
                 claims_take_only_runnable_runs,
+                claims_by_version_skip_other_versions,
                 concurrent_claimers_never_share_a_run,
                 claim_run_takes_one_given_run,
                 start_run_creates_a_run_owned_from_its_first_write,

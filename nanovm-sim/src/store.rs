@@ -12,7 +12,7 @@ use nanovm_runtime::store::{
     Fence, JournalError, JournalStore, Lease, MemoryStore, RunQuery, RunRecord,
 };
 use nanovm_runtime::trace::Entry;
-use nanovm_runtime::{BoxFuture, Clock};
+use nanovm_runtime::{BoxFuture, Clock, Digest};
 
 use crate::faults::Fault;
 use crate::report::ViolationKind;
@@ -286,6 +286,19 @@ impl JournalStore for FaultStore {
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
         Box::pin(self.lease_op("claim", "claim", move |d| {
             now(d.claim(program, worker, now_ms, lease_ms))
+        }))
+    }
+
+    fn claim_versions<'a>(
+        &'a self,
+        program: &'a str,
+        hashes: &'a [Digest],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        Box::pin(self.lease_op("claim", "claim", move |d| {
+            now(d.claim_versions(program, hashes, worker, now_ms, lease_ms))
         }))
     }
 

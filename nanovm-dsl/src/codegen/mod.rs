@@ -258,6 +258,7 @@ impl<'p> Gen<'p> {
         let private = &self.private;
         let bad_path = &self.bad_path;
         let hash = p.hash.iter().map(|b| Literal::u8_unsuffixed(*b));
+        let semantics = crate::canonical::SEMANTICS_VERSION;
         let mermaid = crate::graph::mermaid(p);
         let input = self.input();
         let choices = self.choices();
@@ -297,8 +298,12 @@ impl<'p> Gen<'p> {
                 #bad_path
                 use #private as __nv;
 
-                /// blake3 of the canonical program text and the compiler version.
+                /// blake3 of the canonical program text and the semantics version.
                 pub const PROGRAM_HASH: [u8; 32] = [#(#hash),*];
+
+                /// The semantics version the program was compiled to (hashed into
+                /// `PROGRAM_HASH`; the runtime refuses one it does not execute).
+                pub const SEMANTICS_VERSION: &str = #semantics;
 
                 /// The program's graph as a Mermaid flowchart.
                 pub const MERMAID: &str = #mermaid;

@@ -142,6 +142,10 @@ impl Gen<'_> {
                     &INFO
                 }
 
+                fn semantics() -> &'static str {
+                    SEMANTICS_VERSION
+                }
+
                 fn record_input(#input: &Input) -> Vec<#nv::Datum> {
                     #record
                 }

@@ -43,7 +43,9 @@ use crate::value::{Digest, Json};
 use crate::vault::Vault;
 use race::{Verdict, race};
 use recorder::{Halt, Mode, Recorder};
-pub(crate) use start::{Ended, Prepared, Start, check_leftover, execute, prepare, run_ended};
+pub(crate) use start::{
+    Ended, Prepared, Start, check_leftover, check_semantics, execute, prepare, run_ended,
+};
 
 /// What every run of a runtime executes with: the runtime's configuration (see
 /// `crate::runtime::RuntimeBuilder`), shared behind one `Arc`.
@@ -106,8 +108,8 @@ pub(crate) struct Exec<P: Program> {
     cancel: Option<CancelToken>,
     started_ms: u64,
     step_clock: Option<(&'static str, Instant)>,
-    /// See [`ids::effect_key`].
-    effect_key: Option<[u8; 32]>,
+    /// See [`ids::effect_key`]: the run id it was derived from, and the key.
+    effect_key: Option<(Arc<str>, [u8; 32])>,
     step_durations: Vec<(&'static str, Duration)>,
     /// Input from outside (a delivered event, a due timeout, an operator's reconciliation)
     /// applied where the recorded prefix ends; taken when applied.
@@ -116,6 +118,12 @@ pub(crate) struct Exec<P: Program> {
     first: Option<StepId>,
     /// Replans taken along each of `P::replans()`.
     replans_used: Vec<u32>,
+    /// The step entered and not completed yet (`None` between steps): where a redrive
+    /// continues without counting a new visit.
+    inside: Option<StepId>,
+    /// `redriven` events applied so far: after one, an effect whose intent an interrupted
+    /// attempt left open is reconciled, not called again.
+    redrives: u32,
 }
 
 /// What the step loop does after a step.
@@ -173,11 +181,20 @@ impl<P: Program> Exec<P> {
         })
     }
 
-    /// The key of this run's effect ids, derived on first use.
-    fn effect_key(&mut self) -> [u8; 32] {
-        *self
-            .effect_key
-            .get_or_insert_with(|| ids::effect_key(&self.rec.run_id))
+    /// The key of the effect ids of what the run does next, derived on first use: the run's
+    /// own, or in a fork's copied prefix the original run's (recorded events the executor
+    /// never produces, such as a fork's `forked`, are taken over first, so the key is the one
+    /// of the run the next event belongs to).
+    fn effect_key(&mut self) -> Result<[u8; 32], Halt> {
+        self.rec.absorb_erasures()?;
+        match &self.effect_key {
+            Some((run, key)) if *run == self.rec.effect_run => Ok(*key),
+            _ => {
+                let key = ids::effect_key(&self.rec.effect_run);
+                self.effect_key = Some((self.rec.effect_run.clone(), key));
+                Ok(key)
+            }
+        }
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -190,6 +207,7 @@ impl<P: Program> Exec<P> {
         self.close_step(now);
         self.step_clock = Some((name, now));
         self.meter.usage.steps += 1;
+        self.inside = Some(step);
         if let Some(v) = self.visits.get_mut(step as usize) {
             *v = v.saturating_add(1);
         }
@@ -204,9 +222,55 @@ impl<P: Program> Exec<P> {
         }
     }
 
-    /// The main loop.
+    /// The main loop: runs from the start step to the run's end or suspension, and on from
+    /// the step where it stopped after every `redriven` the trace holds there.
     pub(crate) async fn drive(&mut self) -> Result<Ended, Halt> {
         let mut step = self.first.take().unwrap_or(self.info.start);
+        loop {
+            let ended = self.drive_from(step).await?;
+            match self.redriven(&ended)? {
+                Some(at) => step = at,
+                None => return Ok(ended),
+            }
+        }
+    }
+
+    /// After the run stopped (`ended`): if the recorded trace goes on with a `redriven` at the
+    /// step where it stopped (appended by [`crate::Runtime::redrive`] before this execution),
+    /// reproduces it, applies it (the raised budgets, a new stall streak) and answers the step
+    /// to continue at. The step is continued, not entered anew: its visit count is what it was,
+    /// so its effect ids are the ones the interrupted attempts had.
+    fn redriven(&mut self, ended: &Ended) -> Result<Option<StepId>, Halt> {
+        let redrivable = matches!(
+            ended.status,
+            RunStatus::Failed | RunStatus::BudgetExceeded | RunStatus::Stalled
+        );
+        let (true, Some(at)) = (redrivable, ended.step) else {
+            return Ok(None);
+        };
+        let Some(Event::Redriven { by, extend, .. }) = self.rec.peek() else {
+            return Ok(None);
+        };
+        let (by, extend) = (by.clone(), extend.clone());
+        // Emitted as the program would: the step must be the one where it stopped.
+        self.rec.emit(Event::Redriven {
+            step: self.name(at)?,
+            by,
+            extend: extend.clone(),
+        })?;
+        self.meter.redrive(&extend);
+        if self.inside == Some(at)
+            && let Some(v) = self.visits.get_mut(at as usize)
+        {
+            *v = v.saturating_sub(1);
+        }
+        self.inside = None;
+        self.redrives += 1;
+        Ok(Some(at))
+    }
+
+    /// Runs from `step` until the run ends or suspends.
+    async fn drive_from(&mut self, mut step: StepId) -> Result<Ended, Halt> {
         loop {
             let si = self.step_info(step)?;
             if si.kind != StepKind::End {
@@ -281,6 +345,7 @@ impl<P: Program> Exec<P> {
             match flow {
                 Flow::Go(to) => {
                     self.meter.completed();
+                    self.inside = None;
                     step = to;
                 }
                 Flow::Again => {}

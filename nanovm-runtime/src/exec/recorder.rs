@@ -127,6 +127,9 @@ impl From<crate::store::JournalError> for Halt {
 
 pub(crate) struct Recorder {
     pub run_id: Arc<str>,
+    /// The run id effect ids are derived from: the run's own, except in a fork's copied
+    /// prefix, which keeps the original run's (switched when the `forked` entry is passed).
+    pub effect_run: Arc<str>,
     pub trace: Trace,
     pub scratch: Encoder,
     pub mode: Mode,
@@ -153,6 +156,7 @@ impl Recorder {
         capacity: usize,
     ) -> Self {
         Recorder {
+            effect_run: run_id.clone(),
             run_id,
             trace: Trace::with_capacity(capacity),
             // Grows to a typical event's encoding; `with_scratch` hands in a sized one.
@@ -204,9 +208,7 @@ impl Recorder {
 
     /// True while recorded entries remain that the executor has not reproduced yet.
     pub(crate) fn replaying(&self) -> bool {
-        self.recorded
-            .iter()
-            .any(|e| !matches!(e.event, Event::Erased { .. }))
+        self.recorded.iter().any(|e| !absorbed(&e.event))
     }
 
     /// True when the recorded prefix is used up and this is a replay: any further event or
@@ -218,9 +220,7 @@ impl Recorder {
     /// The next recorded entry the executor will be compared with (erasure events, which the
     /// executor never produces, are skipped).
     pub(crate) fn peek_entry(&self) -> Option<&Entry> {
-        self.recorded
-            .iter()
-            .find(|e| !matches!(e.event, Event::Erased { .. }))
+        self.recorded.iter().find(|e| !absorbed(&e.event))
     }
 
     /// The event of [`Recorder::peek_entry`].
@@ -230,9 +230,7 @@ impl Recorder {
 
     /// The recorded events ahead, in order, erasures skipped.
     pub(crate) fn upcoming(&self) -> impl Iterator<Item = &Entry> {
-        self.recorded
-            .iter()
-            .filter(|e| !matches!(e.event, Event::Erased { .. }))
+        self.recorded.iter().filter(|e| !absorbed(&e.event))
     }
 
     /// Appends an event. With a recorded prefix, the event must equal the next recorded one.
@@ -264,12 +262,11 @@ impl Recorder {
     /// Moves erasure events at the front of the recorded prefix into the trace: erasing a
     /// secret appends an `erased` event to a run at any time, and replays keep it.
     pub(crate) fn absorb_erasures(&mut self) -> Result<(), Halt> {
-        while self
-            .recorded
-            .front()
-            .is_some_and(|e| matches!(e.event, Event::Erased { .. }))
-        {
+        while self.recorded.front().is_some_and(|e| absorbed(&e.event)) {
             if let Some(rec) = self.recorded.pop_front() {
+                if let Event::Forked { run_id, .. } = &rec.event {
+                    self.effect_run = Arc::from(run_id.as_str());
+                }
                 self.push_recorded(rec)?;
             }
         }
@@ -387,6 +384,12 @@ impl Recorder {
         self.unsettled = false;
         Ok(())
     }
+}
+
+/// Recorded events the executor never produces, taken over as they come: `erased` (a secret
+/// erased at any time) and `forked` (where a fork's copied prefix ends).
+fn absorbed(event: &Event) -> bool {
+    matches!(event, Event::Erased { .. } | Event::Forked { .. })
 }
 
 /// A [`RunError::Divergence`] wrapped for the executor.

@@ -169,6 +169,20 @@ pub(crate) async fn execute<P: Program>(
     Ok(execution)
 }
 
+/// Refuses a program compiled to a semantics version this runtime does not execute
+/// ([`crate::SEMANTICS_VERSIONS`]), before anything is recorded.
+pub(crate) fn check_semantics<P: Program>() -> Result<(), RunError> {
+    let found = P::semantics();
+    if crate::program::SEMANTICS_VERSIONS.contains(&found) {
+        return Ok(());
+    }
+    Err(RunError::UnsupportedSemantics {
+        program: P::info().name,
+        found,
+        supported: crate::program::SEMANTICS_VERSIONS,
+    })
+}
+
 /// After a run ended: a recorded prefix must not hold more than the run produced.
 pub(crate) fn check_leftover(rec: &mut Recorder) -> Result<(), RunError> {
     match rec.leftover().map_err(halt_to_error)? {
@@ -219,6 +233,7 @@ pub(crate) fn prepare<P: Program>(
     opts: RunOptions,
     started_ms: u64,
 ) -> Result<Prepared<P>, Halt> {
+    check_semantics::<P>()?;
     let info = P::info();
     let names = info.inputs.iter().map(|i| Cow::Borrowed(i.name));
     // Room for a typical event's canonical encoding; the recorder keeps it for the whole run.
@@ -269,8 +284,16 @@ pub(crate) fn prepare<P: Program>(
         Mode::Live => (info.steps.len() * 2 + 4).min(1024),
         Mode::Replay | Mode::Resume => recorded.len() + 8,
     };
+    // A fork's trace starts with the original's `run_started`: it is stored (and its tools
+    // see it) as the run its `forked` names, while its copied prefix keeps the original's
+    // effect ids.
+    let fork = recorded.iter().rev().find_map(|e| match &e.event {
+        Event::Forked { run_id, .. } => Some(Arc::from(run_id.as_str())),
+        _ => None,
+    });
+    let original: Arc<str> = Arc::from(run_id.as_str());
     let mut rec = Recorder::new(
-        Arc::from(run_id.as_str()),
+        fork.unwrap_or_else(|| original.clone()),
         mode,
         store,
         opts.fence,
@@ -278,6 +301,7 @@ pub(crate) fn prepare<P: Program>(
         capacity,
     )
     .with_scratch(scratch);
+    rec.effect_run = original;
     if let Some(claim) = claim {
         rec.claim(claim);
     }
@@ -332,6 +356,8 @@ pub(crate) fn prepare<P: Program>(
         inject: None,
         first,
         replans_used: vec![0; P::replans().len()],
+        inside: None,
+        redrives: 0,
         engine,
         info,
         tools,

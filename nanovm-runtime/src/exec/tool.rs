@@ -15,6 +15,7 @@ use crate::program::{
 };
 use crate::trace::{Event, ToolOutcome};
 use crate::value::{Datum, Digest, Json};
+use crate::view::RunView;
 
 /// A tool call's answer, or the decision that an ambiguous effect must not be repeated.
 enum ToolIo {
@@ -85,7 +86,7 @@ impl<P: Program> Exec<P> {
             }
             let tool = self.tool_info(c.tool())?;
             let args = named(c.args());
-            let effect_key = self.effect_key();
+            let effect_key = self.effect_key()?;
             let key = ids::effect_id_with(
                 &mut self.rec.scratch,
                 &effect_key,
@@ -186,6 +187,29 @@ impl<P: Program> Exec<P> {
     ) -> Result<(ToolIo, Option<Vec<(Name, Datum)>>), Halt> {
         let step_name = self.step_info(step)?.name;
         let scope = Scope::of(&args);
+        // After a redrive, the attempt an interruption cut short may have left this very
+        // effect open (its intent without an outcome): it may have happened, so an operator
+        // decides, exactly as after a crash.
+        // After a redrive, an effect that succeeded before (its tool returned, and the run
+        // then stopped over its answer) is answered from that result: it happened, so it is
+        // never made again.
+        if tool.effect
+            && self.redrives > 0
+            && let Some(done) = RunView::of(self.rec.trace.entries()).effect_result(key)
+        {
+            return Ok((ToolIo::Done(Ok(done.clone())), None));
+        }
+        if tool.effect && !tool.idempotent && self.redrives > 0 && self.left_open(key) {
+            match self.settle(step, vec![(tool, key)]).await? {
+                Settle::Paused(ended) => return Ok((ToolIo::Paused(ended), None)),
+                Settle::Resolved(answers) => {
+                    if let Some((_, Some(result), _)) = answers.into_iter().next() {
+                        return Ok((ToolIo::Done(Ok(result)), None));
+                    }
+                    // It did not happen: called again (a new intent) with the same key.
+                }
+            }
+        }
         let (intent_recorded, args) = if tool.effect {
             let recorded = self.rec.emit(Event::ToolIntent {
                 step: Cow::Borrowed(step_name),
@@ -268,6 +292,15 @@ impl<P: Program> Exec<P> {
             Err(v) => ToolIo::Stopped(self.live_verdict(v)),
         };
         Ok((io, args))
+    }
+
+    /// Whether the effect `key`'s intent is recorded without an outcome (and without an
+    /// operator's answer that it did not happen), as [`RunView`] reads the trace so far.
+    fn left_open(&self, key: Digest) -> bool {
+        RunView::of(self.rec.trace.entries())
+            .open_effects()
+            .iter()
+            .any(|o| o.effect_id == key && !o.not_done)
     }
 
     /// The context of a live call of `call`: it may reveal only the call's own secrets,

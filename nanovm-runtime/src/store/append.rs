@@ -52,6 +52,10 @@ pub(crate) struct Batch {
     pub problem: Option<JournalError>,
     /// The events that move the record ([`RunView::moves_status`]), in order.
     pub moves: Vec<Event>,
+    /// The program hash a `migrated` event of the batch pins the run to (the last one): the
+    /// record's `program_hash` follows it, so workers, version registries and the CLI find
+    /// the run under the version that continues it.
+    pub pin: Option<Digest>,
 }
 
 impl Batch {
@@ -72,6 +76,10 @@ impl Batch {
                 .filter(|e| RunView::moves_status(&e.event))
                 .map(|e| e.event.clone())
                 .collect(),
+            pin: entries.iter().rev().find_map(|e| match &e.event {
+                Event::Migrated { to, .. } => Some(*to),
+                _ => None,
+            }),
         };
         batch.problem = batch.inspect(entries).err();
         batch
@@ -85,6 +93,9 @@ impl Batch {
         };
         let mut scratch = Encoder::new();
         let mut prev = self.first_prev;
+        // A fork's copied prefix starts with the original's `run_started`; the batch that
+        // creates the fork must then hold its `forked` naming this run.
+        let mut started_as: Option<&str> = None;
         for (i, entry) in entries.iter().enumerate() {
             let expected = self.first_seq + i as u64;
             if entry.seq != expected {
@@ -106,8 +117,10 @@ impl Batch {
             }
             match (&entry.event, expected) {
                 (Event::RunStarted { run_id: id, .. }, 0) if id != run_id => {
-                    return Err(invalid(format!("its run_started names run `{id}`")));
+                    started_as = Some(id);
                 }
+                // A fork of a fork holds its parent's `forked` too; the last one names it.
+                (Event::Forked { run_id: id, .. }, _) if id == run_id => started_as = None,
                 (Event::RunStarted { .. }, 0) => {}
                 (event, 0) => {
                     return Err(invalid(format!(
@@ -123,6 +136,11 @@ impl Batch {
                 _ => {}
             }
             prev = entry.hash;
+        }
+        if let Some(id) = started_as {
+            return Err(invalid(format!(
+                "its run_started names run `{id}` (and no `forked` names this run)"
+            )));
         }
         Ok(())
     }
@@ -239,7 +257,8 @@ pub(crate) fn swapped_with(reason: &str) -> Option<&str> {
 }
 
 /// Checks that loaded entries (an unbroken chain already) are the run `run_id`'s: a non-empty
-/// run starts with a `run_started` naming `run_id` (every later entry is chained to it), and,
+/// run starts with a `run_started` naming `run_id` (every later entry is chained to it), or is
+/// a fork whose `forked` entry names `run_id`, and,
 /// where the store keeps the run's last hash apart from the entries, the chain ends there. So
 /// rows moved between runs, or a run cut short with its entry count adjusted, are refused as
 /// [`JournalError::Corrupt`] instead of loading as another run's (or a shorter) trace.
@@ -255,6 +274,12 @@ pub(crate) fn check_loaded(
     if let Some(first) = entries.first() {
         match &first.event {
             Event::RunStarted { run_id: named, .. } if named == run_id => {}
+            // A fork: its copied prefix starts with the original's `run_started`, and its
+            // (chained) `forked` entry names this run.
+            Event::RunStarted { .. }
+                if entries.iter().any(
+                    |e| matches!(&e.event, Event::Forked { run_id: f, .. } if f == run_id),
+                ) => {}
             Event::RunStarted { run_id: named, .. } => {
                 return Err(corrupt(format!("{SWAPPED_PREFIX}{named}{SWAPPED_SUFFIX}")));
             }

@@ -8,7 +8,7 @@ use super::append::{Batch, Tip, check_append, check_loaded, started};
 use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
-use crate::trace::{Entry, RunStatus, Trace};
+use crate::trace::{Entry, Event, RunStatus, Trace};
 use crate::value::Digest;
 use crate::view::RunView;
 
@@ -121,6 +121,13 @@ impl Run {
         ) = view.into_record();
         r.entries = self.entries.len() as u64;
         r.updated_ms = wall_ms();
+        // A migration pins the run to its new program: the record follows (see `Batch::pin`).
+        if let Some(to) = entries.iter().rev().find_map(|e| match &e.event {
+            Event::Migrated { to, .. } => Some(*to),
+            _ => None,
+        }) {
+            r.program_hash = to;
+        }
     }
 }
 
@@ -318,6 +325,18 @@ impl MemoryStore {
     }
 
     fn claim_now(&self, program: &str, worker: &str, now_ms: u64, lease_ms: u64) -> Option<Lease> {
+        self.claim_matching(program, None, worker, now_ms, lease_ms)
+    }
+
+    /// The oldest claimable run of `program` (recorded under one of `hashes`, if given).
+    fn claim_matching(
+        &self,
+        program: &str,
+        hashes: Option<&[Digest]>,
+        worker: &str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> Option<Lease> {
         let mut s = self.state();
         let State { runs, order, .. } = &mut *s;
         let run = order.iter().filter_map(|id| runs.get(id)).find(|r| {
@@ -325,6 +344,7 @@ impl MemoryStore {
             let wants_worker = r.status == RunStatus::Running
                 || (r.status == RunStatus::Suspended && r.deadline_ms.is_some_and(|d| d <= now_ms));
             r.program == program
+                && hashes.is_none_or(|h| h.contains(&r.program_hash))
                 && r.entries > 0
                 && wants_worker
                 && r.lease_expires_ms.is_none_or(|e| e <= now_ms)
@@ -461,6 +481,18 @@ impl JournalStore for MemoryStore {
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
         let l = self.claim_now(program, worker, now_ms, lease_ms);
+        Box::pin(std::future::ready(Ok(l)))
+    }
+
+    fn claim_versions<'a>(
+        &'a self,
+        program: &'a str,
+        hashes: &'a [Digest],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        let l = self.claim_matching(program, Some(hashes), worker, now_ms, lease_ms);
         Box::pin(std::future::ready(Ok(l)))
     }
 

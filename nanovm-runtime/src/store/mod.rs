@@ -242,6 +242,45 @@ pub trait JournalStore: Send + Sync + 'static {
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>>;
 
+    /// [`JournalStore::claim`], restricted to runs recorded under one of `hashes` (the program
+    /// hashes, one per version of `program`, the caller can execute): a run of another version
+    /// is left alone (not claimed, its epoch unchanged), so a worker never claims, refuses and
+    /// gives back a run it cannot execute at every poll.
+    ///
+    /// Every store of this crate implements it in one statement. The default, for stores
+    /// written elsewhere, walks the runnable runs of `program` ([`JournalStore::runs`], oldest
+    /// first) and claims the first one recorded under `hashes` with
+    /// [`JournalStore::claim_run`] (two claimers may race for it; at most one gets it).
+    fn claim_versions<'a>(
+        &'a self,
+        program: &'a str,
+        hashes: &'a [Digest],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        Box::pin(async move {
+            for status in [RunStatus::Running, RunStatus::Suspended] {
+                let query = RunQuery::new().program(program).status(status);
+                for r in self.runs(&query).await? {
+                    let runnable = r.entries > 0
+                        && (status == RunStatus::Running
+                            || r.deadline_ms.is_some_and(|d| d <= now_ms))
+                        && r.lease_expires_ms.is_none_or(|e| e <= now_ms)
+                        && hashes.contains(&r.program_hash);
+                    if !runnable {
+                        continue;
+                    }
+                    if let Some(lease) = self.claim_run(&r.run_id, worker, now_ms, lease_ms).await?
+                    {
+                        return Ok(Some(lease));
+                    }
+                }
+            }
+            Ok(None)
+        })
+    }
+
     /// Extends a lease to `now_ms + lease_ms`. [`JournalError::Fenced`] if `lease.epoch` is no
     /// longer the run's epoch, or the lease was released (then `held == current`). An expired
     /// lease nobody took over can still be renewed.
@@ -404,6 +443,17 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
         lease_ms: u64,
     ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
         (**self).claim(program, worker, now_ms, lease_ms)
+    }
+
+    fn claim_versions<'a>(
+        &'a self,
+        program: &'a str,
+        hashes: &'a [Digest],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        (**self).claim_versions(program, hashes, worker, now_ms, lease_ms)
     }
 
     fn renew<'a>(

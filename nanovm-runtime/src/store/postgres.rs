@@ -218,10 +218,12 @@ impl PostgresStore {
                     .prepare_cached(&format!(
                         "UPDATE {s}.nanovm_runs SET entries = entries + $1, last_hash = $2, \
                          status = $3, end_step = $4, message = $5, waiting_for = $6, \
-                         deadline_ms = $7, updated_ms = $8 WHERE ord = $9"
+                         deadline_ms = $7, updated_ms = $8, \
+                         program_hash = COALESCE($10, program_hash) WHERE ord = $9"
                     ))
                     .await
                     .map_err(pg)?;
+                let pin = batch.pin.as_ref().map(|d| d.0.to_vec());
                 tx.execute(
                     &update,
                     &[
@@ -234,6 +236,7 @@ impl PostgresStore {
                         &deadline,
                         &now,
                         &ord,
+                        &pin,
                     ],
                 )
                 .await
@@ -605,6 +608,61 @@ impl JournalStore for PostgresStore {
             let expires_ms = now_ms.saturating_add(lease_ms);
             let Some(row) = take_lease(&client, &st, program, worker, now_ms, expires_ms).await?
             else {
+                return Ok(None);
+            };
+            let run_id: String = row.try_get(0).map_err(pg)?;
+            let epoch = to_u64(&run_id, "epoch", row.try_get(1).map_err(pg)?)?;
+            Ok(Some(Lease {
+                run_id,
+                epoch,
+                worker: worker.to_string(),
+                expires_ms,
+            }))
+        })
+    }
+
+    fn claim_versions<'a>(
+        &'a self,
+        program: &'a str,
+        hashes: &'a [Digest],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            let st = client
+                .prepare_cached(&format!(
+                    "UPDATE {s}.nanovm_runs r SET epoch = r.epoch + 1, lease_owner = $2, \
+                     lease_expires_ms = $4, updated_ms = $5 \
+                     FROM (SELECT ord FROM {s}.nanovm_runs \
+                           WHERE program = $1 AND entries > 0 AND program_hash = ANY($6) \
+                           AND (status = 'running' OR (status = 'suspended' \
+                                AND deadline_ms IS NOT NULL AND deadline_ms <= $3)) \
+                           AND (lease_expires_ms IS NULL OR lease_expires_ms <= $3) \
+                           ORDER BY ord LIMIT 1 FOR UPDATE SKIP LOCKED) c \
+                     WHERE r.ord = c.ord RETURNING r.run_id, r.epoch"
+                ))
+                .await
+                .map_err(pg)?;
+            let expires_ms = now_ms.saturating_add(lease_ms);
+            let hashes: Vec<Vec<u8>> = hashes.iter().map(|h| h.0.to_vec()).collect();
+            let row = client
+                .query_opt(
+                    &st,
+                    &[
+                        &program,
+                        &worker,
+                        &to_i64(now_ms),
+                        &to_i64(expires_ms),
+                        &to_i64(wall_ms()),
+                        &hashes,
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let Some(row) = row else {
                 return Ok(None);
             };
             let run_id: String = row.try_get(0).map_err(pg)?;

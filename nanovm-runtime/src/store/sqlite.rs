@@ -313,6 +313,23 @@ impl JournalStore for SqliteStore {
         )
     }
 
+    fn claim_versions<'a>(
+        &'a self,
+        program: &'a str,
+        hashes: &'a [Digest],
+        worker: &'a str,
+        now_ms: u64,
+        lease_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Lease>, JournalError>> {
+        let program = program.to_string();
+        let hashes = hashes.to_vec();
+        let worker = worker.to_string();
+        Box::pin(
+            self.db
+                .write(move |c| claim_versions(c, &program, &hashes, worker, now_ms, lease_ms)),
+        )
+    }
+
     fn renew<'a>(
         &'a self,
         lease: &'a Lease,
@@ -501,8 +518,8 @@ fn append(
     let (status, end_step, message, waiting_for, deadline_ms) = progress.into_record();
     c.prepare_cached(
         "UPDATE nanovm_runs SET entries = entries + ?1, last_hash = ?2, status = ?3, \
-         end_step = ?4, message = ?5, waiting_for = ?6, deadline_ms = ?7, updated_ms = ?8 \
-         WHERE ord = ?9",
+         end_step = ?4, message = ?5, waiting_for = ?6, deadline_ms = ?7, updated_ms = ?8, \
+         program_hash = COALESCE(?10, program_hash) WHERE ord = ?9",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -514,7 +531,8 @@ fn append(
             waiting_for,
             deadline_ms.map(to_i64),
             now,
-            ord
+            ord,
+            batch.pin.as_ref().map(|d| d.0.to_vec())
         ])
     })
     .map_err(io)?;
@@ -612,6 +630,52 @@ fn claim(
         )
         .and_then(|mut st| {
             st.query_row(params![program, now], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()
+        })
+        .map_err(io)?;
+    let Some((ord, run_id, epoch)) = found else {
+        return Ok(None);
+    };
+    grant(c, ord, run_id, epoch, worker, now_ms, lease_ms).map(Some)
+}
+
+/// [`claim`] restricted to runs recorded under one of `hashes`.
+fn claim_versions(
+    c: &Connection,
+    program: &str,
+    hashes: &[Digest],
+    worker: String,
+    now_ms: u64,
+    lease_ms: u64,
+) -> Result<Option<Lease>, JournalError> {
+    if hashes.is_empty() {
+        return Ok(None);
+    }
+    let now = to_i64(now_ms);
+    let list = (0..hashes.len())
+        .map(|i| format!("?{}", i + 3))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT ord, run_id, epoch FROM nanovm_runs WHERE program = ?1 AND entries > 0 \
+         AND program_hash IN ({list}) \
+         AND (status = 'running' \
+              OR (status = 'suspended' AND deadline_ms IS NOT NULL AND deadline_ms <= ?2)) \
+         AND (lease_expires_ms IS NULL OR lease_expires_ms <= ?2) \
+         ORDER BY ord LIMIT 1"
+    );
+    let mut values: Vec<rusqlite::types::Value> = vec![program.to_string().into(), now.into()];
+    values.extend(
+        hashes
+            .iter()
+            .map(|h| rusqlite::types::Value::Blob(h.0.to_vec())),
+    );
+    let found: Option<(i64, String, i64)> = c
+        .prepare_cached(&sql)
+        .and_then(|mut st| {
+            st.query_row(rusqlite::params_from_iter(values), |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .optional()

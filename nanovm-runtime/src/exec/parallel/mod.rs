@@ -204,7 +204,7 @@ impl<P: Program> Exec<P> {
                 Ok(Action::Tool(call)) => {
                     let tool = self.tool_info(call.tool())?;
                     let args = super::tool::named(call.args());
-                    let effect_key = self.effect_key();
+                    let effect_key = self.effect_key()?;
                     let key = ids::effect_id_with(
                         &mut self.rec.scratch,
                         &effect_key,
