@@ -35,6 +35,7 @@
 //! | `evidence/` | signed checkpoints, the Merkle log across runs, [`evidence::audit`] |
 //! | `error` | [`RunError`], [`Mismatch`], [`store::JournalError`] |
 //! | `model`, `cache`, `scripted`, `openai` | the model trait, the cache wrapper, scripted models, the OpenAI-compatible adapter |
+//! | `input` | typed JSON at the boundary: [`input_from_json`], [`input_schema`], [`InputError`] |
 //! | `trace`, `canonical`, `ids` | events, entries and the hash chain; the canonical encoding; run and effect ids |
 //! | `budget`, `clock`, `cancel`, `value` | budgets and usage, clocks, cancellation, values (JSON, digests, secrets) |
 //! | `program`, `generated` | the contract with generated code (re-exported in `__private_v0_1` only) |
@@ -56,6 +57,7 @@ pub mod evidence;
 mod exec;
 mod generated;
 mod ids;
+mod input;
 pub mod model;
 #[cfg(feature = "sabotage-mutants")]
 #[doc(hidden)]
@@ -83,6 +85,7 @@ pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
+pub use input::{FieldError, InputError, check_input, input_from_json, input_schema};
 pub use program::{BoxFuture, ToolContext, ToolError};
 pub use replay::replay;
 pub use run::{Execution, Metrics, ReplayReport, RunOptions};
@@ -126,4 +129,6 @@ pub(crate) use mutants::Mutant;
 #[doc(hidden)]
 pub mod __private_v0_1 {
     pub use crate::generated::*;
+    /// serde, for the derives on generated `Input`s (users need no serde dependency).
+    pub use serde;
 }

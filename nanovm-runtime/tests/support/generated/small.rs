@@ -31,8 +31,12 @@ pub mod small {
     ];
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -618,8 +622,12 @@ pub mod small_steps5 {
     ];
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -1205,8 +1213,12 @@ pub mod small_tokens100 {
     ];
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -1792,8 +1804,12 @@ pub mod small_tool_calls2 {
     ];
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -2379,8 +2395,12 @@ pub mod small_duration1s {
     ];
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -2966,8 +2986,12 @@ pub mod small_stalls1 {
     ];
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
