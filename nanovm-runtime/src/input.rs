@@ -88,7 +88,8 @@ fn found(v: &Json) -> &'static str {
     match v {
         Json::Null => "null",
         Json::Bool(_) => "a bool",
-        Json::Number(n) if n.is_i64() || n.is_u64() => "an integer out of range",
+        Json::Number(n) if n.is_i64() => "an integer",
+        Json::Number(n) if n.is_u64() => "an integer out of range",
         Json::Number(_) => "a number with a fraction or exponent",
         Json::String(_) => "a string",
         Json::Array(_) => "an array",

@@ -515,6 +515,12 @@ pub trait Program: Send + Sync + 'static {
     /// Static facts: name, hash, budget, steps, tools.
     fn info() -> &'static ProgramInfo;
 
+    /// The program's graph as a Mermaid flowchart (generated code returns its `MERMAID`), for
+    /// hosts that show it (the server's program listing). `None`: not known.
+    fn graph() -> Option<&'static str> {
+        None
+    }
+
     /// The inputs as the trace records them, in declaration order.
     fn record_input(input: &Self::Input) -> Vec<Datum>;
 

@@ -128,6 +128,13 @@ fn wrong_types_are_refused_by_name() {
     // A secret is type-checked like any field, before it goes anywhere.
     let err = refused(with("email", json!({"address": "x"})));
     assert_eq!(err.fields()[0].field(), "email");
+    let err = refused(with("email", json!(7)));
+    assert!(
+        err.to_string().ends_with(
+            "field `email`: expected a string (declared `secret string`), found an integer"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

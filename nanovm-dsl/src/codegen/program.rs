@@ -120,6 +120,10 @@ impl Gen<'_> {
                     &INFO
                 }
 
+                fn graph() -> Option<&'static str> {
+                    Some(MERMAID)
+                }
+
                 fn record_input(#input: &Input) -> Vec<#nv::Datum> {
                     #record
                 }

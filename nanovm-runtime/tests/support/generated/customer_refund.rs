@@ -385,6 +385,9 @@ pub mod customer_refund {
         fn info() -> &'static __nv::ProgramInfo {
             &INFO
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![
                 __nv::plain(& input.request), __nv::plain(& input.order_id),

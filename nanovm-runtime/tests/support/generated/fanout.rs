@@ -336,6 +336,9 @@ pub mod fanout {
         fn info() -> &'static __nv::ProgramInfo {
             &INFO
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.order_id)]
         }

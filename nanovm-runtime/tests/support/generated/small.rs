@@ -337,6 +337,9 @@ pub mod small {
         fn info() -> &'static __nv::ProgramInfo {
             &INFO
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -927,6 +930,9 @@ pub mod small_steps5 {
         type Call = Call;
         fn info() -> &'static __nv::ProgramInfo {
             &INFO
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
@@ -1519,6 +1525,9 @@ pub mod small_tokens100 {
         fn info() -> &'static __nv::ProgramInfo {
             &INFO
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -2109,6 +2118,9 @@ pub mod small_tool_calls2 {
         type Call = Call;
         fn info() -> &'static __nv::ProgramInfo {
             &INFO
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
@@ -2701,6 +2713,9 @@ pub mod small_duration1s {
         fn info() -> &'static __nv::ProgramInfo {
             &INFO
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -3291,6 +3306,9 @@ pub mod small_stalls1 {
         type Call = Call;
         fn info() -> &'static __nv::ProgramInfo {
             &INFO
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
