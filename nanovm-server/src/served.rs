@@ -166,7 +166,13 @@ pub(crate) async fn work(
             Ok(None) => true,
             Err(e) => {
                 eprintln!("nanovm-server: worker {}: {e}", worker.name());
-                true
+                // A run that cannot execute (a refused program, a store down) is not retried
+                // in a hot loop.
+                tokio::select! {
+                    () = tokio::time::sleep(poll * 10) => {}
+                    _ = stop.changed() => return,
+                }
+                continue;
             }
         };
         if idle {
