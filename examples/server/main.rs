@@ -16,6 +16,10 @@
 //! [--model-name N] [--constrain off|json_schema|json_object|grammar]` for any OpenAI-compatible
 //! server instead of the scripted model, `--workers N`, `--ledger FILE` (every effect execution
 //! appended as `effect_id tool`). The first line on stdout is `listening on URL`.
+//!
+//! MCP: the same server answers MCP over Streamable HTTP at `URL/mcp` (with the token), and
+//! `--mcp-stdio` serves MCP over stdin/stdout instead of HTTP, for clients that start the
+//! server themselves.
 
 mod shop;
 
@@ -35,7 +39,7 @@ use shop::{MockShop, customer_refund, order_pipeline, payment_recovery};
 
 const USAGE: &str = "usage: server [--addr ADDR] [--db FILE | --postgres URL [--pg-schema NAME]] \
 [--token TOKEN] [--answer TEXT] [--model URL [--model-name N] [--constrain MODE]] [--workers N] \
-[--ledger FILE]";
+[--ledger FILE] [--mcp-stdio]";
 
 struct Args {
     addr: SocketAddr,
@@ -49,6 +53,7 @@ struct Args {
     constrain: ChoiceConstraint,
     workers: usize,
     ledger: Option<PathBuf>,
+    mcp_stdio: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -68,6 +73,7 @@ fn args() -> Result<Args, String> {
         constrain: ChoiceConstraint::Off,
         workers: 2,
         ledger: None,
+        mcp_stdio: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -89,6 +95,7 @@ fn args() -> Result<Args, String> {
             }
             "--workers" => a.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
             "--ledger" => a.ledger = Some(PathBuf::from(value()?)),
+            "--mcp-stdio" => a.mcp_stdio = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -180,6 +187,18 @@ async fn main() {
     };
     let shop = Arc::new(MockShop::with_ledger(a.ledger.clone()).unwrap_or_else(|e| fail(e)));
     let token = a.token.clone().unwrap_or_else(fresh_token);
+    if a.mcp_stdio {
+        // stdout belongs to the protocol.
+        Server::new(runtime)
+            .program::<customer_refund::Program>(shop.clone())
+            .program::<order_pipeline::Program>(shop.clone())
+            .program::<payment_recovery::Program>(shop)
+            .workers(a.workers)
+            .serve_stdio()
+            .await
+            .unwrap_or_else(|e| fail(e));
+        return;
+    }
     let running = Server::new(runtime)
         .program::<customer_refund::Program>(shop.clone())
         .program::<order_pipeline::Program>(shop.clone())
@@ -200,6 +219,7 @@ async fn main() {
 \"order_id\":\"o-1\",\"amount_cents\":1200,\"email\":\"cy@example.com\"}}}}' \
 {url}/v1/programs/customer_refund/runs"
     );
+    println!("MCP (Streamable HTTP): {url}/mcp with the same token");
     println!("then: curl -s -H 'Authorization: Bearer {token}' {url}/v1/runs/refund-1");
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;

@@ -25,14 +25,14 @@ use crate::{App, Scope};
 /// A refused request: a status and a JSON body `{"error": {"code", "message", ..}}`.
 #[derive(Debug)]
 pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     extra: Option<Json>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -93,7 +93,7 @@ fn run_error(e: RunError) -> ApiError {
 pub(crate) fn router(app: Arc<App>) -> Router {
     let scoped = |scope: Scope, routes: Router<Arc<App>>| {
         routes.route_layer(middleware::from_fn_with_state(
-            (app.clone(), scope),
+            (app.clone(), Some(scope)),
             authorize,
         ))
     };
@@ -107,7 +107,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     let operate = Router::new()
         .route("/v1/runs/{run_id}/events/{event}", post(deliver))
         .route("/v1/runs/{run_id}/reconcile", post(reconcile));
-    Router::new()
+    let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(scoped(Scope::Read, read))
@@ -115,7 +115,29 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .merge(scoped(Scope::Operate, operate))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), limit_time))
-        .with_state(app)
+        .with_state(app.clone());
+    #[cfg(feature = "mcp")]
+    let api = api.merge(mcp_routes(app));
+    api
+}
+
+/// MCP over Streamable HTTP at `/mcp`: any known token (each tool checks its own scope), and
+/// rmcp's host allow-list (localhost names) against DNS rebinding.
+#[cfg(feature = "mcp")]
+fn mcp_routes(app: Arc<App>) -> Router {
+    use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService,
+    };
+    let for_service = app.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(crate::mcp::Mcp::new(for_service.clone(), false)),
+        LocalSessionManager::default().into(),
+        StreamableHttpServerConfig::default(),
+    );
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(middleware::from_fn_with_state((app, None), authorize))
 }
 
 async fn not_found() -> ApiError {
@@ -144,7 +166,7 @@ async fn limit_time(State(app): State<Arc<App>>, req: Request, next: Next) -> Re
 
 /// Bearer-token authentication with a scope, before the body is read.
 async fn authorize(
-    State((app, scope)): State<(Arc<App>, Scope)>,
+    State((app, scope)): State<(Arc<App>, Option<Scope>)>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -179,7 +201,9 @@ async fn authorize(
         return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token")
             .into_response();
     };
-    if !known.scopes.contains(&scope) {
+    if let Some(scope) = scope
+        && !known.scopes.contains(&scope)
+    {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -191,13 +215,19 @@ async fn authorize(
         )
         .into_response();
     }
-    req.extensions_mut().insert(Caller(known.name.clone()));
+    req.extensions_mut().insert(Caller {
+        name: known.name.clone(),
+        scopes: known.scopes.clone(),
+    });
     next.run(req).await
 }
 
-/// Who made the request (the token's name).
+/// Who made the request (the token's name) and what it may do.
 #[derive(Clone, Debug)]
-struct Caller(String);
+pub(crate) struct Caller {
+    pub(crate) name: String,
+    pub(crate) scopes: Vec<Scope>,
+}
 
 /// Reads a JSON body of at most the limit and decodes it as `T` (`deny_unknown_fields`).
 async fn body<T: serde::de::DeserializeOwned>(
@@ -259,7 +289,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-fn served<'a>(app: &'a App, name: &str) -> Result<&'a Arc<dyn Served>, ApiError> {
+pub(crate) fn served<'a>(app: &'a App, name: &str) -> Result<&'a Arc<dyn Served>, ApiError> {
     app.programs.get(name).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -272,7 +302,7 @@ fn served<'a>(app: &'a App, name: &str) -> Result<&'a Arc<dyn Served>, ApiError>
     })
 }
 
-fn describe(served: &dyn Served) -> Json {
+pub(crate) fn describe(served: &dyn Served) -> Json {
     let info = served.info();
     json!({
         "name": info.name,
@@ -313,29 +343,46 @@ async fn start_run(
     headers: HeaderMap,
     raw: Body,
 ) -> ApiResult {
-    let served = served(&app, &name)?.clone();
+    served(&app, &name)?;
     let req: StartBody = body(&app, &headers, raw).await?;
+    let (created, state) = start(&app, &name, req.run_id.as_deref(), &req.input).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(state)).into_response())
+}
+
+/// Starts a run of program `name` on `input` (plaintext JSON), idempotent on `run_id`:
+/// whether it was created, and the run's state.
+pub(crate) async fn start(
+    app: &App,
+    name: &str,
+    run_id: Option<&str>,
+    input: &Json,
+) -> Result<(bool, Json), ApiError> {
+    let served = served(app, name)?.clone();
     let info = served.info();
     // Refuse a bad input before anything else, whether or not the run exists.
-    nanovm_runtime::check_input(info, &req.input).map_err(input_error)?;
-    if let Some(id) = &req.run_id {
+    nanovm_runtime::check_input(info, input).map_err(input_error)?;
+    if let Some(id) = run_id {
         nanovm_runtime::validate_run_id(id)
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_run_id", e.to_string()))?;
         // A repeat: answered from the store, nothing stored again (not even the secrets).
-        if let Some(existing) = existing(&app, id, &*served, &req.input).await? {
-            return Ok((StatusCode::OK, axum::Json(existing)).into_response());
+        if let Some(existing) = existing(app, id, &*served, input).await? {
+            return Ok((false, existing));
         }
     }
     let run_id = served
-        .submit(&app.runtime, &req.input, req.run_id.as_deref())
+        .submit(&app.runtime, input, run_id)
         .await
         .map_err(|e| match e {
             SubmitError::Input(e) => input_error(e),
             SubmitError::Run(e) => run_error(e),
         })?;
     app.work.notify_waiters();
-    let state = state_of(&app, &run_id).await?;
-    Ok((StatusCode::CREATED, axum::Json(state)).into_response())
+    Ok((true, state_of(app, &run_id).await?))
 }
 
 /// The stored run `id` as a repeat of this start would see it: `None` if there is none; 409
@@ -430,7 +477,7 @@ fn render(run_id: &str, view: &RunView, program: &str, created: bool) -> Json {
 }
 
 /// The state of stored run `run_id` (404 if unknown).
-async fn state_of(app: &App, run_id: &str) -> Result<Json, ApiError> {
+pub(crate) async fn state_of(app: &App, run_id: &str) -> Result<Json, ApiError> {
     let store = app.runtime.store().expect("checked at bind");
     let entries = store
         .load(run_id)
@@ -550,7 +597,7 @@ async fn trace(State(app): State<Arc<App>>, Path(run_id): Path<String>) -> ApiRe
 
 /// The program that stored run `run_id` belongs to (404: unknown run; 409: a program this
 /// server does not serve).
-async fn program_of(app: &App, run_id: &str) -> Result<Arc<dyn Served>, ApiError> {
+pub(crate) async fn program_of(app: &App, run_id: &str) -> Result<Arc<dyn Served>, ApiError> {
     let store = app.runtime.store().expect("checked at bind");
     let record = store
         .run(run_id)
@@ -615,13 +662,28 @@ async fn deliver(
             "the event id must be 1 to 256 bytes",
         ));
     }
-    let by = Actor::new(caller.0, req.reason.unwrap_or_else(|| "http".into()));
+    let by = Actor::new(caller.name, req.reason.unwrap_or_else(|| "http".into()));
+    let state = deliver_to(&app, served, &run_id, &event, req.event_id, req.payload, by).await?;
+    Ok(axum::Json(state).into_response())
+}
+
+/// Delivers `event` to run `run_id` of `served` (in its own task); the run's state with the
+/// `outcome`.
+pub(crate) async fn deliver_to(
+    app: &App,
+    served: Arc<dyn Served>,
+    run_id: &str,
+    event: &str,
+    event_id: String,
+    payload: Json,
+    by: Actor,
+) -> Result<Json, ApiError> {
     let done = detached(served.deliver(
         app.runtime.clone(),
-        run_id.clone(),
-        event,
-        req.event_id,
-        req.payload,
+        run_id.to_string(),
+        event.to_string(),
+        event_id,
+        payload,
         by,
     ))
     .await?;
@@ -632,12 +694,12 @@ async fn deliver(
         Ok(_) => "delivered",
         Err(e) => return Err(deliver_error(e)),
     };
-    let mut state = state_of(&app, &run_id).await?;
+    let mut state = state_of(app, run_id).await?;
     if let Json::Object(o) = &mut state {
         o.remove("created");
         o.insert("outcome".into(), outcome.into());
     }
-    Ok(axum::Json(state).into_response())
+    Ok(state)
 }
 
 fn deliver_error(e: DeliverError) -> ApiError {
@@ -697,7 +759,7 @@ async fn reconcile(
             ));
         }
     };
-    let by = Actor::new(caller.0, req.reason.unwrap_or_else(|| "http".into()));
+    let by = Actor::new(caller.name, req.reason.unwrap_or_else(|| "http".into()));
     let done = detached(served.reconcile(
         app.runtime.clone(),
         run_id.clone(),

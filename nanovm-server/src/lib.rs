@@ -28,6 +28,8 @@
 #![deny(unreachable_pub)]
 
 mod api;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod served;
 mod time;
 
@@ -216,7 +218,19 @@ impl Server {
             return Err(ServerError::NoToken);
         }
         let listener = TcpListener::bind(addr).await?;
-        let local = listener.local_addr()?;
+        let (_, running) = self.start(Some(listener)).await?;
+        Ok(running)
+    }
+
+    /// Starts the workers and, with a listener, the HTTP server.
+    async fn start(
+        self,
+        listener: Option<TcpListener>,
+    ) -> Result<(Arc<App>, Running), ServerError> {
+        let local = match &listener {
+            Some(l) => l.local_addr()?,
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let work = Arc::new(Notify::new());
         let app = Arc::new(App {
             runtime: self.runtime.clone(),
@@ -243,24 +257,48 @@ impl Server {
                 )));
             }
         }
-        let router = api::router(app);
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                eprintln!("nanovm-server: {e}");
-            }
-        }));
-        Ok(Running {
-            addr: local,
-            stop: stop_tx,
-            tasks,
-        })
+        if let Some(listener) = listener {
+            let router = api::router(app.clone());
+            let mut stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    eprintln!("nanovm-server: {e}");
+                }
+            }));
+        }
+        Ok((
+            app,
+            Running {
+                addr: local,
+                stop: stop_tx,
+                tasks,
+            },
+        ))
+    }
+
+    /// Serves MCP over stdin/stdout (the client is the local user who started the process:
+    /// every scope, no token) with the workers running, until the client closes the stream.
+    /// Nothing else may write to stdout meanwhile.
+    #[cfg(feature = "mcp")]
+    pub async fn serve_stdio(self) -> Result<(), ServerError> {
+        use rmcp::ServiceExt as _;
+        if self.runtime.store().is_none() {
+            return Err(ServerError::NoStore);
+        }
+        let (app, running) = self.start(None).await?;
+        let service = crate::mcp::Mcp::new(app, true)
+            .serve(rmcp::transport::stdio())
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let _ = service.waiting().await;
+        running.stop().await;
+        Ok(())
     }
 
     /// Binds `addr`, serves until Ctrl-C, then stops.

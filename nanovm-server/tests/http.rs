@@ -645,3 +645,38 @@ async fn an_ambiguous_effect_is_shown_and_reconciled_over_http() {
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     assert_eq!(e["error"]["code"], "not_needed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_over_http_needs_a_token_and_a_local_host_name() {
+    let f = fixture("yes", Duration::from_secs(10)).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let post = |token: Option<&str>, host: Option<&str>| {
+        let mut rb = f
+            .http
+            .post(f.url("/mcp"))
+            .header("accept", "application/json, text/event-stream")
+            .json(&init);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(h) = host {
+            rb = rb.header("host", h);
+        }
+        rb.send()
+    };
+    assert_eq!(
+        post(None, None).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        post(Some("guess"), None).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own Host.
+    let res = post(Some(ALL), Some("evil.example")).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    let res = post(Some(READ), None).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+}
