@@ -67,9 +67,10 @@ fn serve_http(token: &str) -> Served {
         .spawn()
         .expect("the server example starts");
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut first).unwrap();
+    // Keep reading what it prints, so its stdout never breaks.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let url = first
         .trim()
         .strip_prefix("listening on ")

@@ -81,7 +81,7 @@ pub use budget::{Backoff, Usage};
 pub use cache::{CacheStats, CachedModel};
 pub use cancel::CancelToken;
 pub use clock::{Clock, SystemClock};
-pub use durable::{DeliverError, Delivery, ReconcileError, Resolution};
+pub use durable::{DeliverError, Delivery, ReconcileError, Resolution, Submitted};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};

@@ -374,7 +374,7 @@ pub(crate) async fn start(
             return Ok((false, existing));
         }
     }
-    let run_id = served
+    let submitted = served
         .submit(&app.runtime, input, run_id)
         .await
         .map_err(|e| match e {
@@ -382,7 +382,11 @@ pub(crate) async fn start(
             SubmitError::Run(e) => run_error(e),
         })?;
     app.work.notify_waiters();
-    Ok((true, state_of(app, &run_id).await?))
+    let mut state = state_of(app, &submitted.run_id).await?;
+    if let Json::Object(o) = &mut state {
+        o.insert("created".into(), submitted.created.into());
+    }
+    Ok((submitted.created, state))
 }
 
 /// The stored run `id` as a repeat of this start would see it: `None` if there is none; 409

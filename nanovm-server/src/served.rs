@@ -8,7 +8,7 @@ use nanovm_runtime::__private_v0_1::{Program, ProgramInfo};
 use nanovm_runtime::trace::{Actor, Entry};
 use nanovm_runtime::{
     BoxFuture, DeliverError, Delivery, Digest, Execution, InputError, Json, ReconcileError,
-    Resolution, RunError, RunView, Runtime, Worker,
+    Resolution, RunError, RunView, Runtime, Submitted, Worker,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
@@ -25,7 +25,7 @@ pub(crate) trait Served: Send + Sync + 'static {
         rt: &'a Runtime,
         input: &'a Json,
         run_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<String, SubmitError>>;
+    ) -> BoxFuture<'a, Result<Submitted, SubmitError>>;
     /// One claim-and-execute of a worker.
     fn work_once<'a>(
         &'a self,
@@ -93,12 +93,12 @@ where
         rt: &'a Runtime,
         input: &'a Json,
         run_id: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<String, SubmitError>> {
+    ) -> BoxFuture<'a, Result<Submitted, SubmitError>> {
         Box::pin(async move {
             let input = nanovm_runtime::input_from_json::<P>(rt.vault().as_ref(), input)
                 .await
                 .map_err(SubmitError::Input)?;
-            rt.submit::<P>(input, run_id)
+            rt.submit_run::<P>(input, run_id)
                 .await
                 .map_err(SubmitError::Run)
         })

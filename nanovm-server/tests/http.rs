@@ -251,7 +251,10 @@ async fn concurrent_duplicate_starts_make_one_run() {
         );
         created += usize::from(s == StatusCode::CREATED);
     }
-    assert!(created >= 1);
+    assert_eq!(
+        created, 1,
+        "one start created the run; the others were told it existed"
+    );
     f.wait("dup", status_is("success")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.run_count().await, 1);
