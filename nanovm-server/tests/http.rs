@@ -683,3 +683,100 @@ async fn mcp_over_http_needs_a_token_and_a_local_host_name() {
     let res = post(Some(READ), None).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[path = "../../nanovm-runtime/tests/support/peers.rs"]
+mod peers;
+
+/// Two servers (two runtimes, two pools, like two processes) on one PostgreSQL schema: starts
+/// of one run id sent to both make one run, a webhook sent to both applies once, and the
+/// refund executes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (DATABASE_URL)"]
+async fn two_servers_on_one_postgres_database_share_the_runs() {
+    use nanovm_runtime::store::{PostgresOptions, PostgresStore};
+    let url = peers::database_url();
+    let mut opts = PostgresOptions::default();
+    opts.schema = format!("srv_http_{}", std::process::id());
+    let shop = Arc::new(Shop::default());
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let store = PostgresStore::connect_with(&url, opts.clone())
+            .await
+            .unwrap();
+        let runtime = Runtime::builder()
+            .model(ScriptedModel::new().always("analyze", "yes"))
+            .vault(store.vault())
+            .store(store)
+            .build();
+        servers.push(
+            Server::new(runtime)
+                .program::<customer_refund::Program>(shop.clone())
+                .token(ALL, "ops", &[Scope::Read, Scope::Start, Scope::Operate])
+                .token(READ, "viewer", &[Scope::Read])
+                .token(START, "shopfront", &[Scope::Start])
+                .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .unwrap(),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b]: [Running; 2] = servers.try_into().unwrap();
+    let fa = Fixture {
+        server: a,
+        shop: shop.clone(),
+        http: reqwest::Client::new(),
+        _dir: dir,
+    };
+    let fb_url = b.url();
+    let mut created = 0;
+    for i in 0..8 {
+        let (s, body) = if i % 2 == 0 {
+            fa.start("pg-1", input(9000)).await
+        } else {
+            let res = fa
+                .http
+                .post(format!("{fb_url}/v1/programs/customer_refund/runs"))
+                .bearer_auth(START)
+                .json(&json!({ "run_id": "pg-1", "input": input(9000) }))
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json().await.unwrap())
+        };
+        assert!(
+            s == StatusCode::CREATED || s == StatusCode::OK,
+            "{s} {body}"
+        );
+        created += usize::from(s == StatusCode::CREATED);
+    }
+    assert_eq!(created, 1);
+    fa.wait("pg-1", status_is("suspended")).await;
+    let hook = json!({ "event_id": "pg-evt", "payload": { "approved": true } });
+    let mut outcomes = Vec::new();
+    for url in [fa.server.url(), fb_url.clone(), fa.server.url()] {
+        loop {
+            let res = fa
+                .http
+                .post(format!("{url}/v1/runs/pg-1/events/approval"))
+                .bearer_auth(ALL)
+                .json(&hook)
+                .send()
+                .await
+                .unwrap();
+            let s = res.status();
+            let body: Json = res.json().await.unwrap();
+            if s == StatusCode::CONFLICT && body["error"]["code"] == "busy" {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+            assert_eq!(s, StatusCode::OK, "{body}");
+            outcomes.push(body["outcome"].as_str().unwrap().to_string());
+            break;
+        }
+    }
+    assert_eq!(outcomes, ["delivered", "duplicate", "duplicate"]);
+    fa.wait("pg-1", status_is("success")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(shop.executions(), 1);
+    b.stop().await;
+}
