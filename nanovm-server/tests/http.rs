@@ -780,3 +780,105 @@ async fn two_servers_on_one_postgres_database_share_the_runs() {
     assert_eq!(shop.executions(), 1);
     b.stop().await;
 }
+
+/// One JSON-RPC exchange with `/mcp` (Streamable HTTP; the answer may come as SSE).
+async fn mcp_rpc(
+    f: &Fixture,
+    token: &str,
+    session: Option<&str>,
+    body: Json,
+) -> (Option<String>, Json) {
+    let mut rb = f
+        .http
+        .post(f.url("/mcp"))
+        .bearer_auth(token)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&body);
+    if let Some(s) = session {
+        rb = rb.header("mcp-session-id", s);
+    }
+    let res = rb.send().await.unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    let session = res
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = res.text().await.unwrap();
+    let json = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Json>(d.trim()).ok())
+        .find(|j| j.get("id").is_some())
+        .or_else(|| serde_json::from_str(&text).ok())
+        .unwrap_or(Json::Null);
+    (session, json)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_tools_need_their_scope_and_never_reach_a_programs_tools() {
+    let f = fixture("yes", Duration::from_secs(10)).await;
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let (session, _) = mcp_rpc(&f, READ, None, init).await;
+    let session = session.expect("a session id");
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    let _ = f
+        .http
+        .post(f.url("/mcp"))
+        .bearer_auth(READ)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", &session)
+        .json(&note)
+        .send()
+        .await
+        .unwrap();
+    let call = |id: u64, name: &str, args: Json| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": name, "arguments": args}})
+    };
+    let mut args = input(100);
+    args["run_id"] = json!("mcp-scope");
+    // A read-only token may not start a run.
+    let (_, res) = mcp_rpc(
+        &f,
+        READ,
+        Some(&session),
+        call(2, "start_customer_refund", args),
+    )
+    .await;
+    assert_eq!(res["result"]["isError"], true, "{res}");
+    let msg = res["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(msg.contains("lacks the scope `start`"), "{msg}");
+    // No MCP tool reaches a program's own tools, whatever the token.
+    let (_, res) = mcp_rpc(
+        &f,
+        READ,
+        Some(&session),
+        call(
+            3,
+            "issue_refund",
+            json!({"order_id": "o", "amount_cents": 1}),
+        ),
+    )
+    .await;
+    assert_eq!(res["result"]["isError"], true, "{res}");
+    // Reading is allowed.
+    let (_, res) = mcp_rpc(
+        &f,
+        READ,
+        Some(&session),
+        call(4, "run_status", json!({"run_id": "none"})),
+    )
+    .await;
+    assert!(
+        res["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("unknown_run"),
+        "{res}"
+    );
+    assert_eq!(f.run_count().await, 0);
+    assert_eq!(f.shop.executions(), 0);
+}
