@@ -402,30 +402,19 @@ async fn existing(
         return Ok(None);
     };
     let info = served.info();
-    if let Some(nanovm_runtime::trace::Event::RunStarted {
-        program, inputs, ..
-    }) = entries.first().map(|e| &e.event)
-    {
-        let same_plain = inputs.iter().all(|(name, datum)| match datum {
-            nanovm_runtime::__private_v0_1::Datum::Plain(v) => input.get(name.as_ref()) == Some(v),
-            _ => true,
-        });
-        if program != info.name || !same_plain {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "run_id_in_use",
-                format!(
-                    "run id `{id}` is in use by another request (another program or other inputs)"
-                ),
-            ));
-        }
+    let view = served.view(&entries);
+    let same_plain = view
+        .plain_inputs()
+        .iter()
+        .all(|(name, v)| input.get(name.as_str()) == Some(v));
+    if view.program() != Some(info.name) || !same_plain {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "run_id_in_use",
+            format!("run id `{id}` is in use by another request (another program or other inputs)"),
+        ));
     }
-    Ok(Some(render(
-        id,
-        &served.view(&entries),
-        served.info().name,
-        false,
-    )))
+    Ok(Some(render(id, &view, info.name, false)))
 }
 
 fn input_error(e: InputError) -> ApiError {
@@ -494,10 +483,11 @@ pub(crate) async fn state_of(app: &App, run_id: &str) -> Result<Json, ApiError> 
                 format!("no run `{run_id}`"),
             )
         })?;
-    let program = match entries.first().map(|e| &e.event) {
-        Some(nanovm_runtime::trace::Event::RunStarted { program, .. }) => program.to_string(),
-        _ => String::new(),
-    };
+    // The program, from the run's first event (read by RunView like everything else).
+    let program = RunView::of(&entries[..entries.len().min(1)])
+        .program()
+        .unwrap_or_default()
+        .to_string();
     let view = match app.programs.get(program.as_str()) {
         Some(s) => s.view(&entries),
         None => RunView::of(&entries),
