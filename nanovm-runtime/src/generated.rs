@@ -8,8 +8,8 @@
 use std::cmp::Ordering;
 
 pub use crate::program::{
-    Action, BoxFuture, BranchId, BranchInfo, Budget, Fault, InputInfo, LlmCall, Next, Outcome,
-    ParallelInfo, Program, ProgramInfo, StepId, StepInfo, StepKind, ToolCall, ToolContext,
+    Action, BoxFuture, BranchId, BranchInfo, Budget, EventInfo, Fault, InputInfo, LlmCall, Next,
+    Outcome, ParallelInfo, Program, ProgramInfo, StepId, StepInfo, StepKind, ToolCall, ToolContext,
     ToolError, ToolInfo,
 };
 pub use crate::value::{Datum, Digest, Json, Secret, SecretRef};

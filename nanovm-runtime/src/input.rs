@@ -308,3 +308,13 @@ pub fn input_schema(info: &ProgramInfo) -> Json {
         "additionalProperties": false,
     })
 }
+
+/// The JSON Schema of a value of declared type `ty` as written (`"int"`, `"json"`): what an
+/// `await`'s payload of that type must be (`{}`, anything, for `json` and for a type this
+/// boundary does not know).
+pub fn value_schema(ty: &str) -> Json {
+    match Scalar::parse(ty) {
+        Some((scalar, _)) => scalar.schema(),
+        None => serde_json::json!({}),
+    }
+}

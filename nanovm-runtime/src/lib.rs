@@ -85,7 +85,7 @@ pub use durable::{DeliverError, Delivery, ReconcileError, Resolution, Submitted}
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
-pub use input::{FieldError, InputError, check_input, input_from_json, input_schema};
+pub use input::{FieldError, InputError, check_input, input_from_json, input_schema, value_schema};
 pub use program::{BoxFuture, ToolContext, ToolError};
 pub use replay::replay;
 pub use run::{Execution, Metrics, ReplayReport, RunOptions};

@@ -200,4 +200,13 @@ fn the_schema_describes_what_the_check_accepts() {
     assert_eq!(schema["properties"]["request"]["type"], "string");
     assert_eq!(schema["properties"]["email"]["type"], "string");
     assert_eq!(schema["properties"]["email"]["writeOnly"], true);
+    // Event payloads: the await's declared type.
+    let events = <cr::Program as nanovm_runtime::__private_v0_1::Program>::events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].step, events[0].event, events[0].ty),
+        ("manual_review", "approval", "json")
+    );
+    assert_eq!(nanovm_runtime::value_schema("int")["type"], "integer");
+    assert_eq!(nanovm_runtime::value_schema("json"), json!({}));
 }

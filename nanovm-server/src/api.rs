@@ -310,6 +310,10 @@ pub(crate) fn describe(served: &dyn Served) -> Json {
         "input_schema": nanovm_runtime::input_schema(info),
         "mermaid": served.graph(),
         "steps": info.steps.iter().map(|s| s.name).collect::<Vec<_>>(),
+        "events": served.events().iter().map(|e| json!({
+            "step": e.step, "event": e.event, "type": e.ty,
+            "payload_schema": nanovm_runtime::value_schema(e.ty),
+        })).collect::<Vec<_>>(),
         "tools": info.tools.iter().map(|t| json!({
             "name": t.name, "effect": t.effect, "idempotent": t.idempotent
         })).collect::<Vec<_>>(),

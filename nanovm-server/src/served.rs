@@ -4,7 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nanovm_runtime::__private_v0_1::{Program, ProgramInfo};
+use nanovm_runtime::__private_v0_1::{EventInfo, Program, ProgramInfo};
 use nanovm_runtime::trace::{Actor, Entry};
 use nanovm_runtime::{
     BoxFuture, DeliverError, Delivery, Digest, Execution, InputError, Json, ReconcileError,
@@ -19,6 +19,8 @@ pub(crate) trait Served: Send + Sync + 'static {
     fn info(&self) -> &'static ProgramInfo;
     /// Its Mermaid graph, if the program has one.
     fn graph(&self) -> Option<&'static str>;
+    /// The events its `await` steps wait for.
+    fn events(&self) -> &'static [EventInfo];
     /// Checks `input`, vaults its secrets and records the run as pending; the run id.
     fn submit<'a>(
         &'a self,
@@ -86,6 +88,10 @@ where
 
     fn graph(&self) -> Option<&'static str> {
         P::graph()
+    }
+
+    fn events(&self) -> &'static [EventInfo] {
+        P::events()
     }
 
     fn submit<'a>(

@@ -323,6 +323,10 @@ async fn programs_list_their_input_schema_and_graph() {
     assert_eq!(p["input_schema"]["additionalProperties"], false);
     assert_eq!(p["input_schema"]["properties"]["email"]["writeOnly"], true);
     assert!(p["mermaid"].as_str().unwrap().starts_with("flowchart TD"));
+    assert_eq!(
+        p["events"],
+        json!([{ "step": "manual_review", "event": "approval", "type": "json", "payload_schema": {} }])
+    );
     let (s, one) = f.get("/v1/programs/customer_refund", READ).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(one["hash"], p["hash"]);

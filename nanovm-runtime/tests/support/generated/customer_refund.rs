@@ -388,6 +388,15 @@ pub mod customer_refund {
         fn graph() -> Option<&'static str> {
             Some(MERMAID)
         }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[
+                __nv::EventInfo {
+                    step: "manual_review",
+                    event: "approval",
+                    ty: "json",
+                },
+            ]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![
                 __nv::plain(& input.request), __nv::plain(& input.order_id),

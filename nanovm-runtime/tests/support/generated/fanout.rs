@@ -339,6 +339,9 @@ pub mod fanout {
         fn graph() -> Option<&'static str> {
             Some(MERMAID)
         }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.order_id)]
         }

@@ -340,6 +340,9 @@ pub mod small {
         fn graph() -> Option<&'static str> {
             Some(MERMAID)
         }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -933,6 +936,9 @@ pub mod small_steps5 {
         }
         fn graph() -> Option<&'static str> {
             Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
@@ -1528,6 +1534,9 @@ pub mod small_tokens100 {
         fn graph() -> Option<&'static str> {
             Some(MERMAID)
         }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -2121,6 +2130,9 @@ pub mod small_tool_calls2 {
         }
         fn graph() -> Option<&'static str> {
             Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
@@ -2716,6 +2728,9 @@ pub mod small_duration1s {
         fn graph() -> Option<&'static str> {
             Some(MERMAID)
         }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -3309,6 +3324,9 @@ pub mod small_stalls1 {
         }
         fn graph() -> Option<&'static str> {
             Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
