@@ -20,6 +20,9 @@ pub use nanovm_runtime::{
     ToolError, UnknownChoice, Usage, VaultId, Waiting, Worker, effect_id, replay, run_id,
     validate_run_id,
 };
+pub use nanovm_runtime::{
+    FieldError, InputError, Submitted, check_input, input_from_json, input_schema,
+};
 pub use nanovm_runtime::{evidence, model, openai, stats, store, testing, trace, vault};
 
 /// Support for generated code; not a public API (see `nanovm_runtime::__private_v0_1`).

@@ -73,6 +73,37 @@ for line in "${lines[@]}"; do
       llm_port=${BASH_REMATCH[1]}
     fi
   fi
+  if [[ "$line" == "cargo run --release --example server"* ]]; then
+    # A server runs until stopped: start it as written (on a free port), wait for its first
+    # lines, run the curl line it prints (it must create the run), read the run, stop it.
+    echo "==> $line   (in the background)"
+    out=$tmp/server.out
+    (cd "$tmp/repo" && NANOVM_SERVER_ADDR=127.0.0.1:0 exec setsid bash -c "exec $line" >"$out" 2>"$tmp/server.err") &
+    server_pid=$!
+    for _ in $(seq 1 1200); do
+      grep -q '^then: curl' "$out" 2>/dev/null && break
+      if ! kill -0 "$server_pid" 2>/dev/null; then cat "$tmp/server.err" >&2; echo "error: the server exited" >&2; exit 1; fi
+      sleep 1
+    done
+    start_line=$(grep -m1 '^  curl -s -H' "$out" | sed 's/^  //')
+    read_line=$(grep -m1 '^then: curl' "$out" | sed 's/^then: //')
+    if [ -z "$start_line" ] || [ -z "$read_line" ]; then cat "$out" "$tmp/server.err" >&2; echo "error: no curl line printed" >&2; exit 1; fi
+    echo "==> $start_line"
+    created=$(eval "$start_line")
+    echo "$created"
+    sleep 2
+    echo "==> $read_line"
+    state=$(eval "$read_line")
+    echo "$state"
+    kill -INT -- "-$server_pid" 2>/dev/null || kill -INT "$server_pid" || true
+    wait "$server_pid" || true
+    if [[ "$created" != *'"created":true'* || "$state" != *'"status":"success"'* ]]; then
+      echo "error: the printed curl line did not start a refund that succeeded" >&2
+      exit 1
+    fi
+    ran=$((ran + 1))
+    continue
+  fi
   expected=0
   if [[ "$line" =~ \#[[:space:]]*exit[[:space:]]+([0-9]+): ]]; then
     expected=${BASH_REMATCH[1]}

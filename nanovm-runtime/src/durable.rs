@@ -93,6 +93,17 @@ impl RedriveOptions {
     }
 }
 
+/// The answer to [`Runtime::submit_run`](crate::Runtime::submit_run).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Submitted {
+    /// The run id.
+    pub run_id: String,
+    /// True when this call recorded the run; false when the store held the same request
+    /// already (a repeat, or a concurrent duplicate that got there first).
+    pub created: bool,
+}
+
 /// The answer to [`Runtime::deliver`](crate::Runtime::deliver).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -414,7 +425,7 @@ pub(crate) async fn submit<P: Program>(
     engine: &Arc<Engine>,
     input: P::Input,
     run_id: Option<&str>,
-) -> Result<String, RunError> {
+) -> Result<Submitted, RunError> {
     let store = required_store(engine)?;
     crate::exec::check_semantics::<P>()?;
     let info = P::info();
@@ -442,14 +453,20 @@ pub(crate) async fn submit<P: Program>(
         &mut Encoder::new(),
     );
     match store.append(&run_id, trace.entries(), None).await {
-        Ok(()) => Ok(run_id),
+        Ok(()) => Ok(Submitted {
+            run_id,
+            created: true,
+        }),
         Err(JournalError::Conflict { .. }) => {
             let entries = store
                 .load(&run_id)
                 .await?
                 .ok_or_else(|| RunError::UnknownRun(run_id.clone()))?;
             same_request(info, engine.vault.as_ref(), &run_id, &entries, &datums).await?;
-            Ok(run_id)
+            Ok(Submitted {
+                run_id,
+                created: false,
+            })
         }
         Err(e) => Err(e.into()),
     }

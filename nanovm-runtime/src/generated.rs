@@ -9,8 +9,8 @@ use std::cmp::Ordering;
 
 pub use crate::program::ReplanOn;
 pub use crate::program::{
-    Action, BoxFuture, BranchId, BranchInfo, Budget, Fault, InputInfo, LlmCall, Next, Outcome,
-    ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo, StepKind, ToolCall,
+    Action, BoxFuture, BranchId, BranchInfo, Budget, EventInfo, Fault, InputInfo, LlmCall, Next,
+    Outcome, ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo, StepKind, ToolCall,
     ToolContext, ToolError, ToolInfo,
 };
 pub use crate::value::{Datum, Digest, Json, Secret, SecretRef};

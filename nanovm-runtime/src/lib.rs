@@ -40,6 +40,7 @@
 //! | `evidence/` | signed checkpoints, the Merkle log across runs, [`evidence::audit`] |
 //! | `error` | [`RunError`], [`Mismatch`], [`store::JournalError`] |
 //! | `model`, `cache`, `scripted`, `openai` | the model trait, the cache wrapper, scripted models, the OpenAI-compatible adapter |
+//! | `input` | typed JSON at the boundary: [`input_from_json`], [`input_schema`], [`InputError`] |
 //! | `trace`, `canonical`, `ids` | events, entries and the hash chain; the canonical encoding; run and effect ids |
 //! | `budget`, `clock`, `cancel`, `value` | budgets and usage, clocks, cancellation, values (JSON, digests, secrets) |
 //! | `program`, `generated` | the contract with generated code (re-exported in `__private_v0_1` only) |
@@ -61,6 +62,7 @@ pub mod evidence;
 mod exec;
 mod generated;
 mod ids;
+mod input;
 mod migrate;
 pub mod model;
 #[cfg(feature = "sabotage-mutants")]
@@ -89,10 +91,11 @@ pub use budget::{Backoff, Usage};
 pub use cache::{CacheStats, CachedModel};
 pub use cancel::CancelToken;
 pub use clock::{Clock, SystemClock};
-pub use durable::{DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution};
+pub use durable::{DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution, Submitted};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
+pub use input::{FieldError, InputError, check_input, input_from_json, input_schema, value_schema};
 pub use migrate::{MigrateError, Migration, migrate_run};
 pub use operator::{Act, ActError, Acted, act};
 pub use program::{BoxFuture, SEMANTICS_VERSIONS, ToolContext, ToolError};
@@ -142,4 +145,6 @@ pub(crate) use mutants::Mutant;
 #[doc(hidden)]
 pub mod __private_v0_1 {
     pub use crate::generated::*;
+    /// serde, for the derives on generated `Input`s (users need no serde dependency).
+    pub use serde;
 }

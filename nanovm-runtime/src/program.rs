@@ -135,6 +135,17 @@ pub struct InputInfo {
     pub secret: bool,
 }
 
+/// One `await` step: the event it waits for and the declared type of its payload.
+#[derive(Debug)]
+pub struct EventInfo {
+    /// The `await` step.
+    pub step: &'static str,
+    /// The event's name.
+    pub event: &'static str,
+    /// The payload's declared type as written (`json` unless annotated).
+    pub ty: &'static str,
+}
+
 /// One declared tool.
 #[derive(Debug)]
 pub struct ToolInfo {
@@ -565,6 +576,18 @@ pub trait Program: Send + Sync + 'static {
     /// as semantics version `0.1.0`.
     fn semantics() -> &'static str {
         "0.1.0"
+    }
+
+    /// The program's graph as a Mermaid flowchart (generated code returns its `MERMAID`), for
+    /// hosts that show it (the server's program listing). `None`: not known.
+    fn graph() -> Option<&'static str> {
+        None
+    }
+
+    /// The events the program's `await` steps wait for, with their payload types, in source
+    /// order (generated code lists them; empty: not known).
+    fn events() -> &'static [EventInfo] {
+        &[]
     }
 
     /// The inputs as the trace records them, in declaration order.

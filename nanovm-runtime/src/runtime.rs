@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use crate::budget::Backoff;
 use crate::clock::{Clock, SystemClock, millis};
-use crate::durable::{self, DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution};
+use crate::durable::{
+    self, DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution, Submitted,
+};
 use crate::error::{ReplayError, RunError};
 use crate::evidence::Signer;
 use crate::exec::recorder::Mode;
@@ -344,6 +346,19 @@ impl Runtime {
         input: P::Input,
         run_id: Option<&str>,
     ) -> Result<String, RunError> {
+        Ok(durable::submit::<P>(&self.inner, input, run_id)
+            .await?
+            .run_id)
+    }
+
+    /// [`Runtime::submit`], saying whether this call recorded the run or found the same
+    /// request recorded already ([`Submitted::created`]): of concurrent duplicate submissions,
+    /// exactly one is told it created the run.
+    pub async fn submit_run<P: Program>(
+        &self,
+        input: P::Input,
+        run_id: Option<&str>,
+    ) -> Result<Submitted, RunError> {
         durable::submit::<P>(&self.inner, input, run_id).await
     }
 

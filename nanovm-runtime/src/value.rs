@@ -183,6 +183,34 @@ impl<T> fmt::Debug for SecretRef<T> {
     }
 }
 
+/// The recorded form of a handle: `{"vault_id": "<32 hex>", "commitment": "<64 hex>"}`, the
+/// same shape as a secret in the trace. Never the plaintext (a handle has none); a generated
+/// `Input` serializes its secret fields this way.
+impl<T> serde::Serialize for SecretRef<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SecretRefRepr {
+            vault_id: self.id,
+            commitment: self.commitment,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for SecretRef<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = SecretRefRepr::deserialize(d)?;
+        Ok(SecretRef::from_parts(r.vault_id, r.commitment))
+    }
+}
+
+/// The serialized form of a [`SecretRef`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRefRepr {
+    vault_id: VaultId,
+    commitment: Digest,
+}
+
 /// A secret's plaintext, handed to a tool. `Debug` and `Display` never show the value.
 pub struct Secret<T>(T);
 

@@ -72,6 +72,10 @@ pub struct RunView {
     after_migration: bool,
     /// The successful results of effects (a `tool_result` that closed an intent), in order.
     effect_results: Vec<(Digest, Json)>,
+    /// The program's name, from `run_started`.
+    program: Option<String>,
+    /// The plain (not secret) recorded inputs, from `run_started`.
+    plain_inputs: Vec<(String, Json)>,
 }
 
 /// What a run did, counted from its events ([`RunView::activity`]): the raw material of the
@@ -200,6 +204,8 @@ impl RunView {
             visits: Vec::new(),
             after_migration: false,
             effect_results: Vec::new(),
+            program: None,
+            plain_inputs: Vec::new(),
         }
     }
 
@@ -249,7 +255,19 @@ impl RunView {
         self.apply_activity(event);
         self.apply_progress(event);
         match event {
-            Event::RunStarted { inputs, .. } => self.note_secrets(inputs),
+            Event::RunStarted {
+                inputs, program, ..
+            } => {
+                self.program = Some(program.to_string());
+                self.plain_inputs = inputs
+                    .iter()
+                    .filter_map(|(name, d)| match d {
+                        Datum::Plain(v) => Some((name.to_string(), v.clone())),
+                        Datum::Secret { .. } => None,
+                    })
+                    .collect();
+                self.note_secrets(inputs);
+            }
             Event::Model {
                 step,
                 branch,
@@ -726,6 +744,18 @@ impl RunView {
         &self.secrets
     }
 
+    /// The program the run belongs to (from `run_started`; `None` before it).
+    pub fn program(&self) -> Option<&str> {
+        self.program.as_deref()
+    }
+
+    /// The run's plain recorded inputs, name and value, in declaration order (secret inputs
+    /// are left out: the trace holds only their commitments). What a repeated start of the
+    /// run is compared with.
+    pub fn plain_inputs(&self) -> &[(String, Json)] {
+        &self.plain_inputs
+    }
+
     /// The number of events read.
     pub fn entries(&self) -> u64 {
         self.entries
@@ -912,6 +942,39 @@ pub fn payload_fingerprint(payload: &Json) -> Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The program and the plain inputs come from `run_started`; secrets stay out.
+    #[test]
+    fn program_and_plain_inputs_are_read_from_run_started() {
+        let v = RunView::new();
+        assert_eq!(v.program(), None);
+        let mut v = v;
+        v.apply(&Event::RunStarted {
+            run_id: "r".into(),
+            program: "refund".into(),
+            program_hash: Digest([0; 32]),
+            inputs: vec![
+                ("order_id".into(), Datum::Plain(Json::from("o-1"))),
+                (
+                    "email".into(),
+                    Datum::Secret {
+                        vault_id: VaultId([3; 16]),
+                        commitment: Digest([4; 32]),
+                    },
+                ),
+                ("amount_cents".into(), Datum::Plain(Json::from(5))),
+            ],
+        });
+        assert_eq!(v.program(), Some("refund"));
+        assert_eq!(
+            v.plain_inputs(),
+            [
+                ("order_id".to_string(), Json::from("o-1")),
+                ("amount_cents".to_string(), Json::from(5))
+            ]
+        );
+        assert_eq!(v.secrets(), [VaultId([3; 16])]);
+    }
 
     /// `at` follows the run through its steps: where it is working, the successor it chose,
     /// where it waits, where it ended; nothing before its first step.

@@ -13,9 +13,16 @@ impl Gen<'_> {
             let doc = format!(" `{}: {}`", v.name, v.ty);
             quote!(#[doc = #doc] pub #name: #ty,)
         });
+        let nv = &self.nv;
+        // serde through the runtime's re-export: a user crate needs no serde dependency.
+        let serde_path = format!("{}::serde", self.private).replace(' ', "");
         quote! {
-            /// The program's typed inputs.
-            #[derive(Clone, Debug)]
+            /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+            /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+            /// build one from a JSON object of plaintext values (secrets go to the vault), use
+            /// the runtime's `input_from_json`.
+            #[derive(Clone, Debug, #nv::serde::Serialize, #nv::serde::Deserialize)]
+            #[serde(crate = #serde_path, deny_unknown_fields)]
             pub struct Input {
                 #(#fields)*
             }

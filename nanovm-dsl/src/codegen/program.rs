@@ -10,6 +10,18 @@ use crate::check::Ty;
 impl Gen<'_> {
     pub(super) fn program_impl(&self) -> TokenStream {
         let nv = &self.nv;
+        let events: Vec<TokenStream> = self
+            .p
+            .steps
+            .iter()
+            .filter_map(|s| match &s.kind {
+                crate::lower::StepKind::Await(a) => {
+                    let (step, event, ty) = (&s.name, &a.event, a.ty.to_string());
+                    Some(quote!(#nv::EventInfo { step: #step, event: #event, ty: #ty }))
+                }
+                _ => None,
+            })
+            .collect();
         let record: Vec<_> = self
             .p
             .vars
@@ -144,6 +156,14 @@ impl Gen<'_> {
 
                 fn semantics() -> &'static str {
                     SEMANTICS_VERSION
+                }
+
+                fn graph() -> Option<&'static str> {
+                    Some(MERMAID)
+                }
+
+                fn events() -> &'static [#nv::EventInfo] {
+                    &[#(#events),*]
                 }
 
                 fn record_input(#input: &Input) -> Vec<#nv::Datum> {

@@ -35,8 +35,12 @@ pub mod approval_flow {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0>\"review<br/><small>await approval</small>\"]\n    s1>\"confirm<br/><small>await confirmation</small>\"]\n    s2{{\"check<br/><small>guard</small>\"}}\n    s3[[\"pay_out<br/><small>effect pay</small>\"]]\n    s4[[\"tell<br/><small>effect notify</small>\"]]\n    s5((\"paid<br/><small>success</small>\"))\n    s6((\"refused<br/><small>success</small>\"))\n    s7((\"expired<br/><small>failure</small>\"))\n    s0 --> s1\n    s0 -->|timeout| s7\n    s1 --> s2\n    s1 -->|timeout| s7\n    s2 -->|when #1| s3\n    s2 -->|otherwise| s4\n    s3 --> s5\n    s4 --> s6\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s2 guard\n    class s3,s4 effect\n    class s5,s6 endok\n    class s7 endfail\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `request: string`
         pub request: String,
@@ -306,6 +310,23 @@ pub mod approval_flow {
         }
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[
+                __nv::EventInfo {
+                    step: "review",
+                    event: "approval",
+                    ty: "json",
+                },
+                __nv::EventInfo {
+                    step: "confirm",
+                    event: "confirmation",
+                    ty: "json",
+                },
+            ]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.request), __nv::plain(& input.amount_cents)]

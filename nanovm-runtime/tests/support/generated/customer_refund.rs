@@ -34,8 +34,12 @@ pub mod customer_refund {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"analyze<br/><small>llm</small>\"])\n    s1{{\"policy<br/><small>guard</small>\"}}\n    s2[[\"refund<br/><small>effect issue_refund</small>\"]]\n    s3[[\"reject<br/><small>effect send_rejection</small>\"]]\n    s4>\"manual_review<br/><small>await approval</small>\"]\n    s5{{\"review_policy<br/><small>guard</small>\"}}\n    s6((\"refunded<br/><small>success</small>\"))\n    s7((\"rejected<br/><small>success</small>\"))\n    s8((\"refund_failed<br/><small>failure</small>\"))\n    s9((\"timed_out<br/><small>failure</small>\"))\n    s0 --> s1\n    s0 -->|invalid| s4\n    s1 -->|when #1| s2\n    s1 -->|when #2| s4\n    s1 -->|otherwise| s3\n    s2 --> s6\n    s2 -->|error| s8\n    s3 --> s7\n    s4 --> s5\n    s4 -->|timeout| s9\n    s5 -->|when #1| s2\n    s5 -->|otherwise| s3\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s1,s5 guard\n    class s2,s3 effect\n    class s6,s7 endok\n    class s8,s9 endfail\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `request: string`
         pub request: String,
@@ -386,6 +390,18 @@ pub mod customer_refund {
         }
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[
+                __nv::EventInfo {
+                    step: "manual_review",
+                    event: "approval",
+                    ty: "json",
+                },
+            ]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![

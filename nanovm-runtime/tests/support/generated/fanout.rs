@@ -35,8 +35,12 @@ pub mod fanout {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0{{\"gate<br/><small>guard</small>\"}}\n    s1[[\"work<br/><small>parallel: validation, reservation, scoring, charging, summary</small>\"]]\n    s2((\"done<br/><small>success</small>\"))\n    s3((\"failed<br/><small>failure</small>\"))\n    s4((\"rejected<br/><small>failure</small>\"))\n    s0 -->|when #1| s1\n    s0 -->|otherwise| s4\n    s1 --> s2\n    s1 -->|error| s3\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s0 guard\n    class s1 effect\n    class s2 endok\n    class s3,s4 endfail\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `order_id: string`
         pub order_id: String,
@@ -337,6 +341,12 @@ pub mod fanout {
         }
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.order_id)]

@@ -35,8 +35,12 @@ pub mod replan {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"plan<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"look<br/><small>call search</small>\"]\n    s3([\"rethink<br/><small>llm</small>\"])\n    s4{\"decide<br/><small>branch</small>\"}\n    s5((\"finished<br/><small>success</small>\"))\n    s0 --> s1\n    s0 -->|invalid| s0\n    s1 -->|when #1| s2\n    s1 -->|otherwise| s5\n    s2 --> s0\n    s3 --> s4\n    s4 -->|when #1| s5\n    s4 -->|otherwise| s0\n    r0([\"on budget_exceeded<br/><small>replans 2</small>\"]) -.-> s3\n    r1([\"on stalled<br/><small>replans 1</small>\"]) -.-> s3\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s5 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `goal: string`
         pub goal: String,
@@ -314,6 +318,12 @@ pub mod replan {
         }
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.goal)]

@@ -34,8 +34,12 @@ pub mod shop {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0{{\"limit<br/><small>guard</small>\"}}\n    s1[[\"pay<br/><small>effect charge</small>\"]]\n    s2>\"approval<br/><small>await approved</small>\"]\n    s3[[\"send<br/><small>effect ship</small>\"]]\n    s4((\"done<br/><small>success</small>\"))\n    s5((\"refused<br/><small>failure</small>\"))\n    s0 -->|when #1| s1\n    s0 -->|otherwise| s5\n    s1 --> s2\n    s2 --> s3\n    s3 --> s4\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s0 guard\n    class s1,s3 effect\n    class s4 endok\n    class s5 endfail\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `order_id: string`
         pub order_id: String,
@@ -283,6 +287,18 @@ pub mod shop {
         }
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[
+                __nv::EventInfo {
+                    step: "approval",
+                    event: "approved",
+                    ty: "json",
+                },
+            ]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.order_id), __nv::plain(& input.amount_cents)]

@@ -34,8 +34,12 @@ pub mod small {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -339,6 +343,12 @@ pub mod small {
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -627,8 +637,12 @@ pub mod small_steps5 {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -932,6 +946,12 @@ pub mod small_steps5 {
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -1220,8 +1240,12 @@ pub mod small_tokens100 {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -1525,6 +1549,12 @@ pub mod small_tokens100 {
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -1813,8 +1843,12 @@ pub mod small_tool_calls2 {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -2118,6 +2152,12 @@ pub mod small_tool_calls2 {
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -2406,8 +2446,12 @@ pub mod small_duration1s {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -2711,6 +2755,12 @@ pub mod small_duration1s {
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
         }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
+        }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
         }
@@ -2999,8 +3049,12 @@ pub mod small_stalls1 {
     pub const SEMANTICS_VERSION: &str = "0.1.0";
     /// The program's graph as a Mermaid flowchart.
     pub const MERMAID: &str = "flowchart TD\n    start([start]) --> s0\n    s0([\"classify<br/><small>llm</small>\"])\n    s1{\"route<br/><small>branch</small>\"}\n    s2[\"lookup<br/><small>call fetch</small>\"]\n    s3{\"check<br/><small>branch</small>\"}\n    s4{\"inner<br/><small>branch</small>\"}\n    s5[\"tally<br/><small>call count</small>\"]\n    s6([\"summarize<br/><small>llm</small>\"])\n    s7((\"done<br/><small>success</small>\"))\n    s8((\"done_high<br/><small>success</small>\"))\n    s0 --> s1\n    s1 -->|when #1| s2\n    s1 -->|when #2| s5\n    s1 -->|otherwise| s6\n    s2 --> s3\n    s3 -->|when #1| s4\n    s3 -->|otherwise| s0\n    s4 -->|when #1| s8\n    s4 -->|otherwise| s7\n    s5 --> s7\n    s6 --> s7\n    classDef guard fill:#fde68a,stroke:#b45309,stroke-width:2px\n    classDef effect fill:#fecaca,stroke:#b91c1c,stroke-width:2px\n    classDef endok fill:#bbf7d0,stroke:#15803d\n    classDef endfail fill:#e5e7eb,stroke:#4b5563\n    class s7,s8 endok\n";
-    /// The program's typed inputs.
-    #[derive(Clone, Debug)]
+    /// The program's typed inputs. Serialized, a `secret` field is its vault handle
+    /// (`{"vault_id", "commitment"}`), never plaintext; unknown fields are refused. To
+    /// build one from a JSON object of plaintext values (secrets go to the vault), use
+    /// the runtime's `input_from_json`.
+    #[derive(Clone, Debug, __nv::serde::Serialize, __nv::serde::Deserialize)]
+    #[serde(crate = "::nanovm_runtime::__private_v0_1::serde", deny_unknown_fields)]
     pub struct Input {
         /// `topic: string`
         pub topic: String,
@@ -3303,6 +3357,12 @@ pub mod small_stalls1 {
         }
         fn semantics() -> &'static str {
             SEMANTICS_VERSION
+        }
+        fn graph() -> Option<&'static str> {
+            Some(MERMAID)
+        }
+        fn events() -> &'static [__nv::EventInfo] {
+            &[]
         }
         fn record_input(input: &Input) -> Vec<__nv::Datum> {
             vec![__nv::plain(& input.topic)]
