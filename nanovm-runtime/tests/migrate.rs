@@ -385,7 +385,11 @@ fn a_migrated_run_is_routed_to_the_new_version_by_the_registry_and_the_store() {
     let rt = suspended_under_v1(&store, &ledger);
     block_on(migrate_run(&store, &migration(), START, 30_000)).unwrap();
     let record = block_on(store.run("r1")).unwrap().unwrap();
-    assert_eq!(record.program_hash, hash_of::<new::Program>(), "the record follows the pin");
+    assert_eq!(
+        record.program_hash,
+        hash_of::<new::Program>(),
+        "the record follows the pin"
+    );
     let only_v1 = Versions::new().add::<old::Program>(ledger.clone());
     let unserved = block_on(only_v1.unserved(&store)).unwrap();
     assert_eq!(unserved.len(), 1, "a host of v1 alone cannot serve it");
@@ -404,15 +408,8 @@ fn a_migrated_run_is_routed_to_the_new_version_by_the_registry_and_the_store() {
         panic!("resumed under v2: {e:?}")
     };
     assert_eq!(e.end_step.as_deref(), Some("confirm"), "v2's own next step");
-    let e = block_on(only_v2.deliver(
-        &rt,
-        "r1",
-        "confirmation",
-        "ev-2",
-        json!({"ok": true}),
-        None,
-    ))
-    .unwrap();
+    let e = block_on(only_v2.deliver(&rt, "r1", "confirmation", "ev-2", json!({"ok": true}), None))
+        .unwrap();
     let Delivery::Resumed(e) = e else {
         panic!("resumed under v2: {e:?}")
     };

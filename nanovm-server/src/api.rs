@@ -1,6 +1,7 @@
 //! The HTTP endpoints, their authentication and limits, and their JSON errors.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -12,8 +13,8 @@ use axum::routing::{get, post};
 use nanovm_runtime::store::{RunQuery, RunRecord};
 use nanovm_runtime::trace::{Actor, Trace};
 use nanovm_runtime::{
-    DeliverError, Delivery, Digest, InputError, Json, ReconcileError, Resolution, RunError,
-    RunStatus, RunView,
+    Act, ActError, DeliverError, Delivery, Digest, InputError, Json, ReconcileError, Resolution,
+    RunError, RunStatus, RunView,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -106,7 +107,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     let start = Router::new().route("/v1/programs/{program}/runs", post(start_run));
     let operate = Router::new()
         .route("/v1/runs/{run_id}/events/{event}", post(deliver))
-        .route("/v1/runs/{run_id}/reconcile", post(reconcile));
+        .route("/v1/runs/{run_id}/reconcile", post(reconcile))
+        .route("/v1/runs/{run_id}/cancel", post(cancel));
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -461,6 +463,7 @@ fn render(run_id: &str, view: &RunView, program: &str, created: bool) -> Json {
     json!({
         "run_id": run_id,
         "program": program,
+        "program_hash": view.program_hash().map(|h| h.to_hex()),
         "created": created,
         "status": view.status().to_string(),
         "step": view.step(),
@@ -492,7 +495,8 @@ pub(crate) async fn state_of(app: &App, run_id: &str) -> Result<Json, ApiError> 
         .program()
         .unwrap_or_default()
         .to_string();
-    let view = match app.programs.get(program.as_str()) {
+    let pinned = RunView::of(&entries).program_hash();
+    let view = match pinned.and_then(|h| app.version(h)) {
         Some(s) => s.view(&entries),
         None => RunView::of(&entries),
     };
@@ -608,19 +612,82 @@ pub(crate) async fn program_of(app: &App, run_id: &str) -> Result<Arc<dyn Served
                 format!("no run `{run_id}`"),
             )
         })?;
-    app.programs
-        .get(record.program.as_str())
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                "unknown_program",
-                format!(
-                    "run `{run_id}` is a run of `{}`, which this server does not serve",
-                    record.program
-                ),
-            )
-        })
+    // A run is continued by the version it is pinned to, never by another one of the name.
+    if let Some(served) = app.version(record.program_hash) {
+        return Ok(served.clone());
+    }
+    Err(if app.programs.contains_key(record.program.as_str()) {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "version_not_served",
+            format!(
+                "run `{run_id}` is pinned to version {} of `{}`, which this server does not \
+                 serve (register that build next to the new one)",
+                record.program_hash.short(),
+                record.program
+            ),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "unknown_program",
+            format!(
+                "run `{run_id}` is a run of `{}`, which this server does not serve",
+                record.program
+            ),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    /// Why (recorded with the token's name as the cancellation's actor).
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /v1/runs/{run_id}/cancel`: ends a suspended, paused or pending run `cancelled` under
+/// its lease (`nanovm_runtime::act`, as `nanovm cancel` does). A run a worker is executing is
+/// `409 busy` (retry), an ended one `409 ended`; nothing is written then.
+async fn cancel(
+    State(app): State<Arc<App>>,
+    Path(run_id): Path<String>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    headers: HeaderMap,
+    raw: Body,
+) -> ApiResult {
+    let req: CancelBody = body(&app, &headers, raw).await?;
+    let by = Actor::new(caller.name, req.reason.unwrap_or_else(|| "http".into()));
+    let rt = app.runtime.clone();
+    let done = detached(Box::pin(async move {
+        let store = rt.store().expect("checked at bind");
+        nanovm_runtime::act(
+            store.as_ref(),
+            rt.clock().as_ref(),
+            &run_id,
+            Act::Cancel,
+            by,
+            Duration::from_secs(2),
+        )
+        .await
+        .map(|_| run_id)
+    }))
+    .await?;
+    let run_id = done.map_err(|e| match e {
+        ActError::UnknownRun(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_run", e.to_string())
+        }
+        ActError::Leased { .. } => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+        ActError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "ended", e.to_string()),
+        ActError::Journal(_) => store_error(e),
+        other => ApiError::new(StatusCode::CONFLICT, "refused", other.to_string()),
+    })?;
+    let mut state = state_of(&app, &run_id).await?;
+    if let Json::Object(o) = &mut state {
+        o.remove("created");
+    }
+    Ok(axum::Json(state).into_response())
 }
 
 #[derive(Deserialize)]

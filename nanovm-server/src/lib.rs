@@ -104,16 +104,26 @@ pub(crate) struct Limits {
 pub(crate) struct App {
     pub(crate) runtime: Runtime,
     pub(crate) programs: BTreeMap<&'static str, Arc<dyn Served>>,
+    /// Every registered version, the newest of each name also in `programs`.
+    pub(crate) versions: Vec<Arc<dyn Served>>,
     pub(crate) tokens: Vec<Token>,
     pub(crate) limits: Limits,
     /// Wakes the workers when a run was started.
     pub(crate) work: Arc<Notify>,
 }
 
+impl App {
+    /// The registered version with program hash `hash`.
+    pub(crate) fn version(&self, hash: nanovm_runtime::Digest) -> Option<&Arc<dyn Served>> {
+        self.versions.iter().find(|v| v.info().hash == hash)
+    }
+}
+
 /// The server builder; see the crate docs.
 pub struct Server {
     runtime: Runtime,
     programs: BTreeMap<&'static str, Arc<dyn Served>>,
+    versions: Vec<Arc<dyn Served>>,
     tokens: Vec<Token>,
     limits: Limits,
     workers: usize,
@@ -143,6 +153,7 @@ impl Server {
         Server {
             runtime,
             programs: BTreeMap::new(),
+            versions: Vec::new(),
             tokens: Vec::new(),
             limits: Limits {
                 body_bytes: 64 * 1024,
@@ -156,13 +167,20 @@ impl Server {
     }
 
     /// Serves program `P` with `tools` (`Arc::new(MyTools)`, the program's `Tools` trait).
-    /// A second program of the same name replaces the first.
+    ///
+    /// Another version of a program already served (the same name, another hash: two builds
+    /// of a changed `.nvm` file) is served beside it: new runs start on the one registered
+    /// last, and every stored run is continued (by the workers, deliveries, reconciliations)
+    /// by the version it is pinned to, as `nanovm_runtime::Versions` routes. Registering the
+    /// same build again replaces its tools.
     #[must_use]
     pub fn program<P: Program>(mut self, tools: Arc<P::Tools>) -> Server
     where
         P::Input: DeserializeOwned,
     {
         let served: Arc<dyn Served> = Arc::new(Typed::<P>::new(tools));
+        self.versions.retain(|v| v.info().hash != P::info().hash);
+        self.versions.push(served.clone());
         self.programs.insert(P::info().name, served);
         self
     }
@@ -235,17 +253,24 @@ impl Server {
         let app = Arc::new(App {
             runtime: self.runtime.clone(),
             programs: self.programs.clone(),
+            versions: self.versions.clone(),
             tokens: self.tokens,
             limits: self.limits,
             work: work.clone(),
         });
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        for served in self.programs.values() {
+        // Workers per version: each claims only runs pinned to its own build.
+        for served in &self.versions {
             for i in 0..self.workers {
                 let worker = nanovm_runtime::Worker::new(
                     self.runtime.clone(),
-                    format!("{}-{}-{i}", self.name, served.info().name),
+                    format!(
+                        "{}-{}-{}-{i}",
+                        self.name,
+                        served.info().name,
+                        served.info().hash.short()
+                    ),
                     self.lease_ms,
                 );
                 tasks.push(tokio::spawn(served::work(
