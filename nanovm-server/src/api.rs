@@ -647,6 +647,39 @@ struct CancelBody {
     reason: Option<String>,
 }
 
+/// Cancels run `run_id` as `by` (for the HTTP endpoint and the MCP tool): the run's state.
+pub(crate) async fn cancel_run(app: &App, run_id: &str, by: Actor) -> Result<Json, ApiError> {
+    let rt = app.runtime.clone();
+    let id = run_id.to_string();
+    let done = detached(Box::pin(async move {
+        let store = rt.store().expect("checked at bind");
+        nanovm_runtime::act(
+            store.as_ref(),
+            rt.clock().as_ref(),
+            &id,
+            Act::Cancel,
+            by,
+            Duration::from_secs(2),
+        )
+        .await
+    }))
+    .await?;
+    done.map_err(|e| match e {
+        ActError::UnknownRun(_) => {
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_run", e.to_string())
+        }
+        ActError::Leased { .. } => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
+        ActError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "ended", e.to_string()),
+        ActError::Journal(_) => store_error(e),
+        other => ApiError::new(StatusCode::CONFLICT, "refused", other.to_string()),
+    })?;
+    let mut state = state_of(app, run_id).await?;
+    if let Json::Object(o) = &mut state {
+        o.remove("created");
+    }
+    Ok(state)
+}
+
 /// `POST /v1/runs/{run_id}/cancel`: ends a suspended, paused or pending run `cancelled` under
 /// its lease (`nanovm_runtime::act`, as `nanovm cancel` does). A run a worker is executing is
 /// `409 busy` (retry), an ended one `409 ended`; nothing is written then.
@@ -659,34 +692,7 @@ async fn cancel(
 ) -> ApiResult {
     let req: CancelBody = body(&app, &headers, raw).await?;
     let by = Actor::new(caller.name, req.reason.unwrap_or_else(|| "http".into()));
-    let rt = app.runtime.clone();
-    let done = detached(Box::pin(async move {
-        let store = rt.store().expect("checked at bind");
-        nanovm_runtime::act(
-            store.as_ref(),
-            rt.clock().as_ref(),
-            &run_id,
-            Act::Cancel,
-            by,
-            Duration::from_secs(2),
-        )
-        .await
-        .map(|_| run_id)
-    }))
-    .await?;
-    let run_id = done.map_err(|e| match e {
-        ActError::UnknownRun(_) => {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_run", e.to_string())
-        }
-        ActError::Leased { .. } => ApiError::new(StatusCode::CONFLICT, "busy", e.to_string()),
-        ActError::Ended { .. } => ApiError::new(StatusCode::CONFLICT, "ended", e.to_string()),
-        ActError::Journal(_) => store_error(e),
-        other => ApiError::new(StatusCode::CONFLICT, "refused", other.to_string()),
-    })?;
-    let mut state = state_of(&app, &run_id).await?;
-    if let Json::Object(o) = &mut state {
-        o.remove("created");
-    }
+    let state = cancel_run(&app, &run_id, by).await?;
     Ok(axum::Json(state).into_response())
 }
 

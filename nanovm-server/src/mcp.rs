@@ -166,6 +166,15 @@ impl Mcp {
             })),
         ));
         tools.push(Tool::new(
+            "cancel_run",
+            "Cancel a run that waits (suspended at an await, paused for reconciliation, or pending): it ends `cancelled` under its lease, with the token's name and the reason recorded. Refused for an ended run or one a worker is executing.",
+            schema(json!({
+                "type": "object",
+                "properties": { "run_id": run_id_schema(), "reason": { "type": "string" } },
+                "required": ["run_id"]
+            })),
+        ));
+        tools.push(Tool::new(
             "get_trace",
             "A run's hash-chained trace as JSON Lines (verified before it is returned).",
             schema(json!({ "type": "object", "properties": { "run_id": run_id_schema() }, "required": ["run_id"] })),
@@ -254,6 +263,16 @@ impl Mcp {
                     Actor::new(caller.name.clone(), reason),
                 )
                 .await
+            }
+            "cancel_run" => {
+                need(Scope::Operate)?;
+                let reason = args
+                    .get("reason")
+                    .and_then(Json::as_str)
+                    .unwrap_or("mcp")
+                    .to_string();
+                let by = Actor::new(caller.name.clone(), reason);
+                api::cancel_run(&self.app, str_arg(&args, "run_id")?, by).await
             }
             "get_trace" => {
                 need(Scope::Read)?;

@@ -63,6 +63,8 @@ async def drive(s, run_id):
     check(len(lines) >= 4 and "cy@example.com" not in trace, f"trace resource: {len(lines)} entries, no plaintext secret")
     graph = (await s.read_resource("nanovm://programs/customer_refund/graph")).contents[0].text
     check(graph.startswith("flowchart TD"), "graph resource is Mermaid")
+    c = await s.call_tool("cancel_run", {"run_id": run_id, "reason": "mcp client test"})
+    check(c.is_error and "has ended" in c.content[0].text, "cancel_run refuses an ended run: " + c.content[0].text)
     v = payload(await s.call_tool("verify", {"run_id": run_id}))
     check(v["ok"] is True and v["entries"] == len(lines), f"verify: root {v.get('root', '')[:16]}")
 
