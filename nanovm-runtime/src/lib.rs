@@ -68,6 +68,7 @@ pub mod model;
 #[cfg(feature = "sabotage-mutants")]
 #[doc(hidden)]
 pub mod mutants;
+mod observe;
 #[cfg(feature = "openai")]
 pub mod openai;
 mod operator;
@@ -97,6 +98,7 @@ pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
 pub use input::{FieldError, InputError, check_input, input_from_json, input_schema, value_schema};
 pub use migrate::{MigrateError, Migration, migrate_run};
+pub use observe::Observer;
 pub use operator::{Act, ActError, Acted, act};
 pub use program::{BoxFuture, SEMANTICS_VERSIONS, ToolContext, ToolError};
 pub use replay::replay;

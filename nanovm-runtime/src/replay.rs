@@ -64,6 +64,7 @@ fn engine() -> Arc<Engine> {
         operation_lease_ms: OPERATION_LEASE_MS,
         signer: None,
         evidence_log: crate::evidence::EvidenceLog::new(),
+        observer: None,
     })
 }
 

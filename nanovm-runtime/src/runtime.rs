@@ -30,6 +30,7 @@ use crate::exec::recorder::Mode;
 use crate::exec::{Engine, Start, execute};
 use crate::ids;
 use crate::model::Model;
+use crate::observe::Observer;
 use crate::program::{Program, SecretSource};
 use crate::run::{Execution, ReplayReport, RunOptions};
 use crate::store::{JournalStore, OPERATION_LEASE_MS};
@@ -74,6 +75,7 @@ pub struct RuntimeBuilder {
     store: Option<Arc<dyn JournalStore>>,
     operation_lease: Option<Duration>,
     signer: Option<Arc<dyn Signer>>,
+    observer: Option<Arc<dyn Observer>>,
 }
 
 impl fmt::Debug for RuntimeBuilder {
@@ -134,6 +136,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Hands every entry of every run this runtime executes to `observer` as soon as it is
+    /// durable, in order, with its sequence number and hash (see [`Observer`]; an
+    /// `Arc<dyn Observer>` works too). Nothing in the traces changes either way.
+    pub fn observer(mut self, observer: impl Observer) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
     /// The runtime.
     pub fn build(self) -> Runtime {
         let vault: Arc<dyn Vault> = self.vault.unwrap_or_else(|| Arc::new(MemoryVault::new()));
@@ -151,6 +161,7 @@ impl RuntimeBuilder {
                     .map_or(OPERATION_LEASE_MS, |d| millis(d).max(1)),
                 signer: self.signer,
                 evidence_log: crate::evidence::EvidenceLog::new(),
+                observer: self.observer,
             }),
         }
     }

@@ -118,6 +118,13 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(app.clone(), limit_time))
         .with_state(app.clone());
+    // A run's stream lasts as long as the run: under its scope, outside the time limit.
+    let streams = scoped(
+        Scope::Read,
+        Router::new().route("/v1/runs/{run_id}/stream", get(crate::stream::stream)),
+    )
+    .with_state(app.clone());
+    let api = api.merge(streams);
     #[cfg(feature = "mcp")]
     let api = api.merge(mcp_routes(app));
     api

@@ -31,6 +31,7 @@ mod api;
 #[cfg(feature = "mcp")]
 mod mcp;
 mod served;
+mod stream;
 mod time;
 
 use std::collections::BTreeMap;

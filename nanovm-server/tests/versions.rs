@@ -1,10 +1,12 @@
-//! Issue 15 on the server: several versions of one program served at once, and cancellation.
+//! Issue 15 on the server: several versions of one program served at once; cancellation; and
+//! a run's entries streamed as Server-Sent Events (issue 14).
 //!
 //! Attacks: a run started under v1 must be continued by v1 after the host also registers v2
 //! (never by the newer build), new runs must start on the newest, a server that no longer
 //! serves a run's version must refuse to touch it (409, nothing written) instead of running
 //! it under another build; a cancellation must end a waiting run once, be refused for an ended
-//! run, and need the operate scope.
+//! run, and need the operate scope; a stream must show every stored entry once, in order,
+//! across a reconnection with `Last-Event-ID`, and end when the run does.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -239,5 +241,116 @@ async fn a_waiting_run_is_cancelled_once_under_the_operate_scope() {
         .unwrap();
     assert!(trace.contains("customer withdrew"), "{trace}");
     assert_eq!(ledger.0.lock().unwrap().len(), 1, "charged, never shipped");
+    server.stop().await;
+}
+
+/// The SSE events in `text` as `(id, event, data)`.
+fn sse(text: &str) -> Vec<(Option<u64>, String, String)> {
+    text.split("\n\n")
+        .filter(|b| !b.trim().is_empty() && !b.starts_with(':'))
+        .map(|block| {
+            let (mut id, mut event, mut data) = (None, String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            (id, event, data)
+        })
+        .collect()
+}
+
+/// Reads the stream of run `id` (after `last`, if given) until it sends `until` or closes.
+async fn read_stream(
+    server: &Running,
+    id: &str,
+    last: Option<u64>,
+    until: impl Fn(&[(Option<u64>, String, String)]) -> bool,
+) -> Vec<(Option<u64>, String, String)> {
+    let mut req = reqwest::Client::new()
+        .get(format!("{}/v1/runs/{id}/stream", server.url()))
+        .bearer_auth(READ);
+    if let Some(n) = last {
+        req = req.header("Last-Event-ID", n.to_string());
+    }
+    let mut res = req.send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut text = String::new();
+    let t0 = Instant::now();
+    loop {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), res.chunk())
+            .await
+            .expect("the stream goes on or ends");
+        match chunk.unwrap() {
+            Some(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+            None => break,
+        }
+        if until(&sse(&text)) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "{text}");
+    }
+    sse(&text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_stream_shows_each_stored_entry_once_resumes_and_ends_with_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let ledger = Arc::new(Ledger::default());
+    let server = serve(&db, &["v1"], &ledger).await;
+    start(&server, "s1").await;
+    // Up to the suspension: the stream stays open while the run waits.
+    let first = read_stream(&server, "s1", None, |evs| {
+        evs.iter().any(|(_, _, d)| d.contains("\"suspended\""))
+    })
+    .await;
+    let ids: Vec<u64> = first.iter().filter_map(|(id, _, _)| *id).collect();
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>(), "{first:?}");
+    assert!(first.iter().all(|(_, e, _)| e == "entry"));
+    let last = *ids.last().unwrap();
+    let (s, _) = approve(&server, "s1").await;
+    assert_eq!(s, StatusCode::OK);
+    until(&server, "s1", "success").await;
+    // Reconnecting after the last id received: the rest, then the end.
+    let rest = read_stream(&server, "s1", Some(last), |evs| {
+        evs.iter().any(|(_, e, _)| e == "end")
+    })
+    .await;
+    let (end, entries) = rest.split_last().unwrap();
+    assert_eq!((end.1.as_str(), end.2.as_str()), ("end", "success"));
+    let store = SqliteStore::open(&db).await.unwrap();
+    let stored = store.load("s1").await.unwrap().unwrap();
+    let mut streamed: Vec<String> = first.iter().map(|(_, _, d)| d.clone()).collect();
+    streamed.extend(entries.iter().map(|(_, _, d)| d.clone()));
+    let lines: Vec<String> = stored
+        .iter()
+        .map(nanovm_runtime::trace::entry_line)
+        .collect();
+    assert_eq!(
+        streamed, lines,
+        "every stored entry once, in order, as exported"
+    );
+    // Unknown runs and bad ids are refused before a stream opens.
+    let (s, _) = call(&server, None, "/v1/runs/nope/stream", READ).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/runs/s1/stream", server.url()))
+        .bearer_auth(READ)
+        .header("Last-Event-ID", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/runs/s1/stream", server.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     server.stop().await;
 }

@@ -64,6 +64,8 @@ pub(crate) struct Engine {
     /// The store's evidence log as this runtime has read it (its Merkle frontier): a
     /// checkpoint reads only the leaves appended since.
     pub(crate) evidence_log: crate::evidence::EvidenceLog,
+    /// Sees every entry as it becomes durable (`crate::observe`).
+    pub(crate) observer: Option<Arc<dyn crate::observe::Observer>>,
 }
 
 /// Input the engine applies where the recorded prefix ends (a live continuation only): what

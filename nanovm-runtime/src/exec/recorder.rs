@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::canonical::Encoder;
 use crate::clock::Clock;
 use crate::error::{Mismatch, RunError};
+use crate::observe::Observer;
 use crate::store::{Fence, JournalStore, Lease};
 use crate::trace::{Entry, Event, Trace};
 use crate::view::RunView;
@@ -144,6 +145,10 @@ pub(crate) struct Recorder {
     /// the run's next external act ([`Recorder::settle`]).
     unsettled: bool,
     recorded: VecDeque<Entry>,
+    /// Sees each new entry once it is durable (`crate::observe`); `None` in a replay.
+    observer: Option<Arc<dyn Observer>>,
+    /// Entries `..observed` were handed to the observer, or came from the recorded prefix.
+    observed: usize,
 }
 
 impl Recorder {
@@ -168,7 +173,29 @@ impl Recorder {
             flushed: 0,
             unsettled: false,
             recorded: recorded.into(),
+            observer: None,
+            observed: 0,
         }
+    }
+
+    /// Hands every new entry to `observer` once it is durable (not in a replay).
+    pub(crate) fn with_observer(mut self, observer: Option<Arc<dyn Observer>>) -> Self {
+        if self.mode != Mode::Replay {
+            self.observer = observer;
+        }
+        self
+    }
+
+    /// Hands the entries made durable since the last call to the observer.
+    fn observe(&mut self) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        let entries = self.trace.entries();
+        for e in entries.get(self.observed..).unwrap_or_default() {
+            observer.entry(&self.run_id, e);
+        }
+        self.observed = entries.len();
     }
 
     /// Uses `scratch` (cleared before every use) as the buffer events are encoded in.
@@ -287,6 +314,7 @@ impl Recorder {
             ));
         }
         self.flushed = self.trace.len();
+        self.observed = self.flushed;
         Ok(())
     }
 
@@ -337,6 +365,7 @@ impl Recorder {
     /// before that write, and is ended or suspended after it).
     pub(crate) async fn flush(&mut self) -> Result<(), Halt> {
         let Some(store) = &self.store else {
+            self.observe();
             return Ok(());
         };
         let entries = self.trace.entries();
@@ -382,6 +411,7 @@ impl Recorder {
         }
         self.flushed = entries.len();
         self.unsettled = false;
+        self.observe();
         Ok(())
     }
 }

@@ -300,7 +300,8 @@ pub(crate) fn prepare<P: Program>(
         recorded,
         capacity,
     )
-    .with_scratch(scratch);
+    .with_scratch(scratch)
+    .with_observer(engine.observer.clone());
     rec.effect_run = original;
     if let Some(claim) = claim {
         rec.claim(claim);
