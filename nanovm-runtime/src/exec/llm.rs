@@ -312,7 +312,9 @@ impl<P: Program> Exec<P> {
         };
         // A model call is an external act: a pending effect result goes first.
         self.rec.settle().await?;
-        match race(model.complete(req), self.cancel.as_ref(), self.deadline()).await {
+        let span = tracing::info_span!("nanovm.model_call", step = %req.step, model = ?req.model);
+        let call = tracing::Instrument::instrument(model.complete(req), span);
+        match race(call, self.cancel.as_ref(), self.deadline()).await {
             Ok(r) => Ok(Io::Done(r)),
             Err(v) => Ok(Io::Stopped(self.live_verdict(v))),
         }

@@ -46,6 +46,7 @@ use recorder::{Halt, Mode, Recorder};
 pub(crate) use start::{
     Ended, Prepared, Start, check_leftover, check_semantics, execute, prepare, run_ended,
 };
+use tracing::Instrument as _;
 
 /// What every run of a runtime executes with: the runtime's configuration (see
 /// `crate::runtime::RuntimeBuilder`), shared behind one `Arc`.
@@ -308,6 +309,7 @@ impl<P: Program> Exec<P> {
                         .await;
                 }
             };
+            let span = tracing::debug_span!("nanovm.step", step = si.name);
             let flow = match action {
                 Action::End { success, message } => {
                     self.close_step(Instant::now());
@@ -323,25 +325,27 @@ impl<P: Program> Exec<P> {
                 }
                 Action::Decide => {
                     self.enter(step, si.name);
-                    self.decide(step).await?
+                    self.decide(step).instrument(span).await?
                 }
                 Action::Llm(call) => {
                     self.enter(step, si.name);
-                    self.llm(step, call).await?
+                    self.llm(step, call).instrument(span).await?
                 }
                 Action::Tool(call) => {
                     self.enter(step, si.name);
-                    self.tool(step, call).await?
+                    self.tool(step, call).instrument(span).await?
                 }
                 Action::Parallel => {
                     self.enter(step, si.name);
                     // Boxed: the parallel step's state is large and rare; keeping it out of
                     // the loop's future keeps that small for every other run.
-                    Box::pin(self.parallel(step)).await?
+                    Box::pin(self.parallel(step).instrument(span)).await?
                 }
                 Action::Await { event, timeout } => {
                     self.enter(step, si.name);
-                    self.await_event(step, event, timeout).await?
+                    self.await_event(step, event, timeout)
+                        .instrument(span)
+                        .await?
                 }
             };
             match flow {

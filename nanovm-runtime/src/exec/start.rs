@@ -125,7 +125,15 @@ pub(crate) async fn execute<P: Program>(
         }
     };
     exec.inject = inject;
-    let ended = match exec.drive().await {
+    // Ids and names only: no input, argument, answer or secret is ever a field.
+    let span = tracing::info_span!(
+        "nanovm.run",
+        run_id = %exec.rec.run_id,
+        program = P::info().name,
+        program_hash = %P::info().hash.short(),
+        replay = replay,
+    );
+    let ended = match tracing::Instrument::instrument(exec.drive(), span).await {
         Ok(ended) => ended,
         // Only a replay runs out of recorded entries: the trace stops mid-run.
         Err(Halt::ReplayEnd(why)) => Ended {

@@ -286,7 +286,15 @@ impl<P: Program> Exec<P> {
         let Some(tools) = &self.tools else {
             return Err(RunError::Internal("a live call without tools".into()).into());
         };
-        let fut = P::invoke(tools, call, ctx);
+        let span = tracing::info_span!(
+            "nanovm.tool_call",
+            tool = tool.name,
+            step = step_name,
+            effect = tool.effect,
+            effect_id = %key,
+            attempt,
+        );
+        let fut = tracing::Instrument::instrument(P::invoke(tools, call, ctx), span);
         let io = match race(fut, self.cancel.as_ref(), self.deadline()).await {
             Ok(r) => ToolIo::Done(r),
             Err(v) => ToolIo::Stopped(self.live_verdict(v)),

@@ -426,12 +426,25 @@ impl<P: Program> Exec<P> {
                 continue;
             }
             if let JobKind::Tool {
-                call, key, scope, ..
+                tool,
+                call,
+                key,
+                scope,
+                ..
             } = &mut job.kind
                 && let Some(call) = call.take()
             {
                 let ctx = self.context(job.name, job.attempt, *key, &call, scope.clone());
-                tool_futs.push((j, P::invoke(tools, call, ctx)));
+                let span = tracing::info_span!(
+                    "nanovm.tool_call",
+                    tool = tool.name,
+                    step = job.name,
+                    effect = tool.effect,
+                    effect_id = %key,
+                    attempt = job.attempt,
+                );
+                let fut = tracing::Instrument::instrument(P::invoke(tools, call, ctx), span);
+                tool_futs.push((j, Box::pin(fut)));
             }
         }
         let (order, answers, verdict) = {
@@ -448,10 +461,13 @@ impl<P: Program> Exec<P> {
                     let Some(m) = model.as_deref() else {
                         return Err(RunError::NoModel { step: job.name }.into());
                     };
-                    slots.push((
-                        j,
-                        Box::pin(async move { JobAnswer::Model(m.complete(req).await) }),
-                    ));
+                    let span = tracing::info_span!(
+                        "nanovm.model_call",
+                        step = %req.step,
+                        model = ?req.model,
+                    );
+                    let call = tracing::Instrument::instrument(m.complete(req), span);
+                    slots.push((j, Box::pin(async move { JobAnswer::Model(call.await) })));
                 }
             }
             slots.sort_by_key(|(j, _)| *j);
