@@ -11,7 +11,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use nanovm_runtime::store::{RunQuery, RunRecord};
-use nanovm_runtime::trace::{Actor, Trace};
+use nanovm_runtime::trace::{Actor, Entry, Trace};
 use nanovm_runtime::{
     Act, ActError, DeliverError, Delivery, Digest, InputError, Json, ReconcileError, Resolution,
     RunError, RunStatus, RunView,
@@ -67,17 +67,32 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-fn store_error(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn store_error(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string())
+}
+
+/// 404 for a run the store does not hold.
+pub(crate) fn unknown_run(run_id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_run",
+        format!("no run `{run_id}`"),
+    )
+}
+
+/// Run `run_id`'s stored entries (the store verified them), or 404.
+pub(crate) async fn entries_of(app: &App, run_id: &str) -> Result<Vec<Entry>, ApiError> {
+    let store = app.runtime.store().expect("checked at bind");
+    store
+        .load(run_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| unknown_run(run_id))
 }
 
 fn run_error(e: RunError) -> ApiError {
     match e {
-        RunError::UnknownRun(id) => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_run",
-            format!("no run `{id}`"),
-        ),
+        RunError::UnknownRun(id) => unknown_run(&id),
         RunError::RunIdInUse { .. } => {
             ApiError::new(StatusCode::CONFLICT, "run_id_in_use", e.to_string())
         }
@@ -485,18 +500,7 @@ fn render(run_id: &str, view: &RunView, program: &str, created: bool) -> Json {
 
 /// The state of stored run `run_id` (404 if unknown).
 pub(crate) async fn state_of(app: &App, run_id: &str) -> Result<Json, ApiError> {
-    let store = app.runtime.store().expect("checked at bind");
-    let entries = store
-        .load(run_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_run",
-                format!("no run `{run_id}`"),
-            )
-        })?;
+    let entries = entries_of(app, run_id).await?;
     // The program, from the run's first event (read by RunView like everything else).
     let program = RunView::of(&entries[..entries.len().min(1)])
         .program()
@@ -571,18 +575,7 @@ async fn runs(
 /// The run's trace as JSON Lines, verified (hash chain) before it is sent; its root hash is in
 /// the header `x-nanovm-root`.
 async fn trace(State(app): State<Arc<App>>, Path(run_id): Path<String>) -> ApiResult {
-    let store = app.runtime.store().expect("checked at bind");
-    let entries = store
-        .load(&run_id)
-        .await
-        .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_run",
-                format!("no run `{run_id}`"),
-            )
-        })?;
+    let entries = entries_of(&app, &run_id).await?;
     let trace = Trace::from_entries(entries).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -612,13 +605,7 @@ pub(crate) async fn program_of(app: &App, run_id: &str) -> Result<Arc<dyn Served
         .run(run_id)
         .await
         .map_err(store_error)?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_run",
-                format!("no run `{run_id}`"),
-            )
-        })?;
+        .ok_or_else(|| unknown_run(run_id))?;
     // A run is continued by the version it is pinned to, never by another one of the name.
     if let Some(served) = app.version(record.program_hash) {
         return Ok(served.clone());

@@ -97,18 +97,7 @@ fn str_arg<'a>(args: &'a JsonObject, name: &str) -> Result<&'a str, ApiError> {
 
 /// A run's stored trace, verified: (root, entries, JSONL).
 async fn verified(app: &App, run_id: &str) -> Result<(String, usize, String), ApiError> {
-    let store = app.runtime.store().expect("checked at bind");
-    let entries = store
-        .load(run_id)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown_run",
-                format!("no run `{run_id}`"),
-            )
-        })?;
+    let entries = api::entries_of(app, run_id).await?;
     let n = entries.len();
     let trace = Trace::from_entries(entries).map_err(|e| {
         ApiError::new(

@@ -25,7 +25,7 @@ use nanovm_runtime::trace::{Entry, entry_line};
 use serde::Deserialize;
 
 use crate::App;
-use crate::api::ApiError;
+use crate::api::{ApiError, store_error, unknown_run};
 
 /// How often the store is read for new entries while the run goes on.
 const POLL: Duration = Duration::from_millis(100);
@@ -89,16 +89,8 @@ pub(crate) async fn stream(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let store = app.runtime.store().expect("checked at bind").clone();
-    let known = store
-        .run(&run_id)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store", e.to_string()))?;
-    if known.is_none() {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_run",
-            format!("no run `{run_id}`"),
-        ));
+    if store.run(&run_id).await.map_err(store_error)?.is_none() {
+        return Err(unknown_run(&run_id));
     }
     let last = match headers.get("last-event-id") {
         Some(v) => Some(
