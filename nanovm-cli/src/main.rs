@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         Command::Stats(args) => stats::run(args, &mut out),
         Command::Audit(args) => audit::run(args, &mut out),
         Command::Export(args) => bundle::export(args, &mut out, &mut err),
-        Command::Redrive(args) => redrive::run(args, &mut out),
+        Command::Redrive(args) => redrive::run(args, &mut out, &mut err),
     };
     let result = result.and_then(|status| {
         out.flush().map_err(error::Error::stdout)?;

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use nanovm_runtime::store::SqliteStore;
 use nanovm_runtime::trace::{Actor, BudgetKind};
-use nanovm_runtime::{RedriveOptions, Runtime};
+use nanovm_runtime::{RedriveOptions, RunError, Runtime};
 
 use crate::db;
 use crate::error::{Error, Status};
@@ -72,7 +72,7 @@ fn parse_extend(s: &str) -> Result<Extend, String> {
 }
 
 /// Runs `nanovm redrive`.
-pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
+pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Status, Error> {
     let mut opts = RedriveOptions::new(Actor::new(args.actor.clone(), args.reason.clone()));
     for &(kind, n) in args.extend_budget.as_ref().map_or(&[][..], |e| &e.0[..]) {
         opts = opts.extend(kind, n);
@@ -88,18 +88,28 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
             .await
             .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))?;
         let runtime = Runtime::builder().store(store.clone()).build();
-        runtime
-            .request_redrive(&args.run, opts)
-            .await
-            .map_err(|e| Error::Usage(e.to_string()))?;
+        match runtime.request_redrive(&args.run, opts).await {
+            Ok(()) => {}
+            // The run's state refuses it (it succeeded, it is running, ...): exit 1, as the
+            // other operator acts do, nothing written.
+            Err(e @ RunError::NotRedrivable { .. }) => return Ok(Err(e.to_string())),
+            Err(e) => return Err(Error::Usage(e.to_string())),
+        }
         let entries = nanovm_runtime::store::JournalStore::load(&store, &args.run)
             .await
             .map_err(|e| Error::Usage(e.to_string()))?
             .unwrap_or_default();
-        Ok(nanovm_runtime::RunView::of(&entries)
+        Ok(Ok(nanovm_runtime::RunView::of(&entries)
             .at()
-            .map(str::to_string))
+            .map(str::to_string)))
     })??;
+    let step = match step {
+        Ok(step) => step,
+        Err(refused) => {
+            writeln!(err, "refused: {}", escape(&refused)).map_err(Error::stderr)?;
+            return Ok(Status::Failed);
+        }
+    };
     writeln!(
         out,
         "run {} redriven at `{}` by {}: running again, for a worker with its program to continue",

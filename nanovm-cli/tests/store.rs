@@ -599,7 +599,7 @@ fn redrive_records_the_request_and_refuses_a_completed_run() {
         }
         other => panic!("not a redrive: {other:?}"),
     }
-    // A completed run: refused, exit 2, nothing written.
+    // A completed run: refused by its state, exit 1 (as the other acts), nothing written.
     let run = nanovm(&[
         "redrive",
         "--db",
@@ -610,8 +610,13 @@ fn redrive_records_the_request_and_refuses_a_completed_run() {
         "--reason",
         "r",
     ]);
-    assert_eq!(run.code, 2);
-    assert!(run.stderr.contains("cannot be redriven"), "{}", run.stderr);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("refused: run `r-ok` cannot be redriven"),
+        "{}",
+        run.stderr
+    );
     let n = rt.block_on(async {
         let store = SqliteStore::open(&db).await.unwrap();
         store.load("r-ok").await.unwrap().unwrap().len()
