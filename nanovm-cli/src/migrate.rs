@@ -1,4 +1,4 @@
-//! `nanovm migrate --db FILE --from OLD.nvm --to NEW.nvm (RUN... | --all) --actor A --reason R`:
+//! `nanovm migrate --db FILE|postgres://... --from OLD.nvm --to NEW.nvm (RUN... | --all) --actor A --reason R`:
 //! moves suspended runs of OLD to NEW where `nanovm compat` finds their step compatible.
 //!
 //! For each run: it must be pinned to OLD's hash and suspended at an `await`; the compat report
@@ -22,21 +22,21 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use nanovm_dsl::compat::{CompatReport, compare, definitely_assigned};
 use nanovm_dsl::lower::{LlmOut, Program, Step, StepKind};
-use nanovm_runtime::store::{JournalStore, RunQuery, SqliteStore};
+use nanovm_runtime::store::{JournalStore, RunQuery};
 use nanovm_runtime::trace::{Actor, Carried, CarriedValue, RunStatus};
 use nanovm_runtime::{Digest, Json, Migration, RunView, StepValue, migrate_run};
 
 use crate::compat::load;
-use crate::db;
+use crate::db::{self, Db};
 use crate::error::{Error, Status};
 use crate::escape::escape;
 
 /// Arguments of `nanovm migrate`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The SQLite store (`SqliteStore` file); it must exist.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    /// The store: a SQLite file (it must exist) or a `postgres://` URL.
+    #[arg(long, value_name = "DB", value_parser = Db::parse)]
+    db: Db,
     /// The program the runs are pinned to now.
     #[arg(long, value_name = "OLD.nvm")]
     from: PathBuf,
@@ -80,30 +80,18 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         return Ok(Status::Failed);
     };
     let report = compare(&old, &new);
-    if !args.db.is_file() {
-        return Err(Error::io(
-            &args.db,
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ));
-    }
     let from = Digest(old.hash);
     let by = Actor::new(args.actor.clone(), args.reason.clone());
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let lines = db::block_on(async {
-        let store = SqliteStore::open(&args.db)
-            .await
-            .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))?;
+        let store = args.db.open(true).await?;
         let ids: Vec<String> = if args.all {
             let mut ids = Vec::new();
             for status in [RunStatus::Suspended, RunStatus::NeedsReconciliation] {
                 let query = RunQuery::new().program(old.name.clone()).status(status);
-                for r in store
-                    .runs(&query)
-                    .await
-                    .map_err(|e| Error::Usage(e.to_string()))?
-                {
+                for r in store.runs(&query).await.map_err(|e| args.db.error(e))? {
                     ids.push(r.run_id);
                 }
             }
@@ -114,7 +102,7 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         let mut lines = Vec::new();
         for id in ids {
             let outcome = one(
-                &store,
+                store.as_ref(),
                 &id,
                 &old,
                 &new,
@@ -182,7 +170,7 @@ enum Outcome {
     reason = "one run's migration needs all of it"
 )]
 async fn one(
-    store: &SqliteStore,
+    store: &dyn JournalStore,
     id: &str,
     old: &Program,
     new: &Program,

@@ -9,22 +9,21 @@
 //! reconciliation-waiting run is refused, and nothing is written.
 
 use std::io::Write;
-use std::path::PathBuf;
 
-use nanovm_runtime::store::SqliteStore;
 use nanovm_runtime::trace::{Actor, BudgetKind};
 use nanovm_runtime::{RedriveOptions, RunError, Runtime};
 
-use crate::db;
+use crate::db::{self, Db};
 use crate::error::{Error, Status};
 use crate::escape::escape;
 
 /// Arguments of `nanovm redrive`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The SQLite database (a `SqliteStore` file). Written to: the redrive is appended.
-    #[arg(long, value_name = "PATH")]
-    db: PathBuf,
+    /// The store: a SQLite file (it must exist) or a `postgres://` URL. Written to: the
+    /// redrive is appended.
+    #[arg(long, value_name = "DB", value_parser = Db::parse)]
+    db: Db,
     /// The run to redrive.
     #[arg(value_name = "RUN")]
     run: String,
@@ -78,26 +77,19 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         opts = opts.extend(kind, n);
     }
     let step = db::block_on(async {
-        if !args.db.is_file() {
-            return Err(Error::io(
-                &args.db,
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ));
-        }
-        let store = SqliteStore::open(&args.db)
-            .await
-            .map_err(|e| Error::Usage(format!("{}: {e}", args.db.display())))?;
+        let store = args.db.open(true).await?;
         let runtime = Runtime::builder().store(store.clone()).build();
         match runtime.request_redrive(&args.run, opts).await {
             Ok(()) => {}
             // The run's state refuses it (it succeeded, it is running, ...): exit 1, as the
             // other operator acts do, nothing written.
             Err(e @ RunError::NotRedrivable { .. }) => return Ok(Err(e.to_string())),
-            Err(e) => return Err(Error::Usage(e.to_string())),
+            Err(e) => return Err(args.db.error(e)),
         }
-        let entries = nanovm_runtime::store::JournalStore::load(&store, &args.run)
+        let entries = store
+            .load(&args.run)
             .await
-            .map_err(|e| Error::Usage(e.to_string()))?
+            .map_err(|e| args.db.error(e))?
             .unwrap_or_default();
         Ok(Ok(nanovm_runtime::RunView::of(&entries)
             .at()

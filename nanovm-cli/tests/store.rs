@@ -680,3 +680,66 @@ fn runs_marks_runs_of_unregistered_versions() {
         .expect("listed");
     assert!(!current.contains("not registered"), "{current}");
 }
+
+#[path = "../../nanovm-runtime/tests/support/peers.rs"]
+mod peers;
+
+/// The same redrive on PostgreSQL (`--db postgres://...`): recorded under the run's lease,
+/// the run `running` again; a completed run refused (exit 1) with nothing written.
+#[test]
+#[ignore = "needs PostgreSQL (DATABASE_URL)"]
+fn redrive_works_on_postgres_too() {
+    use nanovm_runtime::store::PostgresStore;
+    let url = peers::database_url();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let (failed_id, ok_id) = (
+        format!("cli-redrive-fail-{stamp}"),
+        format!("cli-redrive-ok-{stamp}"),
+    );
+    let failed = trace(
+        &failed_id,
+        "customer_refund",
+        "MARKER-FAIL",
+        Some(Event::RunEnded {
+            status: RunStatus::Failed,
+            step: Some("refund".into()),
+            message: Some("refund tool failed".into()),
+        }),
+    );
+    let ok = trace(&ok_id, "customer_refund", "MARKER-OK", None);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        store
+            .append(&failed_id, failed.entries(), None)
+            .await
+            .unwrap();
+        store.append(&ok_id, ok.entries(), None).await.unwrap();
+    });
+    let redrive = |id: &str| {
+        nanovm(&[
+            "redrive", "--db", &url, id, "--actor", "ops", "--reason", "INC-7",
+        ])
+    };
+    let run = redrive(&failed_id);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = redrive(&ok_id);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("cannot be redriven"), "{}", run.stderr);
+    let (failed_now, ok_now) = rt.block_on(async {
+        let store = PostgresStore::connect(&url).await.unwrap();
+        (
+            store.run(&failed_id).await.unwrap().unwrap(),
+            store.load(&ok_id).await.unwrap().unwrap(),
+        )
+    });
+    assert_eq!(failed_now.status, RunStatus::Running);
+    assert_eq!(failed_now.lease_owner, None, "the lease was given back");
+    assert_eq!(ok_now.len(), ok.entries().len(), "nothing written");
+}
