@@ -76,12 +76,8 @@ pub(crate) async fn execute<P: Program>(
             })?;
     }
     // With a signer and a store, every execution that ends is checkpointed (not a replay).
-    let evidence = match (&engine.signer, &engine.store) {
-        (Some(signer), Some(store)) if !replay => {
-            Some((signer.clone(), store.clone(), Arc::clone(&engine)))
-        }
-        _ => None,
-    };
+    let evidence =
+        (!replay && engine.signer.is_some() && engine.store.is_some()).then(|| Arc::clone(&engine));
     let prepared = prepare::<P>(engine, start, tools, opts, started_ms).map_err(halt_to_error)?;
     let mut exec = match prepared {
         Prepared::Ready(exec) => exec,
@@ -94,19 +90,7 @@ pub(crate) async fn execute<P: Program>(
                 };
             check_leftover(&mut rec)?;
             rec.flush().await.map_err(halt_to_error)?;
-            if let Some((signer, store, engine)) = &evidence
-                && status != RunStatus::Running
-            {
-                engine
-                    .evidence_log
-                    .checkpoint(
-                        store.as_ref(),
-                        signer.as_ref(),
-                        engine.clock.now_ms(),
-                        rec.trace.entries(),
-                    )
-                    .await?;
-            }
+            checkpoint(evidence.as_deref(), status, rec.trace.entries()).await?;
             return Ok(Execution {
                 run_id: rec.run_id.to_string(),
                 status,
@@ -161,20 +145,42 @@ pub(crate) async fn execute<P: Program>(
         )));
     }
     let execution = exec.into_execution(ended, wall);
-    if let Some((signer, store, engine)) = &evidence
-        && execution.status != RunStatus::Running
-    {
-        engine
-            .evidence_log
-            .checkpoint(
-                store.as_ref(),
-                signer.as_ref(),
-                engine.clock.now_ms(),
-                execution.trace.entries(),
-            )
-            .await?;
-    }
+    checkpoint(
+        evidence.as_deref(),
+        execution.status,
+        execution.trace.entries(),
+    )
+    .await?;
     Ok(execution)
+}
+
+/// After an execution that ended (`status` is not `running`) of an engine that signs
+/// (`evidence`): signs a checkpoint of its trace into the store's evidence log
+/// (`crate::evidence`).
+async fn checkpoint(
+    evidence: Option<&Engine>,
+    status: RunStatus,
+    entries: &[Entry],
+) -> Result<(), RunError> {
+    let Some(engine) = evidence else {
+        return Ok(());
+    };
+    let (Some(signer), Some(store)) = (&engine.signer, &engine.store) else {
+        return Ok(());
+    };
+    if status == RunStatus::Running {
+        return Ok(());
+    }
+    engine
+        .evidence_log
+        .checkpoint(
+            store.as_ref(),
+            signer.as_ref(),
+            engine.clock.now_ms(),
+            entries,
+        )
+        .await?;
+    Ok(())
 }
 
 /// Refuses a program compiled to a semantics version this runtime does not execute

@@ -30,6 +30,16 @@ pub(crate) fn started(event: &Event) -> Option<(&str, Digest)> {
     }
 }
 
+/// The program hash the last `migrated` event of `entries` pins the run to: the record's
+/// `program_hash` follows it, so workers, version registries and the CLI find the run under
+/// the version that continues it.
+pub(crate) fn pin(entries: &[Entry]) -> Option<Digest> {
+    entries.iter().rev().find_map(|e| match &e.event {
+        Event::Migrated { to, .. } => Some(*to),
+        _ => None,
+    })
+}
+
 /// An append, checked as far as it can be without the store (its own chain and sequence
 /// numbers), and reduced to what the store's transaction needs: owned, so it can be moved to a
 /// writer thread or a connection task.
@@ -52,9 +62,7 @@ pub(crate) struct Batch {
     pub problem: Option<JournalError>,
     /// The events that move the record ([`RunView::moves_status`]), in order.
     pub moves: Vec<Event>,
-    /// The program hash a `migrated` event of the batch pins the run to (the last one): the
-    /// record's `program_hash` follows it, so workers, version registries and the CLI find
-    /// the run under the version that continues it.
+    /// The program hash a `migrated` event of the batch pins the run to ([`pin`]).
     pub pin: Option<Digest>,
 }
 
@@ -76,10 +84,7 @@ impl Batch {
                 .filter(|e| RunView::moves_status(&e.event))
                 .map(|e| e.event.clone())
                 .collect(),
-            pin: entries.iter().rev().find_map(|e| match &e.event {
-                Event::Migrated { to, .. } => Some(*to),
-                _ => None,
-            }),
+            pin: pin(entries),
         };
         batch.problem = batch.inspect(entries).err();
         batch

@@ -4,11 +4,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::append::{Batch, Tip, check_append, check_loaded, started};
+use super::append::{Batch, Tip, check_append, check_loaded, pin, started};
 use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
-use crate::trace::{Entry, Event, RunStatus, Trace};
+use crate::trace::{Entry, RunStatus, Trace};
 use crate::value::Digest;
 use crate::view::RunView;
 
@@ -121,11 +121,8 @@ impl Run {
         ) = view.into_record();
         r.entries = self.entries.len() as u64;
         r.updated_ms = wall_ms();
-        // A migration pins the run to its new program: the record follows (see `Batch::pin`).
-        if let Some(to) = entries.iter().rev().find_map(|e| match &e.event {
-            Event::Migrated { to, .. } => Some(*to),
-            _ => None,
-        }) {
+        // A migration pins the run to its new program: the record follows.
+        if let Some(to) = pin(entries) {
             r.program_hash = to;
         }
     }
