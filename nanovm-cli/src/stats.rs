@@ -7,8 +7,7 @@
 
 use std::io::Write;
 
-use nanovm_runtime::RunView;
-use nanovm_runtime::stats::{ProgramStats, RunSample, StatsOptions, stats};
+use nanovm_runtime::stats::{ProgramStats, StatsOptions, report, samples, stats};
 use nanovm_runtime::store::RunQuery;
 
 use crate::db::{self, Db};
@@ -16,9 +15,6 @@ use crate::error::{Error, Status};
 use crate::escape::escape_lines;
 use crate::format::Format;
 use crate::runs::utc;
-
-/// The version of `--format json`'s shape: fields are only ever added under one version.
-const STATS_VERSION: u32 = 1;
 
 /// Arguments of `nanovm stats`.
 #[derive(clap::Args)]
@@ -32,7 +28,7 @@ pub struct Args {
     /// The window starts here: milliseconds since the Unix epoch, an RFC 3339 UTC instant
     /// (`2026-12-07T18:30:00Z`) or a date (`2026-12-07`). Older runs are the baseline.
     /// Default: the newer half of each program's runs against the older half.
-    #[arg(long, value_name = "T", value_parser = parse_since)]
+    #[arg(long, value_name = "T", value_parser = nanovm_runtime::stats::parse_since)]
     since: Option<u64>,
     /// Flag a window run on a metric above this percentile of the baseline's runs.
     #[arg(long, value_name = "P", default_value_t = 95.0)]
@@ -51,49 +47,6 @@ pub struct Args {
     format: Format,
 }
 
-/// Milliseconds since the Unix epoch from `ms`, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.f]Z`.
-fn parse_since(s: &str) -> Result<u64, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
-    }
-    let bad = || format!("`{s}` is not milliseconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
-    let (date, time) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
-        None => (s, None),
-    };
-    let num = |t: &str| t.parse::<i64>().map_err(|_| bad());
-    let d: Vec<&str> = date.split('-').collect();
-    let [y, m, dd] = d[..] else { return Err(bad()) };
-    let (y, m, dd) = (num(y)?, num(m)?, num(dd)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || y < 1970 {
-        return Err(bad());
-    }
-    let secs = match time {
-        None => 0,
-        Some(t) => {
-            let t = t.split('.').next().unwrap_or(t);
-            let p: Vec<&str> = t.split(':').collect();
-            let [h, mi, se] = p[..] else {
-                return Err(bad());
-            };
-            let (h, mi, se) = (num(h)?, num(mi)?, num(se)?);
-            if h > 23 || mi > 59 || se > 60 {
-                return Err(bad());
-            }
-            h * 3600 + mi * 60 + se
-        }
-    };
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from((days * 86_400 + secs) * 1000).map_err(|_| bad())
-}
-
 /// Runs `nanovm stats`.
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     let mut query = RunQuery::new();
@@ -102,22 +55,9 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     }
     let samples = db::block_on(async {
         let store = args.db.open(false).await?;
-        let records = store.runs(&query).await.map_err(|e| args.db.error(e))?;
-        let mut samples = Vec::with_capacity(records.len());
-        for r in records {
-            // A stored trace that does not verify is a divergence, not a reason to stop.
-            let view = match store.load(&r.run_id).await {
-                Ok(Some(entries)) => Some(RunView::new().counting().read(&entries)),
-                Ok(None) | Err(_) => None,
-            };
-            samples.push(RunSample {
-                run_id: r.run_id,
-                program: r.program,
-                created_ms: r.created_ms,
-                view,
-            });
-        }
-        Ok::<_, Error>(samples)
+        samples(store.as_ref(), &query)
+            .await
+            .map_err(|e| args.db.error(e))
     })??;
     let mut opts = StatsOptions::new()
         .percentile(args.percentile)
@@ -131,12 +71,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     let programs = stats(&samples, &opts);
     match args.format {
         Format::Json => {
-            let doc = serde_json::json!({
-                "version": STATS_VERSION,
-                "since_ms": args.since,
-                "percentile": opts.percentile,
-                "programs": programs,
-            });
+            let doc = report(&programs, &opts);
             writeln!(out, "{doc}").map_err(Error::stdout)?;
         }
         Format::Text => {
@@ -219,20 +154,4 @@ fn text(p: &ProgramStats, since: Option<u64>, opts: &StatsOptions) -> String {
         }
     }
     s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_since;
-
-    #[test]
-    fn since_takes_milliseconds_dates_and_utc_instants() {
-        assert_eq!(parse_since("1700000000123"), Ok(1_700_000_000_123));
-        assert_eq!(parse_since("2000-02-29"), Ok(951_782_400_000));
-        assert_eq!(parse_since("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
-        assert_eq!(parse_since("2026-12-07T18:10:00.5Z"), Ok(1_796_667_000_000));
-        assert!(parse_since("yesterday").is_err());
-        assert!(parse_since("2026-13-01").is_err());
-        assert!(parse_since("2026-12-07T18:10:00").is_err());
-    }
 }

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::store::{JournalError, JournalStore, RunQuery};
 use crate::view::{Activity, RunView};
 
 /// One stored run, as [`stats`] reads it.
@@ -138,6 +139,29 @@ pub struct ProgramStats {
     pub unseen_path_share: Option<f64>,
     /// The window's runs with a health flag, oldest first.
     pub flagged: Vec<RunHealth>,
+    /// Every run of the baseline and the window, oldest first, with the per-run values the
+    /// health flags compare: the points of the viewer's plots over time.
+    pub runs: Vec<RunPoint>,
+    /// Each per-run metric's flagging threshold (the baseline's percentile; absent with too
+    /// little history).
+    pub thresholds: BTreeMap<&'static str, f64>,
+}
+
+/// One run's per-run metrics ([`ProgramStats::runs`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct RunPoint {
+    /// The run.
+    pub run_id: String,
+    /// When the store created it (milliseconds since the Unix epoch).
+    pub created_ms: u64,
+    /// In the window (`false`: the baseline).
+    pub window: bool,
+    /// Its stored trace does not verify: no metrics (a divergence).
+    pub diverged: bool,
+    /// `retries`, `rollbacks`, `violations`, `repeated_calls`, `tokens`, `transitions`: the
+    /// values [`RunHealth`]'s flags compare.
+    pub metrics: BTreeMap<&'static str, f64>,
 }
 
 /// H(A|S=s) of one decision point.
@@ -355,6 +379,23 @@ pub fn program_stats(
         _ => None,
     };
 
+    let points: Vec<RunPoint> = baseline
+        .iter()
+        .map(|r| (r, false))
+        .chain(window.iter().map(|r| (r, true)))
+        .map(|(r, window)| RunPoint {
+            run_id: r.run_id.clone(),
+            created_ms: r.created_ms,
+            window,
+            diverged: r.view.is_none(),
+            metrics: r
+                .view
+                .as_ref()
+                .map(|v| run_metrics(v.activity()).into_iter().collect())
+                .unwrap_or_default(),
+        })
+        .collect();
+    let mut limits = BTreeMap::new();
     let mut flagged = Vec::new();
     if base.len() >= opts.min_history.max(1) {
         let history: Vec<[(&str, f64); 6]> = base.iter().map(|(_, a)| run_metrics(a)).collect();
@@ -364,6 +405,11 @@ pub fn program_stats(
                 percentile(&values, opts.percentile).unwrap_or(f64::INFINITY)
             })
             .collect();
+        for (i, (metric, _)) in run_metrics(&Activity::default()).iter().enumerate() {
+            if thresholds[i].is_finite() {
+                limits.insert(*metric, thresholds[i]);
+            }
+        }
         for (run_id, a) in &win {
             let flags: Vec<Flag> = run_metrics(a)
                 .iter()
@@ -407,14 +453,111 @@ pub fn program_stats(
         path_divergence: jensen_shannon(&base_paths, &win_paths),
         unseen_path_share: (!win.is_empty()).then(|| ratio(unseen, win.len() as u64)),
         flagged,
+        runs: points,
+        thresholds: limits,
     }
 }
+
+/// The version of [`report`]'s shape: fields are only ever added under one version.
+pub const REPORT_VERSION: u32 = 1;
+
+/// The runs `query` selects from `store`, each read by a counting [`RunView`]: what [`stats`]
+/// reads (`nanovm stats` and the server's `/v1/stats` both load them here). A stored trace
+/// that does not verify is a sample without a view (a divergence), not a reason to stop.
+pub async fn samples(
+    store: &dyn JournalStore,
+    query: &RunQuery,
+) -> Result<Vec<RunSample>, JournalError> {
+    let records = store.runs(query).await?;
+    let mut samples = Vec::with_capacity(records.len());
+    for r in records {
+        let view = match store.load(&r.run_id).await {
+            Ok(Some(entries)) => Some(RunView::new().counting().read(&entries)),
+            Ok(None) | Err(_) => None,
+        };
+        samples.push(RunSample {
+            run_id: r.run_id,
+            program: r.program,
+            created_ms: r.created_ms,
+            view,
+        });
+    }
+    Ok(samples)
+}
+
+/// The JSON document of `nanovm stats --format json` and `GET /v1/stats`: `version`
+/// ([`REPORT_VERSION`]), `since_ms`, `percentile` and `programs` (see `docs/metrics.md`).
+pub fn report(programs: &[ProgramStats], opts: &StatsOptions) -> serde_json::Value {
+    serde_json::json!({
+        "version": REPORT_VERSION,
+        "since_ms": opts.since_ms,
+        "percentile": opts.percentile,
+        "programs": programs,
+    })
+}
+
+/// Milliseconds since the Unix epoch from `ms`, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.f]Z`
+/// (UTC): the `--since` of `nanovm stats` and the `since` of the server's `/v1/stats`.
+pub fn parse_since(s: &str) -> Result<u64, String> {
+    if let Ok(ms) = s.parse::<u64>() {
+        return Ok(ms);
+    }
+    let bad = || format!("`{s}` is not milliseconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
+        None => (s, None),
+    };
+    let num = |t: &str| t.parse::<i64>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, m, dd] = d[..] else { return Err(bad()) };
+    let (y, m, dd) = (num(y)?, num(m)?, num(dd)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || y < 1970 {
+        return Err(bad());
+    }
+    let secs = match time {
+        None => 0,
+        Some(t) => {
+            let t = t.split('.').next().unwrap_or(t);
+            let p: Vec<&str> = t.split(':').collect();
+            let [h, mi, se] = p[..] else {
+                return Err(bad());
+            };
+            let (h, mi, se) = (num(h)?, num(mi)?, num(se)?);
+            if h > 23 || mi > 59 || se > 60 {
+                return Err(bad());
+            }
+            h * 3600 + mi * 60 + se
+        }
+    };
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from((days * 86_400 + secs) * 1000).map_err(|_| bad())
+}
+
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::trace::{Event, Reply, ToolOutcome};
     use crate::value::{Datum, Digest};
+
+    #[test]
+    fn since_takes_milliseconds_dates_and_utc_instants() {
+        assert_eq!(parse_since("1700000000123"), Ok(1_700_000_000_123));
+        assert_eq!(parse_since("2000-02-29"), Ok(951_782_400_000));
+        assert_eq!(parse_since("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
+        assert_eq!(parse_since("2026-12-07T18:10:00.5Z"), Ok(1_796_667_000_000));
+        assert!(parse_since("yesterday").is_err());
+        assert!(parse_since("2026-13-01").is_err());
+        assert!(parse_since("2026-12-07T18:10:00").is_err());
+    }
+
 
     const EPS: f64 = 1e-9;
 
@@ -635,6 +778,17 @@ mod tests {
         );
         let tokens = f.flags.iter().find(|f| f.metric == "tokens").unwrap();
         assert_eq!((tokens.value, tokens.threshold), (6000.0, 105.0));
+        // The plots' points: every run, oldest first, with the values the flags compare, and
+        // each metric's threshold.
+        assert_eq!(s.runs.len(), 8);
+        assert!(s.runs[..6].iter().all(|r| !r.window) && s.runs[6..].iter().all(|r| r.window));
+        assert_eq!(s.runs[7].run_id, "r07");
+        assert_eq!(s.runs[7].created_ms, 7);
+        assert_eq!(s.runs[7].metrics["tokens"], 6000.0);
+        assert_eq!(s.runs[7].metrics["retries"], 14.0);
+        assert_eq!(s.runs[0].metrics["tokens"], 100.0);
+        assert_eq!(s.thresholds["tokens"], 105.0);
+        assert_eq!(s.thresholds.len(), 6);
 
         // A window run whose stored trace does not verify is a divergence: a violation.
         let mut with_broken = runs.clone();
@@ -646,11 +800,14 @@ mod tests {
         });
         let b = &stats(&with_broken, &opts)[0];
         assert_eq!((b.window_runs, b.divergences), (3, 1));
+        let broken = b.runs.last().unwrap();
+        assert!(broken.diverged && broken.metrics.is_empty());
         close(b.violation_rate, 15.0 / 9.0);
 
         // Too little history: nothing is flagged.
         let s = &stats(&runs, &opts.clone().min_history(7))[0];
         assert!(s.flagged.is_empty());
+        assert!(s.thresholds.is_empty());
         // Without `since`: the older half (4 runs) is the baseline.
         let s = &stats(&runs, &StatsOptions::new())[0];
         assert_eq!((s.baseline_runs, s.window_runs), (4, 4));
