@@ -118,7 +118,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/programs/{program}", get(program))
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{run_id}", get(run))
-        .route("/v1/runs/{run_id}/trace", get(trace));
+        .route("/v1/runs/{run_id}/trace", get(trace))
+        .merge(crate::viewer::read());
     let start = Router::new().route("/v1/programs/{program}/runs", post(start_run));
     let operate = Router::new()
         .route("/v1/runs/{run_id}/events/{event}", post(deliver))
@@ -127,6 +128,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::viewer::page())
         .merge(scoped(Scope::Read, read))
         .merge(scoped(Scope::Start, start))
         .merge(scoped(Scope::Operate, operate))

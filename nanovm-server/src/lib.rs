@@ -33,6 +33,7 @@ mod mcp;
 mod served;
 mod stream;
 mod time;
+mod viewer;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,0 +1,185 @@
+// Drives the nanovm live viewer in the Debian chromium, headless, over the DevTools protocol
+// (playwright-core), and prints what a person would see as one JSON object on stdout.
+//
+//   node drive-viewer.mjs --url http://127.0.0.1:PORT --token TOKEN --run RUN_ID --shots DIR
+//   node drive-viewer.mjs --version
+//
+// The run must be suspended at an `await` of `approval` (customer_refund's manual review). The
+// driver opens the page on it, reads the graph and the events, delivers the approval through
+// the server's API (as a webhook would) while the page stays open, waits for the new events to
+// arrive on the page without a reload, then steps the replay through every entry with the
+// keyboard. Screenshots: waiting.png, live.png, replay.png in --shots. Exit 0 with the report,
+// 1 when the page did not show what was awaited (with the reason on stderr), 3 when
+// playwright-core is not installed (tests/peers/viewer/install.sh).
+
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+let chromium;
+try {
+  ({ chromium } = await import('playwright-core'));
+} catch (e) {
+  console.error(`playwright-core is not installed (tests/peers/viewer/install.sh): ${e.message}`);
+  process.exit(3);
+}
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, a, i, all) => {
+    if (a.startsWith('--')) acc.push([a.slice(2), all[i + 1] && !all[i + 1].startsWith('--') ? all[i + 1] : true]);
+    return acc;
+  }, []),
+);
+if (args.version) {
+  const { createRequire } = await import('node:module');
+  const pkg = createRequire(import.meta.url)('playwright-core/package.json');
+  console.log(`playwright-core ${pkg.version}`);
+  process.exit(0);
+}
+for (const need of ['url', 'token', 'run', 'shots']) {
+  if (!args[need] || args[need] === true) {
+    console.error(`missing --${need}`);
+    process.exit(2);
+  }
+}
+
+const profile = mkdtempSync(join(tmpdir(), 'nanovm-viewer-'));
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 1400, height: 1000 },
+  args: [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
+});
+
+const fail = async (why) => {
+  console.error(`viewer: ${why}`);
+  await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+  process.exit(1);
+};
+
+try {
+  const page = context.pages()[0] ?? (await context.newPage());
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+  });
+  let loads = 0;
+  page.on('load', () => {
+    loads += 1;
+  });
+  const base = args.url.replace(/\/$/, '');
+  const run = args.run;
+  await page.goto(`${base}/viewer#token=${encodeURIComponent(args.token)}&run=${encodeURIComponent(run)}`);
+
+  // Everything the page shows about the chosen run, read from its DOM.
+  const look = () =>
+    page.evaluate(() => {
+      const q = (s) => Array.from(document.querySelectorAll(s));
+      const state = document.querySelector('#state');
+      return {
+        status: state?.dataset.status ?? null,
+        entries: Number(state?.dataset.entries ?? -1),
+        waits_for: document.querySelector('#waiting')?.dataset.event || null,
+        open_effects: q('#open-effects [data-effect]').length,
+        root: document.querySelector('#chain')?.dataset.root ?? null,
+        events: q('#events [data-seq]').map((r) => ({
+          seq: Number(r.dataset.seq),
+          kind: r.dataset.kind,
+          hash: r.dataset.hash,
+          verify: r.dataset.verify,
+        })),
+        current: q('#graph [data-step][data-status="current"]').map((n) => n.dataset.step),
+        visited: q('#graph [data-step][data-visited="1"]').map((n) => n.dataset.step),
+        taken_edges: q('#graph [data-edge][data-taken="1"]').length,
+        timeline: q('#timeline [data-step]').map((b) => ({ step: b.dataset.step, events: Number(b.dataset.events), ms: b.dataset.ms === undefined ? null : Number(b.dataset.ms) })),
+      };
+    });
+  const settled = (s, status) =>
+    s.status === status &&
+    s.events.length === s.entries &&
+    s.events.every((e) => e.verify !== 'pending') &&
+    s.current.length > 0;
+  const until = async (what, status, ms = 20000) => {
+    const t0 = Date.now();
+    let s;
+    for (;;) {
+      s = await look();
+      if (settled(s, status)) return s;
+      if (Date.now() - t0 > ms) await fail(`${what}: not shown within ${ms} ms: ${JSON.stringify(s)} ${problems.join('; ')}`);
+      await page.waitForTimeout(100);
+    }
+  };
+
+  const waiting = await until('the suspended run', 'suspended');
+  await page.screenshot({ path: join(args.shots, 'waiting.png'), fullPage: true });
+
+  // The approval, as a webhook delivers it, while the page is open.
+  const res = await fetch(`${base}/v1/runs/${encodeURIComponent(run)}/events/approval`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${args.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ event_id: 'viewer-approval-1', payload: { approved: true } }),
+  });
+  if (!res.ok) await fail(`the delivery: ${res.status} ${await res.text()}`);
+
+  const live = await until('the events after the delivery', 'success');
+  await page.screenshot({ path: join(args.shots, 'live.png'), fullPage: true });
+
+  // The replay: Home goes to entry 0, ArrowRight one entry on, ArrowLeft one back.
+  const shown = () =>
+    page.evaluate(() => {
+      const r = document.querySelector('#replay-entry');
+      return {
+        seq: r?.dataset.seq === undefined ? null : Number(r.dataset.seq),
+        kind: r?.dataset.kind ?? null,
+        hash: r?.dataset.hash ?? null,
+        current: Array.from(document.querySelectorAll('#graph [data-step][data-status="current"]')).map((n) => n.dataset.step),
+      };
+    });
+  await page.click('#replay-start');
+  await page.keyboard.press('Home');
+  const replay = [];
+  let pictured = false;
+  for (let k = 0; k < live.entries; k += 1) {
+    const s = await shown();
+    replay.push(s);
+    if (!pictured && s.current.includes('manual_review')) {
+      await page.screenshot({ path: join(args.shots, 'replay.png'), fullPage: true });
+      pictured = true;
+    }
+    if (k + 1 < live.entries) await page.keyboard.press('ArrowRight');
+  }
+  if (!pictured) await page.screenshot({ path: join(args.shots, 'replay.png'), fullPage: true });
+  await page.keyboard.press('ArrowLeft');
+  const replay_back = await shown();
+
+  // The metric plots (from /v1/stats).
+  const t0 = Date.now();
+  let plots = [];
+  while (Date.now() - t0 < 10000) {
+    plots = await page.evaluate(() =>
+      Array.from(document.querySelectorAll('#plots svg[data-metric]')).map((s) => ({
+        metric: s.dataset.metric,
+        program: s.dataset.program,
+        points: s.querySelectorAll('[data-run]').length,
+      })),
+    );
+    if (plots.length > 0) break;
+    await page.waitForTimeout(100);
+  }
+  if (problems.length > 0) await fail(problems.join('; '));
+  console.log(JSON.stringify({ loads, waiting, live, replay, replay_back, plots }));
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+} catch (e) {
+  await fail(e.stack ?? String(e));
+}
