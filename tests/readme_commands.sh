@@ -95,10 +95,20 @@ for line in "${lines[@]}"; do
     echo "==> $read_line"
     state=$(eval "$read_line")
     echo "$state"
+    # The viewer line: the page is served, and its read-only token reads the run (no browser
+    # here; nanovm-server/tests/viewer.rs drives the page in Chromium).
+    viewer=$(grep -m1 '^live viewer' "$out" | sed 's/^[^:]*: //')
+    viewer_page=$(curl -s "${viewer%%#*}" || true)
+    viewer_steps=$(curl -s -H "Authorization: Bearer ${viewer##*#token=}" "${viewer%%/viewer#*}/v1/runs/refund-1/steps" || true)
+    echo "==> viewer: ${viewer%%#*}"
     kill -INT -- "-$server_pid" 2>/dev/null || kill -INT "$server_pid" || true
     wait "$server_pid" || true
     if [[ "$created" != *'"created":true'* || "$state" != *'"status":"success"'* ]]; then
       echo "error: the printed curl line did not start a refund that succeeded" >&2
+      exit 1
+    fi
+    if [[ "$viewer_page" != *'<title>nanovm viewer</title>'* || "$viewer_steps" != *'"verified":true'* ]]; then
+      echo "error: the printed viewer URL did not serve the page, or its token could not read the run" >&2
       exit 1
     fi
     ran=$((ran + 1))

@@ -3,7 +3,7 @@
 //! journaled in SQLite.
 //!
 //! ```sh
-//! cargo run --release --example server                 # prints its URL, a token, one curl line
+//! cargo run --release --example server                 # prints its URL, a token, one curl line, the viewer's URL
 //! cargo run --release --example server -- --model http://127.0.0.1:8088/v1 --constrain grammar
 //! cargo run --release --example server -- --postgres postgres://user:pw@127.0.0.1/db
 //! ```
@@ -199,11 +199,14 @@ async fn main() {
             .unwrap_or_else(|e| fail(e));
         return;
     }
+    let viewer_token = fresh_token();
     let running = Server::new(runtime)
         .program::<customer_refund::Program>(shop.clone())
         .program::<order_pipeline::Program>(shop.clone())
         .program::<payment_recovery::Program>(shop)
         .token(&token, "demo", &[Scope::Read, Scope::Start, Scope::Operate])
+        // The live viewer gets a token of its own that can only read.
+        .token(&viewer_token, "viewer", &[Scope::Read])
         .workers(a.workers)
         .bind(a.addr)
         .await
@@ -221,6 +224,8 @@ async fn main() {
     );
     println!("MCP (Streamable HTTP): {url}/mcp with the same token");
     println!("then: curl -s -H 'Authorization: Bearer {token}' {url}/v1/runs/refund-1");
+    // The fragment (after `#`) never leaves the browser; the page sends it as a header.
+    println!("live viewer (read-only token): {url}/viewer#token={viewer_token}");
     if tokio::signal::ctrl_c().await.is_err() {
         std::future::pending::<()>().await;
     }

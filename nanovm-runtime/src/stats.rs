@@ -540,7 +540,6 @@ pub fn parse_since(s: &str) -> Result<u64, String> {
     u64::try_from((days * 86_400 + secs) * 1000).map_err(|_| bad())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,7 +556,6 @@ mod tests {
         assert!(parse_since("2026-13-01").is_err());
         assert!(parse_since("2026-12-07T18:10:00").is_err());
     }
-
 
     const EPS: f64 = 1e-9;
 

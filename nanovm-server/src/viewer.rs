@@ -78,7 +78,10 @@ async fn viewer() -> Response {
 
 /// A program's graph as JSON: `nodes` (`id`, `name`, `kind`, `detail`, `effect`),
 /// `edges` (`from`, `to`, `label`), `start`, `replans` (`on`, `replans`, `to`).
-async fn graph(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Response, ApiError> {
+async fn graph(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
     let served = served(&app, &name)?;
     Ok(axum::Json(graph_json(served.info(), served.graph())).into_response())
 }
@@ -169,7 +172,10 @@ fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
 /// [`RunView::at`]), `status`, `waiting` (the event a suspended run waits for) and
 /// `transition` (`[step, next]`: the edge of the graph this entry took, from
 /// `Activity::transitions`; `null` for an entry that took none).
-async fn steps(State(app): State<Arc<App>>, Path(run_id): Path<String>) -> Result<Response, ApiError> {
+async fn steps(
+    State(app): State<Arc<App>>,
+    Path(run_id): Path<String>,
+) -> Result<Response, ApiError> {
     let entries = entries_of(&app, &run_id).await?;
     let mut view = RunView::new().counting();
     let mut rows = Vec::with_capacity(entries.len());
@@ -221,8 +227,9 @@ async fn stats_of(
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
     let mut opts = StatsOptions::new();
     if let Some(s) = &q.since {
-        let since = parse_since(s)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("since: {e}")))?;
+        let since = parse_since(s).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("since: {e}"))
+        })?;
         opts = opts.since_ms(since);
     }
     if let Some(p) = q.percentile {

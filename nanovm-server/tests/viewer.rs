@@ -165,7 +165,10 @@ impl Fixture {
             .lines()
             .map(|l| {
                 let v: Json = serde_json::from_str(l).unwrap();
-                (v["seq"].as_u64().unwrap(), v["hash"].as_str().unwrap().to_string())
+                (
+                    v["seq"].as_u64().unwrap(),
+                    v["hash"].as_str().unwrap().to_string(),
+                )
             })
             .collect();
         (lines, root)
@@ -219,12 +222,20 @@ async fn the_graph_is_the_compilers_graph_as_json() {
     // Every edge of the compiler's Mermaid, with its label, and nothing else.
     let mermaid_edges = customer_refund::MERMAID
         .lines()
-        .filter(|l| l.trim_start().starts_with("s") && !l.trim_start().starts_with("start") && l.contains(" -->"))
+        .filter(|l| {
+            l.trim_start().starts_with("s")
+                && !l.trim_start().starts_with("start")
+                && l.contains(" -->")
+        })
         .count();
     let edges = g["edges"].as_array().unwrap();
     assert_eq!(edges.len(), mermaid_edges, "{g}");
-    assert!(edges.contains(&json!({ "from": "analyze", "to": "manual_review", "label": "invalid" })));
-    assert!(edges.contains(&json!({ "from": "manual_review", "to": "timed_out", "label": "timeout" })));
+    assert!(
+        edges.contains(&json!({ "from": "analyze", "to": "manual_review", "label": "invalid" }))
+    );
+    assert!(
+        edges.contains(&json!({ "from": "manual_review", "to": "timed_out", "label": "timeout" }))
+    );
     assert!(edges.contains(&json!({ "from": "refund", "to": "refunded", "label": "" })));
     let (s, e) = f.get("/v1/programs/nope/graph", Some(READ)).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
@@ -244,7 +255,12 @@ async fn steps_are_the_verified_trace_with_where_the_run_stood_after_each_entry(
     let rows = steps["entries"].as_array().unwrap();
     let seen: Vec<(u64, String)> = rows
         .iter()
-        .map(|r| (r["seq"].as_u64().unwrap(), r["hash"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (
+                r["seq"].as_u64().unwrap(),
+                r["hash"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
     assert_eq!(seen, trace);
     assert_eq!(steps["root"], root.as_str());
@@ -266,7 +282,10 @@ async fn steps_are_the_verified_trace_with_where_the_run_stood_after_each_entry(
         .collect();
     assert_eq!(
         taken,
-        [&json!(["analyze", "policy"]), &json!(["policy", "manual_review"])]
+        [
+            &json!(["analyze", "policy"]),
+            &json!(["policy", "manual_review"])
+        ]
     );
     let (s, e) = f.get("/v1/runs/nope/steps", Some(READ)).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
@@ -298,7 +317,10 @@ async fn stats_are_nanovm_stats_json_from_the_same_library_function() {
     let p = &got["programs"][0];
     assert_eq!(p["program"], "customer_refund");
     assert_eq!(p["runs"].as_array().unwrap().len(), 4);
-    assert_eq!(p["baseline_runs"].as_u64().unwrap() + p["window_runs"].as_u64().unwrap(), 4);
+    assert_eq!(
+        p["baseline_runs"].as_u64().unwrap() + p["window_runs"].as_u64().unwrap(),
+        4
+    );
 
     let (s, since) = f
         .get("/v1/stats?since=2000-01-01T00:00:00Z", Some(READ))
@@ -306,7 +328,11 @@ async fn stats_are_nanovm_stats_json_from_the_same_library_function() {
     assert_eq!(s, StatusCode::OK, "{since}");
     assert_eq!(since["since_ms"], 946_684_800_000u64);
     assert_eq!(since["programs"][0]["window_runs"], 4);
-    for bad in ["/v1/stats?since=yesterday", "/v1/stats?percentile=NaN", "/v1/stats?x=1"] {
+    for bad in [
+        "/v1/stats?since=yesterday",
+        "/v1/stats?percentile=NaN",
+        "/v1/stats?x=1",
+    ] {
         let (s, e) = f.get(bad, Some(READ)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
         assert_eq!(e["error"]["code"], "bad_query", "{bad}");
@@ -325,7 +351,10 @@ async fn the_page_needs_no_token_holds_no_data_and_fetches_nothing_elsewhere() {
     let h = res.headers().clone();
     assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
+        "{csp}"
+    );
     assert_eq!(h["referrer-policy"], "no-referrer");
     let page = res.text().await.unwrap();
     assert!(!page.contains("p-1"), "the page is static");
@@ -342,11 +371,13 @@ async fn the_page_needs_no_token_holds_no_data_and_fetches_nothing_elsewhere() {
 // ---------------------------------------------------------------------------------------
 // The page in a real headless Chromium.
 
-const NEEDS_CHROMIUM: &str =
-    "needs Chromium and playwright-core (tests/peers/viewer/install.sh)";
+const NEEDS_CHROMIUM: &str = "needs Chromium and playwright-core (tests/peers/viewer/install.sh)";
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `target/viewer-screenshots/` (under `CARGO_TARGET_DIR` when set).
@@ -405,8 +436,12 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
     assert!(out.status.success(), "the driver failed: {stderr}");
-    let seen: Json = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("the driver's report: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let seen: Json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the driver's report: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     println!("screenshots: {}", shots.display());
 
     let (after, root) = f.trace("live-1").await;
@@ -416,7 +451,12 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
         v.as_array()
             .unwrap()
             .iter()
-            .map(|e| (e["seq"].as_u64().unwrap(), e["hash"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["seq"].as_u64().unwrap(),
+                    e["hash"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     };
 
@@ -426,10 +466,19 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
     assert_eq!(hashes(&waiting["events"]), before);
     assert_eq!(waiting["current"], json!(["manual_review"]));
     assert_eq!(waiting["waits_for"], "approval");
-    assert!(waiting["events"].as_array().unwrap().iter().all(|e| e["verify"] == "verified"));
+    assert!(
+        waiting["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["verify"] == "verified")
+    );
     for step in ["analyze", "policy", "manual_review"] {
         assert!(
-            waiting["visited"].as_array().unwrap().contains(&json!(step)),
+            waiting["visited"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(step)),
             "{step} is drawn on the path: {waiting}"
         );
     }
@@ -439,7 +488,13 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
     let live = &seen["live"];
     assert_eq!(seen["loads"], 1, "the page was not reloaded");
     assert_eq!(hashes(&live["events"]), after);
-    assert!(live["events"].as_array().unwrap().iter().all(|e| e["verify"] == "verified"));
+    assert!(
+        live["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["verify"] == "verified")
+    );
     assert_eq!(live["current"], json!(["refunded"]));
     assert_eq!(live["status"], "success");
     assert_eq!(live["root"], root.as_str());
@@ -486,7 +541,9 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
     }
 
     for name in ["waiting.png", "live.png", "replay.png"] {
-        let len = std::fs::metadata(shots.join(name)).map(|m| m.len()).unwrap_or(0);
+        let len = std::fs::metadata(shots.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
         assert!(len > 1000, "{name} was saved");
     }
 }
