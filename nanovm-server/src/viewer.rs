@@ -250,3 +250,70 @@ async fn stats_of(
     let runs = samples(store.as_ref(), &rq).await.map_err(store_error)?;
     Ok(axum::Json(report(&stats(&runs, &opts), &opts)).into_response())
 }
+
+#[cfg(test)]
+#[allow(unreachable_pub, dead_code, missing_docs)]
+mod tests {
+    use nanovm_runtime::__private_v0_1::Program;
+
+    use super::graph_json;
+
+    mod generated {
+        include!("../../nanovm-runtime/tests/support/generated/customer_refund.rs");
+        include!("../../nanovm-runtime/tests/support/generated/fanout.rs");
+        include!("../../nanovm-runtime/tests/support/generated/replan.rs");
+        include!("../../nanovm-runtime/tests/support/generated/pay.rs");
+    }
+    use generated::*;
+
+    /// Every node and edge of the compiler's Mermaid is in the JSON, and nothing else.
+    fn same_as_mermaid<P: Program>() -> serde_json::Value {
+        let mermaid = P::graph().expect("generated code has a graph");
+        let g = graph_json(P::info(), Some(mermaid));
+        let lines = |pick: &dyn Fn(&str) -> bool| {
+            mermaid.lines().map(str::trim).filter(|l| pick(l)).count()
+        };
+        let edges = lines(&|l| l.starts_with('s') && !l.starts_with("start") && l.contains(" -->"));
+        let replans = lines(&|l| l.contains(" -.-> "));
+        assert_eq!(g["edges"].as_array().unwrap().len(), edges, "{g}");
+        assert_eq!(g["replans"].as_array().unwrap().len(), replans, "{g}");
+        assert_eq!(g["nodes"].as_array().unwrap().len(), P::info().steps.len());
+        for n in g["nodes"].as_array().unwrap() {
+            assert!(!n["detail"].as_str().unwrap().is_empty(), "{n}");
+        }
+        g
+    }
+
+    #[test]
+    fn every_generated_graph_is_read_whole() {
+        same_as_mermaid::<customer_refund::Program>();
+        let fanout = same_as_mermaid::<fanout::Program>();
+        // A parallel block with an effect branch is an effect step, as the compiler marks it.
+        let work = &fanout["nodes"][1];
+        assert_eq!(
+            (work["name"].as_str(), work["effect"].as_bool()),
+            (Some("work"), Some(true))
+        );
+        assert_eq!(work["kind"], "parallel");
+        let replan = same_as_mermaid::<replan::Program>();
+        assert_eq!(
+            replan["replans"][0],
+            serde_json::json!({ "on": "budget_exceeded", "replans": 2, "to": "rethink" })
+        );
+        assert!(
+            replan["edges"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!({ "from": "plan", "to": "plan", "label": "invalid" }))
+        );
+        same_as_mermaid::<pay::Program>();
+    }
+
+    #[test]
+    fn a_program_without_a_graph_lists_its_steps() {
+        let g = graph_json(customer_refund::Program::info(), None);
+        assert_eq!(g["nodes"].as_array().unwrap().len(), 10);
+        assert_eq!(g["edges"], serde_json::json!([]));
+        assert_eq!(g["start"], "analyze");
+    }
+}

@@ -526,6 +526,16 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
         assert_eq!(shown["kind"], row["kind"], "entry {k}");
         let want = row["at"].as_str().map(|s| vec![s]).unwrap_or_default();
         assert_eq!(shown["current"], json!(want), "entry {k}: the graph's step");
+        assert_eq!(
+            shown["row"],
+            json!([k]),
+            "entry {k} is highlighted in the events"
+        );
+        assert_eq!(
+            shown["visit"].as_array().unwrap().len(),
+            1,
+            "entry {k}: one visit shown"
+        );
     }
     assert!(
         seen["replay_back"]["seq"].as_u64() == Some(rows.len() as u64 - 2),

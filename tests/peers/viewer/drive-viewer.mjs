@@ -143,6 +143,8 @@ try {
         kind: r?.dataset.kind ?? null,
         hash: r?.dataset.hash ?? null,
         current: Array.from(document.querySelectorAll('#graph [data-step][data-status="current"]')).map((n) => n.dataset.step),
+        row: Array.from(document.querySelectorAll('#events tr.shown')).map((r) => Number(r.dataset.seq)),
+        visit: Array.from(document.querySelectorAll('#timeline [data-shown="1"]')).map((b) => b.dataset.step),
       };
     });
   await page.click('#replay-start');
