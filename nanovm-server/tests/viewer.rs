@@ -550,7 +550,26 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
         assert_eq!(p["points"], 4, "{p}");
     }
 
-    for name in ["waiting.png", "live.png", "replay.png"] {
+    // The stream tampered with on the way (one hash altered in a second tab): that entry and
+    // the next, whose `prev` no longer links, are shown broken; the others verified.
+    let tampered = seen["tampered"].as_array().unwrap();
+    assert_eq!(tampered.len(), after.len(), "{tampered:?}");
+    for e in tampered {
+        let seq = e["seq"].as_u64().unwrap();
+        let want = if seq == 3 || seq == 4 {
+            "broken"
+        } else {
+            "verified"
+        };
+        assert_eq!(e["verify"], want, "entry {seq} of the tampered stream: {e}");
+    }
+    assert_ne!(
+        tampered[3]["hash"].as_str(),
+        Some(after[3].1.as_str()),
+        "the hash was altered"
+    );
+
+    for name in ["waiting.png", "live.png", "replay.png", "tampered.png"] {
         let len = std::fs::metadata(shots.join(name))
             .map(|m| m.len())
             .unwrap_or(0);

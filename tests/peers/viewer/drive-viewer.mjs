@@ -8,7 +8,8 @@
 // driver opens the page on it, reads the graph and the events, delivers the approval through
 // the server's API (as a webhook would) while the page stays open, waits for the new events to
 // arrive on the page without a reload, then steps the replay through every entry with the
-// keyboard. Screenshots: waiting.png, live.png, replay.png in --shots. Exit 0 with the report,
+// keyboard, and opens a second tab whose stream has one hash altered on the way.
+// Screenshots: waiting.png, live.png, replay.png, tampered.png in --shots. Exit 0 with the report,
 // 1 when the page did not show what was awaited (with the reason on stderr), 3 when
 // playwright-core is not installed (tests/peers/viewer/install.sh).
 
@@ -178,8 +179,30 @@ try {
     if (plots.length > 0) break;
     await page.waitForTimeout(100);
   }
+  // An attack on the stream: a second tab whose stream has one hash altered on the way (as a
+  // man in the middle or a broken proxy would). The page must mark that entry, and the next one
+  // (whose `prev` no longer links), broken, and every other entry verified.
+  const other = await context.newPage();
+  other.on('pageerror', (e) => problems.push(`page error (tampered tab): ${e.message}`));
+  await other.route('**/v1/runs/*/stream*', async (route) => {
+    const res = await route.fetch();
+    const body = (await res.text()).replace(/("seq":3,"prev":"[0-9a-f]{64}","hash":")([0-9a-f])/, (_, head, c) => head + (c === '0' ? '1' : '0'));
+    await route.fulfill({ response: res, body });
+  });
+  await other.goto(`${base}/viewer#token=${encodeURIComponent(args.token)}&run=${encodeURIComponent(run)}`);
+  let tampered = [];
+  const t1 = Date.now();
+  while (Date.now() - t1 < 20000) {
+    tampered = await other.evaluate(() =>
+      Array.from(document.querySelectorAll('#events [data-seq]')).map((r) => ({ seq: Number(r.dataset.seq), hash: r.dataset.hash, verify: r.dataset.verify })),
+    );
+    if (tampered.length === live.entries && tampered.every((e) => e.verify !== 'pending')) break;
+    await other.waitForTimeout(100);
+  }
+  await other.screenshot({ path: join(args.shots, 'tampered.png'), fullPage: true });
+
   if (problems.length > 0) await fail(problems.join('; '));
-  console.log(JSON.stringify({ loads, waiting, live, replay, replay_back, plots }));
+  console.log(JSON.stringify({ loads, waiting, live, replay, replay_back, plots, tampered }));
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 } catch (e) {
