@@ -98,6 +98,18 @@ fn input(amount_cents: i64) -> Json {
     })
 }
 
+/// `id` as one path segment (percent-encoded).
+fn segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl Fixture {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.server.url())
@@ -139,7 +151,9 @@ impl Fixture {
     async fn wait(&self, run_id: &str, status: &str) -> Json {
         let t0 = Instant::now();
         loop {
-            let (s, state) = self.get(&format!("/v1/runs/{run_id}"), Some(READ)).await;
+            let (s, state) = self
+                .get(&format!("/v1/runs/{}", segment(run_id)), Some(READ))
+                .await;
             assert_eq!(s, StatusCode::OK, "{state}");
             if state["status"] == status {
                 return state;
@@ -393,6 +407,9 @@ fn screenshots() -> PathBuf {
     target.join("viewer-screenshots")
 }
 
+/// A run id that is markup (valid: printable, no spaces), for the page to show as text.
+const HOSTILE: &str = "h-1\"><svg/onload=alert(1)><img/src=x/onerror=alert(2)>";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and playwright-core (tests/peers/viewer/install.sh)"]
 async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
@@ -409,8 +426,13 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
     let f = fixture().await;
     // Some history for the metric plots, then the run the page watches: it waits for approval.
     for (i, amount) in [1200, 900, 1500].into_iter().enumerate() {
-        f.start(&format!("h-{i}"), amount).await;
-        f.wait(&format!("h-{i}"), "success").await;
+        let id = if i == 1 {
+            HOSTILE.to_string()
+        } else {
+            format!("h-{i}")
+        };
+        f.start(&id, amount).await;
+        f.wait(&id, "success").await;
     }
     f.start("live-1", 9000).await;
     f.wait("live-1", "suspended").await;
@@ -427,7 +449,9 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
         .arg("--run")
         .arg("live-1")
         .arg("--shots")
-        .arg(&shots);
+        .arg(&shots)
+        .arg("--hostile")
+        .arg(HOSTILE);
     // The server answers on this runtime's threads while the driver runs.
     let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
@@ -549,6 +573,19 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
     for p in plots {
         assert_eq!(p["points"], 4, "{p}");
     }
+
+    // A run id written as markup is shown as text: in the list and the header, nothing injected
+    // (and no script ran: a dialog fails the driver).
+    let hostile = &seen["hostile"];
+    assert_eq!(hostile["header"], HOSTILE, "{hostile}");
+    assert_eq!(hostile["status"], "success", "{hostile}");
+    assert!(
+        hostile["listed"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(HOSTILE))
+    );
+    assert_eq!(hostile["injected"], 0, "{hostile}");
 
     // The stream tampered with on the way (one hash altered in a second tab): that entry and
     // the next, whose `prev` no longer links, are shown broken; the others verified.

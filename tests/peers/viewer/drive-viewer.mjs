@@ -1,7 +1,7 @@
 // Drives the nanovm live viewer in the Debian chromium, headless, over the DevTools protocol
 // (playwright-core), and prints what a person would see as one JSON object on stdout.
 //
-//   node drive-viewer.mjs --url http://127.0.0.1:PORT --token TOKEN --run RUN_ID --shots DIR
+//   node drive-viewer.mjs --url http://127.0.0.1:PORT --token TOKEN --run RUN_ID --shots DIR [--hostile RUN_ID]
 //   node drive-viewer.mjs --version
 //
 // The run must be suspended at an `await` of `approval` (customer_refund's manual review). The
@@ -73,6 +73,10 @@ try {
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     if (m.type() === 'error') problems.push(`console: ${m.text()}`);
+  });
+  page.on('dialog', (d) => {
+    problems.push(`a dialog opened (script from the data ran): ${d.message()}`);
+    d.dismiss().catch(() => {});
   });
   let loads = 0;
   page.on('load', () => {
@@ -179,6 +183,26 @@ try {
     if (plots.length > 0) break;
     await page.waitForTimeout(100);
   }
+  // Text from the store is text: a run id written as markup, chosen in the runs list, shows
+  // literally and runs nothing (any dialog fails the driver).
+  let hostile = null;
+  if (args.hostile && args.hostile !== true) {
+    await page.keyboard.press('Escape');
+    const row = page.locator('#runs tbody tr').filter({ has: page.locator('td', { hasText: args.hostile }) });
+    await row.first().click();
+    const t2 = Date.now();
+    while (Date.now() - t2 < 10000) {
+      hostile = await page.evaluate(() => ({
+        header: document.querySelector('#run-id').textContent,
+        status: document.querySelector('#state').dataset.status,
+        listed: Array.from(document.querySelectorAll('#runs [data-run]')).map((r) => r.dataset.run),
+        injected: document.querySelectorAll('#runs svg, #state svg, #runs img, #state img').length,
+      }));
+      if (hostile.status === 'success') break;
+      await page.waitForTimeout(100);
+    }
+  }
+
   // An attack on the stream: a second tab whose stream has one hash altered on the way (as a
   // man in the middle or a broken proxy would). The page must mark that entry, and the next one
   // (whose `prev` no longer links), broken, and every other entry verified.
@@ -202,7 +226,7 @@ try {
   await other.screenshot({ path: join(args.shots, 'tampered.png'), fullPage: true });
 
   if (problems.length > 0) await fail(problems.join('; '));
-  console.log(JSON.stringify({ loads, waiting, live, replay, replay_back, plots, tampered }));
+  console.log(JSON.stringify({ loads, waiting, live, replay, replay_back, plots, hostile, tampered }));
   await context.close();
   rmSync(profile, { recursive: true, force: true });
 } catch (e) {
