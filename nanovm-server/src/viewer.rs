@@ -171,7 +171,8 @@ fn between<'a>(s: &'a str, open: &str, close: &str) -> Option<&'a str> {
 /// `entries`, each `seq`, `kind`, `hash`, `prev`, `at` (the step the run is at,
 /// [`RunView::at`]), `status`, `waiting` (the event a suspended run waits for) and
 /// `transition` (`[step, next]`: the edge of the graph this entry took, from
-/// `Activity::transitions`; `null` for an entry that took none).
+/// `Activity::transitions`; `null` for an entry that took none) and `open_effects` (the effects
+/// whose intent is recorded and whose outcome is not, after it).
 async fn steps(
     State(app): State<Arc<App>>,
     Path(run_id): Path<String>,
@@ -192,6 +193,12 @@ async fn steps(
             "status": view.status().to_string(),
             "waiting": view.waiting().map(|w| w.event.clone()),
             "transition": transition,
+            "open_effects": view.open_effects().iter().map(|o| json!({
+                "effect_id": o.effect_id,
+                "tool": o.tool,
+                "step": o.step,
+                "not_done": o.not_done,
+            })).collect::<Vec<_>>(),
         }));
     }
     let trace = Trace::from_entries(entries).map_err(|e| {

@@ -560,7 +560,26 @@ async fn the_viewer_in_chromium_shows_the_run_live_and_replays_it() {
             1,
             "entry {k}: one visit shown"
         );
+        // The state panel follows: status, what it waits for, open effects after entry k.
+        assert_eq!(shown["status"], row["status"], "entry {k}");
+        assert_eq!(shown["waits_for"], row["waiting"], "entry {k}");
+        let open: Vec<&Json> = row["open_effects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| &o["effect_id"])
+            .collect();
+        assert_eq!(shown["open"], json!(open), "entry {k}: open effects");
     }
+    // The refund's intent is an open effect until its result: the replay showed it.
+    let intent = rows
+        .iter()
+        .position(|r| r["kind"] == "tool_intent")
+        .unwrap();
+    assert_eq!(rows[intent]["open_effects"][0]["tool"], "issue_refund");
+    assert_eq!(replay[intent]["open"].as_array().unwrap().len(), 1);
+    assert_eq!(replay[intent + 1]["open"], json!([]));
+    assert_eq!(replay[3]["waits_for"], "approval");
     assert!(
         seen["replay_back"]["seq"].as_u64() == Some(rows.len() as u64 - 2),
         "stepping back shows the entry before: {}",

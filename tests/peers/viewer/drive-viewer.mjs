@@ -150,6 +150,9 @@ try {
         current: Array.from(document.querySelectorAll('#graph [data-step][data-status="current"]')).map((n) => n.dataset.step),
         row: Array.from(document.querySelectorAll('#events tr.shown')).map((r) => Number(r.dataset.seq)),
         visit: Array.from(document.querySelectorAll('#timeline [data-shown="1"]')).map((b) => b.dataset.step),
+        status: document.querySelector('#state').dataset.status,
+        waits_for: document.querySelector('#waiting').dataset.event || null,
+        open: Array.from(document.querySelectorAll('#open-effects [data-effect]')).map((o) => o.dataset.effect),
       };
     });
   await page.click('#replay-start');
