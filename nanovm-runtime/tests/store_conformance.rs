@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nanovm_runtime::store::MemoryStore;
 use nanovm_runtime::store::{Fence, JournalError, JournalStore, Lease, RunQuery};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
-use nanovm_runtime::trace::Datum;
+use nanovm_runtime::trace::{Actor, Datum};
 use nanovm_runtime::trace::Encoder;
 use nanovm_runtime::trace::{
     BudgetKind, Entry, Event, Reply, RunStatus, ToolOutcome, Trace, entry_line,
@@ -484,13 +484,14 @@ fn rich_run(id: &str) -> Run {
         limit: 10,
         used: 11,
     })
-    .push(Event::Erased {
-        vault_id: VaultId([7; 16]),
-    })
     .push(Event::RunEnded {
         status: RunStatus::BudgetExceeded,
         step: Some("x".into()),
         message: Some("out of tokens: ü".into()),
+    })
+    .push(Event::Erased {
+        vault_id: VaultId([7; 16]),
+        by: Actor::new("dpo", "request ü"),
     });
     r
 }
@@ -742,6 +743,7 @@ async fn the_record_follows_the_lifecycle<H: Harness>(h: &H) {
     let mark = run.len();
     run.push(Event::Erased {
         vault_id: VaultId([7; 16]),
+        by: Actor::new("dpo", "erasure request"),
     });
     append(&s, &run, mark, run.len()).await.unwrap();
     let r = s.run("life").await.unwrap().unwrap();

@@ -3,8 +3,8 @@
 
 use super::{Fence, JournalError};
 use crate::canonical::Encoder;
-use crate::trace::{Entry, Event, RunStatus, entry_hash, entry_line};
-use crate::value::Digest;
+use crate::trace::{Entry, Event, RunStatus, check_erasures, entry_hash, entry_line, secret_inputs};
+use crate::value::{Digest, VaultId};
 use crate::view::RunView;
 
 /// What a store knows about the end of a stored run, to check an append against.
@@ -64,6 +64,9 @@ pub(crate) struct Batch {
     pub moves: Vec<Event>,
     /// The program hash a `migrated` event of the batch pins the run to ([`pin`]).
     pub pin: Option<Digest>,
+    /// The vault ids of the secret inputs of a `run_started` at seq 0 in the batch: the
+    /// store's erasure index keeps them with the run in the same transaction.
+    pub secrets: Vec<VaultId>,
 }
 
 impl Batch {
@@ -85,6 +88,9 @@ impl Batch {
                 .map(|e| e.event.clone())
                 .collect(),
             pin: pin(entries),
+            secrets: first
+                .filter(|e| e.seq == 0)
+                .map_or_else(Vec::new, |e| secret_inputs(&e.event)),
         };
         batch.problem = batch.inspect(entries).err();
         batch
@@ -296,6 +302,8 @@ pub(crate) fn check_loaded(
             }
         }
     }
+    // An `erased` entry no erasure could have appended (see `trace::check_erasures`).
+    check_erasures(entries).map_err(|e| corrupt(e.to_string()))?;
     let end = entries.last().map_or(Digest::ZERO, |e| e.hash);
     match last_hash {
         Some(stored) if stored != end => Err(corrupt(format!(
