@@ -361,8 +361,16 @@ fn erasure_index(c: &Connection) -> Result<(), JournalError> {
             [],
             |r| r.get(0),
         )?;
+        let runs: i64 = c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'nanovm_entries'",
+            [],
+            |r| r.get(0),
+        )?;
         if has == 0 {
             c.execute_batch(ERASURE_INDEX)?;
+        }
+        // Filled from the stored runs when created (a vault-only database has none).
+        if has == 0 && runs > 0 {
             let mut st = c.prepare(
                 "SELECT r.run_id, e.line FROM nanovm_entries e JOIN nanovm_runs r ON e.run = r.ord \
                  WHERE e.seq = 0",

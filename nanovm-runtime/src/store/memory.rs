@@ -483,6 +483,18 @@ impl JournalStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        let mut s = self.state();
+        let out = Self::held(&mut s, lease).map(|_| ());
+        if out.is_ok() {
+            let id = lease.run_id.as_str();
+            s.runs.remove(id);
+            s.order.retain(|r| r != id);
+            s.subjects.retain(|(_, r)| r != id);
+        }
+        Box::pin(std::future::ready(out))
+    }
+
     fn append<'a>(
         &'a self,
         run_id: &'a str,

@@ -455,6 +455,19 @@ pub trait JournalStore: Send + Sync + 'static {
         no_index()
     }
 
+    /// Retention: deletes the run `lease` holds (its entries, its record and its erasure
+    /// index rows), fenced by the lease ([`JournalError::Fenced`] when stale). Its evidence-log
+    /// leaves stay: `crate::evidence::prune` records a signed prune leaf first, so an audit
+    /// tells a pruned run from a deleted one.
+    ///
+    /// Every store of this crate implements it; the default fails with [`JournalError::Io`].
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        let _ = lease;
+        Box::pin(std::future::ready(Err(JournalError::Io(
+            "this store cannot delete runs".into(),
+        ))))
+    }
+
     /// After an erasure: moves what the store's logs still hold of erased rows out of them
     /// (SQLite: a WAL checkpoint that truncates the WAL). The default does nothing
     /// (PostgreSQL: see `docs/compliance.md` for the `VACUUM` an erasure needs).
@@ -599,5 +612,9 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
 
     fn compact<'a>(&'a self) -> BoxFuture<'a, Result<(), JournalError>> {
         (**self).compact()
+    }
+
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        (**self).delete_run(lease)
     }
 }

@@ -583,6 +583,56 @@ impl JournalStore for PostgresStore {
         })
     }
 
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let id = lease.run_id.as_str();
+            let mut client = self.pg.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(pg)?;
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT ord, epoch, lease_owner FROM {s}.nanovm_runs WHERE run_id = $1 \
+                         FOR UPDATE"
+                    ),
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?;
+            let (ord, epoch, owner): (i64, i64, Option<String>) = match &row {
+                Some(r) => (
+                    r.try_get(0).map_err(pg)?,
+                    r.try_get(1).map_err(pg)?,
+                    r.try_get(2).map_err(pg)?,
+                ),
+                None => (0, 0, None),
+            };
+            let current = to_u64(id, "epoch", epoch)?;
+            if row.is_none()
+                || current != lease.epoch
+                || owner.as_deref() != Some(lease.worker.as_str())
+            {
+                return Err(JournalError::Fenced {
+                    run_id: id.to_string(),
+                    held: lease.epoch,
+                    current,
+                });
+            }
+            tx.execute(&format!("DELETE FROM {s}.nanovm_entries WHERE run = $1"), &[&ord])
+                .await
+                .map_err(pg)?;
+            for table in ["nanovm_secret_refs", "nanovm_subjects"] {
+                tx.execute(&format!("DELETE FROM {s}.{table} WHERE run_id = $1"), &[&id])
+                    .await
+                    .map_err(pg)?;
+            }
+            tx.execute(&format!("DELETE FROM {s}.nanovm_runs WHERE ord = $1"), &[&ord])
+                .await
+                .map_err(pg)?;
+            tx.commit().await.map_err(pg)
+        })
+    }
+
     fn unlink_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
         Box::pin(async move {
             let s = &self.pg.schema;

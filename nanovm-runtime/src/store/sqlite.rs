@@ -285,6 +285,25 @@ impl JournalStore for SqliteStore {
         }))
     }
 
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        let lease = lease.clone();
+        Box::pin(self.db.write(move |c| {
+            held(c, &lease)?;
+            let id = lease.run_id.as_str();
+            for sql in [
+                "DELETE FROM nanovm_entries WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = ?1)",
+                "DELETE FROM nanovm_secret_refs WHERE run_id = ?1",
+                "DELETE FROM nanovm_subjects WHERE run_id = ?1",
+                "DELETE FROM nanovm_runs WHERE run_id = ?1",
+            ] {
+                c.prepare_cached(sql)
+                    .and_then(|mut st| st.execute(params![id]))
+                    .map_err(io)?;
+            }
+            Ok(())
+        }))
+    }
+
     fn compact<'a>(&'a self) -> BoxFuture<'a, Result<(), JournalError>> {
         Box::pin(async move {
             if self.db.path.is_some() {
