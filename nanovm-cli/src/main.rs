@@ -19,6 +19,7 @@ mod escape;
 mod format;
 mod graph;
 mod migrate;
+mod prune;
 mod redrive;
 mod runs;
 mod source;
@@ -82,6 +83,9 @@ enum Command {
     /// `erased` tombstone naming --by and --reason appended to every run that holds it, under
     /// the run's lease, then the values erased from the store's vault and its logs scrubbed.
     Erase(erase::Args),
+    /// Retention: delete the runs that ended before --ended-before, each after a signed prune
+    /// record (--by, --reason) in the evidence log, so `nanovm audit` reports them as pruned.
+    Prune(prune::Args),
     /// Answer an ambiguous effect of a run paused `needs_reconciliation` (`--done RESULT`),
     /// under the run's lease; a worker with the program continues the run.
     Reconcile(act::ReconcileArgs),
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Command::Deliver(args) => act::deliver(args, &mut out, &mut err),
         Command::Cancel(args) => act::cancel(args, &mut out, &mut err),
         Command::Erase(args) => erase::run(args, &mut out, &mut err),
+        Command::Prune(args) => prune::run(args, &mut out, &mut err),
         Command::Reconcile(args) => act::reconcile(args, &mut out, &mut err),
         Command::Stats(args) => stats::run(args, &mut out),
         Command::Audit(args) => audit::run(args, &mut out),

@@ -32,6 +32,25 @@ pub struct PruneRecord {
     pub time_ms: u64,
 }
 
+impl PruneRecord {
+    /// Run `run_id`, of `entries` entries ending in `root`, pruned by `by` at `time_ms`.
+    pub fn new(
+        run_id: impl Into<String>,
+        entries: u64,
+        root: Digest,
+        by: Actor,
+        time_ms: u64,
+    ) -> Self {
+        PruneRecord {
+            run_id: run_id.into(),
+            entries,
+            root,
+            by,
+            time_ms,
+        }
+    }
+}
+
 fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u64).to_be_bytes());
     out.extend_from_slice(s.as_bytes());
