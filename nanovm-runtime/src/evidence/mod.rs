@@ -427,13 +427,26 @@ fn check_run(
             .and_then(|n| entries.get(n))
             .is_some_and(|e| e.hash == cp.root);
     if prefix_ok {
+        // Tombstones nobody signed for: an erasure without the key, or written behind its back.
+        let tombstones = entries
+            .iter()
+            .skip(usize::try_from(cp.entries).unwrap_or(usize::MAX))
+            .filter(|e| matches!(e.event, Event::Erased { .. }))
+            .count();
         out.push(finding(
             Uncovered,
             id,
             format!(
-                "run `{run_id}` has {} entries beyond its last checkpoint (log leaf {index}, {} entries)",
+                "run `{run_id}` has {} entries beyond its last checkpoint (log leaf {index}, {} entries){}",
                 now.entries - cp.entries,
-                cp.entries
+                cp.entries,
+                if tombstones > 0 {
+                    format!(
+                        ", {tombstones} of them `erased` tombstones no checkpoint vouches for (an erasure made without the signing key, or written behind its back)"
+                    )
+                } else {
+                    String::new()
+                }
             ),
         ));
         return out;
