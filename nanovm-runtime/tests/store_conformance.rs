@@ -1522,6 +1522,49 @@ async fn reopening_keeps_everything<H: Harness>(h: &H) {
 /// The evidence log: leaves numbered from 0 in append order (also under concurrent appends),
 /// read from an index on; the latest head is the one over the most leaves; and a run executed
 /// with a signer is checkpointed and covered.
+/// The erasure index: runs by secret input (indexed with their `run_started`) and by linked
+/// subject (a link to a run never stored is not answered), oldest first; unlinking a subject;
+/// `delete_run` under the run's lease forgets the run everywhere, a stale lease deletes nothing.
+async fn the_erasure_index_finds_runs_and_delete_run_forgets_them<H: Harness>(h: &H) {
+    use nanovm_runtime::store::Reference;
+    let s = h.fresh().await;
+    let secret = Reference::Secret(VaultId([7; 16]));
+    s.link_subject("ia", "subj-1").await.unwrap();
+    s.link_subject("ia", "subj-1").await.unwrap();
+    s.link_subject("ghost", "subj-1").await.unwrap();
+    let a = Run::new("ia");
+    let b = Run::new("ib");
+    append(&s, &a, 0, a.len()).await.unwrap();
+    append(&s, &b, 0, b.len()).await.unwrap();
+    assert_eq!(s.referencing(&secret).await.unwrap(), ["ia", "ib"]);
+    assert!(
+        s.referencing(&Reference::Secret(VaultId([8; 16])))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let subject = Reference::Subject("subj-1".into());
+    assert_eq!(s.referencing(&subject).await.unwrap(), ["ia"]);
+    s.unlink_subject("subj-1").await.unwrap();
+    assert!(s.referencing(&subject).await.unwrap().is_empty());
+    let lease = s.claim_run("ib", "w", 0, 1_000).await.unwrap().expect("claimed");
+    let stale = Lease {
+        epoch: lease.epoch + 1,
+        ..lease.clone()
+    };
+    assert!(matches!(
+        s.delete_run(&stale).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    assert!(s.run("ib").await.unwrap().is_some(), "a stale lease deletes nothing");
+    s.delete_run(&lease).await.unwrap();
+    assert!(s.run("ib").await.unwrap().is_none());
+    assert!(s.load("ib").await.unwrap().is_none());
+    assert_eq!(s.referencing(&secret).await.unwrap(), ["ia"]);
+    assert_eq!(s.load("ia").await.unwrap().unwrap(), a.entries());
+    s.compact().await.unwrap();
+}
+
 async fn the_evidence_log_appends_in_order_and_keeps_the_latest_head<H: Harness>(h: &H) {
     use nanovm_runtime::evidence::{self, KeySigner, Signer};
     let s = h.fresh().await;
@@ -1699,6 +1742,7 @@ macro_rules! suite {
                 a_stale_worker_cannot_append_after_takeover,
                 concurrent_appenders_one_winner_per_seq,
                 the_evidence_log_appends_in_order_and_keeps_the_latest_head,
+                the_erasure_index_finds_runs_and_delete_run_forgets_them,
                 the_executor_runs_on_the_store
                 $(, $extra)*
             );
