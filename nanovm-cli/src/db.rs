@@ -99,9 +99,7 @@ impl Db {
 
 impl Db {
     /// Opens the store for writing with the vault in the same database (`nanovm erase`).
-    pub async fn open_with_vault(
-        &self,
-    ) -> Result<(Arc<dyn JournalStore>, Arc<dyn Vault>), Error> {
+    pub async fn open_with_vault(&self) -> Result<(Arc<dyn JournalStore>, Arc<dyn Vault>), Error> {
         match self {
             Db::Sqlite(path) => {
                 if !path.is_file() {

@@ -108,7 +108,9 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
     })??;
     let report = match erased {
         Ok(report) => report,
-        Err(e @ (EraseError::Leased { .. } | EraseError::Executing { .. } | EraseError::NoActor)) => {
+        Err(
+            e @ (EraseError::Leased { .. } | EraseError::Executing { .. } | EraseError::NoActor),
+        ) => {
             let message = e.to_string();
             if args.format == Format::Json {
                 let doc = serde_json::json!({"outcome": "refused", "runs": [], "vault_ids": [], "error": message});

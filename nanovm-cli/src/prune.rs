@@ -76,7 +76,20 @@ fn parse_date(s: &str) -> Result<u64, String> {
     };
     let (y, m, d) = (num(y, 4)?, num(m, 2)?, num(d, 2)?);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&m) || d < 1 || d > days_in[(m - 1) as usize] || y < 1970 {
         return Err(bad());
     }
@@ -164,7 +177,13 @@ mod tests {
         assert_eq!(parse_date("1970-01-01"), Ok(0));
         assert_eq!(parse_date("2000-02-29"), Ok(951_782_400_000));
         assert_eq!(parse_date("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
-        for bad in ["2023-02-29", "2023-13-01", "23-01-01", "2023-01-01T10:00:00", "yesterday"] {
+        for bad in [
+            "2023-02-29",
+            "2023-13-01",
+            "23-01-01",
+            "2023-01-01T10:00:00",
+            "yesterday",
+        ] {
             assert!(parse_date(bad).is_err(), "{bad}");
         }
     }

@@ -123,10 +123,7 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
         let p = e.unwrap().path();
         if p.is_file() {
             let bytes = fs::read(&p).unwrap();
-            if bytes
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 found.push(p);
             }
         }
@@ -174,9 +171,17 @@ fn after_nanovm_erase_no_canary_is_left_anywhere_and_the_evidence_verifies() {
         s(&signing),
     ]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("run `c1`") && r.stdout.contains("run `c2`"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("run `c1`") && r.stdout.contains("run `c2`"),
+        "{}",
+        r.stdout
+    );
     assert!(!r.stdout.contains("k1"), "{}", r.stdout);
-    assert!(!r.stdout.contains("subj-1"), "the subject id is not printed: {}", r.stdout);
+    assert!(
+        !r.stdout.contains("subj-1"),
+        "the subject id is not printed: {}",
+        r.stdout
+    );
     printed.push(r);
 
     // The evidence: the audit is clean, each run's export verifies against its checkpoint.
@@ -241,7 +246,10 @@ fn after_nanovm_erase_no_canary_is_left_anywhere_and_the_evidence_verifies() {
             assert!(!r.stdout.contains(c.as_str()) && !r.stderr.contains(c.as_str()));
         }
     }
-    assert!(!files_holding(&dir, &keep).is_empty(), "the control survives");
+    assert!(
+        !files_holding(&dir, &keep).is_empty(),
+        "the control survives"
+    );
     let names: Vec<String> = fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -250,12 +258,28 @@ fn after_nanovm_erase_no_canary_is_left_anywhere_and_the_evidence_verifies() {
 
     // A second erasure finds nothing more to do; an unknown vault id is a usage error.
     let again = nanovm(&[
-        "erase", "--db", s(&db), "--subject", "subj-1", "--by", "dpo", "--reason", "again",
+        "erase",
+        "--db",
+        s(&db),
+        "--subject",
+        "subj-1",
+        "--by",
+        "dpo",
+        "--reason",
+        "again",
     ]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(again.stdout.contains("no stored run"), "{}", again.stdout);
     let bad = nanovm(&[
-        "erase", "--db", s(&db), "--vault-id", "xyz", "--by", "dpo", "--reason", "r",
+        "erase",
+        "--db",
+        s(&db),
+        "--vault-id",
+        "xyz",
+        "--by",
+        "dpo",
+        "--reason",
+        "r",
     ]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
 }
@@ -280,10 +304,22 @@ fn nanovm_erase_refuses_a_run_held_by_an_execution() {
             .expect("claimed");
     });
     let r = nanovm(&[
-        "erase", "--db", s(&db), "--subject", "subj-1", "--by", "dpo", "--reason", "r",
+        "erase",
+        "--db",
+        s(&db),
+        "--subject",
+        "subj-1",
+        "--by",
+        "dpo",
+        "--reason",
+        "r",
     ]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("run `c2` is held by `worker-1`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("run `c2` is held by `worker-1`"),
+        "{}",
+        r.stderr
+    );
     for c in [&a, &b] {
         assert!(!files_holding(&dir, c).is_empty(), "{c} was not erased");
     }
@@ -368,12 +404,28 @@ fn after_nanovm_erase_on_postgres_and_vacuum_no_canary_is_left_in_any_table() {
             found
         })
     };
-    assert_eq!(hits(&a), ["nanovm_vault"], "the search finds a stored canary");
+    assert_eq!(
+        hits(&a),
+        ["nanovm_vault"],
+        "the search finds a stored canary"
+    );
     let r = nanovm(&[
-        "erase", "--db", &url, "--subject", &subject, "--by", "dpo", "--reason", "request",
+        "erase",
+        "--db",
+        &url,
+        "--subject",
+        &subject,
+        "--by",
+        "dpo",
+        "--reason",
+        "request",
     ]);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains(&id("c1")) && r.stdout.contains(&id("c2")), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&id("c1")) && r.stdout.contains(&id("c2")),
+        "{}",
+        r.stdout
+    );
     // The documented maintenance step.
     block_on(async {
         let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)

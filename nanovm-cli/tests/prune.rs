@@ -84,16 +84,40 @@ fn prune(db: &Path, signing: &Path) -> common::Run {
 fn pruned_runs_audit_as_pruned_against_a_head_kept_before() {
     let (dir, db, key, signing) = setup("pruned");
     let kept = dir.join("kept.json");
-    let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key), "--save-head", s(&kept)]);
+    let a = nanovm(&[
+        "audit",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--save-head",
+        s(&kept),
+    ]);
     assert_eq!(a.code, 0, "{}", a.stdout);
     let p = prune(&db, &signing);
     assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
     assert!(p.stdout.contains("pruned run `old1`"), "{}", p.stdout);
     assert!(p.stdout.contains("pruned run `old2`"), "{}", p.stdout);
-    assert!(!p.stdout.contains("waits"), "a waiting run is not pruned: {}", p.stdout);
+    assert!(
+        !p.stdout.contains("waits"),
+        "a waiting run is not pruned: {}",
+        p.stdout
+    );
     let runs = nanovm(&["runs", "--db", s(&db)]);
-    assert!(!runs.stdout.contains("old1") && runs.stdout.contains("waits"), "{}", runs.stdout);
-    let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key), "--head", s(&kept)]);
+    assert!(
+        !runs.stdout.contains("old1") && runs.stdout.contains("waits"),
+        "{}",
+        runs.stdout
+    );
+    let a = nanovm(&[
+        "audit",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--head",
+        s(&kept),
+    ]);
     assert_eq!(a.code, 0, "{}", a.stdout);
     for id in ["old1", "old2"] {
         let line = a
@@ -128,7 +152,11 @@ fn a_deletion_without_a_signed_prune_record_is_still_reported() {
     drop(c);
     let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
     assert_eq!(a.code, 1, "{}", a.stdout);
-    assert!(a.stdout.contains("deleted run: run `waits`"), "{}", a.stdout);
+    assert!(
+        a.stdout.contains("deleted run: run `waits`"),
+        "{}",
+        a.stdout
+    );
     assert!(a.stdout.contains("pruned: run `old1`"), "{}", a.stdout);
     let forged = SignedPrune::sign(
         PruneRecord::new(
@@ -151,6 +179,10 @@ fn a_deletion_without_a_signed_prune_record_is_still_reported() {
         });
     let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
     assert_eq!(a.code, 1, "{}", a.stdout);
-    assert!(a.stdout.contains("deleted run: run `waits`"), "{}", a.stdout);
+    assert!(
+        a.stdout.contains("deleted run: run `waits`"),
+        "{}",
+        a.stdout
+    );
     assert!(a.stdout.contains("forged prune"), "{}", a.stdout);
 }

@@ -87,7 +87,9 @@ pub struct Erasure {
 #[non_exhaustive]
 pub enum EraseError {
     /// The actor's id or reason is empty: an erasure names who asked and why.
-    #[error("an erasure names who asked for it and why: the actor's id and reason must not be empty")]
+    #[error(
+        "an erasure names who asked for it and why: the actor's id and reason must not be empty"
+    )]
     NoActor,
     /// Someone else holds an affected run's lease and still held it when the wait ran out.
     #[error(

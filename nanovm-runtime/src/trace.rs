@@ -720,11 +720,9 @@ impl Event {
                     effect_id.short()
                 ),
             },
-            Event::Erased { vault_id, by } => format!(
-                "secret {} erased{}",
-                vault_id.to_hex(),
-                by_whom(Some(by))
-            ),
+            Event::Erased { vault_id, by } => {
+                format!("secret {} erased{}", vault_id.to_hex(), by_whom(Some(by)))
+            }
             Event::RunEnded {
                 status,
                 step,

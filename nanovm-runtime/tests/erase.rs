@@ -69,7 +69,9 @@ impl Fx {
     }
 
     fn load(&self, id: &str) -> Vec<nanovm_runtime::trace::Entry> {
-        block_on(self.store.load(id)).expect("loads").expect("stored")
+        block_on(self.store.load(id))
+            .expect("loads")
+            .expect("stored")
     }
 
     fn erase(&self, what: Erase) -> Result<nanovm_runtime::Erasure, EraseError> {
@@ -113,7 +115,10 @@ fn erasing_a_subject_tombstones_each_of_its_runs_and_only_those() {
             },
             "{id}"
         );
-        assert!(Trace::from_entries(entries.clone()).is_ok(), "{id} verifies");
+        assert!(
+            Trace::from_entries(entries.clone()).is_ok(),
+            "{id} verifies"
+        );
         let commitment = match &entries[0].event {
             Event::RunStarted { inputs, .. } => match &inputs[3].1 {
                 nanovm_runtime::trace::Datum::Secret { commitment, .. } => *commitment,
@@ -130,12 +135,9 @@ fn erasing_a_subject_tombstones_each_of_its_runs_and_only_those() {
     assert_eq!(f.load("b1"), before_b, "another subject's run is untouched");
     // The subject's links are forgotten; a second erasure finds nothing and writes nothing.
     assert!(
-        block_on(
-            f.store
-                .referencing(&Reference::Subject("cust-1".into()))
-        )
-        .unwrap()
-        .is_empty()
+        block_on(f.store.referencing(&Reference::Subject("cust-1".into())))
+            .unwrap()
+            .is_empty()
     );
     let again = f.erase(Erase::Subject("cust-1".into())).expect("erases");
     assert!(again.runs.is_empty());
@@ -217,8 +219,13 @@ fn an_erasure_waits_for_no_execution_and_refuses_a_run_in_flight_writing_nothing
         .expect("claimed");
     let done = f.load("done");
     let busy = f.load("busy");
-    let err = f.erase(Erase::Subject("cust-1".into())).expect_err("refused");
-    assert!(matches!(err, EraseError::Leased { ref run_id, .. } if run_id == "busy"), "{err}");
+    let err = f
+        .erase(Erase::Subject("cust-1".into()))
+        .expect_err("refused");
+    assert!(
+        matches!(err, EraseError::Leased { ref run_id, .. } if run_id == "busy"),
+        "{err}"
+    );
     assert_eq!(f.load("done"), done, "nothing written");
     assert_eq!(f.load("busy"), busy);
     let email = email_of(&done);
@@ -231,7 +238,9 @@ fn an_erasure_waits_for_no_execution_and_refuses_a_run_in_flight_writing_nothing
     // must take it to a pause or its end first.
     let full = f.run("crashed", "cust-1", "ann@example.com", 100, &host);
     store.set_entries("crashed", full.trace.entries()[..2].to_vec());
-    let err = f.erase(Erase::Subject("cust-1".into())).expect_err("refused");
+    let err = f
+        .erase(Erase::Subject("cust-1".into()))
+        .expect_err("refused");
     assert!(
         matches!(err, EraseError::Executing { ref run_id, status: RunStatus::Running } if run_id == "crashed"),
         "{err}"

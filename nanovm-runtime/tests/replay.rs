@@ -348,16 +348,16 @@ fn forged_erasures_are_refused_by_replay() {
     };
     let refused = |t: &Trace, what: &str| {
         let err = replay::<cr::Program>(t).expect_err(what);
-        assert!(
-            matches!(err, RunError::ForgedErasure(_)),
-            "{what}: {err:?}"
-        );
+        assert!(matches!(err, RunError::ForgedErasure(_)), "{what}: {err:?}");
         assert!(err.to_string().contains("forged erasure"), "{what}: {err}");
     };
     // While the run was executing (after its first model call).
     refused(&forged(2, tombstone(email)), "mid-execution");
     // A vault id that is not a secret input of the run.
-    refused(&forged(events.len(), tombstone(VaultId([1; 16]))), "not an input");
+    refused(
+        &forged(events.len(), tombstone(VaultId([1; 16]))),
+        "not an input",
+    );
     // No actor.
     refused(
         &forged(

@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nanovm_runtime::store::MemoryStore;
 use nanovm_runtime::store::{Fence, JournalError, JournalStore, Lease, RunQuery};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
-use nanovm_runtime::trace::{Actor, Datum};
 use nanovm_runtime::trace::Encoder;
+use nanovm_runtime::trace::{Actor, Datum};
 use nanovm_runtime::trace::{
     BudgetKind, Entry, Event, Reply, RunStatus, ToolOutcome, Trace, entry_line,
 };
@@ -1547,7 +1547,11 @@ async fn the_erasure_index_finds_runs_and_delete_run_forgets_them<H: Harness>(h:
     assert_eq!(s.referencing(&subject).await.unwrap(), ["ia"]);
     s.unlink_subject("subj-1").await.unwrap();
     assert!(s.referencing(&subject).await.unwrap().is_empty());
-    let lease = s.claim_run("ib", "w", 0, 1_000).await.unwrap().expect("claimed");
+    let lease = s
+        .claim_run("ib", "w", 0, 1_000)
+        .await
+        .unwrap()
+        .expect("claimed");
     let stale = Lease {
         epoch: lease.epoch + 1,
         ..lease.clone()
@@ -1556,7 +1560,10 @@ async fn the_erasure_index_finds_runs_and_delete_run_forgets_them<H: Harness>(h:
         s.delete_run(&stale).await,
         Err(JournalError::Fenced { .. })
     ));
-    assert!(s.run("ib").await.unwrap().is_some(), "a stale lease deletes nothing");
+    assert!(
+        s.run("ib").await.unwrap().is_some(),
+        "a stale lease deletes nothing"
+    );
     s.delete_run(&lease).await.unwrap();
     assert!(s.run("ib").await.unwrap().is_none());
     assert!(s.load("ib").await.unwrap().is_none());

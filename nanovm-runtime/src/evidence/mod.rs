@@ -188,7 +188,9 @@ impl EvidenceLog {
             run_id: signed.checkpoint.run_id.clone(),
             data: signed.to_leaf(),
         };
-        self.append_leaf(store, signer, now_ms, leaf).await.map(|_| ())
+        self.append_leaf(store, signer, now_ms, leaf)
+            .await
+            .map(|_| ())
     }
 
     /// Appends `leaf` (its index is the store's to choose) to the store's log, then signs and

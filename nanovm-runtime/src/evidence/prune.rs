@@ -161,7 +161,10 @@ impl SignedPrune {
 }
 
 /// The latest prune record signed by `key` of every run, with its leaf index.
-pub(super) fn pruned_runs(leaves: &[LogLeaf], key: &PublicKey) -> BTreeMap<String, (u64, PruneRecord)> {
+pub(super) fn pruned_runs(
+    leaves: &[LogLeaf],
+    key: &PublicKey,
+) -> BTreeMap<String, (u64, PruneRecord)> {
     let mut out = BTreeMap::new();
     for leaf in leaves {
         if let Some(p) = SignedPrune::from_leaf(&leaf.data)
@@ -263,7 +266,9 @@ pub async fn prune(
             (Some(now), Some(SignedCheckpoint { checkpoint, .. })) => checkpoint == now,
             _ => false,
         };
-        let Some(Checkpoint { entries: n, root, .. }) = checkpoint_of(&entries).filter(|_| covered)
+        let Some(Checkpoint {
+            entries: n, root, ..
+        }) = checkpoint_of(&entries).filter(|_| covered)
         else {
             store.release(&lease).await?;
             report.skipped.push((

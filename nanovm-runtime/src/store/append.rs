@@ -3,7 +3,9 @@
 
 use super::{Fence, JournalError};
 use crate::canonical::Encoder;
-use crate::trace::{Entry, Event, RunStatus, check_erasures, entry_hash, entry_line, secret_inputs};
+use crate::trace::{
+    Entry, Event, RunStatus, check_erasures, entry_hash, entry_line, secret_inputs,
+};
 use crate::value::{Digest, VaultId};
 use crate::view::RunView;
 

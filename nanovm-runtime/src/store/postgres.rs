@@ -618,17 +618,26 @@ impl JournalStore for PostgresStore {
                     current,
                 });
             }
-            tx.execute(&format!("DELETE FROM {s}.nanovm_entries WHERE run = $1"), &[&ord])
-                .await
-                .map_err(pg)?;
+            tx.execute(
+                &format!("DELETE FROM {s}.nanovm_entries WHERE run = $1"),
+                &[&ord],
+            )
+            .await
+            .map_err(pg)?;
             for table in ["nanovm_secret_refs", "nanovm_subjects"] {
-                tx.execute(&format!("DELETE FROM {s}.{table} WHERE run_id = $1"), &[&id])
-                    .await
-                    .map_err(pg)?;
-            }
-            tx.execute(&format!("DELETE FROM {s}.nanovm_runs WHERE ord = $1"), &[&ord])
+                tx.execute(
+                    &format!("DELETE FROM {s}.{table} WHERE run_id = $1"),
+                    &[&id],
+                )
                 .await
                 .map_err(pg)?;
+            }
+            tx.execute(
+                &format!("DELETE FROM {s}.nanovm_runs WHERE ord = $1"),
+                &[&ord],
+            )
+            .await
+            .map_err(pg)?;
             tx.commit().await.map_err(pg)
         })
     }
