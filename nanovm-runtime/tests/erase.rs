@@ -337,3 +337,90 @@ fn a_forged_tombstone_in_the_store_is_refused_on_load() {
     // The one an erasure writes loads.
     assert!(plant(events.len(), tomb(email)).is_ok());
 }
+
+include!("support/generated/secret_fan.rs");
+
+/// The tools of `secret_fan`, counting calls.
+#[derive(Clone, Default)]
+struct Fan(Arc<std::sync::atomic::AtomicUsize>);
+
+impl secret_fan::Tools for Fan {
+    fn mail(
+        &self,
+        _ctx: &nanovm_runtime::ToolContext,
+        _email: nanovm_runtime::Secret<String>,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value, nanovm_runtime::ToolError>> + Send
+    {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok(json!({"sent": true})))
+    }
+
+    fn lookup(
+        &self,
+        _ctx: &nanovm_runtime::ToolContext,
+        _email: nanovm_runtime::Secret<String>,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value, nanovm_runtime::ToolError>> + Send
+    {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok(json!({"found": true})))
+    }
+}
+
+/// Inside a `parallel` block too: the secret erased while the run waited is passed to no
+/// branch's tool; the run ends `failed` saying so, and the replay agrees.
+#[test]
+fn a_parallel_branch_never_calls_a_tool_with_an_erased_secret() {
+    let f = fx_on(Arc::new(MemoryStore::new()), None);
+    let fan = Fan::default();
+    let run = |id: &str| {
+        block_on(f.rt.run::<secret_fan::Program>(
+            secret_fan::Input {
+                email: f.email("ann@example.com"),
+            },
+            Arc::new(fan.clone()),
+            RunOptions::new().run_id(id).subject("cust-9"),
+        ))
+        .expect("runs")
+    };
+    assert_eq!(run("p1").status, RunStatus::Suspended);
+    f.erase(Erase::Subject("cust-9".into())).expect("erases");
+    let e = block_on(f.rt.deliver::<secret_fan::Program>(
+        "p1",
+        "go",
+        "go-1",
+        json!({"ok": true}),
+        Arc::new(fan.clone()),
+    ))
+    .expect("delivered")
+    .into_execution();
+    assert_eq!(e.status, RunStatus::Failed);
+    let message = e.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("`email`") && message.contains("erased"),
+        "{message}"
+    );
+    assert_eq!(
+        fan.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no tool was called"
+    );
+    let stored = Trace::from_entries(f.load("p1")).expect("verifies");
+    let report = replay::<secret_fan::Program>(&stored).expect("replays");
+    assert_eq!(
+        (report.root, report.status),
+        (stored.root(), RunStatus::Failed)
+    );
+    // Without the erasure, the same run calls both tools.
+    assert_eq!(run("p2").status, RunStatus::Suspended);
+    let e = block_on(f.rt.deliver::<secret_fan::Program>(
+        "p2",
+        "go",
+        "go-1",
+        json!({"ok": true}),
+        Arc::new(fan.clone()),
+    ))
+    .expect("delivered")
+    .into_execution();
+    assert_eq!(e.status, RunStatus::Success, "{:?}", e.message);
+    assert_eq!(fan.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -55,7 +55,11 @@ pub(super) fn named(args: Vec<(&'static str, Datum)>) -> Vec<(Name, Datum)> {
 
 /// The failure message of a call that would pass a secret argument erased from the run (read
 /// from the trace so far with [`RunView`], so a replay decides it at the same entry), if any.
-fn erased_argument(entries: &[Entry], tool: &str, args: &[(Name, Datum)]) -> Option<String> {
+pub(super) fn erased_argument(
+    entries: &[Entry],
+    tool: &str,
+    args: &[(Name, Datum)],
+) -> Option<String> {
     if !args.iter().any(|(_, d)| matches!(d, Datum::Secret { .. })) {
         return None;
     }
