@@ -453,3 +453,51 @@ fn after_nanovm_erase_on_postgres_and_vacuum_no_canary_is_left_in_any_table() {
         assert!(!t.stdout.contains(c.as_str()));
     }
 }
+
+/// What an erasure costs (`cargo test -p nanovm-cli --test erase -- --ignored erasure_cost
+/// --nocapture`): a store of 2,000 runs, 10 per subject plus one subject with 500; the time of
+/// `nanovm erase --subject` (the whole command: process start, claims, tombstones, vault,
+/// WAL truncation) for a subject of 10 runs and for the one of 500.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn erasure_cost() {
+    let dir = common::scratch("erase", "cost");
+    let db = dir.join("runs.db");
+    block_on(async {
+        let store = SqliteStore::open(&db).await.unwrap();
+        let vault = store.vault();
+        for i in 0..2_000 {
+            let subject = if i < 500 {
+                "big".to_string()
+            } else {
+                format!("s{}", i / 10)
+            };
+            let id = format!("r{i}");
+            let email = vault
+                .put(json!(format!("user{i}@example.com")))
+                .await
+                .unwrap();
+            store.link_subject(&id, &subject).await.unwrap();
+            let t = trace(&id, email, i % 2 == 0);
+            store.append(&id, t.entries(), None).await.unwrap();
+        }
+    });
+    for subject in ["s100", "big"] {
+        let start = std::time::Instant::now();
+        let r = nanovm(&[
+            "erase",
+            "--db",
+            s(&db),
+            "--subject",
+            subject,
+            "--by",
+            "dpo",
+            "--reason",
+            "cost",
+        ]);
+        let took = start.elapsed();
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let runs = r.stdout.lines().filter(|l| l.starts_with("run `")).count();
+        println!("erasing subject {subject}: {runs} runs in {took:?}");
+    }
+}
