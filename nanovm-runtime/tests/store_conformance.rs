@@ -1522,6 +1522,48 @@ async fn reopening_keeps_everything<H: Harness>(h: &H) {
 /// The evidence log: leaves numbered from 0 in append order (also under concurrent appends),
 /// read from an index on; the latest head is the one over the most leaves; and a run executed
 /// with a signer is checkpointed and covered.
+/// An `erased` tombstone appended while the run is executing (its record `running`), or
+/// without an actor, is refused and nothing is written; after the run paused it is stored.
+async fn a_tombstone_is_appended_only_where_an_erasure_could_write_it<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let mut run = Run::new("t");
+    append(&s, &run, 0, run.len()).await.unwrap();
+    let tomb = |id: &str| Event::Erased {
+        vault_id: VaultId([7; 16]),
+        by: Actor::new(id, if id.is_empty() { "" } else { "request" }),
+    };
+    let mark = run.len();
+    run.push(tomb("dpo"));
+    let err = append(&s, &run, mark, run.len()).await.unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Invalid { reason, .. } if reason.contains("execution under way")),
+        "{err:?}"
+    );
+    let mut run = Run::new("t");
+    run.push(Event::Suspended {
+        step: "wait".into(),
+        event: "approval".into(),
+        deadline_ms: None,
+    });
+    append(&s, &run, 1, run.len()).await.unwrap();
+    let mark = run.len();
+    run.push(tomb(""));
+    let err = append(&s, &run, mark, run.len()).await.unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Invalid { reason, .. } if reason.contains("no actor")),
+        "{err:?}"
+    );
+    let mut ok = Run::new("t");
+    ok.push(Event::Suspended {
+        step: "wait".into(),
+        event: "approval".into(),
+        deadline_ms: None,
+    });
+    ok.push(tomb("dpo"));
+    append(&s, &ok, mark, ok.len()).await.unwrap();
+    assert_eq!(s.load("t").await.unwrap().unwrap(), ok.entries());
+}
+
 /// The erasure index: runs by secret input (indexed with their `run_started`) and by linked
 /// subject (a link to a run never stored is not answered), oldest first; unlinking a subject;
 /// `delete_run` under the run's lease forgets the run everywhere, a stale lease deletes nothing.
@@ -1750,6 +1792,7 @@ macro_rules! suite {
                 concurrent_appenders_one_winner_per_seq,
                 the_evidence_log_appends_in_order_and_keeps_the_latest_head,
                 the_erasure_index_finds_runs_and_delete_run_forgets_them,
+                a_tombstone_is_appended_only_where_an_erasure_could_write_it,
                 the_executor_runs_on_the_store
                 $(, $extra)*
             );

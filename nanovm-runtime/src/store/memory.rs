@@ -89,6 +89,7 @@ impl State {
 impl Run {
     fn tip(&self) -> Tip {
         Tip {
+            at_rest: self.record.status != RunStatus::Running,
             entries: self.entries.len() as u64,
             last_hash: self.entries.last().map_or(Digest::ZERO, |e| e.hash),
             epoch: self.record.epoch,

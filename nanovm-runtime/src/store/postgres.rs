@@ -162,6 +162,7 @@ impl PostgresStore {
                 Some((
                     row.try_get::<_, i64>(0).map_err(pg)?,
                     Tip {
+                        at_rest: status != RunStatus::Running.as_str(),
                         entries: to_u64(run_id, "entries", row.try_get(1).map_err(pg)?)?,
                         last_hash: to_digest(run_id, "last_hash", &hash)?,
                         epoch: to_u64(run_id, "epoch", row.try_get(3).map_err(pg)?)?,

@@ -546,6 +546,7 @@ fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> 
     Ok(Some(Stored {
         ord: row.get(0).map_err(get_err)?,
         tip: Tip {
+            at_rest: status != RunStatus::Running.as_str(),
             entries: to_u64(run_id, "entries", row.get(1).map_err(get_err)?)?,
             last_hash: to_digest(run_id, "last_hash", &hash)?,
             epoch: to_u64(run_id, "epoch", row.get(3).map_err(get_err)?)?,
