@@ -830,8 +830,8 @@ pub async fn audit(
                     Pruned,
                     Some(run_id),
                     format!(
-                        "run `{run_id}` ({} entries, root {}) was pruned by `{}` at {} ms since the epoch: {} (prune record: log leaf {pi})",
-                        cp.entries, cp.root, p.by.id, p.time_ms, p.by.reason
+                        "run `{run_id}` ({} entries, root {}) was pruned by `{}` at {}: {} (prune record: log leaf {pi})",
+                        cp.entries, cp.root, p.by.id, prune::utc(p.time_ms), p.by.reason
                     ),
                 ));
                 continue;
