@@ -184,16 +184,18 @@ struct Args {
     ledger: Option<PathBuf>,
     lease_ms: Option<u64>,
     signing_key: Option<PathBuf>,
+    subject: Option<String>,
 }
 
 const USAGE: &str = "usage: customer_refund [--answer yes|no|maybe] [--trace-out FILE] [--run-id ID] \
-     [--db PATH [--lease-ms N (default 5000)] [--signing-key FILE]] [--tool-delay-ms N] [--ledger FILE]\n\
+     [--db PATH [--lease-ms N (default 5000)] [--signing-key FILE] [--subject ID]] [--tool-delay-ms N] [--ledger FILE]\n\
      \x20      [--model URL [--model-name N (default smollm2)] [--constrain off|json_schema|json_object|grammar] \
      [--cache FILE]] [--request TEXT] [--amount-cents N]\n\
      With --db and --run-id, the same command starts the run or continues it after a crash.\n\
      With --model, a real OpenAI-compatible server answers the `analyze` step instead of --answer.\n\
      With --signing-key (an Ed25519 key: hex seed or PKCS#8), every execution end is checkpointed\n\
-     and signed into the store's evidence log, for `nanovm audit`.\n\
+     and signed into the store's evidence log, for `nanovm audit`. With --subject, the run is tied\n\
+     to that data subject in the store's erasure index, for `nanovm erase --subject`.\n\
      Exit status: 0 success or suspended (waits for an event), 1 error, 2 usage, 3 failed,\n\
      4 needs_reconciliation, 5 budget_exceeded, 6 stalled, 7 cancelled.";
 
@@ -216,6 +218,7 @@ fn args() -> Result<Args, String> {
         ledger: None,
         lease_ms: None,
         signing_key: None,
+        subject: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -247,6 +250,7 @@ fn args() -> Result<Args, String> {
             }
             "--ledger" => a.ledger = Some(PathBuf::from(value()?)),
             "--signing-key" => a.signing_key = Some(PathBuf::from(value()?)),
+            "--subject" => a.subject = Some(value()?),
             "--lease-ms" => {
                 let v = value()?;
                 a.lease_ms = Some(v.parse().map_err(|_| {
@@ -338,6 +342,9 @@ async fn main() {
     let mut options = RunOptions::new();
     if let Some(id) = &args.run_id {
         options = options.run_id(id.as_str());
+    }
+    if let Some(subject) = &args.subject {
+        options = options.subject(subject.as_str());
     }
     let execution = until_unleased(|| {
         runtime.run::<customer_refund::Program>(input.clone(), shop.clone(), options.clone())

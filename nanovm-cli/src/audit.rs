@@ -148,6 +148,7 @@ pub fn label(kind: FindingKind) -> &'static str {
         FindingKind::RewrittenRun => "rewritten run",
         FindingKind::Unsigned => "unsigned run",
         FindingKind::Uncovered => "warning",
+        FindingKind::Pruned => "pruned",
         _ => "problem",
     }
 }
@@ -196,7 +197,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<Status, Error> {
     let problems = report
         .findings
         .iter()
-        .filter(|f| f.kind != FindingKind::Uncovered)
+        .filter(|f| f.kind.is_problem())
         .count();
     if problems > 0 {
         w(

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nanovm_runtime::store::{JournalStore, PostgresStore, SqliteStore};
+use nanovm_runtime::vault::Vault;
 
 use crate::error::Error;
 
@@ -91,6 +92,30 @@ impl Db {
                     .await
                     .map_err(|e| self.error(e))?;
                 Ok(Arc::new(store))
+            }
+        }
+    }
+}
+
+impl Db {
+    /// Opens the store for writing with the vault in the same database (`nanovm erase`).
+    pub async fn open_with_vault(&self) -> Result<(Arc<dyn JournalStore>, Arc<dyn Vault>), Error> {
+        match self {
+            Db::Sqlite(path) => {
+                if !path.is_file() {
+                    return Err(Error::io(path, io::Error::from(io::ErrorKind::NotFound)));
+                }
+                open(path).await?;
+                let store = SqliteStore::open(path).await.map_err(|e| self.error(e))?;
+                let vault = store.vault();
+                Ok((Arc::new(store), Arc::new(vault)))
+            }
+            Db::Postgres(url) => {
+                let store = PostgresStore::connect(url)
+                    .await
+                    .map_err(|e| self.error(e))?;
+                let vault = store.vault();
+                Ok((Arc::new(store), Arc::new(vault)))
             }
         }
     }

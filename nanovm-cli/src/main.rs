@@ -13,11 +13,13 @@ mod check;
 mod compat;
 mod db;
 mod diff;
+mod erase;
 mod error;
 mod escape;
 mod format;
 mod graph;
 mod migrate;
+mod prune;
 mod redrive;
 mod runs;
 mod source;
@@ -77,6 +79,13 @@ enum Command {
     /// Cancel a run that is suspended, paused for reconciliation, or pending, under its lease
     /// (exit 1 if the run refuses it).
     Cancel(act::CancelArgs),
+    /// Erase a data subject's secrets (--subject) or one secret (--vault-id) end to end: an
+    /// `erased` tombstone naming --by and --reason appended to every run that holds it, under
+    /// the run's lease, then the values erased from the store's vault and its logs scrubbed.
+    Erase(erase::Args),
+    /// Retention: delete the runs that ended before --ended-before, each after a signed prune
+    /// record (--by, --reason) in the evidence log, so `nanovm audit` reports them as pruned.
+    Prune(prune::Args),
     /// Answer an ambiguous effect of a run paused `needs_reconciliation` (`--done RESULT`),
     /// under the run's lease; a worker with the program continues the run.
     Reconcile(act::ReconcileArgs),
@@ -111,6 +120,8 @@ fn main() -> ExitCode {
         Command::Trace(args) => trace::run(args, &mut out, &mut err),
         Command::Deliver(args) => act::deliver(args, &mut out, &mut err),
         Command::Cancel(args) => act::cancel(args, &mut out, &mut err),
+        Command::Erase(args) => erase::run(args, &mut out, &mut err),
+        Command::Prune(args) => prune::run(args, &mut out, &mut err),
         Command::Reconcile(args) => act::reconcile(args, &mut out, &mut err),
         Command::Stats(args) => stats::run(args, &mut out),
         Command::Audit(args) => audit::run(args, &mut out),

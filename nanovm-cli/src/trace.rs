@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use nanovm_runtime::store::JournalError;
 use nanovm_runtime::trace::Trace;
 
-use nanovm_runtime::evidence::{self, FindingKind};
+use nanovm_runtime::evidence;
 
 use crate::audit;
 use crate::db::{self, Db};
@@ -87,7 +87,7 @@ pub fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<Stat
         })??;
         let mut failed = false;
         for f in &findings {
-            failed |= f.kind != FindingKind::Uncovered;
+            failed |= f.kind.is_problem();
             writeln!(err, "{}: {}", audit::label(f.kind), escape(&f.message))
                 .map_err(Error::stderr)?;
         }

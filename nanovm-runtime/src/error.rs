@@ -94,6 +94,10 @@ pub enum RunError {
     /// The recorded entries fail hash-chain verification.
     #[error(transparent)]
     Corrupt(#[from] VerifyError),
+    /// The recorded entries hold an `erased` tombstone no erasure could have appended
+    /// ([`check_erasures`](crate::trace::check_erasures)): refused before anything is replayed.
+    #[error(transparent)]
+    ForgedErasure(#[from] crate::trace::ForgedErasure),
     /// Re-running the program over a recorded trace produced a different event.
     #[error(transparent)]
     Divergence(Box<Mismatch>),

@@ -31,6 +31,7 @@
 //! | `exec/race.rs`, `exec/recorder.rs` | racing a call against cancellation and the deadline; the engine's only door to the trace and the store |
 //! | `run` | [`RunOptions`], [`Execution`], [`Metrics`], [`ReplayReport`] |
 //! | `operator` | [`act`]: an operator's cancellation, answer or delivery recorded at store level, under the run's lease, without the program |
+//! | `erase` | [`erase()`]: erasure end to end (the store's erasure index, tombstones under each run's lease, the vault, compaction) |
 //! | `stats` | drift metrics over stored runs, per program ([`stats::stats`], `docs/metrics.md`) |
 //! | `state` | [`run_state`]: a stored run's state as JSON of a stable shape |
 //! | `view` | [`RunView`]: where a run stands, read from its events |
@@ -57,6 +58,7 @@ mod canonical;
 mod clock;
 mod db;
 mod durable;
+mod erase;
 mod error;
 pub mod evidence;
 mod exec;
@@ -93,6 +95,7 @@ pub use cache::{CacheStats, CachedModel};
 pub use cancel::CancelToken;
 pub use clock::{Clock, SystemClock};
 pub use durable::{DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution, Submitted};
+pub use erase::{Erase, EraseError, ErasedRun, Erasure, erase};
 pub use error::{Mismatch, ReplayError, RunError};
 pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};

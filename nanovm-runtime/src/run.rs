@@ -22,6 +22,12 @@ pub struct RunOptions {
     /// The lease epoch every store append of the run is made under (a worker holding a
     /// [`crate::store::Lease`] passes [`crate::store::Lease::fence`]); `None`: unfenced.
     pub fence: Option<Fence>,
+    /// The data subject the run's secret inputs belong to (a pseudonymous id: a customer
+    /// number, not an email address). With a store, [`Runtime::run`](crate::Runtime::run)
+    /// ties the run to it in the store's erasure index before the run's first write, so
+    /// [`Runtime::erase`](crate::Runtime::erase) with [`Erase::Subject`](crate::Erase::Subject)
+    /// finds it. Kept in the index only, never in the trace.
+    pub subject: Option<String>,
 }
 
 impl RunOptions {
@@ -43,6 +49,13 @@ impl RunOptions {
     #[must_use]
     pub fn cancel(mut self, token: CancelToken) -> Self {
         self.cancel = Some(token);
+        self
+    }
+
+    /// Ties the run to the data subject `subject` (see [`RunOptions::subject`]).
+    #[must_use]
+    pub fn subject(mut self, subject: impl Into<String>) -> Self {
+        self.subject = Some(subject.into());
         self
     }
 

@@ -24,7 +24,8 @@ use crate::clock::{Clock, SystemClock, millis};
 use crate::durable::{
     self, DeliverError, Delivery, ReconcileError, RedriveOptions, Resolution, Submitted,
 };
-use crate::error::{ReplayError, RunError};
+use crate::erase::{Erase, EraseError, Erasure};
+use crate::error::{JournalError, ReplayError, RunError};
 use crate::evidence::Signer;
 use crate::exec::recorder::Mode;
 use crate::exec::{Engine, Start, execute};
@@ -229,6 +230,12 @@ impl Runtime {
                     Some(id) => id.clone(),
                     None => ids::run_id_of(&info.hash, info.inputs, &datums),
                 };
+                // Linked before the first write: no stored run holds a subject's secrets
+                // without the erasure index knowing (a link to a run never written is
+                // harmless: the index answers only with stored runs).
+                if let Some(subject) = &opts.subject {
+                    store.link_subject(&run_id, subject).await?;
+                }
                 // The durable paths are boxed on their own: inline, their futures (claims,
                 // renewals, rejoins) would make every run's future several kilobytes larger,
                 // in memory too, and that future is allocated and moved once per run.
@@ -425,6 +432,61 @@ impl Runtime {
             tools,
         )
         .await
+    }
+
+    /// Ties run `run_id` to the data subject `subject` in the store's erasure index (for runs
+    /// started without [`RunOptions::subject`], e.g. submitted ones). Needs a store.
+    pub async fn link_subject(&self, run_id: &str, subject: &str) -> Result<(), RunError> {
+        let Some(store) = &self.inner.store else {
+            return Err(RunError::NoJournal);
+        };
+        store.link_subject(run_id, subject).await?;
+        Ok(())
+    }
+
+    /// Erases `what` (a data subject's secrets, or one secret) end to end, as operator `by`
+    /// (who asked and why, recorded in every tombstone): finds the runs through the store's
+    /// erasure index, appends an `erased` tombstone to each under its lease (waiting up to
+    /// `wait` for a lease an execution holds), erases the values from this runtime's vault,
+    /// and compacts the store (see [`crate::erase()`] and `docs/compliance.md`). With a
+    /// signer, every run that got a tombstone is checkpointed again, so its latest checkpoint
+    /// covers it. Needs a store.
+    pub async fn erase(
+        &self,
+        what: &Erase,
+        by: Actor,
+        wait: Duration,
+    ) -> Result<Erasure, EraseError> {
+        let Some(store) = &self.inner.store else {
+            return Err(EraseError::Journal(JournalError::Io(
+                "an erasure needs the runtime's store".into(),
+            )));
+        };
+        let report = crate::erase::erase(
+            store.as_ref(),
+            self.inner.vault.as_ref(),
+            self.inner.clock.as_ref(),
+            what,
+            by,
+            wait,
+        )
+        .await?;
+        if let Some(signer) = &self.inner.signer {
+            for run in report.runs.iter().filter(|r| !r.erased.is_empty()) {
+                if let Some(entries) = store.load(&run.run_id).await? {
+                    self.inner
+                        .evidence_log
+                        .checkpoint(
+                            store.as_ref(),
+                            signer.as_ref(),
+                            self.inner.clock.now_ms(),
+                            &entries,
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Fires the timeouts that are due: every run of `P` suspended at an `await` whose deadline

@@ -374,10 +374,17 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<Actor>,
     },
-    /// A secret was erased from the vault. No earlier byte changes, so the chain still verifies.
+    /// A secret input of the run was erased from the vault by an operator (`Runtime::erase`,
+    /// `nanovm erase`): the tombstone. No earlier byte changes, so the chain and every earlier
+    /// checkpoint still verify. Only an erasure appends it, under the run's lease, after an
+    /// entry that closes an execution (or after another `erased`), naming one of the secret
+    /// inputs of the run's `run_started`; any other `erased` is refused on load and replay
+    /// ([`check_erasures`]).
     Erased {
         /// The erased value's vault id.
         vault_id: VaultId,
+        /// Who erased it and why.
+        by: Actor,
     },
     /// The run ended (or, for `suspended` and `needs_reconciliation`, paused).
     RunEnded {
@@ -713,7 +720,9 @@ impl Event {
                     effect_id.short()
                 ),
             },
-            Event::Erased { vault_id } => format!("secret {} erased", vault_id.to_hex()),
+            Event::Erased { vault_id, by } => {
+                format!("secret {} erased{}", vault_id.to_hex(), by_whom(Some(by)))
+            }
             Event::RunEnded {
                 status,
                 step,
@@ -968,9 +977,10 @@ impl Event {
                 });
                 actor(e, by.as_ref());
             }
-            Event::Erased { vault_id } => {
+            Event::Erased { vault_id, by } => {
                 e.tag(12);
                 e.str(&vault_id.to_hex());
+                actor(e, Some(by));
             }
             Event::RunEnded {
                 status,
@@ -1350,6 +1360,98 @@ pub fn completeness(entries: &[Entry]) -> Result<Closing, Incomplete> {
     shape.finish()
 }
 
+/// Why an `erased` entry of a trace is refused (see [`check_erasures`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("entry {index} is a forged erasure: {reason}")]
+#[non_exhaustive]
+pub struct ForgedErasure {
+    /// The index of the refused `erased` entry.
+    pub index: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// True when an execution of the run has stopped after `event` and nothing runs until an
+/// outside cause: `run_ended` with any status but `running`, `suspended`, or `migrated` (the
+/// run still waits). An erasure's
+/// tombstone may follow only such an entry (or another tombstone).
+pub fn at_rest(event: &Event) -> bool {
+    match event {
+        Event::RunEnded { status, .. } => *status != RunStatus::Running,
+        // A migration moves a waiting run to another program: it still waits.
+        Event::Suspended { .. } | Event::Migrated { .. } => true,
+        _ => false,
+    }
+}
+
+/// The vault ids of the secret inputs recorded in a `run_started` event, in declaration
+/// order (empty for any other event).
+pub fn secret_inputs(event: &Event) -> Vec<VaultId> {
+    match event {
+        Event::RunStarted { inputs, .. } => inputs
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Datum::Secret { vault_id, .. } => Some(*vault_id),
+                Datum::Plain(_) => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Checks every `erased` entry of `entries` (a run's trace, from its `run_started`) is one an
+/// erasure could have appended: after an entry that closes an execution ([`at_rest`]) or
+/// another `erased`, naming a secret input of the run's `run_started` not erased before, and
+/// with an actor (a non-empty id and reason). The executor never writes `erased`; an erasure
+/// appends it under the run's lease while nothing executes. Anything else is a forgery (or
+/// a tool that is not nanovm's writing to the store) and is refused on load and replay.
+///
+/// This checks the shape only: someone with the program and write access can still append a
+/// well-formed tombstone and rechain; a signed checkpoint of the run (`nanovm audit --key`)
+/// is what shows who wrote it.
+pub fn check_erasures(entries: &[Entry]) -> Result<(), ForgedErasure> {
+    let mut secrets: Vec<VaultId> = Vec::new();
+    let mut erased: Vec<VaultId> = Vec::new();
+    let mut rest = false;
+    for (index, entry) in entries.iter().enumerate() {
+        let refuse = |reason: String| Err(ForgedErasure { index, reason });
+        match &entry.event {
+            Event::Erased { vault_id, by } => {
+                if index == 0 {
+                    return refuse("a run starts with `run_started`".into());
+                }
+                if !rest {
+                    return refuse(format!(
+                        "it follows `{}`, while the run was executing (a tombstone follows \
+                         `run_ended`, `suspended` or another `erased`)",
+                        entries[index - 1].event.kind()
+                    ));
+                }
+                if by.id.trim().is_empty() || by.reason.trim().is_empty() {
+                    return refuse("it names no actor (who erased it and why)".into());
+                }
+                if !secrets.contains(vault_id) {
+                    return refuse(format!(
+                        "vault id {} is not a secret input of the run",
+                        vault_id.to_hex()
+                    ));
+                }
+                if erased.contains(vault_id) {
+                    return refuse(format!("vault id {} is erased twice", vault_id.to_hex()));
+                }
+                erased.push(*vault_id);
+            }
+            event => {
+                if index == 0 {
+                    secrets = secret_inputs(event);
+                }
+                rest = at_rest(event);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Verifies JSON Lines one line at a time, in constant memory per entry: each line must parse
 /// as an [`Entry`], be in canonical form, and chain to the previous one (as in
 /// [`Trace::from_jsonl`]); completeness is tracked on the way.
@@ -1718,6 +1820,7 @@ mod tests {
             },
             Event::Erased {
                 vault_id: VaultId([7; 16]),
+                by: Actor::new("dpo", "request 7"),
             },
         ]);
         assert_eq!(completeness(suspended.entries()), Ok(Closing::Suspended));

@@ -10,7 +10,7 @@
 use crate::budget::Usage;
 use crate::canonical::Encoder;
 use crate::program::{Name, Program, ToolInfo};
-use crate::trace::{Entry, Event, Reply, RunStatus, ToolOutcome};
+use crate::trace::{Actor, Entry, Event, Reply, RunStatus, ToolOutcome};
 use crate::value::Json;
 use crate::value::{Datum, Digest, VaultId};
 
@@ -76,6 +76,10 @@ pub struct RunView {
     program: Option<String>,
     /// The plain (not secret) recorded inputs, from `run_started`.
     plain_inputs: Vec<(String, Json)>,
+    /// The erased secrets, with who erased them, in order ([`RunView::erased`]).
+    erased: Vec<(VaultId, Actor)>,
+    /// The last event that is not an `erased` closes an execution ([`RunView::at_rest`]).
+    rest: bool,
 }
 
 /// What a run did, counted from its events ([`RunView::activity`]): the raw material of the
@@ -206,6 +210,8 @@ impl RunView {
             effect_results: Vec::new(),
             program: None,
             plain_inputs: Vec::new(),
+            erased: Vec::new(),
+            rest: false,
         }
     }
 
@@ -250,6 +256,10 @@ impl RunView {
     /// Moves the view along one event.
     pub fn apply(&mut self, event: &Event) {
         self.entries += 1;
+        match event {
+            Event::Erased { vault_id, by } => self.erased.push((*vault_id, by.clone())),
+            event => self.rest = crate::trace::at_rest(event),
+        }
         self.apply_status(event);
         self.apply_at(event);
         self.apply_activity(event);
@@ -744,6 +754,28 @@ impl RunView {
         &self.secrets
     }
 
+    /// The secrets erased from the run (its `erased` tombstones), with who erased each and
+    /// why, in order.
+    pub fn erased(&self) -> &[(VaultId, Actor)] {
+        &self.erased
+    }
+
+    /// Who erased the secret `vault_id` from the run, if it was.
+    pub fn erased_by(&self, vault_id: VaultId) -> Option<&Actor> {
+        self.erased
+            .iter()
+            .find(|(v, _)| *v == vault_id)
+            .map(|(_, by)| by)
+    }
+
+    /// True when no execution of the run is under way or due to continue on its own: its
+    /// last entry that is not an `erased` ended an execution ([`crate::trace::at_rest`]: a
+    /// `run_ended`, a `suspended`, a `migrated`). Only then may an erasure append its
+    /// tombstones.
+    pub fn at_rest(&self) -> bool {
+        self.rest
+    }
+
     /// The program the run belongs to (from `run_started`; `None` before it).
     pub fn program(&self) -> Option<&str> {
         self.program.as_deref()
@@ -1139,6 +1171,7 @@ mod tests {
         let before = v.status();
         v.apply(&Event::Erased {
             vault_id: VaultId([3; 16]),
+            by: crate::trace::Actor::new("dpo", "request 3"),
         });
         assert_eq!(v.status(), before);
         v.apply(&Event::ToolResult {

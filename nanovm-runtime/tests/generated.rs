@@ -38,6 +38,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("tests/support/programs/shop_v1.nvm", "shop_v1.rs"),
     ("tests/support/programs/shop_v2.nvm", "shop_v2.rs"),
     ("tests/support/programs/pay.nvm", "pay.rs"),
+    // A secret argument inside a parallel block (`tests/erase.rs`).
+    ("tests/support/programs/secret_fan.nvm", "secret_fan.rs"),
 ];
 
 /// What the compiler generates for `source` today.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use nanovm_runtime::__private_v0_1::Program;
 use nanovm_runtime::ToolError;
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
-use nanovm_runtime::trace::{Event, Reply, RunStatus, Trace};
+use nanovm_runtime::trace::{Actor, Event, Reply, RunStatus, Trace};
 use nanovm_runtime::vault::MemoryVault;
 use nanovm_runtime::{Digest, VaultId};
 use nanovm_runtime::{Execution, RunError, RunOptions, Runtime, replay};
@@ -310,17 +310,77 @@ fn more_recorded_events_than_the_run_produces_is_a_divergence() {
     assert_eq!(m.expected, None);
 }
 
+/// The vault id of the run's `email` (its one secret input).
+fn email_id(t: &Trace) -> VaultId {
+    nanovm_runtime::trace::secret_inputs(&t.entries()[0].event)[0]
+}
+
+fn tombstone(vault_id: VaultId) -> Event {
+    Event::Erased {
+        vault_id,
+        by: Actor::new("dpo", "erasure request 12"),
+    }
+}
+
 #[test]
 fn erasure_events_are_kept_and_do_not_disturb_the_replay() {
     let e = refund_run("no", 100, &Host::new());
     let mut events = event_list(&e.trace);
-    events.push(Event::Erased {
-        vault_id: VaultId([1; 16]),
-    });
+    events.push(tombstone(email_id(&e.trace)));
     let t = rechain(events);
     let report = replay::<cr::Program>(&t).expect("replays");
     assert_eq!(report.root, t.root());
     assert_eq!(report.status, RunStatus::Success);
+}
+
+/// Issue 12 d3: an `erased` event no erasure could have appended is refused by replay, even in
+/// a rechained trace (the chain verifies): in the middle of an execution, naming a secret the
+/// run does not hold, without an actor, or twice.
+#[test]
+fn forged_erasures_are_refused_by_replay() {
+    let e = refund_run("no", 100, &Host::new());
+    let email = email_id(&e.trace);
+    let events = event_list(&e.trace);
+    let forged = |at: usize, ev: Event| {
+        let mut events = events.clone();
+        events.insert(at, ev);
+        rechain(events)
+    };
+    let refused = |t: &Trace, what: &str| {
+        let err = replay::<cr::Program>(t).expect_err(what);
+        assert!(matches!(err, RunError::ForgedErasure(_)), "{what}: {err:?}");
+        assert!(err.to_string().contains("forged erasure"), "{what}: {err}");
+    };
+    // While the run was executing (after its first model call).
+    refused(&forged(2, tombstone(email)), "mid-execution");
+    // A vault id that is not a secret input of the run.
+    refused(
+        &forged(events.len(), tombstone(VaultId([1; 16]))),
+        "not an input",
+    );
+    // No actor.
+    refused(
+        &forged(
+            events.len(),
+            Event::Erased {
+                vault_id: email,
+                by: Actor::new("", ""),
+            },
+        ),
+        "no actor",
+    );
+    // Twice.
+    let mut twice = events.clone();
+    twice.push(tombstone(email));
+    twice.push(tombstone(email));
+    refused(&rechain(twice), "twice");
+    // The old shape (no `by`) does not even parse as a trace entry.
+    let mut ok = events.clone();
+    ok.push(tombstone(email));
+    let text = rechain(ok).to_jsonl();
+    let old = text.replace(r#","by":{"id":"dpo","reason":"erasure request 12"}"#, "");
+    assert_ne!(old, text);
+    assert!(Trace::from_jsonl(&old).is_err());
 }
 
 #[test]
@@ -329,9 +389,7 @@ fn an_empty_trace_or_one_without_run_started_is_not_a_run() {
         replay::<cr::Program>(&Trace::new()),
         Err(RunError::NotARun(_))
     ));
-    let t = rechain([Event::Erased {
-        vault_id: VaultId([1; 16]),
-    }]);
+    let t = rechain([tombstone(VaultId([1; 16]))]);
     assert!(matches!(
         replay::<cr::Program>(&t),
         Err(RunError::NotARun(_))

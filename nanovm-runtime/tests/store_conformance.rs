@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use nanovm_runtime::store::MemoryStore;
 use nanovm_runtime::store::{Fence, JournalError, JournalStore, Lease, RunQuery};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
-use nanovm_runtime::trace::Datum;
 use nanovm_runtime::trace::Encoder;
+use nanovm_runtime::trace::{Actor, Datum};
 use nanovm_runtime::trace::{
     BudgetKind, Entry, Event, Reply, RunStatus, ToolOutcome, Trace, entry_line,
 };
@@ -484,13 +484,14 @@ fn rich_run(id: &str) -> Run {
         limit: 10,
         used: 11,
     })
-    .push(Event::Erased {
-        vault_id: VaultId([7; 16]),
-    })
     .push(Event::RunEnded {
         status: RunStatus::BudgetExceeded,
         step: Some("x".into()),
         message: Some("out of tokens: ü".into()),
+    })
+    .push(Event::Erased {
+        vault_id: VaultId([7; 16]),
+        by: Actor::new("dpo", "request ü"),
     });
     r
 }
@@ -742,6 +743,7 @@ async fn the_record_follows_the_lifecycle<H: Harness>(h: &H) {
     let mark = run.len();
     run.push(Event::Erased {
         vault_id: VaultId([7; 16]),
+        by: Actor::new("dpo", "erasure request"),
     });
     append(&s, &run, mark, run.len()).await.unwrap();
     let r = s.run("life").await.unwrap().unwrap();
@@ -1520,6 +1522,98 @@ async fn reopening_keeps_everything<H: Harness>(h: &H) {
 /// The evidence log: leaves numbered from 0 in append order (also under concurrent appends),
 /// read from an index on; the latest head is the one over the most leaves; and a run executed
 /// with a signer is checkpointed and covered.
+/// An `erased` tombstone appended while the run is executing (its record `running`), or
+/// without an actor, is refused and nothing is written; after the run paused it is stored.
+async fn a_tombstone_is_appended_only_where_an_erasure_could_write_it<H: Harness>(h: &H) {
+    let s = h.fresh().await;
+    let mut run = Run::new("t");
+    append(&s, &run, 0, run.len()).await.unwrap();
+    let tomb = |id: &str| Event::Erased {
+        vault_id: VaultId([7; 16]),
+        by: Actor::new(id, if id.is_empty() { "" } else { "request" }),
+    };
+    let mark = run.len();
+    run.push(tomb("dpo"));
+    let err = append(&s, &run, mark, run.len()).await.unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Invalid { reason, .. } if reason.contains("execution under way")),
+        "{err:?}"
+    );
+    let mut run = Run::new("t");
+    run.push(Event::Suspended {
+        step: "wait".into(),
+        event: "approval".into(),
+        deadline_ms: None,
+    });
+    append(&s, &run, 1, run.len()).await.unwrap();
+    let mark = run.len();
+    run.push(tomb(""));
+    let err = append(&s, &run, mark, run.len()).await.unwrap_err();
+    assert!(
+        matches!(&err, JournalError::Invalid { reason, .. } if reason.contains("no actor")),
+        "{err:?}"
+    );
+    let mut ok = Run::new("t");
+    ok.push(Event::Suspended {
+        step: "wait".into(),
+        event: "approval".into(),
+        deadline_ms: None,
+    });
+    ok.push(tomb("dpo"));
+    append(&s, &ok, mark, ok.len()).await.unwrap();
+    assert_eq!(s.load("t").await.unwrap().unwrap(), ok.entries());
+}
+
+/// The erasure index: runs by secret input (indexed with their `run_started`) and by linked
+/// subject (a link to a run never stored is not answered), oldest first; unlinking a subject;
+/// `delete_run` under the run's lease forgets the run everywhere, a stale lease deletes nothing.
+async fn the_erasure_index_finds_runs_and_delete_run_forgets_them<H: Harness>(h: &H) {
+    use nanovm_runtime::store::Reference;
+    let s = h.fresh().await;
+    let secret = Reference::Secret(VaultId([7; 16]));
+    s.link_subject("ia", "subj-1").await.unwrap();
+    s.link_subject("ia", "subj-1").await.unwrap();
+    s.link_subject("ghost", "subj-1").await.unwrap();
+    let a = Run::new("ia");
+    let b = Run::new("ib");
+    append(&s, &a, 0, a.len()).await.unwrap();
+    append(&s, &b, 0, b.len()).await.unwrap();
+    assert_eq!(s.referencing(&secret).await.unwrap(), ["ia", "ib"]);
+    assert!(
+        s.referencing(&Reference::Secret(VaultId([8; 16])))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let subject = Reference::Subject("subj-1".into());
+    assert_eq!(s.referencing(&subject).await.unwrap(), ["ia"]);
+    s.unlink_subject("subj-1").await.unwrap();
+    assert!(s.referencing(&subject).await.unwrap().is_empty());
+    let lease = s
+        .claim_run("ib", "w", 0, 1_000)
+        .await
+        .unwrap()
+        .expect("claimed");
+    let stale = Lease {
+        epoch: lease.epoch + 1,
+        ..lease.clone()
+    };
+    assert!(matches!(
+        s.delete_run(&stale).await,
+        Err(JournalError::Fenced { .. })
+    ));
+    assert!(
+        s.run("ib").await.unwrap().is_some(),
+        "a stale lease deletes nothing"
+    );
+    s.delete_run(&lease).await.unwrap();
+    assert!(s.run("ib").await.unwrap().is_none());
+    assert!(s.load("ib").await.unwrap().is_none());
+    assert_eq!(s.referencing(&secret).await.unwrap(), ["ia"]);
+    assert_eq!(s.load("ia").await.unwrap().unwrap(), a.entries());
+    s.compact().await.unwrap();
+}
+
 async fn the_evidence_log_appends_in_order_and_keeps_the_latest_head<H: Harness>(h: &H) {
     use nanovm_runtime::evidence::{self, KeySigner, Signer};
     let s = h.fresh().await;
@@ -1697,6 +1791,8 @@ macro_rules! suite {
                 a_stale_worker_cannot_append_after_takeover,
                 concurrent_appenders_one_winner_per_seq,
                 the_evidence_log_appends_in_order_and_keeps_the_latest_head,
+                the_erasure_index_finds_runs_and_delete_run_forgets_them,
+                a_tombstone_is_appended_only_where_an_erasure_could_write_it,
                 the_executor_runs_on_the_store
                 $(, $extra)*
             );

@@ -169,6 +169,16 @@ impl Pg {
             CREATE TABLE IF NOT EXISTS {s}.nanovm_heads (
                 size BIGINT PRIMARY KEY,
                 head TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_secret_refs (
+                vault_id TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                PRIMARY KEY (vault_id, run_id)
+            );
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_subjects (
+                subject TEXT NOT NULL,
+                run_id TEXT NOT NULL,
+                PRIMARY KEY (subject, run_id)
             );"
         ))
         .await

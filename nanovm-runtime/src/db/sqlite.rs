@@ -332,7 +332,70 @@ fn writer_connection(
             )));
         }
     }
+    erasure_index(&c)?;
     Ok(c)
+}
+
+/// The erasure index: which runs hold which secret inputs (maintained by every append that
+/// stores a `run_started`) and which runs are tied to which data subject. Added to any
+/// database opened for writing that lacks it (no schema version of its own: it is additive),
+/// filled from the stored `run_started` entries in the same transaction.
+const ERASURE_INDEX: &str = "
+CREATE TABLE nanovm_secret_refs (
+    vault_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (vault_id, run_id)
+) WITHOUT ROWID;
+CREATE TABLE nanovm_subjects (
+    subject TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (subject, run_id)
+) WITHOUT ROWID;
+";
+
+fn erasure_index(c: &Connection) -> Result<(), JournalError> {
+    let build = || -> rusqlite::Result<()> {
+        c.execute_batch("BEGIN IMMEDIATE")?;
+        let has: i64 = c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'nanovm_secret_refs'",
+            [],
+            |r| r.get(0),
+        )?;
+        let runs: i64 = c.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'nanovm_entries'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has == 0 {
+            c.execute_batch(ERASURE_INDEX)?;
+        }
+        // Filled from the stored runs when created (a vault-only database has none).
+        if has == 0 && runs > 0 {
+            let mut st = c.prepare(
+                "SELECT r.run_id, e.line FROM nanovm_entries e JOIN nanovm_runs r ON e.run = r.ord \
+                 WHERE e.seq = 0",
+            )?;
+            let firsts = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut ins = c.prepare(
+                "INSERT OR IGNORE INTO nanovm_secret_refs (vault_id, run_id) VALUES (?1, ?2)",
+            )?;
+            for (run_id, line) in firsts {
+                // A line that does not parse is damage `load` reports; it indexes nothing.
+                if let Ok(entry) = serde_json::from_str::<crate::trace::Entry>(&line) {
+                    for v in crate::trace::secret_inputs(&entry.event) {
+                        ins.execute(rusqlite::params![v.to_hex(), run_id])?;
+                    }
+                }
+            }
+        }
+        c.execute_batch("COMMIT")
+    };
+    build().map_err(|e| {
+        let _ = c.execute_batch("ROLLBACK");
+        io(format!("creating the erasure index: {e}"))
+    })
 }
 
 impl Db {

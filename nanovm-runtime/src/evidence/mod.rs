@@ -18,12 +18,14 @@
 pub mod merkle;
 
 mod checkpoint;
+mod prune;
 mod signer;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint, SignedTreeHead, TreeHead};
+pub use prune::{PruneError, PruneRecord, PruneReport, Pruned, SignedPrune, prune};
 pub use signer::{KeyError, KeySigner, PublicKey, Signer};
 
 use crate::store::{JournalError, JournalStore, LogLeaf, RunQuery, swapped_with};
@@ -186,6 +188,22 @@ impl EvidenceLog {
             run_id: signed.checkpoint.run_id.clone(),
             data: signed.to_leaf(),
         };
+        self.append_leaf(store, signer, now_ms, leaf)
+            .await
+            .map(|_| ())
+    }
+
+    /// Appends `leaf` (its index is the store's to choose) to the store's log, then signs and
+    /// keeps a tree head over the whole log; returns the leaf's index. The log must have been
+    /// caught up with before.
+    async fn append_leaf(
+        &self,
+        store: &dyn JournalStore,
+        signer: &dyn Signer,
+        now_ms: u64,
+        leaf: LogLeaf,
+    ) -> Result<u64, JournalError> {
+        let key_err = |e: KeyError| JournalError::Io(format!("signing evidence: {e}"));
         let index = store.log_append(&leaf.run_id, &leaf.data).await?;
         let hash = merkle::leaf_hash(&leaf.data);
         let (behind, replaced) = {
@@ -214,7 +232,8 @@ impl EvidenceLog {
             }
         };
         let head = SignedTreeHead::sign(head, signer).map_err(key_err)?;
-        store.put_head(head.head.size, &head.to_json()).await
+        store.put_head(head.head.size, &head.to_json()).await?;
+        Ok(index)
     }
 }
 
@@ -244,6 +263,18 @@ pub enum FindingKind {
     /// Entries beyond the run's last checkpoint (a run executing, or a crash between its last
     /// write and its checkpoint), or leaves beyond the store's last head. A warning.
     Uncovered,
+    /// A checkpointed run that is not in the store because it was pruned: a prune record
+    /// signed by the key follows its last checkpoint in the log, naming who pruned it, when
+    /// and why ([`prune`]). Not a problem.
+    Pruned,
+}
+
+impl FindingKind {
+    /// False for what an audit reports without failing: [`FindingKind::Uncovered`] (a warning)
+    /// and [`FindingKind::Pruned`] (a recorded prune).
+    pub fn is_problem(self) -> bool {
+        !matches!(self, FindingKind::Uncovered | FindingKind::Pruned)
+    }
 }
 
 /// One thing [`audit`] found.
@@ -276,9 +307,7 @@ pub struct AuditReport {
 impl AuditReport {
     /// True when nothing but warnings ([`FindingKind::Uncovered`]) was found.
     pub fn ok(&self) -> bool {
-        self.findings
-            .iter()
-            .all(|f| f.kind == FindingKind::Uncovered)
+        self.findings.iter().all(|f| !f.kind.is_problem())
     }
 }
 
@@ -400,13 +429,26 @@ fn check_run(
             .and_then(|n| entries.get(n))
             .is_some_and(|e| e.hash == cp.root);
     if prefix_ok {
+        // Tombstones nobody signed for: an erasure without the key, or written behind its back.
+        let tombstones = entries
+            .iter()
+            .skip(usize::try_from(cp.entries).unwrap_or(usize::MAX))
+            .filter(|e| matches!(e.event, Event::Erased { .. }))
+            .count();
         out.push(finding(
             Uncovered,
             id,
             format!(
-                "run `{run_id}` has {} entries beyond its last checkpoint (log leaf {index}, {} entries)",
+                "run `{run_id}` has {} entries beyond its last checkpoint (log leaf {index}, {} entries){}",
                 now.entries - cp.entries,
-                cp.entries
+                cp.entries,
+                if tombstones > 0 {
+                    format!(
+                        ", {tombstones} of them `erased` tombstones no checkpoint vouches for (an erasure made without the signing key, or written behind its back)"
+                    )
+                } else {
+                    String::new()
+                }
             ),
         ));
         return out;
@@ -632,11 +674,22 @@ fn latest_checkpoints(
                     leaf.run_id, s.key
                 ),
             )),
-            None => findings.push(finding(
-                FindingKind::ForgedLeaf,
-                Some(&leaf.run_id),
-                format!("log leaf {i} (run `{}`) is not a signed checkpoint", leaf.run_id),
-            )),
+            None => match SignedPrune::from_leaf(&leaf.data) {
+                Some(p) if p.verifies(key) && p.record.run_id == leaf.run_id => {}
+                Some(p) => findings.push(finding(
+                    FindingKind::ForgedLeaf,
+                    Some(&leaf.run_id),
+                    format!(
+                        "log leaf {i} (run `{}`) is a prune record of run `{}` that is not signed by this key or filed under another run: a forged prune",
+                        leaf.run_id, p.record.run_id
+                    ),
+                )),
+                None => findings.push(finding(
+                    FindingKind::ForgedLeaf,
+                    Some(&leaf.run_id),
+                    format!("log leaf {i} (run `{}`) is not a signed checkpoint", leaf.run_id),
+                )),
+            },
         }
     }
     (latest, findings)
@@ -751,8 +804,38 @@ pub async fn audit(
         let loaded = store.load(&r.run_id).await;
         findings.extend(check_run(&r.run_id, loaded, latest.get(&r.run_id), &latest));
     }
+    let pruned = prune::pruned_runs(&leaves, key);
+    for run_id in records.iter().map(|r| &r.run_id) {
+        if let Some((i, p)) = pruned.get(run_id)
+            && latest.get(run_id).is_some_and(|(c, _)| c < i)
+        {
+            findings.push(finding(
+                Uncovered,
+                Some(run_id),
+                format!(
+                    "run `{run_id}` has a prune record (log leaf {i}) but is still in the store: a prune cut short (pruned by `{}`); prune again",
+                    p.by.id
+                ),
+            ));
+        }
+    }
     for (run_id, (i, cp)) in &latest {
         if !seen.contains_key(run_id) {
+            if let Some((pi, p)) = pruned.get(run_id)
+                && pi > i
+                && p.entries == cp.entries
+                && p.root == cp.root
+            {
+                findings.push(finding(
+                    Pruned,
+                    Some(run_id),
+                    format!(
+                        "run `{run_id}` ({} entries, root {}) was pruned by `{}` at {}: {} (prune record: log leaf {pi})",
+                        cp.entries, cp.root, p.by.id, prune::utc(p.time_ms), p.by.reason
+                    ),
+                ));
+                continue;
+            }
             findings.push(finding(
                 DeletedRun,
                 Some(run_id),
@@ -763,7 +846,7 @@ pub async fn audit(
             ));
         }
     }
-    findings.sort_by_key(|f| f.kind == Uncovered);
+    findings.sort_by_key(|f| !f.kind.is_problem());
     Ok(AuditReport {
         leaves: n,
         runs: records.len() as u64,

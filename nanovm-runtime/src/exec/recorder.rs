@@ -467,6 +467,7 @@ mod tests {
         let mut live = Recorder::new("r".into(), Mode::Live, None, None, Vec::new(), 4);
         live.emit(Event::Erased {
             vault_id: crate::value::VaultId([1; 16]),
+            by: crate::trace::Actor::new("dpo", "request 1"),
         })
         .ok();
         let end = Event::RunEnded {

@@ -282,6 +282,8 @@ pub(crate) fn prepare<P: Program>(
                 ))
                 .into());
             };
+            // A tombstone no erasure could have written is refused before anything replays.
+            crate::trace::check_erasures(&entries).map_err(RunError::from)?;
             let datums = inputs.iter().map(|(_, d)| d.clone()).collect();
             let run_id = run_id.clone();
             let (entries, part) = program_part(info, mode, *program_hash, entries)?;

@@ -13,7 +13,7 @@ use crate::ids;
 use crate::program::{
     Action, Name, Next, Outcome, Program, Scope, StepId, ToolCall, ToolContext, ToolError, ToolInfo,
 };
-use crate::trace::{Event, ToolOutcome};
+use crate::trace::{Entry, Event, ToolOutcome};
 use crate::value::{Datum, Digest, Json};
 use crate::view::RunView;
 
@@ -53,6 +53,29 @@ pub(super) fn named(args: Vec<(&'static str, Datum)>) -> Vec<(Name, Datum)> {
         .collect()
 }
 
+/// The failure message of a call that would pass a secret argument erased from the run (read
+/// from the trace so far with [`RunView`], so a replay decides it at the same entry), if any.
+pub(super) fn erased_argument(
+    entries: &[Entry],
+    tool: &str,
+    args: &[(Name, Datum)],
+) -> Option<String> {
+    if !args.iter().any(|(_, d)| matches!(d, Datum::Secret { .. })) {
+        return None;
+    }
+    let view = RunView::of(entries);
+    args.iter().find_map(|(name, d)| match d {
+        Datum::Secret { vault_id, .. } => view.erased_by(*vault_id).map(|by| {
+            format!(
+                "the secret argument `{name}` of `{tool}` was erased from the vault (by `{}`: {}); \
+                 the tool was not called",
+                by.id, by.reason
+            )
+        }),
+        Datum::Plain(_) => None,
+    })
+}
+
 impl<P: Program> Exec<P> {
     pub(super) async fn tool(&mut self, step: StepId, call: P::Call) -> Result<Flow, Halt> {
         let si = self.step_info(step)?;
@@ -86,6 +109,11 @@ impl<P: Program> Exec<P> {
             }
             let tool = self.tool_info(c.tool())?;
             let args = named(c.args());
+            // A secret argument an erasure removed (the run holds its tombstone): the tool is
+            // never called with a value the vault no longer has; the run ends here, saying so.
+            if let Some(message) = erased_argument(self.rec.trace.entries(), tool.name, &args) {
+                return self.fail(step, message).await;
+            }
             let effect_key = self.effect_key()?;
             let key = ids::effect_id_with(
                 &mut self.rec.scratch,

@@ -3,8 +3,10 @@
 
 use super::{Fence, JournalError};
 use crate::canonical::Encoder;
-use crate::trace::{Entry, Event, RunStatus, entry_hash, entry_line};
-use crate::value::Digest;
+use crate::trace::{
+    Entry, Event, RunStatus, check_erasures, entry_hash, entry_line, secret_inputs,
+};
+use crate::value::{Digest, VaultId};
 use crate::view::RunView;
 
 /// What a store knows about the end of a stored run, to check an append against.
@@ -16,6 +18,9 @@ pub(crate) struct Tip {
     pub last_hash: Digest,
     /// The lease epoch.
     pub epoch: u64,
+    /// No execution is under way or due (the record's status is not `running`): an erasure's
+    /// tombstone may be appended ([`crate::trace::at_rest`]).
+    pub at_rest: bool,
 }
 
 /// The program name and hash of a `run_started` event.
@@ -64,6 +69,12 @@ pub(crate) struct Batch {
     pub moves: Vec<Event>,
     /// The program hash a `migrated` event of the batch pins the run to ([`pin`]).
     pub pin: Option<Digest>,
+    /// The vault ids of the secret inputs of a `run_started` at seq 0 in the batch: the
+    /// store's erasure index keeps them with the run in the same transaction.
+    pub secrets: Vec<VaultId>,
+    /// What the tombstone check needs of each event: the `erased` ones in full, any other
+    /// as the `run_ended` / `suspended` it may be (only whether it is at rest matters).
+    events: Vec<Event>,
 }
 
 impl Batch {
@@ -85,6 +96,17 @@ impl Batch {
                 .map(|e| e.event.clone())
                 .collect(),
             pin: pin(entries),
+            secrets: first
+                .filter(|e| e.seq == 0)
+                .map_or_else(Vec::new, |e| secret_inputs(&e.event)),
+            events: if entries
+                .iter()
+                .any(|e| matches!(e.event, Event::Erased { .. }))
+            {
+                entries.iter().map(|e| e.event.clone()).collect()
+            } else {
+                Vec::new()
+            },
         };
         batch.problem = batch.inspect(entries).err();
         batch
@@ -184,8 +206,37 @@ impl Batch {
         }
         match &self.problem {
             Some(e) => Err(e.clone()),
-            None => Ok(()),
+            None => self.check_tombstones(tip.is_some_and(|t| t.at_rest)),
         }
+    }
+
+    /// An `erased` tombstone is appended only where an erasure could append it: after an
+    /// entry that ended an execution (the stored run at rest, or such an entry earlier in the
+    /// batch) or another tombstone, naming its actor. Which secret it names is checked on
+    /// load (`trace::check_erasures`), where the run's `run_started` is at hand.
+    fn check_tombstones(&self, mut rest: bool) -> Result<(), JournalError> {
+        for (i, event) in self.events.iter().enumerate() {
+            match event {
+                Event::Erased { by, .. } => {
+                    let why = if !rest {
+                        "it would follow an entry of an execution under way"
+                    } else if by.id.trim().is_empty() || by.reason.trim().is_empty() {
+                        "it names no actor"
+                    } else {
+                        continue;
+                    };
+                    return Err(JournalError::Invalid {
+                        run_id: self.run_id.clone(),
+                        reason: format!(
+                            "entry #{}: an `erased` tombstone no erasure could write: {why}",
+                            self.first_seq + i as u64
+                        ),
+                    });
+                }
+                e => rest = crate::trace::at_rest(e),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -296,6 +347,8 @@ pub(crate) fn check_loaded(
             }
         }
     }
+    // An `erased` entry no erasure could have appended (see `trace::check_erasures`).
+    check_erasures(entries).map_err(|e| corrupt(e.to_string()))?;
     let end = entries.last().map_or(Digest::ZERO, |e| e.hash);
     match last_hash {
         Some(stored) if stored != end => Err(corrupt(format!(
@@ -435,6 +488,7 @@ mod tests {
         let e = t.entries();
         assert_eq!(check_append("r", None, &e[..2], None), Ok(e[1].hash));
         let tip = Tip {
+            at_rest: false,
             entries: 2,
             last_hash: e[1].hash,
             epoch: 3,

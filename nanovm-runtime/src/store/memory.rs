@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::append::{Batch, Tip, check_append, check_loaded, pin, started};
-use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
+use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery, RunRecord};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
-use crate::trace::{Entry, RunStatus, Trace};
+use crate::trace::{Entry, RunStatus, Trace, secret_inputs};
 use crate::value::Digest;
 use crate::view::RunView;
 
@@ -50,6 +50,8 @@ struct State {
     log: Vec<(String, Vec<u8>)>,
     /// The latest signed tree head: (size, JSON).
     head: Option<(u64, String)>,
+    /// The erasure index's subject links: (subject, run id).
+    subjects: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -87,6 +89,7 @@ impl State {
 impl Run {
     fn tip(&self) -> Tip {
         Tip {
+            at_rest: self.record.status != RunStatus::Running,
             entries: self.entries.len() as u64,
             last_hash: self.entries.last().map_or(Digest::ZERO, |e| e.hash),
             epoch: self.record.epoch,
@@ -437,6 +440,60 @@ impl JournalStore for MemoryStore {
     fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
         let h = self.state().head.as_ref().map(|(_, h)| h.clone());
         Box::pin(std::future::ready(Ok(h)))
+    }
+
+    fn link_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        let mut s = self.state();
+        let link = (subject.to_string(), run_id.to_string());
+        if !s.subjects.contains(&link) {
+            s.subjects.push(link);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The memory store answers from its runs themselves (a scan: it is for tests).
+    fn referencing<'a>(
+        &'a self,
+        what: &'a Reference,
+    ) -> BoxFuture<'a, Result<Vec<String>, JournalError>> {
+        let s = self.state();
+        let found = s
+            .order
+            .iter()
+            .filter(|id| match what {
+                Reference::Subject(subject) => {
+                    s.subjects.iter().any(|(sub, r)| sub == subject && r == *id)
+                }
+                Reference::Secret(vault_id) => s.runs.get(*id).is_some_and(|r| {
+                    r.entries
+                        .first()
+                        .is_some_and(|e| secret_inputs(&e.event).contains(vault_id))
+                }),
+            })
+            .cloned()
+            .collect();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn unlink_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        self.state().subjects.retain(|(s, _)| s != subject);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        let mut s = self.state();
+        let out = Self::held(&mut s, lease).map(|_| ());
+        if out.is_ok() {
+            let id = lease.run_id.as_str();
+            s.runs.remove(id);
+            s.order.retain(|r| r != id);
+            s.subjects.retain(|(_, r)| r != id);
+        }
+        Box::pin(std::future::ready(out))
     }
 
     fn append<'a>(

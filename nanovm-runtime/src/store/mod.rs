@@ -56,7 +56,7 @@ pub use sqlite::SqliteStore;
 
 use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus};
-use crate::value::Digest;
+use crate::value::{Digest, VaultId};
 
 /// How long the lease of one of the runtime's own operations lasts by default (a new run's
 /// start, a duplicate start that resumes a run, a resume, a delivery, a timeout, a
@@ -177,6 +177,24 @@ pub struct LogLeaf {
     pub run_id: String,
     /// The leaf's bytes (a signed checkpoint, `crate::evidence::SignedCheckpoint::to_leaf`).
     pub data: Vec<u8>,
+}
+
+/// What an erasure looks up in a store's erasure index ([`JournalStore::referencing`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reference {
+    /// The runs tied to a data subject ([`JournalStore::link_subject`],
+    /// [`RunOptions::subject`](crate::RunOptions::subject)).
+    Subject(String),
+    /// The runs whose `run_started` records this vault id as a secret input.
+    Secret(VaultId),
+}
+
+/// The error of the erasure-index methods of a store that keeps no index.
+fn no_index<T: Send + 'static>() -> BoxFuture<'static, Result<T, JournalError>> {
+    Box::pin(std::future::ready(Err(JournalError::Io(
+        "this store keeps no erasure index".into(),
+    ))))
 }
 
 /// The error of the evidence-log methods of a store that has no log.
@@ -402,6 +420,60 @@ pub trait JournalStore: Send + Sync + 'static {
     fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
         no_log()
     }
+
+    /// Ties run `run_id` to the data subject `subject` in the store's erasure index (the run
+    /// need not exist yet: the runtime links a run before its first write, so no run holds a
+    /// subject's secrets without the index knowing). Linking twice is a no-op. The subject id
+    /// is kept in the index only, never in a trace; use a pseudonymous id (a customer number),
+    /// not an email address.
+    ///
+    /// Every store of this crate implements the erasure index (the secret inputs of every
+    /// run are indexed in the transaction that stores its `run_started`); the default fails
+    /// with [`JournalError::Io`].
+    fn link_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        let _ = (run_id, subject);
+        no_index()
+    }
+
+    /// The stored runs that reference `what` (linked to the subject, or holding the secret as
+    /// an input), oldest first. Linked run ids with no stored run are left out.
+    fn referencing<'a>(
+        &'a self,
+        what: &'a Reference,
+    ) -> BoxFuture<'a, Result<Vec<String>, JournalError>> {
+        let _ = what;
+        no_index()
+    }
+
+    /// Forgets every link of `subject` (after its erasure: the index no longer names it).
+    fn unlink_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        let _ = subject;
+        no_index()
+    }
+
+    /// Retention: deletes the run `lease` holds (its entries, its record and its erasure
+    /// index rows), fenced by the lease ([`JournalError::Fenced`] when stale). Its evidence-log
+    /// leaves stay: `crate::evidence::prune` records a signed prune leaf first, so an audit
+    /// tells a pruned run from a deleted one.
+    ///
+    /// Every store of this crate implements it; the default fails with [`JournalError::Io`].
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        let _ = lease;
+        Box::pin(std::future::ready(Err(JournalError::Io(
+            "this store cannot delete runs".into(),
+        ))))
+    }
+
+    /// After an erasure: moves what the store's logs still hold of erased rows out of them
+    /// (SQLite: a WAL checkpoint that truncates the WAL). The default does nothing
+    /// (PostgreSQL: see `docs/compliance.md` for the `VACUUM` an erasure needs).
+    fn compact<'a>(&'a self) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
@@ -517,5 +589,32 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
 
     fn head<'a>(&'a self) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
         (**self).head()
+    }
+
+    fn link_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        (**self).link_subject(run_id, subject)
+    }
+
+    fn referencing<'a>(
+        &'a self,
+        what: &'a Reference,
+    ) -> BoxFuture<'a, Result<Vec<String>, JournalError>> {
+        (**self).referencing(what)
+    }
+
+    fn unlink_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        (**self).unlink_subject(subject)
+    }
+
+    fn compact<'a>(&'a self) -> BoxFuture<'a, Result<(), JournalError>> {
+        (**self).compact()
+    }
+
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        (**self).delete_run(lease)
     }
 }

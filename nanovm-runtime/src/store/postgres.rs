@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
 use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
-use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
+use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery, RunRecord};
 use crate::db::postgres::{Pg, PostgresOptions, pg, pool_err};
 use crate::db::{to_i64, wall_ms};
 use crate::program::BoxFuture;
@@ -162,6 +162,7 @@ impl PostgresStore {
                 Some((
                     row.try_get::<_, i64>(0).map_err(pg)?,
                     Tip {
+                        at_rest: status != RunStatus::Running.as_str(),
                         entries: to_u64(run_id, "entries", row.try_get(1).map_err(pg)?)?,
                         last_hash: to_digest(run_id, "last_hash", &hash)?,
                         epoch: to_u64(run_id, "epoch", row.try_get(3).map_err(pg)?)?,
@@ -201,6 +202,20 @@ impl PostgresStore {
         match owner {
             Some(_) => batch.check_start(stored.as_ref().map(|(_, t, _)| t))?,
             None => batch.check(stored.as_ref().map(|(_, t, _)| t), fence)?,
+        }
+        if !batch.secrets.is_empty() {
+            let insert = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {s}.nanovm_secret_refs (vault_id, run_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING"
+                ))
+                .await
+                .map_err(pg)?;
+            for v in &batch.secrets {
+                tx.execute(&insert, &[&v.to_hex(), &run_id])
+                    .await
+                    .map_err(pg)?;
+            }
         }
         let mut progress = stored
             .as_ref()
@@ -513,6 +528,129 @@ impl JournalStore for PostgresStore {
                          ON CONFLICT (size) DO UPDATE SET head = EXCLUDED.head"
                     ),
                     &[&to_i64(size), &head],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn link_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {s}.nanovm_subjects (subject, run_id) VALUES ($1, $2) \
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[&subject, &run_id],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn referencing<'a>(
+        &'a self,
+        what: &'a Reference,
+    ) -> BoxFuture<'a, Result<Vec<String>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let (table, column, key) = match what {
+                Reference::Subject(subject) => ("nanovm_subjects", "subject", subject.clone()),
+                Reference::Secret(v) => ("nanovm_secret_refs", "vault_id", v.to_hex()),
+            };
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT r.run_id FROM {s}.{table} x JOIN {s}.nanovm_runs r \
+                         ON r.run_id = x.run_id WHERE x.{column} = $1 ORDER BY r.ord"
+                    ),
+                    &[&key],
+                )
+                .await
+                .map_err(pg)?;
+            rows.iter()
+                .map(|r| r.try_get::<_, String>(0).map_err(pg))
+                .collect()
+        })
+    }
+
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let id = lease.run_id.as_str();
+            let mut client = self.pg.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(pg)?;
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "SELECT ord, epoch, lease_owner FROM {s}.nanovm_runs WHERE run_id = $1 \
+                         FOR UPDATE"
+                    ),
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?;
+            let (ord, epoch, owner): (i64, i64, Option<String>) = match &row {
+                Some(r) => (
+                    r.try_get(0).map_err(pg)?,
+                    r.try_get(1).map_err(pg)?,
+                    r.try_get(2).map_err(pg)?,
+                ),
+                None => (0, 0, None),
+            };
+            let current = to_u64(id, "epoch", epoch)?;
+            if row.is_none()
+                || current != lease.epoch
+                || owner.as_deref() != Some(lease.worker.as_str())
+            {
+                return Err(JournalError::Fenced {
+                    run_id: id.to_string(),
+                    held: lease.epoch,
+                    current,
+                });
+            }
+            tx.execute(
+                &format!("DELETE FROM {s}.nanovm_entries WHERE run = $1"),
+                &[&ord],
+            )
+            .await
+            .map_err(pg)?;
+            for table in ["nanovm_secret_refs", "nanovm_subjects"] {
+                tx.execute(
+                    &format!("DELETE FROM {s}.{table} WHERE run_id = $1"),
+                    &[&id],
+                )
+                .await
+                .map_err(pg)?;
+            }
+            tx.execute(
+                &format!("DELETE FROM {s}.nanovm_runs WHERE ord = $1"),
+                &[&ord],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)
+        })
+    }
+
+    fn unlink_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            client
+                .execute(
+                    &format!("DELETE FROM {s}.nanovm_subjects WHERE subject = $1"),
+                    &[&subject],
                 )
                 .await
                 .map_err(pg)?;

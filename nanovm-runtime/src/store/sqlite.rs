@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Row as SqlRow, params};
 
 use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
-use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
+use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery, RunRecord};
 use crate::db::sqlite::{Db, SqliteOptions, io};
 use crate::db::{to_i64, wall_ms};
 use crate::program::BoxFuture;
@@ -233,6 +233,103 @@ impl JournalStore for SqliteStore {
         }))
     }
 
+    fn link_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<(), JournalError>> {
+        let (run_id, subject) = (run_id.to_string(), subject.to_string());
+        Box::pin(self.db.write(move |c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO nanovm_subjects (subject, run_id) VALUES (?1, ?2)",
+            )
+            .and_then(|mut st| st.execute(params![subject, run_id]))
+            .map_err(io)?;
+            Ok(())
+        }))
+    }
+
+    fn referencing<'a>(
+        &'a self,
+        what: &'a Reference,
+    ) -> BoxFuture<'a, Result<Vec<String>, JournalError>> {
+        let (sql, key) = match what {
+            Reference::Subject(s) => (
+                "SELECT r.run_id FROM nanovm_subjects x JOIN nanovm_runs r ON r.run_id = x.run_id \
+                 WHERE x.subject = ?1 ORDER BY r.ord",
+                s.clone(),
+            ),
+            Reference::Secret(v) => (
+                "SELECT r.run_id FROM nanovm_secret_refs x JOIN nanovm_runs r ON r.run_id = x.run_id \
+                 WHERE x.vault_id = ?1 ORDER BY r.ord",
+                v.to_hex(),
+            ),
+        };
+        Box::pin(self.db.read(move |c| {
+            let mut st = c.prepare_cached(sql).map_err(io)?;
+            let ids = st
+                .query_map(params![key], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(|e| read_err("?", e))?;
+            Ok(ids)
+        }))
+    }
+
+    fn unlink_subject<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
+        let subject = subject.to_string();
+        Box::pin(self.db.write(move |c| {
+            c.prepare_cached("DELETE FROM nanovm_subjects WHERE subject = ?1")
+                .and_then(|mut st| st.execute(params![subject]))
+                .map_err(io)?;
+            Ok(())
+        }))
+    }
+
+    fn delete_run<'a>(&'a self, lease: &'a Lease) -> BoxFuture<'a, Result<(), JournalError>> {
+        let lease = lease.clone();
+        Box::pin(self.db.write(move |c| {
+            held(c, &lease)?;
+            let id = lease.run_id.as_str();
+            for sql in [
+                "DELETE FROM nanovm_entries WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = ?1)",
+                "DELETE FROM nanovm_secret_refs WHERE run_id = ?1",
+                "DELETE FROM nanovm_subjects WHERE run_id = ?1",
+                "DELETE FROM nanovm_runs WHERE run_id = ?1",
+            ] {
+                c.prepare_cached(sql)
+                    .and_then(|mut st| st.execute(params![id]))
+                    .map_err(io)?;
+            }
+            Ok(())
+        }))
+    }
+
+    fn compact<'a>(&'a self) -> BoxFuture<'a, Result<(), JournalError>> {
+        Box::pin(async move {
+            if self.db.path.is_some() {
+                self.db
+                    .on_writer(|c| {
+                        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .map_err(io)
+                    })
+                    .await
+                    .and_then(|busy| {
+                        if busy == 0 {
+                            Ok(())
+                        } else {
+                            Err(io(
+                                "the WAL checkpoint was blocked by a reader: the WAL may still \
+                                 hold erased pages; run the erasure again when readers are idle",
+                            ))
+                        }
+                    })?;
+            }
+            Ok(())
+        })
+    }
+
     fn append<'a>(
         &'a self,
         run_id: &'a str,
@@ -449,6 +546,7 @@ fn stored(c: &Connection, run_id: &str) -> Result<Option<Stored>, JournalError> 
     Ok(Some(Stored {
         ord: row.get(0).map_err(get_err)?,
         tip: Tip {
+            at_rest: status != RunStatus::Running.as_str(),
             entries: to_u64(run_id, "entries", row.get(1).map_err(get_err)?)?,
             last_hash: to_digest(run_id, "last_hash", &hash)?,
             epoch: to_u64(run_id, "epoch", row.get(3).map_err(get_err)?)?,
@@ -510,6 +608,16 @@ fn append(
         for r in &rows {
             st.execute(params![ord, to_i64(r.seq), &r.hash[..], r.line])
                 .map_err(io)?;
+        }
+    }
+    if !batch.secrets.is_empty() {
+        let mut st = c
+            .prepare_cached(
+                "INSERT OR IGNORE INTO nanovm_secret_refs (vault_id, run_id) VALUES (?1, ?2)",
+            )
+            .map_err(io)?;
+        for v in &batch.secrets {
+            st.execute(params![v.to_hex(), run_id]).map_err(io)?;
         }
     }
     for e in &batch.moves {

@@ -204,6 +204,13 @@ impl<P: Program> Exec<P> {
                 Ok(Action::Tool(call)) => {
                     let tool = self.tool_info(call.tool())?;
                     let args = super::tool::named(call.args());
+                    // A secret argument erased from the run: no branch calls with it, the
+                    // run ends here saying so (as a sequential `call` does).
+                    if let Some(message) =
+                        super::tool::erased_argument(self.rec.trace.entries(), tool.name, &args)
+                    {
+                        return Ok(Err(message));
+                    }
                     let effect_key = self.effect_key()?;
                     let key = ids::effect_id_with(
                         &mut self.rec.scratch,

@@ -1,0 +1,426 @@
+//! Erasure end to end (issue 12, deliverable 3): the store's index finds the runs that hold a
+//! subject's secrets, each gets an `erased` tombstone under its lease naming who asked and why,
+//! the vault forgets the values, the chain, the checkpoints and the log still verify, replay
+//! reproduces the run, and a suspended run whose secret was erased ends with a clear status
+//! when resumed instead of calling a tool with a missing value. Tombstones no erasure wrote
+//! are refused on load.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nanovm_runtime::evidence::{self, KeySigner, Signer};
+use nanovm_runtime::store::{JournalError, JournalStore, MemoryStore, Reference, SqliteStore};
+use nanovm_runtime::testing::{ManualClock, ScriptedModel};
+use nanovm_runtime::trace::{Actor, Event, RunStatus, Trace, secret_inputs};
+use nanovm_runtime::vault::{MemoryVault, VaultError};
+use nanovm_runtime::{
+    Erase, EraseError, Execution, RunOptions, Runtime, SecretRef, VaultId, replay,
+};
+use serde_json::json;
+
+use support::customer_refund::{self as cr};
+use support::{Host, START, block_on, rechain};
+
+fn dpo() -> Actor {
+    Actor::new("dpo@example.com", "GDPR art. 17 request #4711")
+}
+
+struct Fx {
+    rt: Runtime,
+    store: Arc<dyn JournalStore>,
+    vault: Arc<MemoryVault>,
+}
+
+fn fx_on(store: Arc<dyn JournalStore>, signer: Option<KeySigner>) -> Fx {
+    let vault = Arc::new(MemoryVault::seeded(5));
+    let b = Runtime::builder()
+        .model(ScriptedModel::new().always("analyze", "yes").shared())
+        .vault(vault.clone())
+        .clock(ManualClock::new(START))
+        .store(store.clone());
+    let rt = match signer {
+        Some(s) => b.signer(s).build(),
+        None => b.build(),
+    };
+    Fx { rt, store, vault }
+}
+
+impl Fx {
+    fn email(&self, address: &str) -> SecretRef<String> {
+        self.vault.secret(&address.to_string()).expect("a secret")
+    }
+
+    /// A refund of `amount` for `address` as run `id` of `subject`: 100 is refunded at once,
+    /// 9000 waits for a reviewer.
+    fn run(&self, id: &str, subject: &str, address: &str, amount: i64, host: &Host) -> Execution {
+        block_on(self.rt.run::<cr::Program>(
+            cr::Input {
+                request: "It broke.".into(),
+                order_id: "o-1".into(),
+                amount_cents: amount,
+                email: self.email(address),
+            },
+            Arc::new(host.clone()),
+            RunOptions::new().run_id(id).subject(subject),
+        ))
+        .expect("runs")
+    }
+
+    fn load(&self, id: &str) -> Vec<nanovm_runtime::trace::Entry> {
+        block_on(self.store.load(id))
+            .expect("loads")
+            .expect("stored")
+    }
+
+    fn erase(&self, what: Erase) -> Result<nanovm_runtime::Erasure, EraseError> {
+        block_on(self.rt.erase(&what, dpo(), Duration::ZERO))
+    }
+}
+
+fn email_of(entries: &[nanovm_runtime::trace::Entry]) -> VaultId {
+    secret_inputs(&entries[0].event)[0]
+}
+
+#[test]
+fn erasing_a_subject_tombstones_each_of_its_runs_and_only_those() {
+    let f = fx_on(Arc::new(MemoryStore::new()), None);
+    let host = Host::new();
+    assert_eq!(
+        f.run("a1", "cust-1", "ann@example.com", 100, &host).status,
+        RunStatus::Success
+    );
+    assert_eq!(
+        f.run("a2", "cust-1", "ann@example.com", 9000, &host).status,
+        RunStatus::Suspended
+    );
+    assert_eq!(
+        f.run("b1", "cust-2", "bob@example.com", 100, &host).status,
+        RunStatus::Success
+    );
+    let before_b = f.load("b1");
+    let report = f.erase(Erase::Subject("cust-1".into())).expect("erases");
+    let ids: Vec<&str> = report.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["a1", "a2"]);
+    for id in ["a1", "a2"] {
+        let entries = f.load(id);
+        let email = email_of(&entries);
+        let last = entries.last().expect("entries");
+        assert_eq!(
+            last.event,
+            Event::Erased {
+                vault_id: email,
+                by: dpo()
+            },
+            "{id}"
+        );
+        assert!(
+            Trace::from_entries(entries.clone()).is_ok(),
+            "{id} verifies"
+        );
+        let commitment = match &entries[0].event {
+            Event::RunStarted { inputs, .. } => match &inputs[3].1 {
+                nanovm_runtime::trace::Datum::Secret { commitment, .. } => *commitment,
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            f.vault.as_ref().value(email, commitment),
+            Err(VaultError::Erased(email)),
+            "{id}: the value is gone"
+        );
+    }
+    assert_eq!(f.load("b1"), before_b, "another subject's run is untouched");
+    // The subject's links are forgotten; a second erasure finds nothing and writes nothing.
+    assert!(
+        block_on(f.store.referencing(&Reference::Subject("cust-1".into())))
+            .unwrap()
+            .is_empty()
+    );
+    let again = f.erase(Erase::Subject("cust-1".into())).expect("erases");
+    assert!(again.runs.is_empty());
+    // By vault id, the tombstone is already there: nothing is appended twice.
+    let a1 = f.load("a1");
+    let again = f.erase(Erase::Secret(email_of(&a1))).expect("erases");
+    assert_eq!(again.runs.len(), 1);
+    assert!(again.runs[0].erased.is_empty());
+    assert_eq!(again.runs[0].already, [email_of(&a1)]);
+    assert_eq!(f.load("a1"), a1);
+}
+
+#[test]
+fn replay_after_an_erasure_reproduces_the_same_transitions() {
+    let f = fx_on(Arc::new(MemoryStore::new()), None);
+    let host = Host::new();
+    let before = f.run("r", "cust-1", "ann@example.com", 100, &host);
+    f.erase(Erase::Subject("cust-1".into())).expect("erases");
+    let after = Trace::from_entries(f.load("r")).expect("verifies");
+    assert_eq!(after.len(), before.trace.len() + 1);
+    assert_eq!(
+        &after.entries()[..before.trace.len()],
+        before.trace.entries(),
+        "no earlier byte changes"
+    );
+    let report = replay::<cr::Program>(&after).expect("replays");
+    assert_eq!(report.root, after.root());
+    assert_eq!(report.status, before.status);
+    assert_eq!(report.path, before.path);
+}
+
+/// The suspended run's email is erased; the reviewer then rejects, which would mail the
+/// customer: the tool is never called, the run ends `failed` saying why, and a replay of the
+/// stored trace reproduces exactly that.
+#[test]
+fn a_resumed_run_whose_secret_was_erased_ends_failed_without_calling_the_tool() {
+    let f = fx_on(Arc::new(MemoryStore::new()), None);
+    let host = Host::new();
+    assert_eq!(
+        f.run("w", "cust-1", "ann@example.com", 9000, &host).status,
+        RunStatus::Suspended
+    );
+    f.erase(Erase::Subject("cust-1".into())).expect("erases");
+    let delivery = block_on(f.rt.deliver::<cr::Program>(
+        "w",
+        "approval",
+        "ev-1",
+        json!({"approved": false}),
+        Arc::new(host.clone()),
+    ))
+    .expect("delivered");
+    let e = delivery.into_execution();
+    assert_eq!(e.status, RunStatus::Failed);
+    let message = e.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("`email`")
+            && message.contains("erased")
+            && message.contains("dpo@example.com")
+            && message.contains("not called"),
+        "{message}"
+    );
+    assert_eq!(host.calls("send_rejection"), 0);
+    let stored = Trace::from_entries(f.load("w")).expect("verifies");
+    let report = replay::<cr::Program>(&stored).expect("replays");
+    assert_eq!(report.root, stored.root());
+    assert_eq!(report.status, RunStatus::Failed);
+}
+
+#[test]
+fn an_erasure_waits_for_no_execution_and_refuses_a_run_in_flight_writing_nothing() {
+    let store = MemoryStore::new();
+    let f = fx_on(Arc::new(store.clone()), None);
+    let host = Host::new();
+    f.run("done", "cust-1", "ann@example.com", 100, &host);
+    f.run("busy", "cust-1", "ann@example.com", 9000, &host);
+    // Someone is executing `busy` (holds its lease).
+    let lease = block_on(store.claim_run("busy", "worker-9", START, 60_000))
+        .unwrap()
+        .expect("claimed");
+    let done = f.load("done");
+    let busy = f.load("busy");
+    let err = f
+        .erase(Erase::Subject("cust-1".into()))
+        .expect_err("refused");
+    assert!(
+        matches!(err, EraseError::Leased { ref run_id, .. } if run_id == "busy"),
+        "{err}"
+    );
+    assert_eq!(f.load("done"), done, "nothing written");
+    assert_eq!(f.load("busy"), busy);
+    let email = email_of(&done);
+    assert!(
+        f.vault.as_ref().value(email, commitment_of(&done)).is_ok(),
+        "nothing erased"
+    );
+    block_on(store.release(&lease)).unwrap();
+    // A run a crash left mid-execution (running, nobody holds it) is refused too: a worker
+    // must take it to a pause or its end first.
+    let full = f.run("crashed", "cust-1", "ann@example.com", 100, &host);
+    store.set_entries("crashed", full.trace.entries()[..2].to_vec());
+    let err = f
+        .erase(Erase::Subject("cust-1".into()))
+        .expect_err("refused");
+    assert!(
+        matches!(err, EraseError::Executing { ref run_id, status: RunStatus::Running } if run_id == "crashed"),
+        "{err}"
+    );
+    assert_eq!(f.load("done"), done, "nothing written");
+    store.set_entries("crashed", full.trace.entries().to_vec());
+    assert!(matches!(
+        f.erase(Erase::Subject("cust-1".into())),
+        Ok(ref r) if r.runs.len() == 3
+    ));
+    // An erasure names who asked and why.
+    assert!(matches!(
+        block_on(f.rt.erase(
+            &Erase::Subject("x".into()),
+            Actor::new("", ""),
+            Duration::ZERO
+        )),
+        Err(EraseError::NoActor)
+    ));
+}
+
+fn commitment_of(entries: &[nanovm_runtime::trace::Entry]) -> nanovm_runtime::Digest {
+    match &entries[0].event {
+        Event::RunStarted { inputs, .. } => match &inputs[3].1 {
+            nanovm_runtime::trace::Datum::Secret { commitment, .. } => *commitment,
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+}
+
+/// With a signer, the runs that got a tombstone are checkpointed again: the audit is clean,
+/// every run's latest checkpoint covers its whole trace, and the log only grew.
+#[test]
+fn after_an_erasure_the_chain_the_checkpoints_and_the_log_verify() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = block_on(SqliteStore::open(dir.path().join("s.db"))).expect("opens");
+    let key = KeySigner::from_seed([3; 32]).public_key();
+    let f = fx_on(Arc::new(store.clone()), Some(KeySigner::from_seed([3; 32])));
+    let host = Host::new();
+    f.run("s1", "cust-1", "ann@example.com", 100, &host);
+    f.run("s2", "cust-1", "ann@example.com", 9000, &host);
+    let before = block_on(evidence::audit(&store, &key, None)).expect("audits");
+    assert!(before.ok(), "{:?}", before.findings);
+    let kept = before.head.expect("a head");
+    f.erase(Erase::Subject("cust-1".into())).expect("erases");
+    let after = block_on(evidence::audit(&store, &key, Some(&kept))).expect("audits");
+    assert!(after.ok(), "{:?}", after.findings);
+    for id in ["s1", "s2"] {
+        let entries = f.load(id);
+        let cp = block_on(evidence::latest_checkpoint(&store, &key, id))
+            .expect("reads")
+            .expect("a checkpoint");
+        assert_eq!(cp.checkpoint.entries, entries.len() as u64, "{id}");
+        assert!(matches!(
+            entries.last().map(|e| &e.event),
+            Some(Event::Erased { .. })
+        ));
+    }
+}
+
+/// A tombstone written into the store behind the runtime's back (rechained, so the chain
+/// verifies) is refused when the run is loaded: in the middle of an execution, or naming a
+/// secret the run does not hold.
+#[test]
+fn a_forged_tombstone_in_the_store_is_refused_on_load() {
+    let store = MemoryStore::new();
+    let f = fx_on(Arc::new(store.clone()), None);
+    let host = Host::new();
+    let e = f.run("r", "cust-1", "ann@example.com", 100, &host);
+    let email = email_of(e.trace.entries());
+    let events: Vec<Event> = e.trace.entries().iter().map(|x| x.event.clone()).collect();
+    let plant = |at: usize, ev: Event| {
+        let mut evs = events.clone();
+        evs.insert(at, ev);
+        store.set_entries("r", rechain(evs).into_entries());
+        block_on(store.load("r"))
+    };
+    let tomb = |vault_id| Event::Erased {
+        vault_id,
+        by: dpo(),
+    };
+    for (at, ev, what) in [
+        (2, tomb(email), "executing"),
+        (events.len(), tomb(VaultId([9; 16])), "not a secret input"),
+    ] {
+        match plant(at, ev) {
+            Err(JournalError::Corrupt { reason, .. }) => {
+                assert!(reason.contains("forged erasure"), "{what}: {reason}")
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    // The one an erasure writes loads.
+    assert!(plant(events.len(), tomb(email)).is_ok());
+}
+
+include!("support/generated/secret_fan.rs");
+
+/// The tools of `secret_fan`, counting calls.
+#[derive(Clone, Default)]
+struct Fan(Arc<std::sync::atomic::AtomicUsize>);
+
+impl secret_fan::Tools for Fan {
+    fn mail(
+        &self,
+        _ctx: &nanovm_runtime::ToolContext,
+        _email: nanovm_runtime::Secret<String>,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value, nanovm_runtime::ToolError>> + Send
+    {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok(json!({"sent": true})))
+    }
+
+    fn lookup(
+        &self,
+        _ctx: &nanovm_runtime::ToolContext,
+        _email: nanovm_runtime::Secret<String>,
+    ) -> impl std::future::Future<Output = Result<serde_json::Value, nanovm_runtime::ToolError>> + Send
+    {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Ok(json!({"found": true})))
+    }
+}
+
+/// Inside a `parallel` block too: the secret erased while the run waited is passed to no
+/// branch's tool; the run ends `failed` saying so, and the replay agrees.
+#[test]
+fn a_parallel_branch_never_calls_a_tool_with_an_erased_secret() {
+    let f = fx_on(Arc::new(MemoryStore::new()), None);
+    let fan = Fan::default();
+    let run = |id: &str| {
+        block_on(f.rt.run::<secret_fan::Program>(
+            secret_fan::Input {
+                email: f.email("ann@example.com"),
+            },
+            Arc::new(fan.clone()),
+            RunOptions::new().run_id(id).subject("cust-9"),
+        ))
+        .expect("runs")
+    };
+    assert_eq!(run("p1").status, RunStatus::Suspended);
+    f.erase(Erase::Subject("cust-9".into())).expect("erases");
+    let e = block_on(f.rt.deliver::<secret_fan::Program>(
+        "p1",
+        "go",
+        "go-1",
+        json!({"ok": true}),
+        Arc::new(fan.clone()),
+    ))
+    .expect("delivered")
+    .into_execution();
+    assert_eq!(e.status, RunStatus::Failed);
+    let message = e.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("`email`") && message.contains("erased"),
+        "{message}"
+    );
+    assert_eq!(
+        fan.0.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "no tool was called"
+    );
+    let stored = Trace::from_entries(f.load("p1")).expect("verifies");
+    let report = replay::<secret_fan::Program>(&stored).expect("replays");
+    assert_eq!(
+        (report.root, report.status),
+        (stored.root(), RunStatus::Failed)
+    );
+    // Without the erasure, the same run calls both tools.
+    assert_eq!(run("p2").status, RunStatus::Suspended);
+    let e = block_on(f.rt.deliver::<secret_fan::Program>(
+        "p2",
+        "go",
+        "go-1",
+        json!({"ok": true}),
+        Arc::new(fan.clone()),
+    ))
+    .expect("delivered")
+    .into_execution();
+    assert_eq!(e.status, RunStatus::Success, "{:?}", e.message);
+    assert_eq!(fan.0.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
