@@ -1192,6 +1192,111 @@ program p {
 
 // ---- Whole-file behaviour --------------------------------------------------------------------
 
+// ---- E0310-E0312 record, list and optional types (issue 16) -------------------------------
+
+/// A program that uses every new construct correctly: the near-miss of the rules below.
+const RECORDS_OK: &str = r#"
+program orders {
+    type Item { sku: string, qty: int, note: string? }
+    type Order { id: string, items: list<Item>, total: float, tags: list<string>, coupon: string? }
+    type Refund { id: string, amount: int, reason: string? }
+    input { order: Order, limit: int }
+    budget { max_steps: 20 }
+    tool quote_refund(order: Order, items: list<Item>) -> Refund
+    effect tool pay(refund: Refund, amount: int, reason: string?) -> json idempotent
+    llm ask { prompt: "Order {order.id} has {order.items} and total {order.total}" into summary } -> check
+    branch check {
+        when len(order.items) > 0 and order.total > 0 and order.tags contains "vip" -> quote
+        when order.coupon != null and "a" in order.tags -> quote
+        otherwise -> done
+    }
+    call quote = quote_refund(order: order, items: order.items) into refund -> g
+    guard g {
+        when refund.amount <= limit and refund.reason == null and refund.id starts_with "r" -> payout
+        otherwise -> done
+    }
+    call payout = pay(refund: trusted(refund, "g checked its amount"), amount: refund.amount, reason: refund.reason) -> confirm
+    await confirm = confirmed into c: Refund -> done
+    end done: success
+}
+"#;
+
+#[test]
+fn records_lists_and_optionals_check_when_used_as_declared() {
+    let c = compile("orders.nvm", RECORDS_OK);
+    let errors: Vec<_> = c.diagnostics.iter().filter(|d| d.is_error()).collect();
+    assert!(errors.is_empty(), "{}", c.render());
+}
+
+failing!(
+    e0310_unknown_type_name,
+    ["E0310", "E0310", "E0310"],
+    r#"
+program p {
+    type Refund { id: string, amount: int }
+    input { r: Refnd }
+    tool t(x: secret Refund) -> list<Amount>
+    call c = t(x: r) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0311_unknown_field_of_a_record,
+    ["E0311", "E0311", "E0303"],
+    r#"
+program p {
+    type Customer { name: string, country: string }
+    type Refund { id: string, amount: int, customer: Customer }
+    input { r: Refund }
+    tool pay(amount: int) -> json
+    llm ask { prompt: "refund {r.id} for {r.customer.nme}" into a } -> g
+    guard g { when r.amout > 10 -> c otherwise -> done }
+    call c = pay(amount: r.customer.country.x) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0312_bad_type_declarations,
+    ["E0312", "E0312", "E0312", "E0312"],
+    r#"
+program p {
+    type Node { id: string, children: list<Node> }
+    type Item { sku: string, sku: int }
+    type Item { other: string }
+    type State { x: int }
+    input { n: Node, i: Item, s: State }
+    guard g { when n.id == "a" and i.sku == "b" and s.x > 1 -> done otherwise -> done }
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0303_wrong_types_through_records,
+    ["E0303", "E0303", "E0303", "E0303", "E0303", "E0204"],
+    r#"
+program p {
+    type Refund { id: string, amount: int, reason: string?, tags: list<int> }
+    input { r: Refund }
+    tool t(amount: int) -> json
+    guard g {
+        when r.amount == "ten" -> c
+        when r.reason == "late" -> c
+        when r.reason.x == "late" -> c
+        when r.tags contains "a" -> c
+        when r.amount + 1 > 2 -> c
+        otherwise -> done
+    }
+    call c = t(amount: r.id) -> done
+    end done: success
+}
+"#
+);
+
 #[test]
 fn all_errors_of_a_file_are_reported_at_once() {
     let src = r#"

@@ -375,6 +375,211 @@ pub fn plain<T: Clone + Into<Json>>(v: &T) -> Datum {
     Datum::Plain(v.clone().into())
 }
 
+/// The shape of a declared type (issue 16): what a tool result, an event payload, a recorded
+/// input or a tool argument of a record, `list<T>` or `T?` type must look like. Generated code
+/// emits one `SHAPE` per record type (`Refund::SHAPE`) and builds the others from them.
+///
+/// A value is let in only whole: [`Shape::conform`] either returns the complete value (with
+/// every absent optional field made an explicit `null`, and every `float` a float) or names
+/// the first bad field by its path (`items[2].qty`), never a partial value.
+#[derive(Debug)]
+pub enum Shape {
+    /// `string`
+    Str,
+    /// `int`: a JSON number that is a signed 64-bit integer
+    Int,
+    /// `float`: any JSON number
+    Float,
+    /// `bool`
+    Bool,
+    /// `json`: anything
+    Json,
+    /// `list<T>`: an array whose every item has the shape
+    List(&'static Shape),
+    /// `T?`: `null` (or an absent field) or the shape
+    Optional(&'static Shape),
+    /// A record type: an object with exactly these fields (an unknown field is refused)
+    Record {
+        /// The type's name.
+        name: &'static str,
+        /// The fields in declaration order.
+        fields: &'static [(&'static str, Shape)],
+    },
+}
+
+/// A value of the wrong shape: the path of the first bad part and what was wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{path}`: {message}")]
+#[non_exhaustive]
+pub struct ShapeError {
+    /// Where, e.g. `items[2].qty` (`value` for the whole value).
+    pub path: String,
+    /// What is wrong there, e.g. `expected an int, found a string`.
+    pub message: String,
+}
+
+impl Shape {
+    /// The type as written in the program, e.g. `list<Item>` or `string?`.
+    pub fn name(&self) -> String {
+        match self {
+            Shape::Str => "string".into(),
+            Shape::Int => "int".into(),
+            Shape::Float => "float".into(),
+            Shape::Bool => "bool".into(),
+            Shape::Json => "json".into(),
+            Shape::List(t) => format!("list<{}>", t.name()),
+            Shape::Optional(t) => format!("{}?", t.name()),
+            Shape::Record { name, .. } => (*name).to_string(),
+        }
+    }
+
+    fn expected(&self) -> String {
+        match self {
+            Shape::Str => "a string".into(),
+            Shape::Int => "an int".into(),
+            Shape::Float => "a number".into(),
+            Shape::Bool => "a bool".into(),
+            Shape::Json => "any value".into(),
+            Shape::List(t) => format!("a list of {}", t.name()),
+            Shape::Optional(t) => format!("{} or null", t.expected()),
+            Shape::Record { name, .. } => format!("an object (`{name}`)"),
+        }
+    }
+
+    /// The value, whole and normalised, if it has this shape; else the path of the first part
+    /// that does not.
+    pub fn conform(&self, v: &Json) -> Result<Json, ShapeError> {
+        let mut path = String::new();
+        self.walk(v, &mut path)
+    }
+
+    fn walk(&self, v: &Json, path: &mut String) -> Result<Json, ShapeError> {
+        let wrong = |path: &str, expected: String| ShapeError {
+            path: if path.is_empty() {
+                "value".into()
+            } else {
+                path.to_string()
+            },
+            message: format!("expected {expected}, found {}", kind_of(v)),
+        };
+        match (self, v) {
+            (Shape::Json, _) => Ok(v.clone()),
+            (Shape::Str, Json::String(_)) | (Shape::Bool, Json::Bool(_)) => Ok(v.clone()),
+            (Shape::Int, Json::Number(n)) if n.as_i64().is_some() => Ok(v.clone()),
+            (Shape::Float, Json::Number(n)) => Ok(n
+                .as_f64()
+                .and_then(serde_json::Number::from_f64)
+                .map_or_else(|| v.clone(), Json::Number)),
+            (Shape::Optional(_), Json::Null) => Ok(Json::Null),
+            (Shape::Optional(t), _) => t.walk(v, path),
+            (Shape::List(t), Json::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    out.push(t.walk(item, path)?);
+                    path.truncate(len);
+                }
+                Ok(Json::Array(out))
+            }
+            (Shape::Record { name, fields }, Json::Object(map)) => {
+                let mut out = serde_json::Map::with_capacity(fields.len());
+                for (field, shape) in *fields {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(field);
+                    match (map.get(*field), shape) {
+                        (Some(x), _) => {
+                            out.insert((*field).to_string(), shape.walk(x, path)?);
+                        }
+                        (None, Shape::Optional(_)) => {
+                            out.insert((*field).to_string(), Json::Null);
+                        }
+                        (None, _) => {
+                            return Err(ShapeError {
+                                path: path.clone(),
+                                message: format!(
+                                    "missing (`{name}` declares it `{}`)",
+                                    shape.name()
+                                ),
+                            });
+                        }
+                    }
+                    path.truncate(len);
+                }
+                if let Some(extra) = map.keys().find(|k| !fields.iter().any(|(f, _)| f == k)) {
+                    let at = if path.is_empty() {
+                        extra.clone()
+                    } else {
+                        format!("{path}.{extra}")
+                    };
+                    return Err(ShapeError {
+                        path: at,
+                        message: format!("`{name}` has no such field"),
+                    });
+                }
+                Ok(Json::Object(out))
+            }
+            (shape, _) => Err(wrong(path, shape.expected())),
+        }
+    }
+}
+
+/// Decodes a tool result (or event payload) of a record, list or optional type: the whole
+/// value in its normalised form, or a message naming the path of the bad field.
+pub fn decode_shape(v: &Json, shape: &Shape, what: &str) -> Result<Json, String> {
+    shape.conform(v).map_err(|e| {
+        format!(
+            "{what} returned a value that is not a `{}`: {e}",
+            shape.name()
+        )
+    })
+}
+
+/// Checks a value the program does not keep against a record, list or optional type, as
+/// [`decode_shape`] does.
+pub fn check_shape(v: &Json, shape: &Shape, what: &str) -> Result<(), String> {
+    decode_shape(v, shape, what).map(|_| ())
+}
+
+/// Restores recorded input `index` of a record, list or optional type.
+pub fn shaped_input(
+    inputs: &[Datum],
+    index: usize,
+    name: &'static str,
+    shape: &Shape,
+) -> Result<Json, Fault> {
+    let v: Json = input(inputs, index, name)?;
+    shape.conform(&v).map_err(|e| Fault::Input {
+        name,
+        message: format!("not a `{}`: {e}", shape.name()),
+    })
+}
+
+/// A host's typed value (a generated record struct, a `Vec` or an `Option` of one) as JSON.
+/// Serializing a generated type cannot fail but for a non-finite float, which becomes `null`
+/// and is then refused by the type's shape.
+pub fn to_json<T: serde::Serialize>(v: &T) -> Json {
+    serde_json::to_value(v).unwrap_or(Json::Null)
+}
+
+/// A tool argument (JSON already checked against its shape) as the host's typed value.
+pub fn from_json<T: serde::de::DeserializeOwned>(v: Json, what: &str) -> Result<T, ToolError> {
+    serde_json::from_value(v).map_err(|e| ToolError::permanent(format!("{what}: {e}")))
+}
+
+/// A JSON value that must be an `int` (a field of a record, passed to an `int` parameter).
+pub fn json_int(v: &Json, path: &str) -> Result<i64, Fault> {
+    v.as_i64().ok_or_else(|| type_fault(path, "an int", v))
+}
+
+/// A JSON value that must be a number, as `f64`.
+pub fn json_f64(v: &Json, path: &str) -> Result<f64, Fault> {
+    v.as_f64().ok_or_else(|| type_fault(path, "a number", v))
+}
+
 /// The answer to an outcome the step cannot have produced (a runtime bug, or a trace that
 /// lies): the run fails with a clear message instead of guessing.
 pub fn unexpected(step: &str, outcome: &Outcome<'_>) -> Next {
@@ -410,6 +615,44 @@ mod tests {
             same::<f64>(v);
             same::<bool>(v);
         }
+    }
+
+    static ITEM: Shape = Shape::Record {
+        name: "Item",
+        fields: &[("sku", Shape::Str), ("qty", Shape::Int), ("note", Shape::Optional(&Shape::Str))],
+    };
+    static ORDER: Shape = Shape::Record {
+        name: "Order",
+        fields: &[("items", Shape::List(&ITEM)), ("total", Shape::Float)],
+    };
+
+    #[test]
+    fn a_value_of_the_wrong_shape_is_refused_with_the_path_of_the_bad_field() {
+        let bad = json!({"items": [
+            {"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}, {"sku": "c", "qty": "3"}
+        ], "total": 1});
+        let e = ORDER.conform(&bad).unwrap_err();
+        assert_eq!(e.path, "items[2].qty");
+        assert_eq!(e.to_string(), "`items[2].qty`: expected an int, found a string");
+        let missing = json!({"items": [{"qty": 1}], "total": 1});
+        assert_eq!(ORDER.conform(&missing).unwrap_err().path, "items[0].sku");
+        let extra = json!({"items": [], "total": 1, "totl": 2});
+        assert_eq!(ORDER.conform(&extra).unwrap_err().path, "totl");
+        assert_eq!(Shape::List(&ORDER).conform(&json!({})).unwrap_err().path, "value");
+        assert_eq!(
+            decode_shape(&json!([1]), &ORDER, "tool `t`").unwrap_err(),
+            "tool `t` returned a value that is not a `Order`: `value`: expected an object (`Order`), found an array"
+        );
+    }
+
+    #[test]
+    fn a_conforming_value_comes_back_whole_and_normalised() {
+        let ok = json!({"items": [{"sku": "a", "qty": 1}], "total": 3});
+        assert_eq!(
+            ORDER.conform(&ok).unwrap(),
+            json!({"items": [{"sku": "a", "qty": 1, "note": null}], "total": 3.0})
+        );
+        assert_eq!(Shape::Optional(&ITEM).conform(&json!(null)).unwrap(), json!(null));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
 use super::suggest::did_you_mean;
-use super::types::{Scope, Ty, expect_condition, infer};
+use super::types::{Ty, expect_condition, infer};
 use super::{Ctx, EdgeKind, Site, VarDef, outgoing, with_branches};
 use crate::codes;
 use crate::diagnostic::Diagnostic;
@@ -753,8 +753,10 @@ fn untrusted_diag(
 }
 
 /// A template hole is rendered by generated code of a fixed type, so `{request.length}` on a
-/// `string` is as wrong in a prompt as it is in a condition: only `json` values have fields.
+/// `string` is as wrong in a prompt as it is in a condition: only records and `json` values
+/// have fields (a record's fields are resolved against its declaration).
 pub(super) fn check_template_types(ctx: &mut Ctx<'_>) {
+    let scope = ctx.scope();
     let mut diags = Vec::new();
     for u in uses(ctx) {
         if u.kind != UseKind::Template || u.path.segments.len() < 2 {
@@ -763,23 +765,14 @@ pub(super) fn check_template_types(ctx: &mut Ctx<'_>) {
         let Some(&v) = ctx.var_index.get(u.path.root().name.as_str()) else {
             continue; // unknown: reported by check_unknown_variables
         };
-        let ty = &ctx.vars[v].ty;
-        if matches!(ty, Ty::Json | Ty::Error | Ty::Secret(_)) {
+        if matches!(ctx.vars[v].ty, Ty::Json | Ty::Error | Ty::Secret(_)) {
             continue; // secrets: reported by check_secrets_in_prompts
         }
-        let field = &u.path.segments[1];
-        diags.push(
-            Diagnostic::error(
-                codes::E0303,
-                format!(
-                    "`{}` is {}; only `json` values have fields",
-                    u.path.root().name,
-                    ty.describe(&ctx.choices)
-                ),
-                field.span,
-            )
-            .with_label(format!("no field `{}`", field.name)),
-        );
+        let path = Expr {
+            kind: ExprKind::Path(u.path.clone()),
+            span: u.path.span,
+        };
+        infer(&path, &scope, &mut diags);
     }
     ctx.diags.extend(diags);
 }
@@ -788,11 +781,7 @@ pub(super) fn check_template_types(ctx: &mut Ctx<'_>) {
 /// run time: comparisons need comparable operands and a condition must be a `bool`. (Operations
 /// on `json` values are the documented exception, checked at run time with a typed error.)
 pub(super) fn check_expression_types(ctx: &mut Ctx<'_>) {
-    let scope = Scope {
-        vars: &ctx.vars,
-        index: &ctx.var_index,
-        choices: &ctx.choices,
-    };
+    let scope = ctx.scope();
     let mut diags = Vec::new();
     for step in &ctx.steps {
         if let StepKind::Guard(d) | StepKind::Branch(d) = &step.kind {

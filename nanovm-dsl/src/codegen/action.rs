@@ -150,7 +150,23 @@ impl Gen<'_> {
     /// An argument converted to the parameter's Rust type, owned.
     pub(super) fn arg_value(&self, e: &TExpr, param: &Ty) -> TokenStream {
         let nv = &self.nv;
+        if param.is_composite() {
+            // Held as JSON; the checker proved the value has the parameter's type (a record,
+            // list or optional value read from one of the same type, a literal, `null`).
+            return self.arg_value(e, &Ty::Json);
+        }
         match (param, &e.ty, &e.kind) {
+            // A field of a record, read as JSON, passed to a scalar parameter.
+            (Ty::Int, Ty::Json, _) => {
+                let j = self.json_expr(e);
+                let p = super::expr::path_text(self.p, e);
+                quote!(__nv::json_int(#j, #p)?)
+            }
+            (Ty::Float, Ty::Json, _) => {
+                let j = self.json_expr(e);
+                let p = super::expr::path_text(self.p, e);
+                quote!(__nv::json_f64(#j, #p)?)
+            }
             // A secret is passed as its vault handle (`Copy`), never revealed here.
             (Ty::Secret(_), Ty::Secret(_), TKind::Var(v)) => self.var_value(*v),
             (Ty::Str, Ty::Str, TKind::Var(v)) => {

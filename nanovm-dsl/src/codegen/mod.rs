@@ -21,6 +21,7 @@ mod expr;
 mod info;
 mod items;
 mod program;
+mod records;
 mod skeleton;
 mod tools;
 mod transition;
@@ -260,6 +261,7 @@ impl<'p> Gen<'p> {
         let hash = p.hash.iter().map(|b| Literal::u8_unsuffixed(*b));
         let semantics = crate::canonical::SEMANTICS_VERSION;
         let mermaid = crate::graph::mermaid(p);
+        let records = self.records();
         let input = self.input();
         let choices = self.choices();
         let steps = self.step_enum();
@@ -308,6 +310,7 @@ impl<'p> Gen<'p> {
                 /// The program's graph as a Mermaid flowchart.
                 pub const MERMAID: &str = #mermaid;
 
+                #records
                 #input
                 #choices
                 #steps
@@ -332,8 +335,9 @@ impl<'p> Gen<'p> {
             Ty::Int => quote!(i64),
             Ty::Float => quote!(f64),
             Ty::Bool => quote!(bool),
-            Ty::Json => quote!(#nv::Json),
-            Ty::Error | Ty::Null | Ty::List(_) => ice(format_args!(
+            // Records, lists and optionals are held as JSON checked against their shape.
+            Ty::Json | Ty::Record(_) | Ty::List(_) | Ty::Optional(_) => quote!(#nv::Json),
+            Ty::Error | Ty::Null => ice(format_args!(
                 "a variable, parameter or result of type `{ty}` in {}",
                 self.site()
             )),

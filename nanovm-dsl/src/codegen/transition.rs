@@ -127,6 +127,29 @@ impl Gen<'_> {
         let tool = &self.p.tools[c.tool];
         let ty = self.rust_ty(&tool.ret);
         let what = format!("tool `{}`", tool.name);
+        if tool.ret.is_composite() {
+            let shape = self.shape_ref(&tool.ret);
+            return match c.into {
+                Some(var) => {
+                    let f = snake_ident(&self.p.vars[var].name);
+                    quote! {
+                        match __nv::decode_shape(value, #shape, #what) {
+                            Ok(x) => {
+                                state.#f = Some(x);
+                                #go
+                            }
+                            Err(message) => #nv::Next::Reject(message),
+                        }
+                    }
+                }
+                None => quote! {
+                    match __nv::check_shape(value, #shape, #what) {
+                        Ok(()) => #go,
+                        Err(message) => #nv::Next::Reject(message),
+                    }
+                },
+            };
+        }
         match c.into {
             Some(var) => {
                 let f = snake_ident(&self.p.vars[var].name);
@@ -169,8 +192,14 @@ impl Gen<'_> {
             let go = self.go(t);
             quote!((Step::#v, #nv::Outcome::Timeout) => #go,)
         });
+        let decode = if a.ty.is_composite() {
+            let shape = self.shape_ref(&a.ty);
+            quote!(__nv::decode_shape(value, #shape, #what))
+        } else {
+            quote!(__nv::decode::<#ty>(value, #what))
+        };
         quote! {
-            (Step::#v, #nv::Outcome::Event(value)) => match __nv::decode::<#ty>(value, #what) {
+            (Step::#v, #nv::Outcome::Event(value)) => match #decode {
                 #accept
                 Err(message) => #nv::Next::Reject(message),
             },
