@@ -38,6 +38,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("tests/support/programs/shop_v1.nvm", "shop_v1.rs"),
     ("tests/support/programs/shop_v2.nvm", "shop_v2.rs"),
     ("tests/support/programs/pay.nvm", "pay.rs"),
+    // Record, list and optional types (`tests/typed.rs`).
+    ("tests/support/programs/typed_refund.nvm", "typed_refund.rs"),
 ];
 
 /// What the compiler generates for `source` today.

@@ -22,6 +22,12 @@ impl Gen<'_> {
                 t.ret,
                 if t.idempotent { " Must honour `ctx.idempotency_key`." } else { "" }
             ));
+            if t.ret.is_composite() {
+                doc.push(
+                    " Returns the typed value; the runtime still checks it against the type's shape."
+                        .into(),
+                );
+            }
             let params = t.params.iter().map(|(n, ty)| {
                 let n = snake_ident(n);
                 let ty = self.at(format!("tool `{}`", t.name), || {
@@ -122,10 +128,8 @@ impl Gen<'_> {
             /// run the program; a tool the program declares but the host forgets is a compile
             /// error, and the program cannot call anything else.
             ///
-            /// Results come back as JSON (tools are the boundary with the outside world), or as
-            /// the generated type for a tool declared to return a record, list or optional type;
-            /// the runtime checks them against the declared type and treats a mismatch as a tool
-            /// error naming the bad field.
+            /// Results come back as JSON (tools are the boundary with the outside world); the
+            /// runtime decodes them against the declared type and treats a mismatch as a tool error.
             pub trait Tools: Send + Sync + 'static {
                 #(#methods)*
             }
