@@ -1297,6 +1297,20 @@ program p {
 "#
 );
 
+passing!(
+    type_and_list_stay_names_outside_type_positions,
+    [],
+    r#"
+program p {
+    type Bin { list: list<string>, type: string? }
+    input { type: string, list: Bin }
+    tool t(type: string, list: list<string>) -> json
+    call type_step = t(type: type, list: list.list) -> done
+    end done: success
+}
+"#
+);
+
 #[test]
 fn all_errors_of_a_file_are_reported_at_once() {
     let src = r#"

@@ -619,7 +619,11 @@ mod tests {
 
     static ITEM: Shape = Shape::Record {
         name: "Item",
-        fields: &[("sku", Shape::Str), ("qty", Shape::Int), ("note", Shape::Optional(&Shape::Str))],
+        fields: &[
+            ("sku", Shape::Str),
+            ("qty", Shape::Int),
+            ("note", Shape::Optional(&Shape::Str)),
+        ],
     };
     static ORDER: Shape = Shape::Record {
         name: "Order",
@@ -633,12 +637,18 @@ mod tests {
         ], "total": 1});
         let e = ORDER.conform(&bad).unwrap_err();
         assert_eq!(e.path, "items[2].qty");
-        assert_eq!(e.to_string(), "`items[2].qty`: expected an int, found a string");
+        assert_eq!(
+            e.to_string(),
+            "`items[2].qty`: expected an int, found a string"
+        );
         let missing = json!({"items": [{"qty": 1}], "total": 1});
         assert_eq!(ORDER.conform(&missing).unwrap_err().path, "items[0].sku");
         let extra = json!({"items": [], "total": 1, "totl": 2});
         assert_eq!(ORDER.conform(&extra).unwrap_err().path, "totl");
-        assert_eq!(Shape::List(&ORDER).conform(&json!({})).unwrap_err().path, "value");
+        assert_eq!(
+            Shape::List(&ORDER).conform(&json!({})).unwrap_err().path,
+            "value"
+        );
         assert_eq!(
             decode_shape(&json!([1]), &ORDER, "tool `t`").unwrap_err(),
             "tool `t` returned a value that is not a `Order`: `value`: expected an object (`Order`), found an array"
@@ -652,7 +662,10 @@ mod tests {
             ORDER.conform(&ok).unwrap(),
             json!({"items": [{"sku": "a", "qty": 1, "note": null}], "total": 3.0})
         );
-        assert_eq!(Shape::Optional(&ITEM).conform(&json!(null)).unwrap(), json!(null));
+        assert_eq!(
+            Shape::Optional(&ITEM).conform(&json!(null)).unwrap(),
+            json!(null)
+        );
     }
 
     #[test]

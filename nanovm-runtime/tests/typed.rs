@@ -119,7 +119,10 @@ fn a_host_implements_a_typed_tool_and_receives_typed_arguments() {
     assert_eq!(e.status, RunStatus::Suspended, "{:?}", e.message);
     assert_eq!(e.path, ["check", "quote", "policy", "pay", "confirm"]);
     // The typed list reached the tool as `Vec<Item>`, the record the effect as `Refund`.
-    assert_eq!(host.quoted_items.lock().unwrap().as_slice(), [order().items]);
+    assert_eq!(
+        host.quoted_items.lock().unwrap().as_slice(),
+        [order().items]
+    );
     assert_eq!(host.paid.lock().unwrap().as_slice(), [(refund(1200), 1200)]);
     // The variable holds the whole value (an absent optional would be an explicit null).
     assert_eq!(
@@ -201,10 +204,11 @@ impl program::ToolsDyn for RawHost {
 fn a_tool_result_of_the_wrong_shape_is_a_tool_error_naming_the_field() {
     let store = MemoryStore::new();
     let rt = runtime(&store);
-    let tools: Arc<dyn program::ToolsDyn> =
-        Arc::new(RawHost(json!({"id": "rf-1", "amount": "1200", "reason": null})));
-    let e = block_on(rt.run::<P>(input(5000), tools, RunOptions::new().run_id("t-3")))
-        .expect("runs");
+    let tools: Arc<dyn program::ToolsDyn> = Arc::new(RawHost(
+        json!({"id": "rf-1", "amount": "1200", "reason": null}),
+    ));
+    let e =
+        block_on(rt.run::<P>(input(5000), tools, RunOptions::new().run_id("t-3"))).expect("runs");
     assert_eq!(e.status, RunStatus::Failed, "{e:?}");
     let msg = e.message.clone().unwrap_or_default();
     assert!(msg.contains("`amount`"), "{msg}");
@@ -217,11 +221,14 @@ fn a_tool_result_of_the_wrong_shape_is_a_tool_error_naming_the_field() {
     let store = MemoryStore::new();
     let rt = runtime(&store);
     let tools: Arc<dyn program::ToolsDyn> = Arc::new(RawHost(json!({"id": "rf-1"})));
-    let e = block_on(rt.run::<P>(input(5000), tools, RunOptions::new().run_id("t-4")))
-        .expect("runs");
+    let e =
+        block_on(rt.run::<P>(input(5000), tools, RunOptions::new().run_id("t-4"))).expect("runs");
     assert_eq!(e.status, RunStatus::Failed);
     assert!(
-        e.message.as_deref().unwrap_or_default().contains("`amount`: missing"),
+        e.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("`amount`: missing"),
         "{:?}",
         e.message
     );

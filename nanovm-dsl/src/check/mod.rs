@@ -9,9 +9,9 @@
 //! Nothing here iterates a `HashMap` to produce output; diagnostics come out in source order.
 
 mod calls;
-mod records;
 mod graph;
 pub(crate) mod names;
+mod records;
 mod replan;
 mod steps;
 pub(crate) mod suggest;

@@ -161,12 +161,8 @@ pub(super) fn check_type_names(ctx: &mut Ctx<'_>) {
             if ctx.type_index.contains_key(n) {
                 continue;
             }
-            let mut d = Diagnostic::error(
-                codes::E0310,
-                format!("unknown type `{n}`"),
-                ty.span,
-            )
-            .with_label("not a declared type");
+            let mut d = Diagnostic::error(codes::E0310, format!("unknown type `{n}`"), ty.span)
+                .with_label("not a declared type");
             d = match did_you_mean(n, known.iter().copied()) {
                 Some(s) => d.with_help(format!("did you mean `{s}`?")),
                 None => d.with_help(format!(
@@ -234,7 +230,10 @@ pub(super) fn check_record_fields(ctx: &mut Ctx<'_>) {
                         Some(s) => d.with_help(format!("did you mean `{s}`?")),
                         None => d.with_help(format!(
                             "the fields of `{r}` are {}",
-                            names.map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+                            names
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         )),
                     };
                     diags.push(d);

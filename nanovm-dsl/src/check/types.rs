@@ -456,8 +456,7 @@ fn binary_type(
                 );
             } else if !compatible(&l.ty, &r.ty) {
                 let (ld, rd) = d(l, r);
-                let optional =
-                    matches!(l.ty, Ty::Optional(_)) || matches!(r.ty, Ty::Optional(_));
+                let optional = matches!(l.ty, Ty::Optional(_)) || matches!(r.ty, Ty::Optional(_));
                 fail(
                     format!("cannot compare {ld} with {rd}"),
                     optional.then_some(

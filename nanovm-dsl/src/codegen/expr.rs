@@ -728,9 +728,12 @@ impl Gen<'_> {
                 }
                 Err(ice) => ice,
             },
-            Ty::Null | Ty::Secret(_) | Ty::List(_) | Ty::Record(_) | Ty::Optional(_) | Ty::Error => {
-                self.ice_expr("an `in` needle", l)
-            }
+            Ty::Null
+            | Ty::Secret(_)
+            | Ty::List(_)
+            | Ty::Record(_)
+            | Ty::Optional(_)
+            | Ty::Error => self.ice_expr("an `in` needle", l),
         }
     }
 }

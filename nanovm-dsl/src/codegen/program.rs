@@ -31,7 +31,9 @@ impl Gen<'_> {
                 let n = snake_ident(&v.name);
                 match v.ty {
                     Ty::Secret(_) => quote!(#nv::Datum::secret(&input.#n)),
-                    ref t if t.is_composite() => quote!(#nv::Datum::Plain(__nv::to_json(&input.#n))),
+                    ref t if t.is_composite() => {
+                        quote!(#nv::Datum::Plain(__nv::to_json(&input.#n)))
+                    }
                     _ => quote!(#nv::plain(&input.#n)),
                 }
             })

@@ -93,12 +93,16 @@ impl Gen<'_> {
                     let id = snake_ident(n);
                     quote!(let #id = ctx.reveal(&#id).await?;)
                 });
-            let typed = t.params.iter().filter(|(_, ty)| ty.is_composite()).map(|(n, ty)| {
-                let id = snake_ident(n);
-                let host = self.host_ty(ty);
-                let what = format!("argument `{n}` of tool `{}`", t.name);
-                quote!(let #id: #host = __nv::from_json(#id, #what)?;)
-            });
+            let typed = t
+                .params
+                .iter()
+                .filter(|(_, ty)| ty.is_composite())
+                .map(|(n, ty)| {
+                    let id = snake_ident(n);
+                    let host = self.host_ty(ty);
+                    let what = format!("argument `{n}` of tool `{}`", t.name);
+                    quote!(let #id: #host = __nv::from_json(#id, #what)?;)
+                });
             let call = if t.ret.is_composite() {
                 quote!(self.#m(&ctx, #(#names),*).await.map(|v| __nv::to_json(&v)))
             } else {
