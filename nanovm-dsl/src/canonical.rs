@@ -169,6 +169,9 @@ impl Printer {
                     Some(LlmOutput::Into { var, .. }) => {
                         let _ = writeln!(o, "{inner}into {var}");
                     }
+                    Some(LlmOutput::Answer { var, ty, .. }) => {
+                        let _ = writeln!(o, "{inner}answer {var}: {}", ty.kind);
+                    }
                     None => {}
                 }
                 if let Some(t) = &l.on_invalid {

@@ -224,10 +224,10 @@ pub const E0111: Code = Code::error(
     "parallel branches with their own `on error`/`on invalid`, `after` naming no sibling, a branch after itself, `after` cycles, an empty parallel block",
 );
 
-/// an `llm` step without `prompt`, `on invalid` without `choose`, a count out of range (`retry` 0..=100, `max_concurrency` 1..=1024, `max_tokens` ≥ 1, timeouts > 0)
+/// an `llm` step without `prompt`, `on invalid` without `choose` or `answer`, a count out of range (`retry` 0..=100, `max_concurrency` 1..=1024, `max_tokens` ≥ 1, timeouts > 0)
 pub const E0112: Code = Code::error(
     "E0112",
-    "an `llm` step without `prompt`, `on invalid` without `choose`, a count out of range (`retry` 0..=100, `max_concurrency` 1..=1024, `max_tokens` ≥ 1, timeouts > 0)",
+    "an `llm` step without `prompt`, `on invalid` without `choose` or `answer`, a count out of range (`retry` 0..=100, `max_concurrency` 1..=1024, `max_tokens` ≥ 1, timeouts > 0)",
 );
 
 /// two branches of one parallel step assign the same variable

@@ -327,11 +327,13 @@ fn same_step(old: &Program, a: &Step, new: &Program, b: &Step, point: &mut Pause
         }
         (StepKind::Llm(x), StepKind::Llm(y)) => {
             let out = |p: &Program, o: &LlmOut| match o {
-                LlmOut::Choose { var, .. } | LlmOut::Into { var } => Some(format!(
-                    "{}: {}",
-                    p.vars[*var].name,
-                    ty_text(p, &p.vars[*var].ty)
-                )),
+                LlmOut::Choose { var, .. } | LlmOut::Into { var } | LlmOut::Answer { var, .. } => {
+                    Some(format!(
+                        "{}: {}",
+                        p.vars[*var].name,
+                        ty_text(p, &p.vars[*var].ty)
+                    ))
+                }
                 LlmOut::Discard => None,
             };
             if out(old, &x.output) != out(new, &y.output) {
@@ -518,7 +520,9 @@ fn successors(p: &Program, s: usize) -> Vec<(usize, Vec<usize>)> {
     let own = |st: &Step| -> Vec<usize> {
         match &st.kind {
             StepKind::Llm(l) => match l.output {
-                LlmOut::Choose { var, .. } | LlmOut::Into { var } => vec![var],
+                LlmOut::Choose { var, .. } | LlmOut::Into { var } | LlmOut::Answer { var, .. } => {
+                    vec![var]
+                }
                 LlmOut::Discard => Vec::new(),
             },
             StepKind::Call(c) => c.into.into_iter().collect(),

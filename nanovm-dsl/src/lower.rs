@@ -190,6 +190,13 @@ pub enum LlmOut {
         /// The variable.
         var: usize,
     },
+    /// `answer var: Type`
+    Answer {
+        /// The variable.
+        var: usize,
+        /// The type asked for.
+        ty: Ty,
+    },
     /// Neither: the text is recorded and dropped.
     Discard,
 }
@@ -404,6 +411,10 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                     }
                     Some(LlmOutput::Into { var, .. }) => LlmOut::Into {
                         var: var_of(&var.name)?,
+                    },
+                    Some(LlmOutput::Answer { var, ty, .. }) => LlmOut::Answer {
+                        var: var_of(&var.name)?,
+                        ty: Ty::from_kind(&ty.kind),
                     },
                     None => LlmOut::Discard,
                 },

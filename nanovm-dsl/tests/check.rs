@@ -1311,6 +1311,54 @@ program p {
 "#
 );
 
+// ---- typed model answers (issue 16 item 2) ---------------------------------------------------
+
+passing!(
+    typed_answer_with_on_invalid_and_a_typed_guard,
+    [],
+    r#"
+program p {
+    type Claim { amount: int, reason: string, order_id: string? }
+    input { email: string, limit: int }
+    effect tool refund(amount: int) -> json idempotent
+    llm extract { prompt: "{email}" answer claim: Claim on invalid -> unreadable } -> g
+    guard g { when claim.amount <= limit and claim.order_id != null -> pay otherwise -> done }
+    call pay = refund(amount: claim.amount) -> done
+    end done: success
+    end unreadable: failure "no claim"
+}
+"#
+);
+
+failing!(
+    typed_answer_and_into,
+    ["E0005"],
+    r#"
+program p {
+    type Claim { amount: int, reason: string }
+    input { email: string }
+    llm extract { prompt: "{email}" answer claim: Claim into text } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    typed_answer_errors,
+    ["E0106", "E0309", "E0311", "E0310"],
+    r#"
+program p {
+    type Claim { amount: int, reason: string }
+    input { email: string }
+    effect tool refund(amount: int) -> json idempotent
+    llm extract { prompt: "{email}" answer claim: Claim } -> pay
+    call pay = refund(amount: claim.amount) -> ask
+    llm ask { prompt: "{claim.reson}" answer other: Clam } -> done
+    end done: success
+}
+"#
+);
+
 #[test]
 fn all_errors_of_a_file_are_reported_at_once() {
     let src = r#"

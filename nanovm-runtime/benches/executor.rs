@@ -179,6 +179,7 @@ impl Program for Guard4 {
                 max_tokens: None,
                 choices: Some(YES_NO),
                 min_confidence: None,
+                answer: None,
             }),
             1 => Action::Decide,
             2 => Action::Tool(Call::Pay {

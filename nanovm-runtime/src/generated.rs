@@ -9,9 +9,9 @@ use std::cmp::Ordering;
 
 pub use crate::program::ReplanOn;
 pub use crate::program::{
-    Action, BoxFuture, BranchId, BranchInfo, Budget, EventInfo, Fault, InputInfo, LlmCall, Next,
-    Outcome, ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo, StepKind, ToolCall,
-    ToolContext, ToolError, ToolInfo,
+    Action, AnswerType, BoxFuture, BranchId, BranchInfo, Budget, EventInfo, Fault, InputInfo,
+    LlmCall, Next, Outcome, ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo,
+    StepKind, ToolCall, ToolContext, ToolError, ToolInfo,
 };
 pub use crate::value::{Datum, Digest, Json, Secret, SecretRef};
 
@@ -556,6 +556,20 @@ pub fn shaped_input(
         name,
         message: format!("not a `{}`: {e}", shape.name()),
     })
+}
+
+/// A model's reply to `answer VAR: TYPE`: the value, whole and normalised, if the text is one
+/// JSON value of the type (surrounding whitespace, and a Markdown code fence around it, are
+/// ignored); `None` otherwise, which the step treats as an invalid answer.
+pub fn answer(text: &str, shape: &Shape) -> Option<Json> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|x| x.strip_suffix("```"))
+        .map_or(t, str::trim);
+    let v: Json = serde_json::from_str(t).ok()?;
+    shape.conform(&v).ok()
 }
 
 /// A host's typed value (a generated record struct, a `Vec` or an `Option` of one) as JSON.

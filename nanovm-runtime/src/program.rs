@@ -270,6 +270,18 @@ pub struct LlmCall {
     pub choices: Option<&'static [&'static str]>,
     /// For `choose`: `min_confidence P`, the lowest probability of an answer the step accepts.
     pub min_confidence: Option<f64>,
+    /// For `answer VAR: TYPE`: the type asked for (its JSON Schema goes to the model; the
+    /// generated transition checks the reply against the type).
+    pub answer: Option<&'static AnswerType>,
+}
+
+/// The type an `llm` step's `answer VAR: TYPE` asks for, as the model is told it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AnswerType {
+    /// The type as written in the program, e.g. `Refund` or `list<Item>`.
+    pub name: &'static str,
+    /// Its JSON Schema, as compact JSON text.
+    pub schema: &'static str,
 }
 
 /// A typed tool call built by generated code.

@@ -40,6 +40,8 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("tests/support/programs/pay.nvm", "pay.rs"),
     // Record, list and optional types (`tests/typed.rs`).
     ("tests/support/programs/typed_refund.nvm", "typed_refund.rs"),
+    // Typed model answers (`tests/typed_answer.rs`).
+    ("tests/support/programs/typed_answer.nvm", "typed_answer.rs"),
 ];
 
 /// What the compiler generates for `source` today.

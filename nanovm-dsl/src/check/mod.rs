@@ -332,6 +332,9 @@ impl<'a> Ctx<'a> {
                     out.push((site, var, Ty::Choice(id)));
                 }
                 Some(LlmOutput::Into { var, .. }) => out.push((site, var, Ty::Str)),
+                Some(LlmOutput::Answer { var, ty, .. }) => {
+                    out.push((site, var, Ty::from_kind(&ty.kind)));
+                }
                 None => {}
             },
             StepKind::Call(c) => {

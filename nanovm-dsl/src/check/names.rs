@@ -135,7 +135,9 @@ pub(super) fn check_name_style(ctx: &mut Ctx<'_>) {
                     names.push(var);
                     names.extend(choices.iter());
                 }
-                Some(LlmOutput::Into { var, .. }) => names.push(var),
+                Some(LlmOutput::Into { var, .. }) | Some(LlmOutput::Answer { var, .. }) => {
+                    names.push(var)
+                }
                 None => {}
             },
             StepKind::Call(c) => names.extend(c.into.iter()),

@@ -130,8 +130,8 @@ fn named_in<'k>(kind: &'k TypeKind, out: &mut Vec<&'k str>) {
     }
 }
 
-/// Every type the program writes (inputs, tool parameters and results, event payloads, record
-/// fields) is generated as a Rust type and checked at the boundary by its shape, so a name
+/// Every type the program writes (inputs, tool parameters and results, event payloads, typed
+/// model answers, record fields) is generated as a Rust type and checked at the boundary by its shape, so a name
 /// must be a declared record type (a misspelled one would otherwise mean nothing); and
 /// `secret` wraps only `string`, `int`, `float` and `bool`, the values the vault stores.
 pub(super) fn check_type_names(ctx: &mut Ctx<'_>) {
@@ -144,11 +144,15 @@ pub(super) fn check_type_names(ctx: &mut Ctx<'_>) {
     for t in &ctx.types {
         written.extend(t.fields.iter().map(|f| &f.ty));
     }
-    for step in &ctx.steps {
-        if let StepKind::Await(a) = &step.kind
-            && let Some(ty) = &a.ty
-        {
-            written.push(ty);
+    for step in ctx.steps.iter().flat_map(|s| super::with_branches(s)) {
+        match &step.kind {
+            StepKind::Await(a) => written.extend(a.ty.iter()),
+            StepKind::Llm(l) => {
+                if let Some(crate::syntax::ast::LlmOutput::Answer { ty, .. }) = &l.output {
+                    written.push(ty);
+                }
+            }
+            _ => {}
         }
     }
     written.sort_by_key(|t| t.span.start);

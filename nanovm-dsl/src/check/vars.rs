@@ -353,6 +353,8 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
 enum Source<'a> {
     /// `llm STEP { ... into x }`: whatever text the model wrote.
     FreeText(&'a str),
+    /// `llm STEP { ... answer x: T }`: a value of the type, whatever it says.
+    ModelAnswer(&'a str),
     /// `call STEP = TOOL(...) into x`: whatever the tool returned.
     ToolResult(&'a str, &'a str),
 }
@@ -365,6 +367,11 @@ fn source_of<'a>(ctx: &Ctx<'a>, def: &VarDef<'a>) -> Option<Source<'a>> {
     match &step.kind {
         StepKind::Llm(l) if matches!(l.output, Some(LlmOutput::Into { .. })) => {
             Some(Source::FreeText(&step.name.name))
+        }
+        // A typed answer is checked for its shape, not for its content: it is as untrusted as
+        // free text.
+        StepKind::Llm(l) if matches!(l.output, Some(LlmOutput::Answer { .. })) => {
+            Some(Source::ModelAnswer(&step.name.name))
         }
         StepKind::Call(c) if c.into.is_some() => {
             Some(Source::ToolResult(&step.name.name, &c.tool.name))
@@ -698,6 +705,10 @@ fn untrusted_diag(
         Source::FreeText(s) => (
             format!("the model's free-text answer in `{s}`"),
             "assigned here from the model's free text".to_string(),
+        ),
+        Source::ModelAnswer(s) => (
+            format!("the model's typed answer in `{s}` (checked for its type, not its content)"),
+            "assigned here from the model's answer".to_string(),
         ),
         Source::ToolResult(s, tool) => (
             format!("the result of the call `{s}`"),

@@ -77,7 +77,27 @@ impl Gen<'_> {
                 let e = choice_ident(&self.p.choices[*choice].var);
                 quote!(Some(#e::NAMES))
             }
-            LlmOut::Into { .. } | LlmOut::Discard => quote!(None),
+            LlmOut::Into { .. } | LlmOut::Answer { .. } | LlmOut::Discard => quote!(None),
+        };
+        let answer = match &l.output {
+            LlmOut::Answer { ty, .. } => {
+                let name = ty.to_string();
+                let schema = match ty {
+                    Ty::Record(r) => {
+                        let id = super::records::record_ident(r);
+                        quote!(#id::SCHEMA)
+                    }
+                    other => {
+                        let s = super::records::schema_text(self.p, other);
+                        quote!(#s)
+                    }
+                };
+                quote!(Some({
+                    const ANSWER: #nv::AnswerType = #nv::AnswerType { name: #name, schema: #schema };
+                    &ANSWER
+                }))
+            }
+            _ => quote!(None),
         };
         let min_confidence = match l.min_confidence {
             Some(p) => quote!(Some(#p)),
@@ -90,6 +110,7 @@ impl Gen<'_> {
             max_tokens: #max_tokens,
             choices: #choices,
             min_confidence: #min_confidence,
+            answer: #answer,
         }))
     }
 

@@ -49,6 +49,26 @@ impl Gen<'_> {
                                 }
                             });
                         }
+                        LlmOut::Answer { var, ty } => {
+                            let f = snake_ident(&self.p.vars[*var].name);
+                            let shape = self.shape_ref(ty);
+                            let invalid = match l.on_invalid {
+                                Some(t) => self.go(t),
+                                None => quote!(#nv::Next::Stall),
+                            };
+                            // A reply that is not a value of the type is an invalid answer,
+                            // exactly like a `choose` miss: `on invalid`, else the step again.
+                            arms.push(quote! {
+                                (Step::#v, #nv::Outcome::Text(t)) => match __nv::answer(t, #shape) {
+                                    Some(x) => {
+                                        state.#f = Some(x);
+                                        #go
+                                    }
+                                    None => #invalid,
+                                },
+                            });
+                            arms.push(quote!((Step::#v, #nv::Outcome::Invalid) => #invalid,));
+                        }
                         LlmOut::Discard => {
                             arms.push(quote!((Step::#v, #nv::Outcome::Text(_)) => #go,))
                         }
@@ -297,6 +317,24 @@ impl Gen<'_> {
                                         #accepted
                                     }
                                 });
+                            }
+                            LlmOut::Answer { var, ty } => {
+                                let f = snake_ident(&self.p.vars[*var].name);
+                                let shape = self.shape_ref(ty);
+                                let msg = format!(
+                                    "branch `{}` got an answer that is not a `{ty}`",
+                                    branch.name
+                                );
+                                apply_arms.push(quote! {
+                                    (Step::#v, #b, #nv::Outcome::Text(t)) => match __nv::answer(t, #shape) {
+                                        Some(x) => {
+                                            state.#f = Some(x);
+                                            #accepted
+                                        }
+                                        None => #nv::Next::Reject(String::from(#msg)),
+                                    },
+                                });
+                                apply_arms.push(quote!((Step::#v, #b, #nv::Outcome::Invalid) => #nv::Next::Reject(String::from(#msg)),));
                             }
                             LlmOut::Discard => apply_arms
                                 .push(quote!((Step::#v, #b, #nv::Outcome::Text(_)) => #accepted,)),

@@ -478,13 +478,24 @@ pub enum LlmOutput {
         /// The whole clause.
         span: Span,
     },
+    /// `answer refund: Refund`: a value of a declared type; anything else is invalid.
+    Answer {
+        /// The variable that receives the value.
+        var: Ident,
+        /// The type asked for (boxed: most steps have none, and the step enum stays small).
+        ty: Box<Type>,
+        /// The whole clause.
+        span: Span,
+    },
 }
 
 impl LlmOutput {
     /// The variable the output is stored in.
     pub fn var(&self) -> &Ident {
         match self {
-            LlmOutput::Choose { var, .. } | LlmOutput::Into { var, .. } => var,
+            LlmOutput::Choose { var, .. }
+            | LlmOutput::Into { var, .. }
+            | LlmOutput::Answer { var, .. } => var,
         }
     }
 }

@@ -58,6 +58,7 @@ const LLM_CLAUSES: &[&str] = &[
     "min_confidence",
     "choose",
     "into",
+    "answer",
     "on",
     "retry",
     "after",

@@ -407,18 +407,22 @@ impl<'a, 'd> Builder<'a, 'd> {
 
     /// `choose` or `into` in an `llm` step: one output at most.
     fn output_once(&mut self, seen: &mut Seen, key: &'static str, what: &str, span: Span) {
-        match seen.0.iter().find(|(k, _)| *k == "choose" || *k == "into") {
+        match seen
+            .0
+            .iter()
+            .find(|(k, _)| matches!(*k, "choose" | "into" | "answer"))
+        {
             Some(&(first, first_span)) if first != key => self.error(
                 Diagnostic::error(
                     codes::E0005,
-                    format!("{what} has both `choose` and `into`"),
+                    format!("{what} has both `{first}` and `{key}`"),
                     span,
                 )
                 .with_label(format!("`{key}` given here"))
                 .with_secondary(first_span, format!("`{first}` given here"))
                 .with_help(
                     "an `llm` step stores one output: `choose VAR from [...]` for one of a set \
-                     of answers, or `into VAR` for free text",
+                     of answers, `answer VAR: TYPE` for a typed value, or `into VAR` for free text",
                 ),
             ),
             _ => self.once(seen, key, &format!("`{key}`"), what, span),
@@ -770,6 +774,27 @@ impl<'a, 'd> Builder<'a, 'd> {
                         self.output_once(&mut seen, "into", what, span);
                         if let Some(var) = self.names(&c).into_iter().next() {
                             s.output = Some(LlmOutput::Into { var, span });
+                        }
+                    }
+                    Rule::answer => {
+                        self.output_once(&mut seen, "answer", what, span);
+                        let mut var = None;
+                        let mut ty = None;
+                        for x in c.into_inner() {
+                            match x.as_rule() {
+                                Rule::name => var = Some(self.ident(&x)),
+                                Rule::ty_expr => {
+                                    let tspan = self.span(&x);
+                                    ty = Some(Box::new(Type {
+                                        kind: ty_expr(x),
+                                        span: tspan,
+                                    }));
+                                }
+                                _ => {}
+                            }
+                        }
+                        if let (Some(var), Some(ty)) = (var, ty) {
+                            s.output = Some(LlmOutput::Answer { var, ty, span });
                         }
                     }
                     Rule::on_invalid => {

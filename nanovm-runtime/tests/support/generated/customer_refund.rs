@@ -484,6 +484,7 @@ pub mod customer_refund {
                         max_tokens: None,
                         choices: Some(Decision::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Policy => __nv::Action::Decide,

@@ -548,6 +548,7 @@ pub mod fanout {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     }),
                 )
             }

@@ -423,6 +423,7 @@ pub mod replan {
                         max_tokens: None,
                         choices: Some(NextChoice::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -445,6 +446,7 @@ pub mod replan {
                         max_tokens: None,
                         choices: Some(Verdict::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Decide => __nv::Action::Decide,

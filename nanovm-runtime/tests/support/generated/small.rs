@@ -427,6 +427,7 @@ pub mod small {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -455,6 +456,7 @@ pub mod small {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -1030,6 +1032,7 @@ pub mod small_steps5 {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -1058,6 +1061,7 @@ pub mod small_steps5 {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -1633,6 +1637,7 @@ pub mod small_tokens100 {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -1661,6 +1666,7 @@ pub mod small_tokens100 {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -2236,6 +2242,7 @@ pub mod small_tool_calls2 {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -2264,6 +2271,7 @@ pub mod small_tool_calls2 {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -2839,6 +2847,7 @@ pub mod small_duration1s {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -2867,6 +2876,7 @@ pub mod small_duration1s {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -3442,6 +3452,7 @@ pub mod small_stalls1 {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -3470,6 +3481,7 @@ pub mod small_stalls1 {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
