@@ -119,6 +119,7 @@ static GUARD4: ProgramInfo = ProgramInfo {
         name: "amount",
         ty: "int",
         secret: false,
+        shape: None,
     }],
     tools: &[
         ToolInfo {

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::shape::Shape;
 use crate::value::{Datum, Digest, Json, Secret, SecretRef, VaultId};
 
 /// The semantics versions of generated code this runtime executes (see
@@ -133,6 +134,8 @@ pub struct InputInfo {
     pub ty: &'static str,
     /// True for `secret T`.
     pub secret: bool,
+    /// For a record, `list<T>` or `T?` input: its shape (checked at the JSON boundary).
+    pub shape: Option<&'static Shape>,
 }
 
 /// One `await` step: the event it waits for and the declared type of its payload.
@@ -144,6 +147,8 @@ pub struct EventInfo {
     pub event: &'static str,
     /// The payload's declared type as written (`json` unless annotated).
     pub ty: &'static str,
+    /// For a record, `list<T>` or `T?` payload: its shape.
+    pub shape: Option<&'static Shape>,
 }
 
 /// One declared tool.

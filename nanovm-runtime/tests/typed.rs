@@ -267,3 +267,45 @@ fn the_guard_reads_the_typed_fields() {
     // Only the first two runs asked for a quote.
     assert_eq!(host.quoted_items.lock().unwrap().len(), 2);
 }
+
+#[test]
+fn typed_json_input_is_checked_by_shape_at_the_boundary() {
+    use nanovm_runtime::vault::MemoryVault;
+    use nanovm_runtime::{FieldError, InputError, input_from_json, input_schema};
+    let vault = MemoryVault::new();
+    let good = json!({
+        "order": {"id": "o-1", "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2, "note": "scratched"}], "tags": ["vip"]},
+        "limit": 5000
+    });
+    let input = block_on(input_from_json::<P>(&vault, &good)).expect("accepted");
+    assert_eq!(input.order, order());
+    // A bad part deep inside is named by its path, and nothing is built.
+    let bad = json!({
+        "order": {"id": "o-1", "items": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": "2"}], "tags": []},
+        "limit": 5000
+    });
+    let err = block_on(input_from_json::<P>(&vault, &bad)).expect_err("refused");
+    let InputError::Fields(fields) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        matches!(&fields[..], [FieldError::WrongShape { path, .. }] if path == "order.items[1].qty"),
+        "{fields:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("`order.items[1].qty`: expected an int"),
+        "{err}"
+    );
+    // The input schema describes the record as the compiler's SCHEMA does.
+    let schema = input_schema(<P as nanovm_runtime::__private_v0_1::Program>::info());
+    let order_schema: Json = serde_json::from_str(Order::SCHEMA).unwrap();
+    let mut described = schema["properties"]["order"].clone();
+    described.as_object_mut().unwrap().remove("description");
+    assert_eq!(described, order_schema);
+    assert_eq!(Order::SHAPE.json_schema(), order_schema);
+    assert_eq!(
+        Refund::SHAPE.json_schema(),
+        serde_json::from_str::<Json>(Refund::SCHEMA).unwrap()
+    );
+}

@@ -17,7 +17,13 @@ impl Gen<'_> {
             .filter_map(|s| match &s.kind {
                 crate::lower::StepKind::Await(a) => {
                     let (step, event, ty) = (&s.name, &a.event, a.ty.to_string());
-                    Some(quote!(#nv::EventInfo { step: #step, event: #event, ty: #ty }))
+                    let shape = if a.ty.is_composite() {
+                        let s = self.shape(&a.ty);
+                        quote!(Some(&#s))
+                    } else {
+                        quote!(None)
+                    };
+                    Some(quote!(#nv::EventInfo { step: #step, event: #event, ty: #ty, shape: #shape }))
                 }
                 _ => None,
             })

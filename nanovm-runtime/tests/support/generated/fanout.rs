@@ -233,6 +233,7 @@ pub mod fanout {
                 name: "order_id",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[

@@ -256,6 +256,7 @@ pub mod replan {
                 name: "goal",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[

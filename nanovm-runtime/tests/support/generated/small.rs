@@ -257,6 +257,7 @@ pub mod small {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -862,6 +863,7 @@ pub mod small_steps5 {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -1467,6 +1469,7 @@ pub mod small_tokens100 {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -2072,6 +2075,7 @@ pub mod small_tool_calls2 {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -2677,6 +2681,7 @@ pub mod small_duration1s {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -3282,6 +3287,7 @@ pub mod small_stalls1 {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[

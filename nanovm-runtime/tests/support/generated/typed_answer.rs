@@ -221,11 +221,13 @@ pub mod typed_answer {
                 name: "email",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
             __nv::InputInfo {
                 name: "limit",
                 ty: "int",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[

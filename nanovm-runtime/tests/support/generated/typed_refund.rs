@@ -352,11 +352,13 @@ pub mod typed_refund {
                 name: "order",
                 ty: "Order",
                 secret: false,
+                shape: Some(&Order::SHAPE),
             },
             __nv::InputInfo {
                 name: "limit",
                 ty: "int",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -446,6 +448,7 @@ pub mod typed_refund {
                     step: "confirm",
                     event: "refund_confirmed",
                     ty: "Confirmation",
+                    shape: Some(&Confirmation::SHAPE),
                 },
             ]
         }
