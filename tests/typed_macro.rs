@@ -105,3 +105,68 @@ fn futures_lite_block_on<F: Future>(f: F) -> F::Output {
         .expect("a runtime")
         .block_on(f)
 }
+
+nanovm::nano_program! {
+    /// Two typed answers side by side in a parallel block, and one at the top level that
+    /// stalls (no `on invalid`) until the model answers with the type.
+    program triage {
+        type Verdict { label: string, score: float, tags: list<string> }
+        input { ticket: string }
+        budget { max_steps: 10, max_stalled_steps: 3 }
+        parallel both {
+            llm first { prompt: "Classify: {ticket}" answer a: Verdict }
+            llm second { prompt: "Classify again: {ticket}" answer b: Verdict? }
+        } -> pick
+        llm pick { prompt: "Which of {a} and {b}?" answer chosen: Verdict } -> check
+        branch check {
+            when chosen.score >= 0.5 and chosen.tags contains "urgent" and b != null -> urgent
+            otherwise -> normal
+        }
+        end urgent: success
+        end normal: success
+    }
+}
+
+struct NoTools;
+impl triage::Tools for NoTools {}
+
+#[test]
+fn typed_answers_in_parallel_branches_and_stalls_until_the_type_comes_back() {
+    use nanovm::testing::ScriptedModel;
+    let model = ScriptedModel::new()
+        .answer(
+            "first",
+            r#"{"label": "bug", "score": 1, "tags": ["urgent"]}"#,
+        )
+        .answer("second", "null")
+        .answers(
+            "pick",
+            [
+                "the first one",
+                r#"{"label": "bug", "score": 0.9}"#,
+                r#"{"label": "bug", "score": 0.9, "tags": ["urgent"]}"#,
+            ],
+        );
+    let rt = Runtime::builder().model(model).build();
+    let e = futures_lite_block_on(rt.run::<triage::Program>(
+        triage::Input {
+            ticket: "the site is down".into(),
+        },
+        Arc::new(NoTools),
+        RunOptions::new(),
+    ))
+    .expect("runs");
+    // `b` is null, so the branch goes to `normal`; `pick` stalled twice first.
+    assert_eq!(
+        e.path,
+        ["both", "pick", "pick", "pick", "check", "normal"],
+        "{:?}",
+        e.message
+    );
+    // The int 1 was read as the float it is declared to be.
+    assert_eq!(
+        e.outputs["a"],
+        json!({"label": "bug", "score": 1.0, "tags": ["urgent"]})
+    );
+    assert_eq!(e.outputs["b"], json!(null));
+}
