@@ -326,10 +326,10 @@ pub const E0309: Code = Code::error(
     "a model's free text (`llm ... into x`) or a tool's result (`call ... into x`, and its fields) passed to an argument of an `effect` tool without a `guard` that reads it on every path from where it was assigned, and without `trusted(x, \"reason\")`; a `trusted` without a reason",
 );
 
-/// an unknown type name in a declaration (`did you mean`); `secret` around anything but `string`, `int`, `float` or `bool`
+/// an unknown type name in a declaration (`did you mean`)
 pub const E0310: Code = Code::error(
     "E0310",
-    "an unknown type name in a declaration (`did you mean`); `secret` around anything but `string`, `int`, `float` or `bool`",
+    "an unknown type name in a declaration (`did you mean`)",
 );
 
 /// a field read through a record that its type does not declare (`refund.amout`), with `did you mean`
@@ -343,6 +343,9 @@ pub const E0312: Code = Code::error(
     "E0312",
     "a record type declared twice or named like a generated Rust type, a record with two fields of one name, or a record type that contains itself",
 );
+
+/// `secret` around a record, list or optional type
+pub const E0313: Code = Code::error("E0313", "`secret` around a record, list or optional type");
 
 /// an `effect` call inside a cycle (it may fire more than once; each trip is a new effect id)
 pub const W0401: Code = Code::warning(
@@ -379,5 +382,5 @@ pub const ALL: &[Code] = &[
     E0001, E0002, E0003, E0004, E0005, E0006, E0007, E0101, E0102, E0103, E0104, E0105, E0106,
     E0107, E0108, E0109, E0110, E0111, E0112, E0113, E0114, E0115, E0116, E0201, E0202, E0203,
     E0204, E0206, E0301, E0302, E0303, E0304, E0305, E0306, E0307, E0308, E0309, E0310, E0311,
-    E0312, W0401, W0402, W0403, W0404, W0405, W0406,
+    E0312, E0313, W0401, W0402, W0403, W0404, W0405, W0406,
 ];

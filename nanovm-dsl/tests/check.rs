@@ -1230,13 +1230,40 @@ fn records_lists_and_optionals_check_when_used_as_declared() {
 
 failing!(
     e0310_unknown_type_name,
-    ["E0310", "E0310", "E0310"],
+    ["E0310", "E0310"],
     r#"
 program p {
     type Refund { id: string, amount: int }
     input { r: Refnd }
-    tool t(x: secret Refund) -> list<Amount>
+    tool t(x: Refund) -> list<Amount>
     call c = t(x: r) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    secret_json_and_scalars_stay_secrets,
+    [],
+    r#"
+program p {
+    input { blob: secret json, pin: secret int }
+    tool t(blob: secret json, pin: secret int) -> json
+    call c = t(blob: blob, pin: pin) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0313_secret_around_a_composite,
+    ["E0313", "E0313", "E0313"],
+    r#"
+program p {
+    type Card { number: string }
+    input { card: secret Card, tags: secret list<string>, pin: secret int }
+    tool t(card: secret Card, pin: secret int) -> json
+    call c = t(card: card, pin: pin) -> done
     end done: success
 }
 "#

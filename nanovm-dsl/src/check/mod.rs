@@ -70,6 +70,7 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     // Record, list and optional types (issue 16).
     records::check_type_declarations(&mut ctx);
     records::check_type_names(&mut ctx);
+    records::check_secret_types(&mut ctx);
     // Tools.
     calls::check_tool_declarations(&mut ctx);
     calls::check_calls(&mut ctx);

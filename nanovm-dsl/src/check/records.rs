@@ -131,31 +131,10 @@ fn named_in<'k>(kind: &'k TypeKind, out: &mut Vec<&'k str>) {
 }
 
 /// Every type the program writes (inputs, tool parameters and results, event payloads, typed
-/// model answers, record fields) is generated as a Rust type and checked at the boundary by its shape, so a name
-/// must be a declared record type (a misspelled one would otherwise mean nothing); and
-/// `secret` wraps only `string`, `int`, `float` and `bool`, the values the vault stores.
+/// model answers, record fields) is generated as a Rust type and checked at the boundary by
+/// its shape, so a name must be a declared record type: a misspelled one would mean nothing.
 pub(super) fn check_type_names(ctx: &mut Ctx<'_>) {
-    let mut written: Vec<&Type> = Vec::new();
-    written.extend(ctx.program.inputs().map(|f| &f.ty));
-    for t in &ctx.tools {
-        written.extend(t.params.iter().map(|p| &p.ty));
-        written.push(&t.ret);
-    }
-    for t in &ctx.types {
-        written.extend(t.fields.iter().map(|f| &f.ty));
-    }
-    for step in ctx.steps.iter().flat_map(|s| super::with_branches(s)) {
-        match &step.kind {
-            StepKind::Await(a) => written.extend(a.ty.iter()),
-            StepKind::Llm(l) => {
-                if let Some(crate::syntax::ast::LlmOutput::Answer { ty, .. }) = &l.output {
-                    written.push(ty);
-                }
-            }
-            _ => {}
-        }
-    }
-    written.sort_by_key(|t| t.span.start);
+    let written = written_types(ctx);
     let known: Vec<&str> = ctx.types.iter().map(|t| t.name.name.as_str()).collect();
     let mut diags = Vec::new();
     for ty in written {
@@ -174,22 +153,6 @@ pub(super) fn check_type_names(ctx: &mut Ctx<'_>) {
                 )),
             };
             diags.push(d);
-        }
-        if let TypeKind::Secret(inner) = &ty.kind
-            && !matches!(
-                **inner,
-                TypeKind::String | TypeKind::Int | TypeKind::Float | TypeKind::Bool
-            )
-        {
-            diags.push(
-                Diagnostic::error(
-                    codes::E0310,
-                    format!("`secret {inner}` cannot be stored in the vault"),
-                    ty.span,
-                )
-                .with_label("not a `string`, `int`, `float` or `bool`")
-                .with_help("declare the sensitive parts as separate `secret` inputs or parameters"),
-            );
         }
     }
     ctx.diags.extend(diags);
@@ -244,6 +207,62 @@ pub(super) fn check_record_fields(ctx: &mut Ctx<'_>) {
                     break;
                 }
             }
+        }
+    }
+    ctx.diags.extend(diags);
+}
+
+/// Every type the program writes, in source order.
+fn written_types<'a>(ctx: &Ctx<'a>) -> Vec<&'a Type> {
+    let mut written: Vec<&'a Type> = Vec::new();
+    written.extend(ctx.program.inputs().map(|f| &f.ty));
+    for t in &ctx.tools {
+        written.extend(t.params.iter().map(|p| &p.ty));
+        written.push(&t.ret);
+    }
+    for t in &ctx.types {
+        written.extend(t.fields.iter().map(|f| &f.ty));
+    }
+    for step in ctx.steps.iter().flat_map(|s| super::with_branches(s)) {
+        match &step.kind {
+            StepKind::Await(a) => written.extend(a.ty.iter()),
+            StepKind::Llm(l) => {
+                if let Some(crate::syntax::ast::LlmOutput::Answer { ty, .. }) = &l.output {
+                    written.push(ty);
+                }
+            }
+            _ => {}
+        }
+    }
+    written.sort_by_key(|t| t.span.start);
+    written
+}
+
+/// A `secret` lives in the vault as one opaque value per handle, and only tools see it: a
+/// record, list or optional behind `secret` would be a typed value whose fields the program
+/// could never read, and whose generated Rust type has no vault form.
+pub(super) fn check_secret_types(ctx: &mut Ctx<'_>) {
+    let mut diags = Vec::new();
+    for ty in written_types(ctx) {
+        if let TypeKind::Secret(inner) = &ty.kind
+            && !matches!(
+                **inner,
+                TypeKind::String
+                    | TypeKind::Int
+                    | TypeKind::Float
+                    | TypeKind::Bool
+                    | TypeKind::Json
+            )
+        {
+            diags.push(
+                Diagnostic::error(
+                    codes::E0313,
+                    format!("`secret {inner}` cannot be stored in the vault"),
+                    ty.span,
+                )
+                .with_label("not a `string`, `int`, `float`, `bool` or `json`")
+                .with_help("declare the sensitive parts as separate `secret` inputs or parameters"),
+            );
         }
     }
     ctx.diags.extend(diags);
