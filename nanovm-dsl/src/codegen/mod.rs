@@ -1,7 +1,7 @@
 //! Code generation: a lowered [`Program`] becomes one Rust module of typed items.
 //!
-//! For `program customer_refund` the module `customer_refund` holds `Input`, one enum per
-//! `choose`, `Step`, `State`, the `Tools` trait (one typed method per declared tool), `Call`,
+//! For `program customer_refund` the module `customer_refund` holds one struct per declared
+//! record type (with its `SHAPE` and `SCHEMA`), `Input`, one enum per `choose`, `Step`, `State`, the `Tools` trait (one typed method per declared tool), `Call`,
 //! the `action` and `transition` functions (plain `match`es; conditions are plain Rust
 //! expressions), `PROGRAM_HASH`, `MERMAID`, and `Program`, which implements the runtime's
 //! program trait. Generated code reaches the runtime only through its hidden, versioned
@@ -10,7 +10,8 @@
 //! Output is deterministic byte for byte: everything is emitted in source order from vectors,
 //! never from hash maps.
 //!
-//! One file per part of the generated module: `items` (the data types), `tools` (the
+//! One file per part of the generated module: `records` (the declared record types), `items`
+//! (the program's data types), `tools` (the
 //! host's trait and the typed calls), `info` (the static tables), `program` (the runtime
 //! trait impl), `action` and `transition` (behaviour), `expr` (typed expressions) and
 //! `skeleton` (the stand-in emitted next to diagnostics). This file holds the entry points,
