@@ -289,7 +289,11 @@ fn carry(old: &Program, new: &Program, step: &str, view: &RunView) -> Result<Vec
                     };
                     CarriedValue::Choice(i as u32)
                 }
-                (LlmOut::Into { .. }, StepValue::Answer(t)) => CarriedValue::Text(t.clone()),
+                // A typed answer is carried as the model's text; NEW's transition checks it
+                // against NEW's type like a live answer.
+                (LlmOut::Into { .. } | LlmOut::Answer { .. }, StepValue::Answer(t)) => {
+                    CarriedValue::Text(t.clone())
+                }
                 _ => return Err(format!("`{}` was not a model's answer under OLD", var.name)),
             },
             StepKind::Call(_) => CarriedValue::Tool(json(value)),
@@ -311,7 +315,9 @@ fn assigners<'a>(p: &'a Program, var: &str) -> Vec<(String, Option<String>, &'a 
     let assigns = |s: &Step| -> bool {
         let v = match &s.kind {
             StepKind::Llm(l) => match l.output {
-                LlmOut::Choose { var, .. } | LlmOut::Into { var } => Some(var),
+                LlmOut::Choose { var, .. } | LlmOut::Into { var } | LlmOut::Answer { var, .. } => {
+                    Some(var)
+                }
                 LlmOut::Discard => None,
             },
             StepKind::Call(c) => c.into,

@@ -124,6 +124,16 @@ impl Printer {
                     );
                 }
                 Item::Step(s) => self.step(s, "    "),
+                // Only programs that declare types print this, so every other program keeps
+                // its canonical text (and its hash).
+                Item::Type(t) => {
+                    self.doc(&t.doc, "    ");
+                    let _ = writeln!(self.out, "    type {} {{", t.name);
+                    for f in &t.fields {
+                        let _ = writeln!(self.out, "        {}: {}", f.name, f.ty.kind);
+                    }
+                    self.out.push_str("    }\n");
+                }
             }
         }
         self.out.push_str("}\n");
@@ -158,6 +168,9 @@ impl Printer {
                     }
                     Some(LlmOutput::Into { var, .. }) => {
                         let _ = writeln!(o, "{inner}into {var}");
+                    }
+                    Some(LlmOutput::Answer { var, ty, .. }) => {
+                        let _ = writeln!(o, "{inner}answer {var}: {}", ty.kind);
                     }
                     None => {}
                 }

@@ -224,10 +224,10 @@ pub const E0111: Code = Code::error(
     "parallel branches with their own `on error`/`on invalid`, `after` naming no sibling, a branch after itself, `after` cycles, an empty parallel block",
 );
 
-/// an `llm` step without `prompt`, `on invalid` without `choose`, a count out of range (`retry` 0..=100, `max_concurrency` 1..=1024, `max_tokens` ≥ 1, timeouts > 0)
+/// an `llm` step without `prompt`, `on invalid` without `choose` or `answer`, a count out of range (`retry` 0..=100, `max_concurrency` 1..=1024, `max_tokens` ≥ 1, timeouts > 0)
 pub const E0112: Code = Code::error(
     "E0112",
-    "an `llm` step without `prompt`, `on invalid` without `choose`, a count out of range (`retry` 0..=100, `max_concurrency` 1..=1024, `max_tokens` ≥ 1, timeouts > 0)",
+    "an `llm` step without `prompt`, `on invalid` without `choose` or `answer`, a count out of range (`retry` 0..=100, `max_concurrency` 1..=1024, `max_tokens` ≥ 1, timeouts > 0)",
 );
 
 /// two branches of one parallel step assign the same variable
@@ -326,6 +326,27 @@ pub const E0309: Code = Code::error(
     "a model's free text (`llm ... into x`) or a tool's result (`call ... into x`, and its fields) passed to an argument of an `effect` tool without a `guard` that reads it on every path from where it was assigned, and without `trusted(x, \"reason\")`; a `trusted` without a reason",
 );
 
+/// an unknown type name in a declaration (`did you mean`)
+pub const E0310: Code = Code::error(
+    "E0310",
+    "an unknown type name in a declaration (`did you mean`)",
+);
+
+/// a field read through a record that its type does not declare (`refund.amout`), with `did you mean`
+pub const E0311: Code = Code::error(
+    "E0311",
+    "a field read through a record that its type does not declare (`refund.amout`), with `did you mean`",
+);
+
+/// a record type declared twice or named like a generated Rust type, a record with two fields of one name, or a record type that contains itself
+pub const E0312: Code = Code::error(
+    "E0312",
+    "a record type declared twice or named like a generated Rust type, a record with two fields of one name, or a record type that contains itself",
+);
+
+/// `secret` around a record, list or optional type
+pub const E0313: Code = Code::error("E0313", "`secret` around a record, list or optional type");
+
 /// an `effect` call inside a cycle (it may fire more than once; each trip is a new effect id)
 pub const W0401: Code = Code::warning(
     "W0401",
@@ -360,6 +381,6 @@ pub const W0406: Code = Code::warning(
 pub const ALL: &[Code] = &[
     E0001, E0002, E0003, E0004, E0005, E0006, E0007, E0101, E0102, E0103, E0104, E0105, E0106,
     E0107, E0108, E0109, E0110, E0111, E0112, E0113, E0114, E0115, E0116, E0201, E0202, E0203,
-    E0204, E0206, E0301, E0302, E0303, E0304, E0305, E0306, E0307, E0308, E0309, W0401, W0402,
-    W0403, W0404, W0405, W0406,
+    E0204, E0206, E0301, E0302, E0303, E0304, E0305, E0306, E0307, E0308, E0309, E0310, E0311,
+    E0312, E0313, W0401, W0402, W0403, W0404, W0405, W0406,
 ];

@@ -327,11 +327,13 @@ fn same_step(old: &Program, a: &Step, new: &Program, b: &Step, point: &mut Pause
         }
         (StepKind::Llm(x), StepKind::Llm(y)) => {
             let out = |p: &Program, o: &LlmOut| match o {
-                LlmOut::Choose { var, .. } | LlmOut::Into { var } => Some(format!(
-                    "{}: {}",
-                    p.vars[*var].name,
-                    ty_text(p, &p.vars[*var].ty)
-                )),
+                LlmOut::Choose { var, .. } | LlmOut::Into { var } | LlmOut::Answer { var, .. } => {
+                    Some(format!(
+                        "{}: {}",
+                        p.vars[*var].name,
+                        ty_text(p, &p.vars[*var].ty)
+                    ))
+                }
                 LlmOut::Discard => None,
             };
             if out(old, &x.output) != out(new, &y.output) {
@@ -429,12 +431,28 @@ fn list(items: &[(&str, String)]) -> String {
 
 /// A type as written, with a choice's members spelled out (two programs number their choice
 /// sets independently).
+/// A type as two versions are compared on: choices by their members, record types by their
+/// fields (spelled out, recursively: two versions' `Refund` are one type only if their fields
+/// are), lists and optionals by what they hold.
 fn ty_text(p: &Program, ty: &Ty) -> String {
     match ty {
         Ty::Choice(c) => match p.choices.get(*c) {
             Some(set) => format!("choice [{}]", set.members.join(", ")),
             None => "choice".into(),
         },
+        Ty::Record(name) => match p.types.iter().find(|r| &r.name == name) {
+            Some(r) => format!(
+                "{name} {{ {} }}",
+                r.fields
+                    .iter()
+                    .map(|(f, t)| format!("{f}: {}", ty_text(p, t)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => name.clone(),
+        },
+        Ty::List(t) => format!("list<{}>", ty_text(p, t)),
+        Ty::Optional(t) => format!("{}?", ty_text(p, t)),
         other => other.to_string(),
     }
 }
@@ -518,7 +536,9 @@ fn successors(p: &Program, s: usize) -> Vec<(usize, Vec<usize>)> {
     let own = |st: &Step| -> Vec<usize> {
         match &st.kind {
             StepKind::Llm(l) => match l.output {
-                LlmOut::Choose { var, .. } | LlmOut::Into { var } => vec![var],
+                LlmOut::Choose { var, .. } | LlmOut::Into { var } | LlmOut::Answer { var, .. } => {
+                    vec![var]
+                }
                 LlmOut::Discard => Vec::new(),
             },
             StepKind::Call(c) => c.into.into_iter().collect(),

@@ -25,6 +25,8 @@ pub struct Program {
     pub choices: Vec<Choice>,
     /// Declared tools.
     pub tools: Vec<Tool>,
+    /// Declared record types, in source order.
+    pub types: Vec<Record>,
     /// Budgets.
     pub budget: Budget,
     /// Steps in source order; index = step id.
@@ -33,6 +35,17 @@ pub struct Program {
     pub start: usize,
     /// Replanning edges (`on budget_exceeded -> S replans N budget { ... }`), in source order.
     pub replans: Vec<Replan>,
+}
+
+/// A declared record type (`type Refund { id: string, amount: int }`).
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Its name as written.
+    pub name: String,
+    /// Doc lines.
+    pub doc: Vec<String>,
+    /// The fields in declaration order, with their types.
+    pub fields: Vec<(String, Ty)>,
 }
 
 /// A replanning edge.
@@ -177,6 +190,13 @@ pub enum LlmOut {
         /// The variable.
         var: usize,
     },
+    /// `answer var: Type`
+    Answer {
+        /// The variable.
+        var: usize,
+        /// The type asked for.
+        ty: Ty,
+    },
     /// Neither: the text is recorded and dropped.
     Discard,
 }
@@ -314,10 +334,28 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
         return None;
     }
     let program = ctx.program;
+    // Record, list and optional values are held as checked JSON at run time (their shape was
+    // checked where they entered: input, tool result, event payload), so the typed tree that
+    // codegen sees reads them as `json`: the checker has already proved every field exists
+    // and has the type it is used at.
+    let erased: Vec<check::Var<'_>> = ctx
+        .vars
+        .iter()
+        .map(|v| check::Var {
+            ty: if v.ty.is_composite() {
+                Ty::Json
+            } else {
+                v.ty.clone()
+            },
+            ..v.clone()
+        })
+        .collect();
     let scope = Scope {
-        vars: &ctx.vars,
+        vars: &erased,
         index: &ctx.var_index,
         choices: &ctx.choices,
+        types: &ctx.types,
+        type_index: &ctx.type_index,
     };
     let target = |t: &Option<ast::Target>| -> Option<Option<usize>> {
         match t {
@@ -373,6 +411,10 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                     }
                     Some(LlmOutput::Into { var, .. }) => LlmOut::Into {
                         var: var_of(&var.name)?,
+                    },
+                    Some(LlmOutput::Answer { var, ty, .. }) => LlmOut::Answer {
+                        var: var_of(&var.name)?,
+                        ty: Ty::from_kind(&ty.kind),
                     },
                     None => LlmOut::Discard,
                 },
@@ -542,6 +584,19 @@ pub(crate) fn lower(ctx: &Ctx<'_>) -> Option<Program> {
                     .map(|p| (p.name.name.clone(), Ty::from_kind(&p.ty.kind)))
                     .collect(),
                 ret: Ty::from_kind(&t.ret.kind),
+            })
+            .collect(),
+        types: ctx
+            .types
+            .iter()
+            .map(|t| Record {
+                name: t.name.name.clone(),
+                doc: t.doc.clone(),
+                fields: t
+                    .fields
+                    .iter()
+                    .map(|f| (f.name.name.clone(), Ty::from_kind(&f.ty.kind)))
+                    .collect(),
             })
             .collect(),
         budget,

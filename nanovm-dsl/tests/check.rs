@@ -1192,6 +1192,200 @@ program p {
 
 // ---- Whole-file behaviour --------------------------------------------------------------------
 
+// ---- E0310-E0312 record, list and optional types (issue 16) -------------------------------
+
+/// A program that uses every new construct correctly: the near-miss of the rules below.
+const RECORDS_OK: &str = r#"
+program orders {
+    type Item { sku: string, qty: int, note: string? }
+    type Order { id: string, items: list<Item>, total: float, tags: list<string>, coupon: string? }
+    type Refund { id: string, amount: int, reason: string? }
+    input { order: Order, limit: int }
+    budget { max_steps: 20 }
+    tool quote_refund(order: Order, items: list<Item>) -> Refund
+    effect tool pay(refund: Refund, amount: int, reason: string?) -> json idempotent
+    llm ask { prompt: "Order {order.id} has {order.items} and total {order.total}" into summary } -> check
+    branch check {
+        when len(order.items) > 0 and order.total > 0 and order.tags contains "vip" -> quote
+        when order.coupon != null and "a" in order.tags -> quote
+        otherwise -> done
+    }
+    call quote = quote_refund(order: order, items: order.items) into refund -> g
+    guard g {
+        when refund.amount <= limit and refund.reason == null and refund.id starts_with "r" -> payout
+        otherwise -> done
+    }
+    call payout = pay(refund: trusted(refund, "g checked its amount"), amount: refund.amount, reason: refund.reason) -> confirm
+    await confirm = confirmed into c: Refund -> done
+    end done: success
+}
+"#;
+
+#[test]
+fn records_lists_and_optionals_check_when_used_as_declared() {
+    let c = compile("orders.nvm", RECORDS_OK);
+    let errors: Vec<_> = c.diagnostics.iter().filter(|d| d.is_error()).collect();
+    assert!(errors.is_empty(), "{}", c.render());
+}
+
+failing!(
+    e0310_unknown_type_name,
+    ["E0310", "E0310"],
+    r#"
+program p {
+    type Refund { id: string, amount: int }
+    input { r: Refnd }
+    tool t(x: Refund) -> list<Amount>
+    call c = t(x: r) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    secret_json_and_scalars_stay_secrets,
+    [],
+    r#"
+program p {
+    input { blob: secret json, pin: secret int }
+    tool t(blob: secret json, pin: secret int) -> json
+    call c = t(blob: blob, pin: pin) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0313_secret_around_a_composite,
+    ["E0313", "E0313", "E0313"],
+    r#"
+program p {
+    type Card { number: string }
+    input { card: secret Card, tags: secret list<string>, pin: secret int }
+    tool t(card: secret Card, pin: secret int) -> json
+    call c = t(card: card, pin: pin) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0311_unknown_field_of_a_record,
+    ["E0311", "E0311", "E0303"],
+    r#"
+program p {
+    type Customer { name: string, country: string }
+    type Refund { id: string, amount: int, customer: Customer }
+    input { r: Refund }
+    tool pay(amount: int) -> json
+    llm ask { prompt: "refund {r.id} for {r.customer.nme}" into a } -> g
+    guard g { when r.amout > 10 -> c otherwise -> done }
+    call c = pay(amount: r.customer.country.x) -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0312_bad_type_declarations,
+    ["E0312", "E0312", "E0312", "E0312"],
+    r#"
+program p {
+    type Node { id: string, children: list<Node> }
+    type Item { sku: string, sku: int }
+    type Item { other: string }
+    type State { x: int }
+    input { n: Node, i: Item, s: State }
+    guard g { when n.id == "a" and i.sku == "b" and s.x > 1 -> done otherwise -> done }
+    end done: success
+}
+"#
+);
+
+failing!(
+    e0303_wrong_types_through_records,
+    ["E0303", "E0303", "E0303", "E0303", "E0303", "E0204"],
+    r#"
+program p {
+    type Refund { id: string, amount: int, reason: string?, tags: list<int> }
+    input { r: Refund }
+    tool t(amount: int) -> json
+    guard g {
+        when r.amount == "ten" -> c
+        when r.reason == "late" -> c
+        when r.reason.x == "late" -> c
+        when r.tags contains "a" -> c
+        when r.amount + 1 > 2 -> c
+        otherwise -> done
+    }
+    call c = t(amount: r.id) -> done
+    end done: success
+}
+"#
+);
+
+passing!(
+    type_and_list_stay_names_outside_type_positions,
+    [],
+    r#"
+program p {
+    type Bin { list: list<string>, type: string? }
+    input { type: string, list: Bin }
+    tool t(type: string, list: list<string>) -> json
+    call type_step = t(type: type, list: list.list) -> done
+    end done: success
+}
+"#
+);
+
+// ---- typed model answers (issue 16 item 2) ---------------------------------------------------
+
+passing!(
+    typed_answer_with_on_invalid_and_a_typed_guard,
+    [],
+    r#"
+program p {
+    type Claim { amount: int, reason: string, order_id: string? }
+    input { email: string, limit: int }
+    effect tool refund(amount: int) -> json idempotent
+    llm extract { prompt: "{email}" answer claim: Claim on invalid -> unreadable } -> g
+    guard g { when claim.amount <= limit and claim.order_id != null -> pay otherwise -> done }
+    call pay = refund(amount: claim.amount) -> done
+    end done: success
+    end unreadable: failure "no claim"
+}
+"#
+);
+
+failing!(
+    typed_answer_and_into,
+    ["E0005"],
+    r#"
+program p {
+    type Claim { amount: int, reason: string }
+    input { email: string }
+    llm extract { prompt: "{email}" answer claim: Claim into text } -> done
+    end done: success
+}
+"#
+);
+
+failing!(
+    typed_answer_errors,
+    ["E0106", "E0309", "E0311", "E0310"],
+    r#"
+program p {
+    type Claim { amount: int, reason: string }
+    input { email: string }
+    effect tool refund(amount: int) -> json idempotent
+    llm extract { prompt: "{email}" answer claim: Claim } -> pay
+    call pay = refund(amount: claim.amount) -> ask
+    llm ask { prompt: "{claim.reson}" answer other: Clam } -> done
+    end done: success
+}
+"#
+);
+
 #[test]
 fn all_errors_of_a_file_are_reported_at_once() {
     let src = r#"

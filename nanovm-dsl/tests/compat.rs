@@ -86,3 +86,28 @@ fn a_new_guard_before_an_await_does_not_cover_runs_already_past_it() {
     assert!(!p.compatible, "{back}");
     assert!(p.reasons[0].contains("no guard"), "{back}");
 }
+
+#[test]
+fn a_record_type_whose_fields_changed_is_another_type() {
+    // The variable keeps its name and its type's name, but NEW's `Refund` has an `amount` of
+    // another type: a run waiting at `review` holds OLD's value, which is not a NEW `Refund`.
+    let old = r#"program p {
+        type Refund { id: string, amount: int }
+        input { order: string }
+        tool quote(order: string) -> Refund
+        call q = quote(order: order) into refund -> review
+        await review = approval -> g
+        guard g { when refund.amount < 10 -> done otherwise -> done }
+        end done: success
+    }"#;
+    let new = old.replace("amount: int }", "amount: float }");
+    let lower = |src: &str| compile("p.nvm", src).programs.into_iter().next().unwrap();
+    let r = compare(&lower(old), &lower(&new));
+    let review = r.point("review").unwrap();
+    assert!(!review.compatible, "{r}");
+    assert!(
+        review.reasons.iter().any(|x| x.contains("amount: float")),
+        "{r}"
+    );
+    assert!(compare(&lower(old), &lower(old)).all_compatible());
+}

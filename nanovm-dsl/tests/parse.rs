@@ -923,3 +923,50 @@ fn a_thousand_steps_parse() {
     assert!(p.diagnostics.is_empty(), "{}", render(&src));
     assert_eq!(p.file.unwrap().programs[0].steps().count(), 1_001);
 }
+
+#[test]
+fn record_list_optional_types_and_typed_answers_parse_and_round_trip() {
+    let src = r#"program p {
+        /// A line.
+        type Item { sku: string, qty: int, note: string? }
+        type Order { items: list<Item>, tags: list<string?>?, extra: json }
+        input { order: Order }
+        tool t(items: list<Item>) -> Item?
+        llm ask { prompt: "{order.items}" answer best: list<Item> on invalid -> e } -> e
+        await w = ev into o: Order -> e
+        end e: success
+    }"#;
+    let f = file(src);
+    let p = &f.programs[0];
+    let types: Vec<_> = p.types().collect();
+    assert_eq!(types.len(), 2);
+    assert_eq!(types[0].doc, ["A line."]);
+    assert_eq!(
+        types[1]
+            .fields
+            .iter()
+            .map(|f| format!("{}: {}", f.name, f.ty.kind))
+            .collect::<Vec<_>>(),
+        ["items: list<Item>", "tags: list<string?>?", "extra: json"]
+    );
+    assert_eq!(text(src, types[0].fields[2].ty.span), "string?");
+    let Some(Item::Tool(t)) = p.items.get(3) else {
+        panic!()
+    };
+    assert_eq!(
+        t.ret.kind,
+        TypeKind::Optional(Box::new(TypeKind::Named("Item".into())))
+    );
+    // Printed canonically and parsed again, the tree is the same (printing is stable).
+    let printed = nanovm_dsl::canonical::print_program(p, true);
+    assert!(
+        printed.contains("    type Order {\n        items: list<Item>\n"),
+        "{printed}"
+    );
+    assert!(printed.contains("answer best: list<Item>"), "{printed}");
+    let again = file(&printed);
+    assert_eq!(
+        nanovm_dsl::canonical::print_program(&again.programs[0], true),
+        printed
+    );
+}

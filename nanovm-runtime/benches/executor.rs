@@ -119,6 +119,7 @@ static GUARD4: ProgramInfo = ProgramInfo {
         name: "amount",
         ty: "int",
         secret: false,
+        shape: None,
     }],
     tools: &[
         ToolInfo {
@@ -179,6 +180,7 @@ impl Program for Guard4 {
                 max_tokens: None,
                 choices: Some(YES_NO),
                 min_confidence: None,
+                answer: None,
             }),
             1 => Action::Decide,
             2 => Action::Tool(Call::Pay {

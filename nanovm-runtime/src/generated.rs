@@ -9,10 +9,11 @@ use std::cmp::Ordering;
 
 pub use crate::program::ReplanOn;
 pub use crate::program::{
-    Action, BoxFuture, BranchId, BranchInfo, Budget, EventInfo, Fault, InputInfo, LlmCall, Next,
-    Outcome, ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo, StepKind, ToolCall,
-    ToolContext, ToolError, ToolInfo,
+    Action, AnswerType, BoxFuture, BranchId, BranchInfo, Budget, EventInfo, Fault, InputInfo,
+    LlmCall, Next, Outcome, ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo,
+    StepKind, ToolCall, ToolContext, ToolError, ToolInfo,
 };
+pub use crate::shape::{Shape, ShapeError};
 pub use crate::value::{Datum, Digest, Json, Secret, SecretRef};
 
 /// A model answer or string that is not a member of a choice set.
@@ -375,6 +376,73 @@ pub fn plain<T: Clone + Into<Json>>(v: &T) -> Datum {
     Datum::Plain(v.clone().into())
 }
 
+/// Decodes a tool result (or event payload) of a record, list or optional type: the whole
+/// value in its normalised form, or a message naming the path of the bad field.
+pub fn decode_shape(v: &Json, shape: &Shape, what: &str) -> Result<Json, String> {
+    shape.conform(v).map_err(|e| {
+        format!(
+            "{what} returned a value that is not a `{}`: {e}",
+            shape.name()
+        )
+    })
+}
+
+/// Checks a value the program does not keep against a record, list or optional type, as
+/// [`decode_shape`] does.
+pub fn check_shape(v: &Json, shape: &Shape, what: &str) -> Result<(), String> {
+    decode_shape(v, shape, what).map(|_| ())
+}
+
+/// Restores recorded input `index` of a record, list or optional type.
+pub fn shaped_input(
+    inputs: &[Datum],
+    index: usize,
+    name: &'static str,
+    shape: &Shape,
+) -> Result<Json, Fault> {
+    let v: Json = input(inputs, index, name)?;
+    shape.conform(&v).map_err(|e| Fault::Input {
+        name,
+        message: format!("not a `{}`: {e}", shape.name()),
+    })
+}
+
+/// A model's reply to `answer VAR: TYPE`: the value, whole and normalised, if the text is one
+/// JSON value of the type (surrounding whitespace, and a Markdown code fence around it, are
+/// ignored); `None` otherwise, which the step treats as an invalid answer.
+pub fn answer(text: &str, shape: &Shape) -> Option<Json> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("```json")
+        .or_else(|| t.strip_prefix("```"))
+        .and_then(|x| x.strip_suffix("```"))
+        .map_or(t, str::trim);
+    let v: Json = serde_json::from_str(t).ok()?;
+    shape.conform(&v).ok()
+}
+
+/// A host's typed value (a generated record struct, a `Vec` or an `Option` of one) as JSON.
+/// Serializing a generated type cannot fail but for a non-finite float, which becomes `null`
+/// and is then refused by the type's shape.
+pub fn to_json<T: serde::Serialize>(v: &T) -> Json {
+    serde_json::to_value(v).unwrap_or(Json::Null)
+}
+
+/// A tool argument (JSON already checked against its shape) as the host's typed value.
+pub fn from_json<T: serde::de::DeserializeOwned>(v: Json, what: &str) -> Result<T, ToolError> {
+    serde_json::from_value(v).map_err(|e| ToolError::permanent(format!("{what}: {e}")))
+}
+
+/// A JSON value that must be an `int` (a field of a record, passed to an `int` parameter).
+pub fn json_int(v: &Json, path: &str) -> Result<i64, Fault> {
+    v.as_i64().ok_or_else(|| type_fault(path, "an int", v))
+}
+
+/// A JSON value that must be a number, as `f64`.
+pub fn json_f64(v: &Json, path: &str) -> Result<f64, Fault> {
+    v.as_f64().ok_or_else(|| type_fault(path, "a number", v))
+}
+
 /// The answer to an outcome the step cannot have produced (a runtime bug, or a trace that
 /// lies): the run fails with a clear message instead of guessing.
 pub fn unexpected(step: &str, outcome: &Outcome<'_>) -> Next {
@@ -410,6 +478,57 @@ mod tests {
             same::<f64>(v);
             same::<bool>(v);
         }
+    }
+
+    static ITEM: Shape = Shape::Record {
+        name: "Item",
+        fields: &[
+            ("sku", Shape::Str),
+            ("qty", Shape::Int),
+            ("note", Shape::Optional(&Shape::Str)),
+        ],
+    };
+    static ORDER: Shape = Shape::Record {
+        name: "Order",
+        fields: &[("items", Shape::List(&ITEM)), ("total", Shape::Float)],
+    };
+
+    #[test]
+    fn a_value_of_the_wrong_shape_is_refused_with_the_path_of_the_bad_field() {
+        let bad = json!({"items": [
+            {"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}, {"sku": "c", "qty": "3"}
+        ], "total": 1});
+        let e = ORDER.conform(&bad).unwrap_err();
+        assert_eq!(e.path, "items[2].qty");
+        assert_eq!(
+            e.to_string(),
+            "`items[2].qty`: expected an int, found a string"
+        );
+        let missing = json!({"items": [{"qty": 1}], "total": 1});
+        assert_eq!(ORDER.conform(&missing).unwrap_err().path, "items[0].sku");
+        let extra = json!({"items": [], "total": 1, "totl": 2});
+        assert_eq!(ORDER.conform(&extra).unwrap_err().path, "totl");
+        assert_eq!(
+            Shape::List(&ORDER).conform(&json!({})).unwrap_err().path,
+            "value"
+        );
+        assert_eq!(
+            decode_shape(&json!([1]), &ORDER, "tool `t`").unwrap_err(),
+            "tool `t` returned a value that is not a `Order`: `value`: expected an object (`Order`), found an array"
+        );
+    }
+
+    #[test]
+    fn a_conforming_value_comes_back_whole_and_normalised() {
+        let ok = json!({"items": [{"sku": "a", "qty": 1}], "total": 3});
+        assert_eq!(
+            ORDER.conform(&ok).unwrap(),
+            json!({"items": [{"sku": "a", "qty": 1, "note": null}], "total": 3.0})
+        );
+        assert_eq!(
+            Shape::Optional(&ITEM).conform(&json!(null)).unwrap(),
+            json!(null)
+        );
     }
 
     #[test]

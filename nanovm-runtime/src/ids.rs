@@ -237,6 +237,7 @@ mod tests {
             name: "a",
             ty: "int",
             secret: false,
+            shape: None,
         }];
         assert_eq!(
             run_id_of(&Digest::ZERO, &names, &[Datum::Plain(json!(1))]),

@@ -14,6 +14,7 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 
 use crate::program::{InputInfo, Program, ProgramInfo};
+use crate::shape::Shape;
 use crate::value::Json;
 use crate::vault::{Vault, VaultError};
 
@@ -127,6 +128,19 @@ pub enum FieldError {
         /// What was given instead, in words.
         found: String,
     },
+    /// A record, list or optional input whose value does not have the declared type: the
+    /// path of the first bad part inside it (`order.items[2].qty`) and what is wrong there.
+    #[error("field `{path}`: {message} (declared `{field}: {ty}`)")]
+    WrongShape {
+        /// The input's name.
+        field: String,
+        /// The path of the bad part, starting with the input's name.
+        path: String,
+        /// Its declared type.
+        ty: String,
+        /// What is wrong, e.g. `expected an int, found a string`.
+        message: String,
+    },
 }
 
 impl FieldError {
@@ -135,7 +149,8 @@ impl FieldError {
         match self {
             FieldError::Unknown { field }
             | FieldError::Missing { field, .. }
-            | FieldError::WrongType { field, .. } => field,
+            | FieldError::WrongType { field, .. }
+            | FieldError::WrongShape { field, .. } => field,
         }
     }
 }
@@ -198,6 +213,33 @@ pub fn check_input(info: &ProgramInfo, json: &Json) -> Result<(), InputError> {
     };
     let mut errors = Vec::new();
     for input in info.inputs {
+        if let Some(shape) = input.shape {
+            match obj.get(input.name) {
+                None if matches!(shape, Shape::Optional(_)) => {}
+                None => errors.push(FieldError::Missing {
+                    field: input.name.to_string(),
+                    ty: input.ty.to_string(),
+                }),
+                Some(v) => {
+                    if let Err(e) = shape.conform(v) {
+                        let path = if e.path == "value" {
+                            input.name.to_string()
+                        } else if e.path.starts_with('[') {
+                            format!("{}{}", input.name, e.path)
+                        } else {
+                            format!("{}.{}", input.name, e.path)
+                        };
+                        errors.push(FieldError::WrongShape {
+                            field: input.name.to_string(),
+                            path,
+                            ty: input.ty.to_string(),
+                            message: e.message,
+                        });
+                    }
+                }
+            }
+            continue;
+        }
         let Some((scalar, _)) = Scalar::parse(input.ty) else {
             errors.push(wrong(
                 input,
@@ -275,9 +317,10 @@ where
 pub fn input_schema(info: &ProgramInfo) -> Json {
     let mut properties = serde_json::Map::new();
     for input in info.inputs {
-        let mut schema = match Scalar::parse(input.ty) {
-            Some((scalar, _)) => scalar.schema(),
-            None => serde_json::json!({}),
+        let mut schema = match (input.shape, Scalar::parse(input.ty)) {
+            (Some(shape), _) => shape.json_schema(),
+            (None, Some((scalar, _))) => scalar.schema(),
+            (None, None) => serde_json::json!({}),
         };
         if let Json::Object(o) = &mut schema {
             if matches!(Scalar::parse(input.ty), Some((_, true))) {
@@ -298,7 +341,13 @@ pub fn input_schema(info: &ProgramInfo) -> Json {
         }
         properties.insert(input.name.to_string(), schema);
     }
-    let required: Vec<Json> = info.inputs.iter().map(|i| Json::from(i.name)).collect();
+    // An optional (`T?`) input may be left out; every other one is required.
+    let required: Vec<Json> = info
+        .inputs
+        .iter()
+        .filter(|i| !matches!(i.shape, Some(Shape::Optional(_))))
+        .map(|i| Json::from(i.name))
+        .collect();
     serde_json::json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": info.name,

@@ -79,6 +79,7 @@ mod replay;
 mod run;
 mod runtime;
 mod scripted;
+mod shape;
 mod state;
 pub mod stats;
 pub mod store;

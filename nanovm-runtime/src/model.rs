@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+pub use crate::program::AnswerType;
 use crate::program::{BoxFuture, Name, ProgramInfo};
 use crate::value::Digest;
 
@@ -32,6 +33,19 @@ pub struct ModelRequest {
     /// answer as invalid. Not sent and not part of the cache key; an adapter may use it to
     /// decide whether to ask for log-probabilities.
     pub min_confidence: Option<f64>,
+    /// For `answer VAR: TYPE`: the type asked for, whose JSON Schema an adapter may use to
+    /// constrain decoding (the instruction names it either way; the program checks the reply).
+    pub answer: Option<&'static AnswerType>,
+}
+
+/// The instruction the runtime adds to an `answer VAR: TYPE` step's request: the type's JSON
+/// Schema and the format, `Answer with one JSON value of type `Refund` matching this JSON
+/// Schema, and no other text: {...}`.
+pub fn answer_instruction(t: &AnswerType) -> String {
+    format!(
+        "Answer with one JSON value of type `{}` matching this JSON Schema, and no other text: {}",
+        t.name, t.schema
+    )
 }
 
 /// The instruction the runtime adds to a `choose` step's request, naming the admissible

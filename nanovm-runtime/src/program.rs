@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::shape::Shape;
 use crate::value::{Datum, Digest, Json, Secret, SecretRef, VaultId};
 
 /// The semantics versions of generated code this runtime executes (see
@@ -133,6 +134,8 @@ pub struct InputInfo {
     pub ty: &'static str,
     /// True for `secret T`.
     pub secret: bool,
+    /// For a record, `list<T>` or `T?` input: its shape (checked at the JSON boundary).
+    pub shape: Option<&'static Shape>,
 }
 
 /// One `await` step: the event it waits for and the declared type of its payload.
@@ -144,6 +147,8 @@ pub struct EventInfo {
     pub event: &'static str,
     /// The payload's declared type as written (`json` unless annotated).
     pub ty: &'static str,
+    /// For a record, `list<T>` or `T?` payload: its shape.
+    pub shape: Option<&'static Shape>,
 }
 
 /// One declared tool.
@@ -270,6 +275,18 @@ pub struct LlmCall {
     pub choices: Option<&'static [&'static str]>,
     /// For `choose`: `min_confidence P`, the lowest probability of an answer the step accepts.
     pub min_confidence: Option<f64>,
+    /// For `answer VAR: TYPE`: the type asked for (its JSON Schema goes to the model; the
+    /// generated transition checks the reply against the type).
+    pub answer: Option<&'static AnswerType>,
+}
+
+/// The type an `llm` step's `answer VAR: TYPE` asks for, as the model is told it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct AnswerType {
+    /// The type as written in the program, e.g. `Refund` or `list<Item>`.
+    pub name: &'static str,
+    /// Its JSON Schema, as compact JSON text.
+    pub schema: &'static str,
 }
 
 /// A typed tool call built by generated code.

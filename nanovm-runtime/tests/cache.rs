@@ -58,6 +58,7 @@ fn request(prompt: &str) -> ModelRequest {
         choices: None,
         instruction: None,
         min_confidence: None,
+        answer: None,
     }
 }
 

@@ -40,6 +40,10 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("tests/support/programs/pay.nvm", "pay.rs"),
     // A secret argument inside a parallel block (`tests/erase.rs`).
     ("tests/support/programs/secret_fan.nvm", "secret_fan.rs"),
+    // Record, list and optional types (`tests/typed.rs`).
+    ("tests/support/programs/typed_refund.nvm", "typed_refund.rs"),
+    // Typed model answers (`tests/typed_answer.rs`).
+    ("tests/support/programs/typed_answer.nvm", "typed_answer.rs"),
 ];
 
 /// What the compiler generates for `source` today.

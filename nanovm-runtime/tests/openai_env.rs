@@ -56,6 +56,7 @@ fn from_env_reads_the_three_variables() {
         choices: None,
         instruction: None,
         min_confidence: None,
+        answer: None,
     };
     assert_eq!(m.chat_request(&req).unwrap().model, "smollm2");
     assert!(!format!("{m:?}").contains("sk-env"));

@@ -338,7 +338,10 @@ pub(crate) fn describe(served: &dyn Served) -> Json {
         "steps": info.steps.iter().map(|s| s.name).collect::<Vec<_>>(),
         "events": served.events().iter().map(|e| json!({
             "step": e.step, "event": e.event, "type": e.ty,
-            "payload_schema": nanovm_runtime::value_schema(e.ty),
+            "payload_schema": e.shape.map_or_else(
+                || nanovm_runtime::value_schema(e.ty),
+                |shape| shape.json_schema(),
+            ),
         })).collect::<Vec<_>>(),
         "tools": info.tools.iter().map(|t| json!({
             "name": t.name, "effect": t.effect, "idempotent": t.idempotent

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::Ctx;
 use super::suggest::did_you_mean;
-use super::types::{Scope, Ty, assignable, infer};
+use super::types::{Ty, assignable, infer};
 use crate::codes;
 use crate::diagnostic::Diagnostic;
 use crate::syntax::ast::{ExprKind, StepKind, TypeKind};
@@ -50,11 +50,7 @@ pub(super) fn check_tool_declarations(ctx: &mut Ctx<'_>) {
 /// exactly one argument of the declared type.
 pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
     let mut diags = Vec::new();
-    let scope = Scope {
-        vars: &ctx.vars,
-        index: &ctx.var_index,
-        choices: &ctx.choices,
-    };
+    let scope = ctx.scope();
     let tool_names: Vec<&str> = ctx.tools.iter().map(|t| t.name.name.as_str()).collect();
     for step in ctx.steps.iter().flat_map(|s| super::with_branches(s)) {
         let StepKind::Call(call) = &step.kind else {
@@ -113,6 +109,9 @@ pub(super) fn check_calls(ctx: &mut Ctx<'_>) {
             if is_secret_path || matches!(want, Ty::Secret(_)) && matches!(typed.ty, Ty::Secret(_))
             {
                 continue; // secrets have their own rule
+            }
+            if scope.unknown_record(&want) || scope.unknown_record(&typed.ty) {
+                continue; // an undeclared type: reported by check_type_names
             }
             if !assignable(&typed.ty, &want) {
                 let mut d = Diagnostic::error(

@@ -11,6 +11,7 @@
 mod calls;
 mod graph;
 pub(crate) mod names;
+mod records;
 mod replan;
 mod steps;
 pub(crate) mod suggest;
@@ -66,6 +67,10 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     // from every step; these two are about the edges themselves.
     replan::check_replan_edges(&mut ctx);
     replan::check_replan_guarded(&mut ctx);
+    // Record, list and optional types (issue 16).
+    records::check_type_declarations(&mut ctx);
+    records::check_type_names(&mut ctx);
+    records::check_secret_types(&mut ctx);
     // Tools.
     calls::check_tool_declarations(&mut ctx);
     calls::check_calls(&mut ctx);
@@ -76,6 +81,7 @@ pub(crate) fn analyze(program: &Program) -> Ctx<'_> {
     vars::check_secrets_in_prompts(&mut ctx);
     vars::check_secrets_in_expressions(&mut ctx);
     vars::check_untrusted_into_effects(&mut ctx);
+    records::check_record_fields(&mut ctx);
     vars::check_expression_types(&mut ctx);
     vars::check_template_types(&mut ctx);
     vars::check_choice_literals(&mut ctx);
@@ -169,6 +175,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) var_index: HashMap<&'a str, usize>,
     /// The `choose` sets.
     pub(crate) choices: Vec<ChoiceSet<'a>>,
+    /// Declared record types in source order (duplicates included).
+    pub(crate) types: Vec<&'a ast::TypeDecl>,
+    /// Name -> first record type with that name.
+    pub(crate) type_index: HashMap<&'a str, usize>,
     /// The entry step (the `start` target, else the first step).
     pub(crate) start: Option<usize>,
     /// The step graph: node `i` is `steps[i]`.
@@ -210,8 +220,15 @@ impl<'a> Ctx<'a> {
             tool_index.entry(t.name.name.as_str()).or_insert(i);
         }
 
+        let types: Vec<&ast::TypeDecl> = program.types().collect();
+        let mut type_index = HashMap::new();
+        for (i, t) in types.iter().enumerate() {
+            type_index.entry(t.name.name.as_str()).or_insert(i);
+        }
         let mut ctx = Ctx {
             program,
+            types,
+            type_index,
             diags: Vec::new(),
             steps,
             step_index,
@@ -316,6 +333,9 @@ impl<'a> Ctx<'a> {
                     out.push((site, var, Ty::Choice(id)));
                 }
                 Some(LlmOutput::Into { var, .. }) => out.push((site, var, Ty::Str)),
+                Some(LlmOutput::Answer { var, ty, .. }) => {
+                    out.push((site, var, Ty::from_kind(&ty.kind)));
+                }
                 None => {}
             },
             StepKind::Call(c) => {
@@ -373,6 +393,17 @@ impl<'a> Ctx<'a> {
         match (site.branch, &step.kind) {
             (Some(b), StepKind::Parallel(p)) => &p.branches[b],
             _ => step,
+        }
+    }
+
+    /// What type inference needs: the variables, the choice sets and the record types.
+    pub(crate) fn scope(&self) -> types::Scope<'_, 'a> {
+        types::Scope {
+            vars: &self.vars,
+            index: &self.var_index,
+            choices: &self.choices,
+            types: &self.types,
+            type_index: &self.type_index,
         }
     }
 

@@ -10,7 +10,7 @@ use crate::syntax::ast::{BudgetValue, File, Ident, Item, LlmOutput, StepKind};
 
 /// Names generated code defines in every program module, and the prelude names it relies on
 /// (`Option`, `Some`, `Ok`, `String`, ...): a choice enum never takes one of them.
-const GENERATED_TYPES: &[&str] = &[
+pub(crate) const GENERATED_TYPES: &[&str] = &[
     "Input", "State", "Step", "Call", "Tools", "ToolsDyn", "Program", "Outcome", "Next", "Option",
     "Some", "None", "Result", "Ok", "Err", "String", "Vec", "Box", "Send", "Sync",
 ];
@@ -135,7 +135,9 @@ pub(super) fn check_name_style(ctx: &mut Ctx<'_>) {
                     names.push(var);
                     names.extend(choices.iter());
                 }
-                Some(LlmOutput::Into { var, .. }) => names.push(var),
+                Some(LlmOutput::Into { var, .. }) | Some(LlmOutput::Answer { var, .. }) => {
+                    names.push(var)
+                }
                 None => {}
             },
             StepKind::Call(c) => names.extend(c.into.iter()),

@@ -83,11 +83,13 @@ pub(super) fn check_llm_steps(ctx: &mut Ctx<'_>) {
             ctx.diags.push(
                 Diagnostic::error(
                     codes::E0112,
-                    "`on invalid` needs `choose`: a free-text answer is never invalid",
+                    "`on invalid` needs `choose` or `answer`: a free-text answer is never invalid",
                     inv.span,
                 )
                 .with_label("this edge can never be taken")
-                .with_help("add `choose VAR from [a, b]`, or remove `on invalid`"),
+                .with_help(
+                    "add `choose VAR from [a, b]` or `answer VAR: TYPE`, or remove `on invalid`",
+                ),
             );
         }
     }

@@ -10,7 +10,7 @@ use std::fmt;
 use super::{ChoiceSet, Var};
 use crate::codes;
 use crate::diagnostic::Diagnostic;
-use crate::syntax::ast::{BinOp, Builtin, Expr, ExprKind, Literal, Span, TypeKind};
+use crate::syntax::ast::{BinOp, Builtin, Expr, ExprKind, Literal, Span, TypeDecl, TypeKind};
 
 /// A type as the checker sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -31,8 +31,13 @@ pub enum Ty {
     Secret(Box<Ty>),
     /// The answer of a `choose`: index into the program's choice sets.
     Choice(usize),
-    /// A list literal `[a, b]` (only after `in`).
+    /// A list literal `[a, b]` (only after `in`), or a declared `list<T>`.
     List(Box<Ty>),
+    /// A declared record type, by name (an undeclared name is reported by
+    /// `check_type_names` and then behaves like [`Ty::Error`]).
+    Record(String),
+    /// `T?`: a `T` or `null`.
+    Optional(Box<Ty>),
     /// An expression that already has a reported error.
     Error,
 }
@@ -47,7 +52,16 @@ impl Ty {
             TypeKind::Bool => Ty::Bool,
             TypeKind::Json => Ty::Json,
             TypeKind::Secret(inner) => Ty::Secret(Box::new(Ty::from_kind(inner))),
+            TypeKind::Named(name) => Ty::Record(name.clone()),
+            TypeKind::List(inner) => Ty::List(Box::new(Ty::from_kind(inner))),
+            TypeKind::Optional(inner) => Ty::Optional(Box::new(Ty::from_kind(inner))),
         }
+    }
+
+    /// True for the types issue 16 added (records, `list<T>`, `T?`): values held as checked
+    /// JSON at run time, typed Rust values at the host's boundary.
+    pub fn is_composite(&self) -> bool {
+        matches!(self, Ty::Record(_) | Ty::List(_) | Ty::Optional(_))
     }
 
     fn is_numeric(&self) -> bool {
@@ -87,7 +101,9 @@ impl fmt::Display for Ty {
             Ty::Null => f.write_str("null"),
             Ty::Secret(t) => write!(f, "secret {t}"),
             Ty::Choice(_) => f.write_str("choice"),
-            Ty::List(t) => write!(f, "list of {t}"),
+            Ty::List(t) => write!(f, "list<{t}>"),
+            Ty::Record(n) => f.write_str(n),
+            Ty::Optional(t) => write!(f, "{t}?"),
             Ty::Error => f.write_str("{error}"),
         }
     }
@@ -148,6 +164,32 @@ pub(crate) struct Scope<'s, 'a> {
     pub(crate) index: &'s std::collections::HashMap<&'a str, usize>,
     /// Choice sets.
     pub(crate) choices: &'s [ChoiceSet<'a>],
+    /// The declared record types.
+    pub(crate) types: &'s [&'a TypeDecl],
+    /// Record type name -> its declaration.
+    pub(crate) type_index: &'s std::collections::HashMap<&'a str, usize>,
+}
+
+impl Scope<'_, '_> {
+    /// True when the type names a record type the program does not declare (reported once,
+    /// by `check_type_names`; other rules stay quiet about it).
+    pub(crate) fn unknown_record(&self, ty: &Ty) -> bool {
+        match ty {
+            Ty::Record(r) => !self.type_index.contains_key(r.as_str()),
+            Ty::List(t) | Ty::Optional(t) | Ty::Secret(t) => self.unknown_record(t),
+            _ => false,
+        }
+    }
+
+    /// The declared type of `record.field`, if the record type and the field exist.
+    pub(crate) fn field_ty(&self, record: &str, field: &str) -> Option<Ty> {
+        let &t = self.type_index.get(record)?;
+        self.types[t]
+            .fields
+            .iter()
+            .find(|f| f.name.name == field)
+            .map(|f| Ty::from_kind(&f.ty.kind))
+    }
 }
 
 /// Infers the type of `expr`, pushing type errors (E0303) to `diags`.
@@ -182,19 +224,25 @@ pub(crate) fn infer(expr: &Expr, scope: &Scope<'_, '_>, diags: &mut Vec<Diagnost
                 let ty = match &cur.ty {
                     Ty::Json => Ty::Json,
                     Ty::Error | Ty::Secret(_) => Ty::Error,
+                    // An unknown field (or type) has its own rule, `check_record_fields`.
+                    Ty::Record(r) => scope.field_ty(r, &field.name).unwrap_or(Ty::Error),
                     other => {
-                        diags.push(
-                            Diagnostic::error(
-                                codes::E0303,
-                                format!(
-                                    "`{}` is {}; only `json` values have fields",
-                                    root.name,
-                                    other.describe(scope.choices)
-                                ),
-                                field.span,
-                            )
-                            .with_label(format!("no field `{}`", field.name)),
-                        );
+                        let mut d = Diagnostic::error(
+                            codes::E0303,
+                            format!(
+                                "`{}` is {}; only records and `json` values have fields",
+                                path_prefix(path, field),
+                                other.describe(scope.choices)
+                            ),
+                            field.span,
+                        )
+                        .with_label(format!("no field `{}`", field.name));
+                        if let Ty::Optional(_) = other {
+                            d = d.with_help(
+                                "a `T?` may be `null`: compare it with `null`, or declare the field without `?`",
+                            );
+                        }
+                        diags.push(d);
                         Ty::Error
                     }
                 };
@@ -301,6 +349,16 @@ pub(crate) fn infer(expr: &Expr, scope: &Scope<'_, '_>, diags: &mut Vec<Diagnost
     }
 }
 
+/// The text of `path` up to (not including) `field`, e.g. `order.items` before `.qty`.
+fn path_prefix(path: &crate::syntax::ast::Path, field: &crate::syntax::ast::Ident) -> String {
+    path.segments
+        .iter()
+        .take_while(|s| !std::ptr::eq(*s, field))
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
 /// Checks that a condition yields a `bool` (or a `json` value, checked at run time).
 pub(crate) fn expect_condition(t: &TExpr, scope: &Scope<'_, '_>, diags: &mut Vec<Diagnostic>) {
     if matches!(t.ty, Ty::List(_)) {
@@ -337,6 +395,10 @@ fn compatible(a: &Ty, b: &Ty) -> bool {
         (Ty::Secret(_), _) | (_, Ty::Secret(_)) => true, // reported by the secrets rule
         (Ty::Json, t) | (t, Ty::Json) => !matches!(t, Ty::List(_)),
         (x, y) if x.is_numeric() && y.is_numeric() => true,
+        // A `T?` compares with `null` and with another `T?` of a compatible `T`; comparing it
+        // with a plain value is refused (it may be `null`; there is no narrowing yet).
+        (Ty::Optional(a), Ty::Optional(b)) => compatible(a, b),
+        (Ty::Optional(_), Ty::Null) | (Ty::Null, Ty::Optional(_)) => true,
         (Ty::Choice(_), Ty::Str) | (Ty::Str, Ty::Choice(_)) => true,
         (x, y) => x == y,
     }
@@ -376,7 +438,9 @@ fn binary_type(
         BinOp::Eq | BinOp::Ne => {
             let list = matches!(l.ty, Ty::List(_)) || matches!(r.ty, Ty::List(_));
             let null_ok = match (&l.ty, &r.ty) {
-                (Ty::Null, t) | (t, Ty::Null) => matches!(t, Ty::Json | Ty::Null | Ty::Error),
+                (Ty::Null, t) | (t, Ty::Null) => {
+                    matches!(t, Ty::Json | Ty::Null | Ty::Error | Ty::Optional(_))
+                }
                 _ => true,
             };
             if list {
@@ -388,11 +452,17 @@ fn binary_type(
                 let (ld, rd) = d(l, r);
                 fail(
                     format!("cannot compare {ld} with {rd}"),
-                    Some("only `json` values can be `null`"),
+                    Some("only `json` values and optional (`T?`) values can be `null`"),
                 );
             } else if !compatible(&l.ty, &r.ty) {
                 let (ld, rd) = d(l, r);
-                fail(format!("cannot compare {ld} with {rd}"), None);
+                let optional = matches!(l.ty, Ty::Optional(_)) || matches!(r.ty, Ty::Optional(_));
+                fail(
+                    format!("cannot compare {ld} with {rd}"),
+                    optional.then_some(
+                        "a `T?` may be `null`: compare it with `null`, or declare it without `?`",
+                    ),
+                );
             }
             Ty::Bool
         }
@@ -403,6 +473,22 @@ fn binary_type(
                 fail(
                     format!("`{}` compares numbers, not {ld} and {rd}", op.as_str()),
                     None,
+                );
+            }
+            Ty::Bool
+        }
+        BinOp::Contains if matches!(l.ty, Ty::List(_)) => {
+            // `tags contains "x"`: only a list of strings (what the run-time test compares).
+            let Ty::List(elem) = &l.ty else {
+                return Ty::Bool;
+            };
+            let ok = matches!(**elem, Ty::Str | Ty::Error)
+                && matches!(r.ty, Ty::Str | Ty::Choice(_) | Ty::Error | Ty::Secret(_));
+            if !ok {
+                let (ld, rd) = d(l, r);
+                fail(
+                    format!("`contains` looks for a string in a list of strings, not {rd} in {ld}"),
+                    Some("to look for any other value write `x in list`"),
                 );
             }
             Ty::Bool
@@ -439,6 +525,16 @@ fn binary_type(
         }
         BinOp::Add | BinOp::Sub => match (&l.ty, &r.ty) {
             _ if poisoned => Ty::Error,
+            _ if reads_record(l) || reads_record(r) => {
+                fail(
+                    format!(
+                        "`{}` on a field of a record is not supported yet",
+                        op.as_str()
+                    ),
+                    Some("compare the fields directly, e.g. `refund.amount > limit`"),
+                );
+                Ty::Error
+            }
             (Ty::Int, Ty::Int) => Ty::Int,
             (a, b) if a.is_numeric() && b.is_numeric() => Ty::Float,
             (Ty::Str, Ty::Str) if op == BinOp::Add => Ty::Str,
@@ -461,11 +557,22 @@ fn binary_type(
     }
 }
 
+/// True when the typed expression reads a field of a record (held as checked JSON at run
+/// time, so arithmetic on it has no code yet).
+fn reads_record(e: &TExpr) -> bool {
+    match &e.kind {
+        TKind::Field { base, .. } => matches!(base.ty, Ty::Record(_)) || reads_record(base),
+        _ => false,
+    }
+}
+
 /// Whether a value of type `value` may be passed where `param` is declared.
 pub(crate) fn assignable(value: &Ty, param: &Ty) -> bool {
     match (value, param) {
         (Ty::Error, _) => true,
         (v, p) if v == p => true,
+        (Ty::Null, Ty::Optional(_)) => true,
+        (v, Ty::Optional(p)) => assignable(v, p),
         (Ty::Int, Ty::Float) => true,
         (Ty::Choice(_), Ty::Str) => true,
         (v, Ty::Json) => !matches!(v, Ty::Secret(_)),

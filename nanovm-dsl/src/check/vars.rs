@@ -7,7 +7,7 @@ use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
 use super::suggest::did_you_mean;
-use super::types::{Scope, Ty, expect_condition, infer};
+use super::types::{Ty, expect_condition, infer};
 use super::{Ctx, EdgeKind, Site, VarDef, outgoing, with_branches};
 use crate::codes;
 use crate::diagnostic::Diagnostic;
@@ -353,6 +353,8 @@ pub(super) fn check_secrets_in_expressions(ctx: &mut Ctx<'_>) {
 enum Source<'a> {
     /// `llm STEP { ... into x }`: whatever text the model wrote.
     FreeText(&'a str),
+    /// `llm STEP { ... answer x: T }`: a value of the type, whatever it says.
+    ModelAnswer(&'a str),
     /// `call STEP = TOOL(...) into x`: whatever the tool returned.
     ToolResult(&'a str, &'a str),
 }
@@ -365,6 +367,11 @@ fn source_of<'a>(ctx: &Ctx<'a>, def: &VarDef<'a>) -> Option<Source<'a>> {
     match &step.kind {
         StepKind::Llm(l) if matches!(l.output, Some(LlmOutput::Into { .. })) => {
             Some(Source::FreeText(&step.name.name))
+        }
+        // A typed answer is checked for its shape, not for its content: it is as untrusted as
+        // free text.
+        StepKind::Llm(l) if matches!(l.output, Some(LlmOutput::Answer { .. })) => {
+            Some(Source::ModelAnswer(&step.name.name))
         }
         StepKind::Call(c) if c.into.is_some() => {
             Some(Source::ToolResult(&step.name.name, &c.tool.name))
@@ -699,6 +706,10 @@ fn untrusted_diag(
             format!("the model's free-text answer in `{s}`"),
             "assigned here from the model's free text".to_string(),
         ),
+        Source::ModelAnswer(s) => (
+            format!("the model's typed answer in `{s}` (checked for its type, not its content)"),
+            "assigned here from the model's answer".to_string(),
+        ),
         Source::ToolResult(s, tool) => (
             format!("the result of the call `{s}`"),
             format!("assigned here from what `{tool}` returned"),
@@ -753,8 +764,10 @@ fn untrusted_diag(
 }
 
 /// A template hole is rendered by generated code of a fixed type, so `{request.length}` on a
-/// `string` is as wrong in a prompt as it is in a condition: only `json` values have fields.
+/// `string` is as wrong in a prompt as it is in a condition: only records and `json` values
+/// have fields (a record's fields are resolved against its declaration).
 pub(super) fn check_template_types(ctx: &mut Ctx<'_>) {
+    let scope = ctx.scope();
     let mut diags = Vec::new();
     for u in uses(ctx) {
         if u.kind != UseKind::Template || u.path.segments.len() < 2 {
@@ -763,23 +776,14 @@ pub(super) fn check_template_types(ctx: &mut Ctx<'_>) {
         let Some(&v) = ctx.var_index.get(u.path.root().name.as_str()) else {
             continue; // unknown: reported by check_unknown_variables
         };
-        let ty = &ctx.vars[v].ty;
-        if matches!(ty, Ty::Json | Ty::Error | Ty::Secret(_)) {
+        if matches!(ctx.vars[v].ty, Ty::Json | Ty::Error | Ty::Secret(_)) {
             continue; // secrets: reported by check_secrets_in_prompts
         }
-        let field = &u.path.segments[1];
-        diags.push(
-            Diagnostic::error(
-                codes::E0303,
-                format!(
-                    "`{}` is {}; only `json` values have fields",
-                    u.path.root().name,
-                    ty.describe(&ctx.choices)
-                ),
-                field.span,
-            )
-            .with_label(format!("no field `{}`", field.name)),
-        );
+        let path = Expr {
+            kind: ExprKind::Path(u.path.clone()),
+            span: u.path.span,
+        };
+        infer(&path, &scope, &mut diags);
     }
     ctx.diags.extend(diags);
 }
@@ -788,11 +792,7 @@ pub(super) fn check_template_types(ctx: &mut Ctx<'_>) {
 /// run time: comparisons need comparable operands and a condition must be a `bool`. (Operations
 /// on `json` values are the documented exception, checked at run time with a typed error.)
 pub(super) fn check_expression_types(ctx: &mut Ctx<'_>) {
-    let scope = Scope {
-        vars: &ctx.vars,
-        index: &ctx.var_index,
-        choices: &ctx.choices,
-    };
+    let scope = ctx.scope();
     let mut diags = Vec::new();
     for step in &ctx.steps {
         if let StepKind::Guard(d) | StepKind::Branch(d) = &step.kind {

@@ -77,7 +77,27 @@ impl Gen<'_> {
                 let e = choice_ident(&self.p.choices[*choice].var);
                 quote!(Some(#e::NAMES))
             }
-            LlmOut::Into { .. } | LlmOut::Discard => quote!(None),
+            LlmOut::Into { .. } | LlmOut::Answer { .. } | LlmOut::Discard => quote!(None),
+        };
+        let answer = match &l.output {
+            LlmOut::Answer { ty, .. } => {
+                let name = ty.to_string();
+                let schema = match ty {
+                    Ty::Record(r) => {
+                        let id = super::records::record_ident(r);
+                        quote!(#id::SCHEMA)
+                    }
+                    other => {
+                        let s = super::records::schema_text(self.p, other);
+                        quote!(#s)
+                    }
+                };
+                quote!(Some({
+                    const ANSWER: #nv::AnswerType = #nv::AnswerType { name: #name, schema: #schema };
+                    &ANSWER
+                }))
+            }
+            _ => quote!(None),
         };
         let min_confidence = match l.min_confidence {
             Some(p) => quote!(Some(#p)),
@@ -90,6 +110,7 @@ impl Gen<'_> {
             max_tokens: #max_tokens,
             choices: #choices,
             min_confidence: #min_confidence,
+            answer: #answer,
         }))
     }
 
@@ -150,7 +171,23 @@ impl Gen<'_> {
     /// An argument converted to the parameter's Rust type, owned.
     pub(super) fn arg_value(&self, e: &TExpr, param: &Ty) -> TokenStream {
         let nv = &self.nv;
+        if param.is_composite() {
+            // Held as JSON; the checker proved the value has the parameter's type (a record,
+            // list or optional value read from one of the same type, a literal, `null`).
+            return self.arg_value(e, &Ty::Json);
+        }
         match (param, &e.ty, &e.kind) {
+            // A field of a record, read as JSON, passed to a scalar parameter.
+            (Ty::Int, Ty::Json, _) => {
+                let j = self.json_expr(e);
+                let p = super::expr::path_text(self.p, e);
+                quote!(__nv::json_int(#j, #p)?)
+            }
+            (Ty::Float, Ty::Json, _) => {
+                let j = self.json_expr(e);
+                let p = super::expr::path_text(self.p, e);
+                quote!(__nv::json_f64(#j, #p)?)
+            }
             // A secret is passed as its vault handle (`Copy`), never revealed here.
             (Ty::Secret(_), Ty::Secret(_), TKind::Var(v)) => self.var_value(*v),
             (Ty::Str, Ty::Str, TKind::Var(v)) => {

@@ -194,7 +194,12 @@ impl Gen<'_> {
                 }
                 Ty::Int | Ty::Float | Ty::Bool | Ty::Choice(_) => self.var_value_rx(*v),
                 Ty::Json => self.var_ref_rx(*v),
-                Ty::Null | Ty::Secret(_) | Ty::List(_) | Ty::Error => self.ice_expr("a plain", e),
+                Ty::Null
+                | Ty::Secret(_)
+                | Ty::List(_)
+                | Ty::Record(_)
+                | Ty::Optional(_)
+                | Ty::Error => self.ice_expr("a plain", e),
             },
             (TKind::Field { .. }, _) => self.json_rx(e),
             (_, Ty::Str) => self.str_rx(e),
@@ -606,7 +611,7 @@ impl Gen<'_> {
                     let x = self.expr(l);
                     quote!(&#nv::Json::from(#x))
                 }
-                Ty::Secret(_) | Ty::List(_) | Ty::Error => {
+                Ty::Secret(_) | Ty::List(_) | Ty::Record(_) | Ty::Optional(_) | Ty::Error => {
                     return self.ice_expr("an `in` needle", l);
                 }
             };
@@ -723,9 +728,12 @@ impl Gen<'_> {
                 }
                 Err(ice) => ice,
             },
-            Ty::Null | Ty::Secret(_) | Ty::List(_) | Ty::Error => {
-                self.ice_expr("an `in` needle", l)
-            }
+            Ty::Null
+            | Ty::Secret(_)
+            | Ty::List(_)
+            | Ty::Record(_)
+            | Ty::Optional(_)
+            | Ty::Error => self.ice_expr("an `in` needle", l),
         }
     }
 }

@@ -18,7 +18,13 @@ impl Gen<'_> {
             let n = &v.name;
             let t = v.ty.to_string();
             let secret = matches!(v.ty, Ty::Secret(_));
-            quote!(#nv::InputInfo { name: #n, ty: #t, secret: #secret })
+            let shape = if v.ty.is_composite() {
+                let s = self.shape(&v.ty);
+                quote!(Some(&#s))
+            } else {
+                quote!(None)
+            };
+            quote!(#nv::InputInfo { name: #n, ty: #t, secret: #secret, shape: #shape })
         });
         let tools = p.tools.iter().map(|t| {
             let n = &t.name;

@@ -9,7 +9,7 @@ impl Gen<'_> {
     pub(super) fn input(&self) -> TokenStream {
         let fields = self.p.vars.iter().filter(|v| v.input).map(|v| {
             let name = snake_ident(&v.name);
-            let ty = self.at(format!("variable `{}`", v.name), || self.rust_ty(&v.ty));
+            let ty = self.at(format!("variable `{}`", v.name), || self.host_ty(&v.ty));
             let doc = format!(" `{}: {}`", v.name, v.ty);
             quote!(#[doc = #doc] pub #name: #ty,)
         });

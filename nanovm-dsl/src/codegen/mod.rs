@@ -1,7 +1,7 @@
 //! Code generation: a lowered [`Program`] becomes one Rust module of typed items.
 //!
-//! For `program customer_refund` the module `customer_refund` holds `Input`, one enum per
-//! `choose`, `Step`, `State`, the `Tools` trait (one typed method per declared tool), `Call`,
+//! For `program customer_refund` the module `customer_refund` holds one struct per declared
+//! record type (with its `SHAPE` and `SCHEMA`), `Input`, one enum per `choose`, `Step`, `State`, the `Tools` trait (one typed method per declared tool), `Call`,
 //! the `action` and `transition` functions (plain `match`es; conditions are plain Rust
 //! expressions), `PROGRAM_HASH`, `MERMAID`, and `Program`, which implements the runtime's
 //! program trait. Generated code reaches the runtime only through its hidden, versioned
@@ -10,7 +10,8 @@
 //! Output is deterministic byte for byte: everything is emitted in source order from vectors,
 //! never from hash maps.
 //!
-//! One file per part of the generated module: `items` (the data types), `tools` (the
+//! One file per part of the generated module: `records` (the declared record types), `items`
+//! (the program's data types), `tools` (the
 //! host's trait and the typed calls), `info` (the static tables), `program` (the runtime
 //! trait impl), `action` and `transition` (behaviour), `expr` (typed expressions) and
 //! `skeleton` (the stand-in emitted next to diagnostics). This file holds the entry points,
@@ -21,6 +22,7 @@ mod expr;
 mod info;
 mod items;
 mod program;
+mod records;
 mod skeleton;
 mod tools;
 mod transition;
@@ -260,6 +262,7 @@ impl<'p> Gen<'p> {
         let hash = p.hash.iter().map(|b| Literal::u8_unsuffixed(*b));
         let semantics = crate::canonical::SEMANTICS_VERSION;
         let mermaid = crate::graph::mermaid(p);
+        let records = self.records();
         let input = self.input();
         let choices = self.choices();
         let steps = self.step_enum();
@@ -308,6 +311,7 @@ impl<'p> Gen<'p> {
                 /// The program's graph as a Mermaid flowchart.
                 pub const MERMAID: &str = #mermaid;
 
+                #records
                 #input
                 #choices
                 #steps
@@ -332,8 +336,9 @@ impl<'p> Gen<'p> {
             Ty::Int => quote!(i64),
             Ty::Float => quote!(f64),
             Ty::Bool => quote!(bool),
-            Ty::Json => quote!(#nv::Json),
-            Ty::Error | Ty::Null | Ty::List(_) => ice(format_args!(
+            // Records, lists and optionals are held as JSON checked against their shape.
+            Ty::Json | Ty::Record(_) | Ty::List(_) | Ty::Optional(_) => quote!(#nv::Json),
+            Ty::Error | Ty::Null => ice(format_args!(
                 "a variable, parameter or result of type `{ty}` in {}",
                 self.site()
             )),

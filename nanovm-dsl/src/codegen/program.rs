@@ -17,7 +17,13 @@ impl Gen<'_> {
             .filter_map(|s| match &s.kind {
                 crate::lower::StepKind::Await(a) => {
                     let (step, event, ty) = (&s.name, &a.event, a.ty.to_string());
-                    Some(quote!(#nv::EventInfo { step: #step, event: #event, ty: #ty }))
+                    let shape = if a.ty.is_composite() {
+                        let s = self.shape(&a.ty);
+                        quote!(Some(&#s))
+                    } else {
+                        quote!(None)
+                    };
+                    Some(quote!(#nv::EventInfo { step: #step, event: #event, ty: #ty, shape: #shape }))
                 }
                 _ => None,
             })
@@ -31,6 +37,9 @@ impl Gen<'_> {
                 let n = snake_ident(&v.name);
                 match v.ty {
                     Ty::Secret(_) => quote!(#nv::Datum::secret(&input.#n)),
+                    ref t if t.is_composite() => {
+                        quote!(#nv::Datum::Plain(__nv::to_json(&input.#n)))
+                    }
                     _ => quote!(#nv::plain(&input.#n)),
                 }
             })
@@ -44,6 +53,10 @@ impl Gen<'_> {
                 input_index += 1;
                 match &v.ty {
                     Ty::Secret(_) => quote!(#n: __nv::secret_input(inputs, #i, #name)?,),
+                    t if t.is_composite() => {
+                        let shape = self.shape_ref(t);
+                        quote!(#n: __nv::shaped_input(inputs, #i, #name, #shape)?,)
+                    }
                     _ => quote!(#n: __nv::input(inputs, #i, #name)?,),
                 }
             } else {
@@ -60,10 +73,10 @@ impl Gen<'_> {
                 let name = &v.name;
                 let conv = match v.ty {
                     Ty::Choice(_) => quote!(#nv::Json::from(x.as_str())),
-                    Ty::Json => quote!(x.clone()),
+                    Ty::Json | Ty::Record(_) | Ty::List(_) | Ty::Optional(_) => quote!(x.clone()),
                     Ty::Str => quote!(#nv::Json::from(x.clone())),
                     Ty::Int | Ty::Float | Ty::Bool => quote!(#nv::Json::from(*x)),
-                    Ty::Secret(_) | Ty::Null | Ty::List(_) | Ty::Error => ice(format_args!(
+                    Ty::Secret(_) | Ty::Null | Ty::Error => ice(format_args!(
                         "an output variable `{}` of type `{}`",
                         v.name, v.ty
                     )),

@@ -111,6 +111,7 @@ impl Gen<'static> {
             vars: Vec::new(),
             choices: Vec::new(),
             tools: Vec::new(),
+            types: Vec::new(),
             budget: Default::default(),
             steps: Vec::new(),
             start: 0,

@@ -22,15 +22,34 @@ impl Gen<'_> {
                 t.ret,
                 if t.idempotent { " Must honour `ctx.idempotency_key`." } else { "" }
             ));
+            if t.ret.is_composite() {
+                doc.push(
+                    " Returns the typed value; the runtime still checks it against the type's shape."
+                        .into(),
+                );
+            }
             let params = t.params.iter().map(|(n, ty)| {
                 let n = snake_ident(n);
-                let ty = self.at(format!("tool `{}`", t.name), || self.param_ty(ty));
+                let ty = self.at(format!("tool `{}`", t.name), || {
+                    if ty.is_composite() {
+                        self.host_ty(ty)
+                    } else {
+                        self.param_ty(ty)
+                    }
+                });
                 quote!(#n: #ty)
             });
+            // A tool declared to return a record, list or optional type returns it typed; the
+            // others return JSON, decoded against the declared type by the runtime.
+            let ret = if t.ret.is_composite() {
+                self.host_ty(&t.ret)
+            } else {
+                quote!(#nv::Json)
+            };
             quote! {
                 #(#[doc = #doc])*
                 fn #name(&self, ctx: &#nv::ToolContext, #(#params),*)
-                    -> impl ::core::future::Future<Output = Result<#nv::Json, #nv::ToolError>> + Send;
+                    -> impl ::core::future::Future<Output = Result<#ret, #nv::ToolError>> + Send;
             }
         });
         let variants = self.p.tools.iter().map(|t| {
@@ -74,7 +93,22 @@ impl Gen<'_> {
                     let id = snake_ident(n);
                     quote!(let #id = ctx.reveal(&#id).await?;)
                 });
-            quote!(Call::#v { #(#names),* } => { #(#reveals)* self.#m(&ctx, #(#names),*).await })
+            let typed = t
+                .params
+                .iter()
+                .filter(|(_, ty)| ty.is_composite())
+                .map(|(n, ty)| {
+                    let id = snake_ident(n);
+                    let host = self.host_ty(ty);
+                    let what = format!("argument `{n}` of tool `{}`", t.name);
+                    quote!(let #id: #host = __nv::from_json(#id, #what)?;)
+                });
+            let call = if t.ret.is_composite() {
+                quote!(self.#m(&ctx, #(#names),*).await.map(|v| __nv::to_json(&v)))
+            } else {
+                quote!(self.#m(&ctx, #(#names),*).await)
+            };
+            quote!(Call::#v { #(#names),* } => { #(#reveals)* #(#typed)* #call })
         });
         let empty = self.p.tools.is_empty();
         let tool_body = if empty {

@@ -49,6 +49,26 @@ impl Gen<'_> {
                                 }
                             });
                         }
+                        LlmOut::Answer { var, ty } => {
+                            let f = snake_ident(&self.p.vars[*var].name);
+                            let shape = self.shape_ref(ty);
+                            let invalid = match l.on_invalid {
+                                Some(t) => self.go(t),
+                                None => quote!(#nv::Next::Stall),
+                            };
+                            // A reply that is not a value of the type is an invalid answer,
+                            // exactly like a `choose` miss: `on invalid`, else the step again.
+                            arms.push(quote! {
+                                (Step::#v, #nv::Outcome::Text(t)) => match __nv::answer(t, #shape) {
+                                    Some(x) => {
+                                        state.#f = Some(x);
+                                        #go
+                                    }
+                                    None => #invalid,
+                                },
+                            });
+                            arms.push(quote!((Step::#v, #nv::Outcome::Invalid) => #invalid,));
+                        }
                         LlmOut::Discard => {
                             arms.push(quote!((Step::#v, #nv::Outcome::Text(_)) => #go,))
                         }
@@ -127,6 +147,29 @@ impl Gen<'_> {
         let tool = &self.p.tools[c.tool];
         let ty = self.rust_ty(&tool.ret);
         let what = format!("tool `{}`", tool.name);
+        if tool.ret.is_composite() {
+            let shape = self.shape_ref(&tool.ret);
+            return match c.into {
+                Some(var) => {
+                    let f = snake_ident(&self.p.vars[var].name);
+                    quote! {
+                        match __nv::decode_shape(value, #shape, #what) {
+                            Ok(x) => {
+                                state.#f = Some(x);
+                                #go
+                            }
+                            Err(message) => #nv::Next::Reject(message),
+                        }
+                    }
+                }
+                None => quote! {
+                    match __nv::check_shape(value, #shape, #what) {
+                        Ok(()) => #go,
+                        Err(message) => #nv::Next::Reject(message),
+                    }
+                },
+            };
+        }
         match c.into {
             Some(var) => {
                 let f = snake_ident(&self.p.vars[var].name);
@@ -169,8 +212,14 @@ impl Gen<'_> {
             let go = self.go(t);
             quote!((Step::#v, #nv::Outcome::Timeout) => #go,)
         });
+        let decode = if a.ty.is_composite() {
+            let shape = self.shape_ref(&a.ty);
+            quote!(__nv::decode_shape(value, #shape, #what))
+        } else {
+            quote!(__nv::decode::<#ty>(value, #what))
+        };
         quote! {
-            (Step::#v, #nv::Outcome::Event(value)) => match __nv::decode::<#ty>(value, #what) {
+            (Step::#v, #nv::Outcome::Event(value)) => match #decode {
                 #accept
                 Err(message) => #nv::Next::Reject(message),
             },
@@ -268,6 +317,24 @@ impl Gen<'_> {
                                         #accepted
                                     }
                                 });
+                            }
+                            LlmOut::Answer { var, ty } => {
+                                let f = snake_ident(&self.p.vars[*var].name);
+                                let shape = self.shape_ref(ty);
+                                let msg = format!(
+                                    "branch `{}` got an answer that is not a `{ty}`",
+                                    branch.name
+                                );
+                                apply_arms.push(quote! {
+                                    (Step::#v, #b, #nv::Outcome::Text(t)) => match __nv::answer(t, #shape) {
+                                        Some(x) => {
+                                            state.#f = Some(x);
+                                            #accepted
+                                        }
+                                        None => #nv::Next::Reject(String::from(#msg)),
+                                    },
+                                });
+                                apply_arms.push(quote!((Step::#v, #b, #nv::Outcome::Invalid) => #nv::Next::Reject(String::from(#msg)),));
                             }
                             LlmOut::Discard => apply_arms
                                 .push(quote!((Step::#v, #b, #nv::Outcome::Text(_)) => #accepted,)),

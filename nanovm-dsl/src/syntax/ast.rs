@@ -145,6 +145,14 @@ impl Program {
         })
     }
 
+    /// The declared record types, in source order.
+    pub fn types(&self) -> impl Iterator<Item = &TypeDecl> {
+        self.items.iter().filter_map(|i| match i {
+            Item::Type(t) => Some(t),
+            _ => None,
+        })
+    }
+
     /// The first `start` declaration, if any.
     pub fn start(&self) -> Option<&StartDecl> {
         self.items.iter().find_map(|i| match i {
@@ -171,6 +179,22 @@ pub enum Item {
     Replan(ReplanDecl),
     /// Any step: `llm`, `call`, `guard`, `branch`, `parallel`, `await`, `end`.
     Step(Step),
+    /// `type Refund { id: string, amount: int }`: a record type.
+    Type(TypeDecl),
+}
+
+/// `type NAME { field: type, ... }`: a record type the program's inputs, tool parameters and
+/// results, event payloads and variables may use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TypeDecl {
+    /// Doc comment lines.
+    pub doc: Vec<String>,
+    /// The type's name, e.g. `Refund`.
+    pub name: Ident,
+    /// The fields in declaration order (their types are never `secret`).
+    pub fields: Vec<Field>,
+    /// The whole declaration.
+    pub span: Span,
 }
 
 /// What a replanning edge continues after.
@@ -255,6 +279,12 @@ pub enum TypeKind {
     Json,
     /// `secret T`: the value lives in the vault; only tools may receive it
     Secret(Box<TypeKind>),
+    /// The name of a declared record type, e.g. `Refund`
+    Named(String),
+    /// `list<T>`
+    List(Box<TypeKind>),
+    /// `T?`: a `T` or `null`
+    Optional(Box<TypeKind>),
 }
 
 impl fmt::Display for TypeKind {
@@ -266,6 +296,9 @@ impl fmt::Display for TypeKind {
             TypeKind::Bool => f.write_str("bool"),
             TypeKind::Json => f.write_str("json"),
             TypeKind::Secret(t) => write!(f, "secret {t}"),
+            TypeKind::Named(n) => f.write_str(n),
+            TypeKind::List(t) => write!(f, "list<{t}>"),
+            TypeKind::Optional(t) => write!(f, "{t}?"),
         }
     }
 }
@@ -445,13 +478,24 @@ pub enum LlmOutput {
         /// The whole clause.
         span: Span,
     },
+    /// `answer refund: Refund`: a value of a declared type; anything else is invalid.
+    Answer {
+        /// The variable that receives the value.
+        var: Ident,
+        /// The type asked for (boxed: most steps have none, and the step enum stays small).
+        ty: Box<Type>,
+        /// The whole clause.
+        span: Span,
+    },
 }
 
 impl LlmOutput {
     /// The variable the output is stored in.
     pub fn var(&self) -> &Ident {
         match self {
-            LlmOutput::Choose { var, .. } | LlmOutput::Into { var, .. } => var,
+            LlmOutput::Choose { var, .. }
+            | LlmOutput::Into { var, .. }
+            | LlmOutput::Answer { var, .. } => var,
         }
     }
 }

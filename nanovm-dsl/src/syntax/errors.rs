@@ -49,7 +49,7 @@ const OPERATORS: &[&str] = &[
     "or",
     ".",
 ];
-const TYPES: &[&str] = &["string", "int", "float", "bool", "json", "secret"];
+const TYPES: &[&str] = &["string", "int", "float", "bool", "json", "secret", "list"];
 const LLM_CLAUSES: &[&str] = &[
     "prompt",
     "system",
@@ -58,6 +58,7 @@ const LLM_CLAUSES: &[&str] = &[
     "min_confidence",
     "choose",
     "into",
+    "answer",
     "on",
     "retry",
     "after",
@@ -68,7 +69,7 @@ const LLM_CLAUSES: &[&str] = &[
 /// What can start an item: the item keywords, and `on` of a replanning edge.
 const ITEM_STARTS: &[&str] = &[
     "input", "budget", "tool", "effect", "start", "llm", "call", "guard", "branch", "parallel",
-    "await", "end", "on",
+    "await", "end", "on", "type",
 ];
 
 const CONCEPTS: &[Concept] = &[

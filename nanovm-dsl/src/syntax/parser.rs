@@ -407,18 +407,22 @@ impl<'a, 'd> Builder<'a, 'd> {
 
     /// `choose` or `into` in an `llm` step: one output at most.
     fn output_once(&mut self, seen: &mut Seen, key: &'static str, what: &str, span: Span) {
-        match seen.0.iter().find(|(k, _)| *k == "choose" || *k == "into") {
+        match seen
+            .0
+            .iter()
+            .find(|(k, _)| matches!(*k, "choose" | "into" | "answer"))
+        {
             Some(&(first, first_span)) if first != key => self.error(
                 Diagnostic::error(
                     codes::E0005,
-                    format!("{what} has both `choose` and `into`"),
+                    format!("{what} has both `{first}` and `{key}`"),
                     span,
                 )
                 .with_label(format!("`{key}` given here"))
                 .with_secondary(first_span, format!("`{first}` given here"))
                 .with_help(
                     "an `llm` step stores one output: `choose VAR from [...]` for one of a set \
-                     of answers, or `into VAR` for free text",
+                     of answers, `answer VAR: TYPE` for a typed value, or `into VAR` for free text",
                 ),
             ),
             _ => self.once(seen, key, &format!("`{key}`"), what, span),
@@ -490,6 +494,24 @@ impl<'a, 'd> Builder<'a, 'd> {
                 })
             }
             Rule::tool_decl => Item::Tool(self.tool(inner)),
+            Rule::type_decl => {
+                let doc = self.docs(span.start);
+                let mut name = None;
+                let mut fields = Vec::new();
+                for c in inner.into_inner() {
+                    match c.as_rule() {
+                        Rule::name => name = Some(self.ident(&c)),
+                        Rule::record_field => fields.push(self.field(c)),
+                        _ => {}
+                    }
+                }
+                Item::Type(TypeDecl {
+                    doc,
+                    name: name.unwrap_or_else(|| placeholder_ident(span)),
+                    fields,
+                    span,
+                })
+            }
             Rule::start_decl => {
                 let name = inner.into_inner().find(|p| p.as_rule() == Rule::name)?;
                 Item::Start(StartDecl {
@@ -505,7 +527,17 @@ impl<'a, 'd> Builder<'a, 'd> {
         let span = self.span(&p);
         let mut it = p.into_inner();
         let name = it.next().map(|n| self.ident(&n));
-        let ty = it.next().map(|t| self.ty(t));
+        let ty = it.next().map(|t| {
+            if t.as_rule() == Rule::ty_expr {
+                let span = self.span(&t);
+                Type {
+                    kind: ty_expr(t),
+                    span,
+                }
+            } else {
+                self.ty(t)
+            }
+        });
         Field {
             name: name.unwrap_or_else(|| placeholder_ident(span)),
             ty: ty.unwrap_or(Type {
@@ -523,15 +555,7 @@ impl<'a, 'd> Builder<'a, 'd> {
         for c in p.into_inner() {
             match c.as_rule() {
                 Rule::kw_secret => secret = true,
-                Rule::base_ty => {
-                    kind = match c.as_str() {
-                        "string" => TypeKind::String,
-                        "int" => TypeKind::Int,
-                        "float" => TypeKind::Float,
-                        "bool" => TypeKind::Bool,
-                        _ => TypeKind::Json,
-                    }
-                }
+                Rule::ty_expr => kind = ty_expr(c),
                 _ => {}
             }
         }
@@ -750,6 +774,27 @@ impl<'a, 'd> Builder<'a, 'd> {
                         self.output_once(&mut seen, "into", what, span);
                         if let Some(var) = self.names(&c).into_iter().next() {
                             s.output = Some(LlmOutput::Into { var, span });
+                        }
+                    }
+                    Rule::answer => {
+                        self.output_once(&mut seen, "answer", what, span);
+                        let mut var = None;
+                        let mut ty = None;
+                        for x in c.into_inner() {
+                            match x.as_rule() {
+                                Rule::name => var = Some(self.ident(&x)),
+                                Rule::ty_expr => {
+                                    let tspan = self.span(&x);
+                                    ty = Some(Box::new(Type {
+                                        kind: ty_expr(x),
+                                        span: tspan,
+                                    }));
+                                }
+                                _ => {}
+                            }
+                        }
+                        if let (Some(var), Some(ty)) = (var, ty) {
+                            s.output = Some(LlmOutput::Answer { var, ty, span });
                         }
                     }
                     Rule::on_invalid => {
@@ -1581,5 +1626,37 @@ fn placeholder_expr(span: Span) -> Expr {
     Expr {
         kind: ExprKind::Lit(Literal::Null),
         span,
+    }
+}
+
+/// The kind of a `ty_expr`: a base type, `list<T>` or a record type's name, optionally `?`.
+/// (Nesting is bounded by the lexical pre-pass, like every other recursion.)
+fn ty_expr(p: Pair<'_, Rule>) -> TypeKind {
+    let mut kind = TypeKind::Json;
+    let mut optional = false;
+    for c in p.into_inner() {
+        match c.as_rule() {
+            Rule::base_ty => {
+                kind = match c.as_str() {
+                    "string" => TypeKind::String,
+                    "int" => TypeKind::Int,
+                    "float" => TypeKind::Float,
+                    "bool" => TypeKind::Bool,
+                    _ => TypeKind::Json,
+                }
+            }
+            Rule::list_ty => {
+                let inner = c.into_inner().find(|x| x.as_rule() == Rule::ty_expr);
+                kind = TypeKind::List(Box::new(inner.map_or(TypeKind::Json, ty_expr)));
+            }
+            Rule::type_ref => kind = TypeKind::Named(c.as_str().trim().to_string()),
+            Rule::optional => optional = true,
+            _ => {}
+        }
+    }
+    if optional {
+        TypeKind::Optional(Box::new(kind))
+    } else {
+        kind
     }
 }

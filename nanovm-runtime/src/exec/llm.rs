@@ -7,7 +7,8 @@ use super::recorder::{Halt, divergence};
 use super::{Exec, Flow, Io, target};
 use crate::error::RunError;
 use crate::model::{
-    ModelError, ModelReply, ModelRequest, choice_instruction, recorded_probability,
+    ModelError, ModelReply, ModelRequest, answer_instruction, choice_instruction,
+    recorded_probability,
 };
 use crate::program::{LlmCall, Next, Outcome, Program, StepId};
 use crate::trace::{Event, Reply};
@@ -49,6 +50,7 @@ pub(super) fn request(name: &'static str, call: LlmCall) -> ModelRequest {
         max_tokens,
         choices,
         min_confidence,
+        answer,
     } = call;
     ModelRequest {
         step: Cow::Borrowed(name),
@@ -57,8 +59,11 @@ pub(super) fn request(name: &'static str, call: LlmCall) -> ModelRequest {
         prompt,
         max_tokens,
         choices,
-        instruction: choices.map(choice_instruction),
+        instruction: choices
+            .map(choice_instruction)
+            .or_else(|| answer.map(answer_instruction)),
         min_confidence,
+        answer,
     }
 }
 
@@ -175,8 +180,9 @@ impl<P: Program> Exec<P> {
                     }
                 }
                 // A reply that is not an answer (a refusal, an answer cut short) is, for a
-                // `choose`, an invalid answer like any other: it follows `on invalid`.
-                Err(e) if e.invalid_answer && req.choices.is_some() => {
+                // `choose` or a typed `answer`, an invalid answer like any other: it follows
+                // `on invalid`.
+                Err(e) if e.invalid_answer && (req.choices.is_some() || req.answer.is_some()) => {
                     let next = P::transition(step, &mut self.state, Outcome::Invalid);
                     match next {
                         Next::Go(to) | Next::Decided { to, .. } => {

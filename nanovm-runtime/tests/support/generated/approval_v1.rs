@@ -210,11 +210,13 @@ pub mod approval_flow {
                 name: "request",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
             __nv::InputInfo {
                 name: "amount_cents",
                 ty: "int",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -298,6 +300,7 @@ pub mod approval_flow {
                     step: "review",
                     event: "approval",
                     ty: "json",
+                    shape: None,
                 },
             ]
         }

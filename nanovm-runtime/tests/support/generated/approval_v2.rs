@@ -226,11 +226,13 @@ pub mod approval_flow {
                 name: "request",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
             __nv::InputInfo {
                 name: "amount_cents",
                 ty: "int",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -320,11 +322,13 @@ pub mod approval_flow {
                     step: "review",
                     event: "approval",
                     ty: "json",
+                    shape: None,
                 },
                 __nv::EventInfo {
                     step: "confirm",
                     event: "confirmation",
                     ty: "json",
+                    shape: None,
                 },
             ]
         }

@@ -284,21 +284,25 @@ pub mod customer_refund {
                 name: "request",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
             __nv::InputInfo {
                 name: "order_id",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
             __nv::InputInfo {
                 name: "amount_cents",
                 ty: "int",
                 secret: false,
+                shape: None,
             },
             __nv::InputInfo {
                 name: "email",
                 ty: "secret string",
                 secret: true,
+                shape: None,
             },
         ],
         tools: &[
@@ -400,6 +404,7 @@ pub mod customer_refund {
                     step: "manual_review",
                     event: "approval",
                     ty: "json",
+                    shape: None,
                 },
             ]
         }
@@ -484,6 +489,7 @@ pub mod customer_refund {
                         max_tokens: None,
                         choices: Some(Decision::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Policy => __nv::Action::Decide,

@@ -233,6 +233,7 @@ pub mod fanout {
                 name: "order_id",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -548,6 +549,7 @@ pub mod fanout {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     }),
                 )
             }

@@ -166,6 +166,7 @@ pub mod pay {
                 name: "order_id",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[

@@ -256,6 +256,7 @@ pub mod replan {
                 name: "goal",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -423,6 +424,7 @@ pub mod replan {
                         max_tokens: None,
                         choices: Some(NextChoice::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -445,6 +447,7 @@ pub mod replan {
                         max_tokens: None,
                         choices: Some(Verdict::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Decide => __nv::Action::Decide,

@@ -215,11 +215,13 @@ pub mod shop {
                 name: "order_id",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
             __nv::InputInfo {
                 name: "amount_cents",
                 ty: "int",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -297,6 +299,7 @@ pub mod shop {
                     step: "approval",
                     event: "approved",
                     ty: "json",
+                    shape: None,
                 },
             ]
         }

@@ -257,6 +257,7 @@ pub mod small {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -427,6 +428,7 @@ pub mod small {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -455,6 +457,7 @@ pub mod small {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -860,6 +863,7 @@ pub mod small_steps5 {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -1030,6 +1034,7 @@ pub mod small_steps5 {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -1058,6 +1063,7 @@ pub mod small_steps5 {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -1463,6 +1469,7 @@ pub mod small_tokens100 {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -1633,6 +1640,7 @@ pub mod small_tokens100 {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -1661,6 +1669,7 @@ pub mod small_tokens100 {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -2066,6 +2075,7 @@ pub mod small_tool_calls2 {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -2236,6 +2246,7 @@ pub mod small_tool_calls2 {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -2264,6 +2275,7 @@ pub mod small_tool_calls2 {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -2669,6 +2681,7 @@ pub mod small_duration1s {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -2839,6 +2852,7 @@ pub mod small_duration1s {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -2867,6 +2881,7 @@ pub mod small_duration1s {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
@@ -3272,6 +3287,7 @@ pub mod small_stalls1 {
                 name: "topic",
                 ty: "string",
                 secret: false,
+                shape: None,
             },
         ],
         tools: &[
@@ -3442,6 +3458,7 @@ pub mod small_stalls1 {
                         max_tokens: None,
                         choices: Some(Label::NAMES),
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Route => __nv::Action::Decide,
@@ -3470,6 +3487,7 @@ pub mod small_stalls1 {
                         max_tokens: None,
                         choices: None,
                         min_confidence: None,
+                        answer: None,
                     })
                 }
                 Step::Done => {
