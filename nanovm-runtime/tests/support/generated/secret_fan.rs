@@ -203,6 +203,7 @@ pub mod secret_fan {
                 name: "email",
                 ty: "secret string",
                 secret: true,
+                shape: None,
             },
         ],
         tools: &[
@@ -293,6 +294,7 @@ pub mod secret_fan {
                     step: "wait",
                     event: "go",
                     ty: "json",
+                    shape: None,
                 },
             ]
         }
