@@ -1576,6 +1576,86 @@ async fn the_evidence_log_appends_in_order_and_keeps_the_latest_head<H: Harness>
     assert_eq!(report.head.unwrap().head.size, 1);
 }
 
+/// The feed names every entry of every run once, in commit order: a reader that polls it while
+/// writers append, resuming after the last position it got, ends with every entry exactly once
+/// and each run's entries in `seq` order; a refused append adds nothing.
+async fn the_feed_names_every_entry_once_in_commit_order<H: Harness>(h: &H) {
+    use nanovm_runtime::store::{FeedItem, FeedPos};
+    let s = h.fresh().await;
+    assert!(s.feed(None, 100).await.unwrap().is_empty());
+    let a = rich_run("feed-a");
+    let b = Run::new("feed-b");
+    append(&s, &a, 0, 2).await.unwrap();
+    s.append("feed-b", b.entries(), None).await.unwrap();
+    // A refused append (a gap) adds nothing to the feed.
+    assert!(append(&s, &a, 3, 4).await.is_err());
+    append(&s, &a, 2, a.len()).await.unwrap();
+    let items = s.feed(None, 100).await.unwrap();
+    let named: Vec<(&str, u64)> = items.iter().map(|i| (i.run_id.as_str(), i.seq)).collect();
+    let mut expected = vec![("feed-a", 0), ("feed-a", 1), ("feed-b", 0)];
+    expected.extend((2..a.len() as u64).map(|q| ("feed-a", q)));
+    assert_eq!(named, expected);
+    assert!(items.windows(2).all(|w| w[0].pos < w[1].pos), "{items:?}");
+    // Positions round-trip as text, and paging resumes exactly after one.
+    for i in &items {
+        assert_eq!(i.pos.to_string().parse::<FeedPos>().unwrap(), i.pos);
+    }
+    let page = s.feed(Some(items[1].pos), 2).await.unwrap();
+    assert_eq!(page, items[2..4].to_vec());
+
+    // Writers on many runs, a reader polling meanwhile.
+    let s = h.fresh().await;
+    const RUNS: usize = 6;
+    let writers: Vec<_> = (0..RUNS)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let run = rich_run(&format!("w{w}"));
+                for k in 0..run.len() {
+                    append(&s, &run, k, k + 1).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                run.len()
+            })
+        })
+        .collect();
+    let reader = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut got: Vec<FeedItem> = Vec::new();
+            let total = RUNS * rich_run("x").len();
+            let mut after = None;
+            for _ in 0..10_000 {
+                let page = s.feed(after, 5).await.unwrap();
+                if let Some(last) = page.last() {
+                    after = Some(last.pos);
+                }
+                got.extend(page);
+                if got.len() >= total {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            got
+        })
+    };
+    let mut total = 0;
+    for w in writers {
+        total += w.await.unwrap();
+    }
+    let got = reader.await.unwrap();
+    assert_eq!(got.len(), total, "every entry once");
+    assert_eq!(got, s.feed(None, 1000).await.unwrap(), "the reader saw the feed's order");
+    for w in 0..RUNS {
+        let seqs: Vec<u64> = got
+            .iter()
+            .filter(|i| i.run_id == format!("w{w}"))
+            .map(|i| i.seq)
+            .collect();
+        assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "run w{w}");
+    }
+}
+
 /// The executor on the store: a journaled run, its record, and a resume from what was stored.
 async fn the_executor_runs_on_the_store<H: Harness>(h: &H) {
     use support::Host;
@@ -1697,6 +1777,7 @@ macro_rules! suite {
                 a_stale_worker_cannot_append_after_takeover,
                 concurrent_appenders_one_winner_per_seq,
                 the_evidence_log_appends_in_order_and_keeps_the_latest_head,
+                the_feed_names_every_entry_once_in_commit_order,
                 the_executor_runs_on_the_store
                 $(, $extra)*
             );

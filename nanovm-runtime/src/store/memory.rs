@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::append::{Batch, Tip, check_append, check_loaded, pin, started};
-use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord};
+use super::{
+    FeedItem, FeedPos, Fence, JournalError, JournalStore, Lease, LogLeaf, RunQuery, RunRecord,
+};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus, Trace};
@@ -50,6 +52,15 @@ struct State {
     log: Vec<(String, Vec<u8>)>,
     /// The latest signed tree head: (size, JSON).
     head: Option<(u64, String)>,
+    /// The feed: (run id, seq) in append order; an item's position is its index + 1.
+    feed: Vec<(String, u64)>,
+}
+
+impl State {
+    fn feed(&mut self, run_id: &str, entries: &[Entry]) {
+        self.feed
+            .extend(entries.iter().map(|e| (run_id.to_string(), e.seq)));
+    }
 }
 
 #[derive(Debug)]
@@ -221,6 +232,7 @@ impl MemoryStore {
             }
         };
         run.extend(entries);
+        s.feed(run_id, entries);
         self.shared.appends.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -250,13 +262,15 @@ impl MemoryStore {
         r.epoch += 1;
         r.lease_owner = Some(worker.to_string());
         r.lease_expires_ms = Some(expires_ms);
-        self.shared.appends.fetch_add(1, Ordering::SeqCst);
-        Ok(Lease {
+        let lease = Lease {
             run_id: run_id.to_string(),
             epoch: r.epoch,
             worker: worker.to_string(),
             expires_ms,
-        })
+        };
+        s.feed(run_id, entries);
+        self.shared.appends.fetch_add(1, Ordering::SeqCst);
+        Ok(lease)
     }
 
     /// [`JournalStore::append_release`]: the append and the release under one lock (counted as
@@ -288,6 +302,7 @@ impl MemoryStore {
         r.lease_owner = None;
         r.lease_expires_ms = None;
         r.updated_ms = wall_ms();
+        s.feed(run_id, entries);
         Ok(())
     }
 
@@ -408,6 +423,31 @@ impl JournalStore for MemoryStore {
         s.log.push((run_id.to_string(), data.to_vec()));
         let index = s.log.len() as u64 - 1;
         Box::pin(std::future::ready(Ok(index)))
+    }
+
+    fn feed<'a>(
+        &'a self,
+        after: Option<FeedPos>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<FeedItem>, JournalError>> {
+        let s = self.state();
+        let from = after.map_or(0, |p| usize::try_from(p.minor).unwrap_or(usize::MAX));
+        let items = s
+            .feed
+            .iter()
+            .enumerate()
+            .skip(from)
+            .take(limit)
+            .map(|(i, (run_id, seq))| FeedItem {
+                pos: FeedPos {
+                    major: 0,
+                    minor: i as u64 + 1,
+                },
+                run_id: run_id.clone(),
+                seq: *seq,
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(items)))
     }
 
     fn log<'a>(&'a self, from: u64) -> BoxFuture<'a, Result<Vec<LogLeaf>, JournalError>> {
