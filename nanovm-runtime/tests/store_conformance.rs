@@ -1645,7 +1645,11 @@ async fn the_feed_names_every_entry_once_in_commit_order<H: Harness>(h: &H) {
     }
     let got = reader.await.unwrap();
     assert_eq!(got.len(), total, "every entry once");
-    assert_eq!(got, s.feed(None, 1000).await.unwrap(), "the reader saw the feed's order");
+    assert_eq!(
+        got,
+        s.feed(None, 1000).await.unwrap(),
+        "the reader saw the feed's order"
+    );
     for w in 0..RUNS {
         let seqs: Vec<u64> = got
             .iter()
@@ -1946,4 +1950,41 @@ async fn postgres_vault_survives_reconnect() {
     })
     .await;
     postgres_harness::drop_schemas(&url, vec![schema]).await;
+}
+
+/// A SQLite database from before the feed (schema version 3) gets it when opened for writing,
+/// with the entries it already holds in it (run order), and new entries after them.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_sqlite_database_gets_the_feed() {
+    use nanovm_runtime::store::SqliteStore;
+    let path = sqlite_harness::temp_db();
+    let a = rich_run("old-a");
+    let b = Run::new("old-b");
+    {
+        let s = SqliteStore::open(&path).await.unwrap();
+        append(&s, &a, 0, a.len()).await.unwrap();
+        s.append("old-b", b.entries(), None).await.unwrap();
+    }
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("DROP TABLE nanovm_feed; PRAGMA user_version = 3;")
+            .unwrap();
+    }
+    let s = SqliteStore::open(&path).await.unwrap();
+    let c = Run::new("new-c");
+    s.append("new-c", c.entries(), None).await.unwrap();
+    let named: Vec<(String, u64)> = s
+        .feed(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.run_id, i.seq))
+        .collect();
+    let mut expected: Vec<(String, u64)> = (0..a.len() as u64)
+        .map(|q| ("old-a".to_string(), q))
+        .collect();
+    expected.push(("old-b".into(), 0));
+    expected.push(("new-c".into(), 0));
+    assert_eq!(named, expected);
 }

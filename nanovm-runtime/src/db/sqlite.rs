@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS nanovm_feed (
     run INTEGER NOT NULL,
     seq INTEGER NOT NULL
 );
+";
+
+/// Upgrading to version 4: the entries already stored join the feed, in run order.
+const FEED_BACKFILL: &str = "
 INSERT INTO nanovm_feed (run, seq) SELECT run, seq FROM nanovm_entries
     WHERE NOT EXISTS (SELECT 1 FROM nanovm_feed) ORDER BY run, seq;
 ";
@@ -325,6 +329,14 @@ fn writer_connection(
                         "{FEED} PRAGMA user_version = {SCHEMA_VERSION};"
                     ))?,
                     _ => {}
+                }
+                let has_entries: bool = c.query_row(
+                    "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'nanovm_entries'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if (1..=3).contains(&now) && has_entries {
+                    c.execute_batch(FEED_BACKFILL)?;
                 }
                 c.execute_batch("COMMIT")?;
                 Ok(now)
