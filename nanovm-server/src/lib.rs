@@ -31,6 +31,8 @@ mod api;
 #[cfg(feature = "mcp")]
 mod mcp;
 mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod served;
 mod stream;
 mod time;
