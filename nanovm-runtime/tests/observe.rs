@@ -19,14 +19,16 @@ use nanovm_runtime::{
 use serde_json::json;
 use support::{Host, START, customer_refund as cr};
 
+/// (kind, run, step, name, attempt, ok) of a call reported.
+type Called = (CallKind, String, String, String, u32, bool);
+
 /// Records what it sees and, with a store, checks each entry is stored when it is shown.
 #[derive(Clone, Default)]
 struct Seen {
     entries: Arc<Mutex<Vec<(String, Entry)>>>,
     store: Option<MemoryStore>,
     not_durable: Arc<Mutex<Vec<u64>>>,
-    /// (kind, run, step, name, attempt, ok) of each call reported.
-    calls: Arc<Mutex<Vec<(CallKind, String, String, String, u32, bool)>>>,
+    calls: Arc<Mutex<Vec<Called>>>,
     takeovers: Arc<Mutex<Vec<String>>>,
 }
 
