@@ -242,7 +242,10 @@ async fn read_all(server: &Running, last: Option<&str>, n: usize) -> Vec<Sse> {
 
 /// Every entry of every run in the store, by run.
 async fn stored(db: &std::path::Path) -> BTreeMap<String, Vec<String>> {
-    let store = SqliteStore::open(db).await.unwrap();
+    stored_in(&SqliteStore::open(db).await.unwrap()).await
+}
+
+async fn stored_in(store: &impl JournalStore) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for r in store
         .runs(&nanovm_runtime::store::RunQuery::new())
@@ -508,4 +511,94 @@ async fn metrics_count_a_known_set_of_runs_exactly() {
         total as f64
     );
     f.server.stop().await;
+}
+
+#[path = "../../nanovm-runtime/tests/support/peers.rs"]
+mod peers;
+
+/// Two server processes on one PostgreSQL database: runs started on both, the all-runs stream
+/// read from one, the client cut off, and resumed on the other with the last id: every entry
+/// of every run once, each run in order (positions are the database's, not a process's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (DATABASE_URL)"]
+async fn the_all_runs_stream_resumes_on_another_server_process_of_the_database() {
+    use nanovm_runtime::store::{PostgresOptions, PostgresStore};
+    let url = peers::database_url();
+    let mut opts = PostgresOptions::default();
+    opts.schema = format!("srv_stream_{}", std::process::id());
+    let shop = Arc::new(Shop::default());
+    shop.delay_ms.store(30, Ordering::SeqCst);
+    let mut servers = Vec::new();
+    for _ in 0..2 {
+        let store = PostgresStore::connect_with(&url, opts.clone())
+            .await
+            .unwrap();
+        let runtime = Runtime::builder()
+            .model(model())
+            .vault(store.vault())
+            .store(store)
+            .build();
+        servers.push(
+            Server::new(runtime)
+                .program::<customer_refund::Program>(shop.clone())
+                .token(ALL, "ops", &[Scope::Read, Scope::Start, Scope::Operate])
+                .token(READ, "viewer", &[Scope::Read])
+                .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .unwrap(),
+        );
+    }
+    let runs = ["p0", "p1", "p2", "p3", "p4", "p5"];
+    for (i, run) in runs.iter().enumerate() {
+        let res = reqwest::Client::new()
+            .post(format!(
+                "{}/v1/programs/customer_refund/runs",
+                servers[i % 2].url()
+            ))
+            .bearer_auth(ALL)
+            .json(&json!({ "run_id": run, "input": {
+                "request": if i % 3 == 0 { "REJECT it." } else { "It broke." },
+                "order_id": format!("o-{i}"), "amount_cents": 100,
+                "email": "cy@example.com" } }))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+    }
+    let first = read_all(&servers[0], None, 7).await;
+    let last = first.last().unwrap().0.clone().unwrap();
+    let store = PostgresStore::connect_with(&url, opts.clone())
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let ended = store
+            .runs(
+                &nanovm_runtime::store::RunQuery::new().status(nanovm_runtime::RunStatus::Success),
+            )
+            .await
+            .unwrap()
+            .len();
+        if ended == runs.len() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "{ended} ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = stored_in(&store).await;
+    let total: usize = all.values().map(Vec::len).sum();
+    let rest = read_all(&servers[1], Some(&last), total - first.len()).await;
+    let mut events = first;
+    events.extend(rest);
+    let ids: std::collections::BTreeSet<String> =
+        events.iter().map(|e| e.0.clone().unwrap()).collect();
+    assert_eq!(ids.len(), total, "no entry twice");
+    assert_eq!(
+        by_run(&events),
+        all,
+        "every entry of every run once, in order"
+    );
+    for s in servers {
+        s.stop().await;
+    }
 }
