@@ -307,6 +307,16 @@ enum Decision<T> {
     Answer(T),
 }
 
+/// Hands entries this module wrote itself (outside an execution's recorder) to the observer,
+/// once they are durable.
+fn observed(engine: &Engine, run_id: &str, entries: &[Entry]) {
+    if let Some(o) = &engine.observer {
+        for e in entries {
+            o.entry(run_id, e);
+        }
+    }
+}
+
 fn required_store(engine: &Engine) -> Result<Arc<dyn JournalStore>, RunError> {
     engine.store.clone().ok_or(RunError::NoJournal)
 }
@@ -453,10 +463,13 @@ pub(crate) async fn submit<P: Program>(
         &mut Encoder::new(),
     );
     match store.append(&run_id, trace.entries(), None).await {
-        Ok(()) => Ok(Submitted {
-            run_id,
-            created: true,
-        }),
+        Ok(()) => {
+            observed(engine, &run_id, trace.entries());
+            Ok(Submitted {
+                run_id,
+                created: true,
+            })
+        }
         Err(JournalError::Conflict { .. }) => {
             let entries = store
                 .load(&run_id)
@@ -959,6 +972,7 @@ async fn record_redrive(
         store
             .append(run_id, &trace.entries()[from..], Some(lease.fence()))
             .await?;
+        observed(engine, run_id, &trace.entries()[from..]);
         Ok::<_, RunError>(trace.into_entries())
     }
     .await;
@@ -1074,7 +1088,10 @@ pub(crate) async fn fork<P: Program>(
         )
         .await
     {
-        Ok(lease) => lease,
+        Ok(lease) => {
+            observed(engine, new_run_id, &entries);
+            lease
+        }
         Err(JournalError::Conflict { .. }) => {
             return Err(RunError::RunIdInUse {
                 run_id: new_run_id.to_string(),

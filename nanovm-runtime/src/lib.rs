@@ -102,7 +102,7 @@ pub use generated::UnknownChoice;
 pub use ids::{MAX_RUN_ID_BYTES, RunIdError, effect_id, run_id, validate_run_id};
 pub use input::{FieldError, InputError, check_input, input_from_json, input_schema, value_schema};
 pub use migrate::{MigrateError, Migration, migrate_run};
-pub use observe::Observer;
+pub use observe::{CallKind, CallTiming, Observer};
 pub use operator::{Act, ActError, Acted, act};
 pub use program::{BoxFuture, SEMANTICS_VERSIONS, ToolContext, ToolError};
 pub use replay::replay;

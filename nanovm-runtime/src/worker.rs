@@ -139,6 +139,12 @@ impl Worker {
             Err(e) => return (Err(e.into()), Some(lease)),
         };
         let view = RunView::of(&entries);
+        if let Some(o) = &self.runtime.engine().observer
+            && view.status() == RunStatus::Running
+            && left_mid_way(&entries)
+        {
+            o.takeover(&lease.run_id);
+        }
         let inject = match (view.status(), view.waiting().and_then(|w| w.deadline_ms)) {
             (RunStatus::Running, _) => None,
             (RunStatus::Suspended, Some(d)) if d <= clock.now_ms() => Some(Inject::Timeout),
@@ -157,4 +163,24 @@ impl Worker {
         )
         .await
     }
+}
+
+/// Whether a running run's last entry shows an execution that stopped mid-way (it crashed, or
+/// lost its lease), rather than a run handed to the workers: just started (submitted), or
+/// continued by an operator's act (a delivery, a timeout, a reconciliation, a redrive, a
+/// migration, a fork) whose execution did not get further.
+fn left_mid_way(entries: &[crate::trace::Entry]) -> bool {
+    use crate::trace::Event;
+    entries.last().is_some_and(|e| {
+        !matches!(
+            e.event,
+            Event::RunStarted { .. }
+                | Event::Delivered { .. }
+                | Event::TimedOut { .. }
+                | Event::Reconciled { .. }
+                | Event::Redriven { .. }
+                | Event::Migrated { .. }
+                | Event::Forked { .. }
+        )
+    })
 }

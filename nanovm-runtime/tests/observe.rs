@@ -13,9 +13,14 @@ use nanovm_runtime::store::{JournalStore, MemoryStore};
 use nanovm_runtime::testing::{ManualClock, ScriptedModel};
 use nanovm_runtime::trace::{Entry, RunStatus};
 use nanovm_runtime::vault::MemoryVault;
-use nanovm_runtime::{Delivery, Observer, RunOptions, Runtime, replay};
+use nanovm_runtime::{
+    CallKind, CallTiming, Delivery, Observer, RunOptions, Runtime, Worker, replay,
+};
 use serde_json::json;
 use support::{Host, START, customer_refund as cr};
+
+/// (kind, run, step, name, attempt, ok) of a call reported.
+type Called = (CallKind, String, String, String, u32, bool);
 
 /// Records what it sees and, with a store, checks each entry is stored when it is shown.
 #[derive(Clone, Default)]
@@ -23,6 +28,8 @@ struct Seen {
     entries: Arc<Mutex<Vec<(String, Entry)>>>,
     store: Option<MemoryStore>,
     not_durable: Arc<Mutex<Vec<u64>>>,
+    calls: Arc<Mutex<Vec<Called>>>,
+    takeovers: Arc<Mutex<Vec<String>>>,
 }
 
 impl Observer for Seen {
@@ -36,6 +43,22 @@ impl Observer for Seen {
             .lock()
             .unwrap()
             .push((run_id.to_string(), entry.clone()));
+    }
+
+    fn call(&self, c: &CallTiming<'_>) {
+        assert!(c.elapsed < std::time::Duration::from_secs(60));
+        self.calls.lock().unwrap().push((
+            c.kind,
+            c.run_id.to_string(),
+            c.step.to_string(),
+            c.name.to_string(),
+            c.attempt,
+            c.ok,
+        ));
+    }
+
+    fn takeover(&self, run_id: &str) {
+        self.takeovers.lock().unwrap().push(run_id.to_string());
     }
 }
 
@@ -160,4 +183,74 @@ fn entries_whose_write_failed_are_never_seen() {
     let stored = block_on(store.load("f")).unwrap().unwrap_or_default();
     assert_eq!(seen.of("f"), stored, "exactly what the store holds");
     assert!(seen.not_durable.lock().unwrap().is_empty());
+}
+
+/// Each live model and tool call is reported once with its names (never a value); a replay
+/// reports none.
+#[test]
+fn live_calls_are_reported_with_names_only_and_replay_reports_none() {
+    let seen = Seen::default();
+    let (rt, vault) = runtime("yes", None, &seen);
+    let e = block_on(rt.run::<cr::Program>(
+        input(&vault, 100),
+        Arc::new(Host::new()),
+        RunOptions::new().run_id("c"),
+    ))
+    .unwrap();
+    assert_eq!(e.status, RunStatus::Success);
+    let calls = seen.calls.lock().unwrap().clone();
+    let kinds: Vec<(CallKind, &str, &str)> = calls
+        .iter()
+        .map(|(k, r, _, n, _, _)| (*k, r.as_str(), n.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (CallKind::Model, "c", ""),
+            (CallKind::Tool, "c", "issue_refund")
+        ],
+        "{calls:?}"
+    );
+    assert!(calls.iter().all(|c| c.4 == 1 && c.5), "{calls:?}");
+    replay::<cr::Program>(&e.trace).unwrap();
+    assert_eq!(seen.calls.lock().unwrap().len(), 2);
+}
+
+/// A worker that continues a run another execution left mid-way reports a takeover; one that
+/// executes a freshly submitted run does not.
+#[test]
+fn a_worker_reports_a_takeover_of_a_run_left_mid_way_only() {
+    let store = MemoryStore::new();
+    let seen = Seen::default();
+    let (rt, vault) = runtime("yes", Some(&store), &seen);
+    // A run left mid-way: the stored prefix of a full run up to its effect's intent.
+    let full = block_on(rt.run::<cr::Program>(
+        input(&vault, 100),
+        Arc::new(Host::new()),
+        RunOptions::new().run_id("left"),
+    ))
+    .unwrap();
+    let intent = full
+        .trace
+        .entries()
+        .iter()
+        .position(|e| e.event.kind() == "tool_intent")
+        .expect("an intent");
+    store.set_entries("left", full.trace.entries()[..=intent].to_vec());
+    let worker = Worker::new(rt.clone(), "w", 10_000);
+    let done = block_on(worker.run_once::<cr::Program>(Arc::new(Host::new())))
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(done.status, RunStatus::Success);
+    assert_eq!(*seen.takeovers.lock().unwrap(), ["left"]);
+    block_on(rt.submit::<cr::Program>(input(&vault, 100), Some("fresh"))).unwrap();
+    let done = block_on(worker.run_once::<cr::Program>(Arc::new(Host::new())))
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(done.status, RunStatus::Success);
+    assert_eq!(
+        *seen.takeovers.lock().unwrap(),
+        ["left"],
+        "a fresh run is no takeover"
+    );
 }

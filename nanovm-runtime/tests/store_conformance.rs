@@ -1611,6 +1611,18 @@ async fn the_erasure_index_finds_runs_and_delete_run_forgets_them<H: Harness>(h:
     assert!(s.load("ib").await.unwrap().is_none());
     assert_eq!(s.referencing(&secret).await.unwrap(), ["ia"]);
     assert_eq!(s.load("ia").await.unwrap().unwrap(), a.entries());
+    // The feed forgets the deleted run too, even when its id is taken again: a reader from the
+    // start gets the new run's entries once, never at the deleted run's positions.
+    let c = Run::new("ib");
+    append(&s, &c, 0, c.len()).await.unwrap();
+    let feed = s.feed(None, 1_000).await.unwrap();
+    let ib: Vec<u64> = feed
+        .iter()
+        .filter(|i| i.run_id == "ib")
+        .map(|i| i.seq)
+        .collect();
+    assert_eq!(ib, (0..c.len() as u64).collect::<Vec<_>>(), "{feed:?}");
+    assert_eq!(feed.iter().filter(|i| i.run_id == "ia").count(), a.len());
     s.compact().await.unwrap();
 }
 
@@ -1668,6 +1680,90 @@ async fn the_evidence_log_appends_in_order_and_keeps_the_latest_head<H: Harness>
         .unwrap();
     assert!(report.ok(), "{:?}", report.findings);
     assert_eq!(report.head.unwrap().head.size, 1);
+}
+
+/// The feed names every entry of every run once, in commit order: a reader that polls it while
+/// writers append, resuming after the last position it got, ends with every entry exactly once
+/// and each run's entries in `seq` order; a refused append adds nothing.
+async fn the_feed_names_every_entry_once_in_commit_order<H: Harness>(h: &H) {
+    use nanovm_runtime::store::{FeedItem, FeedPos};
+    let s = h.fresh().await;
+    assert!(s.feed(None, 100).await.unwrap().is_empty());
+    let a = rich_run("feed-a");
+    let b = Run::new("feed-b");
+    append(&s, &a, 0, 2).await.unwrap();
+    s.append("feed-b", b.entries(), None).await.unwrap();
+    // A refused append (a gap) adds nothing to the feed.
+    assert!(append(&s, &a, 3, 4).await.is_err());
+    append(&s, &a, 2, a.len()).await.unwrap();
+    let items = s.feed(None, 100).await.unwrap();
+    let named: Vec<(&str, u64)> = items.iter().map(|i| (i.run_id.as_str(), i.seq)).collect();
+    let mut expected = vec![("feed-a", 0), ("feed-a", 1), ("feed-b", 0)];
+    expected.extend((2..a.len() as u64).map(|q| ("feed-a", q)));
+    assert_eq!(named, expected);
+    assert!(items.windows(2).all(|w| w[0].pos < w[1].pos), "{items:?}");
+    // Positions round-trip as text, and paging resumes exactly after one.
+    for i in &items {
+        assert_eq!(i.pos.to_string().parse::<FeedPos>().unwrap(), i.pos);
+    }
+    let page = s.feed(Some(items[1].pos), 2).await.unwrap();
+    assert_eq!(page, items[2..4].to_vec());
+
+    // Writers on many runs, a reader polling meanwhile.
+    let s = h.fresh().await;
+    const RUNS: usize = 6;
+    let writers: Vec<_> = (0..RUNS)
+        .map(|w| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let run = rich_run(&format!("w{w}"));
+                for k in 0..run.len() {
+                    append(&s, &run, k, k + 1).await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+                run.len()
+            })
+        })
+        .collect();
+    let reader = {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let mut got: Vec<FeedItem> = Vec::new();
+            let total = RUNS * rich_run("x").len();
+            let mut after = None;
+            for _ in 0..10_000 {
+                let page = s.feed(after, 5).await.unwrap();
+                if let Some(last) = page.last() {
+                    after = Some(last.pos);
+                }
+                got.extend(page);
+                if got.len() >= total {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            got
+        })
+    };
+    let mut total = 0;
+    for w in writers {
+        total += w.await.unwrap();
+    }
+    let got = reader.await.unwrap();
+    assert_eq!(got.len(), total, "every entry once");
+    assert_eq!(
+        got,
+        s.feed(None, 1000).await.unwrap(),
+        "the reader saw the feed's order"
+    );
+    for w in 0..RUNS {
+        let seqs: Vec<u64> = got
+            .iter()
+            .filter(|i| i.run_id == format!("w{w}"))
+            .map(|i| i.seq)
+            .collect();
+        assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "run w{w}");
+    }
 }
 
 /// The executor on the store: a journaled run, its record, and a resume from what was stored.
@@ -1793,6 +1889,7 @@ macro_rules! suite {
                 the_evidence_log_appends_in_order_and_keeps_the_latest_head,
                 the_erasure_index_finds_runs_and_delete_run_forgets_them,
                 a_tombstone_is_appended_only_where_an_erasure_could_write_it,
+                the_feed_names_every_entry_once_in_commit_order,
                 the_executor_runs_on_the_store
                 $(, $extra)*
             );
@@ -1961,4 +2058,41 @@ async fn postgres_vault_survives_reconnect() {
     })
     .await;
     postgres_harness::drop_schemas(&url, vec![schema]).await;
+}
+
+/// A SQLite database from before the feed (schema version 3) gets it when opened for writing,
+/// with the entries it already holds in it (run order), and new entries after them.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_sqlite_database_gets_the_feed() {
+    use nanovm_runtime::store::SqliteStore;
+    let path = sqlite_harness::temp_db();
+    let a = rich_run("old-a");
+    let b = Run::new("old-b");
+    {
+        let s = SqliteStore::open(&path).await.unwrap();
+        append(&s, &a, 0, a.len()).await.unwrap();
+        s.append("old-b", b.entries(), None).await.unwrap();
+    }
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("DROP TABLE nanovm_feed; PRAGMA user_version = 3;")
+            .unwrap();
+    }
+    let s = SqliteStore::open(&path).await.unwrap();
+    let c = Run::new("new-c");
+    s.append("new-c", c.entries(), None).await.unwrap();
+    let named: Vec<(String, u64)> = s
+        .feed(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| (i.run_id, i.seq))
+        .collect();
+    let mut expected: Vec<(String, u64)> = (0..a.len() as u64)
+        .map(|q| ("old-a".to_string(), q))
+        .collect();
+    expected.push(("old-b".into(), 0));
+    expected.push(("new-c".into(), 0));
+    assert_eq!(named, expected);
 }

@@ -119,7 +119,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{run_id}", get(run))
         .route("/v1/runs/{run_id}/trace", get(trace))
-        .merge(crate::viewer::read());
+        .merge(crate::viewer::read())
+        .route("/metrics", get(crate::metrics::scrape));
     let start = Router::new().route("/v1/programs/{program}/runs", post(start_run));
     let operate = Router::new()
         .route("/v1/runs/{run_id}/events/{event}", post(deliver))
@@ -138,7 +139,9 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     // A run's stream lasts as long as the run: under its scope, outside the time limit.
     let streams = scoped(
         Scope::Read,
-        Router::new().route("/v1/runs/{run_id}/stream", get(crate::stream::stream)),
+        Router::new()
+            .route("/v1/runs/{run_id}/stream", get(crate::stream::stream))
+            .route("/v1/stream", get(crate::stream::all)),
     )
     .with_state(app.clone());
     let api = api.merge(streams);

@@ -30,6 +30,9 @@
 mod api;
 #[cfg(feature = "mcp")]
 mod mcp;
+mod metrics;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod served;
 mod stream;
 mod time;
@@ -46,6 +49,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
+pub use crate::metrics::Metrics;
 use crate::served::{Served, Typed};
 
 /// What a bearer token may do. Each endpoint needs one scope (see `docs/runtime.md`).
@@ -112,6 +116,10 @@ pub(crate) struct App {
     pub(crate) limits: Limits,
     /// Wakes the workers when a run was started.
     pub(crate) work: Arc<Notify>,
+    /// `/metrics`.
+    pub(crate) metrics: Metrics,
+    /// Becomes true when the server stops: open streams end.
+    pub(crate) stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl App {
@@ -132,6 +140,7 @@ pub struct Server {
     lease_ms: u64,
     poll: Duration,
     name: String,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Server {
@@ -165,6 +174,7 @@ impl Server {
             lease_ms: 30_000,
             poll: Duration::from_millis(200),
             name: format!("server-{pid}-{}", &nonce.to_hex()[..8]),
+            metrics: Metrics::new(),
         }
     }
 
@@ -228,6 +238,15 @@ impl Server {
         self
     }
 
+    /// The metrics `/metrics` serves: give the value set as the runtime's observer
+    /// (`RuntimeBuilder::observer(metrics.clone())`) so this process's runs are counted; without
+    /// it only the store-wide gauges and the streams' counts move (`docs/metrics.md`).
+    #[must_use]
+    pub fn metrics(mut self, metrics: Metrics) -> Server {
+        self.metrics = metrics;
+        self
+    }
+
     /// Binds `addr` (port 0: any free port), starts the workers and serves in the background.
     /// The returned handle says where and stops the server when asked (or dropped).
     pub async fn bind(self, addr: SocketAddr) -> Result<Running, ServerError> {
@@ -252,6 +271,7 @@ impl Server {
             None => SocketAddr::from(([127, 0, 0, 1], 0)),
         };
         let work = Arc::new(Notify::new());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let app = Arc::new(App {
             runtime: self.runtime.clone(),
             programs: self.programs.clone(),
@@ -259,8 +279,9 @@ impl Server {
             tokens: self.tokens,
             limits: self.limits,
             work: work.clone(),
+            metrics: self.metrics.clone(),
+            stop: stop_rx.clone(),
         });
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         // Workers per version: each claims only runs pinned to its own build.
         for served in &self.versions {

@@ -9,6 +9,14 @@
 //! client sends `Last-Event-ID: SEQ` (or `?from=SEQ`) and gets the entries after it. When the
 //! run has ended the stream sends `event: end` with its status and closes (a redrive appends
 //! to an ended run: connect again with the last id to follow it).
+//!
+//! `GET /v1/stream`: every run's entries, in the order the store made them durable (its feed,
+//! `JournalStore::feed`), as `id: POS`, `event: entry`, `data: {"run_id": ..., "entry": LINE}`.
+//! `POS` is the entry's feed position, opaque to clients: a reconnecting client sends the last
+//! one as `Last-Event-ID` (or `?after=POS`) and gets every entry after it, none twice and none
+//! lost (the feed never puts an entry before one already read). It never ends. It reads the
+//! store, so it shows every process's runs on a shared database. Each batch of the feed is
+//! read with `JournalStore::load` of the runs it names (verified chains).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -20,7 +28,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use nanovm_runtime::RunView;
-use nanovm_runtime::store::JournalStore;
+use nanovm_runtime::store::{FeedPos, JournalStore};
 use nanovm_runtime::trace::{Entry, entry_line};
 use serde::Deserialize;
 
@@ -39,6 +47,7 @@ pub(crate) struct From {
 
 /// Where one stream is.
 struct Cursor {
+    app: Arc<App>,
     store: Arc<dyn JournalStore>,
     run_id: String,
     /// The next sequence number to send.
@@ -74,6 +83,17 @@ impl Cursor {
     }
 }
 
+/// Waits one poll interval; `false` when the server stops meanwhile (the stream ends, so a
+/// graceful shutdown is not held open by it).
+async fn idle(app: &App) -> bool {
+    let mut stop = app.stop.clone();
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(POLL) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    !stopped && !*app.stop.borrow()
+}
+
 fn entry_event(e: &Entry) -> Event {
     Event::default()
         .id(e.seq.to_string())
@@ -81,7 +101,7 @@ fn entry_event(e: &Entry) -> Event {
         .data(entry_line(e))
 }
 
-/// The handler.
+/// The handler of a run's stream.
 pub(crate) async fn stream(
     State(app): State<Arc<App>>,
     Path(run_id): Path<String>,
@@ -108,6 +128,7 @@ pub(crate) async fn stream(
         None => q.from,
     };
     let cursor = Cursor {
+        app: app.clone(),
         store,
         run_id,
         next: last.map_or(0, |n| n.saturating_add(1)),
@@ -117,14 +138,143 @@ pub(crate) async fn stream(
     let events = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
             if let Some(e) = c.queue.pop_front() {
+                c.app.metrics.streamed("run");
                 return Some((Ok::<_, Infallible>(e), c));
             }
             if c.done {
                 return None;
             }
             c.read().await;
-            if c.queue.is_empty() {
-                tokio::time::sleep(POLL).await;
+            if c.queue.is_empty() && !idle(&c.app).await {
+                return None;
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The most feed entries read per poll of the all-runs stream.
+const FEED_BATCH: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct After {
+    /// The last feed position the client has (as `Last-Event-ID`).
+    after: Option<String>,
+}
+
+/// Where one all-runs stream is.
+struct Feed {
+    app: Arc<App>,
+    store: Arc<dyn JournalStore>,
+    /// The last position sent.
+    after: Option<FeedPos>,
+    /// Entry events (counted when sent) and a final `error`.
+    queue: VecDeque<(bool, Event)>,
+    done: bool,
+}
+
+impl Feed {
+    /// Reads the next batch of the feed and queues its entries.
+    async fn read(&mut self) {
+        if let Err(e) = self.try_read().await {
+            self.queue
+                .push_back((false, Event::default().event("error").data(e)));
+            self.done = true;
+        }
+    }
+
+    async fn try_read(&mut self) -> Result<(), String> {
+        let items = self
+            .store
+            .feed(self.after, FEED_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut runs: std::collections::HashMap<String, Vec<Entry>> = Default::default();
+        for item in items {
+            if !runs.contains_key(&item.run_id) {
+                let entries = self
+                    .store
+                    .load(&item.run_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .unwrap_or_default();
+                runs.insert(item.run_id.clone(), entries);
+            }
+            let entry = usize::try_from(item.seq)
+                .ok()
+                .and_then(|i| runs[&item.run_id].get(i))
+                .filter(|e| e.seq == item.seq)
+                .ok_or_else(|| {
+                    format!(
+                        "the feed names entry {} of run `{}`, which the store does not hold",
+                        item.seq, item.run_id
+                    )
+                })?;
+            let run = serde_json::to_string(&item.run_id).map_err(|e| e.to_string())?;
+            self.queue.push_back((
+                true,
+                Event::default()
+                    .id(item.pos.to_string())
+                    .event("entry")
+                    .data(format!(
+                        "{{\"run_id\":{run},\"entry\":{}}}",
+                        entry_line(entry)
+                    )),
+            ));
+            self.after = Some(item.pos);
+        }
+        Ok(())
+    }
+}
+
+/// The handler of the all-runs stream.
+pub(crate) async fn all(
+    State(app): State<Arc<App>>,
+    Query(q): Query<After>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let store = app.runtime.store().expect("checked at bind").clone();
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_last_event_id",
+            "Last-Event-ID must be the id of an event of this stream",
+        )
+    };
+    let last = match headers.get("last-event-id") {
+        Some(v) => Some(v.to_str().map_err(|_| bad())?.trim().to_string()),
+        None => q.after,
+    };
+    let after = match last {
+        Some(s) => Some(s.parse::<FeedPos>().map_err(|_| bad())?),
+        None => None,
+    };
+    // Refuse at once a store that keeps no feed.
+    store.feed(after, 0).await.map_err(store_error)?;
+    let feed = Feed {
+        app: app.clone(),
+        store,
+        after,
+        queue: VecDeque::new(),
+        done: false,
+    };
+    let events = futures_util::stream::unfold(feed, |mut f| async move {
+        loop {
+            if let Some((entry, e)) = f.queue.pop_front() {
+                if entry {
+                    f.app.metrics.streamed("all");
+                }
+                return Some((Ok::<_, Infallible>(e), f));
+            }
+            if f.done {
+                return None;
+            }
+            f.read().await;
+            if f.queue.is_empty() && !idle(&f.app).await {
+                return None;
             }
         }
     });

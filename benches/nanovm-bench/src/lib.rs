@@ -292,6 +292,17 @@ impl Bench {
         Bench::with(runtime, model, Mode::Memory)
     }
 
+    /// In memory, no store, with `observer` set on the runtime (it sees every entry as it is
+    /// chained); the model answers `"yes"`.
+    pub fn memory_observed(observer: impl nanovm_runtime::Observer) -> Bench {
+        let model = Arc::new(MockModel::new("yes"));
+        let runtime = Runtime::builder()
+            .model(model.clone())
+            .observer(observer)
+            .build();
+        Bench::with(runtime, model, Mode::Memory)
+    }
+
     /// Journaled in `store`; the model answers `"yes"`.
     pub fn durable(store: impl JournalStore) -> Bench {
         let model = Arc::new(MockModel::new("yes"));

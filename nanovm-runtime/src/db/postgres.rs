@@ -179,7 +179,16 @@ impl Pg {
                 subject TEXT NOT NULL,
                 run_id TEXT NOT NULL,
                 PRIMARY KEY (subject, run_id)
-            );"
+            );
+            CREATE TABLE IF NOT EXISTS {s}.nanovm_feed (
+                pos BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
+                run BIGINT NOT NULL,
+                seq BIGINT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS nanovm_feed_order ON {s}.nanovm_feed (tx, pos);
+            INSERT INTO {s}.nanovm_feed (run, seq) SELECT run, seq FROM {s}.nanovm_entries
+                WHERE NOT EXISTS (SELECT 1 FROM {s}.nanovm_feed) ORDER BY run, seq;"
         ))
         .await
         .map_err(pg)?;

@@ -14,9 +14,25 @@ use tokio::sync::oneshot;
 use crate::error::JournalError;
 
 /// The schema version this code writes (`PRAGMA user_version`). Version 1 lacked
-/// `nanovm_reveals` ([`REVEALS`]), version 2 the evidence log ([`EVIDENCE`]); opening an older
-/// database for writing adds what it lacks.
-const SCHEMA_VERSION: i64 = 3;
+/// `nanovm_reveals` ([`REVEALS`]), version 2 the evidence log ([`EVIDENCE`]), version 3 the
+/// feed ([`FEED`]); opening an older database for writing adds what it lacks.
+const SCHEMA_VERSION: i64 = 4;
+
+/// The feed (schema version 4): every entry of every run in commit order (the one writer
+/// numbers them), for the all-runs stream. Entries stored before are added in run order.
+const FEED: &str = "
+CREATE TABLE IF NOT EXISTS nanovm_feed (
+    pos INTEGER PRIMARY KEY AUTOINCREMENT,
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+);
+";
+
+/// Upgrading to version 4: the entries already stored join the feed, in run order.
+const FEED_BACKFILL: &str = "
+INSERT INTO nanovm_feed (run, seq) SELECT run, seq FROM nanovm_entries
+    WHERE NOT EXISTS (SELECT 1 FROM nanovm_feed) ORDER BY run, seq;
+";
 
 /// The evidence log (schema version 3): signed checkpoints as the leaves of the Merkle tree
 /// over all runs, and the signed tree heads.
@@ -250,9 +266,10 @@ fn read_only_connection(
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(io)?;
     match version {
-        // A version 1 database has no reveal log, a version 2 one no evidence log; reading
-        // the runs needs neither (reading the log of one fails: it has none).
-        1 | 2 | SCHEMA_VERSION => Ok(c),
+        // A version 1 database has no reveal log, a version 2 one no evidence log, a version
+        // 3 one no feed; reading the runs needs none (reading the log or feed of one fails:
+        // it has none).
+        1..=3 | SCHEMA_VERSION => Ok(c),
         0 => Err(io(
             "not a nanovm store: the database has no nanovm schema (opened read-only; nothing \
              was created)",
@@ -292,7 +309,7 @@ fn writer_connection(
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(io)?;
     match version {
-        0..=2 => {
+        0..=3 => {
             // Under the write lock, and reading the version again: another process may have
             // created or upgraded the schema meanwhile (two processes opening one file at once).
             let migrate = || -> rusqlite::Result<i64> {
@@ -300,15 +317,26 @@ fn writer_connection(
                 let now: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
                 match now {
                     0 => c.execute_batch(&format!(
-                        "{SCHEMA} {REVEALS} {EVIDENCE} PRAGMA user_version = {SCHEMA_VERSION};"
+                        "{SCHEMA} {REVEALS} {EVIDENCE} {FEED} PRAGMA user_version = {SCHEMA_VERSION};"
                     ))?,
                     1 => c.execute_batch(&format!(
-                        "{REVEALS} {EVIDENCE} PRAGMA user_version = {SCHEMA_VERSION};"
+                        "{REVEALS} {EVIDENCE} {FEED} PRAGMA user_version = {SCHEMA_VERSION};"
                     ))?,
                     2 => c.execute_batch(&format!(
-                        "{EVIDENCE} PRAGMA user_version = {SCHEMA_VERSION};"
+                        "{EVIDENCE} {FEED} PRAGMA user_version = {SCHEMA_VERSION};"
+                    ))?,
+                    3 => c.execute_batch(&format!(
+                        "{FEED} PRAGMA user_version = {SCHEMA_VERSION};"
                     ))?,
                     _ => {}
+                }
+                let has_entries: bool = c.query_row(
+                    "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'nanovm_entries'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                if (1..=3).contains(&now) && has_entries {
+                    c.execute_batch(FEED_BACKFILL)?;
                 }
                 c.execute_batch("COMMIT")?;
                 Ok(now)

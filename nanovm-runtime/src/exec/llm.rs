@@ -320,7 +320,24 @@ impl<P: Program> Exec<P> {
         self.rec.settle().await?;
         let span = tracing::info_span!("nanovm.model_call", step = %req.step, model = ?req.model);
         let call = tracing::Instrument::instrument(model.complete(req), span);
-        match race(call, self.cancel.as_ref(), self.deadline()).await {
+        let t0 = self
+            .engine
+            .observer
+            .as_ref()
+            .map(|_| std::time::Instant::now());
+        let raced = race(call, self.cancel.as_ref(), self.deadline()).await;
+        if let (Some(o), Some(t0)) = (&self.engine.observer, t0) {
+            o.call(&crate::observe::CallTiming {
+                kind: crate::observe::CallKind::Model,
+                run_id: &self.rec.run_id,
+                step: &req.step,
+                name: req.model.as_deref().unwrap_or(""),
+                attempt: 1,
+                elapsed: t0.elapsed(),
+                ok: matches!(raced, Ok(Ok(_))),
+            });
+        }
+        match raced {
             Ok(r) => Ok(Io::Done(r)),
             Err(v) => Ok(Io::Stopped(self.live_verdict(v))),
         }

@@ -323,7 +323,24 @@ impl<P: Program> Exec<P> {
             attempt,
         );
         let fut = tracing::Instrument::instrument(P::invoke(tools, call, ctx), span);
-        let io = match race(fut, self.cancel.as_ref(), self.deadline()).await {
+        let t0 = self
+            .engine
+            .observer
+            .as_ref()
+            .map(|_| std::time::Instant::now());
+        let raced = race(fut, self.cancel.as_ref(), self.deadline()).await;
+        if let (Some(o), Some(t0)) = (&self.engine.observer, t0) {
+            o.call(&crate::observe::CallTiming {
+                kind: crate::observe::CallKind::Tool,
+                run_id: &self.rec.run_id,
+                step: step_name,
+                name: tool.name,
+                attempt,
+                elapsed: t0.elapsed(),
+                ok: matches!(raced, Ok(Ok(_))),
+            });
+        }
+        let io = match raced {
             Ok(r) => ToolIo::Done(r),
             Err(v) => ToolIo::Stopped(self.live_verdict(v)),
         };

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::append::{Batch, Tip, check_append, check_loaded, pin, started};
-use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery, RunRecord};
+use super::{
+    FeedItem, FeedPos, Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery,
+    RunRecord,
+};
 use crate::db::wall_ms;
 use crate::program::BoxFuture;
 use crate::trace::{Entry, RunStatus, Trace, secret_inputs};
@@ -52,6 +55,15 @@ struct State {
     head: Option<(u64, String)>,
     /// The erasure index's subject links: (subject, run id).
     subjects: Vec<(String, String)>,
+    /// The feed: (run id, seq) in append order; an item's position is its index + 1.
+    feed: Vec<(String, u64)>,
+}
+
+impl State {
+    fn feed(&mut self, run_id: &str, entries: &[Entry]) {
+        self.feed
+            .extend(entries.iter().map(|e| (run_id.to_string(), e.seq)));
+    }
 }
 
 #[derive(Debug)]
@@ -224,6 +236,7 @@ impl MemoryStore {
             }
         };
         run.extend(entries);
+        s.feed(run_id, entries);
         self.shared.appends.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -253,13 +266,15 @@ impl MemoryStore {
         r.epoch += 1;
         r.lease_owner = Some(worker.to_string());
         r.lease_expires_ms = Some(expires_ms);
-        self.shared.appends.fetch_add(1, Ordering::SeqCst);
-        Ok(Lease {
+        let lease = Lease {
             run_id: run_id.to_string(),
             epoch: r.epoch,
             worker: worker.to_string(),
             expires_ms,
-        })
+        };
+        s.feed(run_id, entries);
+        self.shared.appends.fetch_add(1, Ordering::SeqCst);
+        Ok(lease)
     }
 
     /// [`JournalStore::append_release`]: the append and the release under one lock (counted as
@@ -291,6 +306,7 @@ impl MemoryStore {
         r.lease_owner = None;
         r.lease_expires_ms = None;
         r.updated_ms = wall_ms();
+        s.feed(run_id, entries);
         Ok(())
     }
 
@@ -413,6 +429,32 @@ impl JournalStore for MemoryStore {
         Box::pin(std::future::ready(Ok(index)))
     }
 
+    fn feed<'a>(
+        &'a self,
+        after: Option<FeedPos>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<FeedItem>, JournalError>> {
+        let s = self.state();
+        let from = after.map_or(0, |p| usize::try_from(p.minor).unwrap_or(usize::MAX));
+        let items = s
+            .feed
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(_, (run_id, _))| !run_id.is_empty())
+            .take(limit)
+            .map(|(i, (run_id, seq))| FeedItem {
+                pos: FeedPos {
+                    major: 0,
+                    minor: i as u64 + 1,
+                },
+                run_id: run_id.clone(),
+                seq: *seq,
+            })
+            .collect();
+        Box::pin(std::future::ready(Ok(items)))
+    }
+
     fn log<'a>(&'a self, from: u64) -> BoxFuture<'a, Result<Vec<LogLeaf>, JournalError>> {
         let s = self.state();
         let leaves = s
@@ -492,6 +534,10 @@ impl JournalStore for MemoryStore {
             s.runs.remove(id);
             s.order.retain(|r| r != id);
             s.subjects.retain(|(_, r)| r != id);
+            // The feed names only what the store still holds; positions stay where they are.
+            for item in s.feed.iter_mut().filter(|(r, _)| r == id) {
+                item.0.clear();
+            }
         }
         Box::pin(std::future::ready(out))
     }

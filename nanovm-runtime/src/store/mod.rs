@@ -197,6 +197,55 @@ fn no_index<T: Send + 'static>() -> BoxFuture<'static, Result<T, JournalError>> 
     ))))
 }
 
+/// A position in a store's feed (see [`JournalStore::feed`]): opaque to clients, ordered, and
+/// written as text (`Display`, `FromStr`) for a stream's `Last-Event-ID`.
+///
+/// The memory and SQLite stores number entries in commit order (`major` is 0, `minor` the
+/// number); PostgreSQL orders by the writing transaction's id, then the number, and reads only
+/// what no transaction still open can precede (see `docs/runtime.md`, "All runs").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FeedPos {
+    /// The writing transaction (PostgreSQL), 0 elsewhere.
+    pub major: u64,
+    /// The entry's number in the feed.
+    pub minor: u64,
+}
+
+impl std::fmt::Display for FeedPos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.major == 0 {
+            write!(f, "{}", self.minor)
+        } else {
+            write!(f, "{}.{}", self.major, self.minor)
+        }
+    }
+}
+
+impl std::str::FromStr for FeedPos {
+    type Err = JournalError;
+
+    fn from_str(s: &str) -> Result<FeedPos, JournalError> {
+        let bad = || JournalError::Io(format!("`{s}` is not a feed position"));
+        let (major, minor) = match s.split_once('.') {
+            Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
+            None => (0, s.parse().map_err(|_| bad())?),
+        };
+        Ok(FeedPos { major, minor })
+    }
+}
+
+/// One entry of a store's feed: entry `seq` of run `run_id` became durable at `pos`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedItem {
+    /// Its position in the feed.
+    pub pos: FeedPos,
+    /// The run.
+    pub run_id: String,
+    /// The entry's sequence number in the run.
+    pub seq: u64,
+}
+
 /// The error of the evidence-log methods of a store that has no log.
 fn no_log<T: Send + 'static>() -> BoxFuture<'static, Result<T, JournalError>> {
     Box::pin(std::future::ready(Err(JournalError::Io(
@@ -387,6 +436,26 @@ pub trait JournalStore: Send + Sync + 'static {
             self.append(run_id, entries, Some(lease.fence())).await?;
             self.release(lease).await
         })
+    }
+
+    /// The store's feed: every entry of every run, in the order the store made them durable,
+    /// after position `after` (`None`: from the start), at most `limit` of them. Each run's
+    /// entries appear in `seq` order, each once; an entry appears only once committed, and no
+    /// entry can later appear before one already returned, so a reader that resumes after the
+    /// last position it processed loses and repeats nothing. Entries stored before the store
+    /// kept a feed (an upgraded database) are in it in run order, then `seq` order. It names
+    /// entries; read them with [`JournalStore::load`] (which verifies the chain).
+    ///
+    /// Every store of this crate implements it; the default fails with [`JournalError::Io`].
+    fn feed<'a>(
+        &'a self,
+        after: Option<FeedPos>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<FeedItem>, JournalError>> {
+        let _ = (after, limit);
+        Box::pin(std::future::ready(Err(JournalError::Io(
+            "this store keeps no feed".into(),
+        ))))
     }
 
     /// Appends `data` (a signed checkpoint of run `run_id`) to the store's evidence log, an
@@ -581,6 +650,14 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
 
     fn log<'a>(&'a self, from: u64) -> BoxFuture<'a, Result<Vec<LogLeaf>, JournalError>> {
         (**self).log(from)
+    }
+
+    fn feed<'a>(
+        &'a self,
+        after: Option<FeedPos>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<FeedItem>, JournalError>> {
+        (**self).feed(after, limit)
     }
 
     fn put_head<'a>(&'a self, size: u64, head: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {

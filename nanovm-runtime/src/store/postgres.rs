@@ -6,7 +6,10 @@ use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
 use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
-use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery, RunRecord};
+use super::{
+    FeedItem, FeedPos, Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery,
+    RunRecord,
+};
 use crate::db::postgres::{Pg, PostgresOptions, pg, pool_err};
 use crate::db::{to_i64, wall_ms};
 use crate::program::BoxFuture;
@@ -53,7 +56,14 @@ use crate::view::RunView;
 /// CREATE TABLE nanovm_vault (
 ///     id TEXT PRIMARY KEY, salt BYTEA, value TEXT,            -- salt, value NULL once erased
 ///     created_ms BIGINT NOT NULL, erased_ms BIGINT);
+/// CREATE TABLE nanovm_feed (                                -- the feed (JournalStore::feed)
+///     pos BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+///     tx xid8 NOT NULL DEFAULT pg_current_xact_id(),          -- the writing transaction
+///     run BIGINT NOT NULL, seq BIGINT NOT NULL);
+/// CREATE INDEX nanovm_feed_order ON nanovm_feed (tx, pos);
 /// ```
+///
+/// The feed needs PostgreSQL 13 or later (`xid8`).
 ///
 /// Connections are plain TCP or Unix sockets (`NoTls`); put a TLS-terminating proxy or a
 /// private network between workers and a remote server.
@@ -336,6 +346,16 @@ impl PostgresStore {
         let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
         let params: [&(dyn ToSql + Sync); 4] = [&ord, &seqs, &hashes, &lines];
         tx.execute(&insert_entries, &params).await.map_err(pg)?;
+        // The feed: numbered in this transaction, ordered by its id (see `feed`).
+        let insert_feed = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {s}.nanovm_feed (run, seq) \
+                 SELECT $1, u.seq FROM UNNEST($2::int8[]) WITH ORDINALITY AS u(seq, i) \
+                 ORDER BY u.i"
+            ))
+            .await
+            .map_err(pg)?;
+        tx.execute(&insert_feed, &[&ord, &seqs]).await.map_err(pg)?;
         if release.is_some() {
             let clear = tx
                 .prepare_cached(&format!(
@@ -517,6 +537,55 @@ impl JournalStore for PostgresStore {
         })
     }
 
+    fn feed<'a>(
+        &'a self,
+        after: Option<FeedPos>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<FeedItem>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let client = self.pg.pool.get().await.map_err(pool_err)?;
+            // Ordered by (transaction id, number), and only rows of transactions older than
+            // the oldest one still open: every transaction that could still commit rows has a
+            // larger id than any row returned, so none can later appear before them.
+            let st = client
+                .prepare_cached(&format!(
+                    "SELECT (f.tx::text)::int8, f.pos, r.run_id, f.seq FROM {s}.nanovm_feed f \
+                     JOIN {s}.nanovm_runs r ON r.ord = f.run \
+                     WHERE (f.tx, f.pos) > (($1::int8)::text::xid8, $2::int8) \
+                     AND f.tx < pg_snapshot_xmin(pg_current_snapshot()) \
+                     ORDER BY f.tx, f.pos LIMIT $3"
+                ))
+                .await
+                .map_err(pg)?;
+            let after = after.unwrap_or_default();
+            let rows = client
+                .query(
+                    &st,
+                    &[
+                        &to_i64(after.major),
+                        &to_i64(after.minor),
+                        &to_i64(u64::try_from(limit).unwrap_or(u64::MAX)),
+                    ],
+                )
+                .await
+                .map_err(pg)?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let run_id: String = row.try_get(2).map_err(pg)?;
+                out.push(FeedItem {
+                    pos: FeedPos {
+                        major: to_u64(&run_id, "tx", row.try_get(0).map_err(pg)?)?,
+                        minor: to_u64(&run_id, "pos", row.try_get(1).map_err(pg)?)?,
+                    },
+                    seq: to_u64(&run_id, "seq", row.try_get(3).map_err(pg)?)?,
+                    run_id,
+                });
+            }
+            Ok(out)
+        })
+    }
+
     fn put_head<'a>(&'a self, size: u64, head: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
         Box::pin(async move {
             let s = &self.pg.schema;
@@ -619,12 +688,13 @@ impl JournalStore for PostgresStore {
                     current,
                 });
             }
-            tx.execute(
-                &format!("DELETE FROM {s}.nanovm_entries WHERE run = $1"),
-                &[&ord],
-            )
-            .await
-            .map_err(pg)?;
+            // The feed's rows of the run go with its entries: a feed names only what the store
+            // still holds.
+            for table in ["nanovm_feed", "nanovm_entries"] {
+                tx.execute(&format!("DELETE FROM {s}.{table} WHERE run = $1"), &[&ord])
+                    .await
+                    .map_err(pg)?;
+            }
             for table in ["nanovm_secret_refs", "nanovm_subjects"] {
                 tx.execute(
                     &format!("DELETE FROM {s}.{table} WHERE run_id = $1"),

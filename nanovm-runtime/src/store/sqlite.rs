@@ -7,7 +7,10 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Row as SqlRow, params};
 
 use super::append::{Batch, Tip, decode_rows, encode_rows, to_digest, to_status, to_u64};
-use super::{Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery, RunRecord};
+use super::{
+    FeedItem, FeedPos, Fence, JournalError, JournalStore, Lease, LogLeaf, Reference, RunQuery,
+    RunRecord,
+};
 use crate::db::sqlite::{Db, SqliteOptions, io};
 use crate::db::{to_i64, wall_ms};
 use crate::program::BoxFuture;
@@ -33,8 +36,9 @@ const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, en
 /// tokio's blocking threads (WAL readers never block the writer), or, for an in-memory
 /// database, on the writer thread. Nothing blocks the async runtime.
 ///
-/// Schema (version 3, `PRAGMA user_version`; an older database opened for writing gets what
-/// it lacks added: `nanovm_reveals` (version 2), the evidence log (version 3)):
+/// Schema (version 4, `PRAGMA user_version`; an older database opened for writing gets what
+/// it lacks added: `nanovm_reveals` (version 2), the evidence log (version 3), the feed
+/// (version 4)):
 ///
 /// ```sql
 /// CREATE TABLE nanovm_runs (
@@ -70,6 +74,9 @@ const RECORD_COLUMNS: &str = "run_id, program, program_hash, status, entries, en
 /// CREATE INDEX nanovm_log_by_run ON nanovm_log (run_id, idx);
 /// CREATE TABLE nanovm_heads (                  -- signed tree heads (JSON), by size
 ///     size INTEGER PRIMARY KEY, head TEXT NOT NULL);
+/// CREATE TABLE nanovm_feed (                   -- the feed (version 4), commit order
+///     pos INTEGER PRIMARY KEY AUTOINCREMENT,
+///     run INTEGER NOT NULL, seq INTEGER NOT NULL);  -- nanovm_runs.ord, the entry's seq
 /// ```
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -209,6 +216,44 @@ impl JournalStore for SqliteStore {
         }))
     }
 
+    fn feed<'a>(
+        &'a self,
+        after: Option<FeedPos>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<FeedItem>, JournalError>> {
+        let from = after.map_or(0, |p| to_i64(p.minor));
+        let limit = to_i64(u64::try_from(limit).unwrap_or(u64::MAX));
+        Box::pin(self.db.read(move |c| {
+            let mut st = c
+                .prepare_cached(
+                    "SELECT f.pos, r.run_id, f.seq FROM nanovm_feed f \
+                     JOIN nanovm_runs r ON r.ord = f.run \
+                     WHERE f.pos > ?1 ORDER BY f.pos LIMIT ?2",
+                )
+                .map_err(|e| {
+                    io(format!(
+                        "reading the feed (a database before schema 4 has none): {e}"
+                    ))
+                })?;
+            let mut rows = st.query(params![from, limit]).map_err(io)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(io)? {
+                let pos: i64 = row.get(0).map_err(|e| read_err("?", e))?;
+                let run_id: String = row.get(1).map_err(|e| read_err("?", e))?;
+                let seq: i64 = row.get(2).map_err(|e| read_err(&run_id, e))?;
+                out.push(FeedItem {
+                    pos: FeedPos {
+                        major: 0,
+                        minor: to_u64(&run_id, "pos", pos)?,
+                    },
+                    seq: to_u64(&run_id, "seq", seq)?,
+                    run_id,
+                });
+            }
+            Ok(out)
+        }))
+    }
+
     fn put_head<'a>(&'a self, size: u64, head: &'a str) -> BoxFuture<'a, Result<(), JournalError>> {
         let head = head.to_string();
         Box::pin(self.db.write(move |c| {
@@ -291,6 +336,9 @@ impl JournalStore for SqliteStore {
             held(c, &lease)?;
             let id = lease.run_id.as_str();
             for sql in [
+                // The feed's rows of the run go with its entries: a feed names only what the
+                // store still holds.
+                "DELETE FROM nanovm_feed WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = ?1)",
                 "DELETE FROM nanovm_entries WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = ?1)",
                 "DELETE FROM nanovm_secret_refs WHERE run_id = ?1",
                 "DELETE FROM nanovm_subjects WHERE run_id = ?1",
@@ -608,6 +656,12 @@ fn append(
         for r in &rows {
             st.execute(params![ord, to_i64(r.seq), &r.hash[..], r.line])
                 .map_err(io)?;
+        }
+        let mut feed = c
+            .prepare_cached("INSERT INTO nanovm_feed (run, seq) VALUES (?1, ?2)")
+            .map_err(io)?;
+        for r in &rows {
+            feed.execute(params![ord, to_i64(r.seq)]).map_err(io)?;
         }
     }
     if !batch.secrets.is_empty() {
