@@ -424,3 +424,99 @@ fn a_parallel_branch_never_calls_a_tool_with_an_erased_secret() {
     assert_eq!(e.status, RunStatus::Success, "{:?}", e.message);
     assert_eq!(fan.0.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// A PostgreSQL store whose runs were written before the erasure index existed (its tables
+/// dropped here, as in a database of an older nanovm) is backfilled from the stored
+/// `run_started` entries when it is next opened, as SQLite is: an erasure by vault id then
+/// finds the old run and tombstones it.
+#[cfg(feature = "postgres")]
+#[test]
+#[ignore = "needs PostgreSQL (DATABASE_URL)"]
+fn an_older_postgres_store_is_backfilled_into_the_erasure_index() {
+    use nanovm_runtime::store::{PostgresOptions, PostgresStore};
+    let url = support::peers::database_url();
+    let schema = format!(
+        "nvmtest_backfill_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() % 1_000_000)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+        tokio::spawn(conn);
+        let connect = || PostgresStore::connect_with(&url, PostgresOptions::new().schema(&schema));
+        let store = connect().await.expect("connects");
+        let vault = Arc::new(MemoryVault::seeded(5));
+        let runtime = Runtime::builder()
+            .model(ScriptedModel::new().always("analyze", "yes").shared())
+            .vault(vault.clone())
+            .clock(ManualClock::new(START))
+            .store(Arc::new(store.clone()))
+            .build();
+        let email = vault
+            .secret(&"old@example.com".to_string())
+            .expect("a secret");
+        let e = runtime
+            .run::<cr::Program>(
+                cr::Input {
+                    request: "It broke.".into(),
+                    order_id: "o-1".into(),
+                    amount_cents: 100,
+                    email,
+                },
+                Arc::new(Host::new()),
+                RunOptions::new().run_id("old-run"),
+            )
+            .await
+            .expect("runs");
+        assert_eq!(e.status, RunStatus::Success);
+        let v = email_of(e.trace.entries());
+        // An older nanovm's database: no erasure index.
+        client
+            .batch_execute(&format!(
+                "DROP TABLE {schema}.nanovm_secret_refs; DROP TABLE {schema}.nanovm_subjects;"
+            ))
+            .await
+            .expect("drops the index");
+        drop(runtime);
+        drop(store);
+        let store: Arc<dyn JournalStore> = Arc::new(connect().await.expect("reconnects"));
+        assert_eq!(
+            store
+                .referencing(&Reference::Secret(v))
+                .await
+                .expect("reads the index"),
+            ["old-run"],
+            "the old run is found by its secret after the upgrade"
+        );
+        // A second open backfills nothing twice (and fails on nothing).
+        let again: Arc<dyn JournalStore> = Arc::new(connect().await.expect("reconnects"));
+        assert_eq!(
+            again.referencing(&Reference::Secret(v)).await.unwrap(),
+            ["old-run"]
+        );
+        let runtime = Runtime::builder()
+            .model(ScriptedModel::new().always("analyze", "yes").shared())
+            .vault(vault.clone())
+            .clock(ManualClock::new(START))
+            .store(store.clone())
+            .build();
+        let report = runtime
+            .erase(&Erase::Secret(v), dpo(), Duration::ZERO)
+            .await
+            .expect("erases");
+        assert_eq!(report.runs.len(), 1);
+        assert_eq!(report.runs[0].erased, [v]);
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .expect("drops the test schema");
+    });
+}
