@@ -520,3 +520,95 @@ fn an_older_postgres_store_is_backfilled_into_the_erasure_index() {
             .expect("drops the test schema");
     });
 }
+
+/// A repeated start (or submission) with the same run id naming a *different* data subject is
+/// refused (`RunError::SubjectInUse`, the other subject not named, nothing linked): an erasure
+/// of the second subject must not reach the first subject's run. The same subject again is a
+/// plain duplicate start; a run started without a subject is linked by a repeat that names one.
+#[test]
+fn a_repeated_start_naming_another_subject_is_refused_and_links_nothing() {
+    let f = fx_on(Arc::new(MemoryStore::new()), None);
+    let host = Host::new();
+    let input = |f: &Fx| cr::Input {
+        request: "It broke.".into(),
+        order_id: "o-1".into(),
+        amount_cents: 100,
+        email: f.email("ann@example.com"),
+    };
+    let start = |id: &str, subject: Option<&str>| {
+        let mut opts = RunOptions::new().run_id(id);
+        if let Some(s) = subject {
+            opts = opts.subject(s);
+        }
+        block_on(f.rt.run::<cr::Program>(input(&f), Arc::new(host.clone()), opts))
+    };
+    assert_eq!(
+        start("r", Some("cust-1")).expect("runs").status,
+        RunStatus::Success
+    );
+    let before = f.load("r");
+    match start("r", Some("cust-2")) {
+        Err(nanovm_runtime::RunError::SubjectInUse { run_id }) => assert_eq!(run_id, "r"),
+        other => panic!("{other:?}"),
+    }
+    let err = start("r", Some("cust-2")).unwrap_err().to_string();
+    assert!(
+        !err.contains("cust-1"),
+        "the other subject is not told: {err}"
+    );
+    assert!(
+        block_on(f.store.referencing(&Reference::Subject("cust-2".into())))
+            .unwrap()
+            .is_empty(),
+        "nothing linked to the second subject"
+    );
+    assert_eq!(f.load("r"), before, "nothing written");
+    assert_eq!(
+        start("r", Some("cust-1")).expect("a duplicate").status,
+        RunStatus::Success
+    );
+    assert_eq!(
+        start("r", None).expect("a duplicate").status,
+        RunStatus::Success
+    );
+    // Submitted runs take a subject too, with the same rule.
+    let sub = |id: &str, subject: &str| {
+        block_on(f.rt.submit_with::<cr::Program>(input(&f), Some(id), Some(subject)))
+    };
+    assert!(sub("s", "cust-3").expect("submitted").created);
+    assert!(!sub("s", "cust-3").expect("a duplicate").created);
+    assert!(matches!(
+        sub("s", "cust-4"),
+        Err(nanovm_runtime::RunError::SubjectInUse { .. })
+    ));
+    assert_eq!(
+        block_on(f.store.referencing(&Reference::Subject("cust-3".into()))).unwrap(),
+        ["s"]
+    );
+    assert!(
+        block_on(f.store.referencing(&Reference::Subject("cust-4".into())))
+            .unwrap()
+            .is_empty()
+    );
+    // An erasure of the refused subject finds nothing; of the first, its run.
+    assert!(
+        f.erase(Erase::Subject("cust-2".into()))
+            .unwrap()
+            .runs
+            .is_empty()
+    );
+    assert_eq!(
+        f.erase(Erase::Subject("cust-1".into())).unwrap().runs.len(),
+        1
+    );
+    // A run started without a subject is linked by a repeat naming one (its first subject).
+    assert_eq!(start("n", None).expect("runs").status, RunStatus::Success);
+    assert_eq!(
+        start("n", Some("cust-5")).expect("a duplicate").status,
+        RunStatus::Success
+    );
+    assert_eq!(
+        block_on(f.store.referencing(&Reference::Subject("cust-5".into()))).unwrap(),
+        ["n"]
+    );
+}

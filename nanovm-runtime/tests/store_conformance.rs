@@ -1612,6 +1612,26 @@ async fn the_erasure_index_finds_runs_and_delete_run_forgets_them<H: Harness>(h:
     assert_eq!(s.referencing(&secret).await.unwrap(), ["ia"]);
     assert_eq!(s.load("ia").await.unwrap().unwrap(), a.entries());
     s.compact().await.unwrap();
+    // A start's link is exclusive: a run tied to one subject is not tied to a second one by
+    // a start naming another (the other subject is answered, nothing linked); the same
+    // subject again, or a run tied to none, links.
+    assert_eq!(s.link_sole_subject("ia", "subj-2").await.unwrap(), None);
+    assert_eq!(s.link_sole_subject("ia", "subj-2").await.unwrap(), None);
+    assert_eq!(
+        s.link_sole_subject("ia", "subj-3").await.unwrap(),
+        Some("subj-2".to_string())
+    );
+    assert!(
+        s.referencing(&Reference::Subject("subj-3".into()))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing linked"
+    );
+    // A deliberate second link (`link_subject`) is allowed; a start then still refuses a third.
+    s.link_subject("ia", "subj-4").await.unwrap();
+    assert!(s.link_sole_subject("ia", "subj-5").await.unwrap().is_some());
+    assert_eq!(s.link_sole_subject("ia", "subj-4").await.unwrap(), None);
 }
 
 async fn the_evidence_log_appends_in_order_and_keeps_the_latest_head<H: Harness>(h: &H) {

@@ -190,7 +190,8 @@ impl Pg {
                 subject TEXT NOT NULL,
                 run_id TEXT NOT NULL,
                 PRIMARY KEY (subject, run_id)
-            );"
+            );
+            CREATE INDEX IF NOT EXISTS nanovm_subjects_by_run ON {s}.nanovm_subjects (run_id);"
         ))
         .await
         .map_err(pg)?;
