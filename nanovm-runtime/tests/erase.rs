@@ -612,3 +612,213 @@ fn a_repeated_start_naming_another_subject_is_refused_and_links_nothing() {
         ["n"]
     );
 }
+
+// Red team (issue 12, erasure): an adversary with write access to the store but not the key,
+// and a buggy caller.
+
+/// A tombstone naming a secret of *another* run (rechained into this one so the chain
+/// verifies) is refused on load: a tombstone may only name a secret input of its own run.
+#[test]
+fn attack_a_tombstone_naming_another_runs_secret_is_refused() {
+    let store = MemoryStore::new();
+    let f = fx_on(Arc::new(store.clone()), None);
+    let host = Host::new();
+    let a = f.run("a", "cust-1", "ann@example.com", 100, &host);
+    let b = f.run("b", "cust-2", "bob@example.com", 100, &host);
+    let theirs = email_of(b.trace.entries());
+    let mut events: Vec<Event> = a.trace.entries().iter().map(|x| x.event.clone()).collect();
+    events.push(Event::Erased {
+        vault_id: theirs,
+        by: dpo(),
+    });
+    store.set_entries("a", rechain(events).into_entries());
+    match block_on(store.load("a")) {
+        Err(JournalError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("forged erasure"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // And the erasure of `b`'s secret does not touch `a`.
+    store.set_entries("a", a.trace.entries().to_vec());
+    let report = f.erase(Erase::Secret(theirs)).expect("erases");
+    let ids: Vec<&str> = report.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["b"]);
+    assert_eq!(f.load("a"), a.trace.entries());
+}
+
+/// `--vault-id` of a value two runs share (the same handle passed to both): both runs get a
+/// tombstone, the value is erased once, and both still verify and replay.
+#[test]
+fn attack_a_vault_id_shared_by_two_runs_is_tombstoned_in_both() {
+    let f = fx_on(Arc::new(MemoryStore::new()), None);
+    let host = Host::new();
+    let shared = f.email("shared@example.com");
+    for (id, amount) in [("s1", 100), ("s2", 9000)] {
+        block_on(f.rt.run::<cr::Program>(
+            cr::Input {
+                request: "It broke.".into(),
+                order_id: "o-1".into(),
+                amount_cents: amount,
+                email: shared.clone(),
+            },
+            Arc::new(host.clone()),
+            RunOptions::new().run_id(id),
+        ))
+        .expect("runs");
+    }
+    let v = email_of(&f.load("s1"));
+    assert_eq!(email_of(&f.load("s2")), v, "the same handle");
+    let report = f.erase(Erase::Secret(v)).expect("erases");
+    let ids: Vec<&str> = report.runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, ["s1", "s2"]);
+    assert_eq!(report.vault_ids, [v]);
+    for id in ["s1", "s2"] {
+        let t = Trace::from_entries(f.load(id)).expect("verifies");
+        assert!(matches!(
+            t.entries().last().map(|e| &e.event),
+            Some(Event::Erased { vault_id, .. }) if *vault_id == v
+        ));
+        let r = replay::<cr::Program>(&t).expect("replays");
+        assert_eq!(r.root, t.root(), "{id}");
+    }
+    assert_eq!(
+        f.vault.as_ref().value(v, commitment_of(&f.load("s1"))),
+        Err(VaultError::Erased(v))
+    );
+}
+
+/// An erasure racing a delivery that resumes the same suspended run, on two threads, many
+/// times: whichever wins, the run never calls `send_rejection` after its tombstone (nor with
+/// anything but the customer's address before it), holds exactly one tombstone, verifies,
+/// and replays to its own root; a run resumed after the tombstone ends `failed` saying why.
+#[test]
+fn attack_an_erasure_racing_a_delivery_never_lets_a_tool_see_an_erased_secret() {
+    race_erasure_and_delivery(Arc::new(MemoryStore::new()));
+    let dir = tempfile::tempdir().unwrap();
+    race_erasure_and_delivery(Arc::new(
+        block_on(SqliteStore::open(dir.path().join("race.db"))).expect("opens"),
+    ));
+}
+
+fn race_erasure_and_delivery(store: Arc<dyn JournalStore>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let f = fx_on(store, None);
+    let (mut before, mut after) = (0, 0);
+    for i in 0..90 {
+        let id = format!("race-{i}");
+        let subject = format!("cust-race-{i}");
+        let host = Host::new();
+        assert_eq!(
+            f.run(&id, &subject, "ann@example.com", 9000, &host).status,
+            RunStatus::Suspended
+        );
+        // Every third iteration the mail takes a moment, so the erasure tries while the
+        // delivery's execution holds the run.
+        if i % 3 == 2 {
+            host.hook(
+                "send_rejection",
+                Arc::new(|_| {
+                    Box::pin(tokio::time::sleep(Duration::from_millis(2)))
+                        as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+                }),
+            );
+        }
+        let (rt1, rt2) = (f.rt.clone(), f.rt.clone());
+        let (id1, h1) = (id.clone(), host.clone());
+        // Alternate which task starts first.
+        let erase_first = i % 2 == 0;
+        let deliver_task = async move {
+            loop {
+                match rt1
+                    .deliver::<cr::Program>(
+                        &id1,
+                        "approval",
+                        "ev-1",
+                        json!({"approved": false}),
+                        Arc::new(h1.clone()),
+                    )
+                    .await
+                {
+                    Ok(d) => return d.into_execution(),
+                    Err(nanovm_runtime::DeliverError::Run(
+                        nanovm_runtime::RunError::Leased { .. }
+                        | nanovm_runtime::RunError::Journal(JournalError::Fenced { .. })
+                        | nanovm_runtime::RunError::Journal(JournalError::Conflict { .. }),
+                    )) => tokio::task::yield_now().await,
+                    Err(e) => panic!("delivery: {e}"),
+                }
+            }
+        };
+        let erase_task = async move {
+            loop {
+                match rt2
+                    .erase(&Erase::Subject(subject.clone()), dpo(), Duration::ZERO)
+                    .await
+                {
+                    Ok(r) => return r,
+                    Err(EraseError::Leased { .. } | EraseError::Executing { .. }) => {
+                        tokio::task::yield_now().await
+                    }
+                    Err(e) => panic!("erasure: {e}"),
+                }
+            }
+        };
+        let (deliver, erase) = if erase_first {
+            let erase = rt.spawn(erase_task);
+            (rt.spawn(deliver_task), erase)
+        } else {
+            let deliver = rt.spawn(deliver_task);
+            (deliver, rt.spawn(erase_task))
+        };
+        let e = rt.block_on(deliver).expect("the delivery task");
+        let report = rt.block_on(erase).expect("the erasure task");
+        assert_eq!(report.runs.len(), 1, "{id}");
+        let stored = Trace::from_entries(f.load(&id)).expect("verifies");
+        let events: Vec<&Event> = stored.entries().iter().map(|x| &x.event).collect();
+        let tomb = events
+            .iter()
+            .position(|e| matches!(e, Event::Erased { .. }))
+            .expect("a tombstone");
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Erased { .. }))
+                .count(),
+            1,
+            "{id}: one tombstone"
+        );
+        let delivered = events
+            .iter()
+            .position(|e| matches!(e, Event::Delivered { .. }))
+            .expect("delivered");
+        let calls = host.records();
+        let mails: Vec<_> = calls
+            .iter()
+            .filter(|c| c.tool == "send_rejection")
+            .collect();
+        if tomb < delivered {
+            after += 1;
+            assert!(
+                mails.is_empty(),
+                "{id}: a tool saw an erased secret: {mails:?}"
+            );
+            assert_eq!(e.status, RunStatus::Failed, "{id}");
+        } else {
+            before += 1;
+            assert_eq!(e.status, RunStatus::Success, "{id}: {:?}", e.message);
+            assert_eq!(mails.len(), 1, "{id}");
+            assert_eq!(mails[0].args["email"], "ann@example.com");
+        }
+        let r = replay::<cr::Program>(&stored).expect("replays");
+        assert_eq!((r.root, r.status), (stored.root(), e.status), "{id}");
+    }
+    eprintln!("erasure first: {after}, delivery first: {before}");
+    assert!(
+        after > 0 && before > 0,
+        "both orders happened: {after} / {before}"
+    );
+}
