@@ -822,3 +822,54 @@ fn race_erasure_and_delivery(store: Arc<dyn JournalStore>) {
         "both orders happened: {after} / {before}"
     );
 }
+
+/// Someone with write access deletes a run's erasure-index rows to hide it from
+/// `nanovm erase --vault-id`: the erasure then misses it (the index is what it reads), but
+/// the audit names the run and the secret the index lost, and fails.
+#[test]
+fn attack_index_rows_deleted_to_hide_a_run_are_named_by_the_audit() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("s.db");
+    let store = block_on(SqliteStore::open(&path)).expect("opens");
+    let key = KeySigner::from_seed([3; 32]).public_key();
+    let f = fx_on(Arc::new(store.clone()), Some(KeySigner::from_seed([3; 32])));
+    let host = Host::new();
+    f.run("hidden", "cust-1", "ann@example.com", 100, &host);
+    f.run("seen", "cust-2", "bob@example.com", 100, &host);
+    let clean = block_on(evidence::audit(&store, &key, None)).expect("audits");
+    assert!(clean.ok(), "{:?}", clean.findings);
+    let v = email_of(&f.load("hidden"));
+    let c = rusqlite::Connection::open(&path).expect("opens the file");
+    c.execute("DELETE FROM nanovm_secret_refs WHERE run_id = 'hidden'", [])
+        .expect("deletes the index rows");
+    drop(c);
+    // The erasure reads the index: it misses the run (nothing to tombstone).
+    assert!(
+        block_on(store.referencing(&Reference::Secret(v)))
+            .unwrap()
+            .is_empty()
+    );
+    let report = block_on(evidence::audit(&store, &key, None)).expect("audits");
+    assert!(!report.ok(), "{:?}", report.findings);
+    let named = report
+        .findings
+        .iter()
+        .find(|x| x.kind == evidence::FindingKind::Unindexed)
+        .unwrap_or_else(|| panic!("{:?}", report.findings));
+    assert_eq!(named.run_id.as_deref(), Some("hidden"));
+    assert!(
+        named.message.contains(&v.to_hex()) && named.message.contains("erasure index"),
+        "{}",
+        named.message
+    );
+    assert_eq!(
+        report
+            .findings
+            .iter()
+            .filter(|x| x.kind.is_problem())
+            .count(),
+        1,
+        "{:?}",
+        report.findings
+    );
+}
