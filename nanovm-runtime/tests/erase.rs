@@ -873,3 +873,39 @@ fn attack_index_rows_deleted_to_hide_a_run_are_named_by_the_audit() {
         report.findings
     );
 }
+
+/// A buggy caller erases a subject whose run is still pending (submitted, no worker has
+/// executed it yet): nothing is written or erased, the erasure says which run is not at rest;
+/// once a worker has run it to a pause or its end, the erasure goes through.
+#[test]
+fn attack_erasing_a_pending_run_is_refused_until_a_worker_has_run_it() {
+    let store = MemoryStore::new();
+    let f = fx_on(Arc::new(store.clone()), None);
+    let input = cr::Input {
+        request: "It broke.".into(),
+        order_id: "o-1".into(),
+        amount_cents: 100,
+        email: f.email("ann@example.com"),
+    };
+    block_on(f.rt.submit_with::<cr::Program>(input, Some("queued"), Some("cust-q")))
+        .expect("submitted");
+    let before = f.load("queued");
+    let err = f
+        .erase(Erase::Subject("cust-q".into()))
+        .expect_err("refused");
+    assert!(
+        matches!(err, EraseError::Executing { ref run_id, .. } if run_id == "queued"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("nothing was erased"), "{err}");
+    assert_eq!(f.load("queued"), before, "nothing written");
+    let email = email_of(&before);
+    assert!(f.vault.as_ref().value(email, commitment_of(&before)).is_ok());
+    let worker = nanovm_runtime::Worker::new(f.rt.clone(), "w-1", 30_000);
+    let e = block_on(worker.run_once::<cr::Program>(Arc::new(Host::new())))
+        .expect("works")
+        .expect("a run");
+    assert_eq!(e.status, RunStatus::Success);
+    let report = f.erase(Erase::Subject("cust-q".into())).expect("erases");
+    assert_eq!(report.runs[0].erased, [email]);
+}
