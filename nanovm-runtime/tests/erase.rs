@@ -900,7 +900,12 @@ fn attack_erasing_a_pending_run_is_refused_until_a_worker_has_run_it() {
     assert!(err.to_string().contains("nothing was erased"), "{err}");
     assert_eq!(f.load("queued"), before, "nothing written");
     let email = email_of(&before);
-    assert!(f.vault.as_ref().value(email, commitment_of(&before)).is_ok());
+    assert!(
+        f.vault
+            .as_ref()
+            .value(email, commitment_of(&before))
+            .is_ok()
+    );
     let worker = nanovm_runtime::Worker::new(f.rt.clone(), "w-1", 30_000);
     let e = block_on(worker.run_once::<cr::Program>(Arc::new(Host::new())))
         .expect("works")
@@ -908,4 +913,38 @@ fn attack_erasing_a_pending_run_is_refused_until_a_worker_has_run_it() {
     assert_eq!(e.status, RunStatus::Success);
     let report = f.erase(Erase::Subject("cust-q".into())).expect("erases");
     assert_eq!(report.runs[0].erased, [email]);
+}
+
+/// Someone with write access erases a vault value behind nanovm's back (no tombstone): the
+/// suspended run that needs it, resumed, still never calls the tool with a missing value:
+/// the call fails on the vault's refusal and the run ends `failed` saying the value was
+/// erased (no tombstone is invented; the audit does not see a vault-only erasure).
+#[test]
+fn attack_a_value_erased_without_a_tombstone_never_reaches_a_tool() {
+    let f = fx_on(Arc::new(MemoryStore::new()), None);
+    let host = Host::new();
+    let e = f.run("w", "cust-1", "ann@example.com", 9000, &host);
+    assert_eq!(e.status, RunStatus::Suspended);
+    let v = email_of(e.trace.entries());
+    block_on(nanovm_runtime::vault::Vault::erase(f.vault.as_ref(), v)).expect("erased");
+    let outcome = block_on(f.rt.deliver::<cr::Program>(
+        "w",
+        "approval",
+        "ev-1",
+        json!({"approved": false}),
+        Arc::new(host.clone()),
+    ));
+    assert_eq!(host.calls("send_rejection"), 0, "{outcome:?}");
+    let e = outcome.expect("delivered").into_execution();
+    assert_eq!(e.status, RunStatus::Failed, "{:?}", e.message);
+    let message = e.message.unwrap_or_default();
+    assert!(message.contains("was erased"), "{message}");
+    let stored = Trace::from_entries(f.load("w")).expect("verifies");
+    assert!(
+        !stored
+            .entries()
+            .iter()
+            .any(|x| matches!(x.event, Event::Erased { .. })),
+        "no tombstone was invented"
+    );
 }
