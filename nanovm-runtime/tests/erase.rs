@@ -659,7 +659,7 @@ fn attack_a_vault_id_shared_by_two_runs_is_tombstoned_in_both() {
                 request: "It broke.".into(),
                 order_id: "o-1".into(),
                 amount_cents: amount,
-                email: shared.clone(),
+                email: shared,
             },
             Arc::new(host.clone()),
             RunOptions::new().run_id(id),
