@@ -1632,6 +1632,25 @@ async fn the_erasure_index_finds_runs_and_delete_run_forgets_them<H: Harness>(h:
     s.link_subject("ia", "subj-4").await.unwrap();
     assert!(s.link_sole_subject("ia", "subj-5").await.unwrap().is_some());
     assert_eq!(s.link_sole_subject("ia", "subj-4").await.unwrap(), None);
+    // Racing starts of one run id naming different subjects: exactly one links, rounds over.
+    for round in 0..6 {
+        let run_id = format!("race-{round}");
+        let mut tasks = Vec::new();
+        for w in 0..6 {
+            let s = s.clone();
+            let run_id = run_id.clone();
+            tasks.push(tokio::spawn(async move {
+                s.link_sole_subject(&run_id, &format!("subj-r{w}")).await
+            }));
+        }
+        let mut linked = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap().is_none() {
+                linked += 1;
+            }
+        }
+        assert_eq!(linked, 1, "round {round}: one start links");
+    }
 }
 
 async fn the_evidence_log_appends_in_order_and_keeps_the_latest_head<H: Harness>(h: &H) {
