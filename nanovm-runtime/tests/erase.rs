@@ -948,3 +948,39 @@ fn attack_a_value_erased_without_a_tombstone_never_reaches_a_tool() {
         "no tombstone was invented"
     );
 }
+
+/// The audit's cost with its erasure-index check (one index lookup per distinct secret of
+/// the stored runs): `NANOVM_AUDIT_RUNS` signed runs with a secret input each (1,000 by
+/// default) in a SQLite file, the audit timed three times. `cargo test -p nanovm-runtime
+/// --test erase audit_cost -- --ignored --nocapture`; the numbers are in docs/compliance.md.
+#[test]
+#[ignore = "a measurement: run with --nocapture"]
+fn audit_cost() {
+    let n: usize = std::env::var("NANOVM_AUDIT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = block_on(SqliteStore::open(dir.path().join("s.db"))).expect("opens");
+    let f = fx_on(Arc::new(store.clone()), Some(KeySigner::from_seed([3; 32])));
+    let host = Host::new();
+    for i in 0..n {
+        f.run(
+            &format!("r{i}"),
+            &format!("cust-{i}"),
+            "ann@example.com",
+            100,
+            &host,
+        );
+    }
+    let key = KeySigner::from_seed([3; 32]).public_key();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let report = block_on(evidence::audit(&store, &key, None)).expect("audits");
+        assert!(report.ok(), "{:?}", report.findings);
+        println!(
+            "audit of {n} runs: {:.0} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+}
