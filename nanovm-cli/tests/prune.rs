@@ -283,3 +283,26 @@ fn attack_a_prune_record_replayed_for_another_run_is_not_a_prune() {
     );
     assert!(!a.stdout.contains("pruned: run `waits`"), "{}", a.stdout);
 }
+
+/// A run id reused after its run was pruned: the new run is checkpointed, then deleted
+/// without a record. The old run's prune record does not cover the new run (it precedes the
+/// new run's checkpoint and names other entries): `deleted run`.
+#[test]
+fn attack_an_old_prune_record_does_not_cover_a_reused_run_id() {
+    let (_dir, db, key, signing) = setup("reused");
+    assert_eq!(prune(&db, &signing).code, 0);
+    common::add_runs(&db, &[("old1", trace("old1", true), true)]);
+    let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(a.code, 0, "{}", a.stdout);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "DELETE FROM nanovm_entries WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = 'old1');
+         DELETE FROM nanovm_runs WHERE run_id = 'old1';",
+    )
+    .unwrap();
+    drop(c);
+    let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(a.code, 1, "{}", a.stdout);
+    assert!(a.stdout.contains("deleted run: run `old1`"), "{}", a.stdout);
+    assert!(!a.stdout.contains("pruned: run `old1`"), "{}", a.stdout);
+}
