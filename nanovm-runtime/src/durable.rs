@@ -431,6 +431,9 @@ pub(crate) async fn link_start<P: Program>(
     datums: &[Datum],
     subject: &str,
 ) -> Result<(), RunError> {
+    if subject.trim().is_empty() || subject.len() > 256 {
+        return Err(RunError::InvalidSubject);
+    }
     let store = required_store(engine)?;
     if let Some(entries) = store.load(run_id).await? {
         same_request(P::info(), engine.vault.as_ref(), run_id, &entries, datums).await?;

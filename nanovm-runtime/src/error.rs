@@ -166,6 +166,13 @@ pub enum RunError {
         /// The run id.
         run_id: String,
     },
+    /// A start named an empty (or blank) data subject, or one longer than 256 bytes: a
+    /// subject is a pseudonymous id such as a customer number. Nothing was linked or recorded.
+    #[error(
+        "a data subject is a non-empty id of at most 256 bytes (a pseudonymous id such as a \
+         customer number); nothing was linked or recorded"
+    )]
+    InvalidSubject,
     /// The program refused a delivered event's payload (it does not have the `await`'s
     /// declared type). Nothing was recorded. ([`crate::Runtime::deliver`] reports it as
     /// [`crate::DeliverError::Payload`].)

@@ -590,6 +590,17 @@ fn a_repeated_start_naming_another_subject_is_refused_and_links_nothing() {
             .unwrap()
             .is_empty()
     );
+    // A blank or overlong subject is refused before anything is linked or recorded.
+    for bad in [String::new(), "  ".into(), "x".repeat(257)] {
+        assert!(
+            matches!(
+                start("blank", Some(bad.as_str())),
+                Err(nanovm_runtime::RunError::InvalidSubject)
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(block_on(f.store.run("blank")).unwrap().is_none());
     // An erasure of the refused subject finds nothing; of the first, its run.
     assert!(
         f.erase(Erase::Subject("cust-2".into()))

@@ -99,6 +99,9 @@ fn run_error(e: RunError) -> ApiError {
         RunError::SubjectInUse { .. } => {
             ApiError::new(StatusCode::CONFLICT, "subject_in_use", e.to_string())
         }
+        RunError::InvalidSubject => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_subject", e.to_string())
+        }
         RunError::InvalidRunId(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_run_id", e.to_string())
         }
