@@ -149,6 +149,7 @@ pub fn label(kind: FindingKind) -> &'static str {
         FindingKind::Unsigned => "unsigned run",
         FindingKind::Uncovered => "warning",
         FindingKind::Pruned => "pruned",
+        FindingKind::Unindexed => "unindexed run",
         _ => "problem",
     }
 }

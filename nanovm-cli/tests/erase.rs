@@ -501,3 +501,124 @@ fn erasure_cost() {
         println!("erasing subject {subject}: {runs} runs in {took:?}");
     }
 }
+
+fn erase_subject(db: &Path, subject: &str, signing: Option<&Path>) -> Run {
+    let mut args = vec![
+        "erase",
+        "--db",
+        s(db),
+        "--subject",
+        subject,
+        "--by",
+        "dpo@example.com",
+        "--reason",
+        "GDPR art. 17 request 4711",
+    ];
+    if let Some(k) = signing {
+        args.extend(["--signing-key", s(k)]);
+    }
+    nanovm(&args)
+}
+
+fn prune_all(db: &Path, signing: &Path) -> Run {
+    nanovm(&[
+        "prune",
+        "--db",
+        s(db),
+        "--ended-before",
+        "2100-01-01",
+        "--by",
+        "ops@example.com",
+        "--reason",
+        "retention",
+        "--signing-key",
+        s(signing),
+    ])
+}
+
+/// Red team: erase, then prune, then audit against a head kept before both. The erased run
+/// that ended is pruned (its latest checkpoint covers its tombstone), the suspended one stays
+/// with its tombstone, the audit passes naming the prunes, and no byte of the erased canaries
+/// is left in the store's files. An erasure made without the signing key leaves its
+/// tombstone uncovered, so the prune refuses that run instead of deleting what no
+/// checkpoint proves.
+#[test]
+fn attack_erase_then_prune_then_audit_passes_and_leaves_no_canary() {
+    let dir = common::scratch("erase", "erase-prune");
+    let db = dir.join("runs.db");
+    let (a, b, keep) = (canary("a"), canary("b"), canary("keep"));
+    database(&db, &a, &b, &keep);
+    let key = public_key_file(&dir);
+    let signing = seed_file(&dir);
+    let kept = dir.join("kept.json");
+    let audit = nanovm(&[
+        "audit",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--save-head",
+        s(&kept),
+    ]);
+    assert_eq!(audit.code, 0, "{}", audit.stdout);
+    let r = erase_subject(&db, "subj-1", Some(&signing));
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let p = prune_all(&db, &signing);
+    assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    assert!(
+        p.stdout.contains("pruned run `c1`") && p.stdout.contains("pruned run `k1`"),
+        "{}",
+        p.stdout
+    );
+    assert!(
+        !p.stdout.contains("`c2`"),
+        "a suspended run stays: {}",
+        p.stdout
+    );
+    let audit = nanovm(&[
+        "audit",
+        "--db",
+        s(&db),
+        "--key",
+        s(&key),
+        "--head",
+        s(&kept),
+    ]);
+    assert_eq!(audit.code, 0, "{}{}", audit.stdout, audit.stderr);
+    assert!(
+        audit.stdout.contains("pruned: run `c1`"),
+        "{}",
+        audit.stdout
+    );
+    assert!(!audit.stdout.contains("deleted run"), "{}", audit.stdout);
+    let t = nanovm(&["trace", "--db", s(&db), "--key", s(&key), "c2"]);
+    assert_eq!(t.code, 0, "{}", t.stderr);
+    assert!(t.stdout.contains(r#""type":"erased""#), "{}", t.stdout);
+    for c in [&a, &b] {
+        assert!(
+            files_holding(&dir, c).is_empty(),
+            "{c}: {:?}",
+            files_holding(&dir, c)
+        );
+        for out in [&r, &p, &audit, &t] {
+            assert!(!out.stdout.contains(c.as_str()) && !out.stderr.contains(c.as_str()));
+        }
+    }
+
+    // Without the key, the erasure's tombstone is beyond the last checkpoint: not pruned.
+    let dir = common::scratch("erase", "erase-unsigned-prune");
+    let db = dir.join("runs.db");
+    database(&db, &canary("a"), &canary("b"), &canary("keep"));
+    let signing = seed_file(&dir);
+    let r = erase_subject(&db, "subj-1", None);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let p = prune_all(&db, &signing);
+    assert_eq!(p.code, 0, "{}{}", p.stdout, p.stderr);
+    assert!(!p.stdout.contains("pruned run `c1`"), "{}", p.stdout);
+    assert!(
+        p.stderr.contains("c1"),
+        "c1 listed as skipped: {}",
+        p.stderr
+    );
+    assert!(p.stdout.contains("pruned run `k1`"), "{}", p.stdout);
+}

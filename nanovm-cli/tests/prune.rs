@@ -186,3 +186,123 @@ fn a_deletion_without_a_signed_prune_record_is_still_reported() {
     );
     assert!(a.stdout.contains("forged prune"), "{}", a.stdout);
 }
+
+// Red team (issue 12, retention).
+
+/// A run whose latest checkpoint does not cover its whole trace (a crash between its last
+/// write and its checkpoint, or entries written without the key) is not pruned: what is
+/// deleted must be proved. It is listed as skipped, stays in the store, and no prune record
+/// names it.
+#[test]
+fn attack_a_run_its_checkpoint_does_not_cover_is_not_pruned() {
+    let dir = common::scratch("prune", "uncovered");
+    let db = dir.join("runs.db");
+    let t = trace("partial", false);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store.append("partial", t.entries(), None).await.unwrap();
+            // Checkpointed after its first entry only.
+            nanovm_runtime::evidence::checkpoint(
+                &store,
+                &KeySigner::from_seed([0x2a; 32]),
+                1_700_000_000_000,
+                &t.entries()[..1],
+            )
+            .await
+            .unwrap();
+        });
+    common::add_runs(&db, &[("unsigned", trace("unsigned", false), false)]);
+    let key = public_key_file(&dir);
+    let signing = dir.join("signing.key");
+    std::fs::write(&signing, "2a".repeat(32)).unwrap();
+    let p = prune(&db, &signing);
+    assert!(
+        p.stdout.contains("0 run(s) pruned"),
+        "{}{}",
+        p.stdout,
+        p.stderr
+    );
+    for id in ["partial", "unsigned"] {
+        assert!(
+            p.stderr.contains(id),
+            "{id} listed as skipped: {}",
+            p.stderr
+        );
+    }
+    let runs = nanovm(&["runs", "--db", s(&db)]);
+    assert!(
+        runs.stdout.contains("partial") && runs.stdout.contains("unsigned"),
+        "{}",
+        runs.stdout
+    );
+    let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert!(!a.stdout.contains("pruned:"), "{}", a.stdout);
+}
+
+/// A genuine prune record of one run, copied into the log under another run's id after that
+/// run was deleted, does not make the deletion look like a prune: the record names the run
+/// it was signed for.
+#[test]
+fn attack_a_prune_record_replayed_for_another_run_is_not_a_prune() {
+    let (_dir, db, key, signing) = setup("replayed");
+    assert_eq!(prune(&db, &signing).code, 0);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let (leaf, n): (Vec<u8>, i64) = c
+        .query_row(
+            "SELECT leaf, (SELECT count(*) FROM nanovm_log) FROM nanovm_log \
+             WHERE run_id = 'old1' ORDER BY idx DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        SignedPrune::from_leaf(&leaf).is_some(),
+        "old1's last leaf is its prune record"
+    );
+    c.execute_batch(
+        "DELETE FROM nanovm_entries WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = 'waits');
+         DELETE FROM nanovm_runs WHERE run_id = 'waits';",
+    )
+    .unwrap();
+    c.execute(
+        "INSERT INTO nanovm_log (idx, run_id, leaf) VALUES (?1, 'waits', ?2)",
+        rusqlite::params![n, leaf],
+    )
+    .unwrap();
+    drop(c);
+    let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(a.code, 1, "{}", a.stdout);
+    assert!(
+        a.stdout.contains("deleted run: run `waits`"),
+        "{}",
+        a.stdout
+    );
+    assert!(!a.stdout.contains("pruned: run `waits`"), "{}", a.stdout);
+}
+
+/// A run id reused after its run was pruned: the new run is checkpointed, then deleted
+/// without a record. The old run's prune record does not cover the new run (it precedes the
+/// new run's checkpoint and names other entries): `deleted run`.
+#[test]
+fn attack_an_old_prune_record_does_not_cover_a_reused_run_id() {
+    let (_dir, db, key, signing) = setup("reused");
+    assert_eq!(prune(&db, &signing).code, 0);
+    common::add_runs(&db, &[("old1", trace("old1", true), true)]);
+    let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(a.code, 0, "{}", a.stdout);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch(
+        "DELETE FROM nanovm_entries WHERE run = (SELECT ord FROM nanovm_runs WHERE run_id = 'old1');
+         DELETE FROM nanovm_runs WHERE run_id = 'old1';",
+    )
+    .unwrap();
+    drop(c);
+    let a = nanovm(&["audit", "--db", s(&db), "--key", s(&key)]);
+    assert_eq!(a.code, 1, "{}", a.stdout);
+    assert!(a.stdout.contains("deleted run: run `old1`"), "{}", a.stdout);
+    assert!(!a.stdout.contains("pruned: run `old1`"), "{}", a.stdout);
+}

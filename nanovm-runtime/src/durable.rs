@@ -222,7 +222,7 @@ fn recorded_start(entries: &[Entry]) -> Option<(&str, &[(crate::program::Name, D
 /// handle, or if the two stored values, each checked against its own commitment
 /// ([`Vault::value`]), are equal. A secret that cannot be read that way (erased, unknown,
 /// changed in the vault) cannot be shown to be the same, so the request is refused.
-async fn same_request(
+pub(crate) async fn same_request(
     info: &ProgramInfo,
     vault: &dyn Vault,
     run_id: &str,
@@ -427,6 +427,41 @@ pub(crate) async fn rejoin<P: Program>(
     match operate::<P, Vec<Entry>>(engine, "start", &run_id, tools, opts, decide).await? {
         Ok(e) => Ok(e),
         Err(stored) => replay_execution::<P>(stored),
+    }
+}
+
+/// A start's link of run `run_id` to the data subject `subject` (a start naming one,
+/// [`crate::RunOptions::subject`], [`crate::Runtime::submit_with`]), before anything is
+/// written: a stored run must be this very request (else [`RunError::RunIdInUse`]) and must
+/// not be tied to another subject (else [`RunError::SubjectInUse`]); nothing is linked when
+/// either is refused.
+pub(crate) async fn link_start<P: Program>(
+    engine: &Arc<Engine>,
+    run_id: &str,
+    datums: &[Datum],
+    subject: &str,
+) -> Result<(), RunError> {
+    if subject.trim().is_empty() || subject.len() > 256 {
+        return Err(RunError::InvalidSubject);
+    }
+    let store = required_store(engine)?;
+    if let Some(entries) = store.load(run_id).await? {
+        same_request(P::info(), engine.vault.as_ref(), run_id, &entries, datums).await?;
+    }
+    link_sole_subject(store.as_ref(), run_id, subject).await
+}
+
+/// [`JournalStore::link_sole_subject`], its refusal as [`RunError::SubjectInUse`].
+pub(crate) async fn link_sole_subject(
+    store: &dyn JournalStore,
+    run_id: &str,
+    subject: &str,
+) -> Result<(), RunError> {
+    match store.link_sole_subject(run_id, subject).await? {
+        None => Ok(()),
+        Some(_) => Err(RunError::SubjectInUse {
+            run_id: run_id.to_string(),
+        }),
     }
 }
 

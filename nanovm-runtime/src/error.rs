@@ -152,6 +152,27 @@ pub enum RunError {
         /// How the stored run differs.
         reason: String,
     },
+    /// A start (or submission) named a data subject, but the run id is tied to another subject
+    /// in the store's erasure index: a repeated start cannot tie a run to a second subject
+    /// (an erasure of that subject would reach the first one's run). Nothing was linked; the
+    /// other subject is not named. [`crate::Runtime::link_subject`] ties a run to several
+    /// subjects deliberately.
+    #[error(
+        "run `{run_id}` is tied to another data subject: a start naming a different subject is \
+         refused (nothing was linked; use the run's own subject, or link it deliberately with \
+         Runtime::link_subject)"
+    )]
+    SubjectInUse {
+        /// The run id.
+        run_id: String,
+    },
+    /// A start named an empty (or blank) data subject, or one longer than 256 bytes: a
+    /// subject is a pseudonymous id such as a customer number. Nothing was linked or recorded.
+    #[error(
+        "a data subject is a non-empty id of at most 256 bytes (a pseudonymous id such as a \
+         customer number); nothing was linked or recorded"
+    )]
+    InvalidSubject,
     /// The program refused a delivered event's payload (it does not have the `await`'s
     /// declared type). Nothing was recorded. ([`crate::Runtime::deliver`] reports it as
     /// [`crate::DeliverError::Payload`].)

@@ -230,11 +230,13 @@ impl Runtime {
                     Some(id) => id.clone(),
                     None => ids::run_id_of(&info.hash, info.inputs, &datums),
                 };
-                // Linked before the first write: no stored run holds a subject's secrets
+                // Linked before the run's first write: no stored run holds a subject's secrets
                 // without the erasure index knowing (a link to a run never written is
-                // harmless: the index answers only with stored runs).
+                // harmless: the index answers only with stored runs). A stored run of another
+                // request is refused before anything is linked, and a run tied to another
+                // subject is refused (`RunError::SubjectInUse`).
                 if let Some(subject) = &opts.subject {
-                    store.link_subject(&run_id, subject).await?;
+                    durable::link_start::<P>(&this.inner, &run_id, &datums, subject).await?;
                 }
                 // The durable paths are boxed on their own: inline, their futures (claims,
                 // renewals, rejoins) would make every run's future several kilobytes larger,
@@ -378,6 +380,43 @@ impl Runtime {
         run_id: Option<&str>,
     ) -> Result<Submitted, RunError> {
         durable::submit::<P>(&self.inner, input, run_id).await
+    }
+
+    /// [`Runtime::submit_run`], tying the run to the data subject `subject` in the store's
+    /// erasure index, as [`RunOptions::subject`] does for [`Runtime::run`]: a new run is
+    /// linked before its `run_started` is written; a stored run only when this is a repeat of
+    /// its request (else [`RunError::RunIdInUse`], nothing linked). A run id tied to another subject is
+    /// [`RunError::SubjectInUse`] (nothing linked, nothing recorded by this call).
+    pub async fn submit_with<P: Program>(
+        &self,
+        input: P::Input,
+        run_id: Option<&str>,
+        subject: Option<&str>,
+    ) -> Result<Submitted, RunError> {
+        let Some(subject) = subject else {
+            return durable::submit::<P>(&self.inner, input, run_id).await;
+        };
+        let info = P::info();
+        let datums = P::record_input(&input);
+        let id = match run_id {
+            Some(id) => {
+                ids::validate_run_id(id)?;
+                id.to_string()
+            }
+            None => ids::run_id_of(&info.hash, info.inputs, &datums),
+        };
+        durable::link_start::<P>(&self.inner, &id, &datums, subject).await?;
+        durable::submit::<P>(&self.inner, input, Some(&id)).await
+    }
+
+    /// Ties the stored run `run_id` to `subject` the way a start naming it does (see
+    /// [`Runtime::submit_with`]): [`RunError::SubjectInUse`] when it is tied to another
+    /// subject. For a host that answers a repeated start from the store itself.
+    pub async fn link_start_subject(&self, run_id: &str, subject: &str) -> Result<(), RunError> {
+        let Some(store) = &self.inner.store else {
+            return Err(RunError::NoJournal);
+        };
+        durable::link_sole_subject(store.as_ref(), run_id, subject).await
     }
 
     /// Delivers event `event` with id `event_id` and `payload` to run `run_id` of `P`, and

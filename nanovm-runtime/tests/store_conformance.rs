@@ -1624,6 +1624,45 @@ async fn the_erasure_index_finds_runs_and_delete_run_forgets_them<H: Harness>(h:
     assert_eq!(ib, (0..c.len() as u64).collect::<Vec<_>>(), "{feed:?}");
     assert_eq!(feed.iter().filter(|i| i.run_id == "ia").count(), a.len());
     s.compact().await.unwrap();
+    // A start's link is exclusive: a run tied to one subject is not tied to a second one by
+    // a start naming another (the other subject is answered, nothing linked); the same
+    // subject again, or a run tied to none, links.
+    assert_eq!(s.link_sole_subject("ia", "subj-2").await.unwrap(), None);
+    assert_eq!(s.link_sole_subject("ia", "subj-2").await.unwrap(), None);
+    assert_eq!(
+        s.link_sole_subject("ia", "subj-3").await.unwrap(),
+        Some("subj-2".to_string())
+    );
+    assert!(
+        s.referencing(&Reference::Subject("subj-3".into()))
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing linked"
+    );
+    // A deliberate second link (`link_subject`) is allowed; a start then still refuses a third.
+    s.link_subject("ia", "subj-4").await.unwrap();
+    assert!(s.link_sole_subject("ia", "subj-5").await.unwrap().is_some());
+    assert_eq!(s.link_sole_subject("ia", "subj-4").await.unwrap(), None);
+    // Racing starts of one run id naming different subjects: exactly one links, rounds over.
+    for round in 0..6 {
+        let run_id = format!("race-{round}");
+        let mut tasks = Vec::new();
+        for w in 0..6 {
+            let s = s.clone();
+            let run_id = run_id.clone();
+            tasks.push(tokio::spawn(async move {
+                s.link_sole_subject(&run_id, &format!("subj-r{w}")).await
+            }));
+        }
+        let mut linked = 0;
+        for t in tasks {
+            if t.await.unwrap().unwrap().is_none() {
+                linked += 1;
+            }
+        }
+        assert_eq!(linked, 1, "round {round}: one start links");
+    }
 }
 
 async fn the_evidence_log_appends_in_order_and_keeps_the_latest_head<H: Harness>(h: &H) {

@@ -96,6 +96,12 @@ fn run_error(e: RunError) -> ApiError {
         RunError::RunIdInUse { .. } => {
             ApiError::new(StatusCode::CONFLICT, "run_id_in_use", e.to_string())
         }
+        RunError::SubjectInUse { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "subject_in_use", e.to_string())
+        }
+        RunError::InvalidSubject => {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_subject", e.to_string())
+        }
         RunError::InvalidRunId(_) => {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_run_id", e.to_string())
         }
@@ -369,6 +375,10 @@ struct StartBody {
     run_id: Option<String>,
     /// The program's inputs, plaintext (secrets go to the vault).
     input: Json,
+    /// The data subject the run's personal data belongs to (a pseudonymous id), for
+    /// `nanovm erase --subject`: kept in the store's erasure index, never in the trace.
+    #[serde(default)]
+    subject: Option<String>,
 }
 
 /// Starts a run (records it; the workers execute it). 201 when created, 200 when the run id
@@ -381,7 +391,14 @@ async fn start_run(
 ) -> ApiResult {
     served(&app, &name)?;
     let req: StartBody = body(&app, &headers, raw).await?;
-    let (created, state) = start(&app, &name, req.run_id.as_deref(), &req.input).await?;
+    let (created, state) = start(
+        &app,
+        &name,
+        req.run_id.as_deref(),
+        &req.input,
+        req.subject.as_deref(),
+    )
+    .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -390,16 +407,25 @@ async fn start_run(
     Ok((status, axum::Json(state)).into_response())
 }
 
-/// Starts a run of program `name` on `input` (plaintext JSON), idempotent on `run_id`:
-/// whether it was created, and the run's state.
+/// Starts a run of program `name` on `input` (plaintext JSON), idempotent on `run_id`,
+/// tied to the data subject `subject` if given (a repeat naming another subject is refused,
+/// 409 `subject_in_use`): whether it was created, and the run's state.
 pub(crate) async fn start(
     app: &App,
     name: &str,
     run_id: Option<&str>,
     input: &Json,
+    subject: Option<&str>,
 ) -> Result<(bool, Json), ApiError> {
     let served = served(app, name)?.clone();
     let info = served.info();
+    if subject.is_some_and(|s| s.trim().is_empty() || s.len() > 256) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_subject",
+            "`subject` must be a non-empty string of at most 256 bytes (a pseudonymous id)",
+        ));
+    }
     // Refuse a bad input before anything else, whether or not the run exists.
     nanovm_runtime::check_input(info, input).map_err(input_error)?;
     if let Some(id) = run_id {
@@ -407,11 +433,18 @@ pub(crate) async fn start(
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_run_id", e.to_string()))?;
         // A repeat: answered from the store, nothing stored again (not even the secrets).
         if let Some(existing) = existing(app, id, &*served, input).await? {
+            // The same request: tied to its subject unless it is tied to another one.
+            if let Some(subject) = subject {
+                app.runtime
+                    .link_start_subject(id, subject)
+                    .await
+                    .map_err(run_error)?;
+            }
             return Ok((false, existing));
         }
     }
     let submitted = served
-        .submit(&app.runtime, input, run_id)
+        .submit(&app.runtime, input, run_id, subject)
         .await
         .map_err(|e| match e {
             SubmitError::Input(e) => input_error(e),

@@ -124,6 +124,15 @@ impl Mcp {
                     json!({ "type": "string", "description": "the run id: starting it again returns the existing run (give one for an idempotent start)" }),
                 );
             }
+            // So does the data subject (for `nanovm erase --subject`), unless an input has the name.
+            if let Some(Json::Object(props)) = s.get_mut("properties")
+                && !props.contains_key("subject")
+            {
+                props.insert(
+                    "subject".into(),
+                    json!({ "type": "string", "description": "the data subject the run's personal data belongs to (a pseudonymous id such as a customer number, never an email address): an erasure of that subject finds the run; starting the run again may not name another subject" }),
+                );
+            }
             s.as_object_mut().map(|o| o.remove("$schema"));
             tools.push(Tool::new(
                 format!("start_{}", info.name),
@@ -217,8 +226,34 @@ impl Mcp {
                     }
                 }
             };
-            let (created, mut state) =
-                api::start(&self.app, program, run_id.as_deref(), &Json::Object(input)).await?;
+            let has_subject_input = self.app.programs[program]
+                .info()
+                .inputs
+                .iter()
+                .any(|i| i.name == "subject");
+            let subject = if has_subject_input {
+                None
+            } else {
+                match input.remove("subject") {
+                    Some(Json::String(s)) => Some(s),
+                    None | Some(Json::Null) => None,
+                    Some(_) => {
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            "bad_subject",
+                            "`subject` must be a string",
+                        ));
+                    }
+                }
+            };
+            let (created, mut state) = api::start(
+                &self.app,
+                program,
+                run_id.as_deref(),
+                &Json::Object(input),
+                subject.as_deref(),
+            )
+            .await?;
             if let Json::Object(o) = &mut state {
                 o.insert("created".into(), created.into());
             }

@@ -21,12 +21,14 @@ pub(crate) trait Served: Send + Sync + 'static {
     fn graph(&self) -> Option<&'static str>;
     /// The events its `await` steps wait for.
     fn events(&self) -> &'static [EventInfo];
-    /// Checks `input`, vaults its secrets and records the run as pending; the run id.
+    /// Checks `input`, vaults its secrets and records the run as pending, tied to the data
+    /// subject `subject` if given ([`Runtime::submit_with`]); the run id.
     fn submit<'a>(
         &'a self,
         rt: &'a Runtime,
         input: &'a Json,
         run_id: Option<&'a str>,
+        subject: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Submitted, SubmitError>>;
     /// One claim-and-execute of a worker.
     fn work_once<'a>(
@@ -99,12 +101,13 @@ where
         rt: &'a Runtime,
         input: &'a Json,
         run_id: Option<&'a str>,
+        subject: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Submitted, SubmitError>> {
         Box::pin(async move {
             let input = nanovm_runtime::input_from_json::<P>(rt.vault().as_ref(), input)
                 .await
                 .map_err(SubmitError::Input)?;
-            rt.submit_run::<P>(input, run_id)
+            rt.submit_with::<P>(input, run_id, subject)
                 .await
                 .map_err(SubmitError::Run)
         })

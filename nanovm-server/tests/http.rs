@@ -886,3 +886,89 @@ async fn mcp_tools_need_their_scope_and_never_reach_a_programs_tools() {
     assert_eq!(f.run_count().await, 0);
     assert_eq!(f.shop.executions(), 0);
 }
+
+/// A start over HTTP or MCP may name the data subject the run's personal data belongs to
+/// (`subject`): the run is found by `nanovm erase --subject`. A repeat with the same run id
+/// naming a *different* subject is refused (409 `subject_in_use`, the other subject not
+/// named, nothing linked); the same subject again is a plain repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_names_its_data_subject_and_a_repeat_cannot_change_it() {
+    use nanovm_runtime::store::{JournalStore, Reference};
+    let f = fixture("yes", Duration::from_secs(10)).await;
+    let store = SqliteStore::open(f._dir.path().join("runs.db"))
+        .await
+        .unwrap();
+    let linked = |subject: &str| {
+        let store = store.clone();
+        let subject = subject.to_string();
+        async move {
+            store
+                .referencing(&Reference::Subject(subject))
+                .await
+                .unwrap()
+        }
+    };
+    let f = &f;
+    let start = |run_id: &str, subject: Json| {
+        let body = json!({ "run_id": run_id, "input": input(1200), "subject": subject });
+        async move {
+            f.post("/v1/programs/customer_refund/runs", START, &body)
+                .await
+        }
+    };
+    let (s, created) = start("s-1", json!("cust-1")).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(linked("cust-1").await, ["s-1"]);
+    let (s, refused) = start("s-1", json!("cust-2")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "subject_in_use", "{refused}");
+    assert!(!refused.to_string().contains("cust-1"), "{refused}");
+    assert!(linked("cust-2").await.is_empty(), "nothing linked");
+    let (s, again) = start("s-1", json!("cust-1")).await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    // A subject that is not a non-empty string is a bad request, nothing written.
+    for bad in [json!(7), json!(""), json!("  ")] {
+        let (s, res) = start("s-2", bad.clone()).await;
+        assert!(s.is_client_error(), "{bad}: {s} {res}");
+    }
+    assert!(store.run("s-2").await.unwrap().is_none());
+    // MCP's start tool takes it too.
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}});
+    let (session, _) = mcp_rpc(f, ALL, None, init).await;
+    let session = session.expect("a session id");
+    let (_, tools) = mcp_rpc(
+        f,
+        ALL,
+        Some(&session),
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}),
+    )
+    .await;
+    let start_tool = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "start_customer_refund")
+        .expect("the start tool")
+        .clone();
+    assert!(
+        start_tool["inputSchema"]["properties"]["subject"].is_object(),
+        "{start_tool}"
+    );
+    let call = |id: u64, run_id: &str, subject: &str| {
+        let mut args = input(100);
+        args["run_id"] = json!(run_id);
+        args["subject"] = json!(subject);
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "start_customer_refund", "arguments": args}})
+    };
+    let (_, res) = mcp_rpc(f, ALL, Some(&session), call(3, "m-1", "cust-3")).await;
+    assert_ne!(res["result"]["isError"], true, "{res}");
+    assert_eq!(linked("cust-3").await, ["m-1"]);
+    let (_, res) = mcp_rpc(f, ALL, Some(&session), call(4, "m-1", "cust-4")).await;
+    assert_eq!(res["result"]["isError"], true, "{res}");
+    let msg = res["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(msg.contains("subject_in_use"), "{msg}");
+    assert!(linked("cust-4").await.is_empty());
+}

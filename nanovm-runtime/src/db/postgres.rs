@@ -113,6 +113,17 @@ impl Pg {
         tx.execute("SELECT pg_advisory_xact_lock(7243016154300458321)", &[])
             .await
             .map_err(pg)?;
+        // A database of an older nanovm has runs but no erasure index: it is filled below,
+        // in this transaction, from the stored `run_started` entries (as SQLite does).
+        let had_index: bool = tx
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&format!("{s}.nanovm_secret_refs")],
+            )
+            .await
+            .map_err(pg)?
+            .try_get(0)
+            .map_err(pg)?;
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {s};
             CREATE TABLE IF NOT EXISTS {s}.nanovm_runs (
@@ -180,6 +191,7 @@ impl Pg {
                 run_id TEXT NOT NULL,
                 PRIMARY KEY (subject, run_id)
             );
+            CREATE INDEX IF NOT EXISTS nanovm_subjects_by_run ON {s}.nanovm_subjects (run_id);
             CREATE TABLE IF NOT EXISTS {s}.nanovm_feed (
                 pos BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                 tx xid8 NOT NULL DEFAULT pg_current_xact_id(),
@@ -192,6 +204,37 @@ impl Pg {
         ))
         .await
         .map_err(pg)?;
+        if !had_index {
+            let firsts = tx
+                .query(
+                    &format!(
+                        "SELECT r.run_id, e.line FROM {s}.nanovm_entries e \
+                         JOIN {s}.nanovm_runs r ON e.run = r.ord WHERE e.seq = 0"
+                    ),
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            let insert = tx
+                .prepare(&format!(
+                    "INSERT INTO {s}.nanovm_secret_refs (vault_id, run_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING"
+                ))
+                .await
+                .map_err(pg)?;
+            for row in firsts {
+                let run_id: String = row.try_get(0).map_err(pg)?;
+                let line: String = row.try_get(1).map_err(pg)?;
+                // A line that does not parse is damage `load` reports; it indexes nothing.
+                if let Ok(entry) = serde_json::from_str::<crate::trace::Entry>(&line) {
+                    for v in crate::trace::secret_inputs(&entry.event) {
+                        tx.execute(&insert, &[&v.to_hex(), &run_id])
+                            .await
+                            .map_err(pg)?;
+                    }
+                }
+            }
+        }
         tx.commit().await.map_err(pg)
     }
 }

@@ -397,6 +397,10 @@ fn erasure_index(c: &Connection) -> Result<(), JournalError> {
         if has == 0 {
             c.execute_batch(ERASURE_INDEX)?;
         }
+        // A start's link looks a run's subjects up by run id.
+        c.execute_batch(
+            "CREATE INDEX IF NOT EXISTS nanovm_subjects_by_run ON nanovm_subjects (run_id)",
+        )?;
         // Filled from the stored runs when created (a vault-only database has none).
         if has == 0 && runs > 0 {
             let mut st = c.prepare(

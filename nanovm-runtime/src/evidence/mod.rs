@@ -28,8 +28,9 @@ pub use checkpoint::{Checkpoint, SignedCheckpoint, SignedTreeHead, TreeHead};
 pub use prune::{PruneError, PruneRecord, PruneReport, Pruned, SignedPrune, prune};
 pub use signer::{KeyError, KeySigner, PublicKey, Signer};
 
-use crate::store::{JournalError, JournalStore, LogLeaf, RunQuery, swapped_with};
+use crate::store::{JournalError, JournalStore, LogLeaf, Reference, RunQuery, swapped_with};
 use crate::trace::{Entry, Event, RunStatus};
+use crate::value::VaultId;
 use crate::view::RunView;
 
 /// The checkpoint of a trace (`None`: it does not start with `run_started`).
@@ -263,6 +264,10 @@ pub enum FindingKind {
     /// Entries beyond the run's last checkpoint (a run executing, or a crash between its last
     /// write and its checkpoint), or leaves beyond the store's last head. A warning.
     Uncovered,
+    /// A stored run holds a secret input its `run_started` records but the store's erasure
+    /// index does not list it for the run (index rows deleted or lost): an erasure by that
+    /// vault id would miss the run.
+    Unindexed,
     /// A checkpointed run that is not in the store because it was pruned: a prune record
     /// signed by the key follows its last checkpoint in the log, naming who pruned it, when
     /// and why ([`prune`]). Not a problem.
@@ -799,10 +804,51 @@ pub async fn audit(
     // Every run against its latest checkpoint; every checkpointed run still there.
     let records = store.runs(&RunQuery::new()).await?;
     let mut seen: HashMap<String, ()> = HashMap::new();
+    // The erasure index, per secret: the runs it lists (`None`: the index cannot be read).
+    let mut indexed: Option<HashMap<VaultId, Vec<String>>> = Some(HashMap::new());
     for r in &records {
         seen.insert(r.run_id.clone(), ());
         let loaded = store.load(&r.run_id).await;
+        let secrets = match &loaded {
+            Ok(Some(entries)) => entries
+                .first()
+                .map_or_else(Vec::new, |e| crate::trace::secret_inputs(&e.event)),
+            _ => Vec::new(),
+        };
         findings.extend(check_run(&r.run_id, loaded, latest.get(&r.run_id), &latest));
+        for v in secrets {
+            let Some(index) = indexed.as_mut() else {
+                break;
+            };
+            let runs = match index.get(&v) {
+                Some(runs) => runs,
+                None => match store.referencing(&Reference::Secret(v)).await {
+                    Ok(runs) => index.entry(v).or_insert(runs),
+                    Err(e) => {
+                        findings.push(finding(
+                            Uncovered,
+                            None,
+                            format!(
+                                "the store's erasure index could not be read ({e}): runs hidden from it were not looked for"
+                            ),
+                        ));
+                        indexed = None;
+                        break;
+                    }
+                },
+            };
+            if !runs.contains(&r.run_id) {
+                findings.push(finding(
+                    Unindexed,
+                    Some(&r.run_id),
+                    format!(
+                        "run `{}` holds the secret {} (an input of its run_started) but the store's erasure index does not list it: `nanovm erase --vault-id` would miss the run (index rows deleted?)",
+                        r.run_id,
+                        v.to_hex()
+                    ),
+                ));
+            }
+        }
     }
     let pruned = prune::pruned_runs(&leaves, key);
     for run_id in records.iter().map(|r| &r.run_id) {

@@ -497,6 +497,32 @@ impl JournalStore for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn link_sole_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        let mut s = self.state();
+        let mine = s
+            .subjects
+            .iter()
+            .any(|(sub, r)| sub == subject && r == run_id);
+        let other = s
+            .subjects
+            .iter()
+            .find(|(sub, r)| sub != subject && r == run_id)
+            .map(|(sub, _)| sub.clone());
+        let out = match (mine, other) {
+            (true, _) => None,
+            (false, Some(other)) => Some(other),
+            (false, None) => {
+                s.subjects.push((subject.to_string(), run_id.to_string()));
+                None
+            }
+        };
+        Box::pin(std::future::ready(Ok(out)))
+    }
+
     /// The memory store answers from its runs themselves (a scan: it is for tests).
     fn referencing<'a>(
         &'a self,

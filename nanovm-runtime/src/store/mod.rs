@@ -508,6 +508,22 @@ pub trait JournalStore: Send + Sync + 'static {
         no_index()
     }
 
+    /// A start's link: ties run `run_id` to `subject` unless the run is tied to another subject
+    /// already and not to this one, atomically (two racing starts naming different subjects
+    /// link one). `Ok(None)`: linked (or linked already); `Ok(Some(other))`: the run is tied
+    /// to `other` and nothing was linked. The runtime links this way on every start naming a
+    /// subject ([`RunOptions::subject`](crate::RunOptions::subject)), so a repeated start with
+    /// the run's id cannot tie it to a second subject; [`JournalStore::link_subject`] is the
+    /// deliberate way to tie a run to several. The default fails with [`JournalError::Io`].
+    fn link_sole_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        let _ = (run_id, subject);
+        no_index()
+    }
+
     /// The stored runs that reference `what` (linked to the subject, or holding the secret as
     /// an input), oldest first. Linked run ids with no stored run are left out.
     fn referencing<'a>(
@@ -674,6 +690,14 @@ impl<S: JournalStore + ?Sized> JournalStore for Arc<S> {
         subject: &'a str,
     ) -> BoxFuture<'a, Result<(), JournalError>> {
         (**self).link_subject(run_id, subject)
+    }
+
+    fn link_sole_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        (**self).link_sole_subject(run_id, subject)
     }
 
     fn referencing<'a>(

@@ -626,6 +626,53 @@ impl JournalStore for PostgresStore {
         })
     }
 
+    fn link_sole_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        Box::pin(async move {
+            let s = &self.pg.schema;
+            let mut client = self.pg.pool.get().await.map_err(pool_err)?;
+            let tx = client.transaction().await.map_err(pg)?;
+            // Racing starts of one run id are serialized on a lock of their own.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('nanovm_subjects:' || $1, 0))",
+                &[&run_id],
+            )
+            .await
+            .map_err(pg)?;
+            let links: Vec<String> = tx
+                .query(
+                    &format!("SELECT subject FROM {s}.nanovm_subjects WHERE run_id = $1"),
+                    &[&run_id],
+                )
+                .await
+                .map_err(pg)?
+                .iter()
+                .map(|r| r.try_get(0))
+                .collect::<Result<_, _>>()
+                .map_err(pg)?;
+            if links.iter().any(|l| l == subject) {
+                return Ok(None);
+            }
+            if let Some(other) = links.into_iter().next() {
+                return Ok(Some(other));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.nanovm_subjects (subject, run_id) VALUES ($1, $2) \
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[&subject, &run_id],
+            )
+            .await
+            .map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
+            Ok(None)
+        })
+    }
+
     fn referencing<'a>(
         &'a self,
         what: &'a Reference,

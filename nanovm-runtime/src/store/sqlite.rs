@@ -294,6 +294,40 @@ impl JournalStore for SqliteStore {
         }))
     }
 
+    fn link_sole_subject<'a>(
+        &'a self,
+        run_id: &'a str,
+        subject: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, JournalError>> {
+        let (run_id, subject) = (run_id.to_string(), subject.to_string());
+        Box::pin(self.db.write(move |c| {
+            // One statement: atomic against every other writer of the file.
+            let linked = c
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO nanovm_subjects (subject, run_id) SELECT ?1, ?2 \
+                     WHERE NOT EXISTS (SELECT 1 FROM nanovm_subjects WHERE run_id = ?2 AND subject <> ?1)",
+                )
+                .and_then(|mut st| st.execute(params![subject, run_id]))
+                .map_err(io)?;
+            if linked == 1 {
+                return Ok(None);
+            }
+            // Not inserted: linked already, or tied to another subject (links are only ever
+            // removed by an erasure's unlink or a prune).
+            let links = c
+                .prepare_cached("SELECT subject FROM nanovm_subjects WHERE run_id = ?1")
+                .and_then(|mut st| {
+                    st.query_map(params![run_id], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(io)?;
+            if links.contains(&subject) {
+                return Ok(None);
+            }
+            Ok(links.into_iter().next())
+        }))
+    }
+
     fn referencing<'a>(
         &'a self,
         what: &'a Reference,
