@@ -332,7 +332,7 @@ fn refused(
         } => format!(
             "run `{run_id}` is held by `{owner}` until {} (an execution in progress): an act \
              never interleaves with one; retry later or pass --wait SECONDS",
-            crate::runs::utc(*expires_ms)
+            nanovm_runtime::time::utc(*expires_ms)
         ),
         e => e.to_string(),
     };

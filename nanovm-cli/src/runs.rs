@@ -14,6 +14,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use nanovm_runtime::store::{RunQuery, RunRecord};
+use nanovm_runtime::time::utc;
 use nanovm_runtime::trace::RunStatus;
 use nanovm_runtime::{RUN_STATE_VERSION, RunView, run_state};
 
@@ -228,33 +229,9 @@ fn row(r: &RunRecord, running_at: Option<String>) -> [String; 6] {
     ]
 }
 
-/// RFC 3339 UTC, `YYYY-MM-DDTHH:MM:SSZ`, for milliseconds since the Unix epoch (proleptic
-/// Gregorian; the milliseconds are dropped).
-pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{MAX_CELL_CHARS, cell, utc};
+    use super::{MAX_CELL_CHARS, cell};
 
     #[test]
     fn cells_are_bounded() {
@@ -264,14 +241,5 @@ mod tests {
         let long = cell(&"x".repeat(65_536));
         assert_eq!(long.chars().count(), MAX_CELL_CHARS);
         assert!(long.ends_with('…'));
-    }
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_700_000_000_123), "2023-11-14T22:13:20Z");
-        assert_eq!(utc(4_102_444_799_000), "2099-12-31T23:59:59Z");
-        assert_eq!(utc(1_796_667_000_000), "2026-12-07T18:10:00Z");
     }
 }

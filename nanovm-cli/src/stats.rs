@@ -9,12 +9,12 @@ use std::io::Write;
 
 use nanovm_runtime::stats::{ProgramStats, StatsOptions, report, samples, stats};
 use nanovm_runtime::store::RunQuery;
+use nanovm_runtime::time::utc;
 
 use crate::db::{self, Db};
 use crate::error::{Error, Status};
 use crate::escape::escape_lines;
 use crate::format::Format;
-use crate::runs::utc;
 
 /// Arguments of `nanovm stats`.
 #[derive(clap::Args)]
@@ -28,7 +28,7 @@ pub struct Args {
     /// The window starts here: milliseconds since the Unix epoch, an RFC 3339 UTC instant
     /// (`2026-12-07T18:30:00Z`) or a date (`2026-12-07`). Older runs are the baseline.
     /// Default: the newer half of each program's runs against the older half.
-    #[arg(long, value_name = "T", value_parser = nanovm_runtime::stats::parse_since)]
+    #[arg(long, value_name = "T", value_parser = nanovm_runtime::time::parse_utc)]
     since: Option<u64>,
     /// Flag a window run on a metric above this percentile of the baseline's runs.
     #[arg(long, value_name = "P", default_value_t = 95.0)]

@@ -84,6 +84,7 @@ mod state;
 pub mod stats;
 pub mod store;
 pub mod testing;
+pub mod time;
 pub mod trace;
 mod value;
 pub mod vault;

@@ -496,66 +496,11 @@ pub fn report(programs: &[ProgramStats], opts: &StatsOptions) -> serde_json::Val
     })
 }
 
-/// Milliseconds since the Unix epoch from `ms`, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[.f]Z`
-/// (UTC): the `--since` of `nanovm stats` and the `since` of the server's `/v1/stats`.
-pub fn parse_since(s: &str) -> Result<u64, String> {
-    if let Ok(ms) = s.parse::<u64>() {
-        return Ok(ms);
-    }
-    let bad = || format!("`{s}` is not milliseconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
-    let (date, time) = match s.split_once('T') {
-        Some((d, t)) => (d, Some(t.strip_suffix('Z').ok_or_else(bad)?)),
-        None => (s, None),
-    };
-    let num = |t: &str| t.parse::<i64>().map_err(|_| bad());
-    let d: Vec<&str> = date.split('-').collect();
-    let [y, m, dd] = d[..] else { return Err(bad()) };
-    let (y, m, dd) = (num(y)?, num(m)?, num(dd)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || y < 1970 {
-        return Err(bad());
-    }
-    let secs = match time {
-        None => 0,
-        Some(t) => {
-            let t = t.split('.').next().unwrap_or(t);
-            let p: Vec<&str> = t.split(':').collect();
-            let [h, mi, se] = p[..] else {
-                return Err(bad());
-            };
-            let (h, mi, se) = (num(h)?, num(mi)?, num(se)?);
-            if h > 23 || mi > 59 || se > 60 {
-                return Err(bad());
-            }
-            h * 3600 + mi * 60 + se
-        }
-    };
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from((days * 86_400 + secs) * 1000).map_err(|_| bad())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::trace::{Event, Reply, ToolOutcome};
     use crate::value::{Datum, Digest};
-
-    #[test]
-    fn since_takes_milliseconds_dates_and_utc_instants() {
-        assert_eq!(parse_since("1700000000123"), Ok(1_700_000_000_123));
-        assert_eq!(parse_since("2000-02-29"), Ok(951_782_400_000));
-        assert_eq!(parse_since("2023-11-14T22:13:20Z"), Ok(1_700_000_000_000));
-        assert_eq!(parse_since("2026-12-07T18:10:00.5Z"), Ok(1_796_667_000_000));
-        assert!(parse_since("yesterday").is_err());
-        assert!(parse_since("2026-13-01").is_err());
-        assert!(parse_since("2026-12-07T18:10:00").is_err());
-    }
 
     const EPS: f64 = 1e-9;
 

@@ -20,8 +20,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::served::{Served, SubmitError};
-use crate::time::rfc3339;
 use crate::{App, Scope};
+use nanovm_runtime::time::utc_millis;
 
 /// A refused request: a status and a JSON body `{"error": {"code", "message", ..}}`.
 #[derive(Debug)]
@@ -507,7 +507,7 @@ fn render(run_id: &str, view: &RunView, program: &str, created: bool) -> Json {
         json!({
             "event": w.event,
             "deadline_ms": w.deadline_ms,
-            "deadline": w.deadline_ms.map(rfc3339),
+            "deadline": w.deadline_ms.map(utc_millis),
         })
     });
     let open: Vec<Json> = view
@@ -580,10 +580,10 @@ fn record(r: &RunRecord) -> Json {
         "message": r.message,
         "waiting_for": r.waiting_for,
         "deadline_ms": r.deadline_ms,
-        "deadline": r.deadline_ms.map(rfc3339),
+        "deadline": r.deadline_ms.map(utc_millis),
         "entries": r.entries,
-        "created": rfc3339(r.created_ms),
-        "updated": rfc3339(r.updated_ms),
+        "created": utc_millis(r.created_ms),
+        "updated": utc_millis(r.updated_ms),
     })
 }
 

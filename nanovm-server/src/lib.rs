@@ -35,7 +35,6 @@ mod metrics;
 pub mod otel;
 mod served;
 mod stream;
-mod time;
 mod viewer;
 
 use std::collections::BTreeMap;

@@ -26,8 +26,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nanovm_runtime::__private_v0_1::ProgramInfo;
-use nanovm_runtime::stats::{StatsOptions, parse_since, report, samples, stats};
+use nanovm_runtime::stats::{StatsOptions, report, samples, stats};
 use nanovm_runtime::store::RunQuery;
+use nanovm_runtime::time::parse_utc;
 use nanovm_runtime::trace::Trace;
 use nanovm_runtime::{Json, RunView};
 use serde::Deserialize;
@@ -234,7 +235,7 @@ async fn stats_of(
         query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))?;
     let mut opts = StatsOptions::new();
     if let Some(s) = &q.since {
-        let since = parse_since(s).map_err(|e| {
+        let since = parse_utc(s).map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("since: {e}"))
         })?;
         opts = opts.since_ms(since);

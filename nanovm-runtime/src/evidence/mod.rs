@@ -877,7 +877,7 @@ pub async fn audit(
                     Some(run_id),
                     format!(
                         "run `{run_id}` ({} entries, root {}) was pruned by `{}` at {}: {} (prune record: log leaf {pi})",
-                        cp.entries, cp.root, p.by.id, prune::utc(p.time_ms), p.by.reason
+                        cp.entries, cp.root, p.by.id, crate::time::utc(p.time_ms), p.by.reason
                     ),
                 ));
                 continue;
