@@ -13,6 +13,7 @@ pub use crate::program::{
     LlmCall, Next, Outcome, ParallelInfo, Program, ProgramInfo, ReplanInfo, StepId, StepInfo,
     StepKind, ToolCall, ToolContext, ToolError, ToolInfo,
 };
+use crate::shape::kind_of;
 pub use crate::shape::{Shape, ShapeError};
 pub use crate::value::{Datum, Digest, Json, Secret, SecretRef};
 
@@ -41,17 +42,6 @@ impl UnknownChoice {
 #[inline]
 pub fn get<'a, T>(v: &'a Option<T>, name: &'static str) -> Result<&'a T, Fault> {
     v.as_ref().ok_or(Fault::Unassigned(name))
-}
-
-fn kind_of(v: &Json) -> &'static str {
-    match v {
-        Json::Null => "null",
-        Json::Bool(_) => "a bool",
-        Json::Number(_) => "a number",
-        Json::String(_) => "a string",
-        Json::Array(_) => "an array",
-        Json::Object(_) => "an object",
-    }
 }
 
 fn type_fault(path: &str, expected: &'static str, v: &Json) -> Fault {

@@ -4,7 +4,8 @@
 
 use crate::value::Json;
 
-fn kind_of(v: &Json) -> &'static str {
+/// How a message names the kind of JSON value found where another was expected.
+pub(crate) fn kind_of(v: &Json) -> &'static str {
     match v {
         Json::Null => "null",
         Json::Bool(_) => "a bool",

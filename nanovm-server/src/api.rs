@@ -80,6 +80,18 @@ pub(crate) fn unknown_run(run_id: &str) -> ApiError {
     )
 }
 
+/// A run's stored entries as a [`Trace`], its hash chain checked once more before anything is
+/// served from it: 500 `trace_corrupt` when it does not verify.
+pub(crate) fn verified(entries: Vec<Entry>) -> Result<Trace, ApiError> {
+    Trace::from_entries(entries).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "trace_corrupt",
+            format!("the stored trace does not verify: {e}"),
+        )
+    })
+}
+
 /// Run `run_id`'s stored entries (the store verified them), or 404.
 pub(crate) async fn entries_of(app: &App, run_id: &str) -> Result<Vec<Entry>, ApiError> {
     let store = app.runtime.store().expect("checked at bind");
@@ -617,13 +629,7 @@ async fn runs(
 /// the header `x-nanovm-root`.
 async fn trace(State(app): State<Arc<App>>, Path(run_id): Path<String>) -> ApiResult {
     let entries = entries_of(&app, &run_id).await?;
-    let trace = Trace::from_entries(entries).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "trace_corrupt",
-            format!("the stored trace does not verify: {e}"),
-        )
-    })?;
+    let trace = verified(entries)?;
     let root = trace.root().to_hex();
     let mut res = trace.to_jsonl().into_response();
     let h = res.headers_mut();

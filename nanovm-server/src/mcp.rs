@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use nanovm_runtime::Json;
 use nanovm_runtime::store::RunQuery;
-use nanovm_runtime::trace::{Actor, Trace};
+use nanovm_runtime::trace::Actor;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     JsonObject, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
@@ -99,13 +99,7 @@ fn str_arg<'a>(args: &'a JsonObject, name: &str) -> Result<&'a str, ApiError> {
 async fn verified(app: &App, run_id: &str) -> Result<(String, usize, String), ApiError> {
     let entries = api::entries_of(app, run_id).await?;
     let n = entries.len();
-    let trace = Trace::from_entries(entries).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "trace_corrupt",
-            format!("the stored trace does not verify: {e}"),
-        )
-    })?;
+    let trace = api::verified(entries)?;
     Ok((trace.root().to_hex(), n, trace.to_jsonl()))
 }
 

@@ -29,7 +29,6 @@ use nanovm_runtime::__private_v0_1::ProgramInfo;
 use nanovm_runtime::stats::{StatsOptions, report, samples, stats};
 use nanovm_runtime::store::RunQuery;
 use nanovm_runtime::time::parse_utc;
-use nanovm_runtime::trace::Trace;
 use nanovm_runtime::{Json, RunView};
 use serde::Deserialize;
 use serde_json::json;
@@ -202,13 +201,7 @@ async fn steps(
             })).collect::<Vec<_>>(),
         }));
     }
-    let trace = Trace::from_entries(entries).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "trace_corrupt",
-            format!("the stored trace does not verify: {e}"),
-        )
-    })?;
+    let trace = crate::api::verified(entries)?;
     Ok(axum::Json(json!({
         "run_id": run_id,
         "verified": true,
