@@ -21,20 +21,17 @@
 //!   short is completed by running it again: tombstones already written are not written twice,
 //!   and erasing an erased value succeeds.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::canonical::Encoder;
 use crate::clock::Clock;
 use crate::error::JournalError;
-use crate::store::{JournalStore, Lease, OPERATION_LEASE_MS, Reference};
+use crate::operator::{Claimed, claim, owner};
+use crate::store::{JournalStore, Lease, Reference};
 use crate::trace::{Actor, Entry, Event, RunStatus, Trace};
 use crate::value::VaultId;
 use crate::vault::{Vault, VaultError};
 use crate::view::RunView;
-
-/// How often a waiting erasure tries a run's lease again.
-const RETRY_EVERY: Duration = Duration::from_millis(100);
 
 /// What to erase.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,17 +119,6 @@ pub enum EraseError {
     Journal(#[from] JournalError),
 }
 
-/// A lease owner name unique to one erasure of this process.
-fn owner(by: &Actor) -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "operator-erase-{}-{}-{}",
-        by.id,
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// Erases `what` (see the module docs): claims every run the store's index says references
 /// it (waiting up to `wait` on `clock` for a lease someone holds), appends the tombstones
 /// naming `by` under each run's lease, erases the values from `vault`, forgets a subject's
@@ -150,13 +136,13 @@ pub async fn erase(
         return Err(EraseError::NoActor);
     }
     let run_ids = store.referencing(&what.reference()).await?;
-    let who = owner(&by);
+    let who = owner("erase", &by);
     // Claim every run first: all or nothing.
     let mut held: Vec<(Lease, Vec<Entry>)> = Vec::new();
     let mut refusal = None;
     for run_id in &run_ids {
         match claim(store, clock, run_id, &who, wait).await {
-            Ok(Some(lease)) => {
+            Ok(Claimed::Lease(lease)) => {
                 let entries = match store.load(run_id).await {
                     Ok(Some(entries)) => entries,
                     Ok(None) => {
@@ -181,9 +167,16 @@ pub async fn erase(
                 }
             }
             // Gone since the index was read.
-            Ok(None) => {}
+            Ok(Claimed::Missing) => {}
+            Ok(Claimed::Busy(record)) => {
+                refusal = Some(EraseError::Leased {
+                    run_id: run_id.clone(),
+                    owner: record.lease_owner.unwrap_or_else(|| "?".into()),
+                });
+                break;
+            }
             Err(e) => {
-                refusal = Some(e);
+                refusal = Some(e.into());
                 break;
             }
         }
@@ -246,36 +239,6 @@ pub async fn erase(
     }
     store.compact().await?;
     Ok(report)
-}
-
-/// Claims `run_id` for the erasure, retrying while someone else holds it, up to `wait`.
-/// `Ok(None)`: the run is not in the store.
-async fn claim(
-    store: &dyn JournalStore,
-    clock: &dyn Clock,
-    run_id: &str,
-    who: &str,
-    wait: Duration,
-) -> Result<Option<Lease>, EraseError> {
-    let give_up = clock.now_ms().saturating_add(wait.as_millis() as u64);
-    loop {
-        if let Some(lease) = store
-            .claim_run(run_id, who, clock.now_ms(), OPERATION_LEASE_MS)
-            .await?
-        {
-            return Ok(Some(lease));
-        }
-        let Some(record) = store.run(run_id).await? else {
-            return Ok(None);
-        };
-        if clock.now_ms() >= give_up {
-            return Err(EraseError::Leased {
-                run_id: run_id.to_string(),
-                owner: record.lease_owner.unwrap_or_else(|| "?".into()),
-            });
-        }
-        clock.sleep(RETRY_EVERY).await;
-    }
 }
 
 /// The tombstones `what` adds to a run's stored `entries` (chained onto them), and what to

@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::canonical::Encoder;
 use crate::clock::Clock;
 use crate::error::JournalError;
-use crate::store::{JournalStore, Lease, OPERATION_LEASE_MS};
+use crate::store::{JournalStore, Lease, OPERATION_LEASE_MS, RunRecord};
 use crate::trace::{Actor, Entry, Event, RunStatus, Trace};
 use crate::value::{Digest, Json};
 use crate::view::{RunView, payload_fingerprint};
@@ -219,16 +219,54 @@ pub enum ActError {
     Journal(#[from] JournalError),
 }
 
-/// A lease owner name unique to one act of this process.
-fn owner(act: &Act, by: &Actor) -> String {
+/// A lease owner name unique to one operator action of this process (`kind`: an act's name,
+/// or `erase`).
+pub(crate) fn owner(kind: &str, by: &Actor) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
-        "operator-{}-{}-{}-{}",
-        act.name(),
+        "operator-{kind}-{}-{}-{}",
         by.id,
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// What [`claim`] found.
+pub(crate) enum Claimed {
+    /// The run's lease, now held by the operator action.
+    Lease(Lease),
+    /// The store has no such run.
+    Missing,
+    /// Someone else still held the lease when the wait ran out: the run's record then.
+    Busy(RunRecord),
+}
+
+/// Claims `run_id` for an operator action named `who`, trying again every 100 ms on `clock`
+/// while someone else holds its lease, for up to `wait`: an operator action never interleaves
+/// with an execution or another action.
+pub(crate) async fn claim(
+    store: &dyn JournalStore,
+    clock: &dyn Clock,
+    run_id: &str,
+    who: &str,
+    wait: Duration,
+) -> Result<Claimed, JournalError> {
+    let give_up = clock.now_ms().saturating_add(wait.as_millis() as u64);
+    loop {
+        if let Some(lease) = store
+            .claim_run(run_id, who, clock.now_ms(), OPERATION_LEASE_MS)
+            .await?
+        {
+            return Ok(Claimed::Lease(lease));
+        }
+        let Some(record) = store.run(run_id).await? else {
+            return Ok(Claimed::Missing);
+        };
+        if clock.now_ms() >= give_up {
+            return Ok(Claimed::Busy(record));
+        }
+        clock.sleep(RETRY_EVERY).await;
+    }
 }
 
 /// Records operator `by`'s act `what` on stored run `run_id` under the run's lease (see the
@@ -244,26 +282,17 @@ pub async fn act(
     by: Actor,
     wait: Duration,
 ) -> Result<Acted, ActError> {
-    let who = owner(&what, &by);
-    let give_up = clock.now_ms().saturating_add(wait.as_millis() as u64);
-    let lease = loop {
-        if let Some(lease) = store
-            .claim_run(run_id, &who, clock.now_ms(), OPERATION_LEASE_MS)
-            .await?
-        {
-            break lease;
-        }
-        let Some(record) = store.run(run_id).await? else {
-            return Err(ActError::UnknownRun(run_id.to_string()));
-        };
-        if clock.now_ms() >= give_up {
+    let who = owner(what.name(), &by);
+    let lease = match claim(store, clock, run_id, &who, wait).await? {
+        Claimed::Lease(lease) => lease,
+        Claimed::Missing => return Err(ActError::UnknownRun(run_id.to_string())),
+        Claimed::Busy(record) => {
             return Err(ActError::Leased {
                 run_id: run_id.to_string(),
                 owner: record.lease_owner.unwrap_or_else(|| "?".into()),
                 expires_ms: record.lease_expires_ms.unwrap_or(0),
             });
         }
-        clock.sleep(RETRY_EVERY).await;
     };
     let decided = match store.load(run_id).await {
         Ok(Some(entries)) => decide(run_id, entries, &what, &by, clock.now_ms()),
